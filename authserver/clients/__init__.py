@@ -1,0 +1,1 @@
+"""Registered trusted backends (OAuth2 confidential clients) and their token policy."""

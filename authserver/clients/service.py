@@ -1,0 +1,245 @@
+"""Client registration and management: the one place the CLI and the admin API call."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from authserver.clients import secrets as client_secrets
+from authserver.clients.model import IDENTITY_CLAIMS
+from authserver.clients.model import RESERVED_CLAIMS
+from authserver.clients.model import Client
+from authserver.clients.model import ClientId
+from authserver.clients.model import ClientPolicy
+from authserver.clients.model import is_valid_claim_name
+from authserver.clients.model import is_valid_scope_token
+from authserver.clients.store import ClientStore
+from authserver.clock import Clock
+from authserver.errors import InvalidInput
+from authserver.errors import NotFound
+
+_UNSET: Any = object()
+
+
+class ClientService:
+    """Create, change and authenticate clients. Never commits: the caller's unit of work does."""
+
+    def __init__(self, store: ClientStore, clock: Clock, *, max_token_ttl: int) -> None:
+        self._store = store
+        self._clock = clock
+        self._max_token_ttl = max_token_ttl
+
+    # -- queries ------------------------------------------------------------------------
+
+    def get(self, client_id: str) -> Client:
+        """Return the client or raise :class:`NotFound`."""
+        client = self._store.get(ClientId(client_id))
+        if client is None:
+            raise NotFound(f"no client with id {client_id!r}")
+        return client
+
+    def find(self, client_id: str) -> Client | None:
+        return self._store.get(ClientId(client_id))
+
+    def list(self) -> list[Client]:
+        return self._store.list()
+
+    # -- commands -----------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        name: str,
+        audiences: Iterable[str] = (),
+        scopes: Iterable[str] = (),
+        allowed_claims: Iterable[str] = (),
+        token_ttl: int | None = None,
+        jwks: dict[str, Any] | None = None,
+        jwks_uri: str | None = None,
+    ) -> tuple[Client, str | None]:
+        """Register a client.
+
+        :returns: the client and its plaintext secret, which exists only in this return
+            value (``None`` for a ``private_key_jwt`` client registered with keys).
+        """
+        if jwks is not None and jwks_uri is not None:
+            raise InvalidInput("give either a JWK set or a jwks_uri, not both")
+        policy = ClientPolicy(
+            audiences=_audiences(audiences),
+            scopes=_scopes(scopes),
+            allowed_claims=_allowed_claims(allowed_claims),
+            token_ttl=self._ttl(token_ttl),
+        )
+        now = self._clock.now()
+        secret: str | None = None
+        secret_hash: str | None = None
+        if jwks is None and jwks_uri is None:
+            secret = client_secrets.new_secret()
+            secret_hash = client_secrets.hash_secret(secret)
+        client = Client(
+            client_id=client_secrets.new_client_id(),
+            name=_name(name),
+            policy=policy,
+            enabled=True,
+            created_at=now,
+            updated_at=now,
+            secret_hash=secret_hash,
+            jwks=validate_public_jwks(jwks) if jwks is not None else None,
+            jwks_uri=_jwks_uri(jwks_uri) if jwks_uri is not None else None,
+        )
+        self._store.add(client)
+        return client, secret
+
+    def update(
+        self,
+        client_id: str,
+        *,
+        name: str | None = None,
+        audiences: Iterable[str] | None = None,
+        scopes: Iterable[str] | None = None,
+        allowed_claims: Iterable[str] | None = None,
+        token_ttl: int | None = _UNSET,
+    ) -> Client:
+        """Change a client's name or policy; arguments left out stay as they are."""
+        client = self.get(client_id)
+        policy = client.policy
+        if audiences is not None:
+            policy = dataclasses.replace(policy, audiences=_audiences(audiences))
+        if scopes is not None:
+            policy = dataclasses.replace(policy, scopes=_scopes(scopes))
+        if allowed_claims is not None:
+            policy = dataclasses.replace(policy, allowed_claims=_allowed_claims(allowed_claims))
+        if token_ttl is not _UNSET:
+            policy = dataclasses.replace(policy, token_ttl=self._ttl(token_ttl))
+        updated = dataclasses.replace(
+            client,
+            name=_name(name) if name is not None else client.name,
+            policy=policy,
+            updated_at=self._clock.now(),
+        )
+        self._store.update(updated)
+        return updated
+
+    def rotate_secret(self, client_id: str) -> tuple[Client, str]:
+        """Replace the secret; the old one stops working when the unit of work commits."""
+        client = self.get(client_id)
+        if client.secret_hash is None:
+            raise InvalidInput("this client authenticates with private_key_jwt and has no secret")
+        secret = client_secrets.new_secret()
+        updated = dataclasses.replace(
+            client, secret_hash=client_secrets.hash_secret(secret), updated_at=self._clock.now()
+        )
+        self._store.update(updated)
+        return updated, secret
+
+    def set_enabled(self, client_id: str, enabled: bool) -> Client:
+        client = self.get(client_id)
+        updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
+        self._store.update(updated)
+        return updated
+
+    def delete(self, client_id: str) -> Client:
+        client = self.get(client_id)
+        self._store.delete(client.client_id)
+        return client
+
+    # -- authentication -----------------------------------------------------------------
+
+    @staticmethod
+    def check_secret(client: Client, secret: str) -> bool:
+        """True when *secret* is the client's current secret (constant-time)."""
+        return client_secrets.verify_secret(secret, client.secret_hash)
+
+    def _ttl(self, token_ttl: int | None) -> int | None:
+        if token_ttl is None:
+            return None
+        if isinstance(token_ttl, bool) or not isinstance(token_ttl, int):
+            raise InvalidInput("token TTL must be a whole number of seconds")
+        if not 1 <= token_ttl <= self._max_token_ttl:
+            raise InvalidInput(
+                f"token TTL must be between 1 and {self._max_token_ttl} seconds "
+                "(AUTHSERVER_MAX_TOKEN_TTL)"
+            )
+        return token_ttl
+
+
+def _name(name: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInput("name must not be empty")
+    if len(name) > 200 or any(ord(c) < 0x20 for c in name):
+        raise InvalidInput("name must be at most 200 printable characters")
+    return name.strip()
+
+
+def _strings(values: Iterable[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise InvalidInput(f"{what} must be a list of strings")
+    out: list[str] = []
+    for value in values:
+        if not isinstance(value, str) or not value:
+            raise InvalidInput(f"each {what} must be a non-empty string")
+        if value not in out:
+            out.append(value)
+    return out
+
+
+def _audiences(values: Iterable[str]) -> tuple[str, ...]:
+    out = _strings(values, "audience")
+    for aud in out:
+        if len(aud) > 2048 or any(c.isspace() or ord(c) < 0x20 for c in aud):
+            raise InvalidInput("an audience must be at most 2048 characters without spaces")
+    return tuple(out)
+
+
+def _scopes(values: Iterable[str]) -> tuple[str, ...]:
+    out = _strings(values, "scope")
+    for scope in out:
+        if not is_valid_scope_token(scope) or len(scope) > 200:
+            raise InvalidInput(
+                "a scope must be 1-200 printable ASCII characters without spaces, quotes or "
+                "backslashes (RFC 6749 section 3.3)"
+            )
+    return tuple(out)
+
+
+def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
+    out = _strings(values, "allowed claim")
+    for name in out:
+        if not is_valid_claim_name(name):
+            raise InvalidInput(
+                "an allowed claim name must start with a letter or underscore and use only "
+                "letters, digits and _ . : - (at most 64 characters)"
+            )
+        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
+            raise InvalidInput(
+                f"{name} is set by the server itself and cannot be an allowed claim"
+            )
+    return tuple(out)
+
+
+def _jwks_uri(uri: str) -> str:
+    parts = urlsplit(uri)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise InvalidInput("jwks_uri must be an https:// URL")
+    return uri
+
+
+def validate_public_jwks(jwks: Any) -> dict[str, Any]:
+    """Check that *jwks* is a JWK set (RFC 7517 §5) of public signing keys only."""
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise InvalidInput('a JWK set must be a JSON object with a non-empty "keys" array')
+    for key in jwks["keys"]:
+        if not isinstance(key, dict):
+            raise InvalidInput("each key in the JWK set must be a JSON object")
+        if any(member in key for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
+            raise InvalidInput("the JWK set must hold public keys only (found private members)")
+    try:
+        KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidInput(f"the JWK set is not valid: {type(exc).__name__}") from None
+    return {"keys": list(jwks["keys"])}

@@ -1,0 +1,27 @@
+"""The storage interface for clients. Implementations live in ``authserver.storage``."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from authserver.clients.model import Client
+from authserver.clients.model import ClientId
+
+
+class ClientStore(Protocol):
+    """Persistence of clients. Methods run inside the caller's unit of work."""
+
+    def add(self, client: Client) -> None:
+        """Insert *client*; raises ``Conflict`` if the id exists."""
+
+    def get(self, client_id: ClientId) -> Client | None:
+        """Return the client or ``None``."""
+
+    def list(self) -> list[Client]:
+        """Return every client, oldest first."""
+
+    def update(self, client: Client) -> None:
+        """Replace the stored client with the same id; raises ``NotFound`` if absent."""
+
+    def delete(self, client_id: ClientId) -> None:
+        """Remove the client; raises ``NotFound`` if absent."""

@@ -1,0 +1,86 @@
+"""The composition root: Settings -> stores -> services.
+
+The only module that names concrete storage classes (Warehouse's ``includeme``, Hydra's
+``driver/``). Everything else receives services and store *interfaces*.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from authserver.clients.service import ClientService
+from authserver.clock import Clock
+from authserver.clock import SystemClock
+from authserver.keys.service import KeyPolicy
+from authserver.keys.service import KeyService
+from authserver.keys.store import KeyStore
+from authserver.settings import Settings
+from authserver.storage.files.keys import FileKeyStore
+from authserver.storage.sql.clients import SqlClientStore
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.keys import SqlKeyStore
+from authserver.tokens.service import TokenService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """Everything a request, a CLI command or a scheduler tick needs."""
+
+    settings: Settings
+    clock: Clock
+    db: Database
+    clients: ClientService
+    keys: KeyService
+    tokens: TokenService
+
+    def unit_of_work(self):  # type: ignore[no-untyped-def]
+        """One transaction: commit at the end, roll back on error."""
+        return self.db.unit_of_work()
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def key_policy(settings: Settings) -> KeyPolicy:
+    return KeyPolicy(
+        key_size=settings.key_size,
+        passphrase=settings.key_passphrase,
+        rotation_interval=settings.key_rotation_interval,
+        publish_ahead=settings.key_publish_ahead,
+        jwks_max_age=settings.jwks_max_age,
+        retention=settings.key_retention,
+        cache_seconds=settings.key_cache_seconds,
+    )
+
+
+def build(settings: Settings, clock: Clock | None = None) -> Services:
+    """Wire the services for *settings*. Opens no connection yet."""
+    clock = clock or SystemClock()
+    db = Database(settings.database_url)
+    key_store: KeyStore
+    if settings.key_store == "sql":
+        key_store = SqlKeyStore(db)
+    else:
+        key_store = FileKeyStore(settings.keys_dir)
+    if settings.key_passphrase is None:
+        log.warning(
+            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"
+        )
+    keys = KeyService(key_store, clock, key_policy(settings))
+    return Services(
+        settings=settings,
+        clock=clock,
+        db=db,
+        clients=ClientService(SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl),
+        keys=keys,
+        tokens=TokenService(
+            keys,
+            clock,
+            issuer=settings.issuer,
+            default_ttl=settings.default_token_ttl,
+            max_ttl=settings.max_token_ttl,
+        ),
+    )

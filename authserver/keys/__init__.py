@@ -1,0 +1,1 @@
+"""Signing keys: generation, storage interface and the rotation lifecycle."""

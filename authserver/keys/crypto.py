@@ -1,0 +1,57 @@
+"""RSA key generation and (de)serialisation, with joserfc and cryptography."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from joserfc.jwk import RSAKey
+
+from authserver.errors import KeyStoreError
+from authserver.keys.model import Kid
+
+ALG = "RS256"
+
+
+def generate(key_size: int) -> tuple[RSAKey, Kid]:
+    """Generate an RSA signing key whose ``kid`` is its RFC 7638 thumbprint."""
+    key = RSAKey.generate_key(key_size, parameters={"use": "sig", "alg": ALG}, private=True)
+    kid = Kid(key.thumbprint())
+    key.ensure_kid()
+    return key, kid
+
+
+def public_jwk(key: RSAKey, kid: Kid) -> dict[str, Any]:
+    """The published form: public members only, with kid, use and alg (INTERFACE.md)."""
+    jwk = key.as_dict(private=False)
+    return {"kty": "RSA", "kid": kid, "use": "sig", "alg": ALG, "n": jwk["n"], "e": jwk["e"]}
+
+
+def to_pem(key: RSAKey, passphrase: str | None) -> bytes:
+    """PKCS#8 PEM of the private key, encrypted (best available scheme) with *passphrase*."""
+    return key.as_pem(private=True, password=passphrase)
+
+
+def is_encrypted(pem: bytes) -> bool:
+    return b"ENCRYPTED" in pem.split(b"\n", 1)[0]
+
+
+def load_private(pem: bytes, passphrase: str | None, kid: str) -> RSAKey:
+    """Parse a stored private key; a wrong or missing passphrase is a clear error."""
+    encrypted = is_encrypted(pem)
+    if encrypted and not passphrase:
+        raise KeyStoreError(
+            f"AUTHSERVER_KEY_PASSPHRASE: signing key {kid} is encrypted and no passphrase is set"
+        )
+    try:
+        key = RSAKey.import_key(pem, password=passphrase if encrypted else None)
+    except (ValueError, TypeError) as exc:
+        if encrypted:
+            raise KeyStoreError(
+                f"AUTHSERVER_KEY_PASSPHRASE: cannot decrypt signing key {kid} "
+                "(wrong passphrase?)"
+            ) from None
+        raise KeyStoreError(f"signing key {kid} is unreadable: {type(exc).__name__}") from None
+    if key.thumbprint() != kid:
+        raise KeyStoreError(f"signing key {kid} does not match its kid (corrupt key store?)")
+    key.ensure_kid()
+    return key

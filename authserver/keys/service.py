@@ -1,0 +1,384 @@
+"""The signing-key lifecycle: bootstrap, scheduled and manual rotation, emergency retire.
+
+Rules (INTERFACE.md, "Signing keys and rotation"):
+
+* A new key is published ``publish_ahead`` seconds (default one hour, never less than the
+  JWKS max-age) before it signs anything, so a verifier holding a cached JWKS already
+  knows it when the first token signed with it arrives.
+* A key that stopped signing stays published for ``retention`` seconds: the longest token
+  lifetime any client can get, plus leeway.
+* Exactly one key is current at every moment: the signing windows of keys that are not
+  retired are kept contiguous (each key's ``deactivate_at`` is the next key's
+  ``activate_at``) by :func:`_rechain`, the only function that sets them.
+* Every change happens under :meth:`KeyStore.lock` after re-reading the store, so N workers
+  and M instances that decide to rotate at the same moment rotate exactly once.
+
+The signer is handed exactly one key, the current one (DESIGN.md §1 item 1: never a key set,
+from which joserfc would pick a random key).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc.jwk import RSAKey
+
+from authserver.clock import Clock
+from authserver.errors import Conflict
+from authserver.errors import KeyStoreError
+from authserver.errors import NotFound
+from authserver.keys import crypto
+from authserver.keys.model import KeyState
+from authserver.keys.model import Kid
+from authserver.keys.model import SigningKey
+from authserver.keys.store import KeyStore
+
+log = logging.getLogger(__name__)
+
+#: How long the record of a gone key is kept (for ``keys list`` and audit) before deletion.
+#: Its private half is destroyed as soon as it is gone.
+KEEP_GONE_RECORDS = 30 * 86400
+
+
+@dataclass(frozen=True)
+class KeyPolicy:
+    """The settings the lifecycle needs (see ``settings.FIELDS`` for their meaning)."""
+
+    key_size: int = 2048
+    passphrase: str | None = None
+    rotation_interval: int = 30 * 86400
+    publish_ahead: int = 3600
+    jwks_max_age: int = 300
+    retention: int = 86400 + 300
+    cache_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
+class KeyView:
+    """A key with its state at a given moment (what ``keys list`` shows)."""
+
+    key: SigningKey
+    state: KeyState
+    drop_at: float | None
+
+
+@dataclass(frozen=True)
+class RotationResult:
+    key: SigningKey
+    created: bool
+
+
+class KeyService:
+    """Key lifecycle and the cached view the token endpoint signs with."""
+
+    def __init__(self, store: KeyStore, clock: Clock, policy: KeyPolicy) -> None:
+        self._store = store
+        self._clock = clock
+        self._policy = policy
+        self._lock = threading.Lock()
+        self._keys: list[SigningKey] = []
+        self._version: str | None = None
+        self._checked_at = float("-inf")
+        self._parsed: dict[Kid, RSAKey] = {}
+
+    @property
+    def policy(self) -> KeyPolicy:
+        return self._policy
+
+    # -- the cached read side (hot path) -------------------------------------------------
+
+    def _snapshot(self) -> list[SigningKey]:
+        """The key set, re-read from the store at most every ``cache_seconds``.
+
+        The version check is one cheap read; the full list is re-read only when another
+        process changed it. Lifecycle transitions driven by time need no re-read at all:
+        states are computed from timestamps at each call.
+        """
+        mono = time.monotonic()
+        if mono - self._checked_at < self._policy.cache_seconds:
+            return self._keys
+        with self._lock:
+            if mono - self._checked_at < self._policy.cache_seconds:
+                return self._keys
+            version = self._store.version()
+            if version != self._version:
+                self._keys = self._store.list()
+                self._version = version
+                live = {k.kid for k in self._keys}
+                self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
+            self._checked_at = time.monotonic()
+            return self._keys
+
+    def invalidate(self) -> None:
+        """Forget the cached view (after a change made by this process)."""
+        self._checked_at = float("-inf")
+
+    def current(self) -> tuple[Kid, RSAKey]:
+        """The one key that signs now, parsed. Raises :class:`KeyStoreError` if none."""
+        now = self._clock.now()
+        key = _current(self._snapshot(), now, self._policy.retention)
+        if key is None:
+            # The cache may predate a promotion made elsewhere: look once more, fresh.
+            self.invalidate()
+            key = _current(self._snapshot(), now, self._policy.retention)
+        if key is None:
+            raise KeyStoreError("no current signing key")
+        return key.kid, self._private(key)
+
+    def published_jwks(self) -> dict[str, Any]:
+        """The JWK set to publish: public halves of next, current and previous keys."""
+        now = self._clock.now()
+        keys = [
+            k
+            for k in self._snapshot()
+            if k.state(now, self._policy.retention) is not KeyState.GONE
+        ]
+        keys.sort(key=lambda k: k.activate_at, reverse=True)
+        return {"keys": [dict(k.public_jwk) for k in keys]}
+
+    def verification_key(self, kid: str) -> RSAKey | None:
+        """The public key for *kid* if it is published right now (read fresh, not cached,
+        so a retire is seen at once by introspection)."""
+        now = self._clock.now()
+        for key in self._store.list():
+            if key.kid == kid and key.state(now, self._policy.retention) is not KeyState.GONE:
+                return RSAKey.import_key(key.public_jwk)  # type: ignore[arg-type]
+        return None
+
+    def _private(self, key: SigningKey) -> RSAKey:
+        parsed = self._parsed.get(key.kid)
+        if parsed is None:
+            if key.private_pem is None:
+                raise KeyStoreError(f"signing key {key.kid} has no private key material")
+            parsed = crypto.load_private(key.private_pem, self._policy.passphrase, key.kid)
+            self._parsed[key.kid] = parsed
+        return parsed
+
+    # -- operator and scheduler commands (each runs under the store lock) -----------------
+
+    def views(self) -> list[KeyView]:
+        """Every stored key with its state, newest first (read fresh)."""
+        now = self._clock.now()
+        retention = self._policy.retention
+        keys = sorted(self._store.list(), key=lambda k: (k.activate_at, k.created_at), reverse=True)
+        return [KeyView(k, k.state(now, retention), k.drop_at(retention)) for k in keys]
+
+    def check_readable(self) -> None:
+        """Parse every key that may still sign, so a wrong passphrase stops start-up."""
+        now = self._clock.now()
+        for key in self._store.list():
+            if key.private_pem is None:
+                continue
+            if key.state(now, self._policy.retention) in (KeyState.NEXT, KeyState.CURRENT):
+                self._private(key)
+            elif crypto.is_encrypted(key.private_pem) and not self._policy.passphrase:
+                self._private(key)  # raises the clear passphrase error
+
+    def ensure_current(self) -> SigningKey | None:
+        """Make sure a key signs now; create the first one on an empty store.
+
+        :returns: the key created, or ``None`` when one was already current.
+        """
+        now = self._clock.now()
+        if _current(self._store.list(), now, self._policy.retention) is not None:
+            return None
+        with self._store.lock():
+            keys = self._store.list()
+            if _current(keys, self._clock.now(), self._policy.retention) is not None:
+                return None
+            created = self._rechain(keys, self._clock.now())
+        self.invalidate()
+        if created:
+            log.info("created signing key %s (the store had no current key)", created.kid)
+        return created
+
+    def rotate(self) -> RotationResult:
+        """Schedule the next key: published now, signing after ``publish_ahead``.
+
+        Idempotent: when a next key is already scheduled, it is returned unchanged, so a
+        rotation requested by several operators or instances at once happens once.
+        """
+        with self._store.lock():
+            now = self._clock.now()
+            keys = self._store.list()
+            pending = _pending(keys, now)
+            if pending:
+                return RotationResult(pending[-1], created=False)
+            new = self._new_key(now, activate_at=now + self._policy.publish_ahead)
+            self._store.add(new)
+            self._rechain([*keys, new], now)
+            new = self._reload(new.kid)
+        self.invalidate()
+        log.info("scheduled signing key %s to start signing at %s", new.kid, _iso(new.activate_at))
+        return RotationResult(new, created=True)
+
+    def retire(self, kid: str) -> SigningKey:
+        """Emergency removal: the key leaves the JWKS at once and never signs again.
+
+        Its private half is destroyed. If it was the current key, the earliest next key
+        takes over at once when it has been published for at least the JWKS max-age;
+        otherwise a new key is created and signs at once. Verifiers that refetch the JWKS
+        on an unknown ``kid`` accept its tokens immediately; verifiers that only refresh on
+        expiry may reject them until their cache expires, which is the lesser harm than
+        signing with a key that must not be trusted.
+        """
+        with self._store.lock():
+            now = self._clock.now()
+            keys = self._store.list()
+            target = next((k for k in keys if k.kid == kid), None)
+            if target is None:
+                raise NotFound(f"no signing key with kid {kid!r}")
+            if target.retired_at is not None:
+                raise Conflict(f"signing key {kid} is already retired")
+            retired = dataclasses.replace(target, retired_at=now, private_pem=None)
+            self._store.update(retired)
+            keys = [retired if k.kid == kid else k for k in keys]
+            self._rechain(keys, now)
+        self.invalidate()
+        log.warning("retired signing key %s", kid)
+        return retired
+
+    def due(self) -> bool:
+        """True when :meth:`tick` has something to do (a cheap, unlocked read)."""
+        return bool(self._work(self._store.list(), self._clock.now()))
+
+    def tick(self) -> list[str]:
+        """The scheduled work: rotate when the current key has served its interval, make
+        sure a key is current, destroy gone keys' private halves, forget old records.
+
+        Safe to call from every worker of every instance: it re-checks under the lock.
+        """
+        done: list[str] = []
+        with self._store.lock():
+            now = self._clock.now()
+            keys = self._store.list()
+            work = self._work(keys, now)
+            if "rotate" in work or "promote" in work:
+                new = None
+                if "rotate" in work:
+                    new = self._new_key(now, activate_at=now + self._policy.publish_ahead)
+                    self._store.add(new)
+                    keys = [*keys, new]
+                    done.append(f"scheduled key {new.kid}")
+                created = self._rechain(keys, now)
+                if created:
+                    done.append(f"created key {created.kid}")
+                keys = self._store.list()
+            for key in keys:
+                state = key.state(now, self._policy.retention)
+                if state is not KeyState.GONE:
+                    continue
+                drop_at = key.drop_at(self._policy.retention) or now
+                if now >= drop_at + KEEP_GONE_RECORDS:
+                    self._store.delete(key.kid)
+                    done.append(f"deleted key {key.kid}")
+                elif key.private_pem is not None:
+                    self._store.update(dataclasses.replace(key, private_pem=None))
+                    done.append(f"destroyed private key {key.kid}")
+        if done:
+            self.invalidate()
+            for line in done:
+                log.info("key schedule: %s", line)
+        return done
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _work(self, keys: list[SigningKey], now: float) -> set[str]:
+        retention = self._policy.retention
+        work: set[str] = set()
+        current = _current(keys, now, retention)
+        if current is None:
+            work.add("promote")
+        elif not _pending(keys, now):
+            rotate_at = current.activate_at + self._policy.rotation_interval
+            if now >= rotate_at - self._policy.publish_ahead:
+                work.add("rotate")
+        for key in keys:
+            if key.state(now, retention) is KeyState.GONE:
+                drop_at = key.drop_at(retention) or now
+                if key.private_pem is not None or now >= drop_at + KEEP_GONE_RECORDS:
+                    work.add("gc")
+        return work
+
+    def _new_key(self, now: float, *, activate_at: float) -> SigningKey:
+        rsa, kid = crypto.generate(self._policy.key_size)
+        self._parsed[kid] = rsa
+        return SigningKey(
+            kid=kid,
+            private_pem=crypto.to_pem(rsa, self._policy.passphrase),
+            public_jwk=crypto.public_jwk(rsa, kid),
+            created_at=now,
+            activate_at=activate_at,
+            deactivate_at=None,
+        )
+
+    def _reload(self, kid: Kid) -> SigningKey:
+        for key in self._store.list():
+            if key.kid == kid:
+                return key
+        raise KeyStoreError(f"signing key {kid} vanished from the store")
+
+    def _rechain(self, keys: list[SigningKey], now: float) -> SigningKey | None:
+        """Restore the invariant "exactly one current key, contiguous windows".
+
+        Keys whose signing window has ended (``deactivate_at <= now``) are history and never
+        touched; among the others (current and next, not retired), each key's window ends
+        where the next one's begins. If none of them signs now, the earliest next key is
+        promoted at once when verifiers have had the JWKS max-age to see it, else a new key
+        is created that signs at once (the empty store, or a retired current key).
+
+        :returns: the key created, if any. Must be called under the store lock.
+        """
+        live = sorted(
+            (
+                k
+                for k in keys
+                if k.retired_at is None and (k.deactivate_at is None or k.deactivate_at > now)
+            ),
+            key=lambda k: (k.activate_at, k.created_at),
+        )
+        created: SigningKey | None = None
+        if not live or live[0].activate_at > now:
+            first = live[0] if live else None
+            if first is not None and first.created_at + self._policy.jwks_max_age <= now:
+                live[0] = dataclasses.replace(first, activate_at=now)
+            else:
+                created = self._new_key(now, activate_at=now)
+                self._store.add(created)
+                live.insert(0, created)
+        originals = {k.kid: k for k in keys}
+        for index, key in enumerate(live):
+            end = live[index + 1].activate_at if index + 1 < len(live) else None
+            updated = dataclasses.replace(key, deactivate_at=end)
+            original = originals.get(key.kid)
+            if (
+                original is None
+                or original.activate_at != updated.activate_at
+                or original.deactivate_at != updated.deactivate_at
+            ):
+                self._store.update(updated)
+        return created
+
+
+def _current(keys: list[SigningKey], now: float, retention: float) -> SigningKey | None:
+    current = [k for k in keys if k.state(now, retention) is KeyState.CURRENT]
+    if len(current) > 1:
+        # Cannot happen while _rechain is the only writer of windows; refuse to guess.
+        raise KeyStoreError("more than one current signing key (inconsistent key store)")
+    return current[0] if current else None
+
+
+def _pending(keys: list[SigningKey], now: float) -> list[SigningKey]:
+    return sorted(
+        (k for k in keys if k.retired_at is None and k.activate_at > now),
+        key=lambda k: k.activate_at,
+    )
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))

@@ -1,0 +1,37 @@
+"""The storage interface for signing keys. Implementations: ``storage.files.keys``
+(a directory, the default) and ``storage.sql.keys`` (the database)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from authserver.keys.model import Kid
+from authserver.keys.model import SigningKey
+
+
+class KeyStore(Protocol):
+    """Persistence of signing keys, shared by every worker and instance."""
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold an exclusive lock across processes and hosts sharing the store.
+
+        Every change to the key set happens inside it, and reads inside it see every
+        change committed before it was taken. It is released when the context exits (for
+        the SQL store: at the end of the surrounding transaction).
+        """
+
+    def list(self) -> list[SigningKey]:
+        """Every stored key, in no particular order."""
+
+    def add(self, key: SigningKey) -> None:
+        """Store a new key."""
+
+    def update(self, key: SigningKey) -> None:
+        """Replace the stored key with the same kid."""
+
+    def delete(self, kid: Kid) -> None:
+        """Forget a key entirely."""
+
+    def version(self) -> str:
+        """A cheap token that changes whenever the key set changes (for caches)."""

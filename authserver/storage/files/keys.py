@@ -1,0 +1,155 @@
+"""FileKeyStore: signing keys in a directory (``AUTHSERVER_KEYS_DIR``), the default.
+
+Layout::
+
+    keys/
+      .lock            flock(2) target serialising every change across processes
+      .version         changes on every write; caches compare it
+      <kid>.pem        PKCS#8 private key, mode 0600, encrypted when a passphrase is set
+      <kid>.json       lifecycle timestamps and the public JWK
+
+Every file is written to a temporary name, fsynced and renamed over the old one
+(``os.replace`` is atomic on POSIX), so a crash leaves either the old or the new content,
+never half a file. A key without its ``.json`` (crash between the two writes) was never
+published and is ignored; a ``.json`` whose ``.pem`` is gone is a key whose private half was
+destroyed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from authserver.errors import ConfigError
+from authserver.errors import KeyStoreError
+from authserver.errors import NotFound
+from authserver.keys.model import Kid
+from authserver.keys.model import SigningKey
+
+
+def _write_atomic(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)  # the umask may have narrowed or widened O_CREAT's mode
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileKeyStore:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: cannot create {directory}: {exc.strerror}") from None
+        if not os.access(directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not writable")
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    def list(self) -> list[SigningKey]:
+        keys = []
+        for meta_path in sorted(self.directory.glob("*.json")):
+            try:
+                meta = json.loads(meta_path.read_text("utf-8"))
+            except FileNotFoundError:
+                continue  # deleted between glob and read
+            except (OSError, ValueError) as exc:
+                raise KeyStoreError(f"unreadable key metadata {meta_path.name}: {exc}") from None
+            keys.append(self._to_model(meta))
+        return keys
+
+    def _to_model(self, meta: dict[str, Any]) -> SigningKey:
+        kid = Kid(meta["kid"])
+        pem_path = self.directory / f"{kid}.pem"
+        try:
+            pem: bytes | None = pem_path.read_bytes()
+        except FileNotFoundError:
+            pem = None
+        return SigningKey(
+            kid=kid,
+            private_pem=pem,
+            public_jwk=meta["public_jwk"],
+            created_at=meta["created_at"],
+            activate_at=meta["activate_at"],
+            deactivate_at=meta.get("deactivate_at"),
+            retired_at=meta.get("retired_at"),
+            alg=meta.get("alg", "RS256"),
+        )
+
+    def _write(self, key: SigningKey) -> None:
+        pem_path = self.directory / f"{key.kid}.pem"
+        if key.private_pem is not None:
+            if not pem_path.exists():
+                _write_atomic(pem_path, key.private_pem, 0o600)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                pem_path.unlink()
+        meta = {
+            "kid": key.kid,
+            "alg": key.alg,
+            "public_jwk": key.public_jwk,
+            "created_at": key.created_at,
+            "activate_at": key.activate_at,
+            "deactivate_at": key.deactivate_at,
+            "retired_at": key.retired_at,
+        }
+        # The .json is written last: a key is part of the set only once both files exist.
+        _write_atomic(self.directory / f"{key.kid}.json",
+                      json.dumps(meta, indent=2).encode(), 0o600)
+        self._bump()
+
+    def add(self, key: SigningKey) -> None:
+        self._write(key)
+
+    def update(self, key: SigningKey) -> None:
+        if not (self.directory / f"{key.kid}.json").exists():
+            raise NotFound(f"no signing key with kid {key.kid!r}")
+        self._write(key)
+
+    def delete(self, kid: Kid) -> None:
+        for suffix in (".json", ".pem"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{kid}{suffix}").unlink()
+        self._bump()
+
+    def _bump(self) -> None:
+        _write_atomic(self.directory / ".version", secrets.token_hex(8).encode(), 0o600)
+
+    def version(self) -> str:
+        try:
+            return (self.directory / ".version").read_text()
+        except FileNotFoundError:
+            return ""

@@ -1,0 +1,87 @@
+"""SqlClientStore: clients in the ``clients`` table (row <-> model mapping lives here only)."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from authserver.clients.model import Client
+from authserver.clients.model import ClientId
+from authserver.clients.model import ClientPolicy
+from authserver.errors import Conflict
+from authserver.errors import NotFound
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.tables import ClientRow
+
+
+def _to_model(row: ClientRow) -> Client:
+    return Client(
+        client_id=ClientId(row.client_id),
+        name=row.name,
+        policy=ClientPolicy(
+            audiences=tuple(row.audiences or ()),
+            scopes=tuple(row.scopes or ()),
+            allowed_claims=tuple(row.allowed_claims or ()),
+            token_ttl=row.token_ttl,
+        ),
+        enabled=row.enabled,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        secret_hash=row.secret_hash,
+        jwks=row.jwks,
+        jwks_uri=row.jwks_uri,
+    )
+
+
+def _fill(row: ClientRow, client: Client) -> None:
+    row.name = client.name
+    row.secret_hash = client.secret_hash
+    row.audiences = list(client.policy.audiences)
+    row.scopes = list(client.policy.scopes)
+    row.allowed_claims = list(client.policy.allowed_claims)
+    row.token_ttl = client.policy.token_ttl
+    row.enabled = client.enabled
+    row.jwks = client.jwks
+    row.jwks_uri = client.jwks_uri
+    row.created_at = client.created_at
+    row.updated_at = client.updated_at
+
+
+class SqlClientStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def add(self, client: Client) -> None:
+        session = self._db.session()
+        row = ClientRow(client_id=str(client.client_id))
+        _fill(row, client)
+        try:
+            with session.begin_nested():
+                session.add(row)
+        except IntegrityError:
+            raise Conflict(f"client {client.client_id} already exists") from None
+
+    def get(self, client_id: ClientId) -> Client | None:
+        row = self._db.session().get(ClientRow, str(client_id))
+        return _to_model(row) if row is not None else None
+
+    def list(self) -> list[Client]:
+        rows = self._db.session().scalars(
+            select(ClientRow).order_by(ClientRow.created_at, ClientRow.client_id)
+        )
+        return [_to_model(row) for row in rows]
+
+    def update(self, client: Client) -> None:
+        session = self._db.session()
+        row = session.get(ClientRow, str(client.client_id))
+        if row is None:
+            raise NotFound(f"no client with id {client.client_id!r}")
+        _fill(row, client)
+        session.flush()
+
+    def delete(self, client_id: ClientId) -> None:
+        session = self._db.session()
+        result = session.execute(delete(ClientRow).where(ClientRow.client_id == str(client_id)))
+        if not result.rowcount:  # type: ignore[attr-defined]
+            raise NotFound(f"no client with id {client_id!r}")

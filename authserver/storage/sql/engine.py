@@ -1,0 +1,114 @@
+"""Engine, sessions and the unit of work: one transaction per request, command or tick."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy import create_engine
+from sqlalchemy import event
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm import sessionmaker
+
+from authserver.errors import ConfigError
+
+#: SQLite waits this long for another writer before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 15
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine with the settings authserver relies on for *url*'s dialect."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(
+            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            # WAL lets readers proceed while one writer commits (several workers).
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    try:
+        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"AUTHSERVER_DATABASE_URL: {exc}") from None
+
+
+class Database:
+    """Owns the engine and the session of the current unit of work."""
+
+    def __init__(self, url: str, **engine_kwargs: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kwargs)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
+            f"authserver_session_{id(self)}", default=None
+        )
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.engine.dialect.name == "sqlite"
+
+    def session(self) -> Session:
+        """The session of the current unit of work (stores call this)."""
+        session = self._current.get()
+        if session is None:
+            raise RuntimeError("no unit of work: wrap the call in Database.unit_of_work()")
+        return session
+
+    def begin(self) -> contextvars.Token[Session | None]:
+        """Start a unit of work bound to the current context; pair with :meth:`end`."""
+        return self._current.set(self._sessions())
+
+    def end(self, token: contextvars.Token[Session | None], *, commit: bool) -> None:
+        """Commit (or roll back) and close the unit of work started by :meth:`begin`."""
+        session = self._current.get()
+        try:
+            if session is not None:
+                if commit:
+                    session.commit()
+                else:
+                    session.rollback()
+        finally:
+            if session is not None:
+                session.close()
+            self._current.reset(token)
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[Session]:
+        """Commit once at the end, roll back on any exception. Re-entrant: a nested call
+        joins the outer unit of work."""
+        existing = self._current.get()
+        if existing is not None:
+            yield existing
+            return
+        token = self.begin()
+        ok = False
+        try:
+            yield self.session()
+            ok = True
+        finally:
+            self.end(token, commit=ok)
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,81 @@
+"""The SQL schema. Portable types only: the same tables on SQLite and PostgreSQL.
+
+Timestamps are stored as float POSIX seconds (``Double``): the domain works in those, no
+timezone conversion can creep in, and both databases compare them exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON
+from sqlalchemy import Boolean
+from sqlalchemy import Double
+from sqlalchemy import Integer
+from sqlalchemy import LargeBinary
+from sqlalchemy import MetaData
+from sqlalchemy import String
+from sqlalchemy import Text
+from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.orm import Mapped
+from sqlalchemy.orm import mapped_column
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class ClientRow(Base):
+    __tablename__ = "clients"
+
+    #: The public identifier, ``as_client_…``.
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    #: ``sha256$<hex>`` of the secret; never the secret itself. NULL for private_key_jwt.
+    secret_hash: Mapped[str | None] = mapped_column(String(100))
+    audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    allowed_claims: Mapped[list[str]] = mapped_column(JSON, default=list)
+    token_ttl: Mapped[int | None] = mapped_column(Integer)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    jwks_uri: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[float] = mapped_column(Double)
+
+
+class SigningKeyRow(Base):
+    __tablename__ = "signing_keys"
+
+    #: RFC 7638 thumbprint.
+    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    alg: Mapped[str] = mapped_column(String(16), default="RS256")
+    #: PKCS#8 PEM, encrypted when a passphrase is configured; NULL once destroyed.
+    private_pem: Mapped[bytes | None] = mapped_column(LargeBinary)
+    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Double)
+    activate_at: Mapped[float] = mapped_column(Double)
+    deactivate_at: Mapped[float | None] = mapped_column(Double)
+    retired_at: Mapped[float | None] = mapped_column(Double)
+
+
+class LockRow(Base):
+    """Named cross-process locks, taken with ``UPDATE … SET counter = counter + 1``.
+
+    A row lock serialises writers on PostgreSQL and the write it implies takes SQLite's
+    database write lock, so one mechanism works on both; ``counter`` doubles as the
+    version number caches compare.
+    """
+
+    __tablename__ = "locks"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    counter: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,1 @@
+"""Access tokens: the claim set (RFC 9068) and signing."""

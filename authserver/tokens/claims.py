@@ -1,0 +1,115 @@
+"""The access token claim set (RFC 9068 §2.2) for a client and a :class:`TokenRequest`.
+
+Authlib's RFC 9068 generator is not used (DESIGN.md §1 item 2): it ignores a shorter
+``expires_in`` in the JWT, writes no ``nbf`` and writes ``scope: null``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from authserver.clients.model import IDENTITY_CLAIMS
+from authserver.clients.model import RESERVED_CLAIMS
+from authserver.clients.model import Client
+from authserver.tokens.model import AudienceNotAllowed
+from authserver.tokens.model import ScopeNotAllowed
+from authserver.tokens.model import TokenRequest
+from authserver.tokens.model import TokenRequestError
+
+
+@dataclass(frozen=True)
+class ClaimSet:
+    claims: dict[str, Any]
+    expires_in: int
+    scope: str | None
+    audience: str | list[str]
+
+
+def resolve_audience(client: Client, requested: tuple[str, ...]) -> str | list[str]:
+    """RFC 8707 §2: each requested resource must be one the client may address.
+
+    With no request, a client with one registered audience gets it; one with none gets
+    its own ``client_id`` (RFC 9068 requires an ``aud``); one with several must choose.
+    """
+    registered = client.policy.audiences
+    if requested:
+        for aud in requested:
+            if aud not in registered:
+                raise AudienceNotAllowed("the requested audience is not registered for this client")
+        return requested[0] if len(requested) == 1 else list(requested)
+    if len(registered) == 1:
+        return registered[0]
+    if not registered:
+        return str(client.client_id)
+    raise AudienceNotAllowed(
+        "this client has several audiences: name one with the audience or resource parameter"
+    )
+
+
+def resolve_scope(client: Client, requested: tuple[str, ...] | None) -> str | None:
+    """RFC 6749 §3.3: no scope requested means the client's registered scopes."""
+    registered = client.policy.scopes
+    if requested is None:
+        return " ".join(registered) or None
+    for scope in requested:
+        if scope not in registered:
+            raise ScopeNotAllowed("the requested scope is not registered for this client")
+    return " ".join(dict.fromkeys(requested)) or None
+
+
+def resolve_lifetime(client_ttl: int, requested: int | None) -> int:
+    """INTERFACE.md: ``expires_in`` may shorten the client's lifetime, never lengthen it."""
+    if requested is None:
+        return client_ttl
+    if requested <= 0:
+        raise TokenRequestError("expires_in must be a positive number of seconds")
+    return min(requested, client_ttl)
+
+
+def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
+    allowed = set(client.policy.allowed_claims)
+    out: dict[str, Any] = {}
+    for name, value in claims.items():
+        if name in RESERVED_CLAIMS:
+            raise TokenRequestError("claims must not set a reserved claim (iss, exp, iat, nbf, "
+                                    "jti, aud, client_id, scope, typ, cnf)")
+        if name in IDENTITY_CLAIMS:
+            continue  # merged into sub/email/name by the request parser
+        if name not in allowed:
+            raise TokenRequestError("claims names a claim this client is not allowed to set")
+        out[name] = value
+    return out
+
+
+def build_claims(
+    *, issuer: str, client: Client, request: TokenRequest, client_ttl: int, now: float
+) -> ClaimSet:
+    """Assemble and check the claim set. Raises the ``TokenRequestError`` family."""
+    audience = resolve_audience(client, request.audiences)
+    scope = resolve_scope(client, request.scopes)
+    lifetime = resolve_lifetime(client_ttl, request.expires_in)
+    extras = extra_claims(client, request.claims)
+    issued_at = int(now)
+    claims: dict[str, Any] = dict(extras)
+    # RFC 9068 §2.2: iss, exp, aud, sub, client_id, iat, jti are REQUIRED; nbf is ours.
+    claims.update(
+        {
+            "iss": issuer,
+            "sub": request.sub if request.sub is not None else str(client.client_id),
+            "aud": audience,
+            "exp": issued_at + lifetime,
+            "iat": issued_at,
+            "nbf": issued_at,
+            "jti": secrets.token_urlsafe(18),
+            "client_id": str(client.client_id),
+        }
+    )
+    if scope:
+        claims["scope"] = scope
+    if request.email is not None:
+        claims["email"] = request.email
+    if request.name is not None:
+        claims["name"] = request.name
+    return ClaimSet(claims=claims, expires_in=lifetime, scope=scope, audience=audience)

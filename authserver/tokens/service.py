@@ -1,0 +1,51 @@
+"""Issue signed access tokens."""
+
+from __future__ import annotations
+
+from joserfc import jwt
+
+from authserver.clients.model import Client
+from authserver.clock import Clock
+from authserver.keys.crypto import ALG
+from authserver.keys.service import KeyService
+from authserver.tokens.claims import build_claims
+from authserver.tokens.model import IssuedToken
+from authserver.tokens.model import TokenRequest
+
+
+class TokenService:
+    """Turn a client and a :class:`TokenRequest` into a signed RFC 9068 JWT."""
+
+    def __init__(self, keys: KeyService, clock: Clock, *, issuer: str, default_ttl: int,
+                 max_ttl: int) -> None:
+        self._keys = keys
+        self._clock = clock
+        self._issuer = issuer
+        self._default_ttl = default_ttl
+        self._max_ttl = max_ttl
+
+    def client_ttl(self, client: Client) -> int:
+        return min(client.policy.token_ttl or self._default_ttl, self._max_ttl)
+
+    def issue(self, client: Client, request: TokenRequest) -> IssuedToken:
+        claim_set = build_claims(
+            issuer=self._issuer,
+            client=client,
+            request=request,
+            client_ttl=self.client_ttl(client),
+            now=self._clock.now(),
+        )
+        kid, key = self._keys.current()
+        # RFC 9068 §2.1: typ "at+jwt"; the kid is set here, from the one current key,
+        # never left to joserfc's key-set selection (DESIGN.md §1 item 1).
+        header = {"alg": ALG, "typ": "at+jwt", "kid": kid}
+        token = jwt.encode(header, claim_set.claims, key, algorithms=[ALG])
+        return IssuedToken(
+            access_token=token,
+            expires_in=claim_set.expires_in,
+            scope=claim_set.scope,
+            jti=claim_set.claims["jti"],
+            sub=claim_set.claims["sub"],
+            audience=claim_set.audience,
+            kid=kid,
+        )
