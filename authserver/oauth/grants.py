@@ -1,0 +1,143 @@
+"""The client-credentials grant (RFC 6749 §4.4) with authserver's user-token parameters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.hooks import hooked
+
+from authserver.clients.model import IDENTITY_CLAIMS
+from authserver.clients.model import is_valid_claim_name
+from authserver.clients.model import is_valid_scope_token
+from authserver.oauth.errors import from_token_request_error
+from authserver.oauth.requests import ParsedBody
+from authserver.tokens.model import TokenRequest
+from authserver.tokens.model import TokenRequestError
+
+#: Longest accepted identity values (characters).
+MAX_LENGTH = {"sub": 255, "email": 320, "name": 255}
+MAX_AUDIENCE = 2048
+MAX_EXPIRES_IN = 10 * 365 * 86400
+
+
+def _string(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequestError(f"{field} must be a string")
+    if len(value) > MAX_LENGTH.get(field, 2048) or any(ord(c) < 0x20 for c in value):
+        raise InvalidRequestError(f"{field} is too long or has control characters")
+    return value
+
+
+def _claims(body: ParsedBody) -> dict[str, Any]:
+    raw = body.first("claims")
+    if raw is None:
+        return {}
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, RecursionError):
+            raise InvalidRequestError("claims must be a JSON object") from None
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("claims must be a JSON object")
+    for name in raw:
+        if not is_valid_claim_name(name):
+            raise InvalidRequestError("claims has an invalid claim name")
+    return raw
+
+
+def _identity(body: ParsedBody, claims: dict[str, Any], field: str) -> str | None:
+    """``sub``/``email``/``name`` as a parameter or inside ``claims``; both must agree."""
+    direct = body.first(field)
+    nested = claims.get(field)
+    if direct is not None:
+        direct = _string(direct, field)
+    if nested is not None:
+        nested = _string(nested, field)
+    if direct is not None and nested is not None and direct != nested:
+        raise InvalidRequestError(f"{field} is given twice with different values")
+    return direct if direct is not None else nested
+
+
+def _scopes(body: ParsedBody) -> tuple[str, ...] | None:
+    raw = body.first("scope")
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        items = raw.split()
+    elif isinstance(raw, list) and body.is_json and all(isinstance(s, str) for s in raw):
+        items = [s for s in raw]
+    else:
+        raise InvalidRequestError("scope must be a space-separated string or an array of strings")
+    for item in items:
+        if not is_valid_scope_token(item):
+            raise InvalidRequestError("scope has an invalid scope token (RFC 6749 section 3.3)")
+    return tuple(items)
+
+
+def _audiences(body: ParsedBody) -> tuple[str, ...]:
+    out: list[str] = []
+    for field in ("audience", "resource"):
+        for value in body.fields.get(field, []):
+            if not isinstance(value, str) or not value or len(value) > MAX_AUDIENCE:
+                raise InvalidRequestError(f"{field} must be a non-empty string")
+            if value not in out:
+                out.append(value)
+    return tuple(out)
+
+
+def _expires_in(body: ParsedBody) -> int | None:
+    raw = body.first("expires_in")
+    if raw is None:
+        return None
+    if isinstance(raw, bool):
+        raise InvalidRequestError("expires_in must be a positive whole number of seconds")
+    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
+        raw = int(raw)
+    if not isinstance(raw, int) or not 0 < raw <= MAX_EXPIRES_IN:
+        raise InvalidRequestError("expires_in must be a positive whole number of seconds")
+    return raw
+
+
+def parse_token_request(body: ParsedBody) -> TokenRequest:
+    """Read authserver's token parameters (INTERFACE.md, ``POST /token``)."""
+    claims = _claims(body)
+    return TokenRequest(
+        sub=_identity(body, claims, "sub"),
+        email=_identity(body, claims, "email"),
+        name=_identity(body, claims, "name"),
+        scopes=_scopes(body),
+        audiences=_audiences(body),
+        expires_in=_expires_in(body),
+        claims={k: v for k, v in claims.items() if k not in IDENTITY_CLAIMS},
+    )
+
+
+class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+
+    def validate_token_request(self) -> None:
+        # Authenticates the client first, so an unauthenticated caller learns nothing
+        # about the policy, then checks the grant type and parses our parameters.
+        super().validate_token_request()
+        self.token_request = parse_token_request(self.request.parsed)
+
+    @hooked  # type: ignore[misc]
+    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+        try:
+            issued = self.server.token_service.issue(self.client.domain, self.token_request)
+        except TokenRequestError as exc:
+            raise from_token_request_error(exc) from None
+        # RFC 6749 §5.1; RFC 9068 access tokens are Bearer tokens (RFC 6750).
+        body: dict[str, Any] = {
+            "access_token": issued.access_token,
+            "token_type": "Bearer",
+            "expires_in": issued.expires_in,
+        }
+        if issued.scope:
+            body["scope"] = issued.scope
+        self.request.issued = issued
+        self.save_token(body)
+        return 200, body, self.TOKEN_RESPONSE_HEADER

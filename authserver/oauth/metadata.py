@@ -1,0 +1,36 @@
+"""RFC 8414 authorization server metadata, also served as OIDC discovery."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
+
+from authserver.oauth.grants import AuthServerClientCredentialsGrant
+
+
+def metadata_document(issuer: str) -> dict[str, Any]:
+    """Build the metadata document for *issuer* (every URL is based on it, §2)."""
+    return {
+        "issuer": issuer,
+        "token_endpoint": f"{issuer}/token",
+        "jwks_uri": f"{issuer}/.well-known/jwks.json",
+        "grant_types_supported": ["client_credentials"],
+        "token_endpoint_auth_methods_supported": list(
+            AuthServerClientCredentialsGrant.TOKEN_ENDPOINT_AUTH_METHODS
+        ),
+        # RFC 8414 §2 makes this REQUIRED, and there is no authorization endpoint: "none"
+        # (OAuth 2.0 Multiple Response Type Encoding Practices) is the registered value
+        # that promises no credentials from it, so validators that insist on a non-empty
+        # list accept the document without it advertising a flow we do not run.
+        "response_types_supported": ["none"],
+        "service_documentation": f"{issuer}/openapi.json",
+        # RFC 9068: what the access tokens are signed with.
+        "access_token_signing_alg_values_supported": ["RS256"],
+    }
+
+
+def validate(document: dict[str, Any]) -> None:
+    """Authlib's RFC 8414 validation; raises ``ValueError`` (used by tests and Indico-style
+    self-checks)."""
+    AuthorizationServerMetadata(document).validate()

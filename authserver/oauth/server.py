@@ -1,0 +1,103 @@
+"""The Authlib authorization server and every registration (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidClientError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
+from flask import Response
+from flask import request as flask_request
+
+from authserver.clients.service import ClientService
+from authserver.oauth import client_auth
+from authserver.oauth.clients import OAuthClient
+from authserver.oauth.errors import UnsupportedGrantError
+from authserver.oauth.grants import AuthServerClientCredentialsGrant
+from authserver.oauth.requests import AuthServerOAuth2Request
+from authserver.oauth.requests import parse_body
+from authserver.tokens.service import TokenService
+
+log = logging.getLogger(__name__)
+
+#: RFC 6750 §3 realm of the challenge sent with ``invalid_client``.
+REALM = "authserver"
+
+
+class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+    """Client-credentials only. ``query_client`` reads the domain ClientService;
+    ``create_oauth2_request`` reads form and JSON bodies alike."""
+
+    def __init__(self, clients: ClientService, tokens: TokenService) -> None:
+        super().__init__()
+        self.client_service = clients
+        self.token_service = tokens
+        # Flask config is not where authserver keeps configuration; register directly.
+        self.register_token_generator("default", self._no_generator)
+        self.register_grant(AuthServerClientCredentialsGrant)
+        self.register_client_auth_method(
+            "client_secret_basic", client_auth.authenticate_client_secret_basic
+        )
+        self.register_client_auth_method(
+            "client_secret_post", client_auth.authenticate_client_secret_post
+        )
+
+    @staticmethod
+    def _no_generator(**_: Any) -> dict[str, Any]:
+        # The grant asks TokenService directly; nothing may fall back to Authlib's opaque
+        # bearer generator by accident.
+        raise RuntimeError("authserver issues tokens through TokenService only")
+
+    def query_client(self, client_id: str) -> OAuthClient | None:
+        client = self.client_service.find(client_id)
+        return OAuthClient(client) if client is not None else None
+
+    def save_token(self, token: dict[str, Any], request: Any) -> None:
+        """Access tokens are self-contained JWTs: nothing to store."""
+
+    def create_oauth2_request(self, request: Any) -> AuthServerOAuth2Request:
+        return AuthServerOAuth2Request(flask_request, parse_body(flask_request))
+
+    def create_token_response(self, request: Any = None) -> Response:
+        """RFC 6749 §4.4.2/§5: Authlib's flow, with body parsing inside the error handling
+        and a missing ``grant_type`` reported as ``invalid_request`` (§5.2)."""
+        oauth_request = None
+        try:
+            oauth_request = self.create_oauth2_request(request)
+            if not oauth_request.payload.grant_type:
+                raise InvalidRequestError("missing grant_type parameter")
+            grant = self.get_token_grant(oauth_request)
+            grant.validate_token_request()
+            return self.handle_response(*grant.create_token_response())
+        except UnsupportedGrantTypeError:
+            return self.handle_error_response(
+                oauth_request, UnsupportedGrantError("only grant_type=client_credentials is supported")
+            )
+        except OAuth2Error as error:
+            return self.handle_error_response(oauth_request, error)
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
+        if isinstance(error, InvalidClientError):
+            # RFC 6749 §5.2 allows 401 for invalid_client and requires it when the client
+            # used the Authorization header; RFC 9110 §15.5.2 requires a WWW-Authenticate
+            # challenge on every 401. So: always 401, always a Basic challenge (the method
+            # we support in the header), one message whatever failed.
+            description = (
+                error.description
+                if error.description == client_auth.MALFORMED_BASIC
+                else "client authentication failed"
+            )
+            status = 401
+            body = {"error": "invalid_client", "error_description": description}
+            headers = [
+                ("Content-Type", "application/json"),
+                ("Cache-Control", "no-store"),
+                ("Pragma", "no-cache"),
+                ("WWW-Authenticate", f'Basic realm="{REALM}", error="invalid_client"'),
+            ]
+            return self.handle_response(status, body, headers)
+        return super().handle_error_response(request, error)

@@ -1,0 +1,1 @@
+"""HTTP: the Flask application and its blueprints."""

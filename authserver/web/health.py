@@ -1,0 +1,42 @@
+"""/healthz (the process answers) and /readyz (database reachable, a key signs)."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint
+from flask import Response
+from flask import jsonify
+
+from authserver.web.context import services
+
+log = logging.getLogger(__name__)
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> Response:
+    svc = services()
+    checks: dict[str, str] = {}
+    try:
+        svc.db.ping()
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
+        log.warning("readiness: database check failed: %s", type(exc).__name__)
+        checks["database"] = "unavailable"
+    try:
+        svc.keys.current()
+        checks["signing_key"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        log.warning("readiness: signing key check failed: %s", type(exc).__name__)
+        checks["signing_key"] = "unavailable"
+    ready = all(v == "ok" for v in checks.values())
+    response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
+    response.status_code = 200 if ready else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response
