@@ -60,15 +60,9 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
     """Wire the services for *settings*. Opens no connection yet."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
-    key_store: KeyStore
-    if settings.key_store == "sql":
-        key_store = SqlKeyStore(db)
-    else:
-        key_store = FileKeyStore(settings.keys_dir)
-    if settings.key_passphrase is None:
-        log.warning(
-            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"
-        )
+    key_store: KeyStore = (
+        SqlKeyStore(db) if settings.key_store == "sql" else FileKeyStore(settings.keys_dir)
+    )
     keys = KeyService(key_store, clock, key_policy(settings))
     return Services(
         settings=settings,

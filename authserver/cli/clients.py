@@ -1,0 +1,211 @@
+"""``authserver clients``: register and manage trusted backends."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from authserver.cli.context import handle_errors
+from authserver.cli.context import services
+from authserver.cli.output import emit_json
+from authserver.cli.output import fail
+from authserver.cli.output import fields
+from authserver.cli.output import table
+from authserver.web.serializers import client_json
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
+
+
+def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> None:
+    if secret is not None:
+        data = {**data, "client_secret": secret}
+    if as_json:
+        emit_json(data)
+        return
+    fields([
+        ("client_id", data["client_id"]),
+        *([("client_secret", secret)] if secret is not None else []),
+        ("name", data["name"]),
+        ("enabled", "yes" if data["enabled"] else "no"),
+        ("audiences", data["audiences"]),
+        ("scopes", data["scopes"]),
+        ("allowed_claims", data["allowed_claims"]),
+        ("token_ttl", data["token_ttl"] or "server default"),
+        ("auth_methods", data["token_endpoint_auth_methods"]),
+        ("jwks_uri", data["jwks_uri"]),
+        ("created_at", data["created_at"]),
+        ("updated_at", data["updated_at"]),
+    ])
+    if secret is not None:
+        click.echo("\nStore the client_secret now: it is shown this once and cannot be recovered.",
+                   err=True)
+
+
+def _read_jwks(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text("utf-8"))
+    except OSError as exc:
+        fail(f"--jwks-file: cannot read {path}: {exc.strerror}")
+    except ValueError:
+        fail(f"--jwks-file: {path} is not valid JSON")
+    if not isinstance(data, dict):
+        fail(f"--jwks-file: {path} must hold a JSON Web Key Set object")
+    return data
+
+
+@click.group()
+def clients() -> None:
+    """Register and manage clients (trusted backends)."""
+
+
+@clients.command()
+@click.option("--name", required=True, help="a human name for the backend")
+@click.option("--audience", "audiences", multiple=True, help="an audience it may request (repeat)")
+@click.option("--scope", "scopes", multiple=True, help="a scope it may request (repeat)")
+@click.option("--allowed-claim", "allowed_claims", multiple=True,
+              help="an extra claim it may set through 'claims' (repeat)")
+@click.option("--token-ttl", type=int, help="token lifetime in seconds (default: server default)")
+@click.option("--jwks-file", type=str, help="public JWK set: authenticate with private_key_jwt")
+@click.option("--jwks-uri", type=str, help="URL of its public JWK set (private_key_jwt)")
+@json_option
+@handle_errors
+def create(name: str, audiences: tuple[str, ...], scopes: tuple[str, ...],
+           allowed_claims: tuple[str, ...], token_ttl: int | None, jwks_file: str | None,
+           jwks_uri: str | None, as_json: bool) -> None:
+    """Register a client; prints its client_id and (once) its client_secret."""
+    if jwks_file and jwks_uri:
+        fail("--jwks-file and --jwks-uri are mutually exclusive")
+    jwks = _read_jwks(jwks_file) if jwks_file else None
+    with services() as svc, svc.unit_of_work():
+        client, secret = svc.clients.create(
+            name=name, audiences=audiences, scopes=scopes, allowed_claims=allowed_claims,
+            token_ttl=token_ttl, jwks=jwks, jwks_uri=jwks_uri,
+        )
+    _show(client_json(client), as_json, secret)
+
+
+@clients.command("list")
+@json_option
+@handle_errors
+def list_(as_json: bool) -> None:
+    """List every client."""
+    with services() as svc, svc.unit_of_work():
+        items = [client_json(c) for c in svc.clients.list()]
+    if as_json:
+        emit_json({"clients": items})
+        return
+    if not items:
+        click.echo("no clients registered")
+        return
+    table(
+        [(c["client_id"], c["name"], "yes" if c["enabled"] else "no",
+          ",".join(c["audiences"]) or "-", c["created_at"]) for c in items],
+        ["CLIENT_ID", "NAME", "ENABLED", "AUDIENCES", "CREATED"],
+    )
+
+
+@clients.command()
+@click.argument("client_id")
+@json_option
+@handle_errors
+def show(client_id: str, as_json: bool) -> None:
+    """Show one client."""
+    with services() as svc, svc.unit_of_work():
+        client = svc.clients.get(client_id)
+    _show(client_json(client), as_json)
+
+
+@clients.command()
+@click.argument("client_id")
+@click.option("--name", help="new name")
+@click.option("--audience", "audiences", multiple=True, help="replace the audiences (repeat)")
+@click.option("--clear-audiences", is_flag=True, help="remove every audience")
+@click.option("--scope", "scopes", multiple=True, help="replace the scopes (repeat)")
+@click.option("--clear-scopes", is_flag=True, help="remove every scope")
+@click.option("--allowed-claim", "allowed_claims", multiple=True,
+              help="replace the allowed claims (repeat)")
+@click.option("--clear-allowed-claims", is_flag=True, help="remove every allowed claim")
+@click.option("--token-ttl", type=int, help="token lifetime in seconds")
+@click.option("--default-token-ttl", is_flag=True, help="use the server's default lifetime")
+@json_option
+@handle_errors
+def update(client_id: str, name: str | None, audiences: tuple[str, ...], clear_audiences: bool,
+           scopes: tuple[str, ...], clear_scopes: bool, allowed_claims: tuple[str, ...],
+           clear_allowed_claims: bool, token_ttl: int | None, default_token_ttl: bool,
+           as_json: bool) -> None:
+    """Change a client's name or policy; options left out stay as they are."""
+    for values, clear, option in ((audiences, clear_audiences, "audience"),
+                                  (scopes, clear_scopes, "scope"),
+                                  (allowed_claims, clear_allowed_claims, "allowed-claim")):
+        if values and clear:
+            fail(f"--{option} and --clear-{option}s are mutually exclusive")
+    if token_ttl is not None and default_token_ttl:
+        fail("--token-ttl and --default-token-ttl are mutually exclusive")
+    changes: dict[str, Any] = {}
+    if name is not None:
+        changes["name"] = name
+    if audiences or clear_audiences:
+        changes["audiences"] = audiences
+    if scopes or clear_scopes:
+        changes["scopes"] = scopes
+    if allowed_claims or clear_allowed_claims:
+        changes["allowed_claims"] = allowed_claims
+    if token_ttl is not None or default_token_ttl:
+        changes["token_ttl"] = token_ttl
+    if not changes:
+        fail("nothing to change: give at least one option (see --help)")
+    with services() as svc, svc.unit_of_work():
+        client = svc.clients.update(client_id, **changes)
+    _show(client_json(client), as_json)
+
+
+@clients.command("rotate-secret")
+@click.argument("client_id")
+@json_option
+@handle_errors
+def rotate_secret(client_id: str, as_json: bool) -> None:
+    """Issue a new client secret; the old one stops working at once."""
+    with services() as svc, svc.unit_of_work():
+        client, secret = svc.clients.rotate_secret(client_id)
+    _show(client_json(client), as_json, secret)
+
+
+def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
+    with services() as svc, svc.unit_of_work():
+        client = svc.clients.set_enabled(client_id, enabled)
+    _show(client_json(client), as_json)
+
+
+@clients.command()
+@click.argument("client_id")
+@json_option
+@handle_errors
+def disable(client_id: str, as_json: bool) -> None:
+    """Refuse the client's authentication until enabled again."""
+    _set_enabled(client_id, False, as_json)
+
+
+@clients.command()
+@click.argument("client_id")
+@json_option
+@handle_errors
+def enable(client_id: str, as_json: bool) -> None:
+    """Accept the client again."""
+    _set_enabled(client_id, True, as_json)
+
+
+@clients.command()
+@click.argument("client_id")
+@json_option
+@handle_errors
+def delete(client_id: str, as_json: bool) -> None:
+    """Delete the client for good."""
+    with services() as svc, svc.unit_of_work():
+        client = svc.clients.delete(client_id)
+    if as_json:
+        emit_json({"client_id": client.client_id, "deleted": True})
+    else:
+        click.echo(f"deleted client {client.client_id}")

@@ -1,0 +1,89 @@
+"""``authserver keys``: list, rotate and retire signing keys."""
+
+from __future__ import annotations
+
+import click
+
+from authserver.cli.context import handle_errors
+from authserver.cli.context import services
+from authserver.cli.output import emit_json
+from authserver.cli.output import table
+from authserver.keys.service import KeyView
+from authserver.web.serializers import key_json
+
+json_option = click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
+
+
+def _table(views: list[KeyView]) -> None:
+    rows = [key_json(v) for v in views]
+    table(
+        [(r["kid"], r["state"], r["published_at"], r["signs_from"], r["signs_until"],
+          r["unpublished_at"]) for r in rows],
+        ["KID", "STATE", "PUBLISHED", "SIGNS_FROM", "SIGNS_UNTIL", "UNPUBLISHED"],
+    )
+
+
+@click.group()
+def keys() -> None:
+    """Signing keys and their rotation."""
+
+
+@keys.command("list")
+@json_option
+@handle_errors
+def list_(as_json: bool) -> None:
+    """Every key with its state (next, current, previous, gone) and dates."""
+    with services() as svc, svc.unit_of_work():
+        views = svc.keys.views()
+    if as_json:
+        emit_json({"keys": [key_json(v) for v in views]})
+    elif not views:
+        click.echo("no signing keys yet (authserver serve creates the first)")
+    else:
+        _table(views)
+
+
+@keys.command()
+@json_option
+@handle_errors
+def rotate(as_json: bool) -> None:
+    """Publish a new key now; it starts signing after the publish-ahead time."""
+    with services() as svc:
+        with svc.unit_of_work():
+            svc.keys.ensure_current()
+        with svc.unit_of_work():
+            result = svc.keys.rotate()
+        with svc.unit_of_work():
+            view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
+    data = {**key_json(view), "created": result.created}
+    if as_json:
+        emit_json(data)
+    elif result.created:
+        click.echo(f"published key {data['kid']}; it signs from {data['signs_from']}")
+    else:
+        click.echo(f"a rotation is already scheduled: key {data['kid']} signs from "
+                   f"{data['signs_from']}")
+
+
+# A kid is a base64url thumbprint and may start with "-": no short options here, and
+# unknown "options" are taken as the KID argument.
+@keys.command(context_settings={"help_option_names": ["--help"], "ignore_unknown_options": True})
+@click.argument("kid")
+@json_option
+@handle_errors
+def retire(kid: str, as_json: bool) -> None:
+    """Emergency: remove KID from the JWKS at once; it never signs again."""
+    with services() as svc:
+        with svc.unit_of_work():
+            svc.keys.retire(kid)
+        with svc.unit_of_work():
+            views = svc.keys.views()
+    retired = next(v for v in views if v.key.kid == kid)
+    current = next((v for v in views if v.state.value == "current"), None)
+    if as_json:
+        emit_json({**key_json(retired),
+                   "current_kid": current.key.kid if current else None})
+    else:
+        click.echo(f"retired key {kid}; it is no longer published and signs nothing")
+        if current:
+            click.echo(f"current signing key: {current.key.kid}")

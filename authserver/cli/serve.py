@@ -1,0 +1,123 @@
+"""``authserver serve``: the production HTTP server (gunicorn, one worker per core).
+
+Before any worker starts, in the master process: validate the configuration, bring the
+database schema to head (under the migration lock), check that the stored keys can be
+decrypted, and create the first signing key on an empty store. Each worker then builds its
+own services (no database connection crosses a fork) and runs the key schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from authserver import container
+from authserver.cli.output import fail
+from authserver.errors import ConfigError
+from authserver.errors import KeyStoreError
+from authserver.settings import FIELDS
+from authserver.settings import Settings
+
+log = logging.getLogger("authserver")
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def prepare(settings: Settings) -> None:
+    """Schema, key store and first key, once, before the workers start."""
+    from authserver.cli.db import ensure_schema
+
+    if settings.key_passphrase is None:
+        log.warning(
+            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"
+        )
+    svc = container.build(settings)
+    try:
+        ensure_schema(svc, upgrade_existing=True)
+        with svc.unit_of_work():
+            svc.keys.check_readable()
+        with svc.unit_of_work():
+            created = svc.keys.ensure_current()
+        if created is not None:
+            log.info("created the first signing key %s", created.kid)
+    finally:
+        svc.close()
+
+
+def _options(func: Any) -> Any:
+    """One option per AUTHSERVER_* variable, generated from settings.FIELDS."""
+    for f in reversed(FIELDS):
+        flag = "--" + f.name.replace("_", "-")
+        func = click.option(flag, f.name, default=None, type=str, metavar="VALUE",
+                            help=f"{f.help} [env {f.env}]")(func)
+    return func
+
+
+@click.command()
+@_options
+def serve(**options: Any) -> None:
+    """Run the HTTP server."""
+    try:
+        settings = Settings.from_env(**{k: v for k, v in options.items() if v is not None})
+        configure_logging(settings.log_level)
+        prepare(settings)
+    except (ConfigError, KeyStoreError) as exc:
+        fail(str(exc), 2)
+    except Exception as exc:
+        fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
+    run_gunicorn(settings)
+
+
+def run_gunicorn(settings: Settings) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    workers = settings.workers or os.cpu_count() or 1
+
+    class Application(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            config = {
+                "bind": [f"{settings.host}:{settings.port}"],
+                "workers": workers,
+                "worker_class": "gthread",
+                "threads": 4,
+                "keepalive": 5,
+                "timeout": 30,
+                "graceful_timeout": 10,
+                "accesslog": None,
+                "loglevel": settings.log_level,
+                "limit_request_line": 8190,
+                "limit_request_fields": 50,
+                "proc_name": "authserver",
+                # gunicorn 24+ opens a control socket in $HOME; several instances on one
+                # host would collide on it, and nothing here uses it.
+                "control_socket_disable": True,
+                "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,
+            }
+            for key, value in config.items():
+                if value is not None:
+                    self.cfg.set(key, value)
+
+        def load(self) -> Any:
+            from authserver.scheduler import KeyScheduler
+            from authserver.web.app import create_app
+
+            services = container.build(settings)
+            app = create_app(services=services)
+            if settings.scheduler:
+                KeyScheduler(services).start()
+            return app
+
+    log.info("authserver listening on http://%s:%s with %d workers (issuer %s)",
+             settings.host, settings.port, workers, settings.issuer)
+    Application().run()

@@ -1,0 +1,54 @@
+"""The key schedule, run inside every server worker: no cron needed.
+
+Each worker ticks on its own; :meth:`KeyService.tick` re-checks under the key store lock,
+so however many workers and instances tick at once, each rotation happens once. The
+promotion of a next key to current needs no tick at all (states follow from timestamps);
+the tick only creates the next key ``publish_ahead`` before it is needed and cleans up.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from authserver.container import Services
+
+log = logging.getLogger(__name__)
+
+
+def tick_interval(publish_ahead: int) -> float:
+    """Often enough that a key due for publication is published well within its window."""
+    return float(max(1.0, min(60.0, publish_ahead / 10)))
+
+
+def run_once(services: Services) -> list[str]:
+    """One scheduler pass: a cheap unlocked check, then the locked work if any is due."""
+    with services.unit_of_work():
+        due = services.keys.due()
+    if not due:
+        return []
+    with services.unit_of_work():
+        return services.keys.tick()
+
+
+class KeyScheduler:
+    def __init__(self, services: Services, interval: float | None = None) -> None:
+        self._services = services
+        self._interval = interval or tick_interval(services.settings.key_publish_ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="authserver-keys", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        # Jitter spreads the workers' ticks so they rarely contend for the lock.
+        while not self._stop.wait(self._interval * random.uniform(0.5, 1.0)):  # noqa: S311
+            try:
+                run_once(self._services)
+            except Exception:
+                log.exception("key schedule tick failed; retrying at the next tick")

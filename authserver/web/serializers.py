@@ -1,0 +1,54 @@
+"""Client and key -> JSON, shared by the admin API and the CLI's ``--json`` output.
+
+Never serialises a secret hash or private key material; the plaintext client secret is
+added by the two callers that may show it (create, rotate-secret).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from authserver.clients.model import Client
+from authserver.keys.service import KeyView
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts))
+
+
+def client_json(client: Client) -> dict[str, Any]:
+    jwt_client = client.secret_hash is None
+    return {
+        "client_id": client.client_id,
+        "name": client.name,
+        "enabled": client.enabled,
+        "audiences": list(client.policy.audiences),
+        "scopes": list(client.policy.scopes),
+        "allowed_claims": list(client.policy.allowed_claims),
+        "token_ttl": client.policy.token_ttl,
+        "token_endpoint_auth_methods": (
+            ["private_key_jwt"] if jwt_client else ["client_secret_basic", "client_secret_post"]
+        ),
+        "jwks_uri": client.jwks_uri,
+        "jwks": client.jwks,
+        "created_at": iso(client.created_at),
+        "updated_at": iso(client.updated_at),
+    }
+
+
+def key_json(view: KeyView) -> dict[str, Any]:
+    key = view.key
+    return {
+        "kid": key.kid,
+        "alg": key.alg,
+        "kty": "RSA",
+        "state": view.state.value,
+        "published_at": iso(key.created_at),
+        "signs_from": iso(key.activate_at),
+        "signs_until": iso(key.deactivate_at),
+        "unpublished_at": iso(view.drop_at),
+        "retired_at": iso(key.retired_at),
+    }
