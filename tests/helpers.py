@@ -1,0 +1,97 @@
+"""Helpers for tests that run the real ``authserver`` command in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+AUTHSERVER = shutil.which("authserver", path=str(Path(sys.executable).parent)) or "authserver"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``authserver ARGS`` with *env* added to a clean copy of the environment."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    full.update(env)
+    return subprocess.run(
+        [AUTHSERVER, *args], env=full, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+
+
+def cli_json(env: dict[str, str], *args: str) -> Any:
+    result = run_cli(env, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+class ServerProcess:
+    """``authserver serve`` on a free loopback port; stopped by PID (its process group)."""
+
+    def __init__(self, env: dict[str, str], *, workers: int = 1, log_path: Path | None = None,
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+        full.update(env)
+        full.setdefault("AUTHSERVER_ISSUER", self.base_url)
+        self.env = full
+        self.workers = workers
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> ServerProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [AUTHSERVER, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+             "--workers", str(self.workers)],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT if self.log_path else out,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"authserver serve exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("authserver serve did not become ready in time")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
