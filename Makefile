@@ -1,0 +1,31 @@
+.DEFAULT_GOAL := help
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## create the venv with test, typing and dev extras
+	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[test,typing,dev]'
+
+test: ## run the test suite
+	$(BIN)/pytest
+
+lint: ## ruff check and format check
+	$(BIN)/ruff check authserver tests migrations
+	$(BIN)/ruff format --check authserver tests migrations
+
+fmt: ## format the code
+	$(BIN)/ruff check --fix authserver tests migrations
+	$(BIN)/ruff format authserver tests migrations
+
+typecheck: ## mypy --strict on the package
+	$(BIN)/mypy
+
+db: ## apply migrations to AUTHSERVER_DATABASE_URL
+	$(BIN)/authserver db upgrade
+
+serve: ## run the server
+	$(BIN)/authserver serve
+
+.PHONY: help install test lint fmt typecheck db serve
