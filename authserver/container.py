@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from authserver.audit.service import AuditService
 from authserver.clients.service import ClientService
 from authserver.clock import Clock
 from authserver.clock import SystemClock
@@ -17,9 +18,13 @@ from authserver.keys.service import KeyService
 from authserver.keys.store import KeyStore
 from authserver.settings import Settings
 from authserver.storage.files.keys import FileKeyStore
+from authserver.storage.sql.audit import SqlAuditStore
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.keys import SqlKeyStore
+from authserver.storage.sql.revocations import SqlRevocationStore
+from authserver.tokens.inspection import TokenInspector
+from authserver.tokens.revocations import RevocationStore
 from authserver.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,9 @@ class Services:
     clients: ClientService
     keys: KeyService
     tokens: TokenService
+    audit: AuditService
+    revocations: RevocationStore
+    inspector: TokenInspector
 
     def unit_of_work(self):  # type: ignore[no-untyped-def]
         """One transaction: commit at the end, roll back on error."""
@@ -64,6 +72,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
         SqlKeyStore(db) if settings.key_store == "sql" else FileKeyStore(settings.keys_dir)
     )
     keys = KeyService(key_store, clock, key_policy(settings))
+    revocations = SqlRevocationStore(db)
     return Services(
         settings=settings,
         clock=clock,
@@ -77,4 +86,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
             default_ttl=settings.default_token_ttl,
             max_ttl=settings.max_token_ttl,
         ),
+        audit=AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention),
+        revocations=revocations,
+        inspector=TokenInspector(keys, revocations, clock, issuer=settings.issuer),
     )

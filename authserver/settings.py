@@ -170,6 +170,8 @@ FIELDS: tuple[Field, ...] = (
           "serve worker processes (0: one per CPU core)"),
     Field("log_level", "AUTHSERVER_LOG_LEVEL", lambda: "info",
           _one_of("debug", "info", "warning", "error"), "logging level"),
+    Field("audit_retention", "AUTHSERVER_AUDIT_RETENTION", lambda: 90 * 86400,
+          _positive_duration, "how long audit events are kept (e.g. 90d)"),
     Field("scheduler", "AUTHSERVER_SCHEDULER", lambda: True, _bool,
           "run the key rotation schedule inside serve"),
 )
@@ -201,6 +203,7 @@ class Settings:
     port: int
     workers: int
     log_level: str
+    audit_retention: int
     scheduler: bool
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from typing import ClassVar
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
@@ -116,7 +117,9 @@ def parse_token_request(body: ParsedBody) -> TokenRequest:
 
 
 class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
-    TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
+        "client_secret_basic", "client_secret_post", "private_key_jwt",
+    ]
 
     def validate_token_request(self) -> None:
         # Authenticates the client first, so an unauthenticated caller learns nothing

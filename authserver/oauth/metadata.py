@@ -6,6 +6,7 @@ from typing import Any
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
+from authserver.oauth.endpoints import CLIENT_AUTH_METHODS as ENDPOINT_AUTH_METHODS
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 
 
@@ -24,6 +25,11 @@ def metadata_document(issuer: str) -> dict[str, Any]:
         # that promises no credentials from it, so validators that insist on a non-empty
         # list accept the document without it advertising a flow we do not run.
         "response_types_supported": ["none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": list(ENDPOINT_AUTH_METHODS),
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": list(ENDPOINT_AUTH_METHODS),
         "service_documentation": f"{issuer}/openapi.json",
         # RFC 9068: what the access tokens are signed with.
         "access_token_signing_alg_values_supported": ["RS256"],

@@ -13,13 +13,18 @@ from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
 from flask import Response
 from flask import request as flask_request
 
+from authserver.audit.service import AuditService
 from authserver.clients.service import ClientService
 from authserver.oauth import client_auth
 from authserver.oauth.clients import OAuthClient
+from authserver.oauth.endpoints import AuthServerIntrospectionEndpoint
+from authserver.oauth.endpoints import AuthServerRevocationEndpoint
 from authserver.oauth.errors import UnsupportedGrantError
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 from authserver.oauth.requests import AuthServerOAuth2Request
 from authserver.oauth.requests import parse_body
+from authserver.tokens.inspection import TokenInspector
+from authserver.tokens.revocations import RevocationStore
 from authserver.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
@@ -32,10 +37,13 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
     """Client-credentials only. ``query_client`` reads the domain ClientService;
     ``create_oauth2_request`` reads form and JSON bodies alike."""
 
-    def __init__(self, clients: ClientService, tokens: TokenService) -> None:
+    def __init__(self, clients: ClientService, tokens: TokenService, *,
+                 inspector: TokenInspector, revocations: RevocationStore,
+                 audit: AuditService, issuer: str) -> None:
         super().__init__()
         self.client_service = clients
         self.token_service = tokens
+        self.audit = audit
         # Flask config is not where authserver keeps configuration; register directly.
         self.register_token_generator("default", self._no_generator)
         self.register_grant(AuthServerClientCredentialsGrant)
@@ -45,6 +53,12 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         self.register_client_auth_method(
             "client_secret_post", client_auth.authenticate_client_secret_post
         )
+        self.register_client_auth_method(
+            "private_key_jwt",
+            client_auth.PrivateKeyJWT(issuer, revocations, client_auth.ClientJwksResolver()),
+        )
+        self.register_endpoint(AuthServerIntrospectionEndpoint(self, inspector))
+        self.register_endpoint(AuthServerRevocationEndpoint(self, inspector))
 
     @staticmethod
     def _no_generator(**_: Any) -> dict[str, Any]:
@@ -57,7 +71,33 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         return OAuthClient(client) if client is not None else None
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
-        """Access tokens are self-contained JWTs: nothing to store."""
+        """Access tokens are self-contained JWTs: nothing to store but the audit record
+        (identifiers only, never the token)."""
+        issued = request.issued
+        self.audit.record(
+            f"client:{request.client.client_id}", "token.issued",
+            client_id=request.client.client_id, sub=issued.sub, aud=issued.audience,
+            jti=issued.jti, kid=issued.kid, auth_method=request.auth_method,
+        )
+
+    def create_endpoint_response(self, name: str, request: Any = None) -> Response:
+        """Authlib's, with request parsing inside the error handling (a malformed body at
+        /introspect or /revoke is ``invalid_request``, not a server error)."""
+        endpoint = self._endpoints[name][0]
+        oauth_request = None
+        try:
+            oauth_request = endpoint.create_endpoint_request(request)
+            response = self.handle_response(*endpoint(oauth_request))
+        except OAuth2Error as error:
+            return self.handle_error_response(oauth_request, error)
+        revoked = getattr(oauth_request, "revoked", None)
+        if revoked is not None:
+            self.audit.record(
+                f"client:{oauth_request.client.client_id}", "token.revoked",
+                client_id=revoked.get("client_id"), sub=revoked.get("sub"),
+                jti=revoked.get("jti"),
+            )
+        return response
 
     def create_oauth2_request(self, request: Any) -> AuthServerOAuth2Request:
         return AuthServerOAuth2Request(flask_request, parse_body(flask_request))

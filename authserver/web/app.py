@@ -37,7 +37,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.extensions["authserver.services"] = services
     app.extensions["authserver.oauth"] = AuthServerAuthorizationServer(
-        services.clients, services.tokens
+        services.clients,
+        services.tokens,
+        inspector=services.inspector,
+        revocations=services.revocations,
+        audit=services.audit,
+        issuer=settings.issuer,
     )
     if settings.proxy_hops:
         # Trust X-Forwarded-* only from as many proxies as configured (DESIGN.md §1 item 4).

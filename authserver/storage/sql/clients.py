@@ -56,9 +56,9 @@ class SqlClientStore:
         session = self._db.session()
         row = ClientRow(client_id=str(client.client_id))
         _fill(row, client)
+        session.add(row)
         try:
-            with session.begin_nested():
-                session.add(row)
+            session.flush()
         except IntegrityError:
             raise Conflict(f"client {client.client_id} already exists") from None
 

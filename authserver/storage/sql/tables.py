@@ -79,3 +79,40 @@ class LockRow(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     counter: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class RevokedTokenRow(Base):
+    """RFC 7009 revocations, kept until the token would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(64))
+    revoked_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class UsedAssertionRow(Base):
+    """RFC 7523 §3 item 7: client assertion ``jti`` values seen, kept until they expire."""
+
+    __tablename__ = "used_assertions"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)
+
+
+class AuditEventRow(Base):
+    """Who did what, when: admin actions and issued tokens. Never a secret or a token."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Double, index=True)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    client_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    sub: Mapped[str | None] = mapped_column(String(255), index=True)
+    aud: Mapped[str | None] = mapped_column(Text)
+    jti: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

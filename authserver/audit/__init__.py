@@ -1,0 +1,1 @@
+"""The audit trail: who minted a token for whom, and every operator action."""

@@ -1,0 +1,18 @@
+"""The storage interface for audit events."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from authserver.audit.model import AuditEvent
+from authserver.audit.model import AuditQuery
+
+
+class AuditStore(Protocol):
+    def add(self, event: AuditEvent) -> None: ...
+
+    def query(self, query: AuditQuery) -> list[AuditEvent]:
+        """Matching events, newest first, at most ``query.limit``."""
+
+    def purge(self, before: float) -> int:
+        """Delete events older than *before*; returns how many."""
