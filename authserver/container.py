@@ -71,13 +71,15 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
     key_store: KeyStore = (
         SqlKeyStore(db) if settings.key_store == "sql" else FileKeyStore(settings.keys_dir)
     )
-    keys = KeyService(key_store, clock, key_policy(settings))
+    audit = AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention)
+    keys = KeyService(key_store, clock, key_policy(settings), audit)
     revocations = SqlRevocationStore(db)
     return Services(
         settings=settings,
         clock=clock,
         db=db,
-        clients=ClientService(SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl),
+        clients=ClientService(SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl,
+                              audit=audit),
         keys=keys,
         tokens=TokenService(
             keys,
@@ -86,7 +88,7 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
             default_ttl=settings.default_token_ttl,
             max_ttl=settings.max_token_ttl,
         ),
-        audit=AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention),
+        audit=audit,
         revocations=revocations,
         inspector=TokenInspector(keys, revocations, clock, issuer=settings.issuer),
     )

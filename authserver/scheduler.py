@@ -11,8 +11,13 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
+from authserver.audit.service import acting_as
 from authserver.container import Services
+
+#: Expired revocations and old audit events are purged this often (seconds).
+HOUSEKEEPING_INTERVAL = 3600
 
 log = logging.getLogger(__name__)
 
@@ -24,12 +29,19 @@ def tick_interval(publish_ahead: int) -> float:
 
 def run_once(services: Services) -> list[str]:
     """One scheduler pass: a cheap unlocked check, then the locked work if any is due."""
+    with acting_as("scheduler"):
+        with services.unit_of_work():
+            due = services.keys.due()
+        if not due:
+            return []
+        with services.unit_of_work():
+            return services.keys.tick()
+
+
+def housekeeping(services: Services) -> int:
+    """Forget expired revocations and assertion ids, and audit events past retention."""
     with services.unit_of_work():
-        due = services.keys.due()
-    if not due:
-        return []
-    with services.unit_of_work():
-        return services.keys.tick()
+        return services.revocations.purge(services.clock.now()) + services.audit.purge()
 
 
 class KeyScheduler:
@@ -37,6 +49,7 @@ class KeyScheduler:
         self._services = services
         self._interval = interval or tick_interval(services.settings.key_publish_ahead)
         self._stop = threading.Event()
+        self._last_housekeeping = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="authserver-keys", daemon=True)
 
     def start(self) -> None:
@@ -52,3 +65,10 @@ class KeyScheduler:
                 run_once(self._services)
             except Exception:
                 log.exception("key schedule tick failed; retrying at the next tick")
+            now = time.monotonic()
+            if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
+                self._last_housekeeping = now
+                try:
+                    housekeeping(self._services)
+                except Exception:
+                    log.exception("housekeeping failed; retrying later")

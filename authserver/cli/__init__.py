@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from authserver import __version__
+from authserver.cli.audit import audit
 from authserver.cli.clients import clients
 from authserver.cli.db import db
 from authserver.cli.keys import keys
@@ -24,6 +25,7 @@ cli.add_command(serve)
 cli.add_command(db)
 cli.add_command(clients)
 cli.add_command(keys)
+cli.add_command(audit)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from typing import TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import container
+from authserver.audit.service import acting_as
 from authserver.cli.output import fail
 from authserver.container import Services
 from authserver.errors import AuthServerError
@@ -54,6 +55,7 @@ def services(**overrides: Any) -> Iterator[Services]:
     svc = container.build(settings)
     try:
         ensure_schema(svc, upgrade_existing=False)
-        yield svc
+        with acting_as("cli"):
+            yield svc
     finally:
         svc.close()

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from authserver.audit.service import AuditService
 from authserver.clients import secrets as client_secrets
 from authserver.clients.model import IDENTITY_CLAIMS
 from authserver.clients.model import RESERVED_CLAIMS
@@ -26,10 +27,17 @@ _UNSET: Any = object()
 class ClientService:
     """Create, change and authenticate clients. Never commits: the caller's unit of work does."""
 
-    def __init__(self, store: ClientStore, clock: Clock, *, max_token_ttl: int) -> None:
+    def __init__(self, store: ClientStore, clock: Clock, *, max_token_ttl: int,
+                 audit: AuditService | None = None) -> None:
         self._store = store
         self._clock = clock
         self._max_token_ttl = max_token_ttl
+        self._audit = audit
+
+    def _record(self, action: str, client: Client, **detail: Any) -> None:
+        if self._audit is not None:
+            self._audit.record(None, action, client_id=client.client_id, name=client.name,
+                               **detail)
 
     # -- queries ------------------------------------------------------------------------
 
@@ -90,6 +98,7 @@ class ClientService:
             jwks_uri=_jwks_uri(jwks_uri) if jwks_uri is not None else None,
         )
         self._store.add(client)
+        self._record("client.created", client, auth_method=client.auth_method)
         return client, secret
 
     def update(
@@ -120,6 +129,7 @@ class ClientService:
             updated_at=self._clock.now(),
         )
         self._store.update(updated)
+        self._record("client.updated", updated)
         return updated
 
     def rotate_secret(self, client_id: str) -> tuple[Client, str]:
@@ -132,17 +142,20 @@ class ClientService:
             client, secret_hash=client_secrets.hash_secret(secret), updated_at=self._clock.now()
         )
         self._store.update(updated)
+        self._record("client.secret_rotated", updated)
         return updated, secret
 
     def set_enabled(self, client_id: str, enabled: bool) -> Client:
         client = self.get(client_id)
         updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
         self._store.update(updated)
+        self._record("client.enabled" if enabled else "client.disabled", updated)
         return updated
 
     def delete(self, client_id: str) -> Client:
         client = self.get(client_id)
         self._store.delete(client.client_id)
+        self._record("client.deleted", client)
         return client
 
     # -- authentication -----------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import Any
 
 from joserfc.jwk import RSAKey
 
+from authserver.audit.service import AuditService
 from authserver.clock import Clock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
@@ -76,7 +77,9 @@ class RotationResult:
 class KeyService:
     """Key lifecycle and the cached view the token endpoint signs with."""
 
-    def __init__(self, store: KeyStore, clock: Clock, policy: KeyPolicy) -> None:
+    def __init__(self, store: KeyStore, clock: Clock, policy: KeyPolicy,
+                 audit: AuditService | None = None) -> None:
+        self._audit = audit
         self._store = store
         self._clock = clock
         self._policy = policy
@@ -194,6 +197,7 @@ class KeyService:
             created = self._rechain(keys, self._clock.now())
         self.invalidate()
         if created:
+            self._record("key.created", created)
             log.info("created signing key %s (the store had no current key)", created.kid)
         return created
 
@@ -214,6 +218,7 @@ class KeyService:
             self._rechain([*keys, new], now)
             new = self._reload(new.kid)
         self.invalidate()
+        self._record("key.rotated", new)
         log.info("scheduled signing key %s to start signing at %s", new.kid, _iso(new.activate_at))
         return RotationResult(new, created=True)
 
@@ -238,8 +243,11 @@ class KeyService:
             retired = dataclasses.replace(target, retired_at=now, private_pem=None)
             self._store.update(retired)
             keys = [retired if k.kid == kid else k for k in keys]
-            self._rechain(keys, now)
+            created = self._rechain(keys, now)
         self.invalidate()
+        self._record("key.retired", retired)
+        if created is not None:
+            self._record("key.created", created)
         log.warning("retired signing key %s", kid)
         return retired
 
@@ -265,9 +273,11 @@ class KeyService:
                     self._store.add(new)
                     keys = [*keys, new]
                     done.append(f"scheduled key {new.kid}")
+                    self._record("key.rotated", new)
                 created = self._rechain(keys, now)
                 if created:
                     done.append(f"created key {created.kid}")
+                    self._record("key.created", created)
                 keys = self._store.list()
             for key in keys:
                 state = key.state(now, self._policy.retention)
@@ -287,6 +297,10 @@ class KeyService:
         return done
 
     # -- internals -------------------------------------------------------------------------
+
+    def _record(self, action: str, key: SigningKey) -> None:
+        if self._audit is not None:
+            self._audit.record(None, action, kid=key.kid, signs_from=key.activate_at)
 
     def _work(self, keys: list[SigningKey], now: float) -> set[str]:
         retention = self._policy.retention

@@ -11,6 +11,7 @@ from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
 from flask import Response
+from flask import g
 from flask import request as flask_request
 
 from authserver.audit.service import AuditService
@@ -74,6 +75,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         """Access tokens are self-contained JWTs: nothing to store but the audit record
         (identifiers only, never the token)."""
         issued = request.issued
+        # For the metrics hook in web/ (tokens issued per client).
+        g.authserver_token_client = request.client.client_id
         self.audit.record(
             f"client:{request.client.client_id}", "token.issued",
             client_id=request.client.client_id, sub=issued.sub, aud=issued.audience,
@@ -121,6 +124,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return self.handle_error_response(oauth_request, error)
 
     def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
+        # For the metrics hook in web/ (failures by reason).
+        g.authserver_oauth_error = error.error
         if isinstance(error, InvalidClientError):
             # RFC 6749 §5.2 allows 401 for invalid_client and requires it when the client
             # used the Authorization header; RFC 9110 §15.5.2 requires a WWW-Authenticate

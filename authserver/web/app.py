@@ -14,6 +14,7 @@ from authserver import container
 from authserver.container import Services
 from authserver.oauth.server import AuthServerAuthorizationServer
 from authserver.settings import Settings
+from authserver.web import admin
 from authserver.web import errors
 from authserver.web import health
 from authserver.web import oauth
@@ -56,6 +57,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(oauth.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)
+    if settings.admin_token:
+        app.register_blueprint(admin.bp)
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from authserver.audit.model import AuditEvent
 from authserver.clients.model import Client
 from authserver.keys.service import KeyView
 
@@ -51,4 +52,18 @@ def key_json(view: KeyView) -> dict[str, Any]:
         "signs_until": iso(key.deactivate_at),
         "unpublished_at": iso(view.drop_at),
         "retired_at": iso(key.retired_at),
+    }
+
+
+def audit_json(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "at": iso(event.at),
+        "actor": event.actor,
+        "action": event.action,
+        "client_id": event.client_id,
+        "sub": event.sub,
+        "aud": event.aud,
+        "jti": event.jti,
+        "detail": event.detail,
     }

@@ -1,0 +1,54 @@
+"""``authserver audit``: read the audit trail."""
+
+from __future__ import annotations
+
+import calendar
+import time
+
+import click
+
+from authserver.audit.model import AuditQuery
+from authserver.cli.context import handle_errors
+from authserver.cli.context import services
+from authserver.cli.output import emit_json
+from authserver.cli.output import fail
+from authserver.cli.output import table
+from authserver.settings import parse_duration
+from authserver.web.serializers import audit_json
+
+
+def _since(value: str) -> float:
+    """``2026-11-23``, ``2026-11-23T10:00:00Z`` or a duration ago (``1h``, ``7d``)."""
+    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            return float(calendar.timegm(time.strptime(value, fmt)))
+        except ValueError:
+            continue
+    try:
+        return time.time() - parse_duration(value)
+    except ValueError:
+        fail("--since: expected a date (2026-11-23, 2026-11-23T10:00:00Z) or a duration (1h, 7d)")
+
+
+@click.command()
+@click.option("--client", "client_id", help="only events of this client_id")
+@click.option("--sub", help="only tokens issued for this user")
+@click.option("--action", help="e.g. token.issued, client.created, key.retired")
+@click.option("--since", help="a date or a duration ago (1h, 7d)")
+@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
+@handle_errors
+def audit(client_id: str | None, sub: str | None, action: str | None, since: str | None,
+          limit: int, as_json: bool) -> None:
+    """Who minted which token for whom, and every operator action (newest first)."""
+    query = AuditQuery(client_id=client_id, sub=sub, action=action,
+                       since=_since(since) if since else None, limit=limit)
+    with services() as svc, svc.unit_of_work():
+        events = [audit_json(e) for e in svc.audit.query(query)]
+    if as_json:
+        emit_json({"events": events})
+    elif not events:
+        click.echo("no matching audit events")
+    else:
+        table([(e["at"], e["actor"], e["action"], e["client_id"], e["sub"], e["jti"])
+               for e in events], ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI"])

@@ -1,0 +1,227 @@
+"""The operator API under /admin: the same service calls and serializers as the CLI.
+
+Registered only when ``AUTHSERVER_ADMIN_TOKEN`` is set (otherwise /admin/* is 404). The
+bearer token is compared in constant time. A client secret appears only in the responses
+of create and rotate-secret.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from typing import Any
+
+from flask import Blueprint
+from flask import Response
+from flask import g
+from flask import jsonify
+from flask import request
+
+from authserver.audit.model import AuditQuery
+from authserver.audit.service import acting_as
+from authserver.errors import Conflict
+from authserver.errors import InvalidInput
+from authserver.errors import NotFound
+from authserver.web.context import services
+from authserver.web.errors import error_response
+from authserver.web.serializers import audit_json
+from authserver.web.serializers import client_json
+from authserver.web.serializers import key_json
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+CREATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl", "jwks", "jwks_uri"}
+UPDATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl"}
+
+
+def _unauthorized() -> Response:
+    response = error_response(401, "invalid_token", "a valid admin bearer token is required")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="authserver-admin", error="invalid_token"'
+    return response
+
+
+@bp.before_request
+def _authenticate() -> Response | None:
+    expected = services().settings.admin_token or ""
+    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    # hmac.compare_digest: the comparison takes the same time wherever the strings differ.
+    if (
+        not expected
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(presented.strip().encode(), expected.encode())
+    ):
+        return _unauthorized()
+    g.admin_actor = acting_as("admin-api")
+    g.admin_actor.__enter__()
+    return None
+
+
+@bp.teardown_request
+def _leave(exc: BaseException | None) -> None:
+    actor = g.pop("admin_actor", None)
+    if actor is not None:
+        actor.__exit__(None, None, None)
+
+
+@bp.errorhandler(NotFound)
+def _not_found(exc: NotFound) -> Response:
+    return error_response(404, "not_found", str(exc))
+
+
+@bp.errorhandler(Conflict)
+def _conflict(exc: Conflict) -> Response:
+    return error_response(409, "conflict", str(exc))
+
+
+@bp.errorhandler(InvalidInput)
+def _invalid(exc: InvalidInput) -> Response:
+    return error_response(400, "invalid_request", str(exc))
+
+
+def _body(allowed: set[str]) -> dict[str, Any]:
+    if not request.is_json:
+        raise InvalidInput("the request body must be application/json")
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise InvalidInput("the request body must be a JSON object")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown fields: {', '.join(unknown[:5])[:200]}")
+    return data
+
+
+def _list_of_strings(data: dict[str, Any], field: str) -> Iterator[str] | None:
+    value = data.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f"{field} must be an array of strings")
+    return iter(value)
+
+
+def _ttl(data: dict[str, Any]) -> Any:
+    value = data.get("token_ttl")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InvalidInput("token_ttl must be a whole number of seconds or null")
+    return value
+
+
+def _json(obj: Any, status: int = 200) -> Response:
+    response = jsonify(obj)
+    response.status_code = status
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.get("/clients")
+def list_clients() -> Response:
+    return _json({"clients": [client_json(c) for c in services().clients.list()]})
+
+
+@bp.post("/clients")
+def create_client() -> Response:
+    data = _body(CREATE_FIELDS)
+    name = data.get("name")
+    if not isinstance(name, str):
+        raise InvalidInput("name is required and must be a string")
+    jwks_uri = data.get("jwks_uri")
+    if jwks_uri is not None and not isinstance(jwks_uri, str):
+        raise InvalidInput("jwks_uri must be a string")
+    client, secret = services().clients.create(
+        name=name,
+        audiences=_list_of_strings(data, "audiences") or (),
+        scopes=_list_of_strings(data, "scopes") or (),
+        allowed_claims=_list_of_strings(data, "allowed_claims") or (),
+        token_ttl=_ttl(data),
+        jwks=data.get("jwks"),
+        jwks_uri=jwks_uri,
+    )
+    body = client_json(client)
+    if secret is not None:
+        body["client_secret"] = secret
+    response = _json(body, 201)
+    response.headers["Location"] = f"/admin/clients/{client.client_id}"
+    return response
+
+
+@bp.get("/clients/<client_id>")
+def show_client(client_id: str) -> Response:
+    return _json(client_json(services().clients.get(client_id)))
+
+
+@bp.patch("/clients/<client_id>")
+def update_client(client_id: str) -> Response:
+    data = _body(UPDATE_FIELDS)
+    changes: dict[str, Any] = {}
+    if "name" in data:
+        if not isinstance(data["name"], str):
+            raise InvalidInput("name must be a string")
+        changes["name"] = data["name"]
+    for field in ("audiences", "scopes", "allowed_claims"):
+        if field in data:
+            values = _list_of_strings(data, field)
+            changes[field] = tuple(values) if values is not None else ()
+    if "token_ttl" in data:
+        changes["token_ttl"] = _ttl(data)
+    if not changes:
+        raise InvalidInput("nothing to change")
+    return _json(client_json(services().clients.update(client_id, **changes)))
+
+
+@bp.delete("/clients/<client_id>")
+def delete_client(client_id: str) -> Response:
+    services().clients.delete(client_id)
+    return Response(status=204)
+
+
+@bp.post("/clients/<client_id>/rotate-secret")
+def rotate_secret(client_id: str) -> Response:
+    client, secret = services().clients.rotate_secret(client_id)
+    return _json({**client_json(client), "client_secret": secret})
+
+
+@bp.post("/clients/<client_id>/disable")
+def disable_client(client_id: str) -> Response:
+    return _json(client_json(services().clients.set_enabled(client_id, False)))
+
+
+@bp.post("/clients/<client_id>/enable")
+def enable_client(client_id: str) -> Response:
+    return _json(client_json(services().clients.set_enabled(client_id, True)))
+
+
+@bp.get("/keys")
+def list_keys() -> Response:
+    return _json({"keys": [key_json(v) for v in services().keys.views()]})
+
+
+@bp.post("/keys/rotate")
+def rotate_keys() -> Response:
+    keys = services().keys
+    keys.ensure_current()
+    result = keys.rotate()
+    view = next(v for v in keys.views() if v.key.kid == result.key.kid)
+    return _json({**key_json(view), "created": result.created}, 201 if result.created else 200)
+
+
+@bp.post("/keys/<kid>/retire")
+def retire_key(kid: str) -> Response:
+    keys = services().keys
+    keys.retire(kid)
+    view = next(v for v in keys.views() if v.key.kid == kid)
+    return _json(key_json(view))
+
+
+@bp.get("/audit")
+def audit() -> Response:
+    args = request.args
+    try:
+        limit = min(int(args.get("limit", "100")), 1000)
+        since = float(args["since"]) if "since" in args else None
+    except ValueError:
+        raise InvalidInput("limit and since must be numbers") from None
+    if limit < 1:
+        raise InvalidInput("limit must be at least 1")
+    query = AuditQuery(client_id=args.get("client_id"), sub=args.get("sub"),
+                       action=args.get("action"), since=since, limit=limit)
+    return _json({"events": [audit_json(e) for e in services().audit.query(query)]})
