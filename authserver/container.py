@@ -7,7 +7,10 @@ The only module that names concrete storage classes (Warehouse's ``includeme``, 
 from __future__ import annotations
 
 import logging
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+
+from sqlalchemy.orm import Session
 
 from authserver.audit.service import AuditService
 from authserver.clients.service import ClientService
@@ -44,7 +47,7 @@ class Services:
     revocations: RevocationStore
     inspector: TokenInspector
 
-    def unit_of_work(self):  # type: ignore[no-untyped-def]
+    def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit at the end, roll back on error."""
         return self.db.unit_of_work()
 
@@ -78,8 +81,9 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
         settings=settings,
         clock=clock,
         db=db,
-        clients=ClientService(SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl,
-                              audit=audit),
+        clients=ClientService(
+            SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl, audit=audit
+        ),
         keys=keys,
         tokens=TokenService(
             keys,

@@ -29,7 +29,9 @@ def parse_duration(raw: str) -> int:
     """Parse ``3600``, ``90s``, ``15m``, ``1h`` or ``30d`` into whole seconds."""
     match = _DURATION.match(raw)
     if not match:
-        raise ValueError("expected whole seconds or a number with s, m, h or d (e.g. 3600, 1h, 30d)")
+        raise ValueError(
+            "expected whole seconds or a number with s, m, h or d (e.g. 3600, 1h, 30d)"
+        )
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
@@ -84,8 +86,10 @@ def _issuer(raw: str) -> str:
 def _database_url(raw: str) -> str:
     value = raw.strip()
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
-        raise ValueError("must be a SQLAlchemy URL such as sqlite:///authserver.db or "
-                         "postgresql+psycopg://user@host/db")
+        raise ValueError(
+            "must be a SQLAlchemy URL such as sqlite:///authserver.db or "
+            "postgresql+psycopg://user@host/db"
+        )
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
@@ -132,48 +136,150 @@ def _default_database_url() -> str:
 #: Every setting authserver reads, in one place. The README's configuration table and the
 #: ``serve`` options are generated from, or checked against, this list.
 FIELDS: tuple[Field, ...] = (
-    Field("database_url", "AUTHSERVER_DATABASE_URL", _default_database_url, _database_url,
-          "SQLAlchemy database URL (default: SQLite file authserver.db in the working directory)"),
-    Field("issuer", "AUTHSERVER_ISSUER", lambda: "http://localhost:8000", _issuer,
-          "the iss of every token and the base of every URL in metadata"),
-    Field("keys_dir", "AUTHSERVER_KEYS_DIR", lambda: Path("keys"), _path,
-          "directory of the file key store"),
-    Field("key_passphrase", "AUTHSERVER_KEY_PASSPHRASE", lambda: None, _non_empty,
-          "when set, private keys are encrypted at rest with it", secret=True),
-    Field("admin_token", "AUTHSERVER_ADMIN_TOKEN", lambda: None, _non_empty,
-          "bearer token for /admin/* (unset: admin API off)", secret=True),
-    Field("key_store", "AUTHSERVER_KEY_STORE", lambda: "file", _one_of("file", "sql"),
-          "where signing keys live: file (AUTHSERVER_KEYS_DIR) or sql (the database)"),
-    Field("key_size", "AUTHSERVER_KEY_SIZE", lambda: 2048, _key_size,
-          "RSA modulus size of new signing keys: 2048, 3072 or 4096"),
-    Field("key_rotation_interval", "AUTHSERVER_KEY_ROTATION_INTERVAL", lambda: 30 * 86400,
-          _positive_duration, "how long a key signs before the next one takes over (e.g. 30d)"),
-    Field("key_publish_ahead", "AUTHSERVER_KEY_PUBLISH_AHEAD", lambda: 3600, _positive_duration,
-          "how long a new key is published in the JWKS before it signs (at least the JWKS max-age)"),
-    Field("jwks_max_age", "AUTHSERVER_JWKS_MAX_AGE", lambda: 300, _positive_duration,
-          "Cache-Control max-age of the JWKS and metadata responses"),
-    Field("default_token_ttl", "AUTHSERVER_DEFAULT_TOKEN_TTL", lambda: 3600, _positive_duration,
-          "token lifetime for clients registered without --token-ttl"),
-    Field("max_token_ttl", "AUTHSERVER_MAX_TOKEN_TTL", lambda: 86400, _positive_duration,
-          "the longest lifetime any client may be given; old keys stay published this long"),
-    Field("key_retention_leeway", "AUTHSERVER_KEY_RETENTION_LEEWAY", lambda: 300,
-          parse_duration, "extra time a retired-from-signing key stays published (clock skew)"),
-    Field("key_cache_seconds", "AUTHSERVER_KEY_CACHE_SECONDS", lambda: 1, parse_duration,
-          "how often each worker re-reads the key store for changes made elsewhere"),
-    Field("max_body_bytes", "AUTHSERVER_MAX_BODY_BYTES", lambda: 65536, _int_in(1024, 10_485_760),
-          "largest request body accepted, in bytes"),
-    Field("proxy_hops", "AUTHSERVER_PROXY_HOPS", lambda: 0, _int_in(0, 10),
-          "number of trusted reverse proxies whose X-Forwarded-* headers are honoured"),
+    Field(
+        "database_url",
+        "AUTHSERVER_DATABASE_URL",
+        _default_database_url,
+        _database_url,
+        "SQLAlchemy database URL (default: SQLite file authserver.db in the working directory)",
+    ),
+    Field(
+        "issuer",
+        "AUTHSERVER_ISSUER",
+        lambda: "http://localhost:8000",
+        _issuer,
+        "the iss of every token and the base of every URL in metadata",
+    ),
+    Field(
+        "keys_dir",
+        "AUTHSERVER_KEYS_DIR",
+        lambda: Path("keys"),
+        _path,
+        "directory of the file key store",
+    ),
+    Field(
+        "key_passphrase",
+        "AUTHSERVER_KEY_PASSPHRASE",
+        lambda: None,
+        _non_empty,
+        "when set, private keys are encrypted at rest with it",
+        secret=True,
+    ),
+    Field(
+        "admin_token",
+        "AUTHSERVER_ADMIN_TOKEN",
+        lambda: None,
+        _non_empty,
+        "bearer token for /admin/* (unset: admin API off)",
+        secret=True,
+    ),
+    Field(
+        "key_store",
+        "AUTHSERVER_KEY_STORE",
+        lambda: "file",
+        _one_of("file", "sql"),
+        "where signing keys live: file (AUTHSERVER_KEYS_DIR) or sql (the database)",
+    ),
+    Field(
+        "key_size",
+        "AUTHSERVER_KEY_SIZE",
+        lambda: 2048,
+        _key_size,
+        "RSA modulus size of new signing keys: 2048, 3072 or 4096",
+    ),
+    Field(
+        "key_rotation_interval",
+        "AUTHSERVER_KEY_ROTATION_INTERVAL",
+        lambda: 30 * 86400,
+        _positive_duration,
+        "how long a key signs before the next one takes over (e.g. 30d)",
+    ),
+    Field(
+        "key_publish_ahead",
+        "AUTHSERVER_KEY_PUBLISH_AHEAD",
+        lambda: 3600,
+        _positive_duration,
+        "how long a new key is published in the JWKS before it signs (at least the JWKS max-age)",
+    ),
+    Field(
+        "jwks_max_age",
+        "AUTHSERVER_JWKS_MAX_AGE",
+        lambda: 300,
+        _positive_duration,
+        "Cache-Control max-age of the JWKS and metadata responses",
+    ),
+    Field(
+        "default_token_ttl",
+        "AUTHSERVER_DEFAULT_TOKEN_TTL",
+        lambda: 3600,
+        _positive_duration,
+        "token lifetime for clients registered without --token-ttl",
+    ),
+    Field(
+        "max_token_ttl",
+        "AUTHSERVER_MAX_TOKEN_TTL",
+        lambda: 86400,
+        _positive_duration,
+        "the longest lifetime any client may be given; old keys stay published this long",
+    ),
+    Field(
+        "key_retention_leeway",
+        "AUTHSERVER_KEY_RETENTION_LEEWAY",
+        lambda: 300,
+        parse_duration,
+        "extra time a retired-from-signing key stays published (clock skew)",
+    ),
+    Field(
+        "key_cache_seconds",
+        "AUTHSERVER_KEY_CACHE_SECONDS",
+        lambda: 1,
+        parse_duration,
+        "how often each worker re-reads the key store for changes made elsewhere",
+    ),
+    Field(
+        "max_body_bytes",
+        "AUTHSERVER_MAX_BODY_BYTES",
+        lambda: 65536,
+        _int_in(1024, 10_485_760),
+        "largest request body accepted, in bytes",
+    ),
+    Field(
+        "proxy_hops",
+        "AUTHSERVER_PROXY_HOPS",
+        lambda: 0,
+        _int_in(0, 10),
+        "number of trusted reverse proxies whose X-Forwarded-* headers are honoured",
+    ),
     Field("host", "AUTHSERVER_HOST", lambda: "127.0.0.1", _non_empty, "address serve listens on"),
     Field("port", "AUTHSERVER_PORT", lambda: 8000, _int_in(0, 65535), "port serve listens on"),
-    Field("workers", "AUTHSERVER_WORKERS", lambda: 0, _int_in(0, 256),
-          "serve worker processes (0: one per CPU core)"),
-    Field("log_level", "AUTHSERVER_LOG_LEVEL", lambda: "info",
-          _one_of("debug", "info", "warning", "error"), "logging level"),
-    Field("audit_retention", "AUTHSERVER_AUDIT_RETENTION", lambda: 90 * 86400,
-          _positive_duration, "how long audit events are kept (e.g. 90d)"),
-    Field("scheduler", "AUTHSERVER_SCHEDULER", lambda: True, _bool,
-          "run the key rotation schedule inside serve"),
+    Field(
+        "workers",
+        "AUTHSERVER_WORKERS",
+        lambda: 0,
+        _int_in(0, 256),
+        "serve worker processes (0: one per CPU core)",
+    ),
+    Field(
+        "log_level",
+        "AUTHSERVER_LOG_LEVEL",
+        lambda: "info",
+        _one_of("debug", "info", "warning", "error"),
+        "logging level",
+    ),
+    Field(
+        "audit_retention",
+        "AUTHSERVER_AUDIT_RETENTION",
+        lambda: 90 * 86400,
+        _positive_duration,
+        "how long audit events are kept (e.g. 90d)",
+    ),
+    Field(
+        "scheduler",
+        "AUTHSERVER_SCHEDULER",
+        lambda: True,
+        _bool,
+        "run the key rotation schedule inside serve",
+    ),
 )
 
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
@@ -215,9 +321,7 @@ class Settings:
         return f"Settings({shown})"
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         """Read every ``AUTHSERVER_*`` variable from *environ* (default ``os.environ``).
 
         *overrides* (e.g. CLI options) win over the environment; a string override is

@@ -13,8 +13,19 @@ from authserver.audit.store import AuditStore
 from authserver.clock import Clock
 
 #: Detail keys that must never be recorded, whatever a caller passes.
-_FORBIDDEN = frozenset({"client_secret", "secret", "token", "access_token", "private_key",
-                        "passphrase", "password", "assertion", "client_assertion"})
+_FORBIDDEN = frozenset(
+    {
+        "client_secret",
+        "secret",
+        "token",
+        "access_token",
+        "private_key",
+        "passphrase",
+        "password",
+        "assertion",
+        "client_assertion",
+    }
+)
 
 
 #: Who is acting, set by each boundary (CLI command, admin API request, scheduler tick,
@@ -41,16 +52,32 @@ class AuditService:
         self._clock = clock
         self.retention = retention
 
-    def record(self, actor: str | None, action: str, *, client_id: str | None = None,
-               sub: str | None = None, aud: str | list[str] | None = None,
-               jti: str | None = None, **detail: Any) -> None:
+    def record(
+        self,
+        actor: str | None,
+        action: str,
+        *,
+        client_id: str | None = None,
+        sub: str | None = None,
+        aud: str | list[str] | None = None,
+        jti: str | None = None,
+        **detail: Any,
+    ) -> None:
         if isinstance(aud, list):
             aud = " ".join(aud)
         clean = {k: v for k, v in detail.items() if k not in _FORBIDDEN and v is not None}
-        self._store.add(AuditEvent(at=self._clock.now(), actor=actor or current_actor(),
-                                   action=action,
-                                   client_id=client_id, sub=sub, aud=aud, jti=jti,
-                                   detail=clean))
+        self._store.add(
+            AuditEvent(
+                at=self._clock.now(),
+                actor=actor or current_actor(),
+                action=action,
+                client_id=client_id,
+                sub=sub,
+                aud=aud,
+                jti=jti,
+                detail=clean,
+            )
+        )
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         return self._store.query(query)

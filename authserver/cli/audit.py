@@ -38,11 +38,22 @@ def _since(value: str) -> float:
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
 @handle_errors
-def audit(client_id: str | None, sub: str | None, action: str | None, since: str | None,
-          limit: int, as_json: bool) -> None:
+def audit(
+    client_id: str | None,
+    sub: str | None,
+    action: str | None,
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Who minted which token for whom, and every operator action (newest first)."""
-    query = AuditQuery(client_id=client_id, sub=sub, action=action,
-                       since=_since(since) if since else None, limit=limit)
+    query = AuditQuery(
+        client_id=client_id,
+        sub=sub,
+        action=action,
+        since=_since(since) if since else None,
+        limit=limit,
+    )
     with services() as svc, svc.unit_of_work():
         events = [audit_json(e) for e in svc.audit.query(query)]
     if as_json:
@@ -50,5 +61,10 @@ def audit(client_id: str | None, sub: str | None, action: str | None, since: str
     elif not events:
         click.echo("no matching audit events")
     else:
-        table([(e["at"], e["actor"], e["action"], e["client_id"], e["sub"], e["jti"])
-               for e in events], ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI"])
+        table(
+            [
+                (e["at"], e["actor"], e["action"], e["client_id"], e["sub"], e["jti"])
+                for e in events
+            ],
+            ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI"],
+        )

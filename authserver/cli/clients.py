@@ -25,23 +25,27 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
     if as_json:
         emit_json(data)
         return
-    fields([
-        ("client_id", data["client_id"]),
-        *([("client_secret", secret)] if secret is not None else []),
-        ("name", data["name"]),
-        ("enabled", "yes" if data["enabled"] else "no"),
-        ("audiences", data["audiences"]),
-        ("scopes", data["scopes"]),
-        ("allowed_claims", data["allowed_claims"]),
-        ("token_ttl", data["token_ttl"] or "server default"),
-        ("auth_methods", data["token_endpoint_auth_methods"]),
-        ("jwks_uri", data["jwks_uri"]),
-        ("created_at", data["created_at"]),
-        ("updated_at", data["updated_at"]),
-    ])
+    fields(
+        [
+            ("client_id", data["client_id"]),
+            *([("client_secret", secret)] if secret is not None else []),
+            ("name", data["name"]),
+            ("enabled", "yes" if data["enabled"] else "no"),
+            ("audiences", data["audiences"]),
+            ("scopes", data["scopes"]),
+            ("allowed_claims", data["allowed_claims"]),
+            ("token_ttl", data["token_ttl"] or "server default"),
+            ("auth_methods", data["token_endpoint_auth_methods"]),
+            ("jwks_uri", data["jwks_uri"]),
+            ("created_at", data["created_at"]),
+            ("updated_at", data["updated_at"]),
+        ]
+    )
     if secret is not None:
-        click.echo("\nStore the client_secret now: it is shown this once and cannot be recovered.",
-                   err=True)
+        click.echo(
+            "\nStore the client_secret now: it is shown this once and cannot be recovered.",
+            err=True,
+        )
 
 
 def _read_jwks(path: str) -> dict[str, Any]:
@@ -65,24 +69,40 @@ def clients() -> None:
 @click.option("--name", required=True, help="a human name for the backend")
 @click.option("--audience", "audiences", multiple=True, help="an audience it may request (repeat)")
 @click.option("--scope", "scopes", multiple=True, help="a scope it may request (repeat)")
-@click.option("--allowed-claim", "allowed_claims", multiple=True,
-              help="an extra claim it may set through 'claims' (repeat)")
+@click.option(
+    "--allowed-claim",
+    "allowed_claims",
+    multiple=True,
+    help="an extra claim it may set through 'claims' (repeat)",
+)
 @click.option("--token-ttl", type=int, help="token lifetime in seconds (default: server default)")
 @click.option("--jwks-file", type=str, help="public JWK set: authenticate with private_key_jwt")
 @click.option("--jwks-uri", type=str, help="URL of its public JWK set (private_key_jwt)")
 @json_option
 @handle_errors
-def create(name: str, audiences: tuple[str, ...], scopes: tuple[str, ...],
-           allowed_claims: tuple[str, ...], token_ttl: int | None, jwks_file: str | None,
-           jwks_uri: str | None, as_json: bool) -> None:
+def create(
+    name: str,
+    audiences: tuple[str, ...],
+    scopes: tuple[str, ...],
+    allowed_claims: tuple[str, ...],
+    token_ttl: int | None,
+    jwks_file: str | None,
+    jwks_uri: str | None,
+    as_json: bool,
+) -> None:
     """Register a client; prints its client_id and (once) its client_secret."""
     if jwks_file and jwks_uri:
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
     with services() as svc, svc.unit_of_work():
         client, secret = svc.clients.create(
-            name=name, audiences=audiences, scopes=scopes, allowed_claims=allowed_claims,
-            token_ttl=token_ttl, jwks=jwks, jwks_uri=jwks_uri,
+            name=name,
+            audiences=audiences,
+            scopes=scopes,
+            allowed_claims=allowed_claims,
+            token_ttl=token_ttl,
+            jwks=jwks,
+            jwks_uri=jwks_uri,
         )
     _show(client_json(client), as_json, secret)
 
@@ -101,8 +121,16 @@ def list_(as_json: bool) -> None:
         click.echo("no clients registered")
         return
     table(
-        [(c["client_id"], c["name"], "yes" if c["enabled"] else "no",
-          ",".join(c["audiences"]) or "-", c["created_at"]) for c in items],
+        [
+            (
+                c["client_id"],
+                c["name"],
+                "yes" if c["enabled"] else "no",
+                ",".join(c["audiences"]) or "-",
+                c["created_at"],
+            )
+            for c in items
+        ],
         ["CLIENT_ID", "NAME", "ENABLED", "AUDIENCES", "CREATED"],
     )
 
@@ -125,21 +153,33 @@ def show(client_id: str, as_json: bool) -> None:
 @click.option("--clear-audiences", is_flag=True, help="remove every audience")
 @click.option("--scope", "scopes", multiple=True, help="replace the scopes (repeat)")
 @click.option("--clear-scopes", is_flag=True, help="remove every scope")
-@click.option("--allowed-claim", "allowed_claims", multiple=True,
-              help="replace the allowed claims (repeat)")
+@click.option(
+    "--allowed-claim", "allowed_claims", multiple=True, help="replace the allowed claims (repeat)"
+)
 @click.option("--clear-allowed-claims", is_flag=True, help="remove every allowed claim")
 @click.option("--token-ttl", type=int, help="token lifetime in seconds")
 @click.option("--default-token-ttl", is_flag=True, help="use the server's default lifetime")
 @json_option
 @handle_errors
-def update(client_id: str, name: str | None, audiences: tuple[str, ...], clear_audiences: bool,
-           scopes: tuple[str, ...], clear_scopes: bool, allowed_claims: tuple[str, ...],
-           clear_allowed_claims: bool, token_ttl: int | None, default_token_ttl: bool,
-           as_json: bool) -> None:
+def update(
+    client_id: str,
+    name: str | None,
+    audiences: tuple[str, ...],
+    clear_audiences: bool,
+    scopes: tuple[str, ...],
+    clear_scopes: bool,
+    allowed_claims: tuple[str, ...],
+    clear_allowed_claims: bool,
+    token_ttl: int | None,
+    default_token_ttl: bool,
+    as_json: bool,
+) -> None:
     """Change a client's name or policy; options left out stay as they are."""
-    for values, clear, option in ((audiences, clear_audiences, "audience"),
-                                  (scopes, clear_scopes, "scope"),
-                                  (allowed_claims, clear_allowed_claims, "allowed-claim")):
+    for values, clear, option in (
+        (audiences, clear_audiences, "audience"),
+        (scopes, clear_scopes, "scope"),
+        (allowed_claims, clear_allowed_claims, "allowed-claim"),
+    ):
         if values and clear:
             fail(f"--{option} and --clear-{option}s are mutually exclusive")
     if token_ttl is not None and default_token_ttl:

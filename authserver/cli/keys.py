@@ -17,8 +17,17 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print exactl
 def _table(views: list[KeyView]) -> None:
     rows = [key_json(v) for v in views]
     table(
-        [(r["kid"], r["state"], r["published_at"], r["signs_from"], r["signs_until"],
-          r["unpublished_at"]) for r in rows],
+        [
+            (
+                r["kid"],
+                r["state"],
+                r["published_at"],
+                r["signs_from"],
+                r["signs_until"],
+                r["unpublished_at"],
+            )
+            for r in rows
+        ],
         ["KID", "STATE", "PUBLISHED", "SIGNS_FROM", "SIGNS_UNTIL", "UNPUBLISHED"],
     )
 
@@ -61,8 +70,9 @@ def rotate(as_json: bool) -> None:
     elif result.created:
         click.echo(f"published key {data['kid']}; it signs from {data['signs_from']}")
     else:
-        click.echo(f"a rotation is already scheduled: key {data['kid']} signs from "
-                   f"{data['signs_from']}")
+        click.echo(
+            f"a rotation is already scheduled: key {data['kid']} signs from {data['signs_from']}"
+        )
 
 
 # A kid is a base64url thumbprint and may start with "-": no short options here, and
@@ -81,8 +91,7 @@ def retire(kid: str, as_json: bool) -> None:
     retired = next(v for v in views if v.key.kid == kid)
     current = next((v for v in views if v.state.value == "current"), None)
     if as_json:
-        emit_json({**key_json(retired),
-                   "current_kid": current.key.kid if current else None})
+        emit_json({**key_json(retired), "current_kid": current.key.kid if current else None})
     else:
         click.echo(f"retired key {kid}; it is no longer published and signs nothing")
         if current:

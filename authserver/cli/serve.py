@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +81,34 @@ def serve(**options: Any) -> None:
     run_gunicorn(settings)
 
 
+def prepare_metrics_dir() -> str:
+    """A fresh private directory (mode 0700) for prometheus-client's multiprocess mode, set
+    in ``PROMETHEUS_MULTIPROC_DIR`` before gunicorn starts (so before any worker imports
+    prometheus_client, which chooses how it stores values at import time). Each run gets
+    its own, so no stale values of an earlier run are ever aggregated. An operator-set
+    ``PROMETHEUS_MULTIPROC_DIR`` is used as the parent of the fresh directory."""
+    parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
+    path = tempfile.mkdtemp(prefix="authserver-metrics-", dir=parent)  # mode 0700
+    os.chmod(path, 0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    return path
+
+
+def _child_exit(server: Any, worker: Any) -> None:
+    """gunicorn hook, in the master: a dead worker's live gauges are dropped."""
+    from authserver.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
 def run_gunicorn(settings: Settings) -> None:
     from gunicorn.app.base import BaseApplication
 
     workers = settings.workers or os.cpu_count() or 1
+    metrics_dir = prepare_metrics_dir()
+
+    def _on_exit(server: Any) -> None:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
 
     class Application(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -103,6 +129,9 @@ def run_gunicorn(settings: Settings) -> None:
                 # host would collide on it, and nothing here uses it.
                 "control_socket_disable": True,
                 "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,
+                # prometheus-client multiprocess mode (authserver.metrics).
+                "child_exit": _child_exit,
+                "on_exit": _on_exit,
             }
             for key, value in config.items():
                 if value is not None:

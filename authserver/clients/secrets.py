@@ -21,7 +21,7 @@ import secrets
 from authserver.clients.model import ClientId
 
 #: A recognisable prefix lets secret scanners (GitHub, gitleaks) flag leaked secrets.
-SECRET_PREFIX = "as_secret_"
+SECRET_PREFIX = "as_secret_"  # noqa: S105 - a public prefix, not a secret
 CLIENT_ID_PREFIX = "as_client_"
 SECRET_BYTES = 32  # 256 bits
 

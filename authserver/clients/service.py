@@ -27,8 +27,14 @@ _UNSET: Any = object()
 class ClientService:
     """Create, change and authenticate clients. Never commits: the caller's unit of work does."""
 
-    def __init__(self, store: ClientStore, clock: Clock, *, max_token_ttl: int,
-                 audit: AuditService | None = None) -> None:
+    def __init__(
+        self,
+        store: ClientStore,
+        clock: Clock,
+        *,
+        max_token_ttl: int,
+        audit: AuditService | None = None,
+    ) -> None:
         self._store = store
         self._clock = clock
         self._max_token_ttl = max_token_ttl
@@ -36,8 +42,7 @@ class ClientService:
 
     def _record(self, action: str, client: Client, **detail: Any) -> None:
         if self._audit is not None:
-            self._audit.record(None, action, client_id=client.client_id, name=client.name,
-                               **detail)
+            self._audit.record(None, action, client_id=client.client_id, name=client.name, **detail)
 
     # -- queries ------------------------------------------------------------------------
 
@@ -226,9 +231,7 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
                 "letters, digits and _ . : - (at most 64 characters)"
             )
         if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
-            raise InvalidInput(
-                f"{name} is set by the server itself and cannot be an allowed claim"
-            )
+            raise InvalidInput(f"{name} is set by the server itself and cannot be an allowed claim")
     return tuple(out)
 
 

@@ -47,8 +47,7 @@ def load_private(pem: bytes, passphrase: str | None, kid: str) -> RSAKey:
     except (ValueError, TypeError) as exc:
         if encrypted:
             raise KeyStoreError(
-                f"AUTHSERVER_KEY_PASSPHRASE: cannot decrypt signing key {kid} "
-                "(wrong passphrase?)"
+                f"AUTHSERVER_KEY_PASSPHRASE: cannot decrypt signing key {kid} (wrong passphrase?)"
             ) from None
         raise KeyStoreError(f"signing key {kid} is unreadable: {type(exc).__name__}") from None
     if key.thumbprint() != kid:

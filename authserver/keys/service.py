@@ -77,8 +77,9 @@ class RotationResult:
 class KeyService:
     """Key lifecycle and the cached view the token endpoint signs with."""
 
-    def __init__(self, store: KeyStore, clock: Clock, policy: KeyPolicy,
-                 audit: AuditService | None = None) -> None:
+    def __init__(
+        self, store: KeyStore, clock: Clock, policy: KeyPolicy, audit: AuditService | None = None
+    ) -> None:
         self._audit = audit
         self._store = store
         self._clock = clock
@@ -137,9 +138,7 @@ class KeyService:
         """The JWK set to publish: public halves of next, current and previous keys."""
         now = self._clock.now()
         keys = [
-            k
-            for k in self._snapshot()
-            if k.state(now, self._policy.retention) is not KeyState.GONE
+            k for k in self._snapshot() if k.state(now, self._policy.retention) is not KeyState.GONE
         ]
         keys.sort(key=lambda k: k.activate_at, reverse=True)
         return {"keys": [dict(k.public_jwk) for k in keys]}
@@ -150,7 +149,7 @@ class KeyService:
         now = self._clock.now()
         for key in self._store.list():
             if key.kid == kid and key.state(now, self._policy.retention) is not KeyState.GONE:
-                return RSAKey.import_key(key.public_jwk)  # type: ignore[arg-type]
+                return RSAKey.import_key(key.public_jwk)
         return None
 
     def _private(self, key: SigningKey) -> RSAKey:

@@ -58,7 +58,9 @@ def uses_basic(headers: Any) -> bool:
     return auth.strip().lower().startswith("basic")
 
 
-def _check(query_client: QueryClient, client_id: str, secret: str, method: str) -> OAuthClient | None:
+def _check(
+    query_client: QueryClient, client_id: str, secret: str, method: str
+) -> OAuthClient | None:
     if len(client_id) > MAX_ID or len(secret) > MAX_SECRET:
         return None
     client = query_client(client_id)
@@ -94,7 +96,7 @@ def authenticate_client_secret_post(query_client: QueryClient, request: Any) -> 
     return _check(query_client, client_id, secret, "client_secret_post")
 
 
-class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
+class PrivateKeyJWT(JWTBearerClientAssertion):
     """``private_key_jwt`` (RFC 7523 §2.2, OIDC Core §9) on Authlib's assertion class.
 
     The assertion's ``aud`` must name this server (its issuer or one of its endpoint
@@ -104,8 +106,12 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
 
-    def __init__(self, issuer: str, revocations: RevocationStore,
-                 resolve_jwks: Callable[[OAuthClient], dict[str, Any]]) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        revocations: RevocationStore,
+        resolve_jwks: Callable[[OAuthClient], dict[str, Any]],
+    ) -> None:
         super().__init__(validate_jti=True, leeway=30)
         self._issuer = issuer
         self._revocations = revocations
@@ -131,7 +137,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):  # type: ignore[misc]
             if request.form.get("client_assertion"):
                 raise InvalidRequestError("use exactly one client authentication method")
             return None
-        return super().__call__(query_client, request)  # type: ignore[no-any-return]
+        return super().__call__(query_client, request)
 
 
 class ClientJwksResolver:

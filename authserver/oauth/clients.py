@@ -15,7 +15,7 @@ JWT_METHODS = ("private_key_jwt",)
 ENDPOINTS = ("token", "introspection", "revocation")
 
 
-class OAuthClient(ClientMixin):  # type: ignore[misc]
+class OAuthClient(ClientMixin):
     def __init__(self, client: Client) -> None:
         self.domain = client
 

@@ -39,7 +39,7 @@ def may_see(claims: dict[str, Any], client: OAuthClient) -> bool:
     return any(a in client.domain.policy.audiences for a in audiences)
 
 
-class AuthServerIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[misc]
+class AuthServerIntrospectionEndpoint(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = SUPPORTED_TOKEN_TYPES
 
@@ -58,7 +58,7 @@ class AuthServerIntrospectionEndpoint(IntrospectionEndpoint):  # type: ignore[mi
         return 200, body, default_json_headers
 
 
-class AuthServerRevocationEndpoint(RevocationEndpoint):  # type: ignore[misc]
+class AuthServerRevocationEndpoint(RevocationEndpoint):
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = SUPPORTED_TOKEN_TYPES
 

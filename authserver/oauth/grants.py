@@ -116,9 +116,11 @@ def parse_token_request(body: ParsedBody) -> TokenRequest:
     )
 
 
-class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: ignore[misc]
+class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
-        "client_secret_basic", "client_secret_post", "private_key_jwt",
+        "client_secret_basic",
+        "client_secret_post",
+        "private_key_jwt",
     ]
 
     def validate_token_request(self) -> None:
@@ -127,7 +129,7 @@ class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):  # type: 
         super().validate_token_request()
         self.token_request = parse_token_request(self.request.parsed)
 
-    @hooked  # type: ignore[misc]
+    @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
         try:
             issued = self.server.token_service.issue(self.client.domain, self.token_request)

@@ -10,6 +10,11 @@ from authserver.oauth.endpoints import CLIENT_AUTH_METHODS as ENDPOINT_AUTH_METH
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 
 
+#: Algorithms accepted for private_key_jwt client assertions (joserfc's recommended
+#: asymmetric set; "none" and HMAC never apply to a public-key method).
+ASSERTION_ALGS = ["RS256", "PS256", "ES256"]
+
+
 def metadata_document(issuer: str) -> dict[str, Any]:
     """Build the metadata document for *issuer* (every URL is based on it, §2)."""
     return {
@@ -25,11 +30,13 @@ def metadata_document(issuer: str) -> dict[str, Any]:
         # that promises no credentials from it, so validators that insist on a non-empty
         # list accept the document without it advertising a flow we do not run.
         "response_types_supported": ["none"],
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint": f"{issuer}/introspect",
         "introspection_endpoint_auth_methods_supported": list(ENDPOINT_AUTH_METHODS),
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint": f"{issuer}/revoke",
         "revocation_endpoint_auth_methods_supported": list(ENDPOINT_AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "service_documentation": f"{issuer}/openapi.json",
         # RFC 9068: what the access tokens are signed with.
         "access_token_signing_alg_values_supported": ["RS256"],

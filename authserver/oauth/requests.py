@@ -61,8 +61,7 @@ def parse_body(request: Request) -> ParsedBody:
 def _parse_form(raw: bytes) -> ParsedBody:
     try:
         text = raw.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=False, errors="strict",
-                          max_num_fields=MAX_FIELDS)
+        pairs = parse_qsl(text, keep_blank_values=False, errors="strict", max_num_fields=MAX_FIELDS)
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
     except ValueError:
@@ -74,9 +73,28 @@ def _parse_form(raw: bytes) -> ParsedBody:
     return ParsedBody(dict(fields), is_json=False)
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # json.loads keeps the last of repeated keys silently; a repeated parameter is an
+    # error in a form body, so it is one in a JSON body too.
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise _DuplicateKey(key)
+        data[key] = value
+    return data
+
+
 def _parse_json(raw: bytes) -> ParsedBody:
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    except _DuplicateKey:
+        raise InvalidRequestError(
+            "a request parameter is repeated (RFC 6749 section 3.2)"
+        ) from None
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
     except (ValueError, RecursionError):
@@ -122,7 +140,7 @@ class AuthServerPayload(OAuth2Payload):
         return defaultdict(list, self._body.fields)
 
 
-class AuthServerOAuth2Request(OAuth2Request):  # type: ignore[misc]
+class AuthServerOAuth2Request(OAuth2Request):
     def __init__(self, request: Request, body: ParsedBody) -> None:
         super().__init__(method=request.method, uri=request.url, headers=request.headers)
         self.parsed = body
@@ -135,4 +153,4 @@ class AuthServerOAuth2Request(OAuth2Request):  # type: ignore[misc]
 
     @property
     def form(self) -> dict[str, str]:
-        return self.payload.data  # type: ignore[no-any-return]
+        return self.payload.data

@@ -34,13 +34,20 @@ log = logging.getLogger(__name__)
 REALM = "authserver"
 
 
-class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
+class AuthServerAuthorizationServer(AuthorizationServer):
     """Client-credentials only. ``query_client`` reads the domain ClientService;
     ``create_oauth2_request`` reads form and JSON bodies alike."""
 
-    def __init__(self, clients: ClientService, tokens: TokenService, *,
-                 inspector: TokenInspector, revocations: RevocationStore,
-                 audit: AuditService, issuer: str) -> None:
+    def __init__(
+        self,
+        clients: ClientService,
+        tokens: TokenService,
+        *,
+        inspector: TokenInspector,
+        revocations: RevocationStore,
+        audit: AuditService,
+        issuer: str,
+    ) -> None:
         super().__init__()
         self.client_service = clients
         self.token_service = tokens
@@ -78,9 +85,14 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         # For the metrics hook in web/ (tokens issued per client).
         g.authserver_token_client = request.client.client_id
         self.audit.record(
-            f"client:{request.client.client_id}", "token.issued",
-            client_id=request.client.client_id, sub=issued.sub, aud=issued.audience,
-            jti=issued.jti, kid=issued.kid, auth_method=request.auth_method,
+            f"client:{request.client.client_id}",
+            "token.issued",
+            client_id=request.client.client_id,
+            sub=issued.sub,
+            aud=issued.audience,
+            jti=issued.jti,
+            kid=issued.kid,
+            auth_method=request.auth_method,
         )
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Response:
@@ -96,8 +108,10 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
         revoked = getattr(oauth_request, "revoked", None)
         if revoked is not None:
             self.audit.record(
-                f"client:{oauth_request.client.client_id}", "token.revoked",
-                client_id=revoked.get("client_id"), sub=revoked.get("sub"),
+                f"client:{oauth_request.client.client_id}",
+                "token.revoked",
+                client_id=revoked.get("client_id"),
+                sub=revoked.get("sub"),
                 jti=revoked.get("jti"),
             )
         return response
@@ -118,7 +132,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):  # type: ignore[misc]
             return self.handle_response(*grant.create_token_response())
         except UnsupportedGrantTypeError:
             return self.handle_error_response(
-                oauth_request, UnsupportedGrantError("only grant_type=client_credentials is supported")
+                oauth_request,
+                UnsupportedGrantError("only grant_type=client_credentials is supported"),
             )
         except OAuth2Error as error:
             return self.handle_error_response(oauth_request, error)

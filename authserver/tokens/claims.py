@@ -73,8 +73,10 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, value in claims.items():
         if name in RESERVED_CLAIMS:
-            raise TokenRequestError("claims must not set a reserved claim (iss, exp, iat, nbf, "
-                                    "jti, aud, client_id, scope, typ, cnf)")
+            raise TokenRequestError(
+                "claims must not set a reserved claim (iss, exp, iat, nbf, "
+                "jti, aud, client_id, scope, typ, cnf)"
+            )
         if name in IDENTITY_CLAIMS:
             continue  # merged into sub/email/name by the request parser
         if name not in allowed:

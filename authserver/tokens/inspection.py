@@ -23,8 +23,9 @@ MAX_TOKEN_LENGTH = 16384
 
 
 class TokenInspector:
-    def __init__(self, keys: KeyService, revocations: RevocationStore, clock: Clock, *,
-                 issuer: str) -> None:
+    def __init__(
+        self, keys: KeyService, revocations: RevocationStore, clock: Clock, *, issuer: str
+    ) -> None:
         self._keys = keys
         self._revocations = revocations
         self._clock = clock
@@ -70,5 +71,6 @@ class TokenInspector:
         return claims
 
     def revoke(self, claims: dict[str, Any]) -> None:
-        self._revocations.revoke(claims["jti"], claims["client_id"], float(claims["exp"]),
-                                 self._clock.now())
+        self._revocations.revoke(
+            claims["jti"], claims["client_id"], float(claims["exp"]), self._clock.now()
+        )

@@ -16,8 +16,9 @@ from authserver.tokens.model import TokenRequest
 class TokenService:
     """Turn a client and a :class:`TokenRequest` into a signed RFC 9068 JWT."""
 
-    def __init__(self, keys: KeyService, clock: Clock, *, issuer: str, default_ttl: int,
-                 max_ttl: int) -> None:
+    def __init__(
+        self, keys: KeyService, clock: Clock, *, issuer: str, default_ttl: int, max_ttl: int
+    ) -> None:
         self._keys = keys
         self._clock = clock
         self._issuer = issuer

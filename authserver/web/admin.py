@@ -222,6 +222,11 @@ def audit() -> Response:
         raise InvalidInput("limit and since must be numbers") from None
     if limit < 1:
         raise InvalidInput("limit must be at least 1")
-    query = AuditQuery(client_id=args.get("client_id"), sub=args.get("sub"),
-                       action=args.get("action"), since=since, limit=limit)
+    query = AuditQuery(
+        client_id=args.get("client_id"),
+        sub=args.get("sub"),
+        action=args.get("action"),
+        since=since,
+        limit=limit,
+    )
     return _json({"events": [audit_json(e) for e in services().audit.query(query)]})

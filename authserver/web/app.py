@@ -17,7 +17,9 @@ from authserver.settings import Settings
 from authserver.web import admin
 from authserver.web import errors
 from authserver.web import health
+from authserver.web import metrics
 from authserver.web import oauth
+from authserver.web import openapi
 from authserver.web import wellknown
 
 log = logging.getLogger(__name__)
@@ -52,11 +54,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
         )
 
+    # First, so the latency covers the other hooks (metrics before/after_request).
+    metrics.instrument(app)
     _unit_of_work_per_request(app, services)
     errors.register(app)
     app.register_blueprint(oauth.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)  # GET /metrics
+    app.register_blueprint(openapi.bp)  # GET /openapi.json
     if settings.admin_token:
         app.register_blueprint(admin.bp)
 

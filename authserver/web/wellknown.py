@@ -25,7 +25,8 @@ def _cacheable_json(document: dict[str, Any], max_age: int) -> Response:
     # honours it has seen a new key before the key signs anything.
     response.headers["Cache-Control"] = f"public, max-age={max_age}"
     response.headers["Access-Control-Allow-Origin"] = "*"
-    return response.make_conditional(request)
+    response.make_conditional(request)  # in place: 304 when If-None-Match matches
+    return response
 
 
 @bp.get("/.well-known/jwks.json")

@@ -65,7 +65,9 @@ class FileKeyStore:
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"AUTHSERVER_KEYS_DIR: cannot create {directory}: {exc.strerror}") from None
+            raise ConfigError(
+                f"AUTHSERVER_KEYS_DIR: cannot create {directory}: {exc.strerror}"
+            ) from None
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not writable")
 
@@ -127,8 +129,9 @@ class FileKeyStore:
             "retired_at": key.retired_at,
         }
         # The .json is written last: a key is part of the set only once both files exist.
-        _write_atomic(self.directory / f"{key.kid}.json",
-                      json.dumps(meta, indent=2).encode(), 0o600)
+        _write_atomic(
+            self.directory / f"{key.kid}.json", json.dumps(meta, indent=2).encode(), 0o600
+        )
         self._bump()
 
     def add(self, key: SigningKey) -> None:

@@ -16,10 +16,18 @@ class SqlAuditStore:
         self._db = db
 
     def add(self, event: AuditEvent) -> None:
-        self._db.session().add(AuditEventRow(
-            at=event.at, actor=event.actor, action=event.action, client_id=event.client_id,
-            sub=event.sub, aud=event.aud, jti=event.jti, detail=event.detail or None,
-        ))
+        self._db.session().add(
+            AuditEventRow(
+                at=event.at,
+                actor=event.actor,
+                action=event.action,
+                client_id=event.client_id,
+                sub=event.sub,
+                aud=event.aud,
+                jti=event.jti,
+                detail=event.detail or None,
+            )
+        )
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         stmt = select(AuditEventRow)
@@ -35,8 +43,17 @@ class SqlAuditStore:
             stmt = stmt.where(AuditEventRow.at < query.until)
         stmt = stmt.order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc()).limit(query.limit)
         return [
-            AuditEvent(at=r.at, actor=r.actor, action=r.action, client_id=r.client_id,
-                       sub=r.sub, aud=r.aud, jti=r.jti, detail=r.detail or {}, id=r.id)
+            AuditEvent(
+                at=r.at,
+                actor=r.actor,
+                action=r.action,
+                client_id=r.client_id,
+                sub=r.sub,
+                aud=r.aud,
+                jti=r.jti,
+                detail=r.detail or {},
+                id=r.id,
+            )
             for r in self._db.session().scalars(stmt)
         ]
 

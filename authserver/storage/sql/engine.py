@@ -29,9 +29,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(
-            parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs
-        )
+        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -53,9 +53,7 @@ class SqlKeyStore:
     @contextmanager
     def lock(self) -> Iterator[None]:
         session = self._db.session()
-        bump = (
-            update(LockRow).where(LockRow.name == LOCK_NAME).values(counter=LockRow.counter + 1)
-        )
+        bump = update(LockRow).where(LockRow.name == LOCK_NAME).values(counter=LockRow.counter + 1)
         if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
             # First use on this database: create the row, tolerating a concurrent creator.
             insert = pg_insert if self._db.engine.dialect.name == "postgresql" else sqlite_insert

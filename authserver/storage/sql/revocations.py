@@ -17,17 +17,22 @@ class SqlRevocationStore:
 
     def revoke(self, jti: str, client_id: str, expires_at: float, now: float) -> None:
         # A second revocation of the same jti (concurrent or later) changes nothing.
-        insert_or_ignore(self._db.session(), RevokedTokenRow,
-                         {"jti": jti, "client_id": client_id, "revoked_at": now,
-                          "expires_at": expires_at})
+        insert_or_ignore(
+            self._db.session(),
+            RevokedTokenRow,
+            {"jti": jti, "client_id": client_id, "revoked_at": now, "expires_at": expires_at},
+        )
 
     def is_revoked(self, jti: str) -> bool:
         stmt = select(RevokedTokenRow.jti).where(RevokedTokenRow.jti == jti)
         return self._db.session().scalar(stmt) is not None
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
-        return insert_or_ignore(self._db.session(), UsedAssertionRow,
-                                {"client_id": client_id, "jti": jti, "expires_at": expires_at})
+        return insert_or_ignore(
+            self._db.session(),
+            UsedAssertionRow,
+            {"client_id": client_id, "jti": jti, "expires_at": expires_at},
+        )
 
     def purge(self, now: float) -> int:
         session = self._db.session()
