@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextvars
+import logging
+import threading
+from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from contextlib import contextmanager
 from typing import Any
 
@@ -11,6 +17,8 @@ from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.audit.store import AuditStore
 from authserver.clock import Clock
+
+log = logging.getLogger(__name__)
 
 #: Detail keys that must never be recorded, whatever a caller passes.
 _FORBIDDEN = frozenset(
@@ -51,6 +59,28 @@ class AuditService:
         self._store = store
         self._clock = clock
         self.retention = retention
+        self._batch: AuditBatcher | None = None
+
+    def start_batching(
+        self, unit_of_work: Callable[[], AbstractContextManager[Any]], interval: float = 0.25
+    ) -> AuditBatcher:
+        """Write ``token.issued`` events from a background thread, in one transaction per
+        *interval*, instead of one write per token request (``serve`` turns this on).
+
+        Operator actions stay in the caller's transaction. What this trades: a token
+        issued in the last *interval* before a hard crash (``kill -9``) may miss its
+        audit event; a graceful stop flushes everything.
+        """
+        self._batch = AuditBatcher(self._store, unit_of_work, interval)
+        self._batch.start()
+        return self._batch
+
+    def record_issued(self, actor: str, **fields: Any) -> None:
+        """Record a ``token.issued`` event, batched when batching is on."""
+        if self._batch is None:
+            self.record(actor, "token.issued", **fields)
+            return
+        self._batch.put(self._event(actor, "token.issued", **fields))
 
     def record(
         self,
@@ -63,20 +93,33 @@ class AuditService:
         jti: str | None = None,
         **detail: Any,
     ) -> None:
+        self._store.add(
+            self._event(actor, action, client_id=client_id, sub=sub, aud=aud, jti=jti, **detail)
+        )
+
+    def _event(
+        self,
+        actor: str | None,
+        action: str,
+        *,
+        client_id: str | None = None,
+        sub: str | None = None,
+        aud: str | list[str] | None = None,
+        jti: str | None = None,
+        **detail: Any,
+    ) -> AuditEvent:
         if isinstance(aud, list):
             aud = " ".join(aud)
         clean = {k: v for k, v in detail.items() if k not in _FORBIDDEN and v is not None}
-        self._store.add(
-            AuditEvent(
-                at=self._clock.now(),
-                actor=actor or current_actor(),
-                action=action,
-                client_id=client_id,
-                sub=sub,
-                aud=aud,
-                jti=jti,
-                detail=clean,
-            )
+        return AuditEvent(
+            at=self._clock.now(),
+            actor=actor or current_actor(),
+            action=action,
+            client_id=client_id,
+            sub=sub,
+            aud=aud,
+            jti=jti,
+            detail=clean,
         )
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
@@ -85,3 +128,65 @@ class AuditService:
     def purge(self) -> int:
         """Delete events older than the retention period."""
         return self._store.purge(self._clock.now() - self.retention)
+
+
+class AuditBatcher:
+    """A per-process buffer of audit events, flushed by a daemon thread."""
+
+    #: Events kept while the database is unreachable; beyond it the oldest are dropped
+    #: (and the number dropped is logged), so an outage cannot exhaust memory.
+    MAX_PENDING = 100_000
+
+    def __init__(
+        self,
+        store: AuditStore,
+        unit_of_work: Callable[[], AbstractContextManager[Any]],
+        interval: float,
+    ) -> None:
+        self._store = store
+        self._unit_of_work = unit_of_work
+        self._interval = interval
+        self._pending: collections.deque[AuditEvent] = collections.deque()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._dropped = 0
+        self._thread = threading.Thread(target=self._run, name="authserver-audit", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        atexit.register(self.flush)
+
+    def put(self, event: AuditEvent) -> None:
+        if len(self._pending) >= self.MAX_PENDING:
+            self._pending.popleft()
+            self._dropped += 1
+        self._pending.append(event)
+
+    def flush(self) -> int:
+        """Write everything pending in one transaction; on failure keep it for the next try."""
+        with self._flush_lock:
+            batch: list[AuditEvent] = []
+            while self._pending:
+                batch.append(self._pending.popleft())
+            if not batch:
+                return 0
+            try:
+                with self._unit_of_work():
+                    for event in batch:
+                        self._store.add(event)
+            except Exception:
+                self._pending.extendleft(reversed(batch))
+                raise
+            if self._dropped:
+                log.error(
+                    "audit: %d token.issued events were dropped during an outage", self._dropped
+                )
+                self._dropped = 0
+            return len(batch)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.flush()
+            except Exception:
+                log.warning("audit: flush failed; %d events pending", len(self._pending))

@@ -143,6 +143,8 @@ def run_gunicorn(settings: Settings) -> None:
 
             services = container.build(settings)
             app = create_app(services=services)
+            # One audit write per 0.25 s per worker instead of one per token.
+            services.audit.start_batching(services.unit_of_work)
             if settings.scheduler:
                 KeyScheduler(services).start()
             return app

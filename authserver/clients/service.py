@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +23,8 @@ from authserver.errors import InvalidInput
 from authserver.errors import NotFound
 
 _UNSET: Any = object()
+#: Most clients one process keeps in memory (oldest evicted first).
+CACHE_SIZE = 10_000
 
 
 class ClientService:
@@ -39,6 +42,9 @@ class ClientService:
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
+        self._cache: dict[str, Client | None] = {}
+        self._cache_version: int | None = None
+        self._cache_lock = threading.Lock()
 
     def _record(self, action: str, client: Client, **detail: Any) -> None:
         if self._audit is not None:
@@ -54,7 +60,25 @@ class ClientService:
         return client
 
     def find(self, client_id: str) -> Client | None:
-        return self._store.get(ClientId(client_id))
+        """The client for authentication, from a per-process cache that is validated
+        against the store's version on every call: a change made anywhere (disable,
+        secret rotation, delete) is seen by the very next request, at the cost of one
+        indexed read instead of a full row load."""
+        version = self._store.version()
+        with self._cache_lock:
+            if version != self._cache_version:
+                self._cache.clear()
+                self._cache_version = version
+            if client_id in self._cache:
+                return self._cache[client_id]
+        client = self._store.get(ClientId(client_id))
+        with self._cache_lock:
+            if self._cache_version == version:
+                if len(self._cache) >= CACHE_SIZE:
+                    self._cache.pop(next(iter(self._cache)))
+                # Unknown ids are cached as None too: a flood of bogus ids costs one read.
+                self._cache[client_id] = client
+        return client
 
     def list(self) -> list[Client]:
         return self._store.list()

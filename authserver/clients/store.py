@@ -25,3 +25,7 @@ class ClientStore(Protocol):
 
     def delete(self, client_id: ClientId) -> None:
         """Remove the client; raises ``NotFound`` if absent."""
+
+    def version(self) -> int:
+        """A number that changes with every add, update and delete, in every process
+        sharing the store (one cheap read: it validates per-worker caches)."""

@@ -9,7 +9,6 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authserver.oauth.endpoints import CLIENT_AUTH_METHODS as ENDPOINT_AUTH_METHODS
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 
-
 #: Algorithms accepted for private_key_jwt client assertions (joserfc's recommended
 #: asymmetric set; "none" and HMAC never apply to a public-key method).
 ASSERTION_ALGS = ["RS256", "PS256", "ES256"]

@@ -18,6 +18,8 @@ from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from flask import Request
 
+from authserver.oauth.errors import RequestTooLargeError
+
 #: RFC 8707 §2: "resource" may be given several times; so may its alias "audience".
 REPEATABLE = frozenset({"resource", "audience"})
 MAX_FIELDS = 64
@@ -36,6 +38,23 @@ class ParsedBody:
         return values[0] if values else None
 
 
+def read_body(request: Request) -> bytes:
+    """The raw body, refusing one over ``MAX_CONTENT_LENGTH`` with 413 however it is sent.
+
+    With ``Content-Length`` Werkzeug refuses an oversize body itself. A chunked body has
+    no length: Werkzeug's limited stream then stops quietly at the limit, which would parse
+    a truncated body as if it were whole. Read one byte past the limit instead and refuse.
+    """
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return request.get_data(cache=True)
+    stream = request.environ["wsgi.input"]
+    raw = stream.read(limit + 1)
+    if len(raw) > limit:
+        raise RequestTooLargeError("the request body is too large")
+    return bytes(raw)
+
+
 def parse_body(request: Request) -> ParsedBody:
     """Parse the token/introspection/revocation request body or raise ``invalid_request``."""
     if request.args:
@@ -46,7 +65,7 @@ def parse_body(request: Request) -> ParsedBody:
     charset = request.mimetype_params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise InvalidRequestError("the request body must be UTF-8")
-    raw = request.get_data(cache=True)
+    raw = read_body(request)
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return _parse_json(raw)
     if mimetype == "application/x-www-form-urlencoded":

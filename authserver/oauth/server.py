@@ -84,9 +84,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         issued = request.issued
         # For the metrics hook in web/ (tokens issued per client).
         g.authserver_token_client = request.client.client_id
-        self.audit.record(
+        self.audit.record_issued(
             f"client:{request.client.client_id}",
-            "token.issued",
             client_id=request.client.client_id,
             sub=issued.sub,
             aud=issued.audience,

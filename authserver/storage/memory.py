@@ -17,11 +17,16 @@ from authserver.keys.model import SigningKey
 class InMemoryClientStore:
     def __init__(self) -> None:
         self._clients: dict[ClientId, Client] = {}
+        self._version = 0
+
+    def version(self) -> int:
+        return self._version
 
     def add(self, client: Client) -> None:
         if client.client_id in self._clients:
             raise Conflict(f"client {client.client_id} already exists")
         self._clients[client.client_id] = client
+        self._version += 1
 
     def get(self, client_id: ClientId) -> Client | None:
         return self._clients.get(client_id)
@@ -33,10 +38,12 @@ class InMemoryClientStore:
         if client.client_id not in self._clients:
             raise NotFound(f"no client with id {client.client_id!r}")
         self._clients[client.client_id] = client
+        self._version += 1
 
     def delete(self, client_id: ClientId) -> None:
         if self._clients.pop(client_id, None) is None:
             raise NotFound(f"no client with id {client_id!r}")
+        self._version += 1
 
 
 class InMemoryKeyStore:

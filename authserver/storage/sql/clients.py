@@ -12,6 +12,8 @@ from authserver.clients.model import ClientPolicy
 from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import bump_counter
+from authserver.storage.sql.engine import read_counter
 from authserver.storage.sql.tables import ClientRow
 
 
@@ -48,9 +50,19 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.updated_at = client.updated_at
 
 
+#: The ``locks`` row whose counter changes with every client change (cache validation).
+VERSION_NAME = "clients"
+
+
 class SqlClientStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    def version(self) -> int:
+        return read_counter(self._db.session(), VERSION_NAME)
+
+    def _changed(self) -> None:
+        bump_counter(self._db.session(), VERSION_NAME)
 
     def add(self, client: Client) -> None:
         session = self._db.session()
@@ -61,6 +73,7 @@ class SqlClientStore:
             session.flush()
         except IntegrityError:
             raise Conflict(f"client {client.client_id} already exists") from None
+        self._changed()
 
     def get(self, client_id: ClientId) -> Client | None:
         row = self._db.session().get(ClientRow, str(client_id))
@@ -79,9 +92,11 @@ class SqlClientStore:
             raise NotFound(f"no client with id {client.client_id!r}")
         _fill(row, client)
         session.flush()
+        self._changed()
 
     def delete(self, client_id: ClientId) -> None:
         session = self._db.session()
         result = session.execute(delete(ClientRow).where(ClientRow.client_id == str(client_id)))
         if not result.rowcount:  # type: ignore[attr-defined]
             raise NotFound(f"no client with id {client_id!r}")
+        self._changed()

@@ -125,3 +125,34 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def bump_counter(session: Session, name: str) -> None:
+    """Increment the named row of ``locks``, creating it on first use.
+
+    The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) until the unit of
+    work ends, so it doubles as a cross-process lock; the counter is a version caches read.
+    """
+    from sqlalchemy import update
+
+    from authserver.storage.sql.tables import LockRow
+
+    bump = update(LockRow).where(LockRow.name == name).values(counter=LockRow.counter + 1)
+    if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
+        insert_or_ignore(session, LockRow, {"name": name, "counter": 0})
+        session.execute(bump)
+
+
+def read_counter(session: Session, name: str) -> int:
+    """The current value of a ``locks`` counter (0 before first use). One indexed read."""
+    row = (
+        session.connection()
+        .exec_driver_sql(
+            "SELECT counter FROM locks WHERE name = ?"
+            if session.get_bind().dialect.name == "sqlite"
+            else "SELECT counter FROM locks WHERE name = %(name)s",
+            (name,) if session.get_bind().dialect.name == "sqlite" else {"name": name},
+        )
+        .first()
+    )
+    return int(row[0]) if row else 0

@@ -7,15 +7,13 @@ from contextlib import contextmanager
 
 from sqlalchemy import delete
 from sqlalchemy import select
-from sqlalchemy import update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from authserver.errors import NotFound
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.storage.sql.engine import Database
-from authserver.storage.sql.tables import LockRow
+from authserver.storage.sql.engine import bump_counter
+from authserver.storage.sql.engine import read_counter
 from authserver.storage.sql.tables import SigningKeyRow
 
 LOCK_NAME = "signing_keys"
@@ -52,18 +50,10 @@ class SqlKeyStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        session = self._db.session()
-        bump = update(LockRow).where(LockRow.name == LOCK_NAME).values(counter=LockRow.counter + 1)
-        if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
-            # First use on this database: create the row, tolerating a concurrent creator.
-            insert = pg_insert if self._db.engine.dialect.name == "postgresql" else sqlite_insert
-            session.execute(
-                insert(LockRow).values(name=LOCK_NAME, counter=1).on_conflict_do_nothing()
-            )
-            session.execute(bump)
+        bump_counter(self._db.session(), LOCK_NAME)
         # Held until the surrounding unit of work commits or rolls back.
         yield
-        session.flush()
+        self._db.session().flush()
 
     def list(self) -> list[SigningKey]:
         session = self._db.session()
@@ -91,7 +81,4 @@ class SqlKeyStore:
         session.execute(delete(SigningKeyRow).where(SigningKeyRow.kid == str(kid)))
 
     def version(self) -> str:
-        counter = self._db.session().scalar(
-            select(LockRow.counter).where(LockRow.name == LOCK_NAME)
-        )
-        return str(counter or 0)
+        return str(read_counter(self._db.session(), LOCK_NAME))

@@ -1,0 +1,47 @@
+"""Liveness, readiness and the JSON shape of plain HTTP errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+
+def test_healthz(http: Any) -> None:
+    response = http.get("/healthz")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+
+
+def test_readyz_checks_database_and_signing_key(http: Any) -> None:
+    response = http.get("/readyz")
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    checks = response.get_json()["checks"]
+    assert checks, "readiness must name what it checked"
+    assert all(value == "ok" for value in checks.values()), checks
+    assert {"database", "signing_key"} <= set(checks)
+
+
+def assert_json_error(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    assert isinstance(body["error_description"], str)
+    return body  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("path", ["/no-such-path", "/token/extra", "/.well-known/nothing"])
+def test_unknown_path_is_404_json(http: Any, path: str) -> None:
+    assert_json_error(http.get(path), 404)
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_wrong_method_on_token_is_405_json(http: Any, method: str) -> None:
+    response = getattr(http, method)("/token")
+    assert_json_error(response, 405)
+    assert "POST" in response.headers.get("Allow", "")

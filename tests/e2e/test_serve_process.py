@@ -1,0 +1,203 @@
+"""The real thing: ``authserver serve`` (gunicorn) over real HTTP, a client registered with
+the real CLI, the token verified with PyJWT's JWKS client, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
+import jwt
+import pytest
+import requests
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+AUD = "https://sync.example"
+TIMEOUT = 10
+
+
+@pytest.fixture
+def env(env_for: Callable[..., dict[str, str]], db_url: str) -> dict[str, str]:
+    env = env_for(db_url)
+    # Let ServerProcess set AUTHSERVER_ISSUER to its own base URL.
+    env.pop("AUTHSERVER_ISSUER", None)
+    return env
+
+
+@pytest.fixture
+def server(env: dict[str, str]) -> Iterator[ServerProcess]:
+    with ServerProcess(env) as srv:
+        yield srv
+
+
+@pytest.fixture
+def credentials(env: dict[str, str], server: ServerProcess) -> tuple[str, str]:
+    created = cli_json(
+        env, "clients", "create", "--name", "x", "--audience", AUD, "--allowed-claim", "libraryId"
+    )
+    assert created["client_id"]
+    assert created["client_secret"]
+    return created["client_id"], created["client_secret"]
+
+
+def get_token(server: ServerProcess, credentials: tuple[str, str], **params: str) -> str:
+    response = requests.post(
+        server.base_url + "/token",
+        data={"grant_type": "client_credentials", **params},
+        auth=credentials,
+        timeout=TIMEOUT,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"].startswith("application/json")
+    assert "no-store" in response.headers.get("Cache-Control", "")
+    body = response.json()
+    assert body["token_type"] == "Bearer"
+    return body["access_token"]  # type: ignore[no-any-return]
+
+
+def verify(server: ServerProcess, token: str) -> dict[str, Any]:
+    """A sync server: PyJWT's JWKS client fetches the served keys and picks one by kid."""
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "at+jwt"
+    assert header["alg"] == "RS256"
+    assert header.get("kid")
+    jwks_client = jwt.PyJWKClient(server.base_url + "/.well-known/jwks.json")
+    signing_key = jwks_client.get_signing_key_from_jwt(token)
+    assert signing_key.key_id == header["kid"]
+    return jwt.decode(
+        token,
+        signing_key,
+        algorithms=["RS256"],
+        audience=AUD,
+        issuer=server.base_url,
+        options={"require": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"]},
+    )
+
+
+def test_token_over_http_verifies_with_served_jwks(
+    server: ServerProcess, credentials: tuple[str, str]
+) -> None:
+    token = get_token(
+        server,
+        credentials,
+        sub="user-1",
+        email="u1@example.com",
+        claims=json.dumps({"libraryId": "lib-1"}),
+    )
+    claims = verify(server, token)
+    assert claims["iss"] == server.base_url
+    assert claims["aud"] == AUD
+    assert claims["sub"] == "user-1"
+    assert claims["email"] == "u1@example.com"
+    assert claims["libraryId"] == "lib-1"
+    assert claims["client_id"] == credentials[0]
+
+    metadata = requests.get(
+        server.base_url + "/.well-known/oauth-authorization-server", timeout=TIMEOUT
+    ).json()
+    assert metadata["issuer"] == server.base_url
+
+
+#: (id, request keyword arguments, expected status). Each is sent with valid Basic auth.
+HOSTILE: list[tuple[str, dict[str, Any], int]] = [
+    (
+        "malformed-json",
+        {
+            "data": b'{"grant_type": "client_credentials",',
+            "headers": {"Content-Type": "application/json"},
+        },
+        400,
+    ),
+    ("json-array", {"data": b"[]", "headers": {"Content-Type": "application/json"}}, 400),
+    (
+        "huge-body",
+        {
+            "data": b"grant_type=client_credentials&sub=" + b"a" * 300_000,
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+        },
+        413,
+    ),
+    (
+        "non-utf8-form",
+        {
+            "data": b"grant_type=client_credentials&sub=\xff\xfe",
+            "headers": {"Content-Type": "application/x-www-form-urlencoded"},
+        },
+        400,
+    ),
+    (
+        "non-utf8-json",
+        {
+            "data": b'{"grant_type": "client_credentials", "sub": "\xff"}',
+            "headers": {"Content-Type": "application/json"},
+        },
+        400,
+    ),
+    (
+        "text-plain",
+        {"data": b"grant_type=client_credentials", "headers": {"Content-Type": "text/plain"}},
+        400,
+    ),
+]
+
+
+def test_hostile_requests_are_refused_and_the_server_keeps_serving(
+    server: ServerProcess, credentials: tuple[str, str]
+) -> None:
+    failures = []
+    for name, kwargs, status in HOSTILE:
+        response = requests.post(
+            server.base_url + "/token", auth=credentials, timeout=TIMEOUT, **kwargs
+        )
+        ok = (
+            response.status_code == status
+            and response.headers.get("Content-Type", "").startswith("application/json")
+            and isinstance(response.json().get("error"), str)
+        )
+        if not ok:
+            failures.append((name, response.status_code, response.text[:200]))
+    # Bad credentials in a non-UTF-8 Basic header, sent as raw bytes.
+    response = requests.post(
+        server.base_url + "/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": b"Basic \xff\xfe\xfd"},
+        timeout=TIMEOUT,
+    )
+    if response.status_code != 401 or response.json().get("error") != "invalid_client":
+        failures.append(("non-utf8-basic", response.status_code, response.text[:200]))
+    assert not failures, failures
+
+    claims = verify(server, get_token(server, credentials, sub="after"))
+    assert claims["sub"] == "after"
+    assert requests.get(server.base_url + "/readyz", timeout=TIMEOUT).status_code == 200
+
+
+def test_chunked_body_over_the_limit_is_413(
+    server: ServerProcess, credentials: tuple[str, str]
+) -> None:
+    """A body without Content-Length (Transfer-Encoding: chunked) is held to the same
+    AUTHSERVER_MAX_BODY_BYTES as one with it: refused whole, never truncated and parsed."""
+
+    def chunks() -> Iterator[bytes]:
+        yield b"grant_type=client_credentials&padding="
+        for _ in range(64):
+            yield b"a" * 16384  # 1 MiB in all, far over the 64 KiB default
+
+    response = requests.post(
+        server.base_url + "/token",
+        data=chunks(),
+        auth=credentials,
+        timeout=TIMEOUT,
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 413, response.text
+    assert response.headers.get("Content-Type", "").startswith("application/json")
+    assert response.json()["error"] == "invalid_request"
+    assert isinstance(response.json()["error_description"], str)
+    # ...and the server still serves.
+    assert verify(server, get_token(server, credentials))["client_id"] == credentials[0]

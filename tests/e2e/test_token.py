@@ -1,0 +1,668 @@
+"""POST /token end to end through the Flask test client (INTERFACE.md "POST /token";
+RFC 6749 §4.4, §5; RFC 8707; RFC 9068).
+
+Claims are read here without checking the signature; tests/e2e/test_verify_offline.py
+verifies every kind of token against the served JWKS with an independent library.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote
+
+import jwt
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+AUD = "https://sync.example"
+OTHER_AUD = "https://other.example"
+TTL = 600
+RESERVED = ("iss", "exp", "iat", "nbf", "jti", "aud", "client_id")
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def basic(client_id: str, secret: str) -> str:
+    """RFC 6749 §2.3.1: form-urlencode id and secret, then RFC 7617 Basic."""
+    raw = f"{quote(client_id, safe='')}:{quote(secret, safe='')}".encode()
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def basic_raw(raw: bytes) -> str:
+    return "Basic " + base64.b64encode(raw).decode("ascii")
+
+
+def post(
+    http: Any,
+    *,
+    form: dict[str, str] | None = None,
+    body: dict[str, Any] | None = None,
+    raw: bytes | None = None,
+    content_type: str | None = None,
+    auth: str | None = None,
+    path: str = "/token",
+) -> Any:
+    """POST to /token with a form body (*form*), a JSON body (*body*) or raw bytes."""
+    headers = {"Authorization": auth} if auth else {}
+    if form is not None:
+        return http.post(path, data=form, headers=headers)
+    if body is not None:
+        return http.post(
+            path, data=json.dumps(body), content_type="application/json", headers=headers
+        )
+    return http.post(path, data=raw or b"", content_type=content_type, headers=headers)
+
+
+def grant(**params: str) -> dict[str, str]:
+    return {"grant_type": "client_credentials", **params}
+
+
+def claims_of(response: Any) -> dict[str, Any]:
+    """The access token's claims (unverified: signature checks live elsewhere)."""
+    assert response.status_code == 200, response.get_data(as_text=True)
+    token = response.get_json()["access_token"]
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def assert_error(response: Any, status: int, error: str) -> dict[str, Any]:
+    """RFC 6749 §5.2 error shape with exactly *status* and *error*."""
+    assert response.status_code < 500, response.get_data(as_text=True)
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    data = response.get_json()
+    assert data["error"] == error, data
+    assert isinstance(data.get("error_description"), str), data
+    return data  # type: ignore[no-any-return]
+
+
+# -- fixtures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(register: Callable[..., tuple[str, str]]) -> tuple[str, str]:
+    """A typical trusted backend: one audience, two scopes, two extra claims."""
+    return register(
+        audiences=[AUD],
+        scopes=["read", "write"],
+        allowed_claims=["libraryId", "grants"],
+        token_ttl=TTL,
+    )
+
+
+@pytest.fixture
+def auth(client: tuple[str, str]) -> str:
+    return basic(*client)
+
+
+# -- success ------------------------------------------------------------------------------
+
+
+def assert_token_response(response: Any) -> dict[str, Any]:
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert "no-store" in response.headers.get("Cache-Control", "")
+    data = response.get_json()
+    assert isinstance(data["access_token"], str)
+    assert data["access_token"].count(".") == 2
+    assert data["token_type"] == "Bearer"
+    assert isinstance(data["expires_in"], int)
+    assert data["expires_in"] > 0
+    return data  # type: ignore[no-any-return]
+
+
+def test_client_secret_basic(http: Any, client: tuple[str, str]) -> None:
+    data = assert_token_response(post(http, form=grant(), auth=basic(*client)))
+    assert data["expires_in"] == TTL
+    assert data["scope"] == "read write"
+    claims = jwt.decode(data["access_token"], options={"verify_signature": False})
+    assert claims["client_id"] == client[0]
+    assert claims["aud"] == AUD
+
+
+def test_client_secret_post(http: Any, client: tuple[str, str]) -> None:
+    client_id, secret = client
+    response = post(http, form=grant(client_id=client_id, client_secret=secret))
+    assert_token_response(response)
+    assert claims_of(response)["client_id"] == client_id
+
+
+def test_json_body_with_credentials_in_body(http: Any, client: tuple[str, str]) -> None:
+    client_id, secret = client
+    body = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    response = post(http, body=body)
+    assert_token_response(response)
+    assert claims_of(response)["client_id"] == client_id
+
+
+def test_json_body_with_basic(http: Any, client: tuple[str, str]) -> None:
+    response = post(http, body={"grant_type": "client_credentials"}, auth=basic(*client))
+    assert_token_response(response)
+    assert claims_of(response)["client_id"] == client[0]
+
+
+def test_scope_omitted_from_response_when_none(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    auth = basic(*register(audiences=[AUD]))
+    data = assert_token_response(post(http, form=grant(), auth=auth))
+    assert "scope" not in data
+    assert "scope" not in jwt.decode(data["access_token"], options={"verify_signature": False})
+
+
+def test_user_identity_lands_in_token(http: Any, auth: str) -> None:
+    response = post(http, form=grant(sub="user-42", email="u@example.com", name="Ada L"), auth=auth)
+    claims = claims_of(response)
+    assert claims["sub"] == "user-42"
+    assert claims["email"] == "u@example.com"
+    assert claims["name"] == "Ada L"
+
+
+def test_without_sub_the_token_is_the_clients_own(http: Any, client: tuple[str, str]) -> None:
+    claims = claims_of(post(http, form=grant(), auth=basic(*client)))
+    assert claims["sub"] == client[0]
+    assert "email" not in claims
+    assert "name" not in claims
+
+
+def test_identity_inside_json_claims(http: Any, auth: str) -> None:
+    body = {
+        "grant_type": "client_credentials",
+        "claims": {
+            "sub": "user-7",
+            "email": "seven@example.com",
+            "name": "Seven",
+            "libraryId": "lib-7",
+        },
+    }
+    claims = claims_of(post(http, body=body, auth=auth))
+    assert claims["sub"] == "user-7"
+    assert claims["email"] == "seven@example.com"
+    assert claims["name"] == "Seven"
+    assert claims["libraryId"] == "lib-7"
+
+
+@pytest.mark.parametrize("field", ["sub", "email", "name"])
+def test_identity_given_twice_must_agree(http: Any, auth: str, field: str) -> None:
+    value = "x@example.com" if field == "email" else "same-value"
+    agree = {"grant_type": "client_credentials", field: value, "claims": {field: value}}
+    assert claims_of(post(http, body=agree, auth=auth))[field] == value
+
+    other = "y@example.com" if field == "email" else "other-value"
+    disagree = {"grant_type": "client_credentials", field: value, "claims": {field: other}}
+    assert_error(post(http, body=disagree, auth=auth), 400, "invalid_request")
+
+
+def test_scope_as_string(http: Any, auth: str) -> None:
+    response = post(http, form=grant(scope="read"), auth=auth)
+    assert response.get_json()["scope"] == "read"
+    assert claims_of(response)["scope"] == "read"
+
+
+def test_scope_as_json_array(http: Any, auth: str) -> None:
+    response = post(
+        http, body={"grant_type": "client_credentials", "scope": ["write", "read"]}, auth=auth
+    )
+    assert response.get_json()["scope"] == "write read"
+    assert claims_of(response)["scope"] == "write read"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_unregistered_scope_is_invalid_scope(http: Any, auth: str, as_json: bool) -> None:
+    if as_json:
+        response = post(
+            http, body={"grant_type": "client_credentials", "scope": ["read", "admin"]}, auth=auth
+        )
+    else:
+        response = post(http, form=grant(scope="read admin"), auth=auth)
+    assert_error(response, 400, "invalid_scope")
+
+
+@pytest.mark.parametrize("param", ["audience", "resource"])
+def test_registered_audience_is_accepted(
+    http: Any, register: Callable[..., tuple[str, str]], param: str
+) -> None:
+    auth = basic(*register(audiences=[AUD, OTHER_AUD]))
+    assert claims_of(post(http, form=grant(**{param: OTHER_AUD}), auth=auth))["aud"] == OTHER_AUD
+    response = post(http, body={"grant_type": "client_credentials", param: AUD}, auth=auth)
+    assert claims_of(response)["aud"] == AUD
+
+
+@pytest.mark.parametrize("param", ["audience", "resource"])
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_unregistered_audience_is_invalid_target(
+    http: Any, auth: str, param: str, as_json: bool
+) -> None:
+    if as_json:
+        response = post(
+            http, body={"grant_type": "client_credentials", param: OTHER_AUD}, auth=auth
+        )
+    else:
+        response = post(http, form=grant(**{param: OTHER_AUD}), auth=auth)
+    assert_error(response, 400, "invalid_target")
+
+
+def test_single_registered_audience_is_the_default(http: Any, auth: str) -> None:
+    assert claims_of(post(http, form=grant(), auth=auth))["aud"] == AUD
+
+
+def test_several_audiences_and_none_requested_is_invalid_target(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    auth = basic(*register(audiences=[AUD, OTHER_AUD]))
+    assert_error(post(http, form=grant(), auth=auth), 400, "invalid_target")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_shorter_expires_in_is_honoured(http: Any, auth: str, as_json: bool) -> None:
+    if as_json:
+        response = post(
+            http, body={"grant_type": "client_credentials", "expires_in": 60}, auth=auth
+        )
+    else:
+        response = post(http, form=grant(expires_in="60"), auth=auth)
+    assert response.get_json()["expires_in"] == 60
+    claims = claims_of(response)
+    assert claims["exp"] - claims["iat"] == 60
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_longer_expires_in_is_clamped(http: Any, auth: str, as_json: bool) -> None:
+    if as_json:
+        response = post(
+            http, body={"grant_type": "client_credentials", "expires_in": TTL * 100}, auth=auth
+        )
+    else:
+        response = post(http, form=grant(expires_in=str(TTL * 100)), auth=auth)
+    assert response.get_json()["expires_in"] == TTL
+    claims = claims_of(response)
+    assert claims["exp"] - claims["iat"] == TTL
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "60s", " 60"])
+def test_bad_expires_in_in_form_is_invalid_request(http: Any, auth: str, value: str) -> None:
+    assert_error(post(http, form=grant(expires_in=value), auth=auth), 400, "invalid_request")
+
+
+@pytest.mark.parametrize("value", ["abc", 0, -5, 1.5, True, [60], {"s": 60}])
+def test_bad_expires_in_in_json_is_invalid_request(http: Any, auth: str, value: Any) -> None:
+    body = {"grant_type": "client_credentials", "expires_in": value}
+    assert_error(post(http, body=body, auth=auth), 400, "invalid_request")
+
+
+def test_allowed_claims_from_form_json_string(http: Any, auth: str) -> None:
+    extra = {"libraryId": "lib-1", "grants": ["read:books", "write:notes"]}
+    claims = claims_of(post(http, form=grant(claims=json.dumps(extra)), auth=auth))
+    assert claims["libraryId"] == "lib-1"
+    assert claims["grants"] == ["read:books", "write:notes"]
+
+
+def test_allowed_claims_from_json_object(http: Any, auth: str) -> None:
+    body = {
+        "grant_type": "client_credentials",
+        "sub": "u1",
+        "claims": {"libraryId": "lib-2", "grants": {"books": "rw"}},
+    }
+    claims = claims_of(post(http, body=body, auth=auth))
+    assert claims["libraryId"] == "lib-2"
+    assert claims["grants"] == {"books": "rw"}
+    assert claims["sub"] == "u1"
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_claim_not_allowed_is_invalid_request(http: Any, auth: str, as_json: bool) -> None:
+    extra = {"libraryId": "lib-1", "role": "admin"}
+    if as_json:
+        response = post(http, body={"grant_type": "client_credentials", "claims": extra}, auth=auth)
+    else:
+        response = post(http, form=grant(claims=json.dumps(extra)), auth=auth)
+    assert_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+@pytest.mark.parametrize("name", RESERVED)
+def test_reserved_claim_is_invalid_request(http: Any, auth: str, name: str, as_json: bool) -> None:
+    extra = {name: "forged" if name not in ("exp", "iat", "nbf") else 4102444800}
+    if as_json:
+        response = post(http, body={"grant_type": "client_credentials", "claims": extra}, auth=auth)
+    else:
+        response = post(http, form=grant(claims=json.dumps(extra)), auth=auth)
+    assert_error(response, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("raw", ["not json", "[1, 2]", '"libraryId"', "null"])
+def test_claims_that_are_not_a_json_object_in_form(http: Any, auth: str, raw: str) -> None:
+    assert_error(post(http, form=grant(claims=raw), auth=auth), 400, "invalid_request")
+
+
+# -- client authentication ------------------------------------------------------------------
+
+
+def assert_invalid_client(response: Any) -> dict[str, Any]:
+    data = assert_error(response, 401, "invalid_client")
+    assert response.headers.get("WWW-Authenticate", "").startswith("Basic"), response.headers
+    return data
+
+
+def test_wrong_and_unknown_client_are_indistinguishable(http: Any, client: tuple[str, str]) -> None:
+    client_id, secret = client
+    wrong = assert_invalid_client(post(http, form=grant(), auth=basic(client_id, secret + "x")))
+    unknown = assert_invalid_client(post(http, form=grant(), auth=basic("no-such-client", secret)))
+    assert wrong["error_description"] == unknown["error_description"]
+
+
+def test_wrong_secret_with_client_secret_post(http: Any, client: tuple[str, str]) -> None:
+    client_id, secret = client
+    response = post(http, form=grant(client_id=client_id, client_secret=secret[:-1]))
+    assert_error(response, 401, "invalid_client")
+
+
+def test_disabled_client_is_refused(http: Any, services: Any, client: tuple[str, str]) -> None:
+    client_id, secret = client
+    with services.unit_of_work():
+        services.clients.set_enabled(client_id, False)
+    assert_invalid_client(post(http, form=grant(), auth=basic(client_id, secret)))
+    assert_error(
+        post(http, form=grant(client_id=client_id, client_secret=secret)), 401, "invalid_client"
+    )
+    with services.unit_of_work():
+        services.clients.set_enabled(client_id, True)
+    assert_token_response(post(http, form=grant(), auth=basic(client_id, secret)))
+
+
+def test_rotated_secret_replaces_the_old_one_at_once(
+    http: Any, services: Any, client: tuple[str, str]
+) -> None:
+    client_id, old = client
+    assert_token_response(post(http, form=grant(), auth=basic(client_id, old)))
+    with services.unit_of_work():
+        _, new = services.clients.rotate_secret(client_id)
+    assert_invalid_client(post(http, form=grant(), auth=basic(client_id, old)))
+    assert_error(
+        post(http, form=grant(client_id=client_id, client_secret=old)), 401, "invalid_client"
+    )
+    assert_token_response(post(http, form=grant(), auth=basic(client_id, new)))
+
+
+# -- the error matrix -----------------------------------------------------------------------
+#
+# Each case: (id, expected status, expected error, request builder). A builder gets the
+# test client and a registered (client_id, secret) and returns the response.
+
+Case = tuple[str, int, str, Callable[[Any, tuple[str, str]], Any]]
+
+BAD_REQUESTS: list[Case] = [
+    (
+        "wrong-secret",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth=basic(c[0], "wrong-" + c[1])),
+    ),
+    (
+        "unknown-client",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth=basic("unknown-" + c[0], c[1])),
+    ),
+    (
+        "missing-grant-type",
+        400,
+        "invalid_request",
+        lambda h, c: post(h, form={"sub": "u"}, auth=basic(*c)),
+    ),
+    (
+        "unsupported-grant-type",
+        400,
+        "unsupported_grant_type",
+        lambda h, c: post(
+            h, form={"grant_type": "password", "username": "u", "password": "p"}, auth=basic(*c)
+        ),
+    ),
+    (
+        "malformed-json",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'{"grant_type": "client_credentials",',
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "json-not-an-object",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'["grant_type", "client_credentials"]',
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "json-string",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'"grant_type=client_credentials"',
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "text-plain",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h, raw=b"grant_type=client_credentials", auth=basic(*c), content_type="text/plain"
+        ),
+    ),
+    (
+        "oversize-form",
+        413,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&sub=" + b"a" * 200_000,
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ),
+    (
+        "oversize-json",
+        413,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=json.dumps({"grant_type": "client_credentials", "sub": "a" * 200_000}).encode(),
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "repeated-grant-type",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&grant_type=client_credentials",
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ),
+    (
+        "repeated-sub",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&sub=a&sub=b",
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ),
+    (
+        "repeated-sub-json",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'{"grant_type": "client_credentials", "sub": "alice", "sub": "mallory"}',
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "deeply-nested-json",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'{"grant_type": "client_credentials", "claims": '
+            + b"[" * 30_000
+            + b"]" * 30_000
+            + b"}",
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "form-latin1-charset",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&sub=caf\xe9",
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded; charset=iso-8859-1",
+        ),
+    ),
+    (
+        "non-utf8-form-bytes",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&sub=\xff\xfe",
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ),
+    (
+        "non-utf8-form-percent",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b"grant_type=client_credentials&sub=%FF%FE",
+            auth=basic(*c),
+            content_type="application/x-www-form-urlencoded",
+        ),
+    ),
+    (
+        "non-utf8-json",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h,
+            raw=b'{"grant_type": "client_credentials", "sub": "\xff"}',
+            auth=basic(*c),
+            content_type="application/json",
+        ),
+    ),
+    (
+        "non-utf8-basic",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth=basic_raw(b"\xff\xfe:" + c[1].encode())),
+    ),
+    (
+        "non-ascii-basic-header",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth="Basic \xe9\xe9\xe9="),
+    ),
+    (
+        "basic-not-base64",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth="Basic !!!not-base64!!!"),
+    ),
+    (
+        "basic-no-colon",
+        401,
+        "invalid_client",
+        lambda h, c: post(h, form=grant(), auth=basic_raw(c[0].encode() + c[1].encode())),
+    ),
+    (
+        "basic-and-secret-in-body",
+        400,
+        "invalid_request",
+        lambda h, c: post(h, form=grant(client_id=c[0], client_secret=c[1]), auth=basic(*c)),
+    ),
+    (
+        "basic-and-secret-in-json",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h, body={"grant_type": "client_credentials", "client_secret": c[1]}, auth=basic(*c)
+        ),
+    ),
+    (
+        "query-string-params",
+        400,
+        "invalid_request",
+        lambda h, c: post(
+            h, form={"sub": "u"}, auth=basic(*c), path="/token?grant_type=client_credentials"
+        ),
+    ),
+    (
+        "query-string-credentials",
+        400,
+        "invalid_request",
+        lambda h, c: post(h, form=grant(), path=f"/token?client_id={c[0]}&client_secret={c[1]}"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "send"),
+    [pytest.param(status, error, send, id=name) for name, status, error, send in BAD_REQUESTS],
+)
+def test_bad_request(
+    http: Any,
+    client: tuple[str, str],
+    status: int,
+    error: str,
+    send: Callable[[Any, tuple[str, str]], Any],
+) -> None:
+    response = send(http, client)
+    assert_error(response, status, error)
+    if status == 401:
+        assert response.headers.get("WWW-Authenticate", "").startswith("Basic")
+
+
+def test_wrong_secret_and_unknown_client_share_one_description(
+    http: Any, client: tuple[str, str]
+) -> None:
+    cases = dict((name, send) for name, _, _, send in BAD_REQUESTS)
+    wrong = cases["wrong-secret"](http, client).get_json()
+    unknown = cases["unknown-client"](http, client).get_json()
+    assert wrong == unknown
+
+
+def test_app_still_issues_tokens_after_the_barrage(http: Any, client: tuple[str, str]) -> None:
+    # The exact codes are pinned by test_bad_request; here only: no server error, JSON.
+    for name, _, _, send in BAD_REQUESTS:
+        response = send(http, client)
+        assert response.status_code < 500, name
+        assert response.mimetype == "application/json", name
+    response = post(http, form=grant(sub="after-barrage"), auth=basic(*client))
+    assert_token_response(response)
+    assert claims_of(response)["sub"] == "after-barrage"
