@@ -96,6 +96,11 @@ def _database_url(raw: str) -> str:
     return value
 
 
+def redact_url(url: str) -> str:
+    """*url* with any password replaced by ``***`` (for logs and reprs)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
 def _non_empty(raw: str) -> str:
     if raw == "":
         raise ValueError("must not be empty (unset it instead)")
@@ -318,6 +323,7 @@ class Settings:
             f.name: ("***" if f.secret and getattr(self, f.name) else getattr(self, f.name))
             for f in FIELDS
         }
+        shown["database_url"] = redact_url(self.database_url)
         return f"Settings({shown})"
 
     @classmethod
