@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 from typing import NewType
 
@@ -64,7 +63,6 @@ class Client:
     jwks: dict[str, Any] | None = None
     #: Where to fetch the public JWK set of a private_key_jwt client.
     jwks_uri: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
 
     @property
     def auth_method(self) -> str:

@@ -114,7 +114,11 @@ class FileKeyStore:
     def _write(self, key: SigningKey) -> None:
         pem_path = self.directory / f"{key.kid}.pem"
         if key.private_pem is not None:
-            if not pem_path.exists():
+            try:
+                unchanged = pem_path.read_bytes() == key.private_pem
+            except FileNotFoundError:
+                unchanged = False
+            if not unchanged:
                 _write_atomic(pem_path, key.private_pem, 0o600)
         else:
             with contextlib.suppress(FileNotFoundError):

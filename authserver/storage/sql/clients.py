@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
@@ -13,6 +12,7 @@ from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
+from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import read_counter
 from authserver.storage.sql.tables import ClientRow
 
@@ -65,14 +65,13 @@ class SqlClientStore:
         bump_counter(self._db.session(), VERSION_NAME)
 
     def add(self, client: Client) -> None:
-        session = self._db.session()
         row = ClientRow(client_id=str(client.client_id))
         _fill(row, client)
-        session.add(row)
-        try:
-            session.flush()
-        except IntegrityError:
-            raise Conflict(f"client {client.client_id} already exists") from None
+        values = {c.key: getattr(row, c.key) for c in ClientRow.__table__.columns}
+        # INSERT … ON CONFLICT DO NOTHING: a duplicate id leaves the unit of work usable
+        # (a failed flush would roll back everything else it holds).
+        if not insert_or_ignore(self._db.session(), ClientRow, values):
+            raise Conflict(f"client {client.client_id} already exists")
         self._changed()
 
     def get(self, client_id: ClientId) -> Client | None:

@@ -123,8 +123,12 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1 (it was,
+    # here, making every duplicate look inserted). A returned row is unambiguous.
+    core_table = getattr(table, "__table__", table)
+    stmt = insert(core_table).values(**values).on_conflict_do_nothing()
+    key = next(iter(core_table.primary_key.columns))
+    return session.execute(stmt.returning(key)).first() is not None
 
 
 def bump_counter(session: Session, name: str) -> None:

@@ -67,6 +67,7 @@ class SqlKeyStore:
         _fill(row, key)
         session.add(row)
         session.flush()
+        bump_counter(session, LOCK_NAME)
 
     def update(self, key: SigningKey) -> None:
         session = self._db.session()
@@ -75,10 +76,12 @@ class SqlKeyStore:
             raise NotFound(f"no signing key with kid {key.kid!r}")
         _fill(row, key)
         session.flush()
+        bump_counter(session, LOCK_NAME)
 
     def delete(self, kid: Kid) -> None:
         session = self._db.session()
         session.execute(delete(SigningKeyRow).where(SigningKeyRow.kid == str(kid)))
+        bump_counter(session, LOCK_NAME)
 
     def version(self) -> str:
         return str(read_counter(self._db.session(), LOCK_NAME))

@@ -1,0 +1,273 @@
+"""One contract suite for ``authserver.clients.store.ClientStore``, run against every
+implementation: in memory, and SQL on SQLite and PostgreSQL (through ``db_url``).
+
+Every operation runs in ``harness.uow()`` (the SQL unit of work; a no-op in memory), each
+in its own transaction, so what is read back went through the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from authserver.clients import secrets as client_secrets
+from authserver.clients.model import Client
+from authserver.clients.model import ClientId
+from authserver.clients.model import ClientPolicy
+from authserver.clients.store import ClientStore
+from authserver.errors import Conflict
+from authserver.errors import NotFound
+from authserver.storage.memory import InMemoryClientStore
+from authserver.storage.sql.clients import SqlClientStore
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.migrate import upgrade_to_head
+
+T0 = 1_700_000_000.654321
+
+PUBLIC_JWKS = {
+    "keys": [
+        {
+            "kty": "RSA",
+            "kid": "backend-1",
+            "use": "sig",
+            "alg": "RS256",
+            "n": "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFx",
+            "e": "AQAB",
+        }
+    ]
+}
+
+
+@dataclass
+class Harness:
+    store: ClientStore
+    uow: Callable[[], AbstractContextManager[Any]]
+
+    def run(self, fn: Callable[[ClientStore], Any]) -> Any:
+        with self.uow():
+            return fn(self.store)
+
+
+def make_client(n: int = 0, **changes: Any) -> Client:
+    secret = client_secrets.new_secret()
+    client = Client(
+        client_id=ClientId(f"as_client_contract_{n}"),
+        name=f"backend {n}",
+        policy=ClientPolicy(
+            audiences=("https://api.example.com", "https://sync.example.com"),
+            scopes=("read", "write"),
+            allowed_claims=("libraryId", "grants"),
+            token_ttl=900,
+        ),
+        enabled=True,
+        created_at=T0 + n,
+        updated_at=T0 + n + 0.5,
+        secret_hash=client_secrets.hash_secret(secret),
+    )
+    return dataclasses.replace(client, **changes)
+
+
+class ClientStoreContract:
+    """What every ClientStore promises (clients/store.py)."""
+
+    def test_empty(self, harness: Harness) -> None:
+        assert harness.run(lambda s: s.list()) == []
+        assert harness.run(lambda s: s.get(ClientId("as_client_missing"))) is None
+
+    def test_add_get_preserves_every_field(self, harness: Harness) -> None:
+        client = make_client(0)
+        harness.run(lambda s: s.add(client))
+        got = harness.run(lambda s: s.get(client.client_id))
+        assert got == client
+        assert isinstance(got.policy.audiences, tuple)
+        assert isinstance(got.policy.scopes, tuple)
+        assert isinstance(got.policy.allowed_claims, tuple)
+
+    def test_private_key_jwt_client_round_trips(self, harness: Harness) -> None:
+        with_jwks = make_client(1, secret_hash=None, jwks=PUBLIC_JWKS)
+        with_uri = make_client(2, secret_hash=None, jwks_uri="https://backend.example/jwks.json")
+        harness.run(lambda s: s.add(with_jwks))
+        harness.run(lambda s: s.add(with_uri))
+        assert harness.run(lambda s: s.get(with_jwks.client_id)) == with_jwks
+        assert harness.run(lambda s: s.get(with_uri.client_id)) == with_uri
+        assert harness.run(lambda s: s.get(with_jwks.client_id)).auth_method == "private_key_jwt"
+
+    @pytest.mark.parametrize(
+        "policy",
+        [
+            ClientPolicy(),
+            ClientPolicy(audiences=("https://only.example",)),
+            ClientPolicy(audiences=("b", "a", "c"), scopes=("z", "a"), allowed_claims=("y", "x")),
+            ClientPolicy(scopes=("read",), token_ttl=None),
+            ClientPolicy(allowed_claims=("libraryId",), token_ttl=86400),
+        ],
+        ids=["empty", "one-audience", "order-kept", "no-ttl", "max-ttl"],
+    )
+    def test_policy_tuples_round_trip(self, harness: Harness, policy: ClientPolicy) -> None:
+        client = make_client(0, policy=policy)
+        harness.run(lambda s: s.add(client))
+        got = harness.run(lambda s: s.get(client.client_id))
+        assert got.policy == policy
+        assert type(got.policy.audiences) is tuple
+        assert type(got.policy.scopes) is tuple
+        assert type(got.policy.allowed_claims) is tuple
+
+    def test_disabled_client_round_trips(self, harness: Harness) -> None:
+        client = make_client(0, enabled=False)
+        harness.run(lambda s: s.add(client))
+        assert harness.run(lambda s: s.get(client.client_id)).enabled is False
+
+    def test_every_field_round_trips(self, harness: Harness) -> None:
+        client = make_client(0, jwks=None, jwks_uri="https://backend.example/jwks.json")
+        harness.run(lambda s: s.add(client))
+        assert harness.run(lambda s: s.get(client.client_id)) == client
+
+    def test_list_is_oldest_first(self, harness: Harness) -> None:
+        clients = [make_client(n) for n in (2, 0, 1)]
+        for client in clients:
+
+            def add(s: ClientStore, client: Client = client) -> None:
+                s.add(client)
+
+            harness.run(add)
+        listed = harness.run(lambda s: s.list())
+        assert [c.client_id for c in listed] == [
+            ClientId("as_client_contract_0"),
+            ClientId("as_client_contract_1"),
+            ClientId("as_client_contract_2"),
+        ]
+        assert listed == sorted(clients, key=lambda c: c.created_at)
+
+    def test_add_duplicate_is_a_conflict(self, harness: Harness) -> None:
+        original = make_client(0)
+        harness.run(lambda s: s.add(original))
+        duplicate = dataclasses.replace(original, name="impostor")
+        with pytest.raises(Conflict):
+            harness.run(lambda s: s.add(duplicate))
+        # The original is intact and still the only one.
+        assert harness.run(lambda s: s.get(original.client_id)) == original
+        assert harness.run(lambda s: s.list()) == [original]
+
+    def test_update_replaces_every_field(self, harness: Harness) -> None:
+        client = make_client(0)
+        other = make_client(1)
+        harness.run(lambda s: s.add(client))
+        harness.run(lambda s: s.add(other))
+        changed = dataclasses.replace(
+            client,
+            name="renamed",
+            policy=ClientPolicy(
+                audiences=("https://new.example",),
+                scopes=(),
+                allowed_claims=("grants",),
+                token_ttl=None,
+            ),
+            enabled=False,
+            updated_at=T0 + 1000.25,
+            secret_hash=client_secrets.hash_secret(client_secrets.new_secret()),
+        )
+        harness.run(lambda s: s.update(changed))
+        assert harness.run(lambda s: s.get(client.client_id)) == changed
+        assert harness.run(lambda s: s.get(other.client_id)) == other
+        # Switching to private_key_jwt clears the secret and keeps the keys.
+        switched = dataclasses.replace(changed, secret_hash=None, jwks=PUBLIC_JWKS)
+        harness.run(lambda s: s.update(switched))
+        assert harness.run(lambda s: s.get(client.client_id)) == switched
+
+    def test_update_unknown_is_not_found(self, harness: Harness) -> None:
+        with pytest.raises(NotFound):
+            harness.run(lambda s: s.update(make_client(0)))
+        assert harness.run(lambda s: s.list()) == []
+
+    def test_delete(self, harness: Harness) -> None:
+        a, b = make_client(0), make_client(1)
+        harness.run(lambda s: s.add(a))
+        harness.run(lambda s: s.add(b))
+        harness.run(lambda s: s.delete(a.client_id))
+        assert harness.run(lambda s: s.get(a.client_id)) is None
+        assert harness.run(lambda s: s.list()) == [b]
+        # The id can be registered again after a delete.
+        harness.run(lambda s: s.add(a))
+        assert harness.run(lambda s: s.get(a.client_id)) == a
+
+    def test_delete_unknown_is_not_found(self, harness: Harness) -> None:
+        harness.run(lambda s: s.add(make_client(0)))
+        with pytest.raises(NotFound):
+            harness.run(lambda s: s.delete(ClientId("as_client_missing")))
+        assert len(harness.run(lambda s: s.list())) == 1
+
+    def test_get_returns_a_value_not_a_live_row(self, harness: Harness) -> None:
+        client = make_client(0)
+        harness.run(lambda s: s.add(client))
+        got = harness.run(lambda s: s.get(client.client_id))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            got.name = "changed"
+
+
+class TestInMemoryClientStore(ClientStoreContract):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return Harness(InMemoryClientStore(), nullcontext)
+
+
+class TestSqlClientStore(ClientStoreContract):
+    @pytest.fixture
+    def database(self, db_url: str) -> Iterator[Database]:
+        db = Database(db_url)
+        upgrade_to_head(db)
+        yield db
+        db.dispose()
+
+    @pytest.fixture
+    def harness(self, database: Database) -> Harness:
+        return Harness(SqlClientStore(database), database.unit_of_work)
+
+    def test_several_operations_in_one_unit_of_work(self, database: Database) -> None:
+        store = SqlClientStore(database)
+        a, b = make_client(0), make_client(1)
+        with database.unit_of_work():
+            store.add(a)
+            store.add(b)
+            store.update(dataclasses.replace(a, name="renamed"))
+            store.delete(b.client_id)
+            assert [c.name for c in store.list()] == ["renamed"]
+        with database.unit_of_work():
+            assert [c.name for c in store.list()] == ["renamed"]
+
+    def test_rolled_back_unit_of_work_leaves_nothing(self, database: Database) -> None:
+        store = SqlClientStore(database)
+
+        class Boom(Exception):
+            pass
+
+        def add_then_fail() -> None:
+            with database.unit_of_work():
+                store.add(make_client(0))
+                raise Boom
+
+        with pytest.raises(Boom):
+            add_then_fail()
+        with database.unit_of_work():
+            assert store.list() == []
+
+    def test_conflict_can_be_handled_inside_the_unit_of_work(self, database: Database) -> None:
+        """A Conflict is a domain error the caller may catch; the unit of work (and what it
+        did before) must survive it, as with the other stores."""
+        store = SqlClientStore(database)
+        a, b = make_client(0), make_client(1)
+        with database.unit_of_work():
+            store.add(a)
+        with database.unit_of_work():
+            store.add(b)
+            with pytest.raises(Conflict):
+                store.add(dataclasses.replace(a, name="impostor"))
+            assert store.get(b.client_id) == b
+        with database.unit_of_work():
+            assert store.list() == [a, b]

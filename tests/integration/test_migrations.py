@@ -1,0 +1,159 @@
+"""Migrations: one head, up and down and up again, and the models match the migrations
+(the ``alembic check`` of DESIGN.md), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect
+from sqlalchemy import select
+
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.migrate import alembic_config
+from authserver.storage.sql.migrate import current_revision
+from authserver.storage.sql.migrate import downgrade
+from authserver.storage.sql.migrate import head_revision
+from authserver.storage.sql.migrate import migrations_dir
+from authserver.storage.sql.migrate import upgrade_to_head
+from authserver.storage.sql.tables import Base
+from authserver.storage.sql.tables import ClientRow
+from authserver.storage.sql.tables import LockRow
+
+
+@pytest.fixture
+def database(db_url: str) -> Iterator[Database]:
+    db = Database(db_url)
+    yield db
+    db.dispose()
+
+
+def _script() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
+def _tables(db: Database) -> set[str]:
+    return set(inspect(db.engine).get_table_names()) - {"alembic_version"}
+
+
+def _diffs(db: Database) -> list[object]:
+    with db.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn,
+            opts={"compare_type": True, "compare_server_default": True},
+        )
+        return list(compare_metadata(context, Base.metadata))
+
+
+# -- the script directory (no database) ----------------------------------------------------------
+
+
+def test_exactly_one_head() -> None:
+    heads = _script().get_heads()
+    assert len(heads) == 1, f"several migration heads, merge them: {heads}"
+    assert head_revision() == heads[0]
+
+
+def test_history_is_linear_from_one_base() -> None:
+    script = _script()
+    assert len(script.get_bases()) == 1
+    revisions = list(script.walk_revisions())
+    for revision in revisions:
+        down = revision.down_revision
+        assert down is None or isinstance(down, str), f"{revision.revision} is a merge point"
+
+
+def test_migration_files_are_named_date_first() -> None:
+    versions = migrations_dir() / "versions"
+    files = sorted(p for p in versions.glob("*.py") if p.name != "__init__.py")
+    assert files, versions
+    by_file = {Path(rev.path).name: rev.revision for rev in _script().walk_revisions()}
+    for path in files:
+        assert re.match(r"^\d{8}_\d{4}_[A-Za-z0-9]+_[a-z0-9_]+\.py$", path.name), path.name
+        assert f"_{by_file[path.name]}_" in path.name
+    # Date-first names sort in history order.
+    order = [rev.revision for rev in reversed(list(_script().walk_revisions()))]
+    assert [by_file[p.name] for p in files] == order
+
+
+# -- on real databases ---------------------------------------------------------------------------
+
+
+def test_upgrade_creates_every_model_table(database: Database) -> None:
+    before, after = upgrade_to_head(database)
+    assert before is None
+    assert after == head_revision()
+    assert current_revision(database) == head_revision()
+    assert _tables(database) == set(Base.metadata.tables)
+
+
+def test_models_match_migrations(database: Database) -> None:
+    upgrade_to_head(database)
+    diffs = _diffs(database)
+    assert diffs == [], "models and migrations differ; add a migration:\n" + "\n".join(
+        map(repr, diffs)
+    )
+
+
+def test_upgrade_downgrade_upgrade(database: Database) -> None:
+    upgrade_to_head(database)
+    downgrade(database, "base")
+    assert current_revision(database) is None
+    assert _tables(database) == set()
+    before, after = upgrade_to_head(database)
+    assert (before, after) == (None, head_revision())
+    assert _tables(database) == set(Base.metadata.tables)
+    assert _diffs(database) == []
+    # The seeded lock row comes back too.
+    with database.unit_of_work() as session:
+        assert session.scalar(select(LockRow.name)) == "signing_keys"
+
+
+def test_each_revision_steps_up_and_down(database: Database) -> None:
+    order = [rev.revision for rev in reversed(list(_script().walk_revisions()))]
+    with database.engine.connect() as conn:
+        for revision in order:
+            command.upgrade(alembic_config(conn), revision)
+            conn.commit()
+            assert MigrationContext.configure(conn).get_current_revision() == revision
+        for revision, previous in reversed(list(zip(order, [None, *order[:-1]], strict=True))):
+            assert MigrationContext.configure(conn).get_current_revision() == revision
+            command.downgrade(alembic_config(conn), previous or "base")
+            conn.commit()
+        assert MigrationContext.configure(conn).get_current_revision() is None
+    assert _tables(database) == set()
+
+
+def test_upgrade_to_head_twice_is_a_no_op(database: Database) -> None:
+    upgrade_to_head(database)
+    with database.unit_of_work() as session:
+        session.add(
+            ClientRow(
+                client_id="as_client_keep",
+                name="kept",
+                secret_hash=None,
+                audiences=[],
+                scopes=[],
+                allowed_claims=[],
+                token_ttl=None,
+                enabled=True,
+                jwks=None,
+                jwks_uri=None,
+                created_at=1.0,
+                updated_at=1.0,
+            )
+        )
+    tables = _tables(database)
+    before, after = upgrade_to_head(database)
+    assert before == after == head_revision()
+    assert _tables(database) == tables
+    assert _diffs(database) == []
+    with database.unit_of_work() as session:
+        assert session.scalars(select(ClientRow.client_id)).all() == ["as_client_keep"]
+        assert session.scalars(select(LockRow.name)).all() == ["signing_keys"]

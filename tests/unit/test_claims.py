@@ -1,0 +1,280 @@
+"""The access token claim set (authserver.tokens.claims), with hand-built clients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from authserver.clients.model import Client
+from authserver.clients.model import ClientId
+from authserver.clients.model import ClientPolicy
+from authserver.tokens.claims import build_claims
+from authserver.tokens.claims import extra_claims
+from authserver.tokens.claims import resolve_audience
+from authserver.tokens.claims import resolve_lifetime
+from authserver.tokens.claims import resolve_scope
+from authserver.tokens.model import AudienceNotAllowed
+from authserver.tokens.model import ScopeNotAllowed
+from authserver.tokens.model import TokenRequest
+from authserver.tokens.model import TokenRequestError
+
+ISSUER = "https://auth.example.com"
+NOW = 1_700_000_000.75
+CLIENT_ID = ClientId("as_client_test")
+API = "https://api.example.com"
+SYNC = "https://sync.example.com"
+
+#: INTERFACE.md: these can never be set through ``claims``.
+INTERFACE_RESERVED = ("iss", "exp", "iat", "nbf", "jti", "aud", "client_id")
+
+
+def make_client(**policy: Any) -> Client:
+    return Client(
+        client_id=CLIENT_ID,
+        name="backend",
+        policy=ClientPolicy(**policy),
+        enabled=True,
+        created_at=NOW - 100,
+        updated_at=NOW - 100,
+        secret_hash="sha256$" + "0" * 64,
+    )
+
+
+def claims_for(
+    client: Client, request: TokenRequest | None = None, *, ttl: int = 3600, now: float = NOW
+) -> dict[str, Any]:
+    return build_claims(
+        issuer=ISSUER, client=client, request=request or TokenRequest(), client_ttl=ttl, now=now
+    ).claims
+
+
+# -- audience (RFC 8707) --------------------------------------------------------------------
+
+
+def test_requested_registered_audience() -> None:
+    client = make_client(audiences=(API, SYNC))
+    assert resolve_audience(client, (SYNC,)) == SYNC
+
+
+def test_several_requested_registered_audiences_keep_their_order() -> None:
+    client = make_client(audiences=(API, SYNC))
+    assert resolve_audience(client, (SYNC, API)) == [SYNC, API]
+
+
+@pytest.mark.parametrize("registered", [(API,), (API, SYNC), ()])
+def test_requested_unregistered_audience_is_refused(registered: tuple[str, ...]) -> None:
+    with pytest.raises(AudienceNotAllowed):
+        resolve_audience(make_client(audiences=registered), ("https://evil.example",))
+
+
+def test_one_unregistered_among_requested_is_refused() -> None:
+    with pytest.raises(AudienceNotAllowed):
+        resolve_audience(make_client(audiences=(API,)), (API, "https://evil.example"))
+
+
+def test_audience_match_is_exact() -> None:
+    client = make_client(audiences=(API,))
+    for near in (API + "/", API.upper(), API + "/v1", "https://api.example.co"):
+        with pytest.raises(AudienceNotAllowed):
+            resolve_audience(client, (near,))
+
+
+def test_single_registered_audience_is_the_default() -> None:
+    assert resolve_audience(make_client(audiences=(API,)), ()) == API
+
+
+def test_no_registered_audience_defaults_to_the_client_id() -> None:
+    assert resolve_audience(make_client(), ()) == str(CLIENT_ID)
+
+
+def test_several_registered_audiences_need_a_choice() -> None:
+    with pytest.raises(AudienceNotAllowed):
+        resolve_audience(make_client(audiences=(API, SYNC)), ())
+
+
+def test_audience_errors_are_token_request_errors() -> None:
+    assert issubclass(AudienceNotAllowed, TokenRequestError)
+    assert issubclass(ScopeNotAllowed, TokenRequestError)
+
+
+# -- scope (RFC 6749 §3.3) --------------------------------------------------------------------
+
+
+def test_no_scope_requested_gives_every_registered_scope() -> None:
+    assert resolve_scope(make_client(scopes=("read", "write")), None) == "read write"
+
+
+def test_no_scope_requested_and_none_registered_gives_no_scope() -> None:
+    assert resolve_scope(make_client(), None) is None
+
+
+def test_requested_subset_of_scopes() -> None:
+    assert resolve_scope(make_client(scopes=("read", "write", "admin")), ("write",)) == "write"
+
+
+def test_requested_scopes_are_deduplicated_in_order() -> None:
+    client = make_client(scopes=("read", "write"))
+    assert resolve_scope(client, ("write", "read", "write")) == "write read"
+
+
+@pytest.mark.parametrize("registered", [("read",), ()])
+def test_unregistered_scope_is_refused(registered: tuple[str, ...]) -> None:
+    with pytest.raises(ScopeNotAllowed):
+        resolve_scope(make_client(scopes=registered), ("read", "admin"))
+
+
+def test_empty_scope_request_gives_no_scope() -> None:
+    assert resolve_scope(make_client(scopes=("read",)), ()) is None
+
+
+# -- lifetime --------------------------------------------------------------------------------
+
+
+def test_lifetime_defaults_to_the_client_ttl() -> None:
+    assert resolve_lifetime(3600, None) == 3600
+
+
+def test_shorter_lifetime_is_honoured() -> None:
+    assert resolve_lifetime(3600, 60) == 60
+
+
+@pytest.mark.parametrize("requested", [3600, 3601, 86400 * 365])
+def test_lifetime_is_never_longer_than_the_client_ttl(requested: int) -> None:
+    assert resolve_lifetime(3600, requested) == 3600
+
+
+@pytest.mark.parametrize("requested", [0, -1])
+def test_non_positive_lifetime_is_refused(requested: int) -> None:
+    with pytest.raises(TokenRequestError):
+        resolve_lifetime(3600, requested)
+
+
+def test_exp_follows_the_clamped_lifetime() -> None:
+    client = make_client()
+    short = build_claims(
+        issuer=ISSUER, client=client, request=TokenRequest(expires_in=120), client_ttl=3600, now=NOW
+    )
+    assert short.expires_in == 120
+    assert short.claims["exp"] == short.claims["iat"] + 120
+    long = build_claims(
+        issuer=ISSUER,
+        client=client,
+        request=TokenRequest(expires_in=99999),
+        client_ttl=3600,
+        now=NOW,
+    )
+    assert long.expires_in == 3600
+    assert long.claims["exp"] == long.claims["iat"] + 3600
+
+
+# -- extra claims ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", INTERFACE_RESERVED)
+def test_reserved_claims_are_refused(name: str) -> None:
+    client = make_client(allowed_claims=("libraryId",))
+    with pytest.raises(TokenRequestError):
+        claims_for(client, TokenRequest(claims={name: "forged"}))
+
+
+@pytest.mark.parametrize("name", INTERFACE_RESERVED)
+def test_reserved_claims_are_refused_even_if_a_policy_allows_them(name: str) -> None:
+    # ClientService never registers these, but a hand-built (or corrupt) policy must not
+    # open a way around the rule.
+    client = make_client(allowed_claims=(name,))
+    with pytest.raises(TokenRequestError):
+        extra_claims(client, {name: "forged"})
+
+
+def test_allowed_extra_claims_are_copied() -> None:
+    client = make_client(allowed_claims=("libraryId", "grants"))
+    grants = [{"library": "abc", "role": "editor"}]
+    claims = claims_for(client, TokenRequest(claims={"libraryId": "lib-1", "grants": grants}))
+    assert claims["libraryId"] == "lib-1"
+    assert claims["grants"] == grants
+
+
+def test_claims_not_allowed_for_the_client_are_refused() -> None:
+    client = make_client(allowed_claims=("libraryId",))
+    with pytest.raises(TokenRequestError):
+        claims_for(client, TokenRequest(claims={"libraryId": "x", "admin": True}))
+    with pytest.raises(TokenRequestError):
+        claims_for(make_client(), TokenRequest(claims={"libraryId": "x"}))
+
+
+def test_extra_claims_cannot_override_server_claims_through_identity_names() -> None:
+    client = make_client(allowed_claims=("libraryId",))
+    claims = claims_for(client, TokenRequest(sub="alice", claims={"sub": "alice"}))
+    assert claims["sub"] == "alice"
+
+
+# -- the whole claim set (RFC 9068 §2.2) --------------------------------------------------------
+
+
+def test_build_claims_has_every_required_claim() -> None:
+    client = make_client(audiences=(API,), scopes=("read",))
+    result = build_claims(
+        issuer=ISSUER, client=client, request=TokenRequest(sub="alice"), client_ttl=900, now=NOW
+    )
+    claims = result.claims
+    for name in ("iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"):
+        assert name in claims, name
+    assert claims["iss"] == ISSUER
+    assert claims["sub"] == "alice"
+    assert claims["aud"] == API
+    assert claims["client_id"] == str(CLIENT_ID)
+    assert claims["iat"] == int(NOW)
+    assert claims["nbf"] == claims["iat"]
+    assert claims["exp"] == int(NOW) + 900
+    for name in ("exp", "iat", "nbf"):
+        assert isinstance(claims[name], int), name  # NumericDate, whole seconds
+    assert isinstance(claims["jti"], str)
+    assert len(claims["jti"]) >= 16
+    assert claims["scope"] == "read"
+    assert result.expires_in == 900
+    assert result.scope == "read"
+    assert result.audience == API
+
+
+def test_sub_defaults_to_the_client_id() -> None:
+    assert claims_for(make_client())["sub"] == str(CLIENT_ID)
+
+
+def test_scope_only_when_any() -> None:
+    claims = claims_for(make_client())
+    assert "scope" not in claims
+    claims = claims_for(make_client(scopes=("read",)), TokenRequest(scopes=()))
+    assert "scope" not in claims
+    assert claims_for(make_client(scopes=("read", "write")))["scope"] == "read write"
+
+
+def test_email_and_name_only_when_given() -> None:
+    claims = claims_for(make_client())
+    assert "email" not in claims
+    assert "name" not in claims
+    claims = claims_for(make_client(), TokenRequest(sub="u1", email="a@example.com", name="A B"))
+    assert claims["email"] == "a@example.com"
+    assert claims["name"] == "A B"
+
+
+def test_jti_is_unique_per_token() -> None:
+    client = make_client()
+    jtis = {claims_for(client)["jti"] for _ in range(500)}
+    assert len(jtis) == 500
+
+
+def test_no_unexpected_claims() -> None:
+    claims = claims_for(make_client(audiences=(API,)), TokenRequest(sub="alice"))
+    assert set(claims) == {"iss", "sub", "aud", "exp", "iat", "nbf", "jti", "client_id"}
+    assert None not in claims.values()
+
+
+def test_build_claims_propagates_policy_errors() -> None:
+    client = make_client(audiences=(API, SYNC), scopes=("read",))
+    with pytest.raises(AudienceNotAllowed):
+        claims_for(client)
+    with pytest.raises(ScopeNotAllowed):
+        claims_for(client, TokenRequest(audiences=(API,), scopes=("write",)))
+    with pytest.raises(TokenRequestError):
+        claims_for(client, TokenRequest(audiences=(API,), expires_in=0))

@@ -1,0 +1,334 @@
+"""Settings.from_env: every AUTHSERVER_* variable, its default, a valid and an invalid value.
+
+INTERFACE.md: "Missing or invalid configuration stops the program at start with one clear
+line naming the variable". The table below must name every field in ``FIELDS``; a new field
+without a row here fails :func:`test_every_field_is_covered`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from authserver.errors import ConfigError
+from authserver.settings import FIELDS
+from authserver.settings import Settings
+from authserver.settings import parse_duration
+
+#: env -> (attribute, expected default, valid raw value, expected parsed value, invalid values)
+CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
+    "AUTHSERVER_DATABASE_URL": (
+        "database_url",
+        None,  # depends on the working directory: checked in test_database_url_default
+        "postgresql+psycopg://user@db.example/auth",
+        "postgresql+psycopg://user@db.example/auth",
+        ("not a url", "", "authserver.db"),
+    ),
+    "AUTHSERVER_ISSUER": (
+        "issuer",
+        "http://localhost:8000",
+        "https://auth.example.com/",
+        "https://auth.example.com",
+        (
+            "auth.example.com",
+            "ftp://auth.example.com",
+            "https://auth.example.com/?x=1",
+            "https://auth.example.com/#frag",
+            "",
+        ),
+    ),
+    "AUTHSERVER_KEYS_DIR": (
+        "keys_dir",
+        Path("keys"),
+        "/var/lib/authserver/keys",
+        Path("/var/lib/authserver/keys"),
+        ("", "   "),
+    ),
+    "AUTHSERVER_KEY_PASSPHRASE": (
+        "key_passphrase",
+        None,
+        "correct horse battery staple",
+        "correct horse battery staple",
+        ("",),
+    ),
+    "AUTHSERVER_ADMIN_TOKEN": (
+        "admin_token",
+        None,
+        "s3cr3t-admin-token",
+        "s3cr3t-admin-token",
+        ("",),
+    ),
+    "AUTHSERVER_KEY_STORE": ("key_store", "file", "sql", "sql", ("s3", "", "memory")),
+    "AUTHSERVER_KEY_SIZE": ("key_size", 2048, "3072", 3072, ("1024", "2500", "8192", "big", "")),
+    "AUTHSERVER_KEY_ROTATION_INTERVAL": (
+        "key_rotation_interval",
+        30 * 86400,
+        "7d",
+        7 * 86400,
+        ("0", "-1d", "1w", "soon", ""),
+    ),
+    "AUTHSERVER_KEY_PUBLISH_AHEAD": (
+        "key_publish_ahead",
+        3600,
+        "2h",
+        7200,
+        ("0", "1.5h", "ahead", ""),
+    ),
+    "AUTHSERVER_JWKS_MAX_AGE": ("jwks_max_age", 300, "10m", 600, ("0", "5 minutes", "")),
+    "AUTHSERVER_DEFAULT_TOKEN_TTL": ("default_token_ttl", 3600, "15m", 900, ("0", "1y", "")),
+    "AUTHSERVER_MAX_TOKEN_TTL": ("max_token_ttl", 86400, "2d", 2 * 86400, ("0", "-3600", "")),
+    "AUTHSERVER_KEY_RETENTION_LEEWAY": ("key_retention_leeway", 300, "90s", 90, ("-1", "1x", "")),
+    "AUTHSERVER_KEY_CACHE_SECONDS": ("key_cache_seconds", 1, "5", 5, ("-1", "fast", "")),
+    "AUTHSERVER_MAX_BODY_BYTES": (
+        "max_body_bytes",
+        65536,
+        "1048576",
+        1048576,
+        ("100", "99999999", "1MB", ""),
+    ),
+    "AUTHSERVER_PROXY_HOPS": ("proxy_hops", 0, "1", 1, ("-1", "11", "one", "")),
+    "AUTHSERVER_HOST": ("host", "127.0.0.1", "0.0.0.0", "0.0.0.0", ("",)),  # noqa: S104
+    "AUTHSERVER_PORT": ("port", 8000, "8443", 8443, ("65536", "-1", "http", "")),
+    "AUTHSERVER_WORKERS": ("workers", 0, "4", 4, ("-1", "257", "many", "")),
+    "AUTHSERVER_LOG_LEVEL": ("log_level", "info", "DEBUG", "debug", ("verbose", "")),
+    "AUTHSERVER_SCHEDULER": ("scheduler", True, "false", False, ("maybe", "2")),
+    "AUTHSERVER_AUDIT_RETENTION": (
+        "audit_retention",
+        90 * 86400,
+        "30d",
+        30 * 86400,
+        ("0", "forever", ""),
+    ),
+}
+
+VALID = [(env, case[0], case[2], case[3]) for env, case in CASES.items()]
+DEFAULTS = [
+    (env, case[0], case[1]) for env, case in CASES.items() if env != "AUTHSERVER_DATABASE_URL"
+]
+INVALID = [(env, raw) for env, case in CASES.items() for raw in case[4]]
+
+
+def _assert_one_line_naming(exc: pytest.ExceptionInfo[ConfigError], env: str) -> None:
+    message = str(exc.value)
+    assert message.startswith(f"{env}:"), message
+    assert "\n" not in message, message
+    assert "\r" not in message, message
+    assert len(message) > len(env) + 2, "the message should say what is wrong"
+
+
+def test_every_field_is_covered() -> None:
+    assert {f.env for f in FIELDS} == set(CASES)
+    assert all(f.env.startswith("AUTHSERVER_") for f in FIELDS)
+    assert {f.name for f in FIELDS} == {case[0] for case in CASES.values()}
+
+
+def test_empty_environment_gives_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.from_env({})
+    for _env, attribute, default in DEFAULTS:
+        assert getattr(settings, attribute) == default, attribute
+
+
+@pytest.mark.parametrize(("env", "attribute", "default"), DEFAULTS, ids=[d[0] for d in DEFAULTS])
+def test_default(env: str, attribute: str, default: Any) -> None:
+    assert getattr(Settings.from_env({}), attribute) == default
+
+
+def test_database_url_default_is_sqlite_in_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = Settings.from_env({}).database_url
+    assert url == f"sqlite:///{tmp_path / 'authserver.db'}"
+
+
+def test_environ_argument_is_used_instead_of_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHSERVER_PORT", "not a port")
+    assert Settings.from_env({}).port == 8000
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env()
+    _assert_one_line_naming(exc, "AUTHSERVER_PORT")
+
+
+def test_os_environ_is_read_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AUTHSERVER_PORT", "9001")
+    assert Settings.from_env().port == 9001
+
+
+@pytest.mark.parametrize(("env", "attribute", "raw", "expected"), VALID, ids=[v[0] for v in VALID])
+def test_valid_value(env: str, attribute: str, raw: str, expected: Any) -> None:
+    settings = Settings.from_env({env: raw})
+    assert getattr(settings, attribute) == expected
+    assert type(getattr(settings, attribute)) is type(expected)
+
+
+@pytest.mark.parametrize(("env", "raw"), INVALID, ids=[f"{e}={r!r}" for e, r in INVALID])
+def test_invalid_value_is_one_line_naming_the_variable(env: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({env: raw})
+    _assert_one_line_naming(exc, env)
+
+
+@pytest.mark.parametrize("raw", ["postgres://u@h/db", "postgresql://u@h/db"])
+def test_database_url_names_the_psycopg_driver(raw: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_DATABASE_URL": raw}).database_url == (
+        "postgresql+psycopg://u@h/db"
+    )
+
+
+def test_sqlite_url_is_accepted() -> None:
+    settings = Settings.from_env({"AUTHSERVER_DATABASE_URL": "sqlite:////tmp/x.db"})
+    assert settings.database_url == "sqlite:////tmp/x.db"
+    assert settings.is_sqlite
+
+
+@pytest.mark.parametrize("raw", ["2048", "3072", "4096"])
+def test_every_supported_key_size(raw: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_KEY_SIZE": raw}).key_size == int(raw)
+
+
+@pytest.mark.parametrize("raw", ["1", "true", "yes", "on", "TRUE"])
+def test_scheduler_true_values(raw: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_SCHEDULER": raw}).scheduler is True
+
+
+@pytest.mark.parametrize("raw", ["0", "false", "no", "off", "False"])
+def test_scheduler_false_values(raw: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_SCHEDULER": raw}).scheduler is False
+
+
+# -- durations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("1h", 3600),
+        ("30d", 30 * 86400),
+        ("3600", 3600),
+        (" 2h ", 7200),
+        ("0", 0),
+    ],
+)
+def test_parse_duration(raw: str, seconds: int) -> None:
+    assert parse_duration(raw) == seconds
+
+
+@pytest.mark.parametrize("raw", ["", "h", "1w", "1.5h", "-5", "1h30m", "ten"])
+def test_parse_duration_rejects(raw: str) -> None:
+    with pytest.raises(ValueError, match="expected"):
+        parse_duration(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("90s", 90), ("15m", 900), ("1h", 3600), ("30d", 30 * 86400)]
+)
+def test_durations_through_the_environment(raw: str, seconds: int) -> None:
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_KEY_ROTATION_INTERVAL": "60d",
+            "AUTHSERVER_KEY_PUBLISH_AHEAD": "31d",
+            "AUTHSERVER_JWKS_MAX_AGE": "90s",
+            "AUTHSERVER_MAX_TOKEN_TTL": "30d",
+            "AUTHSERVER_DEFAULT_TOKEN_TTL": raw,
+            "AUTHSERVER_KEY_RETENTION_LEEWAY": raw,
+        }
+    )
+    assert settings.default_token_ttl == seconds
+    assert settings.key_retention_leeway == seconds
+    assert settings.key_retention == 30 * 86400 + seconds
+
+
+# -- rules that tie several variables together -------------------------------------------------
+
+
+def test_jwks_max_age_above_publish_ahead_is_refused() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"AUTHSERVER_JWKS_MAX_AGE": "2h", "AUTHSERVER_KEY_PUBLISH_AHEAD": "1h"})
+    _assert_one_line_naming(exc, "AUTHSERVER_JWKS_MAX_AGE")
+    assert "AUTHSERVER_KEY_PUBLISH_AHEAD" in str(exc.value)
+
+
+def test_jwks_max_age_equal_to_publish_ahead_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_JWKS_MAX_AGE": "1h", "AUTHSERVER_KEY_PUBLISH_AHEAD": "3600"}
+    )
+    assert settings.jwks_max_age == settings.key_publish_ahead == 3600
+
+
+@pytest.mark.parametrize(("interval", "ahead"), [("1h", "1h"), ("1h", "2h")])
+def test_rotation_interval_not_longer_than_publish_ahead_is_refused(
+    interval: str, ahead: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(
+            {"AUTHSERVER_KEY_ROTATION_INTERVAL": interval, "AUTHSERVER_KEY_PUBLISH_AHEAD": ahead}
+        )
+    _assert_one_line_naming(exc, "AUTHSERVER_KEY_ROTATION_INTERVAL")
+
+
+def test_rotation_interval_just_longer_than_publish_ahead_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_KEY_ROTATION_INTERVAL": "3601", "AUTHSERVER_KEY_PUBLISH_AHEAD": "1h"}
+    )
+    assert settings.key_rotation_interval == 3601
+
+
+def test_default_ttl_above_max_ttl_is_refused() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"AUTHSERVER_DEFAULT_TOKEN_TTL": "2h", "AUTHSERVER_MAX_TOKEN_TTL": "1h"})
+    _assert_one_line_naming(exc, "AUTHSERVER_DEFAULT_TOKEN_TTL")
+    assert "AUTHSERVER_MAX_TOKEN_TTL" in str(exc.value)
+
+
+def test_default_ttl_equal_to_max_ttl_is_accepted() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_DEFAULT_TOKEN_TTL": "1h", "AUTHSERVER_MAX_TOKEN_TTL": "60m"}
+    )
+    assert settings.default_token_ttl == settings.max_token_ttl == 3600
+
+
+def test_replace_validates_the_cross_field_rules() -> None:
+    settings = Settings.from_env({})
+    assert settings.replace(jwks_max_age=600).jwks_max_age == 600
+    with pytest.raises(ConfigError) as exc:
+        settings.replace(default_token_ttl=settings.max_token_ttl + 1)
+    _assert_one_line_naming(exc, "AUTHSERVER_DEFAULT_TOKEN_TTL")
+
+
+def test_settings_are_immutable() -> None:
+    settings = Settings.from_env({})
+    with pytest.raises(AttributeError):
+        settings.port = 1  # type: ignore[misc]
+
+
+# -- secrets stay out of logs -------------------------------------------------------------------
+
+
+def test_repr_hides_passphrase_and_admin_token() -> None:
+    passphrase = "passphrase-value-7c1e"
+    token = "admin-token-value-93ab"
+    settings = Settings.from_env(
+        {"AUTHSERVER_KEY_PASSPHRASE": passphrase, "AUTHSERVER_ADMIN_TOKEN": token}
+    )
+    assert settings.key_passphrase == passphrase
+    assert settings.admin_token == token
+    for text in (repr(settings), str(settings), f"{settings}", f"{settings!r}"):
+        assert passphrase not in text
+        assert token not in text
+        assert "key_passphrase" in text
+        assert "admin_token" in text
+    # Non-secret values stay visible, so the repr is still useful in a traceback.
+    assert "http://localhost:8000" in repr(settings)
+
+
+def test_repr_of_unset_secrets() -> None:
+    text = repr(Settings.from_env({}))
+    assert "'key_passphrase': None" in text
+    assert "'admin_token': None" in text
