@@ -24,12 +24,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def run_cli(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """Run ``authserver ARGS`` with *env* added to a clean copy of the environment."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
     full.update(env)
     return subprocess.run(
-        [AUTHSERVER, *args], env=full, capture_output=True, text=True, timeout=timeout,
+        [AUTHSERVER, *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
 
@@ -43,8 +49,14 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
 class ServerProcess:
     """``authserver serve`` on a free loopback port; stopped by PID (its process group)."""
 
-    def __init__(self, env: dict[str, str], *, workers: int = 1, log_path: Path | None = None,
-                 port: int | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        *,
+        workers: int = 1,
+        log_path: Path | None = None,
+        port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
@@ -54,13 +66,28 @@ class ServerProcess:
         self.workers = workers
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        if self.log_path:
+            self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+            out: Any = self._log
+        else:
+            out = subprocess.DEVNULL
         self.proc = subprocess.Popen(
-            [AUTHSERVER, "serve", "--host", "127.0.0.1", "--port", str(self.port),
-             "--workers", str(self.workers)],
-            env=self.env, stdout=out, stderr=subprocess.STDOUT if self.log_path else out,
+            [
+                AUTHSERVER,
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self.env,
+            stdout=out,
+            stderr=subprocess.STDOUT if self.log_path else out,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -78,6 +105,14 @@ class ServerProcess:
         raise RuntimeError("authserver serve did not become ready in time")
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
+        try:
+            self._stop(sig)
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def _stop(self, sig: int) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
         try:

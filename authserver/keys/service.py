@@ -193,6 +193,7 @@ class KeyService:
             keys = self._store.list()
             if _current(keys, self._clock.now(), self._policy.retention) is not None:
                 return None
+            self._check_passphrase(keys)
             created = self._rechain(keys, self._clock.now())
         self.invalidate()
         if created:
@@ -212,7 +213,8 @@ class KeyService:
             pending = _pending(keys, now)
             if pending:
                 return RotationResult(pending[-1], created=False)
-            new = self._new_key(now, activate_at=now + self._policy.publish_ahead)
+            self._check_passphrase(keys)
+            new = self._new_key(now, lead=self._lead)
             self._store.add(new)
             self._rechain([*keys, new], now)
             new = self._reload(new.kid)
@@ -239,6 +241,7 @@ class KeyService:
                 raise NotFound(f"no signing key with kid {kid!r}")
             if target.retired_at is not None:
                 raise Conflict(f"signing key {kid} is already retired")
+            self._check_passphrase([k for k in keys if k.kid != kid])
             retired = dataclasses.replace(target, retired_at=now, private_pem=None)
             self._store.update(retired)
             keys = [retired if k.kid == kid else k for k in keys]
@@ -267,8 +270,9 @@ class KeyService:
             work = self._work(keys, now)
             if "rotate" in work or "promote" in work:
                 new = None
+                self._check_passphrase(keys)
                 if "rotate" in work:
-                    new = self._new_key(now, activate_at=now + self._policy.publish_ahead)
+                    new = self._new_key(now, lead=self._lead)
                     self._store.add(new)
                     keys = [*keys, new]
                     done.append(f"scheduled key {new.kid}")
@@ -309,7 +313,7 @@ class KeyService:
             work.add("promote")
         elif not _pending(keys, now):
             rotate_at = current.activate_at + self._policy.rotation_interval
-            if now >= rotate_at - self._policy.publish_ahead:
+            if now >= rotate_at - self._lead:
                 work.add("rotate")
         for key in keys:
             if key.state(now, retention) is KeyState.GONE:
@@ -318,17 +322,42 @@ class KeyService:
                     work.add("gc")
         return work
 
-    def _new_key(self, now: float, *, activate_at: float) -> SigningKey:
+    @property
+    def _lead(self) -> float:
+        """How long before signing a new key is written: the publish-ahead, plus the time a
+        worker may keep serving a JWKS read before the key existed (``cache_seconds``), so
+        every worker has published it for the full publish-ahead before it signs."""
+        return self._policy.publish_ahead + self._policy.cache_seconds
+
+    def _new_key(
+        self, now: float, *, activate_at: float | None = None, lead: float | None = None
+    ) -> SigningKey:
+        """Generate a key: signing at *activate_at*, or *lead* seconds after it is written.
+
+        The clock is read again after generation (a 4096-bit key can take a second), so
+        the publish-ahead is counted from when the key can actually be seen.
+        """
         rsa, kid = crypto.generate(self._policy.key_size)
         self._parsed[kid] = rsa
+        pem = crypto.to_pem(rsa, self._policy.passphrase)
+        created_at = max(now, self._clock.now())
         return SigningKey(
             kid=kid,
-            private_pem=crypto.to_pem(rsa, self._policy.passphrase),
+            private_pem=pem,
             public_jwk=crypto.public_jwk(rsa, kid),
-            created_at=now,
-            activate_at=activate_at,
+            created_at=created_at,
+            activate_at=activate_at if activate_at is not None else created_at + (lead or 0.0),
             deactivate_at=None,
         )
+
+    def _check_passphrase(self, keys: list[SigningKey]) -> None:
+        """Refuse to write a key that servers configured like this process could not read,
+        or that this process could not read back: the configured passphrase must open the
+        stored keys (a wrong one raises the ``AUTHSERVER_KEY_PASSPHRASE`` error)."""
+        for key in sorted(keys, key=lambda k: k.activate_at, reverse=True):
+            if key.private_pem is not None and key.retired_at is None:
+                self._private(key)
+                return
 
     def _reload(self, kid: Kid) -> SigningKey:
         for key in self._store.list():
@@ -358,7 +387,8 @@ class KeyService:
         created: SigningKey | None = None
         if not live or live[0].activate_at > now:
             first = live[0] if live else None
-            if first is not None and first.created_at + self._policy.jwks_max_age <= now:
+            seen_since = self._policy.jwks_max_age + self._policy.cache_seconds
+            if first is not None and first.created_at + seen_since <= now:
                 live[0] = dataclasses.replace(first, activate_at=now)
             else:
                 created = self._new_key(now, activate_at=now)

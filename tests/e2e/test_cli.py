@@ -1,0 +1,470 @@
+"""The ``authserver`` command line, run as a subprocess (INTERFACE.md, "Command line").
+
+Every test runs on a real SQLite file and on a fresh PostgreSQL schema (``db_url``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import MetaData
+from sqlalchemy import create_engine
+from sqlalchemy import select
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+from tests.helpers import free_port
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
+
+EnvFor = Callable[..., dict[str, str]]
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """The failure contract: non-zero exit, exactly one line on stderr, no traceback."""
+    assert result.returncode != 0, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def _dump_database(db_url: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every row of every table, through SQLAlchemy (same schema as the subprocesses)."""
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        meta = MetaData()
+        meta.reflect(engine)
+        rows = []
+        with engine.connect() as conn:
+            for table in meta.sorted_tables:
+                for row in conn.execute(select(table)):
+                    rows.append((table.name, dict(row._mapping)))
+        return rows
+    finally:
+        engine.dispose()
+
+
+def _sqlite_bytes(db_url: str) -> bytes:
+    """The raw bytes of a SQLite database, including its WAL and journal files."""
+    path = Path(db_url.removeprefix("sqlite:///"))
+    return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
+def test_clients_create_json_prints_one_object_and_stores_only_a_hash(
+    db_url: str, env_for: EnvFor
+) -> None:
+    env = env_for(db_url)
+    result = run_cli(
+        env,
+        "clients",
+        "create",
+        "--name",
+        "X",
+        "--audience",
+        "A",
+        "--audience",
+        "B",
+        "--scope",
+        "s1",
+        "--allowed-claim",
+        "libraryId",
+        "--token-ttl",
+        "600",
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    created = json.loads(result.stdout)  # exactly one JSON document, nothing else
+    assert isinstance(created, dict)
+    client_id, secret = created["client_id"], created["client_secret"]
+    assert isinstance(client_id, str)
+    assert client_id
+    assert isinstance(secret, str)
+    assert len(secret) >= 32
+    assert created["name"] == "X"
+    assert created["audiences"] == ["A", "B"]
+    assert created["scopes"] == ["s1"]
+    assert created["allowed_claims"] == ["libraryId"]
+    assert created["token_ttl"] == 600
+    assert created["enabled"] is True
+
+    # Stored only as a hash: the plaintext is nowhere in the database.
+    rows = _dump_database(db_url)
+    client_rows = [r for t, r in rows if t == "clients"]
+    assert len(client_rows) == 1
+    stored = client_rows[0]
+    assert stored["client_id"] == client_id
+    assert stored["secret_hash"]
+    assert secret not in str(stored["secret_hash"])
+    for table, row in rows:
+        assert secret not in repr(row), f"client secret stored in plain text in {table}"
+    if db_url.startswith("sqlite"):
+        raw = _sqlite_bytes(db_url)
+        assert client_id.encode() in raw  # the grep does see the data
+        assert secret.encode() not in raw
+
+    # list and show never reveal the secret (nor its hash).
+    listed = cli_json(env, "clients", "list")
+    assert [c["client_id"] for c in listed["clients"]] == [client_id]
+    shown = cli_json(env, "clients", "show", client_id)
+    assert shown["client_id"] == client_id
+    assert shown["audiences"] == ["A", "B"]
+    assert shown["scopes"] == ["s1"]
+    assert shown["allowed_claims"] == ["libraryId"]
+    assert shown["token_ttl"] == 600
+    hashed = str(stored["secret_hash"])
+    for args in (("clients", "list"), ("clients", "show", client_id)):
+        for extra in ((), ("--json",)):
+            out = run_cli(env, *args, *extra)
+            assert out.returncode == 0, out.stderr
+            assert secret not in out.stdout + out.stderr
+            assert hashed not in out.stdout + out.stderr
+            if extra:
+                data = json.loads(out.stdout)
+                for item in data.get("clients", [data]):
+                    assert "client_secret" not in item
+            else:
+                assert not re.search(r"^client_secret\s", out.stdout, re.M)
+
+
+def test_clients_create_human_output_shows_id_and_secret(db_url: str, env_for: EnvFor) -> None:
+    env = env_for(db_url)
+    result = run_cli(env, "clients", "create", "--name", "backend one")
+    assert result.returncode == 0, result.stderr
+    client_id = re.search(r"^client_id\s+(\S+)\s*$", result.stdout, re.M)
+    secret = re.search(r"^client_secret\s+(\S+)\s*$", result.stdout, re.M)
+    assert client_id, result.stdout
+    assert secret, result.stdout
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(result.stdout)
+    shown = cli_json(env, "clients", "show", client_id.group(1))
+    assert shown["name"] == "backend one"
+    for _table, row in _dump_database(db_url):
+        assert secret.group(1) not in repr(row)
+
+
+def _jwks_file(tmp_path: Path, rsa_private_key: Any) -> Path:
+    from joserfc.jwk import RSAKey
+
+    key = RSAKey.import_key(rsa_private_key)
+    public = key.as_dict(private=False)
+    public["kid"] = key.thumbprint()
+    path = tmp_path / "client-jwks.json"
+    path.write_text(json.dumps({"keys": [public]}))
+    return path
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["clients", "show", "as_client_doesnotexist"], id="show-unknown"),
+        pytest.param(
+            ["clients", "show", "as_client_doesnotexist", "--json"], id="show-unknown-json"
+        ),
+        pytest.param(["clients", "create", "--name", "X", "--token-ttl", "0"], id="ttl-0"),
+        pytest.param(["clients", "create", "--name", "X", "--token-ttl", "-5"], id="ttl-negative"),
+        pytest.param(
+            ["clients", "create", "--name", "X", "--token-ttl", "-5", "--json"],
+            id="ttl-negative-json",
+        ),
+        pytest.param(
+            ["clients", "create", "--name", "X", "--allowed-claim", "iss"], id="reserved-claim"
+        ),
+        pytest.param(["clients", "create", "--name", ""], id="empty-name"),
+        pytest.param(["clients", "create", "--name", "   "], id="blank-name"),
+        pytest.param(
+            ["clients", "create", "--name", "X", "--jwks-file", "{missing}"], id="jwks-file-missing"
+        ),
+        pytest.param(
+            [
+                "clients",
+                "create",
+                "--name",
+                "X",
+                "--jwks-file",
+                "{jwks}",
+                "--jwks-uri",
+                "https://backend.example.com/jwks.json",
+            ],
+            id="jwks-file-and-uri",
+        ),
+        pytest.param(["keys", "retire", "NoSuchKid0123456789"], id="retire-unknown"),
+        pytest.param(["keys", "retire", "NoSuchKid0123456789", "--json"], id="retire-unknown-json"),
+        # A kid may start with "-": it must reach the key service, not the option parser.
+        pytest.param(["keys", "retire", "-NoSuchKid012345"], id="retire-dash-kid"),
+        pytest.param(["keys", "retire", "--", "-NoSuchKid012345"], id="retire-dashdash-kid"),
+    ],
+)
+def test_cli_errors_are_one_line_without_traceback(
+    db_url: str, env_for: EnvFor, tmp_path: Path, rsa_private_key: Any, args: list[str]
+) -> None:
+    env = env_for(db_url)
+    jwks = _jwks_file(tmp_path, rsa_private_key)
+    args = [a.format(missing=tmp_path / "missing.json", jwks=jwks) for a in args]
+    result = run_cli(env, *args)
+    line = _one_line_error(result)
+    assert result.stdout == ""
+    if args[:2] == ["keys", "retire"]:
+        kid = args[-1] if args[-1] != "--json" else args[-2]
+        assert kid in line, line  # the service looked the kid up, whatever its first char
+    if args[:2] == ["clients", "create"]:
+        # Nothing half-done: a refused registration registered nothing.
+        assert cli_json(env, "clients", "list")["clients"] == []
+
+
+# -- keys -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db_url", "key_store"),
+    [("sqlite", "file"), ("postgresql", "file"), ("postgresql", "sql")],
+    indirect=["db_url"],
+)
+def test_keys_list_rotate_retire(db_url: str, env_for: EnvFor, key_store: str) -> None:
+    env = env_for(db_url, AUTHSERVER_KEY_STORE=key_store)
+    assert isinstance(cli_json(env, "keys", "list")["keys"], list)
+
+    first = cli_json(env, "keys", "rotate")
+    assert first["created"] is True
+    assert first["state"] == "next"
+    listed = cli_json(env, "keys", "list")["keys"]
+    states = {k["kid"]: k["state"] for k in listed}
+    assert states[first["kid"]] == "next"
+    assert sorted(states.values()) == ["current", "next"]
+    current_kid = next(kid for kid, state in states.items() if state == "current")
+
+    # Idempotent: the rotation already scheduled is returned, nothing new is created.
+    again = cli_json(env, "keys", "rotate")
+    assert again["created"] is False
+    assert again["kid"] == first["kid"]
+    assert len(cli_json(env, "keys", "list")["keys"]) == 2
+
+    human = run_cli(env, "keys", "list")
+    assert human.returncode == 0, human.stderr
+    assert first["kid"] in human.stdout
+    assert current_kid in human.stdout
+
+    # Retire the scheduled key: it is gone, the current key is untouched.
+    retired = cli_json(env, "keys", "retire", first["kid"])
+    assert retired["kid"] == first["kid"]
+    assert retired["state"] == "gone"
+    assert retired["current_kid"] == current_kid
+    states = {k["kid"]: k["state"] for k in cli_json(env, "keys", "list")["keys"]}
+    assert states[first["kid"]] == "gone"
+    assert states[current_kid] == "current"
+
+    # Retiring it again is refused in one line.
+    line = _one_line_error(run_cli(env, "keys", "retire", first["kid"]))
+    assert first["kid"] in line
+
+    # Retire the current key: another key signs at once.
+    retired = cli_json(env, "keys", "retire", current_kid)
+    assert retired["state"] == "gone"
+    assert retired["current_kid"] not in (None, current_kid, first["kid"])
+    states = {k["kid"]: k["state"] for k in cli_json(env, "keys", "list")["keys"]}
+    assert [kid for kid, s in states.items() if s == "current"] == [retired["current_kid"]]
+
+
+# -- configuration errors stop serve at once ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("AUTHSERVER_KEY_SIZE", "1000"),
+        ("AUTHSERVER_ISSUER", "ftp://x"),
+        ("AUTHSERVER_KEY_ROTATION_INTERVAL", "soon"),
+        ("AUTHSERVER_DATABASE_URL", "not a url"),
+    ],
+)
+def test_invalid_configuration_stops_serve_with_one_line(
+    env_for: EnvFor, tmp_path: Path, variable: str, value: str
+) -> None:
+    db_file = tmp_path / "never.db"
+    env = env_for(f"sqlite:///{db_file}", **{variable: value})
+    port = free_port()
+    started = time.monotonic()
+    result = run_cli(
+        env, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", timeout=30
+    )
+    elapsed = time.monotonic() - started
+    line = _one_line_error(result)
+    assert variable in line
+    assert elapsed < 15, f"took {elapsed:.1f}s to refuse"
+    # It never started: no database, no key.
+    assert not db_file.exists()
+    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    assert not list(keys_dir.glob("*.pem")) if keys_dir.exists() else True
+
+    # The same for any other command.
+    line = _one_line_error(run_cli(env, "clients", "list", "--json"))
+    assert variable in line
+
+
+# -- an encrypted key store and a wrong or missing passphrase ------------------------------
+
+
+def _key_files(keys_dir: Path) -> dict[str, bytes]:
+    return {
+        p.name: p.read_bytes() for p in sorted(keys_dir.iterdir()) if p.suffix in (".pem", ".json")
+    }
+
+
+@pytest.mark.slow
+def test_wrong_or_missing_passphrase_stops_serve_without_a_new_key(
+    db_url: str, env_for: EnvFor, tmp_path: Path
+) -> None:
+    env = env_for(db_url, AUTHSERVER_KEY_PASSPHRASE="p1")
+    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    with ServerProcess(env, log_path=tmp_path / "server.log"):
+        pass
+    pems = list(keys_dir.glob("*.pem"))
+    assert len(pems) == 1
+    assert pems[0].read_bytes().startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    assert stat.S_IMODE(pems[0].stat().st_mode) == 0o600
+    before = _key_files(keys_dir)
+
+    wrong = {**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong"}
+    unset = {k: v for k, v in env.items() if k != "AUTHSERVER_KEY_PASSPHRASE"}
+    for bad in (wrong, unset):
+        port = free_port()
+        started = time.monotonic()
+        result = run_cli(
+            bad, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", timeout=60
+        )
+        elapsed = time.monotonic() - started
+        assert result.returncode != 0, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("authserver: error:")]
+        assert len(errors) == 1, result.stderr
+        assert "AUTHSERVER_KEY_PASSPHRASE" in errors[0]
+        assert elapsed < 20
+        assert _key_files(keys_dir) == before, "a new or changed key after a passphrase failure"
+
+    # The right passphrase still starts it, on the same key.
+    with ServerProcess(env, log_path=tmp_path / "server.log") as server:
+        response = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10)
+        kids = [k["kid"] for k in response.json()["keys"]]
+    assert kids == [pems[0].stem]
+    assert _key_files(keys_dir) == before
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("passphrase", ["wrong", None], ids=["wrong", "unset"])
+def test_keys_rotate_with_wrong_or_missing_passphrase_creates_no_key(
+    db_url: str, env_for: EnvFor, passphrase: str | None
+) -> None:
+    """ "Never a silent new key": an operator's `keys rotate` with a mistyped or forgotten
+    passphrase must not add a key the servers (running with the right passphrase) cannot
+    decrypt, or an unencrypted key to an encrypted store."""
+    env = env_for(db_url, AUTHSERVER_KEY_PASSPHRASE="p1")
+    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    scheduled = cli_json(env, "keys", "rotate")
+    cli_json(env, "keys", "retire", scheduled["kid"])  # back to one current key, no next
+    before = _key_files(keys_dir)
+    assert all(
+        v.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+        for k, v in before.items()
+        if k.endswith(".pem")
+    )
+
+    bad = {k: v for k, v in env.items() if k != "AUTHSERVER_KEY_PASSPHRASE"}
+    if passphrase is not None:
+        bad["AUTHSERVER_KEY_PASSPHRASE"] = passphrase
+    result = run_cli(bad, "keys", "rotate", "--json")
+    line = _one_line_error(result)
+    assert "AUTHSERVER_KEY_PASSPHRASE" in line
+    assert _key_files(keys_dir) == before
+
+
+@pytest.mark.slow
+def test_wrong_passphrase_stops_serve_with_sql_key_store(
+    db_url: str, env_for: EnvFor, tmp_path: Path
+) -> None:
+    env = env_for(db_url, AUTHSERVER_KEY_PASSPHRASE="p1", AUTHSERVER_KEY_STORE="sql")
+    with ServerProcess(env, log_path=tmp_path / "server.log"):
+        pass
+    keys = [r for t, r in _dump_database(db_url) if t == "signing_keys"]
+    assert len(keys) == 1
+    assert bytes(keys[0]["private_pem"]).startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+    for bad in (
+        {**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong"},
+        {k: v for k, v in env.items() if k != "AUTHSERVER_KEY_PASSPHRASE"},
+    ):
+        result = run_cli(
+            bad,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--workers",
+            "1",
+            timeout=60,
+        )
+        assert result.returncode != 0, result.stderr
+        assert "Traceback" not in result.stdout + result.stderr
+        errors = [ln for ln in result.stderr.splitlines() if ln.startswith("authserver: error:")]
+        assert len(errors) == 1, result.stderr
+        assert "AUTHSERVER_KEY_PASSPHRASE" in errors[0], result.stderr
+        assert [r for t, r in _dump_database(db_url) if t == "signing_keys"] == keys
+
+
+# -- db upgrade ----------------------------------------------------------------------------
+
+
+def test_db_upgrade_on_empty_database_then_again(db_url: str, env_for: EnvFor) -> None:
+    env = env_for(db_url)
+    first = cli_json(env, "db", "upgrade")
+    assert first["from_revision"] is None
+    assert first["to_revision"]
+    again = cli_json(env, "db", "upgrade")
+    assert again == {
+        **again,
+        "from_revision": first["to_revision"],
+        "to_revision": first["to_revision"],
+    }
+    human = run_cli(env, "db", "upgrade")
+    assert human.returncode == 0, human.stderr
+    assert first["to_revision"] in human.stdout
+    tables = {t for t, _ in _dump_database(db_url)} | set(_table_names(db_url))
+    assert {"clients", "signing_keys"} <= tables
+    assert cli_json(env, "clients", "list") == {"clients": []}
+
+
+def _table_names(db_url: str) -> list[str]:
+    from sqlalchemy import inspect
+
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        return inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_keys_dir_files_are_private(db_url: str, env_for: EnvFor) -> None:
+    env = env_for(db_url)
+    cli_json(env, "keys", "rotate")
+    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    pems = list(keys_dir.glob("*.pem"))
+    assert len(pems) == 2
+    for pem in pems:
+        assert stat.S_IMODE(pem.stat().st_mode) == 0o600
+        assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(os.stat(keys_dir).st_mode) & 0o077 == 0
