@@ -41,11 +41,12 @@ def _pg_available() -> str | None:
         try:
             import psycopg
 
-            with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://"),
-                                 connect_timeout=3):
+            with psycopg.connect(
+                PG_URL.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=3
+            ):
                 pass
             _pg_state["reason"] = None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             _pg_state["reason"] = f"PostgreSQL at {PG_URL} unreachable: {type(exc).__name__}"
     return _pg_state["reason"]  # type: ignore[no-any-return]
 
