@@ -61,8 +61,9 @@ def _options(func: Any) -> Any:
     """One option per AUTHSERVER_* variable, generated from settings.FIELDS."""
     for f in reversed(FIELDS):
         flag = "--" + f.name.replace("_", "-")
-        func = click.option(flag, f.name, default=None, type=str, metavar="VALUE",
-                            help=f"{f.help} [env {f.env}]")(func)
+        func = click.option(
+            flag, f.name, default=None, type=str, metavar="VALUE", help=f"{f.help} [env {f.env}]"
+        )(func)
     return func
 
 
@@ -88,8 +89,15 @@ def prepare_metrics_dir() -> str:
     its own, so no stale values of an earlier run are ever aggregated. An operator-set
     ``PROMETHEUS_MULTIPROC_DIR`` is used as the parent of the fresh directory."""
     parent = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
-    path = tempfile.mkdtemp(prefix="authserver-metrics-", dir=parent)  # mode 0700
-    os.chmod(path, 0o700)
+    try:
+        path = tempfile.mkdtemp(prefix="authserver-metrics-", dir=parent)  # mode 0700
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        fail(
+            f"PROMETHEUS_MULTIPROC_DIR: cannot create the metrics directory in "
+            f"{parent or tempfile.gettempdir()}: {exc.strerror or type(exc).__name__}",
+            2,
+        )
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
     return path
 
@@ -128,13 +136,16 @@ def run_gunicorn(settings: Settings) -> None:
                 # gunicorn 24+ opens a control socket in $HOME; several instances on one
                 # host would collide on it, and nothing here uses it.
                 "control_socket_disable": True,
-                "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,
+                # Worker heartbeat files on tmpfs, not on a possibly slow disk.
+                "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,  # noqa: S108
                 # prometheus-client multiprocess mode (authserver.metrics).
                 "child_exit": _child_exit,
                 "on_exit": _on_exit,
             }
             for key, value in config.items():
-                if value is not None:
+                # Settings a given gunicorn release does not know (control_socket_disable
+                # appeared with the control socket) are skipped rather than fatal.
+                if value is not None and key in self.cfg.settings:
                     self.cfg.set(key, value)
 
         def load(self) -> Any:
@@ -149,6 +160,11 @@ def run_gunicorn(settings: Settings) -> None:
                 KeyScheduler(services).start()
             return app
 
-    log.info("authserver listening on http://%s:%s with %d workers (issuer %s)",
-             settings.host, settings.port, workers, settings.issuer)
+    log.info(
+        "authserver listening on http://%s:%s with %d workers (issuer %s)",
+        settings.host,
+        settings.port,
+        workers,
+        settings.issuer,
+    )
     Application().run()

@@ -27,7 +27,7 @@ def document() -> dict[str, Any]:
     text = resources.files("authserver.web").joinpath(RESOURCE).read_text(encoding="utf-8")
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
-        raise RuntimeError(f"authserver/web/{RESOURCE} is not an OpenAPI document")
+        raise TypeError(f"authserver/web/{RESOURCE} is not an OpenAPI document")
     return data
 
 
@@ -45,4 +45,5 @@ def openapi_json() -> Response:
     response.headers["Cache-Control"] = "public, max-age=300"
     response.headers["Access-Control-Allow-Origin"] = "*"
     response.add_etag()
-    return response.make_conditional(request)
+    response.make_conditional(request)  # 304 when If-None-Match matches; in place
+    return response

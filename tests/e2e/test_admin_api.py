@@ -1,0 +1,507 @@
+"""The operator API under /admin (INTERFACE.md "HTTP endpoints"): bearer
+``AUTHSERVER_ADMIN_TOKEN``, the client lifecycle seen from /token, signing keys seen from the
+JWKS, the audit trail, and JSON errors for every bad request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.web.app import create_app
+from tests.conftest import make_services
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "admin-token-for-tests-3f9a1c0b7d2e4f6a"
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+AUD = "https://sync.example"
+
+
+@pytest.fixture
+def admin_services(settings: Settings) -> Iterator[Services]:
+    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def admin(admin_services: Services) -> Any:
+    return create_app(services=admin_services).test_client()
+
+
+def assert_error(response: Any, status: int, error: str | None = None) -> dict[str, Any]:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert isinstance(body.get("error"), str), body
+    assert body["error"], body
+    assert isinstance(body.get("error_description"), str), body
+    if error is not None:
+        assert body["error"] == error, body
+    return body  # type: ignore[no-any-return]
+
+
+def token_status(http: Any, client_id: str, secret: str) -> tuple[int, dict[str, Any]]:
+    response = http.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    )
+    return response.status_code, response.get_json()
+
+
+def create(admin: Any, **body: Any) -> dict[str, Any]:
+    body.setdefault("name", "backend")
+    response = admin.post("/admin/clients", json=body, headers=AUTH)
+    assert response.status_code == 201, response.get_data(as_text=True)
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+# -- authentication ------------------------------------------------------------------------
+
+
+BAD_HEADERS = [
+    {},
+    {"Authorization": "Bearer wrong-token"},
+    {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+    {"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"},
+    {"Authorization": f"Basic {ADMIN_TOKEN}"},
+    {"Authorization": ADMIN_TOKEN},
+    {"Authorization": "Bearer"},
+    {"Authorization": "Bearer "},
+]
+ROUTES = [
+    ("GET", "/admin/clients"),
+    ("POST", "/admin/clients"),
+    ("GET", "/admin/clients/x"),
+    ("PATCH", "/admin/clients/x"),
+    ("DELETE", "/admin/clients/x"),
+    ("POST", "/admin/clients/x/rotate-secret"),
+    ("POST", "/admin/clients/x/disable"),
+    ("POST", "/admin/clients/x/enable"),
+    ("GET", "/admin/keys"),
+    ("POST", "/admin/keys/rotate"),
+    ("POST", "/admin/keys/x/retire"),
+    ("GET", "/admin/audit"),
+]
+
+
+def assert_unauthorized(response: Any) -> None:
+    assert_error(response, 401)
+    challenge = response.headers.get("WWW-Authenticate", "")
+    assert challenge.lower().startswith("bearer"), challenge
+    assert ADMIN_TOKEN not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    BAD_HEADERS,
+    ids=["none", "wrong", "longer", "shorter", "basic-scheme", "no-scheme", "bare", "empty"],
+)
+def test_requires_the_admin_bearer_token(admin: Any, headers: dict[str, str]) -> None:
+    assert_unauthorized(admin.get("/admin/clients", headers=headers))
+
+
+def test_every_admin_route_requires_the_token(admin: Any) -> None:
+    for method, path in ROUTES:
+        for headers in ({}, {"Authorization": "Bearer wrong-token"}):
+            assert_unauthorized(
+                admin.open(path, method=method, headers=headers, json={"name": "x"})
+            )
+
+
+def test_unauthorized_request_changes_nothing(admin: Any) -> None:
+    assert admin.post("/admin/clients", json={"name": "x"}).status_code == 401
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+
+
+def test_scheme_is_case_insensitive(admin: Any) -> None:
+    response = admin.get("/admin/clients", headers={"Authorization": f"bearer {ADMIN_TOKEN}"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/clients", "/admin/keys", "/admin/audit", "/admin/clients/x"]
+)
+def test_admin_api_absent_without_a_token(http: Any, path: str) -> None:
+    """The default app (AUTHSERVER_ADMIN_TOKEN unset): /admin is not there at all."""
+    for headers in ({}, AUTH, {"Authorization": "Bearer "}):
+        assert_error(http.get(path, headers=headers), 404)
+    assert_error(http.post("/admin/clients", json={"name": "x"}, headers=AUTH), 404)
+
+
+# -- clients -------------------------------------------------------------------------------
+
+
+def test_client_lifecycle(admin: Any) -> None:
+    created = admin.post(
+        "/admin/clients",
+        json={
+            "name": "Sync backend",
+            "audiences": [AUD],
+            "scopes": ["sync"],
+            "allowed_claims": ["libraryId"],
+            "token_ttl": 600,
+        },
+        headers=AUTH,
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    assert created.headers.get("Cache-Control") == "no-store"
+    body = created.get_json()
+    client_id, secret = body["client_id"], body["client_secret"]
+    assert isinstance(secret, str)
+    assert len(secret) >= 32
+    assert created.headers["Location"].endswith(f"/admin/clients/{client_id}")
+    assert body["name"] == "Sync backend"
+    assert body["audiences"] == [AUD]
+    assert body["scopes"] == ["sync"]
+    assert body["allowed_claims"] == ["libraryId"]
+    assert body["token_ttl"] == 600
+    assert body["enabled"] is True
+    assert set(body["token_endpoint_auth_methods"]) == {"client_secret_basic", "client_secret_post"}
+    status, issued = token_status(admin, client_id, secret)
+    assert status == 200, issued
+
+    # list and show never show the secret (nor its hash)
+    listed = admin.get("/admin/clients", headers=AUTH)
+    assert listed.status_code == 200
+    shown = admin.get(f"/admin/clients/{client_id}", headers=AUTH)
+    assert shown.status_code == 200
+    for response in (listed, shown):
+        text = response.get_data(as_text=True)
+        assert secret not in text
+        assert '"client_secret"' not in text
+        assert "hash" not in text
+    assert [c["client_id"] for c in listed.get_json()["clients"]] == [client_id]
+    assert shown.get_json() == {k: v for k, v in body.items() if k != "client_secret"}
+
+    # update
+    updated = admin.patch(
+        f"/admin/clients/{client_id}",
+        json={"name": "Renamed", "scopes": [], "token_ttl": None},
+        headers=AUTH,
+    )
+    assert updated.status_code == 200, updated.get_data(as_text=True)
+    assert updated.get_json()["name"] == "Renamed"
+    assert updated.get_json()["scopes"] == []
+    assert updated.get_json()["token_ttl"] is None
+    assert updated.get_json()["audiences"] == [AUD]  # left out: unchanged
+    assert "client_secret" not in updated.get_json()
+    assert admin.get(f"/admin/clients/{client_id}", headers=AUTH).get_json()["name"] == "Renamed"
+
+    # rotate-secret: a new secret; the old one stops working at once
+    rotated = admin.post(f"/admin/clients/{client_id}/rotate-secret", headers=AUTH)
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    new_secret = rotated.get_json()["client_secret"]
+    assert new_secret
+    assert new_secret != secret
+    status, error = token_status(admin, client_id, secret)
+    assert status == 401
+    assert error["error"] == "invalid_client"
+    status, _ = token_status(admin, client_id, new_secret)
+    assert status == 200
+
+    # disable: /token refuses the right secret as invalid_client
+    disabled = admin.post(f"/admin/clients/{client_id}/disable", headers=AUTH)
+    assert disabled.status_code == 200
+    assert disabled.get_json()["enabled"] is False
+    refused = admin.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(client_id, new_secret)
+    )
+    assert_error(refused, 401, "invalid_client")
+    assert refused.headers.get("WWW-Authenticate", "").startswith("Basic")
+
+    # enable
+    enabled = admin.post(f"/admin/clients/{client_id}/enable", headers=AUTH)
+    assert enabled.status_code == 200
+    assert enabled.get_json()["enabled"] is True
+    assert token_status(admin, client_id, new_secret)[0] == 200
+
+    # delete
+    deleted = admin.delete(f"/admin/clients/{client_id}", headers=AUTH)
+    assert deleted.status_code == 204
+    assert deleted.get_data() == b""
+    assert_error(admin.get(f"/admin/clients/{client_id}", headers=AUTH), 404, "not_found")
+    assert_error(admin.delete(f"/admin/clients/{client_id}", headers=AUTH), 404, "not_found")
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+    status, error = token_status(admin, client_id, new_secret)
+    assert status == 401
+    assert error["error"] == "invalid_client"
+
+
+def test_changes_are_seen_by_another_instance(admin: Any, admin_services: Services) -> None:
+    """Committed per request: another instance on the same database sees them."""
+    client = create(admin)
+    other = make_services(admin_services.settings)
+    try:
+        other_http = create_app(services=other).test_client()
+        assert token_status(other_http, client["client_id"], client["client_secret"])[0] == 200
+        admin.post(f"/admin/clients/{client['client_id']}/disable", headers=AUTH)
+        assert token_status(other_http, client["client_id"], client["client_secret"])[0] == 401
+    finally:
+        other.close()
+
+
+def test_private_key_jwt_client_has_no_secret(admin: Any, rsa_private_key: Any) -> None:
+    from joserfc.jwk import RSAKey
+
+    public = RSAKey.import_key(rsa_private_key).as_dict(private=False)
+    body = create(admin, name="jwt", jwks={"keys": [public]})
+    assert "client_secret" not in body
+    assert body["token_endpoint_auth_methods"] == ["private_key_jwt"]
+    assert body["jwks"]["keys"][0]["n"] == public["n"]
+    assert all("d" not in k for k in body["jwks"]["keys"])
+    rotated = admin.post(f"/admin/clients/{body['client_id']}/rotate-secret", headers=AUTH)
+    assert_error(rotated, 400, "invalid_request")
+
+
+def test_private_keys_are_refused_in_a_jwk_set(admin: Any, rsa_private_key: Any) -> None:
+    from joserfc.jwk import RSAKey
+
+    private = RSAKey.import_key(rsa_private_key).as_dict(private=True)
+    response = admin.post(
+        "/admin/clients", json={"name": "x", "jwks": {"keys": [private]}}, headers=AUTH
+    )
+    assert_error(response, 400, "invalid_request")
+    assert private["d"] not in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("action", ["rotate-secret", "disable", "enable"])
+def test_unknown_client_is_404(admin: Any, action: str) -> None:
+    assert_error(
+        admin.post(f"/admin/clients/no-such-client/{action}", headers=AUTH), 404, "not_found"
+    )
+
+
+def test_unknown_client_show_and_update_are_404(admin: Any) -> None:
+    assert_error(admin.get("/admin/clients/no-such-client", headers=AUTH), 404, "not_found")
+    assert_error(
+        admin.patch("/admin/clients/no-such-client", json={"name": "x"}, headers=AUTH),
+        404,
+        "not_found",
+    )
+
+
+# -- bad requests ----------------------------------------------------------------------------
+
+
+BAD_CREATE_BODIES: list[dict[str, Any]] = [
+    {},
+    {"name": ""},
+    {"name": 5},
+    {"name": None},
+    {"name": "x", "surprise": 1},
+    {"name": "x", "client_secret": "chosen-by-caller"},
+    {"name": "x", "client_id": "chosen-by-caller"},
+    {"name": "x", "audiences": AUD},
+    {"name": "x", "audiences": [1]},
+    {"name": "x", "audiences": ["has space"]},
+    {"name": "x", "scopes": "sync"},
+    {"name": "x", "scopes": ['bad"scope']},
+    {"name": "x", "allowed_claims": ["iss"]},
+    {"name": "x", "allowed_claims": [{"a": 1}]},
+    {"name": "x", "token_ttl": "600"},
+    {"name": "x", "token_ttl": True},
+    {"name": "x", "token_ttl": 1.5},
+    {"name": "x", "token_ttl": 0},
+    {"name": "x", "token_ttl": 10**9},
+    {"name": "x", "jwks": "not a set"},
+    {"name": "x", "jwks": {"keys": []}},
+    {"name": "x", "jwks_uri": 7},
+    {"name": "x", "jwks_uri": "ftp://example.com/jwks"},
+]
+
+
+def test_create_rejects_bad_bodies(admin: Any) -> None:
+    for body in BAD_CREATE_BODIES:
+        response = admin.post("/admin/clients", json=body, headers=AUTH)
+        assert response.status_code == 400, (body, response.get_data(as_text=True))
+        assert_error(response, 400, "invalid_request")
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+
+
+NOT_JSON_OBJECTS = [
+    ("name=x", "application/x-www-form-urlencoded"),
+    ('{"name": "x"', "application/json"),
+    ('["name"]', "application/json"),
+    ('"x"', "application/json"),
+    ("null", "application/json"),
+    ("", "application/json"),
+    ('{"name": "x"}', "text/plain"),
+]
+
+
+def test_create_requires_a_json_object(admin: Any) -> None:
+    for data, content_type in NOT_JSON_OBJECTS:
+        response = admin.post("/admin/clients", data=data, content_type=content_type, headers=AUTH)
+        assert response.status_code == 400, (data, response.get_data(as_text=True))
+        assert_error(response, 400, "invalid_request")
+    client = create(admin)
+    response = admin.patch(
+        f"/admin/clients/{client['client_id']}",
+        data="[]",
+        content_type="application/json",
+        headers=AUTH,
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+BAD_UPDATE_BODIES: list[dict[str, Any]] = [
+    {},
+    {"enabled": False},
+    {"jwks": {"keys": []}},
+    {"name": 5},
+    {"name": ""},
+    {"audiences": "x"},
+    {"scopes": [None]},
+    {"token_ttl": "60"},
+    {"token_ttl": False},
+    {"token_ttl": 10**9},
+]
+
+
+def test_update_rejects_bad_bodies(admin: Any) -> None:
+    client = create(admin, name="unchanged")
+    for body in BAD_UPDATE_BODIES:
+        response = admin.patch(f"/admin/clients/{client['client_id']}", json=body, headers=AUTH)
+        assert response.status_code == 400, (body, response.get_data(as_text=True))
+        assert_error(response, 400, "invalid_request")
+    shown = admin.get(f"/admin/clients/{client['client_id']}", headers=AUTH).get_json()
+    assert shown == {k: v for k, v in client.items() if k != "client_secret"}
+
+
+def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": "x", "colour": "red"}, headers=AUTH),
+        400,
+        "invalid_request",
+    )
+    assert "colour" in body["error_description"]
+
+
+def test_wrong_method_is_405_json(admin: Any) -> None:
+    response = admin.put("/admin/clients", json={"name": "x"}, headers=AUTH)
+    assert_error(response, 405)
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+def test_keys_list_rotate_retire(admin: Any) -> None:
+    listed = admin.get("/admin/keys", headers=AUTH)
+    assert listed.status_code == 200
+    keys = listed.get_json()["keys"]
+    assert [k["state"] for k in keys] == ["current"]
+    current = keys[0]["kid"]
+    assert keys[0]["alg"] == "RS256"
+    assert not ({"d", "p", "q", "private_pem", "pem"} & set(keys[0]))
+
+    first = admin.post("/admin/keys/rotate", headers=AUTH)
+    assert first.status_code == 201, first.get_data(as_text=True)
+    assert first.get_json()["created"] is True
+    assert first.get_json()["state"] == "next"
+    next_kid = first.get_json()["kid"]
+    assert next_kid != current
+    # Idempotent: the scheduled key is returned again, nothing new is created.
+    again = admin.post("/admin/keys/rotate", headers=AUTH)
+    assert again.status_code == 200
+    assert again.get_json()["created"] is False
+    assert again.get_json()["kid"] == next_kid
+    kids = [k["kid"] for k in admin.get("/admin/keys", headers=AUTH).get_json()["keys"]]
+    assert sorted(kids) == sorted([current, next_kid])
+    # Published before it signs.
+    jwks = {k["kid"] for k in admin.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert {current, next_kid} <= jwks
+
+    retired = admin.post(f"/admin/keys/{current}/retire", headers=AUTH)
+    assert retired.status_code == 200, retired.get_data(as_text=True)
+    assert retired.get_json()["kid"] == current
+    assert retired.get_json()["retired_at"]
+    # The kid leaves the JWKS at once.
+    jwks = {k["kid"] for k in admin.get("/.well-known/jwks.json").get_json()["keys"]}
+    assert current not in jwks
+    assert_error(admin.post(f"/admin/keys/{current}/retire", headers=AUTH), 409, "conflict")
+    assert_error(admin.post("/admin/keys/no-such-kid/retire", headers=AUTH), 404, "not_found")
+    # Tokens are still issued, by another key.
+    client = create(admin)
+    assert token_status(admin, client["client_id"], client["client_secret"])[0] == 200
+
+
+def test_retire_is_seen_by_another_instance_at_once(admin: Any, admin_services: Services) -> None:
+    other = make_services(admin_services.settings)
+    try:
+        other_http = create_app(services=other).test_client()
+        kid = admin.get("/admin/keys", headers=AUTH).get_json()["keys"][0]["kid"]
+        assert kid in {
+            k["kid"] for k in other_http.get("/.well-known/jwks.json").get_json()["keys"]
+        }
+        assert admin.post(f"/admin/keys/{kid}/retire", headers=AUTH).status_code == 200
+        other.keys.invalidate()  # the other instance's short key cache (key_cache_seconds)
+        assert kid not in {
+            k["kid"] for k in other_http.get("/.well-known/jwks.json").get_json()["keys"]
+        }
+    finally:
+        other.close()
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def test_admin_actions_are_audited_as_admin_api(admin: Any) -> None:
+    client = create(admin, name="audited")
+    cid = client["client_id"]
+    admin.patch(f"/admin/clients/{cid}", json={"name": "audited 2"}, headers=AUTH)
+    admin.post(f"/admin/clients/{cid}/rotate-secret", headers=AUTH)
+    admin.post(f"/admin/clients/{cid}/disable", headers=AUTH)
+    admin.post(f"/admin/clients/{cid}/enable", headers=AUTH)
+    admin.delete(f"/admin/clients/{cid}", headers=AUTH)
+    admin.post("/admin/keys/rotate", headers=AUTH)
+
+    response = admin.get(f"/admin/audit?client_id={cid}", headers=AUTH)
+    assert response.status_code == 200
+    events = response.get_json()["events"]
+    actions = {e["action"] for e in events}
+    assert {
+        "client.created",
+        "client.updated",
+        "client.secret_rotated",
+        "client.disabled",
+        "client.enabled",
+        "client.deleted",
+    } <= actions, actions
+    assert all(e["actor"] == "admin-api" for e in events), events
+    assert all(e["client_id"] == cid for e in events)
+    text = response.get_data(as_text=True)
+    assert client["client_secret"] not in text
+
+    keys = admin.get("/admin/audit?action=key.rotated", headers=AUTH).get_json()["events"]
+    assert keys
+    assert all(e["actor"] == "admin-api" for e in keys)
+    limited = admin.get("/admin/audit?limit=2", headers=AUTH).get_json()["events"]
+    assert len(limited) == 2
+
+
+def test_tokens_are_audited_with_the_client_as_actor(admin: Any) -> None:
+    client = create(admin, audiences=[AUD])
+    response = admin.post(
+        "/token",
+        data={"grant_type": "client_credentials", "sub": "user-1"},
+        auth=(client["client_id"], client["client_secret"]),
+    )
+    assert response.status_code == 200
+    access_token = response.get_json()["access_token"]
+    events = admin.get(
+        f"/admin/audit?action=token.issued&client_id={client['client_id']}", headers=AUTH
+    )
+    body = events.get_json()["events"]
+    assert len(body) == 1
+    assert body[0]["actor"] == f"client:{client['client_id']}"
+    assert body[0]["sub"] == "user-1"
+    assert access_token not in events.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=-1", "since=yesterday"])
+def test_audit_rejects_bad_queries(admin: Any, query: str) -> None:
+    assert_error(admin.get(f"/admin/audit?{query}", headers=AUTH), 400, "invalid_request")

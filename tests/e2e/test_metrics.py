@@ -1,0 +1,292 @@
+"""GET /metrics: Prometheus counters of issued tokens (per authenticated client) and failures
+(per reason), a latency histogram per endpoint, no secret or token in the output, and under
+``authserver serve`` with several workers, one aggregated view of all of them."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import stat
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+pytestmark = pytest.mark.e2e
+
+ISSUED = "authserver_tokens_issued_total"
+FAILURES = "authserver_token_failures_total"
+DURATION_COUNT = "authserver_request_duration_seconds_count"
+DURATION_BUCKET = "authserver_request_duration_seconds_bucket"
+
+
+def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample as {(name, sorted labels): value}."""
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict[Any, float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def scrape(http: Any) -> tuple[str, dict[Any, float]]:
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    text = response.get_data(as_text=True)
+    return text, parse(text)
+
+
+def token(http: Any, client_id: str, secret: str, **params: str) -> Any:
+    return http.post(
+        "/token", data={"grant_type": "client_credentials", **params}, auth=(client_id, secret)
+    )
+
+
+def test_metrics_is_prometheus_text(http: Any) -> None:
+    response = http.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert "version=" in response.headers["Content-Type"]
+    families = {f.name for f in text_string_to_metric_families(response.get_data(as_text=True))}
+    # Counters are exposed without their _total suffix as family names.
+    assert {
+        "authserver_tokens_issued",
+        "authserver_token_failures",
+        "authserver_request_duration_seconds",
+    } <= families
+
+
+def test_counts_tokens_per_client_and_failures_by_reason(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    good_id, good_secret = register(name="good")
+    bad_id, bad_secret = register(name="never succeeds")
+    _, before = scrape(http)
+
+    issued = [token(http, good_id, good_secret, sub=f"user-{i}") for i in range(3)]
+    assert all(r.status_code == 200 for r in issued), issued[0].get_data(as_text=True)
+    access_tokens = [r.get_json()["access_token"] for r in issued]
+
+    assert token(http, bad_id, "wrong-secret").status_code == 401
+    attacker_id = "attacker-" + secrets.token_hex(8)
+    attacker_secret = "s3cr3t-" + secrets.token_hex(8)
+    assert token(http, attacker_id, attacker_secret).status_code == 401
+    assert (
+        http.post(
+            "/token",
+            data={"grant_type": "password", "client_id": good_id, "client_secret": good_secret},
+        ).status_code
+        == 400
+    )
+    assert (
+        http.post("/token", data={"client_id": good_id, "client_secret": good_secret}).status_code
+        == 400
+    )
+
+    text, after = scrape(http)
+    assert value(after, ISSUED, client_id=good_id) - value(before, ISSUED, client_id=good_id) == 3
+    # A client that only failed has no series: labels name authenticated clients only.
+    assert (ISSUED, (("client_id", bad_id),)) not in after
+    assert (
+        value(after, FAILURES, reason="invalid_client")
+        - value(before, FAILURES, reason="invalid_client")
+        == 2
+    )
+    assert (
+        value(after, FAILURES, reason="unsupported_grant_type")
+        - value(before, FAILURES, reason="unsupported_grant_type")
+        == 1
+    )
+    assert (
+        value(after, FAILURES, reason="invalid_request")
+        - value(before, FAILURES, reason="invalid_request")
+        == 1
+    )
+    assert (
+        value(after, DURATION_COUNT, endpoint="/token")
+        - value(before, DURATION_COUNT, endpoint="/token")
+        == 7
+    )
+
+    # Nothing the client sent, and nothing secret, ever becomes label text.
+    for forbidden in [good_secret, bad_secret, attacker_id, attacker_secret, *access_tokens]:
+        assert forbidden not in text
+    for tok in access_tokens:
+        for part in tok.split("."):
+            assert part not in text
+
+
+def test_failure_reason_for_errors_outside_oauth(http: Any, app: Any) -> None:
+    _, before = scrape(http)
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    too_large = b"grant_type=client_credentials&pad=" + b"a" * (limit + 10)
+    response = http.post("/token", data=too_large, content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 413
+    _, after = scrape(http)
+    delta = {
+        dict(key[1])["reason"]: after[key] - before.get(key, 0.0)
+        for key in after
+        if key[0] == FAILURES and after[key] != before.get(key, 0.0)
+    }
+    assert sum(delta.values()) == 1, delta
+    (reason,) = delta
+    assert reason in ("invalid_request", "http_413"), reason
+
+
+def test_latency_is_labelled_by_route_template_not_path(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    probe = "/no-such-path-" + secrets.token_hex(8)
+    assert http.get(probe).status_code == 404
+    assert http.get("/healthz").status_code == 200
+    text, samples = scrape(http)
+    assert probe not in text
+    assert value(samples, DURATION_COUNT, endpoint="unmatched") >= 1
+    assert value(samples, DURATION_COUNT, endpoint="/healthz") >= 1
+    assert value(samples, DURATION_BUCKET, endpoint="/healthz", le="+Inf") >= 1
+    endpoints = {dict(k[1]).get("endpoint") for k in samples if k[0] == DURATION_COUNT}
+    assert probe not in endpoints
+
+
+# -- several gunicorn workers --------------------------------------------------------------
+
+
+def _children(pid: int) -> set[int]:
+    out: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.add(int(entry.name))
+    return out
+
+
+def _wait_for_workers(master: int, count: int, exclude: set[int], timeout: float = 30) -> set[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = _children(master) - exclude
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.1)
+    raise AssertionError(f"gunicorn did not run {count} new workers in time")
+
+
+def _scrape_url(base_url: str) -> dict[Any, float]:
+    response = requests.get(base_url + "/metrics", timeout=10)
+    assert response.status_code == 200
+    return parse(response.text)
+
+
+@pytest.mark.slow
+def test_counters_aggregate_across_workers(
+    env_for: Callable[..., dict[str, str]], db_url: str, tmp_path: Path
+) -> None:
+    env = env_for(db_url)
+    env.pop("AUTHSERVER_ISSUER", None)
+    # serve makes its private metrics directory under the temp directory.
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env["TMPDIR"] = str(tmpdir)
+    created = cli_json(env, "clients", "create", "--name", "metrics")
+    client_id, secret = created["client_id"], created["client_secret"]
+    with ServerProcess(env, workers=2) as server:
+        assert server.proc is not None
+        master = server.proc.pid
+        workers = _wait_for_workers(master, 2, set())
+
+        assert len(workers) == 2
+
+        def issue(i: int) -> int:
+            return requests.post(  # a new connection each time, so both workers answer
+                server.base_url + "/token",
+                data={"grant_type": "client_credentials", "sub": f"u{i}"},
+                auth=(client_id, secret),
+                timeout=10,
+            ).status_code
+
+        n = 40
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            assert set(pool.map(issue, range(n))) == {200}
+        failed = requests.post(
+            server.base_url + "/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, "wrong"),
+            timeout=10,
+        )
+        assert failed.status_code == 401
+
+        # One fresh, private directory holds the workers' values.
+        metrics_dirs = [d for d in tmpdir.iterdir() if d.is_dir() and any(d.glob("*.db"))]
+        assert len(metrics_dirs) == 1, list(tmpdir.iterdir())
+        metrics_dir = metrics_dirs[0]
+        assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700
+
+        # Whichever worker answers the scrape, it reports every worker's counts.
+        for _ in range(10):
+            samples = _scrape_url(server.base_url)
+            assert value(samples, ISSUED, client_id=client_id) == n
+            assert value(samples, FAILURES, reason="invalid_client") == 1
+
+        # Replace every worker that served those requests: their counts survive in the
+        # shared directory (and gunicorn's child_exit hook marks them dead).
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        _wait_for_workers(master, 2, exclude=workers)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                samples = _scrape_url(server.base_url)
+                break
+            except requests.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert value(samples, ISSUED, client_id=client_id) == n
+        assert value(samples, FAILURES, reason="invalid_client") == 1
+        assert secret not in requests.get(server.base_url + "/metrics", timeout=10).text
+    # Removed when the server stops.
+    assert not metrics_dir.exists()
+
+
+@pytest.mark.slow
+def test_unusable_metrics_parent_directory_stops_serve_with_one_line(
+    env_for: Callable[..., dict[str, str]], db_url: str, tmp_path: Path
+) -> None:
+    from tests.helpers import free_port
+    from tests.helpers import run_cli
+
+    env = env_for(db_url, PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "does-not-exist"))
+    result = run_cli(
+        env,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(free_port()),
+        "--workers",
+        "1",
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(lines) == 1, result.stderr
+    assert "PROMETHEUS_MULTIPROC_DIR" in lines[0]
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,238 @@
+"""GET /openapi.json: a valid OpenAPI 3 document that describes every route the app serves,
+and whose schemas describe what the endpoints really answer."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+import pytest
+import yaml
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate
+
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.web.app import create_app
+from tests.conftest import make_services
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_TOKEN = "openapi-test-admin-token-0123456789"
+#: Added by Flask/werkzeug to every GET rule (HEAD) and every rule (OPTIONS).
+IMPLICIT = {"HEAD", "OPTIONS"}
+
+
+def packaged_document() -> dict[str, Any]:
+    text = resources.files("authserver.web").joinpath("openapi.yaml").read_text("utf-8")
+    return yaml.safe_load(text)  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def admin_services(settings: Settings) -> Any:
+    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN))
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def admin_app(admin_services: Services) -> Any:
+    return create_app(services=admin_services)
+
+
+def openapi_path(rule: str) -> str:
+    """Flask ``/admin/clients/<client_id>`` -> OpenAPI ``/admin/clients/{client_id}``."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def validator_for(document: dict[str, Any], schema_name: str) -> OAS31Validator:
+    """A JSON Schema validator for one component schema, with the document's $refs."""
+    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
+    return OAS31Validator(schema)
+
+
+def test_packaged_document_is_valid_openapi() -> None:
+    document = packaged_document()
+    assert str(document["openapi"]).startswith("3.")
+    validate(document)
+
+
+def test_served_document_is_valid_and_names_the_issuer(http: Any, settings: Settings) -> None:
+    response = http.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    document = response.get_json()
+    validate(document)
+    assert document["servers"] == [{"url": settings.issuer}]
+    # The same document as the packaged YAML, but for servers.
+    packaged = packaged_document()
+    packaged.pop("servers", None)
+    document.pop("servers")
+    assert document == packaged
+
+
+def test_served_document_follows_the_issuer(services: Services) -> None:
+    other = services.settings.replace(issuer="https://auth.example.com")
+    svc = make_services(other)
+    try:
+        response = create_app(services=svc).test_client().get("/openapi.json")
+        assert response.get_json()["servers"] == [{"url": "https://auth.example.com"}]
+    finally:
+        svc.close()
+
+
+def test_served_document_supports_conditional_get(http: Any) -> None:
+    first = http.get("/openapi.json")
+    assert first.headers.get("ETag")
+    again = http.get("/openapi.json", headers={"If-None-Match": first.headers["ETag"]})
+    assert again.status_code == 304
+
+
+def test_every_route_is_documented_with_its_methods(admin_app: Any) -> None:
+    paths = packaged_document()["paths"]
+    rules = [r for r in admin_app.url_map.iter_rules() if r.endpoint != "static"]
+    assert any(r.rule.startswith("/admin/") for r in rules), "the admin API must be registered"
+    missing: list[str] = []
+    for rule in rules:
+        path = openapi_path(rule.rule)
+        documented = {m.upper() for m in paths.get(path, {}) if m != "parameters"}
+        for method in sorted(set(rule.methods or ()) - IMPLICIT):
+            if method not in documented:
+                missing.append(f"{method} {path}")
+    assert not missing, f"routes missing from openapi.yaml: {missing}"
+
+
+def test_every_documented_operation_exists(admin_app: Any) -> None:
+    """No stale documentation: each documented path and method is served."""
+    served: dict[str, set[str]] = {}
+    for rule in admin_app.url_map.iter_rules():
+        served.setdefault(openapi_path(rule.rule), set()).update(rule.methods or ())
+    for path, item in packaged_document()["paths"].items():
+        assert path in served, f"{path} is documented but not served"
+        for method in item:
+            if method != "parameters":
+                assert method.upper() in served[path], f"{method.upper()} {path} is not served"
+
+
+def test_path_parameters_are_declared() -> None:
+    for path, item in packaged_document()["paths"].items():
+        names = set(re.findall(r"{([^}]+)}", path))
+        declared: set[str] = set()
+        for params in [item.get("parameters", [])] + [
+            op.get("parameters", []) for m, op in item.items() if m != "parameters"
+        ]:
+            for p in params:
+                if "$ref" in p:
+                    p = packaged_document()["components"]["parameters"][p["$ref"].rsplit("/", 1)[1]]
+                if p["in"] == "path":
+                    declared.add(p["name"])
+        assert names <= declared, f"{path}: undeclared path parameters {names - declared}"
+
+
+def test_token_endpoint_documents_the_interface() -> None:
+    document = packaged_document()
+    op = document["paths"]["/token"]["post"]
+    assert set(op["requestBody"]["content"]) == {
+        "application/x-www-form-urlencoded",
+        "application/json",
+    }
+    schemes = {name for requirement in op["security"] for name in requirement}
+    assert schemes == {"client_secret_basic", "client_secret_post", "private_key_jwt"}
+    assert {"200", "400", "401", "413", "503"} <= set(op["responses"])
+    unauthorized = document["components"]["responses"]["InvalidClient"]
+    assert "WWW-Authenticate" in unauthorized["headers"]
+    form = document["components"]["schemas"]["TokenRequestForm"]["allOf"][1]["properties"]
+    for name in (
+        "grant_type",
+        "sub",
+        "email",
+        "name",
+        "scope",
+        "audience",
+        "resource",
+        "expires_in",
+        "claims",
+    ):
+        assert name in form, name
+    admin = document["paths"]["/admin/clients"]["get"]
+    assert admin["security"] == [{"admin_bearer": []}]
+    assert document["components"]["securitySchemes"]["admin_bearer"]["scheme"] == "bearer"
+
+
+# -- the schemas describe the real responses --------------------------------------------
+
+
+def test_token_and_discovery_responses_match_their_schemas(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    document = packaged_document()
+    client_id, secret = register(audiences=["https://sync.example"], scopes=["sync"])
+    token = http.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "sub": "u1",
+            "scope": "sync",
+            "client_id": client_id,
+            "client_secret": secret,
+        },
+    )
+    assert token.status_code == 200, token.get_data(as_text=True)
+    validator_for(document, "TokenResponse").validate(token.get_json())
+
+    introspection = http.post(
+        "/introspect", data={"token": token.get_json()["access_token"]}, auth=(client_id, secret)
+    )
+    assert introspection.get_json()["active"] is True
+    validator_for(document, "IntrospectionResponse").validate(introspection.get_json())
+
+    error = http.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(client_id, "wrong")
+    )
+    assert error.status_code == 401
+    validator_for(document, "OAuthError").validate(error.get_json())
+
+    validator_for(document, "Jwks").validate(http.get("/.well-known/jwks.json").get_json())
+    validator_for(document, "ServerMetadata").validate(
+        http.get("/.well-known/oauth-authorization-server").get_json()
+    )
+    validator_for(document, "Readiness").validate(http.get("/readyz").get_json())
+
+
+def test_admin_responses_match_their_schemas(admin_app: Any, rsa_private_key: Any) -> None:
+    document = packaged_document()
+    http = admin_app.test_client()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = http.post(
+        "/admin/clients",
+        json={"name": "x", "audiences": ["https://a.example"], "token_ttl": 600},
+        headers=auth,
+    )
+    assert created.status_code == 201, created.get_data(as_text=True)
+    validator_for(document, "ClientWithSecret").validate(created.get_json())
+    validator_for(document, "ClientCreate").validate({"name": "x", "token_ttl": 600})
+
+    from joserfc.jwk import RSAKey
+
+    public = RSAKey.import_key(rsa_private_key).as_dict(private=False)
+    jwt_client = http.post(
+        "/admin/clients", json={"name": "y", "jwks": {"keys": [public]}}, headers=auth
+    )
+    assert jwt_client.status_code == 201, jwt_client.get_data(as_text=True)
+    validator_for(document, "Client").validate(jwt_client.get_json())
+
+    listed = http.get("/admin/clients", headers=auth).get_json()
+    for client in listed["clients"]:
+        validator_for(document, "Client").validate(client)
+
+    rotated = http.post("/admin/keys/rotate", headers=auth)
+    validator_for(document, "KeyRotation").validate(rotated.get_json())
+    for key in http.get("/admin/keys", headers=auth).get_json()["keys"]:
+        validator_for(document, "Key").validate(key)
+    for event in http.get("/admin/audit", headers=auth).get_json()["events"]:
+        validator_for(document, "AuditEvent").validate(event)
+    error = http.get("/admin/clients/nope", headers=auth)
+    assert error.status_code == 404
+    validator_for(document, "OAuthError").validate(error.get_json())

@@ -1,0 +1,451 @@
+"""``private_key_jwt`` client authentication (RFC 7523 §2.2, OIDC Core §9) end to end.
+
+Client assertions are built with PyJWT, independently of the server's JOSE libraries:
+``iss`` = ``sub`` = client id, ``aud`` = the token endpoint URL, ``exp``, and a ``jti`` the
+server accepts once (RFC 7523 §3 item 7), across instances.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.web.app import create_app
+from tests.conftest import make_services
+from tests.helpers import cli_json
+
+pytestmark = pytest.mark.e2e
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+KID = "client-key-1"
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID) -> dict[str, Any]:
+    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+    jwk.update(kid=kid, use="sig", alg="RS256")
+    return jwk  # type: ignore[no-any-return]
+
+
+def assertion(
+    client_id: str,
+    key: rsa.RSAPrivateKey,
+    *,
+    aud: str,
+    kid: str = KID,
+    lifetime: int = 60,
+    drop: tuple[str, ...] = (),
+    **overrides: Any,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "iat": now,
+        "exp": now + lifetime,
+        "jti": str(uuid.uuid4()),
+    }
+    claims.update(overrides)
+    for name in drop:
+        claims.pop(name, None)
+    return jwt.encode(claims, pem(key), algorithm="RS256", headers={"kid": kid})
+
+
+@pytest.fixture
+def token_url(settings: Settings) -> str:
+    return settings.issuer + "/token"
+
+
+@pytest.fixture
+def jwt_client(services: Services, rsa_private_key: rsa.RSAPrivateKey) -> str:
+    with services.unit_of_work():
+        client, secret = services.clients.create(
+            name="jwt backend",
+            audiences=["https://sync.example"],
+            jwks={"keys": [public_jwk(rsa_private_key)]},
+        )
+    assert secret is None
+    return str(client.client_id)
+
+
+def token_request(
+    http: Any,
+    client_assertion: str,
+    *,
+    as_json: bool = False,
+    auth: tuple[str, str] | None = None,
+    **params: str,
+) -> Any:
+    data = {
+        "grant_type": "client_credentials",
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": client_assertion,
+        **params,
+    }
+    if as_json:
+        return http.post("/token", json=data, auth=auth)
+    return http.post("/token", data=data, auth=auth)
+
+
+def assert_error(response: Any, status: int, error: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    body = response.get_json()
+    assert body["error"] == error, body
+    assert isinstance(body.get("error_description"), str)
+
+
+# -- success -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_assertion_gets_a_token(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey, as_json: bool
+) -> None:
+    response = token_request(
+        http, assertion(jwt_client, rsa_private_key, aud=token_url), as_json=as_json, sub="user-1"
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    claims = jwt.decode(response.get_json()["access_token"], options={"verify_signature": False})
+    assert claims["client_id"] == jwt_client
+    assert claims["sub"] == "user-1"
+
+
+def test_client_id_in_the_body_may_accompany_the_assertion(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    response = token_request(
+        http, assertion(jwt_client, rsa_private_key, aud=token_url), client_id=jwt_client
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_issuer_is_an_accepted_audience(
+    http: Any, jwt_client: str, settings: Settings, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    response = token_request(http, assertion(jwt_client, rsa_private_key, aud=settings.issuer))
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_assertion_authenticates_at_introspection_and_revocation(
+    http: Any,
+    jwt_client: str,
+    token_url: str,
+    settings: Settings,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    response = token_request(http, assertion(jwt_client, rsa_private_key, aud=token_url))
+    access_token = response.get_json()["access_token"]
+    introspected = http.post(
+        "/introspect",
+        data={
+            "token": access_token,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(
+                jwt_client, rsa_private_key, aud=settings.issuer + "/introspect"
+            ),
+        },
+    )
+    assert introspected.status_code == 200, introspected.get_data(as_text=True)
+    assert introspected.get_json()["active"] is True
+    revoked = http.post(
+        "/revoke",
+        data={
+            "token": access_token,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(
+                jwt_client, rsa_private_key, aud=settings.issuer + "/revoke"
+            ),
+        },
+    )
+    assert revoked.status_code == 200, revoked.get_data(as_text=True)
+    introspected = http.post(
+        "/introspect",
+        data={
+            "token": access_token,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": assertion(
+                jwt_client, rsa_private_key, aud=settings.issuer + "/introspect"
+            ),
+        },
+    )
+    assert introspected.get_json() == {"active": False}
+
+
+# -- refused assertions ----------------------------------------------------------------------
+
+
+def test_replayed_assertion_is_refused(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    once = assertion(jwt_client, rsa_private_key, aud=token_url)
+    assert token_request(http, once).status_code == 200
+    replay = token_request(http, once)
+    assert_error(replay, 401, "invalid_client")
+    assert replay.headers.get("WWW-Authenticate")
+
+
+def test_replay_is_refused_by_another_instance(
+    http: Any,
+    jwt_client: str,
+    token_url: str,
+    settings: Settings,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    once = assertion(jwt_client, rsa_private_key, aud=token_url)
+    assert token_request(http, once).status_code == 200
+    other = make_services(settings)
+    try:
+        other_http = create_app(services=other).test_client()
+        assert_error(token_request(other_http, once), 401, "invalid_client")
+    finally:
+        other.close()
+
+
+def test_jti_is_per_client(
+    http: Any,
+    services: Services,
+    jwt_client: str,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    """Another client may happen to use the same jti: that is not a replay."""
+    with services.unit_of_work():
+        second, _ = services.clients.create(
+            name="second", jwks={"keys": [public_jwk(rsa_private_key)]}
+        )
+    jti = str(uuid.uuid4())
+    assert (
+        token_request(
+            http, assertion(jwt_client, rsa_private_key, aud=token_url, jti=jti)
+        ).status_code
+        == 200
+    )
+    response = token_request(
+        http, assertion(str(second.client_id), rsa_private_key, aud=token_url, jti=jti)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "expired",
+        "wrong aud",
+        "missing jti",
+        "missing exp",
+        "missing aud",
+        "iss is another",
+        "sub is another",
+        "empty jti",
+    ],
+)
+def test_bad_assertion_is_invalid_client(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey, case: str
+) -> None:
+    now = int(time.time())
+    kwargs: dict[str, Any] = {
+        "expired": {"exp": now - 120, "iat": now - 180},
+        "wrong aud": {"aud": "https://evil.example/token"},
+        "missing jti": {"drop": ("jti",)},
+        "missing exp": {"drop": ("exp",)},
+        "missing aud": {"drop": ("aud",)},
+        "iss is another": {"iss": "someone-else"},
+        "sub is another": {"sub": "someone-else"},
+        "empty jti": {"jti": ""},
+    }[case]
+    kwargs.setdefault("aud", token_url)
+    response = token_request(http, assertion(jwt_client, rsa_private_key, **kwargs))
+    assert_error(response, 401, "invalid_client")
+
+
+def test_assertion_signed_by_another_key_is_refused(
+    http: Any, jwt_client: str, token_url: str, other_key: rsa.RSAPrivateKey
+) -> None:
+    # The registered kid, a key that is not the registered one.
+    response = token_request(http, assertion(jwt_client, other_key, aud=token_url))
+    assert_error(response, 401, "invalid_client")
+    response = token_request(
+        http, assertion(jwt_client, other_key, aud=token_url, kid="unknown-kid")
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_unsigned_and_symmetric_assertions_are_refused(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    now = int(time.time())
+    claims = {
+        "iss": jwt_client,
+        "sub": jwt_client,
+        "aud": token_url,
+        "exp": now + 60,
+        "jti": str(uuid.uuid4()),
+    }
+    unsigned = jwt.encode(claims, None, algorithm="none")
+    assert_error(token_request(http, unsigned), 401, "invalid_client")
+    public_pem = rsa_private_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    claims["jti"] = str(uuid.uuid4())
+    import hashlib
+    import hmac
+
+    from jwt.utils import base64url_encode
+
+    head = base64url_encode(json.dumps({"alg": "HS256", "kid": KID}).encode())
+    body = base64url_encode(json.dumps(claims).encode())
+    mac = hmac.new(public_pem, head + b"." + body, hashlib.sha256).digest()
+    confused = (head + b"." + body + b"." + base64url_encode(mac)).decode()
+    assert_error(token_request(http, confused), 401, "invalid_client")
+
+
+def test_garbage_assertion_is_refused(http: Any, jwt_client: str) -> None:
+    for value in ("garbage", "a.b.c", "e30.e30.e30", "x" * 5000):
+        response = token_request(http, value)
+        assert response.status_code in (400, 401), response.get_data(as_text=True)
+        assert response.get_json()["error"] in ("invalid_client", "invalid_request")
+
+
+def test_assertion_with_a_secret_is_invalid_request(
+    http: Any,
+    jwt_client: str,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    register: Callable[..., tuple[str, str]],
+) -> None:
+    """RFC 6749 §2.3: exactly one client authentication method."""
+    secret_id, secret = register()
+    response = token_request(
+        http,
+        assertion(jwt_client, rsa_private_key, aud=token_url),
+        client_id=jwt_client,
+        client_secret="anything",
+    )
+    assert_error(response, 400, "invalid_request")
+    response = token_request(
+        http,
+        assertion(jwt_client, rsa_private_key, aud=token_url),
+        client_id=secret_id,
+        client_secret=secret,
+    )
+    assert_error(response, 400, "invalid_request")
+    response = token_request(
+        http, assertion(jwt_client, rsa_private_key, aud=token_url), auth=(secret_id, secret)
+    )
+    assert_error(response, 400, "invalid_request")
+    response = token_request(
+        http,
+        assertion(jwt_client, rsa_private_key, aud=token_url),
+        as_json=True,
+        client_secret="anything",
+    )
+    assert_error(response, 400, "invalid_request")
+
+
+def test_secret_client_cannot_use_an_assertion(
+    http: Any,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    register: Callable[..., tuple[str, str]],
+) -> None:
+    secret_id, _ = register()
+    response = token_request(http, assertion(secret_id, rsa_private_key, aud=token_url))
+    assert_error(response, 401, "invalid_client")
+
+
+def test_jwt_client_cannot_use_a_secret(http: Any, jwt_client: str) -> None:
+    response = http.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(jwt_client, "guess")
+    )
+    assert_error(response, 401, "invalid_client")
+    response = http.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": jwt_client,
+            "client_secret": "guess",
+        },
+    )
+    assert_error(response, 401, "invalid_client")
+
+
+def test_disabled_jwt_client_is_refused(
+    http: Any,
+    services: Services,
+    jwt_client: str,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    with services.unit_of_work():
+        services.clients.set_enabled(jwt_client, False)
+    response = token_request(http, assertion(jwt_client, rsa_private_key, aud=token_url))
+    assert_error(response, 401, "invalid_client")
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_cli_registers_a_jwks_client_without_a_secret(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    http: Any,
+    tmp_path: Path,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    jwks_file = tmp_path / "client-jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [public_jwk(rsa_private_key)]}))
+    created = cli_json(
+        env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file)
+    )
+    assert created["client_id"]
+    assert created.get("client_secret") is None
+    assert created["token_endpoint_auth_methods"] == ["private_key_jwt"]
+    response = token_request(http, assertion(created["client_id"], rsa_private_key, aud=token_url))
+    assert response.status_code == 200, response.get_data(as_text=True)
+    shown = cli_json(env_for(db_url), "clients", "show", created["client_id"])
+    assert "client_secret" not in shown
+
+
+def test_cli_refuses_a_private_jwk_set(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    tmp_path: Path,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    from tests.helpers import run_cli
+
+    private = json.loads(RSAAlgorithm.to_jwk(rsa_private_key))
+    jwks_file = tmp_path / "private-jwks.json"
+    jwks_file.write_text(json.dumps({"keys": [private]}))
+    result = run_cli(
+        env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file), "--json"
+    )
+    assert result.returncode != 0
+    assert private["d"] not in result.stdout + result.stderr
