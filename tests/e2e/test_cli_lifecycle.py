@@ -1,0 +1,162 @@
+"""The client lifecycle and the audit trail through the real CLI, against a running server.
+
+A change made by one process (the CLI) must be seen by every worker of a running server
+at once: the per-worker client cache is validated against the database on each request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from authserver import container
+from authserver.settings import Settings
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+from tests.helpers import run_cli
+
+AUD = "https://sync.example"
+
+
+def _token(server: ServerProcess, client_id: str, secret: str, **extra: str) -> requests.Response:
+    data = {"grant_type": "client_credentials", "sub": "user-1", **extra}
+    return requests.post(
+        server.base_url + "/token", data=data, auth=(client_id, secret), timeout=10
+    )
+
+
+def _one_line_error(result: Any) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return str(lines[0])
+
+
+@pytest.mark.slow
+def test_cli_changes_take_effect_at_once_on_a_running_server(
+    db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    env = env_for(db_url)
+    env.pop("AUTHSERVER_ISSUER")
+    created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
+    cid, secret = created["client_id"], created["client_secret"]
+    with ServerProcess(env, workers=2, log_path=tmp_path / "serve.log") as server:
+        # Warm every worker's cache with this client.
+        for _ in range(6):
+            assert _token(server, cid, secret).status_code == 200
+
+        disabled = cli_json(env, "clients", "disable", cid)
+        assert disabled["enabled"] is False
+        for _ in range(6):  # whichever worker answers
+            response = _token(server, cid, secret)
+            assert response.status_code == 401
+            assert response.json()["error"] == "invalid_client"
+
+        assert cli_json(env, "clients", "enable", cid)["enabled"] is True
+        for _ in range(6):
+            assert _token(server, cid, secret).status_code == 200
+
+        rotated = cli_json(env, "clients", "rotate-secret", cid)
+        new_secret = rotated["client_secret"]
+        assert new_secret != secret
+        for _ in range(6):
+            assert _token(server, cid, secret).status_code == 401
+            assert _token(server, cid, new_secret).status_code == 200
+
+        updated = cli_json(env, "clients", "update", cid, "--scope", "read", "--token-ttl", "120")
+        assert updated["scopes"] == ["read"]
+        assert updated["token_ttl"] == 120
+        for _ in range(6):
+            body = _token(server, cid, new_secret).json()
+            assert body["scope"] == "read"
+            assert body["expires_in"] == 120
+        assert _token(server, cid, new_secret, scope="write").json()["error"] == "invalid_scope"
+
+        deleted = cli_json(env, "clients", "delete", cid)
+        assert deleted == {"client_id": cid, "deleted": True}
+        for _ in range(6):
+            assert _token(server, cid, new_secret).status_code == 401
+
+    # The audit trail names who did what; it never holds a secret.
+    events = cli_json(env, "audit", "--client", cid, "--limit", "100")["events"]
+    actions = [e["action"] for e in events]
+    for action in (
+        "client.created",
+        "client.disabled",
+        "client.enabled",
+        "client.secret_rotated",
+        "client.updated",
+        "client.deleted",
+        "token.issued",
+    ):
+        assert action in actions, actions
+    assert {e["actor"] for e in events if e["action"].startswith("client.")} == {"cli"}
+    issued = [e for e in events if e["action"] == "token.issued"]
+    assert all(e["sub"] == "user-1" and e["aud"] == AUD and e["jti"] for e in issued)
+    dump = json.dumps(events)
+    assert secret not in dump
+    assert new_secret not in dump
+
+    by_sub = cli_json(env, "audit", "--sub", "user-1", "--action", "token.issued")["events"]
+    assert by_sub
+    assert all(e["sub"] == "user-1" for e in by_sub)
+    human = run_cli(env, "audit", "--limit", "5")
+    assert human.returncode == 0
+    assert "ACTION" in human.stdout
+
+
+def test_lifecycle_errors_are_one_line(db_url: str, env_for: Callable[..., dict[str, str]]) -> None:
+    env = env_for(db_url)
+    cid = cli_json(env, "clients", "create", "--name", "x")["client_id"]
+    for args in (
+        ("clients", "disable", "nope"),
+        ("clients", "enable", "nope"),
+        ("clients", "delete", "nope"),
+        ("clients", "rotate-secret", "nope"),
+        ("clients", "update", "nope", "--name", "y"),
+        ("clients", "update", cid),  # nothing to change
+        ("clients", "update", cid, "--token-ttl", "0"),
+        ("clients", "update", cid, "--scope", "a", "--clear-scopes"),
+        ("clients", "update", cid, "--token-ttl", "5", "--default-token-ttl"),
+        ("clients", "update", cid, "--allowed-claim", "exp"),
+        ("audit", "--since", "not-a-date"),
+    ):
+        _one_line_error(run_cli(env, *args))
+    # Nothing above changed the client.
+    shown = cli_json(env, "clients", "show", cid)
+    assert shown["name"] == "x"
+    assert shown["enabled"] is True
+
+
+def test_audit_retention_purges_old_events(settings: Settings) -> None:
+    from authserver.scheduler import housekeeping
+    from authserver.storage.sql.migrate import upgrade_to_head
+
+    svc = container.build(settings.replace(audit_retention=60))
+    try:
+        upgrade_to_head(svc.db)
+        with svc.unit_of_work():
+            svc.clients.create(name="old")
+        # Age every event past the retention period, then run the scheduler's housekeeping.
+        from sqlalchemy import update
+
+        from authserver.storage.sql.tables import AuditEventRow
+
+        with svc.unit_of_work() as session:
+            session.execute(update(AuditEventRow).values(at=AuditEventRow.at - 3600))
+        with svc.unit_of_work():
+            svc.clients.create(name="new")
+        assert housekeeping(svc) >= 1
+        from authserver.audit.model import AuditQuery
+
+        with svc.unit_of_work():
+            names = [e.detail.get("name") for e in svc.audit.query(AuditQuery())]
+        assert names == ["new"]
+    finally:
+        svc.close()
