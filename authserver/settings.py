@@ -265,6 +265,20 @@ FIELDS: tuple[Field, ...] = (
         "serve worker processes (0: one per CPU core)",
     ),
     Field(
+        "worker_class",
+        "AUTHSERVER_WORKER_CLASS",
+        lambda: "gthread",
+        _one_of("gthread", "sync"),
+        "gunicorn worker model: gthread (keep-alive, threads) or sync",
+    ),
+    Field(
+        "threads",
+        "AUTHSERVER_THREADS",
+        lambda: 4,
+        _int_in(1, 64),
+        "threads per worker with the gthread worker model",
+    ),
+    Field(
         "log_level",
         "AUTHSERVER_LOG_LEVEL",
         lambda: "info",
@@ -313,6 +327,8 @@ class Settings:
     host: str
     port: int
     workers: int
+    worker_class: str
+    threads: int
     log_level: str
     audit_retention: int
     scheduler: bool

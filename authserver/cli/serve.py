@@ -123,8 +123,8 @@ def run_gunicorn(settings: Settings) -> None:
             config = {
                 "bind": [f"{settings.host}:{settings.port}"],
                 "workers": workers,
-                "worker_class": "gthread",
-                "threads": 4,
+                "worker_class": settings.worker_class,
+                "threads": settings.threads,
                 "keepalive": 5,
                 "timeout": 30,
                 "graceful_timeout": 10,
