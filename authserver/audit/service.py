@@ -82,20 +82,10 @@ class AuditService:
             return
         self._batch.put(self._event(actor, "token.issued", **fields))
 
-    def record(
-        self,
-        actor: str | None,
-        action: str,
-        *,
-        client_id: str | None = None,
-        sub: str | None = None,
-        aud: str | list[str] | None = None,
-        jti: str | None = None,
-        **detail: Any,
-    ) -> None:
-        self._store.add(
-            self._event(actor, action, client_id=client_id, sub=sub, aud=aud, jti=jti, **detail)
-        )
+    def record(self, actor: str | None, action: str, **fields: Any) -> None:
+        """Record an event now, in the caller's unit of work. *actor* ``None`` means the
+        boundary's actor (:func:`acting_as`); *fields* are those of :meth:`_event`."""
+        self._store.add(self._event(actor, action, **fields))
 
     def _event(
         self,

@@ -39,17 +39,25 @@ def may_see(claims: dict[str, Any], client: OAuthClient) -> bool:
     return any(a in client.domain.policy.audiences for a in audiences)
 
 
-class AuthServerIntrospectionEndpoint(IntrospectionEndpoint):
+class _TokenEndpointMixin:
+    """What both endpoints share: client authentication methods, the inspector, and the
+    authenticated (client, token) pair of a request."""
+
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = SUPPORTED_TOKEN_TYPES
 
     def __init__(self, server: Any, inspector: TokenInspector) -> None:
-        super().__init__(server)
+        super().__init__(server)  # type: ignore[call-arg]
         self.inspector = inspector
 
+    def _client_and_token(self, request: Any) -> tuple[OAuthClient, str]:
+        client = self.authenticate_endpoint_client(request)  # type: ignore[attr-defined]
+        return client, _token_param(request)
+
+
+class AuthServerIntrospectionEndpoint(_TokenEndpointMixin, IntrospectionEndpoint):
     def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], Any]:
-        client = self.authenticate_endpoint_client(request)
-        token = _token_param(request)
+        client, token = self._client_and_token(request)
         claims = self.inspector.active_claims(token)
         if claims is None or not may_see(claims, client):
             return 200, {"active": False}, default_json_headers
@@ -58,17 +66,9 @@ class AuthServerIntrospectionEndpoint(IntrospectionEndpoint):
         return 200, body, default_json_headers
 
 
-class AuthServerRevocationEndpoint(RevocationEndpoint):
-    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
-    SUPPORTED_TOKEN_TYPES = SUPPORTED_TOKEN_TYPES
-
-    def __init__(self, server: Any, inspector: TokenInspector) -> None:
-        super().__init__(server)
-        self.inspector = inspector
-
+class AuthServerRevocationEndpoint(_TokenEndpointMixin, RevocationEndpoint):
     def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], Any]:
-        client = self.authenticate_endpoint_client(request)
-        token = _token_param(request)
+        client, token = self._client_and_token(request)
         claims = self.inspector.verify(token)
         # RFC 7009 §2.2: invalid tokens, and tokens of other clients, are not an error.
         if claims is not None and claims.get("client_id") == client.client_id:
