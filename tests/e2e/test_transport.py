@@ -1,0 +1,80 @@
+"""TLS and proxy headers (DESIGN.md §1 item 4): plain http only on loopback; X-Forwarded-*
+trusted only when AUTHSERVER_PROXY_HOPS says a proxy is there."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.web.app import create_app
+from tests.conftest import make_services
+
+
+@pytest.fixture
+def app_for(settings: Settings) -> Iterator[Callable[[int], tuple[Any, str, str]]]:
+    """An app with AUTHSERVER_PROXY_HOPS=hops and one client: (test client, id, secret)."""
+    made: list[Services] = []
+
+    def make(hops: int) -> tuple[Any, str, str]:
+        services = make_services(settings.replace(proxy_hops=hops))
+        made.append(services)
+        with services.unit_of_work():
+            client, secret = services.clients.create(name="backend")
+        assert secret is not None
+        return create_app(services=services).test_client(), str(client.client_id), secret
+
+    yield make
+    for services in made:
+        services.close()
+
+
+@pytest.mark.parametrize("host", ["http://localhost", "http://127.0.0.1", "http://[::1]"])
+def test_plain_http_on_loopback_is_served(app_for: Any, host: str) -> None:
+    http, cid, secret = app_for(0)
+    r = http.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(cid, secret), base_url=host
+    )
+    assert r.status_code == 200
+
+
+@pytest.mark.parametrize("hops", [0, 1])
+def test_plain_http_elsewhere_is_refused(app_for: Any, hops: int) -> None:
+    http, cid, secret = app_for(hops)
+    r = http.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(cid, secret),
+        base_url="http://auth.example.com",
+    )
+    assert r.status_code == 400
+    assert r.json["error"] == "insecure_transport"
+
+
+def test_forwarded_proto_is_ignored_without_a_configured_proxy(app_for: Any) -> None:
+    http, cid, secret = app_for(0)
+    r = http.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(cid, secret),
+        base_url="http://auth.example.com",
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert r.status_code == 400
+    assert r.json["error"] == "insecure_transport"
+
+
+def test_forwarded_proto_is_honoured_behind_a_configured_proxy(app_for: Any) -> None:
+    http, cid, secret = app_for(1)
+    r = http.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(cid, secret),
+        base_url="http://auth.example.com",
+        headers={"X-Forwarded-Proto": "https"},
+    )
+    assert r.status_code == 200
