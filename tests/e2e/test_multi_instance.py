@@ -1,0 +1,138 @@
+"""The production topology with real processes: two `authserver serve` instances (two
+workers each) on two ports, one PostgreSQL database, the SQL key store, one issuer (as
+behind a shared reverse proxy); docker-compose.yml runs the same topology. On SQLite, the
+single-host variant: one database file and one key directory shared by both."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+
+import jwt
+import pytest
+import requests
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+ISSUER = "https://auth.example.com"
+ADMIN = "admin-token-for-multi-instance-test"
+AUD = "https://sync.example"
+
+
+@pytest.fixture
+def instances(
+    db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> Iterator[tuple[dict[str, str], ServerProcess, ServerProcess]]:
+    if db_url.startswith("postgresql"):
+        # Production: instances share only the database; keys live in it too.
+        store = {"AUTHSERVER_KEY_STORE": "sql", "AUTHSERVER_KEYS_DIR": str(tmp_path / "unused")}
+    else:
+        # One host: a shared SQLite file and a shared key directory.
+        store = {"AUTHSERVER_KEY_STORE": "file", "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys")}
+    env = env_for(db_url, AUTHSERVER_ISSUER=ISSUER, AUTHSERVER_ADMIN_TOKEN=ADMIN, **store)
+    a = ServerProcess(env, workers=2, log_path=tmp_path / "a.log")
+    b = ServerProcess(env, workers=2, log_path=tmp_path / "b.log")
+    # Both start at once on an empty database: one schema, one first key.
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(a.start), pool.submit(b.start)]:
+            future.result()
+    try:
+        yield env, a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _token(server: ServerProcess, cid: str, secret: str, sub: str) -> str:
+    response = requests.post(
+        server.base_url + "/token",
+        auth=(cid, secret),
+        timeout=10,
+        data={"grant_type": "client_credentials", "sub": sub},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def _verify(token: str, server: ServerProcess) -> dict[str, object]:
+    jwks = jwt.PyJWKSet.from_dict(
+        requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
+    )
+    kid = jwt.get_unverified_header(token)["kid"]
+    key = next(k for k in jwks.keys if k.key_id == kid)
+    claims: dict[str, object] = jwt.decode(
+        token, key.key, algorithms=["RS256"], audience=AUD, issuer=ISSUER
+    )
+    return claims
+
+
+@pytest.mark.slow
+def test_two_instances_share_one_database(
+    instances: tuple[dict[str, str], ServerProcess, ServerProcess],
+) -> None:
+    env, a, b = instances
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
+    cid, secret = created["client_id"], created["client_secret"]
+
+    # One first key, created once although both instances started on an empty store.
+    keys = requests.get(a.base_url + "/admin/keys", headers=admin, timeout=10).json()["keys"]
+    assert [k["state"] for k in keys] == ["current"]
+
+    # Tokens from either instance verify with the other's JWKS.
+    assert _verify(_token(a, cid, secret, "u-a"), b)["sub"] == "u-a"
+    assert _verify(_token(b, cid, secret, "u-b"), a)["sub"] == "u-b"
+
+    # Rotation requested on both instances at the same moment happens once.
+    def rotate(server: ServerProcess) -> requests.Response:
+        return requests.post(server.base_url + "/admin/keys/rotate", headers=admin, timeout=30)
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(rotate, [a, b]))
+    assert all(r.status_code in (200, 201) for r in results), [r.text for r in results]
+    assert sorted(r.json()["created"] for r in results) == [False, True]
+    assert results[0].json()["kid"] == results[1].json()["kid"]
+    next_kid = results[0].json()["kid"]
+    time.sleep(1.5)  # AUTHSERVER_KEY_CACHE_SECONDS
+    for server in (a, b):
+        published = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
+        assert next_kid in [k["kid"] for k in published["keys"]]
+    states = [
+        k["state"]
+        for k in requests.get(b.base_url + "/admin/keys", headers=admin, timeout=10).json()["keys"]
+    ]
+    assert sorted(states) == ["current", "next"]
+
+    # A revocation through one instance is seen by the other at once.
+    token = _token(a, cid, secret, "u-revoked")
+    assert (
+        requests.post(
+            b.base_url + "/revoke", auth=(cid, secret), data={"token": token}, timeout=10
+        ).status_code
+        == 200
+    )
+    for server in (a, b):
+        body = requests.post(
+            server.base_url + "/introspect", auth=(cid, secret), data={"token": token}, timeout=10
+        ).json()
+        assert body == {"active": False}
+
+    # Disabling the client through one instance is refused by every worker of the other.
+    assert (
+        requests.post(
+            a.base_url + f"/admin/clients/{cid}/disable", headers=admin, timeout=10
+        ).status_code
+        == 200
+    )
+    for _ in range(6):
+        response = requests.post(
+            b.base_url + "/token",
+            auth=(cid, secret),
+            timeout=10,
+            data={"grant_type": "client_credentials"},
+        )
+        assert response.status_code == 401
