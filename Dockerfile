@@ -1,0 +1,21 @@
+# authserver: the production image (gunicorn via `authserver serve`).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md CHANGELOG.md ./
+COPY authserver ./authserver
+COPY migrations ./migrations
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --home-dir /var/lib/authserver --create-home authserver
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER authserver
+WORKDIR /var/lib/authserver
+ENV AUTHSERVER_HOST=0.0.0.0 \
+    AUTHSERVER_PORT=8000 \
+    AUTHSERVER_KEYS_DIR=/var/lib/authserver/keys
+EXPOSE 8000
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
+    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
+CMD ["authserver", "serve"]
