@@ -12,8 +12,8 @@ test: ## run the test suite
 	$(BIN)/pytest
 
 lint: ## ruff check and format check
-	$(BIN)/ruff check authserver tests migrations
-	$(BIN)/ruff format --check authserver tests migrations
+	$(BIN)/ruff check authserver tests migrations examples
+	$(BIN)/ruff format --check authserver tests migrations examples
 
 fmt: ## format the code
 	$(BIN)/ruff check --fix authserver tests migrations

@@ -1,0 +1,115 @@
+"""Property tests on token request parsing: whatever the bytes, the parser either returns a
+well-formed request or raises ``invalid_request``, never anything else."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from flask import Flask
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
+
+from authserver.oauth.grants import parse_token_request
+from authserver.oauth.requests import parse_body
+from authserver.tokens.model import TokenRequest
+
+APP = Flask("props")
+APP.config["MAX_CONTENT_LENGTH"] = 65536
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+PARAMS = [
+    "grant_type",
+    "sub",
+    "email",
+    "name",
+    "scope",
+    "audience",
+    "resource",
+    "expires_in",
+    "claims",
+    "client_id",
+    "client_secret",
+]
+
+
+def _parse(body: bytes, content_type: str) -> TokenRequest | None:
+    with APP.test_request_context("/token", method="POST", data=body, content_type=content_type):
+        from flask import request
+
+        try:
+            return parse_token_request(parse_body(request))
+        except InvalidRequestError:
+            return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=400),
+    st.sampled_from(
+        [
+            "application/x-www-form-urlencoded",
+            "application/json",
+            "text/plain",
+            "",
+            "application/x-www-form-urlencoded; charset=latin-1",
+        ]
+    ),
+)
+def test_arbitrary_bytes_never_crash(body: bytes, content_type: str) -> None:
+    _parse(body, content_type)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(PARAMS) | st.text(max_size=10), json_values, max_size=8))
+def test_arbitrary_json_objects_never_crash(data: dict[str, Any]) -> None:
+    _parse(json.dumps(data).encode(), "application/json")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sub=st.text(min_size=1, max_size=50).filter(lambda s: all(ord(c) >= 0x20 for c in s)),
+    scopes=st.lists(st.from_regex(r"[a-z][a-z:._-]{0,15}", fullmatch=True), max_size=4),
+    expires_in=st.integers(min_value=1, max_value=86400),
+    extra=st.dictionaries(
+        st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,15}", fullmatch=True),
+        st.integers() | st.text(max_size=10),
+        max_size=3,
+    ),
+)
+def test_form_and_json_bodies_parse_alike(
+    sub: str, scopes: list[str], expires_in: int, extra: dict[str, Any]
+) -> None:
+    extra = {k: v for k, v in extra.items() if k not in ("sub", "email", "name")}
+    form = {
+        "grant_type": "client_credentials",
+        "sub": sub,
+        "expires_in": str(expires_in),
+        "claims": json.dumps(extra),
+    }
+    if scopes:
+        form["scope"] = " ".join(scopes)
+    body: dict[str, Any] = {
+        "grant_type": "client_credentials",
+        "sub": sub,
+        "expires_in": expires_in,
+        "claims": extra,
+    }
+    if scopes:
+        body["scope"] = scopes
+    from_form = _parse(urlencode(form).encode(), "application/x-www-form-urlencoded")
+    from_json = _parse(json.dumps(body).encode(), "application/json")
+    assert from_form is not None
+    assert from_form == from_json
+    assert from_form.sub == sub
+    assert from_form.expires_in == expires_in
+    assert from_form.claims == extra

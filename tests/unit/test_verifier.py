@@ -1,0 +1,721 @@
+"""authserver.verifier against a JWKS we control, served by a loopback ``http.server``.
+
+Every check RFC 9068 §4 asks of a resource server, the JWKS cache (max-age, cap, ETag,
+stale-if-error), refetch on an unknown ``kid`` and its rate limit (a forged-kid flood
+costs one fetch per interval), rotation and retire, the WSGI middleware, and that the
+module imports neither Flask nor SQLAlchemy nor any other authserver module.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from dataclasses import field
+from http.server import BaseHTTPRequestHandler
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
+from joserfc import jws
+from joserfc.jwk import RSAKey
+
+from authserver.verifier import CLAIMS_ENVIRON_KEY
+from authserver.verifier import REASONS
+from authserver.verifier import InvalidToken
+from authserver.verifier import TokenVerifier
+from authserver.verifier import bearer_token
+from authserver.verifier import require_token
+
+AUDIENCE = "https://sync.example.com"
+
+
+@pytest.fixture(scope="module")
+def keys() -> list[RSAKey]:
+    """Three RSA keys (generation is slow), kid = RFC 7638 thumbprint."""
+    generated = [RSAKey.generate_key(2048, private=True) for _ in range(3)]
+    for key in generated:
+        key.ensure_kid()
+    return generated
+
+
+def public_jwk(key: RSAKey) -> dict[str, Any]:
+    return {**key.as_dict(private=False), "use": "sig", "alg": "RS256"}
+
+
+@dataclass
+class AuthServerDouble:
+    """What the verifier sees of an authserver: metadata and a JWKS, with knobs."""
+
+    issuer: str = ""
+    jwks: dict[str, Any] = field(default_factory=lambda: {"keys": []})
+    cache_control: str | None = "public, max-age=300"
+    jwks_status: int = 200
+    jwks_location: str | None = None
+    metadata_override: dict[str, Any] | None = None
+    jwks_fetches: int = 0
+    not_modified: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def publish(self, *published: RSAKey) -> None:
+        self.jwks = {"keys": [public_jwk(k) for k in published]}
+
+    def body(self) -> bytes:
+        return json.dumps(self.jwks).encode()
+
+
+@pytest.fixture
+def server() -> Iterator[AuthServerDouble]:
+    state = AuthServerDouble()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path == "/.well-known/oauth-authorization-server":
+                document = state.metadata_override or {
+                    "issuer": state.issuer,
+                    "jwks_uri": state.issuer + "/.well-known/jwks.json",
+                }
+                self._send(200, json.dumps(document).encode(), {})
+            elif self.path == "/.well-known/jwks.json":
+                with state.lock:
+                    state.jwks_fetches += 1
+                if state.jwks_location:
+                    self._send(302, b"", {"Location": state.jwks_location})
+                    return
+                body = state.body()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                headers = {"ETag": etag}
+                if state.cache_control is not None:
+                    headers["Cache-Control"] = state.cache_control
+                if state.jwks_status == 200 and self.headers.get("If-None-Match") == etag:
+                    with state.lock:
+                        state.not_modified += 1
+                    self._send(304, b"", headers)
+                else:
+                    self._send(state.jwks_status, body, headers)
+            else:
+                self._send(404, b"{}", {})
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            if status != 304:
+                self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if status != 304:
+                self.wfile.write(body)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.issuer = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+def claims_for(issuer: str, **overrides: Any) -> dict[str, Any]:
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": "user-42",
+        "aud": AUDIENCE,
+        "exp": now + 300,
+        "iat": now,
+        "nbf": now,
+        "jti": uuid.uuid4().hex,
+        "client_id": "backend-1",
+        "libraryId": "lib-7",
+    }
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def raw_rs256(key: RSAKey, header: dict[str, Any], payload: bytes) -> str:
+    """RS256 by hand (cryptography), so headers joserfc would refuse can be signed too."""
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(payload)}"
+    private = key.private_key
+    assert private is not None
+    signature = private.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    return f"{signing_input}.{b64(signature)}"
+
+
+def sign(key: RSAKey, claims: dict[str, Any], **header: Any) -> str:
+    protected: dict[str, Any] = {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}
+    protected.update(header)
+    protected = {k: v for k, v in protected.items() if v is not None}
+    return raw_rs256(key, protected, json.dumps(claims).encode())
+
+
+def verifier_for(state: AuthServerDouble, **options: Any) -> TokenVerifier:
+    options.setdefault("min_refetch_interval", 0.0)
+    return TokenVerifier(state.issuer, AUDIENCE, **options)
+
+
+def reason_of(verifier: TokenVerifier, token: str) -> str:
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token)
+    assert caught.value.reason in REASONS
+    return caught.value.reason
+
+
+# -- the happy path ---------------------------------------------------------------------------
+
+
+def test_valid_token_returns_its_claims(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    claims = claims_for(server.issuer)
+    assert verifier_for(server).verify(sign(keys[0], claims)) == claims
+
+
+@pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT", "Application/At+JWT"])
+def test_typ_accepts_both_rfc9068_spellings_case_insensitively(
+    server: AuthServerDouble, keys: list[RSAKey], typ: str
+) -> None:
+    server.publish(keys[0])
+    verifier_for(server).verify(sign(keys[0], claims_for(server.issuer), typ=typ))
+
+
+def test_audience_list_containing_ours_is_accepted(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer, aud=["https://other", AUDIENCE]))
+    assert verifier_for(server).verify(token)["aud"] == ["https://other", AUDIENCE]
+
+
+def test_bytes_tokens_are_accepted(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier_for(server).verify(sign(keys[0], claims_for(server.issuer)).encode())
+
+
+# -- header checks ----------------------------------------------------------------------------
+
+
+def test_alg_is_pinned_to_rs256(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server)
+    claims = claims_for(server.issuer)
+    # Same key, another RSA algorithm.
+    ps256 = jws.serialize_compact(
+        {"alg": "PS256", "typ": "at+jwt", "kid": keys[0].kid},
+        json.dumps(claims).encode(),
+        keys[0],
+        algorithms=["PS256"],
+    )
+    assert reason_of(verifier, ps256) == "unsupported_alg"
+    # The classic confusion: HMAC keyed with the public key's bytes.
+    header = b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": keys[0].kid}).encode())
+    payload = b64(json.dumps(claims).encode())
+    secret = json.dumps(public_jwk(keys[0])).encode()
+    mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    assert reason_of(verifier, f"{header}.{payload}.{b64(mac)}") == "unsupported_alg"
+    # alg none.
+    none = b64(json.dumps({"alg": "none", "typ": "at+jwt", "kid": keys[0].kid}).encode())
+    assert reason_of(verifier, f"{none}.{payload}.x") == "unsupported_alg"
+
+
+@pytest.mark.parametrize("typ", ["JWT", "jwt", "application/jwt", "at+jwt2", None, 1])
+def test_other_typ_is_rejected(server: AuthServerDouble, keys: list[RSAKey], typ: object) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer), typ=typ)
+    assert reason_of(verifier_for(server), token) == "wrong_typ"
+
+
+def test_kid_is_required(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer), kid=None)
+    assert reason_of(verifier_for(server), token) == "missing_kid"
+    assert server.jwks_fetches == 0
+
+
+def test_crit_header_is_rejected(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid, "crit": ["exp"], "exp": 1}
+    token = raw_rs256(keys[0], header, json.dumps(claims_for(server.issuer)).encode())
+    assert reason_of(verifier_for(server), token) == "unsupported_header"
+
+
+@pytest.mark.parametrize(
+    "token",
+    ["", "abc", "a.b", "a.b.c.d", "..", "!!!.e30.sig", b64(b"[1]") + ".e30.sig", "x" * 20000],
+)
+def test_malformed_tokens(server: AuthServerDouble, token: str) -> None:
+    assert reason_of(verifier_for(server), token) == "malformed"
+
+
+# -- signature --------------------------------------------------------------------------------
+
+
+def test_tampered_payload_fails_the_signature(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    header, _, signature = sign(keys[0], claims_for(server.issuer)).split(".")
+    forged = b64(json.dumps(claims_for(server.issuer, sub="admin")).encode())
+    assert reason_of(verifier_for(server), f"{header}.{forged}.{signature}") == "bad_signature"
+
+
+def test_another_key_claiming_a_published_kid_fails(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    token = sign(keys[1], claims_for(server.issuer), kid=keys[0].kid)
+    assert reason_of(verifier_for(server), token) == "bad_signature"
+
+
+def test_payload_that_is_not_a_json_object(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    token = raw_rs256(keys[0], {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid}, b"[1]")
+    assert reason_of(verifier_for(server), token) == "malformed"
+
+
+# -- claims -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"iss": "https://evil.example.com"}, "wrong_issuer"),
+        ({"iss": None}, "missing_claim"),
+        ({"aud": "https://other.example.com"}, "wrong_audience"),
+        ({"aud": ["https://a", "https://b"]}, "wrong_audience"),
+        ({"aud": {"x": AUDIENCE}}, "wrong_audience"),
+        ({"aud": None}, "missing_claim"),
+        ({"exp": None}, "missing_claim"),
+        ({"sub": None}, "missing_claim"),
+        ({"jti": None}, "missing_claim"),
+        ({"client_id": None}, "missing_claim"),
+        ({"iat": None}, "missing_claim"),
+        ({"exp": "tomorrow"}, "malformed"),
+        ({"exp": True}, "malformed"),
+    ],
+)
+def test_claim_checks(
+    server: AuthServerDouble, keys: list[RSAKey], overrides: dict[str, Any], reason: str
+) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer, **overrides))
+    assert reason_of(verifier_for(server), token) == reason
+
+
+def test_time_claims_with_leeway(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    now = int(time.time())
+    verifier = verifier_for(server, leeway=30)
+
+    def check(**overrides: Any) -> str | None:
+        try:
+            verifier.verify(sign(keys[0], claims_for(server.issuer, **overrides)))
+        except InvalidToken as exc:
+            return exc.reason
+        return None
+
+    assert check(exp=now - 10) is None  # expired, but within the leeway
+    assert check(exp=now - 60, iat=now - 400, nbf=now - 400) == "expired"
+    assert check(nbf=now + 10) is None
+    assert check(nbf=now + 120) == "not_yet_valid"
+    assert check(iat=now + 10) is None
+    assert check(iat=now + 120, nbf=None) == "issued_in_future"
+    assert check(nbf=None) is None  # nbf is optional in RFC 9068
+
+
+def test_leeway_zero_and_injected_clock(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    now = int(time.time())
+    token = sign(keys[0], claims_for(server.issuer, exp=now + 100))
+    assert verifier_for(server, leeway=0, clock=lambda: now + 99.5).verify(token)
+    assert reason_of(verifier_for(server, leeway=0, clock=lambda: now + 100), token) == "expired"
+
+
+# -- the JWKS cache ---------------------------------------------------------------------------
+
+
+def test_jwks_is_discovered_and_cached(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server)
+    for _ in range(20):
+        verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    assert server.jwks_fetches == 1
+
+
+def test_metadata_for_another_issuer_is_refused(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    server.metadata_override = {
+        "issuer": "https://evil.example.com",
+        "jwks_uri": server.issuer + "/.well-known/jwks.json",
+    }
+    token = sign(keys[0], claims_for(server.issuer))
+    assert reason_of(verifier_for(server), token) == "jwks_unavailable"
+
+
+@pytest.mark.parametrize("jwks_uri", ["file:///etc/passwd", "ftp://127.0.0.1/jwks.json"])
+def test_jwks_uri_other_than_http_is_refused(
+    server: AuthServerDouble, keys: list[RSAKey], jwks_uri: str
+) -> None:
+    server.publish(keys[0])
+    server.metadata_override = {"issuer": server.issuer, "jwks_uri": jwks_uri}
+    token = sign(keys[0], claims_for(server.issuer))
+    assert reason_of(verifier_for(server), token) == "jwks_unavailable"
+    with pytest.raises(ValueError, match="jwks_uri"):
+        TokenVerifier(server.issuer, AUDIENCE, jwks_uri=jwks_uri)
+
+
+def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.metadata_override = {"issuer": "broken"}
+    verifier = verifier_for(server, jwks_uri=server.issuer + "/.well-known/jwks.json")
+    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+
+
+def test_max_age_is_honoured(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.cache_control = "public, max-age=1"
+    verifier = verifier_for(server)
+    token = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(token)
+    verifier.verify(token)
+    assert server.jwks_fetches == 1
+    time.sleep(1.1)
+    verifier.verify(token)
+    assert server.jwks_fetches == 2
+    assert server.not_modified == 1  # If-None-Match with the ETag: the set had not changed
+
+
+def test_max_age_is_capped(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.cache_control = "max-age=86400"
+    verifier = verifier_for(server, max_cache_seconds=0.3)
+    token = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(token)
+    time.sleep(0.4)
+    verifier.verify(token)
+    assert server.jwks_fetches == 2
+
+
+@pytest.mark.parametrize("cache_control", ["no-store", "no-cache, max-age=300", "max-age=0"])
+def test_uncacheable_jwks_is_still_rate_limited(
+    server: AuthServerDouble, keys: list[RSAKey], cache_control: str
+) -> None:
+    server.publish(keys[0])
+    server.cache_control = cache_control
+    verifier = verifier_for(server, min_refetch_interval=60)
+    for _ in range(10):
+        verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    assert server.jwks_fetches == 1
+
+
+def test_non_rsa_and_private_and_encryption_keys_are_ignored(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.jwks = {
+        "keys": [
+            {"kty": "EC", "crv": "P-256", "x": "x", "y": "y", "kid": "ec"},
+            {**keys[1].as_dict(private=True), "kid": keys[1].kid},
+            {**public_jwk(keys[2]), "use": "enc"},
+            {**public_jwk(keys[0]), "n": "not base64!"},
+        ]
+    }
+    verifier = verifier_for(server)
+    for key in keys:
+        assert reason_of(verifier, sign(key, claims_for(server.issuer))) == "unknown_kid"
+
+
+# -- rotation, unknown kid, rate limit, retire --------------------------------------------------
+
+
+def test_unknown_kid_triggers_a_refetch(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server)
+    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    server.publish(keys[0], keys[1])  # rotation: the new key appears
+    verifier.verify(sign(keys[1], claims_for(server.issuer)))
+    assert server.jwks_fetches == 2
+    verifier.verify(sign(keys[0], claims_for(server.issuer)))  # the old one still works
+    assert server.jwks_fetches == 2
+
+
+def test_unknown_kid_refetch_is_rate_limited(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server, min_refetch_interval=0.5)
+    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    server.publish(keys[0], keys[1])
+    new = sign(keys[1], claims_for(server.issuer))
+    assert reason_of(verifier, new) == "unknown_kid"  # fetched just now: no refetch yet
+    assert server.jwks_fetches == 1
+    time.sleep(0.55)
+    assert verifier.verify(new)
+    assert server.jwks_fetches == 2
+
+
+def test_forged_kid_flood_costs_one_fetch_per_interval(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server, min_refetch_interval=10)
+    claims = json.dumps(claims_for(server.issuer)).encode()
+    header = {"alg": "RS256", "typ": "at+jwt"}
+    forged = [raw_rs256(keys[1], {**header, "kid": uuid.uuid4().hex}, claims) for _ in range(50)]
+
+    def attempt(token: str) -> str:
+        try:
+            verifier.verify(token)
+        except InvalidToken as exc:
+            return exc.reason
+        return "accepted"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        reasons = list(pool.map(attempt, forged * 10))
+    assert set(reasons) == {"unknown_kid"}
+    assert server.jwks_fetches == 1
+    assert verifier.fetch_count == 1
+    verifier.verify(sign(keys[0], claims_for(server.issuer)))  # real tokens still pass
+
+
+def test_retired_key_is_dropped_when_the_cache_expires(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0], keys[1])
+    server.cache_control = "max-age=1"
+    verifier = verifier_for(server, min_refetch_interval=0.2)
+    old = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(old)
+    server.publish(keys[1])  # keys retire KID: it leaves the JWKS at once
+    verifier.verify(old)  # still cached
+    time.sleep(1.1)
+    assert reason_of(verifier, old) == "unknown_kid"
+    verifier.verify(sign(keys[1], claims_for(server.issuer)))
+
+
+def test_refresh_drops_a_retired_key_at_once(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0], keys[1])
+    verifier = verifier_for(server)
+    old = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(old)
+    server.publish(keys[1])
+    verifier.refresh()
+    assert reason_of(verifier, old) == "unknown_kid"
+
+
+# -- failures of the authserver -----------------------------------------------------------------
+
+
+def test_unreachable_authserver(keys: list[RSAKey]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    issuer = f"http://127.0.0.1:{port}"
+    verifier = TokenVerifier(issuer, AUDIENCE, timeout=1)
+    assert reason_of(verifier, sign(keys[0], claims_for(issuer))) == "jwks_unavailable"
+
+
+def test_last_good_set_is_used_while_refresh_fails(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    server.cache_control = "max-age=0"
+    verifier = verifier_for(server, stale_if_error=60)
+    token = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(token)
+    server.jwks_status = 500
+    verifier.verify(token)
+    assert server.jwks_fetches == 2
+    # A kid we cannot look up while the authserver fails is not the token's fault.
+    assert reason_of(verifier, sign(keys[1], claims_for(server.issuer))) == "jwks_unavailable"
+
+
+def test_stale_if_error_bounds_the_last_good_set(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    server.cache_control = "max-age=0"
+    verifier = verifier_for(server, stale_if_error=0.3)
+    token = sign(keys[0], claims_for(server.issuer))
+    verifier.verify(token)
+    server.jwks_status = 503
+    time.sleep(0.35)
+    assert reason_of(verifier, token) == "jwks_unavailable"
+    server.jwks_status = 200
+    verifier.verify(token)
+
+
+def test_response_size_is_capped(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.jwks["padding"] = "x" * 5000
+    token = sign(keys[0], claims_for(server.issuer))
+    assert reason_of(verifier_for(server, max_response_bytes=4096), token) == "jwks_unavailable"
+    verifier_for(server, max_response_bytes=8192).verify(token)
+
+
+def test_redirects_are_not_followed(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.jwks_location = "http://127.0.0.1:1/elsewhere.json"
+    token = sign(keys[0], claims_for(server.issuer))
+    assert reason_of(verifier_for(server), token) == "jwks_unavailable"
+
+
+def test_https_issuer_never_fetches_keys_over_http(keys: list[RSAKey]) -> None:
+    verifier = TokenVerifier("https://auth.invalid", AUDIENCE)
+    assert verifier._check_url("https://auth.invalid/jwks") == "https://auth.invalid/jwks"
+    with pytest.raises(InvalidToken):
+        verifier._check_url("http://auth.invalid/jwks")
+
+
+# -- threads ----------------------------------------------------------------------------------
+
+
+def test_thread_safety_across_a_rotation(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    server.cache_control = "max-age=0"
+    verifier = verifier_for(server, min_refetch_interval=0.05)
+    tokens = [sign(k, claims_for(server.issuer, sub=f"user-{i}")) for i, k in enumerate(keys)]
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def rotate() -> None:
+        for published in ([keys[0], keys[1]], [keys[0], keys[1], keys[2]]):
+            time.sleep(0.1)
+            server.publish(*published)
+        stop.set()
+
+    def attempt(token: str) -> str:
+        try:
+            verifier.verify(token)
+        except InvalidToken as exc:
+            return exc.reason
+        return "accepted"
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                assert verifier.verify(tokens[0])["sub"] == "user-0"
+            for token in tokens:  # after the rotation every key is known
+                deadline = time.monotonic() + 2
+                while (reason := attempt(token)) == "unknown_kid":
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                assert reason == "accepted"
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(16)]
+    rotator = threading.Thread(target=rotate)
+    for thread in [*threads, rotator]:
+        thread.start()
+    for thread in [*threads, rotator]:
+        thread.join(30)
+    assert not errors, errors[0]
+    # max-age=0 and 16 busy threads, yet fetches stay within the rate limit (0.05 s).
+    assert server.jwks_fetches < 0.3 / 0.05 + 40
+
+
+# -- WSGI -------------------------------------------------------------------------------------
+
+
+def call(app: Any, path: str = "/sync", authorization: str | None = None) -> tuple[str, Any, Any]:
+    environ: dict[str, Any] = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    captured: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        captured["status"], captured["headers"] = status, dict(headers)
+
+    body = b"".join(app(environ, start_response))
+    return captured["status"], captured["headers"], json.loads(body)
+
+
+def test_require_token_middleware(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+
+    @require_token(verifier_for(server), public_paths={"/healthz"})
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"claims": environ.get(CLAIMS_ENVIRON_KEY)}).encode()]
+
+    claims = claims_for(server.issuer)
+    status, _, body = call(app, authorization="Bearer " + sign(keys[0], claims))
+    assert (status, body) == ("200 OK", {"claims": claims})
+    status, _, body = call(app, authorization="bearer " + sign(keys[0], claims))
+    assert status == "200 OK"
+
+    status, headers, body = call(app)
+    assert status == "401 Unauthorized"
+    assert headers["WWW-Authenticate"] == "Bearer"  # RFC 6750 §3.1: no error without a token
+    assert body == {"error": "invalid_token", "reason": "missing_token"}
+
+    status, headers, body = call(app, authorization="Basic dXNlcjpwYXNz")
+    assert (status, body["reason"]) == ("401 Unauthorized", "missing_token")
+
+    wrong = sign(keys[0], claims_for(server.issuer, aud="https://other"))
+    status, headers, body = call(app, authorization=f"Bearer {wrong}")
+    assert status == "401 Unauthorized"
+    assert headers["WWW-Authenticate"] == (
+        'Bearer error="invalid_token", error_description="wrong_audience"'
+    )
+    assert headers["Cache-Control"] == "no-store"
+    assert body == {"error": "invalid_token", "reason": "wrong_audience"}
+
+    assert call(app, path="/healthz")[0] == "200 OK"
+
+
+def test_require_token_answers_503_when_keys_cannot_be_fetched(keys: list[RSAKey]) -> None:
+    issuer = "http://127.0.0.1:1"
+    app = require_token(TokenVerifier(issuer, AUDIENCE, timeout=1))(lambda e, s: [b""])
+    status, headers, body = call(app, authorization="Bearer " + sign(keys[0], claims_for(issuer)))
+    assert status == "503 Service Unavailable"
+    assert "Retry-After" in headers
+    assert body == {"error": "temporarily_unavailable", "reason": "jwks_unavailable"}
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer a b", "Token abc"])
+def test_bearer_token_parsing(header: str | None) -> None:
+    with pytest.raises(InvalidToken, match="missing_token"):
+        bearer_token(header)
+
+
+def test_bearer_token_parsing_ok() -> None:
+    assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
+    assert bearer_token("  BEARER   abc  ") == "abc"
+
+
+# -- packaging --------------------------------------------------------------------------------
+
+
+def test_verifier_imports_no_framework_and_no_other_authserver_module() -> None:
+    code = (
+        "import sys, authserver.verifier\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('flask', 'werkzeug', 'sqlalchemy', 'authlib', 'click') "
+        "or (m.startswith('authserver.') and m != 'authserver.verifier'))\n"
+        "print(bad)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
