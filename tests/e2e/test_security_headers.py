@@ -1,0 +1,51 @@
+"""Browser-facing hardening: no CORS on credentialed endpoints (RFC 9700 §2.6: the token
+endpoint is for backends), CORS only on public documents, no caching of secrets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+ORIGIN = "https://evil.example"
+
+
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_no_cors_on_credentialed_endpoints(http: Any, path: str) -> None:
+    preflight = http.options(
+        path,
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert "Access-Control-Allow-Origin" not in preflight.headers
+    assert "Access-Control-Allow-Credentials" not in preflight.headers
+    post = http.post(path, headers={"Origin": ORIGIN}, data={"grant_type": "client_credentials"})
+    assert "Access-Control-Allow-Origin" not in post.headers
+    assert post.headers["Cache-Control"] == "no-store"
+    assert post.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ],
+)
+def test_public_documents_allow_any_origin_without_credentials(http: Any, path: str) -> None:
+    response = http.get(path, headers={"Origin": ORIGIN})
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Credentials" not in response.headers
+
+
+def test_token_response_is_never_cached(http: Any, register: Any) -> None:
+    cid, secret = register()
+    response = http.post("/token", auth=(cid, secret), data={"grant_type": "client_credentials"})
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
