@@ -186,12 +186,11 @@ class KeyService:
 
         :returns: the key created, or ``None`` when one was already current.
         """
-        now = self._clock.now()
-        if _current(self._store.list(), now, self._policy.retention) is not None:
+        if self._sound(self._store.list(), self._clock.now()):
             return None
         with self._store.lock():
             keys = self._store.list()
-            if _current(keys, self._clock.now(), self._policy.retention) is not None:
+            if self._sound(keys, self._clock.now()):
                 return None
             self._check_passphrase(keys)
             created = self._rechain(keys, self._clock.now())
@@ -212,6 +211,11 @@ class KeyService:
             keys = self._store.list()
             pending = _pending(keys, now)
             if pending:
+                if _chain_broken(keys, now):
+                    # A crash between writing the new key and ending the current key's
+                    # window (file store: no transaction) left two open windows.
+                    self._rechain(keys, now)
+                    self.invalidate()
                 return RotationResult(pending[-1], created=False)
             self._check_passphrase(keys)
             new = self._new_key(now, lead=self._lead)
@@ -252,6 +256,12 @@ class KeyService:
             self._record("key.created", created)
         log.warning("retired signing key %s", kid)
         return retired
+
+    def _sound(self, keys: list[SigningKey], now: float) -> bool:
+        """A key signs now and the windows chain (nothing for ensure_current to do)."""
+        return not _chain_broken(keys, now) and (
+            _current(keys, now, self._policy.retention) is not None
+        )
 
     def due(self) -> bool:
         """True when :meth:`tick` has something to do (a cheap, unlocked read)."""
@@ -308,6 +318,8 @@ class KeyService:
     def _work(self, keys: list[SigningKey], now: float) -> set[str]:
         retention = self._policy.retention
         work: set[str] = set()
+        if _chain_broken(keys, now):
+            return {"promote"}  # _rechain repairs the windows (see _chain_broken)
         current = _current(keys, now, retention)
         if current is None:
             work.add("promote")
@@ -406,6 +418,30 @@ class KeyService:
             ):
                 self._store.update(updated)
         return created
+
+
+def _live(keys: list[SigningKey], now: float) -> list[SigningKey]:
+    return sorted(
+        (
+            k
+            for k in keys
+            if k.retired_at is None and (k.deactivate_at is None or k.deactivate_at > now)
+        ),
+        key=lambda k: (k.activate_at, k.created_at),
+    )
+
+
+def _chain_broken(keys: list[SigningKey], now: float) -> bool:
+    """True when the signing windows of the live keys are not contiguous, which only a
+    crash part-way through a change of a store without transactions (the file store)
+    can leave: e.g. a new key written, the current key's window not yet ended, so both
+    would be current once the new one activates."""
+    live = _live(keys, now)
+    for index, key in enumerate(live):
+        end = live[index + 1].activate_at if index + 1 < len(live) else None
+        if key.deactivate_at != end:
+            return True
+    return False
 
 
 def _current(keys: list[SigningKey], now: float, retention: float) -> SigningKey | None:

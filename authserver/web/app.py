@@ -8,6 +8,7 @@ from typing import Any
 from flask import Flask
 from flask import Response
 from flask import g
+from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authserver import container
@@ -87,7 +88,12 @@ def _unit_of_work_per_request(app: Flask, services: Services) -> None:
     def _commit(response: Response) -> Response:
         token = g.pop("uow_token", None)
         if token is not None:
-            db.end(token, commit=response.status_code < 500)
+            try:
+                db.end(token, commit=response.status_code < 500)
+            except SQLAlchemyError as exc:
+                # The commit failed (the database went away after the handler ran): what
+                # the handler answered did not happen, so answer as for any database error.
+                return errors.database_unavailable(exc)
         return response
 
     @app.teardown_request

@@ -36,6 +36,15 @@ def error_response(status: int, error: str, description: str) -> Response:
     return response
 
 
+def database_unavailable(exc: Exception) -> Response:
+    """503 for a database failure. Never the exception text: it can carry connection
+    strings and SQL."""
+    log.error("database unavailable: %s", type(exc).__name__)
+    response = error_response(503, "temporarily_unavailable", "the database is unavailable")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:
@@ -54,11 +63,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(PoolTimeoutError)
     @app.errorhandler(DBAPIError)
     def _database(exc: Exception) -> Response:
-        # Never the exception text: it can carry connection strings and SQL.
-        log.error("database unavailable: %s", type(exc).__name__)
-        response = error_response(503, "temporarily_unavailable", "the database is unavailable")
-        response.headers["Retry-After"] = "5"
-        return response
+        return database_unavailable(exc)
 
     @app.errorhandler(KeyStoreError)
     def _keys(exc: KeyStoreError) -> Response:

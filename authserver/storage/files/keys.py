@@ -120,9 +120,6 @@ class FileKeyStore:
                 unchanged = False
             if not unchanged:
                 _write_atomic(pem_path, key.private_pem, 0o600)
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                pem_path.unlink()
         meta = {
             "kid": key.kid,
             "alg": key.alg,
@@ -136,6 +133,12 @@ class FileKeyStore:
         _write_atomic(
             self.directory / f"{key.kid}.json", json.dumps(meta, indent=2).encode(), 0o600
         )
+        if key.private_pem is None:
+            # Destroyed only after the metadata says the key is retired or gone: a crash in
+            # between leaves a key that signs nothing with a stale .pem (the next tick
+            # removes it), never a current key without its private half.
+            with contextlib.suppress(FileNotFoundError):
+                pem_path.unlink()
         self._bump()
 
     def add(self, key: SigningKey) -> None:

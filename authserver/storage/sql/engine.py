@@ -21,6 +21,29 @@ from authserver.errors import ConfigError
 #: SQLite waits this long for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 15
 
+#: PostgreSQL: give up on a connection attempt after this many seconds (libpq
+#: ``connect_timeout``; its default is to wait forever, and 2 is the least it accepts).
+#: Ample for a healthy server (a connection with TLS and SCRAM takes a few round trips);
+#: /readyz may make two attempts, so it still answers within about 4 s.
+POSTGRES_CONNECT_TIMEOUT_S = 2
+#: PostgreSQL: how long a request waits for a free pooled connection before its 503.
+POSTGRES_POOL_TIMEOUT_S = 5
+
+#: libpq parameters for every PostgreSQL connection (see make_engine). The keepalives and
+#: ``tcp_user_timeout`` make a connection whose peer vanished without a FIN or RST (host
+#: down, network cut) fail within seconds instead of after the kernel's ~15 minutes of
+#: retransmissions, so pool_pre_ping and running queries notice it.
+_POSTGRES_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # milliseconds
+}
+#: The drivers built on libpq, which understand those parameters.
+_LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi"})
+
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings authserver relies on for *url*'s dialect."""
@@ -41,6 +64,18 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cursor.close()
 
         return engine
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS:
+        # Fail fast when PostgreSQL is unreachable but not refusing (a hung host, a
+        # dropped network path, a full listen backlog): libpq's default is to wait for
+        # the connection forever, so every request needing a new connection hung for as
+        # long as the outage lasted instead of getting its 503 (tests/integration/
+        # test_db_outage.py). A value set in the URL's query string wins.
+        connect_args = {k: v for k, v in _POSTGRES_CONNECT_ARGS.items() if k not in parsed.query}
+        connect_args.update(kwargs.pop("connect_args", {}))
+        kwargs["connect_args"] = connect_args
+        # A request waiting for a pooled connection gives up (503) instead of queueing for
+        # gunicorn's whole worker timeout (SQLAlchemy's default is 30 s).
+        kwargs.setdefault("pool_timeout", POSTGRES_POOL_TIMEOUT_S)
     try:
         return create_engine(parsed, pool_pre_ping=True, **kwargs)
     except (ArgumentError, ImportError) as exc:
