@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
+
 from authserver.errors import ConfigError
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
@@ -98,7 +100,57 @@ def _database_url(raw: str) -> str:
 
 def redact_url(url: str) -> str:
     """*url* with any password replaced by ``***`` (for logs and reprs)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    # The user name may be empty: redis://:password@host is how Redis URLs carry a password.
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+#: Storages for the failed-authentication limits (web/limits.py): the ``limits`` library's
+#: in-process memory storage and its Redis family (Redis must be reachable from every worker
+#: and instance for the limits to be shared).
+RATE_LIMIT_SCHEMES = ("memory", "redis", "rediss", "redis+unix", "redis+sentinel", "redis+cluster")
+
+
+def _rate_limit_storage(raw: str) -> str:
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower() not in RATE_LIMIT_SCHEMES:
+        raise ValueError(
+            "must be memory:// or a redis://, rediss://, redis+unix://, "
+            "redis+sentinel:// or redis+cluster:// URL"
+        )
+    if scheme.lower() == "memory":
+        if rest:
+            raise ValueError("memory:// takes no host or path")
+        return "memory://"
+    if scheme.lower() == "redis+unix":
+        if not urlsplit(value).path:
+            raise ValueError("redis+unix:// needs a socket path, e.g. redis+unix:///run/redis.sock")
+    elif not urlsplit(value).netloc:
+        raise ValueError(f"{scheme}:// needs a host, e.g. {scheme}://127.0.0.1:6379")
+    return value
+
+
+def _rate_limit(raw: str) -> str | None:
+    """One or more ``limits`` rate strings (``10/minute``, ``10/minute;100/day``), or ``off``."""
+    value = raw.strip()
+    if value.lower() in ("0", "off"):
+        return None
+    try:
+        items = limits.parse_many(value)
+    except ValueError:
+        raise ValueError(
+            "expected a rate such as 10/minute or 10/minute;100/day, or off to disable"
+        ) from None
+    if not items or any(item.amount < 1 for item in items):
+        raise ValueError("every rate must allow at least 1 failure (use off to disable)")
+    return value
+
+
+def _key_prefix(raw: str) -> str:
+    value = raw.strip()
+    if not re.fullmatch(r"[A-Za-z0-9_.:-]{1,64}", value):
+        raise ValueError("must be 1 to 64 letters, digits or _ . : -")
+    return value
 
 
 def _non_empty(raw: str) -> str:
@@ -299,6 +351,36 @@ FIELDS: tuple[Field, ...] = (
         _bool,
         "run the key rotation schedule inside serve",
     ),
+    Field(
+        "rate_limit_storage",
+        "AUTHSERVER_RATE_LIMIT_STORAGE",
+        lambda: "memory://",
+        _rate_limit_storage,
+        "where failed-authentication counts live: memory:// (per worker process) or a "
+        "redis:// URL (shared by every worker and instance)",
+    ),
+    Field(
+        "auth_failures_per_client",
+        "AUTHSERVER_AUTH_FAILURES_PER_CLIENT",
+        lambda: "20/minute",
+        _rate_limit,
+        "failed client authentications allowed per presented client_id (e.g. 10/minute, "
+        "10/minute;100/day; off to disable)",
+    ),
+    Field(
+        "auth_failures_per_address",
+        "AUTHSERVER_AUTH_FAILURES_PER_ADDRESS",
+        lambda: "60/minute",
+        _rate_limit,
+        "failed client authentications allowed per source address (IPv6: per /64; off to disable)",
+    ),
+    Field(
+        "rate_limit_key_prefix",
+        "AUTHSERVER_RATE_LIMIT_KEY_PREFIX",
+        lambda: "authserver",
+        _key_prefix,
+        "prefix of the rate limit keys (deployments sharing one Redis need different ones)",
+    ),
 )
 
 FIELDS_BY_NAME = {f.name: f for f in FIELDS}
@@ -332,6 +414,10 @@ class Settings:
     log_level: str
     audit_retention: int
     scheduler: bool
+    rate_limit_storage: str
+    auth_failures_per_client: str | None
+    auth_failures_per_address: str | None
+    rate_limit_key_prefix: str
 
     def __repr__(self) -> str:
         # Secrets never reach logs, even through a repr in a traceback.
@@ -340,6 +426,7 @@ class Settings:
             for f in FIELDS
         }
         shown["database_url"] = redact_url(self.database_url)
+        shown["rate_limit_storage"] = redact_url(self.rate_limit_storage)
         return f"Settings({shown})"
 
     @classmethod

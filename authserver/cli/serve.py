@@ -44,6 +44,11 @@ def prepare(settings: Settings) -> None:
         log.warning(
             "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"
         )
+    from authserver.web.limits import check_storage
+
+    # In the master only: a worker that failed to boot would stop the whole server, while
+    # at run time an unreachable limit store fails open (web/limits.py).
+    check_storage(settings)
     svc = container.build(settings)
     try:
         ensure_schema(svc, upgrade_existing=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer
@@ -37,6 +38,12 @@ REALM = "authserver"
 class AuthServerAuthorizationServer(AuthorizationServer):
     """Client-credentials only. ``query_client`` reads the domain ClientService;
     ``create_oauth2_request`` reads form and JSON bodies alike."""
+
+    #: Called with every parsed request to /token, /introspect and /revoke before the client
+    #: is authenticated; it may raise to refuse the request (web/limits.py refuses client ids
+    #: and addresses over their failed-authentication budget). Exceptions that are not an
+    #: ``OAuth2Error`` reach the web layer's error handlers.
+    before_client_authentication: Callable[[AuthServerOAuth2Request], None] | None = None
 
     def __init__(
         self,
@@ -116,7 +123,10 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         return response
 
     def create_oauth2_request(self, request: Any) -> AuthServerOAuth2Request:
-        return AuthServerOAuth2Request(flask_request, parse_body(flask_request))
+        oauth_request = AuthServerOAuth2Request(flask_request, parse_body(flask_request))
+        if self.before_client_authentication is not None:
+            self.before_client_authentication(oauth_request)
+        return oauth_request
 
     def create_token_response(self, request: Any = None) -> Response:
         """RFC 6749 §4.4.2/§5: Authlib's flow, with body parsing inside the error handling

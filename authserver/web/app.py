@@ -18,6 +18,7 @@ from authserver.settings import Settings
 from authserver.web import admin
 from authserver.web import errors
 from authserver.web import health
+from authserver.web import limits
 from authserver.web import metrics
 from authserver.web import oauth
 from authserver.web import openapi
@@ -59,6 +60,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     metrics.instrument(app)
     _unit_of_work_per_request(app, services)
     errors.register(app)
+    # Failed client authentication limits (brute force): after the metrics hooks, so a 429
+    # is timed and counted like any other response.
+    limits.init_app(app, settings, app.extensions["authserver.oauth"])
     app.register_blueprint(oauth.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)

@@ -42,7 +42,12 @@ def _one_line_error(result: Any) -> str:
 def test_cli_changes_take_effect_at_once_on_a_running_server(
     db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    env = env_for(db_url)
+    # This test sends refused requests on purpose; brute-force limits are tested apart.
+    env = env_for(
+        db_url,
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="off",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="off",
+    )
     env.pop("AUTHSERVER_ISSUER")
     created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
     cid, secret = created["client_id"], created["client_secret"]

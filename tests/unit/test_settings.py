@@ -103,6 +103,34 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
         30 * 86400,
         ("0", "forever", ""),
     ),
+    "AUTHSERVER_RATE_LIMIT_STORAGE": (
+        "rate_limit_storage",
+        "memory://",
+        "redis://:pw@127.0.0.1:6379/0",
+        "redis://:pw@127.0.0.1:6379/0",
+        ("memcached://127.0.0.1:11211", "redis://", "memory://x", "127.0.0.1:6379", ""),
+    ),
+    "AUTHSERVER_AUTH_FAILURES_PER_CLIENT": (
+        "auth_failures_per_client",
+        "20/minute",
+        "5/second;100/day",
+        "5/second;100/day",
+        ("10", "ten per minute", "0/minute", "-1/minute", "10/minute;", ""),
+    ),
+    "AUTHSERVER_AUTH_FAILURES_PER_ADDRESS": (
+        "auth_failures_per_address",
+        "60/minute",
+        "3 per 2 seconds",
+        "3 per 2 seconds",
+        ("30", "30/fortnight", "0/hour", ""),
+    ),
+    "AUTHSERVER_RATE_LIMIT_KEY_PREFIX": (
+        "rate_limit_key_prefix",
+        "authserver",
+        "prod-eu",
+        "prod-eu",
+        ("", "has space", "x" * 65, "a/b"),
+    ),
 }
 
 VALID = [(env, case[0], case[2], case[3]) for env, case in CASES.items()]
@@ -334,3 +362,38 @@ def test_repr_of_unset_secrets() -> None:
     text = repr(Settings.from_env({}))
     assert "'key_passphrase': None" in text
     assert "'admin_token': None" in text
+
+
+# -- failed-authentication limits ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", ["off", "OFF", "0", " off "])
+@pytest.mark.parametrize(
+    "env", ["AUTHSERVER_AUTH_FAILURES_PER_CLIENT", "AUTHSERVER_AUTH_FAILURES_PER_ADDRESS"]
+)
+def test_failure_limits_can_be_turned_off(env: str, raw: str) -> None:
+    field = next(f for f in FIELDS if f.env == env)
+    assert getattr(Settings.from_env({env: raw}), field.name) is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "memory://",
+        "redis://127.0.0.1:6379",
+        "rediss://user:pw@redis.example:6380/2",
+        "redis+unix:///run/redis/redis.sock",
+        "redis+sentinel://sentinel.example:26379/mymaster",
+        "redis+cluster://node1.example:7000,node2.example:7000",
+    ],
+)
+def test_rate_limit_storages(raw: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": raw}).rate_limit_storage == raw
+
+
+def test_repr_hides_the_redis_password() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_RATE_LIMIT_STORAGE": "redis://:redis-pw-51f0@127.0.0.1:6379/0"}
+    )
+    assert "redis-pw-51f0" not in repr(settings)
+    assert "redis://:***@127.0.0.1:6379/0" in repr(settings)

@@ -1,0 +1,520 @@
+"""Brute-force protection: limits on failed client authentication (issue 6, web/limits.py).
+
+Failed client authentications (``invalid_client``) at /token, /introspect and /revoke are
+counted per presented ``client_id`` and per source address; over a budget, requests for
+that id or from that address get 429 with ``Retry-After`` and an RFC 6749 §5.2-shaped body
+(``slow_down``), even with the right secret. Successes count for nothing.
+
+Every test runs on the in-memory storage and on Redis (``AUTHSERVER_TEST_REDIS_URL``,
+default ``redis://127.0.0.1:6379/0``), each with its own key prefix so parallel runs never
+share a counter. When Redis is unreachable the Redis leg is skipped with a message, except
+under CI (``CI=true``) or ``AUTHSERVER_TEST_REQUIRE_REDIS=1``, where it fails. The database
+is not what these tests are about: they use SQLite only.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from prometheus_client import REGISTRY
+
+from authserver.container import Services
+from authserver.errors import ConfigError
+from authserver.settings import Settings
+from authserver.web import limits
+from authserver.web.app import create_app
+from tests.conftest import make_services
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+pytestmark = pytest.mark.e2e
+
+REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+REQUIRE_REDIS = (
+    os.environ.get("AUTHSERVER_TEST_REQUIRE_REDIS") == "1"
+    or os.environ.get("CI", "").lower() == "true"
+)
+_redis_state: dict[str, str | None] = {}
+
+GRANT = {"grant_type": "client_credentials"}
+ATTACKER = "198.51.100.7"
+ELSEWHERE = "203.0.113.9"
+
+App = Any
+MakeApp = Callable[..., tuple[App, Services]]
+Register = Callable[[Services], tuple[str, str]]
+
+
+def _redis_unavailable() -> str | None:
+    """None when reachable, else the reason."""
+    if "reason" not in _redis_state:
+        try:
+            import redis
+
+            client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2)
+            try:
+                client.ping()
+            finally:
+                client.close()
+            _redis_state["reason"] = None
+        except Exception as exc:
+            _redis_state["reason"] = f"Redis at {REDIS_URL} unreachable: {type(exc).__name__}"
+    return _redis_state["reason"]
+
+
+def _delete_keys(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        for key in client.scan_iter(match=f"*/{prefix}/*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """SQLite only here (overrides the SQLite + PostgreSQL fixture of conftest)."""
+    return f"sqlite:///{tmp_path / 'authserver.db'}"
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A key prefix of this test's own."""
+    return f"test-{secrets.token_hex(6)}"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def storage(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
+    if request.param == "memory":
+        yield "memory://"
+        return
+    reason = _redis_unavailable()
+    if reason:
+        if REQUIRE_REDIS:
+            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_REDIS=1)")
+        pytest.skip(reason)
+    yield REDIS_URL
+    _delete_keys(prefix)
+
+
+@pytest.fixture
+def make_app(
+    env_for: Callable[..., dict[str, str]], db_url: str, storage: str, prefix: str
+) -> Iterator[MakeApp]:
+    """``make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute", ...)``: the app and its
+    services on this test's storage and key prefix."""
+    built: list[Services] = []
+
+    def make(**env: str) -> tuple[App, Services]:
+        settings = Settings.from_env(
+            env_for(
+                db_url,
+                AUTHSERVER_RATE_LIMIT_STORAGE=storage,
+                AUTHSERVER_RATE_LIMIT_KEY_PREFIX=prefix,
+                **env,
+            )
+        )
+        services = make_services(settings)
+        built.append(services)
+        return create_app(services=services), services
+
+    yield make
+    for services in built:
+        services.close()
+
+
+def register(services: Services) -> tuple[str, str]:
+    with services.unit_of_work():
+        client, secret = services.clients.create(name="rate limited backend")
+    assert secret is not None
+    return str(client.client_id), secret
+
+
+def token(http: Any, client_id: str, secret: str, addr: str = ATTACKER) -> Any:
+    return http.post(
+        "/token", data=GRANT, auth=(client_id, secret), environ_base={"REMOTE_ADDR": addr}
+    )
+
+
+def assert_throttled(response: Any) -> int:
+    """429, an RFC 6749 §5.2-shaped JSON body, and ``Retry-After`` in whole seconds."""
+    assert response.status_code == 429, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    assert response.get_json() == {
+        "error": "slow_down",
+        "error_description": limits.DESCRIPTION,
+    }
+    assert response.headers["Cache-Control"] == "no-store"
+    retry_after = response.headers["Retry-After"]
+    assert retry_after.isdigit(), retry_after
+    assert int(retry_after) >= 1
+    return int(retry_after)
+
+
+def assert_invalid_client(response: Any) -> None:
+    assert response.status_code == 401, response.get_data(as_text=True)
+    assert response.get_json()["error"] == "invalid_client"
+
+
+# -- per client_id ---------------------------------------------------------------------------
+
+
+def test_failures_for_one_id_lock_it_out_but_not_another_client(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
+    http = app.test_client()
+    victim, victim_secret = register(services)
+    other, other_secret = register(services)
+
+    for _ in range(3):
+        assert_invalid_client(token(http, victim, "wrong-secret"))
+
+    # The id is locked out, even with the right secret and from another address.
+    retry_after = assert_throttled(token(http, victim, victim_secret))
+    assert retry_after <= 60
+    assert_throttled(token(http, victim, victim_secret, addr=ELSEWHERE))
+    # Another client, from the attacker's address or from its own, is not slowed at all.
+    assert token(http, other, other_secret).status_code == 200
+    assert token(http, other, other_secret, addr=ELSEWHERE).status_code == 200
+
+
+def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> None:
+    """Basic, client_secret_post (form and JSON) and a client assertion's ``sub`` all
+    spend the same budget: the id is read without trusting the request."""
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="4/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+    env = {"REMOTE_ADDR": ATTACKER}
+
+    assert_invalid_client(token(http, client_id, "wrong"))
+    body = {**GRANT, "client_id": client_id, "client_secret": "wrong"}
+    assert_invalid_client(http.post("/token", data=body, environ_base=env))
+    assert_invalid_client(http.post("/token", json=body, environ_base=env))
+    claims = {"iss": client_id, "sub": client_id, "aud": "http://localhost:8000/token"}
+    forged = ".".join(
+        base64.urlsafe_b64encode(part).rstrip(b"=").decode()
+        for part in (b'{"alg":"RS256"}', json.dumps(claims).encode(), b"not a signature")
+    )
+    assertion = {
+        **GRANT,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": forged,
+    }
+    assert_invalid_client(http.post("/token", data=assertion, environ_base=env))
+
+    assert_throttled(token(http, client_id, secret))
+
+
+def test_successes_never_count(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    for _ in range(10):
+        assert token(http, client_id, secret).status_code == 200
+    # Errors after a successful authentication are not authentication failures either.
+    refused = http.post(
+        "/token",
+        data={"grant_type": "password"},
+        auth=(client_id, secret),
+        environ_base={"REMOTE_ADDR": ATTACKER},
+    )
+    assert refused.status_code == 400
+    for _ in range(2):
+        assert_invalid_client(token(http, client_id, "wrong"))
+        assert token(http, client_id, secret).status_code == 200
+    # The whole budget (3) is still there for failures: the third fails, then it is spent.
+    assert_invalid_client(token(http, client_id, "wrong"))
+    assert_throttled(token(http, client_id, secret))
+
+
+def test_the_id_works_again_after_the_window(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/2second")
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    for _ in range(3):
+        assert_invalid_client(token(http, client_id, "wrong"))
+    retry_after = assert_throttled(token(http, client_id, secret))
+    assert retry_after <= 2
+    time.sleep(retry_after + 0.2)
+    assert token(http, client_id, secret).status_code == 200
+
+
+@pytest.mark.parametrize("endpoint", ["/introspect", "/revoke"])
+def test_failures_at_introspect_and_revoke_count_too(make_app: MakeApp, endpoint: str) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+    env = {"REMOTE_ADDR": ATTACKER}
+    issued = token(http, client_id, secret).get_json()["access_token"]
+
+    for _ in range(3):
+        response = http.post(
+            endpoint, data={"token": issued}, auth=(client_id, "wrong"), environ_base=env
+        )
+        assert_invalid_client(response)
+
+    assert_throttled(token(http, client_id, secret))
+    assert_throttled(
+        http.post(endpoint, data={"token": issued}, auth=(client_id, secret), environ_base=env)
+    )
+
+
+# -- per source address ----------------------------------------------------------------------
+
+
+def test_failures_with_many_ids_from_one_address_lock_the_address(make_app: MakeApp) -> None:
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="5/minute",
+    )
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    for _ in range(5):
+        assert_invalid_client(token(http, f"guess-{secrets.token_hex(4)}", "wrong"))
+    # A malformed Basic header has no usable id: it counts for the address only.
+    # (Already over: it is refused before it is parsed as credentials.)
+    assert_throttled(
+        http.post(
+            "/token",
+            data=GRANT,
+            headers={"Authorization": "Basic !!!"},
+            environ_base={"REMOTE_ADDR": ATTACKER},
+        )
+    )
+    # Every request from that address is refused, the right secret included ...
+    assert_throttled(token(http, client_id, secret))
+    # ... while the same client from another address is not slowed.
+    assert token(http, client_id, secret, addr=ELSEWHERE).status_code == 200
+
+
+def test_malformed_basic_headers_count_for_the_address(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+    for _ in range(2):
+        response = http.post(
+            "/token",
+            data=GRANT,
+            headers={"Authorization": "Basic !!!"},
+            environ_base={"REMOTE_ADDR": ATTACKER},
+        )
+        assert_invalid_client(response)
+    assert_throttled(token(http, client_id, secret))
+
+
+def test_ipv6_addresses_are_counted_per_64(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+    assert_invalid_client(token(http, "guess-1", "wrong", addr="2001:db8:1:2::1"))
+    assert_invalid_client(token(http, "guess-2", "wrong", addr="2001:db8:1:2:ffff::9"))
+    assert_throttled(token(http, client_id, secret, addr="2001:db8:1:2::abcd"))
+    assert token(http, client_id, secret, addr="2001:db8:1:3::1").status_code == 200
+
+
+def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute", AUTHSERVER_PROXY_HOPS="1"
+    )
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    def via_proxy(secret: str, client: str) -> Any:
+        return http.post(
+            "/token",
+            data=GRANT,
+            auth=(client_id, secret),
+            headers={"X-Forwarded-For": client},
+            environ_base={"REMOTE_ADDR": "10.0.0.2"},  # the proxy
+        )
+
+    for _ in range(2):
+        assert_invalid_client(via_proxy("wrong", ATTACKER))
+    assert_throttled(via_proxy(secret, ATTACKER))
+    # Behind the same proxy, another client address is not slowed.
+    assert via_proxy(secret, ELSEWHERE).status_code == 200
+
+
+# -- configuration, metrics, failing open ----------------------------------------------------
+
+
+def test_off_disables_the_limits(make_app: MakeApp) -> None:
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="off", AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="0"
+    )
+    http = app.test_client()
+    client_id, secret = register(services)
+    assert "authserver.limits" not in app.extensions
+    for _ in range(15):
+        assert_invalid_client(token(http, client_id, "wrong"))
+    assert token(http, client_id, secret).status_code == 200
+
+
+def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    throttled = {"endpoint": "/token", "scope": "client"}
+    before = sample("authserver_client_auth_throttled_total", throttled)
+    slow_down = sample("authserver_token_failures_total", {"reason": "slow_down"})
+
+    assert_invalid_client(token(http, client_id, "wrong"))
+    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, secret))
+
+    assert sample("authserver_client_auth_throttled_total", throttled) == before + 2
+    assert sample("authserver_token_failures_total", {"reason": "slow_down"}) == slow_down + 2
+    text = http.get("/metrics").get_data(as_text=True)
+    assert "authserver_client_auth_throttled_total" in text
+
+
+def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:1/0"}
+    )
+    with pytest.raises(ConfigError) as exc:
+        limits.check_storage(settings)
+    message = str(exc.value)
+    assert message.startswith("AUTHSERVER_RATE_LIMIT_STORAGE: ")
+    assert "\n" not in message
+    assert "hunter2" not in message
+    assert "127.0.0.1:1" in message
+    # Nothing to reach when both limits are off.
+    limits.check_storage(
+        settings.replace(auth_failures_per_client=None, auth_failures_per_address=None)
+    )
+
+
+def test_reachable_storage_passes_the_start_check(storage: str) -> None:
+    limits.check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": storage}))
+
+
+def test_storage_down_at_runtime_fails_open(
+    env_for: Callable[..., dict[str, str]], db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker boots while Redis is down, and nobody is locked out: the limits are not
+    enforced (a warning says so) until the storage is back."""
+    settings = Settings.from_env(
+        env_for(
+            db_url,
+            AUTHSERVER_RATE_LIMIT_STORAGE="redis://127.0.0.1:1/0",
+            AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute",
+        )
+    )
+    services = make_services(settings)
+    try:
+        http = create_app(services=services).test_client()
+        client_id, secret = register(services)
+        with caplog.at_level(logging.WARNING, logger="authserver.web.limits"):
+            for _ in range(3):
+                assert_invalid_client(token(http, client_id, "wrong"))
+            assert token(http, client_id, secret).status_code == 200
+        warnings = [r for r in caplog.records if r.name == "authserver.web.limits"]
+        assert len(warnings) == 1  # once per back-off period, not once per request
+        assert "not enforced" in warnings[0].getMessage()
+    finally:
+        services.close()
+
+
+# -- a real server: one limit across workers -------------------------------------------------
+
+
+def _per_worker_counts(metrics_root: Path, reason: str) -> dict[str, float]:
+    """authserver_token_failures_total{reason} per worker, from prometheus-client's
+    per-process files (serve makes one private directory under PROMETHEUS_MULTIPROC_DIR)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    counts: dict[str, float] = {}
+    for path in metrics_root.glob("*/counter_*.db"):
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
+            for sample in metric.samples:
+                if (
+                    sample.name == "authserver_token_failures_total"
+                    and sample.labels.get("reason") == reason
+                    and sample.value
+                ):
+                    counts[path.stem] = counts.get(path.stem, 0.0) + sample.value
+    return counts
+
+
+@pytest.mark.slow
+def test_redis_limit_is_shared_by_the_workers_of_a_server(
+    env_for: Callable[..., dict[str, str]], db_url: str, prefix: str, tmp_path: Path
+) -> None:
+    reason = _redis_unavailable()
+    if reason:
+        if REQUIRE_REDIS:
+            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_REDIS=1)")
+        pytest.skip(reason)
+    metrics_root = tmp_path / "metrics"
+    metrics_root.mkdir()
+    env = env_for(
+        db_url,
+        AUTHSERVER_RATE_LIMIT_STORAGE=REDIS_URL,
+        AUTHSERVER_RATE_LIMIT_KEY_PREFIX=prefix,
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="4/minute",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="off",
+        AUTHSERVER_SCHEDULER="false",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_root),
+    )
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess sets it to its own URL
+    try:
+        with ServerProcess(env, workers=2, log_path=tmp_path / "serve.log") as server:
+            created = cli_json(env, "clients", "create", "--name", "shared limit")
+            client_id, secret = created["client_id"], created["client_secret"]
+            url = server.base_url + "/token"
+
+            def post(secret: str) -> int:
+                # A new connection each time, so the workers share the requests.
+                with requests.Session() as session:
+                    response = session.post(url, data=GRANT, auth=(client_id, secret), timeout=10)
+                return response.status_code
+
+            # Four failures in all, whichever workers they landed on ...
+            assert [post("wrong") for _ in range(4)] == [401] * 4
+            # ... and every worker refuses the id, the right secret included. Concurrent
+            # requests until both workers have answered at least one (the per-process
+            # metric files say which worker answered).
+            statuses: list[int] = []
+            lock = threading.Lock()
+
+            def burst() -> None:
+                for _ in range(5):
+                    status = post(secret)
+                    with lock:
+                        statuses.append(status)
+
+            for _ in range(10):
+                threads = [threading.Thread(target=burst) for _ in range(6)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                if len(_per_worker_counts(metrics_root, "slow_down")) >= 2:
+                    break
+            assert set(statuses) == {429}
+            per_worker = _per_worker_counts(metrics_root, "slow_down")
+            assert len(per_worker) == 2, per_worker
+            assert sum(per_worker.values()) == len(statuses)
+    finally:
+        _delete_keys(prefix)
