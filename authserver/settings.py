@@ -345,6 +345,20 @@ FIELDS: tuple[Field, ...] = (
         "how long audit events are kept (e.g. 90d)",
     ),
     Field(
+        "production",
+        "AUTHSERVER_PRODUCTION",
+        lambda: False,
+        _bool,
+        "production mode: refuse an http:// issuer unless AUTHSERVER_ALLOW_HTTP_ISSUER is set",
+    ),
+    Field(
+        "allow_http_issuer",
+        "AUTHSERVER_ALLOW_HTTP_ISSUER",
+        lambda: False,
+        _bool,
+        "in production mode, accept an http:// issuer anyway (TLS terminated elsewhere)",
+    ),
+    Field(
         "scheduler",
         "AUTHSERVER_SCHEDULER",
         lambda: True,
@@ -413,6 +427,8 @@ class Settings:
     threads: int
     log_level: str
     audit_retention: int
+    production: bool
+    allow_http_issuer: bool
     scheduler: bool
     rate_limit_storage: str
     auth_failures_per_client: str | None
@@ -465,6 +481,13 @@ class Settings:
 
     def validate(self) -> None:
         """Check the rules that tie several variables together."""
+        # RFC 8414 §2 and RFC 9700 §2.6: the issuer is an https URL. Production mode makes
+        # that a rule, with an explicit, named way out.
+        if self.production and self.issuer_is_http and not self.allow_http_issuer:
+            raise ConfigError(
+                "AUTHSERVER_ISSUER: production mode (AUTHSERVER_PRODUCTION) requires an "
+                "https:// issuer; set AUTHSERVER_ALLOW_HTTP_ISSUER=true to accept http"
+            )
         # INTERFACE.md: a new key is published at least as long ahead as verifiers may cache
         # the JWKS, or a verifier holding a cached copy would meet an unknown kid.
         if self.jwks_max_age > self.key_publish_ahead:
@@ -487,6 +510,15 @@ class Settings:
     def key_retention(self) -> int:
         """How long a key stays published after it stopped signing."""
         return self.max_token_ttl + self.key_retention_leeway
+
+    @property
+    def issuer_is_http(self) -> bool:
+        return self.issuer.startswith("http://")
+
+    @property
+    def issuer_is_loopback(self) -> bool:
+        host = urlsplit(self.issuer).hostname or ""
+        return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
 
     @property
     def is_sqlite(self) -> bool:

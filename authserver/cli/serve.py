@@ -40,6 +40,13 @@ def prepare(settings: Settings) -> None:
     """Schema, key store and first key, once, before the workers start."""
     from authserver.cli.db import ensure_schema
 
+    if settings.issuer_is_http and not settings.issuer_is_loopback:
+        # Unsafe conveniences are loud (DESIGN.md §3.8): tokens will name a plain-http
+        # issuer, and metadata will send verifiers to fetch keys over plain http.
+        log.warning(
+            "AUTHSERVER_ISSUER is a plain http:// URL on a non-loopback host; use https "
+            "in production (AUTHSERVER_PRODUCTION=true refuses this)"
+        )
     if settings.key_passphrase is None:
         log.warning(
             "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"

@@ -96,6 +96,9 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     "AUTHSERVER_THREADS": ("threads", 4, "8", 8, ("0", "65", "x", "")),
     "AUTHSERVER_LOG_LEVEL": ("log_level", "info", "DEBUG", "debug", ("verbose", "")),
     "AUTHSERVER_SCHEDULER": ("scheduler", True, "false", False, ("maybe", "2")),
+    # "true" needs an https issuer too: test_production_mode_* cover it.
+    "AUTHSERVER_PRODUCTION": ("production", False, "off", False, ("maybe", "2")),
+    "AUTHSERVER_ALLOW_HTTP_ISSUER": ("allow_http_issuer", False, "yes", True, ("sure",)),
     "AUTHSERVER_AUDIT_RETENTION": (
         "audit_retention",
         90 * 86400,
@@ -397,3 +400,37 @@ def test_repr_hides_the_redis_password() -> None:
     )
     assert "redis-pw-51f0" not in repr(settings)
     assert "redis://:***@127.0.0.1:6379/0" in repr(settings)
+
+
+def test_production_mode_refuses_an_http_issuer() -> None:
+    env = {"AUTHSERVER_PRODUCTION": "true", "AUTHSERVER_ISSUER": "http://auth.example.com"}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert message.startswith("AUTHSERVER_ISSUER:")
+    assert "AUTHSERVER_ALLOW_HTTP_ISSUER" in message
+    assert "\n" not in message
+    # Loopback http is no exception in production: the rule is https.
+    with pytest.raises(ConfigError):
+        Settings.from_env({"AUTHSERVER_PRODUCTION": "true"})
+
+
+def test_production_mode_accepts_https_or_an_explicit_opt_in() -> None:
+    assert Settings.from_env(
+        {"AUTHSERVER_PRODUCTION": "true", "AUTHSERVER_ISSUER": "https://auth.example.com"}
+    ).production
+    allowed = Settings.from_env(
+        {
+            "AUTHSERVER_PRODUCTION": "true",
+            "AUTHSERVER_ISSUER": "http://auth.example.com",
+            "AUTHSERVER_ALLOW_HTTP_ISSUER": "true",
+        }
+    )
+    assert allowed.issuer_is_http
+    assert not allowed.issuer_is_loopback
+
+
+def test_outside_production_an_http_issuer_is_accepted() -> None:
+    settings = Settings.from_env({"AUTHSERVER_ISSUER": "http://auth.example.com"})
+    assert settings.issuer_is_http
+    assert Settings.from_env({}).issuer_is_loopback
