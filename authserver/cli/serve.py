@@ -85,13 +85,21 @@ def serve(**options: Any) -> None:
     """Run the HTTP server."""
     try:
         settings = Settings.from_env(**{k: v for k, v in options.items() if v is not None})
+    except ConfigError as exc:
+        fail(str(exc), 2)
+    # First, before anything imports prometheus_client (prepare() does, through the web
+    # package): it picks single- or multi-process storage once, at import time.
+    metrics_dir = prepare_metrics_dir()
+    try:
         configure_logging(settings.log_level)
         prepare(settings)
     except (ConfigError, KeyStoreError) as exc:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(str(exc), 2)
     except Exception as exc:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
-    run_gunicorn(settings)
+    run_gunicorn(settings, metrics_dir)
 
 
 def prepare_metrics_dir() -> str:
@@ -121,11 +129,10 @@ def _child_exit(server: Any, worker: Any) -> None:
     mark_process_dead(worker.pid)
 
 
-def run_gunicorn(settings: Settings) -> None:
+def run_gunicorn(settings: Settings, metrics_dir: str) -> None:
     from gunicorn.app.base import BaseApplication
 
     workers = settings.workers or os.cpu_count() or 1
-    metrics_dir = prepare_metrics_dir()
 
     def _on_exit(server: Any) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
