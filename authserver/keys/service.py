@@ -388,14 +388,7 @@ class KeyService:
 
         :returns: the key created, if any. Must be called under the store lock.
         """
-        live = sorted(
-            (
-                k
-                for k in keys
-                if k.retired_at is None and (k.deactivate_at is None or k.deactivate_at > now)
-            ),
-            key=lambda k: (k.activate_at, k.created_at),
-        )
+        live = _live(keys, now)
         created: SigningKey | None = None
         if not live or live[0].activate_at > now:
             first = live[0] if live else None
@@ -421,6 +414,7 @@ class KeyService:
 
 
 def _live(keys: list[SigningKey], now: float) -> list[SigningKey]:
+    """Keys whose signing window has not ended and that are not retired, by start."""
     return sorted(
         (
             k
