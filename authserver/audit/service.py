@@ -162,8 +162,7 @@ class AuditBatcher:
                 return 0
             try:
                 with self._unit_of_work():
-                    for event in batch:
-                        self._store.add(event)
+                    self._store.add_many(batch)
             except Exception:
                 self._pending.extendleft(reversed(batch))
                 raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from authserver.audit.model import AuditEvent
@@ -10,6 +11,10 @@ from authserver.audit.model import AuditQuery
 
 class AuditStore(Protocol):
     def add(self, event: AuditEvent) -> None: ...
+
+    def add_many(self, events: Sequence[AuditEvent]) -> None:
+        """Add *events* in one statement where the store can (the batched token.issued
+        records: one executemany instead of one ORM object per event)."""
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """Matching events, newest first, at most ``query.limit``."""

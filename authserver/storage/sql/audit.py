@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from sqlalchemy import delete
+from sqlalchemy import insert
 from sqlalchemy import select
 
 from authserver.audit.model import AuditEvent
@@ -16,18 +20,13 @@ class SqlAuditStore:
         self._db = db
 
     def add(self, event: AuditEvent) -> None:
-        self._db.session().add(
-            AuditEventRow(
-                at=event.at,
-                actor=event.actor,
-                action=event.action,
-                client_id=event.client_id,
-                sub=event.sub,
-                aud=event.aud,
-                jti=event.jti,
-                detail=event.detail or None,
-            )
-        )
+        self.add_many([event])
+
+    def add_many(self, events: Sequence[AuditEvent]) -> None:
+        if events:
+            # One Core INSERT with many parameter sets (executemany / insertmanyvalues).
+            self._db.session().execute(insert(AuditEventRow), [_values(e) for e in events])
+
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         stmt = select(AuditEventRow)
@@ -60,3 +59,16 @@ class SqlAuditStore:
     def purge(self, before: float) -> int:
         result = self._db.session().execute(delete(AuditEventRow).where(AuditEventRow.at < before))
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _values(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "actor": event.actor,
+        "action": event.action,
+        "client_id": event.client_id,
+        "sub": event.sub,
+        "aud": event.aud,
+        "jti": event.jti,
+        "detail": event.detail or None,
+    }

@@ -13,7 +13,6 @@ from authserver.errors import NotFound
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
-from authserver.storage.sql.engine import read_counter
 from authserver.storage.sql.tables import ClientRow
 
 
@@ -59,7 +58,7 @@ class SqlClientStore:
         self._db = db
 
     def version(self) -> int:
-        return read_counter(self._db.session(), VERSION_NAME)
+        return self._db.read_counter(VERSION_NAME)
 
     def _changed(self) -> None:
         bump_counter(self._db.session(), VERSION_NAME)
@@ -75,8 +74,12 @@ class SqlClientStore:
         self._changed()
 
     def get(self, client_id: ClientId) -> Client | None:
-        row = self._db.session().get(ClientRow, str(client_id))
-        return _to_model(row) if row is not None else None
+        # A Core read (Database.read): on a token request's cache miss this needs no ORM
+        # session and no transaction. The row's attributes are the ORM row's (same column
+        # names and types), so one mapping serves both.
+        query = select(ClientRow.__table__).where(ClientRow.client_id == str(client_id))
+        row = self._db.read(lambda conn: conn.execute(query).first())
+        return _to_model(row) if row is not None else None  # type: ignore[arg-type]
 
     def list(self) -> list[Client]:
         rows = self._db.session().scalars(

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import contextvars
+import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
 
@@ -76,21 +81,45 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # A request waiting for a pooled connection gives up (503) instead of queueing for
         # gunicorn's whole worker timeout (SQLAlchemy's default is 30 s).
         kwargs.setdefault("pool_timeout", POSTGRES_POOL_TIMEOUT_S)
+    kwargs.setdefault("pool_pre_ping", True)
     try:
-        return create_engine(parsed, pool_pre_ping=True, **kwargs)
+        return create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"AUTHSERVER_DATABASE_URL: {exc}") from None
 
 
+T = TypeVar("T")
+
+
+class _Unit:
+    """One unit of work; its session is opened on first use, so a request that needs no
+    database work (a JWKS GET, a token issued from cached state) costs no session at all."""
+
+    __slots__ = ("session",)
+
+    def __init__(self) -> None:
+        self.session: Session | None = None
+
+
 class Database:
-    """Owns the engine and the session of the current unit of work."""
+    """Owns the engines and the session of the current unit of work.
+
+    Two engines on the same database: the main one for units of work (transactions,
+    ``pool_pre_ping``), and a small autocommit one for :meth:`read`, the hot path's
+    single-statement reads that need no transaction (the cache version counters and a
+    client row on a cache miss). A token request then costs one statement round trip
+    instead of four (pre-ping, BEGIN, SELECT, COMMIT) and no ORM session.
+    """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
+        self._engine_kwargs = engine_kwargs
         self.engine = make_engine(url, **engine_kwargs)
+        self._reads: Engine | None = None
+        self._reads_lock = threading.Lock()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._current: contextvars.ContextVar[Session | None] = contextvars.ContextVar(
-            f"authserver_session_{id(self)}", default=None
+        self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
+            f"authserver_unit_{id(self)}", default=None
         )
 
     @property
@@ -98,19 +127,23 @@ class Database:
         return self.engine.dialect.name == "sqlite"
 
     def session(self) -> Session:
-        """The session of the current unit of work (stores call this)."""
-        session = self._current.get()
-        if session is None:
+        """The session of the current unit of work (stores call this), opened on first use."""
+        unit = self._current.get()
+        if unit is None:
             raise RuntimeError("no unit of work: wrap the call in Database.unit_of_work()")
-        return session
+        if unit.session is None:
+            unit.session = self._sessions()
+        return unit.session
 
-    def begin(self) -> contextvars.Token[Session | None]:
-        """Start a unit of work bound to the current context; pair with :meth:`end`."""
-        return self._current.set(self._sessions())
+    def begin(self) -> contextvars.Token[_Unit | None]:
+        """Start a unit of work bound to the current context; pair with :meth:`end`. Opens
+        nothing until a store asks for :meth:`session`."""
+        return self._current.set(_Unit())
 
-    def end(self, token: contextvars.Token[Session | None], *, commit: bool) -> None:
+    def end(self, token: contextvars.Token[_Unit | None], *, commit: bool) -> None:
         """Commit (or roll back) and close the unit of work started by :meth:`begin`."""
-        session = self._current.get()
+        unit = self._current.get()
+        session = unit.session if unit is not None else None
         try:
             if session is not None:
                 if commit:
@@ -126,9 +159,8 @@ class Database:
     def unit_of_work(self) -> Iterator[Session]:
         """Commit once at the end, roll back on any exception. Re-entrant: a nested call
         joins the outer unit of work."""
-        existing = self._current.get()
-        if existing is not None:
-            yield existing
+        if self._current.get() is not None:
+            yield self.session()
             return
         token = self.begin()
         ok = False
@@ -138,6 +170,88 @@ class Database:
         finally:
             self.end(token, commit=ok)
 
+    def read(self, query: Callable[[Connection], T]) -> T:
+        """Run *query* (one or more reads, no writes) and return its result.
+
+        Inside a unit of work whose session is already open, on that session's connection,
+        so the reads see the unit's own uncommitted writes (after flushing them). Otherwise
+        on the autocommit engine: no transaction, no pre-ping; a pooled connection found
+        dead (the server restarted) is invalidated by SQLAlchemy and the read is retried
+        once on a fresh one, which is what pre-ping would have done, minus a round trip on
+        every checkout.
+        """
+        unit = self._current.get()
+        if unit is not None and unit.session is not None:
+            unit.session.flush()
+            return query(unit.session.connection())
+        engine = self._read_engine()
+        try:
+            with engine.connect() as conn:
+                return query(conn)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+        with engine.connect() as conn:
+            return query(conn)
+
+    def read_counter(self, name: str) -> int:
+        """The current value of a ``locks`` counter (0 before first use), as :meth:`read`
+        does it, but on the DB-API connection itself: this read runs on every token
+        request, and SQLAlchemy's statement execution costs several times the query."""
+        unit = self._current.get()
+        if unit is not None and unit.session is not None:
+            unit.session.flush()
+            return _read_counter(unit.session.connection(), name)
+        engine = self._read_engine()
+        dialect = engine.dialect
+        sql, params = _counter_query(dialect.name, name)
+        for attempt in (1, 2):
+            raw = engine.raw_connection()
+            try:
+                cursor = raw.cursor()
+                try:
+                    cursor.execute(sql, params)
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+                return int(row[0]) if row else 0
+            except dialect.loaded_dbapi.Error as exc:
+                dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
+                if dead:
+                    raw.invalidate(exc)
+                    if attempt == 1:
+                        continue
+                # The same exception SQLAlchemy raises for a failed statement, so the web
+                # layer's handlers (503 for OperationalError) treat it alike.
+                raise DBAPIError.instance(
+                    sql,
+                    params,
+                    exc,
+                    dialect.loaded_dbapi.Error,
+                    connection_invalidated=dead,
+                    dialect=dialect,
+                ) from exc
+            finally:
+                raw.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_engine(self) -> Engine:
+        if self._reads is None:
+            with self._reads_lock:
+                if self._reads is None and _is_memory_sqlite(self.engine):
+                    # A second engine would open a second, empty in-memory database.
+                    self._reads = self.engine
+                elif self._reads is None:
+                    self._reads = make_engine(
+                        self.url,
+                        **self._engine_kwargs,
+                        isolation_level="AUTOCOMMIT",
+                        pool_pre_ping=False,
+                        # Autocommit: there is never a transaction to reset on check-in.
+                        pool_reset_on_return=None,
+                    )
+        return self._reads
+
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:
@@ -145,6 +259,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self._reads is not None and self._reads is not self.engine:
+            self._reads.dispose()
+
+
+def _is_memory_sqlite(engine: Engine) -> bool:
+    url = engine.url
+    return url.get_backend_name() == "sqlite" and (
+        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
+    )
 
 
 def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
@@ -183,15 +306,19 @@ def bump_counter(session: Session, name: str) -> None:
 
 
 def read_counter(session: Session, name: str) -> int:
-    """The current value of a ``locks`` counter (0 before first use). One indexed read."""
-    row = (
-        session.connection()
-        .exec_driver_sql(
-            "SELECT counter FROM locks WHERE name = ?"
-            if session.get_bind().dialect.name == "sqlite"
-            else "SELECT counter FROM locks WHERE name = %(name)s",
-            (name,) if session.get_bind().dialect.name == "sqlite" else {"name": name},
-        )
-        .first()
-    )
+    """The current value of a ``locks`` counter (0 before first use), in *session*'s
+    transaction. One indexed read."""
+    return _read_counter(session.connection(), name)
+
+
+def _counter_query(dialect_name: str, name: str) -> tuple[str, Any]:
+    """The counter read in the driver's own parameter style."""
+    if dialect_name == "sqlite":
+        return "SELECT counter FROM locks WHERE name = ?", (name,)
+    return "SELECT counter FROM locks WHERE name = %(name)s", {"name": name}
+
+
+def _read_counter(conn: Connection, name: str) -> int:
+    sql, params = _counter_query(conn.dialect.name, name)
+    row = conn.exec_driver_sql(sql, params).first()
     return int(row[0]) if row else 0

@@ -13,7 +13,6 @@ from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
-from authserver.storage.sql.engine import read_counter
 from authserver.storage.sql.tables import SigningKeyRow
 
 LOCK_NAME = "signing_keys"
@@ -84,4 +83,4 @@ class SqlKeyStore:
         bump_counter(session, LOCK_NAME)
 
     def version(self) -> str:
-        return str(read_counter(self._db.session(), LOCK_NAME))
+        return str(self._db.read_counter(LOCK_NAME))
