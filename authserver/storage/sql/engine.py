@@ -206,8 +206,11 @@ class Database:
         dialect = engine.dialect
         sql, params = _counter_query(dialect.name, name)
         for attempt in (1, 2):
-            raw = engine.raw_connection()
+            raw = None
             try:
+                # Pool checkout outside SQLAlchemy's Connection: a failed connect raises the
+                # driver's own exception here, wrapped below like every other failure.
+                raw = engine.raw_connection()
                 cursor = raw.cursor()
                 try:
                     cursor.execute(sql, params)
@@ -216,8 +219,9 @@ class Database:
                     cursor.close()
                 return int(row[0]) if row else 0
             except dialect.loaded_dbapi.Error as exc:
-                dead = dialect.is_disconnect(exc, raw.dbapi_connection, None)
+                dead = raw is not None and dialect.is_disconnect(exc, raw.dbapi_connection, None)
                 if dead:
+                    assert raw is not None
                     raw.invalidate(exc)
                     if attempt == 1:
                         continue
@@ -232,7 +236,8 @@ class Database:
                     dialect=dialect,
                 ) from exc
             finally:
-                raw.close()
+                if raw is not None:
+                    raw.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read_engine(self) -> Engine:
