@@ -161,7 +161,12 @@ class AuthServerPayload(OAuth2Payload):
 
 class AuthServerOAuth2Request(OAuth2Request):
     def __init__(self, request: Request, body: ParsedBody) -> None:
-        super().__init__(method=request.method, uri=request.url, headers=request.headers)
+        # The URI only feeds Authlib's transport check (https, or http on loopback): built
+        # from the same scheme, host and path as ``request.url`` without its IRI decoding,
+        # which costs more than the rest of this constructor (the query string is always
+        # empty: parse_body refuses one).
+        uri = f"{request.scheme}://{request.host}{request.path}"
+        super().__init__(method=request.method, uri=uri, headers=request.headers)
         self.parsed = body
         self.payload = AuthServerPayload(body)
         self.remote_addr = request.remote_addr

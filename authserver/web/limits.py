@@ -1,4 +1,4 @@
-"""Flask-Limiter setup for failed client authentication (brute-force protection).
+"""Limits on failed client authentication (brute-force protection), on the ``limits`` library.
 
 What is limited: *failed* client authentications (``invalid_client``) at ``/token``,
 ``/introspect`` and ``/revoke``, counted twice, per presented ``client_id``
@@ -9,15 +9,22 @@ its budget is refused before the client is authenticated, even with the right se
 consume nothing, so a client that authenticates correctly is only slowed down by failures
 against its own id or from its own address.
 
-How: Flask-Limiter is installed and configured (``Limiter(app, storage_uri=…,
-strategy="moving-window", default_limits=[])``) and owns the storage, but its decorators
-cannot express "count only when authentication failed, yet refuse before authenticating":
-``deduct_when`` still checks the limit in ``before_request``, keyed by a function that can
-only see the raw request, before the body is parsed. So this module drives the same
-``limits`` strategy object Flask-Limiter built (``Limiter.limiter``) directly: ``test``
-in the Authlib server's :attr:`before_client_authentication` hook (after the body is
-parsed, before any secret is checked) and ``hit`` after the response when the request
-ended in ``invalid_client``.
+How: a ``limits`` storage (``storage_from_string(AUTHSERVER_RATE_LIMIT_STORAGE)``) and a
+moving-window strategy over it (``MovingWindowRateLimiter``), driven directly: ``test`` in
+the Authlib server's :attr:`before_client_authentication` hook (after the body is parsed,
+before any secret is checked) and ``hit`` after the response when the request ended in
+``invalid_client``. Nothing else runs per request: requests that never reach client
+authentication (JWKS, metadata, health, metrics) pay for one ``g`` lookup in an
+``after_request`` hook.
+
+Why not Flask-Limiter (built on the same ``limits`` library, same maintainers): its
+decorators cannot express "count only when authentication failed, yet refuse before
+authenticating" (``deduct_when`` still checks the limit in ``before_request``, keyed by a
+function that can only see the raw request, before the body is parsed), so it would only
+have been a way to build the storage and strategy; and once installed on the app its own
+``before_request``/``after_request``/teardown hooks run on *every* request, resolving
+limits, exemptions and blueprints for limits we never declare through it (about 15% of the
+CPU of a JWKS GET).
 
 What it does not promise:
 
@@ -58,12 +65,11 @@ from flask import Flask
 from flask import Response
 from flask import g
 from flask import request
-from flask_limiter import Limiter
-from flask_limiter.util import get_remote_address
 from limits.storage import storage_from_string
+from limits.strategies import MovingWindowRateLimiter
 from limits.strategies import RateLimiter
-from prometheus_client import Counter
 
+from authserver import metrics
 from authserver.errors import ConfigError
 from authserver.oauth import client_auth
 from authserver.oauth.server import AuthServerAuthorizationServer
@@ -92,17 +98,6 @@ REDIS_OPTIONS: dict[str, str | int] = {"socket_connect_timeout": 1, "socket_time
 #: A presented client id longer than any registered id can have is cut here: it can never
 #: authenticate, and the storage key stays bounded (all such ids share one key per prefix).
 MAX_KEY_ID = client_auth.MAX_ID + 1
-
-#: Requests refused by these limits, per endpoint (route template) and by which budget
-#: was exhausted (``client`` or ``address``). At /token they also count in
-#: ``authserver_token_failures_total{reason="slow_down"}``.
-# Kept beside the limiter while authserver/metrics.py is being edited elsewhere.
-THROTTLED = Counter(
-    "authserver_client_auth_throttled",
-    "Requests refused with 429 after too many failed client authentications, by endpoint "
-    "and by exhausted budget (client or address).",
-    ["endpoint", "scope"],
-)
 
 
 class TooManyFailedAuthentications(Exception):
@@ -204,7 +199,7 @@ def check_storage(settings: Settings) -> None:
 
 
 class FailedAuthenticationLimits:
-    """The two budgets over one ``limits`` strategy (Flask-Limiter's)."""
+    """The two budgets over one ``limits`` strategy."""
 
     def __init__(
         self,
@@ -296,7 +291,7 @@ _warned_memory = False
 
 
 def init_app(app: Flask, settings: Settings, server: AuthServerAuthorizationServer) -> None:
-    """Configure Flask-Limiter on *app* and plug the limits into *server*.
+    """Build the storage and strategy and plug the limits into *app* and *server*.
 
     Does not contact the storage (a worker must boot while Redis is down: the limits then
     fail open); :func:`check_storage` is the start-up check.
@@ -314,19 +309,11 @@ def init_app(app: Flask, settings: Settings, server: AuthServerAuthorizationServ
     if not per_client and not per_address:
         return
     uri = settings.rate_limit_storage
-    limiter = Limiter(
-        get_remote_address,
-        app=app,
-        storage_uri=uri,
-        storage_options=_storage_options(uri),
-        # The moving window counts the failures of the last period exactly: a fixed window
-        # would let an attacker spend two budgets across a window boundary.
-        strategy="moving-window",
-        default_limits=[],
-        key_prefix=settings.rate_limit_key_prefix,
-        headers_enabled=False,
-        swallow_errors=True,
-    )
+    # Builds the client only (a Redis connection pool is lazy): nothing is contacted here.
+    storage = storage_from_string(uri, **_storage_options(uri))
+    # The moving window counts the failures of the last period exactly: a fixed window
+    # would let an attacker spend two budgets across a window boundary.
+    strategy = MovingWindowRateLimiter(storage)
     if uri == "memory://" and settings.workers != 1:
         global _warned_memory
         if not _warned_memory:
@@ -336,7 +323,7 @@ def init_app(app: Flask, settings: Settings, server: AuthServerAuthorizationServ
                 "failed authentications on its own; use Redis for one limit across workers"
             )
     failures = FailedAuthenticationLimits(
-        limiter.limiter,
+        strategy,
         per_client=per_client,
         per_address=per_address,
         prefix=settings.rate_limit_key_prefix,
@@ -346,7 +333,9 @@ def init_app(app: Flask, settings: Settings, server: AuthServerAuthorizationServ
 
     @app.after_request
     def _count_failure(response: Response) -> Response:
-        # Set by the Authlib server's handle_error_response for every OAuth error.
+        # Runs on every request: one lookup in g, nothing more unless the request ended in
+        # invalid_client (set by the Authlib server's handle_error_response for every
+        # OAuth error).
         if g.get("authserver_oauth_error") == "invalid_client":
             failures.record_failure()
         return response
@@ -356,7 +345,7 @@ def init_app(app: Flask, settings: Settings, server: AuthServerAuthorizationServ
         # For the metrics hook (authserver_token_failures_total{reason="slow_down"}).
         g.authserver_oauth_error = ERROR
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        THROTTLED.labels(endpoint=rule, scope=exc.scope).inc()
+        metrics.client_auth_throttled(rule, exc.scope)
         response = error_response(429, ERROR, DESCRIPTION)
         response.headers["Retry-After"] = str(exc.retry_after)
         response.headers["Pragma"] = "no-cache"

@@ -51,9 +51,7 @@ _jwks: dict[tuple[Any, ...], _Document] = {}
 _metadata: dict[tuple[str, int], _Document] = {}
 
 
-def _cached(
-    cache: dict[Any, _Document], key: Any, build: Any, max_age: int
-) -> _Document:
+def _cached(cache: dict[Any, _Document], key: Any, build: Any, max_age: int) -> _Document:
     document = cache.get(key)
     if document is None:
         document = _Document(build(), max_age)

@@ -27,7 +27,6 @@ class SqlAuditStore:
             # One Core INSERT with many parameter sets (executemany / insertmanyvalues).
             self._db.session().execute(insert(AuditEventRow), [_values(e) for e in events])
 
-
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         stmt = select(AuditEventRow)
         if query.client_id is not None:
