@@ -1,4 +1,4 @@
-# authserver: the production image (gunicorn via `authserver serve`).
+# authserver: the production image (granian via `authserver serve`).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md CHANGELOG.md ./

@@ -23,7 +23,8 @@ Four families, all with bounded label sets:
   the failed-authentication limits (``web/limits.py``), by route template and exhausted
   budget (``client`` or ``address``).
 
-Under gunicorn each worker is a separate process: when ``PROMETHEUS_MULTIPROC_DIR`` is set
+Under ``authserver serve`` each worker is a separate process: when
+``PROMETHEUS_MULTIPROC_DIR`` is set
 (``authserver serve`` sets it to a fresh private directory before any worker starts),
 prometheus-client keeps the values in per-process files there and :func:`exposition`
 aggregates every worker's. The variable must be set before ``prometheus_client`` is first
@@ -134,11 +135,3 @@ def exposition() -> tuple[bytes, str]:
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
-
-
-def mark_process_dead(pid: int) -> None:
-    """gunicorn ``child_exit``: forget a dead worker's live gauges (its counters stay)."""
-    if multiprocess_dir():
-        from prometheus_client import multiprocess
-
-        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

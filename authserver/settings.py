@@ -317,18 +317,11 @@ FIELDS: tuple[Field, ...] = (
         "serve worker processes (0: one per CPU core)",
     ),
     Field(
-        "worker_class",
-        "AUTHSERVER_WORKER_CLASS",
-        lambda: "gthread",
-        _one_of("gthread", "sync"),
-        "gunicorn worker model: gthread (keep-alive, threads) or sync",
-    ),
-    Field(
         "threads",
         "AUTHSERVER_THREADS",
         lambda: 4,
         _int_in(1, 64),
-        "threads per worker with the gthread worker model",
+        "Python threads per worker process running requests",
     ),
     Field(
         "log_level",
@@ -423,7 +416,6 @@ class Settings:
     host: str
     port: int
     workers: int
-    worker_class: str
     threads: int
     log_level: str
     audit_retention: int

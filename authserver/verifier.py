@@ -309,7 +309,7 @@ class TokenVerifier:
             etag = self._etag
         headers = {"If-None-Match": etag} if etag else {}
         status, body, response_headers = self._get(self._jwks_uri, headers)
-        lifetime = self._cache_lifetime(response_headers.get("Cache-Control"))
+        lifetime = self._cache_lifetime(response_headers.get("cache-control"))
         now = time.monotonic()
         if status == 304:
             with self._lock:
@@ -319,7 +319,7 @@ class TokenVerifier:
         keys = self._parse_jwks(body)
         with self._lock:
             self._keys = keys
-            self._etag = response_headers.get("ETag")
+            self._etag = response_headers.get("etag")
             self._fresh_until = now + lifetime
             self._usable_until = now + max(lifetime, self.stale_if_error)
 
@@ -364,6 +364,8 @@ class TokenVerifier:
         return url
 
     def _get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+        """GET *url*: status, body and the response headers, names in lower case (header
+        names are case-insensitive, RFC 9110 §5.1; many servers send them lower-cased)."""
         request = urllib.request.Request(  # noqa: S310 - scheme checked in _check_url
             url, headers={"Accept": "application/json", **headers}
         )
@@ -371,10 +373,10 @@ class TokenVerifier:
             with self._opener.open(request, timeout=self.timeout) as response:
                 body = response.read(self.max_response_bytes + 1)
                 status = int(response.status)
-                response_headers = dict(response.headers.items())
+                response_headers = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
             if exc.code == 304:
-                return 304, b"", dict(exc.headers.items())
+                return 304, b"", {k.lower(): v for k, v in exc.headers.items()}
             raise InvalidToken("jwks_unavailable", f"{url}: HTTP {exc.code}") from exc
         except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
             raise InvalidToken("jwks_unavailable", f"{url}: {type(exc).__name__}") from exc

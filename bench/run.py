@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py                       # the full benchmark (about 10 min)
     .venv/bin/python bench/run.py --quick               # a smoke run (about 1 min)
-    .venv/bin/python bench/run.py --compare-workers     # gunicorn sync vs gthread 1/2/4
+    .venv/bin/python bench/run.py --compare-workers     # granian threads/workers vs gunicorn
     .venv/bin/python bench/run.py --soak 300            # RSS per worker over 5 minutes
     .venv/bin/python bench/run.py --profile 15          # py-spy profile of the token path
 
@@ -291,6 +291,33 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+#: In a server spec's environment: run ``authserver.cli.serve:worker_app`` under gunicorn
+#: with this worker class instead of ``authserver serve`` (--compare-workers only).
+GUNICORN = "BENCH_GUNICORN_WORKER_CLASS"
+
+
+def gunicorn_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("gunicorn") is not None
+
+
+def server_command(env: dict[str, str], port: int, workdir: Path) -> list[str]:
+    worker_class = env.pop(GUNICORN, None)
+    if worker_class is None:
+        return [*authserver_command(), "serve"]
+    # What `authserver serve` does before its workers start, done here for gunicorn:
+    # schema (already made by the seeding), first signing key, metrics directory.
+    subprocess.run([*authserver_command(), "keys", "rotate"], cwd=workdir, env=env,
+                   check=True, capture_output=True)
+    metrics = workdir / "metrics"
+    metrics.mkdir(exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
+    return [sys.executable, "-m", "gunicorn", "-k", worker_class, "--threads", "4",
+            "-w", str(CORES), "-b", f"127.0.0.1:{port}", "--keep-alive", "5",
+            "--log-level", "warning", "authserver.cli.serve:worker_app()"]
+
+
 def start_server(
     label: str, url: str, workdir: Path, seeded: dict[str, Any], env_extra: dict[str, str]
 ) -> Server:
@@ -305,10 +332,9 @@ def start_server(
         }
     )
     env.update(env_extra)
+    command = server_command(env, port, workdir)
     logf = open(workdir / f"server-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen(
-        [*authserver_command(), "serve"], cwd=workdir, env=env, stdout=logf, stderr=logf
-    )
+    proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=logf, stderr=logf)
     server = Server(label, proc, port, workdir, seeded)
     expected = int(env_extra.get("AUTHSERVER_WORKERS") or 0) or CORES
     deadline = time.monotonic() + 90
@@ -347,7 +373,8 @@ def start_server(
 
 
 def stop_server(server: Server) -> None:
-    """SIGTERM to the master (gunicorn stops its workers gracefully), SIGKILL if it hangs."""
+    """SIGTERM to the server's main process (it stops its workers gracefully), SIGKILL if it
+    hangs."""
     pids = [server.proc.pid, *children(server.proc.pid)]
     if server.proc.poll() is None:
         server.proc.send_signal(signal.SIGTERM)
@@ -536,7 +563,7 @@ def machine() -> dict[str, str]:
     versions = []
     for pkg in (
         "authserver",
-        "gunicorn",
+        "granian",
         "Flask",
         "Werkzeug",
         "Authlib",
@@ -723,8 +750,8 @@ def mode_main(args: argparse.Namespace) -> None:
             f"## Token issuance ({'quick' if args.quick else 'full'} run)\n",
             f"Command: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`  ",
             f"Load average (1, 5, 15 min) at start: {started_load}; at end: {loadavg()}.  ",
-            f"Each server: `authserver serve` defaults ({CORES} gunicorn workers, "
-            f"gthread, 4 threads), log level warning. wrk: {args.duration:g} s per run, "
+            f"Each server: `authserver serve` defaults (granian, {CORES} worker processes x "
+            f"4 threads), log level warning. wrk: {args.duration:g} s per run, "
             f"{args.repeat} runs per cell, interleaved across servers; warm-up "
             f"{args.warmup:g} s. Medians.\n",
             machine_md(m),
@@ -738,19 +765,26 @@ def mode_main(args: argparse.Namespace) -> None:
 
 
 WORKER_CONFIGS: list[tuple[str, dict[str, str]]] = [
-    ("sync, workers=cores", {"AUTHSERVER_WORKER_CLASS": "sync"}),
-    ("sync, workers=2x cores", {"AUTHSERVER_WORKER_CLASS": "sync", "AUTHSERVER_WORKERS": str(2 * CORES)}),
-    ("gthread 1 thread", {"AUTHSERVER_WORKER_CLASS": "gthread", "AUTHSERVER_THREADS": "1"}),
-    ("gthread 2 threads", {"AUTHSERVER_WORKER_CLASS": "gthread", "AUTHSERVER_THREADS": "2"}),
-    ("gthread 4 threads (default)", {"AUTHSERVER_WORKER_CLASS": "gthread", "AUTHSERVER_THREADS": "4"}),
-    ("gthread 4 threads, workers=2x cores", {"AUTHSERVER_WORKER_CLASS": "gthread", "AUTHSERVER_THREADS": "4", "AUTHSERVER_WORKERS": str(2 * CORES)}),
+    (f"granian {CORES} workers x 1 thread", {"AUTHSERVER_THREADS": "1"}),
+    (f"granian {CORES} workers x 2 threads", {"AUTHSERVER_THREADS": "2"}),
+    (f"granian {CORES} workers x 4 threads (default)", {"AUTHSERVER_THREADS": "4"}),
+    (f"granian {CORES} workers x 8 threads", {"AUTHSERVER_THREADS": "8"}),
+    (f"granian {2 * CORES} workers x 4 threads", {"AUTHSERVER_WORKERS": str(2 * CORES)}),
+    # The previous default, for the record: the same worker_app under gunicorn's gthread
+    # workers. Runs only where gunicorn is installed (.venv/bin/pip install gunicorn).
+    (f"gunicorn gthread {CORES} workers x 4 threads", {GUNICORN: "gthread"}),
+    (f"gunicorn sync {CORES} workers", {GUNICORN: "sync"}),
 ]
 
 
 def mode_compare_workers(args: argparse.Namespace) -> None:
     kind = "sqlite" if args.db == "both" else args.db
     conns = args.connections
-    specs = [(label, kind, args.clients[0], env) for label, env in WORKER_CONFIGS]
+    configs = WORKER_CONFIGS
+    if not gunicorn_available():
+        log("gunicorn is not installed: its rows are skipped (.venv/bin/pip install gunicorn)")
+        configs = [(label, env) for label, env in configs if GUNICORN not in env]
+    specs = [(label, kind, args.clients[0], dict(env)) for label, env in configs]
     results: dict[tuple[str, int], Series] = {}
     start_load = loadavg()
     with servers(specs) as running:
@@ -767,7 +801,7 @@ def mode_compare_workers(args: argparse.Namespace) -> None:
                         f"busiest worker {r.busiest_worker_share * 100:.0f}%"
                     )
     lines = [
-        "## Worker model comparison (POST /token)\n",
+        "## Server and worker model comparison (POST /token)\n",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`  ",
         f"Database {kind}, {args.clients[0]} clients; {CORES} cores; {args.duration:g} s per run, "
         f"{args.repeat} runs per cell interleaved across configurations; medians. "
@@ -838,7 +872,7 @@ CATEGORIES = [
     ("cryptography (other)", lambda f: "cryptography/" in f),
     ("Authlib", lambda f: "authlib/" in f),
     ("Flask / Werkzeug", lambda f: "flask/" in f or "werkzeug/" in f),
-    ("gunicorn (HTTP parsing, socket I/O, event loop)", lambda f: "gunicorn/" in f),
+    ("granian (Python side of the WSGI call; HTTP itself is native and not sampled)", lambda f: "granian/" in f),
     ("prometheus_client (metrics)", lambda f: "prometheus_client/" in f),
     ("authserver", lambda f: "authserver/" in f),
 ]
@@ -855,8 +889,7 @@ def _step(func: str, path: str) -> str:
 
 
 INCLUSIVE = [
-    ("whole request in the worker (gunicorn ThreadWorker.handle)", _step("handle", "gunicorn/workers/")),
-    ("  gunicorn HTTP parsing (before the app)", _step("parse", "gunicorn/http/parser.py") + "|" + _step("__next__", "gunicorn/http/parser.py") + "|" + _step("__init__", "gunicorn/http/message.py")),
+    ("whole request in the worker (granian's WSGI runner)", _step("_runner", "granian/wsgi.py")),
     ("  Flask app (Flask.wsgi_app)", _step("wsgi_app", "flask/app.py")),
     ("    before_request hooks (metrics timer, unit-of-work begin)", _step("preprocess_request", "flask/app.py")),
     ("    POST /token view (create_token_response)", _step("create_token_response", "authserver/oauth/server.py")),
@@ -872,7 +905,6 @@ INCLUSIVE = [
     ("    after_request hooks (commit, metrics, headers)", _step("process_response", "flask/app.py")),
     ("      unit of work end (commit, close)", _step("end", "authserver/storage/sql/engine.py")),
     ("      metrics (_record)", _step("_record", "authserver/web/metrics.py")),
-    ("  response write (gunicorn)", _step("write", "gunicorn/") + "|" + _step("sendall", "gunicorn/")),
     ("audit batch flush thread", _step("flush", "authserver/audit/service.py")),
     ("key scheduler thread", r"authserver/scheduler\.py"),
 ]
@@ -950,12 +982,12 @@ def profile_summary(
     stacks: list[tuple[list[str], int]], kind: str, conns: int, clients: int
 ) -> str:
     gil = kind.endswith("-gil")
-    # Only the request threads: stacks that contain the gunicorn request handler.
+    # Only the request threads: stacks that contain granian's WSGI runner.
     req = [([_frame(f) for f in fs], n) for fs, n in stacks]
     idle = sum(n for fs, n in req if fs and IDLE.search(fs[-1]))
     req = [(fs, n) for fs, n in req if fs and not IDLE.search(fs[-1])]
     total_all = sum(n for _, n in req) or 1
-    handle = re.compile(_step("handle", "gunicorn/workers/"))
+    handle = re.compile(_step("_runner", "granian/wsgi.py"))
     total = sum(n for fs, n in req if any(handle.search(f) for f in fs))
     self_time: dict[str, int] = {}
     for fs, n in req:
@@ -1026,7 +1058,7 @@ def main(argv: list[str] | None = None) -> int:
         "--clients",
         help="registered clients, comma list; the first is the baseline (default 10,100000)",
     )
-    p.add_argument("--compare-workers", action="store_true", help="sync vs gthread 1/2/4")
+    p.add_argument("--compare-workers", action="store_true", help="granian threads and workers (and gunicorn, if installed)")
     p.add_argument("--soak", type=float, metavar="SECONDS", help="RSS per worker over time")
     p.add_argument("--profile", type=float, metavar="SECONDS", help="py-spy the token path")
     p.add_argument(

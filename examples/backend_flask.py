@@ -137,7 +137,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
     args = parser.parse_args()
-    # Flask's development server; use gunicorn (or your usual server) in production.
+    # Flask's development server; use a production WSGI server (granian, gunicorn, ...).
     create_app().run(host=args.host, port=args.port, threaded=True)
 
 

@@ -1,4 +1,4 @@
-"""``authserver serve``: the production HTTP server (gunicorn, one worker per core).
+"""``authserver serve``: the production HTTP server (granian, one worker process per core).
 
 Before any worker starts, in the master process: validate the configuration, bring the
 database schema to head (under the migration lock), check that the stored keys can be
@@ -13,7 +13,6 @@ import os
 import shutil
 import sys
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import click
@@ -99,12 +98,22 @@ def serve(**options: Any) -> None:
     except Exception as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
-    run_gunicorn(settings, metrics_dir)
+    export_options(options)
+    run_server(settings, metrics_dir)
+
+
+def export_options(options: dict[str, Any]) -> None:
+    """Put the options given on the command line into the environment, where each worker
+    process reads its settings (worker_app)."""
+    for f in FIELDS:
+        value = options.get(f.name)
+        if value is not None:
+            os.environ[f.env] = str(value)
 
 
 def prepare_metrics_dir() -> str:
     """A fresh private directory (mode 0700) for prometheus-client's multiprocess mode, set
-    in ``PROMETHEUS_MULTIPROC_DIR`` before gunicorn starts (so before any worker imports
+    in ``PROMETHEUS_MULTIPROC_DIR`` before the server starts (so before any worker imports
     prometheus_client, which chooses how it stores values at import time). Each run gets
     its own, so no stale values of an earlier run are ever aggregated. An operator-set
     ``PROMETHEUS_MULTIPROC_DIR`` is used as the parent of the fresh directory."""
@@ -122,68 +131,100 @@ def prepare_metrics_dir() -> str:
     return path
 
 
-def _child_exit(server: Any, worker: Any) -> None:
-    """gunicorn hook, in the master: a dead worker's live gauges are dropped."""
-    from authserver.metrics import mark_process_dead
+#: Largest request head (request line and headers) the server reads, in bytes; a larger
+#: one is refused by the HTTP server before the application sees it. Token requests are
+#: small; 64 KiB leaves room for long proxy-added headers.
+MAX_REQUEST_HEAD = 64 * 1024
 
-    mark_process_dead(worker.pid)
+#: Seconds a stopping server waits for requests in flight before it kills its workers.
+GRACEFUL_TIMEOUT = 10
 
 
-def run_gunicorn(settings: Settings, metrics_dir: str) -> None:
-    from gunicorn.app.base import BaseApplication
+def worker_app() -> Any:
+    """The WSGI application of one worker process (granian calls this in each worker).
+
+    Each worker builds its own services from the environment (``serve`` exports every
+    option given on its command line first), so no database connection crosses a fork,
+    then starts its audit batcher and key schedule.
+    """
+    from authserver.scheduler import KeyScheduler
+    from authserver.web.app import create_app
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    services = container.build(settings)
+    app = create_app(services=services)
+    # One audit write per 0.25 s per worker instead of one per token.
+    services.audit.start_batching(services.unit_of_work)
+    if settings.scheduler:
+        KeyScheduler(services).start()
+    return app
+
+
+def _log_config(level: str) -> dict[str, Any]:
+    """granian's own messages in authserver's format, on stderr like everything else."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "generic": {
+                "()": "logging.Formatter",
+                "fmt": "%(asctime)s %(levelname)s [%(process)d] granian: %(message)s",
+            },
+        },
+        "handlers": {
+            "console": {
+                "formatter": "generic",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+            },
+        },
+        "loggers": {
+            "_granian": {"handlers": ["console"], "level": level.upper(), "propagate": False}
+        },
+    }
+
+
+def run_server(settings: Settings, metrics_dir: str) -> None:
+    """granian (a Rust HTTP server) running the WSGI app in ``workers`` processes with
+    ``threads`` Python threads each; chosen by measurement over gunicorn (bench/RESULTS.md,
+    "Server and worker model"). Returns when the server has stopped (SIGTERM or SIGINT:
+    requests in flight get ``GRACEFUL_TIMEOUT`` seconds)."""
+    from granian.constants import HTTPModes
+    from granian.constants import Interfaces
+    from granian.http import HTTP1Settings
+    from granian.log import LogLevels
+    from granian.server import Server
 
     workers = settings.workers or os.cpu_count() or 1
-
-    def _on_exit(server: Any) -> None:
-        shutil.rmtree(metrics_dir, ignore_errors=True)
-
-    class Application(BaseApplication):  # type: ignore[misc]
-        def load_config(self) -> None:
-            config = {
-                "bind": [f"{settings.host}:{settings.port}"],
-                "workers": workers,
-                "worker_class": settings.worker_class,
-                "threads": settings.threads,
-                "keepalive": 5,
-                "timeout": 30,
-                "graceful_timeout": 10,
-                "accesslog": None,
-                "loglevel": settings.log_level,
-                "limit_request_line": 8190,
-                "limit_request_fields": 50,
-                "proc_name": "authserver",
-                # gunicorn 24+ opens a control socket in $HOME; several instances on one
-                # host would collide on it, and nothing here uses it.
-                "control_socket_disable": True,
-                # Worker heartbeat files on tmpfs, not on a possibly slow disk.
-                "worker_tmp_dir": "/dev/shm" if Path("/dev/shm").is_dir() else None,  # noqa: S108
-                # prometheus-client multiprocess mode (authserver.metrics).
-                "child_exit": _child_exit,
-                "on_exit": _on_exit,
-            }
-            for key, value in config.items():
-                # Settings a given gunicorn release does not know (control_socket_disable
-                # appeared with the control socket) are skipped rather than fatal.
-                if value is not None and key in self.cfg.settings:
-                    self.cfg.set(key, value)
-
-        def load(self) -> Any:
-            from authserver.scheduler import KeyScheduler
-            from authserver.web.app import create_app
-
-            services = container.build(settings)
-            app = create_app(services=services)
-            # One audit write per 0.25 s per worker instead of one per token.
-            services.audit.start_batching(services.unit_of_work)
-            if settings.scheduler:
-                KeyScheduler(services).start()
-            return app
-
+    server = Server(
+        f"{__name__}:worker_app",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.WSGI,
+        http=HTTPModes.http1,
+        websockets=False,
+        workers=workers,
+        blocking_threads=settings.threads,
+        http1_settings=HTTP1Settings(max_buffer_size=MAX_REQUEST_HEAD),
+        # A worker that dies (a crash, the OOM killer, kill -9) is replaced.
+        respawn_failed_workers=True,
+        respawn_interval=1.0,
+        workers_kill_timeout=GRACEFUL_TIMEOUT,
+        log_level=LogLevels(settings.log_level),
+        log_dictconfig=_log_config(settings.log_level),
+        log_access=False,
+    )
     log.info(
-        "authserver listening on http://%s:%s with %d workers (issuer %s)",
+        "authserver listening on http://%s:%s with %d workers x %d threads (issuer %s)",
         settings.host,
         settings.port,
         workers,
+        settings.threads,
         settings.issuer,
     )
-    Application().run()
+    try:
+        server.serve()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)

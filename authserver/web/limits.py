@@ -43,8 +43,8 @@ What it does not promise:
   storage is left alone for a few seconds): an unreachable Redis must not lock every
   legitimate client out. At start, :func:`check_storage` is the one-line refusal for an
   unreachable storage; it belongs in ``serve``'s master process (``cli/serve.py``
-  ``prepare``), not in :func:`init_app`: a worker that gunicorn restarts while Redis is
-  down must boot (fail open), or gunicorn would halt the whole server.
+  ``prepare``), not in :func:`init_app`: a worker that the server respawns while Redis is
+  down must boot (fail open), or the server would keep failing to respawn it.
 """
 
 from __future__ import annotations

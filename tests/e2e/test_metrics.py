@@ -162,7 +162,7 @@ def test_latency_is_labelled_by_route_template_not_path(
     assert probe not in endpoints
 
 
-# -- several gunicorn workers --------------------------------------------------------------
+# -- several worker processes --------------------------------------------------------------
 
 
 def _children(pid: int) -> set[int]:
@@ -186,7 +186,7 @@ def _wait_for_workers(master: int, count: int, exclude: set[int], timeout: float
         if len(workers) >= count:
             return workers
         time.sleep(0.1)
-    raise AssertionError(f"gunicorn did not run {count} new workers in time")
+    raise AssertionError(f"the server did not run {count} new workers in time")
 
 
 def _scrape_url(base_url: str) -> dict[Any, float]:
@@ -246,7 +246,7 @@ def test_counters_aggregate_across_workers(
             assert value(samples, FAILURES, reason="invalid_client") == 1
 
         # Replace every worker that served those requests: their counts survive in the
-        # shared directory (and gunicorn's child_exit hook marks them dead).
+        # shared directory (the server respawns the killed workers).
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         _wait_for_workers(master, 2, exclude=workers)

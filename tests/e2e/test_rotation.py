@@ -4,7 +4,7 @@ INTERFACE.md, "Signing keys and rotation": "A verifier that caches the JWKS, or 
 an unknown kid, never rejects a valid token across a rotation", and ``keys retire KID`` is
 the emergency path: that key leaves the JWKS at once and signs nothing more.
 
-The real ``authserver serve`` (two gunicorn workers, the key schedule ticking inside each)
+The real ``authserver serve`` (two worker processes, the key schedule ticking inside each)
 runs with timings shrunk from hours to seconds. Tokens are requested continuously and each
 is checked by two verifiers built on PyJWT's ``PyJWKClient``, the way sync servers verify:
 

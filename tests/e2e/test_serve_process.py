@@ -1,4 +1,4 @@
-"""The real thing: ``authserver serve`` (gunicorn) over real HTTP, a client registered with
+"""The real thing: ``authserver serve`` (granian) over real HTTP, a client registered with
 the real CLI, the token verified with PyJWT's JWKS client, on SQLite and PostgreSQL."""
 
 from __future__ import annotations

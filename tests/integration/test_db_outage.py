@@ -31,6 +31,7 @@ from typing import Any
 
 import pytest
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
@@ -253,7 +254,7 @@ class Load:
             path,
             response.status_code,
             response.text,
-            dict(response.headers),
+            CaseInsensitiveDict(response.headers),
         )
 
     def _run(self, worker: int) -> None:

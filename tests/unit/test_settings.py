@@ -92,7 +92,6 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     "AUTHSERVER_HOST": ("host", "127.0.0.1", "0.0.0.0", "0.0.0.0", ("",)),  # noqa: S104
     "AUTHSERVER_PORT": ("port", 8000, "8443", 8443, ("65536", "-1", "http", "")),
     "AUTHSERVER_WORKERS": ("workers", 0, "4", 4, ("-1", "257", "many", "")),
-    "AUTHSERVER_WORKER_CLASS": ("worker_class", "gthread", "SYNC", "sync", ("gevent", "")),
     "AUTHSERVER_THREADS": ("threads", 4, "8", 8, ("0", "65", "x", "")),
     "AUTHSERVER_LOG_LEVEL": ("log_level", "info", "DEBUG", "debug", ("verbose", "")),
     "AUTHSERVER_SCHEDULER": ("scheduler", True, "false", False, ("maybe", "2")),

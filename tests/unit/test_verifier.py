@@ -66,6 +66,8 @@ class AuthServerDouble:
     metadata_override: dict[str, Any] | None = None
     jwks_fetches: int = 0
     not_modified: int = 0
+    #: Send header names lower-cased, as HTTP/2 and some servers (granian) do.
+    lowercase_headers: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, *published: RSAKey) -> None:
@@ -114,7 +116,7 @@ def server() -> Iterator[AuthServerDouble]:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             for name, value in headers.items():
-                self.send_header(name, value)
+                self.send_header(name.lower() if state.lowercase_headers else name, value)
             if status != 304:
                 self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -391,7 +393,11 @@ def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, keys: list[
     verifier.verify(sign(keys[0], claims_for(server.issuer)))
 
 
-def test_max_age_is_honoured(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+@pytest.mark.parametrize("lowercase", [False, True], ids=["Cache-Control", "cache-control"])
+def test_max_age_is_honoured(server: AuthServerDouble, keys: list[RSAKey], lowercase: bool) -> None:
+    # Header names are case-insensitive (RFC 9110 §5.1): max-age and ETag are honoured
+    # however the server spells them.
+    server.lowercase_headers = lowercase
     server.publish(keys[0])
     server.cache_control = "public, max-age=1"
     verifier = verifier_for(server)

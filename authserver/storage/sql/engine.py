@@ -78,8 +78,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         connect_args = {k: v for k, v in _POSTGRES_CONNECT_ARGS.items() if k not in parsed.query}
         connect_args.update(kwargs.pop("connect_args", {}))
         kwargs["connect_args"] = connect_args
-        # A request waiting for a pooled connection gives up (503) instead of queueing for
-        # gunicorn's whole worker timeout (SQLAlchemy's default is 30 s).
+        # A request waiting for a pooled connection gives up (503) instead of queueing for the
+        # whole timeout of its client (SQLAlchemy's default is 30 s).
         kwargs.setdefault("pool_timeout", POSTGRES_POOL_TIMEOUT_S)
     kwargs.setdefault("pool_pre_ping", True)
     try:
