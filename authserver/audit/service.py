@@ -6,6 +6,7 @@ import atexit
 import collections
 import contextvars
 import logging
+import multiprocessing.util
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -144,7 +145,19 @@ class AuditBatcher:
 
     def start(self) -> None:
         self._thread.start()
+        # A graceful stop writes what is pending. atexit covers a process that exits
+        # normally; a worker process started by multiprocessing (the HTTP server's workers
+        # are forked that way) ends with os._exit, which skips atexit but runs
+        # multiprocessing's finalizers first.
         atexit.register(self.flush)
+        multiprocessing.util.Finalize(None, self._final_flush, exitpriority=10)
+
+    def _final_flush(self) -> None:
+        try:
+            self.flush()
+        except Exception:
+            # No traceback: a driver error's text can carry the database URL.
+            log.error("audit: %d events could not be written at exit", len(self._pending))  # noqa: TRY400
 
     def put(self, event: AuditEvent) -> None:
         if len(self._pending) >= self.MAX_PENDING:

@@ -139,6 +139,18 @@ MAX_REQUEST_HEAD = 64 * 1024
 #: Seconds a stopping server waits for requests in flight before it kills its workers.
 GRACEFUL_TIMEOUT = 10
 
+#: Settings that are, or may contain, a secret (a URL can carry a password). A worker
+#: removes them from its environment once it has read its settings: granian copies the
+#: process environment into every request's WSGI ``environ``, where an error reporter or a
+#: debug page could show it. Respawned workers are forked from the main process, which
+#: keeps them.
+SECRET_ENV = (
+    "AUTHSERVER_ADMIN_TOKEN",
+    "AUTHSERVER_KEY_PASSPHRASE",
+    "AUTHSERVER_DATABASE_URL",
+    "AUTHSERVER_RATE_LIMIT_STORAGE",
+)
+
 
 def worker_app() -> Any:
     """The WSGI application of one worker process (granian calls this in each worker).
@@ -151,6 +163,8 @@ def worker_app() -> Any:
     from authserver.web.app import create_app
 
     settings = Settings.from_env()
+    for name in SECRET_ENV:
+        os.environ.pop(name, None)
     configure_logging(settings.log_level)
     services = container.build(settings)
     app = create_app(services=services)

@@ -3,7 +3,9 @@ the real CLI, the token verified with PyJWT's JWKS client, on SQLite and Postgre
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -201,3 +203,36 @@ def test_chunked_body_over_the_limit_is_413(
     assert isinstance(response.json()["error_description"], str)
     # ...and the server still serves.
     assert verify(server, get_token(server, credentials))["client_id"] == credentials[0]
+
+
+def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> None:
+    """token.issued records are batched per worker (<= 0.25 s); a SIGTERM right after the
+    last token must still write them (workers are forked processes whose exit skips
+    atexit: the batcher's multiprocessing finalizer does it)."""
+    created = cli_json(env, "clients", "create", "--name", "stopping", "--audience", AUD)
+    credentials = (created["client_id"], created["client_secret"])
+    server = ServerProcess(env, workers=2).start()
+    try:
+        subs = [f"last-user-{i}" for i in range(4)]
+        for sub in subs:
+            get_token(server, credentials, sub=sub)
+    finally:
+        server.stop()  # SIGTERM at once: within the 0.25 s batch interval
+    audit = cli_json(env, "audit", "--action", "token.issued", "--json")
+    assert sorted(e["sub"] for e in audit["events"]) == sorted(subs)
+
+
+def test_worker_drops_secret_settings_from_its_environment(
+    env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """granian copies the process environment into every request's WSGI environ: a worker
+    keeps no secret-bearing setting there once it has read its settings."""
+    serve = importlib.import_module("authserver.cli.serve")  # the module, not the command
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AUTHSERVER_ADMIN_TOKEN", "a-long-admin-token-for-the-environment-test")
+    monkeypatch.setenv("AUTHSERVER_SCHEDULER", "false")
+    app = serve.worker_app()
+    assert app.extensions["authserver.services"].settings.admin_token is not None
+    for name in serve.SECRET_ENV:
+        assert name not in os.environ, name

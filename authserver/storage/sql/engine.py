@@ -223,6 +223,10 @@ class Database:
                 if dead:
                     assert raw is not None
                     raw.invalidate(exc)
+                    # The other pooled connections are as dead as this one (the server
+                    # restarted): start a fresh pool, as SQLAlchemy's Connection does by
+                    # invalidating the pool, so the retry does not draw another corpse.
+                    engine.dispose()
                     if attempt == 1:
                         continue
                 # The same exception SQLAlchemy raises for a failed statement, so the web
@@ -252,6 +256,10 @@ class Database:
                         **self._engine_kwargs,
                         isolation_level="AUTOCOMMIT",
                         pool_pre_ping=False,
+                        # One connection per request thread (AUTHSERVER_THREADS defaults
+                        # to 4); the main pool is rarely used by token requests any more.
+                        pool_size=4,
+                        max_overflow=8,
                         # Autocommit: there is never a transaction to reset on check-in.
                         pool_reset_on_return=None,
                     )
