@@ -291,6 +291,8 @@ def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+JWKS_PATH = "/.well-known/jwks.json"
+
 #: In a server spec's environment: run ``authserver.cli.serve:worker_app`` under gunicorn
 #: with this worker class instead of ``authserver serve`` (--compare-workers only).
 GUNICORN = "BENCH_GUNICORN_WORKER_CLASS"
@@ -800,8 +802,13 @@ def mode_compare_workers(args: argparse.Namespace) -> None:
                         f"p99 {r.p99_ms:.1f} err {r.errors} cpu {r.cpu_per_req_ms:.2f} ms "
                         f"busiest worker {r.busiest_worker_share * 100:.0f}%"
                     )
+            # The server's own share shows best on a request with no crypto or database.
+            for s in running:
+                r = measure(s, JWKS_PATH, conns[0], args.duration)
+                results.setdefault((f"{s.label}: GET jwks", conns[0]), Series()).runs.append(r)
+                log(f"rep {rep + 1} {s.label} GET jwks: {r.rate:.0f}/s cpu {r.cpu_per_req_ms:.2f} ms")
     lines = [
-        "## Server and worker model comparison (POST /token)\n",
+        "## Server and worker model comparison (POST /token; GET /.well-known/jwks.json)\n",
         f"Command: `{' '.join(['.venv/bin/python', 'bench/run.py', *sys.argv[1:]])}`  ",
         f"Database {kind}, {args.clients[0]} clients; {CORES} cores; {args.duration:g} s per run, "
         f"{args.repeat} runs per cell interleaved across configurations; medians. "

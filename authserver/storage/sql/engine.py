@@ -195,16 +195,25 @@ class Database:
             return query(conn)
 
     def read_counter(self, name: str) -> int:
-        """The current value of a ``locks`` counter (0 before first use), as :meth:`read`
-        does it, but on the DB-API connection itself: this read runs on every token
-        request, and SQLAlchemy's statement execution costs several times the query."""
+        """The current value of a ``locks`` counter (0 before first use): one
+        :meth:`read_one` (it runs on every token request)."""
+        row = self.read_one("SELECT counter FROM locks WHERE name = ?", name)
+        return int(row[0]) if row else 0
+
+    def read_one(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
+        """The first row of *sql* (positional ``?`` placeholders), as :meth:`read` does it
+        but on the DB-API connection itself, so values come back as the driver returns
+        them (no SQLAlchemy type processing). For the reads on every token request, where
+        SQLAlchemy's statement execution costs several times the query itself."""
+        engine = self._read_engine()
+        dialect = engine.dialect
+        if dialect.paramstyle in ("format", "pyformat"):  # psycopg
+            sql = sql.replace("?", "%s")
         unit = self._current.get()
         if unit is not None and unit.session is not None:
             unit.session.flush()
-            return _read_counter(unit.session.connection(), name)
-        engine = self._read_engine()
-        dialect = engine.dialect
-        sql, params = _counter_query(dialect.name, name)
+            found = unit.session.connection().exec_driver_sql(sql, params).first()
+            return tuple(found) if found is not None else None
         for attempt in (1, 2):
             raw = None
             try:
@@ -217,7 +226,7 @@ class Database:
                     row = cursor.fetchone()
                 finally:
                     cursor.close()
-                return int(row[0]) if row else 0
+                return tuple(row) if row is not None else None
             except dialect.loaded_dbapi.Error as exc:
                 dead = raw is not None and dialect.is_disconnect(exc, raw.dbapi_connection, None)
                 if dead:
@@ -316,22 +325,3 @@ def bump_counter(session: Session, name: str) -> None:
     if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
         insert_or_ignore(session, LockRow, {"name": name, "counter": 0})
         session.execute(bump)
-
-
-def read_counter(session: Session, name: str) -> int:
-    """The current value of a ``locks`` counter (0 before first use), in *session*'s
-    transaction. One indexed read."""
-    return _read_counter(session.connection(), name)
-
-
-def _counter_query(dialect_name: str, name: str) -> tuple[str, Any]:
-    """The counter read in the driver's own parameter style."""
-    if dialect_name == "sqlite":
-        return "SELECT counter FROM locks WHERE name = ?", (name,)
-    return "SELECT counter FROM locks WHERE name = %(name)s", {"name": name}
-
-
-def _read_counter(conn: Connection, name: str) -> int:
-    sql, params = _counter_query(conn.dialect.name, name)
-    row = conn.exec_driver_sql(sql, params).first()
-    return int(row[0]) if row else 0

@@ -271,3 +271,14 @@ class TestSqlClientStore(ClientStoreContract):
             assert store.get(b.client_id) == b
         with database.unit_of_work():
             assert store.list() == [a, b]
+
+
+def test_raw_client_read_covers_every_column() -> None:
+    """The token path reads a client row without SQLAlchemy (SqlClientStore.get): its
+    column list must follow the table, or a new column would silently be dropped."""
+    from authserver.storage.sql import clients as sql_clients
+    from authserver.storage.sql.tables import ClientRow
+
+    table_columns = [c.name for c in ClientRow.__table__.columns]
+    assert sorted(sql_clients._COLUMNS) == sorted(table_columns)
+    assert sql_clients._GET.startswith("SELECT " + ", ".join(sql_clients._COLUMNS) + " FROM")
