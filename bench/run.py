@@ -868,7 +868,7 @@ def mode_soak(args: argparse.Namespace) -> None:
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("soak", body)
+        write_section("soak" if args.clients[0] == 10 else f"soak-{args.clients[0]}clients", body)
 
 
 CATEGORIES = [
