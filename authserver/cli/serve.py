@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from typing import Any
@@ -91,6 +92,7 @@ def serve(**options: Any) -> None:
     metrics_dir = prepare_metrics_dir()
     try:
         configure_logging(settings.log_level)
+        check_listen(settings.host, settings.port)
         prepare(settings)
     except (ConfigError, KeyStoreError) as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -100,6 +102,28 @@ def serve(**options: Any) -> None:
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
     export_options(options)
     run_server(settings, metrics_dir)
+
+
+def check_listen(host: str, port: int) -> None:
+    """Refuse at once, in one line, an address the server could not listen on (in use, not
+    local, not permitted): granian would report it with a native stack trace.
+
+    :raises ConfigError: naming the address and the system's reason.
+    """
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"AUTHSERVER_HOST: cannot resolve {host!r}: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As the server will bind: SO_REUSEADDR, so a port in TIME_WAIT is not "in use".
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: {exc.strerror or type(exc).__name__}"
+            ) from None
 
 
 def export_options(options: dict[str, Any]) -> None:
@@ -240,5 +264,10 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     )
     try:
         server.serve()
+    except (OSError, RuntimeError) as exc:
+        # granian reports a failed bind (lost a race with check_listen) as RuntimeError.
+        # Its message can carry a native backtrace after the first line.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        fail(f"cannot serve on {settings.host}:{settings.port}: {reason}", 1)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import stat
 import subprocess
 import time
@@ -314,6 +315,22 @@ def test_invalid_configuration_stops_serve_with_one_line(
     # The same for any other command.
     line = _one_line_error(run_cli(env, "clients", "list", "--json"))
     assert variable in line
+
+
+def test_serve_on_a_port_in_use_stops_with_one_line(env_for: EnvFor, tmp_path: Path) -> None:
+    db_file = tmp_path / "never.db"
+    env = env_for(f"sqlite:///{db_file}")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            env, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", timeout=30
+        )
+    line = _one_line_error(result)
+    assert f"127.0.0.1:{port}" in line
+    assert "in use" in line
+    assert not db_file.exists()  # refused before touching the database
 
 
 # -- an encrypted key store and a wrong or missing passphrase ------------------------------
