@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import delete
@@ -20,22 +21,7 @@ from authserver.storage.sql.tables import ClientRow
 
 
 def _to_model(row: ClientRow) -> Client:
-    return Client(
-        client_id=ClientId(row.client_id),
-        name=row.name,
-        policy=ClientPolicy(
-            audiences=tuple(row.audiences or ()),
-            scopes=tuple(row.scopes or ()),
-            allowed_claims=tuple(row.allowed_claims or ()),
-            token_ttl=row.token_ttl,
-        ),
-        enabled=row.enabled,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        secret_hash=row.secret_hash,
-        jwks=row.jwks,
-        jwks_uri=row.jwks_uri,
-    )
+    return _client({name: getattr(row, name) for name in _COLUMNS})
 
 
 def _fill(row: ClientRow, client: Client) -> None:
@@ -52,9 +38,8 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.updated_at = client.updated_at
 
 
-#: One client row by id, read on the DB-API connection (Database.read_one): on a
-#: client-cache miss (many clients in use) this runs per token request, and SQLAlchemy's
-#: statement execution costs several times the query. The columns of ``_from_columns``.
+#: The columns of a client row, in the order of ``_GET``. A raw read (below) and an ORM
+#: row (``_to_model``) both become a mapping of these names for ``_client``.
 _COLUMNS = (
     "client_id",
     "name",
@@ -69,49 +54,36 @@ _COLUMNS = (
     "created_at",
     "updated_at",
 )
-_GET = (
-    "SELECT client_id, name, secret_hash, audiences, scopes, allowed_claims, token_ttl, "
-    "enabled, jwks, jwks_uri, created_at, updated_at FROM clients WHERE client_id = ?"
-)
+#: One client row by id, read on the DB-API connection (Database.read_one): on a
+#: client-cache miss (many clients in use) this runs per token request, and SQLAlchemy's
+#: statement execution costs several times the query.
+_GET = f"SELECT {', '.join(_COLUMNS)} FROM clients WHERE client_id = ?"  # noqa: S608 - constant
 
 
 def _json(value: Any) -> Any:
     """A JSON column as the driver returns it: text on SQLite, often already decoded by
-    psycopg on PostgreSQL."""
+    psycopg on PostgreSQL (and always by the ORM)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _from_columns(row: tuple[Any, ...]) -> Client:
-    """``_to_model`` for a raw row of ``_COLUMNS``, decoding as the column types do."""
-    (
-        client_id,
-        name,
-        secret_hash,
-        audiences,
-        scopes,
-        allowed_claims,
-        token_ttl,
-        enabled,
-        jwks,
-        jwks_uri,
-        created_at,
-        updated_at,
-    ) = row
+def _client(values: Mapping[str, Any]) -> Client:
+    """The model from a client row's column values, decoded or raw: JSON columns, the
+    boolean (an integer on SQLite) and the timestamps are normalised as the column types do."""
     return Client(
-        client_id=ClientId(client_id),
-        name=name,
+        client_id=ClientId(values["client_id"]),
+        name=values["name"],
         policy=ClientPolicy(
-            audiences=tuple(_json(audiences) or ()),
-            scopes=tuple(_json(scopes) or ()),
-            allowed_claims=tuple(_json(allowed_claims) or ()),
-            token_ttl=token_ttl,
+            audiences=tuple(_json(values["audiences"]) or ()),
+            scopes=tuple(_json(values["scopes"]) or ()),
+            allowed_claims=tuple(_json(values["allowed_claims"]) or ()),
+            token_ttl=values["token_ttl"],
         ),
-        enabled=bool(enabled),
-        created_at=float(created_at),
-        updated_at=float(updated_at),
-        secret_hash=secret_hash,
-        jwks=_json(jwks),
-        jwks_uri=jwks_uri,
+        enabled=bool(values["enabled"]),
+        created_at=float(values["created_at"]),
+        updated_at=float(values["updated_at"]),
+        secret_hash=values["secret_hash"],
+        jwks=_json(values["jwks"]),
+        jwks_uri=values["jwks_uri"],
     )
 
 
@@ -140,11 +112,10 @@ class SqlClientStore:
         self._changed()
 
     def get(self, client_id: ClientId) -> Client | None:
-        # A Core read (Database.read): on a token request's cache miss this needs no ORM
-        # session and no transaction. The row's attributes are the ORM row's (same column
-        # names and types), so one mapping serves both.
+        # A raw read (Database.read_one): on a token request's cache miss this needs no
+        # ORM session and no transaction.
         row = self._db.read_one(_GET, str(client_id))
-        return _from_columns(row) if row is not None else None
+        return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
     def list(self) -> list[Client]:
         rows = self._db.session().scalars(

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from typing import TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
@@ -88,9 +85,6 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         raise ConfigError(f"AUTHSERVER_DATABASE_URL: {exc}") from None
 
 
-T = TypeVar("T")
-
-
 class _Unit:
     """One unit of work; its session is opened on first use, so a request that needs no
     database work (a JWKS GET, a token issued from cached state) costs no session at all."""
@@ -105,7 +99,7 @@ class Database:
     """Owns the engines and the session of the current unit of work.
 
     Two engines on the same database: the main one for units of work (transactions,
-    ``pool_pre_ping``), and a small autocommit one for :meth:`read`, the hot path's
+    ``pool_pre_ping``), and a small autocommit one for :meth:`read_one`, the hot path's
     single-statement reads that need no transaction (the cache version counters and a
     client row on a cache miss). A token request then costs one statement round trip
     instead of four (pre-ping, BEGIN, SELECT, COMMIT) and no ORM session.
@@ -170,30 +164,6 @@ class Database:
         finally:
             self.end(token, commit=ok)
 
-    def read(self, query: Callable[[Connection], T]) -> T:
-        """Run *query* (one or more reads, no writes) and return its result.
-
-        Inside a unit of work whose session is already open, on that session's connection,
-        so the reads see the unit's own uncommitted writes (after flushing them). Otherwise
-        on the autocommit engine: no transaction, no pre-ping; a pooled connection found
-        dead (the server restarted) is invalidated by SQLAlchemy and the read is retried
-        once on a fresh one, which is what pre-ping would have done, minus a round trip on
-        every checkout.
-        """
-        unit = self._current.get()
-        if unit is not None and unit.session is not None:
-            unit.session.flush()
-            return query(unit.session.connection())
-        engine = self._read_engine()
-        try:
-            with engine.connect() as conn:
-                return query(conn)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        with engine.connect() as conn:
-            return query(conn)
-
     def read_counter(self, name: str) -> int:
         """The current value of a ``locks`` counter (0 before first use): one
         :meth:`read_one` (it runs on every token request)."""
@@ -201,10 +171,17 @@ class Database:
         return int(row[0]) if row else 0
 
     def read_one(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
-        """The first row of *sql* (positional ``?`` placeholders), as :meth:`read` does it
-        but on the DB-API connection itself, so values come back as the driver returns
-        them (no SQLAlchemy type processing). For the reads on every token request, where
-        SQLAlchemy's statement execution costs several times the query itself."""
+        """The first row of *sql* (positional ``?`` placeholders), on the DB-API connection
+        itself, so values come back as the driver returns them (no SQLAlchemy type
+        processing): for the reads on every token request, where SQLAlchemy's statement
+        execution costs several times the query itself.
+
+        Inside a unit of work whose session is already open, on that session's connection,
+        so the read sees the unit's own uncommitted writes (after flushing them). Otherwise
+        on the autocommit engine: no transaction, no pre-ping; a pooled connection found
+        dead (the server restarted) is invalidated with its pool and the read is retried
+        once on a fresh one, which is what pre-ping would have done, minus a round trip on
+        every checkout."""
         engine = self._read_engine()
         dialect = engine.dialect
         if dialect.paramstyle in ("format", "pyformat"):  # psycopg
