@@ -2,19 +2,11 @@
 
 Four families, all with bounded label sets:
 
-- ``authserver_tokens_issued_total{client_id}``: access tokens issued, per *authenticated*
-  client (the label comes from the client record the token was issued to, never from the
-  request). Bounded per process: the first :data:`MAX_CLIENT_LABELS` distinct clients a
-  process issues for get their own label value; tokens for any further client are counted
-  under ``client_id="_other"`` (:data:`OTHER_CLIENTS`, never a client id: ours start with
-  ``as_client_``). Without the cap each client a worker ever served would cost a prometheus
-  child (and an entry in its multiprocess file) for the worker's lifetime: with 100,000
-  clients RSS per worker grew from 82 to 103 MiB and kept growing (``bench/RESULTS.md``),
-  and ``/metrics`` grew without bound. Labels go first come, first served in each process,
-  so across workers (whose values ``/metrics`` adds up) one client may be counted under its
-  own label in one worker and under ``_other`` in another, and there are at most
-  ``MAX_CLIENT_LABELS`` series per worker that ever ran; the sum over all label values is
-  always the exact total;
+- ``authserver_tokens_issued_total``: access tokens issued. No ``client_id`` label: the
+  scrape would list every client id to whoever holds the metrics token (a monitoring
+  system, its dashboards and their users), one series per client would cost every worker
+  memory for its lifetime, and per-client history is already in the audit trail
+  (``authserver audit --client ID``), which says who asked for what and when;
 - ``authserver_token_failures_total{reason}``: refused token requests, by RFC 6749 error
   code (or ``http_<status>`` for errors outside the OAuth layer);
 - ``authserver_request_duration_seconds{endpoint}``: request latency by route template
@@ -35,7 +27,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
@@ -46,21 +37,11 @@ from prometheus_client import generate_latest
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-#: At most this many distinct ``client_id`` label values per process (see above); read at
-#: each call, so a test may lower it.
-MAX_CLIENT_LABELS = 1000
-#: The ``client_id`` label value of tokens issued to clients beyond the cap.
-OTHER_CLIENTS = "_other"
-
 #: Label values that are not one of these shapes are folded into "other" (defence in depth:
 #: every value already comes from the server's own code, not from the request).
 _REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-TOKENS_ISSUED = Counter(
-    "authserver_tokens_issued",
-    "Access tokens issued, by authenticated client.",
-    ["client_id"],
-)
+TOKENS_ISSUED = Counter("authserver_tokens_issued", "Access tokens issued.")
 TOKEN_FAILURES = Counter(
     "authserver_token_failures",
     "Token requests refused, by reason (RFC 6749 error code or http_<status>).",
@@ -81,36 +62,13 @@ CLIENT_AUTH_THROTTLED = Counter(
     ["endpoint", "scope"],
 )
 
-#: The client ids that have their own label in this process (at most MAX_CLIENT_LABELS).
-#: Read without the lock (a set membership test, atomic under the GIL and internally locked
-#: on free-threaded builds); the lock only serialises additions, so the cap holds exactly.
-_labelled_clients: set[str] = set()
-_labelled_clients_lock = threading.Lock()
-
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def client_label(client_id: str) -> str:
-    """The ``client_id`` label value for tokens issued to *client_id* in this process: the
-    id itself while fewer than :data:`MAX_CLIENT_LABELS` clients have a label (and for
-    ever after for those that got one), else :data:`OTHER_CLIENTS`."""
-    labelled = _labelled_clients
-    if client_id in labelled:
-        return client_id
-    if len(labelled) >= MAX_CLIENT_LABELS:
-        return OTHER_CLIENTS
-    with _labelled_clients_lock:
-        if client_id not in labelled:
-            if len(labelled) >= MAX_CLIENT_LABELS:
-                return OTHER_CLIENTS
-            labelled.add(client_id)
-    return client_id
-
-
-def token_issued(client_id: str) -> None:
-    TOKENS_ISSUED.labels(client_id=client_label(client_id)).inc()
+def token_issued() -> None:
+    TOKENS_ISSUED.inc()
 
 
 def token_failed(reason: str) -> None:

@@ -174,6 +174,10 @@ def _bool(raw: str) -> bool:
     raise ValueError("must be true or false")
 
 
+#: The shortest admin or metrics bearer token accepted.
+MIN_BEARER_TOKEN_LENGTH = 32
+
+
 @dataclass(frozen=True)
 class Field:
     """One configuration variable: its name, default, parser and meaning."""
@@ -227,7 +231,15 @@ FIELDS: tuple[Field, ...] = (
         "AUTHSERVER_ADMIN_TOKEN",
         lambda: None,
         _non_empty,
-        "bearer token for /admin/* (unset: admin API off)",
+        "bearer token for /admin/*, at least 32 characters (unset: admin API off)",
+        secret=True,
+    ),
+    Field(
+        "metrics_token",
+        "AUTHSERVER_METRICS_TOKEN",
+        lambda: None,
+        _non_empty,
+        "bearer token for GET /metrics, at least 32 characters (unset: /metrics answers 404)",
         secret=True,
     ),
     Field(
@@ -402,6 +414,7 @@ class Settings:
     keys_dir: Path
     key_passphrase: str | None
     admin_token: str | None
+    metrics_token: str | None
     key_store: str
     key_size: int
     key_rotation_interval: int
@@ -472,7 +485,20 @@ class Settings:
         return new
 
     def validate(self) -> None:
-        """Check the rules that tie several variables together."""
+        """Check the rules that tie several variables together, and the bearer tokens'
+        length (here rather than in their parser, so :meth:`replace` checks it too)."""
+        for env, token in (
+            ("AUTHSERVER_ADMIN_TOKEN", self.admin_token),
+            ("AUTHSERVER_METRICS_TOKEN", self.metrics_token),
+        ):
+            # A bearer token is the whole credential: short ones can be guessed (the
+            # per-address failure limit only slows that down). 32 characters of
+            # secrets.token_urlsafe carry 192 bits.
+            if token is not None and len(token) < MIN_BEARER_TOKEN_LENGTH:
+                raise ConfigError(
+                    f"{env}: must be at least {MIN_BEARER_TOKEN_LENGTH} characters (e.g. the "
+                    "output of: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                )
         # RFC 8414 §2 and RFC 9700 §2.6: the issuer is an https URL. Production mode makes
         # that a rule, with an explicit, named way out.
         if self.production and self.issuer_is_http and not self.allow_http_issuer:

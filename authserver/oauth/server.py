@@ -89,8 +89,6 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         """Access tokens are self-contained JWTs: nothing to store but the audit record
         (identifiers only, never the token)."""
         issued = request.issued
-        # For the metrics hook in web/ (tokens issued per client).
-        g.authserver_token_client = request.client.client_id
         self.audit.record_issued(
             f"client:{request.client.client_id}",
             client_id=request.client.client_id,

@@ -1,13 +1,14 @@
 """The operator API under /admin: the same service calls and serializers as the CLI.
 
 Registered only when ``AUTHSERVER_ADMIN_TOKEN`` is set (otherwise /admin/* is 404). The
-bearer token is compared in constant time. A client secret appears only in the responses
-of create and rotate-secret.
+bearer token is compared in constant time; plain http is refused as at ``/token`` (only a
+loopback host, or https seen through a configured proxy); wrong tokens count against the
+sender's address in the failed-authentication limits (``web/bearer.py``). A client secret
+appears only in the responses of create and rotate-secret.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +23,7 @@ from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.web import bearer
 from authserver.web.context import services
 from authserver.web.errors import error_response
 from authserver.web.serializers import audit_json
@@ -42,14 +44,12 @@ def _unauthorized() -> Response:
 
 @bp.before_request
 def _authenticate() -> Response | None:
-    expected = services().settings.admin_token or ""
-    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
-    # hmac.compare_digest: the comparison takes the same time wherever the strings differ.
-    if (
-        not expected
-        or scheme.lower() != "bearer"
-        or not hmac.compare_digest(presented.strip().encode(), expected.encode())
-    ):
+    refused = bearer.insecure_transport()
+    if refused is not None:
+        return refused
+    expected = services().settings.admin_token
+    if not expected or not bearer.presented_matches(expected):
+        bearer.count_failure()
         return _unauthorized()
     g.admin_actor = acting_as("admin-api")
     g.admin_actor.__enter__()

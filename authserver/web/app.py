@@ -66,7 +66,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(oauth.bp)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)
-    app.register_blueprint(metrics.bp)  # GET /metrics
+    if settings.metrics_token:
+        app.register_blueprint(metrics.bp)  # GET /metrics
     app.register_blueprint(openapi.bp)  # GET /openapi.json
     if settings.admin_token:
         app.register_blueprint(admin.bp)

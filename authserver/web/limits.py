@@ -225,6 +225,21 @@ class FailedAuthenticationLimits:
         """
         keys = _Keys(presented_client_id(oauth_request), address_key(request.remote_addr))
         g.authserver_auth_limit_keys = keys
+        self._refuse_if_over(keys)
+
+    def check_address(self, remote_addr: str | None) -> None:
+        """Refuse a credential that names no client (the admin and metrics bearer tokens)
+        when *remote_addr* is over its budget.
+
+        :raises TooManyFailedAuthentications: when the address is over its budget.
+        """
+        self._refuse_if_over(_Keys(None, address_key(remote_addr)))
+
+    def record_address_failure(self, remote_addr: str | None) -> None:
+        """Count a wrong admin or metrics bearer token against *remote_addr*."""
+        self._record(_Keys(None, address_key(remote_addr)))
+
+    def _refuse_if_over(self, keys: _Keys) -> None:
         if not self._storage_usable():
             return
         try:
@@ -243,7 +258,11 @@ class FailedAuthenticationLimits:
     def record_failure(self) -> None:
         """Count this request's failed authentication against both budgets."""
         keys: _Keys | None = g.get("authserver_auth_limit_keys")
-        if keys is None or not self._storage_usable():
+        if keys is not None:
+            self._record(keys)
+
+    def _record(self, keys: _Keys) -> None:
+        if not self._storage_usable():
             return
         try:
             for scope, value in (("client", keys.client_id), ("address", keys.address)):

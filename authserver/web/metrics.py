@@ -1,4 +1,5 @@
-"""GET /metrics (Prometheus text format) and the request hooks that feed the collectors."""
+"""GET /metrics (Prometheus text format, bearer ``AUTHSERVER_METRICS_TOKEN``) and the
+request hooks that feed the collectors."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from flask import g
 from flask import request
 
 from authserver import metrics
+from authserver.web import bearer
+from authserver.web.context import services
+from authserver.web.errors import error_response
 
 bp = Blueprint("metrics", __name__)
 
@@ -20,6 +24,17 @@ ISSUE_PATH = "/token"
 
 @bp.get("/metrics")
 def metrics_endpoint() -> Response:
+    # Registered only when AUTHSERVER_METRICS_TOKEN is set (web/app.py); otherwise 404.
+    # No transport rule here, unlike /admin: Prometheus usually scrapes each instance over
+    # the internal network in plain http, and this token reads counters, it changes nothing.
+    expected = services().settings.metrics_token
+    if not expected or not bearer.presented_matches(expected):
+        bearer.count_failure()
+        response = error_response(401, "invalid_token", "a valid metrics bearer token is required")
+        response.headers["WWW-Authenticate"] = (
+            'Bearer realm="authserver-metrics", error="invalid_token"'
+        )
+        return response
     body, content_type = metrics.exposition()
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-store"
@@ -53,9 +68,7 @@ def _observe(response: Response) -> None:
         return
     status = response.status_code
     if status == 200:
-        client_id = g.get("authserver_token_client")
-        if isinstance(client_id, str) and client_id:
-            metrics.token_issued(client_id)
+        metrics.token_issued()
     elif status >= 400:
         reason = g.get("authserver_oauth_error")
         metrics.token_failed(reason if isinstance(reason, str) and reason else f"http_{status}")

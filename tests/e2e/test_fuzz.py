@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import status_code_conformance
 from authserver.settings import Settings
 from tests.conftest import make_services
 
-ADMIN = "fuzz-admin-token-0123456789"
+ADMIN = "fuzz-admin-token-0123456789abcdefghij"
 
 
 def _make_app(tmp: Path) -> tuple[Any, Any]:

@@ -32,7 +32,8 @@ def packaged_document() -> dict[str, Any]:
 
 @pytest.fixture
 def admin_services(settings: Settings) -> Any:
-    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN))
+    """Every optional route on: the admin API and /metrics."""
+    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN, metrics_token=ADMIN_TOKEN[::-1]))
     yield svc
     svc.close()
 

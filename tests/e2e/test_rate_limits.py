@@ -367,7 +367,10 @@ def test_off_disables_the_limits(make_app: MakeApp) -> None:
 
 
 def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
-    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute")
+    scraper = "metrics-token-for-rate-limit-tests-0a1b2c"
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute", AUTHSERVER_METRICS_TOKEN=scraper
+    )
     http = app.test_client()
     client_id, secret = register(services)
 
@@ -384,7 +387,9 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
 
     assert sample("authserver_client_auth_throttled_total", throttled) == before + 2
     assert sample("authserver_token_failures_total", {"reason": "slow_down"}) == slow_down + 2
-    text = http.get("/metrics").get_data(as_text=True)
+    text = http.get("/metrics", headers={"Authorization": f"Bearer {scraper}"}).get_data(
+        as_text=True
+    )
     assert "authserver_client_auth_throttled_total" in text
 
 

@@ -22,7 +22,8 @@ from tests.helpers import cli_json
 from tests.helpers import run_cli
 
 PASSPHRASE = "pp-Zq8vN3kLr7TcW2yX"
-ADMIN_TOKEN = "admin-Hf4Ks9Pq2Lm7Vx3Bn8"
+ADMIN_TOKEN = "admin-Hf4Ks9Pq2Lm7Vx3Bn8-Zr6Wt1Yc5Qa0"
+METRICS_TOKEN = "metrics-Jd8Rw2Xe5Tn1Gc7Vb4-Mk9Ls3Pz6"
 WRONG_SECRET = "as_secret_WRONGwrongWRONGwrongWRONGwrongWRONGwr"
 AUD = "https://sync.example"
 
@@ -55,11 +56,12 @@ def test_no_secret_appears_in_anything_the_server_writes(
         db_url,
         AUTHSERVER_KEY_PASSPHRASE=PASSPHRASE,
         AUTHSERVER_ADMIN_TOKEN=ADMIN_TOKEN,
+        AUTHSERVER_METRICS_TOKEN=METRICS_TOKEN,
         AUTHSERVER_LOG_LEVEL="debug",
     )
     env.pop("AUTHSERVER_ISSUER")
     log_path = tmp_path / "serve.log"
-    secrets: list[str] = [PASSPHRASE, ADMIN_TOKEN, WRONG_SECRET]
+    secrets: list[str] = [PASSPHRASE, ADMIN_TOKEN, METRICS_TOKEN, WRONG_SECRET]
     tokens: list[str] = []
     written: list[str] = []  # every response body that must not carry a secret
 
@@ -190,7 +192,8 @@ def test_no_secret_appears_in_anything_the_server_writes(
         keep(requests.get(base + "/.well-known/jwks.json", timeout=10))
         keep(requests.get(base + "/openapi.json", timeout=10))
         time.sleep(0.6)  # let the audit batchers flush
-        keep(requests.get(base + "/metrics", timeout=10))
+        metrics = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+        assert keep(requests.get(base + "/metrics", headers=metrics, timeout=10)).ok
 
     # After a graceful stop: the audit trail, the CLI's own output, the database.
     audit = run_cli(env, "audit", "--json", "--limit", "10000")

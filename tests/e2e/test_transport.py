@@ -78,3 +78,36 @@ def test_forwarded_proto_is_honoured_behind_a_configured_proxy(app_for: Any) -> 
         headers={"X-Forwarded-Proto": "https"},
     )
     assert r.status_code == 200
+
+
+ADMIN_TOKEN = "transport-test-admin-token-4b7e1c9d2a"
+
+
+@pytest.mark.parametrize(
+    ("hops", "base_url", "forwarded", "status"),
+    [
+        (0, "http://auth.example.com", "https", 400),
+        (1, "http://auth.example.com", "http", 400),
+        (1, "http://auth.example.com", "https", 200),
+        (0, "https://auth.example.com", None, 200),
+        (0, "http://127.0.0.1", None, 200),
+    ],
+)
+def test_admin_api_follows_the_same_transport_rule(
+    settings: Settings, hops: int, base_url: str, forwarded: str | None, status: int
+) -> None:
+    services = make_services(settings.replace(proxy_hops=hops, admin_token=ADMIN_TOKEN))
+    try:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        if forwarded:
+            headers["X-Forwarded-Proto"] = forwarded
+        r = (
+            create_app(services=services)
+            .test_client()
+            .get("/admin/clients", base_url=base_url, headers=headers)
+        )
+        assert r.status_code == status, r.get_data(as_text=True)
+        if status == 400:
+            assert r.json["error"] == "insecure_transport"
+    finally:
+        services.close()

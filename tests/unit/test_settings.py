@@ -56,9 +56,16 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     "AUTHSERVER_ADMIN_TOKEN": (
         "admin_token",
         None,
-        "s3cr3t-admin-token",
-        "s3cr3t-admin-token",
-        ("",),
+        "s3cr3t-admin-token-of-32-characters",
+        "s3cr3t-admin-token-of-32-characters",
+        ("", "a", "x" * 31),
+    ),
+    "AUTHSERVER_METRICS_TOKEN": (
+        "metrics_token",
+        None,
+        "s3cr3t-metrics-token-32-characters",
+        "s3cr3t-metrics-token-32-characters",
+        ("", "a", "x" * 31),
     ),
     "AUTHSERVER_KEY_STORE": ("key_store", "file", "sql", "sql", ("s3", "", "memory")),
     "AUTHSERVER_KEY_SIZE": ("key_size", 2048, "3072", 3072, ("1024", "2500", "8192", "big", "")),
@@ -345,7 +352,7 @@ def test_settings_are_immutable() -> None:
 
 def test_repr_hides_passphrase_and_admin_token() -> None:
     passphrase = "passphrase-value-7c1e"
-    token = "admin-token-value-93ab"
+    token = "admin-token-value-93ab-long-enough-now"
     settings = Settings.from_env(
         {"AUTHSERVER_KEY_PASSPHRASE": passphrase, "AUTHSERVER_ADMIN_TOKEN": token}
     )
