@@ -48,8 +48,14 @@ def prepare(settings: Settings) -> None:
             "in production (AUTHSERVER_PRODUCTION=true refuses this)"
         )
     if settings.key_passphrase is None:
+        # Unsafe conveniences are loud: whoever reads the key store, or a
+        # backup of it, can sign tokens that every sync server accepts.
+        where = "in the database" if settings.key_store == "sql" else f"in {settings.keys_dir}"
         log.warning(
-            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored unencrypted"
+            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored "
+            "UNENCRYPTED %s; anyone who can read them, or a backup of them, can sign tokens "
+            "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
+            where,
         )
     from authserver.web.limits import check_storage
 

@@ -22,6 +22,7 @@ import fcntl
 import json
 import os
 import secrets
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -59,6 +60,16 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _make_private(directory: Path) -> None:
+    """Narrow the key directory to its owner (0700). ``mkdir(mode=0o700)`` does that for a
+    directory it creates, but one that already existed (a checkout's ``keys/``, created by
+    git with the umask, or one made by hand) keeps its mode, which lets other users list
+    the keys and see when they change. Left alone when another user owns it."""
+    info = directory.stat()
+    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(directory, stat.S_IMODE(info.st_mode) & 0o700)
+
+
 class FileKeyStore:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
@@ -70,6 +81,7 @@ class FileKeyStore:
             ) from None
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not writable")
+        _make_private(directory)
 
     @contextmanager
     def lock(self) -> Iterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
+        _create_private_file(parsed.database, uri="uri" in parsed.query)
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -83,6 +85,22 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         return create_engine(parsed, **kwargs)
     except (ArgumentError, ImportError) as exc:
         raise ConfigError(f"AUTHSERVER_DATABASE_URL: {exc}") from None
+
+
+def _create_private_file(database: str | None, *, uri: bool) -> None:
+    """Create a SQLite database file owner-only (0600) before SQLite does: SQLite creates
+    it with the process umask (usually world-readable), and with the SQL key store and no
+    passphrase it holds a plaintext private key. SQLite gives its -wal and -shm files the
+    mode of the database file. An existing file is left as it is."""
+    if not database or database == ":memory:" or uri:
+        return
+    try:
+        fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a missing directory or no permission: SQLite reports it, naming the file
+    os.close(fd)
 
 
 class _Unit:
