@@ -1,0 +1,56 @@
+// The one error type a verifier rejects with.
+
+/**
+ * Every value `InvalidTokenError.reason` can take, with what it means. The names are the
+ * ones the Python verifier (`authserver_verifier`) uses, plus the status-list reasons.
+ */
+export const REASONS = Object.freeze({
+  missing_token: 'no bearer token was sent',
+  malformed: 'not a compact JWS/JWT, or a claim has the wrong type',
+  unsupported_alg: 'alg is not RS256',
+  wrong_typ: 'typ is not at+jwt (RFC 9068 §4)',
+  unsupported_header: 'a header parameter this verifier does not understand (crit, b64, jku, ...)',
+  missing_kid: 'the header names no kid',
+  unknown_kid: 'no published key has this kid (refetched when allowed)',
+  bad_signature: 'the signature does not verify',
+  missing_claim: 'a required claim is missing',
+  wrong_issuer: 'iss is not the configured issuer',
+  wrong_audience: 'aud does not contain the configured audience',
+  expired: 'exp has passed (beyond the leeway)',
+  not_yet_valid: 'nbf is in the future (beyond the leeway)',
+  issued_in_future: 'iat is in the future (beyond the leeway)',
+  invalid_status:
+    'the status claim is malformed, its index is outside the list, or the status value is not one this verifier accepts',
+  wrong_subject: 'a fresh token sent on an open connection is for another sub or client_id',
+  revoked: 'the token status list says INVALID (0x01): the token was revoked',
+  suspended: 'the token status list says SUSPENDED (0x02)',
+  jwks_unavailable: "the issuer's metadata or keys could not be fetched (not the token's fault)",
+  status_unavailable:
+    'the status list could not be fetched or verified and no copy fresh enough is cached (not the token\'s fault)',
+});
+
+/** Reasons that say "the verifier could not decide", not "the token is bad": answer 503. */
+export const UNAVAILABLE = Object.freeze(new Set(['jwks_unavailable', 'status_unavailable']));
+
+export class InvalidTokenError extends Error {
+  /**
+   * @param {keyof typeof REASONS} reason
+   * @param {string} [detail] says more than the reason; never contains the token
+   * @param {{cause?: unknown}} [options]
+   */
+  constructor(reason, detail, options) {
+    super(`${reason}: ${detail || REASONS[reason] || reason}`, options);
+    this.name = 'InvalidTokenError';
+    this.reason = reason;
+  }
+
+  /** True when the token was not judged (keys or status list unavailable): answer 503. */
+  get unavailable() {
+    return UNAVAILABLE.has(this.reason);
+  }
+
+  /** The HTTP status a resource server answers with: 401, or 503 when unavailable. */
+  get status() {
+    return this.unavailable ? 503 : 401;
+  }
+}

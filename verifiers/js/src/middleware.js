@@ -1,0 +1,114 @@
+// RFC 6750 bearer-token middleware for Node's http server and for Express.
+
+import { InvalidTokenError } from './errors.js';
+
+/**
+ * The bearer token of a request (RFC 6750 §2.1: `Authorization: Bearer <token>`, the scheme
+ * case-insensitive), or null when there is none.
+ *
+ * @param {{headers: Record<string, string | string[] | undefined>}} req
+ */
+export function bearerToken(req) {
+  const header = req.headers?.authorization;
+  if (typeof header !== 'string') return null;
+  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
+  return match ? match[1] : null;
+}
+
+/**
+ * Verify the request's bearer token. Resolves to the claims; rejects with InvalidTokenError
+ * (`missing_token` when the request has none).
+ */
+export async function authenticate(verifier, req) {
+  const token = bearerToken(req);
+  if (token === null) {
+    throw new InvalidTokenError('missing_token', req.headers?.authorization ? 'not a Bearer authorization' : undefined);
+  }
+  return verifier.verify(token);
+}
+
+/**
+ * Answer a refused request: 401 with the RFC 6750 §3 challenge, or 503 when the verifier could
+ * not decide (keys or status list unavailable: not the token's fault, so no challenge that
+ * makes the client throw its token away). The body is JSON `{error, reason}`.
+ *
+ * @param {import('node:http').ServerResponse} res
+ * @param {InvalidTokenError} err
+ */
+export function sendRefusal(res, err, { realm } = {}) {
+  const realmPart = realm ? `realm="${realm.replace(/["\\]/g, '')}"` : '';
+  let headers;
+  let body;
+  if (err.unavailable) {
+    headers = { 'Retry-After': '5' };
+    body = { error: 'temporarily_unavailable', reason: err.reason };
+  } else if (err.reason === 'missing_token') {
+    // §3.1: a request without authentication information gets no error code.
+    headers = { 'WWW-Authenticate': ['Bearer', realmPart].filter(Boolean).join(' ') };
+    body = { error: 'invalid_request', reason: err.reason };
+  } else {
+    const params = [realmPart, 'error="invalid_token"', `error_description="${err.reason}"`].filter(Boolean);
+    headers = { 'WWW-Authenticate': `Bearer ${params.join(', ')}` };
+    body = { error: 'invalid_token', reason: err.reason };
+  }
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  res.writeHead(err.status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+function isPublic(req, publicPaths) {
+  if (!publicPaths?.length) return false;
+  const path = (req.url ?? '').split('?', 1)[0];
+  return publicPaths.includes(path);
+}
+
+/**
+ * Wrap a Node `http` request handler: it runs only for requests with a valid token, with
+ * the claims in `req.auth`; everything else is answered by `sendRefusal`.
+ *
+ *     http.createServer(requireToken(verifier, (req, res) => res.end(req.auth.sub)))
+ *
+ * @param {{verify(token: string): Promise<object>}} verifier
+ * @param {(req: any, res: any) => unknown} handler
+ * @param {{publicPaths?: string[], realm?: string}} [options]
+ */
+export function requireToken(verifier, handler, options = {}) {
+  return async (req, res) => {
+    if (!isPublic(req, options.publicPaths)) {
+      try {
+        req.auth = await authenticate(verifier, req);
+      } catch (err) {
+        sendRefusal(res, asInvalidToken(err), options);
+        return;
+      }
+    }
+    return handler(req, res);
+  };
+}
+
+/**
+ * Express (4 or 5) middleware: `app.use(expressAuth(verifier))`. A valid token sets
+ * `req.auth` to its claims and calls `next()`; a refused one is answered here (401/503).
+ *
+ * @param {{verify(token: string): Promise<object>}} verifier
+ * @param {{publicPaths?: string[], realm?: string}} [options]
+ */
+export function expressAuth(verifier, options = {}) {
+  return (req, res, next) => {
+    if (isPublic(req, options.publicPaths)) return next();
+    authenticate(verifier, req).then(
+      (claims) => {
+        req.auth = claims;
+        next();
+      },
+      (err) => sendRefusal(res, asInvalidToken(err), options),
+    );
+  };
+}
+
+function asInvalidToken(err) {
+  return err instanceof InvalidTokenError ? err : new InvalidTokenError('malformed', undefined, { cause: err });
+}

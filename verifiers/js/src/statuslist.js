@@ -1,0 +1,210 @@
+// Token Status List (draft-ietf-oauth-status-list, revision 17 and later): the relying
+// party's side. Section numbers are the draft's.
+
+import { inflateSync } from 'node:zlib';
+import { jwtVerify, base64url } from 'jose';
+
+import { InvalidTokenError } from './errors.js';
+
+/** §5.1: the `typ` of a Status List Token in JWT format. */
+export const STATUS_LIST_TYP = 'statuslist+jwt';
+/** §8.1: the media type a Status Provider answers with. */
+export const STATUS_LIST_MEDIA_TYPE = 'application/statuslist+jwt';
+/** §7.1 status types. */
+export const VALID = 0x00;
+export const INVALID = 0x01;
+export const SUSPENDED = 0x02;
+
+/** A decompressed list larger than this is refused (a zlib bomb, not a list). */
+const MAX_LIST_BYTES = 16 * 1024 * 1024;
+
+/**
+ * Read `status.status_list` from a Referenced Token's claims (§6.2), or null when the token
+ * has no `status` claim. A claim that is present but malformed is `invalid_status`.
+ *
+ * @param {Record<string, unknown>} claims
+ * @returns {{idx: number, uri: string} | null}
+ */
+export function statusReference(claims) {
+  const status = claims.status;
+  if (status === undefined) return null;
+  const fail = (detail) => new InvalidTokenError('invalid_status', detail);
+  if (!isObject(status)) throw fail('status is not a JSON object');
+  const ref = status.status_list;
+  // Other status mechanisms may be defined (§6.1); this verifier only knows status_list
+  // and refuses a token whose status it cannot check.
+  if (!isObject(ref)) throw fail('status has no status_list object');
+  const { idx, uri } = ref;
+  if (!Number.isSafeInteger(idx) || idx < 0) throw fail('status_list.idx is not a non-negative integer');
+  if (typeof uri !== 'string') throw fail('status_list.uri is not a string');
+  let parsed;
+  try {
+    parsed = new URL(uri);
+  } catch {
+    throw fail('status_list.uri is not a URI');
+  }
+  if (parsed.protocol !== 'https:' && parsed.protocol !== 'http:') {
+    throw fail('status_list.uri is not an http(s) URI');
+  }
+  return { idx, uri };
+}
+
+/**
+ * Decode the JSON Status List of §4.2: `{bits, lst}` where `lst` is the base64url of the
+ * ZLIB/DEFLATE-compressed byte array of §4.1.
+ *
+ * @param {unknown} statusList
+ * @returns {{bits: 1|2|4|8, bytes: Uint8Array}}
+ */
+export function decodeStatusList(statusList) {
+  if (!isObject(statusList)) throw new TypeError('status_list is not a JSON object');
+  const { bits, lst } = statusList;
+  if (![1, 2, 4, 8].includes(bits)) throw new TypeError('status_list.bits is not 1, 2, 4 or 8');
+  if (typeof lst !== 'string' || !/^[A-Za-z0-9_-]*$/.test(lst)) {
+    throw new TypeError('status_list.lst is not base64url');
+  }
+  let bytes;
+  try {
+    bytes = inflateSync(base64url.decode(lst), { maxOutputLength: MAX_LIST_BYTES });
+  } catch (cause) {
+    throw new TypeError('status_list.lst is not a ZLIB stream of at most 16 MiB', { cause });
+  }
+  return { bits, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
+}
+
+/**
+ * The status at `idx` (§4.1 step 3: blocks of `bits` packed from the least significant bit
+ * of each byte), or null when `idx` is outside the list.
+ *
+ * @param {{bits: number, bytes: Uint8Array}} list
+ * @param {number} idx
+ */
+export function readStatus({ bits, bytes }, idx) {
+  const perByte = 8 / bits;
+  const byte = Math.floor(idx / perByte);
+  if (byte >= bytes.length) return null;
+  return (bytes[byte] >> ((idx % perByte) * bits)) & ((1 << bits) - 1);
+}
+
+/**
+ * Fetches, verifies and caches Status List Tokens (§8.3), one entry per `uri`.
+ *
+ * Caching (§13.7): a list is used for `ttl` seconds after it was fetched (bounded to
+ * [`minTtl`, `maxTtl`]; `maxTtl` when it has no `ttl`), and never after its `exp`. Then the
+ * next check waits for a fresh copy, so a revocation is seen within one `ttl`.
+ *
+ * When the fresh copy cannot be had (network, HTTP error, bad signature, wrong `sub`), the
+ * last good copy keeps being used until `maxStale` seconds after it was fetched or its
+ * `exp`, whichever comes first, with a retry at most every `retryInterval` seconds; after
+ * that every token that points into the list is refused with `status_unavailable` (fail
+ * closed after a bounded staleness).
+ */
+export class StatusListCache {
+  /**
+   * @param {object} options
+   * @param {(header: object, token: object) => Promise<CryptoKey>} options.getKey the
+   *   issuer's key set (the same JWKS as the access tokens)
+   * @param {string} options.issuer an `iss` in the list, when present, must be this
+   * @param {() => number} options.now milliseconds since the epoch
+   * @param {(url: string) => Promise<string>} options.fetchToken GET the list's body
+   * @param {number} options.leeway seconds of clock skew for `exp`/`iat`
+   * @param {number} options.minTtl
+   * @param {number} options.maxTtl
+   * @param {number} options.maxStale
+   * @param {number} options.retryInterval
+   */
+  constructor(options) {
+    this.options = options;
+    /** @type {Map<string, {list?: object, fetchedAt?: number, freshUntil?: number, usableUntil?: number, retryAt?: number, pending?: Promise<void>}>} */
+    this.entries = new Map();
+  }
+
+  /**
+   * The status of `idx` in the list at `uri` (a number; 0 is VALID).
+   *
+   * @throws {InvalidTokenError} `status_unavailable` or `invalid_status`
+   */
+  async status(uri, idx) {
+    const list = await this.list(uri);
+    const value = readStatus(list, idx);
+    // §8.3 step 6: an index outside the list must be rejected.
+    if (value === null) throw new InvalidTokenError('invalid_status', 'status_list.idx is outside the list');
+    return value;
+  }
+
+  async list(uri) {
+    const now = this.options.now();
+    let entry = this.entries.get(uri);
+    if (entry === undefined) {
+      entry = {};
+      this.entries.set(uri, entry);
+    }
+    if (entry.list && now < entry.freshUntil) return entry.list;
+    if (!entry.list || now >= (entry.retryAt ?? 0)) {
+      // One fetch at a time per list, whoever asks.
+      entry.pending ??= this.refresh(uri, entry).finally(() => {
+        entry.pending = undefined;
+      });
+      try {
+        await entry.pending;
+      } catch (err) {
+        entry.lastError = err;
+      }
+      if (entry.list && this.options.now() < entry.freshUntil) return entry.list;
+    }
+    if (entry.list && this.options.now() < entry.usableUntil) return entry.list;
+    throw new InvalidTokenError(
+      'status_unavailable',
+      `status list ${uri}: ${entry.lastError?.message ?? 'no usable copy'}`,
+      { cause: entry.lastError },
+    );
+  }
+
+  async refresh(uri, entry) {
+    const { now, retryInterval } = this.options;
+    try {
+      const jwt = await this.options.fetchToken(uri);
+      const { list, exp, ttl } = await this.verifyToken(jwt, uri);
+      const fetchedAt = now();
+      const { minTtl, maxTtl, maxStale } = this.options;
+      const ttlSeconds = Math.min(Math.max(ttl ?? maxTtl, minTtl), maxTtl);
+      const expMs = exp === undefined ? Infinity : exp * 1000;
+      entry.list = list;
+      entry.fetchedAt = fetchedAt;
+      entry.freshUntil = Math.min(fetchedAt + ttlSeconds * 1000, expMs);
+      entry.usableUntil = Math.min(fetchedAt + maxStale * 1000, expMs);
+      entry.retryAt = 0;
+      entry.lastError = undefined;
+    } catch (err) {
+      entry.retryAt = now() + retryInterval * 1000;
+      throw err;
+    }
+  }
+
+  /** §8.3 steps 3 and 4, and §5.1's rules for the JWT. */
+  async verifyToken(jwt, uri) {
+    const { getKey, issuer, leeway, now } = this.options;
+    const { payload } = await jwtVerify(jwt, getKey, {
+      algorithms: ['RS256'],
+      typ: STATUS_LIST_TYP,
+      requiredClaims: ['sub', 'iat', 'status_list'],
+      clockTolerance: leeway,
+      currentDate: new Date(now()),
+    });
+    // §8.3 step 4a: the list is the one the token points to.
+    if (payload.sub !== uri) throw new Error(`status list sub ${JSON.stringify(payload.sub)} is not its uri`);
+    if (payload.iss !== undefined && payload.iss !== issuer) {
+      throw new Error('status list iss is not the issuer');
+    }
+    if (payload.iat > now() / 1000 + leeway) throw new Error('status list iat is in the future');
+    // §5.1: ttl, when present, is a positive number.
+    if (payload.ttl !== undefined && !(typeof payload.ttl === 'number' && payload.ttl > 0)) {
+      throw new Error('status list ttl is not a positive number');
+    }
+    return { list: decodeStatusList(payload.status_list), exp: payload.exp, ttl: payload.ttl };
+  }
+}
+
+function isObject(value) {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

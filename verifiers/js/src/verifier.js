@@ -1,0 +1,303 @@
+// createVerifier: authserver's access tokens (RFC 9068 JWTs) verified offline with jose.
+
+import {
+  createRemoteJWKSet,
+  createLocalJWKSet,
+  customFetch,
+  jwksCache,
+  decodeProtectedHeader,
+  jwtVerify,
+  errors,
+} from 'jose';
+
+import { InvalidTokenError } from './errors.js';
+import { StatusListCache, STATUS_LIST_MEDIA_TYPE, statusReference, VALID, INVALID, SUSPENDED } from './statuslist.js';
+
+/** Defaults of every option; docs and types say the same. Durations are in seconds. */
+export const DEFAULTS = Object.freeze({
+  leeway: 30,
+  // <= authserver's key publish-ahead (1 h): every verifier has seen a key before it signs.
+  jwksCacheMaxAge: 300,
+  // An unknown kid refetches the JWKS at most this often: a flood of forged kids costs the
+  // issuer one request per interval.
+  jwksCooldown: 10,
+  // When the issuer cannot be reached, the last key set fetched stays usable this long.
+  jwksStaleIfError: 3600,
+  timeout: 5,
+  maxResponseBytes: 512 * 1024,
+  maxTokenLength: 16 * 1024,
+  status: 'if-present',
+  statusListMinTtl: 1,
+  statusListMaxTtl: 3600,
+  statusListMaxStale: 900,
+  statusListRetryInterval: 5,
+});
+
+const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti']; // RFC 9068 §2.2
+// Header parameters this verifier knows; anything that changes how the JWS is processed
+// (crit, b64, jku, x5u, jwk, ...) is refused instead of trusted or ignored.
+const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
+
+/**
+ * @param {object} options see types/index.d.ts (`VerifierOptions`)
+ */
+export function createVerifier(options = {}) {
+  const { issuer, audience } = options;
+  if (typeof issuer !== 'string' || !/^https?:\/\/[^/]/.test(issuer)) {
+    throw new TypeError('createVerifier: issuer must be the http(s) URL authserver puts in iss');
+  }
+  const audiences = Array.isArray(audience) ? audience : [audience];
+  if (!audiences.length || audiences.some((a) => typeof a !== 'string' || !a)) {
+    throw new TypeError('createVerifier: audience must be a non-empty string (or an array of them)');
+  }
+  const config = { ...DEFAULTS, ...stripUndefined(options) };
+  if (!['if-present', 'required', 'off'].includes(config.status)) {
+    throw new TypeError('createVerifier: status must be "if-present", "required" or "off"');
+  }
+  const now = config.clock ?? Date.now;
+  const secureOnly = issuer.startsWith('https:');
+  const http = boundedFetch(config, secureOnly, config.fetch ?? fetch);
+
+  // -- keys: discovery, then jose's remote JWK set ---------------------------------------
+  let remote = null; // jose's RemoteJWKSet, once jwks_uri is known
+  let discovery = null; // the in-flight discovery
+  let discoveryRetryAt = 0;
+  let discoveryError = null;
+  const cache = {}; // jose's jwksCache: {uat, jwks} of the last successful fetch
+  let jwksRetryAt = 0; // after a failed fetch, the stale set is used until then
+
+  async function remoteSet() {
+    if (remote) return remote;
+    if (now() < discoveryRetryAt) {
+      throw new InvalidTokenError('jwks_unavailable', discoveryError?.message, { cause: discoveryError });
+    }
+    discovery ??= discover().finally(() => {
+      discovery = null;
+    });
+    try {
+      const jwksUri = await discovery;
+      remote ??= createRemoteJWKSet(new URL(jwksUri), {
+        cacheMaxAge: config.jwksCacheMaxAge * 1000,
+        cooldownDuration: config.jwksCooldown * 1000,
+        timeoutDuration: Math.round(config.timeout * 1000),
+        [jwksCache]: cache,
+        [customFetch]: (url, init) => http(url, { ...init, accept: 'application/json, application/jwk-set+json' }),
+      });
+      return remote;
+    } catch (err) {
+      discoveryError = err;
+      discoveryRetryAt = now() + config.jwksCooldown * 1000;
+      throw new InvalidTokenError('jwks_unavailable', err.message, { cause: err });
+    }
+  }
+
+  async function discover() {
+    if (config.jwksUri) return checkedUrl(config.jwksUri, secureOnly, 'jwksUri');
+    // RFC 8414 §3: the metadata lives at /.well-known/oauth-authorization-server, and §3.3:
+    // its issuer must be the one we asked about.
+    const url = issuer.replace(/\/+$/, '') + '/.well-known/oauth-authorization-server';
+    const response = await http(url, { accept: 'application/json' });
+    if (response.status !== 200) throw new Error(`${url}: HTTP ${response.status}`);
+    let metadata;
+    try {
+      metadata = await response.json();
+    } catch {
+      throw new Error(`${url}: not JSON`);
+    }
+    if (metadata?.issuer !== issuer) throw new Error(`${url}: metadata issuer does not match`);
+    if (typeof metadata.jwks_uri !== 'string') throw new Error(`${url}: no jwks_uri`);
+    return checkedUrl(metadata.jwks_uri, secureOnly, 'jwks_uri');
+  }
+
+  /** The key for a JWS header: jose's remote set, or the last good set when it is down. */
+  async function getKey(header, token) {
+    const set = await remoteSet();
+    const stale = cache.jwks && now() < cache.uat + config.jwksStaleIfError * 1000;
+    if (stale && now() < jwksRetryAt) return createLocalJWKSet(cache.jwks)(header, token);
+    try {
+      return await set(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
+      if (err instanceof errors.JOSEError && !(err instanceof errors.JWKSTimeout) && err.code !== 'ERR_JOSE_GENERIC' && !(err instanceof errors.JWKSInvalid)) {
+        throw err; // about the token, not the fetch
+      }
+      // The keys could not be fetched: not the token's fault. Use the last good set while
+      // it is recent enough, and do not ask again before the cooldown.
+      jwksRetryAt = now() + config.jwksCooldown * 1000;
+      if (stale) return createLocalJWKSet(cache.jwks)(header, token);
+      throw new InvalidTokenError('jwks_unavailable', `keys: ${err.message}`, { cause: err });
+    }
+  }
+
+  const statusLists = new StatusListCache({
+    getKey,
+    issuer,
+    now,
+    leeway: config.leeway,
+    minTtl: config.statusListMinTtl,
+    maxTtl: config.statusListMaxTtl,
+    maxStale: config.statusListMaxStale,
+    retryInterval: config.statusListRetryInterval,
+    async fetchToken(uri) {
+      checkedUrl(uri, secureOnly, 'status_list.uri');
+      const response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE });
+      if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+      return (await response.text()).trim();
+    },
+  });
+
+  async function verifyUnchecked(token) {
+    if (typeof token !== 'string' || token === '') throw new InvalidTokenError('missing_token');
+    if (token.length > config.maxTokenLength) throw new InvalidTokenError('malformed', 'token too large');
+    let header;
+    try {
+      header = decodeProtectedHeader(token);
+    } catch {
+      throw new InvalidTokenError('malformed');
+    }
+    if (token.split('.').length !== 3) throw new InvalidTokenError('malformed', 'not a compact JWS');
+    // Pinned, never taken from the token (RFC 8725 §3.1), checked before any key is fetched.
+    if (header.alg !== 'RS256') throw new InvalidTokenError('unsupported_alg');
+    if (typeof header.typ !== 'string' || !/^(application\/)?at\+jwt$/i.test(header.typ)) {
+      throw new InvalidTokenError('wrong_typ');
+    }
+    if (Object.keys(header).some((name) => !KNOWN_HEADER.has(name))) {
+      throw new InvalidTokenError('unsupported_header');
+    }
+    if (typeof header.kid !== 'string' || header.kid === '') throw new InvalidTokenError('missing_kid');
+
+    const currentDate = new Date(now());
+    const { payload } = await jwtVerify(token, getKey, {
+      issuer,
+      audience: audiences,
+      algorithms: ['RS256'],
+      typ: 'at+jwt',
+      clockTolerance: config.leeway,
+      requiredClaims: REQUIRED_CLAIMS,
+      currentDate,
+    });
+    if (typeof payload.iat === 'number' && payload.iat > currentDate.getTime() / 1000 + config.leeway) {
+      throw new InvalidTokenError('issued_in_future');
+    }
+    if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidTokenError('malformed', 'sub is not a string');
+
+    // draft-ietf-oauth-status-list §8.3: only once the token itself is valid.
+    if (config.status !== 'off') {
+      const ref = statusReference(payload);
+      if (ref === null) {
+        if (config.status === 'required') throw new InvalidTokenError('invalid_status', 'the token has no status claim');
+      } else {
+        const value = await statusLists.status(ref.uri, ref.idx);
+        if (value === INVALID) throw new InvalidTokenError('revoked');
+        if (value === SUSPENDED) throw new InvalidTokenError('suspended');
+        if (value !== VALID) throw new InvalidTokenError('invalid_status', `status value ${value}`);
+      }
+    }
+    return payload;
+  }
+
+  return {
+    issuer,
+    audience: audiences.length === 1 ? audiences[0] : audiences,
+    /**
+     * Resolve to the verified claims, or reject with InvalidTokenError; never another error.
+     * @param {string} token
+     */
+    async verify(token) {
+      try {
+        return await verifyUnchecked(token);
+      } catch (err) {
+        throw toInvalidToken(err);
+      }
+    },
+    /** Drop the cached key set and status lists: the next verification fetches them again. */
+    async refresh() {
+      statusLists.entries.clear();
+      jwksRetryAt = 0;
+      if (remote) {
+        try {
+          await remote.reload();
+        } catch (err) {
+          throw new InvalidTokenError('jwks_unavailable', err.message, { cause: err });
+        }
+      }
+    },
+  };
+}
+
+/** Map whatever jose (or the network) threw to the one error type, with a reason. */
+function toInvalidToken(err) {
+  if (err instanceof InvalidTokenError) return err;
+  const reason = (() => {
+    if (err instanceof errors.JWTExpired) return 'expired';
+    if (err instanceof errors.JWTClaimValidationFailed) {
+      if (err.reason === 'missing') return 'missing_claim';
+      return (
+        { iss: 'wrong_issuer', aud: 'wrong_audience', nbf: 'not_yet_valid', exp: 'expired', iat: 'malformed', typ: 'wrong_typ' }[
+          err.claim
+        ] ?? 'malformed'
+      );
+    }
+    if (err instanceof errors.JOSEAlgNotAllowed) return 'unsupported_alg';
+    if (err instanceof errors.JWSSignatureVerificationFailed) return 'bad_signature';
+    if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) return 'unknown_kid';
+    if (err instanceof errors.JOSENotSupported) return 'unsupported_header';
+    return 'malformed';
+  })();
+  return new InvalidTokenError(reason, undefined, { cause: err });
+}
+
+/**
+ * A fetch for metadata, keys and status lists: timeout, no redirects (a redirect could
+ * leave https or the issuer), and a cap on the body size.
+ */
+function boundedFetch(config, secureOnly, fetchImpl) {
+  return async (url, init = {}) => {
+    const { accept, headers, signal, ...rest } = init;
+    const response = await fetchImpl(url, {
+      ...rest,
+      method: 'GET',
+      redirect: 'manual',
+      headers: { ...Object.fromEntries(new Headers(headers)), accept: accept ?? '*/*' },
+      signal: signal ?? AbortSignal.timeout(Math.round(config.timeout * 1000)),
+    });
+    const declared = Number(response.headers.get('content-length'));
+    if (declared > config.maxResponseBytes) throw new Error(`${url}: response too large`);
+    const body = await readLimited(response, config.maxResponseBytes, url);
+    return new Response(response.status === 204 || response.status === 304 ? null : body, {
+      status: response.status,
+      headers: response.headers,
+    });
+  };
+}
+
+async function readLimited(response, limit, url) {
+  if (!response.body) return new Uint8Array();
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of response.body) {
+    size += chunk.byteLength;
+    if (size > limit) {
+      throw new Error(`${url}: response too large`);
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks);
+}
+
+function checkedUrl(value, secureOnly, what) {
+  let url;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(`${what} is not a URL`);
+  }
+  if (url.protocol !== 'https:' && (secureOnly || url.protocol !== 'http:')) {
+    throw new Error(`refusing to fetch ${what} ${url.protocol}// (the issuer is ${secureOnly ? 'https' : 'http'})`);
+  }
+  return url.href;
+}
+
+function stripUndefined(object) {
+  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined));
+}

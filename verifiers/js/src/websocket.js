@@ -1,0 +1,194 @@
+// Token deadlines for long-lived WebSocket connections.
+//
+// A token is checked once, at the upgrade; a connection then outlives it. This helper keeps
+// each connection's token deadline: it tells the client to fetch a fresh token before the
+// current one expires, accepts that fresh token on the open connection, re-checks the
+// token's status list while the connection is open, and closes the connection when its
+// token expired or was revoked.
+
+import { InvalidTokenError } from './errors.js';
+
+/** Close code for "your token expired or was refused" (private-use range, RFC 6455 §7.4.2). */
+export const TOKEN_CLOSE_CODE = 4001;
+
+const DEFAULTS = {
+  refreshBefore: 60, // seconds before exp the client is told to refresh
+  recheckInterval: 30, // seconds between status re-checks of each open connection
+  closeCode: TOKEN_CLOSE_CODE,
+  handleMessages: true,
+};
+
+/**
+ * @param {{verify(token: string): Promise<Record<string, any>>}} verifier
+ * @param {object} [options] see types/index.d.ts (`DeadlineOptions`)
+ */
+export function createTokenDeadlines(verifier, options = {}) {
+  const config = { ...DEFAULTS, ...options };
+  const now = config.clock ?? Date.now;
+  /** @type {Map<object, {token: string, claims: object, timers: any[], handler?: Function}>} */
+  const connections = new Map();
+
+  function send(ws, message) {
+    if (ws.readyState === 1) ws.send(JSON.stringify(message));
+  }
+
+  function close(ws, reason) {
+    const state = connections.get(ws);
+    if (!state) return;
+    untrack(ws);
+    config.onClose?.(ws, reason, state.claims);
+    // The close reason is at most 123 bytes (RFC 6455 §5.5); a reason name always fits.
+    if (ws.readyState <= 1) ws.close(config.closeCode, reason);
+  }
+
+  function schedule(ws, state) {
+    for (const timer of state.timers) clearTimeout(timer);
+    const expMs = state.claims.exp * 1000;
+    const warnIn = expMs - config.refreshBefore * 1000 - now();
+    const timers = [];
+    // "token-expiring" once per token; a token that arrives already inside the window is told at once.
+    timers.push(
+      setTimeout(() => send(ws, { type: 'token-expiring', expiresAt: state.claims.exp }), Math.max(0, warnIn)),
+    );
+    timers.push(setTimeout(() => close(ws, 'expired'), Math.max(0, expMs - now())));
+    for (const timer of timers) timer.unref?.();
+    state.timers = timers;
+  }
+
+  async function recheck() {
+    for (const [ws, state] of connections) {
+      const token = state.token;
+      try {
+        await verifier.verify(token);
+      } catch (err) {
+        // A fresh token may have replaced this one meanwhile; judge only the current one.
+        if (connections.get(ws)?.token === token) close(ws, reasonOf(err));
+      }
+    }
+  }
+  let recheckTimer = null;
+  function ensureRecheck() {
+    if (recheckTimer || !(config.recheckInterval > 0)) return;
+    recheckTimer = setInterval(() => {
+      recheck().catch(() => {});
+    }, config.recheckInterval * 1000);
+    recheckTimer.unref?.();
+  }
+
+  function untrack(ws) {
+    const state = connections.get(ws);
+    if (!state) return;
+    for (const timer of state.timers) clearTimeout(timer);
+    if (state.handler) ws.off?.('message', state.handler);
+    ws.off?.('close', state.onSocketClose);
+    connections.delete(ws);
+    if (connections.size === 0 && recheckTimer) {
+      clearInterval(recheckTimer);
+      recheckTimer = null;
+    }
+  }
+
+  /**
+   * Replace the connection's token with a fresh one. It must verify and be for the same
+   * `sub` (and `client_id`): a connection does not change hands.
+   */
+  async function refresh(ws, token) {
+    const state = connections.get(ws);
+    if (!state) throw new InvalidTokenError('missing_token', 'connection is not tracked');
+    const claims = await verifier.verify(token);
+    if (claims.sub !== state.claims.sub || claims.client_id !== state.claims.client_id) {
+      throw new InvalidTokenError('wrong_subject');
+    }
+    if (connections.get(ws) !== state) throw new InvalidTokenError('expired', 'connection closed meanwhile');
+    state.token = token;
+    state.claims = claims;
+    schedule(ws, state);
+    return claims;
+  }
+
+  return {
+    /**
+     * Start tracking a connection whose token (already verified, e.g. at the upgrade) gave
+     * `claims`. With `handleMessages`, text messages `{"type":"token-refresh","token":...}`
+     * are answered `{"type":"token-accepted","expiresAt"}` or
+     * `{"type":"token-rejected","reason"}` and not passed on to `onMessage`.
+     */
+    track(ws, token, claims) {
+      untrack(ws);
+      const state = { token, claims, timers: [] };
+      state.onSocketClose = () => untrack(ws);
+      ws.on('close', state.onSocketClose);
+      if (config.handleMessages) {
+        state.handler = (data, isBinary) => {
+          if (isBinary) return;
+          let message;
+          try {
+            message = JSON.parse(data.toString());
+          } catch {
+            return;
+          }
+          if (message?.type !== 'token-refresh') return;
+          refresh(ws, String(message.token ?? '')).then(
+            (fresh) => send(ws, { type: 'token-accepted', expiresAt: fresh.exp }),
+            (err) => send(ws, { type: 'token-rejected', reason: reasonOf(err) }),
+          );
+        };
+        ws.on('message', state.handler);
+      }
+      connections.set(ws, state);
+      schedule(ws, state);
+      ensureRecheck();
+    },
+    refresh,
+    untrack,
+    /** Re-verify every open connection's token now (what the interval timer does). */
+    recheck,
+    /** The claims of a tracked connection's current token. */
+    claims(ws) {
+      return connections.get(ws)?.claims;
+    },
+    get size() {
+      return connections.size;
+    },
+    /** Stop every timer; connections stay open and are no longer tracked. */
+    stop() {
+      for (const ws of [...connections.keys()]) untrack(ws);
+    },
+  };
+}
+
+/**
+ * Refuse a WebSocket upgrade over the raw socket Node hands to an `upgrade` listener: the
+ * same 401/503 answer as the HTTP middleware, then the socket is closed.
+ *
+ * @param {import('node:stream').Duplex} socket
+ * @param {InvalidTokenError} err
+ */
+export function refuseUpgrade(socket, err) {
+  const status = err.unavailable ? '503 Service Unavailable' : '401 Unauthorized';
+  const challenge = err.unavailable
+    ? 'Retry-After: 5'
+    : err.reason === 'missing_token'
+      ? 'WWW-Authenticate: Bearer'
+      : `WWW-Authenticate: Bearer error="invalid_token", error_description="${err.reason}"`;
+  const body = JSON.stringify({ error: err.unavailable ? 'temporarily_unavailable' : 'invalid_token', reason: err.reason });
+  if (socket.writable) {
+    socket.end(
+      `HTTP/1.1 ${status}\r\n${challenge}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroySoon?.();
+}
+
+/** Message type constants of the protocol above. */
+export const MESSAGES = Object.freeze({
+  expiring: 'token-expiring',
+  refresh: 'token-refresh',
+  accepted: 'token-accepted',
+  rejected: 'token-rejected',
+});
+
+function reasonOf(err) {
+  return err instanceof InvalidTokenError ? err.reason : 'malformed';
+}

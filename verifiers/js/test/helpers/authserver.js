@@ -1,0 +1,136 @@
+// A real `authserver serve` process for the tests: SQLite in a temp dir, a free loopback
+// port, clients created through the CLI. AUTHSERVER_BIN names the binary (default: the
+// repository's .venv/bin/authserver).
+
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync, openSync, closeSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
+export const AUTHSERVER_BIN = process.env.AUTHSERVER_BIN || path.join(REPO, '.venv/bin/authserver');
+
+export async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function cleanEnv(extra) {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('AUTHSERVER_')));
+  return { ...env, ...extra };
+}
+
+/**
+ * Start `authserver serve`. `settings` are extra AUTHSERVER_* variables (e.g. shrunk key
+ * timings). Returns a handle; call `stop()` in an `after` hook.
+ */
+export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
+  if (!existsSync(AUTHSERVER_BIN)) {
+    throw new Error(`authserver binary not found at ${AUTHSERVER_BIN}: set AUTHSERVER_BIN`);
+  }
+  const dir = mkdtempSync(path.join(tmpdir(), 'authserver-js-'));
+  const port = await freePort();
+  const baseUrl = `http://127.0.0.1:${port}`;
+  const env = cleanEnv({
+    AUTHSERVER_DATABASE_URL: `sqlite:///${path.join(dir, 'authserver.db')}`,
+    AUTHSERVER_KEYS_DIR: path.join(dir, 'keys'),
+    AUTHSERVER_ISSUER: baseUrl,
+    ...settings,
+  });
+  const logPath = path.join(dir, 'server.log');
+  let child = null;
+
+  async function start() {
+    const log = openSync(logPath, 'a');
+    child = spawn(AUTHSERVER_BIN, ['serve', '--host', '127.0.0.1', '--port', String(port), '--workers', String(workers)], {
+      env,
+      stdio: ['ignore', log, log],
+      detached: true, // its own process group, stopped by its PID
+    });
+    closeSync(log);
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
+      const code = await Promise.race([exited, new Promise((r) => setTimeout(() => r(undefined), 100))]);
+      if (code !== undefined) throw new Error(`authserver serve exited (${code}):\n${readFileSync(logPath, 'utf8')}`);
+      try {
+        const response = await fetch(`${baseUrl}/readyz`, { signal: AbortSignal.timeout(2000) });
+        if (response.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+    }
+    await stop();
+    throw new Error('authserver serve did not become ready in 30 s');
+  }
+
+  async function stop() {
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    try {
+      process.kill(-child.pid, 'SIGTERM');
+    } catch {
+      return;
+    }
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }, 15_000);
+    await exited;
+    clearTimeout(timer);
+  }
+
+  function cli(...args) {
+    const result = spawnSync(AUTHSERVER_BIN, args, { env, encoding: 'utf8', timeout: 60_000 });
+    if (result.status !== 0) {
+      throw new Error(`authserver ${args.join(' ')} exited ${result.status}: ${result.stderr}`);
+    }
+    return result.stdout;
+  }
+
+  await start();
+  return {
+    baseUrl,
+    issuer: baseUrl,
+    env,
+    logPath,
+    start,
+    stop,
+    async close() {
+      await stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+    cli,
+    cliJson: (...args) => JSON.parse(cli(...args, '--json')),
+    /** `clients create ... --json` → {client_id, client_secret, ...}. */
+    createClient(...args) {
+      return JSON.parse(cli('clients', 'create', ...args, '--json'));
+    },
+    /** POST /token (client_secret_basic); `params` are form fields. Resolves to the JWT. */
+    async token(client, params = {}) {
+      const body = new URLSearchParams({ grant_type: 'client_credentials', ...params });
+      const response = await fetch(`${baseUrl}/token`, {
+        method: 'POST',
+        body,
+        headers: {
+          authorization: 'Basic ' + Buffer.from(`${encodeURIComponent(client.client_id)}:${encodeURIComponent(client.client_secret)}`).toString('base64'),
+        },
+      });
+      const json = await response.json();
+      if (response.status !== 200) throw new Error(`POST /token: ${response.status} ${JSON.stringify(json)}`);
+      return json.access_token;
+    },
+  };
+}

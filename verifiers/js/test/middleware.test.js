@@ -1,0 +1,101 @@
+// The http and Express middleware over real sockets, with tokens from a real authserver.
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, test } from 'node:test';
+import express from 'express';
+
+import { createVerifier, expressAuth, requireToken } from '../src/index.js';
+import { freePort, startAuthserver } from './helpers/authserver.js';
+
+const AUDIENCE = 'https://sync.example.com';
+let server;
+let client;
+let verifier;
+const listening = [];
+
+before(async () => {
+  server = await startAuthserver();
+  client = server.createClient('--name', 'js middleware tests', '--audience', AUDIENCE);
+  verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+});
+after(async () => {
+  for (const s of listening) s.close();
+  await server?.close();
+});
+
+async function listen(handler) {
+  const app = http.createServer(handler);
+  const port = await freePort();
+  await new Promise((r) => app.listen(port, '127.0.0.1', r));
+  listening.push(app);
+  return `http://127.0.0.1:${port}`;
+}
+
+async function get(url, token, scheme = 'Bearer') {
+  const response = await fetch(url, { headers: token === undefined ? {} : { authorization: `${scheme} ${token}` } });
+  return { status: response.status, challenge: response.headers.get('www-authenticate'), body: await response.json() };
+}
+
+const apps = {
+  'node http': () =>
+    listen(
+      requireToken(
+        verifier,
+        (req, res) => {
+          res.writeHead(200, { 'content-type': 'application/json' });
+          res.end(JSON.stringify({ sub: req.auth?.sub ?? null }));
+        },
+        { publicPaths: ['/healthz'] },
+      ),
+    ),
+  express: () => {
+    const app = express();
+    app.use(expressAuth(verifier, { publicPaths: ['/healthz'] }));
+    app.get(/.*/, (req, res) => res.json({ sub: req.auth?.sub ?? null }));
+    return listen(app);
+  },
+};
+
+for (const [name, make] of Object.entries(apps)) {
+  test(`${name}: valid token → handler with req.auth; RFC 6750 answers otherwise`, async () => {
+    const base = await make();
+    const token = await server.token(client, { sub: 'user-9' });
+
+    assert.deepEqual(await get(`${base}/data`, token), { status: 200, challenge: null, body: { sub: 'user-9' } });
+    assert.deepEqual(await get(`${base}/data`, token, 'bearer'), { status: 200, challenge: null, body: { sub: 'user-9' } });
+
+    // §3.1: no credentials → 401 with a bare challenge, no error code.
+    assert.deepEqual(await get(`${base}/data`), {
+      status: 401,
+      challenge: 'Bearer',
+      body: { error: 'invalid_request', reason: 'missing_token' },
+    });
+    assert.equal((await get(`${base}/data`, token, 'Basic')).challenge, 'Bearer');
+
+    // A refused token → 401 invalid_token with the reason.
+    const [h, p, s] = token.split('.');
+    const tampered = `${h}.${p}.${s.slice(0, -4)}AAAA`;
+    assert.deepEqual(await get(`${base}/data`, tampered), {
+      status: 401,
+      challenge: 'Bearer error="invalid_token", error_description="bad_signature"',
+      body: { error: 'invalid_token', reason: 'bad_signature' },
+    });
+    assert.equal((await get(`${base}/data`, 'not-a-jwt')).challenge, 'Bearer error="invalid_token", error_description="malformed"');
+
+    // A public path needs no token.
+    assert.deepEqual(await get(`${base}/healthz`), { status: 200, challenge: null, body: { sub: null } });
+  });
+}
+
+test('keys unavailable → 503 with Retry-After, not a 401 that makes clients drop the token', async () => {
+  const downPort = await freePort();
+  const down = createVerifier({ issuer: `http://127.0.0.1:${downPort}`, audience: AUDIENCE });
+  const base = await listen(requireToken(down, (req, res) => res.end('{}')));
+  const token = await server.token(client, { sub: 'user-9' });
+  const response = await fetch(`${base}/x`, { headers: { authorization: `Bearer ${token}` } });
+  assert.equal(response.status, 503);
+  assert.equal(response.headers.get('retry-after'), '5');
+  assert.equal(response.headers.get('www-authenticate'), null);
+  assert.deepEqual(await response.json(), { error: 'temporarily_unavailable', reason: 'jwks_unavailable' });
+});

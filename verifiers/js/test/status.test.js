@@ -1,0 +1,155 @@
+// Token Status List checks (draft-ietf-oauth-status-list §8.3) against lists signed in this
+// process with jose and served over real HTTP (test/helpers/issuer.js), for the cases the
+// real server cannot be made to produce. The revocation through a real `authserver serve`
+// is in server.test.js.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { createVerifier, InvalidTokenError } from '../src/index.js';
+import { newKey, startIssuer } from './helpers/issuer.js';
+
+const AUDIENCE = 'https://sync.example.com';
+let issuer;
+
+before(async () => {
+  issuer = await startIssuer();
+});
+after(() => issuer.close());
+
+/** A clock the test moves: real time plus `offset` seconds. */
+function steppedClock() {
+  const clock = () => Date.now() + clock.offset * 1000;
+  clock.offset = 0;
+  return clock;
+}
+
+async function rejects(promise, reason) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof InvalidTokenError, `not an InvalidTokenError: ${err}`);
+    assert.equal(err.reason, reason, err.message);
+    return true;
+  });
+}
+
+function setList(id, list) {
+  issuer.state.lists.set(id, { statuses: [], ...list });
+}
+
+test('VALID verifies, INVALID is revoked, SUSPENDED is suspended, others are refused', async () => {
+  setList('a', { statuses: [0, 1, 2, 3], bits: 2 });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  const claims = await verifier.verify(await issuer.token({ list: 'a', idx: 0 }));
+  assert.equal(claims.sub, 'user-1');
+  await rejects(verifier.verify(await issuer.token({ list: 'a', idx: 1 })), 'revoked');
+  await rejects(verifier.verify(await issuer.token({ list: 'a', idx: 2 })), 'suspended');
+  await rejects(verifier.verify(await issuer.token({ list: 'a', idx: 3 })), 'invalid_status');
+  // §8.3 step 6: an index outside the list is refused (1024 entries of 2 bits here).
+  await rejects(verifier.verify(await issuer.token({ list: 'a', idx: 1024 })), 'invalid_status');
+  await verifier.verify(await issuer.token({ list: 'a', idx: 1023 }));
+});
+
+test('a revocation is seen once the ttl has passed, not before; the list is fetched once per ttl', async () => {
+  const statuses = [0, 0, 0];
+  setList('ttl', { statuses, ttl: 60 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'ttl', idx: 2 });
+  const before = issuer.state.fetches;
+  await verifier.verify(token);
+  await verifier.verify(token);
+  assert.equal(issuer.state.fetches - before, 1, 'cached within ttl');
+
+  statuses[2] = 1; // revoked at the issuer
+  clock.offset = 59;
+  await verifier.verify(token); // still within ttl: the cached list says VALID
+  clock.offset = 61;
+  await rejects(verifier.verify(token), 'revoked');
+  assert.equal(issuer.state.fetches - before, 2);
+});
+
+test('the list is not used after its exp, even within ttl', async () => {
+  setList('exp', { statuses: [0], ttl: 600, expIn: 30 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'exp', idx: 0, exp: Math.floor(Date.now() / 1000) + 3600 });
+  await verifier.verify(token);
+  const before = issuer.state.fetches;
+  clock.offset = 31 + 30; // past exp and the 30 s leeway: a fresh list is fetched
+  issuer.state.lists.get('exp').expIn = 3600;
+  await verifier.verify(token);
+  assert.equal(issuer.state.fetches - before, 1);
+});
+
+test('a list that cannot be fetched: the last copy is used up to statusListMaxStale, then fail closed', async () => {
+  setList('down', { statuses: [0], ttl: 10, expIn: 3600 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock, statusListMaxStale: 120 });
+  const token = await issuer.token({ list: 'down', idx: 0, exp: Math.floor(Date.now() / 1000) + 3600 });
+  await verifier.verify(token);
+  issuer.state.down = true;
+  try {
+    clock.offset = 11; // ttl passed, the refresh fails: the copy is 11 s old, within 120 s
+    await verifier.verify(token);
+    clock.offset = 119;
+    await verifier.verify(token);
+    clock.offset = 121;
+    const err = await verifier.verify(token).catch((e) => e);
+    assert.ok(err instanceof InvalidTokenError);
+    assert.equal(err.reason, 'status_unavailable');
+    assert.equal(err.status, 503);
+  } finally {
+    issuer.state.down = false;
+  }
+  clock.offset = 121 + 6; // past the retry interval: fetched again
+  await verifier.verify(token);
+});
+
+test('a list never fetched and unreachable: status_unavailable', async () => {
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  // No list 'missing' at the issuer: 404.
+  await rejects(verifier.verify(await issuer.token({ list: 'missing', idx: 0 })), 'status_unavailable');
+});
+
+test('Status List Tokens that break §5.1 or §8.3 are not used', async () => {
+  const stranger = await newKey();
+  const cases = {
+    'sub-mismatch': { sub: `${issuer.issuer}/statuslists/other` },
+    'wrong-typ': { typ: 'JWT' },
+    'at-jwt-typ': { typ: 'at+jwt' },
+    'foreign-key': { signWith: stranger },
+    'expired': { expIn: -120 },
+    'wrong-iss': { iss: 'https://evil.example' },
+  };
+  for (const [id, list] of Object.entries(cases)) {
+    setList(id, { statuses: [0], ...list });
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+    await rejects(verifier.verify(await issuer.token({ list: id, idx: 0 })), 'status_unavailable');
+  }
+  // An access token is not a status list, even when it sits at the list's URL.
+  setList('ok', { statuses: [0] });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  await verifier.verify(await issuer.token({ list: 'ok', idx: 0 }));
+});
+
+test('status option: required refuses tokens without a status claim, off never fetches', async () => {
+  const plain = await issuer.token({ status: null });
+  await createVerifier({ issuer: issuer.issuer, audience: AUDIENCE }).verify(plain);
+  await rejects(createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'required' }).verify(plain), 'invalid_status');
+  setList('off', { statuses: [1] });
+  const revoked = await issuer.token({ list: 'off', idx: 0 });
+  const before = issuer.state.fetches;
+  await createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off' }).verify(revoked);
+  assert.equal(issuer.state.fetches, before);
+  await rejects(createVerifier({ issuer: issuer.issuer, audience: AUDIENCE }).verify(revoked), 'revoked');
+});
+
+test('a malformed status claim is invalid_status; an expired token never fetches its list', async () => {
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  await rejects(verifier.verify(await issuer.token({ status: { status_list: { idx: -1, uri: issuer.listUri('a') } } })), 'invalid_status');
+  setList('never', { statuses: [0] });
+  const before = issuer.state.fetches;
+  const now = Math.floor(Date.now() / 1000);
+  await rejects(verifier.verify(await issuer.token({ list: 'never', iat: now - 600, nbf: now - 600, exp: now - 300 })), 'expired');
+  assert.equal(issuer.state.fetches, before, '§8.3: no status processing for an invalid token');
+});

@@ -1,0 +1,211 @@
+// createVerifier against a real `authserver serve`: what it accepts and, for each way a
+// token can be wrong, the reason it gives. Tokens come from POST /token; forged ones are
+// built with jose.
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { createHmac } from 'node:crypto';
+import { base64url, decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
+
+import { createVerifier, InvalidTokenError, REASONS } from '../src/index.js';
+import { freePort, startAuthserver } from './helpers/authserver.js';
+import { newKey } from './helpers/issuer.js';
+
+const AUDIENCE = 'https://sync.example.com';
+let server;
+let client;
+
+before(async () => {
+  server = await startAuthserver();
+  client = server.createClient('--name', 'js verifier tests', '--audience', AUDIENCE, '--audience', 'https://other.example.com', '--allowed-claim', 'libraryId');
+});
+after(() => server?.close());
+
+const issue = (params) => server.token(client, { audience: AUDIENCE, ...params });
+
+async function rejects(promise, reason) {
+  await assert.rejects(promise, (err) => {
+    assert.ok(err instanceof InvalidTokenError, `not an InvalidTokenError: ${err?.stack ?? err}`);
+    assert.equal(err.reason, reason, err.message);
+    assert.ok(reason in REASONS);
+    return true;
+  });
+}
+
+function reSign(token, { header = {}, claims = {} }) {
+  const [h, p] = token.split('.');
+  const newHeader = { ...JSON.parse(new TextDecoder().decode(base64url.decode(h))), ...header };
+  const newClaims = { ...JSON.parse(new TextDecoder().decode(base64url.decode(p))), ...claims };
+  return { header: newHeader, claims: newClaims };
+}
+
+test('a token from POST /token verifies: claims as issued', async () => {
+  const token = await issue({ sub: 'user-42', email: 'ada@example.com', claims: JSON.stringify({ libraryId: 'lib-7' }) });
+  const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  const claims = await verifier.verify(token);
+  assert.equal(claims.sub, 'user-42');
+  assert.equal(claims.email, 'ada@example.com');
+  assert.equal(claims.libraryId, 'lib-7');
+  assert.equal(claims.iss, server.issuer);
+  assert.equal(claims.client_id, client.client_id);
+  assert.deepEqual(claims, decodeJwt(token));
+  // An audience list: one entry matching is enough.
+  const either = createVerifier({ issuer: server.issuer, audience: ['https://nope.example', AUDIENCE] });
+  assert.equal((await either.verify(token)).sub, 'user-42');
+});
+
+test('wrong audience, wrong issuer', async () => {
+  const token = await issue({ sub: 'u' });
+  await rejects(createVerifier({ issuer: server.issuer, audience: 'https://other.example.com' }).verify(token), 'wrong_audience');
+  // The other audience's token is not ours either.
+  const other = await issue({ sub: 'u', audience: 'https://other.example.com' });
+  await rejects(createVerifier({ issuer: server.issuer, audience: AUDIENCE }).verify(other), 'wrong_audience');
+  // An issuer that differs (here by a trailing slash) is refused at discovery: the
+  // metadata's issuer must be exactly the configured one (RFC 8414 §3.3).
+  await rejects(createVerifier({ issuer: server.issuer + '/', audience: AUDIENCE }).verify(token), 'jwks_unavailable');
+  // With the keys named directly, the token's iss is checked against the configured issuer.
+  const verifier = createVerifier({ issuer: 'https://auth.example.com', audience: AUDIENCE, jwksUri: `${server.issuer}/.well-known/jwks.json` });
+  await assert.rejects(verifier.verify(token), (err) => err.reason === 'jwks_unavailable'); // https issuer, http keys: refused
+  const plain = createVerifier({ issuer: 'http://auth.example.com', audience: AUDIENCE, jwksUri: `${server.issuer}/.well-known/jwks.json` });
+  await rejects(plain.verify(token), 'wrong_issuer');
+});
+
+test('expired and not yet valid, with the 30 s leeway', async () => {
+  const token = await issue({ sub: 'u', expires_in: '60' });
+  const { exp, nbf } = decodeJwt(token);
+  const at = (seconds) => () => seconds * 1000;
+  const verifier = (clockSeconds) => createVerifier({ issuer: server.issuer, audience: AUDIENCE, clock: at(clockSeconds) });
+  await verifier(exp + 29).verify(token);
+  await rejects(verifier(exp + 31).verify(token), 'expired');
+  await verifier(nbf - 29).verify(token);
+  await rejects(verifier(nbf - 31).verify(token), 'not_yet_valid');
+  await rejects(createVerifier({ issuer: server.issuer, audience: AUDIENCE, clock: at(exp + 3), leeway: 0 }).verify(token), 'expired');
+});
+
+test('algorithm and type confusion are refused before any key is used', async () => {
+  const token = await issue({ sub: 'u' });
+  const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  const jwks = await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json();
+  const { header, claims } = reSign(token, {});
+
+  // HS256 "signed" with the public key's JSON (the classic RS/HS confusion).
+  const hsHeader = base64url.encode(JSON.stringify({ ...header, alg: 'HS256' }));
+  const body = base64url.encode(JSON.stringify(claims));
+  const mac = createHmac('sha256', JSON.stringify(jwks.keys[0])).update(`${hsHeader}.${body}`).digest();
+  await rejects(verifier.verify(`${hsHeader}.${body}.${base64url.encode(mac)}`), 'unsupported_alg');
+  // alg none.
+  const none = base64url.encode(JSON.stringify({ ...header, alg: 'none' }));
+  await rejects(verifier.verify(`${none}.${body}.`), 'unsupported_alg');
+  // RS256 with a typ other than at+jwt (an ID token or any other JWT of the same keys).
+  for (const typ of ['JWT', 'statuslist+jwt', undefined]) {
+    const h = base64url.encode(JSON.stringify({ ...header, typ }));
+    const [, , sig] = token.split('.');
+    await rejects(verifier.verify(`${h}.${body}.${sig}`), 'wrong_typ');
+  }
+  // application/at+jwt is the same type (RFC 7515 §4.1.9): the changed header breaks the
+  // signature, which is what says no here.
+  const app = base64url.encode(JSON.stringify({ ...header, typ: 'application/at+jwt' }));
+  await rejects(verifier.verify(`${app}.${body}.${token.split('.')[2]}`), 'bad_signature');
+  // Header parameters that change processing are refused.
+  for (const extra of [{ jku: 'https://evil.example/jwks' }, { crit: ['exp'] }, { b64: false }, { x5u: 'https://evil.example' }]) {
+    const h = base64url.encode(JSON.stringify({ ...header, ...extra }));
+    await rejects(verifier.verify(`${h}.${body}.${token.split('.')[2]}`), 'unsupported_header');
+  }
+  const noKid = base64url.encode(JSON.stringify({ alg: 'RS256', typ: 'at+jwt' }));
+  await rejects(verifier.verify(`${noKid}.${body}.${token.split('.')[2]}`), 'missing_kid');
+});
+
+test('signatures: tampered claims, a stranger key under a published kid, an unknown kid', async () => {
+  const token = await issue({ sub: 'u' });
+  const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  const [h, , sig] = token.split('.');
+  const forged = base64url.encode(JSON.stringify({ ...decodeJwt(token), sub: 'admin' }));
+  await rejects(verifier.verify(`${h}.${forged}.${sig}`), 'bad_signature');
+
+  const stranger = await newKey();
+  const { header, claims } = reSign(token, {});
+  const underRealKid = await new SignJWT(claims).setProtectedHeader(header).sign(stranger.privateKey);
+  await rejects(verifier.verify(underRealKid), 'bad_signature');
+  const unknownKid = await new SignJWT(claims).setProtectedHeader({ ...header, kid: stranger.kid }).sign(stranger.privateKey);
+  await rejects(verifier.verify(unknownKid), 'unknown_kid');
+});
+
+test('required claims (RFC 9068 §2.2) cannot be missing', async () => {
+  const stranger = await newKey();
+  const token = await issue({ sub: 'u' });
+  const { claims } = reSign(token, {});
+  // A token signed by a key of its own, served as the issuer's: a verifier pointed at a JWKS
+  // that has it (this test's own), so only the claims are at stake.
+  const jwksServer = await import('node:http').then(({ createServer }) =>
+    createServer((req, res) => res.end(JSON.stringify({ keys: [stranger.jwk] }))),
+  );
+  const port = await freePort();
+  await new Promise((r) => jwksServer.listen(port, '127.0.0.1', r));
+  try {
+    const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/jwks` });
+    const sign = (c) => new SignJWT(c).setProtectedHeader({ alg: 'RS256', typ: 'at+jwt', kid: stranger.kid }).sign(stranger.privateKey);
+    assert.equal((await verifier.verify(await sign(claims))).sub, 'u');
+    for (const name of ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti']) {
+      const { [name]: _, ...rest } = claims;
+      await rejects(verifier.verify(await sign(rest)), name === 'iss' || name === 'aud' ? 'missing_claim' : 'missing_claim');
+    }
+    await rejects(verifier.verify(await sign({ ...claims, iat: Math.floor(Date.now() / 1000) + 300 })), 'issued_in_future');
+  } finally {
+    jwksServer.close();
+  }
+});
+
+test('garbage in: always InvalidTokenError, never another error', async () => {
+  const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  await rejects(verifier.verify(''), 'missing_token');
+  await rejects(verifier.verify(undefined), 'missing_token');
+  await rejects(verifier.verify('x'.repeat(20000)), 'malformed');
+  for (const junk of ['abc', 'a.b.c', '...', 'eyJhbGciOiJSUzI1NiJ9..', `${base64url.encode('[]')}.e30.x`, `${base64url.encode('{"alg":"RS256","typ":"at+jwt","kid":"k"}')}.bm90IGpzb24.x`, 42, {}, null]) {
+    const err = await verifier.verify(junk).catch((e) => e);
+    assert.ok(err instanceof InvalidTokenError, `${JSON.stringify(junk)}: ${err}`);
+  }
+});
+
+test('issuer not reachable: jwks_unavailable (503), no unhandled error', async () => {
+  const port = await freePort();
+  const verifier = createVerifier({ issuer: `http://127.0.0.1:${port}`, audience: AUDIENCE, jwksCooldown: 0 });
+  const token = await issue({ sub: 'u' });
+  const err = await verifier.verify(token).catch((e) => e);
+  assert.ok(err instanceof InvalidTokenError);
+  assert.equal(err.reason, 'jwks_unavailable');
+  assert.equal(err.status, 503);
+  assert.match(err.message, /^jwks_unavailable: /);
+});
+
+test('a JWKS the issuer stops serving: the last good set is used (stale-if-error), then not', async () => {
+  const http = await import('node:http');
+  const state = { up: true, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
+  const proxy = http.createServer((req, res) => (state.up ? res.end(JSON.stringify(state.jwks)) : res.writeHead(502).end()));
+  const port = await freePort();
+  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
+  try {
+    const clock = () => Date.now() + clock.offset;
+    clock.offset = 0;
+    // jose's cache runs on the real clock; a 0 s cache makes every verification ask.
+    const options = { issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`, jwksCacheMaxAge: 0, clock };
+    const verifier = createVerifier(options);
+    const token = await issue({ sub: 'u' });
+    await verifier.verify(token);
+    state.up = false;
+    await verifier.verify(token); // stale copy
+    clock.offset = 3601 * 1000; // the copy is now older than jwksStaleIfError
+    await rejects(verifier.verify(token), 'jwks_unavailable');
+    state.up = true;
+    clock.offset = 0;
+    await verifier.verify(token);
+  } finally {
+    proxy.close();
+  }
+});
+
+test('the header of a real token is what the verifier pins', async () => {
+  const header = decodeProtectedHeader(await issue({ sub: 'u' }));
+  assert.equal(header.alg, 'RS256');
+  assert.equal(header.typ, 'at+jwt');
+  assert.equal(typeof header.kid, 'string');
+});
