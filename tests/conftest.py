@@ -1,29 +1,46 @@
 """Shared fixtures.
 
 Databases: every test that asks for ``services``/``app``/``db_url`` runs twice, on a real
-SQLite file and on a real PostgreSQL (a fresh schema per test). PostgreSQL comes from
-``AUTHSERVER_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``).
-When it is unreachable the PostgreSQL leg is skipped with a message, except under CI
-(``CI=true``) or ``AUTHSERVER_TEST_REQUIRE_POSTGRES=1``, where it fails.
+SQLite file and on a real PostgreSQL (a fresh schema per test, so tests and pytest-xdist
+workers never share one). PostgreSQL comes from ``AUTHSERVER_TEST_POSTGRES_URL`` (default
+``postgresql://postgres@127.0.0.1:5432/test``). When it is unreachable the PostgreSQL leg
+is skipped with a message, except under CI (``CI=true``) or
+``AUTHSERVER_TEST_REQUIRE_POSTGRES=1``, where it fails.
+
+A test whose own body never reaches the database (request shapes, headers, documents)
+takes ``@db_independent`` and runs on SQLite only; storage behaviour is covered on both
+databases by ``tests/integration/contracts`` and by every test left on both.
+
+Speed without losing the real thing: schemas are migrated by :func:`migrate` (Alembic
+once per dialect and process, a replay of its statements after that), and in-process
+2048-bit RSA keys come from a per-process pool of real keys (:class:`KeyPool`).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import RSAKey
+from sqlalchemy import event
 
 from authserver import container
 from authserver.clock import FixedClock
 from authserver.container import Services
+from authserver.keys import crypto
+from authserver.keys.model import Kid
 from authserver.settings import Settings
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.migrate import current_revision
 from authserver.storage.sql.migrate import upgrade_to_head
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
@@ -68,6 +85,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         if REQUIRE_PG:
             pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
         pytest.skip(reason)
+    with fresh_pg_schema() as url:
+        yield url
+
+
+@contextmanager
+def fresh_pg_schema() -> Iterator[str]:
+    """A URL for a new, empty PostgreSQL schema, dropped afterwards."""
     import psycopg
 
     schema = f"t_{secrets.token_hex(6)}"
@@ -115,10 +139,50 @@ def clock() -> FixedClock:
     return FixedClock(time.time())
 
 
+# -- migrate once per run -----------------------------------------------------------------
+#: Per dialect: the statements Alembic ran to bring the first empty database of the run to
+#: head, as (SQL, parameters, executemany). Later empty databases replay them.
+_MIGRATION_SQL: dict[str, list[tuple[str, Any, bool]]] = {}
+
+
+def migrate(db: Database) -> None:
+    """Bring *db* to head: the real ``upgrade_to_head`` for the first empty database of
+    each dialect in this process, and a replay of the statements it ran for every later
+    one (some ms instead of Alembic's ~50-100 ms per test). A database that is not empty
+    (a second ``make_services`` on it, or an older revision) gets the real upgrade.
+    ``tests/integration/test_migrations.py`` checks that a replayed schema is the
+    migrated one."""
+    dialect = db.engine.dialect.name
+    recorded = _MIGRATION_SQL.get(dialect)
+    if recorded is None:
+        statements: list[tuple[str, Any, bool]] = []
+
+        def record(_conn: Any, _cursor: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            # Reads (Alembic's version checks, the advisory lock) and transaction control
+            # change nothing; everything else builds the schema and its rows.
+            if not sql.lstrip().upper().startswith(("SELECT", "BEGIN", "PRAGMA")):
+                statements.append((sql, params, many))
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            before, _ = upgrade_to_head(db)
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        if before is None:
+            _MIGRATION_SQL[dialect] = statements
+        return
+    if current_revision(db) is not None:
+        upgrade_to_head(db)
+        return
+    with db.engine.begin() as conn:
+        for sql, params, _many in recorded:
+            conn.exec_driver_sql(sql, params)
+
+
 def make_services(settings: Settings, clock: Any = None) -> Services:
     """Services on a migrated database with a current signing key."""
     svc = container.build(settings, clock=clock)
-    upgrade_to_head(svc.db)
+    migrate(svc.db)
     with svc.unit_of_work():
         svc.keys.ensure_current()
     return svc
@@ -156,6 +220,48 @@ def register(services: Services) -> Callable[..., tuple[str, str]]:
         return str(client.client_id), secret
 
     return make
+
+
+class KeyPool:
+    """Real RSA keys from the real ``crypto.generate``, made once per process and handed
+    out in order within each test (so keys are unique within a test, as they must be)."""
+
+    def __init__(self) -> None:
+        self._real = crypto.generate
+        self._keys: list[tuple[RSAKey, Kid]] = []
+
+    def get(self, index: int) -> tuple[RSAKey, Kid]:
+        while len(self._keys) <= index:
+            self._keys.append(self._real(2048))
+        return self._keys[index]
+
+
+_KEY_POOL = KeyPool()
+
+
+@pytest.fixture(autouse=True)
+def pooled_keygen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """2048-bit key generation costs 40-200 ms and nearly every test with ``services``
+    makes a key: in-process, 2048-bit keys come from :class:`KeyPool`. Other sizes, tests
+    marked ``real_keygen`` and ``authserver`` subprocesses generate their own."""
+    if request.node.get_closest_marker("real_keygen"):
+        return
+    counter = itertools.count()
+    real = _KEY_POOL._real
+
+    def generate(key_size: int) -> tuple[RSAKey, Kid]:
+        if key_size != 2048:
+            return real(key_size)
+        return _KEY_POOL.get(next(counter))
+
+    monkeypatch.setattr(crypto, "generate", generate)
+
+
+#: Run a test on SQLite only: for tests whose ``services``/``app`` never reach the
+#: database in the test itself (request shapes, headers, documents), so a PostgreSQL leg
+#: would test nothing SQLite does not. Storage behaviour is covered per database by the
+#: contract suites and by the tests left on both.
+db_independent = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(scope="session")

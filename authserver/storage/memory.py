@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import itertools
 import threading
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import contextmanager
 
+from authserver.audit.model import AuditEvent
+from authserver.audit.model import AuditQuery
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.errors import Conflict
@@ -76,3 +82,73 @@ class InMemoryKeyStore:
 
     def version(self) -> str:
         return str(self._version)
+
+
+class InMemoryRevocationStore:
+    def __init__(self) -> None:
+        self._revoked: dict[str, float] = {}
+        self._assertions: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def revoke(self, jti: str, client_id: str, expires_at: float, now: float) -> None:
+        with self._lock:
+            # First revocation wins, as with the SQL store's INSERT ... ON CONFLICT DO NOTHING.
+            self._revoked.setdefault(jti, expires_at)
+
+    def is_revoked(self, jti: str) -> bool:
+        return jti in self._revoked
+
+    def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
+        with self._lock:
+            if (client_id, jti) in self._assertions:
+                return False
+            self._assertions[(client_id, jti)] = expires_at
+            return True
+
+    def purge(self, now: float) -> int:
+        with self._lock:
+            revoked = [j for j, exp in self._revoked.items() if exp < now]
+            used = [k for k, exp in self._assertions.items() if exp < now]
+            for jti in revoked:
+                del self._revoked[jti]
+            for key in used:
+                del self._assertions[key]
+            return len(revoked) + len(used)
+
+
+class InMemoryAuditStore:
+    def __init__(self) -> None:
+        self._events: list[AuditEvent] = []
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def add(self, event: AuditEvent) -> None:
+        self.add_many([event])
+
+    def add_many(self, events: Sequence[AuditEvent]) -> None:
+        with self._lock:
+            for event in events:
+                # A deep copy of detail, as a database would keep: changing the caller's
+                # dict afterwards must not change the record.
+                detail = copy.deepcopy(event.detail or {})
+                self._events.append(dataclasses.replace(event, id=next(self._ids), detail=detail))
+
+    def query(self, query: AuditQuery) -> list[AuditEvent]:
+        def matches(e: AuditEvent) -> bool:
+            return (
+                (query.client_id is None or e.client_id == query.client_id)
+                and (query.sub is None or e.sub == query.sub)
+                and (query.action is None or e.action == query.action)
+                and (query.since is None or e.at >= query.since)
+                and (query.until is None or e.at < query.until)
+            )
+
+        found = sorted(filter(matches, self._events), key=lambda e: (e.at, e.id), reverse=True)
+        return [copy.deepcopy(e) for e in found[: query.limit]]
+
+    def purge(self, before: float) -> int:
+        with self._lock:
+            kept = [e for e in self._events if e.at >= before]
+            purged = len(self._events) - len(kept)
+            self._events = kept
+            return purged

@@ -12,6 +12,7 @@ import pytest
 from authserver.container import Services
 from authserver.settings import Settings
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 
 pytestmark = pytest.mark.e2e
@@ -95,6 +96,7 @@ def assert_unauthorized(response: Any) -> None:
     assert ADMIN_TOKEN not in response.get_data(as_text=True)
 
 
+@db_independent
 @pytest.mark.parametrize(
     "headers",
     BAD_HEADERS,
@@ -104,6 +106,7 @@ def test_requires_the_admin_bearer_token(admin: Any, headers: dict[str, str]) ->
     assert_unauthorized(admin.get("/admin/clients", headers=headers))
 
 
+@db_independent
 def test_every_admin_route_requires_the_token(admin: Any) -> None:
     for method, path in ROUTES:
         for headers in ({}, {"Authorization": "Bearer wrong-token"}):
@@ -122,6 +125,7 @@ def test_scheme_is_case_insensitive(admin: Any) -> None:
     assert response.status_code == 200
 
 
+@db_independent
 @pytest.mark.parametrize(
     "path", ["/admin/clients", "/admin/keys", "/admin/audit", "/admin/clients/x"]
 )
@@ -257,6 +261,7 @@ def test_private_key_jwt_client_has_no_secret(admin: Any, rsa_private_key: Any) 
     assert_error(rotated, 400, "invalid_request")
 
 
+@db_independent
 def test_private_keys_are_refused_in_a_jwk_set(admin: Any, rsa_private_key: Any) -> None:
     from joserfc.jwk import RSAKey
 
@@ -372,6 +377,7 @@ def test_update_rejects_bad_bodies(admin: Any) -> None:
     assert shown == {k: v for k, v in client.items() if k != "client_secret"}
 
 
+@db_independent
 def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
     body = assert_error(
         admin.post("/admin/clients", json={"name": "x", "colour": "red"}, headers=AUTH),
@@ -381,6 +387,7 @@ def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
     assert "colour" in body["error_description"]
 
 
+@db_independent
 def test_wrong_method_is_405_json(admin: Any) -> None:
     response = admin.put("/admin/clients", json={"name": "x"}, headers=AUTH)
     assert_error(response, 405)
@@ -502,6 +509,7 @@ def test_tokens_are_audited_with_the_client_as_actor(admin: Any) -> None:
     assert access_token not in events.get_data(as_text=True)
 
 
+@db_independent
 @pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=-1", "since=yesterday"])
 def test_audit_rejects_bad_queries(admin: Any, query: str) -> None:
     assert_error(admin.get(f"/admin/audit?{query}", headers=AUTH), 400, "invalid_request")

@@ -9,6 +9,7 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from authserver.settings import Settings
+from tests.conftest import db_independent
 
 pytestmark = pytest.mark.e2e
 
@@ -22,11 +23,13 @@ def fetch(http: Any, path: str) -> dict[str, Any]:
     return json.loads(response.get_data())  # type: ignore[no-any-return]
 
 
+@db_independent
 def test_both_documents_are_the_same(http: Any) -> None:
     oauth, oidc = (fetch(http, path) for path in PATHS)
     assert oauth == oidc
 
 
+@db_independent
 @pytest.mark.parametrize("path", PATHS)
 def test_document(http: Any, settings: Settings, path: str) -> None:
     doc = fetch(http, path)
@@ -42,6 +45,7 @@ def test_document(http: Any, settings: Settings, path: str) -> None:
     AuthorizationServerMetadata(doc).validate()
 
 
+@db_independent
 def test_advertised_endpoints_answer(http: Any) -> None:
     doc = fetch(http, PATHS[0])
     base = doc["issuer"]

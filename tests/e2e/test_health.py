@@ -6,9 +6,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import db_independent
+
 pytestmark = pytest.mark.e2e
 
 
+@db_independent
 def test_healthz(http: Any) -> None:
     response = http.get("/healthz")
     assert response.status_code == 200
@@ -35,11 +38,13 @@ def assert_json_error(response: Any, status: int) -> dict[str, Any]:
     return body  # type: ignore[no-any-return]
 
 
+@db_independent
 @pytest.mark.parametrize("path", ["/no-such-path", "/token/extra", "/.well-known/nothing"])
 def test_unknown_path_is_404_json(http: Any, path: str) -> None:
     assert_json_error(http.get(path), 404)
 
 
+@db_independent
 @pytest.mark.parametrize("method", ["get", "put", "delete"])
 def test_wrong_method_on_token_is_405_json(http: Any, method: str) -> None:
     response = getattr(http, method)("/token")

@@ -23,6 +23,7 @@ from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.settings import Settings
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 
 pytestmark = pytest.mark.e2e
@@ -499,6 +500,7 @@ def test_parameters_in_the_url_are_refused(http: Any, register: Register, path: 
     assert_error(response, 400, "invalid_request")
 
 
+@db_independent
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
 def test_get_is_not_allowed(http: Any, path: str) -> None:
     response = http.get(path)

@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from authserver.settings import Settings
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
@@ -48,6 +49,7 @@ def test_metrics_is_off_without_its_token(settings: Settings) -> None:
         services.close()
 
 
+@db_independent
 @pytest.mark.parametrize(
     "headers",
     [
@@ -100,6 +102,7 @@ def token(http: Any, client_id: str, secret: str, **params: str) -> Any:
     )
 
 
+@db_independent
 def test_metrics_is_prometheus_text(http: Any) -> None:
     response = http.get("/metrics", headers=SCRAPER)
     assert response.status_code == 200
@@ -181,6 +184,7 @@ def test_counts_tokens_and_failures_by_reason(
             assert part not in text
 
 
+@db_independent
 def test_failure_reason_for_errors_outside_oauth(http: Any, app: Any) -> None:
     _, before = scrape(http)
     limit = app.config["MAX_CONTENT_LENGTH"]
@@ -198,6 +202,7 @@ def test_failure_reason_for_errors_outside_oauth(http: Any, app: Any) -> None:
     assert reason in ("invalid_request", "http_413"), reason
 
 
+@db_independent
 def test_latency_is_labelled_by_route_template_not_path(
     http: Any, register: Callable[..., tuple[str, str]]
 ) -> None:

@@ -16,6 +16,7 @@ from openapi_spec_validator import validate
 from authserver.container import Services
 from authserver.settings import Settings
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 
 pytestmark = pytest.mark.e2e
@@ -60,6 +61,7 @@ def test_packaged_document_is_valid_openapi() -> None:
     validate(document)
 
 
+@db_independent
 def test_served_document_is_valid_and_names_the_issuer(http: Any, settings: Settings) -> None:
     response = http.get("/openapi.json")
     assert response.status_code == 200
@@ -84,6 +86,7 @@ def test_served_document_follows_the_issuer(services: Services) -> None:
         svc.close()
 
 
+@db_independent
 def test_served_document_supports_conditional_get(http: Any) -> None:
     first = http.get("/openapi.json")
     assert first.headers.get("ETag")
@@ -91,6 +94,7 @@ def test_served_document_supports_conditional_get(http: Any) -> None:
     assert again.status_code == 304
 
 
+@db_independent
 def test_every_route_is_documented_with_its_methods(admin_app: Any) -> None:
     paths = packaged_document()["paths"]
     rules = [r for r in admin_app.url_map.iter_rules() if r.endpoint != "static"]
@@ -105,6 +109,7 @@ def test_every_route_is_documented_with_its_methods(admin_app: Any) -> None:
     assert not missing, f"routes missing from openapi.yaml: {missing}"
 
 
+@db_independent
 def test_every_documented_operation_exists(admin_app: Any) -> None:
     """No stale documentation: each documented path and method is served."""
     served: dict[str, set[str]] = {}

@@ -7,9 +7,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import db_independent
+
 ORIGIN = "https://evil.example"
 
 
+@db_independent
 @pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
 def test_no_cors_on_credentialed_endpoints(http: Any, path: str) -> None:
     preflight = http.options(
@@ -28,6 +31,7 @@ def test_no_cors_on_credentialed_endpoints(http: Any, path: str) -> None:
     assert post.headers["X-Content-Type-Options"] == "nosniff"
 
 
+@db_independent
 @pytest.mark.parametrize(
     "path",
     [

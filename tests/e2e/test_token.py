@@ -16,6 +16,8 @@ from urllib.parse import quote
 import jwt
 import pytest
 
+from tests.conftest import db_independent
+
 pytestmark = pytest.mark.e2e
 
 AUD = "https://sync.example"
@@ -631,6 +633,7 @@ BAD_REQUESTS: list[Case] = [
 ]
 
 
+@db_independent
 @pytest.mark.parametrize(
     ("status", "error", "send"),
     [pytest.param(status, error, send, id=name) for name, status, error, send in BAD_REQUESTS],

@@ -14,6 +14,8 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.conftest import db_independent
+
 pytestmark = pytest.mark.e2e
 
 ISSUER = "http://localhost:8000"  # AUTHSERVER_ISSUER in the `settings` fixture
@@ -150,6 +152,7 @@ def test_jti_is_unique(http: Any, get_token: Callable[..., str]) -> None:
     assert len(set(jtis)) == 50
 
 
+@db_independent
 def test_jwks_holds_public_rsa_signing_keys_only(http: Any) -> None:
     jwks = served_jwks(http)
     assert set(jwks) == {"keys"}
@@ -168,6 +171,7 @@ def test_jwks_holds_public_rsa_signing_keys_only(http: Any) -> None:
     assert len({k["kid"] for k in jwks["keys"]}) == len(jwks["keys"])
 
 
+@db_independent
 def test_kid_is_rfc7638_thumbprint(http: Any) -> None:
     for jwk in served_jwks(http)["keys"]:
         assert jwk["kid"] == rfc7638_thumbprint(jwk)
@@ -192,6 +196,7 @@ def test_every_token_kid_is_published(http: Any, get_token: Callable[..., str]) 
         assert jwt.get_unverified_header(get_token())["kid"] in kids
 
 
+@db_independent
 def test_jwks_caching_headers(http: Any) -> None:
     response = http.get(JWKS_PATH)
     cache_control = response.headers.get("Cache-Control", "")

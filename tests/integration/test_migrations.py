@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,9 @@ from authserver.storage.sql.migrate import upgrade_to_head
 from authserver.storage.sql.tables import Base
 from authserver.storage.sql.tables import ClientRow
 from authserver.storage.sql.tables import LockRow
+from tests import conftest
+from tests.conftest import fresh_pg_schema
+from tests.conftest import migrate
 
 
 @pytest.fixture
@@ -157,3 +161,47 @@ def test_upgrade_to_head_twice_is_a_no_op(database: Database) -> None:
     with database.unit_of_work() as session:
         assert session.scalars(select(ClientRow.client_id)).all() == ["as_client_keep"]
         assert session.scalars(select(LockRow.name)).all() == ["signing_keys"]
+
+
+def _schema(db: Database) -> dict[str, object]:
+    """Everything the inspector sees of each table, for comparing two databases."""
+    inspector = inspect(db.engine)
+    return {
+        table: (
+            [(c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(table)],
+            inspector.get_pk_constraint(table),
+            sorted(inspector.get_indexes(table), key=lambda i: str(i["name"])),
+            inspector.get_foreign_keys(table),
+            inspector.get_unique_constraints(table),
+        )
+        for table in inspector.get_table_names()
+    }
+
+
+def test_the_suites_replayed_migration_is_the_migrated_schema(
+    database: Database, db_url: str, tmp_path: Path
+) -> None:
+    """tests/conftest.py migrates the first empty database per dialect with Alembic and
+    replays the recorded statements for the others: a replayed database must be the
+    migrated one, rows included."""
+    upgrade_to_head(database)  # Alembic, for real
+    with ExitStack() as stack:
+
+        def empty_database(name: str) -> Database:
+            if db_url.startswith("sqlite"):
+                url = f"sqlite:///{tmp_path / name}.db"
+            else:
+                url = stack.enter_context(fresh_pg_schema())
+            db = Database(url)
+            stack.callback(db.dispose)
+            return db
+
+        migrate(empty_database("first"))  # records, unless a test before did
+        replayed = empty_database("replayed")
+        migrate(replayed)
+        assert conftest._MIGRATION_SQL[database.engine.dialect.name]
+        assert current_revision(replayed) == head_revision()
+        assert _diffs(replayed) == []
+        assert _schema(replayed) == _schema(database)
+        with replayed.engine.connect() as a, database.engine.connect() as b:
+            assert a.execute(select(LockRow)).all() == b.execute(select(LockRow)).all()

@@ -14,6 +14,9 @@ from authserver.errors import KeyStoreError
 from authserver.keys import crypto
 from authserver.keys.model import Kid
 
+#: These tests are about key generation itself: no session key pool.
+pytestmark = pytest.mark.real_keygen
+
 #: RFC 7638 §3.1: the example RSA key and its SHA-256 JWK thumbprint.
 RFC7638_JWK: dict[str, Any] = {
     "kty": "RSA",

@@ -17,16 +17,11 @@ from authserver.clock import FixedClock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
 from authserver.errors import NotFound
-from authserver.keys import crypto
 from authserver.keys.model import KeyState
-from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.service import KeyPolicy
 from authserver.keys.service import KeyService
 from authserver.storage.memory import InMemoryKeyStore
-
-#: The real generator, captured before any test replaces ``crypto.generate``.
-_REAL_GENERATE = crypto.generate
 
 START = 1_700_000_000.0
 PUBLISH_AHEAD = 3600
@@ -42,35 +37,6 @@ POLICY = KeyPolicy(
     retention=RETENTION,
     cache_seconds=0,
 )
-
-
-class _KeyPool:
-    """Real RSA keys, generated once per session and handed out in order per test."""
-
-    def __init__(self) -> None:
-        self.keys: list[tuple[RSAKey, Kid]] = []
-
-    def get(self, index: int) -> tuple[RSAKey, Kid]:
-        while len(self.keys) <= index:
-            self.keys.append(_REAL_GENERATE(2048))
-        return self.keys[index]
-
-
-@pytest.fixture(scope="session")
-def key_pool() -> _KeyPool:
-    return _KeyPool()
-
-
-@pytest.fixture(autouse=True)
-def cached_keygen(monkeypatch: pytest.MonkeyPatch, key_pool: _KeyPool) -> None:
-    """RSA key generation costs ~100 ms; reuse real keys across tests (unique within one)."""
-    counter = iter(range(10_000))
-
-    def generate(key_size: int) -> tuple[RSAKey, Kid]:
-        assert key_size == 2048
-        return key_pool.get(next(counter))
-
-    monkeypatch.setattr(crypto, "generate", generate)
 
 
 @pytest.fixture

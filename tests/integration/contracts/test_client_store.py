@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from authserver.errors import NotFound
 from authserver.storage.memory import InMemoryClientStore
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
-from authserver.storage.sql.migrate import upgrade_to_head
 
 T0 = 1_700_000_000.654321
 
@@ -218,13 +216,6 @@ class TestInMemoryClientStore(ClientStoreContract):
 
 
 class TestSqlClientStore(ClientStoreContract):
-    @pytest.fixture
-    def database(self, db_url: str) -> Iterator[Database]:
-        db = Database(db_url)
-        upgrade_to_head(db)
-        yield db
-        db.dispose()
-
     @pytest.fixture
     def harness(self, database: Database) -> Harness:
         return Harness(SqlClientStore(database), database.unit_of_work)

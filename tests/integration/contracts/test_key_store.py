@@ -16,7 +16,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -35,7 +34,6 @@ from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.memory import InMemoryKeyStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.keys import SqlKeyStore
-from authserver.storage.sql.migrate import upgrade_to_head
 
 T0 = 1_700_000_000.123456
 
@@ -397,13 +395,6 @@ class TestFileKeyStore(KeyStoreContract):
 
 
 class TestSqlKeyStore(KeyStoreContract):
-    @pytest.fixture
-    def database(self, db_url: str) -> Iterator[Database]:
-        db = Database(db_url)
-        upgrade_to_head(db)
-        yield db
-        db.dispose()
-
     @pytest.fixture
     def harness(self, database: Database) -> Harness:
         return Harness(SqlKeyStore(database), database.unit_of_work)

@@ -1,0 +1,184 @@
+"""One contract suite for ``authserver.audit.store.AuditStore``, run against every
+implementation: in memory, and SQL on SQLite and PostgreSQL (through ``db_url``).
+
+Every operation runs in ``harness.uow()`` (the SQL unit of work; a no-op in memory), each
+in its own transaction, so what is read back went through the database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from authserver.audit.model import AuditEvent
+from authserver.audit.model import AuditQuery
+from authserver.audit.store import AuditStore
+from authserver.storage.memory import InMemoryAuditStore
+from authserver.storage.sql.audit import SqlAuditStore
+from authserver.storage.sql.engine import Database
+
+T0 = 1_700_000_000.125
+
+
+@dataclass
+class Harness:
+    store: AuditStore
+    uow: Callable[[], AbstractContextManager[Any]]
+
+    def run(self, fn: Callable[[AuditStore], Any]) -> Any:
+        with self.uow():
+            return fn(self.store)
+
+    def add(self, *events: AuditEvent) -> None:
+        for event in events:
+
+            def add_one(s: AuditStore, event: AuditEvent = event) -> None:
+                s.add(event)
+
+            self.run(add_one)
+
+    def query(self, **kwargs: Any) -> list[AuditEvent]:
+        return self.run(lambda s: s.query(AuditQuery(**kwargs)))  # type: ignore[no-any-return]
+
+
+def event(n: int, **changes: Any) -> AuditEvent:
+    base = AuditEvent(
+        at=T0 + n,
+        actor=f"client:as_client_{n % 3}",
+        action="token.issued",
+        client_id=f"as_client_{n % 3}",
+        sub=f"user-{n % 2}",
+        aud="https://sync.example.com",
+        jti=f"jti-{n}",
+        detail={"n": n},
+    )
+    return dataclasses.replace(base, **changes)
+
+
+def without_id(e: AuditEvent) -> AuditEvent:
+    return dataclasses.replace(e, id=None)
+
+
+class AuditStoreContract:
+    """What every AuditStore promises (audit/store.py)."""
+
+    def test_empty(self, harness: Harness) -> None:
+        assert harness.query() == []
+        assert harness.run(lambda s: s.purge(T0 + 10**6)) == 0
+
+    def test_every_field_round_trips_and_an_id_is_assigned(self, harness: Harness) -> None:
+        original = AuditEvent(
+            at=T0 + 0.654321,
+            actor="admin-api",
+            action="client.updated",
+            client_id="as_client_x",
+            sub="user@example.com",
+            aud="https://api.example.com",
+            jti="0f3c2b1a",
+            detail={"changed": ["name", "scopes"], "enabled": False, "ttl": 900, "why": "ü"},
+        )
+        harness.add(original)
+        (got,) = harness.query()
+        assert got.id is not None
+        assert without_id(got) == original
+
+    def test_optional_fields_round_trip_as_none_and_empty_detail(self, harness: Harness) -> None:
+        bare = AuditEvent(at=T0, actor="scheduler", action="key.rotated")
+        harness.add(bare)
+        (got,) = harness.query()
+        assert without_id(got) == bare
+        assert got.detail == {}
+
+    def test_newest_first_and_ties_in_reverse_insertion_order(self, harness: Harness) -> None:
+        a, b, c = event(1), event(5), event(3)
+        same_1, same_2 = event(7, jti="same-1"), event(7, jti="same-2")
+        harness.add(a, b, c, same_1, same_2)
+        assert [e.jti for e in harness.query()] == ["same-2", "same-1", "jti-5", "jti-3", "jti-1"]
+        ids = [e.id for e in harness.query()]
+        assert len(set(ids)) == 5
+
+    def test_add_many_stores_every_event_once(self, harness: Harness) -> None:
+        events = [event(n) for n in range(25)]
+        harness.run(lambda s: s.add_many(events))
+        harness.run(lambda s: s.add_many([]))
+        got = harness.query(limit=1000)
+        assert [without_id(e) for e in reversed(got)] == events
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            ({"client_id": "as_client_1"}, [7, 4, 1]),
+            ({"sub": "user-0"}, [8, 6, 4, 2, 0]),
+            ({"action": "client.created"}, [5]),
+            ({"since": T0 + 6}, [8, 7, 6]),  # since is inclusive
+            ({"until": T0 + 2}, [1, 0]),  # until is exclusive
+            ({"since": T0 + 2, "until": T0 + 5}, [4, 3, 2]),
+            ({"client_id": "as_client_1", "sub": "user-0"}, [4]),
+            ({"client_id": "as_client_2", "action": "token.issued"}, [8, 2]),
+            ({"limit": 3}, [8, 7, 6]),
+            ({"sub": "user-1", "limit": 2}, [7, 5]),
+            ({"client_id": "as_client_missing"}, []),
+        ],
+    )
+    def test_query_filters(
+        self, harness: Harness, query: dict[str, Any], expected: list[int]
+    ) -> None:
+        events = [event(n) for n in range(9)]
+        events[5] = event(5, action="client.created")
+        harness.run(lambda s: s.add_many(events))
+        assert [e.detail["n"] for e in harness.query(**query)] == expected
+
+    def test_filters_match_exactly(self, harness: Harness) -> None:
+        harness.add(event(0, client_id="as_client_10", sub="user"))
+        assert harness.query(client_id="as_client_1") == []
+        assert harness.query(sub="use") == []
+        assert harness.query(action="token") == []
+
+    def test_purge_deletes_only_events_before_the_cut(self, harness: Harness) -> None:
+        harness.run(lambda s: s.add_many([event(n) for n in range(6)]))
+        assert harness.run(lambda s: s.purge(T0 + 3)) == 3
+        # An event exactly at the cut is kept.
+        assert [e.detail["n"] for e in harness.query()] == [5, 4, 3]
+        assert harness.run(lambda s: s.purge(T0 + 3)) == 0
+
+    def test_stored_event_is_not_changed_by_its_caller(self, harness: Harness) -> None:
+        detail: dict[str, Any] = {"changed": ["name"]}
+        harness.add(AuditEvent(at=T0, actor="cli", action="client.updated", detail=detail))
+        detail["changed"] = ["secret"]
+        detail["extra"] = 1
+        (got,) = harness.query()
+        assert got.detail == {"changed": ["name"]}
+
+
+class TestInMemoryAuditStore(AuditStoreContract):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return Harness(InMemoryAuditStore(), nullcontext)
+
+
+class TestSqlAuditStore(AuditStoreContract):
+    @pytest.fixture
+    def harness(self, database: Database) -> Harness:
+        return Harness(SqlAuditStore(database), database.unit_of_work)
+
+    def test_rolled_back_unit_of_work_records_nothing(self, database: Database) -> None:
+        store = SqlAuditStore(database)
+
+        class Boom(Exception):
+            pass
+
+        def add_then_fail() -> None:
+            with database.unit_of_work():
+                store.add_many([event(0), event(1)])
+                raise Boom
+
+        with pytest.raises(Boom):
+            add_then_fail()
+        with database.unit_of_work():
+            assert store.query(AuditQuery()) == []

@@ -1,0 +1,167 @@
+"""One contract suite for ``authserver.tokens.revocations.RevocationStore``, run against
+every implementation: in memory, and SQL on SQLite and PostgreSQL (through ``db_url``).
+
+Every operation runs in ``harness.uow()`` (the SQL unit of work; a no-op in memory), each
+in its own transaction, so what is read back went through the database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from authserver.storage.memory import InMemoryRevocationStore
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.revocations import SqlRevocationStore
+from authserver.tokens.revocations import RevocationStore
+
+T0 = 1_700_000_000.25
+
+
+@dataclass
+class Harness:
+    store: RevocationStore
+    uow: Callable[[], AbstractContextManager[Any]]
+
+    def run(self, fn: Callable[[RevocationStore], Any]) -> Any:
+        with self.uow():
+            return fn(self.store)
+
+
+class RevocationStoreContract:
+    """What every RevocationStore promises (tokens/revocations.py)."""
+
+    def test_unknown_jti_is_not_revoked(self, harness: Harness) -> None:
+        assert harness.run(lambda s: s.is_revoked("never-seen")) is False
+
+    def test_revoke_is_seen_and_only_for_that_jti(self, harness: Harness) -> None:
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 900, T0))
+        assert harness.run(lambda s: s.is_revoked("jti-a")) is True
+        assert harness.run(lambda s: s.is_revoked("jti-b")) is False
+        # Exact match: no prefix or case folding.
+        assert harness.run(lambda s: s.is_revoked("jti-")) is False
+        assert harness.run(lambda s: s.is_revoked("JTI-A")) is False
+
+    def test_revoke_is_idempotent(self, harness: Harness) -> None:
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 900, T0))
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 900, T0 + 5))
+        # A second revocation by another client (a stolen jti) neither fails nor undoes it.
+        harness.run(lambda s: s.revoke("jti-a", "as_client_2", T0 + 10, T0 + 6))
+        assert harness.run(lambda s: s.is_revoked("jti-a")) is True
+
+    def test_a_repeated_revocation_keeps_the_first_expiry(self, harness: Harness) -> None:
+        """The first revocation wins: a later one with an earlier expiry must not make the
+        record purgeable before the token really expires."""
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 900, T0))
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 10, T0 + 1))
+        assert harness.run(lambda s: s.purge(T0 + 100)) == 0
+        assert harness.run(lambda s: s.is_revoked("jti-a")) is True
+
+    def test_revoked_until_purged_even_after_expiry(self, harness: Harness) -> None:
+        """is_revoked does not look at the clock: an expired token is refused by ``exp``
+        anyway, and the entry stays revoked until purge removes it."""
+        harness.run(lambda s: s.revoke("jti-a", "as_client_1", T0 + 1, T0))
+        assert harness.run(lambda s: s.is_revoked("jti-a")) is True
+
+    def test_first_assertion_use_is_accepted_and_a_replay_refused(self, harness: Harness) -> None:
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "a-1", T0 + 60)) is True
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "a-1", T0 + 60)) is False
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "a-1", T0 + 999)) is False
+
+    def test_assertion_jti_is_scoped_to_the_client(self, harness: Harness) -> None:
+        """RFC 7523: a jti is unique per issuer; another client using the same value is
+        not a replay (a stranger must not be able to burn a client's jti values)."""
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "a-1", T0 + 60)) is True
+        assert harness.run(lambda s: s.use_assertion("as_client_2", "a-1", T0 + 60)) is True
+        assert harness.run(lambda s: s.use_assertion("as_client_2", "a-1", T0 + 60)) is False
+
+    def test_assertions_and_revocations_are_separate(self, harness: Harness) -> None:
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "shared", T0 + 60)) is True
+        assert harness.run(lambda s: s.is_revoked("shared")) is False
+        harness.run(lambda s: s.revoke("shared", "as_client_1", T0 + 60, T0))
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "shared", T0 + 60)) is False
+
+    def test_purge_forgets_only_what_expired_before_now(self, harness: Harness) -> None:
+        harness.run(lambda s: s.revoke("old", "as_client_1", T0 - 1, T0 - 100))
+        harness.run(lambda s: s.revoke("boundary", "as_client_1", T0, T0 - 100))
+        harness.run(lambda s: s.revoke("live", "as_client_1", T0 + 1, T0 - 100))
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "old-a", T0 - 1)) is True
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "live-a", T0 + 1)) is True
+
+        assert harness.run(lambda s: s.purge(T0)) == 2  # "old" and "old-a"
+        assert harness.run(lambda s: s.is_revoked("old")) is False
+        # Expiring exactly at *now* is not "before now": kept.
+        assert harness.run(lambda s: s.is_revoked("boundary")) is True
+        assert harness.run(lambda s: s.is_revoked("live")) is True
+        # A purged assertion jti may be used again; a live one is still a replay.
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "old-a", T0 + 60)) is True
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "live-a", T0 + 60)) is False
+
+        assert harness.run(lambda s: s.purge(T0)) == 0
+        assert harness.run(lambda s: s.purge(T0 + 2)) == 3  # boundary, live, live-a
+
+
+class TestInMemoryRevocationStore(RevocationStoreContract):
+    @pytest.fixture
+    def harness(self) -> Harness:
+        return Harness(InMemoryRevocationStore(), nullcontext)
+
+
+class TestSqlRevocationStore(RevocationStoreContract):
+    @pytest.fixture
+    def harness(self, database: Database) -> Harness:
+        return Harness(SqlRevocationStore(database), database.unit_of_work)
+
+    def test_rolled_back_unit_of_work_revokes_nothing(self, database: Database) -> None:
+        store = SqlRevocationStore(database)
+
+        class Boom(Exception):
+            pass
+
+        def revoke_then_fail() -> None:
+            with database.unit_of_work():
+                store.revoke("jti-a", "as_client_1", T0 + 900, T0)
+                assert store.use_assertion("as_client_1", "a-1", T0 + 60) is True
+                raise Boom
+
+        with pytest.raises(Boom):
+            revoke_then_fail()
+        with database.unit_of_work():
+            assert store.is_revoked("jti-a") is False
+            assert store.use_assertion("as_client_1", "a-1", T0 + 60) is True
+
+    def test_concurrent_uses_of_one_assertion_admit_exactly_one(self, database: Database) -> None:
+        """Replay protection holds across connections (two workers, two instances): of N
+        simultaneous uses of the same jti, exactly one is accepted."""
+        store = SqlRevocationStore(database)
+        n = 6
+        barrier = threading.Barrier(n)
+        results: list[bool] = []
+        errors: list[BaseException] = []
+
+        def use() -> None:
+            try:
+                barrier.wait(10)
+                with database.unit_of_work():
+                    results.append(store.use_assertion("as_client_1", "raced", T0 + 60))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=use) for _ in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+        assert not errors, errors
+        assert sorted(results) == [False] * (n - 1) + [True]
+
+    def test_operations_outside_a_unit_of_work_are_refused(self, database: Database) -> None:
+        with pytest.raises(RuntimeError, match="unit of work"):
+            SqlRevocationStore(database).is_revoked("jti-a")
