@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from authserver.audit.service import AuditService
+from authserver.clients.jwks_fetch import FetchPolicy
+from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.service import ClientService
 from authserver.clock import Clock
 from authserver.clock import SystemClock
@@ -46,6 +48,8 @@ class Services:
     audit: AuditService
     revocations: RevocationStore
     inspector: TokenInspector
+    #: Fetches and caches the JWK sets of clients registered with a ``jwks_uri``.
+    jwks_fetcher: JwksFetcher
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit at the end, roll back on error."""
@@ -82,7 +86,11 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
         clock=clock,
         db=db,
         clients=ClientService(
-            SqlClientStore(db), clock, max_token_ttl=settings.max_token_ttl, audit=audit
+            SqlClientStore(db),
+            clock,
+            max_token_ttl=settings.max_token_ttl,
+            audit=audit,
+            allow_http_jwks_uri=not settings.production,
         ),
         keys=keys,
         tokens=TokenService(
@@ -95,4 +103,11 @@ def build(settings: Settings, clock: Clock | None = None) -> Services:
         audit=audit,
         revocations=revocations,
         inspector=TokenInspector(keys, revocations, clock, issuer=settings.issuer),
+        jwks_fetcher=JwksFetcher(
+            FetchPolicy(
+                production=settings.production,
+                allow_private=settings.jwks_uri_allow_private,
+            ),
+            clock=clock,
+        ),
     )

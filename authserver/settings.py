@@ -364,6 +364,14 @@ FIELDS: tuple[Field, ...] = (
         "in production mode, accept an http:// issuer anyway (TLS terminated elsewhere)",
     ),
     Field(
+        "jwks_uri_allow_private",
+        "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE",
+        lambda: False,
+        _bool,
+        "in production mode, let a client's jwks_uri reach private, loopback and link-local "
+        "addresses (refused by default: the fetch must not reach internal services)",
+    ),
+    Field(
         "scheduler",
         "AUTHSERVER_SCHEDULER",
         lambda: True,
@@ -434,6 +442,7 @@ class Settings:
     audit_retention: int
     production: bool
     allow_http_issuer: bool
+    jwks_uri_allow_private: bool
     scheduler: bool
     rate_limit_storage: str
     auth_failures_per_client: str | None

@@ -35,6 +35,7 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
             ("scopes", data["scopes"]),
             ("allowed_claims", data["allowed_claims"]),
             ("token_ttl", data["token_ttl"] or "server default"),
+            ("require_sub", "yes" if data["require_sub"] else "no"),
             ("auth_methods", data["token_endpoint_auth_methods"]),
             ("jwks_uri", data["jwks_uri"]),
             ("created_at", data["created_at"]),
@@ -78,6 +79,11 @@ def clients() -> None:
 @click.option("--token-ttl", type=int, help="token lifetime in seconds (default: server default)")
 @click.option("--jwks-file", type=str, help="public JWK set: authenticate with private_key_jwt")
 @click.option("--jwks-uri", type=str, help="URL of its public JWK set (private_key_jwt)")
+@click.option(
+    "--require-sub/--no-require-sub",
+    default=False,
+    help="every token request must name a user (sub); default: not required",
+)
 @json_option
 @handle_errors
 def create(
@@ -88,6 +94,7 @@ def create(
     token_ttl: int | None,
     jwks_file: str | None,
     jwks_uri: str | None,
+    require_sub: bool,
     as_json: bool,
 ) -> None:
     """Register a client; prints its client_id and (once) its client_secret."""
@@ -103,6 +110,7 @@ def create(
             token_ttl=token_ttl,
             jwks=jwks,
             jwks_uri=jwks_uri,
+            require_sub=require_sub,
         )
     _show(client_json(client), as_json, secret)
 
@@ -159,6 +167,11 @@ def show(client_id: str, as_json: bool) -> None:
 @click.option("--clear-allowed-claims", is_flag=True, help="remove every allowed claim")
 @click.option("--token-ttl", type=int, help="token lifetime in seconds")
 @click.option("--default-token-ttl", is_flag=True, help="use the server's default lifetime")
+@click.option(
+    "--require-sub/--no-require-sub",
+    default=None,
+    help="require (or stop requiring) a user (sub) in every token request",
+)
 @json_option
 @handle_errors
 def update(
@@ -172,6 +185,7 @@ def update(
     clear_allowed_claims: bool,
     token_ttl: int | None,
     default_token_ttl: bool,
+    require_sub: bool | None,
     as_json: bool,
 ) -> None:
     """Change a client's name or policy; options left out stay as they are."""
@@ -195,6 +209,8 @@ def update(
         changes["allowed_claims"] = allowed_claims
     if token_ttl is not None or default_token_ttl:
         changes["token_ttl"] = token_ttl
+    if require_sub is not None:
+        changes["require_sub"] = require_sub
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
     with services() as svc, svc.unit_of_work():

@@ -7,25 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 from typing import NewType
 
+from authserver.clients import auth_methods
+
 ClientId = NewType("ClientId", str)
 
-#: Claims the server always sets itself; no request and no policy may set them.
-#: INTERFACE.md names the first seven; ``scope`` comes from the scope parameter, ``sub``,
-#: ``email`` and ``name`` from their own parameters, and ``typ``/``cnf`` are JOSE/RFC 7800
-#: members whose meaning a caller must not forge.
-RESERVED_CLAIMS = frozenset(
-    {"iss", "exp", "iat", "nbf", "jti", "aud", "client_id", "scope", "typ", "cnf"}
-)
-#: The user-identity claims, given as parameters (or inside a JSON body's ``claims``).
-IDENTITY_CLAIMS = frozenset({"sub", "email", "name"})
-
-_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,63}$")
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
-
-
-def is_valid_claim_name(name: str) -> bool:
-    return bool(_CLAIM_NAME.match(name))
 
 
 def is_valid_scope_token(token: str) -> bool:
@@ -45,6 +32,10 @@ class ClientPolicy:
     allowed_claims: tuple[str, ...] = ()
     #: Token lifetime in seconds; ``None`` means the server's default.
     token_ttl: int | None = None
+    #: Every token request must name a user (``sub``): for backends that only ever act
+    #: for a user, so a request that forgot the user fails instead of getting a token
+    #: whose subject is the client itself.
+    require_sub: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,4 +58,9 @@ class Client:
     @property
     def auth_method(self) -> str:
         """The token endpoint authentication method family this client uses."""
-        return "client_secret" if self.secret_hash else "private_key_jwt"
+        return "client_secret" if self.secret_hash else auth_methods.PRIVATE_KEY_JWT
+
+    @property
+    def auth_methods(self) -> tuple[str, ...]:
+        """The token endpoint authentication methods this client may use."""
+        return auth_methods.SECRET_METHODS if self.secret_hash else auth_methods.JWT_METHODS

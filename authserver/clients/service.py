@@ -6,21 +6,25 @@ import dataclasses
 import threading
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 from authserver.audit.service import AuditService
 from authserver.clients import secrets as client_secrets
-from authserver.clients.model import IDENTITY_CLAIMS
-from authserver.clients.model import RESERVED_CLAIMS
+from authserver.clients.jwks import check_jwks_uri
+from authserver.clients.jwks import validate_public_jwks
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
-from authserver.clients.model import is_valid_claim_name
 from authserver.clients.model import is_valid_scope_token
 from authserver.clients.store import ClientStore
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.vocabulary import CLAIM_NAME_RULE
+from authserver.vocabulary import IDENTITY_CLAIMS
+from authserver.vocabulary import MAX_URI_LENGTH
+from authserver.vocabulary import RESERVED_CLAIMS
+from authserver.vocabulary import is_utf8
+from authserver.vocabulary import is_valid_claim_name
 
 _UNSET: Any = object()
 #: Most clients one process keeps in memory (oldest evicted first).
@@ -37,8 +41,12 @@ class ClientService:
         *,
         max_token_ttl: int,
         audit: AuditService | None = None,
+        allow_http_jwks_uri: bool = True,
     ) -> None:
         self._store = store
+        #: Outside production mode a ``jwks_uri`` may be plain http on a loopback host
+        #: (a client's development key server); in production only https.
+        self._allow_http_jwks_uri = allow_http_jwks_uri
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
@@ -95,6 +103,7 @@ class ClientService:
         token_ttl: int | None = None,
         jwks: dict[str, Any] | None = None,
         jwks_uri: str | None = None,
+        require_sub: bool = False,
     ) -> tuple[Client, str | None]:
         """Register a client.
 
@@ -108,6 +117,7 @@ class ClientService:
             scopes=_scopes(scopes),
             allowed_claims=_allowed_claims(allowed_claims),
             token_ttl=self._ttl(token_ttl),
+            require_sub=_flag(require_sub, "require_sub"),
         )
         now = self._clock.now()
         secret: str | None = None
@@ -124,7 +134,11 @@ class ClientService:
             updated_at=now,
             secret_hash=secret_hash,
             jwks=validate_public_jwks(jwks) if jwks is not None else None,
-            jwks_uri=_jwks_uri(jwks_uri) if jwks_uri is not None else None,
+            jwks_uri=(
+                check_jwks_uri(jwks_uri, allow_http_loopback=self._allow_http_jwks_uri)
+                if jwks_uri is not None
+                else None
+            ),
         )
         self._store.add(client)
         self._record("client.created", client, auth_method=client.auth_method)
@@ -139,6 +153,7 @@ class ClientService:
         scopes: Iterable[str] | None = None,
         allowed_claims: Iterable[str] | None = None,
         token_ttl: int | None = _UNSET,
+        require_sub: bool | None = None,
     ) -> Client:
         """Change a client's name or policy; arguments left out stay as they are."""
         client = self.get(client_id)
@@ -151,6 +166,8 @@ class ClientService:
             policy = dataclasses.replace(policy, allowed_claims=_allowed_claims(allowed_claims))
         if token_ttl is not _UNSET:
             policy = dataclasses.replace(policy, token_ttl=self._ttl(token_ttl))
+        if require_sub is not None:
+            policy = dataclasses.replace(policy, require_sub=_flag(require_sub, "require_sub"))
         updated = dataclasses.replace(
             client,
             name=_name(name) if name is not None else client.name,
@@ -207,10 +224,16 @@ class ClientService:
         return token_ttl
 
 
+def _flag(value: Any, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{what} must be true or false")
+    return value
+
+
 def _name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name must not be empty")
-    if len(name) > 200 or any(ord(c) < 0x20 for c in name):
+    if len(name) > 200 or any(ord(c) < 0x20 for c in name) or not is_utf8(name):
         raise InvalidInput("name must be at most 200 printable characters")
     return name.strip()
 
@@ -222,6 +245,8 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
     for value in values:
         if not isinstance(value, str) or not value:
             raise InvalidInput(f"each {what} must be a non-empty string")
+        if not is_utf8(value):
+            raise InvalidInput(f"each {what} must be valid Unicode text")
         if value not in out:
             out.append(value)
     return out
@@ -230,8 +255,10 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
 def _audiences(values: Iterable[str]) -> tuple[str, ...]:
     out = _strings(values, "audience")
     for aud in out:
-        if len(aud) > 2048 or any(c.isspace() or ord(c) < 0x20 for c in aud):
-            raise InvalidInput("an audience must be at most 2048 characters without spaces")
+        if len(aud) > MAX_URI_LENGTH or any(c.isspace() or ord(c) < 0x20 for c in aud):
+            raise InvalidInput(
+                f"an audience must be at most {MAX_URI_LENGTH} characters without spaces"
+            )
     return tuple(out)
 
 
@@ -250,36 +277,7 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
     out = _strings(values, "allowed claim")
     for name in out:
         if not is_valid_claim_name(name):
-            raise InvalidInput(
-                "an allowed claim name must start with a letter or underscore and use only "
-                "letters, digits and _ . : - (at most 64 characters)"
-            )
+            raise InvalidInput(f"an allowed claim name is not valid: {CLAIM_NAME_RULE}")
         if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
             raise InvalidInput(f"{name} is set by the server itself and cannot be an allowed claim")
     return tuple(out)
-
-
-def _jwks_uri(uri: str) -> str:
-    parts = urlsplit(uri)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise InvalidInput("jwks_uri must be an https:// URL")
-    return uri
-
-
-def validate_public_jwks(jwks: Any) -> dict[str, Any]:
-    """Check that *jwks* is a JWK set (RFC 7517 §5) of public signing keys only."""
-    from joserfc.errors import JoseError
-    from joserfc.jwk import KeySet
-
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
-        raise InvalidInput('a JWK set must be a JSON object with a non-empty "keys" array')
-    for key in jwks["keys"]:
-        if not isinstance(key, dict):
-            raise InvalidInput("each key in the JWK set must be a JSON object")
-        if any(member in key for member in ("d", "p", "q", "dp", "dq", "qi", "k")):
-            raise InvalidInput("the JWK set must hold public keys only (found private members)")
-    try:
-        KeySet.import_key_set(jwks)  # type: ignore[arg-type]
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        raise InvalidInput(f"the JWK set is not valid: {type(exc).__name__}") from None
-    return {"keys": list(jwks["keys"])}

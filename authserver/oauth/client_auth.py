@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
@@ -18,9 +19,18 @@ from urllib.parse import unquote
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc.jwk import KeySet
 
+from authserver.clients import auth_methods
+from authserver.clients.jwks_fetch import JwksFetcher
+from authserver.clients.jwks_fetch import JwksUnavailable
+from authserver.clients.model import Client
+from authserver.clock import Clock
+from authserver.clock import SystemClock
 from authserver.oauth.clients import OAuthClient
 from authserver.tokens.revocations import RevocationStore
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import loads_strict
 
 QueryClient = Callable[[str], OAuthClient | None]
 
@@ -28,6 +38,16 @@ QueryClient = Callable[[str], OAuthClient | None]
 MAX_ID = 128
 MAX_SECRET = 256
 MALFORMED_BASIC = "malformed Basic authorization header"
+#: Client assertions are a few hundred bytes; refuse anything far larger before parsing.
+MAX_ASSERTION_LENGTH = 8192
+#: RFC 7523 §3 item 4 leaves the lifetime to the server: an assertion is made for one
+#: request, so its ``exp`` may be at most this far ahead. This also bounds how long its
+#: ``jti`` is remembered against replay.
+MAX_ASSERTION_LIFETIME = 300
+#: Clock skew allowed on ``exp``/``nbf``/``iat`` of an assertion, in seconds.
+LEEWAY = 30
+MAX_JTI = 255
+_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 def basic_credentials(headers: Any) -> tuple[str, str] | None:
@@ -82,7 +102,7 @@ def authenticate_client_secret_basic(query_client: QueryClient, request: Any) ->
     client_id, secret = credentials
     if form.get("client_id") and form.get("client_id") != client_id:
         raise InvalidRequestError("client_id in the body does not match the Authorization header")
-    return _check(query_client, client_id, secret, "client_secret_basic")
+    return _check(query_client, client_id, secret, auth_methods.CLIENT_SECRET_BASIC)
 
 
 def authenticate_client_secret_post(query_client: QueryClient, request: Any) -> OAuthClient | None:
@@ -93,86 +113,130 @@ def authenticate_client_secret_post(query_client: QueryClient, request: Any) -> 
         return None
     if form.get("client_assertion"):
         raise InvalidRequestError("use exactly one client authentication method")
-    return _check(query_client, client_id, secret, "client_secret_post")
+    return _check(query_client, client_id, secret, auth_methods.CLIENT_SECRET_POST)
 
 
 class PrivateKeyJWT(JWTBearerClientAssertion):
     """``private_key_jwt`` (RFC 7523 §2.2, OIDC Core §9) on Authlib's assertion class.
 
     The assertion's ``aud`` must name this server (its issuer or one of its endpoint
-    URLs), ``exp`` is required, and each ``jti`` is accepted once while the assertion is
-    alive (RFC 7523 §3 item 7), across instances (stored in the database).
+    URLs), ``exp`` is required and at most :data:`MAX_ASSERTION_LIFETIME` ahead, and each
+    ``jti`` is accepted once while the assertion is alive (RFC 7523 §3 item 7), across
+    instances (stored in the database).
+
+    Before anything is looked up or fetched, the assertion is read strictly (size, JSON
+    depth, finite numbers, a public-key ``alg``, a bounded ``exp``): an unsigned or
+    malformed assertion naming a ``jwks_uri`` client costs no fetch, and no input reaches
+    a parser that could fail with something other than ``invalid_client``.
     """
 
-    CLIENT_AUTH_METHOD = "private_key_jwt"
+    CLIENT_AUTH_METHOD = auth_methods.PRIVATE_KEY_JWT
 
     def __init__(
         self,
         issuer: str,
         revocations: RevocationStore,
-        resolve_jwks: Callable[[OAuthClient], dict[str, Any]],
+        client_keys: Callable[[Client, str | None], dict[str, Any]],
+        clock: Clock | None = None,
     ) -> None:
-        super().__init__(validate_jti=True, leeway=30)
+        super().__init__(validate_jti=True, leeway=LEEWAY)
         self._issuer = issuer
         self._revocations = revocations
-        self._resolve_jwks = resolve_jwks
+        self._client_keys = client_keys
+        self._clock = clock or SystemClock()
 
     def get_audiences(self) -> list[str]:
         base = self._issuer
         return [base, f"{base}/", f"{base}/token", f"{base}/introspect", f"{base}/revoke"]
 
-    def resolve_client_public_key(self, client: OAuthClient) -> Any:
-        from joserfc.jwk import KeySet
-
-        return KeySet.import_key_set(self._resolve_jwks(client))  # type: ignore[arg-type]
+    def extract_assertion(self, assertion: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        try:
+            return read_assertion(assertion, self._clock.now())
+        except InvalidValue as exc:
+            raise InvalidClientError(str(exc), status_code=401) from None
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        if not isinstance(jti, str) or not jti or len(jti) > 255:
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI:
             return False
-        exp = claims.get("exp")
-        return self._revocations.use_assertion(str(claims["sub"]), jti, float(exp))
+        # exp is a finite number at most MAX_ASSERTION_LIFETIME ahead (read_assertion), so
+        # the replay row lives minutes, not until whatever date the assertion names.
+        return self._revocations.use_assertion(str(claims["sub"]), jti, float(claims["exp"]))
 
     def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:
-        if uses_basic(request.headers) or request.form.get("client_secret"):
-            if request.form.get("client_assertion"):
+        form = request.form
+        if uses_basic(request.headers) or form.get("client_secret"):
+            if form.get("client_assertion"):
                 raise InvalidRequestError("use exactly one client authentication method")
             return None
-        return super().__call__(query_client, request)
-
-
-class ClientJwksResolver:
-    """The public JWK set of a private_key_jwt client: registered inline, or fetched from
-    its ``jwks_uri`` (cached for ``ttl`` seconds, bounded in time and size)."""
-
-    def __init__(self, ttl: float = 300.0, timeout: float = 5.0, max_bytes: int = 65536) -> None:
-        self._ttl = ttl
-        self._timeout = timeout
-        self._max_bytes = max_bytes
-        self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
-
-    def __call__(self, client: OAuthClient) -> dict[str, Any]:
-        domain = client.domain
-        if domain.jwks is not None:
-            return domain.jwks
-        if not domain.jwks_uri:
-            raise InvalidClientError("the client has no registered keys")
-        return self._fetch(domain.jwks_uri)
-
-    def _fetch(self, uri: str) -> dict[str, Any]:
-        import json
-        import time
-        import urllib.request
-
-        cached = self._cache.get(uri)
-        if cached and time.monotonic() - cached[0] < self._ttl:
-            return cached[1]
+        assertion = form.get("client_assertion")
+        if form.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE or not assertion:
+            return None
+        header, claims = self.extract_assertion(assertion)
+        client = query_client(claims["sub"])
+        # A client that may not use this method (a secret client, a disabled one) is
+        # refused before its keys are looked up: nothing is fetched for it.
+        if client is None or not client.check_endpoint_auth_method(
+            self.CLIENT_AUTH_METHOD, "token"
+        ):
+            raise InvalidClientError("client authentication failed", status_code=401)
         try:
-            request = urllib.request.Request(uri, headers={"Accept": "application/json"})  # noqa: S310 - scheme checked at registration
-            with urllib.request.urlopen(request, timeout=self._timeout) as response:  # noqa: S310
-                data = json.loads(response.read(self._max_bytes + 1)[: self._max_bytes])
-        except (OSError, ValueError):
-            raise InvalidClientError("the client's jwks_uri could not be fetched") from None
-        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-            raise InvalidClientError("the client's jwks_uri did not return a JWK set")
-        self._cache[uri] = (time.monotonic(), data)
-        return data
+            jwks = self._client_keys(client.domain, header.get("kid"))
+        except JwksUnavailable:
+            raise InvalidClientError("client authentication failed", status_code=401) from None
+        request.client = client
+        self.process_assertion_claims(assertion, KeySet.import_key_set(jwks))  # type: ignore[arg-type]
+        return self.authenticate_client(client)
+
+
+def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The header and claims of a client assertion, unverified, read strictly.
+
+    :raises InvalidValue: for anything that is not a compact JWS of small, strict JSON
+        with a public-key ``alg``, a string ``sub`` and a bounded numeric ``exp``.
+    """
+    if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:
+        raise InvalidValue("the client assertion is too long")
+    segments = assertion.split(".")
+    if len(segments) != 3 or not all(_B64URL.fullmatch(s) for s in segments):
+        raise InvalidValue("the client assertion is not a compact JWS")
+    try:
+        header = loads_strict(_b64decode(segments[0]), "the assertion header", max_depth=3)
+        claims = loads_strict(_b64decode(segments[1]), "the assertion claims", max_depth=4)
+    except InvalidValue:
+        raise
+    except ValueError:
+        raise InvalidValue("the client assertion is not a compact JWS of JSON") from None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        raise InvalidValue("the client assertion is not a compact JWS of JSON objects")
+    if header.get("alg") not in auth_methods.ASSERTION_ALGS:
+        raise InvalidValue("the client assertion must be signed with a public-key algorithm")
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise InvalidValue("the client assertion's kid must be a string")
+    if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+        raise InvalidValue("the client assertion has no sub")
+    exp = claims.get("exp")
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise InvalidValue("the client assertion's exp must be a number")
+    if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
+        raise InvalidValue("the client assertion expires too far in the future")
+    return header, claims
+
+
+def _b64decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+class ClientKeys:
+    """The public JWK set of a private_key_jwt client: registered inline, or fetched from
+    its ``jwks_uri`` through a :class:`JwksFetcher` (cached, bounded, one fetch at a time)."""
+
+    def __init__(self, fetcher: JwksFetcher) -> None:
+        self.fetcher = fetcher
+
+    def __call__(self, client: Client, kid: str | None = None) -> dict[str, Any]:
+        if client.jwks is not None:
+            return client.jwks
+        if not client.jwks_uri:
+            raise JwksUnavailable("the client has no registered keys")
+        return self.fetcher.get(client.jwks_uri, kid=kid)

@@ -9,8 +9,6 @@ from authserver.clients.model import Client
 from authserver.clients.service import ClientService
 
 GRANT_TYPE = "client_credentials"
-SECRET_METHODS = ("client_secret_basic", "client_secret_post")
-JWT_METHODS = ("private_key_jwt",)
 #: Endpoints a client authenticates at.
 ENDPOINTS = ("token", "introspection", "revocation")
 
@@ -42,8 +40,7 @@ class OAuthClient(ClientMixin):
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if endpoint not in ENDPOINTS or not self.domain.enabled:
             return False
-        allowed = SECRET_METHODS if self.domain.secret_hash else JWT_METHODS
-        return method in allowed
+        return method in self.domain.auth_methods
 
     def check_response_type(self, response_type: str) -> bool:
         return False

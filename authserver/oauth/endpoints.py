@@ -15,10 +15,11 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 
+from authserver.clients import auth_methods
 from authserver.oauth.clients import OAuthClient
 from authserver.tokens.inspection import TokenInspector
 
-CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+CLIENT_AUTH_METHODS = list(auth_methods.ALL_METHODS)
 #: RFC 7009 §2.1 / RFC 7662 §2.1: only access tokens exist here, but a hint naming another
 #: registered type is not an error; the server simply searches its tokens.
 SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")

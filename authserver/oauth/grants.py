@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 from typing import ClassVar
 
@@ -10,26 +9,29 @@ from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.hooks import hooked
 
-from authserver.clients.model import IDENTITY_CLAIMS
-from authserver.clients.model import is_valid_claim_name
+from authserver.clients import auth_methods
 from authserver.clients.model import is_valid_scope_token
 from authserver.oauth.errors import from_token_request_error
 from authserver.oauth.requests import ParsedBody
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
+from authserver.vocabulary import CLAIM_NAME_RULE
+from authserver.vocabulary import IDENTITY_CLAIMS
+from authserver.vocabulary import MAX_CLAIM_DEPTH
+from authserver.vocabulary import MAX_URI_LENGTH
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_identity
+from authserver.vocabulary import is_valid_claim_name
+from authserver.vocabulary import loads_strict
 
-#: Longest accepted identity values (characters).
-MAX_LENGTH = {"sub": 255, "email": 320, "name": 255}
-MAX_AUDIENCE = 2048
 MAX_EXPIRES_IN = 10 * 365 * 86400
 
 
 def _string(value: Any, field: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequestError(f"{field} must be a string")
-    if len(value) > MAX_LENGTH.get(field, 2048) or any(ord(c) < 0x20 for c in value):
-        raise InvalidRequestError(f"{field} is too long or has control characters")
-    return value
+    try:
+        return check_identity(value, field)
+    except InvalidValue as exc:
+        raise InvalidRequestError(str(exc)) from None
 
 
 def _claims(body: ParsedBody) -> dict[str, Any]:
@@ -38,14 +40,17 @@ def _claims(body: ParsedBody) -> dict[str, Any]:
         return {}
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw)
-        except (ValueError, RecursionError):
+            # One level more than a claim value may have: the object holding them.
+            raw = loads_strict(raw, "claims", max_depth=MAX_CLAIM_DEPTH + 1)
+        except InvalidValue as exc:
+            raise InvalidRequestError(str(exc)) from None
+        except ValueError:
             raise InvalidRequestError("claims must be a JSON object") from None
     if not isinstance(raw, dict):
         raise InvalidRequestError("claims must be a JSON object")
     for name in raw:
         if not is_valid_claim_name(name):
-            raise InvalidRequestError("claims has an invalid claim name")
+            raise InvalidRequestError(f"claims has an invalid claim name: {CLAIM_NAME_RULE}")
     return raw
 
 
@@ -82,7 +87,7 @@ def _audiences(body: ParsedBody) -> tuple[str, ...]:
     out: list[str] = []
     for field in ("audience", "resource"):
         for value in body.fields.get(field, []):
-            if not isinstance(value, str) or not value or len(value) > MAX_AUDIENCE:
+            if not isinstance(value, str) or not value or len(value) > MAX_URI_LENGTH:
                 raise InvalidRequestError(f"{field} must be a non-empty string")
             if value not in out:
                 out.append(value)
@@ -117,11 +122,7 @@ def parse_token_request(body: ParsedBody) -> TokenRequest:
 
 
 class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
-    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [
-        "client_secret_basic",
-        "client_secret_post",
-        "private_key_jwt",
-    ]
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(auth_methods.ALL_METHODS)
 
     def validate_token_request(self) -> None:
         # Authenticates the client first, so an unauthenticated caller learns nothing

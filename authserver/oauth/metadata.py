@@ -6,12 +6,11 @@ from typing import Any
 
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
+from authserver.clients import auth_methods
 from authserver.oauth.endpoints import CLIENT_AUTH_METHODS as ENDPOINT_AUTH_METHODS
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 
-#: Algorithms accepted for private_key_jwt client assertions (joserfc's recommended
-#: asymmetric set; "none" and HMAC never apply to a public-key method).
-ASSERTION_ALGS = ["RS256", "PS256", "ES256"]
+ASSERTION_ALGS = list(auth_methods.ASSERTION_ALGS)
 
 
 def metadata_document(issuer: str) -> dict[str, Any]:

@@ -8,7 +8,6 @@ empty values treated as absent (§3.1), nothing in the query string.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qsl
@@ -19,6 +18,9 @@ from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from flask import Request
 
 from authserver.oauth.errors import RequestTooLargeError
+from authserver.vocabulary import MAX_CLAIM_DEPTH
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import loads_strict
 
 #: RFC 8707 §2: "resource" may be given several times; so may its alias "audience".
 REPEATABLE = frozenset({"resource", "audience"})
@@ -109,14 +111,23 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _parse_json(raw: bytes) -> ParsedBody:
     try:
-        data = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+        # Strict RFC 8259 JSON (no NaN/Infinity, no lone surrogates), bounded in depth: the
+        # body object, then ``claims``, then the claim values.
+        data = loads_strict(
+            raw.decode("utf-8"),
+            "the request body",
+            max_depth=MAX_CLAIM_DEPTH + 2,
+            object_pairs_hook=_no_duplicate_keys,
+        )
     except _DuplicateKey:
         raise InvalidRequestError(
             "a request parameter is repeated (RFC 6749 section 3.2)"
         ) from None
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
-    except (ValueError, RecursionError):
+    except InvalidValue as exc:
+        raise InvalidRequestError(str(exc)) from None
+    except ValueError:
         raise InvalidRequestError("the request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise InvalidRequestError("the JSON request body must be an object")

@@ -16,6 +16,8 @@ from flask import g
 from flask import request as flask_request
 
 from authserver.audit.service import AuditService
+from authserver.clients import auth_methods
+from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.service import ClientService
 from authserver.oauth import client_auth
 from authserver.oauth.clients import OAuthClient
@@ -54,6 +56,7 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         revocations: RevocationStore,
         audit: AuditService,
         issuer: str,
+        jwks_fetcher: JwksFetcher | None = None,
     ) -> None:
         super().__init__()
         self.client_service = clients
@@ -63,14 +66,16 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         self.register_token_generator("default", self._no_generator)
         self.register_grant(AuthServerClientCredentialsGrant)
         self.register_client_auth_method(
-            "client_secret_basic", client_auth.authenticate_client_secret_basic
+            auth_methods.CLIENT_SECRET_BASIC, client_auth.authenticate_client_secret_basic
         )
         self.register_client_auth_method(
-            "client_secret_post", client_auth.authenticate_client_secret_post
+            auth_methods.CLIENT_SECRET_POST, client_auth.authenticate_client_secret_post
         )
         self.register_client_auth_method(
-            "private_key_jwt",
-            client_auth.PrivateKeyJWT(issuer, revocations, client_auth.ClientJwksResolver()),
+            auth_methods.PRIVATE_KEY_JWT,
+            client_auth.PrivateKeyJWT(
+                issuer, revocations, client_auth.ClientKeys(jwks_fetcher or JwksFetcher())
+            ),
         )
         self.register_endpoint(AuthServerIntrospectionEndpoint(self, inspector))
         self.register_endpoint(AuthServerRevocationEndpoint(self, inspector))

@@ -10,13 +10,17 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from authserver.clients.model import IDENTITY_CLAIMS
-from authserver.clients.model import RESERVED_CLAIMS
 from authserver.clients.model import Client
 from authserver.tokens.model import AudienceNotAllowed
 from authserver.tokens.model import ScopeNotAllowed
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
+from authserver.vocabulary import IDENTITY_CLAIMS
+from authserver.vocabulary import RESERVED_CLAIMS
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_claim_values
+from authserver.vocabulary import check_identity
+from authserver.vocabulary import reserved_claims_text
 
 
 @dataclass(frozen=True)
@@ -68,27 +72,49 @@ def resolve_lifetime(client_ttl: int, requested: int | None) -> int:
     return min(requested, client_ttl)
 
 
+def check_user(client: Client, request: TokenRequest) -> None:
+    """Whom the token is for: non-empty values, ``email``/``name`` only with the ``sub``
+    they describe (without it the token's subject is the client, and a user's email on
+    the client's own token merges every user into one identity at the sync server), and
+    a ``sub`` on every request of a client whose policy requires one."""
+    try:
+        for field in IDENTITY_CLAIMS:
+            value = getattr(request, field)
+            if value is not None:
+                check_identity(value, field)
+    except InvalidValue as exc:
+        raise TokenRequestError(str(exc)) from None
+    if request.sub is None:
+        if request.email is not None or request.name is not None:
+            raise TokenRequestError("email and name need the sub of the user they describe")
+        if client.policy.require_sub:
+            raise TokenRequestError("this client must name the user (sub) in every request")
+
+
 def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
+    """The request's extra claims, each allowed for the client and each a bounded,
+    strict JSON value."""
     allowed = set(client.policy.allowed_claims)
-    out: dict[str, Any] = {}
-    for name, value in claims.items():
-        if name in RESERVED_CLAIMS:
+    for name in claims:
+        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
             raise TokenRequestError(
-                "claims must not set a reserved claim (iss, exp, iat, nbf, "
-                "jti, aud, client_id, scope, typ, cnf)"
+                f"claims must not set a claim the server sets itself ({reserved_claims_text()}; "
+                "sub, email and name are request parameters)"
             )
-        if name in IDENTITY_CLAIMS:
-            continue  # merged into sub/email/name by the request parser
         if name not in allowed:
             raise TokenRequestError("claims names a claim this client is not allowed to set")
-        out[name] = value
-    return out
+    try:
+        check_claim_values(claims)
+    except InvalidValue as exc:
+        raise TokenRequestError(str(exc)) from None
+    return dict(claims)
 
 
 def build_claims(
     *, issuer: str, client: Client, request: TokenRequest, client_ttl: int, now: float
 ) -> ClaimSet:
     """Assemble and check the claim set. Raises the ``TokenRequestError`` family."""
+    check_user(client, request)
     audience = resolve_audience(client, request.audiences)
     scope = resolve_scope(client, request.scopes)
     lifetime = resolve_lifetime(client_ttl, request.expires_in)

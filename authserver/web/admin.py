@@ -9,6 +9,7 @@ appears only in the responses of create and rotate-secret.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import loads_strict
 from authserver.web import bearer
 from authserver.web.context import services
 from authserver.web.errors import error_response
@@ -32,8 +35,19 @@ from authserver.web.serializers import key_json
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-CREATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl", "jwks", "jwks_uri"}
-UPDATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl"}
+CREATE_FIELDS = {
+    "name",
+    "audiences",
+    "scopes",
+    "allowed_claims",
+    "token_ttl",
+    "jwks",
+    "jwks_uri",
+    "require_sub",
+}
+UPDATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl", "require_sub"}
+#: The deepest admin body: ``{"jwks": {"keys": [{"x5c": ["…"]}]}}``.
+MAX_BODY_DEPTH = 5
 
 
 def _unauthorized() -> Response:
@@ -74,14 +88,22 @@ def _conflict(exc: Conflict) -> Response:
 
 
 @bp.errorhandler(InvalidInput)
-def _invalid(exc: InvalidInput) -> Response:
+@bp.errorhandler(InvalidValue)
+def _invalid(exc: InvalidInput | InvalidValue) -> Response:
     return error_response(400, "invalid_request", str(exc))
 
 
 def _body(allowed: set[str]) -> dict[str, Any]:
     if not request.is_json:
         raise InvalidInput("the request body must be application/json")
-    data = request.get_json(silent=True)
+    try:
+        # Strict JSON: what is stored must be readable by every client of this API (no
+        # NaN, no lone surrogates) and no depth of input may reach the recursion limit.
+        data = loads_strict(request.get_data(), "the request body", max_depth=MAX_BODY_DEPTH)
+    except InvalidValue:
+        raise
+    except ValueError:
+        raise InvalidInput("the request body must be a JSON object") from None
     if not isinstance(data, dict):
         raise InvalidInput("the request body must be a JSON object")
     unknown = sorted(set(data) - allowed)
@@ -103,6 +125,13 @@ def _ttl(data: dict[str, Any]) -> Any:
     value = data.get("token_ttl")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
         raise InvalidInput("token_ttl must be a whole number of seconds or null")
+    return value
+
+
+def _bool(data: dict[str, Any], field: str) -> bool:
+    value = data.get(field)
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{field} must be true or false")
     return value
 
 
@@ -135,6 +164,7 @@ def create_client() -> Response:
         token_ttl=_ttl(data),
         jwks=data.get("jwks"),
         jwks_uri=jwks_uri,
+        require_sub=_bool(data, "require_sub") if "require_sub" in data else False,
     )
     body = client_json(client)
     if secret is not None:
@@ -163,6 +193,8 @@ def update_client(client_id: str) -> Response:
             changes[field] = tuple(values) if values is not None else ()
     if "token_ttl" in data:
         changes["token_ttl"] = _ttl(data)
+    if "require_sub" in data:
+        changes["require_sub"] = _bool(data, "require_sub")
     if not changes:
         raise InvalidInput("nothing to change")
     return _json(client_json(services().clients.update(client_id, **changes)))
@@ -220,6 +252,8 @@ def audit() -> Response:
         since = float(args["since"]) if "since" in args else None
     except ValueError:
         raise InvalidInput("limit and since must be numbers") from None
+    if since is not None and not math.isfinite(since):
+        raise InvalidInput("since must be a finite number of POSIX seconds")
     if limit < 1:
         raise InvalidInput("limit must be at least 1")
     query = AuditQuery(

@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         revocations=services.revocations,
         audit=services.audit,
         issuer=settings.issuer,
+        jwks_fetcher=services.jwks_fetcher,
     )
     if settings.proxy_hops:
         # Trust X-Forwarded-* only from as many proxies as configured (DESIGN.md §1 item 4).

@@ -21,7 +21,6 @@ def iso(ts: float | None) -> str | None:
 
 
 def client_json(client: Client) -> dict[str, Any]:
-    jwt_client = client.secret_hash is None
     return {
         "client_id": client.client_id,
         "name": client.name,
@@ -30,9 +29,8 @@ def client_json(client: Client) -> dict[str, Any]:
         "scopes": list(client.policy.scopes),
         "allowed_claims": list(client.policy.allowed_claims),
         "token_ttl": client.policy.token_ttl,
-        "token_endpoint_auth_methods": (
-            ["private_key_jwt"] if jwt_client else ["client_secret_basic", "client_secret_post"]
-        ),
+        "token_endpoint_auth_methods": list(client.auth_methods),
+        "require_sub": client.policy.require_sub,
         "jwks_uri": client.jwks_uri,
         "jwks": client.jwks,
         "created_at": iso(client.created_at),

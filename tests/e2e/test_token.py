@@ -191,11 +191,13 @@ def test_identity_inside_json_claims(http: Any, auth: str) -> None:
 @pytest.mark.parametrize("field", ["sub", "email", "name"])
 def test_identity_given_twice_must_agree(http: Any, auth: str, field: str) -> None:
     value = "x@example.com" if field == "email" else "same-value"
-    agree = {"grant_type": "client_credentials", field: value, "claims": {field: value}}
+    # email and name only ever come with the sub of the user they describe.
+    base = {"grant_type": "client_credentials"} | ({} if field == "sub" else {"sub": "u-1"})
+    agree = {**base, field: value, "claims": {field: value}}
     assert claims_of(post(http, body=agree, auth=auth))[field] == value
 
     other = "y@example.com" if field == "email" else "other-value"
-    disagree = {"grant_type": "client_credentials", field: value, "claims": {field: other}}
+    disagree = {**base, field: value, "claims": {field: other}}
     assert_error(post(http, body=disagree, auth=auth), 400, "invalid_request")
 
 

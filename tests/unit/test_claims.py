@@ -203,10 +203,13 @@ def test_claims_not_allowed_for_the_client_are_refused() -> None:
         claims_for(make_client(), TokenRequest(claims={"libraryId": "x"}))
 
 
-def test_extra_claims_cannot_override_server_claims_through_identity_names() -> None:
+def test_identity_names_in_extra_claims_are_refused() -> None:
+    """The request parser moves sub/email/name out of ``claims``; one that reaches the
+    claim builder inside the extra claims is refused, never silently dropped or merged."""
     client = make_client(allowed_claims=("libraryId",))
-    claims = claims_for(client, TokenRequest(sub="alice", claims={"sub": "alice"}))
-    assert claims["sub"] == "alice"
+    for name in ("sub", "email", "name"):
+        with pytest.raises(TokenRequestError, match="sub, email and name"):
+            claims_for(client, TokenRequest(sub="alice", claims={name: "alice"}))
 
 
 # -- the whole claim set (RFC 9068 §2.2) --------------------------------------------------------

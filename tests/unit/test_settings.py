@@ -105,6 +105,7 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     # "true" needs an https issuer too: test_production_mode_* cover it.
     "AUTHSERVER_PRODUCTION": ("production", False, "off", False, ("maybe", "2")),
     "AUTHSERVER_ALLOW_HTTP_ISSUER": ("allow_http_issuer", False, "yes", True, ("sure",)),
+    "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE": ("jwks_uri_allow_private", False, "true", True, ("x",)),
     "AUTHSERVER_AUDIT_RETENTION": (
         "audit_retention",
         90 * 86400,

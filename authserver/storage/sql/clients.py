@@ -31,6 +31,7 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.scopes = list(client.policy.scopes)
     row.allowed_claims = list(client.policy.allowed_claims)
     row.token_ttl = client.policy.token_ttl
+    row.require_sub = client.policy.require_sub
     row.enabled = client.enabled
     row.jwks = client.jwks
     row.jwks_uri = client.jwks_uri
@@ -48,6 +49,7 @@ _COLUMNS = (
     "scopes",
     "allowed_claims",
     "token_ttl",
+    "require_sub",
     "enabled",
     "jwks",
     "jwks_uri",
@@ -77,6 +79,7 @@ def _client(values: Mapping[str, Any]) -> Client:
             scopes=tuple(_json(values["scopes"]) or ()),
             allowed_claims=tuple(_json(values["allowed_claims"]) or ()),
             token_ttl=values["token_ttl"],
+            require_sub=bool(values["require_sub"]),
         ),
         enabled=bool(values["enabled"]),
         created_at=float(values["created_at"]),

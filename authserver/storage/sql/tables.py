@@ -16,6 +16,7 @@ from sqlalchemy import LargeBinary
 from sqlalchemy import MetaData
 from sqlalchemy import String
 from sqlalchemy import Text
+from sqlalchemy import false
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.orm import Mapped
 from sqlalchemy.orm import mapped_column
@@ -45,6 +46,8 @@ class ClientRow(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_claims: Mapped[list[str]] = mapped_column(JSON, default=list)
     token_ttl: Mapped[int | None] = mapped_column(Integer)
+    #: Every token request of this client must name a user (``sub``).
+    require_sub: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     jwks_uri: Mapped[str | None] = mapped_column(Text)

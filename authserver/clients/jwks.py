@@ -1,0 +1,87 @@
+"""The keys of a ``private_key_jwt`` client (RFC 7523 §2.2): a public JWK set registered
+inline, or the ``jwks_uri`` it is fetched from. The same rules hold for a set given at
+registration and for a set fetched later (``oauth/jwks_fetch.py``)."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+from urllib.parse import urlsplit
+
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+
+from authserver.errors import InvalidInput
+from authserver.vocabulary import MAX_URI_LENGTH
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_json_value
+from authserver.vocabulary import is_utf8
+
+#: Most keys a client's set may hold (key rotation needs two or three).
+MAX_KEYS = 20
+#: Deepest nesting in a JWK set: ``{"keys": [{"x5c": ["…"]}]}`` is 4.
+MAX_JWKS_DEPTH = 4
+#: JWK members that only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4).
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback IP literal (``127.0.0.0/8``, ``::1``)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_jwks_uri(uri: Any, *, allow_http_loopback: bool) -> str:
+    """An ``https://`` URL; ``http://`` only on a loopback host and only when
+    *allow_http_loopback* (outside production mode). No credentials, no fragment."""
+    if not isinstance(uri, str) or not is_utf8(uri) or len(uri) > MAX_URI_LENGTH:
+        raise InvalidInput(
+            f"jwks_uri must be an https:// URL of at most {MAX_URI_LENGTH} characters"
+        )
+    if any(c.isspace() or ord(c) < 0x20 for c in uri):
+        raise InvalidInput("jwks_uri must be an https:// URL without spaces")
+    try:
+        parts = urlsplit(uri)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise InvalidInput("jwks_uri must be an https:// URL") from None
+    if not host or parts.username is not None or parts.password is not None or parts.fragment:
+        raise InvalidInput("jwks_uri must be an https:// URL with a host, no user and no fragment")
+    if parts.scheme == "https":
+        return uri
+    if parts.scheme == "http" and is_loopback_host(host):
+        if allow_http_loopback:
+            return uri
+        raise InvalidInput("jwks_uri must be https:// in production mode")
+    raise InvalidInput("jwks_uri must be an https:// URL (http:// only for loopback hosts)")
+
+
+def validate_public_jwks(jwks: Any) -> dict[str, Any]:
+    """Check that *jwks* is a JWK set (RFC 7517 §5) of public signing keys only.
+
+    :raises InvalidInput: with a message that names the rule, never the key material.
+    """
+    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
+        raise InvalidInput('a JWK set must be a JSON object with a non-empty "keys" array')
+    try:
+        check_json_value(jwks, "the JWK set", max_depth=MAX_JWKS_DEPTH)
+    except InvalidValue as exc:
+        raise InvalidInput(str(exc)) from None
+    if len(jwks["keys"]) > MAX_KEYS:
+        raise InvalidInput(f"a JWK set may hold at most {MAX_KEYS} keys")
+    for key in jwks["keys"]:
+        if not isinstance(key, dict):
+            raise InvalidInput("each key in the JWK set must be a JSON object")
+        if not PRIVATE_MEMBERS.isdisjoint(key) or key.get("kty") == "oct":
+            raise InvalidInput("the JWK set must hold public keys only (found private members)")
+    try:
+        KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+    except (JoseError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidInput(f"the JWK set is not valid: {type(exc).__name__}") from None
+    return {"keys": list(jwks["keys"])}

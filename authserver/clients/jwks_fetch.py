@@ -1,0 +1,384 @@
+"""Fetch the public JWK set of a ``private_key_jwt`` client from its ``jwks_uri``.
+
+The server fetches a URL an operator registered, when a request that anyone can send
+names that client: the fetch must not become a tool for reaching what the server can
+reach (server-side request forgery) or for holding its threads. So:
+
+- ``https`` only; plain ``http`` only for a loopback host outside production mode;
+- no redirects (a 3xx is a failure, never followed);
+- the host is resolved once and the connection goes to that address (no second lookup
+  an attacker's DNS could answer differently); in production mode an address that is
+  not globally routable (private, loopback, link-local such as cloud metadata at
+  169.254.169.254, CGNAT, multicast, reserved) is refused unless the operator allows it
+  (``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE``);
+- one deadline for the whole fetch (DNS, connect, TLS, headers, body), enforced on every
+  socket read, so a host that drips one byte a second is cut off like a silent one;
+- a size cap, strict JSON, and the same public-key-only validation as ``--jwks-file``;
+- results are cached per URI (successes for ``ttl``, failures for ``failure_ttl``), the
+  cache is bounded, and at most one fetch per URI is in flight: a flood of assertions
+  naming the client costs at most one fetch per ``failure_ttl``.
+"""
+
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import logging
+import socket
+import ssl
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from authserver.clients.jwks import check_jwks_uri
+from authserver.clients.jwks import validate_public_jwks
+from authserver.clock import Clock
+from authserver.clock import SystemClock
+from authserver.errors import AuthServerError
+from authserver.errors import InvalidInput
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import loads_strict
+
+log = logging.getLogger(__name__)
+
+_JWKS_DEPTH = 4
+#: DNS lookups run here so that they, too, are bounded by the deadline (``getaddrinfo``
+#: itself has no timeout). A lookup that hangs holds one of these threads, not a
+#: request thread.
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="authserver-jwks-dns")
+
+
+class JwksUnavailable(AuthServerError):
+    """The client's JWK set could not be fetched or is not acceptable. The message says
+    why for the log; the client is told only that authentication failed."""
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    #: Production mode: https only, and no private targets unless allowed below.
+    production: bool = False
+    #: ``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE``: accept private and link-local addresses in
+    #: production mode (a client's key server on the same private network).
+    allow_private: bool = False
+    #: One deadline for the whole fetch, in seconds.
+    timeout: float = 5.0
+    #: Largest accepted response body, in bytes.
+    max_bytes: int = 65536
+    #: How long a fetched set is used before it is fetched again.
+    ttl: float = 300.0
+    #: How long a failure is remembered (no fetch for that URI meanwhile).
+    failure_ttl: float = 30.0
+    #: A set that lacks the ``kid`` of an assertion is fetched again when it is at least
+    #: this old (the client rotated its keys); never more often.
+    refresh_after: float = 60.0
+    #: Most URIs remembered (least recently used forgotten first).
+    max_entries: int = 1024
+
+
+@dataclass
+class _Entry:
+    at: float
+    jwks: dict[str, Any] | None
+    error: str | None
+
+
+class _Flight:
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.entry: _Entry | None = None
+
+
+class _Deadline:
+    def __init__(self, seconds: float) -> None:
+        self._at = time.monotonic() + seconds
+
+    def remaining(self) -> float:
+        left = self._at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the jwks_uri fetch took longer than its deadline")
+        return left
+
+
+class _DeadlineSocket(socket.socket):
+    """A TCP socket whose every read and write may take only what is left of the fetch's
+    deadline (``settimeout`` alone bounds each call, not their sum)."""
+
+    deadline: _Deadline
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self.settimeout(self.deadline.remaining())
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+        self.settimeout(self.deadline.remaining())
+        return super().recv(bufsize, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.settimeout(self.deadline.remaining())
+        super().sendall(data, flags)
+
+
+class _DeadlineSSLSocket(ssl.SSLSocket):
+    """The same for TLS (installed through ``SSLContext.sslsocket_class``)."""
+
+    deadline: _Deadline
+
+    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
+        self.settimeout(self.deadline.remaining())
+        return super().recv_into(buffer, nbytes, flags)
+
+    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
+        self.settimeout(self.deadline.remaining())
+        return super().recv(buflen, flags)
+
+    def sendall(self, data: Any, flags: int = 0) -> None:
+        self.settimeout(self.deadline.remaining())
+        super().sendall(data, flags)
+
+
+class _PinnedConnection(http.client.HTTPConnection):
+    """An HTTP/1.1 connection to an address already resolved and checked, with the
+    original host name in ``Host`` and, for https, in SNI and certificate verification."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        address: tuple[Any, ...],
+        family: int,
+        deadline: _Deadline,
+        tls: ssl.SSLContext | None,
+    ) -> None:
+        super().__init__(host, port, timeout=deadline.remaining())
+        self._address = address
+        self._family = family
+        self._deadline = deadline
+        self._tls = tls
+
+    def connect(self) -> None:
+        if self._tls is None:
+            sock = _DeadlineSocket(self._family, socket.SOCK_STREAM)
+            sock.deadline = self._deadline
+        else:
+            sock = socket.socket(self._family, socket.SOCK_STREAM)  # type: ignore[assignment]
+        try:
+            sock.settimeout(self._deadline.remaining())
+            sock.connect(self._address)
+            if self._tls is not None:
+                wrapped = self._tls.wrap_socket(
+                    sock, server_hostname=self.host, do_handshake_on_connect=False
+                )
+                assert isinstance(wrapped, _DeadlineSSLSocket)
+                wrapped.deadline = self._deadline
+                # CPython bounds the whole handshake by the socket timeout.
+                wrapped.settimeout(self._deadline.remaining())
+                wrapped.do_handshake()
+                self.sock = wrapped
+            else:
+                self.sock = sock
+        except BaseException:
+            sock.close()
+            raise
+
+
+def address_allowed(ip: str, policy: FetchPolicy) -> bool:
+    """Outside production mode any address; in production only globally routable ones,
+    unless the operator allowed private targets."""
+    if not policy.production or policy.allow_private:
+        return True
+    addr = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr.is_global and not addr.is_multicast
+
+
+def _default_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    return context
+
+
+class JwksFetcher:
+    """Fetch and cache JWK sets by URI. Thread-safe; one instance per process."""
+
+    def __init__(
+        self,
+        policy: FetchPolicy | None = None,
+        *,
+        clock: Clock | None = None,
+        tls: ssl.SSLContext | None = None,
+        resolve: Callable[..., list[Any]] = socket.getaddrinfo,
+    ) -> None:
+        self.policy = policy or FetchPolicy()
+        self._clock = clock or SystemClock()
+        tls = tls or _default_tls()
+        tls.sslsocket_class = _DeadlineSSLSocket
+        self._tls = tls
+        self._resolve = resolve
+        self._lock = threading.Lock()
+        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._flights: dict[str, _Flight] = {}
+        #: Fetches actually made (not cache hits); for tests and diagnostics.
+        self.fetches = 0
+
+    def get(self, uri: str, *, kid: str | None = None) -> dict[str, Any]:
+        """The JWK set at *uri*, from the cache when fresh.
+
+        :param kid: the key the caller needs; a cached set without it is fetched again
+            once it is ``refresh_after`` old.
+        :raises JwksUnavailable: the set cannot be had now (also while a failure is
+            remembered).
+        """
+        now = self._clock.now()
+        with self._lock:
+            entry = self._cache.get(uri)
+            if entry is not None and self._fresh(entry, now, kid):
+                self._cache.move_to_end(uri)
+                return self._result(entry)
+            flight = self._flights.get(uri)
+            leader = flight is None
+            if flight is None:
+                flight = self._flights[uri] = _Flight()
+        if not leader:
+            # Someone else is fetching this URI: wait for their answer, never longer
+            # than a fetch may take.
+            if not flight.done.wait(self.policy.timeout + 1.0) or flight.entry is None:
+                raise JwksUnavailable("the jwks_uri fetch in flight did not finish")
+            return self._result(flight.entry)
+        entry = None
+        try:
+            entry = self._fetch_entry(uri)
+        finally:
+            with self._lock:
+                if entry is not None:
+                    self._cache[uri] = entry
+                    self._cache.move_to_end(uri)
+                    while len(self._cache) > self.policy.max_entries:
+                        self._cache.popitem(last=False)
+                flight.entry = entry
+                del self._flights[uri]
+            flight.done.set()
+        return self._result(entry)
+
+    def _fresh(self, entry: _Entry, now: float, kid: str | None) -> bool:
+        age = now - entry.at
+        if entry.jwks is None:
+            return age < self.policy.failure_ttl
+        if age >= self.policy.ttl:
+            return False
+        if kid is not None and age >= self.policy.refresh_after:
+            return any(k.get("kid") == kid for k in entry.jwks["keys"])
+        return True
+
+    @staticmethod
+    def _result(entry: _Entry) -> dict[str, Any]:
+        if entry.jwks is None:
+            raise JwksUnavailable(entry.error or "the jwks_uri fetch failed")
+        return entry.jwks
+
+    def _fetch_entry(self, uri: str) -> _Entry:
+        self.fetches += 1
+        try:
+            jwks = self.fetch(uri)
+        except JwksUnavailable as exc:
+            reason = str(exc)
+        except Exception as exc:  # anything else is a failed fetch too, never a 500
+            reason = f"the fetch failed: {type(exc).__name__}"
+        else:
+            return _Entry(self._clock.now(), jwks, None)
+        # Logged once per failure period (the failure is cached), with the host only: a
+        # URI's path or query may carry something the operator would not log.
+        log.warning("jwks_uri of host %s refused: %s", urlsplit(uri).hostname, reason)
+        return _Entry(self._clock.now(), None, reason)
+
+    def fetch(self, uri: str) -> dict[str, Any]:
+        """One uncached fetch of *uri*. Raises :class:`JwksUnavailable`."""
+        policy = self.policy
+        try:
+            check_jwks_uri(uri, allow_http_loopback=not policy.production)
+        except InvalidInput as exc:
+            raise JwksUnavailable(str(exc)) from None
+        parts = urlsplit(uri)
+        host = parts.hostname or ""
+        tls = parts.scheme == "https"
+        port = parts.port or (443 if tls else 80)
+        deadline = _Deadline(policy.timeout)
+        try:
+            family, address = self._address(host, port, deadline)
+            connection = _PinnedConnection(
+                host, port, address, family, deadline, self._tls if tls else None
+            )
+            try:
+                path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+                connection.request(
+                    "GET",
+                    path,
+                    headers={
+                        "Accept": "application/jwk-set+json, application/json",
+                        "User-Agent": "authserver-jwks-fetch",
+                    },
+                )
+                response = connection.getresponse()
+                body = self._read(response)
+            finally:
+                connection.close()
+        except JwksUnavailable:
+            raise
+        except TimeoutError:
+            raise JwksUnavailable(f"no complete answer within {policy.timeout:g} s") from None
+        except ssl.SSLError as exc:
+            raise JwksUnavailable(f"TLS failed: {exc.reason or type(exc).__name__}") from None
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise JwksUnavailable(f"the fetch failed: {type(exc).__name__}") from None
+        try:
+            data = loads_strict(body, "the fetched JWK set", max_depth=_JWKS_DEPTH)
+        except InvalidValue as exc:
+            raise JwksUnavailable(str(exc)) from None
+        except ValueError:
+            raise JwksUnavailable("the answer is not JSON") from None
+        try:
+            return validate_public_jwks(data)
+        except InvalidInput as exc:
+            raise JwksUnavailable(str(exc)) from None
+
+    def _address(self, host: str, port: int, deadline: _Deadline) -> tuple[int, tuple[Any, ...]]:
+        future = _RESOLVER.submit(self._resolve, host, port, 0, socket.SOCK_STREAM)
+        try:
+            infos = future.result(timeout=deadline.remaining())
+        except FutureTimeout:
+            raise TimeoutError from None
+        except (OSError, UnicodeError):
+            raise JwksUnavailable("the host name does not resolve") from None
+        for family, _type, _proto, _name, address in infos:
+            if address_allowed(str(address[0]), self.policy):
+                return family, address
+        raise JwksUnavailable(
+            "the host resolves only to private or link-local addresses, refused in "
+            "production mode (AUTHSERVER_JWKS_URI_ALLOW_PRIVATE allows them)"
+        )
+
+    def _read(self, response: http.client.HTTPResponse) -> bytes:
+        if 300 <= response.status < 400:
+            raise JwksUnavailable(f"answered {response.status}: redirects are not followed")
+        if response.status != 200:
+            raise JwksUnavailable(f"answered {response.status}, not 200")
+        limit = self.policy.max_bytes
+        length = response.getheader("Content-Length")
+        if length is not None and length.strip().isdigit() and int(length) > limit:
+            raise JwksUnavailable(f"the answer is larger than {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = response.read(min(16384, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise JwksUnavailable(f"the answer is larger than {limit} bytes")
+        return b"".join(chunks)

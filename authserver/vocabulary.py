@@ -1,0 +1,166 @@
+"""The claim vocabulary: which claim names exist, who may set them, and what a value may be.
+
+Every rule about claim names and claim values lives here and nowhere else; the client
+policy (``clients``), the request parser (``oauth.grants``), the claim builder
+(``tokens.claims``) and the admin API import it.
+
+A token is read by strict JSON parsers (JavaScript's ``JSON.parse``, Go's
+``encoding/json``) in sync servers, and its claims travel in HTTP headers. So a value a
+request may put into a token is JSON in the strict sense (RFC 8259: no NaN or Infinity,
+strings of Unicode scalar values, which a lone surrogate is not) and bounded in nesting
+depth and serialized size.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+#: Claims the server always sets itself; no request and no policy may set them.
+#: ``iss``, ``exp``, ``iat``, ``nbf``, ``jti``, ``aud`` and ``client_id`` are RFC 9068 §2.2
+#: claims; ``scope`` comes from the scope parameter; ``typ`` and ``cnf`` are JOSE and
+#: RFC 7800 members whose meaning a caller must not forge; ``status`` is the Token Status
+#: List reference (draft-ietf-oauth-status-list §6.1).
+RESERVED_CLAIMS = frozenset(
+    {"iss", "exp", "iat", "nbf", "jti", "aud", "client_id", "scope", "typ", "cnf", "status"}
+)
+#: The user-identity claims, given as parameters (or inside a JSON body's ``claims``).
+#: A token carries ``email`` or ``name`` only together with the ``sub`` they describe.
+IDENTITY_CLAIMS = frozenset({"sub", "email", "name"})
+
+#: Longest accepted identity values, in characters. ``email``: RFC 5321 §4.5.3.1 limits a
+#: path to 256 octets; 320 is the common bound of local part (64) + "@" + domain (255).
+MAX_IDENTITY_LENGTH = {"sub": 255, "email": 320, "name": 255}
+#: Longest URI (audience, resource, jwks_uri) accepted anywhere.
+MAX_URI_LENGTH = 2048
+#: Deepest nesting of a claim value: ``{"a": [1]}`` is depth 2. Real extra claims (grant
+#: lists, library ids) are two or three levels deep.
+MAX_CLAIM_DEPTH = 8
+#: Largest serialized size of all extra claims of one request, in UTF-8 bytes: the token
+#: travels in an ``Authorization`` header, which servers commonly cap at 8 KiB in total.
+MAX_CLAIMS_BYTES = 4096
+#: RFC 7493 §2.2 (I-JSON): integers beyond this lose precision in JavaScript and in any
+#: parser that reads numbers as IEEE 754 doubles.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: A claim name: a letter or underscore, then letters, digits and ``_ . : -``.
+MAX_CLAIM_NAME_LENGTH = 64
+_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,%d}$" % (MAX_CLAIM_NAME_LENGTH - 1))  # noqa: UP031 - a regex with braces
+CLAIM_NAME_RULE = (
+    "a claim name starts with a letter or underscore and uses only letters, digits and "
+    f"_ . : - (at most {MAX_CLAIM_NAME_LENGTH} characters)"
+)
+
+
+class InvalidValue(ValueError):
+    """A value breaks one of the rules above; the message says which, never echoing it."""
+
+
+def is_valid_claim_name(name: str) -> bool:
+    return isinstance(name, str) and bool(_CLAIM_NAME.match(name))
+
+
+def reserved_claims_text() -> str:
+    """The reserved names for an error message, written from :data:`RESERVED_CLAIMS`."""
+    return ", ".join(sorted(RESERVED_CLAIMS))
+
+
+def is_utf8(text: str) -> bool:
+    """False for strings no UTF-8 encoder accepts (lone surrogates such as ``"\\ud800"``,
+    which a JSON ``\\u`` escape can produce)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_text(value: str, what: str, *, max_length: int) -> str:
+    """A single-line text value: UTF-8 encodable, no control characters, bounded."""
+    if not is_utf8(value):
+        raise InvalidValue(f"{what} is not valid Unicode text")
+    if len(value) > max_length or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidValue(f"{what} is too long or has control characters")
+    return value
+
+
+def check_identity(value: Any, field: str) -> str:
+    """``sub``, ``email`` or ``name``: a non-empty string that is more than whitespace.
+
+    An empty ``sub`` is no user at all, and an empty one at a sync server is easily read
+    as "anonymous" or merged with every other empty one.
+    """
+    if not isinstance(value, str):
+        raise InvalidValue(f"{field} must be a string")
+    check_text(value, field, max_length=MAX_IDENTITY_LENGTH[field])
+    if not value.strip():
+        raise InvalidValue(f"{field} must not be empty or only whitespace")
+    return value
+
+
+def check_json_value(value: Any, what: str, *, max_depth: int) -> None:
+    """Refuse what is not strict, interoperable JSON (RFC 8259 and RFC 7493: finite
+    numbers, integers within +-2^53, Unicode strings) or nests deeper than *max_depth*.
+
+    Iterative, so no depth of input reaches Python's recursion limit. Accepts the types
+    :func:`json.loads` produces (dict with str keys, list, str, int, float, bool, None).
+    """
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            if not is_utf8(item):
+                raise InvalidValue(f"{what} has a string that is not valid Unicode text")
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
+                raise InvalidValue(f"{what} has an integer beyond +-2^53 (RFC 7493 section 2.2)")
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise InvalidValue(f"{what} has a number that is not finite (NaN or Infinity)")
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise InvalidValue(f"{what} is nested deeper than {max_depth} levels")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    if not isinstance(key, str) or not is_utf8(key):
+                        raise InvalidValue(f"{what} has a name that is not valid Unicode text")
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        else:
+            raise InvalidValue(f"{what} is not a JSON value")
+
+
+def check_claim_values(claims: dict[str, Any]) -> None:
+    """The extra claims of a request: strict JSON, bounded in depth and in size."""
+    check_json_value(claims, "claims", max_depth=MAX_CLAIM_DEPTH + 1)
+    size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_CLAIMS_BYTES:
+        raise InvalidValue(f"claims is larger than {MAX_CLAIMS_BYTES} bytes")
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidValue("JSON numbers must be finite (NaN and Infinity are not JSON)")
+
+
+def loads_strict(
+    text: str | bytes,
+    what: str = "the JSON document",
+    *,
+    max_depth: int,
+    object_pairs_hook: Any = None,
+) -> Any:
+    """``json.loads`` for input from outside: RFC 8259 JSON only (no NaN/Infinity, no lone
+    surrogates), at most *max_depth* levels deep. Raises :class:`InvalidValue`, or
+    ``ValueError`` for text that is not JSON; never ``RecursionError``."""
+    try:
+        value = json.loads(
+            text, parse_constant=_refuse_constant, object_pairs_hook=object_pairs_hook
+        )
+    except RecursionError:
+        raise InvalidValue(f"{what} is nested deeper than {max_depth} levels") from None
+    check_json_value(value, what, max_depth=max_depth)
+    return value
