@@ -71,12 +71,15 @@ def key_policy(settings: Settings) -> KeyPolicy:
     )
 
 
-def build(settings: Settings, clock: Clock | None = None) -> Services:
-    """Wire the services for *settings*. Opens no connection yet."""
+def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = False) -> Services:
+    """Wire the services for *settings*. Opens no connection yet; with *readonly*, creates
+    no key directory either (commands that only read)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
     key_store: KeyStore = (
-        SqlKeyStore(db) if settings.key_store == "sql" else FileKeyStore(settings.keys_dir)
+        SqlKeyStore(db)
+        if settings.key_store == "sql"
+        else FileKeyStore(settings.keys_dir, create=not readonly)
     )
     audit = AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention)
     keys = KeyService(key_store, clock, key_policy(settings), audit)

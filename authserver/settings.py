@@ -1,15 +1,24 @@
 """Configuration: one typed, immutable object, validated at start.
 
-Every ``AUTHSERVER_*`` variable is declared once, in :data:`FIELDS`, with its default,
-its parser and its meaning. :meth:`Settings.from_env` reads them; ``authserver serve``
-builds one CLI option per field from the same table, so the two can never drift apart.
-A bad value raises :class:`~authserver.errors.ConfigError` whose message is one line
-naming the variable; nothing starts half-configured.
+Each setting is declared once, as a field of :class:`Settings` made with :func:`setting`:
+its type, default, parser, help text and secrecy side by side. Everything else is derived
+from that declaration: the environment variable (``AUTHSERVER_`` + the upper-cased name),
+the CLI option (``--`` + the name with dashes), the masked ``repr``, the list of variables
+a server worker scrubs from its environment (:data:`SECRET_ENV`) and the reference table in
+docs/reference.md (checked by a test). Adding a setting is one edit: a new field.
+
+Values come, highest first, from CLI options, the environment, a configuration file (an env
+file named by ``--config`` or ``AUTHSERVER_CONFIG``) and the defaults. A bad value raises
+:class:`~authserver.errors.ConfigError` whose message is one line naming where the value
+came from (the option, the variable, or the file and variable); nothing starts
+half-configured.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import io
 import os
 import re
 from collections.abc import Callable
@@ -177,304 +186,246 @@ def _bool(raw: str) -> bool:
 #: The shortest admin or metrics bearer token accepted.
 MIN_BEARER_TOKEN_LENGTH = 32
 
+#: The prefix of every setting's environment variable.
+ENV_PREFIX = "AUTHSERVER_"
+
+#: The variable naming a configuration file; not a setting itself (it says where settings are).
+CONFIG_ENV = "AUTHSERVER_CONFIG"
+
+
+def _masked(value: Any) -> str:
+    return "***"
+
 
 @dataclass(frozen=True)
-class Field:
-    """One configuration variable: its name, default, parser and meaning."""
+class Spec:
+    """What :func:`setting` records beside a field: how to parse it, what it means, and
+    whether its value is (or may carry) a secret."""
 
-    name: str
-    env: str
-    default: Callable[[], Any]
     parse: Callable[[str], Any]
     help: str
+    #: Secret settings are masked in reprs and start lines, and removed from a server
+    #: worker's environment once read (granian copies the environment into every request's
+    #: WSGI environ, where an error reporter could show it).
     secret: bool = False
+    #: How a secret value is shown: ``***`` unless the value only *may* carry a secret
+    #: (a URL with a password), which is shown with the password masked.
+    mask: Callable[[Any], str] = _masked
+
+
+def setting(
+    parse: Callable[[str], Any],
+    help: str,
+    *,
+    default: Any = None,
+    factory: Callable[[], Any] | None = None,
+    secret: bool = False,
+    mask: Callable[[Any], str] = _masked,
+) -> Any:
+    """Declare one setting: a dataclass field carrying its :class:`Spec`."""
+    spec = Spec(parse=parse, help=help, secret=secret, mask=mask)
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata={"setting": spec})
+    return dataclasses.field(default=default, metadata={"setting": spec})
 
 
 def _default_database_url() -> str:
     return f"sqlite:///{Path.cwd() / 'authserver.db'}"
 
 
-#: Every setting authserver reads, in one place. The README's configuration table and the
-#: ``serve`` options are generated from, or checked against, this list.
-FIELDS: tuple[Field, ...] = (
-    Field(
-        "database_url",
-        "AUTHSERVER_DATABASE_URL",
-        _default_database_url,
-        _database_url,
-        "SQLAlchemy database URL (default: SQLite file authserver.db in the working directory)",
-    ),
-    Field(
-        "issuer",
-        "AUTHSERVER_ISSUER",
-        lambda: "http://localhost:8000",
-        _issuer,
-        "the iss of every token and the base of every URL in metadata",
-    ),
-    Field(
-        "keys_dir",
-        "AUTHSERVER_KEYS_DIR",
-        lambda: Path("keys"),
-        _path,
-        "directory of the file key store",
-    ),
-    Field(
-        "key_passphrase",
-        "AUTHSERVER_KEY_PASSPHRASE",
-        lambda: None,
-        _non_empty,
-        "when set, private keys are encrypted at rest with it",
-        secret=True,
-    ),
-    Field(
-        "admin_token",
-        "AUTHSERVER_ADMIN_TOKEN",
-        lambda: None,
-        _non_empty,
-        "bearer token for /admin/*, at least 32 characters (unset: admin API off)",
-        secret=True,
-    ),
-    Field(
-        "metrics_token",
-        "AUTHSERVER_METRICS_TOKEN",
-        lambda: None,
-        _non_empty,
-        "bearer token for GET /metrics, at least 32 characters (unset: /metrics answers 404)",
-        secret=True,
-    ),
-    Field(
-        "key_store",
-        "AUTHSERVER_KEY_STORE",
-        lambda: "file",
-        _one_of("file", "sql"),
-        "where signing keys live: file (AUTHSERVER_KEYS_DIR) or sql (the database)",
-    ),
-    Field(
-        "key_size",
-        "AUTHSERVER_KEY_SIZE",
-        lambda: 2048,
-        _key_size,
-        "RSA modulus size of new signing keys: 2048, 3072 or 4096",
-    ),
-    Field(
-        "key_rotation_interval",
-        "AUTHSERVER_KEY_ROTATION_INTERVAL",
-        lambda: 30 * 86400,
-        _positive_duration,
-        "how long a key signs before the next one takes over (e.g. 30d)",
-    ),
-    Field(
-        "key_publish_ahead",
-        "AUTHSERVER_KEY_PUBLISH_AHEAD",
-        lambda: 3600,
-        _positive_duration,
-        "how long a new key is published in the JWKS before it signs (at least the JWKS max-age)",
-    ),
-    Field(
-        "jwks_max_age",
-        "AUTHSERVER_JWKS_MAX_AGE",
-        lambda: 300,
-        _positive_duration,
-        "Cache-Control max-age of the JWKS and metadata responses",
-    ),
-    Field(
-        "default_token_ttl",
-        "AUTHSERVER_DEFAULT_TOKEN_TTL",
-        lambda: 3600,
-        _positive_duration,
-        "token lifetime for clients registered without --token-ttl",
-    ),
-    Field(
-        "max_token_ttl",
-        "AUTHSERVER_MAX_TOKEN_TTL",
-        lambda: 86400,
-        _positive_duration,
-        "the longest lifetime any client may be given; old keys stay published this long",
-    ),
-    Field(
-        "key_retention_leeway",
-        "AUTHSERVER_KEY_RETENTION_LEEWAY",
-        lambda: 300,
-        parse_duration,
-        "extra time a retired-from-signing key stays published (clock skew)",
-    ),
-    Field(
-        "key_cache_seconds",
-        "AUTHSERVER_KEY_CACHE_SECONDS",
-        lambda: 1,
-        parse_duration,
-        "how often each worker re-reads the key store for changes made elsewhere",
-    ),
-    Field(
-        "max_body_bytes",
-        "AUTHSERVER_MAX_BODY_BYTES",
-        lambda: 65536,
-        _int_in(1024, 10_485_760),
-        "largest request body accepted, in bytes",
-    ),
-    Field(
-        "proxy_hops",
-        "AUTHSERVER_PROXY_HOPS",
-        lambda: 0,
-        _int_in(0, 10),
-        "number of trusted reverse proxies whose X-Forwarded-* headers are honoured",
-    ),
-    Field("host", "AUTHSERVER_HOST", lambda: "127.0.0.1", _non_empty, "address serve listens on"),
-    Field("port", "AUTHSERVER_PORT", lambda: 8000, _int_in(0, 65535), "port serve listens on"),
-    Field(
-        "workers",
-        "AUTHSERVER_WORKERS",
-        lambda: 0,
-        _int_in(0, 256),
-        "serve worker processes (0: one per CPU core)",
-    ),
-    Field(
-        "threads",
-        "AUTHSERVER_THREADS",
-        lambda: 4,
-        _int_in(1, 64),
-        "Python threads per worker process running requests",
-    ),
-    Field(
-        "log_level",
-        "AUTHSERVER_LOG_LEVEL",
-        lambda: "info",
-        _one_of("debug", "info", "warning", "error"),
-        "logging level",
-    ),
-    Field(
-        "audit_retention",
-        "AUTHSERVER_AUDIT_RETENTION",
-        lambda: 90 * 86400,
-        _positive_duration,
-        "how long audit events are kept (e.g. 90d)",
-    ),
-    Field(
-        "production",
-        "AUTHSERVER_PRODUCTION",
-        lambda: False,
-        _bool,
-        "production mode: refuse an http:// issuer unless AUTHSERVER_ALLOW_HTTP_ISSUER is set",
-    ),
-    Field(
-        "allow_http_issuer",
-        "AUTHSERVER_ALLOW_HTTP_ISSUER",
-        lambda: False,
-        _bool,
-        "in production mode, accept an http:// issuer anyway (TLS terminated elsewhere)",
-    ),
-    Field(
-        "jwks_uri_allow_private",
-        "AUTHSERVER_JWKS_URI_ALLOW_PRIVATE",
-        lambda: False,
-        _bool,
-        "in production mode, let a client's jwks_uri reach private, loopback and link-local "
-        "addresses (refused by default: the fetch must not reach internal services)",
-    ),
-    Field(
-        "scheduler",
-        "AUTHSERVER_SCHEDULER",
-        lambda: True,
-        _bool,
-        "run the key rotation schedule inside serve",
-    ),
-    Field(
-        "rate_limit_storage",
-        "AUTHSERVER_RATE_LIMIT_STORAGE",
-        lambda: "memory://",
-        _rate_limit_storage,
-        "where failed-authentication counts live: memory:// (per worker process) or a "
-        "redis:// URL (shared by every worker and instance)",
-    ),
-    Field(
-        "auth_failures_per_client",
-        "AUTHSERVER_AUTH_FAILURES_PER_CLIENT",
-        lambda: "20/minute",
-        _rate_limit,
-        "failed client authentications allowed per presented client_id (e.g. 10/minute, "
-        "10/minute;100/day; off to disable)",
-    ),
-    Field(
-        "auth_failures_per_address",
-        "AUTHSERVER_AUTH_FAILURES_PER_ADDRESS",
-        lambda: "60/minute",
-        _rate_limit,
-        "failed client authentications allowed per source address (IPv6: per /64; off to disable)",
-    ),
-    Field(
-        "rate_limit_key_prefix",
-        "AUTHSERVER_RATE_LIMIT_KEY_PREFIX",
-        lambda: "authserver",
-        _key_prefix,
-        "prefix of the rate limit keys (deployments sharing one Redis need different ones)",
-    ),
-)
-
-FIELDS_BY_NAME = {f.name: f for f in FIELDS}
+def _show_url(value: Any) -> str:
+    return redact_url(str(value))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """The validated configuration. Build it with :meth:`from_env`; never mutate it."""
 
-    database_url: str
-    issuer: str
-    keys_dir: Path
-    key_passphrase: str | None
-    admin_token: str | None
-    metrics_token: str | None
-    key_store: str
-    key_size: int
-    key_rotation_interval: int
-    key_publish_ahead: int
-    jwks_max_age: int
-    default_token_ttl: int
-    max_token_ttl: int
-    key_retention_leeway: int
-    key_cache_seconds: int
-    max_body_bytes: int
-    proxy_hops: int
-    host: str
-    port: int
-    workers: int
-    threads: int
-    log_level: str
-    audit_retention: int
-    production: bool
-    allow_http_issuer: bool
-    jwks_uri_allow_private: bool
-    scheduler: bool
-    rate_limit_storage: str
-    auth_failures_per_client: str | None
-    auth_failures_per_address: str | None
-    rate_limit_key_prefix: str
+    database_url: str = setting(
+        _database_url,
+        "SQLAlchemy database URL (default: SQLite file authserver.db in the working directory)",
+        factory=_default_database_url,
+        secret=True,
+        mask=_show_url,
+    )
+    issuer: str = setting(
+        _issuer,
+        "the iss of every token and the base of every URL in metadata (default: "
+        "http://localhost:PORT, following --host and --port)",
+        default="",
+    )
+    keys_dir: Path = setting(_path, "directory of the file key store", default=Path("keys"))
+    key_passphrase: str | None = setting(
+        _non_empty, "when set, private keys are encrypted at rest with it", secret=True
+    )
+    admin_token: str | None = setting(
+        _non_empty,
+        "bearer token for /admin/*, at least 32 characters (unset: admin API off)",
+        secret=True,
+    )
+    metrics_token: str | None = setting(
+        _non_empty,
+        "bearer token for GET /metrics, at least 32 characters (unset: /metrics answers 404)",
+        secret=True,
+    )
+    key_store: str = setting(
+        _one_of("file", "sql"),
+        "where signing keys live: file (AUTHSERVER_KEYS_DIR) or sql (the database)",
+        default="file",
+    )
+    key_size: int = setting(
+        _key_size, "RSA modulus size of new signing keys: 2048, 3072 or 4096", default=2048
+    )
+    key_rotation_interval: int = setting(
+        _positive_duration,
+        "how long a key signs before the next one takes over (e.g. 30d)",
+        default=30 * 86400,
+    )
+    key_publish_ahead: int = setting(
+        _positive_duration,
+        "how long a new key is published in the JWKS before it signs (at least the JWKS max-age)",
+        default=3600,
+    )
+    jwks_max_age: int = setting(
+        _positive_duration, "Cache-Control max-age of the JWKS and metadata responses", default=300
+    )
+    default_token_ttl: int = setting(
+        _positive_duration,
+        "token lifetime for clients registered without --token-ttl",
+        default=3600,
+    )
+    max_token_ttl: int = setting(
+        _positive_duration,
+        "the longest lifetime any client may be given; old keys stay published this long",
+        default=86400,
+    )
+    key_retention_leeway: int = setting(
+        parse_duration,
+        "extra time a retired-from-signing key stays published (clock skew)",
+        default=300,
+    )
+    key_cache_seconds: int = setting(
+        parse_duration,
+        "how often each worker re-reads the key store for changes made elsewhere",
+        default=1,
+    )
+    max_body_bytes: int = setting(
+        _int_in(1024, 10_485_760), "largest request body accepted, in bytes", default=65536
+    )
+    proxy_hops: int = setting(
+        _int_in(0, 10),
+        "number of trusted reverse proxies whose X-Forwarded-* headers are honoured",
+        default=0,
+    )
+    host: str = setting(_non_empty, "address serve listens on", default="127.0.0.1")
+    port: int = setting(_int_in(0, 65535), "port serve listens on", default=8000)
+    workers: int = setting(
+        _int_in(0, 256), "serve worker processes (0: one per CPU core)", default=0
+    )
+    threads: int = setting(
+        _int_in(1, 64), "Python threads per worker process running requests", default=4
+    )
+    log_level: str = setting(
+        _one_of("debug", "info", "warning", "error"), "logging level", default="info"
+    )
+    log_format: str = setting(
+        _one_of("text", "json"),
+        "text, or json for one JSON object per log line (log shippers)",
+        default="text",
+    )
+    audit_retention: int = setting(
+        _positive_duration, "how long audit events are kept (e.g. 90d)", default=90 * 86400
+    )
+    production: bool = setting(
+        _bool,
+        "production mode: refuse an http:// issuer unless AUTHSERVER_ALLOW_HTTP_ISSUER is set",
+        default=False,
+    )
+    allow_http_issuer: bool = setting(
+        _bool,
+        "in production mode, accept an http:// issuer anyway (TLS terminated elsewhere)",
+        default=False,
+    )
+    jwks_uri_allow_private: bool = setting(
+        _bool,
+        "in production mode, let a client's jwks_uri reach private, loopback and link-local "
+        "addresses (refused by default: the fetch must not reach internal services)",
+        default=False,
+    )
+    scheduler: bool = setting(_bool, "run the key rotation schedule inside serve", default=True)
+    rate_limit_storage: str = setting(
+        _rate_limit_storage,
+        "where failed-authentication counts live: memory:// (per worker process) or a "
+        "redis:// URL (shared by every worker and instance)",
+        default="memory://",
+        secret=True,
+        mask=_show_url,
+    )
+    auth_failures_per_client: str | None = setting(
+        _rate_limit,
+        "failed client authentications allowed per presented client_id (e.g. 10/minute, "
+        "10/minute;100/day; off to disable)",
+        default="20/minute",
+    )
+    auth_failures_per_address: str | None = setting(
+        _rate_limit,
+        "failed client authentications allowed per source address (IPv6: per /64; off to disable)",
+        default="60/minute",
+    )
+    rate_limit_key_prefix: str = setting(
+        _key_prefix,
+        "prefix of the rate limit keys (deployments sharing one Redis need different ones)",
+        default="authserver",
+    )
+
+    def __post_init__(self) -> None:
+        if not self.issuer:
+            # INTERFACE: when AUTHSERVER_ISSUER is unset, the issuer follows serve's host
+            # and port, so metadata and tokens name the address the server answers on.
+            object.__setattr__(self, "issuer", default_issuer(self.host, self.port))
 
     def __repr__(self) -> str:
         # Secrets never reach logs, even through a repr in a traceback.
-        shown = {
-            f.name: ("***" if f.secret and getattr(self, f.name) else getattr(self, f.name))
-            for f in FIELDS
-        }
-        shown["database_url"] = redact_url(self.database_url)
-        shown["rate_limit_storage"] = redact_url(self.rate_limit_storage)
-        return f"Settings({shown})"
+        return f"Settings({ {f.name: f.shown(getattr(self, f.name)) for f in FIELDS} })"
+
+    def describe(self) -> str:
+        """Which database, key store and issuer these settings act on, secrets masked: the
+        line every CLI command and ``serve`` print, so nobody acts on the wrong one."""
+        store = "sql (the database)"
+        if self.key_store == "file":
+            store = f"file {self.keys_dir.absolute()}"
+        database = redact_url(self.database_url)
+        return f"database {database}; key store {store}; issuer {self.issuer}"
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read every ``AUTHSERVER_*`` variable from *environ* (default ``os.environ``).
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        config_file: str | Path | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Read every setting from *overrides*, *environ* (default ``os.environ``), the
+        configuration file, and the defaults, in that order.
 
-        *overrides* (e.g. CLI options) win over the environment; a string override is
-        parsed like the variable, anything else is taken as already typed. Raises
-        :class:`ConfigError` naming the first variable that is invalid.
+        The configuration file is *config_file*, else the one *environ* names in
+        ``AUTHSERVER_CONFIG``. A string override (a CLI option) is parsed like the
+        variable, anything else is taken as already typed. Raises :class:`ConfigError`
+        naming the first value that is invalid and where it came from.
         """
         env = os.environ if environ is None else environ
+        if config_file is None and env.get(CONFIG_ENV):
+            config_file = env[CONFIG_ENV]
+        from_file = read_config_file(config_file) if config_file else {}
         values: dict[str, Any] = {}
         for f in FIELDS:
             raw: Any = overrides.get(f.name)
+            source = f.option
             if raw is None:
-                raw = env.get(f.env)
+                raw, source = env.get(f.env), f.env
+            if raw is None and f.env in from_file:
+                raw, source = from_file[f.env], f"{config_file}: {f.env}"
             if raw is None:
-                values[f.name] = f.default()
                 continue
             if not isinstance(raw, str):
                 values[f.name] = raw
@@ -482,7 +433,7 @@ class Settings:
             try:
                 values[f.name] = f.parse(raw)
             except ValueError as exc:
-                raise ConfigError(f"{f.env}: {exc}") from None
+                raise ConfigError(f"{source}: {exc}") from None
         settings = cls(**values)
         settings.validate()
         return settings
@@ -506,7 +457,7 @@ class Settings:
             if token is not None and len(token) < MIN_BEARER_TOKEN_LENGTH:
                 raise ConfigError(
                     f"{env}: must be at least {MIN_BEARER_TOKEN_LENGTH} characters (e.g. the "
-                    "output of: python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+                    "output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
                 )
         # RFC 8414 §2 and RFC 9700 §2.6: the issuer is an https URL. Production mode makes
         # that a rule, with an explicit, named way out.
@@ -515,8 +466,8 @@ class Settings:
                 "AUTHSERVER_ISSUER: production mode (AUTHSERVER_PRODUCTION) requires an "
                 "https:// issuer; set AUTHSERVER_ALLOW_HTTP_ISSUER=true to accept http"
             )
-        # INTERFACE.md: a new key is published at least as long ahead as verifiers may cache
-        # the JWKS, or a verifier holding a cached copy would meet an unknown kid.
+        # A new key is published at least as long ahead as verifiers may cache the JWKS,
+        # or a verifier holding a cached copy would meet an unknown kid.
         if self.jwks_max_age > self.key_publish_ahead:
             raise ConfigError(
                 "AUTHSERVER_JWKS_MAX_AGE: must not exceed AUTHSERVER_KEY_PUBLISH_AHEAD "
@@ -544,9 +495,127 @@ class Settings:
 
     @property
     def issuer_is_loopback(self) -> bool:
-        host = urlsplit(self.issuer).hostname or ""
-        return host in ("localhost", "127.0.0.1", "::1") or host.startswith("127.")
+        return _is_loopback(urlsplit(self.issuer).hostname or "")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def default_issuer(host: str, port: int) -> str:
+    """The issuer a server listening on *host*:*port* answers as, when none is configured.
+
+    A loopback or wildcard address is named ``localhost`` (what a browser or a verifier on
+    the same machine types); any other host is used as given.
+    """
+    if _is_loopback(host) or host in ("0.0.0.0", "::", ""):  # noqa: S104 - a name, not a bind
+        name = "localhost"
+    elif ":" in host:
+        name = f"[{host}]"
+    else:
+        name = host
+    return f"http://{name}:{port}"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting as the rest of the program sees it, derived from its declaration."""
+
+    name: str
+    spec: Spec
+    default: Callable[[], Any]
 
     @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def parse(self) -> Callable[[str], Any]:
+        return self.spec.parse
+
+    @property
+    def help(self) -> str:
+        return self.spec.help
+
+    @property
+    def secret(self) -> bool:
+        return self.spec.secret
+
+    def shown(self, value: Any) -> Any:
+        """*value* as logs and reprs may show it."""
+        return self.spec.mask(value) if self.secret and value is not None else value
+
+
+def _constant(value: Any) -> Callable[[], Any]:
+    return lambda: value
+
+
+def _fields() -> tuple[Field, ...]:
+    out = []
+    for f in dataclasses.fields(Settings):
+        if f.default_factory is not dataclasses.MISSING:
+            default: Callable[[], Any] = f.default_factory
+        else:
+            default = _constant(f.default)
+        out.append(Field(f.name, f.metadata["setting"], default))
+    return tuple(out)
+
+
+#: Every setting, in declaration order (derived from :class:`Settings`).
+FIELDS: tuple[Field, ...] = _fields()
+
+#: The variables a server worker removes from its environment once it has read them.
+SECRET_ENV: tuple[str, ...] = tuple(f.env for f in FIELDS if f.secret)
+
+_KNOWN_ENV = frozenset(f.env for f in FIELDS) | {CONFIG_ENV}
+
+
+def _suggest(name: str) -> str:
+    # Compared without the common prefix, which would make every name look alike.
+    suffixes = {known.removeprefix(ENV_PREFIX): known for known in _KNOWN_ENV}
+    close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.75)
+    return f" (did you mean {suffixes[close[0]]}?)" if close else ""
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One warning per ``AUTHSERVER_*`` variable in *environ* that no setting reads (a
+    misspelling would otherwise be ignored in silence)."""
+    env = os.environ if environ is None else environ
+    return [
+        f"ignoring unknown variable {name}{_suggest(name)}"
+        for name in sorted(env)
+        if name.startswith(ENV_PREFIX) and name not in _KNOWN_ENV
+    ]
+
+
+def read_config_file(path: str | Path) -> dict[str, str]:
+    """The settings in an env file (``AUTHSERVER_X=value`` lines, ``#`` comments, optional
+    quotes and ``export``, as python-dotenv reads them).
+
+    :raises ConfigError: when the file cannot be read, or names a variable no setting
+        reads (in a file written for authserver, that is a mistake, not someone else's
+        variable).
+    """
+    from dotenv import dotenv_values
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text("utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"{CONFIG_ENV}: cannot read {file}: {exc.strerror or type(exc).__name__}"
+        ) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{CONFIG_ENV}: {file} is not UTF-8 text") from None
+    values: dict[str, str] = {}
+    for name, value in dotenv_values(stream=io.StringIO(text)).items():
+        if name not in _KNOWN_ENV or name == CONFIG_ENV:
+            raise ConfigError(f"{file}: unknown setting {name}{_suggest(name)}")
+        if value is None:
+            raise ConfigError(f"{file}: {name} has no value (write {name}=VALUE)")
+        values[name] = value
+    return values

@@ -6,6 +6,21 @@ from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
 
+#: Every action the audit trail records (``authserver audit --action`` accepts these).
+ACTIONS: tuple[str, ...] = (
+    "token.issued",
+    "token.revoked",
+    "client.created",
+    "client.updated",
+    "client.secret_rotated",
+    "client.enabled",
+    "client.disabled",
+    "client.deleted",
+    "key.created",
+    "key.rotated",
+    "key.retired",
+)
+
 
 @dataclass(frozen=True)
 class AuditEvent:
@@ -13,7 +28,7 @@ class AuditEvent:
     #: ``client:<id>`` for token requests, ``cli`` or ``admin-api`` for operators,
     #: ``scheduler`` for the key schedule.
     actor: str
-    #: e.g. ``token.issued``, ``client.created``, ``key.retired``.
+    #: One of :data:`ACTIONS`.
     action: str
     client_id: str | None = None
     sub: str | None = None

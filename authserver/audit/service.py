@@ -8,6 +8,7 @@ import contextvars
 import logging
 import multiprocessing.util
 import threading
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -139,7 +140,6 @@ class AuditBatcher:
         self._interval = interval
         self._pending: collections.deque[AuditEvent] = collections.deque()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
         self._dropped = 0
         self._thread = threading.Thread(target=self._run, name="authserver-audit", daemon=True)
 
@@ -187,7 +187,9 @@ class AuditBatcher:
             return len(batch)
 
     def _run(self) -> None:
-        while not self._stop.wait(self._interval):
+        # A daemon thread: it ends with its process, after the final flush (start()).
+        while True:
+            time.sleep(self._interval)
             try:
                 self.flush()
             except Exception:

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from authserver import __version__
 from authserver.cli.audit import audit
 from authserver.cli.clients import clients
+from authserver.cli.context import config_option
+from authserver.cli.context import group_callback
+from authserver.cli.context import settings_options
+from authserver.cli.context import state
 from authserver.cli.db import db
+from authserver.cli.doctor import doctor
 from authserver.cli.keys import keys
 from authserver.cli.serve import serve
+from authserver.settings import unknown_variables
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="authserver")
-def cli() -> None:
+@config_option
+@settings_options
+def cli(config: str | None, **options: Any) -> None:
     """authserver: OAuth2 client-credentials token service for sync servers.
 
-    Configuration comes from AUTHSERVER_* environment variables (see README.md).
+    Every setting is an option here (before the command: authserver --database-url URL
+    clients list), an AUTHSERVER_* environment variable, or a line of the --config file;
+    options win over variables, variables over the file. See docs/reference.md.
     """
+    for warning in unknown_variables():
+        click.echo(f"authserver: warning: {warning}", err=True)
+    group_callback(config, options)
+
+
+@cli.result_callback()
+def _say_what_was_used(*_args: Any, **_kwargs: Any) -> None:
+    # After a command's human output: which database, key store and issuer it acted on,
+    # so an operator in the wrong directory (or with the wrong variables) sees it at once.
+    st = state()
+    if st.used is None:
+        return
+    if st.created:
+        click.echo(f"authserver: note: created a new database: {st.used.describe()}", err=True)
+    elif st.human:
+        click.echo(f"({st.used.describe()})", err=True)
 
 
 cli.add_command(serve)
@@ -26,6 +54,7 @@ cli.add_command(db)
 cli.add_command(clients)
 cli.add_command(keys)
 cli.add_command(audit)
+cli.add_command(doctor)
 
 
 def main() -> None:

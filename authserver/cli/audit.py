@@ -7,8 +7,10 @@ import time
 
 import click
 
+from authserver.audit.model import ACTIONS
 from authserver.audit.model import AuditQuery
 from authserver.cli.context import handle_errors
+from authserver.cli.context import json_option
 from authserver.cli.context import services
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
@@ -33,10 +35,14 @@ def _since(value: str) -> float:
 @click.command()
 @click.option("--client", "client_id", help="only events of this client_id")
 @click.option("--sub", help="only tokens issued for this user")
-@click.option("--action", help="e.g. token.issued, client.created, key.retired")
+@click.option(
+    "--action",
+    type=click.Choice(ACTIONS),
+    help="only this action",
+)
 @click.option("--since", help="a date or a duration ago (1h, 7d)")
 @click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
+@json_option
 @handle_errors
 def audit(
     client_id: str | None,
@@ -54,7 +60,7 @@ def audit(
         since=_since(since) if since else None,
         limit=limit,
     )
-    with services() as svc, svc.unit_of_work():
+    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         events = [audit_json(e) for e in svc.audit.query(query)]
     if as_json:
         emit_json({"events": events})

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
 from authserver.cli.context import handle_errors
+from authserver.cli.context import json_option
 from authserver.cli.context import services
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import fields
 from authserver.cli.output import table
 from authserver.web.serializers import client_json
-
-json_option = click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
 
 
 def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> None:
@@ -101,7 +101,7 @@ def create(
     if jwks_file and jwks_uri:
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
-    with services() as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client, secret = svc.clients.create(
             name=name,
             audiences=audiences,
@@ -120,7 +120,7 @@ def create(
 @handle_errors
 def list_(as_json: bool) -> None:
     """List every client."""
-    with services() as svc, svc.unit_of_work():
+    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         items = [client_json(c) for c in svc.clients.list()]
     if as_json:
         emit_json({"clients": items})
@@ -149,7 +149,7 @@ def list_(as_json: bool) -> None:
 @handle_errors
 def show(client_id: str, as_json: bool) -> None:
     """Show one client."""
-    with services() as svc, svc.unit_of_work():
+    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         client = svc.clients.get(client_id)
     _show(client_json(client), as_json)
 
@@ -213,7 +213,7 @@ def update(
         changes["require_sub"] = require_sub
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
-    with services() as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client = svc.clients.update(client_id, **changes)
     _show(client_json(client), as_json)
 
@@ -224,13 +224,13 @@ def update(
 @handle_errors
 def rotate_secret(client_id: str, as_json: bool) -> None:
     """Issue a new client secret; the old one stops working at once."""
-    with services() as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client, secret = svc.clients.rotate_secret(client_id)
     _show(client_json(client), as_json, secret)
 
 
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
-    with services() as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client = svc.clients.set_enabled(client_id, enabled)
     _show(client_json(client), as_json)
 
@@ -255,11 +255,16 @@ def enable(client_id: str, as_json: bool) -> None:
 
 @clients.command()
 @click.argument("client_id")
+@click.option("--yes", "-y", is_flag=True, help="do not ask for confirmation")
 @json_option
 @handle_errors
-def delete(client_id: str, as_json: bool) -> None:
-    """Delete the client for good."""
-    with services() as svc, svc.unit_of_work():
+def delete(client_id: str, yes: bool, as_json: bool) -> None:
+    """Delete the client for good (asks first unless --yes)."""
+    if not yes:
+        if not sys.stdin.isatty():
+            fail(f"deleting {client_id} cannot be undone: add --yes to confirm")
+        click.confirm(f"Delete client {client_id} for good?", abort=True, err=True)
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client = svc.clients.delete(client_id)
     if as_json:
         emit_json({"client_id": client.client_id, "deleted": True})

@@ -1,4 +1,5 @@
-"""Building services for a CLI command, and turning domain errors into one-line exits."""
+"""What every command shares: the settings options, the settings they resolve to, the
+services built on them, and domain errors turned into one-line exits."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import logging
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import TypeVar
 
+import click
 from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import container
@@ -18,13 +22,56 @@ from authserver.cli.output import fail
 from authserver.container import Services
 from authserver.errors import AuthServerError
 from authserver.errors import ConfigError
-from authserver.errors import Conflict
-from authserver.errors import InvalidInput
-from authserver.errors import KeyStoreError
-from authserver.errors import NotFound
+from authserver.settings import CONFIG_ENV
+from authserver.settings import FIELDS
 from authserver.settings import Settings
+from authserver.storage.sql.engine import explain_error
+from authserver.storage.sql.migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: ``--json`` as every command spells it.
+json_option = click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
+
+
+def settings_options(func: F) -> F:
+    """One option per setting (``--database-url`` for ``AUTHSERVER_DATABASE_URL``),
+    derived from the settings' declarations."""
+    for f in reversed(FIELDS):
+        func = click.option(
+            f.option, f.name, default=None, type=str, metavar="VALUE", help=f"{f.help} [{f.env}]"
+        )(func)
+    return func
+
+
+@dataclass
+class CliState:
+    """The group's settings options, kept for the command that runs (``ctx.obj``)."""
+
+    overrides: dict[str, str] = field(default_factory=dict)
+    config_file: str | None = None
+    #: The settings the command acted on, shown after its human output.
+    used: Settings | None = None
+    human: bool = True
+    #: The command created the schema (shown after its output, even with --json: a write
+    #: landing in a new, empty database is the trap of running in the wrong directory).
+    created: bool = False
+
+
+def state() -> CliState:
+    ctx = click.get_current_context()
+    root = ctx.find_root()
+    if not isinstance(root.obj, CliState):
+        root.obj = CliState()
+    return root.obj
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings of this invocation: *overrides* (a command's own options), then the
+    group's options, the environment, the configuration file and the defaults."""
+    st = state()
+    merged = {**st.overrides, **{k: v for k, v in overrides.items() if v is not None}}
+    return Settings.from_env(config_file=st.config_file, **merged)
 
 
 def handle_errors(func: F) -> F:
@@ -36,26 +83,49 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc), 2)
-        except (NotFound, Conflict, InvalidInput, KeyStoreError, AuthServerError) as exc:
+        except AuthServerError as exc:
             fail(str(exc), 1)
         except SQLAlchemyError as exc:
-            # The driver's message can hold the URL (and its password): name the type only.
-            fail(f"database error ({type(exc).__name__}); check AUTHSERVER_DATABASE_URL", 1)
+            used = state().used
+            fail(explain_error(exc, used.database_url if used else ""), 1)
 
     return wrapper  # type: ignore[return-value]
 
 
 @contextmanager
-def services(**overrides: Any) -> Iterator[Services]:
-    """Services for one command, on a schema created if the database is empty."""
-    from authserver.cli.db import ensure_schema
+def services(*, readonly: bool = False, as_json: bool = False) -> Iterator[Services]:
+    """Services for one command.
 
+    A command that only reads (*readonly*) creates nothing: no database file, no schema,
+    no key directory. A command that writes creates the schema on an empty database (and
+    says so); only ``serve`` and ``db upgrade`` upgrade an existing one.
+    """
     logging.getLogger("authserver").setLevel(logging.ERROR)
-    settings = Settings.from_env(**overrides)
-    svc = container.build(settings)
+    settings = load_settings()
+    st = state()
+    st.used = settings
+    st.human = not as_json
+    svc = container.build(settings, readonly=readonly)
     try:
-        ensure_schema(svc, upgrade_existing=False)
+        st.created = ensure_schema(svc.db, create=not readonly, upgrade=False) == "created"
         with acting_as("cli"):
             yield svc
     finally:
         svc.close()
+
+
+def group_callback(config: str | None, options: dict[str, Any]) -> None:
+    """Keep the group's settings options for the command (see :func:`load_settings`)."""
+    st = state()
+    st.overrides = {k: v for k, v in options.items() if v is not None}
+    st.config_file = config
+
+
+def config_option(func: F) -> F:
+    return click.option(
+        "--config",
+        "config",
+        envvar=CONFIG_ENV,
+        metavar="FILE",
+        help=f"an env file of AUTHSERVER_* settings (lines NAME=VALUE) [{CONFIG_ENV}]",
+    )(func)

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import click
 
+from authserver import container
 from authserver.cli.context import handle_errors
+from authserver.cli.context import json_option
+from authserver.cli.context import load_settings
+from authserver.cli.context import state
 from authserver.cli.output import emit_json
-from authserver.container import Services
-from authserver.errors import ConfigError
 from authserver.storage.sql import migrate
-
-
-def ensure_schema(svc: Services, *, upgrade_existing: bool) -> None:
-    """Create the schema on an empty database (``serve`` and the first CLI command on a
-    new machine); with *upgrade_existing*, also apply pending migrations."""
-    current = migrate.current_revision(svc.db)
-    head = migrate.head_revision()
-    if current == head:
-        return
-    if current is None or upgrade_existing:
-        migrate.upgrade_to_head(svc.db)
-        return
-    raise ConfigError(
-        f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, this version needs "
-        f"{head}; run 'authserver db upgrade'"
-    )
 
 
 @click.group()
@@ -33,14 +19,13 @@ def db() -> None:
 
 
 @db.command()
-@click.option("--json", "as_json", is_flag=True, help="print one JSON object")
+@json_option
 @handle_errors
 def upgrade(as_json: bool) -> None:
-    """Apply the migrations in migrations/ (idempotent)."""
-    from authserver import container
-    from authserver.settings import Settings
-
-    svc = container.build(Settings.from_env())
+    """Apply the migrations in migrations/ (idempotent; creates the database if needed)."""
+    settings = load_settings()
+    state().used, state().human = settings, not as_json
+    svc = container.build(settings, readonly=True)
     try:
         before, after = migrate.upgrade_to_head(svc.db)
     finally:
@@ -54,14 +39,20 @@ def upgrade(as_json: bool) -> None:
 
 
 @db.command()
+@json_option
 @handle_errors
-def current() -> None:
-    """Print the schema revision of the database."""
-    from authserver import container
-    from authserver.settings import Settings
-
-    svc = container.build(Settings.from_env())
+def current(as_json: bool) -> None:
+    """Print the schema revision of the database (creates nothing)."""
+    settings = load_settings()
+    state().used, state().human = settings, not as_json
+    svc = container.build(settings, readonly=True)
     try:
-        click.echo(migrate.current_revision(svc.db) or "empty")
+        revision = None if migrate.database_missing(svc.db) else migrate.current_revision(svc.db)
+        head = migrate.head_revision()
     finally:
         svc.close()
+    if as_json:
+        emit_json({"revision": revision, "head": head, "up_to_date": revision == head})
+    else:
+        status = "up to date" if revision == head else f"this version needs {head}"
+        click.echo(f"{revision or 'empty'} ({status})")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import click
 
 from authserver.cli.context import handle_errors
+from authserver.cli.context import json_option
 from authserver.cli.context import services
 from authserver.cli.output import emit_json
 from authserver.cli.output import table
 from authserver.keys.service import KeyView
 from authserver.web.serializers import key_json
-
-json_option = click.option("--json", "as_json", is_flag=True, help="print exactly one JSON object")
 
 
 def _table(views: list[KeyView]) -> None:
@@ -42,7 +41,7 @@ def keys() -> None:
 @handle_errors
 def list_(as_json: bool) -> None:
     """Every key with its state (next, current, previous, gone) and dates."""
-    with services() as svc, svc.unit_of_work():
+    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         views = svc.keys.views()
     if as_json:
         emit_json({"keys": [key_json(v) for v in views]})
@@ -57,13 +56,11 @@ def list_(as_json: bool) -> None:
 @handle_errors
 def rotate(as_json: bool) -> None:
     """Publish a new key now; it starts signing after the publish-ahead time."""
-    with services() as svc:
-        with svc.unit_of_work():
-            svc.keys.ensure_current()
-        with svc.unit_of_work():
-            result = svc.keys.rotate()
-        with svc.unit_of_work():
-            view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
+    # One transaction, as POST /admin/keys/rotate does it.
+    with services(as_json=as_json) as svc, svc.unit_of_work():
+        svc.keys.ensure_current()
+        result = svc.keys.rotate()
+        view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
     data = {**key_json(view), "created": result.created}
     if as_json:
         emit_json(data)
@@ -83,11 +80,9 @@ def rotate(as_json: bool) -> None:
 @handle_errors
 def retire(kid: str, as_json: bool) -> None:
     """Emergency: remove KID from the JWKS at once; it never signs again."""
-    with services() as svc:
-        with svc.unit_of_work():
-            svc.keys.retire(kid)
-        with svc.unit_of_work():
-            views = svc.keys.views()
+    with services(as_json=as_json) as svc, svc.unit_of_work():
+        svc.keys.retire(kid)
+        views = svc.keys.views()
     retired = next(v for v in views if v.key.kid == kid)
     current = next((v for v in views if v.state.value == "current"), None)
     if as_json:

@@ -19,11 +19,17 @@ from typing import Any
 import click
 
 from authserver import container
+from authserver.cli.context import load_settings
+from authserver.cli.context import settings_options
+from authserver.cli.context import state
 from authserver.cli.output import fail
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
+from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
+from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
+from authserver.storage.sql.migrate import ensure_schema
 
 log = logging.getLogger("authserver")
 
@@ -38,8 +44,6 @@ def configure_logging(level: str) -> None:
 
 def prepare(settings: Settings) -> None:
     """Schema, key store and first key, once, before the workers start."""
-    from authserver.cli.db import ensure_schema
-
     if settings.issuer_is_http and not settings.issuer_is_loopback:
         # Unsafe conveniences are loud (DESIGN.md §3.8): tokens will name a plain-http
         # issuer, and metadata will send verifiers to fetch keys over plain http.
@@ -64,7 +68,9 @@ def prepare(settings: Settings) -> None:
     check_storage(settings)
     svc = container.build(settings)
     try:
-        ensure_schema(svc, upgrade_existing=True)
+        changed = ensure_schema(svc.db, create=True, upgrade=True)
+        if changed is not None:
+            log.info("database schema %s", changed)
         with svc.unit_of_work():
             svc.keys.check_readable()
         with svc.unit_of_work():
@@ -75,22 +81,16 @@ def prepare(settings: Settings) -> None:
         svc.close()
 
 
-def _options(func: Any) -> Any:
-    """One option per AUTHSERVER_* variable, generated from settings.FIELDS."""
-    for f in reversed(FIELDS):
-        flag = "--" + f.name.replace("_", "-")
-        func = click.option(
-            flag, f.name, default=None, type=str, metavar="VALUE", help=f"{f.help} [env {f.env}]"
-        )(func)
-    return func
-
-
 @click.command()
-@_options
+@settings_options
 def serve(**options: Any) -> None:
-    """Run the HTTP server."""
+    """Run the HTTP server.
+
+    Every setting is an option here too (authserver serve --port 9000), as it is on the
+    authserver group; an option given here wins.
+    """
     try:
-        settings = Settings.from_env(**{k: v for k, v in options.items() if v is not None})
+        settings = load_settings(**options)
     except ConfigError as exc:
         fail(str(exc), 2)
     # First, before anything imports prometheus_client (prepare() does, through the web
@@ -106,7 +106,7 @@ def serve(**options: Any) -> None:
     except Exception as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
-    export_options(options)
+    export_options({**state().overrides, **{k: v for k, v in options.items() if v is not None}})
     run_server(settings, metrics_dir)
 
 
@@ -133,12 +133,16 @@ def check_listen(host: str, port: int) -> None:
 
 
 def export_options(options: dict[str, Any]) -> None:
-    """Put the options given on the command line into the environment, where each worker
-    process reads its settings (worker_app)."""
+    """Put the options given on the command line, and the configuration file, into the
+    environment, where each worker process reads its settings (worker_app)."""
     for f in FIELDS:
         value = options.get(f.name)
         if value is not None:
             os.environ[f.env] = str(value)
+    config = state().config_file or os.environ.get(CONFIG_ENV)
+    if config:
+        # Absolute: a worker resolves it again, wherever it runs.
+        os.environ[CONFIG_ENV] = os.path.abspath(os.path.expanduser(config))
 
 
 def prepare_metrics_dir() -> str:
@@ -169,19 +173,6 @@ MAX_REQUEST_HEAD = 64 * 1024
 #: Seconds a stopping server waits for requests in flight before it kills its workers.
 GRACEFUL_TIMEOUT = 10
 
-#: Settings that are, or may contain, a secret (a URL can carry a password). A worker
-#: removes them from its environment once it has read its settings: granian copies the
-#: process environment into every request's WSGI ``environ``, where an error reporter or a
-#: debug page could show it. Respawned workers are forked from the main process, which
-#: keeps them.
-SECRET_ENV = (
-    "AUTHSERVER_ADMIN_TOKEN",
-    "AUTHSERVER_METRICS_TOKEN",
-    "AUTHSERVER_KEY_PASSPHRASE",
-    "AUTHSERVER_DATABASE_URL",
-    "AUTHSERVER_RATE_LIMIT_STORAGE",
-)
-
 
 def worker_app() -> Any:
     """The WSGI application of one worker process (granian calls this in each worker).
@@ -194,6 +185,10 @@ def worker_app() -> Any:
     from authserver.web.app import create_app
 
     settings = Settings.from_env()
+    # Secret settings (declared secret in settings.py) leave the worker's environment once
+    # read: granian copies the process environment into every request's WSGI environ,
+    # where an error reporter or a debug page could show it. Respawned workers are forked
+    # from the main process, which keeps them.
     for name in SECRET_ENV:
         os.environ.pop(name, None)
     configure_logging(settings.log_level)
@@ -262,12 +257,12 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
         log_access=False,
     )
     log.info(
-        "authserver listening on http://%s:%s with %d workers x %d threads (issuer %s)",
+        "authserver listening on http://%s:%s with %d workers x %d threads; %s",
         settings.host,
         settings.port,
         workers,
         settings.threads,
-        settings.issuer,
+        settings.describe(),
     )
     try:
         server.serve()

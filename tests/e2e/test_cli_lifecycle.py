@@ -83,7 +83,7 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
             assert body["expires_in"] == 120
         assert _token(server, cid, new_secret, scope="write").json()["error"] == "invalid_scope"
 
-        deleted = cli_json(env, "clients", "delete", cid)
+        deleted = cli_json(env, "clients", "delete", cid, "--yes")
         assert deleted == {"client_id": cid, "deleted": True}
         for _ in range(6):
             assert _token(server, cid, new_secret).status_code == 401

@@ -1,8 +1,8 @@
 """Settings.from_env: every AUTHSERVER_* variable, its default, a valid and an invalid value.
 
-INTERFACE.md: "Missing or invalid configuration stops the program at start with one clear
-line naming the variable". The table below must name every field in ``FIELDS``; a new field
-without a row here fails :func:`test_every_field_is_covered`.
+Missing or invalid configuration stops the program at start with one clear line naming the
+variable (docs/reference.md, "Settings"). The table below must name every field in
+``FIELDS``; a new field without a row here fails :func:`test_every_field_is_covered`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ import pytest
 
 from authserver.errors import ConfigError
 from authserver.settings import FIELDS
+from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import parse_duration
+from authserver.settings import unknown_variables
 
 #: env -> (attribute, expected default, valid raw value, expected parsed value, invalid values)
 CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
@@ -101,6 +103,7 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     "AUTHSERVER_WORKERS": ("workers", 0, "4", 4, ("-1", "257", "many", "")),
     "AUTHSERVER_THREADS": ("threads", 4, "8", 8, ("0", "65", "x", "")),
     "AUTHSERVER_LOG_LEVEL": ("log_level", "info", "DEBUG", "debug", ("verbose", "")),
+    "AUTHSERVER_LOG_FORMAT": ("log_format", "text", "JSON", "json", ("xml", "")),
     "AUTHSERVER_SCHEDULER": ("scheduler", True, "false", False, ("maybe", "2")),
     # "true" needs an https issuer too: test_production_mode_* cover it.
     "AUTHSERVER_PRODUCTION": ("production", False, "off", False, ("maybe", "2")),
@@ -223,7 +226,6 @@ def test_database_url_names_the_psycopg_driver(raw: str) -> None:
 def test_sqlite_url_is_accepted() -> None:
     settings = Settings.from_env({"AUTHSERVER_DATABASE_URL": "sqlite:////tmp/x.db"})
     assert settings.database_url == "sqlite:////tmp/x.db"
-    assert settings.is_sqlite
 
 
 @pytest.mark.parametrize("raw", ["2048", "3072", "4096"])
@@ -441,3 +443,149 @@ def test_outside_production_an_http_issuer_is_accepted() -> None:
     settings = Settings.from_env({"AUTHSERVER_ISSUER": "http://auth.example.com"})
     assert settings.issuer_is_http
     assert Settings.from_env({}).issuer_is_loopback
+
+
+# -- one declaration per setting -----------------------------------------------------------------
+
+
+def test_names_are_derived_from_the_declaration() -> None:
+    for f in FIELDS:
+        assert f.env == "AUTHSERVER_" + f.name.upper()
+        assert f.option == "--" + f.name.replace("_", "-")
+        assert f.help
+
+
+def test_secret_env_is_exactly_the_settings_declared_secret() -> None:
+    # Derived, not listed: a new secret setting is scrubbed from workers by being declared so.
+    assert set(SECRET_ENV) == {f.env for f in FIELDS if f.secret}
+    assert {
+        "AUTHSERVER_ADMIN_TOKEN",
+        "AUTHSERVER_KEY_PASSPHRASE",
+        "AUTHSERVER_DATABASE_URL",
+        "AUTHSERVER_RATE_LIMIT_STORAGE",
+    } <= set(SECRET_ENV)
+
+
+def test_repr_masks_every_secret_setting() -> None:
+    # Settings that only *may* carry a secret (URLs) are covered by the password tests.
+    values = {
+        f.env: "s3cr3t-value-for-" + f.name
+        for f in FIELDS
+        if f.secret and f.env not in ("AUTHSERVER_DATABASE_URL", "AUTHSERVER_RATE_LIMIT_STORAGE")
+    }
+    text = repr(Settings.from_env(values))
+    for value in values.values():
+        assert value not in text
+
+
+def test_database_password_is_masked_in_repr_and_describe() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_DATABASE_URL": "postgresql+psycopg://app:db-pw-9a1c@db.example/auth"}
+    )
+    for text in (repr(settings), settings.describe()):
+        assert "db-pw-9a1c" not in text
+        assert "db.example/auth" in text
+
+
+def test_describe_names_database_key_store_and_issuer(tmp_path: Path) -> None:
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path}/a.db",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "k"),
+            "AUTHSERVER_ISSUER": "https://auth.example.com",
+        }
+    )
+    text = settings.describe()
+    assert f"{tmp_path}/a.db" in text
+    assert f"file {tmp_path / 'k'}" in text
+    assert "https://auth.example.com" in text
+    assert "key store sql" in settings.replace(key_store="sql").describe()
+
+
+# -- the issuer follows host and port -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "port", "issuer"),
+    [
+        ("127.0.0.1", "18700", "http://localhost:18700"),
+        ("0.0.0.0", "8080", "http://localhost:8080"),  # noqa: S104 - a setting, nothing binds
+        ("::1", "9000", "http://localhost:9000"),
+        ("auth.internal", "8000", "http://auth.internal:8000"),
+        ("10.1.2.3", "8000", "http://10.1.2.3:8000"),
+        ("fd00::5", "8000", "http://[fd00::5]:8000"),
+    ],
+)
+def test_default_issuer_follows_host_and_port(host: str, port: str, issuer: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_HOST": host, "AUTHSERVER_PORT": port}).issuer == issuer
+    assert Settings.from_env({}, host=host, port=port).issuer == issuer
+
+
+def test_an_explicit_issuer_does_not_follow_the_port() -> None:
+    settings = Settings.from_env(
+        {"AUTHSERVER_ISSUER": "https://auth.example.com", "AUTHSERVER_PORT": "9000"}
+    )
+    assert settings.issuer == "https://auth.example.com"
+
+
+# -- where a value came from ---------------------------------------------------------------------
+
+
+def test_a_bad_option_names_the_option_not_the_variable() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({}, port="abc")
+    assert str(exc.value).startswith("--port:"), str(exc.value)
+    assert "AUTHSERVER_PORT" not in str(exc.value)
+
+
+def test_options_win_over_variables_over_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        "# a comment\n"
+        "export AUTHSERVER_PORT=7001\n"
+        "AUTHSERVER_THREADS='3'\n"
+        'AUTHSERVER_LOG_LEVEL="debug"\n'
+    )
+    env = {"AUTHSERVER_CONFIG": str(config), "AUTHSERVER_THREADS": "5"}
+    settings = Settings.from_env(env)
+    assert (settings.port, settings.threads, settings.log_level) == (7001, 5, "debug")
+    assert settings.issuer == "http://localhost:7001"
+    assert Settings.from_env(env, port="7002").port == 7002
+    assert Settings.from_env({}, config_file=config).threads == 3
+
+
+def test_a_bad_value_in_the_file_names_the_file_and_the_variable(tmp_path: Path) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text("AUTHSERVER_PORT=abc\n")
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({}, config_file=config)
+    assert str(exc.value).startswith(f"{config}: AUTHSERVER_PORT:"), str(exc.value)
+
+
+def test_an_unknown_name_in_the_file_is_refused_with_a_suggestion(tmp_path: Path) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text("AUTHSERVER_DATABSE_URL=sqlite:///x.db\n")
+    with pytest.raises(ConfigError, match="did you mean AUTHSERVER_DATABASE_URL"):
+        Settings.from_env({}, config_file=config)
+
+
+def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"AUTHSERVER_CONFIG": str(tmp_path / "nope.env")})
+    assert str(exc.value).startswith("AUTHSERVER_CONFIG: cannot read")
+
+
+def test_unknown_variables_are_named_with_a_suggestion() -> None:
+    warnings = unknown_variables(
+        {
+            "AUTHSERVER_DATABSE_URL": "x",
+            "AUTHSERVER_PORT": "1",
+            "AUTHSERVER_CONFIG": "f",
+            "AUTHSERVER_ZZZ": "1",
+            "HOME": "/",
+        }
+    )
+    assert warnings == [
+        "ignoring unknown variable AUTHSERVER_DATABSE_URL (did you mean AUTHSERVER_DATABASE_URL?)",
+        "ignoring unknown variable AUTHSERVER_ZZZ",
+    ]

@@ -71,8 +71,12 @@ def _make_private(directory: Path) -> None:
 
 
 class FileKeyStore:
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        """A store over *directory*, created (mode 0700) unless *create* is false; a store
+        that may not create it reads a missing directory as holding no keys."""
         self.directory = directory
+        if not create:
+            return
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:

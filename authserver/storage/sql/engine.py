@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
 
@@ -83,7 +84,21 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     try:
         return create_engine(parsed, **kwargs)
-    except (ArgumentError, ImportError) as exc:
+    except ImportError as exc:
+        # A dialect whose driver is not installed (mysql:// wants MySQLdb): say what
+        # authserver runs on and how another driver would be added.
+        raise ConfigError(
+            f"AUTHSERVER_DATABASE_URL: no driver for {parsed.drivername} ({exc}); authserver "
+            "supports sqlite:///PATH and postgresql+psycopg://USER:PASSWORD@HOST/DB (psycopg 3, "
+            "installed with it); another SQLAlchemy dialect needs its driver installed next "
+            "to authserver (pip install ...) and is untested"
+        ) from None
+    except NoSuchModuleError:
+        raise ConfigError(
+            f"AUTHSERVER_DATABASE_URL: SQLAlchemy has no dialect {parsed.drivername!r}; use "
+            "sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB"
+        ) from None
+    except ArgumentError as exc:
         raise ConfigError(f"AUTHSERVER_DATABASE_URL: {exc}") from None
 
 
@@ -101,6 +116,58 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
     except OSError:
         return  # a missing directory or no permission: SQLite reports it, naming the file
     os.close(fd)
+#: Phrases in driver messages, and what they mean to an operator (psycopg/libpq, sqlite3).
+_CAUSES = (
+    (
+        "connection refused",
+        "connection refused (is the database server running on that host and port?)",
+    ),
+    ("password authentication failed", "authentication failed (check the user and password)"),
+    ("no password supplied", "authentication failed (the server wants a password)"),
+    ("does not exist", "the database or role does not exist"),
+    ("could not translate host name", "unknown host"),
+    ("name or service not known", "unknown host"),
+    ("failed to resolve host", "unknown host"),
+    ("nodename nor servname", "unknown host"),
+    ("timeout expired", "timed out"),
+    ("timed out", "timed out"),
+    (
+        "unable to open database file",
+        "cannot open the SQLite file (does its directory exist, and may this user write there?)",
+    ),
+    ("no route to host", "no route to host"),
+    ("network is unreachable", "network unreachable"),
+    ("ssl", "a TLS problem"),
+)
+
+
+def explain_error(exc: BaseException, url: str) -> str:
+    """One line telling an operator why the database at *url* failed, without its password.
+
+    The driver's own text can hold the URL and its password, so it is never shown; it is
+    matched against known causes instead.
+    """
+    text = " ".join(str(getattr(exc, "orig", None) or exc).lower().split())
+    cause = next((meaning for phrase, meaning in _CAUSES if phrase in text), None)
+    where = _redact_password(url)
+    if cause is None:
+        return f"database error at {where} ({type(exc).__name__})"
+    return f"cannot use the database at {where}: {cause}"
+
+
+def _redact_password(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "AUTHSERVER_DATABASE_URL"
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL, or None (another database, or SQLite in memory)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return parsed.database
 
 
 class _Unit:
@@ -133,10 +200,6 @@ class Database:
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"authserver_unit_{id(self)}", default=None
         )
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.engine.dialect.name == "sqlite"
 
     def session(self) -> Session:
         """The session of the current unit of work (stores call this), opened on first use."""

@@ -17,7 +17,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
 from sqlalchemy import text
 
+from authserver.errors import ConfigError
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import sqlite_file
 
 #: An arbitrary constant: the PostgreSQL advisory lock id held while migrating.
 MIGRATION_LOCK_ID = 0x61757468  # "auth"
@@ -78,3 +80,47 @@ def downgrade(db: Database, revision: str) -> None:
     with db.engine.connect() as conn:
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
+
+
+def database_missing(db: Database) -> bool:
+    """True when *db* is a SQLite file that does not exist (connecting would create it)."""
+    path = sqlite_file(db.url)
+    return path is not None and not Path(path).exists()
+
+
+def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
+    """Bring the schema to what this version needs, as far as the caller may.
+
+    Schema policy in one place: ``serve`` creates and upgrades (*create* and *upgrade*);
+    commands that write create the schema on an empty database but never upgrade one
+    (*create*); commands that only read create nothing, not even the SQLite file.
+
+    :returns: ``"created"`` or ``"upgraded"`` when it changed the schema, else None.
+    :raises ConfigError: naming what to run, when the schema is missing or behind.
+    """
+    if not create and database_missing(db):
+        raise ConfigError(
+            f"AUTHSERVER_DATABASE_URL: no database at {sqlite_file(db.url)}; start "
+            "'authserver serve' or run 'authserver db upgrade' first, or point "
+            "--database-url / AUTHSERVER_DATABASE_URL / --config at yours"
+        )
+    current = current_revision(db)
+    head = head_revision()
+    if current == head:
+        return None
+    if current is None and create:
+        upgrade_to_head(db)
+        return "created"
+    if current is not None and upgrade:
+        upgrade_to_head(db)
+        return "upgraded"
+    if current is None:
+        raise ConfigError(
+            "AUTHSERVER_DATABASE_URL: the database is empty (no authserver schema); start "
+            "'authserver serve' or run 'authserver db upgrade' first, or point "
+            "--database-url / AUTHSERVER_DATABASE_URL / --config at yours"
+        )
+    raise ConfigError(
+        f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, this version needs "
+        f"{head}; run 'authserver db upgrade'"
+    )

@@ -1,0 +1,51 @@
+"""``authserver doctor``: check a configuration end to end (see authserver/doctor.py)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from authserver import doctor as checks
+from authserver.cli.context import handle_errors
+from authserver.cli.context import json_option
+from authserver.cli.context import load_settings
+from authserver.cli.context import state
+from authserver.cli.output import emit_json
+
+_MARK = {"ok": "ok", "warning": "WARNING", "problem": "PROBLEM"}
+
+
+@click.command()
+@click.option(
+    "--no-issuer-check",
+    "skip_issuer",
+    is_flag=True,
+    help="do not contact the issuer (when the server is not meant to be running)",
+)
+@json_option
+@handle_errors
+def doctor(skip_issuer: bool, as_json: bool) -> None:
+    """Check the configuration end to end: database reachable and migrated, key store
+    readable with a current key, passphrase, issuer reachable and matching its metadata,
+    admin token strength. Exits 1 when any problem is found; creates nothing."""
+    settings = load_settings()
+    state().used, state().human = settings, not as_json
+    findings = checks.run(settings, check_issuer=not skip_issuer)
+    problems = sum(f.status == "problem" for f in findings)
+    if as_json:
+        emit_json(
+            {
+                "ok": problems == 0,
+                "checks": [
+                    {"check": f.check, "status": f.status, "detail": f.detail} for f in findings
+                ],
+            }
+        )
+    else:
+        width = max(len(f.check) for f in findings)
+        for f in findings:
+            click.echo(f"{_MARK[f.status]:<8} {f.check.ljust(width)}  {f.detail}")
+        click.echo(f"\n{problems} problem(s) found." if problems else "\nNo problems found.")
+    if problems:
+        sys.exit(1)

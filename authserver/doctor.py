@@ -1,0 +1,195 @@
+"""``authserver doctor``: a configuration checked end to end, each finding in plain words.
+
+Each check reads; none creates a database, a schema or a key. The checks run in order and
+a check whose ground is missing (no database, so no key store in it) says so instead of
+failing again with a less helpful cause.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from authserver import container
+from authserver.errors import AuthServerError
+from authserver.keys.model import KeyState
+from authserver.settings import Settings
+from authserver.storage.sql import migrate
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import explain_error
+from authserver.storage.sql.engine import sqlite_file
+
+Status = Literal["ok", "warning", "problem"]
+
+#: Shortest admin token accepted: 32 characters of a random string is about 190 bits.
+MIN_TOKEN_LENGTH = 32
+
+#: How long the issuer check waits for the server's answer.
+HTTP_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str
+    status: Status
+    detail: str
+
+
+_Add = Callable[[Finding], None]
+
+
+def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
+    """Every finding for *settings*, in the order an operator would fix them."""
+    findings: list[Finding] = []
+    add = findings.append
+    add(Finding("configuration", "ok", settings.describe()))
+    svc = container.build(settings, readonly=True)
+    try:
+        schema_ok = _database(svc.db, add)
+        if settings.key_store == "sql" and not schema_ok:
+            add(Finding("key store", "problem", "the key store is in the database, see above"))
+        else:
+            _keys(svc, settings, add)
+    finally:
+        svc.close()
+    _passphrase(settings, add)
+    _admin_token(settings, add)
+    if check_issuer:
+        _issuer(settings, add)
+    return findings
+
+
+def _database(db: Database, add: _Add) -> bool:
+    where = db.url
+    if migrate.database_missing(db):
+        add(
+            Finding(
+                "database",
+                "problem",
+                f"no database file at {sqlite_file(db.url)}: run 'authserver db "
+                "upgrade' or start 'authserver serve', or point --database-url at yours",
+            )
+        )
+        return False
+    try:
+        current = migrate.current_revision(db)
+    except SQLAlchemyError as exc:
+        add(Finding("database", "problem", explain_error(exc, where)))
+        return False
+    add(Finding("database", "ok", "reachable"))
+    head = migrate.head_revision()
+    if current == head:
+        add(Finding("schema", "ok", f"migrated (revision {head})"))
+        return True
+    if current is None:
+        add(Finding("schema", "problem", "empty: run 'authserver db upgrade'"))
+    else:
+        add(
+            Finding(
+                "schema",
+                "problem",
+                f"at revision {current}, this version needs {head}: run 'authserver db upgrade'",
+            )
+        )
+    return False
+
+
+def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
+    try:
+        with svc.unit_of_work():
+            views = svc.keys.views()
+            svc.keys.check_readable()
+    except AuthServerError as exc:
+        add(Finding("key store", "problem", str(exc)))
+        return
+    except (SQLAlchemyError, OSError) as exc:
+        add(Finding("key store", "problem", f"unreadable ({type(exc).__name__})"))
+        return
+    where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"
+    add(Finding("key store", "ok", f"readable ({len(views)} keys in {where})"))
+    current = [v for v in views if v.state is KeyState.CURRENT]
+    if current:
+        add(Finding("signing key", "ok", f"current key {current[0].key.kid}"))
+    else:
+        add(
+            Finding(
+                "signing key",
+                "problem",
+                "no current signing key: 'authserver serve' creates the first one, "
+                "'authserver keys rotate' adds one",
+            )
+        )
+
+
+def _passphrase(settings: Settings, add: _Add) -> None:
+    if settings.key_passphrase:
+        add(Finding("passphrase", "ok", "private keys are encrypted at rest"))
+    else:
+        add(
+            Finding(
+                "passphrase",
+                "warning",
+                "AUTHSERVER_KEY_PASSPHRASE is not set: private keys are stored unencrypted",
+            )
+        )
+
+
+def _admin_token(settings: Settings, add: _Add) -> None:
+    token = settings.admin_token
+    if token is None:
+        add(Finding("admin token", "ok", "not set: the admin API is off"))
+    elif len(token) < MIN_TOKEN_LENGTH or len(set(token)) < 8:
+        add(
+            Finding(
+                "admin token",
+                "problem",
+                f"AUTHSERVER_ADMIN_TOKEN is weak ({len(token)} characters, "
+                f"{len(set(token))} distinct); use at least {MIN_TOKEN_LENGTH} random "
+                "characters, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+            )
+        )
+    else:
+        add(Finding("admin token", "ok", f"set ({len(token)} characters)"))
+
+
+def _issuer(settings: Settings, add: _Add) -> None:
+    issuer = settings.issuer
+    url = f"{issuer}/.well-known/oauth-authorization-server"
+    try:
+        with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
+            metadata = json.loads(response.read(1_000_000))
+    except urllib.error.HTTPError as exc:
+        add(Finding("issuer", "problem", f"{url} answered HTTP {exc.code}"))
+        return
+    except urllib.error.URLError as exc:
+        reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
+        add(
+            Finding(
+                "issuer",
+                "problem",
+                f"cannot reach {url}: {reason} (is 'authserver serve' running, and is "
+                "AUTHSERVER_ISSUER the URL verifiers use?)",
+            )
+        )
+        return
+    except (OSError, ValueError) as exc:
+        add(Finding("issuer", "problem", f"{url}: no metadata document ({type(exc).__name__})"))
+        return
+    served = metadata.get("issuer") if isinstance(metadata, dict) else None
+    if served != issuer:
+        add(
+            Finding(
+                "issuer",
+                "problem",
+                f"the server at {issuer} says its issuer is {served!r}: tokens it signs will "
+                "not match this configuration (AUTHSERVER_ISSUER differs between them)",
+            )
+        )
+        return
+    add(Finding("issuer", "ok", f"{issuer} answers and its metadata names it"))
