@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from authserver import container
 from authserver.errors import AuthServerError
 from authserver.keys.model import KeyState
+from authserver.settings import MIN_BEARER_TOKEN_LENGTH
 from authserver.settings import Settings
 from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
@@ -26,9 +27,6 @@ from authserver.storage.sql.engine import explain_error
 from authserver.storage.sql.engine import sqlite_file
 
 Status = Literal["ok", "warning", "problem"]
-
-#: Shortest admin token accepted: 32 characters of a random string is about 190 bits.
-MIN_TOKEN_LENGTH = 32
 
 #: How long the issuer check waits for the server's answer.
 HTTP_TIMEOUT_S = 5.0
@@ -141,21 +139,25 @@ def _passphrase(settings: Settings, add: _Add) -> None:
 
 
 def _admin_token(settings: Settings, add: _Add) -> None:
-    token = settings.admin_token
-    if token is None:
-        add(Finding("admin token", "ok", "not set: the admin API is off"))
-    elif len(token) < MIN_TOKEN_LENGTH or len(set(token)) < 8:
-        add(
-            Finding(
-                "admin token",
-                "problem",
-                f"AUTHSERVER_ADMIN_TOKEN is weak ({len(token)} characters, "
-                f"{len(set(token))} distinct); use at least {MIN_TOKEN_LENGTH} random "
-                "characters, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+    for check, env, token, off in (
+        ("admin token", "AUTHSERVER_ADMIN_TOKEN", settings.admin_token, "the admin API is off"),
+        ("metrics token", "AUTHSERVER_METRICS_TOKEN", settings.metrics_token, "/metrics is off"),
+    ):
+        if token is None:
+            add(Finding(check, "ok", f"not set: {off}"))
+        # Settings refuse a short token; a long one can still be a repeated character or a
+        # word typed twice, which a guesser tries first.
+        elif len(token) < MIN_BEARER_TOKEN_LENGTH or len(set(token)) < 10:
+            add(
+                Finding(
+                    check,
+                    "problem",
+                    f"{env} looks guessable ({len(token)} characters, {len(set(token))} "
+                    "distinct); use python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
+                )
             )
-        )
-    else:
-        add(Finding("admin token", "ok", f"set ({len(token)} characters)"))
+        else:
+            add(Finding(check, "ok", f"set ({len(token)} characters)"))
 
 
 def _issuer(settings: Settings, add: _Add) -> None:
