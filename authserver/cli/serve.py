@@ -12,13 +12,13 @@ import logging
 import os
 import shutil
 import socket
-import sys
 import tempfile
 from typing import Any
 
 import click
 
 from authserver import container
+from authserver import logs
 from authserver.cli.context import load_settings
 from authserver.cli.context import settings_options
 from authserver.cli.context import state
@@ -34,12 +34,8 @@ from authserver.storage.sql.migrate import ensure_schema
 log = logging.getLogger("authserver")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(settings: Settings) -> None:
+    logs.configure(settings.log_level, settings.log_format)
 
 
 def prepare(settings: Settings) -> None:
@@ -97,7 +93,7 @@ def serve(**options: Any) -> None:
     # package): it picks single- or multi-process storage once, at import time.
     metrics_dir = prepare_metrics_dir()
     try:
-        configure_logging(settings.log_level)
+        configure_logging(settings)
         check_listen(settings.host, settings.port)
         prepare(settings)
     except (ConfigError, KeyStoreError) as exc:
@@ -191,7 +187,7 @@ def worker_app() -> Any:
     # from the main process, which keeps them.
     for name in SECRET_ENV:
         os.environ.pop(name, None)
-    configure_logging(settings.log_level)
+    configure_logging(settings)
     services = container.build(settings)
     app = create_app(services=services)
     # One audit write per 0.25 s per worker instead of one per token.
@@ -201,17 +197,20 @@ def worker_app() -> Any:
     return app
 
 
-def _log_config(level: str) -> dict[str, Any]:
+def _log_config(level: str, fmt: str) -> dict[str, Any]:
     """granian's own messages in authserver's format, on stderr like everything else."""
+    formatter: dict[str, Any] = (
+        {"()": "authserver.logs.JsonFormatter"}
+        if fmt == "json"
+        else {
+            "()": "logging.Formatter",
+            "fmt": "%(asctime)s %(levelname)s [%(process)d] granian: %(message)s",
+        }
+    )
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {
-            "generic": {
-                "()": "logging.Formatter",
-                "fmt": "%(asctime)s %(levelname)s [%(process)d] granian: %(message)s",
-            },
-        },
+        "formatters": {"generic": formatter},
         "handlers": {
             "console": {
                 "formatter": "generic",
@@ -253,7 +252,7 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
         respawn_interval=1.0,
         workers_kill_timeout=GRACEFUL_TIMEOUT,
         log_level=LogLevels(settings.log_level),
-        log_dictconfig=_log_config(settings.log_level),
+        log_dictconfig=_log_config(settings.log_level, settings.log_format),
         log_access=False,
     )
     log.info(

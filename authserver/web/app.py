@@ -23,6 +23,7 @@ from authserver.web import metrics
 from authserver.web import oauth
 from authserver.web import openapi
 from authserver.web import wellknown
+from authserver.web.accesslog import AccessLog
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    # Outermost, around every layer: one access line and the request id for each request.
+    app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
 
 

@@ -116,6 +116,8 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
     except OSError:
         return  # a missing directory or no permission: SQLite reports it, naming the file
     os.close(fd)
+
+
 #: Phrases in driver messages, and what they mean to an operator (psycopg/libpq, sqlite3).
 _CAUSES = (
     (

@@ -1,0 +1,131 @@
+"""The access log and the request id: one WSGI middleware around the whole application
+(the lean OAuth layer and Flask alike), so every request gets exactly one line.
+
+A request id comes from the ``X-Request-Id`` header when it is a short printable token,
+else a new one is made; the response echoes it in ``X-Request-Id``, and the log line
+carries it, so an operator can find a client's failed request from the id the client saw.
+The client id is logged when some layer learned it (:func:`note_client`): the one a client
+authenticated as, or the one a failed authentication presented.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger("authserver.access")
+
+#: An incoming id is used only when it is this harmless: it lands in logs and a header.
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+@dataclass
+class _Access:
+    request_id: str
+    client_id: str | None = None
+
+
+_current: contextvars.ContextVar[_Access | None] = contextvars.ContextVar(
+    "authserver_access", default=None
+)
+
+
+def note_client(client_id: str | None) -> None:
+    """Record the client the current request is for (logged on its access line)."""
+    access = _current.get()
+    if access is not None and client_id:
+        access.client_id = client_id[:128]
+
+
+def request_id() -> str | None:
+    """The id of the request being served, if any (for other log lines)."""
+    access = _current.get()
+    return access.request_id if access is not None else None
+
+
+class AccessLog:
+    """WSGI middleware: request id in and out, one log line per request at info."""
+
+    def __init__(self, app: WSGIApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        rid = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
+        environ["HTTP_X_REQUEST_ID"] = rid
+        access = _Access(rid)
+        token = _current.set(access)
+        status_holder: list[int] = [0]
+
+        def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            status_holder[0] = int(status.split(" ", 1)[0])
+            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+            headers.append(("X-Request-Id", rid))
+            return start_response(status, headers, exc_info)
+
+        try:
+            body = self.app(environ, start)
+        except BaseException:
+            status_holder[0] = status_holder[0] or 500
+            self._log(environ, access, status_holder[0], started)
+            raise
+        finally:
+            _current.reset(token)
+        return _Logged(body, lambda: self._log(environ, access, status_holder[0], started))
+
+    @staticmethod
+    def _log(environ: dict[str, Any], access: _Access, status: int, started: float) -> None:
+        millis = (time.perf_counter() - started) * 1000
+        method = environ.get("REQUEST_METHOD", "-")
+        path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))[:512] or "/"
+        # Never the query string: it is the one part of a URL that may carry a credential.
+        log.info(
+            "%s %s %d %.1fms client=%s request_id=%s",
+            method,
+            path,
+            status,
+            millis,
+            access.client_id or "-",
+            access.request_id,
+            extra={
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(millis, 1),
+                "client_id": access.client_id,
+                "request_id": access.request_id,
+                "remote_addr": environ.get("REMOTE_ADDR"),
+            },
+        )
+
+
+class _Logged:
+    """The response body, logging once the server has consumed (or closed) it."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[], None]) -> None:
+        self._body = body
+        self._done: Callable[[], None] | None = done
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._done is not None:
+                done, self._done = self._done, None
+                done()

@@ -1,0 +1,76 @@
+"""The access log of a real ``authserver serve``: one line per request with method, path,
+status, duration and request id; ``X-Request-Id`` taken or made and echoed; JSON lines
+with ``AUTHSERVER_LOG_FORMAT=json``; a quiet start."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import ServerProcess
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+        "AUTHSERVER_WORKERS": "1",
+        "AUTHSERVER_SCHEDULER": "false",
+        **extra,
+    }
+
+
+def test_one_text_line_per_request_with_the_request_id(tmp_path: Path) -> None:
+    log_path = tmp_path / "serve.log"
+    with ServerProcess(_env(tmp_path), log_path=log_path) as server:
+        given = requests.get(
+            server.base_url + "/.well-known/jwks.json",
+            headers={"X-Request-Id": "abc-123"},
+            timeout=10,
+        )
+        made = requests.post(server.base_url + "/token", data={"grant_type": "x"}, timeout=10)
+        hostile = requests.get(
+            server.base_url + "/healthz",
+            headers={"X-Request-Id": "a b;<c>" + "x" * 200},
+            timeout=10,
+        )
+    assert given.headers["X-Request-Id"] == "abc-123"
+    assert re.fullmatch(r"[0-9a-f]{16}", made.headers["X-Request-Id"])
+    assert re.fullmatch(r"[0-9a-f]{16}", hostile.headers["X-Request-Id"])
+    text = log_path.read_text()
+    lines = [line for line in text.splitlines() if "authserver.access" in line]
+    assert len([x for x in lines if "GET /.well-known/jwks.json 200" in x]) == 1, text
+    assert "request_id=abc-123" in next(x for x in lines if "jwks.json" in x)
+    token_line = next(x for x in lines if "POST /token" in x)
+    assert f"request_id={made.headers['X-Request-Id']}" in token_line
+    assert re.search(r"POST /token 4\d\d [\d.]+ms", token_line), token_line
+    # Quiet start: Alembic's context line at most once, and not at info for every check.
+    assert text.count("Context impl") <= 1, text
+
+
+def test_json_log_format(tmp_path: Path) -> None:
+    log_path = tmp_path / "serve.log"
+    env = _env(tmp_path, AUTHSERVER_LOG_FORMAT="json")
+    with ServerProcess(env, log_path=log_path) as server:
+        requests.get(server.base_url + "/healthz", headers={"X-Request-Id": "req-1"}, timeout=10)
+    records = []
+    for line in log_path.read_text().splitlines():
+        if line.startswith("{"):
+            records.append(json.loads(line))
+    access = [r for r in records if r["logger"] == "authserver.access"]
+    assert any(
+        r["method"] == "GET"
+        and r["path"] == "/healthz"
+        and r["status"] == 200
+        and r["request_id"] == "req-1"
+        and isinstance(r["duration_ms"], float)
+        for r in access
+    ), access
+    started = [r for r in records if "listening on" in r["message"]]
+    assert started, records
