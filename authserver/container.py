@@ -21,6 +21,7 @@ from authserver.clock import SystemClock
 from authserver.keys.service import KeyPolicy
 from authserver.keys.service import KeyService
 from authserver.keys.store import KeyStore
+from authserver.profiles.registry import ProfileRegistry
 from authserver.settings import Settings
 from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.sql.audit import SqlAuditStore
@@ -50,6 +51,7 @@ class Services:
     inspector: TokenInspector
     #: Fetches and caches the JWK sets of clients registered with a ``jwks_uri``.
     jwks_fetcher: JwksFetcher
+    profiles: ProfileRegistry
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit at the end, roll back on error."""
@@ -84,6 +86,7 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
     audit = AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention)
     keys = KeyService(key_store, clock, key_policy(settings), audit)
     revocations = SqlRevocationStore(db)
+    profiles = ProfileRegistry.load()
     return Services(
         settings=settings,
         clock=clock,
@@ -94,6 +97,7 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             max_token_ttl=settings.max_token_ttl,
             audit=audit,
             allow_http_jwks_uri=not settings.production,
+            profiles=profiles,
         ),
         keys=keys,
         tokens=TokenService(
@@ -113,4 +117,5 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             ),
             clock=clock,
         ),
+        profiles=profiles,
     )

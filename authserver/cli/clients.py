@@ -36,6 +36,11 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
             ("allowed_claims", data["allowed_claims"]),
             ("token_ttl", data["token_ttl"] or "server default"),
             ("require_sub", "yes" if data["require_sub"] else "no"),
+            ("profile", data["profile"]),
+            (
+                "fixed_claims",
+                ", ".join(f"{k}={json.dumps(v)}" for k, v in data["fixed_claims"].items()),
+            ),
             ("auth_methods", data["token_endpoint_auth_methods"]),
             ("jwks_uri", data["jwks_uri"]),
             ("created_at", data["created_at"]),
@@ -61,6 +66,40 @@ def _read_jwks(path: str) -> dict[str, Any]:
     return data
 
 
+def _fixed_claims(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs; VALUE is JSON when it parses as JSON (``type=0``,
+    ``grants={"a":1}``), else the literal string (``url=wss://sync.example``). Quote a
+    string that looks like JSON: ``tenant='"123"'``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name or not raw:
+            fail("--fixed-claim takes NAME=VALUE")
+        if name in out:
+            fail(f"--fixed-claim {name} is given twice")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        out[name] = value
+    return out
+
+
+profile_option = click.option(
+    "--profile",
+    help="request/response dialect: oauth2 (default), dexie, verdant, twilio, stream, "
+    "or an installed plug-in",
+)
+fixed_claim_option = click.option(
+    "--fixed-claim",
+    "fixed_claims",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="a claim every token carries and no request can change (repeat); VALUE is JSON "
+    "or a plain string",
+)
+
+
 @click.group()
 def clients() -> None:
     """Register and manage clients (trusted backends)."""
@@ -84,6 +123,8 @@ def clients() -> None:
     default=False,
     help="every token request must name a user (sub); default: not required",
 )
+@profile_option
+@fixed_claim_option
 @json_option
 @handle_errors
 def create(
@@ -95,12 +136,15 @@ def create(
     jwks_file: str | None,
     jwks_uri: str | None,
     require_sub: bool,
+    profile: str | None,
+    fixed_claims: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Register a client; prints its client_id and (once) its client_secret."""
     if jwks_file and jwks_uri:
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
+    fixed = _fixed_claims(fixed_claims)
     with services(as_json=as_json) as svc, svc.unit_of_work():
         client, secret = svc.clients.create(
             name=name,
@@ -111,6 +155,8 @@ def create(
             jwks=jwks,
             jwks_uri=jwks_uri,
             require_sub=require_sub,
+            profile=profile or "oauth2",
+            fixed_claims=fixed,
         )
     _show(client_json(client), as_json, secret)
 
@@ -172,6 +218,9 @@ def show(client_id: str, as_json: bool) -> None:
     default=None,
     help="require (or stop requiring) a user (sub) in every token request",
 )
+@profile_option
+@fixed_claim_option
+@click.option("--clear-fixed-claims", is_flag=True, help="remove every fixed claim")
 @json_option
 @handle_errors
 def update(
@@ -186,6 +235,9 @@ def update(
     token_ttl: int | None,
     default_token_ttl: bool,
     require_sub: bool | None,
+    profile: str | None,
+    fixed_claims: tuple[str, ...],
+    clear_fixed_claims: bool,
     as_json: bool,
 ) -> None:
     """Change a client's name or policy; options left out stay as they are."""
@@ -193,6 +245,7 @@ def update(
         (audiences, clear_audiences, "audience"),
         (scopes, clear_scopes, "scope"),
         (allowed_claims, clear_allowed_claims, "allowed-claim"),
+        (fixed_claims, clear_fixed_claims, "fixed-claim"),
     ):
         if values and clear:
             fail(f"--{option} and --clear-{option}s are mutually exclusive")
@@ -211,6 +264,11 @@ def update(
         changes["token_ttl"] = token_ttl
     if require_sub is not None:
         changes["require_sub"] = require_sub
+    if profile is not None:
+        changes["profile"] = profile
+    if fixed_claims or clear_fixed_claims:
+        # Replaces the whole set, like --scope and --allowed-claim.
+        changes["fixed_claims"] = _fixed_claims(fixed_claims)
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
     with services(as_json=as_json) as svc, svc.unit_of_work():

@@ -6,6 +6,10 @@ from __future__ import annotations
 CLIENT_SECRET_BASIC = "client_secret_basic"  # noqa: S105 - a method name, not a secret
 CLIENT_SECRET_POST = "client_secret_post"  # noqa: S105 - a method name, not a secret
 PRIVATE_KEY_JWT = "private_key_jwt"
+#: ``Authorization: Bearer <client_secret>``, the operator-token dialect of the ``stream``
+#: profile: only at a profile's own path and only for clients of that profile, so it is
+#: not among the methods ``/token`` offers (no registry defines a name for it).
+CLIENT_SECRET_BEARER = "client_secret_bearer"  # noqa: S105 - a method name, not a secret
 
 #: What a client registered with a secret may use.
 SECRET_METHODS = (CLIENT_SECRET_BASIC, CLIENT_SECRET_POST)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 from typing import NewType
 
@@ -36,6 +38,11 @@ class ClientPolicy:
     #: for a user, so a request that forgot the user fails instead of getting a token
     #: whose subject is the client itself.
     require_sub: bool = False
+    #: The request/response dialect of this client (``authserver.profiles``).
+    profile: str = "oauth2"
+    #: Claims every token of this client carries, set by the operator; a request can
+    #: repeat one with the same value but never change it.
+    fixed_claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Container
 from collections.abc import Iterable
+from collections.abc import Mapping
 from typing import Any
 
 from authserver.audit.service import AuditService
@@ -23,10 +25,15 @@ from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import RESERVED_CLAIMS
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
 
 _UNSET: Any = object()
+DEFAULT_PROFILE = "oauth2"
+#: Most fixed claims per client.
+MAX_FIXED_CLAIMS = 32
 #: Most clients one process keeps in memory (oldest evicted first).
 CACHE_SIZE = 10_000
 
@@ -42,11 +49,14 @@ class ClientService:
         max_token_ttl: int,
         audit: AuditService | None = None,
         allow_http_jwks_uri: bool = True,
+        profiles: Container[str] = (DEFAULT_PROFILE,),
     ) -> None:
         self._store = store
         #: Outside production mode a ``jwks_uri`` may be plain http on a loopback host
         #: (a client's development key server); in production only https.
         self._allow_http_jwks_uri = allow_http_jwks_uri
+        #: The profile names a client may be registered with (built-ins and plug-ins).
+        self._profiles = profiles
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
@@ -88,6 +98,11 @@ class ClientService:
                 self._cache[client_id] = client
         return client
 
+    def find_by_secret(self, secret: str) -> Client | None:
+        """The client whose current secret is *secret* (Bearer-secret authentication),
+        or ``None``. Secrets are unique, so the digest names at most one client."""
+        return self._store.get_by_secret_hash(client_secrets.hash_secret(secret))
+
     def list(self) -> list[Client]:
         return self._store.list()
 
@@ -104,6 +119,8 @@ class ClientService:
         jwks: dict[str, Any] | None = None,
         jwks_uri: str | None = None,
         require_sub: bool = False,
+        profile: str = DEFAULT_PROFILE,
+        fixed_claims: Mapping[str, Any] | None = None,
     ) -> tuple[Client, str | None]:
         """Register a client.
 
@@ -118,6 +135,8 @@ class ClientService:
             allowed_claims=_allowed_claims(allowed_claims),
             token_ttl=self._ttl(token_ttl),
             require_sub=_flag(require_sub, "require_sub"),
+            profile=self._profile(profile),
+            fixed_claims=_fixed_claims(fixed_claims or {}),
         )
         now = self._clock.now()
         secret: str | None = None
@@ -154,6 +173,8 @@ class ClientService:
         allowed_claims: Iterable[str] | None = None,
         token_ttl: int | None = _UNSET,
         require_sub: bool | None = None,
+        profile: str | None = None,
+        fixed_claims: Mapping[str, Any] | None = None,
     ) -> Client:
         """Change a client's name or policy; arguments left out stay as they are."""
         client = self.get(client_id)
@@ -168,6 +189,10 @@ class ClientService:
             policy = dataclasses.replace(policy, token_ttl=self._ttl(token_ttl))
         if require_sub is not None:
             policy = dataclasses.replace(policy, require_sub=_flag(require_sub, "require_sub"))
+        if profile is not None:
+            policy = dataclasses.replace(policy, profile=self._profile(profile))
+        if fixed_claims is not None:
+            policy = dataclasses.replace(policy, fixed_claims=_fixed_claims(fixed_claims))
         updated = dataclasses.replace(
             client,
             name=_name(name) if name is not None else client.name,
@@ -210,6 +235,14 @@ class ClientService:
     def check_secret(client: Client, secret: str) -> bool:
         """True when *secret* is the client's current secret (constant-time)."""
         return client_secrets.verify_secret(secret, client.secret_hash)
+
+    def _profile(self, name: str) -> str:
+        if not isinstance(name, str) or name not in self._profiles:
+            raise InvalidInput(
+                "unknown profile: built in are oauth2, dexie, verdant, twilio and stream; "
+                "others come from installed authserver.profiles plug-ins"
+            )
+        return name
 
     def _ttl(self, token_ttl: int | None) -> int | None:
         if token_ttl is None:
@@ -281,3 +314,25 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
         if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
             raise InvalidInput(f"{name} is set by the server itself and cannot be an allowed claim")
     return tuple(out)
+
+
+def _fixed_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """Check operator-set claims: names by the allowed-claim rules (never a reserved or
+    identity claim), values by the claim-value rules (strict JSON, bounded depth and size)."""
+    if not isinstance(claims, Mapping):
+        raise InvalidInput("fixed claims must be a JSON object of claim names to values")
+    if len(claims) > MAX_FIXED_CLAIMS:
+        raise InvalidInput(f"at most {MAX_FIXED_CLAIMS} fixed claims")
+    for name, value in claims.items():
+        if not isinstance(name, str) or not is_valid_claim_name(name):
+            raise InvalidInput(f"a fixed claim name is not valid: {CLAIM_NAME_RULE}")
+        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
+            raise InvalidInput(f"{name} is set by the server itself and cannot be a fixed claim")
+        if value is None or value == "":
+            raise InvalidInput(f"fixed claim {name}: the value must not be empty")
+    out = dict(claims)
+    try:
+        check_claim_values(out)
+    except InvalidValue as exc:
+        raise InvalidInput(f"fixed claims: {exc}") from None
+    return out

@@ -17,6 +17,10 @@ class ClientStore(Protocol):
     def get(self, client_id: ClientId) -> Client | None:
         """Return the client or ``None``."""
 
+    def get_by_secret_hash(self, secret_hash: str) -> Client | None:
+        """Return the client whose current secret has this stored digest, or ``None``
+        (secrets are unique 256-bit values, so the digest identifies one client)."""
+
     def list(self) -> list[Client]:
         """Return every client, oldest first."""
 

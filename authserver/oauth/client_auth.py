@@ -22,6 +22,7 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from joserfc.jwk import KeySet
 
 from authserver.clients import auth_methods
+from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.jwks_fetch import JwksUnavailable
 from authserver.clients.model import Client
@@ -33,6 +34,8 @@ from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import loads_strict
 
 QueryClient = Callable[[str], OAuthClient | None]
+#: The client whose current secret is the given one, or ``None``.
+FindBySecret = Callable[[str], OAuthClient | None]
 
 #: Upper bounds that keep hashing and lookups cheap for hostile input.
 MAX_ID = 128
@@ -71,6 +74,42 @@ def basic_credentials(headers: Any) -> tuple[str, str] | None:
         raise InvalidClientError(MALFORMED_BASIC, status_code=401)
     # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
     return unquote(client_id), unquote(secret)
+
+
+class SecretBearerAuthentication:
+    """``Authorization: Bearer <client_secret>``: the operator-token authentication of the
+    ``stream`` dialect, registered as ``client_secret_bearer`` and offered only by the
+    grant at a profile's own path.
+
+    The secret alone names the client: secrets are unique 256-bit values and stored as
+    their SHA-256 digest, so the digest of the presented one is looked up (an indexed
+    equality on a digest; its timing says nothing useful about a secret). The client
+    must be of a profile that authenticates this way. Anything else, including a wrong
+    secret, is the same ``invalid_client`` and is counted as a failed authentication.
+    """
+
+    def __init__(self, find_by_secret: FindBySecret) -> None:
+        self._find = find_by_secret
+
+    def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:
+        auth = (request.headers.get("Authorization") or "").strip()
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        token = token.strip()
+        form = request.form
+        # RFC 6749 §2.3: one authentication method per request.
+        if (
+            not token
+            or len(token) > MAX_SECRET
+            or form.get("client_secret")
+            or form.get("client_assertion")
+        ):
+            return None
+        client = self._find(token)
+        if client is None or not client.check_endpoint_auth_method(CLIENT_SECRET_BEARER, "token"):
+            return None
+        return client
 
 
 def uses_basic(headers: Any) -> bool:

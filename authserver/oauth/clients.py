@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from authlib.oauth2.rfc6749 import ClientMixin
 
+from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.model import Client
 from authserver.clients.service import ClientService
 
@@ -14,8 +15,11 @@ ENDPOINTS = ("token", "introspection", "revocation")
 
 
 class OAuthClient(ClientMixin):
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, bearer_secret: bool = False) -> None:
         self.domain = client
+        #: Found by the digest of a Bearer secret, for a profile that authenticates so
+        #: (client_auth.SecretBearerAuthentication); never for a lookup by id.
+        self.bearer_secret = bearer_secret
 
     @property
     def client_id(self) -> str:
@@ -40,6 +44,8 @@ class OAuthClient(ClientMixin):
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if endpoint not in ENDPOINTS or not self.domain.enabled:
             return False
+        if method == CLIENT_SECRET_BEARER:
+            return self.bearer_secret and self.domain.secret_hash is not None
         return method in self.domain.auth_methods
 
     def check_response_type(self, response_type: str) -> bool:

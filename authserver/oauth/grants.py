@@ -7,12 +7,20 @@ from typing import ClassVar
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 from authlib.oauth2.rfc6749.hooks import hooked
 
 from authserver.clients import auth_methods
+from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.model import is_valid_scope_token
 from authserver.oauth.errors import from_token_request_error
+from authserver.oauth.requests import REPEATABLE
 from authserver.oauth.requests import ParsedBody
+from authserver.profiles.base import PROTOCOL_FIELDS
+from authserver.profiles.base import DialectRequest
+from authserver.profiles.base import Profile
+from authserver.profiles.base import TokenParameters
+from authserver.profiles.base import refuse_unknown
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
 from authserver.vocabulary import CLAIM_NAME_RULE
@@ -128,7 +136,21 @@ class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
         # Authenticates the client first, so an unauthenticated caller learns nothing
         # about the policy, then checks the grant type and parses our parameters.
         super().validate_token_request()
-        self.token_request = parse_token_request(self.request.parsed)
+        client = self.client.domain
+        profile = self.server.profiles.get(client.policy.profile)
+        if profile is None:
+            # A plug-in that was uninstalled or failed to load (logged at start).
+            raise InvalidRequestError("this client's profile is not installed on this server")
+        self.profile: Profile = profile
+        self.dialect = dialect_request(self.request, self.server.token_service.now())
+        # The profile only translates: its output goes through the same parser and the
+        # same policy checks (tokens.claims) as an oauth2 request.
+        try:
+            refuse_unknown(profile, self.dialect)
+            parameters = profile.translate(self.dialect, client)
+        except TokenRequestError as exc:
+            raise from_token_request_error(exc) from None
+        self.token_request = parse_token_request(as_parsed_body(parameters))
 
     @hooked
     def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
@@ -136,14 +158,46 @@ class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
             issued = self.server.token_service.issue(self.client.domain, self.token_request)
         except TokenRequestError as exc:
             raise from_token_request_error(exc) from None
-        # RFC 6749 §5.1; RFC 9068 access tokens are Bearer tokens (RFC 6750).
-        body: dict[str, Any] = {
-            "access_token": issued.access_token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-        }
-        if issued.scope:
-            body["scope"] = issued.scope
+        body = self.profile.render(issued, self.dialect)
         self.request.issued = issued
         self.save_token(body)
         return 200, body, self.TOKEN_RESPONSE_HEADER
+
+
+class AuthServerProfilePathGrant(AuthServerClientCredentialsGrant):
+    """A profile's own path (``stream``: ``POST /auth/v1/access-tokens``): the same grant,
+    authenticated by ``Authorization: Bearer <client_secret>``, for clients of the profile
+    that serves the path. The dialect's body carries no ``grant_type``; the path implies
+    client credentials."""
+
+    TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [CLIENT_SECRET_BEARER]
+
+    def validate_token_request(self) -> None:
+        super().validate_token_request()
+        if self.request.path not in self.profile.paths:
+            raise UnauthorizedClientError("this client's profile is not served at this path")
+
+
+def dialect_request(request: Any, now: float) -> DialectRequest:
+    """The parsed body as a profile sees it: one value per parameter (a list for the
+    repeatable ``audience``/``resource``), without the grant type and credentials."""
+    parsed: ParsedBody = request.parsed
+    fields = {
+        name: (values if name in REPEATABLE else values[0])
+        for name, values in parsed.fields.items()
+        if name not in PROTOCOL_FIELDS and values
+    }
+    return DialectRequest(fields=fields, is_json=parsed.is_json, now=now, path=request.path)
+
+
+def as_parsed_body(parameters: TokenParameters) -> ParsedBody:
+    """authserver's token parameters (JSON-typed values) as the oauth2 parser reads them."""
+    fields: dict[str, list[Any]] = {}
+    for name, value in parameters.items():
+        if value is None:
+            continue
+        if name in REPEATABLE and isinstance(value, list):
+            fields[name] = list(value)
+        else:
+            fields[name] = [value]
+    return ParsedBody(fields, is_json=True)

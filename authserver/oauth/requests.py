@@ -179,6 +179,7 @@ class AuthServerOAuth2Request(OAuth2Request):
         uri = f"{request.scheme}://{request.host}{request.path}"
         super().__init__(method=request.method, uri=uri, headers=request.headers)
         self.parsed = body
+        self.path = request.path
         self.payload = AuthServerPayload(body)
         self.remote_addr = request.remote_addr
 

@@ -17,6 +17,7 @@ from flask import request as flask_request
 
 from authserver.audit.service import AuditService
 from authserver.clients import auth_methods
+from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.service import ClientService
 from authserver.oauth import client_auth
@@ -25,8 +26,10 @@ from authserver.oauth.endpoints import AuthServerIntrospectionEndpoint
 from authserver.oauth.endpoints import AuthServerRevocationEndpoint
 from authserver.oauth.errors import UnsupportedGrantError
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
+from authserver.oauth.grants import AuthServerProfilePathGrant
 from authserver.oauth.requests import AuthServerOAuth2Request
 from authserver.oauth.requests import parse_body
+from authserver.profiles.registry import ProfileRegistry
 from authserver.tokens.inspection import TokenInspector
 from authserver.tokens.revocations import RevocationStore
 from authserver.tokens.service import TokenService
@@ -57,11 +60,13 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         audit: AuditService,
         issuer: str,
         jwks_fetcher: JwksFetcher | None = None,
+        profiles: ProfileRegistry | None = None,
     ) -> None:
         super().__init__()
         self.client_service = clients
         self.token_service = tokens
         self.audit = audit
+        self.profiles = profiles or ProfileRegistry.load()
         # Flask config is not where authserver keeps configuration; register directly.
         self.register_token_generator("default", self._no_generator)
         self.register_grant(AuthServerClientCredentialsGrant)
@@ -77,6 +82,11 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                 issuer, revocations, client_auth.ClientKeys(jwks_fetcher or JwksFetcher())
             ),
         )
+        # Offered only by AuthServerProfilePathGrant, at a profile's own path.
+        self.register_client_auth_method(
+            CLIENT_SECRET_BEARER,
+            client_auth.SecretBearerAuthentication(self._find_by_secret),
+        )
         self.register_endpoint(AuthServerIntrospectionEndpoint(self, inspector))
         self.register_endpoint(AuthServerRevocationEndpoint(self, inspector))
 
@@ -89,6 +99,14 @@ class AuthServerAuthorizationServer(AuthorizationServer):
     def query_client(self, client_id: str) -> OAuthClient | None:
         client = self.client_service.find(client_id)
         return OAuthClient(client) if client is not None else None
+
+    def _find_by_secret(self, secret: str) -> OAuthClient | None:
+        client = self.client_service.find_by_secret(secret)
+        if client is None:
+            return None
+        profile = self.profiles.get(client.policy.profile)
+        # A profile with paths of its own authenticates there by Bearer secret.
+        return OAuthClient(client, bearer_secret=profile is not None and bool(profile.paths))
 
     def save_token(self, token: dict[str, Any], request: Any) -> None:
         """Access tokens are self-contained JWTs: nothing to store but the audit record
@@ -147,6 +165,19 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                 oauth_request,
                 UnsupportedGrantError("only grant_type=client_credentials is supported"),
             )
+        except OAuth2Error as error:
+            return self.handle_error_response(oauth_request, error)
+
+    def create_profile_path_response(self) -> Response:
+        """A profile's own path (e.g. ``stream``'s ``POST /auth/v1/access-tokens``): the
+        client-credentials grant, without ``grant_type`` in the body, authenticated by
+        ``Authorization: Bearer <client_secret>``."""
+        oauth_request = None
+        try:
+            oauth_request = self.create_oauth2_request(None)
+            grant = AuthServerProfilePathGrant(oauth_request, self)
+            grant.validate_token_request()
+            return self.handle_response(*grant.create_token_response())
         except OAuth2Error as error:
             return self.handle_error_response(oauth_request, error)
 

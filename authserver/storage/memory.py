@@ -37,6 +37,12 @@ class InMemoryClientStore:
     def get(self, client_id: ClientId) -> Client | None:
         return self._clients.get(client_id)
 
+    def get_by_secret_hash(self, secret_hash: str) -> Client | None:
+        for client in self._clients.values():
+            if client.secret_hash == secret_hash:
+                return client
+        return None
+
     def list(self) -> list[Client]:
         return sorted(self._clients.values(), key=lambda c: (c.created_at, c.client_id))
 

@@ -93,9 +93,21 @@ def check_user(client: Client, request: TokenRequest) -> None:
 
 def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
     """The request's extra claims, each allowed for the client and each a bounded,
-    strict JSON value."""
+    strict JSON value, together with the client's fixed claims.
+
+    A fixed claim is the operator's: a request may repeat it with the same value (a
+    backend that always sends its sync URL keeps working) but never change it.
+    """
     allowed = set(client.policy.allowed_claims)
-    for name in claims:
+    fixed = client.policy.fixed_claims
+    for name, value in claims.items():
+        if name in fixed:
+            # Same JSON value, and the same JSON type (True is not 1).
+            if value != fixed[name] or type(value) is not type(fixed[name]):
+                raise TokenRequestError(
+                    f"{name} is a fixed claim of this client; a request cannot change it"
+                )
+            continue
         if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
             raise TokenRequestError(
                 f"claims must not set a claim the server sets itself ({reserved_claims_text()}; "
@@ -107,7 +119,7 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
         check_claim_values(claims)
     except InvalidValue as exc:
         raise TokenRequestError(str(exc)) from None
-    return dict(claims)
+    return {**claims, **fixed}
 
 
 def build_claims(

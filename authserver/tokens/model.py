@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -33,6 +34,8 @@ class IssuedToken:
     sub: str
     audience: str | list[str]
     kid: str
+    #: The signed claim set (for profiles whose response repeats claims).
+    claims: Mapping[str, Any] = field(default_factory=dict)
 
 
 class TokenRequestError(Exception):

@@ -25,6 +25,10 @@ class TokenService:
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
 
+    def now(self) -> float:
+        """The time tokens are issued at (the injected clock)."""
+        return self._clock.now()
+
     def client_ttl(self, client: Client) -> int:
         return min(client.policy.token_ttl or self._default_ttl, self._max_ttl)
 
@@ -49,4 +53,5 @@ class TokenService:
             sub=claim_set.claims["sub"],
             audience=claim_set.audience,
             kid=kid,
+            claims=claim_set.claims,
         )

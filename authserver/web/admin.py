@@ -24,6 +24,7 @@ from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import loads_strict
 from authserver.web import bearer
@@ -44,10 +45,13 @@ CREATE_FIELDS = {
     "jwks",
     "jwks_uri",
     "require_sub",
+    "profile",
+    "fixed_claims",
 }
-UPDATE_FIELDS = {"name", "audiences", "scopes", "allowed_claims", "token_ttl", "require_sub"}
-#: The deepest admin body: ``{"jwks": {"keys": [{"x5c": ["…"]}]}}``.
-MAX_BODY_DEPTH = 5
+UPDATE_FIELDS = CREATE_FIELDS - {"jwks", "jwks_uri"}
+#: The deepest admin body: ``{"fixed_claims": {"name": <claim value>}}`` with a claim
+#: value as deep as a claim may be (deeper than ``{"jwks": {"keys": [{"x5c": ["…"]}]}}``).
+MAX_BODY_DEPTH = 2 + MAX_CLAIM_DEPTH
 
 
 def _unauthorized() -> Response:
@@ -135,6 +139,22 @@ def _bool(data: dict[str, Any], field: str) -> bool:
     return value
 
 
+def _profile(data: dict[str, Any]) -> str:
+    value = data.get("profile")
+    if not isinstance(value, str):
+        raise InvalidInput("profile must be a string")
+    return value
+
+
+def _fixed_claims(data: dict[str, Any]) -> dict[str, Any]:
+    value = data.get("fixed_claims")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidInput("fixed_claims must be a JSON object of claim names to values")
+    return value
+
+
 def _json(obj: Any, status: int = 200) -> Response:
     response = jsonify(obj)
     response.status_code = status
@@ -165,6 +185,8 @@ def create_client() -> Response:
         jwks=data.get("jwks"),
         jwks_uri=jwks_uri,
         require_sub=_bool(data, "require_sub") if "require_sub" in data else False,
+        profile=_profile(data) if "profile" in data else "oauth2",
+        fixed_claims=_fixed_claims(data),
     )
     body = client_json(client)
     if secret is not None:
@@ -195,6 +217,10 @@ def update_client(client_id: str) -> Response:
         changes["token_ttl"] = _ttl(data)
     if "require_sub" in data:
         changes["require_sub"] = _bool(data, "require_sub")
+    if "profile" in data:
+        changes["profile"] = _profile(data)
+    if "fixed_claims" in data:
+        changes["fixed_claims"] = _fixed_claims(data)
     if not changes:
         raise InvalidInput("nothing to change")
     return _json(client_json(services().clients.update(client_id, **changes)))

@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         audit=services.audit,
         issuer=settings.issuer,
         jwks_fetcher=services.jwks_fetcher,
+        profiles=services.profiles,
     )
     if settings.proxy_hops:
         # Trust X-Forwarded-* only from as many proxies as configured (DESIGN.md §1 item 4).
@@ -66,6 +67,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # is timed and counted like any other response.
     limits.init_app(app, settings, app.extensions["authserver.oauth"])
     app.register_blueprint(oauth.bp)
+    oauth.register_profile_paths(app, services.profiles)
     app.register_blueprint(wellknown.bp)
     app.register_blueprint(health.bp)
     if settings.metrics_token:

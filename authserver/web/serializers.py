@@ -31,6 +31,8 @@ def client_json(client: Client) -> dict[str, Any]:
         "token_ttl": client.policy.token_ttl,
         "token_endpoint_auth_methods": list(client.auth_methods),
         "require_sub": client.policy.require_sub,
+        "profile": client.policy.profile,
+        "fixed_claims": dict(client.policy.fixed_claims),
         "jwks_uri": client.jwks_uri,
         "jwks": client.jwks,
         "created_at": iso(client.created_at),

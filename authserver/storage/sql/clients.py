@@ -37,6 +37,8 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.jwks_uri = client.jwks_uri
     row.created_at = client.created_at
     row.updated_at = client.updated_at
+    row.profile = client.policy.profile
+    row.fixed_claims = dict(client.policy.fixed_claims) or None
 
 
 #: The columns of a client row, in the order of ``_GET``. A raw read (below) and an ORM
@@ -55,11 +57,15 @@ _COLUMNS = (
     "jwks_uri",
     "created_at",
     "updated_at",
+    "profile",
+    "fixed_claims",
 )
 #: One client row by id, read on the DB-API connection (Database.read_one): on a
 #: client-cache miss (many clients in use) this runs per token request, and SQLAlchemy's
 #: statement execution costs several times the query.
 _GET = f"SELECT {', '.join(_COLUMNS)} FROM clients WHERE client_id = ?"  # noqa: S608 - constant
+#: One client row by secret digest (Bearer authentication of ``stream`` clients).
+_GET_BY_SECRET = f"SELECT {', '.join(_COLUMNS)} FROM clients WHERE secret_hash = ?"  # noqa: S608
 
 
 def _json(value: Any) -> Any:
@@ -80,6 +86,8 @@ def _client(values: Mapping[str, Any]) -> Client:
             allowed_claims=tuple(_json(values["allowed_claims"]) or ()),
             token_ttl=values["token_ttl"],
             require_sub=bool(values["require_sub"]),
+            profile=values["profile"] or "oauth2",
+            fixed_claims=_json(values["fixed_claims"]) or {},
         ),
         enabled=bool(values["enabled"]),
         created_at=float(values["created_at"]),
@@ -118,6 +126,10 @@ class SqlClientStore:
         # A raw read (Database.read_one): on a token request's cache miss this needs no
         # ORM session and no transaction.
         row = self._db.read_one(_GET, str(client_id))
+        return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
+
+    def get_by_secret_hash(self, secret_hash: str) -> Client | None:
+        row = self._db.read_one(_GET_BY_SECRET, secret_hash)
         return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
     def list(self) -> list[Client]:

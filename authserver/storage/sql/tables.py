@@ -41,7 +41,8 @@ class ClientRow(Base):
     client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     #: ``sha256$<hex>`` of the secret; never the secret itself. NULL for private_key_jwt.
-    secret_hash: Mapped[str | None] = mapped_column(String(100))
+    #: Unique and indexed: a Bearer-authenticating (``stream``) client is found by it.
+    secret_hash: Mapped[str | None] = mapped_column(String(100), unique=True)
     audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     allowed_claims: Mapped[list[str]] = mapped_column(JSON, default=list)
@@ -53,6 +54,10 @@ class ClientRow(Base):
     jwks_uri: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    #: The request/response dialect (``authserver.profiles``).
+    profile: Mapped[str] = mapped_column(String(32), default="oauth2", server_default="oauth2")
+    #: Claims every token of the client carries (operator-set).
+    fixed_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
 
 
 class SigningKeyRow(Base):

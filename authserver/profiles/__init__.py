@@ -1,0 +1,1 @@
+"""Request/response profiles: token-endpoint dialects of sync vendors (see ``base``)."""

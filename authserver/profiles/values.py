@@ -1,0 +1,102 @@
+"""Shape checks and unit conversions shared by the built-in profiles.
+
+Each function names the dialect field in its error (never the value) and returns the
+value in authserver's units: whole seconds for lifetimes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+
+from authserver.profiles.base import ProfileError
+
+#: Longest lifetime any dialect may ask for before the client's ceiling applies (ten
+#: years, as for ``expires_in``); beyond it the request is malformed, not clamped.
+MAX_SECONDS = 10 * 365 * 86400
+
+# The duration strings of vercel/ms, which jsonwebtoken's ``expiresIn`` (Verdant's
+# TokenProvider, Dexie Cloud's token endpoint) accepts: a number and a unit, e.g.
+# "10m", "1d", "2 hours", "1.5h". A bare number string means *milliseconds* there, which
+# a backend that meant seconds would not expect: it is refused rather than guessed.
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?|\.\d+) *(?P<unit>[a-z]+)$", re.IGNORECASE)
+_UNITS: dict[str, float] = {}
+for _names, _seconds in (
+    (("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),
+    (("s", "sec", "secs", "second", "seconds"), 1.0),
+    (("m", "min", "mins", "minute", "minutes"), 60.0),
+    (("h", "hr", "hrs", "hour", "hours"), 3600.0),
+    (("d", "day", "days"), 86400.0),
+    (("w", "week", "weeks"), 7 * 86400.0),
+    (("y", "yr", "yrs", "year", "years"), 365.25 * 86400.0),  # vercel/ms: 365.25 days
+):
+    _UNITS.update(dict.fromkeys(_names, _seconds))
+
+
+def string(value: Any, field: str, *, max_length: int = 255) -> str:
+    if not isinstance(value, str) or not value:
+        raise ProfileError(f"{field} must be a non-empty string")
+    if len(value) > max_length:
+        raise ProfileError(f"{field} is longer than {max_length} characters")
+    return value
+
+
+def string_list(value: Any, field: str) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ProfileError(f"{field} must be an array of non-empty strings")
+    return list(value)
+
+
+def json_object(value: Any, field: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProfileError(f"{field} must be a JSON object")
+    return value
+
+
+def seconds(value: Any, field: str) -> int:
+    """A positive whole number of seconds (a JSON number, or digits in a form body)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
+        raise ProfileError(f"{field} must be a positive whole number of seconds")
+    return value
+
+
+def duration(value: Any, field: str) -> int:
+    """A vercel/ms duration string ("10m", "1d", "2 hours") or a number of seconds, as
+    jsonwebtoken's ``expiresIn`` takes it; whole seconds, rounded down as jsonwebtoken
+    rounds the resulting ``exp``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return seconds(value, field)
+    if not isinstance(value, str):
+        raise ProfileError(f'{field} must be a duration such as "10m" or "1d", or seconds')
+    match = _DURATION.match(value.strip())
+    if match is None or match["unit"].lower() not in _UNITS:
+        raise ProfileError(
+            f'{field} must be a number with a unit, such as "90s", "10m", "12h" or "1d"'
+        )
+    total = math.floor(float(match["n"]) * _UNITS[match["unit"].lower()])
+    if not 0 < total <= MAX_SECONDS:
+        raise ProfileError(f"{field} must be at least one second and at most ten years")
+    return total
+
+
+def until(value: Any, field: str, now: float) -> int:
+    """Seconds from *now* to an RFC 3339 / ISO 8601 date-time with an offset, rounded up."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise ProfileError(f"{field} must be an ISO 8601 date-time with a UTC offset")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ProfileError(f"{field} must be an ISO 8601 date-time with a UTC offset") from None
+    if moment.tzinfo is None:
+        raise ProfileError(f"{field} must carry a UTC offset (for example Z or +00:00)")
+    remaining = math.ceil(moment.astimezone(UTC).timestamp() - now)
+    if remaining <= 0:
+        raise ProfileError(f"{field} is in the past")
+    if remaining > MAX_SECONDS:
+        raise ProfileError(f"{field} is more than ten years ahead")
+    return remaining

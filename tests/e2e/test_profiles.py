@@ -1,0 +1,199 @@
+"""Profiles end to end (issue 16): each dialect's exact request gets that dialect's exact
+response, through the whole app (Flask test client, SQLite and PostgreSQL); the policy
+checks still apply; the stream path authenticates by Bearer secret.
+
+tests/e2e/test_profiles_live.py does the same through a real ``authserver serve`` and
+feeds the answers to the vendors' own client code in Node.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+AUD = "https://sync.example"
+STREAM_PATH = "/auth/v1/access-tokens"
+
+
+def basic(client_id: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+
+
+def post_json(
+    http: Any, body: dict[str, Any], *, auth: str | None = None, path: str = "/token"
+) -> Any:
+    headers = {"Authorization": auth} if auth else {}
+    return http.post(path, data=json.dumps(body), content_type="application/json", headers=headers)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
+
+
+def test_the_silent_mis_issue_is_refused(http: Any, register: Callable[..., Any]) -> None:
+    """A stream-dialect body sent with Basic to /token by an oauth2 client used to get a
+    token for the client itself, with the default lifetime and every scope."""
+    cid, secret = register(audiences=[AUD], scopes=["media", "chat"], token_ttl=86400)
+    response = post_json(
+        http,
+        {"grant_type": "client_credentials", "ttl": 600, "userId": "viewer-1", "scopes": ["media"]},
+        auth=basic(cid, secret),
+    )
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"] == "invalid_request"
+    assert "scopes, ttl, userId" in body["error_description"]
+
+
+def test_dexie(http: Any, register: Callable[..., Any]) -> None:
+    cid, secret = register(audiences=[AUD], scopes=["ACCESS_DB"], profile="dexie", token_ttl=3600)
+    response = post_json(
+        http,
+        {
+            "grant_type": "client_credentials",
+            "scopes": ["ACCESS_DB"],
+            "client_id": cid,
+            "client_secret": secret,
+            "claims": {"sub": "u1", "email": "u1@example.com", "name": "U One"},
+            "expires_in": "2d",  # above the client's hour: clamped, and said so
+        },
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert set(body) == {"type", "claims", "accessToken", "accessTokenExpiration", "userType"}
+    claims = claims_of(body["accessToken"])
+    assert body["type"] == "tokens"
+    assert body["userType"] == "prod"
+    assert body["accessTokenExpiration"] == claims["exp"] * 1000
+    assert claims["exp"] - claims["iat"] == 3600
+    assert (claims["sub"], claims["email"], claims["name"]) == ("u1", "u1@example.com", "U One")
+    assert claims["scope"] == "ACCESS_DB"
+    assert body["claims"] == claims
+
+
+def test_profiles_keep_the_policy_checks(http: Any, register: Callable[..., Any]) -> None:
+    cid, secret = register(audiences=[AUD], scopes=["ACCESS_DB"], profile="dexie")
+    base = {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret}
+    unregistered = post_json(http, {**base, "scopes": ["MANAGE_DB"], "claims": {"sub": "u"}})
+    assert unregistered.get_json()["error"] == "invalid_scope"
+    not_allowed = post_json(http, {**base, "claims": {"sub": "u", "tenant": "t"}})
+    assert not_allowed.get_json()["error"] == "invalid_request"
+    reserved = post_json(http, {**base, "claims": {"sub": "u", "iss": "evil"}})
+    assert reserved.get_json()["error"] == "invalid_request"
+    wrong_secret = post_json(http, {**base, "client_secret": secret + "x", "claims": {"sub": "u"}})
+    assert wrong_secret.status_code == 401
+
+
+def test_verdant_with_a_fixed_sync_url(http: Any, register: Callable[..., Any]) -> None:
+    cid, secret = register(
+        audiences=[AUD],
+        profile="verdant",
+        allowed_claims=["lib", "role", "type", "file"],
+        fixed_claims={"url": "wss://sync.example/lofi"},
+    )
+    request = {
+        "grant_type": "client_credentials",
+        "userId": "u1",
+        "libraryId": "lib-1",
+        "role": "owner",
+    }
+    response = post_json(http, request, auth=basic(cid, secret))
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert set(body) == {"accessToken", "syncEndpoint", "expiresIn"}
+    claims = claims_of(body["accessToken"])
+    assert claims["sub"] == "u1"
+    assert claims["lib"] == "lib-1"
+    assert claims["type"] == 0
+    assert claims["url"] == body["syncEndpoint"] == "wss://sync.example/lofi"
+    same = post_json(
+        http, {**request, "syncEndpoint": "wss://sync.example/lofi"}, auth=basic(cid, secret)
+    )
+    assert same.status_code == 200
+    other = post_json(
+        http, {**request, "syncEndpoint": "wss://evil.example"}, auth=basic(cid, secret)
+    )
+    assert other.status_code == 400
+    assert "url is a fixed claim" in other.get_json()["error_description"]
+
+
+def test_twilio(http: Any, register: Callable[..., Any]) -> None:
+    cid, secret = register(
+        audiences=[AUD], profile="twilio", allowed_claims=["grants"], token_ttl=86400
+    )
+    response = post_json(
+        http,
+        {
+            "grant_type": "client_credentials",
+            "identity": "alice",
+            "grants": {"data_sync": {"service_sid": "IS0123"}},
+        },
+        auth=basic(cid, secret),
+    )
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert set(body) == {"identity", "token", "ttl"}
+    claims = claims_of(body["token"])
+    assert body["identity"] == claims["sub"] == "alice"
+    assert claims["grants"] == {"identity": "alice", "data_sync": {"service_sid": "IS0123"}}
+    assert body["ttl"] == claims["exp"] - claims["iat"] == 3600  # Twilio's default
+
+
+def test_stream_bearer_at_its_path(http: Any, register: Callable[..., Any]) -> None:
+    cid, secret = register(
+        audiences=[AUD], scopes=["media", "chat"], profile="stream", allowed_claims=["chatUser"]
+    )
+    body = {"ttl": 600, "userId": "viewer-1", "scopes": ["chat"], "chatUser": {"username": "v"}}
+    response = post_json(http, body, auth=f"Bearer {secret}", path=STREAM_PATH)
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    assert set(answer) == {"token", "ttl"}
+    assert answer["ttl"] == 600
+    claims = claims_of(answer["token"])
+    assert (claims["sub"], claims["scope"], claims["client_id"]) == ("viewer-1", "chat", cid)
+    assert claims["chatUser"] == {"username": "v"}
+    # The same dialect at /token with Basic (the client's profile decides the dialect).
+    at_token = post_json(
+        http, {"grant_type": "client_credentials", **body}, auth=basic(cid, secret)
+    )
+    assert at_token.status_code == 200
+    assert set(at_token.get_json()) == {"token", "ttl"}
+
+
+def test_stream_path_refuses_everyone_else(http: Any, register: Callable[..., Any]) -> None:
+    stream_id, stream_secret = register(audiences=[AUD], profile="stream")
+    _oauth_id, oauth_secret = register(audiences=[AUD])
+    body = {"userId": "u"}
+    for auth in (
+        f"Bearer {oauth_secret}",  # a real secret, of a client of another profile
+        f"Bearer {stream_secret}x",  # wrong
+        "Bearer ",  # empty
+        basic(stream_id, stream_secret),  # right secret, wrong method for this path
+        None,
+    ):
+        response = post_json(http, body, auth=auth, path=STREAM_PATH)
+        assert response.status_code == 401, auth
+        assert response.get_json()["error"] == "invalid_client"
+    # Body credentials are not a Bearer token either.
+    posted = post_json(
+        http, {**body, "client_id": stream_id, "client_secret": stream_secret}, path=STREAM_PATH
+    )
+    assert posted.status_code == 401
+
+
+def test_a_disabled_stream_client_is_refused(
+    http: Any, register: Callable[..., Any], services: Any
+) -> None:
+    cid, secret = register(audiences=[AUD], profile="stream")
+    with services.unit_of_work():
+        services.clients.set_enabled(cid, False)
+    response = post_json(http, {"userId": "u"}, auth=f"Bearer {secret}", path=STREAM_PATH)
+    assert response.status_code == 401
