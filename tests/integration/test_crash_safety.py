@@ -24,12 +24,14 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +44,6 @@ from authserver.clients import secrets as client_secrets
 from authserver.keys.model import KeyState
 from authserver.keys.model import SigningKey
 from authserver.settings import Settings
-from tests.helpers import AUTHSERVER
 from tests.helpers import cli_json
 from tests.helpers import run_cli
 
@@ -82,6 +83,72 @@ KEY_WORKER = textwrap.dedent(
             svc.keys.tick()
     """
 )
+
+
+#: One ``authserver`` command, run in-process once the imports are done, between a
+#: "ready" and a "done" line: a kill timed from "ready" lands in the command's own work
+#: (settings, connection, schema, the operation, its output), not in interpreter
+#: start-up, and the output tells afterwards whether it landed before the command ended.
+CLI_WORKER = textwrap.dedent(
+    r"""
+    import sys
+    import time
+
+    import psycopg
+    import sqlalchemy.dialects.sqlite
+
+    import authserver.container
+    from authserver.cli import cli
+
+    print("ready", flush=True)
+    started = time.monotonic()
+    cli.main(args=sys.argv[1:], prog_name="authserver", standalone_mode=False)
+    print(f"done {time.monotonic() - started:.6f}", flush=True)
+    """
+)
+
+
+@dataclass
+class CliRun:
+    out: str  # what the command printed (without the worker's own lines)
+    killed: bool
+    inside: bool  # killed after "ready" and before "done": mid-command
+    seconds: float | None  # the command's own time, from "ready" to "done"
+
+
+def _run_cli_killed(env: dict[str, str], args: list[str], delay: float) -> CliRun:
+    """Run ``authserver ARGS`` in a :data:`CLI_WORKER`; SIGKILL it *delay* seconds after
+    it is ready unless it has finished by then."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLI_WORKER, *args],
+        env=_clean_env(env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_ready(proc)
+        killed = _kill_after(proc, delay)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)
+    lines = out.splitlines()
+    done = bool(lines) and lines[-1].startswith("done ")
+    if not killed:
+        assert proc.returncode == 0, f"{args} failed: {err[-3000:]}"
+        assert done, out
+    seconds = float(lines[-1].split()[1]) if done else None
+    printed = "\n".join(lines[:-1] if done else lines)
+    return CliRun(printed, killed, killed and not done, seconds)
+
+
+def _command_seconds(env: dict[str, str], args: list[str]) -> float:
+    """How long the command's work takes, undisturbed (kills are spread over it)."""
+    seconds = _run_cli_killed(env, args, delay=120).seconds
+    assert seconds is not None
+    return seconds
 
 
 def _env(db_url: str, tmp_path: Path, key_store: str) -> dict[str, str]:
@@ -164,12 +231,20 @@ def _check_key_store(env: dict[str, str], tmp_path: Path, key_store: str, label:
     if key_store == "file":
         keys_dir = tmp_path / "keys"
         names = {p.name for p in keys_dir.iterdir()}
-        stray = [n for n in names if n.endswith(".tmp")]
-        # A temp file may be left by the kill; it must never count as a key.
         json_kids = {n[: -len(".json")] for n in names if n.endswith(".json") and n[0] != "."}
         listed_kids = {k["kid"] for k in json.loads(listed.stdout)["keys"]}
         assert listed_kids == json_kids, f"{label}: listed {listed_kids} vs files {json_kids}"
-        assert not any(s.endswith(".json") for s in stray)
+        # Nothing else is there but the store's own files and the temporary files of an
+        # interrupted write (".<name>.<hex>.tmp"), which must never count as a key
+        # (checked above).
+        unexpected = {
+            n
+            for n in names
+            if n not in (".lock", ".version")
+            and not re.fullmatch(r"[A-Za-z0-9_-]+\.(json|pem)", n)
+            and not re.fullmatch(r"\.([A-Za-z0-9_-]+\.(json|pem)|version)\.[0-9a-f]+\.tmp", n)
+        }
+        assert not unexpected, f"{label}: unexpected files in the key directory: {unexpected}"
         for name in names:
             if name.endswith(".json") and name[0] != ".":
                 json.loads((keys_dir / name).read_text())  # never half a file
@@ -243,32 +318,34 @@ def test_kill_during_key_lifecycle(db_url: str, key_store: str, tmp_path: Path) 
 
 
 def test_kill_during_cli_key_rotate(db_url: str, key_store: str, tmp_path: Path) -> None:
-    """The operator's command, killed at random points (it is idempotent once a key is
-    scheduled, so every round first retires the scheduled key, then rotates again)."""
+    """The operator's command, killed at random points of its work (it is idempotent once
+    a key is scheduled, so every round first retires the scheduled key, then rotates
+    again). Most kills must land inside the command, or the test proves nothing."""
     if key_store == "file" and db_url.startswith("postgresql"):
         pytest.skip("the file key store does not depend on the database: SQLite leg only")
     env = _env(db_url, tmp_path, key_store)
     settings = Settings.from_env(env)
     prepare(settings)
-    rnd = random.Random()
-    for round_ in range(max(5, ROUNDS // 2)):
+    rotate = ["keys", "rotate", "--json"]
+
+    def retire_scheduled() -> None:
         for view in cli_json(env, "keys", "list")["keys"]:
             if view["state"] == "next":
-                run_cli(env, "keys", "retire", view["kid"])
-        proc = subprocess.Popen(
-            [AUTHSERVER, "keys", "rotate", "--json"],
-            env=_clean_env(env),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        delay = rnd.uniform(0.2, 1.5)
-        deadline = time.monotonic() + delay
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.002)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
+                assert run_cli(env, "keys", "retire", view["kid"]).returncode == 0
+
+    span = _command_seconds(env, rotate)
+    rnd = random.Random()
+    rounds = max(5, ROUNDS // 2)
+    inside = 0
+    for round_ in range(rounds):
+        retire_scheduled()
+        delay = rnd.uniform(0, span)
+        run = _run_cli_killed(env, rotate, delay)
+        inside += run.inside
+        if run.seconds is not None:
+            span = min(span, run.seconds)
         _check_key_store(env, tmp_path, key_store, f"rotate round {round_} ({delay:.3f}s)")
+    assert inside >= rounds // 2, f"only {inside} of {rounds} kills landed inside the command"
 
 
 # -- clients -------------------------------------------------------------------------------
@@ -339,51 +416,39 @@ def _reset_database(db_url: str, tmp_path: Path) -> None:
 
 def _create_and_kill(
     env: dict[str, str], delay: float, name: str
-) -> tuple[dict[str, Any] | None, bool]:
-    """Run ``clients create``; SIGKILL it after *delay* unless done. Returns (printed JSON
-    if it finished, whether it was killed)."""
-    proc = subprocess.Popen(
-        [AUTHSERVER, "clients", "create", "--name", name, "--scope", "read", "--json"],
-        env=_clean_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+) -> tuple[tuple[str, str] | None, CliRun]:
+    """``clients create`` killed *delay* s into its work: the (client id, secret) it
+    printed, if it got that far, and the run."""
+    run = _run_cli_killed(
+        env, ["clients", "create", "--name", name, "--scope", "read", "--json"], delay
     )
     try:
-        killed = _kill_after(proc, delay)
-        out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
-    if killed:
-        return None, True
-    assert proc.returncode == 0, err
-    return json.loads(out), False
-
-
-def _startup_time(env: dict[str, str]) -> float:
-    started = time.monotonic()
-    cli_json(env, "clients", "list")
-    return time.monotonic() - started
+        printed = json.loads(run.out)
+    except json.JSONDecodeError:
+        assert run.killed, run.out
+        return None, run
+    return (printed["client_id"], printed["client_secret"]), run
 
 
 def test_kill_during_client_create(db_url: str, tmp_path: Path) -> None:
     env = _env(db_url, tmp_path, "file")
     cli_json(env, "clients", "list")  # schema in place (its own crash case is below)
-    startup = _startup_time(env)
+    create = ["clients", "create", "--name", "timing", "--scope", "read", "--json"]
+    span = _command_seconds(env, create)
     rnd = random.Random()
     created: dict[str, str] = {}
-    kills = 0
-    for round_ in range(ROUNDS + 5):
-        # Spread kills over start-up and the creation itself, which follows start-up.
-        delay = rnd.uniform(startup * 0.5, startup * 1.4)
-        printed, killed = _create_and_kill(env, delay, f"crash {round_}")
-        kills += killed
-        if printed is not None:
-            created[printed["client_id"]] = printed["client_secret"]
+    inside = 0
+    rounds = ROUNDS + 5
+    for round_ in range(rounds):
+        delay = rnd.uniform(0, span)
+        reported, run = _create_and_kill(env, delay, f"crash {round_}")
+        inside += run.inside
+        if run.seconds is not None:
+            span = min(span, run.seconds)
+        if reported is not None:
+            created[reported[0]] = reported[1]
         _check_clients(env, created, f"round {round_} ({delay:.3f}s)")
-    assert kills, "no creation was ever killed: the timing never hit it"
+    assert inside >= rounds // 2, f"only {inside} of {rounds} kills landed inside the command"
     printed = cli_json(env, "clients", "create", "--name", "after the crashes", "--scope", "read")
     created[printed["client_id"]] = printed["client_secret"]
     _check_clients(env, created, "after a normal create")
@@ -394,13 +459,19 @@ def test_kill_during_first_client_create_on_empty_database(db_url: str, tmp_path
     no half schema that blocks the next command."""
     env = _env(db_url, tmp_path, "file")
     _reset_database(db_url, tmp_path)
-    startup = _startup_time(env)  # includes creating the schema
+    create = ["clients", "create", "--name", "first", "--scope", "read", "--json"]
+    span = _command_seconds(env, create)  # includes creating the schema
     rnd = random.Random()
-    for round_ in range(max(6, ROUNDS // 2)):
+    rounds = max(6, ROUNDS // 2)
+    inside = 0
+    for round_ in range(rounds):
         _reset_database(db_url, tmp_path)
-        delay = rnd.uniform(startup * 0.3, startup * 1.2)
-        printed, _ = _create_and_kill(env, delay, f"first {round_}")
-        created = {printed["client_id"]: printed["client_secret"]} if printed else {}
+        delay = rnd.uniform(0, span)
+        reported, run = _create_and_kill(env, delay, f"first {round_}")
+        inside += run.inside
+        if run.seconds is not None:
+            span = min(span, run.seconds)
+        created = dict([reported]) if reported else {}
         label = f"round {round_} ({delay:.3f}s)"
         listed = run_cli(env, "clients", "list", "--json")
         assert listed.returncode == 0, f"{label}: {listed.stderr}"
@@ -408,6 +479,7 @@ def test_kill_during_first_client_create_on_empty_database(db_url: str, tmp_path
         after = cli_json(env, "clients", "create", "--name", "next", "--scope", "read")
         created[after["client_id"]] = after["client_secret"]
         _check_clients(env, created, label + " then a normal create")
+    assert inside >= rounds // 2, f"only {inside} of {rounds} kills landed inside the command"
 
 
 # -- every crash point, enumerated (file key store) -------------------------------------------
