@@ -167,6 +167,7 @@ class _PinnedConnection(http.client.HTTPConnection):
             sock.deadline = self._deadline
         else:
             sock = socket.socket(self._family, socket.SOCK_STREAM)  # type: ignore[assignment]
+        current: socket.socket = sock
         try:
             sock.settimeout(self._deadline.remaining())
             sock.connect(self._address)
@@ -174,16 +175,15 @@ class _PinnedConnection(http.client.HTTPConnection):
                 wrapped = self._tls.wrap_socket(
                     sock, server_hostname=self.host, do_handshake_on_connect=False
                 )
+                current = wrapped
                 assert isinstance(wrapped, _DeadlineSSLSocket)
                 wrapped.deadline = self._deadline
                 # CPython bounds the whole handshake by the socket timeout.
                 wrapped.settimeout(self._deadline.remaining())
                 wrapped.do_handshake()
-                self.sock = wrapped
-            else:
-                self.sock = sock
+            self.sock = current
         except BaseException:
-            sock.close()
+            current.close()
             raise
 
 

@@ -1,0 +1,369 @@
+"""The ``jwks_uri`` fetcher (``authserver.clients.jwks_fetch``) against real HTTP and HTTPS
+servers on loopback: redirects, slow drips, garbage, oversize answers, private key
+material, production-mode address rules, the failure cache and single flight.
+
+No database: these run once. The same fetcher behind a real ``authserver serve`` is in
+``tests/e2e/test_jwks_uri.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+from authserver.clients.jwks_fetch import FetchPolicy
+from authserver.clients.jwks_fetch import JwksFetcher
+from authserver.clients.jwks_fetch import JwksUnavailable
+from authserver.clients.jwks_fetch import address_allowed
+from authserver.clock import FixedClock
+from tests.jwks_servers import KeyServer
+from tests.jwks_servers import chunked
+from tests.jwks_servers import drip
+from tests.jwks_servers import drip_headers
+from tests.jwks_servers import redirect
+from tests.jwks_servers import self_signed_cert
+from tests.jwks_servers import send_json
+from tests.jwks_servers import server_tls
+from tests.jwks_servers import slow
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def jwks(rsa_private_key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private_key.public_key()))
+    jwk.update(kid="k1", use="sig", alg="RS256")
+    return {"keys": [jwk]}
+
+
+@pytest.fixture(scope="module")
+def private_jwks(rsa_private_key: rsa.RSAPrivateKey) -> dict[str, Any]:
+    jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private_key))
+    jwk.update(kid="k1")
+    return {"keys": [jwk]}
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return self_signed_cert(tmp_path_factory.mktemp("tls"))
+
+
+def fetcher(clock: FixedClock | None = None, **policy: Any) -> JwksFetcher:
+    policy.setdefault("timeout", 2.0)
+    return JwksFetcher(FetchPolicy(**policy), clock=clock or FixedClock())
+
+
+@pytest.fixture
+def server(jwks: dict[str, Any]) -> Iterator[KeyServer]:
+    with KeyServer(send_json(jwks)) as s:
+        yield s
+
+
+def refused(f: JwksFetcher, uri: str, match: str | None = None) -> str:
+    with pytest.raises(JwksUnavailable, match=match) as info:
+        f.get(uri)
+    return str(info.value)
+
+
+# -- what is fetched -------------------------------------------------------------------------
+
+
+def test_a_public_set_is_fetched_and_cached(server: KeyServer, jwks: dict[str, Any]) -> None:
+    clock = FixedClock()
+    f = fetcher(clock)
+    assert f.get(server.url()) == jwks
+    assert f.get(server.url()) == jwks
+    assert server.requests == ["/jwks.json"]
+    clock.advance(f.policy.ttl)
+    assert f.get(server.url()) == jwks
+    assert len(server.requests) == 2
+
+
+def test_a_redirect_is_not_followed(server: KeyServer) -> None:
+    with KeyServer(redirect(server.url())) as redirector:
+        for status in (301, 302, 303, 307, 308):
+            redirector.behaviour = redirect(server.url(), status)
+            message = refused(fetcher(), redirector.url(), "redirects are not followed")
+            assert str(status) in message
+    assert server.requests == []
+
+
+def test_a_slow_drip_body_is_cut_at_the_overall_deadline(jwks: dict[str, Any]) -> None:
+    body = json.dumps(jwks).encode()
+    # Each byte arrives well within any per-read timeout; the whole body would take
+    # len(body) * 0.05 s (over 20 s). One deadline for the whole fetch cuts it.
+    with KeyServer(drip(body, every=0.05)) as dripping:
+        started = time.monotonic()
+        refused(fetcher(timeout=1.0), dripping.url(), "within 1 s")
+        assert time.monotonic() - started < 5
+
+
+def test_slow_drip_headers_are_cut_at_the_overall_deadline() -> None:
+    with KeyServer(drip_headers(every=0.05)) as dripping:
+        started = time.monotonic()
+        refused(fetcher(timeout=1.0), dripping.url(), "within 1 s")
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize(
+    ("body", "match"),
+    [
+        (b"<html>not json</html>", "not JSON"),
+        (b"\xff\xfe garbage", "not JSON"),
+        (b"", "not JSON"),
+        (b"[" * 5000 + b"]" * 5000, "nested deeper"),
+        (b'{"keys": [{"kty": "RSA", "n": NaN, "e": "AQAB"}]}', "finite"),
+        (b'{"keys": [{"kty": "RSA", "n": "\\ud800", "e": "AQAB"}]}', "Unicode"),
+        (b'{"keys": []}', "non-empty"),
+        (b'{"keys": [{"kty": "RSA", "n": "AQAB"}]}', "not valid"),
+        (b'{"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}', "public keys only"),
+        (b'"just a string"', "JSON object"),
+    ],
+    ids=[
+        "html",
+        "bytes",
+        "empty",
+        "deeply nested",
+        "NaN",
+        "lone surrogate",
+        "no keys",
+        "incomplete key",
+        "symmetric key",
+        "not an object",
+    ],
+)
+def test_garbage_is_refused(body: bytes, match: str) -> None:
+    with KeyServer(send_json(body)) as garbage:
+        refused(fetcher(), garbage.url(), match)
+
+
+def test_private_key_material_is_refused(private_jwks: dict[str, Any]) -> None:
+    with KeyServer(send_json(private_jwks)) as leaky:
+        message = refused(fetcher(), leaky.url(), "public keys only")
+    assert private_jwks["keys"][0]["d"] not in message
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
+def test_an_oversize_answer_is_refused(jwks: dict[str, Any], with_length: bool) -> None:
+    big = json.dumps({**jwks, "padding": "x" * 200_000}).encode()
+    behaviour = send_json(big) if with_length else chunked(big)
+    with KeyServer(behaviour) as large:
+        refused(fetcher(), large.url(), "larger than 65536 bytes")
+
+
+@pytest.mark.parametrize("status", [404, 500, 204])
+def test_an_answer_other_than_200_is_refused(jwks: dict[str, Any], status: int) -> None:
+    with KeyServer(send_json(jwks, status=status)) as odd:
+        refused(fetcher(), odd.url(), str(status))
+
+
+def test_nothing_listening_is_refused() -> None:
+    with KeyServer(send_json({})) as gone:
+        url = gone.url()
+    refused(fetcher(), url, "failed")
+
+
+# -- which URLs and addresses ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "http://sync.example.com/jwks.json",
+        "ftp://127.0.0.1/jwks.json",
+        "file:///etc/passwd",
+        "http://user:pw@127.0.0.1/jwks.json",
+        "https:///jwks.json",
+    ],
+)
+def test_urls_that_are_never_fetched(uri: str) -> None:
+    refused(fetcher(), uri, "jwks_uri must be an https:// URL")
+
+
+def test_production_mode_refuses_plain_http_even_on_loopback(server: KeyServer) -> None:
+    refused(fetcher(production=True), server.url(), "https")
+    assert server.connections == 0
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "::1",
+        "fe80::1",
+        "fd00::1",
+        "::ffff:127.0.0.1",
+        "::ffff:169.254.169.254",
+    ],
+)
+def test_production_mode_refuses_non_global_addresses(address: str) -> None:
+    assert not address_allowed(address, FetchPolicy(production=True))
+    assert address_allowed(address, FetchPolicy(production=True, allow_private=True))
+    assert address_allowed(address, FetchPolicy(production=False))
+
+
+def test_production_mode_accepts_global_addresses() -> None:
+    for address in ("93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c"):
+        assert address_allowed(address, FetchPolicy(production=True))
+
+
+def test_cloud_metadata_is_refused_before_connecting() -> None:
+    # No connection is attempted: the address check comes before connect.
+    started = time.monotonic()
+    refused(fetcher(production=True), "https://169.254.169.254/latest/meta-data/", "private")
+    assert time.monotonic() - started < 1
+
+
+def test_a_name_resolving_to_a_private_address_is_refused(server: KeyServer) -> None:
+    calls: list[str] = []
+
+    def resolve(host: str, port: int, *args: Any) -> list[Any]:
+        calls.append(host)
+        return [(2, 1, 6, "", ("127.0.0.1", server.port))]
+
+    f = JwksFetcher(FetchPolicy(production=True), clock=FixedClock(), resolve=resolve)
+    refused(f, "https://keys.example.com/jwks.json", "private")
+    assert calls == ["keys.example.com"]
+    assert server.connections == 0
+
+
+def test_https_with_a_trusted_certificate(
+    tls_files: tuple[Path, Path], jwks: dict[str, Any]
+) -> None:
+    cert, key = tls_files
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    with KeyServer(send_json(jwks), tls=server_tls(cert, key)) as secure:
+        # Production mode refuses the loopback address unless the operator allows it.
+        strict = JwksFetcher(FetchPolicy(production=True), clock=FixedClock(), tls=client_tls)
+        refused(strict, secure.url(), "private")
+        assert secure.connections == 0
+        allowed = JwksFetcher(
+            FetchPolicy(production=True, allow_private=True), clock=FixedClock(), tls=client_tls
+        )
+        assert allowed.get(secure.url()) == jwks
+        # A certificate nobody vouched for is a failure, not a fallback.
+        refused(fetcher(allow_private=True), secure.url(), "TLS")
+
+
+def test_https_slow_drip_is_cut_at_the_deadline(
+    tls_files: tuple[Path, Path], jwks: dict[str, Any]
+) -> None:
+    cert, key = tls_files
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    body = json.dumps(jwks).encode()
+    with KeyServer(drip(body, every=0.05), tls=server_tls(cert, key)) as dripping:
+        f = JwksFetcher(FetchPolicy(timeout=1.0), clock=FixedClock(), tls=client_tls)
+        started = time.monotonic()
+        refused(f, dripping.url(), "within 1 s")
+        assert time.monotonic() - started < 5
+
+
+# -- cache and single flight -------------------------------------------------------------------
+
+
+def test_a_failure_is_cached_for_a_bounded_time(jwks: dict[str, Any]) -> None:
+    clock = FixedClock()
+    with KeyServer(send_json({"error": "down"}, status=503)) as flaky:
+        f = fetcher(clock)
+        for _ in range(20):
+            refused(f, flaky.url(), "503")
+        assert len(flaky.requests) == 1
+        flaky.behaviour = send_json(jwks)
+        clock.advance(f.policy.failure_ttl - 1)
+        refused(f, flaky.url(), "503")
+        assert len(flaky.requests) == 1
+        clock.advance(1)
+        assert f.get(flaky.url()) == jwks
+        assert len(flaky.requests) == 2
+
+
+def test_one_fetch_in_flight_per_uri(jwks: dict[str, Any]) -> None:
+    with KeyServer(slow(send_json(jwks), 0.5)) as sluggish:
+        f = fetcher()
+        results: list[Any] = []
+
+        def get() -> None:
+            try:
+                results.append(f.get(sluggish.url()))
+            except JwksUnavailable as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=get) for _ in range(12)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert results == [jwks] * 12
+    assert len(sluggish.requests) == 1
+    assert f.fetches == 1
+
+
+def test_concurrent_callers_share_a_failure(jwks: dict[str, Any]) -> None:
+    with KeyServer(slow(send_json(b"garbage"), 0.5)) as sluggish:
+        f = fetcher()
+        errors: list[Exception] = []
+
+        def get() -> None:
+            try:
+                f.get(sluggish.url())
+            except JwksUnavailable as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+    assert len(errors) == 8
+    assert len(sluggish.requests) == 1
+
+
+def test_the_cache_is_bounded(jwks: dict[str, Any]) -> None:
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = fetcher(clock, max_entries=3)
+        for i in range(10):
+            f.get(keys.url(f"/k{i}"))
+        assert len(f._cache) == 3
+        # The most recent ones are kept; the first was evicted and is fetched again.
+        f.get(keys.url("/k9"))
+        assert len(keys.requests) == 10
+        f.get(keys.url("/k0"))
+        assert len(keys.requests) == 11
+
+
+def test_an_unknown_kid_refetches_at_most_once_per_refresh_period(
+    jwks: dict[str, Any],
+) -> None:
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = fetcher(clock)
+        f.get(keys.url(), kid="k1")
+        # A kid the set lacks, right after a fetch: no refetch (a stranger sending random
+        # kids must not make the server fetch on every request).
+        for _ in range(5):
+            f.get(keys.url(), kid="rotated")
+        assert len(keys.requests) == 1
+        clock.advance(f.policy.refresh_after)
+        f.get(keys.url(), kid="k1")
+        assert len(keys.requests) == 1
+        f.get(keys.url(), kid="rotated")
+        assert len(keys.requests) == 2
+        f.get(keys.url(), kid="rotated")
+        assert len(keys.requests) == 2
