@@ -203,7 +203,7 @@ def test_production_mode_refuses_plain_http_even_on_loopback(server: KeyServer) 
         "192.168.1.1",
         "169.254.169.254",
         "100.64.0.1",
-        "0.0.0.0",
+        "0.0.0.0",  # noqa: S104 - an address to refuse, not one to bind
         "224.0.0.1",
         "::1",
         "fe80::1",
