@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import missing
+
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -51,7 +53,7 @@ def test_python_chain() -> None:
 def test_node_chain() -> None:
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
-        pytest.skip("node and npm are not on PATH: the Node sync server example is not run")
+        missing("node and npm are not on PATH: the Node sync server example is not run")
     node_dir = EXAMPLES / "node"
     # npm ci: exactly the committed package-lock.json, into examples/node/node_modules
     # (git-ignored); --prefer-offline uses npm's cache when it already holds jose.
@@ -66,7 +68,7 @@ def test_node_chain() -> None:
     if install.returncode != 0:
         output = install.stdout + install.stderr
         if any(code in output for code in OFFLINE):
-            pytest.skip(f"npm registry unreachable, Node example not run: {output[-300:]}")
+            missing(f"npm registry unreachable, Node example not run: {output[-300:]}")
         pytest.fail(f"npm ci failed:\n{output}")
     verified = run_demo("--node")
     assert set(verified) == {"python", "node"}

@@ -36,6 +36,7 @@ from requests.structures import CaseInsensitiveDict
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
+from tests.helpers import missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -143,18 +144,18 @@ class PgCluster:
 def pg_cluster() -> Iterator[PgCluster]:
     bin_dir = _pg_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+        missing("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     run_as: str | None = None
     if os.geteuid() == 0:
         # initdb refuses to run as root: the cluster belongs to the postgres user.
         if shutil.which("runuser") is None:
-            pytest.skip("running as root without runuser: cannot run initdb as non-root")
+            missing("running as root without runuser: cannot run initdb as non-root")
         try:
             import pwd
 
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to own the cluster")
+            missing("running as root and there is no 'postgres' user to own the cluster")
         run_as = "postgres"
     # Not under pytest's tmp_path: that is mode 0700 and root's, out of postgres's reach.
     root = Path(tempfile.mkdtemp(prefix="authserver-pg-outage-"))
