@@ -16,6 +16,7 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import fields
 from authserver.cli.output import table
+from authserver.settings import parse_duration
 from authserver.web.serializers import client_json
 
 
@@ -43,6 +44,7 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
             ),
             ("auth_methods", data["token_endpoint_auth_methods"]),
             ("jwks_uri", data["jwks_uri"]),
+            ("old secret valid until", data.get("previous_secret_expires_at")),
             ("created_at", data["created_at"]),
             ("updated_at", data["updated_at"]),
         ]
@@ -276,14 +278,30 @@ def update(
     _show(client_json(client), as_json)
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int:
+    if value is None:
+        return 0
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @clients.command("rotate-secret")
 @click.argument("client_id")
+@click.option(
+    "--grace",
+    metavar="DURATION",
+    callback=_duration,
+    help="keep the old secret working this long beside the new one (e.g. 1h, 7d; at "
+    "most 30d), so the backend can switch without refused requests",
+)
 @json_option
 @handle_errors
-def rotate_secret(client_id: str, as_json: bool) -> None:
-    """Issue a new client secret; the old one stops working at once."""
+def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
+    """Issue a new client secret; the old one stops working at once, or after --grace."""
     with services(as_json=as_json) as svc, svc.unit_of_work():
-        client, secret = svc.clients.rotate_secret(client_id)
+        client, secret = svc.clients.rotate_secret(client_id, grace=grace)
     _show(client_json(client), as_json, secret)
 
 

@@ -61,6 +61,10 @@ class Client:
     jwks: dict[str, Any] | None = None
     #: Where to fetch the public JWK set of a private_key_jwt client.
     jwks_uri: str | None = None
+    #: After ``rotate-secret --grace``: the digest of the secret before the rotation, still
+    #: accepted until :attr:`previous_secret_expires_at` (zero-downtime rotation).
+    previous_secret_hash: str | None = None
+    previous_secret_expires_at: float | None = None
 
     @property
     def auth_method(self) -> str:

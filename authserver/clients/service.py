@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Container
+import time
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +30,11 @@ from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
+
+#: The longest grace period of a rotated secret: long enough for a weekly deploy cycle
+#: (a peer vendor keeps the old secret 7 days), short enough that a leaked old secret
+#: does not live on indefinitely.
+MAX_SECRET_GRACE = 30 * 86400
 
 _UNSET: Any = object()
 DEFAULT_PROFILE = "oauth2"
@@ -203,17 +209,32 @@ class ClientService:
         self._record("client.updated", updated)
         return updated
 
-    def rotate_secret(self, client_id: str) -> tuple[Client, str]:
-        """Replace the secret; the old one stops working when the unit of work commits."""
+    def rotate_secret(self, client_id: str, grace: int = 0) -> tuple[Client, str]:
+        """Replace the secret. Without *grace* the old one stops working when the unit of
+        work commits; with *grace* (seconds, at most :data:`MAX_SECRET_GRACE`) it keeps
+        working that long beside the new one, so the backend can be redeployed without
+        a window of refused requests. A rotation ends any earlier grace period.
+        """
         client = self.get(client_id)
         if client.secret_hash is None:
             raise InvalidInput("this client authenticates with private_key_jwt and has no secret")
+        if not 0 <= grace <= MAX_SECRET_GRACE:
+            raise InvalidInput(f"grace must be between 0 and {MAX_SECRET_GRACE // 86400} days")
+        now = self._clock.now()
         secret = client_secrets.new_secret()
         updated = dataclasses.replace(
-            client, secret_hash=client_secrets.hash_secret(secret), updated_at=self._clock.now()
+            client,
+            secret_hash=client_secrets.hash_secret(secret),
+            previous_secret_hash=client.secret_hash if grace else None,
+            previous_secret_expires_at=now + grace if grace else None,
+            updated_at=now,
         )
         self._store.update(updated)
-        self._record("client.secret_rotated", updated)
+        self._record(
+            "client.secret_rotated",
+            updated,
+            previous_secret_valid_until=updated.previous_secret_expires_at,
+        )
         return updated, secret
 
     def set_enabled(self, client_id: str, enabled: bool) -> Client:
@@ -232,9 +253,19 @@ class ClientService:
     # -- authentication -----------------------------------------------------------------
 
     @staticmethod
-    def check_secret(client: Client, secret: str) -> bool:
-        """True when *secret* is the client's current secret (constant-time)."""
-        return client_secrets.verify_secret(secret, client.secret_hash)
+    def check_secret(client: Client, secret: str, now: float | None = None) -> str | None:
+        """Which of the client's secrets *secret* is: ``"current"``, ``"previous"`` (the
+        one replaced by a rotation with a grace period, until it expires at *now*, default
+        the system time), or None. Both digests are compared, in constant time, whatever
+        the first answer, so timing does not tell which one matched."""
+        current = client_secrets.verify_secret(secret, client.secret_hash)
+        previous = client_secrets.verify_secret(secret, client.previous_secret_hash)
+        if current:
+            return "current"
+        expires = client.previous_secret_expires_at
+        if previous and expires is not None and (time.time() if now is None else now) < expires:
+            return "previous"
+        return None
 
     def _profile(self, name: str) -> str:
         if not isinstance(name, str) or name not in self._profiles:

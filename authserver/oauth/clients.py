@@ -20,6 +20,7 @@ class OAuthClient(ClientMixin):
         #: Found by the digest of a Bearer secret, for a profile that authenticates so
         #: (client_auth.SecretBearerAuthentication); never for a lookup by id.
         self.bearer_secret = bearer_secret
+        self.secret_used: str | None = None
 
     @property
     def client_id(self) -> str:
@@ -39,7 +40,10 @@ class OAuthClient(ClientMixin):
         return False
 
     def check_client_secret(self, client_secret: str) -> bool:
-        return ClientService.check_secret(self.domain, client_secret)
+        #: Which secret authenticated the client ("current" or "previous", during a
+        #: rotation's grace period), for the audit trail.
+        self.secret_used = ClientService.check_secret(self.domain, client_secret)
+        return self.secret_used is not None
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
         if endpoint not in ENDPOINTS or not self.domain.enabled:

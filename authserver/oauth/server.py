@@ -120,6 +120,9 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             jti=issued.jti,
             kid=issued.kid,
             auth_method=request.auth_method,
+            # "previous" while a rotation's grace period lets the old secret in: the
+            # operator sees which backends still have to switch.
+            secret_used=getattr(request.client, "secret_used", None),
         )
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Response:

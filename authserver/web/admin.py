@@ -234,7 +234,13 @@ def delete_client(client_id: str) -> Response:
 
 @bp.post("/clients/<client_id>/rotate-secret")
 def rotate_secret(client_id: str) -> Response:
-    client, secret = services().clients.rotate_secret(client_id)
+    # Optional body {"grace_seconds": N}: the old secret keeps working N seconds.
+    grace = 0
+    if request.content_length or request.is_json:
+        grace = _body({"grace_seconds"}).get("grace_seconds", 0)
+        if isinstance(grace, bool) or not isinstance(grace, int):
+            raise InvalidInput("grace_seconds must be a whole number of seconds")
+    client, secret = services().clients.rotate_secret(client_id, grace=grace)
     return _json({**client_json(client), "client_secret": secret})
 
 

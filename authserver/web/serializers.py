@@ -37,6 +37,8 @@ def client_json(client: Client) -> dict[str, Any]:
         "jwks": client.jwks,
         "created_at": iso(client.created_at),
         "updated_at": iso(client.updated_at),
+        # When a rotation's grace period is running: until when the previous secret works.
+        "previous_secret_expires_at": iso(client.previous_secret_expires_at),
     }
 
 

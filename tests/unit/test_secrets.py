@@ -11,6 +11,7 @@ import pytest
 from authserver.clients import secrets as client_secrets
 from authserver.clients.service import ClientService
 from authserver.clock import FixedClock
+from authserver.errors import InvalidInput
 from authserver.storage.memory import InMemoryClientStore
 
 URLSAFE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -145,3 +146,35 @@ def test_rotated_secret_replaces_the_old_one() -> None:
     assert not ClientService.check_secret(stored, old)
     assert new not in repr(dataclasses.asdict(stored))
     assert updated == stored
+
+
+def test_rotation_with_grace_accepts_the_old_secret_until_it_expires() -> None:
+    store = InMemoryClientStore()
+    clock = FixedClock(1_000_000.0)
+    service = ClientService(store, clock, max_token_ttl=86400)
+    client, old = service.create(name="backend")
+    assert old is not None
+    _, new = service.rotate_secret(client.client_id, grace=3600)
+    stored = store.get(client.client_id)
+    assert stored is not None
+    assert stored.previous_secret_expires_at == 1_000_000.0 + 3600
+    assert ClientService.check_secret(stored, new, now=1_000_000.0) == "current"
+    assert ClientService.check_secret(stored, old, now=1_000_000.0) == "previous"
+    assert ClientService.check_secret(stored, old, now=1_000_000.0 + 3599) == "previous"
+    assert ClientService.check_secret(stored, old, now=1_000_000.0 + 3600) is None
+    assert ClientService.check_secret(stored, client_secrets.new_secret(), now=0) is None
+    # A later rotation without grace ends the grace period at once.
+    _, newest = service.rotate_secret(client.client_id)
+    stored = store.get(client.client_id)
+    assert stored is not None
+    assert ClientService.check_secret(stored, new, now=1_000_000.0) is None
+    assert ClientService.check_secret(stored, old, now=1_000_000.0) is None
+    assert ClientService.check_secret(stored, newest, now=1_000_000.0) == "current"
+
+
+@pytest.mark.parametrize("grace", [-1, 30 * 86400 + 1])
+def test_grace_is_bounded(grace: int) -> None:
+    service = ClientService(InMemoryClientStore(), FixedClock(), max_token_ttl=86400)
+    client, _ = service.create(name="backend")
+    with pytest.raises(InvalidInput, match="grace"):
+        service.rotate_secret(client.client_id, grace=grace)

@@ -39,6 +39,8 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.updated_at = client.updated_at
     row.profile = client.policy.profile
     row.fixed_claims = dict(client.policy.fixed_claims) or None
+    row.previous_secret_hash = client.previous_secret_hash
+    row.previous_secret_expires_at = client.previous_secret_expires_at
 
 
 #: The columns of a client row, in the order of ``_GET``. A raw read (below) and an ORM
@@ -59,6 +61,8 @@ _COLUMNS = (
     "updated_at",
     "profile",
     "fixed_claims",
+    "previous_secret_hash",
+    "previous_secret_expires_at",
 )
 #: One client row by id, read on the DB-API connection (Database.read_one): on a
 #: client-cache miss (many clients in use) this runs per token request, and SQLAlchemy's
@@ -95,6 +99,12 @@ def _client(values: Mapping[str, Any]) -> Client:
         secret_hash=values["secret_hash"],
         jwks=_json(values["jwks"]),
         jwks_uri=values["jwks_uri"],
+        previous_secret_hash=values["previous_secret_hash"],
+        previous_secret_expires_at=(
+            None
+            if values["previous_secret_expires_at"] is None
+            else float(values["previous_secret_expires_at"])
+        ),
     )
 
 

@@ -56,8 +56,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
-        _create_private_file(parsed.database, uri="uri" in parsed.query)
         engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
+
+        @event.listens_for(engine, "do_connect")
+        def _private_file(*_args: Any) -> None:
+            # At the first connection, not when the engine is made: a command that only
+            # reads checks that the file exists first and must not create it.
+            _create_private_file(parsed.database, uri="uri" in parsed.query)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

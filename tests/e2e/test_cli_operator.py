@@ -1,0 +1,264 @@
+"""What an operator meets on the command line, through the real ``authserver`` command and a
+real ``authserver serve``: settings from group options and a configuration file, warnings
+for misspelt variables, read-only commands that create nothing, the line saying what a
+command acted on, ``doctor``, zero-downtime secret rotation, confirmed deletes, and the
+error messages of the newcomer's usual mistakes. SQLite only: nothing here depends on the
+database engine (the PostgreSQL cause of an unreachable server is checked on its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import AUTHSERVER
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+from tests.helpers import free_port
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+        "AUTHSERVER_SCHEDULER": "false",
+        **extra,
+    }
+
+
+def _files(directory: Path) -> list[str]:
+    return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def _in(
+    cwd: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    full.update(env or {})
+    return subprocess.run(
+        [AUTHSERVER, *args],
+        cwd=cwd,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+# -- where settings come from ---------------------------------------------------------------
+
+
+def test_read_only_commands_create_nothing_in_an_empty_directory(tmp_path: Path) -> None:
+    for args in (
+        ["clients", "list"],
+        ["clients", "show", "as_nope"],
+        ["keys", "list"],
+        ["audit"],
+        ["db", "current"],
+        ["doctor", "--no-issuer-check"],
+    ):
+        result = _in(tmp_path, *args)
+        assert _files(tmp_path) == [], (args, _files(tmp_path))
+        if args[0] in ("clients", "keys", "audit"):
+            assert result.returncode == 2, (args, result.stderr)
+            assert "no database at" in result.stderr, result.stderr
+            assert str(tmp_path / "authserver.db") in result.stderr
+    assert "PROBLEM" in _in(tmp_path, "doctor", "--no-issuer-check").stdout
+
+
+def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: Path) -> None:
+    db = tmp_path / "elsewhere.db"
+    keys = tmp_path / "k"
+    assert run_cli({}, "--database-url", f"sqlite:///{db}", "db", "upgrade").returncode == 0
+    # Options on the group apply to every command; the human output names what was used.
+    listed = _in(
+        tmp_path, "--database-url", f"sqlite:///{db}", "--keys-dir", str(keys), "clients", "list"
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert "no clients registered" in listed.stdout
+    assert f"database sqlite:///{db}" in listed.stderr
+    assert f"key store file {keys}" in listed.stderr
+    assert "issuer http://localhost:8000" in listed.stderr
+    # The same settings from a configuration file, by option and by variable.
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        f"AUTHSERVER_DATABASE_URL=sqlite:///{db}\nAUTHSERVER_ISSUER=https://auth.example.com\n"
+    )
+    for result in (
+        _in(tmp_path, "--config", str(config), "clients", "create", "--name", "x", "--json"),
+        _in(tmp_path, "clients", "list", env={"AUTHSERVER_CONFIG": str(config)}),
+    ):
+        assert result.returncode == 0, result.stderr
+    assert "issuer https://auth.example.com" in result.stderr
+    assert not (tmp_path / "authserver.db").exists()
+    # A misspelt variable is named, with the likely intended one.
+    warned = _in(
+        tmp_path,
+        "--config",
+        str(config),
+        "clients",
+        "list",
+        "--json",
+        env={"AUTHSERVER_DATABSE_URL": "sqlite:///other.db"},
+    )
+    assert warned.returncode == 0
+    assert json.loads(warned.stdout)["clients"][0]["name"] == "x"
+    assert (
+        "warning: ignoring unknown variable AUTHSERVER_DATABSE_URL "
+        "(did you mean AUTHSERVER_DATABASE_URL?)" in warned.stderr
+    )
+
+
+def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
+    result = run_cli({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")
+    assert result.returncode != 0
+    assert "pw-5e1d77" not in result.stdout + result.stderr
+    # The cause, in words, and where.
+    assert "connection refused" in result.stderr, result.stderr
+    assert "127.0.0.1:1/nodb" in result.stderr
+
+
+# -- the newcomer's mistakes -----------------------------------------------------------------
+
+
+def test_error_messages_name_what_to_change(tmp_path: Path) -> None:
+    port = run_cli(_env(tmp_path), "serve", "--port", "abc")
+    assert port.returncode == 2
+    assert port.stderr.strip() == "authserver: error: --port: expected a whole number"
+
+    mysql = run_cli({"AUTHSERVER_DATABASE_URL": "mysql://u@h/db"}, "clients", "list")
+    assert mysql.returncode == 2
+    assert "postgresql+psycopg://" in mysql.stderr
+    assert "sqlite:///" in mysql.stderr
+    assert "Traceback" not in mysql.stderr
+
+    action = run_cli(_env(tmp_path), "audit", "--action", "bogus")
+    assert action.returncode == 2
+    assert "token.issued" in action.stderr
+    assert "client.secret_rotated" in action.stderr
+
+    current = cli_json(_env(tmp_path), "db", "current")
+    assert current == {"revision": None, "head": current["head"], "up_to_date": False}
+
+
+# -- doctor ----------------------------------------------------------------------------------
+
+
+def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path) -> None:
+    env = _env(tmp_path, AUTHSERVER_KEY_PASSPHRASE="correct horse battery staple")
+    with ServerProcess(env) as server:
+        env["AUTHSERVER_ISSUER"] = server.base_url
+        healthy = run_cli(env, "doctor")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+        assert "No problems found." in healthy.stdout
+        report = cli_json(env, "doctor")
+        assert report["ok"] is True
+        assert {c["check"] for c in report["checks"]} >= {
+            "database",
+            "schema",
+            "key store",
+            "signing key",
+            "passphrase",
+            "issuer",
+            "admin token",
+        }
+        # The issuer this configuration names is not the one that server answers as.
+        wrong = run_cli({**env, "AUTHSERVER_ISSUER": server.base_url + "/other"}, "doctor")
+        assert wrong.returncode == 1
+        assert "PROBLEM" in wrong.stdout
+        assert "issuer" in wrong.stdout
+        # A wrong passphrase: the key store cannot be read.
+        bad_pass = run_cli({**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong passphrase"}, "doctor")
+        assert bad_pass.returncode == 1
+        assert "key store" in bad_pass.stdout
+    unreachable = run_cli(env, "doctor", "--json")
+    assert unreachable.returncode == 1
+    issuer = next(c for c in json.loads(unreachable.stdout)["checks"] if c["check"] == "issuer")
+    assert issuer["status"] == "problem"
+    assert "cannot reach" in issuer["detail"]
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def _token(base_url: str, client_id: str, secret: str) -> requests.Response:
+    return requests.post(
+        base_url + "/token",
+        data={"grant_type": "client_credentials", "sub": "user-1"},
+        auth=(client_id, secret),
+        timeout=10,
+    )
+
+
+def test_rotate_secret_with_grace_keeps_the_old_secret_working(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    with ServerProcess(env) as server:
+        created = cli_json(env, "clients", "create", "--name", "backend", "--audience", "A")
+        cid, old = created["client_id"], created["client_secret"]
+        assert _token(server.base_url, cid, old).status_code == 200
+
+        rotated = cli_json(env, "clients", "rotate-secret", cid, "--grace", "1h")
+        new = rotated["client_secret"]
+        assert rotated["previous_secret_expires_at"] is not None
+        assert _token(server.base_url, cid, new).status_code == 200
+        assert _token(server.base_url, cid, old).status_code == 200
+
+        # Without --grace the old secret (and the one in its grace period) stop at once.
+        newest = cli_json(env, "clients", "rotate-secret", cid)["client_secret"]
+        assert _token(server.base_url, cid, old).status_code == 401
+        assert _token(server.base_url, cid, new).status_code == 401
+        assert _token(server.base_url, cid, newest).status_code == 200
+
+    events = cli_json(env, "audit", "--client", cid, "--action", "token.issued")["events"]
+    used = [e["detail"].get("secret_used") for e in reversed(events)]
+    assert used == ["current", "current", "previous", "current"], events
+    bad = run_cli(env, "clients", "rotate-secret", cid, "--grace", "soon")
+    assert bad.returncode == 2
+    assert "--grace" in bad.stderr
+
+
+def test_delete_asks_for_confirmation_unless_yes(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    cid = cli_json(env, "clients", "create", "--name", "x")["client_id"]
+    refused = run_cli(env, "clients", "delete", cid)
+    assert refused.returncode == 1
+    assert "--yes" in refused.stderr
+    assert cli_json(env, "clients", "show", cid)["client_id"] == cid
+    # Interactive: "n" keeps it, "y" deletes it.
+    no = subprocess.run(
+        ["script", "-qec", f"{AUTHSERVER} clients delete {cid}", "/dev/null"],
+        input="n\n",
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert no.returncode != 0
+    assert cli_json(env, "clients", "show", cid)["client_id"] == cid
+    deleted = cli_json(env, "clients", "delete", cid, "--yes")
+    assert deleted == {"client_id": cid, "deleted": True}
+    assert run_cli(env, "clients", "show", cid).returncode == 1
+
+
+def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    env.pop("AUTHSERVER_ISSUER", None)
+    port = free_port()
+    server = ServerProcess(env, port=port)
+    del server.env["AUTHSERVER_ISSUER"]  # ServerProcess sets one by default
+    with server:
+        metadata = requests.get(
+            server.base_url + "/.well-known/oauth-authorization-server", timeout=10
+        ).json()
+    assert metadata["issuer"] == f"http://localhost:{port}"
+    assert metadata["jwks_uri"] == f"http://localhost:{port}/.well-known/jwks.json"
