@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Container
 import time
+from collections.abc import Container
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
