@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
+from authserver.container import Services
 from tests.conftest import db_independent
 
 pytestmark = pytest.mark.e2e
@@ -26,6 +28,41 @@ def test_readyz_checks_database_and_signing_key(http: Any) -> None:
     assert checks, "readiness must name what it checked"
     assert all(value == "ok" for value in checks.values()), checks
     assert {"database", "signing_key"} <= set(checks)
+
+
+def test_readyz_reports_a_missing_signing_key(http: Any, services: Services) -> None:
+    """No key that signs now (the key store was emptied, or holds only a key scheduled
+    for later): not ready, naming the signing key, while the database is fine."""
+    store = services.keys._store
+    with services.unit_of_work(), store.lock():
+        for key in store.list():
+            store.delete(key.kid)
+    services.keys.invalidate()
+    response = http.get("/readyz")
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    body = response.get_json()
+    assert body["status"] == "unavailable"
+    assert body["checks"] == {"database": "ok", "signing_key": "unavailable"}
+
+    # Only a key that signs later (the current one lost): still not ready.
+    with services.unit_of_work():
+        current = services.keys.ensure_current()
+        scheduled = services.keys.rotate().key
+    assert current is not None
+    assert scheduled.activate_at > time.time()
+    with services.unit_of_work(), store.lock():
+        store.delete(current.kid)
+    services.keys.invalidate()
+    response = http.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["checks"] == {"database": "ok", "signing_key": "unavailable"}
+
+    # A current key again: ready.
+    with services.unit_of_work():
+        services.keys.ensure_current()
+    services.keys.invalidate()
+    assert http.get("/readyz").status_code == 200
 
 
 def assert_json_error(response: Any, status: int) -> dict[str, Any]:

@@ -19,6 +19,9 @@ import json
 import logging
 import os
 import secrets
+import shutil
+import socket
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -38,6 +41,8 @@ from authserver.web.app import create_app
 from tests.conftest import make_services
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
+from tests.helpers import free_port
+from tests.helpers import missing
 
 pytestmark = pytest.mark.e2e
 
@@ -414,19 +419,31 @@ def test_reachable_storage_passes_the_start_check(storage: str) -> None:
     limits.check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": storage}))
 
 
-def test_storage_down_at_runtime_fails_open(
-    env_for: Callable[..., dict[str, str]], db_url: str, caplog: pytest.LogCaptureFixture
+def test_storage_down_at_runtime_fails_open_until_it_is_back(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A worker boots while Redis is down, and nobody is locked out: the limits are not
-    enforced (a warning says so) until the storage is back."""
+    enforced (a warning says so) until the storage is back; then they are again, with no
+    restart. A real redis-server is started on the port the worker was pointed at."""
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        missing("redis-server is not installed: the storage recovery test cannot run")
+    # The back-off after a storage error, shortened so the test need not wait 5 s.
+    monkeypatch.setattr(limits, "STORAGE_BACKOFF", 0.3)
+    port = free_port()
     settings = Settings.from_env(
         env_for(
             db_url,
-            AUTHSERVER_RATE_LIMIT_STORAGE="redis://127.0.0.1:1/0",
+            AUTHSERVER_RATE_LIMIT_STORAGE=f"redis://127.0.0.1:{port}/0",
             AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute",
         )
     )
     services = make_services(settings)
+    redis_proc: subprocess.Popen[bytes] | None = None
     try:
         http = create_app(services=services).test_client()
         client_id, secret = register(services)
@@ -437,8 +454,36 @@ def test_storage_down_at_runtime_fails_open(
         warnings = [r for r in caplog.records if r.name == "authserver.web.limits"]
         assert len(warnings) == 1  # once per back-off period, not once per request
         assert "not enforced" in warnings[0].getMessage()
+
+        redis_proc = subprocess.Popen(
+            [
+                *(redis_server, "--port", str(port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--dir", str(tmp_path)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while not _port_open(port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            assert redis_proc.poll() is None, "redis-server exited"
+            time.sleep(0.02)
+        time.sleep(0.35)  # the shortened back-off runs out
+
+        # Enforced again: one failure spends the budget, then even the right secret waits.
+        assert_invalid_client(token(http, client_id, "wrong"))
+        assert_throttled(token(http, client_id, secret))
     finally:
         services.close()
+        if redis_proc is not None:
+            redis_proc.terminate()
+            redis_proc.wait(timeout=10)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 # -- a real server: one limit across workers -------------------------------------------------
