@@ -21,7 +21,15 @@ APP = Flask("props")
 APP.config["MAX_CONTENT_LENGTH"] = 65536
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    # NaN, Infinity and lone surrogates included: json.dumps writes them, strict parsers
+    # refuse them, and the parser must answer invalid_request, not crash or pass them on.
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.sampled_from([10**400, 2**53])
+    | st.floats()
+    | st.text(max_size=20)
+    | st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2),
     lambda inner: (
         st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
