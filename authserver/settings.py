@@ -380,8 +380,9 @@ class Settings:
 
     def __post_init__(self) -> None:
         if not self.issuer:
-            # INTERFACE: when AUTHSERVER_ISSUER is unset, the issuer follows serve's host
-            # and port, so metadata and tokens name the address the server answers on.
+            # docs/reference.md, "Settings": when AUTHSERVER_ISSUER is unset, the issuer
+            # follows serve's host and port, so metadata and tokens name the address the
+            # server answers on.
             object.__setattr__(self, "issuer", default_issuer(self.host, self.port))
 
     def __repr__(self) -> str:

@@ -41,7 +41,7 @@ def configure_logging(settings: Settings) -> None:
 def prepare(settings: Settings) -> None:
     """Schema, key store and first key, once, before the workers start."""
     if settings.issuer_is_http and not settings.issuer_is_loopback:
-        # Unsafe conveniences are loud (DESIGN.md §3.8): tokens will name a plain-http
+        # Unsafe conveniences are loud (docs/design.md, style rule 8): tokens will name a plain-http
         # issuer, and metadata will send verifiers to fetch keys over plain http.
         log.warning(
             "AUTHSERVER_ISSUER is a plain http:// URL on a non-loopback host; use https "

@@ -21,7 +21,7 @@ def generate(key_size: int) -> tuple[RSAKey, Kid]:
 
 
 def public_jwk(key: RSAKey, kid: Kid) -> dict[str, Any]:
-    """The published form: public members only, with kid, use and alg (INTERFACE.md)."""
+    """The published form: public members only, with kid, use and alg (docs/reference.md)."""
     jwk = key.as_dict(private=False)
     return {"kty": "RSA", "kid": kid, "use": "sig", "alg": ALG, "n": jwk["n"], "e": jwk["e"]}
 

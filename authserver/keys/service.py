@@ -1,6 +1,6 @@
 """The signing-key lifecycle: bootstrap, scheduled and manual rotation, emergency retire.
 
-Rules (INTERFACE.md, "Signing keys and rotation"):
+Rules (docs/reference.md, "Signing keys and rotation"):
 
 * A new key is published ``publish_ahead`` seconds (default one hour, never less than the
   JWKS max-age) before it signs anything, so a verifier holding a cached JWKS already
@@ -13,8 +13,8 @@ Rules (INTERFACE.md, "Signing keys and rotation"):
 * Every change happens under :meth:`KeyStore.lock` after re-reading the store, so N workers
   and M instances that decide to rotate at the same moment rotate exactly once.
 
-The signer is handed exactly one key, the current one (DESIGN.md §1 item 1: never a key set,
-from which joserfc would pick a random key).
+The signer is handed exactly one key, the current one (docs/design.md, Authlib item 1:
+never a key set, from which joserfc would pick a random key).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Protocol errors authserver adds to Authlib's, and the domain -> OAuth error mapping.
 
 Descriptions are fixed strings: Authlib refuses characters outside RFC 6749's set
-(DESIGN.md §1 item 7), and echoing request input into an error is how injection starts.
+(docs/design.md, Authlib item 7), and echoing request input into an error is how injection starts.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def _expires_in(body: ParsedBody) -> int | None:
 
 
 def parse_token_request(body: ParsedBody) -> TokenRequest:
-    """Read authserver's token parameters (INTERFACE.md, ``POST /token``)."""
+    """Read authserver's token parameters (docs/reference.md, ``POST /token``)."""
     claims = _claims(body)
     return TokenRequest(
         sub=_identity(body, claims, "sub"),

@@ -1,6 +1,6 @@
 """An OAuth2Request that reads ``application/x-www-form-urlencoded`` and ``application/json``
-bodies alike (DESIGN.md §1 item 3: Authlib's client authentication reads ``request.form``,
-which Flask fills only for form bodies).
+bodies alike (docs/design.md, Authlib item 3: Authlib's client authentication reads
+``request.form``, which Flask fills only for form bodies).
 
 The body is parsed here, strictly, once: UTF-8 only, no repeated parameters (RFC 6749 §3.2),
 empty values treated as absent (§3.1), nothing in the query string.

@@ -1,4 +1,5 @@
-"""The Authlib authorization server and every registration (DESIGN.md §1)."""
+"""The Authlib authorization server and every registration (docs/design.md, "Where
+Authlib plugs in")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 A backend written for a sync vendor sends that vendor's request shape and expects that
 vendor's response shape. A *profile* is the translation between such a dialect and
-authserver's own token request (the ``oauth2`` profile, INTERFACE of ``POST /token``):
+authserver's own token request (the ``oauth2`` profile, docs/reference.md, ``POST /token``):
 
 - :meth:`Profile.translate` turns the dialect's body into authserver's token parameters
   (``sub``, ``email``, ``name``, ``scope``, ``audience``, ``expires_in``, ``claims``).

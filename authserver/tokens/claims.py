@@ -1,6 +1,6 @@
 """The access token claim set (RFC 9068 §2.2) for a client and a :class:`TokenRequest`.
 
-Authlib's RFC 9068 generator is not used (DESIGN.md §1 item 2): it ignores a shorter
+Authlib's RFC 9068 generator is not used (docs/design.md, Authlib item 2): it ignores a shorter
 ``expires_in`` in the JWT, writes no ``nbf`` and writes ``scope: null``.
 """
 
@@ -64,7 +64,7 @@ def resolve_scope(client: Client, requested: tuple[str, ...] | None) -> str | No
 
 
 def resolve_lifetime(client_ttl: int, requested: int | None) -> int:
-    """INTERFACE.md: ``expires_in`` may shorten the client's lifetime, never lengthen it."""
+    """docs/reference.md: ``expires_in`` may shorten the client's lifetime, never lengthen it."""
     if requested is None:
         return client_ttl
     if requested <= 0:

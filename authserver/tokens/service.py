@@ -42,7 +42,7 @@ class TokenService:
         )
         kid, key = self._keys.current()
         # RFC 9068 §2.1: typ "at+jwt"; the kid is set here, from the one current key,
-        # never left to joserfc's key-set selection (DESIGN.md §1 item 1).
+        # never left to joserfc's key-set selection (docs/design.md, Authlib item 1).
         header = {"alg": ALG, "typ": "at+jwt", "kid": kid}
         token = jwt.encode(header, claim_set.claims, key, algorithms=[ALG])
         return IssuedToken(

@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         profiles=services.profiles,
     )
     if settings.proxy_hops:
-        # Trust X-Forwarded-* only from as many proxies as configured (DESIGN.md §1 item 4).
+        # Trust X-Forwarded-* only from as many proxies as configured (docs/design.md,
+        # Authlib item 4).
         hops = settings.proxy_hops
         app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
             app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops

@@ -1,4 +1,4 @@
-"""The operator API under /admin (INTERFACE.md "HTTP endpoints"): bearer
+"""The operator API under /admin (docs/reference.md "HTTP endpoints"): bearer
 ``AUTHSERVER_ADMIN_TOKEN``, the client lifecycle seen from /token, signing keys seen from the
 JWKS, the audit trail, and JSON errors for every bad request."""
 

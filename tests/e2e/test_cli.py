@@ -1,4 +1,4 @@
-"""The ``authserver`` command line, run as a subprocess (INTERFACE.md, "Command line").
+"""The ``authserver`` command line, run as a subprocess (docs/reference.md, "Command line").
 
 Every test runs on a real SQLite file and on a fresh PostgreSQL schema (``db_url``).
 """

@@ -1,4 +1,4 @@
-"""RFC 8414 metadata, also served as the OIDC discovery document (INTERFACE.md)."""
+"""RFC 8414 metadata, also served as the OIDC discovery document (docs/reference.md)."""
 
 from __future__ import annotations
 

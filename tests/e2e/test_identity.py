@@ -1,4 +1,4 @@
-"""Whom a token is for (INTERFACE.md "The access token": identity values are non-empty;
+"""Whom a token is for (docs/reference.md "The access token": identity values are non-empty;
 ``email``/``name`` never come without ``sub``), and the per-client ``require_sub`` policy
 from the CLI, the admin API and the database to ``POST /token``."""
 

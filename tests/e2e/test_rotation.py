@@ -1,6 +1,6 @@
 """Verifiers that cache the JWKS never reject a valid token across rotations and a restart.
 
-INTERFACE.md, "Signing keys and rotation": "A verifier that caches the JWKS, or refetches on
+docs/reference.md, "Signing keys and rotation": "A verifier that caches the JWKS, or refetches on
 an unknown kid, never rejects a valid token across a rotation", and ``keys retire KID`` is
 the emergency path: that key leaves the JWKS at once and signs nothing more.
 
@@ -238,7 +238,7 @@ def test_rotation_restart_and_retire_with_sql_key_store(
 def test_new_key_is_published_at_least_max_age_before_it_signs(
     db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    """INTERFACE.md: a new key is published "never less than the JWKS Cache-Control max-age"
+    """docs/reference.md: a new key is published "never less than the JWKS Cache-Control max-age"
     before it signs. The configuration allows publish-ahead == max-age, the tightest case:
     the key must then be in the JWKS a full max-age before its first signature, or a
     verifier that fetched the JWKS just before it appeared rejects tokens until its copy

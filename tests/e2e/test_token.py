@@ -1,4 +1,4 @@
-"""POST /token end to end through the Flask test client (INTERFACE.md "POST /token";
+"""POST /token end to end through the Flask test client (docs/reference.md "POST /token";
 RFC 6749 §4.4, §5; RFC 8707; RFC 9068).
 
 Claims are read here without checking the signature; tests/e2e/test_verify_offline.py

@@ -1,5 +1,5 @@
-"""TLS and proxy headers (DESIGN.md §1 item 4): plain http only on loopback; X-Forwarded-*
-trusted only when AUTHSERVER_PROXY_HOPS says a proxy is there."""
+"""TLS and proxy headers (docs/design.md, Authlib item 4): plain http only on loopback;
+X-Forwarded-* trusted only when AUTHSERVER_PROXY_HOPS says a proxy is there."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """A sync server's view: verify access tokens offline with PyJWT (an independent JOSE
-library, never authserver's own code) against the served JWKS (INTERFACE.md "The access
+library, never authserver's own code) against the served JWKS (docs/reference.md "The access
 token", "Signing keys and rotation"; RFC 7517, RFC 7638, RFC 9068)."""
 
 from __future__ import annotations

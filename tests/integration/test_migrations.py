@@ -1,5 +1,5 @@
 """Migrations: one head, up and down and up again, and the models match the migrations
-(the ``alembic check`` of DESIGN.md), on SQLite and PostgreSQL."""
+(``alembic check``), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 

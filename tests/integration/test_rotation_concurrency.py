@@ -1,6 +1,6 @@
 """Exactly-once key rotation across real processes sharing one key store.
 
-INTERFACE.md, "Signing keys and rotation": "many server instances sharing one database and
+docs/reference.md, "Signing keys and rotation": "many server instances sharing one database and
 key store rotate exactly once". Each test starts several separate Python processes (each
 builds its own services with ``container.build(Settings.from_env())``, as every server
 worker and every instance does), lines them up on a common start instant, and lets them all

@@ -1,4 +1,5 @@
-"""DESIGN.md §2 dependency rules, enforced: the import-linter contracts in pyproject.toml."""
+"""The dependency rules of docs/design.md, enforced: the import-linter contracts in
+pyproject.toml."""
 
 from __future__ import annotations
 

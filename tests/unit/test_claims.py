@@ -25,7 +25,7 @@ CLIENT_ID = ClientId("as_client_test")
 API = "https://api.example.com"
 SYNC = "https://sync.example.com"
 
-#: INTERFACE.md: these can never be set through ``claims``.
+#: docs/reference.md: these can never be set through ``claims``.
 INTERFACE_RESERVED = ("iss", "exp", "iat", "nbf", "jti", "aud", "client_id")
 
 

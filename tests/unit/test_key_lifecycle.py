@@ -1,7 +1,7 @@
 """The signing-key lifecycle (authserver.keys.service.KeyService) on a fixed clock.
 
 next (published, signs nothing) -> current (the one signing key) -> previous (published
-until its tokens expired) -> gone (out of the JWKS). INTERFACE.md "Signing keys and
+until its tokens expired) -> gone (out of the JWKS). docs/reference.md "Signing keys and
 rotation": a new key is in the JWKS at least the JWKS max-age before it signs, exactly
 one key signs at any moment, and a retired key leaves the JWKS at once.
 """

@@ -1,0 +1,92 @@
+"""The repository stands alone and its reference is complete: every setting and every
+command is in docs/reference.md, every relative link of the README and docs/ resolves, and
+no file points outside the repository for its specification."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import click
+import pytest
+
+from authserver.cli import cli
+from authserver.settings import FIELDS
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = ROOT / "docs" / "reference.md"
+
+
+def _row(field: object) -> str:
+    f = field
+    return f"| `{f.env}` | `{f.option}` | DEFAULT | {f.help} |"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("field", FIELDS, ids=[f.env for f in FIELDS])
+def test_every_setting_has_a_row_in_the_reference(field: object) -> None:
+    text = REFERENCE.read_text("utf-8")
+    env, option = field.env, field.option  # type: ignore[attr-defined]
+    assert re.search(rf"^\| `{env}` \| `{option}` \|", text, re.M), (
+        f"add to the Settings table of docs/reference.md:\n{_row(field)}"
+    )
+
+
+def _command_paths(group: click.Group, path: tuple[str, ...] = ()) -> list[str]:
+    out = []
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            out += _command_paths(command, (*path, name))
+        else:
+            out.append(" ".join((*path, name)))
+    return out
+
+
+@pytest.mark.parametrize("command", _command_paths(cli))
+def test_every_command_is_in_the_reference(command: str) -> None:
+    section = REFERENCE.read_text("utf-8").split("## Command line", 1)[1].split("\n## ", 1)[0]
+    assert f"`{command}" in section or f", `{command.split()[-1]}" in section, command
+
+
+def _tracked() -> list[Path]:
+    names = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    return [ROOT / n.decode() for n in names if n and (ROOT / n.decode()).is_file()]
+
+
+#: Documents that lived outside the repository; nothing may send a reader there.
+OUTSIDE = re.compile(r"INTERFACE\.md|DESIGN\.md|\.\./shared|\bINTERFACE\b(?![A-Za-z])|\bDESIGN\b")
+
+
+def test_nothing_cites_a_document_outside_the_repository() -> None:
+    hits = []
+    for path in _tracked():
+        if path.suffix in {".png", ".jpg", ".ico", ".lock"} or path.name == "package-lock.json":
+            continue
+        try:
+            text = path.read_text("utf-8")
+        except UnicodeDecodeError:
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            if path == Path(__file__) and "OUTSIDE" in line:
+                continue
+            if OUTSIDE.search(line) and not re.search(r"\binterface\b", line):
+                hits.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)
+
+
+LINK = re.compile(r"\]\((?!https?:|mailto:|#)([^)\s]+)\)")
+
+
+def test_relative_links_resolve() -> None:
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(doc.read_text("utf-8")):
+            path = (doc.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not broken, broken
