@@ -10,7 +10,9 @@
    token are refused;
 6. prints the claims each sync server verified, and stops every process it started.
 
-Run from a checkout with the package installed: ``.venv/bin/python examples/run_demo.py``.
+Run from a checkout with the package installed: ``.venv/bin/python examples/run_demo.py``
+(``--authserver-port``, ``--sync-port``, ``--node-port``, ``--backend-port`` pick the ports;
+free ones by default).
 Exit status 0 when every step worked.
 """
 
@@ -135,10 +137,10 @@ def expect(condition: bool, message: str) -> None:
     print(f"ok: {message}")
 
 
-def run(node: bool, workdir: Path) -> None:
+def run(node: bool, workdir: Path, ports: dict[str, int]) -> None:
     procs = Processes(workdir)
     try:
-        walk(procs, node, workdir)
+        walk(procs, node, workdir, ports)
     except BaseException:
         procs.dump_logs()
         raise
@@ -146,10 +148,10 @@ def run(node: bool, workdir: Path) -> None:
         procs.stop_all()
 
 
-def walk(procs: Processes, node: bool, workdir: Path) -> None:
+def walk(procs: Processes, node: bool, workdir: Path, ports: dict[str, int]) -> None:
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
     # 1. authserver
-    port = free_port()
+    port = ports["authserver"] or free_port()
     issuer = f"http://127.0.0.1:{port}"
     auth_env = {
         **base_env,
@@ -181,7 +183,7 @@ def walk(procs: Processes, node: bool, workdir: Path) -> None:
     # 3. sync servers
     sync_env = {**base_env, "SYNC_ISSUER": issuer, "SYNC_AUDIENCE": AUDIENCE}
     sync_servers: dict[str, tuple[str, Path]] = {}
-    py_port = free_port()
+    py_port = ports["sync"] or free_port()
     log = procs.start(
         "python sync server",
         [sys.executable, str(HERE / "sync_server.py"), "--port", str(py_port)],
@@ -195,7 +197,7 @@ def walk(procs: Processes, node: bool, workdir: Path) -> None:
         node_bin = shutil.which("node")
         if node_bin is None:
             raise DemoError("node is not on PATH")
-        node_port = free_port()
+        node_port = ports["node"] or free_port()
         log = procs.start(
             "node sync server",
             [node_bin, str(node_dir / "sync_server.mjs")],
@@ -206,7 +208,7 @@ def walk(procs: Processes, node: bool, workdir: Path) -> None:
         wait_ready(url + "/healthz", procs)
 
     # 4. the backend; it advertises the Python sync server as syncEndpoint
-    backend_port = free_port()
+    backend_port = ports["backend"] or free_port()
     backend = f"http://127.0.0.1:{backend_port}"
     procs.start(
         "backend",
@@ -271,10 +273,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--node", action="store_true", help="also run the Node sync server")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    for name, what in (
+        ("authserver", "authserver"),
+        ("sync", "the Python sync server"),
+        ("node", "the Node sync server"),
+        ("backend", "the Flask backend"),
+    ):
+        parser.add_argument(
+            f"--{name}-port",
+            type=int,
+            default=0,
+            metavar="PORT",
+            help=f"port of {what} on 127.0.0.1 (default: a free one)",
+        )
     args = parser.parse_args()
+    ports = {
+        "authserver": args.authserver_port,
+        "sync": args.sync_port,
+        "node": args.node_port,
+        "backend": args.backend_port,
+    }
     workdir = Path(tempfile.mkdtemp(prefix="authserver-demo-"))
     try:
-        run(args.node, workdir)
+        run(args.node, workdir, ports)
     except DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1

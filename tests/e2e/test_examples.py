@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port
 from tests.helpers import missing
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -45,9 +46,13 @@ def run_demo(*args: str) -> dict[str, dict[str, Any]]:
     return verified
 
 
-def test_python_chain() -> None:
-    verified = run_demo()
+def test_python_chain_on_chosen_ports() -> None:
+    auth, sync, backend = free_port(), free_port(), free_port()
+    verified = run_demo(
+        "--authserver-port", str(auth), "--sync-port", str(sync), "--backend-port", str(backend)
+    )
     assert set(verified) == {"python"}
+    assert verified["python"]["iss"] == f"http://127.0.0.1:{auth}"
 
 
 def test_node_chain() -> None:
