@@ -36,6 +36,7 @@ import base64
 import binascii
 import json
 import re
+import socket
 import threading
 import time
 import urllib.error
@@ -97,7 +98,22 @@ class InvalidToken(Exception):
 
     def __init__(self, reason: str, detail: str | None = None) -> None:
         self.reason = reason
+        #: What exactly failed, when known (for ``jwks_unavailable``: the URL and the cause).
+        self.detail = detail
         super().__init__(f"{reason}: {detail or REASONS.get(reason, reason)}")
+
+
+def _cause(exc: BaseException) -> str:
+    """Why a fetch failed, in an operator's words: refused, timed out, unknown host..."""
+    reason: Any = getattr(exc, "reason", exc)  # URLError wraps the socket error
+    if isinstance(reason, TimeoutError) or "timed out" in str(reason):
+        return "timed out"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused (is authserver running at that address?)"
+    if isinstance(reason, socket.gaierror):
+        return "unknown host"
+    text = getattr(reason, "strerror", None) or str(reason)
+    return f"{type(reason).__name__}: {text}"[:200]
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -184,6 +200,7 @@ class TokenVerifier:
         self._usable_until = float("-inf")  # monotonic: stale_if_error bound
         self._etag: str | None = None
         self._last_fetch_ok = True
+        self._last_fetch_error: str | None = None
         # Held by the one thread that fetches (single flight); never taken under _lock.
         self._fetch_lock = threading.Lock()
         self._last_attempt = float("-inf")  # monotonic; written under _fetch_lock
@@ -276,11 +293,12 @@ class TokenVerifier:
             key = self._keys.get(kid)
             usable = time.monotonic() < self._usable_until
             reachable = self._last_fetch_ok
+            error = self._last_fetch_error
         if key is not None and usable:
             return key
         if not reachable or not usable:
             # Not the token's fault: the keys that might verify it could not be fetched.
-            raise InvalidToken("jwks_unavailable")
+            raise InvalidToken("jwks_unavailable", error)
         raise InvalidToken("unknown_kid")
 
     def _refetch(self, *, force: bool) -> None:
@@ -293,14 +311,16 @@ class TokenVerifier:
                 return
             self._last_attempt = now
             self.fetch_count += 1
+            error: str | None = None
             try:
                 self._fetch_jwks()
-            except InvalidToken:
-                ok = False  # keep the last good set (bounded by stale_if_error)
-            else:
-                ok = True
+            except InvalidToken as exc:
+                # Keep the last good set (bounded by stale_if_error), and why this failed:
+                # the error a caller then gets names the URL tried and the cause.
+                error = exc.detail
             with self._lock:
-                self._last_fetch_ok = ok
+                self._last_fetch_ok = error is None
+                self._last_fetch_error = error
 
     def _fetch_jwks(self) -> None:
         if self._jwks_uri is None:
@@ -344,8 +364,15 @@ class TokenVerifier:
                 metadata = json.loads(body)
             except ValueError:
                 metadata = None
-            if not isinstance(metadata, dict) or metadata.get("issuer") != self.issuer:
-                last = InvalidToken("jwks_unavailable", f"{url}: issuer does not match")
+            if not isinstance(metadata, dict):
+                last = InvalidToken("jwks_unavailable", f"{url}: not a metadata document")
+                continue
+            if metadata.get("issuer") != self.issuer:
+                served = str(metadata.get("issuer"))[:200]
+                last = InvalidToken(
+                    "jwks_unavailable",
+                    f"{url}: the metadata names issuer {served!r}, not {self.issuer!r}",
+                )
                 continue
             jwks_uri = metadata.get("jwks_uri")
             if not isinstance(jwks_uri, str):
@@ -379,7 +406,7 @@ class TokenVerifier:
                 return 304, b"", {k.lower(): v for k, v in exc.headers.items()}
             raise InvalidToken("jwks_unavailable", f"{url}: HTTP {exc.code}") from exc
         except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
-            raise InvalidToken("jwks_unavailable", f"{url}: {type(exc).__name__}") from exc
+            raise InvalidToken("jwks_unavailable", f"{url}: {_cause(exc)}") from exc
         if status != 200:
             raise InvalidToken("jwks_unavailable", f"{url}: HTTP {status}")
         if len(body) > self.max_response_bytes:

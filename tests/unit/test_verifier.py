@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -372,6 +373,24 @@ def test_metadata_for_another_issuer_is_refused(
     }
     token = sign(keys[0], claims_for(server.issuer))
     assert reason_of(verifier_for(server), token) == "jwks_unavailable"
+    # The error names the URL tried and what it said instead.
+    with pytest.raises(InvalidToken) as caught:
+        verifier_for(server).verify(token)
+    message = str(caught.value)
+    assert f"{server.issuer}/.well-known/oauth-authorization-server" in message
+    assert "https://evil.example.com" in message
+
+
+def test_unreachable_authserver_is_named_with_the_cause(keys: list[RSAKey]) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        issuer = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    verifier = TokenVerifier(issuer, AUDIENCE, min_refetch_interval=0.0)
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(sign(keys[0], claims_for(issuer)))
+    assert caught.value.reason == "jwks_unavailable"
+    assert issuer in str(caught.value)
+    assert "connection refused" in str(caught.value)
 
 
 @pytest.mark.parametrize("jwks_uri", ["file:///etc/passwd", "ftp://127.0.0.1/jwks.json"])
