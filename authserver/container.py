@@ -29,9 +29,11 @@ from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.keys import SqlKeyStore
 from authserver.storage.sql.revocations import SqlRevocationStore
+from authserver.storage.sql.statuslist import SqlStatusListStore
 from authserver.tokens.inspection import TokenInspector
 from authserver.tokens.revocations import RevocationStore
 from authserver.tokens.service import TokenService
+from authserver.tokens.statuslist import StatusListService
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,7 @@ class Services:
     #: Fetches and caches the JWK sets of clients registered with a ``jwks_uri``.
     jwks_fetcher: JwksFetcher
     profiles: ProfileRegistry
+    status_lists: StatusListService
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit at the end, roll back on error."""
@@ -87,6 +90,17 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
     keys = KeyService(key_store, clock, key_policy(settings), audit)
     revocations = SqlRevocationStore(db)
     profiles = ProfileRegistry.load()
+    status_lists = StatusListService(
+        SqlStatusListStore(db),
+        keys,
+        clock,
+        issuer=settings.issuer,
+        ttl=settings.status_list_ttl,
+        expiry=settings.status_list_expiry,
+        max_token_ttl=settings.max_token_ttl,
+        leeway=settings.key_retention_leeway,
+        audit=audit,
+    )
     return Services(
         settings=settings,
         clock=clock,
@@ -98,6 +112,8 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             audit=audit,
             allow_http_jwks_uri=not settings.production,
             profiles=profiles,
+            # A disabled or deleted client's live tokens are revoked in its status lists.
+            on_withdrawn=lambda client_id: status_lists.revoke_issued(client_id=client_id),
         ),
         keys=keys,
         tokens=TokenService(
@@ -106,10 +122,11 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             issuer=settings.issuer,
             default_ttl=settings.default_token_ttl,
             max_ttl=settings.max_token_ttl,
+            status_lists=status_lists,
         ),
         audit=audit,
         revocations=revocations,
-        inspector=TokenInspector(keys, revocations, clock, issuer=settings.issuer),
+        inspector=TokenInspector(keys, revocations, status_lists, clock, issuer=settings.issuer),
         jwks_fetcher=JwksFetcher(
             FetchPolicy(
                 production=settings.production,
@@ -118,4 +135,5 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             clock=clock,
         ),
         profiles=profiles,
+        status_lists=status_lists,
     )

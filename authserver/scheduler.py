@@ -39,9 +39,14 @@ def run_once(services: Services) -> list[str]:
 
 
 def housekeeping(services: Services) -> int:
-    """Forget expired revocations and assertion ids, and audit events past retention."""
+    """Forget expired revocations (by jti and in the status lists) and assertion ids, and
+    audit events past retention."""
     with services.unit_of_work():
-        return services.revocations.purge(services.clock.now()) + services.audit.purge()
+        return (
+            services.revocations.purge(services.clock.now())
+            + services.status_lists.purge()
+            + services.audit.purge()
+        )
 
 
 class KeyScheduler:

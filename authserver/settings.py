@@ -309,6 +309,17 @@ class Settings:
         "how often each worker re-reads the key store for changes made elsewhere",
         default=1,
     )
+    status_list_ttl: int = setting(
+        _positive_duration,
+        "ttl of the token status lists: offline verifiers see a revocation within this time",
+        default=60,
+    )
+    status_list_expiry: int = setting(
+        _positive_duration,
+        "exp - iat of a status list: how long a verifier that cannot fetch a newer list "
+        "may rely on the one it has",
+        default=900,
+    )
     max_body_bytes: int = setting(
         _int_in(1024, 10_485_760), "largest request body accepted, in bytes", default=65536
     )
@@ -473,6 +484,11 @@ class Settings:
             raise ConfigError(
                 "AUTHSERVER_JWKS_MAX_AGE: must not exceed AUTHSERVER_KEY_PUBLISH_AHEAD "
                 f"({self.key_publish_ahead}s)"
+            )
+        if self.status_list_expiry <= self.status_list_ttl:
+            raise ConfigError(
+                "AUTHSERVER_STATUS_LIST_EXPIRY: must be longer than AUTHSERVER_STATUS_LIST_TTL "
+                f"({self.status_list_ttl}s)"
             )
         if self.key_rotation_interval <= self.key_publish_ahead:
             raise ConfigError(

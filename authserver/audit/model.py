@@ -10,6 +10,7 @@ from typing import Any
 ACTIONS: tuple[str, ...] = (
     "token.issued",
     "token.revoked",
+    "tokens.revoked",
     "client.created",
     "client.updated",
     "client.secret_rotated",

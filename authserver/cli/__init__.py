@@ -17,6 +17,7 @@ from authserver.cli.db import db
 from authserver.cli.doctor import doctor
 from authserver.cli.keys import keys
 from authserver.cli.serve import serve
+from authserver.cli.tokens import tokens
 from authserver.settings import unknown_variables
 
 
@@ -55,6 +56,7 @@ cli.add_command(clients)
 cli.add_command(keys)
 cli.add_command(audit)
 cli.add_command(doctor)
+cli.add_command(tokens)
 
 
 def main() -> None:

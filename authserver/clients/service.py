@@ -6,6 +6,7 @@ import dataclasses
 import threading
 import time
 from collections.abc import Container
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -56,6 +57,7 @@ class ClientService:
         audit: AuditService | None = None,
         allow_http_jwks_uri: bool = True,
         profiles: Container[str] = (DEFAULT_PROFILE,),
+        on_withdrawn: Callable[[ClientId], object] | None = None,
     ) -> None:
         self._store = store
         #: Outside production mode a ``jwks_uri`` may be plain http on a loopback host
@@ -63,6 +65,9 @@ class ClientService:
         self._allow_http_jwks_uri = allow_http_jwks_uri
         #: The profile names a client may be registered with (built-ins and plug-ins).
         self._profiles = profiles
+        #: Called in the same unit of work when a client is disabled or deleted (the
+        #: container revokes its live tokens in the status lists).
+        self._on_withdrawn = on_withdrawn
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
@@ -242,12 +247,16 @@ class ClientService:
         updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
         self._store.update(updated)
         self._record("client.enabled" if enabled else "client.disabled", updated)
+        if not enabled and self._on_withdrawn is not None:
+            self._on_withdrawn(client.client_id)
         return updated
 
     def delete(self, client_id: str) -> Client:
         client = self.get(client_id)
         self._store.delete(client.client_id)
         self._record("client.deleted", client)
+        if self._on_withdrawn is not None:
+            self._on_withdrawn(client.client_id)
         return client
 
     # -- authentication -----------------------------------------------------------------

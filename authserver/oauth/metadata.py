@@ -38,6 +38,8 @@ def metadata_document(issuer: str) -> dict[str, Any]:
         "service_documentation": f"{issuer}/openapi.json",
         # RFC 9068: what the access tokens are signed with.
         "access_token_signing_alg_values_supported": ["RS256"],
+        # draft-ietf-oauth-status-list-17 §9.1: where the list of status lists is.
+        "status_list_aggregation_endpoint": f"{issuer}/statuslists",
     }
 
 

@@ -124,6 +124,10 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             # "previous" while a rotation's grace period lets the old secret in: the
             # operator sees which backends still have to switch.
             secret_used=getattr(request.client, "secret_used", None),
+            # What revoking every live token of a user or client reads (tokens/statuslist.py).
+            status_list=issued.status_list,
+            status_idx=issued.status_idx,
+            exp=issued.expires_at,
         )
 
     def create_endpoint_response(self, name: str, request: Any = None) -> Response:

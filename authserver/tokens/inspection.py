@@ -17,6 +17,7 @@ from authserver.clock import Clock
 from authserver.keys.crypto import ALG
 from authserver.keys.service import KeyService
 from authserver.tokens.revocations import RevocationStore
+from authserver.tokens.statuslist import StatusListService
 
 #: Tokens longer than this are not ours (ours are ~1 KB); refuse before parsing.
 MAX_TOKEN_LENGTH = 16384
@@ -24,10 +25,17 @@ MAX_TOKEN_LENGTH = 16384
 
 class TokenInspector:
     def __init__(
-        self, keys: KeyService, revocations: RevocationStore, clock: Clock, *, issuer: str
+        self,
+        keys: KeyService,
+        revocations: RevocationStore,
+        status_lists: StatusListService,
+        clock: Clock,
+        *,
+        issuer: str,
     ) -> None:
         self._keys = keys
         self._revocations = revocations
+        self._status_lists = status_lists
         self._clock = clock
         self._issuer = issuer
 
@@ -64,13 +72,19 @@ class TokenInspector:
         return dict(claims)
 
     def active_claims(self, token: str) -> dict[str, Any] | None:
-        """Like :meth:`verify`, and not revoked."""
+        """Like :meth:`verify`, and not revoked (by ``jti``, or in its status list: a
+        client's or a user's tokens revoked all at once are only there)."""
         claims = self.verify(token)
         if claims is None or self._revocations.is_revoked(claims["jti"]):
+            return None
+        if self._status_lists.is_revoked(claims):
             return None
         return claims
 
     def revoke(self, claims: dict[str, Any]) -> None:
+        """RFC 7009: revoke by ``jti`` (introspection) and set the token's status list bit
+        (offline verifiers)."""
         self._revocations.revoke(
             claims["jti"], claims["client_id"], float(claims["exp"]), self._clock.now()
         )
+        self._status_lists.revoke_token(claims)

@@ -36,6 +36,11 @@ class IssuedToken:
     kid: str
     #: The signed claim set (for profiles whose response repeats claims).
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: When the token expires (its ``exp``).
+    expires_at: float = 0.0
+    #: Its Token Status List entry: list id and index.
+    status_list: int | None = None
+    status_idx: int | None = None
 
 
 class TokenRequestError(Exception):

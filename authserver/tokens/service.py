@@ -11,19 +11,28 @@ from authserver.keys.service import KeyService
 from authserver.tokens.claims import build_claims
 from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
+from authserver.tokens.statuslist import StatusListService
 
 
 class TokenService:
     """Turn a client and a :class:`TokenRequest` into a signed RFC 9068 JWT."""
 
     def __init__(
-        self, keys: KeyService, clock: Clock, *, issuer: str, default_ttl: int, max_ttl: int
+        self,
+        keys: KeyService,
+        clock: Clock,
+        *,
+        issuer: str,
+        default_ttl: int,
+        max_ttl: int,
+        status_lists: StatusListService,
     ) -> None:
         self._keys = keys
         self._clock = clock
         self._issuer = issuer
         self._default_ttl = default_ttl
         self._max_ttl = max_ttl
+        self._status_lists = status_lists
 
     def now(self) -> float:
         """The time tokens are issued at (the injected clock)."""
@@ -40,11 +49,15 @@ class TokenService:
             client_ttl=self.client_ttl(client),
             now=self._clock.now(),
         )
+        claims = claim_set.claims
+        # draft-ietf-oauth-status-list §6.2: every token names its entry in a status list.
+        entry = self._status_lists.allocate(float(claims["exp"]))
+        claims["status"] = self._status_lists.claim(entry)
         kid, key = self._keys.current()
         # RFC 9068 §2.1: typ "at+jwt"; the kid is set here, from the one current key,
         # never left to joserfc's key-set selection (docs/design.md, Authlib item 1).
         header = {"alg": ALG, "typ": "at+jwt", "kid": kid}
-        token = jwt.encode(header, claim_set.claims, key, algorithms=[ALG])
+        token = jwt.encode(header, claims, key, algorithms=[ALG])
         return IssuedToken(
             access_token=token,
             expires_in=claim_set.expires_in,
@@ -54,4 +67,7 @@ class TokenService:
             audience=claim_set.audience,
             kid=kid,
             claims=claim_set.claims,
+            expires_at=float(claims["exp"]),
+            status_list=entry.list_id,
+            status_idx=entry.idx,
         )

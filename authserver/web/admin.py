@@ -276,6 +276,22 @@ def retire_key(kid: str) -> Response:
     return _json(key_json(view))
 
 
+@bp.post("/tokens/revoke")
+def revoke_tokens() -> Response:
+    """Revoke every live token of a user (of one client when ``client_id`` is given),
+    through the status lists so offline verifiers see it too."""
+    data = _body({"sub", "client_id"})
+    sub, client_id = data.get("sub"), data.get("client_id")
+    if not isinstance(sub, str) or not sub.strip():
+        raise InvalidInput("sub is required and must be a non-empty string")
+    if client_id is not None:
+        if not isinstance(client_id, str):
+            raise InvalidInput("client_id must be a string")
+        services().clients.get(client_id)  # NotFound: 404
+    revoked = services().status_lists.revoke_user(sub, client_id=client_id)
+    return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
+
+
 @bp.get("/audit")
 def audit() -> Response:
     args = request.args

@@ -22,6 +22,7 @@ from authserver.web import limits
 from authserver.web import metrics
 from authserver.web import oauth
 from authserver.web import openapi
+from authserver.web import statuslists
 from authserver.web import wellknown
 from authserver.web.accesslog import AccessLog
 
@@ -70,6 +71,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(oauth.bp)
     oauth.register_profile_paths(app, services.profiles)
     app.register_blueprint(wellknown.bp)
+    app.register_blueprint(statuslists.bp)  # GET /statuslists[/<id>]
     app.register_blueprint(health.bp)
     if settings.metrics_token:
         app.register_blueprint(metrics.bp)  # GET /metrics

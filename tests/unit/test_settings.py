@@ -90,6 +90,8 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     "AUTHSERVER_MAX_TOKEN_TTL": ("max_token_ttl", 86400, "2d", 2 * 86400, ("0", "-3600", "")),
     "AUTHSERVER_KEY_RETENTION_LEEWAY": ("key_retention_leeway", 300, "90s", 90, ("-1", "1x", "")),
     "AUTHSERVER_KEY_CACHE_SECONDS": ("key_cache_seconds", 1, "5", 5, ("-1", "fast", "")),
+    "AUTHSERVER_STATUS_LIST_TTL": ("status_list_ttl", 60, "30s", 30, ("0", "-5", "soon", "")),
+    "AUTHSERVER_STATUS_LIST_EXPIRY": ("status_list_expiry", 900, "1h", 3600, ("0", "1w", "")),
     "AUTHSERVER_MAX_BODY_BYTES": (
         "max_body_bytes",
         65536,
@@ -589,3 +591,12 @@ def test_unknown_variables_are_named_with_a_suggestion() -> None:
         "ignoring unknown variable AUTHSERVER_DATABSE_URL (did you mean AUTHSERVER_DATABASE_URL?)",
         "ignoring unknown variable AUTHSERVER_ZZZ",
     ]
+
+
+def test_status_list_expiry_must_outlast_its_ttl() -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(
+            {"AUTHSERVER_STATUS_LIST_TTL": "10m", "AUTHSERVER_STATUS_LIST_EXPIRY": "10m"}
+        )
+    _assert_one_line_naming(exc, "AUTHSERVER_STATUS_LIST_EXPIRY")
+    assert "AUTHSERVER_STATUS_LIST_TTL" in str(exc.value)

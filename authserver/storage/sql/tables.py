@@ -128,3 +128,27 @@ class AuditEventRow(Base):
     aud: Mapped[str | None] = mapped_column(Text)
     jti: Mapped[str | None] = mapped_column(String(128))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+
+
+class StatusBlockRow(Base):
+    """Token Status List leases: a block of indices a process hands out, and until when
+    a token issued from it may live (tokens/statuslist.py)."""
+
+    __tablename__ = "status_blocks"
+
+    list_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    block: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    leased_at: Mapped[float] = mapped_column(Double)
+    #: No index of this block is handed out again before this instant.
+    held_until: Mapped[float] = mapped_column(Double, index=True)
+
+
+class StatusRevocationRow(Base):
+    """Revoked Token Status List entries: the bits set to 1 (INVALID)."""
+
+    __tablename__ = "status_revocations"
+
+    list_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    revoked_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double, index=True)

@@ -1,0 +1,322 @@
+"""Token Status Lists (draft-ietf-oauth-status-list-17) over HTTP, on SQLite and PostgreSQL.
+
+Each list is checked with code that is not the code under test: PyJWT verifies the
+``statuslist+jwt`` against the served JWKS, and the bits are read with the
+``token-status-list`` package (an independent implementation of the draft's encoding).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jwt
+import pytest
+from token_status_list import BitArray
+
+from authserver.clock import FixedClock
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.tokens.statuslist import BLOCK_SIZE
+from authserver.tokens.statuslist import LEASE_WINDOW
+from authserver.web.app import create_app
+from tests.conftest import make_services
+from tests.helpers import run_cli
+
+pytestmark = pytest.mark.e2e
+
+AUD = "https://sync.example"
+ISSUER = "http://localhost:8000"
+ADMIN_TOKEN = "a" * 40
+
+Register = Callable[..., tuple[str, str]]
+
+
+def issue(http: Any, client_id: str, secret: str, sub: str = "alice") -> str:
+    response = http.post(
+        "/token", data={"grant_type": "client_credentials", "sub": sub}, auth=(client_id, secret)
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return response.get_json()["access_token"]  # type: ignore[no-any-return]
+
+
+def status_ref(token: str) -> tuple[str, int]:
+    claims = jwt.decode(token, options={"verify_signature": False})
+    ref = claims["status"]["status_list"]
+    assert set(ref) == {"idx", "uri"}
+    return ref["uri"], ref["idx"]
+
+
+def fetch_list(http: Any, uri: str) -> tuple[dict[str, Any], Any]:
+    """GET the list at *uri*; verify it with PyJWT against the JWKS; return its claims."""
+    assert uri.startswith(ISSUER + "/statuslists/")
+    response = http.get(uri[len(ISSUER) :], headers={"Accept": "application/statuslist+jwt"})
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert response.mimetype == "application/statuslist+jwt"
+    token = response.get_data(as_text=True)
+    header = jwt.get_unverified_header(token)
+    assert header["typ"] == "statuslist+jwt"
+    assert header["alg"] == "RS256"
+    jwks = jwt.PyJWKSet.from_dict(http.get("/.well-known/jwks.json").get_json())
+    key = next(k for k in jwks.keys if k.key_id == header["kid"])
+    claims = jwt.decode(
+        token,
+        key.key,
+        algorithms=["RS256"],
+        options={"require": ["sub", "iat", "exp"], "verify_aud": False},
+    )
+    # §5.1: sub is the list's own URI, the one the token names.
+    assert claims["sub"] == uri
+    assert claims["iss"] == ISSUER
+    assert isinstance(claims["ttl"], int)
+    assert claims["ttl"] > 0
+    assert set(claims["status_list"]) == {"bits", "lst"}
+    assert claims["status_list"]["bits"] == 1
+    return claims, response
+
+
+def bit(claims: dict[str, Any], idx: int) -> int:
+    return int(BitArray.load(claims["status_list"]).get(idx))
+
+
+def status_of(http: Any, token: str) -> int:
+    uri, idx = status_ref(token)
+    claims, _ = fetch_list(http, uri)
+    return bit(claims, idx)
+
+
+def test_every_token_names_a_distinct_entry_and_starts_valid(http: Any, register: Register) -> None:
+    client_id, secret = register(audiences=[AUD])
+    tokens = [issue(http, client_id, secret, sub=f"user-{i}") for i in range(5)]
+    refs = [status_ref(t) for t in tokens]
+    assert len(set(refs)) == 5
+    uri = refs[0][0]
+    assert uri == f"{ISSUER}/statuslists/1"
+    claims, response = fetch_list(http, uri)
+    assert all(bit(claims, idx) == 0 for _, idx in refs)
+    # Consistent with the ttl: a cache may keep it no longer than the ttl says.
+    cache_control = response.headers["Cache-Control"]
+    assert cache_control.startswith("public, max-age=")
+    assert int(cache_control.split("=")[1]) <= claims["ttl"]
+    assert claims["exp"] > claims["iat"] + claims["ttl"]
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_revoke_sets_the_bit_of_that_token_only(http: Any, register: Register) -> None:
+    client_id, secret = register(audiences=[AUD])
+    kept, revoked = issue(http, client_id, secret), issue(http, client_id, secret)
+    response = http.post("/revoke", data={"token": revoked}, auth=(client_id, secret))
+    assert response.status_code == 200
+    assert status_of(http, revoked) == 1
+    assert status_of(http, kept) == 0
+
+
+def test_conditional_get_and_a_new_etag_after_a_revocation(http: Any, register: Register) -> None:
+    client_id, secret = register(audiences=[AUD])
+    token = issue(http, client_id, secret)
+    uri, _ = status_ref(token)
+    path = uri[len(ISSUER) :]
+    first = http.get(path)
+    etag = first.headers["ETag"]
+    again = http.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.headers["ETag"] == etag
+    assert http.post("/revoke", data={"token": token}, auth=(client_id, secret)).status_code == 200
+    after = http.get(path, headers={"If-None-Match": etag})
+    assert after.status_code == 200  # the revocation is in the next list served, at once
+    assert after.headers["ETag"] != etag
+
+
+def test_disabling_or_deleting_a_client_revokes_all_its_tokens(
+    http: Any, register: Register, services: Services
+) -> None:
+    a_id, a_secret = register(audiences=[AUD])
+    b_id, b_secret = register(audiences=[AUD])
+    c_id, c_secret = register(audiences=[AUD])
+    a_tokens = [issue(http, a_id, a_secret, sub=f"u{i}") for i in range(3)]
+    b_token = issue(http, b_id, b_secret)
+    c_token = issue(http, c_id, c_secret)
+    with services.unit_of_work():
+        services.clients.set_enabled(a_id, False)
+        services.clients.delete(c_id)
+    assert [status_of(http, t) for t in a_tokens] == [1, 1, 1]
+    assert status_of(http, c_token) == 1
+    assert status_of(http, b_token) == 0
+    introspected = http.post("/introspect", data={"token": b_token}, auth=(b_id, b_secret))
+    assert introspected.get_json()["active"] is True
+
+
+def test_status_claim_cannot_be_forged_through_claims(http: Any, register: Register) -> None:
+    client_id, secret = register(audiences=[AUD], allowed_claims=["libraryId"])
+    response = http.post(
+        "/token",
+        data={
+            "grant_type": "client_credentials",
+            "claims": json.dumps({"status": {"status_list": {"idx": 0, "uri": "https://x"}}}),
+        },
+        auth=(client_id, secret),
+    )
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+
+
+def test_unknown_lists_are_404_and_the_metadata_names_the_aggregation(
+    http: Any, register: Register
+) -> None:
+    client_id, secret = register(audiences=[AUD])
+    issue(http, client_id, secret)
+    assert http.get("/statuslists/2").status_code == 404
+    assert http.get("/statuslists/99999999999999999999").status_code == 404
+    assert http.get("/statuslists/abc").status_code == 404
+    metadata = http.get("/.well-known/oauth-authorization-server").get_json()
+    assert metadata["status_list_aggregation_endpoint"] == f"{ISSUER}/statuslists"
+    aggregation = http.get("/statuslists")
+    assert aggregation.mimetype == "application/json"
+    assert aggregation.get_json() == {"status_lists": [f"{ISSUER}/statuslists/1"]}
+
+
+@pytest.fixture
+def admin_services(db_url: str, tmp_path: Any) -> Any:
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": db_url,
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": ISSUER,
+            "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+    )
+    svc = make_services(settings)
+    yield svc
+    svc.close()
+
+
+def test_admin_api_revokes_every_live_token_of_a_user(admin_services: Services) -> None:
+    http = create_app(services=admin_services).test_client()
+    with admin_services.unit_of_work():
+        one, one_secret = admin_services.clients.create(name="one", audiences=[AUD])
+        two, two_secret = admin_services.clients.create(name="two", audiences=[AUD])
+    assert one_secret
+    assert two_secret
+    alice_one = issue(http, one.client_id, one_secret, sub="alice")
+    alice_two = issue(http, two.client_id, two_secret, sub="alice")
+    bob_one = issue(http, one.client_id, one_secret, sub="bob")
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+    only_one = http.post(
+        "/admin/tokens/revoke", json={"sub": "alice", "client_id": one.client_id}, headers=auth
+    )
+    assert only_one.status_code == 200, only_one.get_data(as_text=True)
+    assert only_one.get_json()["revoked"] == 1
+    assert (status_of(http, alice_one), status_of(http, alice_two)) == (1, 0)
+
+    everywhere = http.post("/admin/tokens/revoke", json={"sub": "alice"}, headers=auth)
+    assert everywhere.get_json()["revoked"] == 1  # the one left
+    assert status_of(http, alice_two) == 1
+    assert status_of(http, bob_one) == 0
+    # Introspection agrees at once.
+    answer = http.post("/introspect", data={"token": alice_two}, auth=(two.client_id, two_secret))
+    assert answer.get_json() == {"active": False}
+
+    for body, status in [
+        ({}, 400),
+        ({"sub": ""}, 400),
+        ({"sub": 5}, 400),
+        ({"sub": "alice", "client_id": "nope"}, 404),
+        ({"sub": "alice", "extra": 1}, 400),
+    ]:
+        response = http.post("/admin/tokens/revoke", json=body, headers=auth)
+        assert response.status_code == status, body
+        assert "error" in response.get_json()
+    assert http.post("/admin/tokens/revoke", json={"sub": "alice"}).status_code == 401
+    events = http.get("/admin/audit?action=tokens.revoked", headers=auth).get_json()["events"]
+    assert len(events) == 2
+
+
+def test_revocations_survive_a_restart_and_are_seen_by_another_instance(
+    settings: Settings, register: Register, services: Services
+) -> None:
+    http = create_app(services=services).test_client()
+    client_id, secret = register(audiences=[AUD])
+    token = issue(http, client_id, secret)
+    other = make_services(settings)  # a second instance (or this one restarted)
+    try:
+        other_http = create_app(services=other).test_client()
+        assert status_of(other_http, token) == 0
+        assert http.post("/revoke", data={"token": token}, auth=(client_id, secret)).status_code
+        assert status_of(other_http, token) == 1
+    finally:
+        other.close()
+
+
+def test_indices_are_reused_only_after_their_tokens_expired(settings: Settings) -> None:
+    """A process leases a block; another process never gets it while a token from it may
+    live; once the lease window ended and every token from it expired (plus the skew
+    leeway), the block is leased again, with its revoked bits cleared."""
+    clock = FixedClock(time.time())
+    short = settings.replace(default_token_ttl=60, max_token_ttl=60)
+    svc = make_services(short, clock)
+    other = make_services(short, clock)  # a second worker or instance
+    try:
+        lists = svc.status_lists
+        first = lists.allocate(clock.now() + 60)
+        assert lists.allocate(clock.now() + 60).idx == first.idx + 1
+        with svc.unit_of_work():
+            assert lists.revoke_token({"status": lists.claim(first), "exp": first.expires_at})
+        assert other.status_lists.allocate(clock.now() + 60).idx // BLOCK_SIZE != (
+            first.idx // BLOCK_SIZE
+        )
+        clock.advance(120)  # the tokens expired, but not the leeway: still held
+        third = other.status_lists.allocate(clock.now() + 60)
+        assert third.idx // BLOCK_SIZE != first.idx // BLOCK_SIZE
+        clock.advance(LEASE_WINDOW)
+        # The first lease's window is over: moving on releases it to its last exp + leeway,
+        # which has passed, so the lowest free block is the first one again.
+        reused = lists.allocate(clock.now() + 60)
+        assert reused.idx == first.idx
+        with svc.unit_of_work():
+            published = lists.published(first.list_id)
+        assert published is not None
+        claims = jwt.decode(published.token, options={"verify_signature": False})
+        assert bit(claims, first.idx) == 0  # the new holder starts VALID
+    finally:
+        svc.close()
+        other.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_cli_revokes_every_live_token_of_a_user(
+    settings: Settings, services: Services, env_for: Callable[..., dict[str, str]], db_url: str
+) -> None:
+    """``authserver tokens revoke --sub SUB [--client ID]`` in its own process."""
+    env = env_for(db_url)
+    assert env["AUTHSERVER_ISSUER"] == ISSUER
+    http = create_app(services=services).test_client()
+    with services.unit_of_work():
+        one, one_secret = services.clients.create(name="one", audiences=[AUD])
+        two, two_secret = services.clients.create(name="two", audiences=[AUD])
+    assert one_secret
+    assert two_secret
+    alice = [issue(http, one.client_id, one_secret, sub="alice") for _ in range(2)]
+    alice_two = issue(http, two.client_id, two_secret, sub="alice")
+    bob = issue(http, one.client_id, one_secret, sub="bob")
+
+    result = run_cli(env, "tokens", "revoke", "--sub", "alice", "--client", one.client_id, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"sub": "alice", "client_id": one.client_id, "revoked": 2}
+    assert [status_of(http, t) for t in (*alice, alice_two, bob)] == [1, 1, 0, 0]
+
+    result = run_cli(env, "tokens", "revoke", "--sub", "alice")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "revoked 1 live token(s) of alice"
+    assert [status_of(http, t) for t in (alice_two, bob)] == [1, 0]
+
+    missing = run_cli(env, "tokens", "revoke", "--sub", "alice", "--client", "as_client_nope")
+    assert missing.returncode != 0
+    assert missing.stderr.count("\n") == 1
+    assert "nope" in missing.stderr
+    empty = run_cli(env, "tokens", "revoke", "--sub", " ")
+    assert empty.returncode != 0
+    assert "Traceback" not in empty.stderr
