@@ -1,8 +1,8 @@
 """token status lists: leased index blocks and revoked entries
 
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-29 10:40:00
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-11-29 11:40:00
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0003"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
