@@ -12,11 +12,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from typing import NoReturn
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 AUTHSERVER = shutil.which("authserver", path=str(Path(sys.executable).parent)) or "authserver"
 
@@ -144,3 +149,58 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+# -- which worker answered ------------------------------------------------------------------
+
+
+def per_worker(metrics_parent: Path, name: str, **labels: str) -> dict[str, float]:
+    """The sample *name*{*labels*} of each serving process, from prometheus-client's
+    per-process files: ``serve`` makes its private metrics directory under
+    ``PROMETHEUS_MULTIPROC_DIR`` (or the temp directory), and each worker writes its own
+    ``<type>_<pid>.db`` there. Keyed by file stem; processes with no such sample omitted.
+    This is how a test *shows* which workers answered, instead of hoping."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    values: dict[str, float] = {}
+    for path in metrics_parent.glob("*/*.db"):
+        # One file is one process; accumulate=True only makes histograms cumulative and
+        # adds their _count.
+        for metric in MultiProcessCollector.merge([str(path)], accumulate=True):
+            for sample in metric.samples:
+                wanted = sample.name == name and labels.items() <= sample.labels.items()
+                if wanted and sample.value:
+                    worker = path.stem.split("_", 1)[-1]  # the pid
+                    values[worker] = values.get(worker, 0.0) + sample.value
+    return values
+
+
+def answered(metrics_parent: Path, endpoint: str) -> dict[str, float]:
+    """Requests each worker has answered at *endpoint* (its route template)."""
+    return per_worker(
+        metrics_parent, "authserver_request_duration_seconds_count", endpoint=endpoint
+    )
+
+
+def on_every_worker(
+    send: Callable[[], T],
+    metrics_parent: Path,
+    *,
+    workers: int,
+    endpoint: str = "/token",
+    rounds: int = 20,
+) -> list[T]:
+    """Call *send* (a request on a new connection) in concurrent bursts until each of
+    *workers* processes has answered at least one of them at *endpoint*; return every
+    result, for the caller to check them all. Fails when some worker never answered."""
+    before = answered(metrics_parent, endpoint)
+    results: list[T] = []
+    after = before
+    for _ in range(rounds):
+        with ThreadPoolExecutor(max_workers=2 * workers) as pool:
+            results.extend(pool.map(lambda _: send(), range(2 * workers)))
+        after = answered(metrics_parent, endpoint)
+        grown = [w for w, n in after.items() if n > before.get(w, 0.0)]
+        if len(grown) >= workers:
+            return results
+    raise AssertionError(f"not every worker answered at {endpoint}: {before} -> {after}")

@@ -2,6 +2,7 @@
 
 A change made by one process (the CLI) must be seen by every worker of a running server
 at once: the per-worker client cache is validated against the database on each request.
+Each check is repeated until the per-worker metric files show that both workers answered.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from authserver import container
 from authserver.settings import Settings
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
+from tests.helpers import on_every_worker
 from tests.helpers import run_cli
 
 AUD = "https://sync.example"
@@ -43,50 +45,55 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
     db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
     # This test sends refused requests on purpose; brute-force limits are tested apart.
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
     env = env_for(
         db_url,
         AUTHSERVER_AUTH_FAILURES_PER_CLIENT="off",
         AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="off",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),  # which worker answered (tests.helpers)
     )
     env.pop("AUTHSERVER_ISSUER")
     created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
     cid, secret = created["client_id"], created["client_secret"]
     with ServerProcess(env, workers=2, log_path=tmp_path / "serve.log") as server:
-        # Warm every worker's cache with this client.
-        for _ in range(6):
-            assert _token(server, cid, secret).status_code == 200
+
+        def everywhere(**request: Any) -> list[requests.Response]:
+            """The same request until both workers have answered it."""
+            secret_ = request.pop("secret")
+            return on_every_worker(
+                lambda: _token(server, cid, secret_, **request), metrics, workers=2
+            )
+
+        # Warm both workers' caches with this client.
+        assert {r.status_code for r in everywhere(secret=secret)} == {200}
 
         disabled = cli_json(env, "clients", "disable", cid)
         assert disabled["enabled"] is False
-        for _ in range(6):  # whichever worker answers
-            response = _token(server, cid, secret)
-            assert response.status_code == 401
-            assert response.json()["error"] == "invalid_client"
+        refused = everywhere(secret=secret)
+        assert {r.status_code for r in refused} == {401}
+        assert {r.json()["error"] for r in refused} == {"invalid_client"}
 
         assert cli_json(env, "clients", "enable", cid)["enabled"] is True
-        for _ in range(6):
-            assert _token(server, cid, secret).status_code == 200
+        assert {r.status_code for r in everywhere(secret=secret)} == {200}
 
         rotated = cli_json(env, "clients", "rotate-secret", cid)
         new_secret = rotated["client_secret"]
         assert new_secret != secret
-        for _ in range(6):
-            assert _token(server, cid, secret).status_code == 401
-            assert _token(server, cid, new_secret).status_code == 200
+        assert {r.status_code for r in everywhere(secret=secret)} == {401}
+        assert {r.status_code for r in everywhere(secret=new_secret)} == {200}
 
         updated = cli_json(env, "clients", "update", cid, "--scope", "read", "--token-ttl", "120")
         assert updated["scopes"] == ["read"]
         assert updated["token_ttl"] == 120
-        for _ in range(6):
-            body = _token(server, cid, new_secret).json()
+        for body in (r.json() for r in everywhere(secret=new_secret)):
             assert body["scope"] == "read"
             assert body["expires_in"] == 120
         assert _token(server, cid, new_secret, scope="write").json()["error"] == "invalid_scope"
 
         deleted = cli_json(env, "clients", "delete", cid, "--yes")
         assert deleted == {"client_id": cid, "deleted": True}
-        for _ in range(6):
-            assert _token(server, cid, new_secret).status_code == 401
+        assert {r.status_code for r in everywhere(secret=new_secret)} == {401}
 
     # The audit trail names who did what; it never holds a secret.
     events = cli_json(env, "audit", "--client", cid, "--limit", "100")["events"]

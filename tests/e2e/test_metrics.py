@@ -25,6 +25,8 @@ from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
+from tests.helpers import on_every_worker
+from tests.helpers import per_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -295,9 +297,19 @@ def test_counters_aggregate_across_workers(
         metrics_dir = metrics_dirs[0]
         assert stat.S_IMODE(metrics_dir.stat().st_mode) == 0o700
 
-        # Whichever worker answers the scrape, it reports every worker's counts.
-        for _ in range(10):
-            samples = _scrape_url(server.base_url)
+        # Both workers issued some of the tokens (their own files say so), so a total of n
+        # is a sum across processes, not one worker's count.
+        issued_by = per_worker(tmpdir, ISSUED)
+        assert len(issued_by) == 2, issued_by
+        assert sum(issued_by.values()) == n
+        # Whichever worker answers the scrape, it reports every worker's counts: scrapes
+        # until both workers have answered one.
+        for samples in on_every_worker(
+            lambda: _scrape_url(server.base_url),
+            tmpdir,
+            workers=2,
+            endpoint="/metrics",
+        ):
             assert value(samples, ISSUED) == n
             assert value(samples, FAILURES, reason="invalid_client") == 1
 

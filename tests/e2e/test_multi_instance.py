@@ -17,6 +17,7 @@ import requests
 
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
+from tests.helpers import on_every_worker
 
 ISSUER = "https://auth.example.com"
 ADMIN = "admin-token-for-multi-instance-test"
@@ -34,8 +35,19 @@ def instances(
         # One host: a shared SQLite file and a shared key directory.
         store = {"AUTHSERVER_KEY_STORE": "file", "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys")}
     env = env_for(db_url, AUTHSERVER_ISSUER=ISSUER, AUTHSERVER_ADMIN_TOKEN=ADMIN, **store)
-    a = ServerProcess(env, workers=2, log_path=tmp_path / "a.log")
-    b = ServerProcess(env, workers=2, log_path=tmp_path / "b.log")
+    # Each instance's per-worker metric files apart, to show which worker answered.
+    for name in ("a", "b"):
+        (tmp_path / f"metrics-{name}").mkdir()
+    a = ServerProcess(
+        {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics-a")},
+        workers=2,
+        log_path=tmp_path / "a.log",
+    )
+    b = ServerProcess(
+        {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics-b")},
+        workers=2,
+        log_path=tmp_path / "b.log",
+    )
     # Both start at once on an empty database: one schema, one first key.
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         for future in [pool.submit(a.start), pool.submit(b.start)]:
@@ -72,7 +84,7 @@ def _verify(token: str, server: ServerProcess) -> dict[str, object]:
 
 @pytest.mark.slow
 def test_two_instances_share_one_database(
-    instances: tuple[dict[str, str], ServerProcess, ServerProcess],
+    instances: tuple[dict[str, str], ServerProcess, ServerProcess], tmp_path: Path
 ) -> None:
     env, a, b = instances
     admin = {"Authorization": f"Bearer {ADMIN}"}
@@ -98,9 +110,18 @@ def test_two_instances_share_one_database(
     assert results[0].json()["kid"] == results[1].json()["kid"]
     next_kid = results[0].json()["kid"]
     time.sleep(1.5)  # AUTHSERVER_KEY_CACHE_SECONDS
-    for server in (a, b):
-        published = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
-        assert next_kid in [k["kid"] for k in published["keys"]]
+    for server, name in ((a, "a"), (b, "b")):
+        # Every worker of both instances publishes it.
+        answers = on_every_worker(
+            lambda server=server: requests.get(
+                server.base_url + "/.well-known/jwks.json", timeout=10
+            ),
+            tmp_path / f"metrics-{name}",
+            workers=2,
+            endpoint="/.well-known/jwks.json",
+        )
+        for published in answers:
+            assert next_kid in [k["kid"] for k in published.json()["keys"]]
     states = [
         k["state"]
         for k in requests.get(b.base_url + "/admin/keys", headers=admin, timeout=10).json()["keys"]
@@ -128,11 +149,14 @@ def test_two_instances_share_one_database(
         ).status_code
         == 200
     )
-    for _ in range(6):
-        response = requests.post(
+    refused = on_every_worker(
+        lambda: requests.post(
             b.base_url + "/token",
             auth=(cid, secret),
             timeout=10,
             data={"grant_type": "client_credentials"},
-        )
-        assert response.status_code == 401
+        ),
+        tmp_path / "metrics-b",
+        workers=2,
+    )
+    assert {r.status_code for r in refused} == {401}

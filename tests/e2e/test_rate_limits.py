@@ -43,6 +43,7 @@ from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
 from tests.helpers import missing
+from tests.helpers import per_worker
 
 pytestmark = pytest.mark.e2e
 
@@ -489,22 +490,9 @@ def _port_open(port: int) -> bool:
 # -- a real server: one limit across workers -------------------------------------------------
 
 
-def _per_worker_counts(metrics_root: Path, reason: str) -> dict[str, float]:
-    """authserver_token_failures_total{reason} per worker, from prometheus-client's
-    per-process files (serve makes one private directory under PROMETHEUS_MULTIPROC_DIR)."""
-    from prometheus_client.multiprocess import MultiProcessCollector
-
-    counts: dict[str, float] = {}
-    for path in metrics_root.glob("*/counter_*.db"):
-        for metric in MultiProcessCollector.merge([str(path)], accumulate=False):
-            for sample in metric.samples:
-                if (
-                    sample.name == "authserver_token_failures_total"
-                    and sample.labels.get("reason") == reason
-                    and sample.value
-                ):
-                    counts[path.stem] = counts.get(path.stem, 0.0) + sample.value
-    return counts
+def throttled_by(metrics_root: Path) -> dict[str, float]:
+    """429s at /token per worker."""
+    return per_worker(metrics_root, "authserver_token_failures_total", reason="slow_down")
 
 
 @pytest.mark.slow
@@ -560,11 +548,11 @@ def test_redis_limit_is_shared_by_the_workers_of_a_server(
                     thread.start()
                 for thread in threads:
                     thread.join()
-                if len(_per_worker_counts(metrics_root, "slow_down")) >= 2:
+                if len(throttled_by(metrics_root)) >= 2:
                     break
             assert set(statuses) == {429}
-            per_worker = _per_worker_counts(metrics_root, "slow_down")
-            assert len(per_worker) == 2, per_worker
-            assert sum(per_worker.values()) == len(statuses)
+            throttled = throttled_by(metrics_root)
+            assert len(throttled) == 2, throttled
+            assert sum(throttled.values()) == len(statuses)
     finally:
         _delete_keys(prefix)
