@@ -70,9 +70,8 @@ def prepare(settings: Settings) -> None:
         with svc.unit_of_work():
             svc.keys.check_readable()
         with svc.unit_of_work():
-            created = svc.keys.ensure_current()
-        if created is not None:
-            log.info("created the first signing key %s", created.kid)
+            # Logs the key it creates, if any (keys.service): one line, not two.
+            svc.keys.ensure_current()
     finally:
         svc.close()
 
