@@ -1,0 +1,152 @@
+"""The claim vocabulary (``authserver.vocabulary``) and the strict client assertion reader:
+their limits at the boundary, without HTTP."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from authserver import vocabulary as v
+from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
+from authserver.oauth.client_auth import read_assertion
+
+
+def deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_claim_depth_limit_is_inclusive() -> None:
+    v.check_claim_values({"a": deep(v.MAX_CLAIM_DEPTH)})
+    with pytest.raises(v.InvalidValue, match="nested deeper"):
+        v.check_claim_values({"a": deep(v.MAX_CLAIM_DEPTH + 1)})
+
+
+def test_claims_size_limit_is_inclusive() -> None:
+    overhead = len(json.dumps({"a": ""}, separators=(",", ":")))
+    v.check_claim_values({"a": "x" * (v.MAX_CLAIMS_BYTES - overhead)})
+    with pytest.raises(v.InvalidValue, match="larger than"):
+        v.check_claim_values({"a": "x" * (v.MAX_CLAIMS_BYTES - overhead + 1)})
+    # Bytes, not characters: a multi-byte character counts for what it costs in the token.
+    with pytest.raises(v.InvalidValue, match="larger than"):
+        v.check_claim_values({"a": "\u00e9" * (v.MAX_CLAIMS_BYTES // 2)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    [float("nan"), float("inf"), -float("inf"), 2**53, -(2**53), 10**400, "\ud800", {"\udfff": 1}],
+    ids=["nan", "inf", "-inf", "2^53", "-2^53", "10^400", "surrogate", "surrogate key"],
+)
+def test_values_strict_parsers_cannot_read_are_refused(value: Any) -> None:
+    with pytest.raises(v.InvalidValue):
+        v.check_claim_values({"a": value})
+
+
+@pytest.mark.parametrize("value", [2**53 - 1, -(2**53) + 1, 0.5, "\U0001f600", None, True, {}])
+def test_interoperable_values_are_accepted(value: Any) -> None:
+    v.check_claim_values({"a": value})
+
+
+@pytest.mark.parametrize("value", [object(), b"bytes", (1, 2)], ids=["object", "bytes", "tuple"])
+def test_non_json_types_are_refused(value: Any) -> None:
+    with pytest.raises(v.InvalidValue, match="not a JSON value"):
+        v.check_json_value(value, "x", max_depth=4)
+
+
+def test_loads_strict_never_raises_recursion_error() -> None:
+    for depth in (999, 5000, 100_000):
+        with pytest.raises(v.InvalidValue, match="nested deeper"):
+            v.loads_strict("[" * depth + "]" * depth, max_depth=10)
+
+
+@pytest.mark.parametrize("text", ["NaN", "[Infinity]", '{"a": -Infinity}', "1e400", '"\\ud800"'])
+def test_loads_strict_refuses_what_rfc_8259_does_not_allow(text: str) -> None:
+    with pytest.raises(v.InvalidValue):
+        v.loads_strict(text, max_depth=4)
+
+
+@pytest.mark.parametrize("value", ["", " ", "\u3000 ", "\u00a0", "\u2003"])
+@pytest.mark.parametrize("field", ["sub", "email", "name"])
+def test_blank_identities_are_refused(field: str, value: str) -> None:
+    with pytest.raises(v.InvalidValue, match="empty"):
+        v.check_identity(value, field)
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\x7f", "\t", "\ud800", "x" * 256, 5, None])
+def test_bad_identities_are_refused(value: Any) -> None:
+    with pytest.raises(v.InvalidValue):
+        v.check_identity(value, "sub")
+
+
+def test_claim_name_rule() -> None:
+    assert v.is_valid_claim_name("libraryId")
+    assert v.is_valid_claim_name("_x.y:z-1")
+    assert v.is_valid_claim_name("a" * v.MAX_CLAIM_NAME_LENGTH)
+    for name in ("", "1a", "a b", "a" * (v.MAX_CLAIM_NAME_LENGTH + 1), "\u00e9"):
+        assert not v.is_valid_claim_name(name), name
+
+
+def test_reserved_text_is_written_from_the_set() -> None:
+    text = v.reserved_claims_text()
+    assert sorted(text.split(", ")) == sorted(v.RESERVED_CLAIMS)
+
+
+# -- the client assertion reader ------------------------------------------------------------------
+
+
+def b64(data: Any) -> str:
+    raw = data if isinstance(data, bytes) else json.dumps(data).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def compact(header: Any, payload: Any) -> str:
+    return f"{b64(header)}.{b64(payload)}.{b64(b'signature')}"
+
+
+NOW = time.time()
+HEADER = {"alg": "RS256", "kid": "k1"}
+
+
+def test_a_well_formed_assertion_is_read() -> None:
+    header, claims = read_assertion(compact(HEADER, {"sub": "c", "exp": NOW + 60}), NOW)
+    assert header == HEADER
+    assert claims["sub"] == "c"
+
+
+@pytest.mark.parametrize(
+    ("assertion", "match"),
+    [
+        (compact({"alg": "none"}, {"sub": "c", "exp": NOW + 60}), "public-key"),
+        (compact({"alg": "HS256"}, {"sub": "c", "exp": NOW + 60}), "public-key"),
+        (compact({"alg": "RS256", "kid": 1}, {"sub": "c", "exp": NOW + 60}), "kid"),
+        (compact(HEADER, {"exp": NOW + 60}), "no sub"),
+        (compact(HEADER, {"sub": "", "exp": NOW + 60}), "no sub"),
+        (compact(HEADER, {"sub": "c"}), "exp"),
+        (compact(HEADER, {"sub": "c", "exp": "soon"}), "exp"),
+        (compact(HEADER, {"sub": "c", "exp": True}), "exp"),
+        (compact(HEADER, {"sub": "c", "exp": NOW + MAX_ASSERTION_LIFETIME + 31}), "too far"),
+        (compact(HEADER, {"sub": "c", "exp": 2**52}), "too far"),
+        (compact(HEADER, b'{"sub": "c", "exp": 1e400}'), "finite"),
+        (compact(HEADER, b'{"sub": "c", "exp": ' + str(10**400).encode() + b"}"), "2\\^53"),
+        (compact(b"[" * 2000 + b"]" * 2000, {"sub": "c"}), "nested deeper"),
+        (compact(HEADER, b"[" * 2000 + b"]" * 2000), "nested deeper"),
+        (compact(HEADER, b'{"sub": "\\ud800", "exp": 1}'), "Unicode"),
+        (compact(HEADER, b"not json"), "compact JWS of JSON"),
+        (compact(HEADER, [1]), "JSON objects"),
+        ("a.b", "compact JWS"),
+        ("a.b.c.d", "compact JWS"),
+        ("a+b.c.d", "compact JWS"),
+        ("x" * 9000, "too long"),
+    ],
+)
+def test_unusable_assertions_are_refused_before_anything_is_looked_up(
+    assertion: str, match: str
+) -> None:
+    with pytest.raises(v.InvalidValue, match=match):
+        read_assertion(assertion, NOW)
