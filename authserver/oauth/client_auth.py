@@ -10,11 +10,9 @@ same ``invalid_client``, so the endpoint reveals nothing about which ids exist.
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
@@ -53,29 +51,6 @@ MAX_JTI = 255
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
-def basic_credentials(headers: Any) -> tuple[str, str] | None:
-    """Parse ``Authorization: Basic`` (RFC 7617) strictly.
-
-    :returns: ``None`` when no Basic header is present.
-    :raises InvalidClientError: when one is present but malformed.
-    """
-    auth = headers.get("Authorization")
-    if not auth:
-        return None
-    scheme, _, token = auth.strip().partition(" ")
-    if scheme.lower() != "basic":
-        return None
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, ValueError):
-        raise InvalidClientError(MALFORMED_BASIC, status_code=401) from None
-    client_id, sep, secret = decoded.partition(":")
-    if not sep or not client_id or not secret:
-        raise InvalidClientError(MALFORMED_BASIC, status_code=401)
-    # RFC 6749 §2.3.1: id and secret are form-urlencoded before Basic encoding.
-    return unquote(client_id), unquote(secret)
-
-
 class SecretBearerAuthentication:
     """``Authorization: Bearer <client_secret>``: the operator-token authentication of the
     ``stream`` dialect, registered as ``client_secret_bearer`` and offered only by the
@@ -112,11 +87,6 @@ class SecretBearerAuthentication:
         return client
 
 
-def uses_basic(headers: Any) -> bool:
-    auth = headers.get("Authorization") or ""
-    return auth.strip().lower().startswith("basic")
-
-
 def _check(
     query_client: QueryClient, client_id: str, secret: str, method: str
 ) -> OAuthClient | None:
@@ -131,14 +101,16 @@ def _check(
 
 
 def authenticate_client_secret_basic(query_client: QueryClient, request: Any) -> OAuthClient | None:
-    credentials = basic_credentials(request.headers)
-    if credentials is None:
+    credentials = request.credentials
+    if credentials.basic_malformed:
+        raise InvalidClientError(MALFORMED_BASIC, status_code=401)
+    if credentials.basic is None:
         return None
     form = request.form
     # RFC 6749 §2.3: a client MUST NOT use more than one authentication method.
     if form.get("client_secret") or form.get("client_assertion"):
         raise InvalidRequestError("use exactly one client authentication method")
-    client_id, secret = credentials
+    client_id, secret = credentials.basic
     if form.get("client_id") and form.get("client_id") != client_id:
         raise InvalidRequestError("client_id in the body does not match the Authorization header")
     return _check(query_client, client_id, secret, auth_methods.CLIENT_SECRET_BASIC)
@@ -148,7 +120,7 @@ def authenticate_client_secret_post(query_client: QueryClient, request: Any) -> 
     form = request.form
     client_id = form.get("client_id")
     secret = form.get("client_secret")
-    if not client_id or not secret or uses_basic(request.headers):
+    if not client_id or not secret or request.credentials.uses_basic:
         return None
     if form.get("client_assertion"):
         raise InvalidRequestError("use exactly one client authentication method")
@@ -203,7 +175,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:
         form = request.form
-        if uses_basic(request.headers) or form.get("client_secret"):
+        if request.credentials.uses_basic or form.get("client_secret"):
             if form.get("client_assertion"):
                 raise InvalidRequestError("use exactly one client authentication method")
             return None
@@ -211,6 +183,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         if form.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE or not assertion:
             return None
         header, claims = self.extract_assertion(assertion)
+        # The assertion's subject is the id this request presents (RFC 7523 §3): the one
+        # its failures are counted under.
+        request.credentials.client_id = claims["sub"]
         client = query_client(claims["sub"])
         # A client that may not use this method (a secret client, a disabled one) is
         # refused before its keys are looked up: nothing is fetched for it.

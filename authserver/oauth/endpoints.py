@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from authlib.consts import default_json_headers
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -25,11 +24,24 @@ CLIENT_AUTH_METHODS = list(auth_methods.ALL_METHODS)
 SUPPORTED_TOKEN_TYPES = ("access_token", "refresh_token")
 
 
-def _token_param(request: Any) -> str:
-    token = request.form.get("token")
-    if not token:
-        raise InvalidRequestError("missing token parameter")
-    return str(token)
+class InspectedToken:
+    """A token this server issued, as the endpoints see it: its verified claims. Only
+    tokens that are active (introspection) or verified (revocation) are ever built, so
+    Authlib's expiry and revocation checks have nothing left to find."""
+
+    __slots__ = ("claims",)
+
+    def __init__(self, claims: dict[str, Any]) -> None:
+        self.claims = claims
+
+    def is_expired(self) -> bool:
+        return False
+
+    def is_revoked(self) -> bool:
+        return False
+
+    def check_client(self, client: OAuthClient) -> bool:
+        return bool(self.claims.get("client_id") == client.client_id)
 
 
 def may_see(claims: dict[str, Any], client: OAuthClient) -> bool:
@@ -40,9 +52,9 @@ def may_see(claims: dict[str, Any], client: OAuthClient) -> bool:
     return any(a in client.domain.policy.audiences for a in audiences)
 
 
-class _TokenEndpointMixin:
-    """What both endpoints share: client authentication methods, the inspector, and the
-    authenticated (client, token) pair of a request."""
+class _TokenEndpoint:
+    """What both endpoints share: the client authentication methods, the token types,
+    the inspector and the parameter check."""
 
     CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
     SUPPORTED_TOKEN_TYPES = SUPPORTED_TOKEN_TYPES
@@ -51,28 +63,38 @@ class _TokenEndpointMixin:
         super().__init__(server)  # type: ignore[call-arg]
         self.inspector = inspector
 
-    def _client_and_token(self, request: Any) -> tuple[OAuthClient, str]:
-        client = self.authenticate_endpoint_client(request)  # type: ignore[attr-defined]
-        return client, _token_param(request)
+    def check_params(self, request: Any, client: OAuthClient) -> None:
+        # Authlib's check_params answers a missing token with a bare invalid_request and an
+        # unknown hint with unsupported_token_type; RFC 7009 §2.1 / RFC 7662 §2.1 let a
+        # server search all its tokens whatever the hint, and ours says which parameter.
+        if not request.form.get("token"):
+            raise InvalidRequestError("missing token parameter")
 
 
-class AuthServerIntrospectionEndpoint(_TokenEndpointMixin, IntrospectionEndpoint):
-    def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], Any]:
-        client, token = self._client_and_token(request)
-        claims = self.inspector.active_claims(token)
-        if claims is None or not may_see(claims, client):
-            return 200, {"active": False}, default_json_headers
+class AuthServerIntrospectionEndpoint(_TokenEndpoint, IntrospectionEndpoint):
+    def query_token(self, token_string: str, token_type_hint: str | None) -> InspectedToken | None:
+        claims = self.inspector.active_claims(token_string)
+        return InspectedToken(claims) if claims is not None else None
+
+    def check_permission(self, token: InspectedToken, client: OAuthClient, request: Any) -> bool:
+        return may_see(token.claims, client)
+
+    def introspect_token(self, token: InspectedToken) -> dict[str, Any]:
         # RFC 7662 §2.2: "active" plus the token's own claims.
-        body: dict[str, Any] = {"active": True, "token_type": "Bearer", **claims}
-        return 200, body, default_json_headers
+        return {"active": True, "token_type": "Bearer", **token.claims}
 
 
-class AuthServerRevocationEndpoint(_TokenEndpointMixin, RevocationEndpoint):
-    def create_endpoint_response(self, request: Any) -> tuple[int, dict[str, Any], Any]:
-        client, token = self._client_and_token(request)
-        claims = self.inspector.verify(token)
-        # RFC 7009 §2.2: invalid tokens, and tokens of other clients, are not an error.
-        if claims is not None and claims.get("client_id") == client.client_id:
-            self.inspector.revoke(claims)
-            request.revoked = claims
-        return 200, {}, default_json_headers
+class AuthServerRevocationEndpoint(_TokenEndpoint, RevocationEndpoint):
+    def authenticate_token(self, request: Any, client: OAuthClient) -> InspectedToken | None:
+        """RFC 7009 §2.2: an invalid token, or a token of another client, is not an error
+        (Authlib's answer to the latter is ``invalid_grant``); nothing is revoked."""
+        self.check_params(request, client)
+        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
+        return token if token is not None and token.check_client(client) else None
+
+    def query_token(self, token_string: str, token_type_hint: str | None) -> InspectedToken | None:
+        claims = self.inspector.verify(token_string)
+        return InspectedToken(claims) if claims is not None else None
+
+    def revoke_token(self, token: InspectedToken, request: Any) -> None:
+        self.inspector.revoke(token.claims)

@@ -49,3 +49,28 @@ class UnsupportedGrantError(OAuth2Error):
 
     error = "unsupported_grant_type"
     status_code = 400
+
+
+#: The error code of the 429 answered to a failed client authentication once its client id
+#: or address has no failures left. RFC 6749 §5.2 defines no code for "too many attempts";
+#: ``slow_down`` is the one the IANA OAuth Extensions Error registry lists for the token
+#: endpoint response (RFC 8628 §3.5) and says what we mean: back off, then retry (the
+#: ``Retry-After`` header says how long). ``temporarily_unavailable`` already means "the
+#: server is down" (503); a client must be able to tell "you are throttled" from that.
+SLOW_DOWN = "slow_down"
+SLOW_DOWN_DESCRIPTION = "too many failed client authentications; retry after the Retry-After delay"
+
+
+class SlowDownError(OAuth2Error):
+    """429 for a failed client authentication over its budget (never for a correct one)."""
+
+    error = SLOW_DOWN
+    status_code = 429
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(SLOW_DOWN_DESCRIPTION)
+        # RFC 9110 §10.2.3: delay-seconds, a non-negative integer; never 0 while refused.
+        self.retry_after = max(int(retry_after), 1)
+
+    def get_headers(self) -> list[tuple[str, str]]:
+        return [*super().get_headers(), ("Retry-After", str(self.retry_after))]

@@ -8,7 +8,6 @@ from typing import ClassVar
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
-from authlib.oauth2.rfc6749.hooks import hooked
 
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
@@ -21,6 +20,7 @@ from authserver.profiles.base import DialectRequest
 from authserver.profiles.base import Profile
 from authserver.profiles.base import TokenParameters
 from authserver.profiles.base import refuse_unknown
+from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
 from authserver.vocabulary import CLAIM_NAME_RULE
@@ -129,7 +129,31 @@ def parse_token_request(body: ParsedBody) -> TokenRequest:
     )
 
 
+class IssuedTokenResponse(dict[str, Any]):
+    """The token response body as the client's profile renders it (RFC 6749 §5.1 for
+    ``oauth2``), carrying the :class:`IssuedToken` it describes so ``save_token`` can report
+    it (identifiers only) without decoding the token."""
+
+    def __init__(self, body: dict[str, Any], issued: IssuedToken) -> None:
+        super().__init__(body)
+        self.issued = issued
+
+    def __repr__(self) -> str:
+        # Authlib logs the token response at debug level ("Issue token %r"): identifiers
+        # only, never the bearer token itself.
+        return f"<IssuedTokenResponse jti={self.issued.jti!r} kid={self.issued.kid!r}>"
+
+
 class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
+    """Authlib's client-credentials flow (authenticate, check the grant type, generate,
+    ``save_token``, respond) with authserver's parameters and signer.
+
+    The seam for request/response dialects (``authserver/profiles``): the client's profile
+    translates its dialect's body into authserver's token parameters (then parsed and
+    policy-checked exactly like an ``oauth2`` request) and renders the issued token in its
+    dialect; authentication, issuing and the events stay here, in one code path.
+    """
+
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = list(auth_methods.ALL_METHODS)
 
     def validate_token_request(self) -> None:
@@ -152,16 +176,23 @@ class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
             raise from_token_request_error(exc) from None
         self.token_request = parse_token_request(as_parsed_body(parameters))
 
-    @hooked
-    def create_token_response(self) -> tuple[int, dict[str, Any], list[tuple[str, str]]]:
+    def generate_token(
+        self,
+        user: Any = None,
+        scope: Any = None,
+        grant_type: Any = None,
+        expires_in: Any = None,
+        include_refresh_token: bool = True,
+    ) -> IssuedTokenResponse:
+        """The signed RFC 9068 token for the parsed :class:`TokenRequest` (scope and
+        lifetime come from it and the client's policy, not from Authlib's arguments), in
+        the body the client's profile renders. Authlib's ``create_token_response`` then
+        calls ``save_token`` with it and answers 200."""
         try:
             issued = self.server.token_service.issue(self.client.domain, self.token_request)
         except TokenRequestError as exc:
             raise from_token_request_error(exc) from None
-        body = self.profile.render(issued, self.dialect)
-        self.request.issued = issued
-        self.save_token(body)
-        return 200, body, self.TOKEN_RESPONSE_HEADER
+        return IssuedTokenResponse(self.profile.render(issued, self.dialect), issued)
 
 
 class AuthServerProfilePathGrant(AuthServerClientCredentialsGrant):

@@ -8,14 +8,18 @@ empty values treated as absent (§3.1), nothing in the query string.
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qsl
+from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
-from flask import Request
+from werkzeug.datastructures import EnvironHeaders
+from werkzeug.http import parse_options_header
 
 from authserver.oauth.errors import RequestTooLargeError
 from authserver.vocabulary import MAX_CLAIM_DEPTH
@@ -40,34 +44,49 @@ class ParsedBody:
         return values[0] if values else None
 
 
-def read_body(request: Request) -> bytes:
-    """The raw body, refusing one over ``MAX_CONTENT_LENGTH`` with 413 however it is sent.
+def _content_type(environ: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The media type (lower case) and its parameters, as Werkzeug parses them."""
+    mimetype, params = parse_options_header(environ.get("CONTENT_TYPE", ""))
+    return mimetype.lower(), params
 
-    With ``Content-Length`` Werkzeug refuses an oversize body itself. A chunked body has
-    no length: Werkzeug's limited stream then stops quietly at the limit, which would parse
-    a truncated body as if it were whole. Read one byte past the limit instead and refuse.
+
+def read_body(environ: dict[str, Any], limit: int) -> bytes:
+    """The raw body, refusing one over *limit* bytes with 413 however it is sent.
+
+    With ``Content-Length`` an oversize body is refused before a byte is read. A chunked
+    body has no length: read one byte past the limit and refuse, so a truncated body is
+    never parsed as if it were whole.
     """
-    limit = request.max_content_length
-    if request.content_length is not None or limit is None:
-        return request.get_data(cache=True)
-    stream = request.environ["wsgi.input"]
+    stream = environ["wsgi.input"]
+    length = environ.get("CONTENT_LENGTH")
+    if length:
+        try:
+            size = int(length)
+        except ValueError:
+            raise InvalidRequestError("the Content-Length header is not a number") from None
+        if size < 0:
+            raise InvalidRequestError("the Content-Length header is not a number")
+        if size > limit:
+            raise RequestTooLargeError("the request body is too large")
+        return bytes(stream.read(size)) if size else b""
     raw = stream.read(limit + 1)
     if len(raw) > limit:
         raise RequestTooLargeError("the request body is too large")
     return bytes(raw)
 
 
-def parse_body(request: Request) -> ParsedBody:
-    """Parse the token/introspection/revocation request body or raise ``invalid_request``."""
-    if request.args:
+def parse_body(environ: dict[str, Any], limit: int) -> ParsedBody:
+    """Parse the token/introspection/revocation request body of the WSGI *environ* (at most
+    *limit* bytes) or raise ``invalid_request``."""
+    if environ.get("QUERY_STRING"):
         # RFC 6749 §2.3.1: credentials MUST NOT be in the request URI; we take no
         # parameters from it at all, so nothing is silently ignored.
         raise InvalidRequestError("parameters must be sent in the request body, not the URL")
-    mimetype = request.mimetype
-    charset = request.mimetype_params.get("charset", "utf-8").lower()
+    mimetype, params = _content_type(environ)
+    charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):
         raise InvalidRequestError("the request body must be UTF-8")
-    raw = read_body(request)
+    raw = read_body(environ, limit)
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return _parse_json(raw)
     if mimetype == "application/x-www-form-urlencoded":
@@ -170,18 +189,68 @@ class AuthServerPayload(OAuth2Payload):
         return defaultdict(list, self._body.fields)
 
 
+class ClientCredentials:
+    """The client credentials a request presents, parsed once, before any is checked.
+
+    ``basic`` is the ``(client_id, secret)`` pair of an ``Authorization: Basic`` header
+    (RFC 7617; id and secret form-urlencoded first, RFC 6749 §2.3.1), ``None`` without
+    one; ``basic_malformed`` says a Basic header was present but unusable (bad base64, not
+    UTF-8, no colon, an empty part). ``client_id`` is the id the request claims by any
+    method: Basic, else the body's ``client_id``; a ``client_assertion``'s subject is
+    added by the assertion method when it reads it. Unverified: it chooses a
+    failed-authentication counter and nothing else.
+    """
+
+    __slots__ = ("basic", "basic_malformed", "client_id", "uses_basic")
+
+    def __init__(self, authorization: str | None, form: dict[str, str]) -> None:
+        self.basic: tuple[str, str] | None = None
+        self.basic_malformed = False
+        self.uses_basic = False
+        if authorization:
+            scheme, _, token = authorization.strip().partition(" ")
+            if scheme.lower() == "basic":
+                self.uses_basic = True
+                self.basic = _basic_pair(token)
+                self.basic_malformed = self.basic is None
+        if self.basic is not None:
+            claimed: str | None = self.basic[0]
+        else:
+            # A malformed header names no usable id: its failure counts per address only.
+            claimed = None if self.basic_malformed else form.get("client_id")
+        self.client_id: str | None = claimed or None
+
+
+def _basic_pair(token: str) -> tuple[str, str] | None:
+    try:
+        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError):
+        return None
+    client_id, sep, secret = decoded.partition(":")
+    if not sep or not client_id or not secret:
+        return None
+    return unquote(client_id), unquote(secret)
+
+
 class AuthServerOAuth2Request(OAuth2Request):
-    def __init__(self, request: Request, body: ParsedBody) -> None:
-        # The URI only feeds Authlib's transport check (https, or http on loopback): built
-        # from the same scheme, host and path as ``request.url`` without its IRI decoding,
-        # which costs more than the rest of this constructor (the query string is always
-        # empty: parse_body refuses one).
-        uri = f"{request.scheme}://{request.host}{request.path}"
-        super().__init__(method=request.method, uri=uri, headers=request.headers)
+    """Authlib's request, built from a WSGI environ: the parsed body, the presented
+    credentials (:class:`ClientCredentials`), the path and the source address (already
+    corrected by ProxyFix when ``AUTHSERVER_PROXY_HOPS`` is set)."""
+
+    def __init__(self, environ: dict[str, Any], path: str, body: ParsedBody) -> None:
+        # The URI only feeds Authlib's transport check (https, or http on loopback); the
+        # query string is always empty (parse_body refuses one).
+        scheme = environ.get("wsgi.url_scheme", "http")
+        host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
+        uri = f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
+        headers = EnvironHeaders(environ)
+        super().__init__(method=environ.get("REQUEST_METHOD", "POST"), uri=uri, headers=headers)
+        #: The route (``/token``, a profile's own path, ...), for the grant and the events.
+        self.path = path
         self.parsed = body
-        self.path = request.path
         self.payload = AuthServerPayload(body)
-        self.remote_addr = request.remote_addr
+        self.remote_addr: str | None = environ.get("REMOTE_ADDR")
+        self.credentials = ClientCredentials(headers.get("Authorization"), self.payload.data)
 
     @property
     def args(self) -> dict[str, str]:
@@ -190,3 +259,9 @@ class AuthServerOAuth2Request(OAuth2Request):
     @property
     def form(self) -> dict[str, str]:
         return self.payload.data
+
+
+def _server_host(environ: dict[str, Any], scheme: str) -> str:
+    name, port = environ.get("SERVER_NAME", ""), str(environ.get("SERVER_PORT", ""))
+    default = "443" if scheme == "https" else "80"
+    return name if not port or port == default else f"{name}:{port}"

@@ -1,22 +1,28 @@
-"""The Authlib authorization server and every registration (docs/design.md, "Where
-Authlib plugs in")."""
+"""The authorization server on Authlib's framework-neutral core, and every registration.
+
+Authlib decides every request: its ``AuthorizationServer`` finds the grant, its
+``ClientCredentialsGrant`` authenticates the client and issues, its introspection and
+revocation endpoints answer RFC 7662 / RFC 7009. What authserver supplies are the template
+methods and the integration hooks (``query_client``, ``save_token``, ``send_signal``,
+``create_oauth2_request``, ``handle_response``, ``handle_error_response``), and one
+extension of ``authenticate_client``, where failed client authentication is counted and
+throttled. Outcomes leave as events (``oauth/events.py``); the WSGI integration that feeds
+requests in and writes responses out is ``oauth/wsgi.py``.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+from typing import Protocol
 
-from authlib.integrations.flask_oauth2 import AuthorizationServer
+from authlib.oauth2 import AuthorizationServer
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
-from flask import Response
-from flask import g
-from flask import request as flask_request
 
-from authserver.audit.service import AuditService
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.jwks_fetch import JwksFetcher
@@ -25,9 +31,15 @@ from authserver.oauth import client_auth
 from authserver.oauth.clients import OAuthClient
 from authserver.oauth.endpoints import AuthServerIntrospectionEndpoint
 from authserver.oauth.endpoints import AuthServerRevocationEndpoint
+from authserver.oauth.errors import SlowDownError
 from authserver.oauth.errors import UnsupportedGrantError
+from authserver.oauth.events import ClientAuthFailed
+from authserver.oauth.events import Events
+from authserver.oauth.events import TokenIssued
+from authserver.oauth.events import TokenRevoked
 from authserver.oauth.grants import AuthServerClientCredentialsGrant
 from authserver.oauth.grants import AuthServerProfilePathGrant
+from authserver.oauth.grants import IssuedTokenResponse
 from authserver.oauth.requests import AuthServerOAuth2Request
 from authserver.oauth.requests import parse_body
 from authserver.profiles.registry import ProfileRegistry
@@ -41,15 +53,28 @@ log = logging.getLogger(__name__)
 REALM = "authserver"
 
 
-class AuthServerAuthorizationServer(AuthorizationServer):
-    """Client-credentials only. ``query_client`` reads the domain ClientService;
-    ``create_oauth2_request`` reads form and JSON bodies alike."""
+@dataclass(frozen=True, slots=True)
+class OAuthResponse:
+    """What ``handle_response`` returns: the WSGI layer serialises it."""
 
-    #: Called with every parsed request to /token, /introspect and /revoke before the client
-    #: is authenticated; it may raise to refuse the request (web/limits.py refuses client ids
-    #: and addresses over their failed-authentication budget). Exceptions that are not an
-    #: ``OAuth2Error`` reach the web layer's error handlers.
-    before_client_authentication: Callable[[AuthServerOAuth2Request], None] | None = None
+    status: int
+    body: dict[str, Any]
+    headers: list[tuple[str, str]]
+
+
+class FailureBudget(Protocol):
+    """Failed-authentication limits, asked when a client authentication has failed.
+
+    :meth:`exhausted` answers ``(scope, retry_after)`` when the presented client id or the
+    source address has no failures left (``scope`` is ``"client"`` or ``"address"``);
+    failures are counted by subscribing to :class:`ClientAuthFailed`.
+    """
+
+    def exhausted(self, client_id: str | None, address: str | None) -> tuple[str, int] | None: ...
+
+
+class AuthServerAuthorizationServer(AuthorizationServer):
+    """Client credentials only, on Authlib's framework-neutral core."""
 
     def __init__(
         self,
@@ -58,17 +83,20 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         *,
         inspector: TokenInspector,
         revocations: RevocationStore,
-        audit: AuditService,
+        events: Events,
         issuer: str,
+        max_body_bytes: int,
+        failure_budget: FailureBudget | None = None,
         jwks_fetcher: JwksFetcher | None = None,
         profiles: ProfileRegistry | None = None,
     ) -> None:
         super().__init__()
         self.client_service = clients
         self.token_service = tokens
-        self.audit = audit
+        self.events = events
+        self.max_body_bytes = max_body_bytes
+        self.failure_budget = failure_budget
         self.profiles = profiles or ProfileRegistry.load()
-        # Flask config is not where authserver keeps configuration; register directly.
         self.register_token_generator("default", self._no_generator)
         self.register_grant(AuthServerClientCredentialsGrant)
         self.register_client_auth_method(
@@ -93,9 +121,11 @@ class AuthServerAuthorizationServer(AuthorizationServer):
 
     @staticmethod
     def _no_generator(**_: Any) -> dict[str, Any]:
-        # The grant asks TokenService directly; nothing may fall back to Authlib's opaque
-        # bearer generator by accident.
+        # The grant signs through TokenService (AuthServerClientCredentialsGrant.
+        # generate_token); nothing may fall back to Authlib's opaque bearer generator.
         raise RuntimeError("authserver issues tokens through TokenService only")
+
+    # -- template methods ------------------------------------------------------------------
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         client = self.client_service.find(client_id)
@@ -109,89 +139,109 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         # A profile with paths of its own authenticates there by Bearer secret.
         return OAuthClient(client, bearer_secret=profile is not None and bool(profile.paths))
 
-    def save_token(self, token: dict[str, Any], request: Any) -> None:
-        """Access tokens are self-contained JWTs: nothing to store but the audit record
-        (identifiers only, never the token)."""
-        issued = request.issued
-        self.audit.record_issued(
-            f"client:{request.client.client_id}",
-            client_id=request.client.client_id,
-            sub=issued.sub,
-            aud=issued.audience,
-            jti=issued.jti,
-            kid=issued.kid,
-            auth_method=request.auth_method,
-            # "previous" while a rotation's grace period lets the old secret in: the
-            # operator sees which backends still have to switch.
-            secret_used=getattr(request.client, "secret_used", None),
-            # What revoking every live token of a user or client reads (tokens/statuslist.py).
-            status_list=issued.status_list,
-            status_idx=issued.status_idx,
-            exp=issued.expires_at,
+    def save_token(self, token: IssuedTokenResponse, request: Any) -> None:
+        """Access tokens are self-contained JWTs: nothing is stored; the issue is reported
+        (audit and metrics subscribe)."""
+        issued = token.issued
+        self.events.emit(
+            TokenIssued(
+                client_id=request.client.client_id,
+                auth_method=request.auth_method,
+                sub=issued.sub,
+                audience=issued.audience,
+                jti=issued.jti,
+                kid=issued.kid,
+                secret_used=getattr(request.client, "secret_used", None),
+                status_list=issued.status_list,
+                status_idx=issued.status_idx,
+                exp=issued.expires_at,
+            )
         )
 
-    def create_endpoint_response(self, name: str, request: Any = None) -> Response:
-        """Authlib's, with request parsing inside the error handling (a malformed body at
-        /introspect or /revoke is ``invalid_request``, not a server error)."""
-        endpoint = self._endpoints[name][0]
-        oauth_request = None
-        try:
-            oauth_request = endpoint.create_endpoint_request(request)
-            response = self.handle_response(*endpoint(oauth_request))
-        except OAuth2Error as error:
-            return self.handle_error_response(oauth_request, error)
-        revoked = getattr(oauth_request, "revoked", None)
-        if revoked is not None:
-            self.audit.record(
-                f"client:{oauth_request.client.client_id}",
-                "token.revoked",
-                client_id=revoked.get("client_id"),
-                sub=revoked.get("sub"),
-                jti=revoked.get("jti"),
+    def send_signal(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Authlib's signals, as authserver events."""
+        if name == "after_revoke_token":
+            claims = kwargs["token"].claims
+            self.events.emit(
+                TokenRevoked(
+                    client_id=kwargs["client"].client_id,
+                    sub=claims.get("sub"),
+                    jti=claims.get("jti"),
+                )
             )
-        return response
+
+    # -- client authentication: where failures are counted and throttled --------------------
+
+    def authenticate_client(
+        self, request: AuthServerOAuth2Request, methods: list[str], endpoint: str = "token"
+    ) -> OAuthClient:
+        """Authlib's client authentication; when it fails, the failure is reported and,
+        when the presented id or the address has no failures left, answered with 429.
+
+        The credential is always checked first: a correct one is never refused, whoever
+        failed before with the same client id or from the same (possibly spoofed)
+        address. Throttling only ever replaces a 401 by a 429.
+        """
+        try:
+            return super().authenticate_client(request, methods, endpoint)
+        except InvalidClientError:
+            client_id = request.credentials.client_id
+            if client_id is not None:
+                client_id = client_id[: client_auth.MAX_ID + 1]
+            throttle = (
+                self.failure_budget.exhausted(client_id, request.remote_addr)
+                if self.failure_budget is not None
+                else None
+            )
+            self.events.emit(
+                ClientAuthFailed(
+                    endpoint=request.path,
+                    client_id=client_id,
+                    address=request.remote_addr,
+                    throttled=throttle[0] if throttle else None,
+                )
+            )
+            if throttle is not None:
+                raise SlowDownError(retry_after=throttle[1]) from None
+            raise
+
+    # -- the framework integration (oauth/wsgi.py calls these) ------------------------------
 
     def create_oauth2_request(self, request: Any) -> AuthServerOAuth2Request:
-        oauth_request = AuthServerOAuth2Request(flask_request, parse_body(flask_request))
-        if self.before_client_authentication is not None:
-            self.before_client_authentication(oauth_request)
-        return oauth_request
+        """*request* is a WSGI environ (parsed here, once) or an already built request
+        (Authlib's flows call this again with what the WSGI layer passed in)."""
+        if isinstance(request, AuthServerOAuth2Request):
+            return request
+        body = parse_body(request, self.max_body_bytes)
+        return AuthServerOAuth2Request(request, request.get("PATH_INFO", ""), body)
 
-    def create_token_response(self, request: Any = None) -> Response:
-        """RFC 6749 §4.4.2/§5: Authlib's flow, with body parsing inside the error handling
-        and a missing ``grant_type`` reported as ``invalid_request`` (§5.2)."""
-        oauth_request = None
-        try:
-            oauth_request = self.create_oauth2_request(request)
-            if not oauth_request.payload.grant_type:
-                raise InvalidRequestError("missing grant_type parameter")
-            grant = self.get_token_grant(oauth_request)
-            grant.validate_token_request()
-            return self.handle_response(*grant.create_token_response())
-        except UnsupportedGrantTypeError:
-            return self.handle_error_response(
-                oauth_request,
-                UnsupportedGrantError("only grant_type=client_credentials is supported"),
-            )
-        except OAuth2Error as error:
-            return self.handle_error_response(oauth_request, error)
-
-    def create_profile_path_response(self) -> Response:
+    def create_profile_path_response(self, request: AuthServerOAuth2Request) -> OAuthResponse:
         """A profile's own path (e.g. ``stream``'s ``POST /auth/v1/access-tokens``): the
         client-credentials grant, without ``grant_type`` in the body, authenticated by
-        ``Authorization: Bearer <client_secret>``."""
-        oauth_request = None
+        ``Authorization: Bearer <client_secret>``. Authlib's token flow, with the grant
+        chosen by the path instead of by ``grant_type``."""
         try:
-            oauth_request = self.create_oauth2_request(None)
-            grant = AuthServerProfilePathGrant(oauth_request, self)
+            grant = AuthServerProfilePathGrant(request, self)
             grant.validate_token_request()
             return self.handle_response(*grant.create_token_response())
         except OAuth2Error as error:
-            return self.handle_error_response(oauth_request, error)
+            return self.handle_error_response(request, error)
 
-    def handle_error_response(self, request: Any, error: OAuth2Error) -> Response:
-        # For the metrics hook in web/ (failures by reason).
-        g.authserver_oauth_error = error.error
+    def handle_response(
+        self, status: int, body: dict[str, Any], headers: list[tuple[str, str]]
+    ) -> OAuthResponse:
+        return OAuthResponse(status, body, list(headers))
+
+    def handle_error_response(self, request: Any, error: OAuth2Error) -> OAuthResponse:
+        if isinstance(error, UnsupportedGrantTypeError):
+            # RFC 6749 §5.2: a missing parameter is invalid_request; Authlib's class also
+            # computes a description it never sends.
+            grant_type = request.payload.grant_type if request is not None else None
+            error = (
+                UnsupportedGrantError("only grant_type=client_credentials is supported")
+                if grant_type
+                else InvalidRequestError("missing grant_type parameter")
+            )
         if isinstance(error, InvalidClientError):
             # RFC 6749 §5.2 allows 401 for invalid_client and requires it when the client
             # used the Authorization header; RFC 9110 §15.5.2 requires a WWW-Authenticate
@@ -202,7 +252,6 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                 if error.description == client_auth.MALFORMED_BASIC
                 else "client authentication failed"
             )
-            status = 401
             body = {"error": "invalid_client", "error_description": description}
             headers = [
                 ("Content-Type", "application/json"),
@@ -210,5 +259,5 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                 ("Pragma", "no-cache"),
                 ("WWW-Authenticate", f'Basic realm="{REALM}", error="invalid_client"'),
             ]
-            return self.handle_response(status, body, headers)
+            return self.handle_response(401, body, headers)
         return super().handle_error_response(request, error)

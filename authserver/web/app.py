@@ -8,19 +8,26 @@ from typing import Any
 from flask import Flask
 from flask import Response
 from flask import g
+from flask import request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authserver import container
 from authserver.container import Services
+from authserver.oauth.errors import SlowDownError
+from authserver.oauth.events import ClientAuthFailed
+from authserver.oauth.events import Events
+from authserver.oauth.events import TokenIssued
+from authserver.oauth.events import TokenRevoked
 from authserver.oauth.server import AuthServerAuthorizationServer
+from authserver.oauth.wsgi import OAuthWSGI
 from authserver.settings import Settings
+from authserver.web import accesslog
 from authserver.web import admin
 from authserver.web import errors
 from authserver.web import health
 from authserver.web import limits
 from authserver.web import metrics
-from authserver.web import oauth
 from authserver.web import openapi
 from authserver.web import statuslists
 from authserver.web import wellknown
@@ -32,7 +39,12 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
     """Build the application. *services* defaults to ``container.build(settings)``;
     *settings* defaults to ``Settings.from_env()``. Creates no schema and no key: ``serve``
-    (and the test fixtures) do that once, before any worker starts."""
+    (and the test fixtures) do that once, before any worker starts.
+
+    The Flask app's WSGI callable is the lean OAuth layer (``oauth/wsgi.py``) for
+    ``/token``, ``/introspect``, ``/revoke`` and the well-known documents, in front of
+    Flask for everything else, all behind ProxyFix when a proxy is configured.
+    """
     if services is None:
         services = container.build(settings or Settings.from_env())
     settings = services.settings
@@ -40,37 +52,32 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,
-        JSON_SORT_KEYS=False,
     )
-    app.extensions["authserver.services"] = services
-    app.extensions["authserver.oauth"] = AuthServerAuthorizationServer(
+    events = Events()
+    failures = limits.build(settings)
+    server = AuthServerAuthorizationServer(
         services.clients,
         services.tokens,
         inspector=services.inspector,
         revocations=services.revocations,
-        audit=services.audit,
+        events=events,
         issuer=settings.issuer,
+        max_body_bytes=settings.max_body_bytes,
+        failure_budget=failures,
         jwks_fetcher=services.jwks_fetcher,
         profiles=services.profiles,
     )
-    if settings.proxy_hops:
-        # Trust X-Forwarded-* only from as many proxies as configured (docs/design.md,
-        # Authlib item 4).
-        hops = settings.proxy_hops
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
-        )
+    _subscribe(events, services, failures)
+    app.extensions["authserver.services"] = services
+    app.extensions["authserver.events"] = events
+    app.extensions["authserver.oauth"] = server
+    if failures is not None:
+        app.extensions["authserver.limits"] = failures
 
-    # First, so the latency covers the other hooks (metrics before/after_request).
-    metrics.instrument(app)
+    # First, so the latency covers the other hooks.
+    metrics.instrument(app, events)
     _unit_of_work_per_request(app, services)
     errors.register(app)
-    # Failed client authentication limits (brute force): after the metrics hooks, so a 429
-    # is timed and counted like any other response.
-    limits.init_app(app, settings, app.extensions["authserver.oauth"])
-    app.register_blueprint(oauth.bp)
-    oauth.register_profile_paths(app, services.profiles)
-    app.register_blueprint(wellknown.bp)
     app.register_blueprint(statuslists.bp)  # GET /statuslists[/<id>]
     app.register_blueprint(health.bp)
     if settings.metrics_token:
@@ -79,15 +86,106 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if settings.admin_token:
         app.register_blueprint(admin.bp)
 
+    @app.errorhandler(limits.TooManyFailedAuthentications)
+    def _too_many(exc: limits.TooManyFailedAuthentications) -> Response:
+        # A wrong operator token from an address over its budget (web/bearer.py): the
+        # same 429 as a throttled client authentication at /token.
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        failed = ClientAuthFailed(endpoint=rule, client_id=None, address=None, throttled=exc.scope)
+        events.emit(failed)
+        status, payload, headers = SlowDownError(exc.retry_after)()
+        response = errors.error_response(status, payload["error"], payload["error_description"])
+        for name, value in headers:
+            if name != "Content-Type":
+                response.headers[name] = value
+        return response
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
+    lean = OAuthWSGI(
+        server,
+        app.wsgi_app,
+        events=events,
+        unit_of_work=services.unit_of_work,
+        on_error=errors.render_exception,
+    )
+    wellknown.register(lean, services)
+    for path in sorted(services.profiles.paths()):
+        lean.add_token_path(path)
+    app.extensions["authserver.wsgi"] = lean
+    wsgi: Any = lean
+    if settings.proxy_hops:
+        # Trust X-Forwarded-* only from as many proxies as configured (docs/design.md,
+        # Authlib item 4).
+        hops = settings.proxy_hops
+        wsgi = ProxyFix(wsgi, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
+    app.wsgi_app = wsgi  # type: ignore[method-assign]
+
     # Outermost, around every layer: one access line and the request id for each request.
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+def _subscribe(
+    events: Events, services: Services, failures: limits.FailedAuthenticationLimits | None
+) -> None:
+    """Every subscriber of the OAuth layer's events, in one place: the audit trail, the
+    metrics, the failed-authentication limits, and the access log's client id (the access
+    line itself is written by the ``AccessLog`` middleware around both layers)."""
+    audit = services.audit
+
+    def issued(event: TokenIssued) -> None:
+        audit.record_issued(
+            f"client:{event.client_id}",
+            client_id=event.client_id,
+            sub=event.sub,
+            aud=event.audience,
+            jti=event.jti,
+            kid=event.kid,
+            auth_method=event.auth_method,
+            # "previous" while a rotation's grace period lets the old secret in: the
+            # operator sees which backends still have to switch.
+            secret_used=event.secret_used,
+            # What revoking every live token of a user or client reads (tokens/statuslist.py).
+            status_list=event.status_list,
+            status_idx=event.status_idx,
+            exp=event.exp,
+        )
+
+    def revoked(event: TokenRevoked) -> None:
+        audit.record(
+            f"client:{event.client_id}",
+            "token.revoked",
+            client_id=event.client_id,
+            sub=event.sub,
+            jti=event.jti,
+        )
+
+    events.subscribe(TokenIssued, issued)
+    events.subscribe(TokenRevoked, revoked)
+    events.subscribe(TokenIssued, lambda event: accesslog.note_client(event.client_id))
+    events.subscribe(TokenRevoked, lambda event: accesslog.note_client(event.client_id))
+    events.subscribe(ClientAuthFailed, lambda event: accesslog.note_client(event.client_id))
+    metrics.subscribe(events)
+    if failures is not None:
+        events.subscribe(ClientAuthFailed, failures.count)
+
+
+def routes(app: Flask) -> dict[str, set[str]]:
+    """Every path the application serves and its methods (both layers), Flask's rule
+    syntax for path parameters."""
+    served: dict[str, set[str]] = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint != "static":
+            served.setdefault(rule.rule, set()).update(rule.methods or ())
+    lean: OAuthWSGI = app.extensions["authserver.wsgi"]
+    for path, methods in lean.routes().items():
+        served.setdefault(path, set()).update(methods)
+    return served
 
 
 def _unit_of_work_per_request(app: Flask, services: Services) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Flask
 from flask import Response
@@ -36,13 +37,40 @@ def error_response(status: int, error: str, description: str) -> Response:
     return response
 
 
-def database_unavailable(exc: Exception) -> Response:
-    """503 for a database failure. Never the exception text: it can carry connection
-    strings and SQL."""
-    log.error("database unavailable: %s", type(exc).__name__)
-    response = error_response(503, "temporarily_unavailable", "the database is unavailable")
-    response.headers["Retry-After"] = "5"
+Rendered = tuple[int, dict[str, Any], list[tuple[str, str]]]
+
+
+def _body(error: str, description: str) -> dict[str, Any]:
+    return {"error": error, "error_description": description}
+
+
+def render_exception(exc: Exception) -> Rendered:
+    """``(status, body, headers)`` for an exception that is not a protocol error: 503 when
+    the database or the signing keys are unavailable (never the exception text: it can
+    carry connection strings and SQL), else 500. Used by the Flask app and by the lean
+    WSGI layer alike, so every error body has one shape."""
+    retry = [("Retry-After", "5")]
+    if isinstance(exc, OperationalError | PoolTimeoutError | DBAPIError):
+        log.error("database unavailable: %s", type(exc).__name__)
+        return 503, _body("temporarily_unavailable", "the database is unavailable"), retry
+    if isinstance(exc, KeyStoreError):
+        log.error("signing keys unavailable: %s", exc)
+        return 503, _body("temporarily_unavailable", "no signing key is available"), retry
+    log.error("unhandled error", exc_info=exc)
+    return 500, _body("server_error", "internal error"), []
+
+
+def _flask(rendered: Rendered) -> Response:
+    status, body, headers = rendered
+    response = error_response(status, body["error"], body["error_description"])
+    for name, value in headers:
+        response.headers[name] = value
     return response
+
+
+def database_unavailable(exc: Exception) -> Response:
+    """503 for a database failure (the commit at the end of a request failed)."""
+    return _flask(render_exception(exc))
 
 
 def register(app: Flask) -> None:
@@ -59,20 +87,6 @@ def register(app: Flask) -> None:
             response.headers["Allow"] = exc.get_response().headers["Allow"]
         return response
 
-    @app.errorhandler(OperationalError)
-    @app.errorhandler(PoolTimeoutError)
-    @app.errorhandler(DBAPIError)
-    def _database(exc: Exception) -> Response:
-        return database_unavailable(exc)
-
-    @app.errorhandler(KeyStoreError)
-    def _keys(exc: KeyStoreError) -> Response:
-        log.error("signing keys unavailable: %s", exc)
-        response = error_response(503, "temporarily_unavailable", "no signing key is available")
-        response.headers["Retry-After"] = "5"
-        return response
-
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, "server_error", "internal error")
+        return _flask(render_exception(exc))

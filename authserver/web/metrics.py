@@ -1,20 +1,27 @@
 """GET /metrics (Prometheus text format, bearer ``AUTHSERVER_METRICS_TOKEN``) and the
-request hooks that feed the collectors."""
+subscriptions and request hooks that feed the collectors."""
 
 from __future__ import annotations
 
+import contextvars
+import logging
 import time
 
 from flask import Blueprint
 from flask import Flask
 from flask import Response
-from flask import g
 from flask import request
 
 from authserver import metrics
+from authserver.oauth.events import ClientAuthFailed
+from authserver.oauth.events import Events
+from authserver.oauth.events import RequestServed
+from authserver.oauth.events import TokenIssued
 from authserver.web import bearer
 from authserver.web.context import services
 from authserver.web.errors import error_response
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
@@ -41,34 +48,55 @@ def metrics_endpoint() -> Response:
     return response
 
 
-def instrument(app: Flask) -> None:
-    """Install the hooks. Call before any other ``before_request`` is registered, so the
-    latency covers the whole request (after-request hooks run in reverse order)."""
+#: When the current Flask request started (a context variable: each request runs in its
+#: own thread or context, and nothing is parked on the request or in ``flask.g``).
+_started: contextvars.ContextVar[float] = contextvars.ContextVar("authserver_request_started")
+
+
+def subscribe(events: Events) -> None:
+    """The collectors' subscriptions (one place: see ``web/app.py``)."""
+    events.subscribe(RequestServed, _served)
+    events.subscribe(TokenIssued, lambda event: metrics.token_issued())
+    events.subscribe(ClientAuthFailed, _auth_failed)
+
+
+def _served(event: RequestServed) -> None:
+    try:
+        metrics.observe_request(event.route, event.seconds)
+        if event.route == ISSUE_PATH and event.status >= 400:
+            metrics.token_failed(event.error or f"http_{event.status}")
+    except Exception:
+        log.exception("metrics: recording the request failed")
+
+
+def _auth_failed(event: ClientAuthFailed) -> None:
+    if event.throttled is not None:
+        metrics.client_auth_throttled(event.endpoint, event.throttled)
+
+
+def instrument(app: Flask, events: Events) -> None:
+    """Report the Flask app's requests as :class:`RequestServed` too (latency by route
+    template). Call before any other ``before_request`` is registered, so the latency
+    covers the whole request (after-request hooks run in reverse order)."""
 
     @app.before_request
     def _start_timer() -> None:
-        g.authserver_request_started = time.perf_counter()
+        _started.set(time.perf_counter())
 
     @app.after_request
     def _record(response: Response) -> Response:
-        try:
-            _observe(response)
-        except Exception:
-            app.logger.exception("metrics: recording the request failed")
+        # The route template (bounded), never the path the client sent (unbounded).
+        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        started = _started.get(None)
+        events.emit(
+            RequestServed(
+                route=rule,
+                method=request.method,
+                status=response.status_code,
+                error=None,
+                seconds=time.perf_counter() - started if started is not None else 0.0,
+                remote_addr=request.remote_addr,
+                environ=request.environ,
+            )
+        )
         return response
-
-
-def _observe(response: Response) -> None:
-    # The route template (bounded), never the path the client sent (unbounded).
-    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    started = g.get("authserver_request_started")
-    if started is not None:
-        metrics.observe_request(rule, time.perf_counter() - started)
-    if rule != ISSUE_PATH:
-        return
-    status = response.status_code
-    if status == 200:
-        metrics.token_issued()
-    elif status >= 400:
-        reason = g.get("authserver_oauth_error")
-        metrics.token_failed(reason if isinstance(reason, str) and reason else f"http_{status}")

@@ -1,9 +1,10 @@
-"""Brute-force protection: limits on failed client authentication (issue 6, web/limits.py).
+"""Brute-force protection: limits on failed client authentication (web/limits.py).
 
 Failed client authentications (``invalid_client``) at /token, /introspect and /revoke are
-counted per presented ``client_id`` and per source address; over a budget, requests for
-that id or from that address get 429 with ``Retry-After`` and an RFC 6749 §5.2-shaped body
-(``slow_down``), even with the right secret. Successes count for nothing.
+counted per presented ``client_id`` and per source address; over a budget, further
+*failures* for that id or from that address get 429 with ``Retry-After`` and an RFC 6749
+§5.2-shaped body (``slow_down``). A correct credential is never refused, whoever failed
+before with the same id or from the same address. Successes count for nothing.
 
 Every test runs on the in-memory storage and on Redis (``AUTHSERVER_TEST_REDIS_URL``,
 default ``redis://127.0.0.1:6379/0``), each with its own key prefix so parallel runs never
@@ -35,6 +36,7 @@ from prometheus_client import REGISTRY
 
 from authserver.container import Services
 from authserver.errors import ConfigError
+from authserver.oauth.errors import SLOW_DOWN_DESCRIPTION
 from authserver.settings import Settings
 from authserver.web import limits
 from authserver.web.app import create_app
@@ -162,7 +164,7 @@ def assert_throttled(response: Any) -> int:
     assert response.mimetype == "application/json"
     assert response.get_json() == {
         "error": "slow_down",
-        "error_description": limits.DESCRIPTION,
+        "error_description": SLOW_DOWN_DESCRIPTION,
     }
     assert response.headers["Cache-Control"] == "no-store"
     retry_after = response.headers["Retry-After"]
@@ -179,7 +181,7 @@ def assert_invalid_client(response: Any) -> None:
 # -- per client_id ---------------------------------------------------------------------------
 
 
-def test_failures_for_one_id_lock_it_out_but_not_another_client(make_app: MakeApp) -> None:
+def test_failures_for_one_id_throttle_its_failures_never_its_owner(make_app: MakeApp) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
     http = app.test_client()
     victim, victim_secret = register(services)
@@ -188,13 +190,16 @@ def test_failures_for_one_id_lock_it_out_but_not_another_client(make_app: MakeAp
     for _ in range(3):
         assert_invalid_client(token(http, victim, "wrong-secret"))
 
-    # The id is locked out, even with the right secret and from another address.
-    retry_after = assert_throttled(token(http, victim, victim_secret))
+    # Further failures for the id are throttled, from any address ...
+    retry_after = assert_throttled(token(http, victim, "wrong-secret"))
     assert retry_after <= 60
-    assert_throttled(token(http, victim, victim_secret, addr=ELSEWHERE))
-    # Another client, from the attacker's address or from its own, is not slowed at all.
+    assert_throttled(token(http, victim, "wrong-secret", addr=ELSEWHERE))
+    # ... while the right secret is never refused, from the attacker's address or another.
+    assert token(http, victim, victim_secret).status_code == 200
+    assert token(http, victim, victim_secret, addr=ELSEWHERE).status_code == 200
+    # Another client is not slowed at all.
     assert token(http, other, other_secret).status_code == 200
-    assert token(http, other, other_secret, addr=ELSEWHERE).status_code == 200
+    assert_invalid_client(token(http, other, "wrong-secret", addr=ELSEWHERE))
 
 
 def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> None:
@@ -221,7 +226,8 @@ def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> 
     }
     assert_invalid_client(http.post("/token", data=assertion, environ_base=env))
 
-    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, "wrong", addr=ELSEWHERE))
+    assert token(http, client_id, secret).status_code == 200
 
 
 def test_successes_never_count(make_app: MakeApp) -> None:
@@ -244,20 +250,22 @@ def test_successes_never_count(make_app: MakeApp) -> None:
         assert token(http, client_id, secret).status_code == 200
     # The whole budget (3) is still there for failures: the third fails, then it is spent.
     assert_invalid_client(token(http, client_id, "wrong"))
-    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, "wrong"))
+    assert token(http, client_id, secret).status_code == 200
 
 
 def test_the_id_works_again_after_the_window(make_app: MakeApp) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/2second")
     http = app.test_client()
-    client_id, secret = register(services)
+    client_id, _secret = register(services)
 
     for _ in range(3):
         assert_invalid_client(token(http, client_id, "wrong"))
-    retry_after = assert_throttled(token(http, client_id, secret))
+    retry_after = assert_throttled(token(http, client_id, "wrong"))
     assert retry_after <= 2
     time.sleep(retry_after + 0.2)
-    assert token(http, client_id, secret).status_code == 200
+    # A failure is a plain 401 again: the budget is back.
+    assert_invalid_client(token(http, client_id, "wrong"))
 
 
 @pytest.mark.parametrize("endpoint", ["/introspect", "/revoke"])
@@ -274,16 +282,18 @@ def test_failures_at_introspect_and_revoke_count_too(make_app: MakeApp, endpoint
         )
         assert_invalid_client(response)
 
-    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, "wrong"))
     assert_throttled(
-        http.post(endpoint, data={"token": issued}, auth=(client_id, secret), environ_base=env)
+        http.post(endpoint, data={"token": issued}, auth=(client_id, "wrong"), environ_base=env)
     )
+    ok = http.post(endpoint, data={"token": issued}, auth=(client_id, secret), environ_base=env)
+    assert ok.status_code == 200
 
 
 # -- per source address ----------------------------------------------------------------------
 
 
-def test_failures_with_many_ids_from_one_address_lock_the_address(make_app: MakeApp) -> None:
+def test_failures_with_many_ids_from_one_address_throttle_the_address(make_app: MakeApp) -> None:
     app, services = make_app(
         AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute",
         AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="5/minute",
@@ -294,7 +304,6 @@ def test_failures_with_many_ids_from_one_address_lock_the_address(make_app: Make
     for _ in range(5):
         assert_invalid_client(token(http, f"guess-{secrets.token_hex(4)}", "wrong"))
     # A malformed Basic header has no usable id: it counts for the address only.
-    # (Already over: it is refused before it is parsed as credentials.)
     assert_throttled(
         http.post(
             "/token",
@@ -303,10 +312,12 @@ def test_failures_with_many_ids_from_one_address_lock_the_address(make_app: Make
             environ_base={"REMOTE_ADDR": ATTACKER},
         )
     )
-    # Every request from that address is refused, the right secret included ...
-    assert_throttled(token(http, client_id, secret))
-    # ... while the same client from another address is not slowed.
-    assert token(http, client_id, secret, addr=ELSEWHERE).status_code == 200
+    # Every failure from that address is throttled, with a fresh id too ...
+    assert_throttled(token(http, "guess-fresh", "wrong"))
+    # ... but a backend behind that address with the right secret is served.
+    assert token(http, client_id, secret).status_code == 200
+    # From another address failures are plain 401s.
+    assert_invalid_client(token(http, "guess-elsewhere", "wrong", addr=ELSEWHERE))
 
 
 def test_malformed_basic_headers_count_for_the_address(make_app: MakeApp) -> None:
@@ -321,17 +332,18 @@ def test_malformed_basic_headers_count_for_the_address(make_app: MakeApp) -> Non
             environ_base={"REMOTE_ADDR": ATTACKER},
         )
         assert_invalid_client(response)
-    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, "wrong"))
+    assert token(http, client_id, secret).status_code == 200
 
 
 def test_ipv6_addresses_are_counted_per_64(make_app: MakeApp) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute")
     http = app.test_client()
-    client_id, secret = register(services)
+    client_id, _secret = register(services)
     assert_invalid_client(token(http, "guess-1", "wrong", addr="2001:db8:1:2::1"))
     assert_invalid_client(token(http, "guess-2", "wrong", addr="2001:db8:1:2:ffff::9"))
-    assert_throttled(token(http, client_id, secret, addr="2001:db8:1:2::abcd"))
-    assert token(http, client_id, secret, addr="2001:db8:1:3::1").status_code == 200
+    assert_throttled(token(http, client_id, "wrong", addr="2001:db8:1:2::abcd"))
+    assert_invalid_client(token(http, client_id, "wrong", addr="2001:db8:1:3::1"))
 
 
 def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
@@ -352,9 +364,11 @@ def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
 
     for _ in range(2):
         assert_invalid_client(via_proxy("wrong", ATTACKER))
-    assert_throttled(via_proxy(secret, ATTACKER))
-    # Behind the same proxy, another client address is not slowed.
-    assert via_proxy(secret, ELSEWHERE).status_code == 200
+    assert_throttled(via_proxy("wrong", ATTACKER))
+    # Behind the same proxy, another client address is not slowed ...
+    assert_invalid_client(via_proxy("wrong", ELSEWHERE))
+    # ... and the right secret from the throttled address is served.
+    assert via_proxy(secret, ATTACKER).status_code == 200
 
 
 # -- configuration, metrics, failing open ----------------------------------------------------
@@ -378,7 +392,7 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
         AUTHSERVER_AUTH_FAILURES_PER_CLIENT="1/minute", AUTHSERVER_METRICS_TOKEN=scraper
     )
     http = app.test_client()
-    client_id, secret = register(services)
+    client_id, _secret = register(services)
 
     def sample(name: str, labels: dict[str, str]) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -388,8 +402,8 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
     slow_down = sample("authserver_token_failures_total", {"reason": "slow_down"})
 
     assert_invalid_client(token(http, client_id, "wrong"))
-    assert_throttled(token(http, client_id, secret))
-    assert_throttled(token(http, client_id, secret))
+    assert_throttled(token(http, client_id, "wrong"))
+    assert_throttled(token(http, client_id, "wrong"))
 
     assert sample("authserver_client_auth_throttled_total", throttled) == before + 2
     assert sample("authserver_token_failures_total", {"reason": "slow_down"}) == slow_down + 2
@@ -530,7 +544,7 @@ def test_redis_limit_is_shared_by_the_workers_of_a_server(
 
             # Four failures in all, whichever workers they landed on ...
             assert [post("wrong") for _ in range(4)] == [401] * 4
-            # ... and every worker refuses the id, the right secret included. Concurrent
+            # ... and every worker throttles further failures for the id. Concurrent
             # requests until both workers have answered at least one (the per-process
             # metric files say which worker answered).
             statuses: list[int] = []
@@ -538,7 +552,7 @@ def test_redis_limit_is_shared_by_the_workers_of_a_server(
 
             def burst() -> None:
                 for _ in range(5):
-                    status = post(secret)
+                    status = post("wrong")
                     with lock:
                         statuses.append(status)
 
@@ -554,5 +568,80 @@ def test_redis_limit_is_shared_by_the_workers_of_a_server(
             throttled = throttled_by(metrics_root)
             assert len(throttled) == 2, throttled
             assert sum(throttled.values()) == len(statuses)
+            # The owner of the id is still served.
+            assert post(secret) == 200
     finally:
         _delete_keys(prefix)
+
+
+# -- a stranger who knows a client id cannot lock its owner out ------------------------------
+
+
+@pytest.mark.slow
+def test_attacker_never_locks_out_the_backend_through_a_real_server(
+    env_for: Callable[..., dict[str, str]], db_url: str, tmp_path: Path
+) -> None:
+    """An attacker loop (wrong secrets for the backend's id, from one address and from
+    many spoofed ones, ``X-Forwarded-For`` naming the backend's own address too) and the
+    real backend run at the same time against one ``authserver serve``: the backend sees
+    zero refusals, the attacker is throttled."""
+    env = env_for(
+        db_url,
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="5/minute",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="5/minute",
+        AUTHSERVER_PROXY_HOPS="1",
+        AUTHSERVER_SCHEDULER="false",
+    )
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess sets it to its own URL
+    with ServerProcess(env, workers=1, log_path=tmp_path / "serve.log") as server:
+        created = cli_json(env, "clients", "create", "--name", "backend")
+        client_id, secret = created["client_id"], created["client_secret"]
+        url = server.base_url + "/token"
+        stop = threading.Event()
+        attacker: list[int] = []
+        backend: list[int] = []
+
+        def attack(spoof: Callable[[int], str]) -> None:
+            with requests.Session() as session:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    response = session.post(
+                        url,
+                        data=GRANT,
+                        auth=(client_id, f"guess-{n}"),
+                        headers={"X-Forwarded-For": spoof(n)},
+                        timeout=10,
+                    )
+                    attacker.append(response.status_code)
+
+        def serve_backend() -> None:
+            with requests.Session() as session:
+                for n in range(60):
+                    response = session.post(
+                        url,
+                        data={**GRANT, "sub": f"user-{n}"},
+                        auth=(client_id, secret),
+                        timeout=10,
+                    )
+                    backend.append(response.status_code)
+
+        threads = [
+            # One address: the same as the backend's own (loopback, spoofed).
+            threading.Thread(target=attack, args=(lambda n: "127.0.0.1",)),
+            # Many addresses: a fresh one per request.
+            threading.Thread(target=attack, args=(lambda n: f"10.{n % 250}.{n // 250 % 250}.7",)),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            while len(attacker) < 20:  # the attacker is under way before the backend starts
+                time.sleep(0.01)
+            serve_backend()
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join()
+    assert backend == [200] * 60
+    assert set(attacker) <= {401, 429}
+    assert attacker.count(429) > attacker.count(401), (attacker.count(401), attacker.count(429))

@@ -1,0 +1,254 @@
+"""The small WSGI integration of the authorization server: ``POST /token``, ``/introspect``,
+``/revoke`` and the prepared well-known documents, answered below Flask.
+
+Why not Flask for these: its per-request machinery (request and app contexts, URL
+matching, before/after hooks, the response object) costs more CPU than everything
+authserver itself does for a token, bar the RSA signature. Here a request is one dict
+lookup on ``PATH_INFO``; every other path goes to the *fallback* application (the Flask
+app: admin API, health, metrics, OpenAPI, and the JSON errors for unknown paths).
+
+What a request gets, in order (``OAuthWSGI.__call__``):
+
+1. the route (exact path) and method check: ``OPTIONS`` answers ``Allow``, any other
+   unsupported method 405, in the same RFC 6749 §5.2-shaped body as every error;
+2. one unit of work (the database transaction, opened only if a store needs it),
+   committed when the handler returns, rolled back when it raises;
+3. the handler: Authlib's token or endpoint flow (``oauth/server.py``) for the POST
+   routes, a :class:`Document` for the GET routes (strong ETag, ``If-None-Match`` 304,
+   ``Cache-Control``, CORS for anyone);
+4. the security headers every response carries (``X-Content-Type-Options: nosniff``,
+   ``Cache-Control: no-store`` unless the handler set its own);
+5. :class:`~authserver.oauth.events.RequestServed`: the one per-request hook, where
+   metrics (latency by route, failures by reason) and an access log subscribe.
+
+Exceptions that are not OAuth errors (the database or the key store unavailable, bugs) are
+rendered by the *on_error* function the composition root passes in (``web/errors.py``), so
+every error body has one shape whichever layer answered.
+
+Transport rules: ``ProxyFix`` wraps this application when ``AUTHSERVER_PROXY_HOPS`` is set,
+so ``wsgi.url_scheme``, ``HTTP_HOST`` and ``REMOTE_ADDR`` are already the trusted ones here;
+Authlib's ``OAuth2Request`` refuses plain http off loopback (``insecure_transport``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from collections.abc import Hashable
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from http import HTTPStatus
+from typing import Any
+from typing import ClassVar
+
+from authlib.oauth2 import OAuth2Error
+from werkzeug.http import parse_etags
+
+from authserver.oauth.events import Events
+from authserver.oauth.events import RequestServed
+from authserver.oauth.server import AuthServerAuthorizationServer
+from authserver.oauth.server import OAuthResponse
+
+log = logging.getLogger(__name__)
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+#: ``(status, body, headers)`` for an exception, or ``None`` to let it propagate.
+ErrorRenderer = Callable[[Exception], tuple[int, dict[str, Any], list[tuple[str, str]]]]
+#: A handler's answer: status, headers, body bytes, and the error code for the event.
+_Answer = tuple[int, list[tuple[str, str]], bytes, str | None]
+
+#: The handler name of a profile's own token path.
+PROFILE_PATH = "profile"
+_SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"),)
+_STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _error(
+    status: int, error: str, description: str, extra: Iterable[tuple[str, str]] = ()
+) -> _Answer:
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *extra]
+    return status, headers, _json({"error": error, "error_description": description}), error
+
+
+class Document:
+    """A document as sent: body, strong ETag and cache headers, prepared once.
+
+    ``max_age`` never exceeds the key publish-ahead time (``Settings.validate``), so a
+    verifier that honours it has seen a new key before the key signs anything.
+    """
+
+    __slots__ = ("body", "etag", "headers", "headers_with_type")
+
+    def __init__(self, body: bytes, content_type: str, max_age: int) -> None:
+        self.body = body
+        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        self.headers = [
+            ("ETag", f'"{self.etag}"'),
+            ("Cache-Control", f"public, max-age={max_age}"),
+            ("Access-Control-Allow-Origin", "*"),
+        ]
+        self.headers_with_type = [("Content-Type", content_type), *self.headers]
+
+    @classmethod
+    def json(cls, document: dict[str, Any], max_age: int) -> Document:
+        body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+        return cls(body, "application/json", max_age)
+
+    def answer(self, environ: dict[str, Any]) -> _Answer:
+        """200 with the body, or 304 when ``If-None-Match`` names this ETag (RFC 9110
+        §13.1.2: weak comparison, a ``W/`` prefix is ignored; ``*`` matches)."""
+        condition = environ.get("HTTP_IF_NONE_MATCH")
+        if condition and parse_etags(condition).contains_weak(self.etag):
+            return 304, list(self.headers), b"", None
+        return 200, list(self.headers_with_type), self.body, None
+
+
+class DocumentCache:
+    """Documents keyed by what they are built from (e.g. the published key ids), at most
+    *size* of them; the least recently used goes first."""
+
+    def __init__(self, size: int = 16) -> None:
+        self._size = size
+        self._items: dict[Hashable, Document] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], Document]) -> Document:
+        document = self._items.get(key)
+        if document is not None:
+            return document
+        document = build()
+        with self._lock:
+            self._items.pop(key, None)
+            while len(self._items) >= self._size:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = document
+        return document
+
+
+#: A GET route: returns the current document (cheaply: normally from a DocumentCache).
+DocumentSource = Callable[[], Document]
+
+
+class OAuthWSGI:
+    """The WSGI application in front of the Flask app (see the module docstring).
+
+    ``add_document(path, source)`` publishes another GET document (a status list, say):
+    one line where the application is composed (``web/app.py``).
+    """
+
+    POST_ROUTES: ClassVar[dict[str, str]] = {
+        "/token": "token",
+        "/introspect": "introspection",
+        "/revoke": "revocation",
+    }
+
+    def __init__(
+        self,
+        server: AuthServerAuthorizationServer,
+        fallback: WSGIApp,
+        *,
+        events: Events,
+        unit_of_work: Callable[[], AbstractContextManager[Any]],
+        on_error: ErrorRenderer,
+    ) -> None:
+        self.server = server
+        self.fallback = fallback
+        self.events = events
+        self._unit_of_work = unit_of_work
+        self._on_error = on_error
+        self._documents: dict[str, DocumentSource] = {}
+        self._post = dict(self.POST_ROUTES)
+
+    def add_token_path(self, path: str) -> None:
+        """Serve a profile's own token path (the same grant as ``/token``, see
+        ``AuthServerAuthorizationServer.create_profile_path_response``)."""
+        self._post[path] = PROFILE_PATH
+
+    def add_document(self, path: str, source: DocumentSource) -> None:
+        self._documents[path] = source
+
+    def routes(self) -> dict[str, set[str]]:
+        """Path -> methods served here (for the route listing and the OpenAPI check)."""
+        out = {path: {"POST"} for path in self._post}
+        out.update({path: {"GET", "HEAD"} for path in self._documents})
+        return out
+
+    # -- WSGI --------------------------------------------------------------------------------
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        path = environ.get("PATH_INFO", "")
+        endpoint = self._post.get(path)
+        document = self._documents.get(path) if endpoint is None else None
+        if endpoint is None and document is None:
+            return self.fallback(environ, start_response)
+        started = time.perf_counter()
+        method = environ.get("REQUEST_METHOD", "GET")
+        allowed = ("POST",) if endpoint is not None else ("GET", "HEAD")
+        if method in allowed:
+            status, headers, body, error = self._handle(environ, endpoint, document)
+        elif method == "OPTIONS":
+            # No CORS preflight answer: the credentialed endpoints are for backends
+            # (RFC 9700 §2.6) and the documents need none (a simple GET).
+            allow = ", ".join(sorted({*allowed, "OPTIONS"}))
+            status, headers, body, error = 200, [("Allow", allow)], b"", None
+        else:
+            allow = ", ".join(sorted({*allowed, "OPTIONS"}))
+            status, headers, body, error = _error(
+                405, "method_not_allowed", "method not allowed on this endpoint", [("Allow", allow)]
+            )
+        for name, value in _SECURITY_HEADERS:
+            headers.append((name, value))
+        if not any(name == "Cache-Control" for name, _ in headers):
+            headers.append(("Cache-Control", "no-store"))
+        if method == "HEAD":
+            body = b""
+        headers.append(("Content-Length", str(len(body))))
+        start_response(_STATUS_LINES.get(status, f"{status} Unknown"), headers)
+        self.events.emit(
+            RequestServed(
+                route=path,
+                method=method,
+                status=status,
+                error=error,
+                seconds=time.perf_counter() - started,
+                remote_addr=environ.get("REMOTE_ADDR"),
+                environ=environ,
+            )
+        )
+        return [body]
+
+    def _handle(
+        self, environ: dict[str, Any], endpoint: str | None, document: DocumentSource | None
+    ) -> _Answer:
+        try:
+            with self._unit_of_work():
+                if document is not None:
+                    return document().answer(environ)
+                assert endpoint is not None
+                response = self._oauth(environ, endpoint)
+        except Exception as exc:
+            status, body, headers = self._on_error(exc)
+            return status, list(headers), _json(body), body.get("error")
+        error = response.body.get("error") if response.status >= 400 else None
+        return response.status, response.headers, _json(response.body), error
+
+    def _oauth(self, environ: dict[str, Any], endpoint: str) -> OAuthResponse:
+        server = self.server
+        try:
+            # Parsed once, here: Authlib's flows get this very request back.
+            request = server.create_oauth2_request(environ)
+        except OAuth2Error as error:
+            return server.handle_error_response(None, error)
+        if endpoint == "token":
+            return server.create_token_response(request)
+        if endpoint == PROFILE_PATH:
+            return server.create_profile_path_response(request)
+        return server.create_endpoint_response(endpoint, request)
