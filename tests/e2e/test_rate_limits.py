@@ -214,7 +214,12 @@ def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> 
     body = {**GRANT, "client_id": client_id, "client_secret": "wrong"}
     assert_invalid_client(http.post("/token", data=body, environ_base=env))
     assert_invalid_client(http.post("/token", json=body, environ_base=env))
-    claims = {"iss": client_id, "sub": client_id, "aud": "http://localhost:8000/token"}
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": "http://localhost:8000/token",
+        "exp": int(time.time()) + 60,
+    }
     forged = ".".join(
         base64.urlsafe_b64encode(part).rstrip(b"=").decode()
         for part in (b'{"alg":"RS256"}', json.dumps(claims).encode(), b"not a signature")
