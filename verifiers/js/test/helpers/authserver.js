@@ -100,6 +100,21 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
     return result.stdout;
   }
 
+  /** `cli` without blocking the event loop (traffic keeps flowing while it runs). */
+  function cliAsync(...args) {
+    return new Promise((resolve, reject) => {
+      const child = spawn(AUTHSERVER_BIN, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d) => (stdout += d));
+      child.stderr.on('data', (d) => (stderr += d));
+      child.on('error', reject);
+      child.on('exit', (code) =>
+        code === 0 ? resolve(stdout) : reject(new Error(`authserver ${args.join(' ')} exited ${code}: ${stderr}`)),
+      );
+    });
+  }
+
   await start();
   return {
     baseUrl,
@@ -114,6 +129,7 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
     },
     cli,
     cliJson: (...args) => JSON.parse(cli(...args, '--json')),
+    cliJsonAsync: async (...args) => JSON.parse(await cliAsync(...args, '--json')),
     /** `clients create ... --json` → {client_id, client_secret, ...}. */
     createClient(...args) {
       return JSON.parse(cli('clients', 'create', ...args, '--json'));

@@ -1,0 +1,170 @@
+// The WebSocket deadline helper with the `ws` package over real sockets: short-lived tokens
+// from a real authserver (expires_in), revocation through a status list signed in-process.
+
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { after, before, test } from 'node:test';
+import { once } from 'node:events';
+import { WebSocket, WebSocketServer } from 'ws';
+import { decodeJwt } from 'jose';
+
+import { authenticate, bearerToken, createTokenDeadlines, createVerifier, refuseUpgrade, TOKEN_CLOSE_CODE } from '../src/index.js';
+import { freePort, startAuthserver } from './helpers/authserver.js';
+import { startIssuer } from './helpers/issuer.js';
+
+const AUDIENCE = 'https://sync.example.com';
+let server;
+let client;
+let issuer;
+const cleanups = [];
+
+before(async () => {
+  [server, issuer] = await Promise.all([startAuthserver(), startIssuer()]);
+  client = server.createClient('--name', 'js websocket tests', '--audience', AUDIENCE);
+});
+after(async () => {
+  for (const cleanup of cleanups.reverse()) await cleanup();
+  await Promise.all([server?.close(), issuer?.close()]);
+});
+
+/** A sync server: tokens checked at the upgrade, then tracked by the deadline helper. */
+async function syncServer(verifier, options) {
+  const deadlines = createTokenDeadlines(verifier, options);
+  const wss = new WebSocketServer({ noServer: true });
+  const app = http.createServer((req, res) => res.writeHead(426).end());
+  app.on('upgrade', async (req, socket, head) => {
+    let claims;
+    try {
+      claims = await authenticate(verifier, req);
+    } catch (err) {
+      refuseUpgrade(socket, err);
+      return;
+    }
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      deadlines.track(ws, bearerToken(req), claims);
+      ws.on('message', (data) => {
+        const message = JSON.parse(data.toString());
+        if (message.type === 'echo') ws.send(JSON.stringify({ type: 'echo', sub: deadlines.claims(ws).sub }));
+      });
+    });
+  });
+  const port = await freePort();
+  await new Promise((r) => app.listen(port, '127.0.0.1', r));
+  cleanups.push(async () => {
+    deadlines.stop();
+    for (const ws of wss.clients) ws.terminate();
+    app.closeAllConnections();
+    await new Promise((r) => app.close(r));
+  });
+  return { url: `ws://127.0.0.1:${port}/sync`, deadlines };
+}
+
+/** A client that records every message and the close. */
+async function connect(url, token) {
+  const ws = new WebSocket(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+  const messages = [];
+  const waiters = [];
+  ws.on('message', (data) => {
+    const message = JSON.parse(data.toString());
+    messages.push(message);
+    for (const w of waiters.splice(0)) w();
+  });
+  const closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString(), at: Date.now() })));
+  await once(ws, 'open');
+  return {
+    ws,
+    messages,
+    closed,
+    async next(type, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const i = messages.findIndex((m) => m.type === type);
+        if (i >= 0) return messages.splice(i, 1)[0];
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no ${type} message in ${timeoutMs} ms: ${JSON.stringify(messages)}`);
+        await new Promise((resolve) => {
+          const t = setTimeout(resolve, left);
+          waiters.push(() => (clearTimeout(t), resolve()));
+        });
+      }
+    },
+    send: (message) => ws.send(JSON.stringify(message)),
+  };
+}
+
+test('an upgrade without a valid token is refused with 401 and the RFC 6750 challenge', { timeout: 20_000 }, async () => {
+  const { url } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }));
+  for (const [token, challenge] of [
+    [undefined, 'Bearer'],
+    ['garbage', 'Bearer error="invalid_token", error_description="malformed"'],
+  ]) {
+    const ws = new WebSocket(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+    ws.on('error', () => {}); // terminate() below aborts the handshake
+    const [, response] = await once(ws, 'unexpected-response');
+    assert.equal(response.statusCode, 401);
+    assert.equal(response.headers['www-authenticate'], challenge);
+    ws.terminate();
+  }
+});
+
+test('told to refresh before exp; a fresh token on the open connection moves the deadline', { timeout: 20_000 }, async () => {
+  const { url } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }), { refreshBefore: 2, recheckInterval: 0 });
+  const first = await server.token(client, { sub: 'user-1', expires_in: '3' });
+  const { exp } = decodeJwt(first);
+  const conn = await connect(url, first);
+  const expiring = await conn.next('token-expiring');
+  assert.deepEqual(expiring, { type: 'token-expiring', expiresAt: exp });
+  assert.ok(Date.now() / 1000 >= exp - 2 - 0.5, 'not told too early');
+
+  // A token for another user is refused, and so is garbage; the connection stays.
+  conn.send({ type: 'token-refresh', token: await server.token(client, { sub: 'user-2', expires_in: '60' }) });
+  assert.deepEqual(await conn.next('token-rejected'), { type: 'token-rejected', reason: 'wrong_subject' });
+  conn.send({ type: 'token-refresh', token: 'garbage' });
+  assert.deepEqual(await conn.next('token-rejected'), { type: 'token-rejected', reason: 'malformed' });
+
+  const fresh = await server.token(client, { sub: 'user-1', expires_in: '60' });
+  conn.send({ type: 'token-refresh', token: fresh });
+  assert.deepEqual(await conn.next('token-accepted'), { type: 'token-accepted', expiresAt: decodeJwt(fresh).exp });
+
+  // Past the first token's exp, the connection is still open and serving.
+  await new Promise((r) => setTimeout(r, Math.max(0, exp * 1000 - Date.now()) + 700));
+  assert.equal(conn.ws.readyState, WebSocket.OPEN);
+  conn.send({ type: 'echo' });
+  assert.deepEqual(await conn.next('echo'), { type: 'echo', sub: 'user-1' });
+  conn.ws.close();
+});
+
+test('a connection whose token expires without a refresh is closed with 4001 "expired" at exp', { timeout: 20_000 }, async () => {
+  const { url, deadlines } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }), { refreshBefore: 1, recheckInterval: 0 });
+  const token = await server.token(client, { sub: 'user-1', expires_in: '2' });
+  const { exp } = decodeJwt(token);
+  const conn = await connect(url, token);
+  await conn.next('token-expiring');
+  const closed = await conn.closed;
+  assert.equal(closed.code, TOKEN_CLOSE_CODE);
+  assert.equal(closed.code, 4001);
+  assert.equal(closed.reason, 'expired');
+  assert.ok(closed.at >= exp * 1000 - 50, `closed ${exp * 1000 - closed.at} ms before exp`);
+  assert.ok(closed.at <= exp * 1000 + 1500, `closed ${closed.at - exp * 1000} ms after exp`);
+  assert.equal(deadlines.size, 0);
+});
+
+test('a revoked token closes its open connection at the next re-check (4001 "revoked")', { timeout: 20_000 }, async () => {
+  const statuses = [0, 0];
+  issuer.state.lists.set('ws', { statuses, ttl: 1 });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  const { url } = await syncServer(verifier, { recheckInterval: 0.3 });
+  const keep = await connect(url, await issuer.token({ list: 'ws', idx: 0, sub: 'user-keep' }));
+  const doomed = await connect(url, await issuer.token({ list: 'ws', idx: 1 }));
+  await new Promise((r) => setTimeout(r, 600));
+  assert.equal(doomed.ws.readyState, WebSocket.OPEN);
+  const revokedAt = Date.now();
+  statuses[1] = 1;
+  const closed = await doomed.closed;
+  assert.equal(closed.code, 4001);
+  assert.equal(closed.reason, 'revoked');
+  // Within the list's ttl (1 s) plus one re-check interval.
+  assert.ok(closed.at - revokedAt < 1000 + 300 + 700, `closed ${closed.at - revokedAt} ms after revocation`);
+  assert.equal(keep.ws.readyState, WebSocket.OPEN);
+  keep.ws.close();
+});
