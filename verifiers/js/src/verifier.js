@@ -210,6 +210,22 @@ export function createVerifier(options = {}) {
         throw toInvalidToken(err);
       }
     },
+    /**
+     * Discover the issuer and fetch its keys now (instead of at the first verification).
+     * Rejects with InvalidTokenError `jwks_unavailable` when they cannot be had; call it
+     * again to retry.
+     */
+    async ready() {
+      discoveryRetryAt = 0;
+      const set = await remoteSet();
+      if (!set.fresh) {
+        try {
+          await set.reload();
+        } catch (err) {
+          throw new InvalidTokenError('jwks_unavailable', `keys: ${err.message}`, { cause: err });
+        }
+      }
+    },
     /** Drop the cached key set and status lists: the next verification fetches them again. */
     async refresh() {
       statusLists.entries.clear();

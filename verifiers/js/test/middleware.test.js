@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import express from 'express';
 
 import { createVerifier, expressAuth, requireToken } from '../src/index.js';
-import { freePort, startAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver } from './helpers/authserver.js';
 
 const AUDIENCE = 'https://sync.example.com';
 let server;
@@ -15,13 +15,12 @@ let verifier;
 const listening = [];
 
 before(async () => {
-  server = await startAuthserver();
+  server = await sharedAuthserver();
   client = server.createClient('--name', 'js middleware tests', '--audience', AUDIENCE);
   verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
 });
 after(async () => {
   for (const s of listening) s.close();
-  await server?.close();
 });
 
 async function listen(handler) {

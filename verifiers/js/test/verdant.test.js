@@ -13,7 +13,7 @@ import { Server, TokenProvider } from '@verdant-web/server';
 
 import { createVerifier } from '../src/index.js';
 import { useAuthserverTokens } from '../src/verdant.js';
-import { freePort, startAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver } from './helpers/authserver.js';
 
 const AUDIENCE = 'https://sync.example.com';
 const SECRET = 'the-shared-secret-verdant-would-use';
@@ -26,7 +26,7 @@ let dir;
 const events = [];
 
 before(async () => {
-  server = await startAuthserver();
+  server = await sharedAuthserver();
   client = server.createClient(
     '--name', 'verdant backend', '--audience', AUDIENCE,
     '--allowed-claim', 'lib', '--allowed-claim', 'url', '--allowed-claim', 'type', '--allowed-claim', 'role',
@@ -46,7 +46,6 @@ before(async () => {
 after(async () => {
   app?.closeAllConnections();
   await new Promise((r) => (app ? app.close(r) : r()));
-  await server?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 

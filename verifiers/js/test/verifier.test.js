@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import { base64url, decodeJwt, decodeProtectedHeader, SignJWT } from 'jose';
 
 import { createVerifier, InvalidTokenError, REASONS } from '../src/index.js';
-import { freePort, startAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver } from './helpers/authserver.js';
 import { newKey } from './helpers/issuer.js';
 
 const AUDIENCE = 'https://sync.example.com';
@@ -16,10 +16,9 @@ let server;
 let client;
 
 before(async () => {
-  server = await startAuthserver();
+  server = await sharedAuthserver();
   client = server.createClient('--name', 'js verifier tests', '--audience', AUDIENCE, '--audience', 'https://other.example.com', '--allowed-claim', 'libraryId');
 });
-after(() => server?.close());
 
 const issue = (params) => server.token(client, { audience: AUDIENCE, ...params });
 

@@ -9,7 +9,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { decodeJwt } from 'jose';
 
 import { authenticate, bearerToken, createTokenDeadlines, createVerifier, refuseUpgrade, TOKEN_CLOSE_CODE } from '../src/index.js';
-import { freePort, startAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver } from './helpers/authserver.js';
 import { startIssuer } from './helpers/issuer.js';
 
 const AUDIENCE = 'https://sync.example.com';
@@ -19,12 +19,12 @@ let issuer;
 const cleanups = [];
 
 before(async () => {
-  [server, issuer] = await Promise.all([startAuthserver(), startIssuer()]);
+  [server, issuer] = await Promise.all([sharedAuthserver(), startIssuer()]);
   client = server.createClient('--name', 'js websocket tests', '--audience', AUDIENCE);
 });
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();
-  await Promise.all([server?.close(), issuer?.close()]);
+  await issuer?.close();
 });
 
 /** A sync server: tokens checked at the upgrade, then tracked by the deadline helper. */

@@ -98,6 +98,8 @@ export interface Verifier<Claims extends AccessTokenClaims = AccessTokenClaims> 
   readonly audience: string | string[];
   /** Resolves to the verified claims; rejects with InvalidTokenError and never anything else. */
   verify(token: string): Promise<Claims>;
+  /** Discover the issuer and fetch its keys now; rejects with `jwks_unavailable` when they cannot be had (call again to retry). */
+  ready(): Promise<void>;
   /** Fetch the key set again and forget cached status lists (e.g. after `keys retire`). */
   refresh(): Promise<void>;
 }

@@ -29,6 +29,32 @@ function cleanEnv(extra) {
   return { ...env, ...extra };
 }
 
+let shared = null;
+/** Every server this process started and has not stopped: killed if the process ends. */
+const running = new Set();
+process.once('exit', () => {
+  for (const server of running) server.kill();
+});
+for (const signal of ['SIGINT', 'SIGTERM']) {
+  process.once(signal, () => {
+    for (const server of running) server.kill();
+    process.exit(128 + (signal === 'SIGINT' ? 2 : 15));
+  });
+}
+
+/**
+ * One `authserver serve` with default settings for every test file of this process (the
+ * suite runs them all in one process: test/suite.js). Stopped when the process exits.
+ */
+export function sharedAuthserver() {
+  shared ??= startAuthserver().then((server) => {
+    // Nothing else stops it: it must not keep this process alive, and dies with it.
+    server.unref();
+    return server;
+  });
+  return shared;
+}
+
 /**
  * Start `authserver serve`. `settings` are extra AUTHSERVER_* variables (e.g. shrunk key
  * timings). Returns a handle; call `stop()` in an `after` hook.
@@ -116,7 +142,19 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
   }
 
   await start();
-  return {
+  const handle = {
+    unref() {
+      child?.unref();
+    },
+    /** Synchronous stop for process exit: SIGKILL the group, remove the temp dir. */
+    kill() {
+      try {
+        if (child && child.exitCode === null) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+      rmSync(dir, { recursive: true, force: true });
+    },
     baseUrl,
     issuer: baseUrl,
     env,
@@ -124,6 +162,7 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
     start,
     stop,
     async close() {
+      running.delete(handle);
       await stop();
       rmSync(dir, { recursive: true, force: true });
     },
@@ -149,4 +188,6 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
       return json.access_token;
     },
   };
+  running.add(handle);
+  return handle;
 }
