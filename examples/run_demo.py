@@ -192,8 +192,8 @@ def walk(procs: Processes, node: bool, workdir: Path, ports: dict[str, int]) -> 
     sync_servers["python"] = (f"http://127.0.0.1:{py_port}", log)
     if node:
         node_dir = HERE / "node"
-        if not (node_dir / "node_modules" / "jose").is_dir():
-            raise DemoError("jose is not installed: run `npm ci` in examples/node")
+        if not (node_dir / "node_modules" / "authserver-verifier").is_dir():
+            raise DemoError("authserver-verifier is not installed: run `npm ci` in examples/node")
         node_bin = shutil.which("node")
         if node_bin is None:
             raise DemoError("node is not on PATH")

@@ -3,15 +3,25 @@ server verified (the Python one always; the Node one where ``node`` and ``npm`` 
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+from tests.helpers import free_port
 
 from tests.helpers import free_port
 from tests.helpers import missing
@@ -55,13 +65,15 @@ def test_python_chain_on_chosen_ports() -> None:
     assert verified["python"]["iss"] == f"http://127.0.0.1:{auth}"
 
 
-def test_node_chain() -> None:
+def _npm_ci_node_example() -> tuple[str, Path]:
+    """``npm ci`` in examples/node; the node binary and the example's folder."""
     node, npm = shutil.which("node"), shutil.which("npm")
     if node is None or npm is None:
         missing("node and npm are not on PATH: the Node sync server example is not run")
     node_dir = EXAMPLES / "node"
     # npm ci: exactly the committed package-lock.json, into examples/node/node_modules
-    # (git-ignored); --prefer-offline uses npm's cache when it already holds jose.
+    # (git-ignored): authserver-verifier copied from verifiers/js (.npmrc install-links)
+    # and jose; --prefer-offline uses npm's cache when it already holds jose.
     install = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
         cwd=node_dir,
@@ -75,6 +87,74 @@ def test_node_chain() -> None:
         if any(code in output for code in OFFLINE):
             missing(f"npm registry unreachable, Node example not run: {output[-300:]}")
         pytest.fail(f"npm ci failed:\n{output}")
+    return node, node_dir
+
+
+def test_node_chain() -> None:
+    _npm_ci_node_example()
     verified = run_demo("--node")
     assert set(verified) == {"python", "node"}
     assert verified["node"] == verified["python"]  # the same token, the same claims
+
+
+def test_node_sync_server_waits_for_authserver(
+    env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """Started before authserver, the Node example says so in one line per retry (no
+    ``fetch failed`` stack trace, no exit), answers 503 meanwhile, and verifies tokens once
+    authserver is up."""
+    node, node_dir = _npm_ci_node_example()
+    auth_port, sync_port = free_port(), free_port()
+    issuer = f"http://127.0.0.1:{auth_port}"
+    audience = "https://sync.example.com"
+    log_path = tmp_path / "node.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [node, str(node_dir / "sync_server.mjs")],
+            env={
+                **os.environ,
+                "SYNC_ISSUER": issuer,
+                "SYNC_AUDIENCE": audience,
+                "PORT": str(sync_port),
+            },
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    sync = f"http://127.0.0.1:{sync_port}"
+    try:
+        deadline = time.monotonic() + 30
+        while "not reachable yet" not in log_path.read_text():
+            assert proc.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        # Well formed, so only the keys can decide: they cannot be fetched yet.
+        header = base64.urlsafe_b64encode(b'{"alg":"RS256","typ":"at+jwt","kid":"k"}').rstrip(b"=")
+        unjudged = header.decode() + ".e30.c2ln"
+        response = requests.get(
+            sync + "/sync", headers={"Authorization": f"Bearer {unjudged}"}, timeout=10
+        )
+        assert response.status_code == 503, response.text
+        assert response.json() == {"error": "temporarily_unavailable", "reason": "jwks_unavailable"}
+
+        env = env_for(f"sqlite:///{tmp_path / 'auth.db'}", AUTHSERVER_ISSUER=issuer)
+        with ServerProcess(env, port=auth_port):
+            client = cli_json(env, "clients", "create", "--name", "late", "--audience", audience)
+            token = requests.post(
+                issuer + "/token",
+                data={"grant_type": "client_credentials", "sub": "user-1"},
+                auth=(client["client_id"], client["client_secret"]),
+                timeout=10,
+            ).json()["access_token"]
+            response = requests.get(
+                sync + "/sync", headers={"Authorization": f"Bearer {token}"}, timeout=10
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["user"] == "user-1"
+        assert proc.poll() is None
+        output = log_path.read_text()
+        assert "fetch failed" not in output, output
+        assert "\n    at " not in output, output  # no stack trace at all
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)

@@ -96,7 +96,12 @@ export function createVerifier(options = {}) {
     // RFC 8414 §3: the metadata lives at /.well-known/oauth-authorization-server, and §3.3:
     // its issuer must be the one we asked about.
     const url = issuer.replace(/\/+$/, '') + '/.well-known/oauth-authorization-server';
-    const response = await http(url, { accept: 'application/json' });
+    let response;
+    try {
+      response = await http(url, { accept: 'application/json' });
+    } catch (err) {
+      throw new Error(`${url}: ${describe(err)}`, { cause: err });
+    }
     if (response.status !== 200) throw new Error(`${url}: HTTP ${response.status}`);
     let metadata;
     try {
@@ -125,7 +130,7 @@ export function createVerifier(options = {}) {
       // it is recent enough, and do not ask again before the cooldown.
       jwksRetryAt = now() + config.jwksCooldown * 1000;
       if (stale) return createLocalJWKSet(cache.jwks)(header, token);
-      throw new InvalidTokenError('jwks_unavailable', `keys: ${err.message}`, { cause: err });
+      throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
     }
   }
 
@@ -222,7 +227,7 @@ export function createVerifier(options = {}) {
         try {
           await set.reload();
         } catch (err) {
-          throw new InvalidTokenError('jwks_unavailable', `keys: ${err.message}`, { cause: err });
+          throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
         }
       }
     },
@@ -299,6 +304,14 @@ async function readLimited(response, limit, url) {
     chunks.push(chunk);
   }
   return Buffer.concat(chunks);
+}
+
+/** One line for a failed fetch: undici's "fetch failed" says less than its cause's code. */
+function describe(err) {
+  const cause = err?.cause;
+  if (err?.name === 'TimeoutError' || cause?.name === 'TimeoutError') return 'timed out';
+  if (cause && (cause.code || cause.message)) return `${cause.code ?? cause.message}`;
+  return err?.message ?? String(err);
 }
 
 function checkedUrl(value, secureOnly, what) {
