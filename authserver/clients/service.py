@@ -110,9 +110,13 @@ class ClientService:
         return client
 
     def find_by_secret(self, secret: str) -> Client | None:
-        """The client whose current secret is *secret* (Bearer-secret authentication),
-        or ``None``. Secrets are unique, so the digest names at most one client."""
-        return self._store.get_by_secret_hash(client_secrets.hash_secret(secret))
+        """The client whose secret is *secret* (Bearer-secret authentication): its
+        current one, or the previous one during a rotation's grace period; else ``None``.
+        Secrets are unique, so the digest names at most one client."""
+        client = self._store.get_by_secret_hash(client_secrets.hash_secret(secret))
+        if client is None or self.check_secret(client, secret, self._clock.now()) is None:
+            return None
+        return client
 
     def list(self) -> list[Client]:
         return self._store.list()

@@ -18,8 +18,10 @@ class ClientStore(Protocol):
         """Return the client or ``None``."""
 
     def get_by_secret_hash(self, secret_hash: str) -> Client | None:
-        """Return the client whose current secret has this stored digest, or ``None``
-        (secrets are unique 256-bit values, so the digest identifies one client)."""
+        """Return the client whose current or previous (grace-period) secret has this
+        stored digest, or ``None`` (secrets are unique 256-bit values, so the digest
+        identifies one client). Whether a previous secret is still valid is the caller's
+        check."""
 
     def list(self) -> list[Client]:
         """Return every client, oldest first."""

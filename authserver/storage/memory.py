@@ -39,7 +39,7 @@ class InMemoryClientStore:
 
     def get_by_secret_hash(self, secret_hash: str) -> Client | None:
         for client in self._clients.values():
-            if client.secret_hash == secret_hash:
+            if secret_hash in (client.secret_hash, client.previous_secret_hash):
                 return client
         return None
 

@@ -124,9 +124,7 @@ def test_a_jwks_uri_client_gets_tokens_with_one_fetch(
     with KeyServer(send_json(jwks)) as keys:
         client_id = deployment.register(keys.url())
         for _ in range(3):
-            response = deployment.token(
-                assertion(client_id, rsa_private_key, deployment.token_url)
-            )
+            response = deployment.token(assertion(client_id, rsa_private_key, deployment.token_url))
             assert response.status_code == 200, response.text
         assert keys.requests == ["/jwks.json"]
 
@@ -225,9 +223,7 @@ def test_production_mode_refuses_private_targets_unless_allowed(
         assert "production" in result.stderr
         client_id = deployment.register(keys.url())
         with deployment.server:
-            response = deployment.token(
-                assertion(client_id, rsa_private_key, deployment.token_url)
-            )
+            response = deployment.token(assertion(client_id, rsa_private_key, deployment.token_url))
         if allow_private:
             assert response.status_code == 200, response.text
             assert keys.requests == ["/jwks.json"]

@@ -197,3 +197,18 @@ def test_a_disabled_stream_client_is_refused(
         services.clients.set_enabled(cid, False)
     response = post_json(http, {"userId": "u"}, auth=f"Bearer {secret}", path=STREAM_PATH)
     assert response.status_code == 401
+
+
+def test_stream_bearer_with_the_previous_secret_during_a_grace_period(
+    http: Any, register: Callable[..., Any], services: Any
+) -> None:
+    cid, old = register(audiences=[AUD], profile="stream")
+    with services.unit_of_work():
+        _, new = services.clients.rotate_secret(cid, grace=3600)
+    for secret in (old, new):
+        response = post_json(http, {"userId": "u"}, auth=f"Bearer {secret}", path=STREAM_PATH)
+        assert response.status_code == 200, response.get_json()
+    with services.unit_of_work():
+        services.clients.rotate_secret(cid)  # no grace: only the newest works
+    response = post_json(http, {"userId": "u"}, auth=f"Bearer {new}", path=STREAM_PATH)
+    assert response.status_code == 401

@@ -68,8 +68,12 @@ _COLUMNS = (
 #: client-cache miss (many clients in use) this runs per token request, and SQLAlchemy's
 #: statement execution costs several times the query.
 _GET = f"SELECT {', '.join(_COLUMNS)} FROM clients WHERE client_id = ?"  # noqa: S608 - constant
-#: One client row by secret digest (Bearer authentication of ``stream`` clients).
-_GET_BY_SECRET = f"SELECT {', '.join(_COLUMNS)} FROM clients WHERE secret_hash = ?"  # noqa: S608
+#: One client row by secret digest, current or previous (Bearer authentication of
+#: ``stream`` clients); both columns are indexed.
+_GET_BY_SECRET = (
+    f"SELECT {', '.join(_COLUMNS)} FROM clients "  # noqa: S608 - constant
+    "WHERE secret_hash = ? OR previous_secret_hash = ?"
+)
 
 
 def _json(value: Any) -> Any:
@@ -139,7 +143,7 @@ class SqlClientStore:
         return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
     def get_by_secret_hash(self, secret_hash: str) -> Client | None:
-        row = self._db.read_one(_GET_BY_SECRET, secret_hash)
+        row = self._db.read_one(_GET_BY_SECRET, secret_hash, secret_hash)
         return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
     def list(self) -> list[Client]:

@@ -60,7 +60,7 @@ class ClientRow(Base):
     fixed_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     #: After a rotation with a grace period: the old secret's digest and when it stops
     #: being accepted.
-    previous_secret_hash: Mapped[str | None] = mapped_column(String(100))
+    previous_secret_hash: Mapped[str | None] = mapped_column(String(100), index=True)
     previous_secret_expires_at: Mapped[float | None] = mapped_column(Double)
 
 

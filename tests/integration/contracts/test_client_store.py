@@ -105,8 +105,12 @@ class ClientStoreContract:
             ClientPolicy(audiences=("b", "a", "c"), scopes=("z", "a"), allowed_claims=("y", "x")),
             ClientPolicy(scopes=("read",), token_ttl=None),
             ClientPolicy(allowed_claims=("libraryId",), token_ttl=86400),
+            ClientPolicy(
+                profile="verdant",
+                fixed_claims={"url": "wss://sync.example", "type": 0, "n": {"a": [1, True]}},
+            ),
         ],
-        ids=["empty", "one-audience", "order-kept", "no-ttl", "max-ttl"],
+        ids=["empty", "one-audience", "order-kept", "no-ttl", "max-ttl", "profile-fixed-claims"],
     )
     def test_policy_tuples_round_trip(self, harness: Harness, policy: ClientPolicy) -> None:
         client = make_client(0, policy=policy)
@@ -116,6 +120,16 @@ class ClientStoreContract:
         assert type(got.policy.audiences) is tuple
         assert type(got.policy.scopes) is tuple
         assert type(got.policy.allowed_claims) is tuple
+
+    def test_get_by_secret_hash_finds_current_and_previous_secrets(self, harness: Harness) -> None:
+        client = make_client(0, previous_secret_hash="sha256$" + "ab" * 32)
+        other = make_client(1)
+        harness.run(lambda s: s.add(client))
+        harness.run(lambda s: s.add(other))
+        assert client.secret_hash is not None
+        assert harness.run(lambda s: s.get_by_secret_hash(client.secret_hash)) == client
+        assert harness.run(lambda s: s.get_by_secret_hash("sha256$" + "ab" * 32)) == client
+        assert harness.run(lambda s: s.get_by_secret_hash("sha256$" + "cd" * 32)) is None
 
     def test_disabled_client_round_trips(self, harness: Harness) -> None:
         client = make_client(0, enabled=False)
