@@ -7,6 +7,7 @@ import './status.test.js';
 import './verifier.test.js';
 import './middleware.test.js';
 import './websocket.test.js';
+import './revocation.test.js';
 import './verdant.test.js';
 import './rotation.test.js';
 import './types.test.js';
