@@ -18,6 +18,7 @@ from authserver.cli.output import fields
 from authserver.cli.output import table
 from authserver.settings import parse_duration
 from authserver.web.serializers import client_json
+from authserver.web.serializers import unreadable_json
 
 
 def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> None:
@@ -167,12 +168,15 @@ def create(
 @json_option
 @handle_errors
 def list_(as_json: bool) -> None:
-    """List every client."""
+    """List every client, and every client record that cannot be read (skipped)."""
     with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         items = [client_json(c) for c in svc.clients.list()]
+        unreadable = svc.clients.unreadable()
     if as_json:
-        emit_json({"clients": items})
+        emit_json({"clients": items, "unreadable": [unreadable_json(r) for r in unreadable]})
         return
+    for record in unreadable:
+        click.echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
     if not items:
         click.echo("no clients registered")
         return
@@ -341,8 +345,8 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
             fail(f"deleting {client_id} cannot be undone: add --yes to confirm")
         click.confirm(f"Delete client {client_id} for good?", abort=True, err=True)
     with services(as_json=as_json) as svc, svc.unit_of_work():
-        client = svc.clients.delete(client_id)
+        svc.clients.delete(client_id)
     if as_json:
-        emit_json({"client_id": client.client_id, "deleted": True})
+        emit_json({"client_id": client_id, "deleted": True})
     else:
-        click.echo(f"deleted client {client.client_id}")
+        click.echo(f"deleted client {client_id}")

@@ -11,6 +11,7 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import table
 from authserver.keys.service import KeyView
 from authserver.web.serializers import key_json
+from authserver.web.serializers import unreadable_json
 
 
 def _table(views: list[KeyView]) -> None:
@@ -40,15 +41,25 @@ def keys() -> None:
 @json_option
 @handle_errors
 def list_(as_json: bool) -> None:
-    """Every key with its state (next, current, previous, gone) and dates."""
+    """Every key with its state (next, current, previous, gone) and dates, and every key
+    record that cannot be read (skipped by the server)."""
     with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         views = svc.keys.views()
+        unreadable = svc.keys.unreadable()
     if as_json:
-        emit_json({"keys": [key_json(v) for v in views]})
-    elif not views:
+        emit_json(
+            {
+                "keys": [key_json(v) for v in views],
+                "unreadable": [unreadable_json(r) for r in unreadable],
+            }
+        )
+        return
+    if not views:
         click.echo("no signing keys yet (authserver serve creates the first)")
     else:
         _table(views)
+    for record in unreadable:
+        click.echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
 
 
 @keys.command()

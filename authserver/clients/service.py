@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +25,8 @@ from authserver.clients.store import ClientStore
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.records import ReportOnce
+from authserver.records import UnreadableRecord
 from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_URI_LENGTH
@@ -36,6 +40,8 @@ from authserver.vocabulary import is_valid_claim_name
 #: (a peer vendor keeps the old secret 7 days), short enough that a leaked old secret
 #: does not live on indefinitely.
 MAX_SECRET_GRACE = 30 * 86400
+
+log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
 DEFAULT_PROFILE = "oauth2"
@@ -74,6 +80,7 @@ class ClientService:
         self._cache: dict[str, Client | None] = {}
         self._cache_version: int | None = None
         self._cache_lock = threading.Lock()
+        self._report = ReportOnce(log, "client record")
 
     def _record(self, action: str, client: Client, **detail: Any) -> None:
         if self._audit is not None:
@@ -100,7 +107,13 @@ class ClientService:
                 self._cache_version = version
             if client_id in self._cache:
                 return self._cache[client_id]
-        client = self._store.get(ClientId(client_id))
+        try:
+            client = self._store.get(ClientId(client_id))
+        except UnreadableRecord as exc:
+            # Fails this client's authentication (invalid_client), never the request with
+            # a 500, and no other client: reported once, then cached like an unknown id.
+            self._report([exc])
+            client = None
         with self._cache_lock:
             if self._cache_version == version:
                 if len(self._cache) >= CACHE_SIZE:
@@ -113,13 +126,23 @@ class ClientService:
         """The client whose secret is *secret* (Bearer-secret authentication): its
         current one, or the previous one during a rotation's grace period; else ``None``.
         Secrets are unique, so the digest names at most one client."""
-        client = self._store.get_by_secret_hash(client_secrets.hash_secret(secret))
+        try:
+            client = self._store.get_by_secret_hash(client_secrets.hash_secret(secret))
+        except UnreadableRecord as exc:
+            self._report([exc])  # as in find: that client fails authentication, no 500
+            return None
         if client is None or self.check_secret(client, secret, self._clock.now()) is None:
             return None
         return client
 
     def list(self) -> list[Client]:
         return self._store.list()
+
+    def unreadable(self) -> builtins.list[UnreadableRecord]:
+        """The client records that cannot be read (``clients list`` shows them)."""
+        unreadable = self._store.scan().unreadable
+        self._report(unreadable)
+        return unreadable
 
     # -- commands -----------------------------------------------------------------------
 
@@ -255,12 +278,20 @@ class ClientService:
             self._on_withdrawn(client.client_id)
         return updated
 
-    def delete(self, client_id: str) -> Client:
-        client = self.get(client_id)
-        self._store.delete(client.client_id)
-        self._record("client.deleted", client)
+    def delete(self, client_id: str) -> Client | None:
+        """Delete the client; also one whose record cannot be read (returns ``None``
+        then), so an operator can always remove a bad row."""
+        try:
+            client: Client | None = self.get(client_id)
+        except UnreadableRecord:
+            client = None
+        self._store.delete(ClientId(client_id))
+        if client is not None:
+            self._record("client.deleted", client)
+        elif self._audit is not None:
+            self._audit.record(None, "client.deleted", client_id=client_id)
         if self._on_withdrawn is not None:
-            self._on_withdrawn(client.client_id)
+            self._on_withdrawn(ClientId(client_id))
         return client
 
     # -- authentication -----------------------------------------------------------------

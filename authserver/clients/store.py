@@ -6,6 +6,7 @@ from typing import Protocol
 
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
+from authserver.records import Scan
 
 
 class ClientStore(Protocol):
@@ -15,16 +16,21 @@ class ClientStore(Protocol):
         """Insert *client*; raises ``Conflict`` if the id exists."""
 
     def get(self, client_id: ClientId) -> Client | None:
-        """Return the client or ``None``."""
+        """Return the client or ``None``; raises ``UnreadableRecord`` when its stored
+        record cannot be decoded."""
 
     def get_by_secret_hash(self, secret_hash: str) -> Client | None:
         """Return the client whose current or previous (grace-period) secret has this
         stored digest, or ``None`` (secrets are unique 256-bit values, so the digest
         identifies one client). Whether a previous secret is still valid is the caller's
-        check."""
+        check. Raises ``UnreadableRecord`` when the stored record cannot be decoded."""
 
     def list(self) -> list[Client]:
-        """Return every client, oldest first."""
+        """Return every client that can be read, oldest first."""
+
+    def scan(self) -> Scan[Client]:
+        """Every client that can be read, oldest first, and every record that cannot (by
+        name). An unreadable record never makes this raise."""
 
     def update(self, client: Client) -> None:
         """Replace the stored client with the same id; raises ``NotFound`` if absent."""

@@ -16,6 +16,7 @@ and non-overlapping, so exactly one key is current at every moment.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from dataclasses import field
 from typing import Any
@@ -72,3 +73,44 @@ class SigningKey:
         if self.deactivate_at is None:
             return None
         return self.deactivate_at + retention
+
+
+#: Members of an RSA private JWK (RFC 7518 §6.3.2) that a public JWK must never carry.
+PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
+
+
+class InvalidStoredKey(ValueError):
+    """A key record whose fields do not have their types (see :func:`check_stored`)."""
+
+
+def _timestamp(value: Any, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidStoredKey(f"{name} is not a timestamp")
+
+
+def check_stored(key: SigningKey) -> SigningKey:
+    """*key* as read from a store, if every field has its type; else
+    :class:`InvalidStoredKey` saying which field is wrong (never its value: it may be key
+    material)."""
+    if not isinstance(key.kid, str) or not key.kid:
+        raise InvalidStoredKey("kid is missing")
+    jwk = key.public_jwk
+    if not isinstance(jwk, dict) or jwk.get("kty") != "RSA":
+        raise InvalidStoredKey("public_jwk is not an RSA JWK")
+    if not all(isinstance(jwk.get(m), str) and jwk[m] for m in ("n", "e")):
+        raise InvalidStoredKey("public_jwk has no n or e")
+    if PRIVATE_MEMBERS & set(jwk):
+        raise InvalidStoredKey("public_jwk holds private key members")
+    if jwk.get("kid", key.kid) != key.kid:
+        raise InvalidStoredKey("public_jwk has another kid")
+    if key.private_pem is not None and not isinstance(key.private_pem, bytes):
+        raise InvalidStoredKey("private key is not PEM bytes")
+    if not isinstance(key.alg, str):
+        raise InvalidStoredKey("alg is not a string")
+    _timestamp(key.created_at, "created_at")
+    _timestamp(key.activate_at, "activate_at")
+    _timestamp(key.deactivate_at, "deactivate_at", optional=True)
+    _timestamp(key.retired_at, "retired_at", optional=True)
+    return key

@@ -38,6 +38,8 @@ from authserver.keys.model import KeyState
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.store import KeyStore
+from authserver.records import ReportOnce
+from authserver.records import UnreadableRecord
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +91,27 @@ class KeyService:
         self._version: str | None = None
         self._checked_at = float("-inf")
         self._parsed: dict[Kid, RSAKey] = {}
+        self._report = ReportOnce(log, "signing key record")
 
     @property
     def policy(self) -> KeyPolicy:
         return self._policy
+
+    def _list(self) -> list[SigningKey]:
+        """The readable keys of the store. A record that cannot be read is logged once by
+        name and otherwise ignored: it signs nothing and is not published, and the
+        lifecycle goes on without it (if it was the current key, the next tick or start
+        makes a new one, as for a retired key)."""
+        scan = self._store.scan()
+        if scan.unreadable:
+            self._report(scan.unreadable)
+        return scan.records
+
+    def unreadable(self) -> list[UnreadableRecord]:
+        """The key records that cannot be read right now (read fresh)."""
+        scan = self._store.scan()
+        self._report(scan.unreadable)
+        return scan.unreadable
 
     # -- the cached read side (hot path) -------------------------------------------------
 
@@ -111,7 +130,7 @@ class KeyService:
                 return self._keys
             version = self._store.version()
             if version != self._version:
-                self._keys = self._store.list()
+                self._keys = self._list()
                 self._version = version
                 live = {k.kid for k in self._keys}
                 self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
@@ -147,7 +166,7 @@ class KeyService:
         """The public key for *kid* if it is published right now (read fresh, not cached,
         so a retire is seen at once by introspection)."""
         now = self._clock.now()
-        for key in self._store.list():
+        for key in self._list():
             if key.kid == kid and key.state(now, self._policy.retention) is not KeyState.GONE:
                 return RSAKey.import_key(key.public_jwk)
         return None
@@ -167,13 +186,13 @@ class KeyService:
         """Every stored key with its state, newest first (read fresh)."""
         now = self._clock.now()
         retention = self._policy.retention
-        keys = sorted(self._store.list(), key=lambda k: (k.activate_at, k.created_at), reverse=True)
+        keys = sorted(self._list(), key=lambda k: (k.activate_at, k.created_at), reverse=True)
         return [KeyView(k, k.state(now, retention), k.drop_at(retention)) for k in keys]
 
     def check_readable(self) -> None:
         """Parse every key that may still sign, so a wrong passphrase stops start-up."""
         now = self._clock.now()
-        for key in self._store.list():
+        for key in self._list():
             if key.private_pem is None:
                 continue
             if key.state(now, self._policy.retention) in (KeyState.NEXT, KeyState.CURRENT):
@@ -186,10 +205,10 @@ class KeyService:
 
         :returns: the key created, or ``None`` when one was already current.
         """
-        if self._sound(self._store.list(), self._clock.now()):
+        if self._sound(self._list(), self._clock.now()):
             return None
         with self._store.lock():
-            keys = self._store.list()
+            keys = self._list()
             if self._sound(keys, self._clock.now()):
                 return None
             self._check_passphrase(keys)
@@ -208,7 +227,7 @@ class KeyService:
         """
         with self._store.lock():
             now = self._clock.now()
-            keys = self._store.list()
+            keys = self._list()
             pending = _pending(keys, now)
             if pending:
                 if _chain_broken(keys, now):
@@ -239,7 +258,7 @@ class KeyService:
         """
         with self._store.lock():
             now = self._clock.now()
-            keys = self._store.list()
+            keys = self._list()
             target = next((k for k in keys if k.kid == kid), None)
             if target is None:
                 raise NotFound(f"no signing key with kid {kid!r}")
@@ -265,7 +284,7 @@ class KeyService:
 
     def due(self) -> bool:
         """True when :meth:`tick` has something to do (a cheap, unlocked read)."""
-        return bool(self._work(self._store.list(), self._clock.now()))
+        return bool(self._work(self._list(), self._clock.now()))
 
     def tick(self) -> list[str]:
         """The scheduled work: rotate when the current key has served its interval, make
@@ -276,7 +295,7 @@ class KeyService:
         done: list[str] = []
         with self._store.lock():
             now = self._clock.now()
-            keys = self._store.list()
+            keys = self._list()
             work = self._work(keys, now)
             if "rotate" in work or "promote" in work:
                 new = None
@@ -291,7 +310,7 @@ class KeyService:
                 if created:
                     done.append(f"created key {created.kid}")
                     self._record("key.created", created)
-                keys = self._store.list()
+                keys = self._list()
             for key in keys:
                 state = key.state(now, self._policy.retention)
                 if state is not KeyState.GONE:
@@ -372,7 +391,7 @@ class KeyService:
                 return
 
     def _reload(self, kid: Kid) -> SigningKey:
-        for key in self._store.list():
+        for key in self._list():
             if key.kid == kid:
                 return key
         raise KeyStoreError(f"signing key {kid} vanished from the store")

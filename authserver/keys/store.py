@@ -8,6 +8,7 @@ from typing import Protocol
 
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
+from authserver.records import Scan
 
 
 class KeyStore(Protocol):
@@ -22,7 +23,13 @@ class KeyStore(Protocol):
         """
 
     def list(self) -> list[SigningKey]:
-        """Every stored key, in no particular order."""
+        """Every stored key that can be read, in no particular order."""
+
+    def scan(self) -> Scan[SigningKey]:
+        """Every stored key that can be read, and every record that cannot (by name).
+
+        An unreadable record never makes this raise: it is skipped and reported.
+        """
 
     def add(self, key: SigningKey) -> None:
         """Store a new key."""

@@ -18,6 +18,7 @@ from authserver.errors import Conflict
 from authserver.errors import NotFound
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
+from authserver.records import Scan
 
 
 class InMemoryClientStore:
@@ -46,6 +47,9 @@ class InMemoryClientStore:
     def list(self) -> list[Client]:
         return sorted(self._clients.values(), key=lambda c: (c.created_at, c.client_id))
 
+    def scan(self) -> Scan[Client]:
+        return Scan(self.list())
+
     def update(self, client: Client) -> None:
         if client.client_id not in self._clients:
             raise NotFound(f"no client with id {client.client_id!r}")
@@ -71,6 +75,9 @@ class InMemoryKeyStore:
 
     def list(self) -> list[SigningKey]:
         return list(self._keys.values())
+
+    def scan(self) -> Scan[SigningKey]:
+        return Scan(self.list())
 
     def add(self, key: SigningKey) -> None:
         self._keys[key.kid] = key

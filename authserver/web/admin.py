@@ -24,6 +24,7 @@ from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.records import UnreadableRecord
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import loads_strict
@@ -33,6 +34,7 @@ from authserver.web.errors import error_response
 from authserver.web.serializers import audit_json
 from authserver.web.serializers import client_json
 from authserver.web.serializers import key_json
+from authserver.web.serializers import unreadable_json
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -89,6 +91,12 @@ def _not_found(exc: NotFound) -> Response:
 @bp.errorhandler(Conflict)
 def _conflict(exc: Conflict) -> Response:
     return error_response(409, "conflict", str(exc))
+
+
+@bp.errorhandler(UnreadableRecord)
+def _unreadable(exc: UnreadableRecord) -> Response:
+    # The stored record is bad, not the request; DELETE still removes it.
+    return error_response(409, "unreadable_record", str(exc))
 
 
 @bp.errorhandler(InvalidInput)
@@ -164,7 +172,13 @@ def _json(obj: Any, status: int = 200) -> Response:
 
 @bp.get("/clients")
 def list_clients() -> Response:
-    return _json({"clients": [client_json(c) for c in services().clients.list()]})
+    clients = services().clients
+    return _json(
+        {
+            "clients": [client_json(c) for c in clients.list()],
+            "unreadable": [unreadable_json(r) for r in clients.unreadable()],
+        }
+    )
 
 
 @bp.post("/clients")
@@ -256,7 +270,13 @@ def enable_client(client_id: str) -> Response:
 
 @bp.get("/keys")
 def list_keys() -> Response:
-    return _json({"keys": [key_json(v) for v in services().keys.views()]})
+    keys = services().keys
+    return _json(
+        {
+            "keys": [key_json(v) for v in keys.views()],
+            "unreadable": [unreadable_json(r) for r in keys.unreadable()],
+        }
+    )
 
 
 @bp.post("/keys/rotate")

@@ -36,7 +36,17 @@ def readyz() -> Response:
         log.warning("readiness: signing key check failed: %s", type(exc).__name__)
         checks["signing_key"] = "unavailable"
     ready = all(v == "ok" for v in checks.values())
-    response = jsonify({"status": "ready" if ready else "unavailable", "checks": checks})
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "checks": checks}
+    try:
+        # Reported, not failed on: an unreadable record that is not needed leaves the
+        # instance able to serve (a missing current key fails signing_key above).
+        unreadable = svc.keys.unreadable()
+    except Exception as exc:
+        log.warning("readiness: listing key records failed: %s", type(exc).__name__)
+        unreadable = []
+    if unreadable:
+        body["unreadable_records"] = [f"{r.name}: {r.reason}" for r in unreadable]
+    response = jsonify(body)
     response.status_code = 200 if ready else 503
     response.headers["Cache-Control"] = "no-store"
     return response

@@ -12,6 +12,7 @@ from typing import Any
 from authserver.audit.model import AuditEvent
 from authserver.clients.model import Client
 from authserver.keys.service import KeyView
+from authserver.records import UnreadableRecord
 
 
 def iso(ts: float | None) -> str | None:
@@ -55,6 +56,10 @@ def key_json(view: KeyView) -> dict[str, Any]:
         "unpublished_at": iso(view.drop_at),
         "retired_at": iso(key.retired_at),
     }
+
+
+def unreadable_json(record: UnreadableRecord) -> dict[str, str]:
+    return {"name": record.name, "reason": record.reason}
 
 
 def audit_json(event: AuditEvent) -> dict[str, Any]:

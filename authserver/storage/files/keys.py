@@ -12,7 +12,9 @@ Every file is written to a temporary name, fsynced and renamed over the old one
 (``os.replace`` is atomic on POSIX), so a crash leaves either the old or the new content,
 never half a file. A key without its ``.json`` (crash between the two writes) was never
 published and is ignored; a ``.json`` whose ``.pem`` is gone is a key whose private half was
-destroyed.
+destroyed. A ``.json`` that cannot be read (not JSON, fields missing or of the wrong type,
+edited by hand) is skipped and reported by :meth:`FileKeyStore.scan`, never an error for
+the whole store.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 from authserver.errors import ConfigError
-from authserver.errors import KeyStoreError
 from authserver.errors import NotFound
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
+from authserver.keys.model import check_stored
+from authserver.records import Scan
+from authserver.records import UnreadableRecord
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -98,34 +101,64 @@ class FileKeyStore:
             os.close(fd)
 
     def list(self) -> list[SigningKey]:
-        keys = []
+        return self.scan().records
+
+    def scan(self) -> Scan[SigningKey]:
+        keys: list[SigningKey] = []
+        unreadable: list[UnreadableRecord] = []
         for meta_path in sorted(self.directory.glob("*.json")):
             try:
-                meta = json.loads(meta_path.read_text("utf-8"))
+                keys.append(self._read(meta_path))
             except FileNotFoundError:
                 continue  # deleted between glob and read
-            except (OSError, ValueError) as exc:
-                raise KeyStoreError(f"unreadable key metadata {meta_path.name}: {exc}") from None
-            keys.append(self._to_model(meta))
-        return keys
+            except UnreadableRecord as exc:
+                unreadable.append(exc)
+        return Scan(keys, unreadable)
 
-    def _to_model(self, meta: dict[str, Any]) -> SigningKey:
-        kid = Kid(meta["kid"])
-        pem_path = self.directory / f"{kid}.pem"
+    def _read(self, meta_path: Path) -> SigningKey:
+        """The key of one ``<kid>.json`` (and its ``.pem``).
+
+        :raises UnreadableRecord: naming the file and what is wrong with it.
+        """
+        name = meta_path.name
         try:
-            pem: bytes | None = pem_path.read_bytes()
+            meta = json.loads(meta_path.read_text("utf-8"))
+        except UnicodeDecodeError:
+            raise UnreadableRecord(name, "not UTF-8 text") from None
+        except ValueError as exc:
+            raise UnreadableRecord(name, f"not JSON ({exc})") from None
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise UnreadableRecord(name, exc.strerror or type(exc).__name__) from None
+        if not isinstance(meta, dict):
+            raise UnreadableRecord(name, "not a JSON object")
+        if meta.get("kid") != meta_path.stem:
+            raise UnreadableRecord(name, "its kid is missing or does not match the file name")
+        kid = Kid(meta_path.stem)
+        try:
+            pem: bytes | None = (self.directory / f"{kid}.pem").read_bytes()
         except FileNotFoundError:
             pem = None
-        return SigningKey(
-            kid=kid,
-            private_pem=pem,
-            public_jwk=meta["public_jwk"],
-            created_at=meta["created_at"],
-            activate_at=meta["activate_at"],
-            deactivate_at=meta.get("deactivate_at"),
-            retired_at=meta.get("retired_at"),
-            alg=meta.get("alg", "RS256"),
-        )
+        except OSError as exc:
+            raise UnreadableRecord(f"{kid}.pem", exc.strerror or type(exc).__name__) from None
+        try:
+            return check_stored(
+                SigningKey(
+                    kid=kid,
+                    private_pem=pem,
+                    public_jwk=meta["public_jwk"],
+                    created_at=meta["created_at"],
+                    activate_at=meta["activate_at"],
+                    deactivate_at=meta.get("deactivate_at"),
+                    retired_at=meta.get("retired_at"),
+                    alg=meta.get("alg", "RS256"),
+                )
+            )
+        except KeyError as exc:
+            raise UnreadableRecord(name, f"{exc.args[0]} is missing") from None
+        except ValueError as exc:
+            raise UnreadableRecord(name, str(exc)) from None
 
     def _write(self, key: SigningKey) -> None:
         pem_path = self.directory / f"{key.kid}.pem"

@@ -8,20 +8,20 @@ from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy import select
+from sqlalchemy import type_coerce
+from sqlalchemy.types import NullType
 
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
 from authserver.errors import Conflict
 from authserver.errors import NotFound
+from authserver.records import Scan
+from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.tables import ClientRow
-
-
-def _to_model(row: ClientRow) -> Client:
-    return _client({name: getattr(row, name) for name in _COLUMNS})
 
 
 def _fill(row: ClientRow, client: Client) -> None:
@@ -43,8 +43,9 @@ def _fill(row: ClientRow, client: Client) -> None:
     row.previous_secret_expires_at = client.previous_secret_expires_at
 
 
-#: The columns of a client row, in the order of ``_GET``. A raw read (below) and an ORM
-#: row (``_to_model``) both become a mapping of these names for ``_client``.
+#: The columns of a client row, in the order of ``_GET``. The DB-API read of one row
+#: (``get``) and the raw Core read of all rows (``scan``) both become a mapping of these
+#: names for ``_client``.
 _COLUMNS = (
     "client_id",
     "name",
@@ -82,34 +83,71 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def _client(values: Mapping[str, Any]) -> Client:
+class _BadColumn(ValueError):
+    """One column of a client row does not have its type."""
+
+
+def _strings(values: Mapping[Any, Any], column: str) -> tuple[str, ...]:
+    value = _json(values[column])
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise _BadColumn(f"{column} is not a list of strings")
+    return tuple(value)
+
+
+def _typed(values: Mapping[Any, Any], column: str, *types: type) -> Any:
+    value = values[column]
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        raise _BadColumn(f"{column} has the wrong type")
+    return value
+
+
+def _client(values: Mapping[Any, Any]) -> Client:
     """The model from a client row's column values, decoded or raw: JSON columns, the
-    boolean (an integer on SQLite) and the timestamps are normalised as the column types do."""
-    return Client(
-        client_id=ClientId(values["client_id"]),
-        name=values["name"],
-        policy=ClientPolicy(
-            audiences=tuple(_json(values["audiences"]) or ()),
-            scopes=tuple(_json(values["scopes"]) or ()),
-            allowed_claims=tuple(_json(values["allowed_claims"]) or ()),
-            token_ttl=values["token_ttl"],
-            require_sub=bool(values["require_sub"]),
-            profile=values["profile"] or "oauth2",
-            fixed_claims=_json(values["fixed_claims"]) or {},
-        ),
-        enabled=bool(values["enabled"]),
-        created_at=float(values["created_at"]),
-        updated_at=float(values["updated_at"]),
-        secret_hash=values["secret_hash"],
-        jwks=_json(values["jwks"]),
-        jwks_uri=values["jwks_uri"],
-        previous_secret_hash=values["previous_secret_hash"],
-        previous_secret_expires_at=(
-            None
-            if values["previous_secret_expires_at"] is None
-            else float(values["previous_secret_expires_at"])
-        ),
-    )
+    boolean (an integer on SQLite) and the timestamps are normalised as the column types do.
+
+    :raises UnreadableRecord: naming the row by client id and the column that is wrong
+        (never its value).
+    """
+    try:
+        jwks = _json(values["jwks"])
+        if jwks is not None and not isinstance(jwks, dict):
+            raise _BadColumn("jwks is not a JSON object")
+        fixed_claims = _json(values["fixed_claims"])
+        if fixed_claims is not None and not isinstance(fixed_claims, dict):
+            raise _BadColumn("fixed_claims is not a JSON object")
+        expires_at = _typed(values, "previous_secret_expires_at", int, float, type(None))
+        return Client(
+            client_id=ClientId(_typed(values, "client_id", str)),
+            name=_typed(values, "name", str),
+            policy=ClientPolicy(
+                audiences=_strings(values, "audiences"),
+                scopes=_strings(values, "scopes"),
+                allowed_claims=_strings(values, "allowed_claims"),
+                token_ttl=_typed(values, "token_ttl", int, type(None)),
+                require_sub=bool(_typed(values, "require_sub", bool, int)),
+                profile=_typed(values, "profile", str, type(None)) or "oauth2",
+                fixed_claims=fixed_claims or {},
+            ),
+            enabled=bool(_typed(values, "enabled", bool, int)),
+            created_at=float(_typed(values, "created_at", int, float)),
+            updated_at=float(_typed(values, "updated_at", int, float)),
+            secret_hash=_typed(values, "secret_hash", str, type(None)),
+            jwks=jwks,
+            jwks_uri=_typed(values, "jwks_uri", str, type(None)),
+            previous_secret_hash=_typed(values, "previous_secret_hash", str, type(None)),
+            previous_secret_expires_at=(None if expires_at is None else float(expires_at)),
+        )
+    except ValueError as exc:  # _BadColumn, json.JSONDecodeError, UnicodeDecodeError
+        raise UnreadableRecord(f"clients row {values['client_id']!r}", str(exc)) from None
+
+
+#: Every column, read without SQLAlchemy's per-type decoding (``NullType``): a row whose
+#: JSON does not parse would otherwise fail the whole result, not just that row.
+_RAW_COLUMNS = [
+    type_coerce(ClientRow.__table__.c[name], NullType()).label(name) for name in _COLUMNS
+]
 
 
 #: The ``locks`` row whose counter changes with every client change (cache validation).
@@ -147,10 +185,18 @@ class SqlClientStore:
         return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
     def list(self) -> list[Client]:
-        rows = self._db.session().scalars(
-            select(ClientRow).order_by(ClientRow.created_at, ClientRow.client_id)
-        )
-        return [_to_model(row) for row in rows]
+        return self.scan().records
+
+    def scan(self) -> Scan[Client]:
+        clients: list[Client] = []
+        unreadable: list[UnreadableRecord] = []
+        stmt = select(*_RAW_COLUMNS).order_by(ClientRow.created_at, ClientRow.client_id)
+        for row in self._db.session().execute(stmt).mappings():
+            try:
+                clients.append(_client(row))
+            except UnreadableRecord as exc:
+                unreadable.append(exc)
+        return Scan(clients, unreadable)
 
     def update(self, client: Client) -> None:
         session = self._db.session()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from collections.abc import Mapping
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import delete
 from sqlalchemy import select
+from sqlalchemy import type_coerce
+from sqlalchemy.types import NullType
 
 from authserver.errors import NotFound
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
+from authserver.keys.model import check_stored
+from authserver.records import Scan
+from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.tables import SigningKeyRow
@@ -18,17 +26,38 @@ from authserver.storage.sql.tables import SigningKeyRow
 LOCK_NAME = "signing_keys"
 
 
-def _to_model(row: SigningKeyRow) -> SigningKey:
-    return SigningKey(
-        kid=Kid(row.kid),
-        private_pem=row.private_pem,
-        public_jwk=dict(row.public_jwk),
-        created_at=row.created_at,
-        activate_at=row.activate_at,
-        deactivate_at=row.deactivate_at,
-        retired_at=row.retired_at,
-        alg=row.alg,
-    )
+#: Every column, read without SQLAlchemy's per-type decoding (``NullType``): a row whose
+#: JSON does not parse would otherwise fail the whole result, not just that row.
+_RAW_COLUMNS = [type_coerce(c, NullType()).label(c.key) for c in SigningKeyRow.__table__.c]
+
+
+def _to_model(values: Mapping[Any, Any]) -> SigningKey:
+    """The key of one raw row.
+
+    :raises UnreadableRecord: naming the row by kid and saying what is wrong with it.
+    """
+    kid = values["kid"]
+    name = f"signing_keys row {kid!r}"
+    try:
+        public_jwk = values["public_jwk"]
+        if isinstance(public_jwk, str | bytes):
+            # JSON is text on SQLite; psycopg has already decoded it on PostgreSQL.
+            public_jwk = json.loads(public_jwk)
+        pem = values["private_pem"]
+        return check_stored(
+            SigningKey(
+                kid=Kid(kid),
+                private_pem=bytes(pem) if isinstance(pem, memoryview) else pem,
+                public_jwk=public_jwk,
+                created_at=values["created_at"],
+                activate_at=values["activate_at"],
+                deactivate_at=values["deactivate_at"],
+                retired_at=values["retired_at"],
+                alg=values["alg"],
+            )
+        )
+    except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
+        raise UnreadableRecord(name, str(exc)) from None
 
 
 def _fill(row: SigningKeyRow, key: SigningKey) -> None:
@@ -55,10 +84,18 @@ class SqlKeyStore:
         self._db.session().flush()
 
     def list(self) -> list[SigningKey]:
-        session = self._db.session()
-        # populate_existing: rows read before the lock was taken must not mask newer values.
-        stmt = select(SigningKeyRow).execution_options(populate_existing=True)
-        return [_to_model(row) for row in session.scalars(stmt)]
+        return self.scan().records
+
+    def scan(self) -> Scan[SigningKey]:
+        keys: list[SigningKey] = []
+        unreadable: list[UnreadableRecord] = []
+        # A Core read: never an ORM object that could mask a newer row read under the lock.
+        for row in self._db.session().execute(select(*_RAW_COLUMNS)).mappings():
+            try:
+                keys.append(_to_model(row))
+            except UnreadableRecord as exc:
+                unreadable.append(exc)
+        return Scan(keys, unreadable)
 
     def add(self, key: SigningKey) -> None:
         session = self._db.session()

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from authserver.clients import secrets as client_secrets
 from authserver.clients.model import Client
@@ -23,6 +24,7 @@ from authserver.clients.model import ClientPolicy
 from authserver.clients.store import ClientStore
 from authserver.errors import Conflict
 from authserver.errors import NotFound
+from authserver.records import UnreadableRecord
 from authserver.storage.memory import InMemoryClientStore
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
@@ -222,6 +224,27 @@ class ClientStoreContract:
         with pytest.raises(dataclasses.FrozenInstanceError):
             got.name = "changed"
 
+    def inject_bad_records(self, harness: Harness) -> set[ClientId]:
+        """Store client records that cannot be decoded, the way this store can hold them;
+        returns their ids. A store that cannot hold a bad record returns nothing."""
+        return set()
+
+    def test_unreadable_records_are_skipped_reported_and_deletable(self, harness: Harness) -> None:
+        good = make_client(0)
+        harness.run(lambda s: s.add(good))
+        bad = self.inject_bad_records(harness)
+        scan = harness.run(lambda s: s.scan())
+        assert scan.records == [good]
+        assert {r.name for r in scan.unreadable} == {f"clients row {cid!r}" for cid in bad}
+        assert harness.run(lambda s: s.list()) == [good]
+        assert harness.run(lambda s: s.get(good.client_id)) == good
+        for client_id in bad:
+            with pytest.raises(UnreadableRecord) as exc:
+                harness.run(lambda s, cid=client_id: s.get(cid))
+            assert exc.value.name == f"clients row {client_id!r}"
+            harness.run(lambda s, cid=client_id: s.delete(cid))
+        assert harness.run(lambda s: s.scan()).unreadable == []
+
 
 class TestInMemoryClientStore(ClientStoreContract):
     @pytest.fixture
@@ -233,6 +256,43 @@ class TestSqlClientStore(ClientStoreContract):
     @pytest.fixture
     def harness(self, database: Database) -> Harness:
         return Harness(SqlClientStore(database), database.unit_of_work)
+
+    def inject_bad_records(self, harness: Harness) -> set[ClientId]:
+        assert isinstance(harness.store, SqlClientStore)
+        database = harness.store._db
+        rows = {
+            # column -> a value of the wrong shape, valid for the column's SQL type
+            "audiences": '"a string"',
+            "scopes": '{"a": "b"}',
+            "allowed_claims": "[1, 2]",
+            "jwks": "[]",
+        }
+        if database.engine.dialect.name == "sqlite":
+            rows["audiences_not_json"] = '["a", '  # PostgreSQL's json type refuses it
+        inserted: set[ClientId] = set()
+        with database.unit_of_work() as session:
+            for n, (column, value) in enumerate(rows.items(), start=1):
+                client = make_client(n)
+                row = {
+                    "client_id": client.client_id,
+                    "audiences": "[]",
+                    "scopes": "[]",
+                    "allowed_claims": "[]",
+                    "jwks": None,
+                    column.removesuffix("_not_json"): value,
+                }
+                cast = "CAST({} AS json)" if database.engine.dialect.name == "postgresql" else "{}"
+                json_values = ", ".join(
+                    cast.format(f":{c}") for c in ("audiences", "scopes", "allowed_claims", "jwks")
+                )
+                insert = (
+                    "INSERT INTO clients (client_id, name, enabled, created_at, updated_at, "  # noqa: S608 - constant SQL, bound values
+                    f"audiences, scopes, allowed_claims, jwks) VALUES (:client_id, 'bad', true, "
+                    f":t, :t, {json_values})"
+                )
+                session.execute(text(insert), {**row, "t": T0 + n})
+                inserted.add(client.client_id)
+        return inserted
 
     def test_several_operations_in_one_unit_of_work(self, database: Database) -> None:
         store = SqlClientStore(database)

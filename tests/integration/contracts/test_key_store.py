@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import os
 import stat
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 
 import pytest
 from joserfc.jwk import RSAKey
+from sqlalchemy import text
 
 from authserver.errors import NotFound
 from authserver.keys import crypto
@@ -248,6 +250,32 @@ class KeyStoreContract:
         assert harness.version() == first
         assert isinstance(first, str)
 
+    def inject_bad_records(self, harness: Harness) -> set[str]:
+        """Store records that cannot be read, the way this store can hold them (a file
+        edited by hand, a row written by another tool); returns the names ``scan``
+        must report. A store that cannot hold a bad record returns nothing."""
+        return set()
+
+    def test_unreadable_records_are_skipped_and_reported_by_name(
+        self, harness: Harness, make_key: Callable[..., SigningKey]
+    ) -> None:
+        a, b = make_key(0), make_key(1)
+        harness.run(lambda s: s.add(a))
+        bad = self.inject_bad_records(harness)
+        scan = harness.run(lambda s: s.scan())
+        assert {k.kid: k for k in scan.records} == {a.kid: a}
+        assert {r.name for r in scan.unreadable} == bad
+        assert all(r.reason for r in scan.unreadable)
+        assert harness.listed() == {a.kid: a}
+        # The store keeps working around them.
+
+        def add_locked(s: KeyStore) -> None:
+            with s.lock():
+                s.add(b)
+
+        harness.run(add_locked)
+        assert harness.listed() == {a.kid: a, b.kid: b}
+
     def test_lock_is_reenterable_sequentially(
         self, harness: Harness, make_key: Callable[..., SigningKey]
     ) -> None:
@@ -345,6 +373,34 @@ class TestFileKeyStore(KeyStoreContract):
     def harness(self, keys_dir: Path) -> Harness:
         return Harness(FileKeyStore(keys_dir), nullcontext)
 
+    def inject_bad_records(self, harness: Harness) -> set[str]:
+        assert isinstance(harness.store, FileKeyStore)
+        directory = harness.store.directory
+        (directory / "empty.json").write_text("{}")
+        (directory / "broken.json").write_text('{"kid": "broken", ')
+        (directory / "binary.json").write_bytes(b"\xff\xfe\x00")
+        (directory / "list.json").write_text("[1, 2]")
+        (directory / "other.json").write_text('{"kid": "not-other"}')
+        leaky = {
+            "kid": "leaky",
+            "public_jwk": {"kty": "RSA", "kid": "leaky", "n": "x", "e": "AQAB", "d": "y"},
+            "created_at": T0,
+            "activate_at": T0,
+        }
+        (directory / "leaky.json").write_text(json.dumps(leaky))
+        (directory / "late.json").write_text(
+            json.dumps({**leaky, "kid": "late", "public_jwk": {}, "activate_at": "soon"})
+        )
+        return {
+            "empty.json",
+            "broken.json",
+            "binary.json",
+            "list.json",
+            "other.json",
+            "leaky.json",
+            "late.json",
+        }
+
     def test_private_key_file_is_0600_and_no_temp_files_remain(
         self, harness: Harness, keys_dir: Path, make_key: Callable[..., SigningKey]
     ) -> None:
@@ -398,6 +454,27 @@ class TestSqlKeyStore(KeyStoreContract):
     @pytest.fixture
     def harness(self, database: Database) -> Harness:
         return Harness(SqlKeyStore(database), database.unit_of_work)
+
+    def inject_bad_records(self, harness: Harness) -> set[str]:
+        assert isinstance(harness.store, SqlKeyStore)
+        database = harness.store._db
+        rows = {
+            "empty": "{}",
+            "string": '"a string"',
+            "leaky": json.dumps({"kty": "RSA", "kid": "leaky", "n": "x", "e": "AQAB", "d": "y"}),
+        }
+        if database.engine.dialect.name == "sqlite":
+            rows["not-json"] = '{"kty": '  # PostgreSQL's json type refuses it on insert
+        insert = text(
+            "INSERT INTO signing_keys (kid, alg, private_pem, public_jwk, created_at, "
+            "activate_at) VALUES (:kid, 'RS256', NULL, :jwk, :t, :t)"
+        )
+        if database.engine.dialect.name == "postgresql":
+            insert = text(insert.text.replace(":jwk", "CAST(:jwk AS json)"))
+        with database.unit_of_work() as session:
+            for kid, jwk in rows.items():
+                session.execute(insert, {"kid": kid, "jwk": jwk, "t": T0})
+        return {f"signing_keys row {kid!r}" for kid in rows}
 
     def test_lock_waits_for_the_first_unit_of_work_to_commit(
         self, database: Database, make_key: Callable[..., SigningKey]
