@@ -178,5 +178,5 @@ def test_bad_rows_are_skipped_and_reported(
     with ServerProcess(env) as server:
         _serves(server, client)
     # The operator can remove the bad row.
-    _cli(env, "clients", "delete", bad_client)
+    _cli(env, "clients", "delete", bad_client, "--yes")
     assert _cli(env, "clients", "list")["unreadable"] == []
