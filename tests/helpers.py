@@ -37,6 +37,44 @@ def missing(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
+def node_and_npm(what: str) -> tuple[str, str]:
+    """The ``node`` (20 or later) and ``npm`` binaries; :func:`missing` when absent."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing(f"node and npm are not on PATH: {what} cannot run")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True)
+    if int(version.stdout.strip().lstrip("v").split(".")[0]) < 20:
+        missing(f"node {version.stdout.strip()} is older than 20: {what} cannot run")
+    return node, npm
+
+
+def npm_ci(npm: str, package: Path) -> None:
+    """``npm ci`` in *package*: exactly its committed package-lock.json. Skipped when
+    node_modules already holds exactly that tree (npm's own record of what it installed,
+    ``node_modules/.package-lock.json``): a native dependency built from source makes a
+    repeated ``npm ci`` cost minutes."""
+    hidden = package / "node_modules" / ".package-lock.json"
+    if hidden.exists():
+
+        def versions(lockfile: Path) -> dict[str, object]:
+            packages = json.loads(lockfile.read_text())["packages"]
+            return {
+                k: v.get("version") for k, v in packages.items() if k.startswith("node_modules/")
+            }
+
+        if versions(package / "package-lock.json") == versions(hidden):
+            return
+    install = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
+        cwd=package,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert install.returncode == 0, f"npm ci failed:\n{install.stdout}\n{install.stderr}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,7 +7,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,9 +21,8 @@ import requests
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
-
-from tests.helpers import free_port
 from tests.helpers import missing
+from tests.helpers import node_and_npm
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -67,13 +65,13 @@ def test_python_chain_on_chosen_ports() -> None:
 
 def _npm_ci_node_example() -> tuple[str, Path]:
     """``npm ci`` in examples/node; the node binary and the example's folder."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        missing("node and npm are not on PATH: the Node sync server example is not run")
+    node, npm = node_and_npm("the Node sync server example")
     node_dir = EXAMPLES / "node"
     # npm ci: exactly the committed package-lock.json, into examples/node/node_modules
     # (git-ignored): authserver-verifier copied from verifiers/js (.npmrc install-links)
-    # and jose; --prefer-offline uses npm's cache when it already holds jose.
+    # and jose; --prefer-offline uses npm's cache when it already holds jose. Always run
+    # (not helpers.npm_ci, which skips an unchanged tree): the copy of verifiers/js keeps
+    # its version number when its code changes.
     install = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
         cwd=node_dir,

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,36 +24,14 @@ import requests
 
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
+from tests.helpers import node_and_npm
+from tests.helpers import npm_ci
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vendor_clients"
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 AUDIENCE = "https://sync.example"
 VERDANT_SYNC_URL = "http://127.0.0.1:3000/lofi"
-
-
-def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        message = f"{name} is not on PATH: the vendor client checks cannot run"
-        if IN_CI:
-            pytest.fail(message + " (CI: .ci/run installs nodejs and npm from Debian)")
-        pytest.skip(message)
-    return path
-
-
-def _installed_matches_lockfile() -> bool:
-    hidden = PACKAGE / "node_modules" / ".package-lock.json"
-    if not hidden.exists():
-        return False
-    wanted = json.loads((PACKAGE / "package-lock.json").read_text())["packages"]
-    have = json.loads(hidden.read_text())["packages"]
-
-    def versions(packages: dict[str, dict[str, object]]) -> dict[str, object]:
-        return {k: v.get("version") for k, v in packages.items() if k.startswith("node_modules/")}
-
-    return versions(wanted) == versions(have)
 
 
 @pytest.fixture(scope="module")
@@ -103,17 +80,8 @@ def server(
 
 def test_vendor_clients_accept_the_answers(server: tuple[ServerProcess, dict[str, Any]]) -> None:
     process, clients = server
-    node, npm = _tool("node"), _tool("npm")
-    if not _installed_matches_lockfile():
-        install = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
-            cwd=PACKAGE,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        assert install.returncode == 0, f"npm ci failed:\n{install.stdout}\n{install.stderr}"
+    node, npm = node_and_npm("the vendor client checks")
+    npm_ci(npm, PACKAGE)
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
     env.update(
         AUTHSERVER_URL=process.base_url,
