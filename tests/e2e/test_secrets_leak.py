@@ -1,7 +1,10 @@
 """Secrets stay secret: a full session against a real server at debug log level, then every
 byte the server wrote (its log, response bodies other than the two that must show a
-secret, the audit trail, /metrics, the database, the key directory) is searched for every
-secret, passphrase, token and private key used. None may appear."""
+secret, the audit trail, /metrics, every table of the database, the key directory) is
+searched for every secret, passphrase, token and private key used. None may appear, in
+any of the forms a careless log line would give it: as sent, URL-encoded, inside the
+base64 of an ``Authorization: Basic`` header (or any other base64 text), or cut short
+(a secret's random part without its public prefix, or the first characters of it)."""
 
 from __future__ import annotations
 
@@ -12,20 +15,74 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from urllib.parse import quote_plus
+from urllib.parse import urlencode
 
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import create_engine
 
+from authserver.clients.secrets import SECRET_PREFIX
+from authserver.storage.sql.tables import Base
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import run_cli
 
-PASSPHRASE = "pp-Zq8vN3kLr7TcW2yX"
-ADMIN_TOKEN = "admin-Hf4Ks9Pq2Lm7Vx3Bn8-Zr6Wt1Yc5Qa0"
-METRICS_TOKEN = "metrics-Jd8Rw2Xe5Tn1Gc7Vb4-Mk9Ls3Pz6"
+# Characters that URL encoding changes, so the URL-encoded forms differ from the plain ones.
+PASSPHRASE = "pp Zq8+vN3/kLr7&TcW2=yX"
+ADMIN_TOKEN = "admin+Hf4Ks9/Pq2Lm7Vx3Bn8+Zr6Wt1Yc5Qa0=="
+METRICS_TOKEN = "metrics-Jd8Rw2Xe5Tn1Gc7Vb4/Mk9Ls3Pz6+"
 WRONG_SECRET = "as_secret_WRONGwrongWRONGwrongWRONGwrongWRONGwr"
 AUD = "https://sync.example"
+
+
+def base64_forms(value: bytes) -> list[str]:
+    """The text *value* leaves inside any standard or URL-safe base64 string, whatever
+    bytes come before it: its encoding at each of the three byte alignments, without the
+    characters the neighbouring bytes share. Finds ``client_id:secret`` in a Basic header."""
+    forms = []
+    for shift in range(3):
+        start = (shift + 2) // 3 * 4  # first character encoding only bytes of *value*
+        end = (shift + len(value)) // 3 * 4  # last full group made of *value* alone
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.append(encode(b"\0" * shift + value).decode()[start:end])
+    return [f for f in forms if len(f) >= 16]
+
+
+def leak_forms(name: str, value: str, *, client_id: str | None = None) -> dict[str, str]:
+    """Every form of *value* to search for, by a name that says which one was found."""
+    forms = {
+        f"{name}": value,
+        f"{name} url-encoded": quote(value, safe=""),
+        f"{name} form-encoded": quote_plus(value),
+    }
+    body = value.removeprefix(SECRET_PREFIX)
+    if body != value:
+        forms[f"{name} without its prefix"] = body
+    forms[f"{name} cut short"] = body[:16]
+    for i, form in enumerate(base64_forms(value.encode())):
+        forms[f"{name} in base64 ({i})"] = form
+    if client_id is not None:
+        basic = base64.b64encode(f"{client_id}:{value}".encode()).decode()
+        forms[f"{name} as Basic credentials"] = basic
+    return forms
+
+
+def test_leak_forms_find_a_basic_header_and_a_url_encoded_value() -> None:
+    """The search itself: a log line with the raw Authorization header or a form body is
+    found by the forms, though neither holds the secret as sent."""
+    secret = "as_secret_Zx9Qw2Er7Ty5Ui3Op1As8Df6Gh4Jk0Lz"
+    header = "Basic " + base64.b64encode(f"as_client_abc:{secret}".encode()).decode()
+    forms = leak_forms("s", secret, client_id="as_client_abc")
+    assert secret not in header
+    assert any(f in f"DEBUG Authorization: {header}" for f in forms.values())
+    for prefix in ("", "x", "xy"):  # whatever the id's length, the alignment is covered
+        encoded = base64.b64encode(f"{prefix}:{secret}".encode()).decode()
+        assert any(f in encoded for k, f in forms.items() if "base64" in k)
+    assert leak_forms("p", PASSPHRASE)["p form-encoded"] in urlencode({"p": PASSPHRASE})
+    assert PASSPHRASE not in urlencode({"p": PASSPHRASE})
 
 
 def _private_key_material(keys_dir: Path) -> list[str]:
@@ -210,8 +267,13 @@ def test_no_secret_appears_in_anything_the_server_writes(
             written.append(path.read_bytes().decode("latin-1"))
 
     haystack = "\n".join(written)
+    client_ids = {s: cid for s in secrets if s.startswith(SECRET_PREFIX)}
     needles = {
-        **{f"secret {i}": s for i, s in enumerate(secrets)},
+        **{
+            form: needle
+            for i, s in enumerate(secrets)
+            for form, needle in leak_forms(f"secret {i}", s, client_id=client_ids.get(s)).items()
+        },
         **{f"token {i}": t for i, t in enumerate(tokens)},
         **{f"token signature {i}": t.rsplit(".", 1)[1] for i, t in enumerate(tokens)},
         **{f"private key {i}": m for i, m in enumerate(_private_key_material(keys_dir))},
@@ -228,22 +290,14 @@ def _database_dump(db_url: str) -> str:
         path = db_url.split("sqlite:///", 1)[1]
         with sqlite3.connect(path) as conn:
             return "\n".join(conn.iterdump())
-    from sqlalchemy import create_engine
-    from sqlalchemy import text
-
     engine = create_engine(db_url)
     rows: list[Any] = []
     try:
         with engine.connect() as conn:
-            for table in (
-                "clients",
-                "signing_keys",
-                "audit_events",
-                "revoked_tokens",
-                "used_assertions",
-                "locks",
-            ):
-                rows.extend(conn.execute(text(f"SELECT * FROM {table}")).fetchall())  # noqa: S608
+            # Every table the application has, from its own metadata: a new table cannot
+            # be missed by this search.
+            for table in Base.metadata.sorted_tables:
+                rows.extend(conn.execute(table.select()).fetchall())
     finally:
         engine.dispose()
     return "\n".join(json.dumps([str(c) for c in row]) for row in rows)
