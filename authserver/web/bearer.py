@@ -23,7 +23,7 @@ def presented_matches(expected: str) -> bool:
     """True when the request carries ``Authorization: Bearer <expected>``.
 
     :func:`hmac.compare_digest` takes the same time wherever the two differ, so the answer
-    time says nothing about how much of a guess was right (tests/unit/test_constant_time.py
+    time says nothing about how much of a guess was right (tests/e2e/test_constant_time.py
     checks that this, and nothing else, compares the tokens).
     """
     scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
