@@ -16,7 +16,7 @@ const listening = [];
 
 before(async () => {
   server = await sharedAuthserver();
-  client = server.createClient('--name', 'js middleware tests', '--audience', AUDIENCE);
+  client = server.client;
   verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
 });
 after(async () => {

@@ -15,7 +15,7 @@ let client;
 
 before(async () => {
   server = await sharedAuthserver();
-  client = server.createClient('--name', 'js revocation tests', '--audience', AUDIENCE);
+  client = server.client;
 });
 
 const issue = (sub) => server.token(client, { sub, audience: AUDIENCE });

@@ -27,10 +27,7 @@ const events = [];
 
 before(async () => {
   server = await sharedAuthserver();
-  client = server.createClient(
-    '--name', 'verdant backend', '--audience', AUDIENCE,
-    '--allowed-claim', 'lib', '--allowed-claim', 'url', '--allowed-claim', 'type', '--allowed-claim', 'role',
-  );
+  client = server.client;
   dir = mkdtempSync(path.join(tmpdir(), 'verdant-'));
   app = http.createServer();
   // The way Verdant's docs attach it to an existing server; the secret is no longer used.

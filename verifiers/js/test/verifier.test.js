@@ -17,7 +17,7 @@ let client;
 
 before(async () => {
   server = await sharedAuthserver();
-  client = server.createClient('--name', 'js verifier tests', '--audience', AUDIENCE, '--audience', 'https://other.example.com', '--allowed-claim', 'libraryId');
+  client = server.client;
 });
 
 const issue = (params) => server.token(client, { audience: AUDIENCE, ...params });

@@ -20,7 +20,7 @@ const cleanups = [];
 
 before(async () => {
   [server, issuer] = await Promise.all([sharedAuthserver(), startIssuer()]);
-  client = server.createClient('--name', 'js websocket tests', '--audience', AUDIENCE);
+  client = server.client;
 });
 after(async () => {
   for (const cleanup of cleanups.reverse()) await cleanup();

@@ -29,6 +29,9 @@ function cleanEnv(extra) {
   return { ...env, ...extra };
 }
 
+/** The audience tokens are requested for unless a test names another. */
+export const DEFAULT_AUDIENCE = 'https://sync.example.com';
+
 let shared = null;
 /** Every server this process started and has not stopped: killed if the process ends. */
 const running = new Set();
@@ -50,6 +53,13 @@ export function sharedAuthserver() {
   shared ??= startAuthserver().then((server) => {
     // Nothing else stops it: it must not keep this process alive, and dies with it.
     server.unref();
+    // One client for every file (each `clients create` is a CLI start): both test
+    // audiences, and the extra claims the tests send (Verdant's lib/url/type/role).
+    server.client = server.createClient(
+      '--name', 'js tests',
+      '--audience', DEFAULT_AUDIENCE, '--audience', 'https://other.example.com',
+      ...['libraryId', 'lib', 'url', 'type', 'role'].flatMap((claim) => ['--allowed-claim', claim]),
+    );
     return server;
   });
   return shared;
@@ -173,9 +183,12 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
     createClient(...args) {
       return JSON.parse(cli('clients', 'create', ...args, '--json'));
     },
-    /** POST /token (client_secret_basic); `params` are form fields. Resolves to the JWT. */
+    /**
+     * POST /token (client_secret_basic); `params` are form fields, `audience` defaulting
+     * to DEFAULT_AUDIENCE. Resolves to the JWT.
+     */
     async token(client, params = {}) {
-      const body = new URLSearchParams({ grant_type: 'client_credentials', ...params });
+      const body = new URLSearchParams({ grant_type: 'client_credentials', audience: DEFAULT_AUDIENCE, ...params });
       const response = await fetch(`${baseUrl}/token`, {
         method: 'POST',
         body,
