@@ -8,8 +8,11 @@ help: ## show this help
 install: ## create the venv with test, typing and dev extras
 	python3 -m venv $(VENV) && $(BIN)/pip install -q -e '.[test,typing,dev]'
 
-test: ## run the test suite
+test: ## run the test suite (in parallel: pytest-xdist, one worker per core)
 	$(BIN)/pytest
+
+test-fast: ## the fast subset: everything but the tests that start processes
+	$(BIN)/pytest -m "not slow"
 
 lint: ## ruff check and format check
 	$(BIN)/ruff check authserver tests migrations examples
@@ -28,4 +31,5 @@ db: ## apply migrations to AUTHSERVER_DATABASE_URL
 serve: ## run the server
 	$(BIN)/authserver serve
 
-.PHONY: help install test lint fmt typecheck db serve
+
+.PHONY: help install test test-fast lint fmt typecheck db serve

@@ -18,6 +18,7 @@ once per dialect and process, a replay of its statements after that), and in-pro
 
 from __future__ import annotations
 
+import ast
 import itertools
 import os
 import secrets
@@ -255,6 +256,47 @@ def pooled_keygen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         return _KEY_POOL.get(next(counter))
 
     monkeypatch.setattr(crypto, "generate", generate)
+
+
+# -- the fast subset: ``pytest -m "not slow"`` ---------------------------------------------
+#: Names that start a process: a test that reaches one of them, directly or through a
+#: function or fixture of its own module, is marked ``slow`` at collection.
+_PROCESS_NAMES = frozenset(
+    {"ServerProcess", "run_cli", "cli_json", "subprocess", "Popen", "run_demo"}
+)
+_process_tests: dict[str, frozenset[str]] = {}
+
+
+def _functions_starting_processes(path: Path) -> frozenset[str]:
+    """The functions of the module at *path* that start a process, transitively within
+    the module (its helpers, its fixtures by parameter name)."""
+    if str(path) not in _process_tests:
+        tree = ast.parse(path.read_text())
+        functions = {
+            node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
+        }
+        uses = {
+            name: {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+            | {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+            | {a.arg for a in node.args.args}
+            for name, node in functions.items()
+        }
+        starting = {name for name, used in uses.items() if used & _PROCESS_NAMES}
+        while True:  # callers of starters start processes too
+            more = {name for name, used in uses.items() if used & starting} - starting
+            if not more:
+                break
+            starting |= more
+        _process_tests[str(path)] = frozenset(starting)
+    return _process_tests[str(path)]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function) or item.get_closest_marker("slow"):
+            continue
+        if item.originalname in _functions_starting_processes(item.path):
+            item.add_marker(pytest.mark.slow)
 
 
 #: Run a test on SQLite only: for tests whose ``services``/``app`` never reach the
