@@ -140,7 +140,9 @@ export class StatusListCache {
       this.entries.set(uri, entry);
     }
     if (entry.list && now < entry.freshUntil) return entry.list;
-    if (!entry.list || now >= (entry.retryAt ?? 0)) {
+    // After a failed fetch, the next one waits retryInterval, with or without a copy: a
+    // Status Provider that is down is not asked once per verification.
+    if (now >= (entry.retryAt ?? 0)) {
       // One fetch at a time per list, whoever asks.
       entry.pending ??= this.refresh(uri, entry).finally(() => {
         entry.pending = undefined;

@@ -55,8 +55,16 @@ export function createTokenDeadlines(verifier, options = {}) {
     state.timers = timers;
   }
 
-  async function recheck() {
-    for (const [ws, state] of connections) {
+  let rechecking = null;
+  /** Re-verify every tracked connection's token; one pass at a time. */
+  function recheck() {
+    rechecking ??= recheckAll().finally(() => {
+      rechecking = null;
+    });
+    return rechecking;
+  }
+  async function recheckAll() {
+    for (const [ws, state] of [...connections]) {
       const token = state.token;
       try {
         await verifier.verify(token);

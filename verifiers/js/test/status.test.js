@@ -105,10 +105,18 @@ test('a list that cannot be fetched: the last copy is used up to statusListMaxSt
   await verifier.verify(token);
 });
 
-test('a list never fetched and unreachable: status_unavailable', async () => {
-  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+test('a list never fetched and unreachable: status_unavailable, asked again only after the retry interval', async () => {
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
   // No list 'missing' at the issuer: 404.
-  await rejects(verifier.verify(await issuer.token({ list: 'missing', idx: 0 })), 'status_unavailable');
+  const token = await issuer.token({ list: 'missing', idx: 0 });
+  const before = issuer.state.listRequests;
+  await rejects(verifier.verify(token), 'status_unavailable');
+  await rejects(verifier.verify(token), 'status_unavailable');
+  assert.equal(issuer.state.listRequests - before, 1, 'not asked again within statusListRetryInterval (5 s)');
+  clock.offset = 6;
+  await rejects(verifier.verify(token), 'status_unavailable');
+  assert.equal(issuer.state.listRequests - before, 2);
 });
 
 test('Status List Tokens that break §5.1 or §8.3 are not used', async () => {

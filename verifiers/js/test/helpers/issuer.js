@@ -37,6 +37,7 @@ export async function startIssuer() {
     // Per list id: {statuses, bits, size, ttl, expIn, sub?, typ?, signWith?, status?, iss?}
     lists: new Map(),
     fetches: 0,
+    listRequests: 0, // every request for a list, answered or not
     down: false,
   };
 
@@ -57,7 +58,8 @@ export async function startIssuer() {
   }
 
   const server = http.createServer(async (req, res) => {
-    if (state.down) {
+    if (req.url.startsWith('/statuslists/')) state.listRequests += 1;
+    if (state.down && req.url.startsWith('/statuslists/')) {
       res.writeHead(503).end();
       return;
     }
