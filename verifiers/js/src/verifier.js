@@ -192,6 +192,11 @@ export function createVerifier(options = {}) {
       if (ref === null) {
         if (config.status === 'required') throw new InvalidTokenError('invalid_status', 'the token has no status claim');
       } else {
+        // Lists come from the issuer's own URL space and nowhere else: a token cannot send
+        // this verifier to another host (the same rule as the Python verifier).
+        if (!ref.uri.startsWith(issuer.replace(/\/+$/, '') + '/')) {
+          throw new InvalidTokenError('invalid_status', "the status list is not under the issuer's URL");
+        }
         const value = await statusLists.status(ref.uri, ref.idx);
         if (value === INVALID) throw new InvalidTokenError('revoked');
         if (value === SUSPENDED) throw new InvalidTokenError('suspended');
