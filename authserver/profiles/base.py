@@ -48,7 +48,8 @@ _ECHOABLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 class ProfileError(TokenRequestError):
     """The dialect request is malformed or uses a field the profile does not honour
-    (``invalid_request``). The message names the field; it never quotes a value."""
+    (``invalid_request``). The message names the field; it never quotes a value, and uses
+    only the characters RFC 6749 §5.2 allows in ``error_description`` (no ``"`` or ``\\``)."""
 
 
 def field_list(names: Iterable[str]) -> str:

@@ -72,12 +72,10 @@ def duration(value: Any, field: str) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return seconds(value, field)
     if not isinstance(value, str):
-        raise ProfileError(f'{field} must be a duration such as "10m" or "1d", or seconds')
+        raise ProfileError(f"{field} must be a duration such as 10m or 1d, or seconds")
     match = _DURATION.match(value.strip())
     if match is None or match["unit"].lower() not in _UNITS:
-        raise ProfileError(
-            f'{field} must be a number with a unit, such as "90s", "10m", "12h" or "1d"'
-        )
+        raise ProfileError(f"{field} must be a number with a unit, such as 90s, 10m, 12h or 1d")
     total = math.floor(float(match["n"]) * _UNITS[match["unit"].lower()])
     if not 0 < total <= MAX_SECONDS:
         raise ProfileError(f"{field} must be at least one second and at most ten years")

@@ -212,3 +212,22 @@ def test_stream_bearer_with_the_previous_secret_during_a_grace_period(
         services.clients.rotate_secret(cid)  # no grace: only the newest works
     response = post_json(http, {"userId": "u"}, auth=f"Bearer {new}", path=STREAM_PATH)
     assert response.status_code == 401
+
+
+def test_dialect_refusals_are_rfc6749_errors(http: Any, register: Callable[..., Any]) -> None:
+    """A refusal's description stays within RFC 6749's character set (a quote in it made
+    Authlib raise, answering 500)."""
+    cid, secret = register(audiences=[AUD], scopes=["ACCESS_DB"], profile="dexie")
+    base = {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret}
+    for bad in ("600", "ten minutes", 1.5, "-1m"):
+        response = post_json(http, {**base, "claims": {"sub": "u"}, "expires_in": bad})
+        assert response.status_code == 400, (bad, response.status_code)
+        assert response.get_json()["error"] == "invalid_request"
+        assert "expires_in" in response.get_json()["error_description"]
+
+
+def test_require_sub_holds_under_a_profile(http: Any, register: Callable[..., Any]) -> None:
+    _, secret = register(audiences=[AUD], profile="stream", require_sub=True)
+    response = post_json(http, {"scopes": []}, auth=f"Bearer {secret}", path=STREAM_PATH)
+    assert response.status_code == 400
+    assert "sub" in response.get_json()["error_description"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -27,6 +28,15 @@ from authserver.profiles.verdant import VerdantProfile
 from authserver.tokens.model import IssuedToken
 
 NOW = 1_800_000_000.0
+#: RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (Authlib raises on
+#: anything else, which would turn a refusal into a server error).
+DESCRIBABLE = re.compile(r"^[\x20-\x21\x23-\x5B\x5D-\x7E]+$")
+
+
+def refused(profile: Profile, fields: dict[str, Any], named: str, **policy: Any) -> None:
+    with pytest.raises(ProfileError, match=named) as exc:
+        translate(profile, fields, **policy)
+    assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
 
 
 def client(**policy: Any) -> Client:
@@ -192,8 +202,7 @@ def test_dexie_request_as_the_documented_backend_sends_it() -> None:
     ],
 )
 def test_dexie_refuses_what_it_cannot_honour(fields: dict[str, Any], named: str) -> None:
-    with pytest.raises(ProfileError, match=named):
-        translate(DexieProfile(), fields)
+    refused(DexieProfile(), fields, named)
 
 
 def test_dexie_response_is_a_token_final_response() -> None:
@@ -260,8 +269,7 @@ def test_verdant_defaults_type_to_realtime_and_takes_the_url_from_a_fixed_claim(
     ],
 )
 def test_verdant_refuses(fields: dict[str, Any], named: str) -> None:
-    with pytest.raises(ProfileError, match=named):
-        translate(VerdantProfile(), fields)
+    refused(VerdantProfile(), fields, named)
 
 
 def test_verdant_response() -> None:
@@ -305,8 +313,7 @@ def test_twilio_default_ttl_is_twilios_3600() -> None:
     ],
 )
 def test_twilio_refuses(fields: dict[str, Any], named: str) -> None:
-    with pytest.raises(ProfileError, match=named):
-        translate(TwilioProfile(), fields)
+    refused(TwilioProfile(), fields, named)
 
 
 def test_twilio_response() -> None:
@@ -355,8 +362,7 @@ def test_stream_expire_is_an_absolute_time() -> None:
     ],
 )
 def test_stream_refuses(fields: dict[str, Any], named: str) -> None:
-    with pytest.raises(ProfileError, match=named):
-        translate(StreamProfile(), fields)
+    refused(StreamProfile(), fields, named)
 
 
 def test_dialects_other_than_oauth2_take_json_only() -> None:
@@ -388,5 +394,6 @@ def test_durations_follow_vercel_ms(text: Any, seconds: int) -> None:
 
 @pytest.mark.parametrize("text", ["600", "-1m", "10 fortnights", "", "0s", "999ms", True, None])
 def test_bad_durations(text: Any) -> None:
-    with pytest.raises(ProfileError):
+    with pytest.raises(ProfileError) as exc:
         values.duration(text, "d")
+    assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
