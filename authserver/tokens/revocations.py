@@ -17,7 +17,10 @@ class RevocationStore(Protocol):
     def is_revoked(self, jti: str) -> bool: ...
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
-        """Record a client assertion's jti; ``False`` if it was already used (a replay)."""
+        """Record a client assertion's jti; ``False`` if it was already used (a replay).
+
+        Durable at once, independent of the caller's unit of work: an assertion that
+        authenticated a request is spent even if that request then fails."""
 
     def purge(self, now: float) -> int:
         """Forget entries that expired before *now*; returns how many."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import delete
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import insert_or_ignore
@@ -28,11 +29,17 @@ class SqlRevocationStore:
         return self._db.session().scalar(stmt) is not None
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
-        return insert_or_ignore(
-            self._db.session(),
-            UsedAssertionRow,
-            {"client_id": client_id, "jti": jti, "expires_at": expires_at},
-        )
+        # Its own transaction, committed here, not the request's: an assertion is used
+        # once it has authenticated (RFC 7523 §3 item 7), whatever becomes of the request
+        # afterwards (a refused scope, a rollback). And on SQLite the request transaction
+        # then holds no write lock when the token is issued, so the status list's block
+        # lease (its own transaction too) does not wait on it until "database is locked".
+        with Session(self._db.engine) as session, session.begin():
+            return insert_or_ignore(
+                session,
+                UsedAssertionRow,
+                {"client_id": client_id, "jti": jti, "expires_at": expires_at},
+            )
 
     def purge(self, now: float) -> int:
         session = self._db.session()

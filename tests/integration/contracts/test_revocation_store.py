@@ -118,23 +118,27 @@ class TestSqlRevocationStore(RevocationStoreContract):
     def harness(self, database: Database) -> Harness:
         return Harness(SqlRevocationStore(database), database.unit_of_work)
 
-    def test_rolled_back_unit_of_work_revokes_nothing(self, database: Database) -> None:
+    def test_rolled_back_unit_of_work_revokes_nothing_but_an_assertion_stays_spent(
+        self, database: Database
+    ) -> None:
+        """A revocation belongs to the request's unit of work; an assertion's jti is
+        spent once it authenticated, even if the request then fails (its own commit)."""
         store = SqlRevocationStore(database)
 
         class Boom(Exception):
             pass
 
-        def revoke_then_fail() -> None:
+        def authenticate_revoke_then_fail() -> None:
             with database.unit_of_work():
-                store.revoke("jti-a", "as_client_1", T0 + 900, T0)
                 assert store.use_assertion("as_client_1", "a-1", T0 + 60) is True
+                store.revoke("jti-a", "as_client_1", T0 + 900, T0)
                 raise Boom
 
         with pytest.raises(Boom):
-            revoke_then_fail()
+            authenticate_revoke_then_fail()
         with database.unit_of_work():
             assert store.is_revoked("jti-a") is False
-            assert store.use_assertion("as_client_1", "a-1", T0 + 60) is True
+            assert store.use_assertion("as_client_1", "a-1", T0 + 60) is False
 
     def test_concurrent_uses_of_one_assertion_admit_exactly_one(self, database: Database) -> None:
         """Replay protection holds across connections (two workers, two instances): of N
