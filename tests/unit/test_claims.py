@@ -281,3 +281,45 @@ def test_build_claims_propagates_policy_errors() -> None:
         claims_for(client, TokenRequest(audiences=(API,), scopes=("write",)))
     with pytest.raises(TokenRequestError):
         claims_for(client, TokenRequest(audiences=(API,), expires_in=0))
+
+
+# -- whom the token is for ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["sub", "email", "name"])
+@pytest.mark.parametrize("value", ["", " ", "\u3000"])
+def test_blank_identity_values_are_refused(field: str, value: str) -> None:
+    with_sub = {} if field == "sub" else {"sub": "alice"}
+    with pytest.raises(TokenRequestError, match="empty"):
+        claims_for(make_client(), TokenRequest(**{**with_sub, field: value}))
+
+
+@pytest.mark.parametrize("fields", [{"email": "a@example.com"}, {"name": "A"}])
+def test_email_and_name_need_a_sub(fields: dict[str, str]) -> None:
+    with pytest.raises(TokenRequestError, match="need the sub"):
+        claims_for(make_client(), TokenRequest(**fields))
+
+
+def test_require_sub_policy() -> None:
+    strict = make_client(require_sub=True)
+    with pytest.raises(TokenRequestError, match="must name the user"):
+        claims_for(strict)
+    assert claims_for(strict, TokenRequest(sub="alice"))["sub"] == "alice"
+    assert claims_for(make_client())["sub"] == str(CLIENT_ID)
+
+
+def test_extra_claim_values_are_checked() -> None:
+    client = make_client(allowed_claims=("libraryId",))
+    for value in (float("nan"), "\ud800", 10**400, [[[[[[[[[1]]]]]]]]]):
+        with pytest.raises(TokenRequestError):
+            claims_for(client, TokenRequest(claims={"libraryId": value}))
+
+
+def test_the_reserved_claim_message_names_every_reserved_claim() -> None:
+    from authserver.vocabulary import RESERVED_CLAIMS
+
+    client = make_client(allowed_claims=("libraryId",))
+    with pytest.raises(TokenRequestError) as info:
+        claims_for(client, TokenRequest(claims={"iss": "x"}))
+    for name in RESERVED_CLAIMS:
+        assert name in str(info.value)
