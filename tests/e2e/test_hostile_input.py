@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import base64
 import json
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,12 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
+from sqlalchemy import create_engine
+from sqlalchemy import text
 
+from tests.conftest import REQUIRE_PG
+from tests.conftest import _pg_available
+from tests.conftest import fresh_pg_schema
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -44,12 +49,12 @@ def nested(depth: int, leaf: str = "1") -> str:
 
 
 class Target:
-    def __init__(self, tmp: Path, key: rsa.RSAPrivateKey) -> None:
-        self.db = tmp / "authserver.db"
+    def __init__(self, tmp: Path, key: rsa.RSAPrivateKey, database_url: str) -> None:
+        self.database_url = database_url
         self.log = tmp / "server.log"
         self.server = ServerProcess(
             {
-                "AUTHSERVER_DATABASE_URL": f"sqlite:///{self.db}",
+                "AUTHSERVER_DATABASE_URL": database_url,
                 "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
                 "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
                 # Hundreds of refused requests from one address: limits are tested
@@ -117,21 +122,46 @@ class Target:
         )
         return jwt.encode(payload, pem, algorithm="RS256", headers={"kid": "k1"})
 
-    def used_assertions(self) -> int:
-        with sqlite3.connect(self.db) as conn:
-            return int(conn.execute("SELECT count(*) FROM used_assertions").fetchone()[0])
+    def used_assertions(self) -> tuple[int, float | None]:
+        """How many replay rows there are, and the latest expiry among them."""
+        engine = create_engine(self.database_url)
+        try:
+            with engine.connect() as conn:
+                count, latest = conn.execute(
+                    text("SELECT count(*), max(expires_at) FROM used_assertions")
+                ).one()
+        finally:
+            engine.dispose()
+        return int(count), latest
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def target(
-    tmp_path_factory: pytest.TempPathFactory, rsa_private_key: rsa.RSAPrivateKey
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    rsa_private_key: rsa.RSAPrivateKey,
 ) -> Iterator[Target]:
-    t = Target(tmp_path_factory.mktemp("hostile"), rsa_private_key)
-    t.start()
-    yield t
-    t.server.stop()
-    log = t.log.read_text(errors="replace")
-    assert "Traceback" not in log, log[-3000:]
+    """One real server per database: what reaches storage (a lone surrogate, a NaN in a
+    JSON column) fails differently on SQLite and PostgreSQL, so both are tried."""
+    tmp = tmp_path_factory.mktemp("hostile")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp / 'authserver.db'}"
+        else:
+            reason = _pg_available()
+            if reason:
+                if REQUIRE_PG:
+                    pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
+                pytest.skip(reason)
+            url = stack.enter_context(fresh_pg_schema())
+        t = Target(tmp, rsa_private_key, url)
+        t.start()
+        try:
+            yield t
+        finally:
+            t.server.stop()
+        log = t.log.read_text(errors="replace")
+        assert "Traceback" not in log, log[-3000:]
 
 
 def assert_refused(response: requests.Response, status: int, error: str) -> None:
@@ -229,16 +259,17 @@ def test_assertion_with_an_unusable_exp(target: Target, exp: Any) -> None:
 
 
 def test_assertion_lifetime_is_bounded_and_leaves_no_replay_row(target: Target) -> None:
-    before = target.used_assertions()
+    before, _ = target.used_assertions()
     year_2100 = 4_102_444_800
     for exp in (year_2100, int(time.time()) + 3600):
         assert_refused(_assertion_request(target, target.assertion(exp=exp)), 401, "invalid_client")
-    assert target.used_assertions() == before
+    assert target.used_assertions()[0] == before
     # A normal assertion still works, and its replay row expires within minutes.
     response = _assertion_request(target, target.assertion())
     assert response.status_code == 200, response.text
-    with sqlite3.connect(target.db) as conn:
-        latest = conn.execute("SELECT max(expires_at) FROM used_assertions").fetchone()[0]
+    count, latest = target.used_assertions()
+    assert count == before + 1
+    assert latest is not None
     assert latest <= time.time() + 300 + 30
 
 
