@@ -4,12 +4,17 @@ WORKDIR /src
 COPY pyproject.toml README.md CHANGELOG.md ./
 COPY authserver ./authserver
 COPY migrations ./migrations
+COPY verifiers/python ./verifiers/python
+# Wheels of authserver and of everything it needs, authserver-verifier included (built
+# from verifiers/python: the server's requirement names that directory).
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 RUN useradd --system --uid 10001 --home-dir /var/lib/authserver --create-home authserver
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+# --no-deps: /wheels is the complete, resolved set; resolving again would look for the
+# verifier at the build stage's path.
+RUN pip install --no-cache-dir --no-index --no-deps /wheels/*.whl && rm -rf /wheels
 USER authserver
 WORKDIR /var/lib/authserver
 ENV AUTHSERVER_HOST=0.0.0.0 \

@@ -1,7 +1,7 @@
 """Example: a Python sync server that accepts only valid authserver access tokens.
 
 Plain WSGI on the standard library's ``wsgiref`` (threaded), with
-``authserver.verifier.require_token`` in front: no token or a bad one gets 401, a good one
+``authserver_verifier.require_token`` in front: no token or a bad one gets 401, a good one
 reaches the app with the verified claims in ``environ["authserver.claims"]``. Use the same
 middleware in front of any WSGI app (Flask: ``app.wsgi_app = require_token(v)(app.wsgi_app)``).
 
@@ -30,14 +30,14 @@ from wsgiref.simple_server import WSGIServer
 from wsgiref.simple_server import make_server
 
 try:
-    from authserver.verifier import CLAIMS_ENVIRON_KEY
-    from authserver.verifier import TokenVerifier
-    from authserver.verifier import require_token
+    from authserver_verifier import CLAIMS_ENVIRON_KEY
+    from authserver_verifier import TokenVerifier
+    from authserver_verifier import require_token
 except ImportError:  # running from a checkout without installing the package
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from authserver.verifier import CLAIMS_ENVIRON_KEY
-    from authserver.verifier import TokenVerifier
-    from authserver.verifier import require_token
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "verifiers" / "python"))
+    from authserver_verifier import CLAIMS_ENVIRON_KEY
+    from authserver_verifier import TokenVerifier
+    from authserver_verifier import require_token
 
 
 def sync_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

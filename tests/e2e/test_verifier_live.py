@@ -1,4 +1,4 @@
-"""authserver.verifier against the real ``authserver serve`` (SQLite and PostgreSQL).
+"""authserver_verifier against the real ``authserver serve`` (SQLite and PostgreSQL).
 
 Timings shrunk from hours to seconds: a key signs for 4 s, is published 2 s ahead, the
 JWKS max-age is 1 s and tokens live 10 s. The verifier discovers ``jwks_uri`` from the
@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import requests
+from authserver_verifier import InvalidToken
+from authserver_verifier import TokenVerifier
 
-from authserver.verifier import InvalidToken
-from authserver.verifier import TokenVerifier
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import run_cli

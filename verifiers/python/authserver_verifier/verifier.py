@@ -1,9 +1,9 @@
 """Verify authserver access tokens in a Python sync server (RFC 9068, offline).
 
 Imports only joserfc and the standard library, so a sync server needs neither Flask nor
-SQLAlchemy (``pip install joserfc`` is enough besides this one file)::
+SQLAlchemy (``pip install authserver-verifier``)::
 
-    from authserver.verifier import InvalidToken, TokenVerifier, require_token
+    from authserver_verifier import InvalidToken, TokenVerifier, require_token
 
     verifier = TokenVerifier("https://auth.example.com", "https://sync.example.com")
     claims = verifier.verify(token)          # a dict, or raises InvalidToken(.reason)
@@ -11,9 +11,10 @@ SQLAlchemy (``pip install joserfc`` is enough besides this one file)::
 
 What :meth:`TokenVerifier.verify` does, in order (docs/sync-servers.md has the rationale):
 
-1. Header: ``alg`` must be ``RS256`` (pinned, never taken from the token), ``typ`` must be
-   ``at+jwt`` or ``application/at+jwt`` (RFC 9068 §4), ``kid`` must be present, and no
-   ``crit`` extension is accepted (RFC 7515 §4.1.11).
+1. Header (:mod:`authserver_verifier.rules`, shared with the server's introspection): the
+   segment is size-capped before it is decoded; ``alg`` must be ``RS256`` (pinned, never
+   taken from the token), ``typ`` must be ``at+jwt`` or ``application/at+jwt`` (RFC 9068
+   §4), ``kid`` must be present, and no ``crit`` extension is accepted (RFC 7515 §4.1.11).
 2. Key: from the JWKS at the ``jwks_uri`` of ``<issuer>/.well-known/oauth-authorization-server``
    (RFC 8414). The set is cached for the response's ``Cache-Control: max-age``, capped by
    ``max_cache_seconds``. A token naming an unknown ``kid`` triggers a refetch, but the JWKS
@@ -22,9 +23,18 @@ What :meth:`TokenVerifier.verify` does, in order (docs/sync-servers.md has the r
    interval. When a refresh fails the last good set stays in use for ``stale_if_error``
    seconds after it was fetched.
 3. Signature: RS256 with that key (joserfc).
-4. Claims (RFC 9068 §2.2, §4): the required claims are present; ``iss`` equals the issuer;
-   ``aud`` (a string or a list) contains the audience; ``exp`` and ``nbf`` hold within
-   ``leeway`` seconds; ``iat`` is not in the future (beyond the leeway).
+4. Claims (RFC 9068 §2.2, §4, on joserfc's claims registry): the required claims are
+   present and non-empty; ``iss`` equals the issuer; ``aud`` (a string or a list) contains
+   the audience; ``exp``, ``nbf`` and ``iat`` hold within ``leeway`` seconds.
+5. Status (draft-ietf-oauth-status-list-17): a token with a ``status.status_list``
+   reference is refused (``revoked``) when its bit is set in the list at ``uri``. Lists are
+   fetched from the issuer's origin only, verified with the same JWKS, and cached for
+   their ``ttl``; once the ttl has passed the cached copy keeps answering while a
+   background thread fetches a new one. **When no fresh list can be had**, the last copy
+   is used until its ``exp`` (and never longer than ``status_max_stale`` seconds after it
+   was fetched); after that every token naming that list is refused with
+   ``status_unavailable`` (fail closed: an unreachable authserver cannot hide a revocation
+   for longer than that bound).
 
 Every method is thread-safe: one verifier serves every thread of a process. Fetches are
 single-flight (one thread fetches, the others wait for it or keep using fresh keys).
@@ -42,16 +52,25 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import zlib
+from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from typing import Final
+from typing import TypeGuard
 
-from joserfc import jws
-from joserfc.errors import BadSignatureError
 from joserfc.errors import JoseError
 from joserfc.jwk import RSAKey
+
+from authserver_verifier import rules
+from authserver_verifier.rules import ALGORITHM
+from authserver_verifier.rules import DEFAULT_LEEWAY
+from authserver_verifier.rules import MAX_TOKEN_BYTES
+from authserver_verifier.rules import REQUIRED_CLAIMS
+from authserver_verifier.rules import RuleViolation
 
 __all__ = [
     "CLAIMS_ENVIRON_KEY",
@@ -62,31 +81,23 @@ __all__ = [
     "require_token",
 ]
 
-ALGORITHM: Final = "RS256"
-#: RFC 9068 §4: "at+jwt" or "application/at+jwt"; media types compare case-insensitively.
-ACCEPTED_TYP: Final = frozenset({"at+jwt", "application/at+jwt"})
-#: RFC 9068 §2.2: claims every access token carries.
-REQUIRED_CLAIMS: Final = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
+#: draft-ietf-oauth-status-list-17 §5.1 and §8.
+STATUS_LIST_TYP: Final = "statuslist+jwt"
+STATUS_LIST_MEDIA_TYPE: Final = "application/statuslist+jwt"
+#: A decompressed status list larger than this is refused (a compression bomb would
+#: otherwise cost memory): 32 Mi one-bit entries.
+MAX_STATUS_LIST_BYTES: Final = 4 * 1024 * 1024
 #: Where :func:`require_token` puts the verified claims in the WSGI environ.
 CLAIMS_ENVIRON_KEY: Final = "authserver.claims"
 
 #: Every value :attr:`InvalidToken.reason` can take.
 REASONS: Final = {
     "missing_token": "no bearer token in the request",
-    "malformed": "not a JWS compact serialization with JSON header and claims",
-    "unsupported_alg": "alg is not RS256",
-    "wrong_typ": "typ is not at+jwt (RFC 9068 §4)",
-    "unsupported_header": "the header asks for an extension (crit) this verifier lacks",
-    "missing_kid": "the header names no kid",
+    **rules.REASONS,
     "unknown_kid": "no published key has this kid",
-    "bad_signature": "the signature does not verify",
-    "missing_claim": "a claim required by RFC 9068 §2.2 is absent",
-    "wrong_issuer": "iss is not the configured issuer",
-    "wrong_audience": "aud does not contain the configured audience",
-    "expired": "exp is in the past (beyond the leeway)",
-    "not_yet_valid": "nbf is in the future (beyond the leeway)",
-    "issued_in_future": "iat is in the future (beyond the leeway)",
     "jwks_unavailable": "the authserver's keys could not be fetched",
+    "revoked": "the token's status list says it is no longer valid",
+    "status_unavailable": "the token's status list could not be fetched or verified in time",
 }
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
@@ -123,21 +134,22 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _b64json(segment: str) -> dict[str, Any]:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-    except (binascii.Error, ValueError) as exc:
-        raise InvalidToken("malformed") from exc
-    if not isinstance(value, dict):
-        raise InvalidToken("malformed")
-    return value
+@dataclass
+class _StatusList:
+    """A verified status list: its bits, and until when it may be used."""
 
+    bits: int
+    data: bytes
+    fresh_until: float  # monotonic: fetch a new copy after this (its ttl)
+    usable_until: float  # monotonic: never use it after this (its exp, status_max_stale)
+    refreshing: bool = False
 
-def _number(claims: dict[str, Any], name: str) -> float:
-    value = claims[name]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken("malformed", f"{name} is not a number")
-    return float(value)
+    def status(self, idx: int) -> int | None:
+        per_byte = 8 // self.bits
+        byte = idx // per_byte
+        if byte >= len(self.data):
+            return None
+        return (self.data[byte] >> ((idx % per_byte) * self.bits)) & ((1 << self.bits) - 1)
 
 
 class TokenVerifier:
@@ -154,8 +166,16 @@ class TokenVerifier:
     :param stale_if_error: how long after a successful fetch its keys stay usable while
         refreshes fail.
     :param timeout: seconds for each HTTP request.
-    :param max_response_bytes: larger metadata or JWKS responses are refused.
-    :param clock: seconds since the epoch (for tests); the cache uses ``time.monotonic``.
+    :param max_response_bytes: larger metadata, JWKS or status list responses are refused.
+    :param check_status: honour the tokens' status lists (draft-ietf-oauth-status-list).
+    :param require_status: refuse tokens without a status list reference (authserver puts
+        one in every token; tokens issued before it did have none).
+    :param status_ttl_bounds: the ``ttl`` a list claims is clamped to this range
+        (draft §12.8: a verifier bounds what an issuer may ask of it).
+    :param status_max_stale: a list is never used longer than this after it was fetched,
+        whatever its ``exp`` says; then tokens naming it fail closed.
+    :param clock: seconds since the epoch (for tests).
+    :param monotonic: the caches' clock (for tests).
     """
 
     def __init__(
@@ -164,15 +184,21 @@ class TokenVerifier:
         audience: str,
         *,
         jwks_uri: str | None = None,
-        leeway: float = 30.0,
+        leeway: float = DEFAULT_LEEWAY,
         max_cache_seconds: float = 300.0,
         min_refetch_interval: float = 10.0,
         stale_if_error: float = 3600.0,
         timeout: float = 5.0,
         max_response_bytes: int = 512 * 1024,
-        max_token_bytes: int = 16 * 1024,
+        max_token_bytes: int = MAX_TOKEN_BYTES,
         required_claims: Iterable[str] = REQUIRED_CLAIMS,
+        check_status: bool = True,
+        require_status: bool = False,
+        status_ttl_bounds: tuple[float, float] = (1.0, 3600.0),
+        status_max_stale: float = 3600.0,
+        max_status_lists: int = 64,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
@@ -188,7 +214,13 @@ class TokenVerifier:
         self.max_response_bytes = max_response_bytes
         self.max_token_bytes = max_token_bytes
         self.required_claims = tuple(required_claims)
+        self.check_status = check_status
+        self.require_status = require_status
+        self.status_ttl_bounds = status_ttl_bounds
+        self.status_max_stale = status_max_stale
+        self.max_status_lists = max_status_lists
         self._clock = clock
+        self._monotonic = monotonic
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._jwks_uri = jwks_uri
         if jwks_uri is not None and urllib.parse.urlsplit(jwks_uri).scheme not in ("http", "https"):
@@ -206,84 +238,54 @@ class TokenVerifier:
         self._last_attempt = float("-inf")  # monotonic; written under _fetch_lock
         #: How many HTTP fetches of the JWKS were attempted (for tests and metrics).
         self.fetch_count = 0
+        # Status lists by URI, least recently used first; guarded by _lock.
+        self._lists: OrderedDict[str, _StatusList] = OrderedDict()
+        # One lock per list URI being fetched (single flight); guarded by _lock.
+        self._list_locks: dict[str, threading.Lock] = {}
+        self._list_attempts: dict[str, float] = {}  # monotonic; last fetch attempt per URI
+        #: How many HTTP fetches of status lists were attempted (for tests and metrics).
+        self.status_fetch_count = 0
 
     # -- public API -------------------------------------------------------------------------
 
     def verify(self, token: str | bytes) -> dict[str, Any]:
-        """Return the verified claims of *token*, or raise :class:`InvalidToken`."""
-        if isinstance(token, bytes):
-            try:
-                token = token.decode("ascii")
-            except UnicodeDecodeError as exc:
-                raise InvalidToken("malformed") from exc
-        if len(token) > self.max_token_bytes:
-            raise InvalidToken("malformed", "token too large")
-        parts = token.split(".")
-        if len(parts) != 3 or not all(parts):
-            raise InvalidToken("malformed")
-        header = _b64json(parts[0])
-        # RFC 8725 §3.1: the algorithm is ours, never the token's.
-        if header.get("alg") != ALGORITHM:
-            raise InvalidToken("unsupported_alg")
-        typ = header.get("typ")
-        # RFC 9068 §4: MUST verify typ is "at+jwt" or "application/at+jwt".
-        if not isinstance(typ, str) or typ.lower() not in ACCEPTED_TYP:
-            raise InvalidToken("wrong_typ")
-        # RFC 7515 §4.1.11: unknown critical extensions MUST make the JWS invalid.
-        if "crit" in header:
-            raise InvalidToken("unsupported_header")
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise InvalidToken("missing_kid")
-        key = self._key_for(kid)
+        """Return the verified claims of *token*, or raise :class:`InvalidToken` (and
+        nothing else: a sync server must be able to answer 401 whatever it was sent)."""
         try:
-            obj = jws.deserialize_compact(token, key, algorithms=[ALGORITHM])
-        except BadSignatureError as exc:
-            raise InvalidToken("bad_signature") from exc
-        except (JoseError, ValueError) as exc:  # joserfc's parsing of a mangled segment
-            raise InvalidToken("malformed") from exc
-        try:
-            claims = json.loads(obj.payload or b"")
-        except ValueError as exc:
-            raise InvalidToken("malformed") from exc
-        if not isinstance(claims, dict):
-            raise InvalidToken("malformed")
-        self._check_claims(claims)
+            return self._verify(token)
+        except InvalidToken:
+            raise
+        except RuleViolation as exc:
+            raise InvalidToken(exc.reason, exc.detail) from None
+        except Exception as exc:  # the promise above; the cause is named
+            raise InvalidToken("malformed", f"unexpected {type(exc).__name__}") from None
+
+    def _verify(self, token: str | bytes) -> dict[str, Any]:
+        header = rules.parse_header(token, max_bytes=self.max_token_bytes)
+        kid = rules.check_header(header)
+        claims = rules.verified_claims(token, self._key_for(kid))
+        rules.check_claims(
+            claims,
+            issuer=self.issuer,
+            audience=self.audience,
+            now=self._clock(),
+            leeway=self.leeway,
+            required=self.required_claims,
+        )
+        if self.check_status:
+            self._check_status(claims)
         return claims
 
     def refresh(self) -> None:
         """Fetch the JWKS now (respecting ``min_refetch_interval``); e.g. after a retire."""
         self._refetch(force=True)
 
-    # -- claims -----------------------------------------------------------------------------
-
-    def _check_claims(self, claims: dict[str, Any]) -> None:
-        for name in self.required_claims:
-            if name not in claims:
-                raise InvalidToken("missing_claim", f"no {name} claim")
-        # RFC 9068 §4: iss MUST exactly match the issuer identifier.
-        if "iss" in claims and claims["iss"] != self.issuer:
-            raise InvalidToken("wrong_issuer")
-        # RFC 9068 §4 / RFC 7519 §4.1.3: aud MUST contain the resource's identifier.
-        if "aud" in claims:
-            aud = claims["aud"]
-            audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
-            if self.audience not in audiences:
-                raise InvalidToken("wrong_audience")
-        now = self._clock()
-        if "exp" in claims and now >= _number(claims, "exp") + self.leeway:
-            raise InvalidToken("expired")
-        if "nbf" in claims and now + self.leeway < _number(claims, "nbf"):
-            raise InvalidToken("not_yet_valid")
-        if "iat" in claims and now + self.leeway < _number(claims, "iat"):
-            raise InvalidToken("issued_in_future")
-
     # -- keys -------------------------------------------------------------------------------
 
     def _key_for(self, kid: str) -> RSAKey:
         with self._lock:
             key = self._keys.get(kid)
-            fresh = time.monotonic() < self._fresh_until
+            fresh = self._monotonic() < self._fresh_until
         if key is not None and fresh:
             return key
         # The cache expired, or the kid is unknown (a rotation we have not seen yet, or a
@@ -291,7 +293,7 @@ class TokenVerifier:
         self._refetch(force=False)
         with self._lock:
             key = self._keys.get(kid)
-            usable = time.monotonic() < self._usable_until
+            usable = self._monotonic() < self._usable_until
             reachable = self._last_fetch_ok
             error = self._last_fetch_error
         if key is not None and usable:
@@ -302,9 +304,9 @@ class TokenVerifier:
         raise InvalidToken("unknown_kid")
 
     def _refetch(self, *, force: bool) -> None:
-        started = time.monotonic()
+        started = self._monotonic()
         with self._fetch_lock:
-            now = time.monotonic()
+            now = self._monotonic()
             if self._last_attempt > started and not force:
                 return  # another thread fetched while we waited: use its result
             if now - self._last_attempt < self.min_refetch_interval:
@@ -330,7 +332,7 @@ class TokenVerifier:
         headers = {"If-None-Match": etag} if etag else {}
         status, body, response_headers = self._get(self._jwks_uri, headers)
         lifetime = self._cache_lifetime(response_headers.get("cache-control"))
-        now = time.monotonic()
+        now = self._monotonic()
         if status == 304:
             with self._lock:
                 self._fresh_until = now + lifetime
@@ -390,11 +392,19 @@ class TokenVerifier:
             raise InvalidToken("jwks_unavailable", f"refusing to fetch keys from {url!r}")
         return url
 
-    def _get(self, url: str, headers: dict[str, str]) -> tuple[int, bytes, dict[str, str]]:
+    def _get(
+        self,
+        url: str,
+        headers: dict[str, str],
+        *,
+        accept: str = "application/json",
+        failure: str = "jwks_unavailable",
+    ) -> tuple[int, bytes, dict[str, str]]:
         """GET *url*: status, body and the response headers, names in lower case (header
-        names are case-insensitive, RFC 9110 §5.1; many servers send them lower-cased)."""
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in _check_url
-            url, headers={"Accept": "application/json", **headers}
+        names are case-insensitive, RFC 9110 §5.1; many servers send them lower-cased).
+        Every failure is :class:`InvalidToken` with reason *failure*."""
+        request = urllib.request.Request(  # noqa: S310 - scheme checked by the callers
+            url, headers={"Accept": accept, **headers}
         )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
@@ -402,15 +412,16 @@ class TokenVerifier:
                 status = int(response.status)
                 response_headers = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:
+            exc.close()  # it holds the connection open until collected otherwise
             if exc.code == 304:
                 return 304, b"", {k.lower(): v for k, v in exc.headers.items()}
-            raise InvalidToken("jwks_unavailable", f"{url}: HTTP {exc.code}") from exc
+            raise InvalidToken(failure, f"{url}: HTTP {exc.code}") from None
         except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
-            raise InvalidToken("jwks_unavailable", f"{url}: {_cause(exc)}") from exc
+            raise InvalidToken(failure, f"{url}: {_cause(exc)}") from exc
         if status != 200:
-            raise InvalidToken("jwks_unavailable", f"{url}: HTTP {status}")
+            raise InvalidToken(failure, f"{url}: HTTP {status}")
         if len(body) > self.max_response_bytes:
-            raise InvalidToken("jwks_unavailable", f"{url}: response too large")
+            raise InvalidToken(failure, f"{url}: response too large")
         return status, body, response_headers
 
     def _cache_lifetime(self, cache_control: str | None) -> float:
@@ -447,6 +458,170 @@ class TokenVerifier:
             except (JoseError, ValueError, TypeError):
                 continue
         return keys
+
+    # -- status lists (draft-ietf-oauth-status-list-17) ------------------------------------
+
+    def _check_status(self, claims: dict[str, Any]) -> None:
+        """§11.2: after the token itself checked out, its status in the list it names."""
+        status = claims.get("status")
+        if status is None:
+            if self.require_status:
+                raise InvalidToken("missing_claim", "no status claim")
+            return
+        ref = status.get("status_list") if isinstance(status, dict) else None
+        if ref is None:
+            # Another status mechanism (§6.1 allows several): not one this verifier knows.
+            if self.require_status:
+                raise InvalidToken("invalid_claim", "no status_list in the status claim")
+            return
+        if not isinstance(ref, dict):
+            raise InvalidToken("invalid_claim", "status.status_list is not an object")
+        idx, uri = ref.get("idx"), ref.get("uri")
+        if type(idx) is not int or idx < 0 or not isinstance(uri, str):
+            raise InvalidToken("invalid_claim", "status.status_list needs idx and uri")
+        # Lists come from the issuer's own origin and nowhere else: a token cannot point
+        # this verifier at an arbitrary host.
+        if not uri.startswith(self.issuer + "/"):
+            raise InvalidToken("invalid_claim", "the status list is not the issuer's")
+        value = self._status_list(uri).status(idx)
+        if value is None:
+            raise InvalidToken("status_unavailable", f"{uri}: index {idx} is beyond the list")
+        if value != 0:  # §7.1: 0x00 VALID; INVALID, SUSPENDED and the rest are not
+            raise InvalidToken("revoked")
+
+    def _status_list(self, uri: str) -> _StatusList:
+        now = self._monotonic()
+        with self._lock:
+            cached = self._lists.get(uri)
+            if cached is not None:
+                self._lists.move_to_end(uri)
+                if now < cached.fresh_until:
+                    return cached
+                if now < cached.usable_until:
+                    # Past its ttl: answer from this copy and fetch a new one meanwhile.
+                    if not cached.refreshing:
+                        cached.refreshing = True
+                        threading.Thread(
+                            target=self._refresh_list,
+                            args=(uri,),
+                            name="authserver-verifier-status",
+                            daemon=True,
+                        ).start()
+                    return cached
+        # Nothing usable: fetch now (single flight per list).
+        self._fetch_list(uri)
+        with self._lock:
+            cached = self._lists.get(uri)
+            if cached is not None and self._monotonic() < cached.usable_until:
+                return cached
+        raise InvalidToken("status_unavailable", f"{uri}: no usable copy")
+
+    def _refresh_list(self, uri: str) -> None:
+        try:
+            self._fetch_list(uri)
+        except InvalidToken:
+            pass  # keep the copy we have, within its bound
+        finally:
+            with self._lock:
+                cached = self._lists.get(uri)
+                if cached is not None:
+                    cached.refreshing = False
+
+    def _fetch_list(self, uri: str) -> None:
+        with self._lock:
+            lock = self._list_locks.setdefault(uri, threading.Lock())
+        started = self._monotonic()
+        with lock:
+            now = self._monotonic()
+            with self._lock:
+                cached = self._lists.get(uri)
+                last = self._list_attempts.get(uri, float("-inf"))
+            if last > started or (cached is not None and now < cached.fresh_until):
+                return  # another thread fetched while we waited
+            if now - last < self.min_refetch_interval:
+                # Failing lists are not hammered: at most one attempt per interval.
+                raise InvalidToken("status_unavailable", f"{uri}: fetched too recently")
+            with self._lock:
+                self._list_attempts[uri] = now
+                self.status_fetch_count += 1
+            fetched = self._load_list(uri)
+            with self._lock:
+                self._lists[uri] = fetched
+                self._lists.move_to_end(uri)
+                while len(self._lists) > self.max_status_lists:
+                    old, _ = self._lists.popitem(last=False)
+                    self._list_locks.pop(old, None)
+                    self._list_attempts.pop(old, None)
+
+    def _load_list(self, uri: str) -> _StatusList:
+        """GET and verify a Status List Token (§5.1, §8, §11.2)."""
+        _, body, headers = self._get(
+            uri, {}, accept=STATUS_LIST_MEDIA_TYPE, failure="status_unavailable"
+        )
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != STATUS_LIST_MEDIA_TYPE:
+            raise InvalidToken("status_unavailable", f"{uri}: not {STATUS_LIST_MEDIA_TYPE}")
+        try:
+            token = body.decode("ascii").strip()
+            header = rules.parse_header(token, max_bytes=self.max_response_bytes)
+            kid = rules.check_header(header, typ={STATUS_LIST_TYP})
+            claims = rules.verified_claims(token, self._key_for(kid))
+        except RuleViolation as exc:
+            raise InvalidToken("status_unavailable", f"{uri}: {exc}") from None
+        except InvalidToken as exc:
+            raise InvalidToken("status_unavailable", f"{uri}: {exc}") from None
+        except UnicodeDecodeError:
+            raise InvalidToken("status_unavailable", f"{uri}: not a JWT") from None
+        return self._parse_list(uri, claims)
+
+    def _parse_list(self, uri: str, claims: dict[str, Any]) -> _StatusList:
+        def bad(why: str) -> InvalidToken:
+            return InvalidToken("status_unavailable", f"{uri}: {why}")
+
+        # §5.1: sub MUST equal the uri the token names; iat REQUIRED.
+        if claims.get("sub") != uri:
+            raise bad("sub is not this list's URI")
+        if claims.get("iss", self.issuer) != self.issuer:
+            raise bad("issued by another issuer")
+        iat, exp, ttl = claims.get("iat"), claims.get("exp"), claims.get("ttl")
+        if not _is_number(iat):
+            raise bad("no iat")
+        now = self._clock()
+        if exp is not None and not _is_number(exp):
+            raise bad("exp is not a number")
+        if exp is not None and exp <= now:
+            raise bad("expired")  # §11.2: an expired list is not relied upon
+        if iat > now + self.leeway:
+            raise bad("issued in the future")
+        status_list = claims.get("status_list")
+        if not isinstance(status_list, dict):
+            raise bad("no status_list")
+        bits, lst = status_list.get("bits"), status_list.get("lst")
+        if bits not in (1, 2, 4, 8) or type(bits) is not int or not isinstance(lst, str):
+            raise bad("status_list needs bits (1, 2, 4 or 8) and lst")
+        try:
+            compressed = base64.urlsafe_b64decode(lst + "=" * (-len(lst) % 4))
+            inflater = zlib.decompressobj()
+            data = inflater.decompress(compressed, MAX_STATUS_LIST_BYTES)
+        except (binascii.Error, ValueError, zlib.error):
+            raise bad("lst is not base64url DEFLATE/ZLIB") from None
+        if inflater.unconsumed_tail:
+            raise bad("lst is too large")
+        low, high = self.status_ttl_bounds
+        lifetime = min(max(float(ttl), low), high) if _is_number(ttl) and ttl > 0 else low
+        fetched = self._monotonic()
+        # Usable until its exp (by the wall clock, converted), never past status_max_stale.
+        usable = fetched + self.status_max_stale
+        if exp is not None:
+            usable = min(usable, fetched + (exp - now))
+        return _StatusList(
+            bits=bits, data=data, fresh_until=fetched + lifetime, usable_until=usable
+        )
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    """A JSON number that is one (not a bool, not NaN)."""
+    return not isinstance(value, bool) and isinstance(value, int | float) and value == value
 
 
 # -- WSGI -------------------------------------------------------------------------------------
@@ -493,7 +668,7 @@ def require_token(
 
 
 def _refuse(reason: str, start_response: Callable[..., Any]) -> list[bytes]:
-    if reason == "jwks_unavailable":
+    if reason in ("jwks_unavailable", "status_unavailable"):
         status, error = "503 Service Unavailable", "temporarily_unavailable"
         extra = [("Retry-After", "5")]
     else:

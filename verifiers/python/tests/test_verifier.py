@@ -1,9 +1,9 @@
-"""authserver.verifier against a JWKS we control, served by a loopback ``http.server``.
+"""authserver_verifier against a JWKS we control, served by a loopback ``http.server``.
 
 Every check RFC 9068 §4 asks of a resource server, the JWKS cache (max-age, cap, ETag,
 stale-if-error), refetch on an unknown ``kid`` and its rate limit (a forged-kid flood
 costs one fetch per interval), rotation and retire, the WSGI middleware, and that the
-module imports neither Flask nor SQLAlchemy nor any other authserver module.
+package imports neither Flask nor SQLAlchemy nor any authserver server module.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,17 +28,20 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from authserver_verifier import CLAIMS_ENVIRON_KEY
+from authserver_verifier import REASONS
+from authserver_verifier import InvalidToken
+from authserver_verifier import TokenVerifier
+from authserver_verifier import bearer_token
+from authserver_verifier import require_token
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
+from hypothesis import strategies as st
 from joserfc import jws
 from joserfc.jwk import RSAKey
-
-from authserver.verifier import CLAIMS_ENVIRON_KEY
-from authserver.verifier import REASONS
-from authserver.verifier import InvalidToken
-from authserver.verifier import TokenVerifier
-from authserver.verifier import bearer_token
-from authserver.verifier import require_token
 
 AUDIENCE = "https://sync.example.com"
 
@@ -69,6 +73,10 @@ class AuthServerDouble:
     not_modified: int = 0
     #: Send header names lower-cased, as HTTP/2 and some servers (granian) do.
     lowercase_headers: bool = False
+    #: Status List Tokens by path (``/statuslists/1``), served as application/statuslist+jwt.
+    status_lists: dict[str, str] = field(default_factory=dict)
+    status_list_status: int = 200
+    status_list_fetches: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, *published: RSAKey) -> None:
@@ -110,12 +118,23 @@ def server() -> Iterator[AuthServerDouble]:
                     self._send(304, b"", headers)
                 else:
                     self._send(state.jwks_status, body, headers)
+            elif self.path in state.status_lists:
+                with state.lock:
+                    state.status_list_fetches += 1
+                body = state.status_lists[self.path].encode()
+                self._send(state.status_list_status, body, {}, "application/statuslist+jwt")
             else:
                 self._send(404, b"{}", {})
 
-        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        def _send(
+            self,
+            status: int,
+            body: bytes,
+            headers: dict[str, str],
+            content_type: str = "application/json",
+        ) -> None:
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Type", content_type)
             for name, value in headers.items():
                 self.send_header(name.lower() if state.lowercase_headers else name, value)
             if status != 304:
@@ -311,8 +330,11 @@ def test_payload_that_is_not_a_json_object(server: AuthServerDouble, keys: list[
         ({"jti": None}, "missing_claim"),
         ({"client_id": None}, "missing_claim"),
         ({"iat": None}, "missing_claim"),
-        ({"exp": "tomorrow"}, "malformed"),
-        ({"exp": True}, "malformed"),
+        ({"exp": "tomorrow"}, "invalid_claim"),
+        ({"exp": True}, "invalid_claim"),
+        ({"exp": float("nan")}, "invalid_claim"),
+        ({"sub": ""}, "invalid_claim"),
+        ({"iss": 7}, "wrong_issuer"),
     ],
 )
 def test_claim_checks(
@@ -732,15 +754,364 @@ def test_bearer_token_parsing_ok() -> None:
 # -- packaging --------------------------------------------------------------------------------
 
 
-def test_verifier_imports_no_framework_and_no_other_authserver_module() -> None:
+def test_verifier_imports_no_framework_and_no_server_module() -> None:
     code = (
-        "import sys, authserver.verifier\n"
+        "import sys, authserver_verifier\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('flask', 'werkzeug', 'sqlalchemy', 'authlib', 'click') "
-        "or (m.startswith('authserver.') and m != 'authserver.verifier'))\n"
+        "('flask', 'werkzeug', 'sqlalchemy', 'authlib', 'click', 'authserver', 'psycopg',"
+        " 'granian'))\n"
         "print(bad)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "[]"
+
+
+# -- status lists (draft-ietf-oauth-status-list-17) --------------------------------------------
+
+
+class Clock:
+    """Wall and monotonic time that move only when told to."""
+
+    def __init__(self) -> None:
+        self.wall = time.time()
+        self.mono = 1000.0
+
+    def advance(self, seconds: float) -> None:
+        self.wall += seconds
+        self.mono += seconds
+
+
+def status_list_token(
+    key: RSAKey,
+    uri: str,
+    revoked: set[int],
+    *,
+    now: float,
+    ttl: int = 60,
+    expiry: int = 900,
+    size: int = 1024,
+    **overrides: Any,
+) -> str:
+    array = bytearray(size // 8)
+    for idx in revoked:
+        array[idx // 8] |= 1 << (idx % 8)
+    claims: dict[str, Any] = {
+        "sub": uri,
+        "iat": int(now),
+        "exp": int(now) + expiry,
+        "ttl": ttl,
+        "status_list": {"bits": 1, "lst": b64(zlib.compress(bytes(array), 9))},
+    }
+    claims.update(overrides)
+    claims = {k: v for k, v in claims.items() if v is not None}
+    header = {"alg": "RS256", "typ": "statuslist+jwt", "kid": key.kid}
+    return raw_rs256(key, header, json.dumps(claims).encode())
+
+
+def with_status(server: AuthServerDouble, idx: int, path: str = "/statuslists/1") -> dict[str, Any]:
+    return claims_for(
+        server.issuer, status={"status_list": {"idx": idx, "uri": server.issuer + path}}
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def status_verifier(server: AuthServerDouble, clock: Clock, **options: Any) -> TokenVerifier:
+    return verifier_for(server, clock=lambda: clock.wall, monotonic=lambda: clock.mono, **options)
+
+
+def wait_for_reason(verifier: TokenVerifier, token: str, reason: str) -> None:
+    """Verify until *token* is refused (a background refresh lands within milliseconds)."""
+    deadline = time.monotonic() + 5
+    seen: str | None = None
+    while seen is None and time.monotonic() < deadline:
+        try:
+            verifier.verify(token)
+        except InvalidToken as exc:
+            seen = exc.reason
+        else:
+            time.sleep(0.01)
+    assert seen == reason
+
+
+def test_a_revoked_bit_refuses_the_token_and_others_pass(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, {3}, now=clock.wall)
+    verifier = status_verifier(server, clock)
+    good = sign(keys[0], with_status(server, 2))
+    bad = sign(keys[0], with_status(server, 3))
+    assert verifier.verify(good)["sub"] == "user-42"
+    assert reason_of(verifier, bad) == "revoked"
+    # Cached for its ttl: many tokens, one fetch.
+    for _ in range(20):
+        verifier.verify(good)
+    assert server.status_list_fetches == 1
+
+
+def test_a_revocation_is_seen_once_the_ttl_has_passed(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, set(), now=clock.wall)
+    verifier = status_verifier(server, clock)
+    token = sign(keys[0], with_status(server, 5))
+    assert verifier.verify(token)
+    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, {5}, now=clock.wall)
+    clock.advance(59)
+    assert verifier.verify(token)  # within the ttl the cached copy answers
+    clock.advance(2)
+    # Past the ttl: the cached copy answers while a background fetch brings the new one.
+    wait_for_reason(verifier, token, "revoked")
+    assert server.status_list_fetches == 2
+
+
+def test_an_unreachable_list_is_used_until_its_exp_then_fails_closed(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, ttl=60, expiry=300
+    )
+    verifier = status_verifier(server, clock)
+    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.status_list_status = 503
+    clock.advance(250)  # stale (ttl 60) but before exp (300): still answered
+    assert verifier.verify(token)
+    clock.advance(60)  # past exp: no copy may be relied upon
+    wait_for_reason(verifier, token, "status_unavailable")
+
+
+def test_status_max_stale_bounds_a_long_exp(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, expiry=86400
+    )
+    verifier = status_verifier(server, clock, status_max_stale=120)
+    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.status_list_status = 500
+    clock.advance(121)
+    wait_for_reason(verifier, token, "status_unavailable")
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"sub": "https://elsewhere.example/statuslists/1"}, "sub"),
+        ({"exp": 1}, "expired"),
+        ({"status_list": {"bits": 3, "lst": "eJwDAAAAAAE"}}, "bits"),
+        ({"status_list": {"bits": 1, "lst": "!!!"}}, "lst"),
+        ({"status_list": None}, "status_list"),
+        ({"iat": None}, "iat"),
+    ],
+)
+def test_a_list_that_breaks_the_draft_is_not_used(
+    server: AuthServerDouble,
+    keys: list[RSAKey],
+    clock: Clock,
+    change: dict[str, Any],
+    why: str,
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, **change
+    )
+    token = sign(keys[0], with_status(server, 1))
+    assert reason_of(status_verifier(server, clock), token) == "status_unavailable", why
+
+
+def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    stranger = status_list_token(keys[1], uri, set(), now=clock.wall)
+    # keys[1] is not published: its kid is unknown.
+    server.status_lists["/statuslists/1"] = stranger
+    token = sign(keys[0], with_status(server, 1))
+    assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid}
+    payload = json.dumps(
+        {"sub": uri, "iat": int(clock.wall), "status_list": {"bits": 1, "lst": "eJwDAAAAAAE"}}
+    )
+    server.status_lists["/statuslists/1"] = raw_rs256(keys[0], header, payload.encode())
+    assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
+
+
+def test_a_compression_bomb_is_refused(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    bomb = b64(zlib.compress(bytes(64 * 1024 * 1024), 9))  # 64 MiB of zeros, ~64 KB
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, status_list={"bits": 1, "lst": bomb}
+    )
+    token = sign(keys[0], with_status(server, 1))
+    assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"status_list": {"idx": -1, "uri": "/statuslists/1"}},
+        {"status_list": {"idx": "1", "uri": "/statuslists/1"}},
+        {"status_list": {"idx": 1}},
+        {"status_list": {"idx": 1, "uri": "https://evil.example/statuslists/1"}},
+        {"status_list": "x"},
+    ],
+)
+def test_a_status_claim_that_is_not_ours_is_refused(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock, status: dict[str, Any]
+) -> None:
+    server.publish(keys[0])
+    ref = status["status_list"]
+    if isinstance(ref, dict) and str(ref.get("uri", "")).startswith("/"):
+        ref["uri"] = server.issuer + ref["uri"]
+    token = sign(keys[0], claims_for(server.issuer, status=status))
+    assert reason_of(status_verifier(server, clock), token) == "invalid_claim"
+    assert server.status_list_fetches == 0  # nothing was fetched for it
+
+
+def test_tokens_without_status_pass_unless_required(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer))
+    assert status_verifier(server, clock).verify(token)
+    assert reason_of(status_verifier(server, clock, require_status=True), token) == "missing_claim"
+
+
+def test_an_unavailable_list_is_a_503_in_the_middleware(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    token = sign(keys[0], with_status(server, 1))  # no list served at all: 404
+    app = require_token(status_verifier(server, clock))(lambda env, start: [b"ok"])
+    seen: list[str] = []
+    app({"HTTP_AUTHORIZATION": f"Bearer {token}"}, lambda status, headers: seen.append(status))
+    assert seen == ["503 Service Unavailable"]
+
+
+# -- hostile tokens (Hypothesis) --------------------------------------------------------------
+
+
+def _segment(data: bytes) -> str:
+    return b64(data)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+hostile_headers = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.integers(min_value=100, max_value=100_000).map(_nested),
+    st.integers(min_value=100, max_value=5_000).map(lambda d: b'{"a":' * d + b"1" + b"}" * d),
+    st.binary(max_size=200),
+    st.just(rb'{"alg":"RS256","typ":"at+jwt","kid":"\ud800"}'),
+    st.just(b'{"alg":"RS256","typ":"at+jwt","kid":1e400}'),
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    header=hostile_headers,
+    payload=st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=100)),
+    signature=st.binary(max_size=300),
+    glue=st.sampled_from([".", "..", "", " "]),
+)
+def test_hostile_tokens_only_ever_raise_invalid_token(
+    server: AuthServerDouble,
+    keys: list[RSAKey],
+    header: bytes,
+    payload: bytes,
+    signature: bytes,
+    glue: str,
+) -> None:
+    """Issue 11: a header of nested JSON raised RecursionError (a 500 at every sync server).
+    Whatever arrives, verify returns claims or raises InvalidToken, nothing else."""
+    server.publish(keys[0])
+    verifier = verifier_for(server)
+    token = glue.join([_segment(header), _segment(payload), _segment(signature)])
+    for candidate in (token, token.encode(), token[:50], "." + token):
+        with pytest.raises(InvalidToken) as caught:
+            verifier.verify(candidate)
+        assert caught.value.reason in REASONS
+
+
+def test_a_deeply_nested_header_is_malformed_not_a_recursion_error(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    server.publish(keys[0])
+    for depth in (500, 5_000, 100_000):
+        token = f"{_segment(_nested(depth))}.{_segment(b'{}')}.{_segment(b'x')}"
+        assert reason_of(verifier_for(server, max_token_bytes=10**7), token) == "malformed"
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    claims=st.dictionaries(
+        st.sampled_from(["iss", "aud", "exp", "nbf", "iat", "sub", "jti", "client_id", "status"]),
+        json_values,
+        max_size=9,
+    )
+)
+def test_hostile_claims_signed_by_the_issuer_only_ever_raise_invalid_token(
+    server: AuthServerDouble, keys: list[RSAKey], claims: dict[str, Any]
+) -> None:
+    """Even a validly signed token with claims of every wrong type and value."""
+    server.publish(keys[0])
+    verifier = verifier_for(server)
+    token = raw_rs256(
+        keys[0],
+        {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid},
+        json.dumps({**claims_for(server.issuer), **claims}).encode(),
+    )
+    try:
+        verifier.verify(token)
+    except InvalidToken as exc:
+        reason = exc.reason
+    else:
+        reason = "accepted"
+    assert reason in {*REASONS, "accepted"}
+
+
+def test_the_header_rule_caps_the_segment_before_decoding() -> None:
+    """The fix itself, below verify()'s catch-all: parse_header refuses a nested header
+    with a RuleViolation, never a RecursionError, however deep."""
+    from authserver_verifier import rules
+
+    for depth in (200, 2_000, 200_000):
+        token = f"{_segment(_nested(depth))}.{_segment(b'{}')}.{_segment(b'x')}"
+        with pytest.raises(rules.RuleViolation) as caught:
+            rules.parse_header(token, max_bytes=10**7)
+        assert caught.value.reason == "malformed"
