@@ -4,8 +4,9 @@ A token is active only if its signature verifies with a key that is published *r
 (so a retired key's tokens are inactive at once) and it passes the JWT rules every
 authserver verifier applies (``authserver_verifier.rules``: RS256 ``at+jwt``, the RFC 9068
 claims, this issuer, ``nbf``/``iat`` within the same leeway as sync servers use, ``exp``
-without one: this server set it from its own clock), and it is not revoked. The audience is not checked: introspection serves every audience
-(``oauth/endpoints.py`` decides who may see which token).
+without one: this server set it from its own clock), and it is not revoked. The audience
+is not checked: introspection serves every audience (``oauth/endpoints.py`` decides who
+may see which token).
 """
 
 from __future__ import annotations
