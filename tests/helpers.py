@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -48,22 +49,39 @@ def node_and_npm(what: str) -> tuple[str, str]:
     return node, npm
 
 
+def _installed_versions(lockfile: Path) -> dict[str, object]:
+    packages = json.loads(lockfile.read_text())["packages"]
+    installed = {k: v for k, v in packages.items() if k.startswith("node_modules/")}
+    return {k: v.get("version") for k, v in installed.items()}
+
+
+def _holds_lockfile(node_modules: Path, lockfile: Path) -> bool:
+    """True when *node_modules* holds exactly the packages *lockfile* names (npm's own
+    record of what it installed, ``node_modules/.package-lock.json``)."""
+    hidden = node_modules / ".package-lock.json"
+    return hidden.exists() and _installed_versions(hidden) == _installed_versions(lockfile)
+
+
 def npm_ci(npm: str, package: Path) -> None:
-    """``npm ci`` in *package*: exactly its committed package-lock.json. Skipped when
-    node_modules already holds exactly that tree (npm's own record of what it installed,
-    ``node_modules/.package-lock.json``): a native dependency built from source makes a
-    repeated ``npm ci`` cost minutes."""
-    hidden = package / "node_modules" / ".package-lock.json"
-    if hidden.exists():
+    """``npm ci`` in *package*: exactly its committed package-lock.json.
 
-        def versions(lockfile: Path) -> dict[str, object]:
-            packages = json.loads(lockfile.read_text())["packages"]
-            return {
-                k: v.get("version") for k, v in packages.items() if k.startswith("node_modules/")
-            }
-
-        if versions(package / "package-lock.json") == versions(hidden):
-            return
+    A native dependency built from source (``better-sqlite3`` under the Verdant server,
+    when no prebuilt binary can be downloaded) makes ``npm ci`` cost minutes, so nothing is
+    done when ``node_modules`` already holds that tree, and a finished install is kept in
+    ``~/.cache/authserver-tests/npm/<hash of package.json and the lockfile>`` and copied
+    from there into a clean clone.
+    """
+    lockfile = package / "package-lock.json"
+    target = package / "node_modules"
+    if _holds_lockfile(target, lockfile):
+        return
+    digest = hashlib.sha256((package / "package.json").read_bytes() + lockfile.read_bytes())
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    cached = cache_root / "authserver-tests" / "npm" / digest.hexdigest()[:24] / "node_modules"
+    if _holds_lockfile(cached, lockfile):
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(cached, target, symlinks=True)
+        return
     install = subprocess.run(
         [npm, "ci", "--no-audit", "--no-fund", "--prefer-offline"],
         cwd=package,
@@ -73,6 +91,13 @@ def npm_ci(npm: str, package: Path) -> None:
         check=False,
     )
     assert install.returncode == 0, f"npm ci failed:\n{install.stdout}\n{install.stderr}"
+    # Written beside, then renamed: a half-copied tree is never taken for the cache.
+    staging = cached.parent / f"tmp-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(target, staging / "node_modules", symlinks=True)
+    shutil.rmtree(cached.parent / "node_modules", ignore_errors=True)
+    (staging / "node_modules").rename(cached)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def free_port() -> int:

@@ -4,10 +4,10 @@ virtualenv's ``authserver``.
 
 Needs ``node`` (20 or later) and ``npm``. Outside CI their absence skips this test; under CI
 (``CI=true``, set by ``.ci/run``, which installs them from Debian when missing) it fails.
-``npm ci`` installs exactly the committed package-lock.json; it is skipped when
-``node_modules`` already holds exactly that tree (npm's own record of what it installed,
-``node_modules/.package-lock.json``), because the Verdant server the adapter is tested
-against builds ``better-sqlite3`` from source when no prebuilt binary can be downloaded.
+``npm ci`` installs exactly the committed package-lock.json (``tests.helpers.npm_ci``: not
+again when ``node_modules`` already holds that tree, and from a per-user cache of that exact
+tree in a clean clone), because the Verdant server the adapter is tested against builds
+``better-sqlite3`` from source when no prebuilt binary can be downloaded: minutes.
 """
 
 from __future__ import annotations
