@@ -34,6 +34,7 @@ from authserver.profiles.base import DialectRequest
 from authserver.profiles.base import ProfileError
 from authserver.profiles.base import TokenParameters
 from authserver.tokens.model import IssuedToken
+from authserver.vocabulary import MAX_URI_LENGTH
 
 #: @verdant-web/common ReplicaType: Realtime .. ReadOnlyRealtime.
 REPLICA_TYPES = range(6)
@@ -59,13 +60,17 @@ class VerdantProfile:
                 raise ProfileError(f"{required} is required")
         claims: dict[str, Any] = {"lib": values.string(f["libraryId"], "libraryId")}
         if "syncEndpoint" in f:
-            claims["url"] = values.string(f["syncEndpoint"], "syncEndpoint", max_length=2048)
+            claims["url"] = values.string(
+                f["syncEndpoint"], "syncEndpoint", max_length=MAX_URI_LENGTH
+            )
         elif "url" not in fixed:
             raise ProfileError(
                 "syncEndpoint is required (or register the client with the fixed claim url)"
             )
         if "fileEndpoint" in f:
-            claims["file"] = values.string(f["fileEndpoint"], "fileEndpoint", max_length=2048)
+            claims["file"] = values.string(
+                f["fileEndpoint"], "fileEndpoint", max_length=MAX_URI_LENGTH
+            )
         if "role" in f:
             claims["role"] = values.string(f["role"], "role")
         if "type" in f:
