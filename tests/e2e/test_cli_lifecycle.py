@@ -17,19 +17,13 @@ import requests
 
 from authserver import container
 from authserver.settings import Settings
+from tests.factories import request_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import on_every_worker
 from tests.helpers import run_cli
 
 AUD = "https://sync.example"
-
-
-def _token(server: ServerProcess, client_id: str, secret: str, **extra: str) -> requests.Response:
-    data = {"grant_type": "client_credentials", "sub": "user-1", **extra}
-    return requests.post(
-        server.base_url + "/token", data=data, auth=(client_id, secret), timeout=10
-    )
 
 
 def _one_line_error(result: Any) -> str:
@@ -62,7 +56,9 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
             """The same request until both workers have answered it."""
             secret_ = request.pop("secret")
             return on_every_worker(
-                lambda: _token(server, cid, secret_, **request), metrics, workers=2
+                lambda: request_token(server, (cid, secret_), sub="user-1", **request),
+                metrics,
+                workers=2,
             )
 
         # Warm both workers' caches with this client.
@@ -89,7 +85,10 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
         for body in (r.json() for r in everywhere(secret=new_secret)):
             assert body["scope"] == "read"
             assert body["expires_in"] == 120
-        assert _token(server, cid, new_secret, scope="write").json()["error"] == "invalid_scope"
+        assert (
+            request_token(server, (cid, new_secret), sub="user-1", scope="write").json()["error"]
+            == "invalid_scope"
+        )
 
         deleted = cli_json(env, "clients", "delete", cid, "--yes")
         assert deleted == {"client_id": cid, "deleted": True}

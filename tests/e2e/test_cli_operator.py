@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.factories import request_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
@@ -190,33 +191,24 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
 # -- clients ---------------------------------------------------------------------------------
 
 
-def _token(base_url: str, client_id: str, secret: str) -> requests.Response:
-    return requests.post(
-        base_url + "/token",
-        data={"grant_type": "client_credentials", "sub": "user-1"},
-        auth=(client_id, secret),
-        timeout=10,
-    )
-
-
 def test_rotate_secret_with_grace_keeps_the_old_secret_working(tmp_path: Path) -> None:
     env = _env(tmp_path)
     with ServerProcess(env) as server:
         created = cli_json(env, "clients", "create", "--name", "backend", "--audience", "A")
         cid, old = created["client_id"], created["client_secret"]
-        assert _token(server.base_url, cid, old).status_code == 200
+        assert request_token(server, (cid, old), sub="user-1").status_code == 200
 
         rotated = cli_json(env, "clients", "rotate-secret", cid, "--grace", "1h")
         new = rotated["client_secret"]
         assert rotated["previous_secret_expires_at"] is not None
-        assert _token(server.base_url, cid, new).status_code == 200
-        assert _token(server.base_url, cid, old).status_code == 200
+        assert request_token(server, (cid, new), sub="user-1").status_code == 200
+        assert request_token(server, (cid, old), sub="user-1").status_code == 200
 
         # Without --grace the old secret (and the one in its grace period) stop at once.
         newest = cli_json(env, "clients", "rotate-secret", cid)["client_secret"]
-        assert _token(server.base_url, cid, old).status_code == 401
-        assert _token(server.base_url, cid, new).status_code == 401
-        assert _token(server.base_url, cid, newest).status_code == 200
+        assert request_token(server, (cid, old), sub="user-1").status_code == 401
+        assert request_token(server, (cid, new), sub="user-1").status_code == 401
+        assert request_token(server, (cid, newest), sub="user-1").status_code == 200
 
     events = cli_json(env, "audit", "--client", cid, "--action", "token.issued")["events"]
     used = [e["detail"].get("secret_used") for e in reversed(events)]

@@ -25,6 +25,7 @@ from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
+from tests.factories import issue_token
 
 pytestmark = pytest.mark.e2e
 
@@ -32,14 +33,6 @@ AUD = "https://sync.example"
 OTHER_AUD = "https://other.example"
 
 Register = Callable[..., tuple[str, str]]
-
-
-def issue(http: Any, client_id: str, secret: str, **params: Any) -> str:
-    response = http.post(
-        "/token", data={"grant_type": "client_credentials", **params}, auth=(client_id, secret)
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["access_token"]  # type: ignore[no-any-return]
 
 
 def introspect(
@@ -118,9 +111,9 @@ def pair(register: Register) -> tuple[tuple[str, str], tuple[str, str]]:
 @pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
 def test_active_token_with_its_claims(http: Any, register: Register, as_json: bool) -> None:
     creds = register(audiences=[AUD], scopes=["sync"], allowed_claims=["libraryId"])
-    token = issue(
+    token = issue_token(
         http,
-        *creds,
+        creds,
         sub="user-1",
         email="u@example.com",
         name="U",
@@ -156,7 +149,7 @@ def test_active_token_with_its_claims(http: Any, register: Register, as_json: bo
 @pytest.mark.parametrize("hint", ["access_token", "refresh_token"])
 def test_token_type_hint_is_accepted(http: Any, register: Register, hint: str) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     response = introspect(http, token, creds, token_type_hint=hint)
     assert response.status_code == 200
     assert response.get_json()["active"] is True
@@ -164,7 +157,7 @@ def test_token_type_hint_is_accepted(http: Any, register: Register, hint: str) -
 
 def test_client_secret_post_authenticates(http: Any, register: Register) -> None:
     client_id, secret = register()
-    token = issue(http, client_id, secret)
+    token = issue_token(http, (client_id, secret))
     response = http.post(
         "/introspect", data={"token": token, "client_id": client_id, "client_secret": secret}
     )
@@ -182,8 +175,8 @@ def test_client_secret_post_authenticates(http: Any, register: Register) -> None
 
 def test_revoked_token_is_inactive_at_once(http: Any, register: Register) -> None:
     creds = register()
-    token = issue(http, *creds)
-    other = issue(http, *creds)
+    token = issue_token(http, creds)
+    other = issue_token(http, creds)
     assert active(http, token, creds)
     response = revoke(http, token, creds)
     assert response.status_code == 200, response.get_data(as_text=True)
@@ -199,7 +192,7 @@ def test_revocation_is_seen_by_another_instance(
     http: Any, register: Register, settings: Settings
 ) -> None:
     creds = register()
-    first, second = issue(http, *creds), issue(http, *creds)
+    first, second = issue_token(http, creds), issue_token(http, creds)
     other = make_services(settings)
     try:
         other_http = create_app(services=other).test_client()
@@ -219,7 +212,7 @@ def test_revocation_is_audited_without_the_token(
     from authserver.audit.model import AuditQuery
 
     creds = register()
-    token = issue(http, *creds, sub="user-9")
+    token = issue_token(http, creds, sub="user-9")
     assert revoke(http, token, creds).status_code == 200
     with services.unit_of_work():
         events = services.audit.query(
@@ -234,7 +227,7 @@ def test_revoking_another_clients_token_is_a_no_op(
     http: Any, pair: tuple[tuple[str, str], tuple[str, str]]
 ) -> None:
     a, b = pair
-    token = issue(http, *a)
+    token = issue_token(http, a)
     response = revoke(http, token, b)
     assert response.status_code == 200
     assert active(http, token, a)
@@ -245,7 +238,7 @@ def test_audience_client_cannot_revoke(http: Any, register: Register) -> None:
     was issued to may revoke it (RFC 7009 §2.1)."""
     issuer_client = register(audiences=[AUD])
     sync_server = register(name="sync", audiences=[AUD])
-    token = issue(http, *issuer_client)
+    token = issue_token(http, issuer_client)
     assert revoke(http, token, sync_server).status_code == 200
     assert active(http, token, issuer_client)
 
@@ -268,7 +261,7 @@ def test_expired_token_is_inactive(settings: Settings, clock: FixedClock) -> Non
             client, secret = svc.clients.create(name="short", token_ttl=60)
         assert secret is not None
         creds = (client.client_id, secret)
-        token = issue(http, *creds)
+        token = issue_token(http, creds)
         assert active(http, token, creds)
         clock.advance(59)
         assert active(http, token, creds)
@@ -283,7 +276,7 @@ def test_expired_token_is_inactive(settings: Settings, clock: FixedClock) -> Non
 @pytest.mark.slow
 def test_expired_token_is_inactive_in_real_time(http: Any, register: Register) -> None:
     creds = register(token_ttl=1)
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     assert active(http, token, creds)
     time.sleep(2.1)
     assert not active(http, token, creds)
@@ -293,7 +286,7 @@ def test_forged_tokens_are_inactive(
     http: Any, register: Register, rsa_private_key: rsa.RSAPrivateKey
 ) -> None:
     creds = register(audiences=[AUD])
-    token = issue(http, *creds, sub="user-1")
+    token = issue_token(http, creds, sub="user-1")
     header, claims = parts(token)
     head, payload, signature = token.split(".")
 
@@ -342,7 +335,7 @@ def test_tokens_signed_by_the_server_key_but_not_its_shape_are_inactive(
     """The right key does not suffice: the issuer, the type, an expiry, a jti and a
     client_id are all required."""
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     header, claims = parts(token)
     kid, pem = server_private_key(services)
     assert header["kid"] == kid
@@ -395,14 +388,14 @@ def test_retired_keys_tokens_are_inactive_at_once(
     http: Any, register: Register, services: Services
 ) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     kid = parts(token)[0]["kid"]
     assert active(http, token, creds)
     with services.unit_of_work():
         services.keys.retire(kid)
     assert not active(http, token, creds)
     # A token from the key that replaced it is active.
-    fresh = issue(http, *creds)
+    fresh = issue_token(http, creds)
     assert parts(fresh)[0]["kid"] != kid
     assert active(http, fresh, creds)
 
@@ -411,7 +404,7 @@ def test_retired_key_is_seen_by_another_instance_at_once(
     http: Any, register: Register, services: Services, settings: Settings
 ) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     other = make_services(settings)
     try:
         other_http = create_app(services=other).test_client()
@@ -430,7 +423,7 @@ def test_another_clients_token_is_inactive(
     http: Any, pair: tuple[tuple[str, str], tuple[str, str]]
 ) -> None:
     a, b = pair
-    token = issue(http, *a)
+    token = issue_token(http, a)
     assert not active(http, token, b)
     assert active(http, token, a)
 
@@ -440,7 +433,7 @@ def test_audience_client_may_introspect(http: Any, register: Register) -> None:
     backend = register(name="backend", audiences=[AUD])
     sync_server = register(name="sync", audiences=[AUD])
     stranger = register(name="stranger", audiences=[OTHER_AUD])
-    token = issue(http, *backend, sub="user-1")
+    token = issue_token(http, backend, sub="user-1")
     assert parts(token)[1]["aud"] in (AUD, [AUD])
     response = introspect(http, token, sync_server)
     body = response.get_json()
@@ -454,7 +447,7 @@ def test_disabled_client_cannot_introspect(
     http: Any, register: Register, services: Services
 ) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     with services.unit_of_work():
         services.clients.set_enabled(creds[0], False)
     assert_error(introspect(http, token, creds), 401, "invalid_client")
@@ -479,7 +472,7 @@ def test_missing_token_is_invalid_request(http: Any, register: Register, path: s
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
 def test_bad_client_authentication_is_401(http: Any, register: Register, path: str) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     for auth in [(creds[0], "wrong"), ("no-such-client", creds[1]), None]:
         response = http.post(path, data={"token": token}, auth=auth)
         assert_error(response, 401, "invalid_client")
@@ -495,7 +488,7 @@ def test_bad_client_authentication_is_401(http: Any, register: Register, path: s
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
 def test_parameters_in_the_url_are_refused(http: Any, register: Register, path: str) -> None:
     creds = register()
-    token = issue(http, *creds)
+    token = issue_token(http, creds)
     response = http.post(f"{path}?token={token}", data={}, auth=creds)
     assert_error(response, 400, "invalid_request")
 

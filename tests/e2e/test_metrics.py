@@ -23,6 +23,7 @@ from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
+from tests.factories import request_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import on_every_worker
@@ -98,12 +99,6 @@ def scrape(http: Any) -> tuple[str, dict[Any, float]]:
     return text, parse(text)
 
 
-def token(http: Any, client_id: str, secret: str, **params: str) -> Any:
-    return http.post(
-        "/token", data={"grant_type": "client_credentials", **params}, auth=(client_id, secret)
-    )
-
-
 @db_independent
 def test_metrics_is_prometheus_text(http: Any) -> None:
     response = http.get("/metrics", headers=SCRAPER)
@@ -126,14 +121,14 @@ def test_counts_tokens_and_failures_by_reason(
     bad_id, bad_secret = register(name="never succeeds")
     _, before = scrape(http)
 
-    issued = [token(http, good_id, good_secret, sub=f"user-{i}") for i in range(3)]
+    issued = [request_token(http, (good_id, good_secret), sub=f"user-{i}") for i in range(3)]
     assert all(r.status_code == 200 for r in issued), issued[0].get_data(as_text=True)
     access_tokens = [r.get_json()["access_token"] for r in issued]
 
-    assert token(http, bad_id, "wrong-secret").status_code == 401
+    assert request_token(http, (bad_id, "wrong-secret")).status_code == 401
     attacker_id = "attacker-" + secrets.token_hex(8)
     attacker_secret = "s3cr3t-" + secrets.token_hex(8)
-    assert token(http, attacker_id, attacker_secret).status_code == 401
+    assert request_token(http, (attacker_id, attacker_secret)).status_code == 401
     assert (
         http.post(
             "/token",

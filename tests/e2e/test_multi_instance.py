@@ -15,6 +15,7 @@ import jwt
 import pytest
 import requests
 
+from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import on_every_worker
@@ -59,17 +60,6 @@ def instances(
         b.stop()
 
 
-def _token(server: ServerProcess, cid: str, secret: str, sub: str) -> str:
-    response = requests.post(
-        server.base_url + "/token",
-        auth=(cid, secret),
-        timeout=10,
-        data={"grant_type": "client_credentials", "sub": sub},
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["access_token"])
-
-
 def _verify(token: str, server: ServerProcess) -> dict[str, object]:
     jwks = jwt.PyJWKSet.from_dict(
         requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
@@ -96,8 +86,8 @@ def test_two_instances_share_one_database(
     assert [k["state"] for k in keys] == ["current"]
 
     # Tokens from either instance verify with the other's JWKS.
-    assert _verify(_token(a, cid, secret, "u-a"), b)["sub"] == "u-a"
-    assert _verify(_token(b, cid, secret, "u-b"), a)["sub"] == "u-b"
+    assert _verify(issue_token(a, (cid, secret), sub="u-a"), b)["sub"] == "u-a"
+    assert _verify(issue_token(b, (cid, secret), sub="u-b"), a)["sub"] == "u-b"
 
     # Rotation requested on both instances at the same moment happens once.
     def rotate(server: ServerProcess) -> requests.Response:
@@ -129,7 +119,7 @@ def test_two_instances_share_one_database(
     assert sorted(states) == ["current", "next"]
 
     # A revocation through one instance is seen by the other at once.
-    token = _token(a, cid, secret, "u-revoked")
+    token = issue_token(a, (cid, secret), sub="u-revoked")
     assert (
         requests.post(
             b.base_url + "/revoke", auth=(cid, secret), data={"token": token}, timeout=10
