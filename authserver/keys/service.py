@@ -312,14 +312,11 @@ class KeyService:
                     self._record("key.created", created)
                 keys = self._list()
             for key in keys:
-                state = key.state(now, self._policy.retention)
-                if state is not KeyState.GONE:
-                    continue
-                drop_at = key.drop_at(self._policy.retention) or now
-                if now >= drop_at + KEEP_GONE_RECORDS:
+                cleanup = _cleanup(key, now, self._policy.retention)
+                if cleanup == "delete":
                     self._store.delete(key.kid)
                     done.append(f"deleted key {key.kid}")
-                elif key.private_pem is not None:
+                elif cleanup == "destroy":
                     self._store.update(dataclasses.replace(key, private_pem=None))
                     done.append(f"destroyed private key {key.kid}")
         if done:
@@ -346,11 +343,8 @@ class KeyService:
             rotate_at = current.activate_at + self._policy.rotation_interval
             if now >= rotate_at - self._lead:
                 work.add("rotate")
-        for key in keys:
-            if key.state(now, retention) is KeyState.GONE:
-                drop_at = key.drop_at(retention) or now
-                if key.private_pem is not None or now >= drop_at + KEEP_GONE_RECORDS:
-                    work.add("gc")
+        if any(_cleanup(key, now, retention) for key in keys):
+            work.add("gc")
         return work
 
     @property
@@ -419,8 +413,7 @@ class KeyService:
                 self._store.add(created)
                 live.insert(0, created)
         originals = {k.kid: k for k in keys}
-        for index, key in enumerate(live):
-            end = live[index + 1].activate_at if index + 1 < len(live) else None
+        for key, end in _chained_ends(live):
             updated = dataclasses.replace(key, deactivate_at=end)
             original = originals.get(key.kid)
             if (
@@ -449,12 +442,25 @@ def _chain_broken(keys: list[SigningKey], now: float) -> bool:
     crash part-way through a change of a store without transactions (the file store)
     can leave: e.g. a new key written, the current key's window not yet ended, so both
     would be current once the new one activates."""
-    live = _live(keys, now)
-    for index, key in enumerate(live):
-        end = live[index + 1].activate_at if index + 1 < len(live) else None
-        if key.deactivate_at != end:
-            return True
-    return False
+    return any(key.deactivate_at != end for key, end in _chained_ends(_live(keys, now)))
+
+
+def _chained_ends(live: list[SigningKey]) -> list[tuple[SigningKey, float | None]]:
+    """Each live key (as :func:`_live` orders them) with the end its signing window must
+    have for the windows to chain: the next key's start; the last key's is open."""
+    ends: list[float | None] = [k.activate_at for k in live[1:]]
+    return list(zip(live, [*ends, None][: len(live)], strict=True))
+
+
+def _cleanup(key: SigningKey, now: float, retention: float) -> str | None:
+    """What the schedule does with *key* now: ``"delete"`` its record once it has been gone
+    for :data:`KEEP_GONE_RECORDS`, ``"destroy"`` the private half of a gone key that still
+    has one, else ``None``."""
+    if key.state(now, retention) is not KeyState.GONE:
+        return None
+    if now >= (key.drop_at(retention) or now) + KEEP_GONE_RECORDS:
+        return "delete"
+    return "destroy" if key.private_pem is not None else None
 
 
 def _current(keys: list[SigningKey], now: float, retention: float) -> SigningKey | None:
