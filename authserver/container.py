@@ -28,6 +28,7 @@ from authserver.storage.sql.audit import SqlAuditStore
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.keys import SqlKeyStore
+from authserver.storage.sql.notify import PostgresChangeFeed
 from authserver.storage.sql.revocations import SqlRevocationStore
 from authserver.storage.sql.statuslist import SqlStatusListStore
 from authserver.tokens.inspection import TokenInspector
@@ -55,12 +56,23 @@ class Services:
     jwks_fetcher: JwksFetcher
     profiles: ProfileRegistry
     status_lists: StatusListService
+    #: The change feed of a PostgreSQL database (``None`` on SQLite); started by
+    #: :meth:`start_change_feed` in each serving worker.
+    changes: PostgresChangeFeed | None = None
+
+    def start_change_feed(self) -> None:
+        """Listen for changes made by other processes and instances (PostgreSQL only), so
+        cached clients and keys need no version read per request while it is up."""
+        if self.changes is not None:
+            self.changes.start()
 
     def unit_of_work(self) -> AbstractContextManager[Session]:
         """One transaction: commit at the end, roll back on error."""
         return self.db.unit_of_work()
 
     def close(self) -> None:
+        if self.changes is not None:
+            self.changes.stop()
         self.db.dispose()
 
 
@@ -81,13 +93,25 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
     no key directory either (commands that only read)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
+    changes = (
+        PostgresChangeFeed(settings.database_url, db.connect_args)
+        if db.engine.dialect.name == "postgresql"
+        else None
+    )
     key_store: KeyStore = (
         SqlKeyStore(db)
         if settings.key_store == "sql"
         else FileKeyStore(settings.keys_dir, create=not readonly)
     )
     audit = AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention)
-    keys = KeyService(key_store, clock, key_policy(settings), audit)
+    # Only the SQL key store announces its changes; the file store keeps its version check.
+    keys = KeyService(
+        key_store,
+        clock,
+        key_policy(settings),
+        audit,
+        changes=changes if settings.key_store == "sql" else None,
+    )
     revocations = SqlRevocationStore(db)
     profiles = ProfileRegistry.load()
     status_lists = StatusListService(
@@ -114,6 +138,7 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             profiles=profiles,
             # A disabled or deleted client's live tokens are revoked in its status lists.
             on_withdrawn=lambda client_id: status_lists.revoke_issued(client_id=client_id),
+            changes=changes,
         ),
         keys=keys,
         tokens=TokenService(
@@ -136,4 +161,5 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
         ),
         profiles=profiles,
         status_lists=status_lists,
+        changes=changes,
     )

@@ -191,6 +191,9 @@ def worker_app() -> Any:
     app = create_app(services=services)
     # One audit write per 0.25 s per worker instead of one per token.
     services.audit.start_batching(services.unit_of_work)
+    # PostgreSQL: one listening connection per worker, so cached clients and keys are
+    # dropped when another process changes them instead of being re-validated per request.
+    services.start_change_feed()
     if settings.scheduler:
         KeyScheduler(services).start()
     return app

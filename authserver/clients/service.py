@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Callable
 from collections.abc import Container
@@ -14,6 +13,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from authserver.audit.service import AuditService
+from authserver.cache import BoundedCache
+from authserver.cache import ChangeFeed
 from authserver.clients import secrets as client_secrets
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
@@ -47,8 +48,10 @@ _UNSET: Any = object()
 DEFAULT_PROFILE = "oauth2"
 #: Most fixed claims per client.
 MAX_FIXED_CLAIMS = 32
-#: Most clients one process keeps in memory (oldest evicted first).
+#: Most clients one process keeps in memory (least recently used evicted first).
 CACHE_SIZE = 10_000
+#: The change-feed name of client changes (the store announces it with every change).
+CHANGE_NAME = "clients"
 
 
 class ClientService:
@@ -64,6 +67,7 @@ class ClientService:
         allow_http_jwks_uri: bool = True,
         profiles: Container[str] = (DEFAULT_PROFILE,),
         on_withdrawn: Callable[[ClientId], object] | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._store = store
         #: Outside production mode a ``jwks_uri`` may be plain http on a loopback host
@@ -77,9 +81,13 @@ class ClientService:
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
-        self._cache: dict[str, Client | None] = {}
-        self._cache_version: int | None = None
-        self._cache_lock = threading.Lock()
+        # Unknown ids are cached as None too: a flood of bogus ids costs one read each.
+        self._cache: BoundedCache[str, Client | None] = BoundedCache(CACHE_SIZE)
+        self._changes = changes
+        #: Moves on with every announced change (and every feed reconnection).
+        self._generation = 0
+        if changes is not None:
+            changes.subscribe(CHANGE_NAME, self._changed)
         self._report = ReportOnce(log, "client record")
 
     def _record(self, action: str, client: Client, **detail: Any) -> None:
@@ -96,17 +104,23 @@ class ClientService:
         return client
 
     def find(self, client_id: str) -> Client | None:
-        """The client for authentication, from a per-process cache that is validated
-        against the store's version on every call: a change made anywhere (disable,
-        secret rotation, delete) is seen by the very next request, at the cost of one
-        indexed read instead of a full row load."""
-        version = self._store.version()
-        with self._cache_lock:
-            if version != self._cache_version:
-                self._cache.clear()
-                self._cache_version = version
-            if client_id in self._cache:
-                return self._cache[client_id]
+        """The client for authentication, from a per-process cache that sees a change made
+        anywhere (disable, secret rotation, delete) by the very next request.
+
+        With a live change feed (PostgreSQL ``LISTEN/NOTIFY``) the cache is trusted until
+        a change is announced: no database round trip for a cached client. Without one
+        (SQLite, or while the feed is down) it is validated against the store's version
+        on every call: one indexed read instead of a full row load.
+        """
+        feed = self._changes
+        version = (
+            ("feed", self._generation)
+            if feed is not None and feed.live()
+            else ("store", self._store.version())
+        )
+        found, client = self._cache.get(client_id, version)
+        if found:
+            return client
         try:
             client = self._store.get(ClientId(client_id))
         except UnreadableRecord as exc:
@@ -114,13 +128,16 @@ class ClientService:
             # a 500, and no other client: reported once, then cached like an unknown id.
             self._report([exc])
             client = None
-        with self._cache_lock:
-            if self._cache_version == version:
-                if len(self._cache) >= CACHE_SIZE:
-                    self._cache.pop(next(iter(self._cache)))
-                # Unknown ids are cached as None too: a flood of bogus ids costs one read.
-                self._cache[client_id] = client
+        self._cache.put(client_id, client, version)
         return client
+
+    def _changed(self) -> None:
+        """A client changed somewhere (or announcements may have been missed). Also called
+        by this service's own commands, so the process that makes a change stops serving
+        the old row at once; a reader that re-caches the old row before the commit is
+        cleared by the announcement that follows the commit."""
+        self._generation += 1
+        self._cache.clear()
 
     def find_by_secret(self, secret: str) -> Client | None:
         """The client whose secret is *secret* (Bearer-secret authentication): its
@@ -198,6 +215,7 @@ class ClientService:
             ),
         )
         self._store.add(client)
+        self._changed()
         self._record("client.created", client, auth_method=client.auth_method)
         return client, secret
 
@@ -238,6 +256,7 @@ class ClientService:
             updated_at=self._clock.now(),
         )
         self._store.update(updated)
+        self._changed()
         self._record("client.updated", updated)
         return updated
 
@@ -262,6 +281,7 @@ class ClientService:
             updated_at=now,
         )
         self._store.update(updated)
+        self._changed()
         self._record(
             "client.secret_rotated",
             updated,
@@ -273,6 +293,7 @@ class ClientService:
         client = self.get(client_id)
         updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
         self._store.update(updated)
+        self._changed()
         self._record("client.enabled" if enabled else "client.disabled", updated)
         if not enabled and self._on_withdrawn is not None:
             self._on_withdrawn(client.client_id)
@@ -286,6 +307,7 @@ class ClientService:
         except UnreadableRecord:
             client = None
         self._store.delete(ClientId(client_id))
+        self._changed()
         if client is not None:
             self._record("client.deleted", client)
         elif self._audit is not None:

@@ -29,6 +29,7 @@ from typing import Any
 from joserfc.jwk import RSAKey
 
 from authserver.audit.service import AuditService
+from authserver.cache import ChangeFeed
 from authserver.clock import Clock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
@@ -42,6 +43,9 @@ from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
 
 log = logging.getLogger(__name__)
+
+#: The change-feed name of signing-key changes (the SQL key store announces it).
+CHANGE_NAME = "signing_keys"
 
 #: How long the record of a gone key is kept (for ``keys list`` and audit) before deletion.
 #: Its private half is destroyed as soon as it is gone.
@@ -80,9 +84,19 @@ class KeyService:
     """Key lifecycle and the cached view the token endpoint signs with."""
 
     def __init__(
-        self, store: KeyStore, clock: Clock, policy: KeyPolicy, audit: AuditService | None = None
+        self,
+        store: KeyStore,
+        clock: Clock,
+        policy: KeyPolicy,
+        audit: AuditService | None = None,
+        changes: ChangeFeed | None = None,
     ) -> None:
         self._audit = audit
+        #: With a live feed the snapshot is re-read only when a change is announced, not
+        #: checked against the store's version every ``cache_seconds``.
+        self._changes = changes
+        if changes is not None:
+            changes.subscribe(CHANGE_NAME, self.invalidate)
         self._store = store
         self._clock = clock
         self._policy = policy
@@ -90,6 +104,9 @@ class KeyService:
         self._keys: list[SigningKey] = []
         self._version: str | None = None
         self._checked_at = float("-inf")
+        #: Whether the view was read after the last invalidation (see _snapshot).
+        self._fresh = False
+        self._generation = 0
         self._parsed: dict[Kid, RSAKey] = {}
         self._report = ReportOnce(log, "signing key record")
 
@@ -125,20 +142,32 @@ class KeyService:
         mono = time.monotonic()
         if mono - self._checked_at < self._policy.cache_seconds:
             return self._keys
+        feed = self._changes
+        if feed is not None and feed.live() and self._fresh:
+            # Nothing announced since the last read: no round trip.
+            return self._keys
         with self._lock:
             if mono - self._checked_at < self._policy.cache_seconds:
                 return self._keys
+            generation = self._generation
             version = self._store.version()
             if version != self._version:
                 self._keys = self._list()
                 self._version = version
                 live = {k.kid for k in self._keys}
                 self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
-            self._checked_at = time.monotonic()
+            # An invalidation that arrived while reading keeps the view stale: it may
+            # announce a change the read did not see.
+            if generation == self._generation:
+                self._checked_at = time.monotonic()
+                self._fresh = True
             return self._keys
 
     def invalidate(self) -> None:
-        """Forget the cached view (after a change made by this process)."""
+        """Forget the cached view (after a change made by this process, or announced by
+        the change feed)."""
+        self._generation += 1
+        self._fresh = False
         self._checked_at = float("-inf")
 
     def current(self) -> tuple[Kid, RSAKey]:

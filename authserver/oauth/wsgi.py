@@ -35,10 +35,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
-from collections.abc import Hashable
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from http import HTTPStatus
@@ -111,29 +109,8 @@ class Document:
         return 200, list(self.headers_with_type), self.body, None
 
 
-class DocumentCache:
-    """Documents keyed by what they are built from (e.g. the published key ids), at most
-    *size* of them; the least recently used goes first."""
-
-    def __init__(self, size: int = 16) -> None:
-        self._size = size
-        self._items: dict[Hashable, Document] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Hashable, build: Callable[[], Document]) -> Document:
-        document = self._items.get(key)
-        if document is not None:
-            return document
-        document = build()
-        with self._lock:
-            self._items.pop(key, None)
-            while len(self._items) >= self._size:
-                self._items.pop(next(iter(self._items)))
-            self._items[key] = document
-        return document
-
-
-#: A GET route: returns the current document (cheaply: normally from a DocumentCache).
+#: A GET route: returns the current document (cheaply: normally from a ``BoundedCache``
+#: keyed by what the document is built from).
 DocumentSource = Callable[[], Document]
 
 

@@ -8,15 +8,15 @@ cached keyed by the published key ids.
 
 To publish another document, add a source here: a function returning the current
 :class:`~authserver.oauth.wsgi.Document` (built once per version through a
-:class:`~authserver.oauth.wsgi.DocumentCache`).
+:class:`~authserver.cache.BoundedCache`).
 """
 
 from __future__ import annotations
 
+from authserver.cache import BoundedCache
 from authserver.container import Services
 from authserver.oauth.metadata import metadata_document
 from authserver.oauth.wsgi import Document
-from authserver.oauth.wsgi import DocumentCache
 from authserver.oauth.wsgi import OAuthWSGI
 
 JWKS = "/.well-known/jwks.json"
@@ -26,12 +26,13 @@ METADATA = ("/.well-known/oauth-authorization-server", "/.well-known/openid-conf
 def register(wsgi: OAuthWSGI, services: Services) -> None:
     keys, settings = services.keys, services.settings
     max_age = settings.jwks_max_age
-    jwks_cache = DocumentCache()
+    # Only ever a handful of live key sets (rotation, retire, retention).
+    jwks_cache: BoundedCache[tuple[object, ...], Document] = BoundedCache(16)
 
     def jwks() -> Document:
         published = keys.published_jwks()
         kids = tuple(jwk.get("kid") for jwk in published["keys"])
-        return jwks_cache.get(kids, lambda: Document.json(published, max_age))
+        return jwks_cache.get_or_build(kids, lambda: Document.json(published, max_age))
 
     metadata = Document.json(metadata_document(settings.issuer), max_age)
 

@@ -150,3 +150,65 @@ def test_two_instances_share_one_database(
         workers=2,
     )
     assert {r.status_code for r in refused} == {401}
+
+
+@pytest.mark.slow
+def test_every_worker_of_every_instance_refuses_a_change_within_a_second(
+    instances: tuple[dict[str, str], ServerProcess, ServerProcess], db_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL: cached clients are dropped by LISTEN/NOTIFY, not re-read per request.
+    A client disabled and a secret rotated by another process (the CLI) are refused by
+    every worker of both instances one second later."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite checks the version per request")
+    env, a, b = instances
+    disabled = cli_json(env, "clients", "create", "--name", "to disable")
+    rotated = cli_json(env, "clients", "create", "--name", "to rotate")
+    grant = {"grant_type": "client_credentials"}
+
+    def post(server: ServerProcess, cid: str, secret: str) -> int:
+        with requests.Session() as session:  # a new connection: any worker may answer
+            response = session.post(
+                server.base_url + "/token", data=grant, auth=(cid, secret), timeout=10
+            )
+        return response.status_code
+
+    # Every worker caches both clients.
+    for server, name in ((a, "a"), (b, "b")):
+        for client in (disabled, rotated):
+            answers = on_every_worker(
+                lambda server=server, c=client: post(server, c["client_id"], c["client_secret"]),
+                tmp_path / f"metrics-{name}",
+                workers=2,
+            )
+            assert set(answers) == {200}
+    # Each worker listens (one connection per worker).
+    for server, name in ((a, "a"), (b, "b")):
+        assert server.log_path is not None
+        assert server.log_path.read_text().count("change feed listening") >= 2, name
+
+    cli_json(env, "clients", "disable", disabled["client_id"])
+    new_secret = cli_json(env, "clients", "rotate-secret", rotated["client_id"])["client_secret"]
+    changed = time.monotonic()
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - changed)))
+
+    for server, name in ((a, "a"), (b, "b")):
+        metrics = tmp_path / f"metrics-{name}"
+        refused = on_every_worker(
+            lambda server=server: post(server, disabled["client_id"], disabled["client_secret"]),
+            metrics,
+            workers=2,
+        )
+        assert set(refused) == {401}, name
+        old = on_every_worker(
+            lambda server=server: post(server, rotated["client_id"], rotated["client_secret"]),
+            metrics,
+            workers=2,
+        )
+        assert set(old) == {401}, name
+        new = on_every_worker(
+            lambda server=server: post(server, rotated["client_id"], new_secret),
+            metrics,
+            workers=2,
+        )
+        assert set(new) == {200}, name

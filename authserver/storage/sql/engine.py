@@ -208,6 +208,15 @@ class Database:
             f"authserver_unit_{id(self)}", default=None
         )
 
+    @property
+    def connect_args(self) -> dict[str, Any]:
+        """The libpq parameters of this database's connections (PostgreSQL: connect
+        timeout and keepalives), for a connection made outside the pools."""
+        if self.engine.dialect.name != "postgresql":
+            return {}
+        query = make_url(self.url).query
+        return {k: v for k, v in _POSTGRES_CONNECT_ARGS.items() if k not in query}
+
     def session(self) -> Session:
         """The session of the current unit of work (stores call this), opened on first use."""
         unit = self._current.get()
@@ -390,3 +399,11 @@ def bump_counter(session: Session, name: str) -> None:
     if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
         insert_or_ignore(session, LockRow, {"name": name, "counter": 0})
         session.execute(bump)
+    if session.get_bind().dialect.name == "postgresql":
+        # Announce the change to every listening worker (storage/sql/notify.py).
+        # PostgreSQL delivers it when, and only if, this transaction commits.
+        from authserver.storage.sql.notify import CHANNEL
+
+        session.execute(
+            text("SELECT pg_notify(:channel, :name)"), {"channel": CHANNEL, "name": name}
+        )

@@ -1,0 +1,139 @@
+"""PostgreSQL LISTEN/NOTIFY (storage/sql/notify.py): with the feed live a cached client
+costs no database read, a change made by another process is seen within 1 s, and while
+the listening connection is gone every read checks the store again until it is back."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from authserver.container import Services
+from authserver.settings import Settings
+from authserver.storage.sql.notify import APPLICATION_NAME
+from authserver.storage.sql.notify import libpq_url
+from tests.conftest import make_services
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def db_url(db_url: str) -> str:
+    if not db_url.startswith("postgresql"):
+        pytest.skip("the change feed is PostgreSQL's LISTEN/NOTIFY; SQLite checks versions")
+    return db_url
+
+
+@pytest.fixture
+def two(settings: Settings, tmp_path: Path) -> Iterator[tuple[Services, Services]]:
+    """Two independent service graphs on one database, as two processes would have; the
+    first listens."""
+    settings = settings.replace(key_store="sql")  # keys in the database, announced too
+    listening = make_services(settings)
+    other = make_services(settings)
+    listening.start_change_feed()
+    assert listening.changes is not None
+    assert listening.changes.wait_live(5), "the change feed did not connect"
+    yield listening, other
+    listening.close()
+    other.close()
+
+
+class VersionReads:
+    """Counts the client store's version reads (the per-request round trip the feed saves)."""
+
+    def __init__(self, services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        store: Any = services.clients._store
+        real = store.version
+
+        def counted() -> int:
+            self.count += 1
+            return int(real())
+
+        monkeypatch.setattr(store, "version", counted)
+
+
+def _until(predicate: Any, timeout: float) -> float:
+    """Seconds until *predicate* held; fails after *timeout*."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s")
+        time.sleep(0.01)
+    return time.monotonic() - started
+
+
+def test_a_change_elsewhere_is_seen_within_a_second_without_reads_per_request(
+    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listening, other = two
+    reads = VersionReads(listening, monkeypatch)
+    with other.unit_of_work():
+        client, _ = other.clients.create(name="backend")
+    cid = str(client.client_id)
+
+    found = listening.clients.find(cid)
+    assert found is not None
+    assert found.enabled
+    for _ in range(50):
+        assert listening.clients.find(cid) is not None
+    assert reads.count == 0  # live feed: no version read at all
+
+    with other.unit_of_work():
+        other.clients.set_enabled(cid, False)
+    seen = _until(lambda: not listening.clients.find(cid).enabled, 1.0)  # type: ignore[union-attr]
+    assert seen < 1.0
+    assert reads.count == 0
+
+
+def test_while_the_listener_is_gone_every_read_checks_the_store(
+    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listening, other = two
+    feed = listening.changes
+    assert feed is not None
+    reads = VersionReads(listening, monkeypatch)
+    with other.unit_of_work():
+        client, _ = other.clients.create(name="backend")
+    cid = str(client.client_id)
+    assert listening.clients.find(cid) is not None
+
+    # Cut the listening connection from the server side, as a restart or a network cut
+    # would. Until the feed is back, a change must still be seen by the next read.
+    with psycopg.connect(libpq_url(other.settings.database_url), autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (APPLICATION_NAME,),
+        )
+    _until(lambda: not feed.live(), timeout=2.0)
+    with other.unit_of_work():
+        other.clients.set_enabled(cid, False)
+    assert listening.clients.find(cid).enabled is False  # type: ignore[union-attr]
+    assert reads.count >= 1
+
+    # The feed reconnects on its own (backoff) and reads stop again.
+    assert feed.wait_live(5)
+    listening.clients.find(cid)
+    settled = reads.count
+    for _ in range(20):
+        listening.clients.find(cid)
+    assert reads.count == settled
+
+
+def test_key_changes_are_announced_too(two: tuple[Services, Services]) -> None:
+    listening, other = two
+
+    def published() -> set[str]:
+        with listening.unit_of_work():
+            return {k["kid"] for k in listening.keys.published_jwks()["keys"]}
+
+    before = published()
+    with other.unit_of_work():
+        kid = other.keys.rotate().key.kid
+    assert kid not in before
+    _until(lambda: kid in published(), 1.0)
