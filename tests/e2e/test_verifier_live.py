@@ -125,3 +125,119 @@ def test_verifier_across_rotation_and_retire(
         published = {key["kid"] for key in jwks["keys"]}
         assert old_kid not in published
         assert current_kid not in published
+
+
+#: Issue 15.4: the server's timings shrunk to seconds, but none below what the verifier's
+#: *defaults* need: a new key is published 13 s before it signs, more than the default
+#: min_refetch_interval (10 s) plus the JWKS max-age (1 s), as the real defaults (1 h
+#: publish-ahead, 5 min max-age) are far more than that too. Status lists live 2 s.
+DEFAULTS_TIMINGS = {
+    "AUTHSERVER_KEY_PUBLISH_AHEAD": "13s",
+    "AUTHSERVER_JWKS_MAX_AGE": "1s",
+    "AUTHSERVER_KEY_ROTATION_INTERVAL": "14s",
+    "AUTHSERVER_KEY_CACHE_SECONDS": "0s",
+    "AUTHSERVER_DEFAULT_TOKEN_TTL": "60s",
+    "AUTHSERVER_MAX_TOKEN_TTL": "60s",
+    "AUTHSERVER_KEY_RETENTION_LEEWAY": "1s",
+    "AUTHSERVER_STATUS_LIST_TTL": "2s",
+    "AUTHSERVER_STATUS_LIST_EXPIRY": "30s",
+}
+STATUS_TTL = 2.0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_default_verifier_across_three_rotations_a_retire_and_a_revocation(
+    db_url: str, env_for: Callable[..., dict[str, str]]
+) -> None:
+    """With ``TokenVerifier(issuer, audience)`` and nothing else: no valid token is ever
+    rejected while the schedule rotates three times and the current key is retired, and a
+    revoked token is refused within one status-list ttl."""
+    env = env_for(db_url, **DEFAULTS_TIMINGS)
+    env.pop("AUTHSERVER_ISSUER")
+    with ServerProcess(env, workers=2) as server:
+        client = cli_json(env, "clients", "create", "--name", "sync", "--audience", AUDIENCE)
+        creds = (client["client_id"], client["client_secret"])
+
+        def token(sub: str) -> str:
+            response = requests.post(
+                server.base_url + "/token",
+                data={"grant_type": "client_credentials", "sub": sub},
+                auth=creds,
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            return str(response.json()["access_token"])
+
+        verifier = TokenVerifier(server.base_url, AUDIENCE)  # the defaults, nothing else
+        rejected: list[str] = []
+        issued: list[tuple[str, str]] = []  # (token, kid)
+
+        def check(t: str, what: str) -> None:
+            try:
+                verifier.verify(t)
+            except InvalidToken as exc:
+                rejected.append(f"{what} kid={kid_of(t)}: {exc}")
+
+        # Three scheduled rotations: four signing kids, every token checked at once and
+        # every earlier one re-checked, continuously.
+        deadline = time.monotonic() + 75
+        n = 0
+        kids: list[str] = []
+        while len(kids) < 4:
+            assert time.monotonic() < deadline, f"only {len(kids)} kids in 75 s"
+            n += 1
+            t = token(f"user-{n}")
+            if kid_of(t) not in kids:
+                kids.append(kid_of(t))
+            issued.append((t, kid_of(t)))
+            check(t, "new")
+            for earlier, _ in issued[-40::7]:
+                check(earlier, "earlier")
+            time.sleep(0.25)
+        assert rejected == []
+
+        # The retire: once the next key has been published long enough for the verifier
+        # to have seen it (its 10 s refetch interval), retire the current key; the next
+        # one takes over and its tokens verify at once; the other keys' tokens still do.
+        jwks_url = server.base_url + "/.well-known/jwks.json"
+        published_since: dict[str, float] = {}
+        current = kids[-1]
+        while True:
+            assert time.monotonic() < deadline + 30, "no next key published"
+            for key in requests.get(jwks_url, timeout=10).json()["keys"]:
+                published_since.setdefault(key["kid"], time.monotonic())
+            waiting = [k for k in published_since if k not in kids]
+            if waiting and time.monotonic() - published_since[waiting[0]] > 11.5:
+                break
+            check(token("user-waiting"), "while waiting")
+            time.sleep(0.25)
+        retired = run_cli(env, "keys", "retire", "--", current)
+        assert retired.returncode == 0, retired.stderr
+        after = token("user-after-retire")
+        assert kid_of(after) != current
+        check(after, "after retire")
+        for earlier, kid in issued[-60::5]:
+            if kid != current:
+                check(earlier, "other key after retire")
+        assert rejected == []
+
+        # A revocation is seen within one status-list ttl (plus the fetch itself).
+        victim, bystander = token("user-victim"), token("user-bystander")
+        check(victim, "victim before revocation")
+        revoked = requests.post(
+            server.base_url + "/revoke", data={"token": victim}, auth=creds, timeout=10
+        )
+        assert revoked.status_code == 200
+        revoked_at = time.monotonic()
+        seen = None
+        while seen is None and time.monotonic() - revoked_at < STATUS_TTL + 3:
+            try:
+                verifier.verify(victim)
+            except InvalidToken as exc:
+                seen = exc.reason
+            else:
+                time.sleep(0.05)
+        assert seen == "revoked"
+        assert time.monotonic() - revoked_at <= STATUS_TTL + 1.0
+        check(bystander, "bystander")
+        assert rejected == []

@@ -243,6 +243,7 @@ class TokenVerifier:
         # One lock per list URI being fetched (single flight); guarded by _lock.
         self._list_locks: dict[str, threading.Lock] = {}
         self._list_attempts: dict[str, float] = {}  # monotonic; last fetch attempt per URI
+        self._list_failures: dict[str, float] = {}  # monotonic; last failed attempt per URI
         #: How many HTTP fetches of status lists were attempted (for tests and metrics).
         self.status_fetch_count = 0
 
@@ -536,22 +537,30 @@ class TokenVerifier:
             with self._lock:
                 cached = self._lists.get(uri)
                 last = self._list_attempts.get(uri, float("-inf"))
+                failed = self._list_failures.get(uri, float("-inf"))
             if last > started or (cached is not None and now < cached.fresh_until):
                 return  # another thread fetched while we waited
-            if now - last < self.min_refetch_interval:
-                # Failing lists are not hammered: at most one attempt per interval.
-                raise InvalidToken("status_unavailable", f"{uri}: fetched too recently")
+            if now - failed < self.min_refetch_interval:
+                # A failing list is not hammered: one attempt per interval after a failure.
+                raise InvalidToken("status_unavailable", f"{uri}: failed moments ago")
             with self._lock:
                 self._list_attempts[uri] = now
                 self.status_fetch_count += 1
-            fetched = self._load_list(uri)
+            try:
+                fetched = self._load_list(uri)
+            except InvalidToken:
+                with self._lock:
+                    self._list_failures[uri] = self._monotonic()
+                raise
             with self._lock:
+                self._list_failures.pop(uri, None)
                 self._lists[uri] = fetched
                 self._lists.move_to_end(uri)
                 while len(self._lists) > self.max_status_lists:
                     old, _ = self._lists.popitem(last=False)
                     self._list_locks.pop(old, None)
                     self._list_attempts.pop(old, None)
+                    self._list_failures.pop(old, None)
 
     def _load_list(self, uri: str) -> _StatusList:
         """GET and verify a Status List Token (§5.1, §8, §11.2)."""

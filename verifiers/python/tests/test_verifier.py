@@ -1115,3 +1115,42 @@ def test_the_header_rule_caps_the_segment_before_decoding() -> None:
         with pytest.raises(rules.RuleViolation) as caught:
             rules.parse_header(token, max_bytes=10**7)
         assert caught.value.reason == "malformed"
+
+
+def test_the_list_is_refreshed_every_ttl_even_below_the_refetch_interval(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    """A short ttl is honoured with the default 10 s min_refetch_interval (that interval
+    only spaces out attempts after a failure)."""
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, ttl=2
+    )
+    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
+    token = sign(keys[0], with_status(server, 4))
+    assert verifier.verify(token)
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, {4}, now=clock.wall, ttl=2
+    )
+    clock.advance(2.5)
+    wait_for_reason(verifier, token, "revoked")
+    assert server.status_list_fetches == 2
+
+
+def test_a_failing_list_is_retried_at_most_once_per_interval(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    server.status_list_status = 503
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, set(), now=clock.wall)
+    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
+    token = sign(keys[0], with_status(server, 4))
+    for _ in range(20):
+        assert reason_of(verifier, token) == "status_unavailable"
+    assert server.status_list_fetches == 1
+    clock.advance(10.5)
+    server.status_list_status = 200
+    assert verifier.verify(token)
+    assert server.status_list_fetches == 2
