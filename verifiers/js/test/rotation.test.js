@@ -2,8 +2,10 @@
 // valid token is ever rejected (issue 15 item 4, the JS half).
 //
 // Time is shrunk the way tests/e2e/test_rotation.py shrinks it: a new key is published 2 s
-// before it signs (1 h by default), the JWKS max-age is 1 s, tokens live 15 s. The verifiers
-// keep every default except their two JWKS timings, scaled down with the server's:
+// before it signs (1 h by default), the JWKS max-age is 1 s, tokens live 30 s (long enough
+// to outlast the CLI calls on a loaded machine, so tokens of earlier keys are still there to
+// re-check after the retire). The verifiers keep every default except their two JWKS
+// timings, scaled down with the server's:
 //
 // * `refetching`: caches the JWKS for 1 s (the default 300 s is below the default 1 h
 //   publish-ahead; 1 s is below 2 s) and refetches at once on an unknown kid;
@@ -21,7 +23,7 @@ import { createVerifier, InvalidTokenError } from '../src/index.js';
 import { startAuthserver } from './helpers/authserver.js';
 
 const AUDIENCE = 'https://sync.example.com';
-const TTL = 15;
+const TTL = 30;
 let server;
 let client;
 
