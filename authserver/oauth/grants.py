@@ -12,6 +12,7 @@ from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.model import is_valid_scope_token
+from authserver.oauth.errors import UnsupportedGrantError
 from authserver.oauth.errors import from_token_request_error
 from authserver.oauth.requests import REPEATABLE
 from authserver.oauth.requests import ParsedBody
@@ -204,9 +205,17 @@ class AuthServerProfilePathGrant(AuthServerClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS: ClassVar[list[str]] = [CLIENT_SECRET_BEARER]
 
     def validate_token_request(self) -> None:
+        # The protocol fields are not the dialect's, but one that is sent must not
+        # contradict the path: nothing is ignored silently.
+        grant_type = self.request.payload.grant_type
+        if grant_type is not None and grant_type != self.GRANT_TYPE:
+            raise UnsupportedGrantError("only client credentials are issued at this path")
         super().validate_token_request()
         if self.request.path not in self.profile.paths:
             raise UnauthorizedClientError("this client's profile is not served at this path")
+        named = self.request.payload.client_id
+        if named is not None and named != self.client.client_id:
+            raise InvalidRequestError("client_id names another client than the Bearer secret")
 
 
 def dialect_request(request: Any, now: float) -> DialectRequest:

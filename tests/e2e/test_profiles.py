@@ -231,3 +231,124 @@ def test_require_sub_holds_under_a_profile(http: Any, register: Callable[..., An
     response = post_json(http, {"scopes": []}, auth=f"Bearer {secret}", path=STREAM_PATH)
     assert response.status_code == 400
     assert "sub" in response.get_json()["error_description"]
+
+
+# -- registration: admin API and CLI ---------------------------------------------------------
+
+ADMIN_TOKEN = "admin-token-for-profile-tests-5b8e2d1c9a"
+
+
+@pytest.fixture
+def admin(settings: Any) -> Any:
+    from authserver.web.app import create_app
+    from tests.conftest import make_services
+
+    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN))
+    yield create_app(services=svc).test_client()
+    svc.close()
+
+
+def test_admin_api_sets_and_changes_profile_and_fixed_claims(admin: Any) -> None:
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = admin.post(
+        "/admin/clients",
+        json={
+            "name": "verdant backend",
+            "audiences": [AUD],
+            "profile": "verdant",
+            "fixed_claims": {"url": "wss://sync.example", "type": 4},
+        },
+        headers=auth,
+    )
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert (body["profile"], body["fixed_claims"]) == (
+        "verdant",
+        {"url": "wss://sync.example", "type": 4},
+    )
+    cid = body["client_id"]
+    changed = admin.patch(
+        f"/admin/clients/{cid}", json={"profile": "twilio", "fixed_claims": {}}, headers=auth
+    )
+    assert changed.status_code == 200
+    assert (changed.get_json()["profile"], changed.get_json()["fixed_claims"]) == ("twilio", {})
+    default = admin.post("/admin/clients", json={"name": "plain"}, headers=auth).get_json()
+    assert (default["profile"], default["fixed_claims"]) == ("oauth2", {})
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"profile": "acme"}, "unknown profile"),
+        ({"profile": 3}, "profile"),
+        ({"fixed_claims": {"iss": "x"}}, "iss"),
+        ({"fixed_claims": {"sub": "x"}}, "sub"),
+        ({"fixed_claims": {"status": 1}}, "status"),
+        ({"fixed_claims": {"bad name": 1}}, "claim name"),
+        ({"fixed_claims": {"url": ""}}, "empty"),
+        ({"fixed_claims": {"n": 2**60}}, "2^53"),
+        ({"fixed_claims": ["url"]}, "fixed_claims"),
+    ],
+)
+def test_admin_api_refuses_bad_profiles_and_fixed_claims(
+    admin: Any, body: dict[str, Any], named: str
+) -> None:
+    response = admin.post(
+        "/admin/clients",
+        json={"name": "x", **body},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] == "invalid_request"
+    assert named in response.get_json()["error_description"]
+
+
+def test_cli_profile_and_fixed_claims(
+    env_for: Callable[..., dict[str, str]], tmp_path: Any
+) -> None:
+    from tests.helpers import cli_json
+    from tests.helpers import run_cli
+
+    env = env_for(f"sqlite:///{tmp_path / 'cli.db'}")
+    made = cli_json(
+        env,
+        *("clients", "create", "--name", "b", "--profile", "verdant"),
+        *("--fixed-claim", "url=wss://sync.example/x", "--fixed-claim", "type=4"),
+        *("--fixed-claim", 'tenant="123"', "--fixed-claim", 'grants={"a": [1]}'),
+    )
+    assert made["profile"] == "verdant"
+    assert made["fixed_claims"] == {
+        "url": "wss://sync.example/x",  # not JSON: the string as written
+        "type": 4,
+        "tenant": "123",  # quoted JSON: a string
+        "grants": {"a": [1]},
+    }
+    cid = made["client_id"]
+    updated = cli_json(env, "clients", "update", cid, "--profile", "stream", "--clear-fixed-claims")
+    assert (updated["profile"], updated["fixed_claims"]) == ("stream", {})
+    for args, message in (
+        (("--profile", "acme"), "unknown profile"),
+        (("--fixed-claim", "noequals"), "NAME=VALUE"),
+        (("--fixed-claim", "exp=1"), "exp"),
+        (("--fixed-claim", "a=1", "--fixed-claim", "a=2"), "twice"),
+    ):
+        result = run_cli(env, "clients", "update", cid, *args)
+        assert result.returncode != 0, args
+        assert message in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_stream_path_refuses_contradicting_protocol_fields(
+    http: Any, register: Callable[..., Any]
+) -> None:
+    cid, secret = register(audiences=[AUD], profile="stream")
+    other, _ = register(audiences=[AUD])
+    bearer = f"Bearer {secret}"
+    wrong_grant = post_json(http, {"grant_type": "password"}, auth=bearer, path=STREAM_PATH)
+    assert wrong_grant.get_json()["error"] == "unsupported_grant_type"
+    other_id = post_json(http, {"client_id": other}, auth=bearer, path=STREAM_PATH)
+    assert other_id.status_code == 400
+    assert "client_id" in other_id.get_json()["error_description"]
+    same = {"grant_type": "client_credentials", "client_id": cid, "userId": "u"}
+    assert post_json(http, same, auth=bearer, path=STREAM_PATH).status_code == 200
