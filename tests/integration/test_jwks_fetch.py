@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt as pyjwt
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -25,6 +27,9 @@ from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.jwks_fetch import JwksUnavailable
 from authserver.clients.jwks_fetch import address_allowed
 from authserver.clock import FixedClock
+from authserver.settings import Settings
+from authserver.web.app import create_app
+from tests.conftest import make_services
 from tests.jwks_servers import KeyServer
 from tests.jwks_servers import chunked
 from tests.jwks_servers import drip
@@ -367,3 +372,64 @@ def test_an_unknown_kid_refetches_at_most_once_per_refresh_period(
         assert len(keys.requests) == 2
         f.get(keys.url(), kid="rotated")
         assert len(keys.requests) == 2
+
+
+# -- through the app: a failed fetch is a failed authentication ------------------------------------
+
+
+def test_a_failed_fetch_is_invalid_client_and_counts_as_a_failed_authentication(
+    tmp_path: Path, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    """Each refusal is 401 invalid_client, counted like a wrong secret: past the budget
+    the failures are 429 slow_down (and the key server is still asked only once)."""
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost",
+            "AUTHSERVER_AUTH_FAILURES_PER_CLIENT": "3/minute",
+            "AUTHSERVER_AUTH_FAILURES_PER_ADDRESS": "off",
+        }
+    )
+    services = make_services(settings)
+    pem = rsa_private_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    try:
+        with KeyServer(send_json({"error": "down"}, status=500)) as keys:
+            with services.unit_of_work():
+                client, _ = services.clients.create(name="j", jwks_uri=keys.url())
+            http = create_app(services=services).test_client()
+            statuses = []
+            for _ in range(5):
+                now = int(time.time())
+                assertion = pyjwt.encode(
+                    {
+                        "iss": client.client_id,
+                        "sub": client.client_id,
+                        "aud": "http://localhost/token",
+                        "exp": now + 60,
+                        "jti": str(now) + str(len(statuses)),
+                    },
+                    pem,
+                    algorithm="RS256",
+                    headers={"kid": "k1"},
+                )
+                response = http.post(
+                    "/token",
+                    data={
+                        "grant_type": "client_credentials",
+                        "client_assertion_type": (
+                            "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+                        ),
+                        "client_assertion": assertion,
+                    },
+                )
+                statuses.append((response.status_code, response.get_json()["error"]))
+            assert statuses[:3] == [(401, "invalid_client")] * 3
+            assert statuses[3:] == [(429, "slow_down")] * 2
+            assert len(keys.requests) == 1
+    finally:
+        services.close()
