@@ -60,13 +60,16 @@ class ClientAuthFailed:
     ``client_id`` is the id the request *presented* (unverified, ``None`` when it named
     none) and ``address`` the failed-authentication key of its source address.
     ``throttled`` names the exhausted budget (``client`` or ``address``) when the failure
-    was answered with 429 instead of 401; such failures are not counted again.
+    was answered with 429 instead of 401; such failures are not counted again. ``reason``
+    says what failed in an operator's words (never the credential itself); the client
+    only ever hears "client authentication failed".
     """
 
     endpoint: str
     client_id: str | None
     address: str | None
     throttled: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -184,7 +184,7 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         """
         try:
             return super().authenticate_client(request, methods, endpoint)
-        except InvalidClientError:
+        except InvalidClientError as error:
             client_id = request.credentials.client_id
             if client_id is not None:
                 client_id = client_id[: client_auth.MAX_ID + 1]
@@ -199,11 +199,37 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                     client_id=client_id,
                     address=request.remote_addr,
                     throttled=throttle[0] if throttle else None,
+                    reason=self._failure_reason(request, client_id, error),
                 )
             )
             if throttle is not None:
                 raise SlowDownError(retry_after=throttle[1]) from None
             raise
+
+    def _failure_reason(
+        self, request: AuthServerOAuth2Request, client_id: str | None, error: InvalidClientError
+    ) -> str:
+        """Why authentication failed, for the operator's log (the client is told only
+        "client authentication failed", so it learns nothing about which ids exist)."""
+        if error.description == client_auth.MALFORMED_BASIC:
+            return "malformed Authorization header"
+        if client_id is None:
+            return "no client credentials"
+        if len(client_id) > client_auth.MAX_ID:
+            return "client_id too long"
+        client = self.query_client(client_id)
+        if client is None:
+            return "unknown client_id"
+        if not client.domain.enabled:
+            return "client disabled"
+        if request.form.get("client_assertion"):
+            # read_assertion's own words for a defect (expired, wrong audience...), not
+            # Authlib's generic "cannot authenticate with methods".
+            described = error.description or ""
+            if described and not described.startswith("The client cannot authenticate"):
+                return f"private_key_jwt assertion refused: {described}"
+            return "private_key_jwt assertion refused (signature, issuer or replay)"
+        return "wrong secret, or an authentication method this client may not use"
 
     # -- the framework integration (oauth/wsgi.py calls these) ------------------------------
 

@@ -21,7 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from authserver.oauth.events import ClientAuthFailed
+
 log = logging.getLogger("authserver.access")
+auth_log = logging.getLogger("authserver.auth")
 
 #: An incoming id is used only when it is this harmless: it lands in logs and a header.
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -40,11 +43,41 @@ _current: contextvars.ContextVar[_Access | None] = contextvars.ContextVar(
 )
 
 
+def _printable(text: str, limit: int) -> str:
+    # Request-supplied text (a presented client_id, a path) must not forge log lines.
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
 def note_client(client_id: str | None) -> None:
     """Record the client the current request is for (logged on its access line)."""
     access = _current.get()
     if access is not None and client_id:
-        access.client_id = client_id[:128]
+        access.client_id = _printable(client_id, 128)
+
+
+def log_auth_failure(event: ClientAuthFailed) -> None:
+    """A failed client authentication or a throttled one, at info, with the reason; the
+    presented credential never appears, only the id it claimed."""
+    client_id = _printable(event.client_id, 128) if event.client_id else "-"
+    if event.throttled:
+        auth_log.info(
+            "throttled at %s: client_id=%s, %s failure budget exhausted (429); %s; request_id=%s",
+            event.endpoint,
+            client_id,
+            event.throttled,
+            event.reason or "authentication failed",
+            request_id() or "-",
+            extra={"event": "auth_throttled", "client_id": event.client_id, "reason": event.reason},
+        )
+    else:
+        auth_log.info(
+            "client authentication failed at %s: client_id=%s, %s; request_id=%s",
+            event.endpoint,
+            client_id,
+            event.reason or "reason unknown",
+            request_id() or "-",
+            extra={"event": "auth_failed", "client_id": event.client_id, "reason": event.reason},
+        )
 
 
 def request_id() -> str | None:
@@ -88,12 +121,12 @@ class AccessLog:
     def _log(environ: dict[str, Any], access: _Access, status: int, started: float) -> None:
         millis = (time.perf_counter() - started) * 1000
         method = environ.get("REQUEST_METHOD", "-")
-        path = (environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))[:512] or "/"
+        path = _printable(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), 512)
         # Never the query string: it is the one part of a URL that may carry a credential.
         log.info(
             "%s %s %d %.1fms client=%s request_id=%s",
-            method,
-            path,
+            _printable(method, 16),
+            path or "/",
             status,
             millis,
             access.client_id or "-",

@@ -91,7 +91,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         # A wrong operator token from an address over its budget (web/bearer.py): the
         # same 429 as a throttled client authentication at /token.
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
-        failed = ClientAuthFailed(endpoint=rule, client_id=None, address=None, throttled=exc.scope)
+        failed = ClientAuthFailed(
+            endpoint=rule,
+            client_id=None,
+            address=None,
+            throttled=exc.scope,
+            reason="wrong operator bearer token",
+        )
         events.emit(failed)
         status, payload, headers = SlowDownError(exc.retry_after)()
         response = errors.error_response(status, payload["error"], payload["error_description"])
@@ -170,6 +176,7 @@ def _subscribe(
     events.subscribe(TokenIssued, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(TokenRevoked, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, lambda event: accesslog.note_client(event.client_id))
+    events.subscribe(ClientAuthFailed, accesslog.log_auth_failure)
     metrics.subscribe(events)
     if failures is not None:
         events.subscribe(ClientAuthFailed, failures.count)

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.helpers import ServerProcess
+from tests.helpers import cli_json
 
 pytestmark = pytest.mark.e2e
 
@@ -74,3 +75,39 @@ def test_json_log_format(tmp_path: Path) -> None:
     ), access
     started = [r for r in records if "listening on" in r["message"]]
     assert started, records
+
+
+def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path: Path) -> None:
+    log_path = tmp_path / "serve.log"
+    env = _env(tmp_path, AUTHSERVER_AUTH_FAILURES_PER_CLIENT="2/minute")
+    created = cli_json(env, "clients", "create", "--name", "backend")
+    cid, secret = created["client_id"], created["client_secret"]
+    wrong = "wrong-secret-5b0c1e77d9"
+    with ServerProcess(env, log_path=log_path) as server:
+        token = server.base_url + "/token"
+        form = {"grant_type": "client_credentials"}
+        assert requests.post(token, data=form, auth=(cid, secret), timeout=10).ok
+        unknown = requests.post(token, data=form, auth=("as_nobody", wrong), timeout=10)
+        assert unknown.status_code == 401
+        answers = [
+            requests.post(token, data=form, auth=(cid, wrong), timeout=10).status_code
+            for _ in range(3)
+        ]
+        assert answers[:2] == [401, 401]
+        assert answers[2] == 429
+    text = log_path.read_text()
+    assert wrong not in text
+    assert secret not in text
+    assert re.search(
+        r"INFO .*client authentication failed at /token: client_id=as_nobody, unknown client_id",
+        text,
+    ), text
+    assert re.search(
+        rf"INFO .*client authentication failed at /token: client_id={cid}, wrong secret", text
+    ), text
+    assert re.search(
+        rf"INFO .*throttled at /token: client_id={cid}, client failure budget exhausted", text
+    ), text
+    # The access lines name the client: the authenticated one, or the id a failure claimed.
+    assert re.search(rf"POST /token 200 [\d.]+ms client={cid} ", text), text
+    assert re.search(r"POST /token 401 [\d.]+ms client=as_nobody ", text), text
