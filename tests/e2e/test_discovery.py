@@ -40,6 +40,9 @@ def test_document(http: Any, settings: Settings, path: str) -> None:
     assert doc["jwks_uri"].startswith(issuer + "/")
     assert doc["jwks_uri"] == issuer + "/.well-known/jwks.json"
     assert doc["grant_types_supported"] == ["client_credentials"]
+    # No authorization endpoint, so no redirect-based flow (RFC 9700 §2.1 does not apply).
+    assert doc["response_types_supported"] == ["none"]
+    assert "authorization_endpoint" not in doc
     methods = doc["token_endpoint_auth_methods_supported"]
     assert {"client_secret_basic", "client_secret_post"} <= set(methods)
     AuthorizationServerMetadata(doc).validate()

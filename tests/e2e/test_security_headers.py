@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+from authserver.settings import Settings
+from authserver.web.app import create_app
 from tests.conftest import db_independent
+from tests.conftest import make_services
 
 ORIGIN = "https://evil.example"
 
@@ -29,6 +32,36 @@ def test_no_cors_on_credentialed_endpoints(http: Any, path: str) -> None:
     assert "Access-Control-Allow-Origin" not in post.headers
     assert post.headers["Cache-Control"] == "no-store"
     assert post.headers["X-Content-Type-Options"] == "nosniff"
+
+
+OPERATOR_TOKEN = "security-headers-operator-token-5b9e2c7a1d"
+
+
+@db_independent
+@pytest.mark.parametrize("path", ["/admin/clients", "/metrics"])
+def test_no_cors_on_operator_endpoints(settings: Settings, path: str) -> None:
+    services = make_services(
+        settings.replace(admin_token=OPERATOR_TOKEN, metrics_token=OPERATOR_TOKEN[::-1])
+    )
+    try:
+        http = create_app(services=services).test_client()
+        preflight = http.options(
+            path,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "GET",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
+        assert "Access-Control-Allow-Origin" not in preflight.headers
+        token = OPERATOR_TOKEN if path.startswith("/admin") else OPERATOR_TOKEN[::-1]
+        get = http.get(path, headers={"Origin": ORIGIN, "Authorization": f"Bearer {token}"})
+        assert get.status_code == 200
+        assert "Access-Control-Allow-Origin" not in get.headers
+        assert "Access-Control-Allow-Credentials" not in get.headers
+        assert get.headers["Cache-Control"] == "no-store"
+    finally:
+        services.close()
 
 
 @db_independent

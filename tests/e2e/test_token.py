@@ -114,6 +114,9 @@ def assert_token_response(response: Any) -> dict[str, Any]:
     assert data["token_type"] == "Bearer"
     assert isinstance(data["expires_in"], int)
     assert data["expires_in"] > 0
+    # RFC 6749 §4.4.3: no refresh token for client credentials (nor anything else unlisted).
+    assert "refresh_token" not in data
+    assert set(data) <= {"access_token", "token_type", "expires_in", "scope"}, data
     return data  # type: ignore[no-any-return]
 
 
