@@ -31,6 +31,10 @@ def run_once(services: Services) -> list[str]:
     """One scheduler pass: a cheap unlocked check, then the locked work if any is due."""
     with acting_as("scheduler"):
         with services.unit_of_work():
+            # Withdrawals (revoke a user's or client's tokens) again, for tokens whose
+            # audit record arrived late (tokens/statuslist.py, reconcile).
+            services.status_lists.reconcile()
+        with services.unit_of_work():
             due = services.keys.due()
         if not due:
             return []

@@ -36,6 +36,7 @@ from typing import Protocol
 
 from joserfc import jwt
 
+from authserver.audit.model import AuditQuery
 from authserver.audit.service import AuditService
 from authserver.clock import Clock
 from authserver.keys.crypto import ALG
@@ -109,10 +110,15 @@ class StatusListStore(Protocol):
         """A number that changes whenever a revocation is added or a list created."""
 
     def issued(
-        self, *, since: float, sub: str | None = None, client_id: str | None = None
+        self,
+        *,
+        since: float,
+        sub: str | None = None,
+        client_id: str | None = None,
+        until: float | None = None,
     ) -> list[StatusEntry]:
-        """Status entries of the tokens issued since *since* to *sub* and/or *client_id*,
-        from the ``token.issued`` audit records."""
+        """Status entries of the tokens issued since *since* (and up to *until*) to *sub*
+        and/or *client_id*, from the ``token.issued`` audit records."""
 
     def purge(self, now: float) -> int:
         """Forget revocations of tokens that expired before *now*; returns how many."""
@@ -272,9 +278,16 @@ class StatusListService:
         self._store.revoke([entry], self._clock.now())
         return True
 
-    def revoke_issued(self, *, sub: str | None = None, client_id: str | None = None) -> int:
+    def revoke_issued(
+        self,
+        *,
+        sub: str | None = None,
+        client_id: str | None = None,
+        issued_until: float | None = None,
+    ) -> int:
         """Revoke every live token issued to *sub* (of *client_id* when given) or to
-        *client_id*; returns how many entries were newly revoked."""
+        *client_id* (up to *issued_until* when given); returns how many entries were
+        newly revoked."""
         if sub is None and client_id is None:
             raise ValueError("name a sub, a client_id or both")
         now = self._clock.now()
@@ -282,10 +295,37 @@ class StatusListService:
         since = now - self._max_token_ttl - self._leeway
         entries = [
             e
-            for e in self._store.issued(since=since, sub=sub, client_id=client_id)
+            for e in self._store.issued(
+                since=since, sub=sub, client_id=client_id, until=issued_until
+            )
             if e.expires_at + self._leeway > now
         ]
         return self._store.revoke(entries, now) if entries else 0
+
+    #: Operator actions that revoke "every live token" of a user or a client.
+    WITHDRAWALS = ("tokens.revoked", "client.disabled", "client.deleted")
+    #: How far back :meth:`reconcile` looks for them (seconds).
+    RECONCILE_WINDOW = 600.0
+
+    def reconcile(self) -> int:
+        """Apply recent withdrawals again, to the tokens issued before each of them.
+
+        ``serve`` writes ``token.issued`` audit records in batches (every 0.25 s, longer
+        while the database is unreachable), so a token issued just before a withdrawal may
+        not have been on record when the withdrawal read the records. The scheduler calls
+        this on every tick; it sets the bits such a token missed. Returns how many."""
+        if self._audit is None:
+            return 0
+        since = self._clock.now() - self.RECONCILE_WINDOW
+        revoked = 0
+        for action in self.WITHDRAWALS:
+            for event in self._audit.query(AuditQuery(action=action, since=since, limit=1000)):
+                if event.sub is None and event.client_id is None:
+                    continue
+                revoked += self.revoke_issued(
+                    sub=event.sub, client_id=event.client_id, issued_until=event.at
+                )
+        return revoked
 
     def revoke_user(self, sub: str, *, client_id: str | None = None) -> int:
         """The operator action: revoke every live token of *sub* (issued to *client_id*

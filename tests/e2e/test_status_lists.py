@@ -320,3 +320,44 @@ def test_cli_revokes_every_live_token_of_a_user(
     empty = run_cli(env, "tokens", "revoke", "--sub", " ")
     assert empty.returncode != 0
     assert "Traceback" not in empty.stderr
+
+
+def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
+    settings: Settings, register: Register, services: Services
+) -> None:
+    """serve writes token.issued records in batches: a token issued just before
+    ``tokens revoke --sub`` may be recorded after it. The scheduler's reconcile sets its
+    bit then; a token issued after the withdrawal is left alone."""
+    from authserver.audit.model import AuditEvent
+    from authserver.scheduler import run_once
+
+    http = create_app(services=services).test_client()
+    client_id, _secret = register(audiences=[AUD])
+    lists = services.status_lists
+    now = services.clock.now()
+    late = lists.allocate(now + 3600)
+    after = lists.allocate(now + 3600)
+    with services.unit_of_work():
+        assert lists.revoke_user("carol") == 0  # nothing on record yet
+
+    def record(entry: Any, at: float) -> AuditEvent:
+        detail = {"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 3600}
+        return AuditEvent(
+            at=at,
+            actor=f"client:{client_id}",
+            action="token.issued",
+            client_id=client_id,
+            sub="carol",
+            jti=f"j{entry.idx}",
+            detail=detail,
+        )
+
+    # The late batch lands: one token issued before the withdrawal, one after it.
+    from authserver.storage.sql.audit import SqlAuditStore
+
+    with services.unit_of_work():
+        SqlAuditStore(services.db).add_many([record(late, now - 0.1), record(after, now + 5)])
+    run_once(services)
+    claims, _ = fetch_list(http, lists.uri(late.list_id))
+    assert bit(claims, late.idx) == 1
+    assert bit(claims, after.idx) == 0

@@ -131,9 +131,16 @@ class SqlStatusListStore:
         return self._db.read_counter(VERSION)
 
     def issued(
-        self, *, since: float, sub: str | None = None, client_id: str | None = None
+        self,
+        *,
+        since: float,
+        sub: str | None = None,
+        client_id: str | None = None,
+        until: float | None = None,
     ) -> list[StatusEntry]:
         conditions = [AuditEventRow.action == "token.issued", AuditEventRow.at >= since]
+        if until is not None:
+            conditions.append(AuditEventRow.at <= until)
         if sub is not None:
             conditions.append(AuditEventRow.sub == sub)
         if client_id is not None:
