@@ -114,6 +114,9 @@ test('three rotations and a retire: no valid token rejected; the retired key\'s 
   const retiredKid = decodeProtectedHeader(victim).kid;
   assert.equal(retiredKid, kids.at(-1));
   await check(victim, 'pre-retire');
+  // Default JWKS timings (5 min cache): it keeps a retired key until refresh() is called.
+  const defaults = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  assert.equal((await defaults.verify(victim)).sub, 'user-1');
   retiring.add(retiredKid);
   // No traffic while it runs: the server has no signing key for a moment during a retire
   // (the retired key is written before its successor exists), and /token answers 503.
@@ -143,6 +146,10 @@ test('three rotations and a retire: no valid token rejected; the retired key\'s 
     assert.ok(err instanceof InvalidTokenError);
     assert.equal(err.reason, 'unknown_kid');
   }
+  assert.equal((await defaults.verify(victim)).sub, 'user-1', 'cached for jwksCacheMaxAge');
+  await defaults.refresh();
+  const err = await defaults.verify(victim).catch((e) => e);
+  assert.equal(err.reason, 'unknown_kid', 'refresh() drops the retired key at once');
   assert.deepEqual(failures, []);
   assert.ok(checks > 50, `only ${checks} checks`);
 });
