@@ -57,6 +57,15 @@ class UnsupportedGrantError(OAuth2Error):
 #: endpoint response (RFC 8628 §3.5) and says what we mean: back off, then retry (the
 #: ``Retry-After`` header says how long). ``temporarily_unavailable`` already means "the
 #: server is down" (503); a client must be able to tell "you are throttled" from that.
+#: Why a plain-http request was refused, and the two ways to a request that is accepted:
+#: Authlib's own "OAuth 2 MUST utilize https." names neither the loopback exception nor
+#: the proxy setting (the usual cause behind a TLS-terminating proxy).
+INSECURE_TRANSPORT_DESCRIPTION = (
+    "https is required: plain http is accepted only on a loopback address (localhost, "
+    "127.0.0.1, ::1); behind a TLS-terminating proxy, set AUTHSERVER_PROXY_HOPS so the "
+    "proxy's X-Forwarded-Proto is trusted"
+)
+
 SLOW_DOWN = "slow_down"
 SLOW_DOWN_DESCRIPTION = "too many failed client authentications; retry after the Retry-After delay"
 

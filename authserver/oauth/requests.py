@@ -17,10 +17,12 @@ from urllib.parse import unquote
 
 from authlib.oauth2.rfc6749 import OAuth2Payload
 from authlib.oauth2.rfc6749 import OAuth2Request
+from authlib.oauth2.rfc6749.errors import InsecureTransportError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from werkzeug.datastructures import EnvironHeaders
 from werkzeug.http import parse_options_header
 
+from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
 from authserver.oauth.errors import RequestTooLargeError
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
@@ -90,6 +92,13 @@ def parse_body(environ: dict[str, Any], limit: int) -> ParsedBody:
     if mimetype == "application/json" or mimetype.endswith("+json"):
         return _parse_json(raw)
     if mimetype == "application/x-www-form-urlencoded":
+        if raw.lstrip()[:1] in (b"{", b"["):
+            # A JSON document sent as a form (curl -d sets this Content-Type): read as a
+            # form it has no grant_type, and "missing grant_type" would mislead.
+            raise InvalidRequestError(
+                "the body looks like JSON but its Content-Type is "
+                "application/x-www-form-urlencoded; send Content-Type: application/json"
+            )
         return _parse_form(raw)
     if not mimetype and not raw:
         return ParsedBody({}, is_json=False)
@@ -244,7 +253,10 @@ class AuthServerOAuth2Request(OAuth2Request):
         host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
         uri = f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
         headers = EnvironHeaders(environ)
-        super().__init__(method=environ.get("REQUEST_METHOD", "POST"), uri=uri, headers=headers)
+        try:
+            super().__init__(method=environ.get("REQUEST_METHOD", "POST"), uri=uri, headers=headers)
+        except InsecureTransportError:
+            raise InsecureTransportError(description=INSECURE_TRANSPORT_DESCRIPTION) from None
         #: The route (``/token``, a profile's own path, ...), for the grant and the events.
         self.path = path
         self.parsed = body

@@ -16,6 +16,7 @@ from flask import Response
 from flask import current_app
 from flask import request
 
+from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
 from authserver.web.errors import error_response
 
 
@@ -48,6 +49,4 @@ def insecure_transport() -> Response | None:
     or plain http to a loopback host. Returns the same 400 as ``/token``, or ``None``."""
     if is_secure_transport(request.url):
         return None
-    return error_response(
-        400, "insecure_transport", "https is required (plain http only on a loopback host)"
-    )
+    return error_response(400, "insecure_transport", INSECURE_TRANSPORT_DESCRIPTION)

@@ -53,6 +53,31 @@ def test_plain_http_elsewhere_is_refused(app_for: Any, hops: int) -> None:
     )
     assert r.status_code == 400
     assert r.json["error"] == "insecure_transport"
+    # What to do about it: the loopback exception and the proxy setting, by name.
+    assert "loopback" in r.json["error_description"]
+    assert "AUTHSERVER_PROXY_HOPS" in r.json["error_description"]
+
+
+def test_json_sent_as_a_form_says_so(app_for: Any) -> None:
+    http, cid, secret = app_for(0)
+    r = http.post(
+        "/token",
+        data='{"grant_type": "client_credentials"}',
+        content_type="application/x-www-form-urlencoded",
+        auth=(cid, secret),
+        base_url="http://127.0.0.1",
+    )
+    assert r.status_code == 400
+    assert r.json["error"] == "invalid_request"
+    assert "Content-Type: application/json" in r.json["error_description"]
+    no_type = http.post(
+        "/token",
+        data=b'{"grant_type": "client_credentials"}',
+        auth=(cid, secret),
+        base_url="http://127.0.0.1",
+    )
+    assert no_type.status_code == 400
+    assert "application/json" in no_type.json["error_description"]
 
 
 def test_forwarded_proto_is_ignored_without_a_configured_proxy(app_for: Any) -> None:
