@@ -172,12 +172,18 @@ def migrate(db: Database) -> None:
         if before is None:
             _MIGRATION_SQL[dialect] = statements
         return
-    if current_revision(db) is not None:
+    if not _surely_empty(db) and current_revision(db) is not None:
         upgrade_to_head(db)
         return
     with db.engine.begin() as conn:
         for sql, params, _many in recorded:
             conn.exec_driver_sql(sql, params)
+
+
+def _surely_empty(db: Database) -> bool:
+    """A SQLite file that does not exist yet is empty, without opening it."""
+    database = db.engine.url.database
+    return db.engine.dialect.name == "sqlite" and bool(database) and not Path(database).exists()
 
 
 def make_services(settings: Settings, clock: Any = None) -> Services:

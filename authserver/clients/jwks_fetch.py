@@ -21,6 +21,7 @@ reach (server-side request forgery) or for holding its threads. So:
 
 from __future__ import annotations
 
+import functools
 import http.client
 import ipaddress
 import logging
@@ -198,9 +199,12 @@ def address_allowed(ip: str, policy: FetchPolicy) -> bool:
     return addr.is_global and not addr.is_multicast
 
 
+@functools.cache
 def _default_tls() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    return context
+    """One context per process: loading the system trust store costs tens of ms, and
+    every ``container.build`` makes a fetcher. Contexts are safe to share between threads;
+    every fetcher sets the same socket class on it."""
+    return ssl.create_default_context()
 
 
 class JwksFetcher:
