@@ -41,7 +41,8 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
             ("profile", data["profile"]),
             (
                 "fixed_claims",
-                ", ".join(f"{k}={json.dumps(v)}" for k, v in data["fixed_claims"].items()),
+                ", ".join(f"{k}={json.dumps(v)}" for k, v in data["fixed_claims"].items())
+                or "none",
             ),
             ("auth_methods", data["token_endpoint_auth_methods"]),
             ("jwks_uri", data["jwks_uri"]),
