@@ -28,6 +28,7 @@ import base64
 import hashlib
 import os
 import threading
+import weakref
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -192,7 +193,15 @@ class StatusListService:
         self._publish_lock = threading.Lock()
         # A lease belongs to one process: a forked child must lease its own block, or parent
         # and child would hand out the same indices.
-        os.register_at_fork(after_in_child=self._forget_lease)
+        # Weakly: the registration outlives this service (tests build many).
+        forget = weakref.WeakMethod(self._forget_lease)
+
+        def after_fork_in_child() -> None:
+            method = forget()
+            if method is not None:
+                method()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
 
     # -- URLs ---------------------------------------------------------------------------
 
