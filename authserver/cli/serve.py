@@ -25,6 +25,7 @@ from authserver.cli.context import state
 from authserver.cli.output import fail
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
+from authserver.limits_storage import check_storage
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import SECRET_ENV
@@ -57,8 +58,6 @@ def prepare(settings: Settings) -> None:
             "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
             where,
         )
-    from authserver.web.limits import check_storage
-
     # In the master only: a worker that failed to boot would stop the whole server, while
     # at run time an unreachable limit store fails open (web/limits.py).
     check_storage(settings)

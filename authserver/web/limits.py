@@ -21,7 +21,7 @@ What the attacker still pays: every guess beyond the budget is a 429 with ``Retr
 never an answer; with 256-bit server-generated secrets guessing is hopeless anyway, so the
 limits are about cost and noise (metrics, logs), not the last line of defence.
 
-How: a ``limits`` storage (``storage_from_string(AUTHSERVER_RATE_LIMIT_STORAGE)``) and a
+How: a ``limits`` storage (``limits_storage.open_storage(AUTHSERVER_RATE_LIMIT_STORAGE)``) and a
 moving-window strategy over it (``MovingWindowRateLimiter``), driven directly. Nothing runs
 for a request that authenticates.
 
@@ -38,7 +38,7 @@ What it does not promise:
   before they are counted, so a budget can be overshot by at most the number of
   concurrent requests (workers times threads per instance).
 - When the storage fails at runtime the limits fail open (a warning is logged and the
-  storage is left alone for a few seconds). At start, :func:`check_storage` is the
+  storage is left alone for a few seconds). At start, ``limits_storage.check_storage`` is the
   one-line refusal for an unreachable storage; it belongs in ``serve``'s master process
   (``cli/serve.py`` ``prepare``), not in :func:`build`: a worker that the server respawns
   while Redis is down must boot (fail open).
@@ -53,23 +53,18 @@ import threading
 import time
 
 import limits
-from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 from limits.strategies import RateLimiter
 
-from authserver.errors import ConfigError
+from authserver.limits_storage import open_storage
 from authserver.oauth.events import ClientAuthFailed
 from authserver.settings import Settings
-from authserver.settings import redact_url
 
 log = logging.getLogger(__name__)
 
 #: Seconds the limits are skipped (failing open) after a storage error, so a dead Redis
 #: costs one failed round trip per worker every few seconds instead of one per request.
 STORAGE_BACKOFF = 5.0
-
-#: Timeouts for the Redis client: a blackholed Redis must not stall the token endpoint.
-REDIS_OPTIONS: dict[str, str | int] = {"socket_connect_timeout": 1, "socket_timeout": 1}
 
 
 class TooManyFailedAuthentications(Exception):
@@ -98,31 +93,6 @@ def address_key(remote_addr: str | None) -> str | None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
-
-
-def _storage_options(uri: str) -> dict[str, str | int]:
-    return dict(REDIS_OPTIONS) if uri.startswith(("redis", "rediss")) else {}
-
-
-def check_storage(settings: Settings) -> None:
-    """Refuse to start when the configured storage is unreachable (for ``serve``, in the
-    master process, before any worker starts).
-
-    :raises ConfigError: one line naming ``AUTHSERVER_RATE_LIMIT_STORAGE``.
-    """
-    if settings.auth_failures_per_client is None and settings.auth_failures_per_address is None:
-        return
-    uri = settings.rate_limit_storage
-    try:
-        storage = storage_from_string(uri, **_storage_options(uri))
-        reachable = storage.check()
-    except Exception as exc:
-        # The type only: the message of a client library may repeat the URL and its password.
-        raise ConfigError(
-            f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot use {redact_url(uri)}: {type(exc).__name__}"
-        ) from None
-    if not reachable:
-        raise ConfigError(f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot reach {redact_url(uri)}")
 
 
 class FailedAuthenticationLimits:
@@ -234,7 +204,7 @@ def build(settings: Settings) -> FailedAuthenticationLimits | None:
     """The limits for *settings*, or ``None`` when both are off.
 
     Does not contact the storage (a worker must boot while Redis is down: the limits then
-    fail open); :func:`check_storage` is the start-up check.
+    fail open); ``limits_storage.check_storage`` is the start-up check.
     """
     per_client = (
         limits.parse_many(settings.auth_failures_per_client)
@@ -250,7 +220,7 @@ def build(settings: Settings) -> FailedAuthenticationLimits | None:
         return None
     uri = settings.rate_limit_storage
     # Builds the client only (a Redis connection pool is lazy): nothing is contacted here.
-    storage = storage_from_string(uri, **_storage_options(uri))
+    storage = open_storage(uri)
     # The moving window counts the failures of the last period exactly: a fixed window
     # would let an attacker spend two budgets across a window boundary.
     strategy = MovingWindowRateLimiter(storage)

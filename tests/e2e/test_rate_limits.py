@@ -36,6 +36,7 @@ from prometheus_client import REGISTRY
 
 from authserver.container import Services
 from authserver.errors import ConfigError
+from authserver.limits_storage import check_storage
 from authserver.oauth.errors import SLOW_DOWN_DESCRIPTION
 from authserver.settings import Settings
 from authserver.web import limits
@@ -423,20 +424,20 @@ def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
         {"AUTHSERVER_RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:1/0"}
     )
     with pytest.raises(ConfigError) as exc:
-        limits.check_storage(settings)
+        check_storage(settings)
     message = str(exc.value)
     assert message.startswith("AUTHSERVER_RATE_LIMIT_STORAGE: ")
     assert "\n" not in message
     assert "hunter2" not in message
     assert "127.0.0.1:1" in message
     # Nothing to reach when both limits are off.
-    limits.check_storage(
+    check_storage(
         settings.replace(auth_failures_per_client=None, auth_failures_per_address=None)
     )
 
 
 def test_reachable_storage_passes_the_start_check(storage: str) -> None:
-    limits.check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": storage}))
+    check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": storage}))
 
 
 def test_storage_down_at_runtime_fails_open_until_it_is_back(

@@ -49,3 +49,23 @@ def test_json_on_every_command(command: click.Command) -> None:
 def test_every_setting_is_an_option(command: click.Command) -> None:
     options = {opt for param in command.params for opt in getattr(param, "opts", [])}
     assert {f.option for f in FIELDS} <= options
+
+
+def test_serve_imports_the_web_app_only_to_serve_it() -> None:
+    """``serve``'s start-up checks use no web module (the limit storage check lives in
+    ``authserver.limits_storage``); only the worker imports the application."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    serve = importlib.import_module("authserver.cli.serve")  # the module, not the command
+    tree = ast.parse(Path(str(serve.__file__)).read_text("utf-8"))
+    web = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("authserver.web")
+    }
+    assert web == {"authserver.web.app"}
+    worker = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "worker_app")
+    inside = {node.module for node in ast.walk(worker) if isinstance(node, ast.ImportFrom)}
+    assert "authserver.web.app" in inside
