@@ -43,7 +43,7 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
     from sqlalchemy import insert
 
     from authserver import container
-    from authserver.cli.db import ensure_schema
+    from authserver.storage.sql.migrate import ensure_schema
     from authserver.clients import secrets as client_secrets
     from authserver.settings import Settings
     from authserver.storage.sql.engine import bump_counter
@@ -53,13 +53,16 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
     settings = Settings.from_env(database_url=database_url, log_level="warning")
     svc = container.build(settings)
     try:
-        ensure_schema(svc, upgrade_existing=True)
+        ensure_schema(svc.db, create=True, upgrade=True)
         # One client through the service, the path `authserver clients create` takes.
         with svc.unit_of_work():
             first, secret = svc.clients.create(name="bench-0", audiences=[audience])
         assert secret is not None
         secret_hash = client_secrets.hash_secret(secret)
         ids = [str(first.client_id)]
+        # Secrets are unique (a Bearer-secret profile finds its client by the digest):
+        # every seeded client gets its own.
+        secrets_by_id = {ids[0]: secret}
         with svc.unit_of_work() as session:
             stored = session.get(ClientRow, str(first.client_id))
             template = {c.key: getattr(stored, c.key) for c in ClientRow.__table__.columns}
@@ -75,10 +78,13 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
             for _ in range(n):
                 client_id = str(client_secrets.new_client_id())
                 ids.append(client_id)
+                own = client_secrets.new_secret()
+                secrets_by_id[client_id] = own
                 rows.append(
                     {
                         **template,
                         "client_id": client_id,
+                        "secret_hash": client_secrets.hash_secret(own),
                         "name": f"bench-{index}",
                         "created_at": now,
                         "updated_at": now,
@@ -94,7 +100,7 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
     finally:
         svc.close()
     if auth_file is not None:
-        auth_file.write_text("".join(basic(i, secret) + "\n" for i in ids))
+        auth_file.write_text("".join(basic(i, secrets_by_id[i]) + "\n" for i in ids))
     return {
         "count": len(ids),
         "seconds": round(time.perf_counter() - started, 2),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
@@ -116,7 +118,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         server,
         app.wsgi_app,
         events=events,
-        unit_of_work=services.unit_of_work,
+        unit_of_work=lambda: _lazy_unit_of_work(services),
         on_error=errors.render_exception,
     )
     wellknown.register(lean, services)
@@ -193,6 +195,21 @@ def routes(app: Flask) -> dict[str, set[str]]:
     for path, methods in lean.routes().items():
         served.setdefault(path, set()).update(methods)
     return served
+
+
+@contextmanager
+def _lazy_unit_of_work(services: Services) -> Iterator[None]:
+    """One unit of work for a request of the lean layer: its session (and connection) is
+    opened only if a store asks for one, so a token issued from cached state costs no
+    transaction; committed when the handler returns, rolled back when it raises."""
+    db = services.db
+    token = db.begin()
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        db.end(token, commit=ok)
 
 
 def _unit_of_work_per_request(app: Flask, services: Services) -> None:
