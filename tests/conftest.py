@@ -11,6 +11,10 @@ A test whose own body never reaches the database (request shapes, headers, docum
 takes ``@db_independent`` and runs on SQLite only; storage behaviour is covered on both
 databases by ``tests/integration/contracts`` and by every test left on both.
 
+Tests that start a process (``ServerProcess``, ``run_cli``, ``cli_json``, ``subprocess``,
+directly or through a helper or fixture of their module) are marked ``slow`` at
+collection: ``pytest -m "not slow"`` is the fast subset (docs/development.md).
+
 Speed without losing the real thing: schemas are migrated by :func:`migrate` (Alembic
 once per dialect and process, a replay of its statements after that), and in-process
 2048-bit RSA keys come from a per-process pool of real keys (:class:`KeyPool`).
