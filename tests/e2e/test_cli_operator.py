@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,42 @@ def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
         ).json()
     assert metadata["issuer"] == f"http://localhost:{port}"
     assert metadata["jwks_uri"] == f"http://localhost:{port}/.well-known/jwks.json"
+
+
+def test_serve_workers_read_the_config_file_given_as_an_option(tmp_path: Path) -> None:
+    """``authserver --config FILE serve``: the master exports the file's path, so every
+    worker (a fresh process reading its settings again) uses the same settings."""
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        f"AUTHSERVER_DATABASE_URL=sqlite:///{tmp_path / 'c.db'}\n"
+        f"AUTHSERVER_KEYS_DIR={tmp_path / 'keys'}\n"
+        "AUTHSERVER_ISSUER=https://auth.from-the-file.example\n"
+        "AUTHSERVER_SCHEDULER=false\n"
+    )
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    proc = subprocess.Popen(
+        [AUTHSERVER, "--config", "authserver.env", "serve", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        metadata = None
+        for _ in range(150):
+            try:
+                answer = requests.get(
+                    f"http://127.0.0.1:{port}/.well-known/oauth-authorization-server", timeout=2
+                )
+                metadata = answer.json()
+                break
+            except requests.RequestException:
+                time.sleep(0.2)
+        assert metadata is not None
+        assert metadata["issuer"] == "https://auth.from-the-file.example"
+        assert (tmp_path / "c.db").exists()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(30)
