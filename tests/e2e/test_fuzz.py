@@ -15,6 +15,7 @@ What the test supplies and what schemathesis generates:
   (so delete, disable and rotate-secret never take another request's client away);
   ``{kid}`` is a real published key that is not the signing one.
 - ``/metrics``: the metrics token.
+- ``/statuslists/{list_id}``: the list the first issued token's ``status`` claim names.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
@@ -92,6 +94,15 @@ class Target:
         self.stream_bearer = f"Bearer {stream_secret}"
         self.app = create_app(services=self.services)
         self.schema = schemathesis.openapi.from_wsgi("/openapi.json", self.app)
+        # A real status list: the one the first token's status claim names.
+        issued = self.app.test_client().post(
+            "/token",
+            data={"grant_type": "client_credentials"},
+            headers={"Authorization": self.basic},
+        )
+        token = issued.get_json()["access_token"]
+        status = jwt.decode(token, options={"verify_signature": False})["status"]
+        self.list_id = int(status["status_list"]["uri"].rstrip("/").rsplit("/", 1)[1])
 
     def fresh_client_id(self) -> str:
         with self.services.unit_of_work():
@@ -118,6 +129,8 @@ class Target:
             return {"Authorization": self.stream_bearer}
         if path == "/metrics":
             return {"Authorization": f"Bearer {METRICS}"}
+        if "list_id" in (case.path_parameters or {}):
+            case.path_parameters["list_id"] = self.list_id
         if path.startswith("/admin"):
             if "client_id" in (case.path_parameters or {}):
                 case.path_parameters["client_id"] = self.fresh_client_id()
