@@ -8,10 +8,7 @@ in its own transaction, so what is read back went through the database.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -22,19 +19,12 @@ from authserver.audit.store import AuditStore
 from authserver.storage.memory import InMemoryAuditStore
 from authserver.storage.sql.audit import SqlAuditStore
 from authserver.storage.sql.engine import Database
+from tests.integration.contracts.harness import StoreHarness
 
 T0 = 1_700_000_000.125
 
 
-@dataclass
-class Harness:
-    store: AuditStore
-    uow: Callable[[], AbstractContextManager[Any]]
-
-    def run(self, fn: Callable[[AuditStore], Any]) -> Any:
-        with self.uow():
-            return fn(self.store)
-
+class Harness(StoreHarness[AuditStore]):
     def add(self, *events: AuditEvent) -> None:
         for event in events:
 

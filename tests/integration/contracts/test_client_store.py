@@ -8,10 +8,7 @@ in its own transaction, so what is read back went through the database.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -28,6 +25,7 @@ from authserver.records import UnreadableRecord
 from authserver.storage.memory import InMemoryClientStore
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
+from tests.integration.contracts.harness import StoreHarness
 
 T0 = 1_700_000_000.654321
 
@@ -45,14 +43,7 @@ PUBLIC_JWKS = {
 }
 
 
-@dataclass
-class Harness:
-    store: ClientStore
-    uow: Callable[[], AbstractContextManager[Any]]
-
-    def run(self, fn: Callable[[ClientStore], Any]) -> Any:
-        with self.uow():
-            return fn(self.store)
+Harness = StoreHarness[ClientStore]
 
 
 def make_client(n: int = 0, **changes: Any) -> Client:

@@ -17,9 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +34,12 @@ from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.memory import InMemoryKeyStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.keys import SqlKeyStore
+from tests.integration.contracts.harness import StoreHarness
 
 T0 = 1_700_000_000.123456
 
 
-@dataclass
-class Harness:
-    store: KeyStore
-    uow: Callable[[], AbstractContextManager[Any]]
-
-    def run(self, fn: Callable[[KeyStore], Any]) -> Any:
-        with self.uow():
-            return fn(self.store)
-
+class Harness(StoreHarness[KeyStore]):
     def listed(self) -> dict[str, SigningKey]:
         return {k.kid: k for k in self.run(lambda s: s.list())}
 

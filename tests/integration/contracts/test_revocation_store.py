@@ -8,11 +8,7 @@ in its own transaction, so what is read back went through the database.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
@@ -20,18 +16,12 @@ from authserver.storage.memory import InMemoryRevocationStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.revocations import SqlRevocationStore
 from authserver.tokens.revocations import RevocationStore
+from tests.integration.contracts.harness import StoreHarness
 
 T0 = 1_700_000_000.25
 
 
-@dataclass
-class Harness:
-    store: RevocationStore
-    uow: Callable[[], AbstractContextManager[Any]]
-
-    def run(self, fn: Callable[[RevocationStore], Any]) -> Any:
-        with self.uow():
-            return fn(self.store)
+Harness = StoreHarness[RevocationStore]
 
 
 class RevocationStoreContract:
