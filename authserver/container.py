@@ -18,7 +18,7 @@ from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.service import ClientService
 from authserver.clock import Clock
 from authserver.clock import SystemClock
-from authserver.keys.service import KeyPolicy
+from authserver.keys.plan import KeyPolicy
 from authserver.keys.service import KeyService
 from authserver.keys.store import KeyStore
 from authserver.profiles.registry import ProfileRegistry

@@ -38,6 +38,15 @@ from authserver.keys import crypto
 from authserver.keys.model import KeyState
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
+from authserver.keys.plan import Cleanup
+from authserver.keys.plan import KeyPolicy
+from authserver.keys.plan import chain_broken
+from authserver.keys.plan import chained_ends
+from authserver.keys.plan import current_key
+from authserver.keys.plan import lead
+from authserver.keys.plan import live
+from authserver.keys.plan import pending
+from authserver.keys.plan import plan
 from authserver.keys.store import KeyStore
 from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
@@ -46,23 +55,6 @@ log = logging.getLogger(__name__)
 
 #: The change-feed name of signing-key changes (the SQL key store announces it).
 CHANGE_NAME = "signing_keys"
-
-#: How long the record of a gone key is kept (for ``keys list`` and audit) before deletion.
-#: Its private half is destroyed as soon as it is gone.
-KEEP_GONE_RECORDS = 30 * 86400
-
-
-@dataclass(frozen=True)
-class KeyPolicy:
-    """The settings the lifecycle needs (see ``settings.FIELDS`` for their meaning)."""
-
-    key_size: int = 2048
-    passphrase: str | None = None
-    rotation_interval: int = 30 * 86400
-    publish_ahead: int = 3600
-    jwks_max_age: int = 300
-    retention: int = 86400 + 300
-    cache_seconds: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -173,11 +165,11 @@ class KeyService:
     def current(self) -> tuple[Kid, RSAKey]:
         """The one key that signs now, parsed. Raises :class:`KeyStoreError` if none."""
         now = self._clock.now()
-        key = _current(self._snapshot(), now, self._policy.retention)
+        key = current_key(self._snapshot(), now, self._policy.retention)
         if key is None:
             # The cache may predate a promotion made elsewhere: look once more, fresh.
             self.invalidate()
-            key = _current(self._snapshot(), now, self._policy.retention)
+            key = current_key(self._snapshot(), now, self._policy.retention)
         if key is None:
             raise KeyStoreError("no current signing key")
         return key.kid, self._private(key)
@@ -257,16 +249,16 @@ class KeyService:
         with self._store.lock():
             now = self._clock.now()
             keys = self._list()
-            pending = _pending(keys, now)
-            if pending:
-                if _chain_broken(keys, now):
+            waiting = pending(keys, now)
+            if waiting:
+                if chain_broken(keys, now):
                     # A crash between writing the new key and ending the current key's
                     # window (file store: no transaction) left two open windows.
                     self._rechain(keys, now)
                     self.invalidate()
-                return RotationResult(pending[-1], created=False)
+                return RotationResult(waiting[-1], created=False)
             self._check_passphrase(keys)
-            new = self._new_key(now, lead=self._lead)
+            new = self._new_key(now, lead=lead(self._policy))
             self._store.add(new)
             self._rechain([*keys, new], now)
             new = self._reload(new.kid)
@@ -307,13 +299,13 @@ class KeyService:
 
     def _sound(self, keys: list[SigningKey], now: float) -> bool:
         """A key signs now and the windows chain (nothing for ensure_current to do)."""
-        return not _chain_broken(keys, now) and (
-            _current(keys, now, self._policy.retention) is not None
+        return not chain_broken(keys, now) and (
+            current_key(keys, now, self._policy.retention) is not None
         )
 
     def due(self) -> bool:
         """True when :meth:`tick` has something to do (a cheap, unlocked read)."""
-        return bool(self._work(self._list(), self._clock.now()))
+        return bool(plan(self._list(), self._clock.now(), self._policy))
 
     def tick(self) -> list[str]:
         """The scheduled work: rotate when the current key has served its interval, make
@@ -325,12 +317,11 @@ class KeyService:
         with self._store.lock():
             now = self._clock.now()
             keys = self._list()
-            work = self._work(keys, now)
-            if "rotate" in work or "promote" in work:
-                new = None
+            todo = plan(keys, now, self._policy)
+            if todo.rotate or todo.repair:
                 self._check_passphrase(keys)
-                if "rotate" in work:
-                    new = self._new_key(now, lead=self._lead)
+                if todo.rotate:
+                    new = self._new_key(now, lead=lead(self._policy))
                     self._store.add(new)
                     keys = [*keys, new]
                     done.append(f"scheduled key {new.kid}")
@@ -339,13 +330,12 @@ class KeyService:
                 if created:
                     done.append(f"created key {created.kid}")
                     self._record("key.created", created)
-                keys = self._list()
-            for key in keys:
-                cleanup = _cleanup(key, now, self._policy.retention)
-                if cleanup == "delete":
+            # _rechain touches only live keys: the gone keys planned for cleanup are as read.
+            for key, action in todo.cleanup:
+                if action is Cleanup.DELETE:
                     self._store.delete(key.kid)
                     done.append(f"deleted key {key.kid}")
-                elif cleanup == "destroy":
+                else:
                     self._store.update(dataclasses.replace(key, private_pem=None))
                     done.append(f"destroyed private key {key.kid}")
         if done:
@@ -359,29 +349,6 @@ class KeyService:
     def _record(self, action: str, key: SigningKey) -> None:
         if self._audit is not None:
             self._audit.record(None, action, kid=key.kid, signs_from=key.activate_at)
-
-    def _work(self, keys: list[SigningKey], now: float) -> set[str]:
-        retention = self._policy.retention
-        work: set[str] = set()
-        if _chain_broken(keys, now):
-            return {"promote"}  # _rechain repairs the windows (see _chain_broken)
-        current = _current(keys, now, retention)
-        if current is None:
-            work.add("promote")
-        elif not _pending(keys, now):
-            rotate_at = current.activate_at + self._policy.rotation_interval
-            if now >= rotate_at - self._lead:
-                work.add("rotate")
-        if any(_cleanup(key, now, retention) for key in keys):
-            work.add("gc")
-        return work
-
-    @property
-    def _lead(self) -> float:
-        """How long before signing a new key is written: the publish-ahead, plus the time a
-        worker may keep serving a JWKS read before the key existed (``cache_seconds``), so
-        every worker has published it for the full publish-ahead before it signs."""
-        return self._policy.publish_ahead + self._policy.cache_seconds
 
     def _new_key(
         self, now: float, *, activate_at: float | None = None, lead: float | None = None
@@ -430,19 +397,19 @@ class KeyService:
 
         :returns: the key created, if any. Must be called under the store lock.
         """
-        live = _live(keys, now)
+        chain = live(keys, now)
         created: SigningKey | None = None
-        if not live or live[0].activate_at > now:
-            first = live[0] if live else None
+        if not chain or chain[0].activate_at > now:
+            first = chain[0] if chain else None
             seen_since = self._policy.jwks_max_age + self._policy.cache_seconds
             if first is not None and first.created_at + seen_since <= now:
-                live[0] = dataclasses.replace(first, activate_at=now)
+                chain[0] = dataclasses.replace(first, activate_at=now)
             else:
                 created = self._new_key(now, activate_at=now)
                 self._store.add(created)
-                live.insert(0, created)
+                chain.insert(0, created)
         originals = {k.kid: k for k in keys}
-        for key, end in _chained_ends(live):
+        for key, end in chained_ends(chain):
             updated = dataclasses.replace(key, deactivate_at=end)
             original = originals.get(key.kid)
             if (
@@ -452,59 +419,6 @@ class KeyService:
             ):
                 self._store.update(updated)
         return created
-
-
-def _live(keys: list[SigningKey], now: float) -> list[SigningKey]:
-    """Keys whose signing window has not ended and that are not retired, by start."""
-    return sorted(
-        (
-            k
-            for k in keys
-            if k.retired_at is None and (k.deactivate_at is None or k.deactivate_at > now)
-        ),
-        key=lambda k: (k.activate_at, k.created_at),
-    )
-
-
-def _chain_broken(keys: list[SigningKey], now: float) -> bool:
-    """True when the signing windows of the live keys are not contiguous, which only a
-    crash part-way through a change of a store without transactions (the file store)
-    can leave: e.g. a new key written, the current key's window not yet ended, so both
-    would be current once the new one activates."""
-    return any(key.deactivate_at != end for key, end in _chained_ends(_live(keys, now)))
-
-
-def _chained_ends(live: list[SigningKey]) -> list[tuple[SigningKey, float | None]]:
-    """Each live key (as :func:`_live` orders them) with the end its signing window must
-    have for the windows to chain: the next key's start; the last key's is open."""
-    ends: list[float | None] = [k.activate_at for k in live[1:]]
-    return list(zip(live, [*ends, None][: len(live)], strict=True))
-
-
-def _cleanup(key: SigningKey, now: float, retention: float) -> str | None:
-    """What the schedule does with *key* now: ``"delete"`` its record once it has been gone
-    for :data:`KEEP_GONE_RECORDS`, ``"destroy"`` the private half of a gone key that still
-    has one, else ``None``."""
-    if key.state(now, retention) is not KeyState.GONE:
-        return None
-    if now >= (key.drop_at(retention) or now) + KEEP_GONE_RECORDS:
-        return "delete"
-    return "destroy" if key.private_pem is not None else None
-
-
-def _current(keys: list[SigningKey], now: float, retention: float) -> SigningKey | None:
-    current = [k for k in keys if k.state(now, retention) is KeyState.CURRENT]
-    if len(current) > 1:
-        # Cannot happen while _rechain is the only writer of windows; refuse to guess.
-        raise KeyStoreError("more than one current signing key (inconsistent key store)")
-    return current[0] if current else None
-
-
-def _pending(keys: list[SigningKey], now: float) -> list[SigningKey]:
-    return sorted(
-        (k for k in keys if k.retired_at is None and k.activate_at > now),
-        key=lambda k: k.activate_at,
-    )
 
 
 def _iso(ts: float) -> str:

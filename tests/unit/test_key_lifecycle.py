@@ -19,7 +19,7 @@ from authserver.errors import KeyStoreError
 from authserver.errors import NotFound
 from authserver.keys.model import KeyState
 from authserver.keys.model import SigningKey
-from authserver.keys.service import KeyPolicy
+from authserver.keys.plan import KeyPolicy
 from authserver.keys.service import KeyService
 from authserver.storage.memory import InMemoryKeyStore
 
