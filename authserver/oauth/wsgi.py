@@ -213,7 +213,8 @@ class OAuthWSGI:
                 response = self._oauth(environ, endpoint)
         except Exception as exc:
             status, body, headers = self._on_error(exc)
-            return status, list(headers), _json(body), body.get("error")
+            # One error shape whichever layer answers: JSON, never cached.
+            return _error(status, str(body["error"]), str(body["error_description"]), headers)
         error = response.body.get("error") if response.status >= 400 else None
         return response.status, response.headers, _json(response.body), error
 
