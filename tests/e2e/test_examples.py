@@ -144,9 +144,17 @@ def test_node_sync_server_waits_for_authserver(
                 auth=(client["client_id"], client["client_secret"]),
                 timeout=10,
             ).json()["access_token"]
-            response = requests.get(
-                sync + "/sync", headers={"Authorization": f"Bearer {token}"}, timeout=10
-            )
+            # The example retries every 2 s (and the verifier spaces out refetches after a
+            # failure), so the first requests after authserver came up may still be 503.
+            deadline = time.monotonic() + 30
+            while True:
+                response = requests.get(
+                    sync + "/sync", headers={"Authorization": f"Bearer {token}"}, timeout=10
+                )
+                if response.status_code != 503 or time.monotonic() > deadline:
+                    break
+                assert response.json()["reason"] == "jwks_unavailable", response.text
+                time.sleep(0.5)
             assert response.status_code == 200, response.text
             assert response.json()["user"] == "user-1"
         assert proc.poll() is None
