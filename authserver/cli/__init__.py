@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import click
@@ -60,4 +61,21 @@ cli.add_command(tokens)
 
 
 def main() -> None:
-    cli(prog_name="authserver")
+    """Run the command; a usage error is one line on stderr and exit 2, like every other
+    error of this CLI (Click's own rendering adds a usage line and a help hint)."""
+    try:
+        code = cli.main(prog_name="authserver", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "authserver"
+        click.echo(f"authserver: error: {exc.format_message()} (see '{where} --help')", err=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("authserver: aborted", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
