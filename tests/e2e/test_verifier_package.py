@@ -1,0 +1,108 @@
+"""The Python verifier installs alone: a sync server's environment gets ``authserver-verifier``
+and joserfc (with cryptography), none of the server's stack, and verifies a real token from a
+real ``authserver serve``, refusing it once it is revoked (through the status list)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+ROOT = Path(__file__).resolve().parents[2]
+AUDIENCE = "https://sync.example.com"
+SERVER_STACK = ["flask", "sqlalchemy", "granian", "psycopg", "authlib", "alembic", "authserver"]
+
+CHECK = textwrap.dedent(
+    """
+    import sys
+    from authserver_verifier import InvalidToken, TokenVerifier
+
+    verifier = TokenVerifier(sys.argv[1], sys.argv[2])
+    try:
+        claims = verifier.verify(sys.argv[3])
+    except InvalidToken as exc:
+        print("refused", exc.reason)
+    else:
+        print("accepted", claims["sub"])
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def verifier_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    venv = tmp_path_factory.mktemp("sync-server") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", str(ROOT / "verifiers" / "python")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert install.returncode == 0, install.stderr
+    return python
+
+
+def test_installs_without_the_server_stack(verifier_python: Path) -> None:
+    listed = subprocess.run(
+        [str(verifier_python), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.lower()
+    names = {line.split("==")[0].replace("_", "-") for line in listed.splitlines()}
+    assert "authserver-verifier" in names
+    assert "joserfc" in names
+    assert not names & set(SERVER_STACK), names & set(SERVER_STACK)
+
+
+def test_verifies_and_sees_a_revocation(
+    verifier_python: Path, tmp_path: Path, env_for: Callable[..., dict[str, str]]
+) -> None:
+    env = env_for(f"sqlite:///{tmp_path / 'auth.db'}", AUTHSERVER_STATUS_LIST_TTL="1s")
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess: the issuer is its base URL
+    with ServerProcess(env) as server:
+        client = cli_json(
+            {**env, "AUTHSERVER_ISSUER": server.base_url},
+            "clients",
+            "create",
+            "--name",
+            "sync",
+            "--audience",
+            AUDIENCE,
+        )
+        auth = (client["client_id"], client["client_secret"])
+        token = requests.post(
+            server.base_url + "/token",
+            data={"grant_type": "client_credentials", "sub": "user-7"},
+            auth=auth,
+            timeout=10,
+        ).json()["access_token"]
+
+        def check() -> str:
+            return subprocess.run(
+                [str(verifier_python), "-c", CHECK, server.base_url, AUDIENCE, token],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout.strip()
+
+        assert check() == "accepted user-7"
+        revoked = requests.post(
+            server.base_url + "/revoke", data={"token": token}, auth=auth, timeout=10
+        )
+        assert revoked.status_code == 200, revoked.text
+        # A fresh process has no cached list: it fetches the current one.
+        assert check() == "refused revoked"
