@@ -242,7 +242,8 @@ def _check_key_store(env: dict[str, str], tmp_path: Path, key_store: str, label:
             for n in names
             if n not in (".lock", ".version")
             and not re.fullmatch(r"[A-Za-z0-9_-]+\.(json|pem)", n)
-            and not re.fullmatch(r"\.([A-Za-z0-9_-]+\.(json|pem)|version)\.[0-9a-f]+\.tmp", n)
+            # (the .version file's own temporary is "..version.<hex>.tmp")
+            and not re.fullmatch(r"\.([A-Za-z0-9_-]+\.(json|pem)|\.version)\.[0-9a-f]+\.tmp", n)
         }
         assert not unexpected, f"{label}: unexpected files in the key directory: {unexpected}"
         for name in names:
