@@ -76,11 +76,15 @@ def is_utf8(text: str) -> bool:
     return True
 
 
+#: C0 controls and DEL: what a single-line text value must not contain.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def check_text(value: str, what: str, *, max_length: int) -> str:
     """A single-line text value: UTF-8 encodable, no control characters, bounded."""
     if not is_utf8(value):
         raise InvalidValue(f"{what} is not valid Unicode text")
-    if len(value) > max_length or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+    if len(value) > max_length or _CONTROL.search(value) is not None:
         raise InvalidValue(f"{what} is too long or has control characters")
     return value
 

@@ -241,6 +241,14 @@ def _basic_pair(token: str) -> tuple[str, str] | None:
     return unquote(client_id), unquote(secret)
 
 
+class _Headers(EnvironHeaders):
+    """The request's headers, always truthy: Authlib's ``headers or {}`` would otherwise
+    count them by walking the whole environ on every request."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
 class AuthServerOAuth2Request(OAuth2Request):
     """Authlib's request, built from a WSGI environ: the parsed body, the presented
     credentials (:class:`ClientCredentials`), the path and the source address (already
@@ -252,7 +260,7 @@ class AuthServerOAuth2Request(OAuth2Request):
         scheme = environ.get("wsgi.url_scheme", "http")
         host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
         uri = f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
-        headers = EnvironHeaders(environ)
+        headers = _Headers(environ)
         try:
             super().__init__(method=environ.get("REQUEST_METHOD", "POST"), uri=uri, headers=headers)
         except InsecureTransportError:

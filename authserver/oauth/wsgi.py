@@ -65,8 +65,11 @@ _SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"),)
 _STATUS_LINES = {s.value: f"{s.value} {s.phrase}" for s in HTTPStatus}
 
 
+_encode = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":")).encode()
+    return _encode(body).encode()
 
 
 def _error(

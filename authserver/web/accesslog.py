@@ -45,7 +45,10 @@ _current: contextvars.ContextVar[_Access | None] = contextvars.ContextVar(
 
 def _printable(text: str, limit: int) -> str:
     # Request-supplied text (a presented client_id, a path) must not forge log lines.
-    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+    text = text[:limit]
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def note_client(client_id: str | None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -177,6 +178,54 @@ def sqlite_file(url: str) -> str | None:
     return parsed.database
 
 
+class _SqliteCounters:
+    """The ``locks`` counters of a SQLite file, read per thread on a private connection and
+    kept while SQLite's ``PRAGMA data_version`` stays the same.
+
+    That pragma changes, on a given connection, whenever any *other* connection (of this
+    process or another) commits to the file; this connection never writes, so an unchanged
+    value proves no counter changed. Checking it costs no pool checkout and no table read,
+    which on SQLite is most of a token request's database cost; a changed value (any commit
+    anywhere, an audit batch included) costs one indexed read. A counter read between the
+    pragma and a concurrent commit is cached under the older value, so the next call reads
+    again: never stale, only sometimes read twice.
+    """
+
+    _SELECT = "SELECT counter FROM locks WHERE name = ?"
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._local = threading.local()
+
+    def read(self, name: str) -> int:
+        local = self._local
+        conn: sqlite3.Connection | None = getattr(local, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(
+                    self._path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None
+                )
+                local.conn, local.version, local.values = conn, None, {}
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            values: dict[str, int] = local.values
+            if version != local.version:
+                values.clear()
+                local.version = version
+            found = values.get(name)
+            if found is None:
+                row = conn.execute(self._SELECT, (name,)).fetchone()
+                found = values[name] = int(row[0]) if row else 0
+        except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
+            local.conn = None
+            # As Database.read_one raises it, so callers map it to "database unavailable".
+            raise DBAPIError.instance(
+                self._SELECT, (name,), exc, sqlite3.Error, dialect=None
+            ) from exc
+        return found
+
+
 class _Unit:
     """One unit of work; its session is opened on first use, so a request that needs no
     database work (a JWKS GET, a token issued from cached state) costs no session at all."""
@@ -203,6 +252,8 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self._reads: Engine | None = None
         self._reads_lock = threading.Lock()
+        path = None if _is_memory_sqlite(self.engine) else sqlite_file(url)
+        self._counters = _SqliteCounters(path) if path and not make_url(url).query else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"authserver_unit_{id(self)}", default=None
@@ -262,8 +313,14 @@ class Database:
             self.end(token, commit=ok)
 
     def read_counter(self, name: str) -> int:
-        """The current value of a ``locks`` counter (0 before first use): one
-        :meth:`read_one` (it runs on every token request)."""
+        """The current value of a ``locks`` counter (0 before first use); it runs on every
+        token request. On a SQLite file, outside an open session, from
+        :class:`_SqliteCounters` (no read at all while nothing was committed); otherwise
+        one :meth:`read_one`."""
+        if self._counters is not None:
+            unit = self._current.get()
+            if unit is None or unit.session is None:
+                return self._counters.read(name)
         row = self.read_one("SELECT counter FROM locks WHERE name = ?", name)
         return int(row[0]) if row else 0
 
