@@ -4,18 +4,21 @@
 Why not Flask for these: its per-request machinery (request and app contexts, URL
 matching, before/after hooks, the response object) costs more CPU than everything
 authserver itself does for a token, bar the RSA signature. Here a request is one dict
-lookup on ``PATH_INFO``; every other path goes to the *fallback* application (the Flask
-app: admin API, health, metrics, OpenAPI, and the JSON errors for unknown paths).
+lookup on ``PATH_INFO`` (a prefix check for a document family such as
+``/statuslists/<n>``); every other path goes to the *fallback* application (the Flask app:
+admin API, health, metrics, and the JSON errors for unknown paths).
 
 What a request gets, in order (``OAuthWSGI.__call__``):
 
-1. the route (exact path) and method check: ``OPTIONS`` answers ``Allow``, any other
-   unsupported method 405, in the same RFC 6749 §5.2-shaped body as every error;
+1. the route (exact path, or a family's prefix and integer id) and method check:
+   ``OPTIONS`` answers ``Allow``, any other unsupported method 405, in the same RFC 6749
+   §5.2-shaped body as every error;
 2. one unit of work (the database transaction, opened only if a store needs it),
    committed when the handler returns, rolled back when it raises;
 3. the handler: Authlib's token or endpoint flow (``oauth/server.py``) for the POST
    routes, a :class:`Document` for the GET routes (strong ETag, ``If-None-Match`` 304,
-   ``Cache-Control``, CORS for anyone);
+   ``Cache-Control``, CORS for anyone: the one conditional-GET implementation of the
+   server), or a 404 JSON error when a family has no document of that id;
 4. the security headers every response carries (``X-Content-Type-Options: nosniff``,
    ``Cache-Control: no-store`` unless the handler set its own);
 5. :class:`~authserver.oauth.events.RequestServed`: the one per-request hook, where
@@ -32,6 +35,7 @@ Authlib's ``OAuth2Request`` refuses plain http off loopback (``insecure_transpor
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -82,15 +86,18 @@ def _error(
 class Document:
     """A document as sent: body, strong ETag and cache headers, prepared once.
 
-    ``max_age`` never exceeds the key publish-ahead time (``Settings.validate``), so a
-    verifier that honours it has seen a new key before the key signs anything.
+    The source that builds it chooses ``max_age`` (for the JWKS it never exceeds the key
+    publish-ahead time, ``Settings.validate``; for a status list it is what is left of the
+    list's ``ttl``). *etag* is the body's own hash unless the caller already has one.
     """
 
     __slots__ = ("body", "etag", "headers", "headers_with_type")
 
-    def __init__(self, body: bytes, content_type: str, max_age: int) -> None:
+    def __init__(
+        self, body: bytes, content_type: str, max_age: int, etag: str | None = None
+    ) -> None:
         self.body = body
-        self.etag = hashlib.sha256(body).hexdigest()[:32]
+        self.etag = etag or hashlib.sha256(body).hexdigest()[:32]
         self.headers = [
             ("ETag", f'"{self.etag}"'),
             ("Cache-Control", f"public, max-age={max_age}"),
@@ -113,15 +120,21 @@ class Document:
 
 
 #: A GET route: returns the current document (cheaply: normally from a ``BoundedCache``
-#: keyed by what the document is built from).
-DocumentSource = Callable[[], Document]
+#: keyed by what the document is built from), or ``None`` for 404.
+DocumentSource = Callable[[], Document | None]
+#: A family of GET routes ``<prefix>/<id>``: the document of a non-negative integer id.
+DocumentFamily = Callable[[int], Document | None]
+#: Longest id a family accepts (digits): a longer one is no route (the fallback's 404),
+#: never an integer a store has to cope with.
+_MAX_ID_DIGITS = 9
 
 
 class OAuthWSGI:
     """The WSGI application in front of the Flask app (see the module docstring).
 
-    ``add_document(path, source)`` publishes another GET document (a status list, say):
-    one line where the application is composed (``web/app.py``).
+    ``add_document(path, source)`` publishes another GET document, and
+    ``add_document_family(prefix, name, source)`` one per integer id below *prefix* (the
+    status lists): one line where the application is composed (``web/app.py``).
     """
 
     POST_ROUTES: ClassVar[dict[str, str]] = {
@@ -145,6 +158,8 @@ class OAuthWSGI:
         self._unit_of_work = unit_of_work
         self._on_error = on_error
         self._documents: dict[str, DocumentSource] = {}
+        #: ``(prefix + "/", route template, source)``
+        self._families: list[tuple[str, str, DocumentFamily]] = []
         self._post = dict(self.POST_ROUTES)
 
     def add_token_path(self, path: str) -> None:
@@ -155,11 +170,29 @@ class OAuthWSGI:
     def add_document(self, path: str, source: DocumentSource) -> None:
         self._documents[path] = source
 
+    def add_document_family(self, prefix: str, name: str, source: DocumentFamily) -> None:
+        """Serve ``<prefix>/<id>`` for every non-negative integer id of at most
+        :data:`_MAX_ID_DIGITS` digits: *source(id)*, or 404 when it returns ``None``. Any
+        other path below *prefix* is left to the fallback (its 404). The route template,
+        in Flask's rule syntax (``<prefix>/<int:name>``), is the route listing's key and
+        the metrics label: bounded, never the path sent."""
+        self._families.append((f"{prefix}/", f"{prefix}/<int:{name}>", source))
+
     def routes(self) -> dict[str, set[str]]:
         """Path -> methods served here (for the route listing and the OpenAPI check)."""
         out = {path: {"POST"} for path in self._post}
         out.update({path: {"GET", "HEAD"} for path in self._documents})
+        out.update({template: {"GET", "HEAD"} for _, template, _ in self._families})
         return out
+
+    def _family_document(self, path: str) -> tuple[str, DocumentSource] | None:
+        """The route template and document source of a family path, ``None`` if none."""
+        for prefix, template, source in self._families:
+            if path.startswith(prefix):
+                tail = path[len(prefix) :]
+                if tail.isascii() and tail.isdigit() and len(tail) <= _MAX_ID_DIGITS:
+                    return template, functools.partial(source, int(tail))
+        return None
 
     # -- WSGI --------------------------------------------------------------------------------
 
@@ -167,8 +200,12 @@ class OAuthWSGI:
         path = environ.get("PATH_INFO", "")
         endpoint = self._post.get(path)
         document = self._documents.get(path) if endpoint is None else None
+        route = path
         if endpoint is None and document is None:
-            return self.fallback(environ, start_response)
+            family = self._family_document(path) if self._families else None
+            if family is None:
+                return self.fallback(environ, start_response)
+            route, document = family
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
         allowed = ("POST",) if endpoint is not None else ("GET", "HEAD")
@@ -194,7 +231,7 @@ class OAuthWSGI:
         start_response(_STATUS_LINES.get(status, f"{status} Unknown"), headers)
         self.events.emit(
             RequestServed(
-                route=path,
+                route=route,
                 method=method,
                 status=status,
                 error=error,
@@ -211,7 +248,10 @@ class OAuthWSGI:
         try:
             with self._unit_of_work():
                 if document is not None:
-                    return document().answer(environ)
+                    current = document()
+                    if current is None:
+                        return _error(404, "not_found", "no such document")
+                    return current.answer(environ)
                 assert endpoint is not None
                 response = self._oauth(environ, endpoint)
         except Exception as exc:

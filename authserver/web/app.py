@@ -44,8 +44,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     (and the test fixtures) do that once, before any worker starts.
 
     The Flask app's WSGI callable is the lean OAuth layer (``oauth/wsgi.py``) for
-    ``/token``, ``/introspect``, ``/revoke`` and the well-known documents, in front of
-    Flask for everything else, all behind ProxyFix when a proxy is configured.
+    ``/token``, ``/introspect``, ``/revoke`` and the public documents (well-known, status
+    lists, OpenAPI), in front of Flask for everything else, all behind ProxyFix when a
+    proxy is configured.
     """
     if services is None:
         services = container.build(settings or Settings.from_env())
@@ -80,11 +81,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     metrics.instrument(app, events)
     _unit_of_work_per_request(app, services)
     errors.register(app)
-    app.register_blueprint(statuslists.bp)  # GET /statuslists[/<id>]
     app.register_blueprint(health.bp)
     if settings.metrics_token:
         app.register_blueprint(metrics.bp)  # GET /metrics
-    app.register_blueprint(openapi.bp)  # GET /openapi.json
     if settings.admin_token:
         app.register_blueprint(admin.bp)
 
@@ -122,6 +121,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         on_error=errors.render_exception,
     )
     wellknown.register(lean, services)
+    statuslists.register(lean, services)  # GET /statuslists[/<id>]
+    openapi.register(lean, services)  # GET /openapi.json
     for path in sorted(services.profiles.paths()):
         lean.add_token_path(path)
     app.extensions["authserver.wsgi"] = lean

@@ -1,5 +1,6 @@
 """GET /openapi.json: the packaged OpenAPI document (``openapi.yaml``), with ``servers``
-set to this server's issuer."""
+set to this server's issuer, served by the lean WSGI layer as a prepared
+:class:`~authserver.oauth.wsgi.Document` (ETag, 304, CORS)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,15 @@ from importlib import resources
 from typing import Any
 
 import yaml
-from flask import Blueprint
-from flask import Response
-from flask import request
 
-from authserver.web.context import services
-
-bp = Blueprint("openapi", __name__)
+from authserver.container import Services
+from authserver.oauth.wsgi import Document
+from authserver.oauth.wsgi import OAuthWSGI
 
 RESOURCE = "openapi.yaml"
+PATH = "/openapi.json"
+#: The document changes only with a release.
+MAX_AGE = 300
 
 
 @functools.cache
@@ -31,19 +32,9 @@ def document() -> dict[str, Any]:
     return data
 
 
-@functools.lru_cache(maxsize=8)
-def document_for(issuer: str) -> bytes:
-    """The document as served for *issuer*, serialised once per issuer."""
+def register(wsgi: OAuthWSGI, services: Services) -> None:
     data = copy.deepcopy(document())
-    data["servers"] = [{"url": issuer}]
-    return json.dumps(data, separators=(",", ":")).encode()
-
-
-@bp.get("/openapi.json")
-def openapi_json() -> Response:
-    response = Response(document_for(services().settings.issuer), mimetype="application/json")
-    response.headers["Cache-Control"] = "public, max-age=300"
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    response.add_etag()
-    response.make_conditional(request)  # 304 when If-None-Match matches; in place
-    return response
+    data["servers"] = [{"url": services.settings.issuer}]
+    # In the authored order (Document.json would sort the keys): paths read as written.
+    served = Document(json.dumps(data, separators=(",", ":")).encode(), "application/json", MAX_AGE)
+    wsgi.add_document(PATH, lambda: served)

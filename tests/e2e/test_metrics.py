@@ -215,6 +215,23 @@ def test_latency_is_labelled_by_route_template_not_path(
     assert probe not in endpoints
 
 
+@db_independent
+def test_status_lists_are_labelled_by_their_template(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    client_id, secret = register()
+    issued = http.post(
+        "/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    )
+    assert issued.status_code == 200
+    assert http.get("/statuslists/1").status_code == 200
+    assert http.get("/statuslists/7").status_code == 404
+    _, samples = scrape(http)
+    endpoints = {dict(k[1]).get("endpoint") for k in samples if k[0] == DURATION_COUNT}
+    assert value(samples, DURATION_COUNT, endpoint="/statuslists/<int:list_id>") == 2
+    assert not {"/statuslists/1", "/statuslists/7"} & endpoints
+
+
 # -- several worker processes --------------------------------------------------------------
 
 

@@ -1,0 +1,106 @@
+"""The public GET documents of the lean WSGI layer (``oauth/wsgi.py`` ``Document``) through a
+real ``authserver serve``: the status lists, their aggregation and ``/openapi.json`` answer
+conditional GETs with 304, HEAD and OPTIONS like the JWKS, and unknown or malformed list ids
+with a 404 JSON error (never a 5xx)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from collections.abc import Iterator
+
+import jwt
+import pytest
+import requests
+
+from tests.conftest import db_independent
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def server(db_url: str, env_for: Callable[..., dict[str, str]]) -> Iterator[ServerProcess]:
+    env = env_for(db_url)
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess: the issuer is its base URL
+    with ServerProcess(env) as running:
+        yield running
+
+
+def token_status_path(server: ServerProcess) -> str:
+    client = cli_json(server.env, "clients", "create", "--name", "sync")
+    response = requests.post(
+        server.base_url + "/token",
+        data={"grant_type": "client_credentials"},
+        auth=(client["client_id"], client["client_secret"]),
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    claims = jwt.decode(response.json()["access_token"], options={"verify_signature": False})
+    uri: str = claims["status"]["status_list"]["uri"]
+    assert uri.startswith(server.base_url + "/statuslists/")
+    return uri[len(server.base_url) :]
+
+
+def assert_conditional(url: str, content_type: str) -> None:
+    first = requests.get(url, timeout=10)
+    assert first.status_code == 200
+    assert first.headers["Content-Type"] == content_type
+    assert first.headers["Access-Control-Allow-Origin"] == "*"
+    etag = first.headers["ETag"]
+    assert etag.startswith('"')
+    for condition in (etag, f"W/{etag}", f'"other", {etag}', "*"):
+        again = requests.get(url, headers={"If-None-Match": condition}, timeout=10)
+        assert again.status_code == 304, condition
+        assert again.content == b""
+        assert again.headers["ETag"] == etag
+        assert again.headers["Cache-Control"].startswith("public, max-age=")
+    changed = requests.get(url, headers={"If-None-Match": '"not-it"'}, timeout=10)
+    assert changed.status_code == 200
+    assert changed.content == first.content
+    head = requests.head(url, timeout=10)
+    assert (head.status_code, head.content, head.headers["ETag"]) == (200, b"", etag)
+
+
+@db_independent
+def test_conditional_get_of_a_status_list_and_openapi(server: ServerProcess) -> None:
+    path = token_status_path(server)
+    assert_conditional(server.base_url + path, "application/statuslist+jwt")
+    assert_conditional(server.base_url + "/statuslists", "application/json")
+    assert_conditional(server.base_url + "/openapi.json", "application/json")
+    served = requests.get(server.base_url + "/openapi.json", timeout=10).json()
+    assert served["servers"] == [{"url": server.base_url}]
+
+
+@db_independent
+def test_unknown_and_malformed_list_ids_are_404_json(server: ServerProcess) -> None:
+    token_status_path(server)  # list 1 exists
+    for path in (
+        "/statuslists/2",
+        "/statuslists/0",
+        "/statuslists/999999999",
+        "/statuslists/99999999999999999999",
+        "/statuslists/-1",
+        "/statuslists/abc",
+        "/statuslists/1.0",
+        "/statuslists/%C2%B2",  # a superscript two: a digit to str.isdigit, not an id
+        "/statuslists/",
+        "/statuslists/1/x",
+    ):
+        response = requests.get(server.base_url + path, timeout=10)
+        assert response.status_code == 404, path
+        assert response.headers["Content-Type"] == "application/json", path
+        assert response.json()["error"] == "not_found", path
+        assert response.headers["Cache-Control"] == "no-store", path
+
+
+@db_independent
+def test_methods_on_a_status_list(server: ServerProcess) -> None:
+    url = server.base_url + token_status_path(server)
+    options = requests.options(url, timeout=10)
+    assert options.status_code == 200
+    assert options.headers["Allow"] == "GET, HEAD, OPTIONS"
+    post = requests.post(url, timeout=10)
+    assert post.status_code == 405
+    assert post.headers["Allow"] == "GET, HEAD, OPTIONS"
+    assert post.json()["error"] == "method_not_allowed"
