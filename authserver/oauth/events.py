@@ -51,6 +51,10 @@ class TokenRevoked:
     client_id: str
     sub: str | None
     jti: str | None
+    #: The revoked token's verified ``status`` claim (its Token Status List entry) and
+    #: ``exp``: what setting its bit reads (``web/app.py``).
+    status: dict[str, Any] | None = None
+    exp: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

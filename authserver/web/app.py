@@ -142,9 +142,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 def _subscribe(
     events: Events, services: Services, failures: limits.FailedAuthenticationLimits | None
 ) -> None:
-    """Every subscriber of the OAuth layer's events, in one place: the audit trail, the
-    metrics, the failed-authentication limits, and the access log's client id (the access
-    line itself is written by the ``AccessLog`` middleware around both layers)."""
+    """Every subscriber of the OAuth layer's events, in one place: the status list bit of a
+    revoked token, the audit trail, the metrics, the failed-authentication limits, and the
+    access log's client id (the access line itself is written by the ``AccessLog``
+    middleware around both layers)."""
     audit = services.audit
 
     def issued(event: TokenIssued) -> None:
@@ -165,6 +166,13 @@ def _subscribe(
             exp=event.exp,
         )
 
+    def revoked_status(event: TokenRevoked) -> None:
+        # The bit must commit with the jti record or not at all (otherwise introspection
+        # and offline verifiers disagree about the token for good): events are delivered
+        # in the request's unit of work (oauth/events.py), so a failure here raises, rolls
+        # the revocation back and answers 503, and the client can retry.
+        services.status_lists.revoke_token({"status": event.status, "exp": event.exp})
+
     def revoked(event: TokenRevoked) -> None:
         audit.record(
             f"client:{event.client_id}",
@@ -175,6 +183,7 @@ def _subscribe(
         )
 
     events.subscribe(TokenIssued, issued)
+    events.subscribe(TokenRevoked, revoked_status)
     events.subscribe(TokenRevoked, revoked)
     events.subscribe(TokenIssued, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(TokenRevoked, lambda event: accesslog.note_client(event.client_id))

@@ -8,6 +8,7 @@ Each list is checked with code that is not the code under test: PyJWT verifies t
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,7 @@ from authserver.settings import Settings
 from authserver.tokens.statuslist import BLOCK_SIZE
 from authserver.tokens.statuslist import LEASE_WINDOW
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.helpers import run_cli
 
@@ -111,6 +113,34 @@ def test_revoke_sets_the_bit_of_that_token_only(http: Any, register: Register) -
     assert response.status_code == 200
     assert status_of(http, revoked) == 1
     assert status_of(http, kept) == 0
+
+
+@db_independent
+def test_the_bit_and_the_revocation_record_commit_together(
+    http: Any, register: Register, db_url: str
+) -> None:
+    """The bit is set by the TokenRevoked subscriber, in the request's unit of work: when
+    it cannot be written, the jti record is not kept either (introspection and offline
+    verifiers never disagree), and a retry revokes for both."""
+    client_id, secret = register(audiences=[AUD])
+    token = issue(http, client_id, secret)
+    database = sqlite3.connect(db_url.removeprefix("sqlite:///"))
+    try:
+        database.execute("ALTER TABLE status_revocations RENAME TO hidden_revocations")
+        database.commit()
+        failed = http.post("/revoke", data={"token": token}, auth=(client_id, secret))
+        assert failed.status_code == 503
+        database.execute("ALTER TABLE hidden_revocations RENAME TO status_revocations")
+        database.commit()
+    finally:
+        database.close()
+    introspected = http.post("/introspect", data={"token": token}, auth=(client_id, secret))
+    assert introspected.get_json()["active"] is True
+    assert status_of(http, token) == 0
+    assert http.post("/revoke", data={"token": token}, auth=(client_id, secret)).status_code == 200
+    assert status_of(http, token) == 1
+    introspected = http.post("/introspect", data={"token": token}, auth=(client_id, secret))
+    assert introspected.get_json() == {"active": False}
 
 
 def test_conditional_get_and_a_new_etag_after_a_revocation(http: Any, register: Register) -> None:
