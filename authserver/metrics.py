@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client import REGISTRY
@@ -79,8 +80,18 @@ def client_auth_throttled(endpoint: str, scope: str) -> None:
     CLIENT_AUTH_THROTTLED.labels(endpoint=endpoint, scope=scope).inc()
 
 
+#: The histogram child of each endpoint: ``labels()`` validates and locks on every call,
+#: and this runs on every request. Endpoints are route templates, so few.
+_durations: dict[str, Any] = {}
+
+
 def observe_request(endpoint: str, seconds: float) -> None:
-    REQUEST_DURATION.labels(endpoint=endpoint).observe(max(seconds, 0.0))
+    child = _durations.get(endpoint)
+    if child is None:
+        child = REQUEST_DURATION.labels(endpoint=endpoint)
+        if len(_durations) < 256:
+            _durations[endpoint] = child
+    child.observe(max(seconds, 0.0))
 
 
 def exposition() -> tuple[bytes, str]:

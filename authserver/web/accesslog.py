@@ -118,10 +118,18 @@ class AccessLog:
             raise
         finally:
             _current.reset(token)
+        if isinstance(body, list):
+            # Complete already (the lean layer's answers): log it now and hand the server
+            # the list itself, which granian sends in one write instead of iterating a
+            # wrapper from native code and calling its close().
+            self._log(environ, access, status_holder[0], started)
+            return body
         return _Logged(body, lambda: self._log(environ, access, status_holder[0], started))
 
     @staticmethod
     def _log(environ: dict[str, Any], access: _Access, status: int, started: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         millis = (time.perf_counter() - started) * 1000
         method = environ.get("REQUEST_METHOD", "-")
         path = _printable(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), 512)

@@ -312,6 +312,12 @@ class Database:
         finally:
             self.end(token, commit=ok)
 
+    @property
+    def placeholder(self) -> str:
+        """The driver's positional parameter marker (``?`` for sqlite3, ``%s`` for
+        psycopg), for the few statements written for the DB-API directly."""
+        return "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
+
     def read_counter(self, name: str) -> int:
         """The current value of a ``locks`` counter (0 before first use); it runs on every
         token request. On a SQLite file, outside an open session, from
@@ -338,8 +344,7 @@ class Database:
         every checkout."""
         engine = self._read_engine()
         dialect = engine.dialect
-        if dialect.paramstyle in ("format", "pyformat"):  # psycopg
-            sql = sql.replace("?", "%s")
+        sql = sql.replace("?", self.placeholder)
         unit = self._current.get()
         if unit is not None and unit.session is not None:
             unit.session.flush()
