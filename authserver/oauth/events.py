@@ -6,6 +6,9 @@ subscribe to them in one place (``web/app.py``, ``subscribe_all``). Nothing trav
 layers any other way: no flags in ``flask.g``, no attributes parked on request objects for
 another layer to find.
 
+Events are named tuples: immutable like frozen dataclasses, and about half the cost to
+build (two per token request).
+
 Delivery is synchronous, in the request's thread and unit of work, in subscription order.
 An exception from a subscriber propagates to the request (an audit record that cannot be
 written fails the request rather than being lost); subscribers that must never fail a
@@ -16,15 +19,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
+from typing import NamedTuple
 from typing import TypeVar
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenIssued:
+class TokenIssued(NamedTuple):
     """An access token was signed for an authenticated client (identifiers only, never
     the token)."""
 
@@ -44,8 +46,7 @@ class TokenIssued:
     exp: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class TokenRevoked:
+class TokenRevoked(NamedTuple):
     """A client revoked one of its own tokens (RFC 7009)."""
 
     client_id: str
@@ -57,8 +58,7 @@ class TokenRevoked:
     exp: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ClientAuthFailed:
+class ClientAuthFailed(NamedTuple):
     """Client authentication failed at *endpoint* (a route path such as ``/token``).
 
     ``client_id`` is the id the request *presented* (unverified, ``None`` when it named
@@ -76,8 +76,7 @@ class ClientAuthFailed:
     reason: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RequestServed:
+class RequestServed(NamedTuple):
     """The WSGI layer answered a request (one per request it serves, after the response
     is built). ``route`` is the path template (bounded), ``error`` the RFC 6749 error code
     of an error response (``None`` on success)."""
