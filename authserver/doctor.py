@@ -14,16 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from authserver import container
 from authserver.errors import AuthServerError
+from authserver.errors import StorageError
 from authserver.keys.model import KeyState
 from authserver.settings import MIN_BEARER_TOKEN_LENGTH
 from authserver.settings import Settings
 from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
-from authserver.storage.sql.engine import explain_error
 from authserver.storage.sql.engine import sqlite_file
 
 Status = Literal["ok", "warning", "problem"]
@@ -64,7 +62,6 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
 
 
 def _database(db: Database, add: _Add) -> bool:
-    where = db.url
     if migrate.database_missing(db):
         add(
             Finding(
@@ -77,8 +74,8 @@ def _database(db: Database, add: _Add) -> bool:
         return False
     try:
         current = migrate.current_revision(db)
-    except SQLAlchemyError as exc:
-        add(Finding("database", "problem", explain_error(exc, where)))
+    except StorageError as exc:
+        add(Finding("database", "problem", str(exc)))
         return False
     add(Finding("database", "ok", "reachable"))
     head = migrate.head_revision()
@@ -103,10 +100,13 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
         with svc.unit_of_work():
             views = svc.keys.views()
             svc.keys.check_readable()
+    except StorageError as exc:
+        add(Finding("key store", "problem", f"unreadable ({type(exc.__cause__).__name__})"))
+        return
     except AuthServerError as exc:
         add(Finding("key store", "problem", str(exc)))
         return
-    except (SQLAlchemyError, OSError) as exc:
+    except OSError as exc:
         add(Finding("key store", "problem", f"unreadable ({type(exc).__name__})"))
         return
     where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"

@@ -23,3 +23,17 @@ class InvalidInput(AuthServerError):
 
 class KeyStoreError(AuthServerError):
     """The signing keys cannot be read (wrong passphrase, corrupt file, no current key)."""
+
+
+class StorageError(AuthServerError):
+    """The database failed. The message says why in an operator's words and where (the
+    URL without its password), never the driver's own text, which can hold the URL, its
+    password and SQL; the storage exception is the ``__cause__``. This class itself is
+    a failure that retrying will not fix (a storage bug): only ``web/`` decides how to
+    answer it (500)."""
+
+
+class StorageUnavailable(StorageError):
+    """The database could not do it now: unreachable, locked, timed out, the connection
+    lost, no pooled connection free, or a statement it refused. The web layer answers
+    503 with ``Retry-After``."""

@@ -14,7 +14,6 @@ from typing import Any
 from typing import TypeVar
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from authserver import container
 from authserver.audit.service import acting_as
@@ -25,7 +24,6 @@ from authserver.errors import ConfigError
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import Settings
-from authserver.storage.sql.engine import explain_error
 from authserver.storage.sql.migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,10 +82,9 @@ def handle_errors(func: F) -> F:
         except ConfigError as exc:
             fail(str(exc), 2)
         except AuthServerError as exc:
+            # A StorageError among them: its message is already the operator's one line
+            # (where, and why in words; never the driver's text or a password).
             fail(str(exc), 1)
-        except SQLAlchemyError as exc:
-            used = state().used
-            fail(explain_error(exc, used.database_url if used else ""), 1)
 
     return wrapper  # type: ignore[return-value]
 

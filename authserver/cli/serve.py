@@ -25,6 +25,7 @@ from authserver.cli.context import state
 from authserver.cli.output import fail
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
+from authserver.errors import StorageError
 from authserver.limits_storage import check_storage
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
@@ -97,6 +98,10 @@ def serve(**options: Any) -> None:
     except (ConfigError, KeyStoreError) as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(str(exc), 2)
+    except StorageError as exc:
+        # Where and why in words (never the driver's text, which can hold the URL).
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        fail(f"cannot start: {exc}", 1)
     except Exception as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)

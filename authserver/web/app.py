@@ -11,11 +11,11 @@ from flask import Flask
 from flask import Response
 from flask import g
 from flask import request
-from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authserver import container
 from authserver.container import Services
+from authserver.errors import StorageError
 from authserver.oauth.errors import SlowDownError
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
@@ -236,7 +236,7 @@ def _unit_of_work_per_request(app: Flask, services: Services) -> None:
         if token is not None:
             try:
                 db.end(token, commit=response.status_code < 500)
-            except SQLAlchemyError as exc:
+            except StorageError as exc:
                 # The commit failed (the database went away after the handler ran): what
                 # the handler answered did not happen, so answer as for any database error.
                 return errors.database_unavailable(exc)

@@ -8,12 +8,11 @@ from typing import Any
 from flask import Flask
 from flask import Response
 from flask import jsonify
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from authserver.errors import KeyStoreError
+from authserver.errors import StorageError
+from authserver.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +45,13 @@ def _body(error: str, description: str) -> dict[str, Any]:
 
 def render_exception(exc: Exception) -> Rendered:
     """``(status, body, headers)`` for an exception that is not a protocol error: 503 when
-    the database or the signing keys are unavailable (never the exception text: it can
-    carry connection strings and SQL), else 500. Used by the Flask app and by the lean
-    WSGI layer alike, so every error body has one shape."""
+    the database or the signing keys are unavailable, else 500 (a :class:`StorageError`
+    that is not :class:`StorageUnavailable` included: a storage bug). Used by the Flask
+    app and by the lean WSGI layer alike, so every error body has one shape."""
     retry = [("Retry-After", "5")]
-    if isinstance(exc, OperationalError | PoolTimeoutError | DBAPIError):
-        log.error("database unavailable: %s", type(exc).__name__)
+    if isinstance(exc, StorageUnavailable):
+        # The storage exception's type only: its text can carry connection strings and SQL.
+        log.error("database unavailable: %s", type(exc.__cause__ or exc).__name__)
         return 503, _body("temporarily_unavailable", "the database is unavailable"), retry
     if isinstance(exc, KeyStoreError):
         log.error("signing keys unavailable: %s", exc)
@@ -68,8 +68,9 @@ def _flask(rendered: Rendered) -> Response:
     return response
 
 
-def database_unavailable(exc: Exception) -> Response:
-    """503 for a database failure (the commit at the end of a request failed)."""
+def database_unavailable(exc: StorageError) -> Response:
+    """The answer to a failed commit at the end of a request: 503 when the database is
+    unavailable, as for any other database failure."""
     return _flask(render_exception(exc))
 
 

@@ -12,9 +12,11 @@ from sqlalchemy import select
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.tables import AuditEventRow
 
 
+@maps_storage_errors
 class SqlAuditStore:
     def __init__(self, db: Database) -> None:
         self._db = db

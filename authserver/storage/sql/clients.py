@@ -21,6 +21,7 @@ from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
+from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.tables import ClientRow
 
 
@@ -154,6 +155,7 @@ _RAW_COLUMNS = [
 VERSION_NAME = "clients"
 
 
+@maps_storage_errors
 class SqlClientStore:
     def __init__(self, db: Database) -> None:
         self._db = db

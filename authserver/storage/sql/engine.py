@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import os
 import sqlite3
 import threading
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+from typing import TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy import create_engine
@@ -18,10 +21,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm import sessionmaker
 
 from authserver.errors import ConfigError
+from authserver.errors import StorageError
+from authserver.errors import StorageUnavailable
 
 #: SQLite waits this long for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 15
@@ -163,6 +170,65 @@ def explain_error(exc: BaseException, url: str) -> str:
     return f"cannot use the database at {where}: {cause}"
 
 
+def storage_error(exc: SQLAlchemyError, url: str) -> StorageError:
+    """The domain error for a storage failure at *url* (raise it ``from exc``): what the
+    layers above storage see instead of SQLAlchemy's exceptions.
+
+    :class:`StorageUnavailable` for whatever the driver reported (``DBAPIError``: server
+    unreachable or gone, file locked or unopenable, timeout, a refused statement) and for
+    a pool with no free connection; :class:`StorageError` for the rest (SQLAlchemy's own
+    errors: a storage bug). The message is :func:`explain_error`'s, safe to show.
+    """
+    message = explain_error(exc, url)
+    if isinstance(exc, DBAPIError | PoolTimeoutError):
+        return StorageUnavailable(message)
+    return StorageError(message)
+
+
+@contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Raise a storage failure inside the block as :func:`storage_error`'s domain error."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise storage_error(exc, url) from exc
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mapping_errors(url_of: Callable[[Any], str]) -> Callable[[F], F]:
+    def decorate(method: F) -> F:
+        @functools.wraps(method)
+        def mapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except SQLAlchemyError as exc:
+                raise storage_error(exc, url_of(self)) from exc
+
+        return mapped  # type: ignore[return-value]
+
+    return decorate
+
+
+#: For :class:`Database`'s methods that reach the database.
+_database_errors = _mapping_errors(lambda db: db.url)
+_store_method = _mapping_errors(lambda store: store._db.url)
+
+T = TypeVar("T", bound=type)
+
+
+def maps_storage_errors(store: T) -> T:
+    """Class decorator for a SQL store (one that keeps its :class:`Database` as ``_db``):
+    every public method raises :func:`storage_error`'s domain errors instead of
+    SQLAlchemy's, so the layers above never see SQLAlchemy. A method that returns a
+    context manager is covered only while it is called: its body maps its own errors."""
+    for name, member in list(vars(store).items()):
+        if callable(member) and not name.startswith("_"):
+            setattr(store, name, _store_method(member))
+    return store
+
+
 def _redact_password(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -282,6 +348,7 @@ class Database:
         nothing until a store asks for :meth:`session`."""
         return self._current.set(_Unit())
 
+    @_database_errors
     def end(self, token: contextvars.Token[_Unit | None], *, commit: bool) -> None:
         """Commit (or roll back) and close the unit of work started by :meth:`begin`."""
         unit = self._current.get()
@@ -318,6 +385,7 @@ class Database:
         psycopg), for the few statements written for the DB-API directly."""
         return "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
 
+    @_database_errors
     def read_counter(self, name: str) -> int:
         """The current value of a ``locks`` counter (0 before first use); it runs on every
         token request. On a SQLite file, outside an open session, from
@@ -330,6 +398,7 @@ class Database:
         row = self.read_one("SELECT counter FROM locks WHERE name = ?", name)
         return int(row[0]) if row else 0
 
+    @_database_errors
     def read_one(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
         """The first row of *sql* (positional ``?`` placeholders), on the DB-API connection
         itself, so values come back as the driver returns them (no SQLAlchemy type
@@ -374,8 +443,8 @@ class Database:
                     engine.dispose()
                     if attempt == 1:
                         continue
-                # The same exception SQLAlchemy raises for a failed statement, so the web
-                # layer's handlers (503 for OperationalError) treat it alike.
+                # The same exception SQLAlchemy raises for a failed statement, so it maps
+                # to the same domain error (storage_error) as every other failure.
                 raise DBAPIError.instance(
                     sql,
                     params,
@@ -410,6 +479,7 @@ class Database:
                     )
         return self._reads
 
+    @_database_errors
     def ping(self) -> None:
         """Raise if the database cannot be reached."""
         with self.engine.connect() as conn:

@@ -21,6 +21,8 @@ from authserver.records import Scan
 from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
+from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.engine import storage_errors
 from authserver.storage.sql.tables import SigningKeyRow
 
 LOCK_NAME = "signing_keys"
@@ -70,6 +72,7 @@ def _fill(row: SigningKeyRow, key: SigningKey) -> None:
     row.retired_at = key.retired_at
 
 
+@maps_storage_errors
 class SqlKeyStore:
     """Keys in ``signing_keys``; the lock is a row lock on ``locks`` (see ``LockRow``)."""
 
@@ -78,10 +81,14 @@ class SqlKeyStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        bump_counter(self._db.session(), LOCK_NAME)
+        # Not covered by maps_storage_errors (it maps errors of the call, which only
+        # builds this context manager): the lock's own statements map theirs here.
+        with storage_errors(self._db.url):
+            bump_counter(self._db.session(), LOCK_NAME)
         # Held until the surrounding unit of work commits or rolls back.
         yield
-        self._db.session().flush()
+        with storage_errors(self._db.url):
+            self._db.session().flush()
 
     def list(self) -> list[SigningKey]:
         return self.scan().records

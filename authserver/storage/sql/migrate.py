@@ -20,6 +20,7 @@ from sqlalchemy import text
 from authserver.errors import ConfigError
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import sqlite_file
+from authserver.storage.sql.engine import storage_errors
 
 #: An arbitrary constant: the PostgreSQL advisory lock id held while migrating.
 MIGRATION_LOCK_ID = 0x61757468  # "auth"
@@ -51,7 +52,8 @@ def head_revision() -> str | None:
 
 
 def current_revision(db: Database) -> str | None:
-    with db.engine.connect() as conn:
+    """:raises StorageError: when the database cannot be read (see engine.storage_error)."""
+    with storage_errors(db.url), db.engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
 
@@ -63,8 +65,9 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
     before Alembic looks at the version table.
 
     :returns: (revision before, revision after).
+    :raises StorageError: when the database fails (see engine.storage_error).
     """
-    with db.engine.connect() as conn:
+    with storage_errors(db.url), db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         elif conn.dialect.name == "sqlite":
@@ -77,7 +80,7 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 
 
 def downgrade(db: Database, revision: str) -> None:
-    with db.engine.connect() as conn:
+    with storage_errors(db.url), db.engine.connect() as conn:
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
 

@@ -8,10 +8,12 @@ from sqlalchemy.orm import Session
 
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import insert_or_ignore
+from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.tables import RevokedTokenRow
 from authserver.storage.sql.tables import UsedAssertionRow
 
 
+@maps_storage_errors
 class SqlRevocationStore:
     def __init__(self, db: Database) -> None:
         self._db = db

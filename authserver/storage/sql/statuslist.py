@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
+from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.tables import AuditEventRow
 from authserver.storage.sql.tables import StatusBlockRow
 from authserver.storage.sql.tables import StatusRevocationRow
@@ -27,6 +28,7 @@ LEASE_LOCK = "status_leases"
 VERSION = "status_version"
 
 
+@maps_storage_errors
 class SqlStatusListStore:
     def __init__(self, db: Database) -> None:
         self._db = db

@@ -1,0 +1,263 @@
+"""Storage failures leave the storage layer as domain errors (``authserver.errors``):
+``StorageUnavailable`` for a database that cannot do it now, ``StorageError`` for the rest.
+
+Each case is a real failure of a real database (a SQLite file locked by another
+connection or gone with its directory, a PostgreSQL port where nothing listens, a pool
+with no free connection), seen once at the store and once through the app, which answers
+the 503 ``temporarily_unavailable`` with ``Retry-After`` it always has.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.exc import InvalidRequestError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+from authserver import container
+from authserver.clients.model import ClientId
+from authserver.container import Services
+from authserver.errors import StorageError
+from authserver.errors import StorageUnavailable
+from authserver.settings import Settings
+from authserver.storage.sql import engine
+from authserver.storage.sql.clients import SqlClientStore
+from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import storage_error
+from authserver.storage.sql.migrate import current_revision
+from authserver.web.app import create_app
+from authserver.web.errors import render_exception
+from tests.conftest import make_services
+from tests.conftest import migrate
+from tests.helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+ADMIN_TOKEN = "admin-token-for-storage-errors-0123456789"
+UNAVAILABLE = {
+    "error": "temporarily_unavailable",
+    "error_description": "the database is unavailable",
+}
+
+
+def _settings(url: str, tmp_path: Path) -> Settings:
+    return Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": url,
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+            "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+    )
+
+
+@contextmanager
+def _serving(url: str, tmp_path: Path) -> Iterator[tuple[Services, Any, dict[str, str]]]:
+    """Services on a migrated database with a key and a client, the app's test client,
+    and that client's Basic credentials; a first token proves the setup serves."""
+    svc = make_services(_settings(url, tmp_path))
+    try:
+        with svc.unit_of_work():
+            client, secret = svc.clients.create(name="storage errors")
+        basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+        http = create_app(services=svc).test_client()
+        headers = {"Authorization": f"Basic {basic}"}
+        assert _token(http, headers).status_code == 200
+        yield svc, http, headers
+    finally:
+        svc.close()
+
+
+def _token(http: Any, headers: dict[str, str]) -> Any:
+    return http.post("/token", data={"grant_type": "client_credentials"}, headers=headers)
+
+
+def _admin_create(http: Any) -> Any:
+    return http.post(
+        "/admin/clients",
+        json={"name": "during the failure"},
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
+
+
+def _assert_the_503(response: Any) -> None:
+    assert response.status_code == 503, response.get_data(as_text=True)
+    assert response.get_json() == UNAVAILABLE
+    assert response.headers["Retry-After"] == "5"
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_a_locked_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another connection holds SQLite's write lock past the busy timeout: a write is
+    ``StorageUnavailable`` (the driver's "database is locked" is its cause, not its text),
+    and the token endpoint (its commit) and the admin API (its INSERT) answer 503."""
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    path = tmp_path / "a.db"
+    with _serving(f"sqlite:///{path}", tmp_path) as (svc, http, headers):
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(StorageUnavailable) as raised, svc.unit_of_work():
+                svc.clients.create(name="while locked")
+            cause = raised.value.__cause__
+            assert isinstance(cause, OperationalError)
+            assert "database is locked" in str(cause)
+            assert str(raised.value) == f"database error at sqlite:///{path} (OperationalError)"
+            _assert_the_503(_token(http, headers))
+            _assert_the_503(_admin_create(http))
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert _token(http, headers).status_code == 200
+        assert _admin_create(http).status_code == 201
+
+
+def test_an_unreachable_sqlite_file(tmp_path: Path) -> None:
+    """The database's directory is gone (a volume not mounted) when a worker starts:
+    reads on the raw path and in a session, the schema check, the ping and the counter
+    read are all
+    ``StorageUnavailable`` saying the file cannot be opened; /token answers 503."""
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"sqlite:///{data / 'a.db'}"
+    with _serving(url, tmp_path) as (_svc, _http, headers):
+        pass
+    shutil.rmtree(data)
+    svc = container.build(_settings(url, tmp_path))
+    try:
+        expected = (
+            f"cannot use the database at {url}: cannot open the SQLite file (does its "
+            "directory exist, and may this user write there?)"
+        )
+        client_id = ClientId(base64.b64decode(headers["Authorization"][6:]).decode().split(":")[0])
+        failures = []
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.clients.get(client_id)  # Database.read_one, outside a session
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised, svc.unit_of_work():
+            svc.clients.list()  # an ORM session
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            current_revision(svc.db)
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.ping()
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.read_counter("clients")  # the cache version read of every token request
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.read_one("SELECT 1")
+        failures.append(raised.value)
+        for failure in failures:
+            assert str(failure) == expected
+            assert isinstance(failure.__cause__, OperationalError)
+        _assert_the_503(_token(create_app(services=svc).test_client(), headers))
+        assert not data.exists(), "nothing may create the missing directory"
+    finally:
+        svc.close()
+
+
+def test_postgres_refusing_connections(tmp_path: Path) -> None:
+    """Nothing listens on the port: ``StorageUnavailable`` naming the cause in words and
+    the URL without its password, on the raw read path, in a session, for the schema,
+    the ping and the counter read; /token and the admin API answer 503."""
+    port = free_port()
+    url = f"postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:{port}/authserver"
+    svc = container.build(_settings(url, tmp_path))
+    try:
+        expected = (
+            f"cannot use the database at postgresql+psycopg://authserver:***@127.0.0.1:{port}"
+            "/authserver: connection refused (is the database server running on that host "
+            "and port?)"
+        )
+        failures = []
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.clients.get(ClientId("as_nobody"))
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised, svc.unit_of_work():
+            svc.clients.list()
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            current_revision(svc.db)
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.ping()
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.read_counter("clients")  # the cache version read of every token request
+        failures.append(raised.value)
+        with pytest.raises(StorageUnavailable) as raised:
+            svc.db.read_one("SELECT 1")
+        failures.append(raised.value)
+        for failure in failures:
+            assert str(failure) == expected
+            assert isinstance(failure.__cause__, OperationalError)
+        http = create_app(services=svc).test_client()
+        basic = base64.b64encode(b"as_nobody:secret").decode()
+        _assert_the_503(_token(http, {"Authorization": f"Basic {basic}"}))
+        _assert_the_503(_admin_create(http))
+    finally:
+        svc.close()
+
+
+def test_no_free_pooled_connection(db_url: str) -> None:
+    """Every pooled connection is taken and the wait runs out (SQLAlchemy's pool
+    ``TimeoutError``, not a driver error): ``StorageUnavailable`` too."""
+    db = Database(db_url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    try:
+        migrate(db)
+        store = SqlClientStore(db)
+        # The test holds the only connection.
+        with db.engine.connect(), pytest.raises(StorageUnavailable) as raised, db.unit_of_work():
+            store.list()
+        assert isinstance(raised.value.__cause__, PoolTimeoutError)
+        with db.unit_of_work():
+            assert store.list() == []
+    finally:
+        db.dispose()
+
+
+def test_a_failed_commit_of_the_flask_layer(tmp_path: Path) -> None:
+    """The commit at the end of an admin request fails (the database went away after the
+    handler ran): the unit of work raises ``StorageUnavailable`` and the Flask app answers
+    the 503, not the handler's 201. (The lean layer's commit: test_db_outage.py.)"""
+    with _serving(f"sqlite:///{tmp_path / 'a.db'}", tmp_path) as (svc, http, _headers):
+
+        def fail_commit(_conn: Any) -> None:
+            raise OperationalError("COMMIT", None, Exception("server closed the connection"))
+
+        event.listen(svc.db.engine, "commit", fail_commit)
+        try:
+            with pytest.raises(StorageUnavailable), svc.unit_of_work():
+                svc.clients.create(name="lost at commit")
+            _assert_the_503(_admin_create(http))
+        finally:
+            event.remove(svc.db.engine, "commit", fail_commit)
+        assert _admin_create(http).status_code == 201
+
+
+def test_sqlalchemy_s_own_errors_are_a_storage_error_and_a_500() -> None:
+    """An error SQLAlchemy raises itself (a misuse: a storage bug) is a ``StorageError``
+    that is not ``StorageUnavailable``: retrying will not fix it, so the web layer answers
+    500 as for any bug, while the CLI still prints its one line."""
+    url = "postgresql+psycopg://u:pw-5e1d77@db.example/authserver"
+    error = storage_error(InvalidRequestError("misuse"), url)
+    assert type(error) is StorageError
+    assert str(error) == (
+        "database error at postgresql+psycopg://u:***@db.example/authserver (InvalidRequestError)"
+    )
+    status, body, headers = render_exception(error)
+    assert (status, body["error"], headers) == (500, "server_error", [])
+    unavailable = storage_error(OperationalError("SELECT 1", None, Exception("boom")), url)
+    assert type(unavailable) is StorageUnavailable
+    assert render_exception(unavailable)[0] == 503
