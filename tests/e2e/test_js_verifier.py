@@ -12,6 +12,7 @@ tree in a clean clone), because the Verdant server the adapter is tested against
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -19,6 +20,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from authserver_verifier import REASONS
 
 from tests.helpers import node_and_npm
 from tests.helpers import npm_ci
@@ -26,6 +28,7 @@ from tests.helpers import npm_ci
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 PACKAGE = Path(__file__).resolve().parents[2] / "verifiers" / "js"
+PYTHON_README = PACKAGE.parent / "python" / "README.md"
 
 
 def test_js_verifier_package() -> None:
@@ -48,3 +51,34 @@ def test_js_verifier_package() -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-20000:]
     assert "\N{INFORMATION SOURCE} fail 0" in output, output[-5000:]  # the spec reporter's summary
+
+
+#: The WebSocket helper's own reason (a fresh token for another user on an open
+#: connection): the Python package has no WebSocket helper.
+JS_ONLY_REASONS = {"wrong_subject"}
+
+
+def test_both_verifiers_name_the_same_reasons() -> None:
+    """The same failure has the same name in both packages, and both READMEs list every
+    reason."""
+    node, _ = node_and_npm("the JavaScript verifier's reasons")
+    printed = subprocess.run(
+        [
+            node,
+            "--input-type=module",
+            "-e",
+            "import { REASONS } from './src/errors.js';"
+            "console.log(JSON.stringify(Object.keys(REASONS)))",
+        ],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    js_reasons = set(json.loads(printed.stdout))
+    assert js_reasons - JS_ONLY_REASONS == set(REASONS)
+    for readme, reasons in ((PACKAGE / "README.md", js_reasons), (PYTHON_README, set(REASONS))):
+        text = readme.read_text(encoding="utf-8")
+        unlisted = sorted(r for r in reasons if f"`{r}`" not in text)
+        assert not unlisted, f"{readme} does not list {unlisted}"

@@ -1,8 +1,9 @@
 // The one error type a verifier rejects with.
 
 /**
- * Every value `InvalidTokenError.reason` can take, with what it means. The names are the
- * ones the Python verifier (`authserver_verifier`) uses, plus the status-list reasons.
+ * Every value `InvalidTokenError.reason` can take, with what it means. The Python verifier
+ * (`authserver_verifier.REASONS`) gives the same name for the same failure; only
+ * `wrong_subject` is this package's own (its WebSocket helper).
  */
 export const REASONS = Object.freeze({
   missing_token: 'no bearer token was sent',
@@ -13,14 +14,15 @@ export const REASONS = Object.freeze({
   missing_kid: 'the header names no kid',
   unknown_kid: 'no published key has this kid (refetched when allowed)',
   bad_signature: 'the signature does not verify',
-  missing_claim: 'a required claim is missing',
+  missing_claim: 'a required claim is missing (or null)',
+  invalid_claim: 'a claim has the wrong type or an empty value',
   wrong_issuer: 'iss is not the configured issuer',
   wrong_audience: 'aud does not contain the configured audience',
   expired: 'exp has passed (beyond the leeway)',
   not_yet_valid: 'nbf is in the future (beyond the leeway)',
   issued_in_future: 'iat is in the future (beyond the leeway)',
   invalid_status:
-    'the status claim is malformed, its index is outside the list, or the status value is not one this verifier accepts',
+    "the status claim is malformed or not the issuer's, its index is outside the list, or the status value is not one this verifier accepts",
   wrong_subject: 'a fresh token sent on an open connection is for another sub or client_id',
   revoked: 'the token status list says INVALID (0x01): the token was revoked',
   suspended: 'the token status list says SUSPENDED (0x02)',

@@ -93,6 +93,10 @@ export function readStatus({ bits, bytes }, idx) {
  * [`minTtl`, `maxTtl`]; `maxTtl` when it has no `ttl`), and never after its `exp`. Then the
  * next check waits for a fresh copy, so a revocation is seen within one `ttl`.
  *
+ * A refresh of a list held with an ETag is a conditional GET (`If-None-Match`): a 304 says
+ * the held copy is still the current one, so it is fresh for another `ttl` and counts as
+ * fetched now (still never used after its `exp`).
+ *
  * When the fresh copy cannot be had (network, HTTP error, bad signature, wrong `sub`), the
  * last good copy keeps being used until `maxStale` seconds after it was fetched or its
  * `exp`, whichever comes first, with a retry at most every `retryInterval` seconds; after
@@ -106,7 +110,8 @@ export class StatusListCache {
    *   issuer's key set (the same JWKS as the access tokens)
    * @param {string} options.issuer an `iss` in the list, when present, must be this
    * @param {() => number} options.now milliseconds since the epoch
-   * @param {(url: string) => Promise<string>} options.fetchToken GET the list's body
+   * @param {(url: string, etag?: string) => Promise<{token: string, etag?: string} | {notModified: true}>} options.fetchToken
+   *   GET the list (conditionally, with `If-None-Match: etag`, when an ETag is given)
    * @param {number} options.leeway seconds of clock skew for `exp`/`iat`
    * @param {number} options.minTtl
    * @param {number} options.maxTtl
@@ -115,7 +120,7 @@ export class StatusListCache {
    */
   constructor(options) {
     this.options = options;
-    /** @type {Map<string, {list?: object, fetchedAt?: number, freshUntil?: number, usableUntil?: number, retryAt?: number, pending?: Promise<void>}>} */
+    /** @type {Map<string, {list?: object, etag?: string, ttlSeconds?: number, expMs?: number, fetchedAt?: number, freshUntil?: number, usableUntil?: number, retryAt?: number, pending?: Promise<void>}>} */
     this.entries = new Map();
   }
 
@@ -165,16 +170,21 @@ export class StatusListCache {
   async refresh(uri, entry) {
     const { now, retryInterval } = this.options;
     try {
-      const jwt = await this.options.fetchToken(uri);
-      const { list, exp, ttl } = await this.verifyToken(jwt, uri);
-      const fetchedAt = now();
       const { minTtl, maxTtl, maxStale } = this.options;
-      const ttlSeconds = Math.min(Math.max(ttl ?? maxTtl, minTtl), maxTtl);
-      const expMs = exp === undefined ? Infinity : exp * 1000;
-      entry.list = list;
+      const fetched = await this.options.fetchToken(uri, entry.list ? entry.etag : undefined);
+      if (fetched.notModified) {
+        if (!entry.list) throw new Error('HTTP 304 without a copy');
+      } else {
+        const { list, exp, ttl } = await this.verifyToken(fetched.token, uri);
+        entry.list = list;
+        entry.etag = fetched.etag ?? undefined;
+        entry.ttlSeconds = Math.min(Math.max(ttl ?? maxTtl, minTtl), maxTtl);
+        entry.expMs = exp === undefined ? Infinity : exp * 1000;
+      }
+      const fetchedAt = now();
       entry.fetchedAt = fetchedAt;
-      entry.freshUntil = Math.min(fetchedAt + ttlSeconds * 1000, expMs);
-      entry.usableUntil = Math.min(fetchedAt + maxStale * 1000, expMs);
+      entry.freshUntil = Math.min(fetchedAt + entry.ttlSeconds * 1000, entry.expMs);
+      entry.usableUntil = Math.min(fetchedAt + maxStale * 1000, entry.expMs);
       entry.retryAt = 0;
       entry.lastError = undefined;
     } catch (err) {

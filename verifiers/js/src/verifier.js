@@ -10,7 +10,7 @@ import {
   errors,
 } from 'jose';
 
-import { InvalidTokenError } from './errors.js';
+import { InvalidTokenError, REASONS } from './errors.js';
 import { StatusListCache, STATUS_LIST_MEDIA_TYPE, statusReference, VALID, INVALID, SUSPENDED } from './statuslist.js';
 
 /** Defaults of every option; docs and types say the same. Durations are in seconds. */
@@ -29,6 +29,10 @@ export const DEFAULTS = Object.freeze({
   status: 'if-present',
   statusListMinTtl: 1,
   statusListMaxTtl: 3600,
+  // authserver's default AUTHSERVER_STATUS_LIST_EXPIRY: against a default server a list's
+  // own exp and this bound agree; against one with a longer expiry an unreachable issuer
+  // still hides a revocation for at most 15 minutes. The Python verifier's
+  // status_max_stale has the same default.
   statusListMaxStale: 900,
   statusListRetryInterval: 5,
 });
@@ -65,6 +69,25 @@ export function createVerifier(options = {}) {
   let discoveryError = null;
   const cache = {}; // jose's jwksCache: {uat, jwks} of the last successful fetch
   let jwksRetryAt = 0; // after a failed fetch, the stale set is used until then
+  let jwksHeld = null; // {etag, body} of the last 200: a refetch is a conditional GET
+
+  /**
+   * jose's fetch of the JWKS, made conditional: `If-None-Match` with the ETag of the set
+   * held, and a 304 handed to jose as that same set (200), so it counts as fresh again.
+   */
+  async function fetchJwks(url, init) {
+    const headers = Object.fromEntries(new Headers(init?.headers));
+    if (jwksHeld?.etag) headers['if-none-match'] = jwksHeld.etag;
+    const response = await http(url, { ...init, headers, accept: 'application/json, application/jwk-set+json' });
+    if (response.status === 304 && jwksHeld) {
+      return new Response(jwksHeld.body, { status: 200, headers: response.headers });
+    }
+    if (response.status !== 200) return response;
+    const body = new Uint8Array(await response.arrayBuffer());
+    const etag = response.headers.get('etag');
+    jwksHeld = etag ? { etag, body } : null;
+    return new Response(body, { status: 200, headers: response.headers });
+  }
 
   async function remoteSet() {
     if (remote) return remote;
@@ -81,7 +104,7 @@ export function createVerifier(options = {}) {
         cooldownDuration: config.jwksCooldown * 1000,
         timeoutDuration: Math.round(config.timeout * 1000),
         [jwksCache]: cache,
-        [customFetch]: (url, init) => http(url, { ...init, accept: 'application/json, application/jwk-set+json' }),
+        [customFetch]: fetchJwks,
       });
       return remote;
     } catch (err) {
@@ -143,11 +166,13 @@ export function createVerifier(options = {}) {
     maxTtl: config.statusListMaxTtl,
     maxStale: config.statusListMaxStale,
     retryInterval: config.statusListRetryInterval,
-    async fetchToken(uri) {
+    async fetchToken(uri, etag) {
       checkedUrl(uri, secureOnly, 'status_list.uri');
-      const response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE });
+      const headers = etag ? { 'if-none-match': etag } : {};
+      const response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE, headers });
+      if (response.status === 304 && etag) return { notModified: true };
       if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
-      return (await response.text()).trim();
+      return { token: (await response.text()).trim(), etag: response.headers.get('etag') };
     },
   });
 
@@ -184,7 +209,13 @@ export function createVerifier(options = {}) {
     if (typeof payload.iat === 'number' && payload.iat > currentDate.getTime() / 1000 + config.leeway) {
       throw new InvalidTokenError('issued_in_future');
     }
-    if (typeof payload.sub !== 'string' || payload.sub === '') throw new InvalidTokenError('malformed', 'sub is not a string');
+    // RFC 9068 §2.2 claims present and not empty, as the Python verifier has them
+    // (joserfc's "essential"): null is missing, "", [] and {} are invalid.
+    for (const claim of REQUIRED_CLAIMS) {
+      const reason = claimReason(claim, payload[claim]);
+      if (reason) throw new InvalidTokenError(reason, `${claim}: ${REASONS[reason]}`);
+    }
+    if (typeof payload.sub !== 'string') throw new InvalidTokenError('invalid_claim', 'sub is not a string');
 
     // draft-ietf-oauth-status-list §8.3: only once the token itself is valid.
     if (config.status !== 'off') {
@@ -257,11 +288,16 @@ function toInvalidToken(err) {
   const reason = (() => {
     if (err instanceof errors.JWTExpired) return 'expired';
     if (err instanceof errors.JWTClaimValidationFailed) {
+      if (err.claim === 'typ') return 'wrong_typ'; // a header parameter, not a claim
       if (err.reason === 'missing') return 'missing_claim';
+      // The Python verifier's rule (authserver_verifier.rules.check_claims): a null,
+      // empty or wrongly typed value is that, whichever check it failed.
+      const empty = claimReason(err.claim, err.payload?.[err.claim]);
+      if (empty) return empty;
+      if (err.reason === 'invalid') return 'invalid_claim';
       return (
-        { iss: 'wrong_issuer', aud: 'wrong_audience', nbf: 'not_yet_valid', exp: 'expired', iat: 'malformed', typ: 'wrong_typ' }[
-          err.claim
-        ] ?? 'malformed'
+        { iss: 'wrong_issuer', aud: 'wrong_audience', nbf: 'not_yet_valid', exp: 'expired', iat: 'issued_in_future' }[err.claim] ??
+        'invalid_claim'
       );
     }
     if (err instanceof errors.JOSEAlgNotAllowed) return 'unsupported_alg';
@@ -330,6 +366,16 @@ function checkedUrl(value, secureOnly, what) {
     throw new Error(`refusing to fetch ${what} ${url.protocol}// (the issuer is ${secureOnly ? 'https' : 'http'})`);
   }
   return url.href;
+}
+
+/** `missing_claim` for null, `invalid_claim` for "", [] or {}, else null. */
+function claimReason(claim, value) {
+  if (value === null) return 'missing_claim';
+  if (value === '' || (Array.isArray(value) && value.length === 0)) return 'invalid_claim';
+  if (typeof value === 'object' && value !== undefined && !Array.isArray(value) && Object.keys(value).length === 0) {
+    return 'invalid_claim';
+  }
+  return null;
 }
 
 function stripUndefined(object) {

@@ -3,6 +3,7 @@
 // runs alone: `node --test test/verifier.test.js`.
 
 import './statuslist.test.js';
+import './alignment.test.js';
 import './status.test.js';
 import './verifier.test.js';
 import './middleware.test.js';

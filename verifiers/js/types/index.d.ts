@@ -29,6 +29,7 @@ export type Reason =
   | 'unknown_kid'
   | 'bad_signature'
   | 'missing_claim'
+  | 'invalid_claim'
   | 'wrong_issuer'
   | 'wrong_audience'
   | 'expired'

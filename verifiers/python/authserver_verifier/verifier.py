@@ -27,12 +27,17 @@ What :meth:`TokenVerifier.verify` does, in order (docs/sync-servers.md has the r
    present and non-empty; ``iss`` equals the issuer; ``aud`` (a string or a list) contains
    the audience; ``exp``, ``nbf`` and ``iat`` hold within ``leeway`` seconds.
 5. Status (draft-ietf-oauth-status-list-17): a token with a ``status.status_list``
-   reference is refused (``revoked``) when its bit is set in the list at ``uri``. Lists are
-   fetched from the issuer's origin only, verified with the same JWKS, and cached for
-   their ``ttl``; once the ttl has passed the cached copy keeps answering while a
-   background thread fetches a new one. **When no fresh list can be had**, the last copy
-   is used until its ``exp`` (and never longer than ``status_max_stale`` seconds after it
-   was fetched); after that every token naming that list is refused with
+   reference is refused when its entry is not VALID (``revoked`` for INVALID,
+   ``suspended`` for SUSPENDED, ``invalid_status`` for any other value or an index outside
+   the list). A ``status`` claim without a ``status_list`` this verifier can read is
+   ``invalid_status``: it cannot tell whether such a token was revoked, so it fails closed
+   (authserver never issues one: ``status`` is reserved). Lists are fetched from the
+   issuer's origin only, verified with the same JWKS, and cached for their ``ttl``; once
+   the ttl has passed the cached copy keeps answering while a background thread fetches a
+   new one, sending ``If-None-Match`` with the copy's ETag (a 304 makes the copy fresh for
+   another ttl). **When no fresh list can be had**, the last copy is used until its
+   ``exp`` (and never longer than ``status_max_stale`` seconds, default 900, after it was
+   last fetched or confirmed); after that every token naming that list is refused with
    ``status_unavailable`` (fail closed: an unreachable authserver cannot hide a revocation
    for longer than that bound).
 
@@ -96,10 +101,21 @@ REASONS: Final = {
     **rules.REASONS,
     "unknown_kid": "no published key has this kid",
     "jwks_unavailable": "the authserver's keys could not be fetched",
-    "revoked": "the token's status list says it is no longer valid",
+    "invalid_status": "the status claim is malformed or not the issuer's, its index is "
+    "outside the list, or its status value is not one this verifier accepts",
+    "revoked": "the token's status list says INVALID (0x01): the token was revoked",
+    "suspended": "the token's status list says SUSPENDED (0x02)",
     "status_unavailable": "the token's status list could not be fetched or verified in time",
 }
 
+#: The default of ``status_max_stale`` (seconds): authserver's default
+#: ``AUTHSERVER_STATUS_LIST_EXPIRY``, so against a default server the list's own ``exp`` and
+#: this bound agree, and against one configured with a longer expiry a revocation still
+#: reaches this verifier within 15 minutes of the authserver becoming unreachable. The JS
+#: verifier's ``statusListMaxStale`` has the same default.
+DEFAULT_STATUS_MAX_STALE: Final = 900.0
+
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 
@@ -142,6 +158,9 @@ class _StatusList:
     data: bytes
     fresh_until: float  # monotonic: fetch a new copy after this (its ttl)
     usable_until: float  # monotonic: never use it after this (its exp, status_max_stale)
+    lifetime: float = 0.0  # its ttl, bounded by status_ttl_bounds
+    exp: float | None = None  # wall clock: its exp
+    etag: str | None = None  # sent as If-None-Match when refreshing it
     refreshing: bool = False
 
     def status(self, idx: int) -> int | None:
@@ -172,8 +191,9 @@ class TokenVerifier:
         one in every token; tokens issued before it did have none).
     :param status_ttl_bounds: the ``ttl`` a list claims is clamped to this range
         (draft §12.8: a verifier bounds what an issuer may ask of it).
-    :param status_max_stale: a list is never used longer than this after it was fetched,
-        whatever its ``exp`` says; then tokens naming it fail closed.
+    :param status_max_stale: a list is never used longer than this after it was fetched
+        (or confirmed by a 304), whatever its ``exp`` says; then tokens naming it fail
+        closed. Default 900 s (:data:`DEFAULT_STATUS_MAX_STALE`), as in the JS verifier.
     :param clock: seconds since the epoch (for tests).
     :param monotonic: the caches' clock (for tests).
     """
@@ -195,7 +215,7 @@ class TokenVerifier:
         check_status: bool = True,
         require_status: bool = False,
         status_ttl_bounds: tuple[float, float] = (1.0, 3600.0),
-        status_max_stale: float = 3600.0,
+        status_max_stale: float = DEFAULT_STATUS_MAX_STALE,
         max_status_lists: int = 64,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
@@ -464,31 +484,34 @@ class TokenVerifier:
 
     def _check_status(self, claims: dict[str, Any]) -> None:
         """§11.2: after the token itself checked out, its status in the list it names."""
-        status = claims.get("status")
-        if status is None:
+        if "status" not in claims:
             if self.require_status:
-                raise InvalidToken("missing_claim", "no status claim")
+                raise InvalidToken("invalid_status", "the token has no status claim")
             return
-        ref = status.get("status_list") if isinstance(status, dict) else None
-        if ref is None:
-            # Another status mechanism (§6.1 allows several): not one this verifier knows.
-            if self.require_status:
-                raise InvalidToken("invalid_claim", "no status_list in the status claim")
-            return
+        status = claims["status"]
+        if not isinstance(status, dict):
+            raise InvalidToken("invalid_status", "status is not a JSON object")
+        ref = status.get("status_list")
+        # §6.1 allows other status mechanisms, but a token whose status this verifier
+        # cannot check might be revoked: refused (authserver never issues one).
         if not isinstance(ref, dict):
-            raise InvalidToken("invalid_claim", "status.status_list is not an object")
+            raise InvalidToken("invalid_status", "status has no status_list object")
         idx, uri = ref.get("idx"), ref.get("uri")
         if type(idx) is not int or idx < 0 or not isinstance(uri, str):
-            raise InvalidToken("invalid_claim", "status.status_list needs idx and uri")
+            raise InvalidToken("invalid_status", "status.status_list needs idx and uri")
         # Lists come from the issuer's own origin and nowhere else: a token cannot point
         # this verifier at an arbitrary host.
         if not uri.startswith(self.issuer + "/"):
-            raise InvalidToken("invalid_claim", "the status list is not the issuer's")
+            raise InvalidToken("invalid_status", "the status list is not the issuer's")
         value = self._status_list(uri).status(idx)
-        if value is None:
-            raise InvalidToken("status_unavailable", f"{uri}: index {idx} is beyond the list")
-        if value != 0:  # §7.1: 0x00 VALID; INVALID, SUSPENDED and the rest are not
+        if value is None:  # §8.3 step 6: an index outside the list is refused
+            raise InvalidToken("invalid_status", f"{uri}: index {idx} is outside the list")
+        if value == 0x01:  # §7.1
             raise InvalidToken("revoked")
+        if value == 0x02:
+            raise InvalidToken("suspended")
+        if value != 0x00:
+            raise InvalidToken("invalid_status", f"status value {value}")
 
     def _status_list(self, uri: str) -> _StatusList:
         now = self._monotonic()
@@ -547,7 +570,7 @@ class TokenVerifier:
                 self._list_attempts[uri] = now
                 self.status_fetch_count += 1
             try:
-                fetched = self._load_list(uri)
+                fetched = self._load_list(uri, cached)
             except InvalidToken:
                 with self._lock:
                     self._list_failures[uri] = self._monotonic()
@@ -562,11 +585,19 @@ class TokenVerifier:
                     self._list_attempts.pop(old, None)
                     self._list_failures.pop(old, None)
 
-    def _load_list(self, uri: str) -> _StatusList:
-        """GET and verify a Status List Token (§5.1, §8, §11.2)."""
-        _, body, headers = self._get(
-            uri, {}, accept=STATUS_LIST_MEDIA_TYPE, failure="status_unavailable"
+    def _load_list(self, uri: str, cached: _StatusList | None) -> _StatusList:
+        """GET and verify a Status List Token (§5.1, §8, §11.2); a conditional GET when
+        *cached* has an ETag, whose 304 answer renews *cached*."""
+        condition = {"If-None-Match": cached.etag} if cached is not None and cached.etag else {}
+        status, body, headers = self._get(
+            uri, condition, accept=STATUS_LIST_MEDIA_TYPE, failure="status_unavailable"
         )
+        if status == 304:
+            if cached is None or not condition:
+                raise InvalidToken("status_unavailable", f"{uri}: 304 without a copy")
+            # The issuer still serves this very copy: fresh for another ttl, still never
+            # past its exp.
+            return self._renewed(cached)
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != STATUS_LIST_MEDIA_TYPE:
             raise InvalidToken("status_unavailable", f"{uri}: not {STATUS_LIST_MEDIA_TYPE}")
@@ -581,7 +612,24 @@ class TokenVerifier:
             raise InvalidToken("status_unavailable", f"{uri}: {exc}") from None
         except UnicodeDecodeError:
             raise InvalidToken("status_unavailable", f"{uri}: not a JWT") from None
-        return self._parse_list(uri, claims)
+        parsed = self._parse_list(uri, claims)
+        parsed.etag = headers.get("etag")
+        return parsed
+
+    def _renewed(self, cached: _StatusList) -> _StatusList:
+        fetched = self._monotonic()
+        usable = fetched + self.status_max_stale
+        if cached.exp is not None:
+            usable = min(usable, fetched + (cached.exp - self._clock()))
+        return _StatusList(
+            bits=cached.bits,
+            data=cached.data,
+            fresh_until=min(fetched + cached.lifetime, usable),
+            usable_until=usable,
+            lifetime=cached.lifetime,
+            exp=cached.exp,
+            etag=cached.etag,
+        )
 
     def _parse_list(self, uri: str, claims: dict[str, Any]) -> _StatusList:
         def bad(why: str) -> InvalidToken:
@@ -616,6 +664,10 @@ class TokenVerifier:
             raise bad("lst is not base64url DEFLATE/ZLIB") from None
         if inflater.unconsumed_tail:
             raise bad("lst is too large")
+        if not inflater.eof or not _BASE64URL.fullmatch(lst):
+            # b64decode skips characters outside the alphabet and an empty or cut-off
+            # stream inflates to nothing: neither is a list (every index "outside" it).
+            raise bad("lst is not base64url DEFLATE/ZLIB")
         low, high = self.status_ttl_bounds
         lifetime = min(max(float(ttl), low), high) if _is_number(ttl) and ttl > 0 else low
         fetched = self._monotonic()
@@ -624,7 +676,12 @@ class TokenVerifier:
         if exp is not None:
             usable = min(usable, fetched + (exp - now))
         return _StatusList(
-            bits=bits, data=data, fresh_until=fetched + lifetime, usable_until=usable
+            bits=bits,
+            data=data,
+            fresh_until=fetched + lifetime,
+            usable_until=usable,
+            lifetime=lifetime,
+            exp=float(exp) if exp is not None else None,
         )
 
 

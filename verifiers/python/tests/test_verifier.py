@@ -77,6 +77,8 @@ class AuthServerDouble:
     status_lists: dict[str, str] = field(default_factory=dict)
     status_list_status: int = 200
     status_list_fetches: int = 0
+    #: Conditional GETs of a status list answered 304 (its ETag is the body's hash).
+    status_list_not_modified: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, *published: RSAKey) -> None:
@@ -122,7 +124,14 @@ def server() -> Iterator[AuthServerDouble]:
                 with state.lock:
                     state.status_list_fetches += 1
                 body = state.status_lists[self.path].encode()
-                self._send(state.status_list_status, body, {}, "application/statuslist+jwt")
+                etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
+                media_type = "application/statuslist+jwt"
+                if state.status_list_status == 200 and self.headers.get("If-None-Match") == etag:
+                    with state.lock:
+                        state.status_list_not_modified += 1
+                    self._send(304, b"", {"ETag": etag}, media_type)
+                else:
+                    self._send(state.status_list_status, body, {"ETag": etag}, media_type)
             else:
                 self._send(404, b"{}", {})
 
@@ -984,7 +993,7 @@ def test_a_status_claim_that_is_not_ours_is_refused(
     if isinstance(ref, dict) and str(ref.get("uri", "")).startswith("/"):
         ref["uri"] = server.issuer + ref["uri"]
     token = sign(keys[0], claims_for(server.issuer, status=status))
-    assert reason_of(status_verifier(server, clock), token) == "invalid_claim"
+    assert reason_of(status_verifier(server, clock), token) == "invalid_status"
     assert server.status_list_fetches == 0  # nothing was fetched for it
 
 
@@ -994,7 +1003,138 @@ def test_tokens_without_status_pass_unless_required(
     server.publish(keys[0])
     token = sign(keys[0], claims_for(server.issuer))
     assert status_verifier(server, clock).verify(token)
-    assert reason_of(status_verifier(server, clock, require_status=True), token) == "missing_claim"
+    assert reason_of(status_verifier(server, clock, require_status=True), token) == "invalid_status"
+
+
+#: [claim, value, reason]: the same table as the JS verifier's test/alignment.test.js.
+CLAIM_CASES: list[tuple[str, Any, str]] = [
+    ("sub", 123, "invalid_claim"),
+    ("sub", "", "invalid_claim"),
+    ("sub", None, "missing_claim"),
+    ("jti", "", "invalid_claim"),
+    ("jti", None, "missing_claim"),
+    ("client_id", "", "invalid_claim"),
+    ("aud", "", "invalid_claim"),
+    ("aud", [], "invalid_claim"),
+    ("aud", ["https://other.example"], "wrong_audience"),
+    ("iss", 5, "wrong_issuer"),
+    ("iss", None, "missing_claim"),
+    ("exp", "x", "invalid_claim"),
+    ("exp", True, "invalid_claim"),
+    ("exp", None, "missing_claim"),
+    ("iat", "x", "invalid_claim"),
+    ("nbf", "x", "invalid_claim"),
+    ("iat", 1000, "issued_in_future"),
+    ("nbf", 1000, "not_yet_valid"),
+    ("exp", -1000, "expired"),
+]
+
+
+def test_claim_reasons_match_the_js_verifier(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    server.publish(keys[0])
+    verifier = verifier_for(server, check_status=False)
+    now = int(time.time())
+    seen = []
+    for claim, value, _ in CLAIM_CASES:
+        # Numbers in the time rows are offsets from now, as in the JS table.
+        if claim in ("iat", "nbf", "exp") and type(value) is int:
+            value = now + value
+        token = sign(keys[0], {**claims_for(server.issuer), claim: value})
+        seen.append(reason_of(verifier, token))
+    assert seen == [reason for _, _, reason in CLAIM_CASES]
+
+
+@pytest.mark.parametrize(
+    "status", [{}, {"status_assertion": {"x": 1}}, {"status_list": None}, [], "revoked", 0]
+)
+def test_a_status_claim_without_status_list_fails_closed(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock, status: Any
+) -> None:
+    """The same answer as the JS verifier: a status this verifier cannot check might be a
+    revocation, so the token is refused (and nothing is fetched); with status checks off
+    the claim is not looked at."""
+    server.publish(keys[0])
+    token = sign(keys[0], claims_for(server.issuer, status=status))
+    assert reason_of(status_verifier(server, clock), token) == "invalid_status"
+    assert reason_of(status_verifier(server, clock, require_status=True), token) == "invalid_status"
+    assert server.status_list_fetches == 0
+    assert status_verifier(server, clock, check_status=False).verify(token)
+
+
+def test_each_status_value_has_its_reason(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    """§7.1 with a 2-bit list: VALID passes, INVALID is revoked, SUSPENDED suspended, the
+    rest and an index outside the list invalid_status (the JS verifier's names)."""
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    packed = bytes([0b11100100])  # entries 0..3 = 0, 1, 2, 3
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall,
+        status_list={"bits": 2, "lst": b64(zlib.compress(packed, 9))},
+    )  # fmt: skip
+    verifier = status_verifier(server, clock)
+    assert verifier.verify(sign(keys[0], with_status(server, 0)))
+    reasons = [reason_of(verifier, sign(keys[0], with_status(server, i))) for i in range(1, 5)]
+    assert reasons == ["revoked", "suspended", "invalid_status", "invalid_status"]
+
+
+def test_default_staleness_is_900_seconds(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    """With a list whose exp is far away, an unreachable issuer leaves the last copy in use
+    for 900 s (the JS verifier's statusListMaxStale default too), then fails closed."""
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, expiry=86400
+    )
+    verifier = status_verifier(server, clock)
+    assert verifier.status_max_stale == 900
+    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.status_list_status = 503
+    clock.advance(899)
+    assert verifier.verify(token)
+    clock.advance(2)
+    wait_for_reason(verifier, token, "status_unavailable")
+
+
+def test_a_refresh_is_a_conditional_get_and_304_keeps_the_copy_fresh(
+    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+) -> None:
+    server.publish(keys[0])
+    uri = server.issuer + "/statuslists/1"
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, set(), now=clock.wall, ttl=60, expiry=86400
+    )
+    verifier = status_verifier(server, clock, status_max_stale=100)
+    token = sign(keys[0], {**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    clock.advance(61)
+    verifier.verify(token)  # past the ttl: answered from the copy, refreshed meanwhile
+    deadline = time.monotonic() + 5
+    while server.status_list_not_modified < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert (server.status_list_fetches, server.status_list_not_modified) == (2, 1)
+    # The 304 made the copy fresh again (no fetch within the next ttl), and it counts as
+    # confirmed now: 61 + 90 s after the first fetch is past status_max_stale from then,
+    # but within it from the 304.
+    server.status_list_status = 503
+    clock.advance(59)
+    for _ in range(5):
+        assert verifier.verify(token)
+    assert server.status_list_fetches == 2
+    clock.advance(31)
+    assert verifier.verify(token)
+    # A changed list is a 200 with a new ETag, and its bits count.
+    server.status_list_status = 200
+    server.status_lists["/statuslists/1"] = status_list_token(
+        keys[0], uri, {5}, now=clock.wall, ttl=60, expiry=86400
+    )
+    clock.advance(11)  # past the retry interval after the failed attempt
+    wait_for_reason(verifier, token, "revoked")
+    assert server.status_list_not_modified == 1
 
 
 def test_an_unavailable_list_is_a_503_in_the_middleware(

@@ -5,6 +5,7 @@
 // the base64url of the ZLIB-compressed byte array, statuses packed from the least
 // significant bit.
 
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { deflateSync } from 'node:zlib';
 import { base64url, calculateJwkThumbprint, exportJWK, generateKeyPair, SignJWT } from 'jose';
@@ -28,6 +29,10 @@ export function encodeList(statuses, bits, size = statuses.length) {
   return { bits, lst: base64url.encode(deflateSync(bytes, { level: 9 })) };
 }
 
+function etagOf(body) {
+  return `"${createHash('sha256').update(body).digest('hex').slice(0, 32)}"`;
+}
+
 export async function startIssuer() {
   const port = await freePort();
   const issuer = `http://127.0.0.1:${port}`;
@@ -38,8 +43,24 @@ export async function startIssuer() {
     lists: new Map(),
     fetches: 0,
     listRequests: 0, // every request for a list, answered or not
+    notModified: 0, // conditional list requests answered 304
+    jwksFetches: 0,
+    jwksNotModified: 0,
     down: false,
   };
+  // Each list is signed again only when its settings change (or a minute has passed), so
+  // that its ETag, the hash of the token, stays the same while the list does.
+  const signed = new Map();
+
+  async function currentListToken(id, list) {
+    const version = JSON.stringify({ ...list, signWith: list.signWith?.kid, minute: Math.floor(Date.now() / 60000) });
+    const held = signed.get(id);
+    if (held?.version === version) return held;
+    const body = await statusListToken(id, list);
+    const entry = { version, body, etag: etagOf(body) };
+    signed.set(id, entry);
+    return entry;
+  }
 
   async function statusListToken(id, list) {
     const now = Math.floor(Date.now() / 1000);
@@ -67,13 +88,26 @@ export async function startIssuer() {
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ issuer, jwks_uri: `${issuer}/jwks` }));
     } else if (req.url === '/jwks') {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ keys: state.keys.map((k) => k.jwk) }));
+      state.jwksFetches += 1;
+      const body = JSON.stringify({ keys: state.keys.map((k) => k.jwk) });
+      const etag = etagOf(body);
+      if (req.headers['if-none-match'] === etag) {
+        state.jwksNotModified += 1;
+        res.writeHead(304, { etag }).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/json', etag });
+      res.end(body);
     } else if (req.url.startsWith('/statuslists/') && state.lists.has(req.url.slice('/statuslists/'.length))) {
       const id = req.url.slice('/statuslists/'.length);
       state.fetches += 1;
-      const body = await statusListToken(id, state.lists.get(id));
-      res.writeHead(200, { 'content-type': 'application/statuslist+jwt' });
+      const { body, etag } = await currentListToken(id, state.lists.get(id));
+      if (req.headers['if-none-match'] === etag) {
+        state.notModified += 1;
+        res.writeHead(304, { etag }).end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/statuslist+jwt', etag });
       res.end(body);
     } else {
       res.writeHead(404).end();
