@@ -129,6 +129,23 @@ def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
     assert "127.0.0.1:1/nodb" in result.stderr
 
 
+def test_serve_says_in_words_why_it_cannot_use_the_database(tmp_path: Path) -> None:
+    """``serve`` checks the schema before it starts its workers: an unusable database is
+    the same one line as any command's (storage/sql's StorageError message), not the
+    driver's own text."""
+    url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
+    env = _env(tmp_path, AUTHSERVER_DATABASE_URL=url)
+    result = run_cli(env, "serve", "--port", str(free_port()))
+    assert result.returncode == 1, result.stderr
+    assert "pw-5e1d77" not in result.stdout + result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "authserver: error: cannot start: cannot use the database at "
+        "postgresql+psycopg://authserver:***@127.0.0.1:1/nodb: connection refused (is the "
+        "database server running on that host and port?)"
+    ), result.stderr
+    assert "psycopg" not in result.stderr.replace("postgresql+psycopg", ""), result.stderr
+
+
 # -- the newcomer's mistakes -----------------------------------------------------------------
 
 
