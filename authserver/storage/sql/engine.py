@@ -211,7 +211,8 @@ def _mapping_errors(url_of: Callable[[Any], str]) -> Callable[[F], F]:
     return decorate
 
 
-#: For :class:`Database`'s methods that reach the database.
+#: Method decorators: one for :class:`Database`'s methods that reach the database, one
+#: for a store's (see :func:`maps_storage_errors`).
 _database_errors = _mapping_errors(lambda db: db.url)
 _store_method = _mapping_errors(lambda store: store._db.url)
 
@@ -285,7 +286,8 @@ class _SqliteCounters:
             if conn is not None:
                 conn.close()
             local.conn = None
-            # As Database.read_one raises it, so callers map it to "database unavailable".
+            # As Database.read_one raises it, so read_counter maps it (storage_error) to
+            # the same StorageUnavailable as every other failed read.
             raise DBAPIError.instance(
                 self._SELECT, (name,), exc, sqlite3.Error, dialect=None
             ) from exc
