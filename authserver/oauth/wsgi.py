@@ -172,10 +172,10 @@ class OAuthWSGI:
 
     def add_document_family(self, prefix: str, name: str, source: DocumentFamily) -> None:
         """Serve ``<prefix>/<id>`` for every non-negative integer id of at most
-        :data:`_MAX_ID_DIGITS` digits: *source(id)*, or 404 when it returns ``None``. Any
-        other path below *prefix* is left to the fallback (its 404). The route template,
-        in Flask's rule syntax (``<prefix>/<int:name>``), is the route listing's key and
-        the metrics label: bounded, never the path sent."""
+        :data:`_MAX_ID_DIGITS` digits, written without leading zeros: *source(id)*, or 404
+        when it returns ``None``. Any other path below *prefix* is left to the fallback
+        (its 404). The route template, in Flask's rule syntax (``<prefix>/<int:name>``),
+        is the route listing's key and the metrics label: bounded, never the path sent."""
         self._families.append((f"{prefix}/", f"{prefix}/<int:{name}>", source))
 
     def routes(self) -> dict[str, set[str]]:
@@ -190,7 +190,9 @@ class OAuthWSGI:
         for prefix, template, source in self._families:
             if path.startswith(prefix):
                 tail = path[len(prefix) :]
-                if tail.isascii() and tail.isdigit() and len(tail) <= _MAX_ID_DIGITS:
+                digits = tail.isascii() and tail.isdigit() and len(tail) <= _MAX_ID_DIGITS
+                # Canonical decimal only ("01" is not "1"): one URL per document.
+                if digits and (tail == "0" or tail[0] != "0"):
                     return template, functools.partial(source, int(tail))
         return None
 

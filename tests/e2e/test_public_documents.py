@@ -78,6 +78,7 @@ def test_unknown_and_malformed_list_ids_are_404_json(server: ServerProcess) -> N
     for path in (
         "/statuslists/2",
         "/statuslists/0",
+        "/statuslists/01",
         "/statuslists/999999999",
         "/statuslists/99999999999999999999",
         "/statuslists/-1",

@@ -84,7 +84,7 @@ export interface VerifierOptions {
   statusListMinTtl?: number;
   /** Upper bound on a status list's `ttl` (and the cache time of a list without one), seconds (default 3600). */
   statusListMaxTtl?: number;
-  /** When a list cannot be refreshed, the last good copy is used this many seconds after it was fetched (never after its exp), then tokens are refused with `status_unavailable` (default 900). */
+  /** When a list cannot be refreshed, the last good copy is used this many seconds after it was last fetched or confirmed by a 304 (never after its exp), then tokens are refused with `status_unavailable` (default 900, as the Python verifier's `status_max_stale`). */
   statusListMaxStale?: number;
   /** After a failed list fetch, the next attempt waits this many seconds (default 5). */
   statusListRetryInterval?: number;
