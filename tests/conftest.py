@@ -4,8 +4,8 @@ Databases: every test that asks for ``services``/``app``/``db_url`` runs twice, 
 SQLite file and on a real PostgreSQL (a fresh schema per test, so tests and pytest-xdist
 workers never share one). PostgreSQL comes from ``AUTHSERVER_TEST_POSTGRES_URL`` (default
 ``postgresql://postgres@127.0.0.1:5432/test``). When it is unreachable the PostgreSQL leg
-is skipped with a message, except under CI (``CI=true``) or
-``AUTHSERVER_TEST_REQUIRE_POSTGRES=1``, where it fails.
+is skipped with a message, except under CI (``CI`` set) or
+``AUTHSERVER_TEST_REQUIRE_POSTGRES=1``, where it fails (:func:`require_postgres`).
 
 A test whose own body never reaches the database (request shapes, headers, documents)
 takes ``@db_independent`` and runs on SQLite only; storage behaviour is covered on both
@@ -47,13 +47,10 @@ from authserver.settings import Settings
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.migrate import current_revision
 from authserver.storage.sql.migrate import upgrade_to_head
+from tests.helpers import missing
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = os.environ.get("AUTHSERVER_TEST_POSTGRES_URL", DEFAULT_PG)
-REQUIRE_PG = (
-    os.environ.get("AUTHSERVER_TEST_REQUIRE_POSTGRES") == "1"
-    or os.environ.get("CI", "").lower() == "true"
-)
 _pg_state: dict[str, Any] = {}
 
 
@@ -73,6 +70,14 @@ def _pg_available() -> str | None:
     return _pg_state["reason"]  # type: ignore[no-any-return]
 
 
+def require_postgres() -> None:
+    """Return when the test PostgreSQL is reachable; else :func:`tests.helpers.missing`:
+    skipped, or failed under CI and with ``AUTHSERVER_TEST_REQUIRE_POSTGRES=1``."""
+    reason = _pg_available()
+    if reason:
+        missing(reason, required_by="AUTHSERVER_TEST_REQUIRE_POSTGRES")
+
+
 def pg_schema_url(schema: str) -> str:
     base = PG_URL.replace("postgresql://", "postgresql+psycopg://", 1)
     sep = "&" if "?" in base else "?"
@@ -85,11 +90,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'authserver.db'}"
         return
-    reason = _pg_available()
-    if reason:
-        if REQUIRE_PG:
-            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip(reason)
+    require_postgres()
     with fresh_pg_schema() as url:
         yield url
 

@@ -11,19 +11,50 @@ from typing import Any
 
 import requests
 
+from authserver.clients.auth_methods import CLIENT_SECRET_BASIC
+from authserver.clients.auth_methods import CLIENT_SECRET_POST
+
 #: Seconds a real-HTTP token request may take on a loaded test machine.
 TIMEOUT = 10
 
 
-def request_token(target: Any, credentials: tuple[str, str], **params: Any) -> Any:
+def _base_url(target: Any) -> str | None:
+    """The base URL of a real server, or None for Flask's test client."""
+    if isinstance(target, str):
+        return target
+    return getattr(target, "base_url", None)
+
+
+def request_token(
+    target: Any,
+    credentials: tuple[str, str],
+    *,
+    method: str = CLIENT_SECRET_BASIC,
+    remote_addr: str | None = None,
+    **params: Any,
+) -> Any:
     """``POST /token``: ``grant_type=client_credentials`` and *params* as a form body,
-    *credentials* (client id, secret) as HTTP Basic. Returns the response as is: Flask's
-    test response, or a ``requests.Response`` for a real server."""
+    *credentials* (client id, secret) sent by *method*: HTTP Basic
+    (``client_secret_basic``) or in the form (``client_secret_post``). Returns the
+    response as is: Flask's test response, or a ``requests.Response`` for a real server.
+
+    *remote_addr* is the client's address as the application sees it (``REMOTE_ADDR``),
+    for Flask's test client only: over real HTTP it is the loopback address the test
+    connects from, and a real server's caller cannot choose it."""
     data = {"grant_type": "client_credentials", **params}
-    if isinstance(target, str) or hasattr(target, "base_url"):
-        base_url = target if isinstance(target, str) else target.base_url
-        return requests.post(base_url + "/token", data=data, auth=credentials, timeout=TIMEOUT)
-    return target.post("/token", data=data, auth=credentials)
+    auth: tuple[str, str] | None = credentials
+    if method == CLIENT_SECRET_POST:
+        data.update(client_id=credentials[0], client_secret=credentials[1])
+        auth = None
+    elif method != CLIENT_SECRET_BASIC:
+        raise ValueError(f"request_token sends a client secret, not by {method!r}")
+    base_url = _base_url(target)
+    if base_url is not None:
+        if remote_addr is not None:
+            raise ValueError("remote_addr is for Flask's test client; a real server sees 127.0.0.1")
+        return requests.post(base_url + "/token", data=data, auth=auth, timeout=TIMEOUT)
+    environ = {"REMOTE_ADDR": remote_addr} if remote_addr is not None else {}
+    return target.post("/token", data=data, auth=auth, environ_base=environ)
 
 
 def body_of(response: Any) -> Any:
@@ -39,8 +70,31 @@ def text_of(response: Any) -> str:
     )
 
 
-def issue_token(target: Any, credentials: tuple[str, str], **params: Any) -> str:
-    """An access token: :func:`request_token`, which must succeed."""
+def token_response(
+    target: Any,
+    credentials: tuple[str, str],
+    *,
+    expires_in_at_most: int | None = None,
+    **params: Any,
+) -> dict[str, Any]:
+    """:func:`request_token`, which must succeed as RFC 6749 §5.1 says (200, a JSON body
+    that is not to be stored, a Bearer token): the response body. With
+    *expires_in_at_most*, its ``expires_in`` must not exceed that many seconds."""
     response = request_token(target, credentials, **params)
     assert response.status_code == 200, text_of(response)
-    return str(body_of(response)["access_token"])
+    content_type = response.headers["Content-Type"]
+    assert content_type.startswith("application/json"), content_type
+    cache_control = response.headers.get("Cache-Control", "")
+    assert "no-store" in cache_control, cache_control
+    body: dict[str, Any] = body_of(response)
+    assert body["token_type"] == "Bearer", body
+    assert isinstance(body["access_token"], str), body
+    assert body["access_token"], body
+    if expires_in_at_most is not None:
+        assert body["expires_in"] <= expires_in_at_most, body["expires_in"]
+    return body
+
+
+def issue_token(target: Any, credentials: tuple[str, str], **params: Any) -> str:
+    """An access token: :func:`token_response`'s ``access_token`` (same arguments)."""
+    return str(token_response(target, credentials, **params)["access_token"])

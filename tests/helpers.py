@@ -26,15 +26,22 @@ T = TypeVar("T")
 
 AUTHSERVER = shutil.which("authserver", path=str(Path(sys.executable).parent)) or "authserver"
 
-#: Under CI (``CI=true``, as .ci/run sets) nothing the suite needs may be missing.
-UNDER_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+def under_ci() -> bool:
+    """True when ``CI`` is set (``.ci/run`` sets ``CI=true``; hosted CI services set it
+    too), unless it says no (empty, ``0``, ``false``, ``no``)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def missing(reason: str) -> NoReturn:
-    """Something a test needs is not on this machine: skip on a developer's machine, fail
-    under CI, where ``.ci/run`` installs everything and a skip would hide a lost test."""
-    if UNDER_CI:
-        pytest.fail(f"{reason} (required under CI: .ci/run installs it)")
+def missing(reason: str, *, required_by: str | None = None) -> NoReturn:
+    """Something a test needs (a tool, a service) is not on this machine: skip with
+    *reason* on a developer's machine, fail under CI, where ``.ci/run`` installs and starts
+    everything and a skip would hide a lost test. *required_by* names an
+    ``AUTHSERVER_TEST_REQUIRE_*`` variable that, set to ``1``, makes it required outside
+    CI too."""
+    if under_ci() or (required_by is not None and os.environ.get(required_by) == "1"):
+        also = f" or {required_by}=1" if required_by else ""
+        pytest.fail(f"{reason} (required under CI{also}: .ci/run installs and starts it)")
     pytest.skip(reason)
 
 

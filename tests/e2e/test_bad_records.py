@@ -18,6 +18,8 @@ from sqlalchemy import text
 
 from authserver.cli import cli
 from authserver.storage.sql.engine import Database
+from tests.factories import issue_token
+from tests.factories import request_token
 from tests.helpers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,27 +33,17 @@ def _cli(env: dict[str, str], *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def _token(server: ServerProcess, client: dict[str, Any]) -> requests.Response:
-    return requests.post(
-        server.base_url + "/token",
-        data={"grant_type": "client_credentials", "sub": "user-1"},
-        auth=(client["client_id"], client["client_secret"]),
-        timeout=10,
-    )
-
-
 def _serves(server: ServerProcess, client: dict[str, Any]) -> None:
     """Tokens, the JWKS and introspection all answer as they should."""
-    issued = _token(server, client)
-    assert issued.status_code == 200, issued.text
-    access_token = issued.json()["access_token"]
+    credentials = (client["client_id"], client["client_secret"])
+    access_token = issue_token(server, credentials, sub="user-1")
     jwks = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10)
     assert jwks.status_code == 200
     assert jwks.json()["keys"]
     introspected = requests.post(
         server.base_url + "/introspect",
         data={"token": access_token},
-        auth=(client["client_id"], client["client_secret"]),
+        auth=credentials,
         timeout=10,
     )
     assert introspected.status_code == 200, introspected.text
@@ -166,7 +158,7 @@ def test_bad_rows_are_skipped_and_reported(
         _serves(server, client)
         _ready_reporting(server, bad_keys)
         # The client whose row cannot be decoded fails to authenticate (401), nothing more.
-        refused = _token(server, {"client_id": bad_client, "client_secret": "anything"})
+        refused = request_token(server, (bad_client, "anything"), sub="user-1")
         assert refused.status_code == 401
         assert refused.json()["error"] == "invalid_client"
         _serves(server, client)

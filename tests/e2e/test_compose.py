@@ -35,8 +35,7 @@ from psycopg import sql
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_URL
-from tests.conftest import REQUIRE_PG
-from tests.conftest import _pg_available
+from tests.conftest import require_postgres
 from tests.helpers import AUTHSERVER
 from tests.helpers import free_port
 
@@ -150,11 +149,7 @@ def image() -> tuple[dict[str, str], str, list[str]]:
 def postgres_service() -> Iterator[tuple[str, int, str]]:
     """(host, port, database): a fresh database, owned by the role the compose file's
     ``postgres`` service would create, on the test PostgreSQL."""
-    reason = _pg_available()
-    if reason:
-        if REQUIRE_PG:
-            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
-        pytest.skip(reason)
+    require_postgres()
     pg = compose_services(PASSPHRASE_ONLY)["postgres"]["environment"]
     user, password = pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"]
     database = f"compose_{secrets.token_hex(6)}"

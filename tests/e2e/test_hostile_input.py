@@ -27,9 +27,8 @@ from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import create_engine
 from sqlalchemy import text
 
-from tests.conftest import REQUIRE_PG
-from tests.conftest import _pg_available
 from tests.conftest import fresh_pg_schema
+from tests.conftest import require_postgres
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -148,11 +147,7 @@ def target(
         if request.param == "sqlite":
             url = f"sqlite:///{tmp / 'authserver.db'}"
         else:
-            reason = _pg_available()
-            if reason:
-                if REQUIRE_PG:
-                    pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_POSTGRES=1)")
-                pytest.skip(reason)
+            require_postgres()
             url = stack.enter_context(fresh_pg_schema())
         t = Target(tmp, rsa_private_key, url)
         t.start()

@@ -9,7 +9,7 @@ before with the same id or from the same address. Successes count for nothing.
 Every test runs on the in-memory storage and on Redis (``AUTHSERVER_TEST_REDIS_URL``,
 default ``redis://127.0.0.1:6379/0``), each with its own key prefix so parallel runs never
 share a counter. When Redis is unreachable the Redis leg is skipped with a message, except
-under CI (``CI=true``) or ``AUTHSERVER_TEST_REQUIRE_REDIS=1``, where it fails. The database
+under CI (``CI`` set) or ``AUTHSERVER_TEST_REQUIRE_REDIS=1``, where it fails. The database
 is not what these tests are about: they use SQLite only.
 """
 
@@ -42,6 +42,8 @@ from authserver.settings import Settings
 from authserver.web import limits
 from authserver.web.app import create_app
 from tests.conftest import make_services
+from tests.factories import issue_token
+from tests.factories import request_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
@@ -51,10 +53,6 @@ from tests.helpers import per_worker
 pytestmark = pytest.mark.e2e
 
 REDIS_URL = os.environ.get("AUTHSERVER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-REQUIRE_REDIS = (
-    os.environ.get("AUTHSERVER_TEST_REQUIRE_REDIS") == "1"
-    or os.environ.get("CI", "").lower() == "true"
-)
 _redis_state: dict[str, str | None] = {}
 
 GRANT = {"grant_type": "client_credentials"}
@@ -81,6 +79,14 @@ def _redis_unavailable() -> str | None:
         except Exception as exc:
             _redis_state["reason"] = f"Redis at {REDIS_URL} unreachable: {type(exc).__name__}"
     return _redis_state["reason"]
+
+
+def require_redis() -> None:
+    """Return when the test Redis is reachable; else :func:`tests.helpers.missing`:
+    skipped, or failed under CI and with ``AUTHSERVER_TEST_REQUIRE_REDIS=1``."""
+    reason = _redis_unavailable()
+    if reason:
+        missing(reason, required_by="AUTHSERVER_TEST_REQUIRE_REDIS")
 
 
 def _delete_keys(prefix: str) -> None:
@@ -111,11 +117,7 @@ def storage(request: pytest.FixtureRequest, prefix: str) -> Iterator[str]:
     if request.param == "memory":
         yield "memory://"
         return
-    reason = _redis_unavailable()
-    if reason:
-        if REQUIRE_REDIS:
-            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_REDIS=1)")
-        pytest.skip(reason)
+    require_redis()
     yield REDIS_URL
     _delete_keys(prefix)
 
@@ -153,12 +155,6 @@ def register(services: Services) -> tuple[str, str]:
     return str(client.client_id), secret
 
 
-def token(http: Any, client_id: str, secret: str, addr: str = ATTACKER) -> Any:
-    return http.post(
-        "/token", data=GRANT, auth=(client_id, secret), environ_base={"REMOTE_ADDR": addr}
-    )
-
-
 def assert_throttled(response: Any) -> int:
     """429, an RFC 6749 §5.2-shaped JSON body, and ``Retry-After`` in whole seconds."""
     assert response.status_code == 429, response.get_data(as_text=True)
@@ -189,18 +185,20 @@ def test_failures_for_one_id_throttle_its_failures_never_its_owner(make_app: Mak
     other, other_secret = register(services)
 
     for _ in range(3):
-        assert_invalid_client(token(http, victim, "wrong-secret"))
+        assert_invalid_client(request_token(http, (victim, "wrong-secret"), remote_addr=ATTACKER))
 
     # Further failures for the id are throttled, from any address ...
-    retry_after = assert_throttled(token(http, victim, "wrong-secret"))
+    retry_after = assert_throttled(
+        request_token(http, (victim, "wrong-secret"), remote_addr=ATTACKER)
+    )
     assert retry_after <= 60
-    assert_throttled(token(http, victim, "wrong-secret", addr=ELSEWHERE))
+    assert_throttled(request_token(http, (victim, "wrong-secret"), remote_addr=ELSEWHERE))
     # ... while the right secret is never refused, from the attacker's address or another.
-    assert token(http, victim, victim_secret).status_code == 200
-    assert token(http, victim, victim_secret, addr=ELSEWHERE).status_code == 200
+    assert request_token(http, (victim, victim_secret), remote_addr=ATTACKER).status_code == 200
+    assert request_token(http, (victim, victim_secret), remote_addr=ELSEWHERE).status_code == 200
     # Another client is not slowed at all.
-    assert token(http, other, other_secret).status_code == 200
-    assert_invalid_client(token(http, other, "wrong-secret", addr=ELSEWHERE))
+    assert request_token(http, (other, other_secret), remote_addr=ATTACKER).status_code == 200
+    assert_invalid_client(request_token(http, (other, "wrong-secret"), remote_addr=ELSEWHERE))
 
 
 def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> None:
@@ -211,7 +209,7 @@ def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> 
     client_id, secret = register(services)
     env = {"REMOTE_ADDR": ATTACKER}
 
-    assert_invalid_client(token(http, client_id, "wrong"))
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
     body = {**GRANT, "client_id": client_id, "client_secret": "wrong"}
     assert_invalid_client(http.post("/token", data=body, environ_base=env))
     assert_invalid_client(http.post("/token", json=body, environ_base=env))
@@ -232,8 +230,8 @@ def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> 
     }
     assert_invalid_client(http.post("/token", data=assertion, environ_base=env))
 
-    assert_throttled(token(http, client_id, "wrong", addr=ELSEWHERE))
-    assert token(http, client_id, secret).status_code == 200
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ELSEWHERE))
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
 
 
 def test_successes_never_count(make_app: MakeApp) -> None:
@@ -242,7 +240,7 @@ def test_successes_never_count(make_app: MakeApp) -> None:
     client_id, secret = register(services)
 
     for _ in range(10):
-        assert token(http, client_id, secret).status_code == 200
+        assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
     # Errors after a successful authentication are not authentication failures either.
     refused = http.post(
         "/token",
@@ -252,12 +250,12 @@ def test_successes_never_count(make_app: MakeApp) -> None:
     )
     assert refused.status_code == 400
     for _ in range(2):
-        assert_invalid_client(token(http, client_id, "wrong"))
-        assert token(http, client_id, secret).status_code == 200
+        assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+        assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
     # The whole budget (3) is still there for failures: the third fails, then it is spent.
-    assert_invalid_client(token(http, client_id, "wrong"))
-    assert_throttled(token(http, client_id, "wrong"))
-    assert token(http, client_id, secret).status_code == 200
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
 
 
 def test_the_id_works_again_after_the_window(make_app: MakeApp) -> None:
@@ -266,12 +264,12 @@ def test_the_id_works_again_after_the_window(make_app: MakeApp) -> None:
     client_id, _secret = register(services)
 
     for _ in range(3):
-        assert_invalid_client(token(http, client_id, "wrong"))
-    retry_after = assert_throttled(token(http, client_id, "wrong"))
+        assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    retry_after = assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
     assert retry_after <= 2
     time.sleep(retry_after + 0.2)
     # A failure is a plain 401 again: the budget is back.
-    assert_invalid_client(token(http, client_id, "wrong"))
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
 
 
 @pytest.mark.parametrize("endpoint", ["/introspect", "/revoke"])
@@ -280,7 +278,7 @@ def test_failures_at_introspect_and_revoke_count_too(make_app: MakeApp, endpoint
     http = app.test_client()
     client_id, secret = register(services)
     env = {"REMOTE_ADDR": ATTACKER}
-    issued = token(http, client_id, secret).get_json()["access_token"]
+    issued = issue_token(http, (client_id, secret), remote_addr=ATTACKER)
 
     for _ in range(3):
         response = http.post(
@@ -288,7 +286,7 @@ def test_failures_at_introspect_and_revoke_count_too(make_app: MakeApp, endpoint
         )
         assert_invalid_client(response)
 
-    assert_throttled(token(http, client_id, "wrong"))
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
     assert_throttled(
         http.post(endpoint, data={"token": issued}, auth=(client_id, "wrong"), environ_base=env)
     )
@@ -308,7 +306,9 @@ def test_failures_with_many_ids_from_one_address_throttle_the_address(make_app: 
     client_id, secret = register(services)
 
     for _ in range(5):
-        assert_invalid_client(token(http, f"guess-{secrets.token_hex(4)}", "wrong"))
+        assert_invalid_client(
+            request_token(http, (f"guess-{secrets.token_hex(4)}", "wrong"), remote_addr=ATTACKER)
+        )
     # A malformed Basic header has no usable id: it counts for the address only.
     assert_throttled(
         http.post(
@@ -319,11 +319,11 @@ def test_failures_with_many_ids_from_one_address_throttle_the_address(make_app: 
         )
     )
     # Every failure from that address is throttled, with a fresh id too ...
-    assert_throttled(token(http, "guess-fresh", "wrong"))
+    assert_throttled(request_token(http, ("guess-fresh", "wrong"), remote_addr=ATTACKER))
     # ... but a backend behind that address with the right secret is served.
-    assert token(http, client_id, secret).status_code == 200
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
     # From another address failures are plain 401s.
-    assert_invalid_client(token(http, "guess-elsewhere", "wrong", addr=ELSEWHERE))
+    assert_invalid_client(request_token(http, ("guess-elsewhere", "wrong"), remote_addr=ELSEWHERE))
 
 
 def test_malformed_basic_headers_count_for_the_address(make_app: MakeApp) -> None:
@@ -338,18 +338,20 @@ def test_malformed_basic_headers_count_for_the_address(make_app: MakeApp) -> Non
             environ_base={"REMOTE_ADDR": ATTACKER},
         )
         assert_invalid_client(response)
-    assert_throttled(token(http, client_id, "wrong"))
-    assert token(http, client_id, secret).status_code == 200
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
 
 
 def test_ipv6_addresses_are_counted_per_64(make_app: MakeApp) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute")
     http = app.test_client()
     client_id, _secret = register(services)
-    assert_invalid_client(token(http, "guess-1", "wrong", addr="2001:db8:1:2::1"))
-    assert_invalid_client(token(http, "guess-2", "wrong", addr="2001:db8:1:2:ffff::9"))
-    assert_throttled(token(http, client_id, "wrong", addr="2001:db8:1:2::abcd"))
-    assert_invalid_client(token(http, client_id, "wrong", addr="2001:db8:1:3::1"))
+    assert_invalid_client(request_token(http, ("guess-1", "wrong"), remote_addr="2001:db8:1:2::1"))
+    assert_invalid_client(
+        request_token(http, ("guess-2", "wrong"), remote_addr="2001:db8:1:2:ffff::9")
+    )
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr="2001:db8:1:2::abcd"))
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr="2001:db8:1:3::1"))
 
 
 def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
@@ -388,8 +390,8 @@ def test_off_disables_the_limits(make_app: MakeApp) -> None:
     client_id, secret = register(services)
     assert "authserver.limits" not in app.extensions
     for _ in range(15):
-        assert_invalid_client(token(http, client_id, "wrong"))
-    assert token(http, client_id, secret).status_code == 200
+        assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
 
 
 def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
@@ -407,9 +409,9 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
     before = sample("authserver_client_auth_throttled_total", throttled)
     slow_down = sample("authserver_token_failures_total", {"reason": "slow_down"})
 
-    assert_invalid_client(token(http, client_id, "wrong"))
-    assert_throttled(token(http, client_id, "wrong"))
-    assert_throttled(token(http, client_id, "wrong"))
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
 
     assert sample("authserver_client_auth_throttled_total", throttled) == before + 2
     assert sample("authserver_token_failures_total", {"reason": "slow_down"}) == slow_down + 2
@@ -431,9 +433,7 @@ def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
     assert "hunter2" not in message
     assert "127.0.0.1:1" in message
     # Nothing to reach when both limits are off.
-    check_storage(
-        settings.replace(auth_failures_per_client=None, auth_failures_per_address=None)
-    )
+    check_storage(settings.replace(auth_failures_per_client=None, auth_failures_per_address=None))
 
 
 def test_reachable_storage_passes_the_start_check(storage: str) -> None:
@@ -470,8 +470,10 @@ def test_storage_down_at_runtime_fails_open_until_it_is_back(
         client_id, secret = register(services)
         with caplog.at_level(logging.WARNING, logger="authserver.web.limits"):
             for _ in range(3):
-                assert_invalid_client(token(http, client_id, "wrong"))
-            assert token(http, client_id, secret).status_code == 200
+                assert_invalid_client(
+                    request_token(http, (client_id, "wrong"), remote_addr=ATTACKER)
+                )
+            assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
         warnings = [r for r in caplog.records if r.name == "authserver.web.limits"]
         assert len(warnings) == 1  # once per back-off period, not once per request
         assert "not enforced" in warnings[0].getMessage()
@@ -493,9 +495,9 @@ def test_storage_down_at_runtime_fails_open_until_it_is_back(
 
         # Enforced again: one failure spends the budget, then failures are throttled (and
         # the right secret is still served).
-        assert_invalid_client(token(http, client_id, "wrong"))
-        assert_throttled(token(http, client_id, "wrong"))
-        assert token(http, client_id, secret).status_code == 200
+        assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+        assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+        assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
     finally:
         services.close()
         if redis_proc is not None:
@@ -521,11 +523,7 @@ def throttled_by(metrics_root: Path) -> dict[str, float]:
 def test_redis_limit_is_shared_by_the_workers_of_a_server(
     env_for: Callable[..., dict[str, str]], db_url: str, prefix: str, tmp_path: Path
 ) -> None:
-    reason = _redis_unavailable()
-    if reason:
-        if REQUIRE_REDIS:
-            pytest.fail(f"{reason} (required: CI or AUTHSERVER_TEST_REQUIRE_REDIS=1)")
-        pytest.skip(reason)
+    require_redis()
     metrics_root = tmp_path / "metrics"
     metrics_root.mkdir()
     env = env_for(

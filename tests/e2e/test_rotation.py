@@ -26,6 +26,7 @@ import jwt
 import pytest
 import requests
 
+from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import run_cli
@@ -73,19 +74,6 @@ class Verifier:
         )
 
 
-def _token(base_url: str, client_id: str, secret: str, sub: str = "user-1") -> str:
-    response = requests.post(
-        base_url + "/token",
-        data={"grant_type": "client_credentials", "sub": sub},
-        auth=(client_id, secret),
-        timeout=10,
-    )
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert body["expires_in"] <= TTL
-    return str(body["access_token"])
-
-
 def _jwks_kids(base_url: str, max_age: int = MAX_AGE) -> list[str]:
     response = requests.get(base_url + "/.well-known/jwks.json", timeout=10)
     assert response.status_code == 200
@@ -105,7 +93,7 @@ def _scenario(env: dict[str, str], tmp_path: Path) -> None:
 def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
     issuer = env["AUTHSERVER_ISSUER"]
     client = cli_json(env, "clients", "create", "--name", "sync backend", "--audience", AUDIENCE)
-    client_id, secret = client["client_id"], client["client_secret"]
+    credentials = (client["client_id"], client["client_secret"])
     jwks_url = server.base_url + "/.well-known/jwks.json"
     verifiers = [
         Verifier("refetching", jwks_url, issuer, cooldown=0),
@@ -138,7 +126,7 @@ def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
         assert time.monotonic() < deadline, (
             f"saw only {len(kids)} signing keys in 40 s: {kids}\n{log_path.read_text()[-3000:]}"
         )
-        token = _token(server.base_url, client_id, secret)
+        token = issue_token(server, credentials, sub="user-1", expires_in_at_most=TTL)
         header = jwt.get_unverified_header(token)
         assert header["alg"] == "RS256"
         assert header["typ"] == "at+jwt"
@@ -167,7 +155,7 @@ def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
     # -- emergency retire of the current key ---------------------------------------------
     # The loop ended on a key that has just started signing: it stays current for about the
     # rotation interval, time enough to retire it while it is still the signing key.
-    victim = _token(server.base_url, client_id, secret)
+    victim = issue_token(server, credentials, sub="user-1", expires_in_at_most=TTL)
     retired_kid = jwt.get_unverified_header(victim)["kid"]
     assert retired_kid == kids[-1]
     check(victim, retired_kid, "pre-retire")
@@ -192,7 +180,7 @@ def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
     with pytest.raises(jwt.PyJWKClientError):
         fresh.verify(victim)
 
-    new_token = _token(server.base_url, client_id, secret)
+    new_token = issue_token(server, credentials, sub="user-1", expires_in_at_most=TTL)
     new_kid = jwt.get_unverified_header(new_token)["kid"]
     assert new_kid != retired_kid
     assert fresh.verify(new_token)["sub"] == "user-1"
@@ -213,7 +201,7 @@ def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
             rechecked += 1
     assert rechecked > 0
     for _ in range(5):
-        token = _token(server.base_url, client_id, secret)
+        token = issue_token(server, credentials, sub="user-1", expires_in_at_most=TTL)
         kid = jwt.get_unverified_header(token)["kid"]
         assert kid != retired_kid
         check(token, kid, "post-retire")

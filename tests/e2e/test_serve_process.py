@@ -14,6 +14,7 @@ import jwt
 import pytest
 import requests
 
+from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 
@@ -47,21 +48,6 @@ def credentials(env: dict[str, str], server: ServerProcess) -> tuple[str, str]:
     return created["client_id"], created["client_secret"]
 
 
-def get_token(server: ServerProcess, credentials: tuple[str, str], **params: str) -> str:
-    response = requests.post(
-        server.base_url + "/token",
-        data={"grant_type": "client_credentials", **params},
-        auth=credentials,
-        timeout=TIMEOUT,
-    )
-    assert response.status_code == 200, response.text
-    assert response.headers["Content-Type"].startswith("application/json")
-    assert "no-store" in response.headers.get("Cache-Control", "")
-    body = response.json()
-    assert body["token_type"] == "Bearer"
-    return body["access_token"]  # type: ignore[no-any-return]
-
-
 def verify(server: ServerProcess, token: str) -> dict[str, Any]:
     """A sync server: PyJWT's JWKS client fetches the served keys and picks one by kid."""
     header = jwt.get_unverified_header(token)
@@ -84,7 +70,7 @@ def verify(server: ServerProcess, token: str) -> dict[str, Any]:
 def test_token_over_http_verifies_with_served_jwks(
     server: ServerProcess, credentials: tuple[str, str]
 ) -> None:
-    token = get_token(
+    token = issue_token(
         server,
         credentials,
         sub="user-1",
@@ -174,7 +160,7 @@ def test_hostile_requests_are_refused_and_the_server_keeps_serving(
         failures.append(("non-utf8-basic", response.status_code, response.text[:200]))
     assert not failures, failures
 
-    claims = verify(server, get_token(server, credentials, sub="after"))
+    claims = verify(server, issue_token(server, credentials, sub="after"))
     assert claims["sub"] == "after"
     assert requests.get(server.base_url + "/readyz", timeout=TIMEOUT).status_code == 200
 
@@ -202,7 +188,7 @@ def test_chunked_body_over_the_limit_is_413(
     assert response.json()["error"] == "invalid_request"
     assert isinstance(response.json()["error_description"], str)
     # ...and the server still serves.
-    assert verify(server, get_token(server, credentials))["client_id"] == credentials[0]
+    assert verify(server, issue_token(server, credentials))["client_id"] == credentials[0]
 
 
 def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> None:
@@ -215,7 +201,7 @@ def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> No
     try:
         subs = [f"last-user-{i}" for i in range(4)]
         for sub in subs:
-            get_token(server, credentials, sub=sub)
+            issue_token(server, credentials, sub=sub)
     finally:
         server.stop()  # SIGTERM at once: within the 0.25 s batch interval
     audit = cli_json(env, "audit", "--action", "token.issued", "--json")

@@ -25,6 +25,7 @@ from authserver.tokens.statuslist import LEASE_WINDOW
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
+from tests.factories import issue_token
 from tests.helpers import run_cli
 
 pytestmark = pytest.mark.e2e
@@ -34,14 +35,6 @@ ISSUER = "http://localhost:8000"
 ADMIN_TOKEN = "a" * 40
 
 Register = Callable[..., tuple[str, str]]
-
-
-def issue(http: Any, client_id: str, secret: str, sub: str = "alice") -> str:
-    response = http.post(
-        "/token", data={"grant_type": "client_credentials", "sub": sub}, auth=(client_id, secret)
-    )
-    assert response.status_code == 200, response.get_data(as_text=True)
-    return response.get_json()["access_token"]  # type: ignore[no-any-return]
 
 
 def status_ref(token: str) -> tuple[str, int]:
@@ -91,7 +84,7 @@ def status_of(http: Any, token: str) -> int:
 
 def test_every_token_names_a_distinct_entry_and_starts_valid(http: Any, register: Register) -> None:
     client_id, secret = register(audiences=[AUD])
-    tokens = [issue(http, client_id, secret, sub=f"user-{i}") for i in range(5)]
+    tokens = [issue_token(http, (client_id, secret), sub=f"user-{i}") for i in range(5)]
     refs = [status_ref(t) for t in tokens]
     assert len(set(refs)) == 5
     uri = refs[0][0]
@@ -108,7 +101,10 @@ def test_every_token_names_a_distinct_entry_and_starts_valid(http: Any, register
 
 def test_revoke_sets_the_bit_of_that_token_only(http: Any, register: Register) -> None:
     client_id, secret = register(audiences=[AUD])
-    kept, revoked = issue(http, client_id, secret), issue(http, client_id, secret)
+    kept, revoked = (
+        issue_token(http, (client_id, secret), sub="alice"),
+        issue_token(http, (client_id, secret), sub="alice"),
+    )
     response = http.post("/revoke", data={"token": revoked}, auth=(client_id, secret))
     assert response.status_code == 200
     assert status_of(http, revoked) == 1
@@ -123,7 +119,7 @@ def test_the_bit_and_the_revocation_record_commit_together(
     it cannot be written, the jti record is not kept either (introspection and offline
     verifiers never disagree), and a retry revokes for both."""
     client_id, secret = register(audiences=[AUD])
-    token = issue(http, client_id, secret)
+    token = issue_token(http, (client_id, secret), sub="alice")
     database = sqlite3.connect(db_url.removeprefix("sqlite:///"))
     try:
         database.execute("ALTER TABLE status_revocations RENAME TO hidden_revocations")
@@ -145,7 +141,7 @@ def test_the_bit_and_the_revocation_record_commit_together(
 
 def test_conditional_get_and_a_new_etag_after_a_revocation(http: Any, register: Register) -> None:
     client_id, secret = register(audiences=[AUD])
-    token = issue(http, client_id, secret)
+    token = issue_token(http, (client_id, secret), sub="alice")
     uri, _ = status_ref(token)
     path = uri[len(ISSUER) :]
     first = http.get(path)
@@ -165,9 +161,9 @@ def test_disabling_or_deleting_a_client_revokes_all_its_tokens(
     a_id, a_secret = register(audiences=[AUD])
     b_id, b_secret = register(audiences=[AUD])
     c_id, c_secret = register(audiences=[AUD])
-    a_tokens = [issue(http, a_id, a_secret, sub=f"u{i}") for i in range(3)]
-    b_token = issue(http, b_id, b_secret)
-    c_token = issue(http, c_id, c_secret)
+    a_tokens = [issue_token(http, (a_id, a_secret), sub=f"u{i}") for i in range(3)]
+    b_token = issue_token(http, (b_id, b_secret), sub="alice")
+    c_token = issue_token(http, (c_id, c_secret), sub="alice")
     with services.unit_of_work():
         services.clients.set_enabled(a_id, False)
         services.clients.delete(c_id)
@@ -196,7 +192,7 @@ def test_unknown_lists_are_404_and_the_metadata_names_the_aggregation(
     http: Any, register: Register
 ) -> None:
     client_id, secret = register(audiences=[AUD])
-    issue(http, client_id, secret)
+    issue_token(http, (client_id, secret), sub="alice")
     assert http.get("/statuslists/2").status_code == 404
     assert http.get("/statuslists/99999999999999999999").status_code == 404
     assert http.get("/statuslists/abc").status_code == 404
@@ -229,9 +225,9 @@ def test_admin_api_revokes_every_live_token_of_a_user(admin_services: Services) 
         two, two_secret = admin_services.clients.create(name="two", audiences=[AUD])
     assert one_secret
     assert two_secret
-    alice_one = issue(http, one.client_id, one_secret, sub="alice")
-    alice_two = issue(http, two.client_id, two_secret, sub="alice")
-    bob_one = issue(http, one.client_id, one_secret, sub="bob")
+    alice_one = issue_token(http, (one.client_id, one_secret), sub="alice")
+    alice_two = issue_token(http, (two.client_id, two_secret), sub="alice")
+    bob_one = issue_token(http, (one.client_id, one_secret), sub="bob")
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
     only_one = http.post(
@@ -269,7 +265,7 @@ def test_revocations_survive_a_restart_and_are_seen_by_another_instance(
 ) -> None:
     http = create_app(services=services).test_client()
     client_id, secret = register(audiences=[AUD])
-    token = issue(http, client_id, secret)
+    token = issue_token(http, (client_id, secret), sub="alice")
     other = make_services(settings)  # a second instance (or this one restarted)
     try:
         other_http = create_app(services=other).test_client()
@@ -329,9 +325,9 @@ def test_cli_revokes_every_live_token_of_a_user(
         two, two_secret = services.clients.create(name="two", audiences=[AUD])
     assert one_secret
     assert two_secret
-    alice = [issue(http, one.client_id, one_secret, sub="alice") for _ in range(2)]
-    alice_two = issue(http, two.client_id, two_secret, sub="alice")
-    bob = issue(http, one.client_id, one_secret, sub="bob")
+    alice = [issue_token(http, (one.client_id, one_secret), sub="alice") for _ in range(2)]
+    alice_two = issue_token(http, (two.client_id, two_secret), sub="alice")
+    bob = issue_token(http, (one.client_id, one_secret), sub="bob")
 
     result = run_cli(env, "tokens", "revoke", "--sub", "alice", "--client", one.client_id, "--json")
     assert result.returncode == 0, result.stderr

@@ -14,7 +14,9 @@ from typing import Any
 import jwt
 import pytest
 
+from authserver.clients.auth_methods import CLIENT_SECRET_POST
 from tests.conftest import db_independent
+from tests.factories import issue_token
 
 pytestmark = pytest.mark.e2e
 
@@ -43,25 +45,6 @@ def credentials(register: Callable[..., tuple[str, str]]) -> tuple[str, str]:
     return register(audiences=[AUD], scopes=["sync"], allowed_claims=["libraryId"])
 
 
-@pytest.fixture
-def get_token(http: Any, credentials: tuple[str, str]) -> Callable[..., str]:
-    def get(**params: str) -> str:
-        client_id, secret = credentials
-        response = http.post(
-            "/token",
-            data={
-                "grant_type": "client_credentials",
-                "client_id": client_id,
-                "client_secret": secret,
-                **params,
-            },
-        )
-        assert response.status_code == 200, response.get_data(as_text=True)
-        return response.get_json()["access_token"]  # type: ignore[no-any-return]
-
-    return get
-
-
 def served_jwks(http: Any) -> dict[str, Any]:
     response = http.get(JWKS_PATH)
     assert response.status_code == 200
@@ -88,10 +71,9 @@ def verify(token: str, jwks: dict[str, Any], audience: str = AUD) -> dict[str, A
     )
 
 
-def test_client_token_verifies_offline(
-    http: Any, get_token: Callable[..., str], credentials: tuple[str, str]
-) -> None:
-    claims = verify(get_token(), served_jwks(http))
+def test_client_token_verifies_offline(http: Any, credentials: tuple[str, str]) -> None:
+    token = issue_token(http, credentials, method=CLIENT_SECRET_POST)
+    claims = verify(token, served_jwks(http))
     assert claims["iss"] == ISSUER
     assert claims["aud"] == AUD
     assert claims["sub"] == credentials[0]
@@ -100,8 +82,11 @@ def test_client_token_verifies_offline(
     assert claims["nbf"] <= claims["iat"] < claims["exp"]
 
 
-def test_user_token_verifies_offline(http: Any, get_token: Callable[..., str]) -> None:
-    token = get_token(
+def test_user_token_verifies_offline(http: Any, credentials: tuple[str, str]) -> None:
+    token = issue_token(
+        http,
+        credentials,
+        method=CLIENT_SECRET_POST,
         sub="user-1",
         email="u1@example.com",
         name="User One",
@@ -116,8 +101,8 @@ def test_user_token_verifies_offline(http: Any, get_token: Callable[..., str]) -
     assert claims["exp"] - claims["iat"] == 120
 
 
-def test_token_verified_with_single_pyjwk(http: Any, get_token: Callable[..., str]) -> None:
-    token = get_token()
+def test_token_verified_with_single_pyjwk(http: Any, credentials: tuple[str, str]) -> None:
+    token = issue_token(http, credentials, method=CLIENT_SECRET_POST)
     kid = jwt.get_unverified_header(token)["kid"]
     (jwk,) = [k for k in served_jwks(http)["keys"] if k["kid"] == kid]
     key = jwt.PyJWK(jwk)
@@ -126,9 +111,10 @@ def test_token_verified_with_single_pyjwk(http: Any, get_token: Callable[..., st
 
 
 def test_wrong_audience_or_issuer_is_rejected_by_the_verifier(
-    http: Any, get_token: Callable[..., str]
+    http: Any, credentials: tuple[str, str]
 ) -> None:
-    token, jwks = get_token(), served_jwks(http)
+    token = issue_token(http, credentials, method=CLIENT_SECRET_POST)
+    jwks = served_jwks(http)
     with pytest.raises(jwt.InvalidAudienceError):
         verify(token, jwks, audience="https://elsewhere.example")
     key = jwt.PyJWKSet.from_dict(jwks)[jwt.get_unverified_header(token)["kid"]]
@@ -136,8 +122,9 @@ def test_wrong_audience_or_issuer_is_rejected_by_the_verifier(
         jwt.decode(token, key, algorithms=["RS256"], audience=AUD, issuer="https://evil.example")
 
 
-def test_tampered_token_is_rejected(http: Any, get_token: Callable[..., str]) -> None:
-    header, payload, signature = get_token().split(".")
+def test_tampered_token_is_rejected(http: Any, credentials: tuple[str, str]) -> None:
+    token = issue_token(http, credentials, method=CLIENT_SECRET_POST)
+    header, payload, signature = token.split(".")
     claims = json.loads(b64url_decode(payload))
     claims["sub"] = "someone-else"
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
@@ -145,9 +132,13 @@ def test_tampered_token_is_rejected(http: Any, get_token: Callable[..., str]) ->
         verify(f"{header}.{forged_payload}.{signature}", served_jwks(http))
 
 
-def test_jti_is_unique(http: Any, get_token: Callable[..., str]) -> None:
+def test_jti_is_unique(http: Any, credentials: tuple[str, str]) -> None:
     jwks = served_jwks(http)
-    jtis = [verify(get_token(sub="same-user"), jwks)["jti"] for _ in range(50)]
+    tokens = [
+        issue_token(http, credentials, method=CLIENT_SECRET_POST, sub="same-user")
+        for _ in range(50)
+    ]
+    jtis = [verify(token, jwks)["jti"] for token in tokens]
     assert all(isinstance(j, str) and j for j in jtis)
     assert len(set(jtis)) == 50
 
@@ -190,10 +181,11 @@ def test_rfc7638_thumbprint_helper_matches_the_rfc_example() -> None:
     assert rfc7638_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
 
 
-def test_every_token_kid_is_published(http: Any, get_token: Callable[..., str]) -> None:
+def test_every_token_kid_is_published(http: Any, credentials: tuple[str, str]) -> None:
     kids = {k["kid"] for k in served_jwks(http)["keys"]}
     for _ in range(5):
-        assert jwt.get_unverified_header(get_token())["kid"] in kids
+        token = issue_token(http, credentials, method=CLIENT_SECRET_POST)
+        assert jwt.get_unverified_header(token)["kid"] in kids
 
 
 @db_independent

@@ -282,14 +282,17 @@ def _check_key_store(env: dict[str, str], tmp_path: Path, key_store: str, label:
     assert len(current) == 1, f"{label}: {len(current)} current keys after restart"
 
 
-@pytest.fixture(params=["file", "sql"])
-def key_store(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+#: Each key store on the databases it depends on: the file store keeps its keys outside
+#: the database, so it runs once (beside a SQLite file), not again on PostgreSQL.
+key_stores = pytest.mark.parametrize(
+    ("db_url", "key_store"),
+    [("sqlite", "file"), ("sqlite", "sql"), ("postgresql", "sql")],
+    indirect=["db_url"],
+)
 
 
+@key_stores
 def test_kill_during_key_lifecycle(db_url: str, key_store: str, tmp_path: Path) -> None:
-    if key_store == "file" and db_url.startswith("postgresql"):
-        pytest.skip("the file key store does not depend on the database: SQLite leg only")
     env = _env(db_url, tmp_path, key_store)
     rnd = random.Random()
     kills = 0
@@ -318,12 +321,11 @@ def test_kill_during_key_lifecycle(db_url: str, key_store: str, tmp_path: Path) 
     assert kills == ROUNDS
 
 
+@key_stores
 def test_kill_during_cli_key_rotate(db_url: str, key_store: str, tmp_path: Path) -> None:
     """The operator's command, killed at random points of its work (it is idempotent once
     a key is scheduled, so every round first retires the scheduled key, then rotates
     again). Most kills must land inside the command, or the test proves nothing."""
-    if key_store == "file" and db_url.startswith("postgresql"):
-        pytest.skip("the file key store does not depend on the database: SQLite leg only")
     env = _env(db_url, tmp_path, key_store)
     settings = Settings.from_env(env)
     prepare(settings)

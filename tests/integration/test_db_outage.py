@@ -33,6 +33,8 @@ import pytest
 import requests
 from requests.structures import CaseInsensitiveDict
 
+from tests.factories import issue_token
+from tests.factories import request_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
@@ -305,15 +307,6 @@ def _check_outcome(o: Outcome, bound: float = RESPONSE_BOUND_S) -> str | None:
     return None
 
 
-def _token(base_url: str, client: tuple[str, str], **extra: str) -> requests.Response:
-    return requests.post(
-        base_url + "/token",
-        data={"grant_type": "client_credentials", **extra},
-        headers=_basic(*client),
-        timeout=10,
-    )
-
-
 def _introspect(base_url: str, client: tuple[str, str], token: str) -> dict[str, Any]:
     response = requests.post(
         base_url + "/introspect", data={"token": token}, headers=_basic(*client), timeout=10
@@ -358,9 +351,7 @@ def test_postgres_outage_under_load(pg_cluster: PgCluster, tmp_path: Path, stop_
             clients.append((made["client_id"], made["client_secret"]))
         tokens = []
         for client in clients:
-            response = _token(server.base_url, client, sub="alice")
-            assert response.status_code == 200, response.text
-            tokens.append(response.json()["access_token"])
+            tokens.append(issue_token(server, client, sub="alice"))
         revoked, kept = tokens[0], tokens[1]
         response = requests.post(
             server.base_url + "/revoke",
@@ -433,8 +424,7 @@ def test_postgres_outage_under_load(pg_cluster: PgCluster, tmp_path: Path, stop_
         assert _introspect(server.base_url, clients[0], revoked)["active"] is False
         assert _introspect(server.base_url, clients[1], kept)["active"] is True
         for client in clients:
-            response = _token(server.base_url, client, sub="bob")
-            assert response.status_code == 200, response.text
+            issue_token(server, client, sub="bob")
 
     log_text = log_path.read_text(errors="replace")
     # The server logs the outage by exception type only; no traceback of an unhandled error.
@@ -490,9 +480,7 @@ def test_unresponsive_postgres_fails_fast(pg_cluster: PgCluster, tmp_path: Path)
     with server:
         made = cli_json(cli_env, "clients", "create", "--name", "blackhole backend")
         client = (made["client_id"], made["client_secret"])
-        response = _token(server.base_url, client)
-        assert response.status_code == 200, response.text
-        token = response.json()["access_token"]
+        token = issue_token(server, client)
 
         with Load(server.base_url, [client], [token]) as load:
             time.sleep(1)
@@ -581,21 +569,20 @@ def test_commit_failure_is_a_503_not_a_500(tmp_path: Path) -> None:
             client, secret = svc.clients.create(name="commit failure")
         assert secret is not None
         http = create_app(services=svc).test_client()
-        headers = _basic(str(client.client_id), secret)
-        form = {"grant_type": "client_credentials"}
-        assert http.post("/token", data=form, headers=headers).status_code == 200
+        credentials = (str(client.client_id), secret)
+        issue_token(http, credentials)
 
         def fail_commit(conn: Any) -> None:
             raise OperationalError("COMMIT", None, Exception("server closed the connection"))
 
         event.listen(svc.db.engine, "commit", fail_commit)
         try:
-            response = http.post("/token", data=form, headers=headers)
+            response = request_token(http, credentials)
         finally:
             event.remove(svc.db.engine, "commit", fail_commit)
         assert response.status_code == 503, response.get_data(as_text=True)
         assert response.get_json()["error"] == "temporarily_unavailable"
         assert response.headers.get("Retry-After")
-        assert http.post("/token", data=form, headers=headers).status_code == 200
+        issue_token(http, credentials)
     finally:
         svc.close()
