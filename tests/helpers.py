@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -105,6 +106,47 @@ def npm_ci(npm: str, package: Path) -> None:
     shutil.rmtree(cached.parent / "node_modules", ignore_errors=True)
     (staging / "node_modules").rename(cached)
     shutil.rmtree(staging, ignore_errors=True)
+
+
+#: A line of the summary Node's spec reporter ends its output with: U+2139 INFORMATION
+#: SOURCE, a count's name, the count (``pass 6``).
+_SPEC_SUMMARY = re.compile(
+    r"^\N{INFORMATION SOURCE} (tests|suites|pass|fail|cancelled|skipped|todo) (\d+)$", re.M
+)
+
+
+def node_test(
+    node: str,
+    package: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    passed: int | None = None,
+    timeout: float = 300,
+) -> dict[str, int]:
+    """``node --test --test-reporter=spec ARGS`` in *package*, with *env* added to a copy
+    of the environment without ``AUTHSERVER_*``. It must exit 0 and its spec reporter's
+    summary must count tests, none of them failed or cancelled, and (with *passed*)
+    exactly that many passed. Returns the summary's counts by name."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    full.update(env or {})
+    result = subprocess.run(
+        [node, "--test", "--test-reporter=spec", *args],
+        cwd=package,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-20000:]
+    summary = {name: int(count) for name, count in _SPEC_SUMMARY.findall(output)}
+    assert summary.get("tests", 0) > 0, output[-5000:]
+    assert summary.get("fail") == 0, output[-5000:]
+    assert summary.get("cancelled") == 0, output[-5000:]
+    if passed is not None:
+        assert summary.get("pass") == passed, output[-5000:]
+    return summary
 
 
 def free_port() -> int:

@@ -13,7 +13,6 @@ tree in a clean clone), because the Verdant server the adapter is tested against
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import pytest
 from authserver_verifier import REASONS
 
 from tests.helpers import node_and_npm
+from tests.helpers import node_test
 from tests.helpers import npm_ci
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -37,20 +37,7 @@ def test_js_verifier_package() -> None:
     bin_dir = Path(sys.executable).parent
     authserver = shutil.which("authserver", path=str(bin_dir))
     assert authserver, f"no authserver in {bin_dir}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
-    env["AUTHSERVER_BIN"] = authserver
-    result = subprocess.run(
-        [node, "--test", "--test-reporter=spec", "test/suite.js"],
-        cwd=PACKAGE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-20000:]
-    assert "\N{INFORMATION SOURCE} fail 0" in output, output[-5000:]  # the spec reporter's summary
+    node_test(node, PACKAGE, "test/suite.js", env={"AUTHSERVER_BIN": authserver})
 
 
 #: The WebSocket helper's own reason (a fresh token for another user on an open

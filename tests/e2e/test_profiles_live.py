@@ -13,8 +13,6 @@ when node_modules already holds exactly that tree.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import requests
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import node_and_npm
+from tests.helpers import node_test
 from tests.helpers import npm_ci
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -82,26 +81,13 @@ def test_vendor_clients_accept_the_answers(server: tuple[ServerProcess, dict[str
     process, clients = server
     node, npm = node_and_npm("the vendor client checks")
     npm_ci(npm, PACKAGE)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
-    env.update(
-        AUTHSERVER_URL=process.base_url,
-        AUDIENCE=AUDIENCE,
-        PROFILE_CLIENTS=json.dumps(clients),
-        VERDANT_SYNC_URL=VERDANT_SYNC_URL,
-    )
-    result = subprocess.run(
-        [node, "--test", "--test-concurrency=1", "--test-reporter=spec", "test/"],
-        cwd=PACKAGE,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-20000:]
-    assert "fail 0" in output, output[-5000:]
-    assert "pass 6" in output, output[-5000:]
+    env = {
+        "AUTHSERVER_URL": process.base_url,
+        "AUDIENCE": AUDIENCE,
+        "PROFILE_CLIENTS": json.dumps(clients),
+        "VERDANT_SYNC_URL": VERDANT_SYNC_URL,
+    }
+    node_test(node, PACKAGE, "--test-concurrency=1", "test/", env=env, passed=6)
 
 
 def test_the_silent_mis_issue_is_refused(server: tuple[ServerProcess, dict[str, Any]]) -> None:
