@@ -44,6 +44,8 @@ from joserfc import jws
 from joserfc.jwk import RSAKey
 
 AUDIENCE = "https://sync.example.com"
+#: The path of the one status list the double serves.
+STATUS_LIST = "/statuslists/1"
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +203,44 @@ def sign(key: RSAKey, claims: dict[str, Any], **header: Any) -> str:
     return raw_rs256(key, protected, json.dumps(claims).encode())
 
 
+@dataclass
+class Issuer:
+    """The authserver as the tokens see it: the double with the signing key published."""
+
+    server: AuthServerDouble
+    key: RSAKey
+
+    def claims(self, **overrides: Any) -> dict[str, Any]:
+        """:func:`claims_for` this issuer."""
+        return claims_for(self.server.issuer, **overrides)
+
+    def token(
+        self, claims: dict[str, Any] | None = None, *, key: RSAKey | None = None, **header: Any
+    ) -> str:
+        """An access token with *claims* (default: :meth:`claims`), signed by the issuer's
+        key or *key*; *header* overrides header members (``None`` drops one)."""
+        signer = self.key if key is None else key
+        return sign(signer, self.claims() if claims is None else claims, **header)
+
+    def serve_status_list(
+        self, revoked: set[int], *, now: float, key: RSAKey | None = None, **options: Any
+    ) -> None:
+        """The double serves :data:`STATUS_LIST` with the indices in *revoked* set, signed
+        by the issuer's key or *key*; *options* as for :func:`status_list_token`."""
+        uri = self.server.issuer + STATUS_LIST
+        signer = self.key if key is None else key
+        self.server.status_lists[STATUS_LIST] = status_list_token(
+            signer, uri, revoked, now=now, **options
+        )
+
+
+@pytest.fixture
+def issuer(server: AuthServerDouble, keys: list[RSAKey]) -> Issuer:
+    """The double with ``keys[0]`` published as the issuer's signing key."""
+    server.publish(keys[0])
+    return Issuer(server, keys[0])
+
+
 def verifier_for(state: AuthServerDouble, **options: Any) -> TokenVerifier:
     options.setdefault("min_refetch_interval", 0.0)
     return TokenVerifier(state.issuer, AUDIENCE, **options)
@@ -216,78 +256,71 @@ def reason_of(verifier: TokenVerifier, token: str) -> str:
 # -- the happy path ---------------------------------------------------------------------------
 
 
-def test_valid_token_returns_its_claims(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    claims = claims_for(server.issuer)
-    assert verifier_for(server).verify(sign(keys[0], claims)) == claims
+def test_valid_token_returns_its_claims(server: AuthServerDouble, issuer: Issuer) -> None:
+    claims = issuer.claims()
+    assert verifier_for(server).verify(issuer.token(claims)) == claims
 
 
 @pytest.mark.parametrize("typ", ["at+jwt", "application/at+jwt", "AT+JWT", "Application/At+JWT"])
 def test_typ_accepts_both_rfc9068_spellings_case_insensitively(
-    server: AuthServerDouble, keys: list[RSAKey], typ: str
+    server: AuthServerDouble, issuer: Issuer, typ: str
 ) -> None:
-    server.publish(keys[0])
-    verifier_for(server).verify(sign(keys[0], claims_for(server.issuer), typ=typ))
+    verifier_for(server).verify(issuer.token(typ=typ))
 
 
 def test_audience_list_containing_ours_is_accepted(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer
 ) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer, aud=["https://other", AUDIENCE]))
+    token = issuer.token(issuer.claims(aud=["https://other", AUDIENCE]))
     assert verifier_for(server).verify(token)["aud"] == ["https://other", AUDIENCE]
 
 
-def test_bytes_tokens_are_accepted(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    verifier_for(server).verify(sign(keys[0], claims_for(server.issuer)).encode())
+def test_bytes_tokens_are_accepted(server: AuthServerDouble, issuer: Issuer) -> None:
+    verifier_for(server).verify(issuer.token().encode())
 
 
 # -- header checks ----------------------------------------------------------------------------
 
 
-def test_alg_is_pinned_to_rs256(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_alg_is_pinned_to_rs256(server: AuthServerDouble, issuer: Issuer) -> None:
     verifier = verifier_for(server)
-    claims = claims_for(server.issuer)
+    claims = issuer.claims()
     # Same key, another RSA algorithm.
     ps256 = jws.serialize_compact(
-        {"alg": "PS256", "typ": "at+jwt", "kid": keys[0].kid},
+        {"alg": "PS256", "typ": "at+jwt", "kid": issuer.key.kid},
         json.dumps(claims).encode(),
-        keys[0],
+        issuer.key,
         algorithms=["PS256"],
     )
     assert reason_of(verifier, ps256) == "unsupported_alg"
     # The classic confusion: HMAC keyed with the public key's bytes.
-    header = b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": keys[0].kid}).encode())
+    header = b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": issuer.key.kid}).encode())
     payload = b64(json.dumps(claims).encode())
-    secret = json.dumps(public_jwk(keys[0])).encode()
+    secret = json.dumps(public_jwk(issuer.key)).encode()
     mac = hmac.new(secret, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert reason_of(verifier, f"{header}.{payload}.{b64(mac)}") == "unsupported_alg"
     # alg none.
-    none = b64(json.dumps({"alg": "none", "typ": "at+jwt", "kid": keys[0].kid}).encode())
+    none = b64(json.dumps({"alg": "none", "typ": "at+jwt", "kid": issuer.key.kid}).encode())
     assert reason_of(verifier, f"{none}.{payload}.x") == "unsupported_alg"
 
 
-@pytest.mark.parametrize("typ", ["JWT", "jwt", "application/jwt", "at+jwt2", None, 1])
-def test_other_typ_is_rejected(server: AuthServerDouble, keys: list[RSAKey], typ: object) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer), typ=typ)
-    assert reason_of(verifier_for(server), token) == "wrong_typ"
-
-
-def test_kid_is_required(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer), kid=None)
-    assert reason_of(verifier_for(server), token) == "missing_kid"
-    assert server.jwks_fetches == 0
-
-
-def test_crit_header_is_rejected(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid, "crit": ["exp"], "exp": 1}
-    token = raw_rs256(keys[0], header, json.dumps(claims_for(server.issuer)).encode())
-    assert reason_of(verifier_for(server), token) == "unsupported_header"
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        *(
+            pytest.param({"typ": typ}, "wrong_typ", id=f"typ={typ!r}")
+            for typ in ["JWT", "jwt", "application/jwt", "at+jwt2", None, 1]
+        ),
+        pytest.param({"kid": None}, "missing_kid", id="no kid"),
+        pytest.param({"crit": ["exp"], "exp": 1}, "unsupported_header", id="crit"),
+    ],
+)
+def test_header_checks(
+    server: AuthServerDouble, issuer: Issuer, header: dict[str, Any], reason: str
+) -> None:
+    token = issuer.token(**header)
+    assert reason_of(verifier_for(server), token) == reason
+    assert server.jwks_fetches == 0  # refused on its header, before any key is looked up
 
 
 @pytest.mark.parametrize(
@@ -301,24 +334,22 @@ def test_malformed_tokens(server: AuthServerDouble, token: str) -> None:
 # -- signature --------------------------------------------------------------------------------
 
 
-def test_tampered_payload_fails_the_signature(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    header, _, signature = sign(keys[0], claims_for(server.issuer)).split(".")
-    forged = b64(json.dumps(claims_for(server.issuer, sub="admin")).encode())
+def test_tampered_payload_fails_the_signature(server: AuthServerDouble, issuer: Issuer) -> None:
+    header, _, signature = issuer.token().split(".")
+    forged = b64(json.dumps(issuer.claims(sub="admin")).encode())
     assert reason_of(verifier_for(server), f"{header}.{forged}.{signature}") == "bad_signature"
 
 
 def test_another_key_claiming_a_published_kid_fails(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
-    server.publish(keys[0])
-    token = sign(keys[1], claims_for(server.issuer), kid=keys[0].kid)
+    token = issuer.token(key=keys[1], kid=issuer.key.kid)
     assert reason_of(verifier_for(server), token) == "bad_signature"
 
 
-def test_payload_that_is_not_a_json_object(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-    token = raw_rs256(keys[0], {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid}, b"[1]")
+def test_payload_that_is_not_a_json_object(server: AuthServerDouble, issuer: Issuer) -> None:
+    key = issuer.key
+    token = raw_rs256(key, {"alg": "RS256", "typ": "at+jwt", "kid": key.kid}, b"[1]")
     assert reason_of(verifier_for(server), token) == "malformed"
 
 
@@ -347,21 +378,19 @@ def test_payload_that_is_not_a_json_object(server: AuthServerDouble, keys: list[
     ],
 )
 def test_claim_checks(
-    server: AuthServerDouble, keys: list[RSAKey], overrides: dict[str, Any], reason: str
+    server: AuthServerDouble, issuer: Issuer, overrides: dict[str, Any], reason: str
 ) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer, **overrides))
+    token = issuer.token(issuer.claims(**overrides))
     assert reason_of(verifier_for(server), token) == reason
 
 
-def test_time_claims_with_leeway(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_time_claims_with_leeway(server: AuthServerDouble, issuer: Issuer) -> None:
     now = int(time.time())
     verifier = verifier_for(server, leeway=30)
 
     def check(**overrides: Any) -> str | None:
         try:
-            verifier.verify(sign(keys[0], claims_for(server.issuer, **overrides)))
+            verifier.verify(issuer.token(issuer.claims(**overrides)))
         except InvalidToken as exc:
             return exc.reason
         return None
@@ -375,10 +404,9 @@ def test_time_claims_with_leeway(server: AuthServerDouble, keys: list[RSAKey]) -
     assert check(nbf=None) is None  # nbf is optional in RFC 9068
 
 
-def test_leeway_zero_and_injected_clock(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_leeway_zero_and_injected_clock(server: AuthServerDouble, issuer: Issuer) -> None:
     now = int(time.time())
-    token = sign(keys[0], claims_for(server.issuer, exp=now + 100))
+    token = issuer.token(issuer.claims(exp=now + 100))
     assert verifier_for(server, leeway=0, clock=lambda: now + 99.5).verify(token)
     assert reason_of(verifier_for(server, leeway=0, clock=lambda: now + 100), token) == "expired"
 
@@ -386,23 +414,19 @@ def test_leeway_zero_and_injected_clock(server: AuthServerDouble, keys: list[RSA
 # -- the JWKS cache ---------------------------------------------------------------------------
 
 
-def test_jwks_is_discovered_and_cached(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_jwks_is_discovered_and_cached(server: AuthServerDouble, issuer: Issuer) -> None:
     verifier = verifier_for(server)
     for _ in range(20):
-        verifier.verify(sign(keys[0], claims_for(server.issuer)))
+        verifier.verify(issuer.token())
     assert server.jwks_fetches == 1
 
 
-def test_metadata_for_another_issuer_is_refused(
-    server: AuthServerDouble, keys: list[RSAKey]
-) -> None:
-    server.publish(keys[0])
+def test_metadata_for_another_issuer_is_refused(server: AuthServerDouble, issuer: Issuer) -> None:
     server.metadata_override = {
         "issuer": "https://evil.example.com",
         "jwks_uri": server.issuer + "/.well-known/jwks.json",
     }
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     assert reason_of(verifier_for(server), token) == "jwks_unavailable"
     # The error names the URL tried and what it said instead.
     with pytest.raises(InvalidToken) as caught:
@@ -412,11 +436,18 @@ def test_metadata_for_another_issuer_is_refused(
     assert "https://evil.example.com" in message
 
 
-def test_unreachable_authserver_is_named_with_the_cause(keys: list[RSAKey]) -> None:
+@pytest.mark.parametrize(
+    "options",
+    [{"min_refetch_interval": 0.0}, {"timeout": 1}],
+    ids=["no refetch wait", "timeout 1s"],
+)
+def test_unreachable_authserver_is_named_with_the_cause(
+    keys: list[RSAKey], options: dict[str, float]
+) -> None:
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
         issuer = f"http://127.0.0.1:{probe.getsockname()[1]}"
-    verifier = TokenVerifier(issuer, AUDIENCE, min_refetch_interval=0.0)
+    verifier = TokenVerifier(issuer, AUDIENCE, **options)
     with pytest.raises(InvalidToken) as caught:
         verifier.verify(sign(keys[0], claims_for(issuer)))
     assert caught.value.reason == "jwks_unavailable"
@@ -426,32 +457,29 @@ def test_unreachable_authserver_is_named_with_the_cause(keys: list[RSAKey]) -> N
 
 @pytest.mark.parametrize("jwks_uri", ["file:///etc/passwd", "ftp://127.0.0.1/jwks.json"])
 def test_jwks_uri_other_than_http_is_refused(
-    server: AuthServerDouble, keys: list[RSAKey], jwks_uri: str
+    server: AuthServerDouble, issuer: Issuer, jwks_uri: str
 ) -> None:
-    server.publish(keys[0])
     server.metadata_override = {"issuer": server.issuer, "jwks_uri": jwks_uri}
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     assert reason_of(verifier_for(server), token) == "jwks_unavailable"
     with pytest.raises(ValueError, match="jwks_uri"):
         TokenVerifier(server.issuer, AUDIENCE, jwks_uri=jwks_uri)
 
 
-def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, issuer: Issuer) -> None:
     server.metadata_override = {"issuer": "broken"}
     verifier = verifier_for(server, jwks_uri=server.issuer + "/.well-known/jwks.json")
-    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    verifier.verify(issuer.token())
 
 
 @pytest.mark.parametrize("lowercase", [False, True], ids=["Cache-Control", "cache-control"])
-def test_max_age_is_honoured(server: AuthServerDouble, keys: list[RSAKey], lowercase: bool) -> None:
+def test_max_age_is_honoured(server: AuthServerDouble, issuer: Issuer, lowercase: bool) -> None:
     # Header names are case-insensitive (RFC 9110 §5.1): max-age and ETag are honoured
     # however the server spells them.
     server.lowercase_headers = lowercase
-    server.publish(keys[0])
     server.cache_control = "public, max-age=1"
     verifier = verifier_for(server)
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     verifier.verify(token)
     verifier.verify(token)
     assert server.jwks_fetches == 1
@@ -461,11 +489,10 @@ def test_max_age_is_honoured(server: AuthServerDouble, keys: list[RSAKey], lower
     assert server.not_modified == 1  # If-None-Match with the ETag: the set had not changed
 
 
-def test_max_age_is_capped(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_max_age_is_capped(server: AuthServerDouble, issuer: Issuer) -> None:
     server.cache_control = "max-age=86400"
     verifier = verifier_for(server, max_cache_seconds=0.3)
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     verifier.verify(token)
     time.sleep(0.4)
     verifier.verify(token)
@@ -474,13 +501,12 @@ def test_max_age_is_capped(server: AuthServerDouble, keys: list[RSAKey]) -> None
 
 @pytest.mark.parametrize("cache_control", ["no-store", "no-cache, max-age=300", "max-age=0"])
 def test_uncacheable_jwks_is_still_rate_limited(
-    server: AuthServerDouble, keys: list[RSAKey], cache_control: str
+    server: AuthServerDouble, issuer: Issuer, cache_control: str
 ) -> None:
-    server.publish(keys[0])
     server.cache_control = cache_control
     verifier = verifier_for(server, min_refetch_interval=60)
     for _ in range(10):
-        verifier.verify(sign(keys[0], claims_for(server.issuer)))
+        verifier.verify(issuer.token())
     assert server.jwks_fetches == 1
 
 
@@ -503,23 +529,25 @@ def test_non_rsa_and_private_and_encryption_keys_are_ignored(
 # -- rotation, unknown kid, rate limit, retire --------------------------------------------------
 
 
-def test_unknown_kid_triggers_a_refetch(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_unknown_kid_triggers_a_refetch(
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+) -> None:
     verifier = verifier_for(server)
-    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    verifier.verify(issuer.token())
     server.publish(keys[0], keys[1])  # rotation: the new key appears
-    verifier.verify(sign(keys[1], claims_for(server.issuer)))
+    verifier.verify(issuer.token(key=keys[1]))
     assert server.jwks_fetches == 2
-    verifier.verify(sign(keys[0], claims_for(server.issuer)))  # the old one still works
+    verifier.verify(issuer.token())  # the old one still works
     assert server.jwks_fetches == 2
 
 
-def test_unknown_kid_refetch_is_rate_limited(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_unknown_kid_refetch_is_rate_limited(
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+) -> None:
     verifier = verifier_for(server, min_refetch_interval=0.5)
-    verifier.verify(sign(keys[0], claims_for(server.issuer)))
+    verifier.verify(issuer.token())
     server.publish(keys[0], keys[1])
-    new = sign(keys[1], claims_for(server.issuer))
+    new = issuer.token(key=keys[1])
     assert reason_of(verifier, new) == "unknown_kid"  # fetched just now: no refetch yet
     assert server.jwks_fetches == 1
     time.sleep(0.55)
@@ -528,11 +556,10 @@ def test_unknown_kid_refetch_is_rate_limited(server: AuthServerDouble, keys: lis
 
 
 def test_forged_kid_flood_costs_one_fetch_per_interval(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
-    server.publish(keys[0])
     verifier = verifier_for(server, min_refetch_interval=10)
-    claims = json.dumps(claims_for(server.issuer)).encode()
+    claims = json.dumps(issuer.claims()).encode()
     header = {"alg": "RS256", "typ": "at+jwt"}
     forged = [raw_rs256(keys[1], {**header, "kid": uuid.uuid4().hex}, claims) for _ in range(50)]
 
@@ -548,28 +575,30 @@ def test_forged_kid_flood_costs_one_fetch_per_interval(
     assert set(reasons) == {"unknown_kid"}
     assert server.jwks_fetches == 1
     assert verifier.fetch_count == 1
-    verifier.verify(sign(keys[0], claims_for(server.issuer)))  # real tokens still pass
+    verifier.verify(issuer.token())  # real tokens still pass
 
 
 def test_retired_key_is_dropped_when_the_cache_expires(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
     server.publish(keys[0], keys[1])
     server.cache_control = "max-age=1"
     verifier = verifier_for(server, min_refetch_interval=0.2)
-    old = sign(keys[0], claims_for(server.issuer))
+    old = issuer.token()
     verifier.verify(old)
     server.publish(keys[1])  # keys retire KID: it leaves the JWKS at once
     verifier.verify(old)  # still cached
     time.sleep(1.1)
     assert reason_of(verifier, old) == "unknown_kid"
-    verifier.verify(sign(keys[1], claims_for(server.issuer)))
+    verifier.verify(issuer.token(key=keys[1]))
 
 
-def test_refresh_drops_a_retired_key_at_once(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+def test_refresh_drops_a_retired_key_at_once(
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+) -> None:
     server.publish(keys[0], keys[1])
     verifier = verifier_for(server)
-    old = sign(keys[0], claims_for(server.issuer))
+    old = issuer.token()
     verifier.verify(old)
     server.publish(keys[1])
     verifier.refresh()
@@ -579,39 +608,24 @@ def test_refresh_drops_a_retired_key_at_once(server: AuthServerDouble, keys: lis
 # -- failures of the authserver -----------------------------------------------------------------
 
 
-def test_unreachable_authserver(keys: list[RSAKey]) -> None:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    issuer = f"http://127.0.0.1:{port}"
-    verifier = TokenVerifier(issuer, AUDIENCE, timeout=1)
-    assert reason_of(verifier, sign(keys[0], claims_for(issuer))) == "jwks_unavailable"
-
-
 def test_last_good_set_is_used_while_refresh_fails(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
-    server.publish(keys[0])
     server.cache_control = "max-age=0"
     verifier = verifier_for(server, stale_if_error=60)
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     verifier.verify(token)
     server.jwks_status = 500
     verifier.verify(token)
     assert server.jwks_fetches == 2
     # A kid we cannot look up while the authserver fails is not the token's fault.
-    assert reason_of(verifier, sign(keys[1], claims_for(server.issuer))) == "jwks_unavailable"
+    assert reason_of(verifier, issuer.token(key=keys[1])) == "jwks_unavailable"
 
 
-def test_stale_if_error_bounds_the_last_good_set(
-    server: AuthServerDouble, keys: list[RSAKey]
-) -> None:
-    server.publish(keys[0])
+def test_stale_if_error_bounds_the_last_good_set(server: AuthServerDouble, issuer: Issuer) -> None:
     server.cache_control = "max-age=0"
     verifier = verifier_for(server, stale_if_error=0.3)
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     verifier.verify(token)
     server.jwks_status = 503
     time.sleep(0.35)
@@ -620,18 +634,16 @@ def test_stale_if_error_bounds_the_last_good_set(
     verifier.verify(token)
 
 
-def test_response_size_is_capped(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_response_size_is_capped(server: AuthServerDouble, issuer: Issuer) -> None:
     server.jwks["padding"] = "x" * 5000
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     assert reason_of(verifier_for(server, max_response_bytes=4096), token) == "jwks_unavailable"
     verifier_for(server, max_response_bytes=8192).verify(token)
 
 
-def test_redirects_are_not_followed(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_redirects_are_not_followed(server: AuthServerDouble, issuer: Issuer) -> None:
     server.jwks_location = "http://127.0.0.1:1/elsewhere.json"
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     assert reason_of(verifier_for(server), token) == "jwks_unavailable"
 
 
@@ -645,11 +657,12 @@ def test_https_issuer_never_fetches_keys_over_http(keys: list[RSAKey]) -> None:
 # -- threads ----------------------------------------------------------------------------------
 
 
-def test_thread_safety_across_a_rotation(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_thread_safety_across_a_rotation(
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+) -> None:
     server.cache_control = "max-age=0"
     verifier = verifier_for(server, min_refetch_interval=0.05)
-    tokens = [sign(k, claims_for(server.issuer, sub=f"user-{i}")) for i, k in enumerate(keys)]
+    tokens = [issuer.token(issuer.claims(sub=f"user-{i}"), key=k) for i, k in enumerate(keys)]
     errors: list[BaseException] = []
     stop = threading.Event()
 
@@ -706,18 +719,16 @@ def call(app: Any, path: str = "/sync", authorization: str | None = None) -> tup
     return captured["status"], captured["headers"], json.loads(body)
 
 
-def test_require_token_middleware(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
-
+def test_require_token_middleware(server: AuthServerDouble, issuer: Issuer) -> None:
     @require_token(verifier_for(server), public_paths={"/healthz"})
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         start_response("200 OK", [("Content-Type", "application/json")])
         return [json.dumps({"claims": environ.get(CLAIMS_ENVIRON_KEY)}).encode()]
 
-    claims = claims_for(server.issuer)
-    status, _, body = call(app, authorization="Bearer " + sign(keys[0], claims))
+    claims = issuer.claims()
+    status, _, body = call(app, authorization="Bearer " + issuer.token(claims))
     assert (status, body) == ("200 OK", {"claims": claims})
-    status, _, body = call(app, authorization="bearer " + sign(keys[0], claims))
+    status, _, body = call(app, authorization="bearer " + issuer.token(claims))
     assert status == "200 OK"
 
     status, headers, body = call(app)
@@ -728,7 +739,7 @@ def test_require_token_middleware(server: AuthServerDouble, keys: list[RSAKey]) 
     status, headers, body = call(app, authorization="Basic dXNlcjpwYXNz")
     assert (status, body["reason"]) == ("401 Unauthorized", "missing_token")
 
-    wrong = sign(keys[0], claims_for(server.issuer, aud="https://other"))
+    wrong = issuer.token(issuer.claims(aud="https://other"))
     status, headers, body = call(app, authorization=f"Bearer {wrong}")
     assert status == "401 Unauthorized"
     assert headers["WWW-Authenticate"] == (
@@ -849,14 +860,12 @@ def wait_for_reason(verifier: TokenVerifier, token: str, reason: str) -> None:
 
 
 def test_a_revoked_bit_refuses_the_token_and_others_pass(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, {3}, now=clock.wall)
+    issuer.serve_status_list({3}, now=clock.wall)
     verifier = status_verifier(server, clock)
-    good = sign(keys[0], with_status(server, 2))
-    bad = sign(keys[0], with_status(server, 3))
+    good = issuer.token(with_status(server, 2))
+    bad = issuer.token(with_status(server, 3))
     assert verifier.verify(good)["sub"] == "user-42"
     assert reason_of(verifier, bad) == "revoked"
     # Cached for its ttl: many tokens, one fetch.
@@ -865,17 +874,24 @@ def test_a_revoked_bit_refuses_the_token_and_others_pass(
     assert server.status_list_fetches == 1
 
 
+@pytest.mark.parametrize(
+    ("ttl", "min_refetch_interval"),
+    [
+        pytest.param(60, 0.0, id="ttl 60s"),
+        # A ttl below the default 10 s min_refetch_interval is honoured too: that interval
+        # only spaces out attempts after a failure.
+        pytest.param(2, 10.0, id="ttl 2s below the refetch interval"),
+    ],
+)
 def test_a_revocation_is_seen_once_the_ttl_has_passed(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, ttl: int, min_refetch_interval: float
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, set(), now=clock.wall)
-    verifier = status_verifier(server, clock)
-    token = sign(keys[0], with_status(server, 5))
+    issuer.serve_status_list(set(), now=clock.wall, ttl=ttl)
+    verifier = status_verifier(server, clock, min_refetch_interval=min_refetch_interval)
+    token = issuer.token(with_status(server, 5))
     assert verifier.verify(token)
-    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, {5}, now=clock.wall)
-    clock.advance(59)
+    issuer.serve_status_list({5}, now=clock.wall, ttl=ttl)
+    clock.advance(ttl - 1)
     assert verifier.verify(token)  # within the ttl the cached copy answers
     clock.advance(2)
     # Past the ttl: the cached copy answers while a background fetch brings the new one.
@@ -884,15 +900,11 @@ def test_a_revocation_is_seen_once_the_ttl_has_passed(
 
 
 def test_an_unreachable_list_is_used_until_its_exp_then_fails_closed(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, ttl=60, expiry=300
-    )
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=300)
     verifier = status_verifier(server, clock)
-    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
+    token = issuer.token({**with_status(server, 1), "exp": int(clock.wall) + 3600})
     assert verifier.verify(token)
     server.status_list_status = 503
     clock.advance(250)  # stale (ttl 60) but before exp (300): still answered
@@ -902,15 +914,11 @@ def test_an_unreachable_list_is_used_until_its_exp_then_fails_closed(
 
 
 def test_status_max_stale_bounds_a_long_exp(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, expiry=86400
-    )
+    issuer.serve_status_list(set(), now=clock.wall, expiry=86400)
     verifier = status_verifier(server, clock, status_max_stale=120)
-    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
+    token = issuer.token({**with_status(server, 1), "exp": int(clock.wall) + 3600})
     assert verifier.verify(token)
     server.status_list_status = 500
     clock.advance(121)
@@ -930,48 +938,38 @@ def test_status_max_stale_bounds_a_long_exp(
 )
 def test_a_list_that_breaks_the_draft_is_not_used(
     server: AuthServerDouble,
-    keys: list[RSAKey],
+    issuer: Issuer,
     clock: Clock,
     change: dict[str, Any],
     why: str,
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, **change
-    )
-    token = sign(keys[0], with_status(server, 1))
+    issuer.serve_status_list(set(), now=clock.wall, **change)
+    token = issuer.token(with_status(server, 1))
     assert reason_of(status_verifier(server, clock), token) == "status_unavailable", why
 
 
 def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    stranger = status_list_token(keys[1], uri, set(), now=clock.wall)
     # keys[1] is not published: its kid is unknown.
-    server.status_lists["/statuslists/1"] = stranger
-    token = sign(keys[0], with_status(server, 1))
+    issuer.serve_status_list(set(), now=clock.wall, key=keys[1])
+    token = issuer.token(with_status(server, 1))
     assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
-    header = {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid}
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": issuer.key.kid}
+    uri = server.issuer + STATUS_LIST
     payload = json.dumps(
         {"sub": uri, "iat": int(clock.wall), "status_list": {"bits": 1, "lst": "eJwDAAAAAAE"}}
     )
-    server.status_lists["/statuslists/1"] = raw_rs256(keys[0], header, payload.encode())
+    server.status_lists[STATUS_LIST] = raw_rs256(issuer.key, header, payload.encode())
     assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
 
 
 def test_a_compression_bomb_is_refused(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
     bomb = b64(zlib.compress(bytes(64 * 1024 * 1024), 9))  # 64 MiB of zeros, ~64 KB
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, status_list={"bits": 1, "lst": bomb}
-    )
-    token = sign(keys[0], with_status(server, 1))
+    issuer.serve_status_list(set(), now=clock.wall, status_list={"bits": 1, "lst": bomb})
+    token = issuer.token(with_status(server, 1))
     assert reason_of(status_verifier(server, clock), token) == "status_unavailable"
 
 
@@ -986,22 +984,20 @@ def test_a_compression_bomb_is_refused(
     ],
 )
 def test_a_status_claim_that_is_not_ours_is_refused(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock, status: dict[str, Any]
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, status: dict[str, Any]
 ) -> None:
-    server.publish(keys[0])
     ref = status["status_list"]
     if isinstance(ref, dict) and str(ref.get("uri", "")).startswith("/"):
         ref["uri"] = server.issuer + ref["uri"]
-    token = sign(keys[0], claims_for(server.issuer, status=status))
+    token = issuer.token(issuer.claims(status=status))
     assert reason_of(status_verifier(server, clock), token) == "invalid_status"
     assert server.status_list_fetches == 0  # nothing was fetched for it
 
 
 def test_tokens_without_status_pass_unless_required(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer))
+    token = issuer.token()
     assert status_verifier(server, clock).verify(token)
     assert reason_of(status_verifier(server, clock, require_status=True), token) == "invalid_status"
 
@@ -1138,10 +1134,9 @@ def test_a_refresh_is_a_conditional_get_and_304_keeps_the_copy_fresh(
 
 
 def test_an_unavailable_list_is_a_503_in_the_middleware(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    token = sign(keys[0], with_status(server, 1))  # no list served at all: 404
+    token = issuer.token(with_status(server, 1))  # no list served at all: 404
     app = require_token(status_verifier(server, clock))(lambda env, start: [b"ok"])
     seen: list[str] = []
     app({"HTTP_AUTHORIZATION": f"Bearer {token}"}, lambda status, headers: seen.append(status))
@@ -1189,7 +1184,7 @@ hostile_headers = st.one_of(
 )
 def test_hostile_tokens_only_ever_raise_invalid_token(
     server: AuthServerDouble,
-    keys: list[RSAKey],
+    issuer: Issuer,
     header: bytes,
     payload: bytes,
     signature: bytes,
@@ -1197,7 +1192,6 @@ def test_hostile_tokens_only_ever_raise_invalid_token(
 ) -> None:
     """Issue 11: a header of nested JSON raised RecursionError (a 500 at every sync server).
     Whatever arrives, verify returns claims or raises InvalidToken, nothing else."""
-    server.publish(keys[0])
     verifier = verifier_for(server)
     token = glue.join([_segment(header), _segment(payload), _segment(signature)])
     for candidate in (token, token.encode(), token[:50], "." + token):
@@ -1207,9 +1201,8 @@ def test_hostile_tokens_only_ever_raise_invalid_token(
 
 
 def test_a_deeply_nested_header_is_malformed_not_a_recursion_error(
-    server: AuthServerDouble, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer
 ) -> None:
-    server.publish(keys[0])
     for depth in (500, 5_000, 100_000):
         token = f"{_segment(_nested(depth))}.{_segment(b'{}')}.{_segment(b'x')}"
         assert reason_of(verifier_for(server, max_token_bytes=10**7), token) == "malformed"
@@ -1226,15 +1219,14 @@ def test_a_deeply_nested_header_is_malformed_not_a_recursion_error(
     )
 )
 def test_hostile_claims_signed_by_the_issuer_only_ever_raise_invalid_token(
-    server: AuthServerDouble, keys: list[RSAKey], claims: dict[str, Any]
+    server: AuthServerDouble, issuer: Issuer, claims: dict[str, Any]
 ) -> None:
     """Even a validly signed token with claims of every wrong type and value."""
-    server.publish(keys[0])
     verifier = verifier_for(server)
     token = raw_rs256(
-        keys[0],
-        {"alg": "RS256", "typ": "at+jwt", "kid": keys[0].kid},
-        json.dumps({**claims_for(server.issuer), **claims}).encode(),
+        issuer.key,
+        {"alg": "RS256", "typ": "at+jwt", "kid": issuer.key.kid},
+        json.dumps({**issuer.claims(), **claims}).encode(),
     )
     try:
         verifier.verify(token)
@@ -1257,36 +1249,13 @@ def test_the_header_rule_caps_the_segment_before_decoding() -> None:
         assert caught.value.reason == "malformed"
 
 
-def test_the_list_is_refreshed_every_ttl_even_below_the_refetch_interval(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
-) -> None:
-    """A short ttl is honoured with the default 10 s min_refetch_interval (that interval
-    only spaces out attempts after a failure)."""
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, ttl=2
-    )
-    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
-    token = sign(keys[0], with_status(server, 4))
-    assert verifier.verify(token)
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, {4}, now=clock.wall, ttl=2
-    )
-    clock.advance(2.5)
-    wait_for_reason(verifier, token, "revoked")
-    assert server.status_list_fetches == 2
-
-
 def test_a_failing_list_is_retried_at_most_once_per_interval(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
     server.status_list_status = 503
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(keys[0], uri, set(), now=clock.wall)
+    issuer.serve_status_list(set(), now=clock.wall)
     verifier = status_verifier(server, clock, min_refetch_interval=10.0)
-    token = sign(keys[0], with_status(server, 4))
+    token = issuer.token(with_status(server, 4))
     for _ in range(20):
         assert reason_of(verifier, token) == "status_unavailable"
     assert server.status_list_fetches == 1
