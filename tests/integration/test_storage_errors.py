@@ -9,9 +9,9 @@ the 503 ``temporarily_unavailable`` with ``Retry-After`` it always has.
 
 from __future__ import annotations
 
-import base64
 import shutil
 import sqlite3
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,6 +38,8 @@ from authserver.web.app import create_app
 from authserver.web.errors import render_exception
 from tests.conftest import make_services
 from tests.conftest import migrate
+from tests.factories import issue_token
+from tests.factories import request_token
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -61,24 +63,20 @@ def _settings(url: str, tmp_path: Path) -> Settings:
 
 
 @contextmanager
-def _serving(url: str, tmp_path: Path) -> Iterator[tuple[Services, Any, dict[str, str]]]:
+def _serving(url: str, tmp_path: Path) -> Iterator[tuple[Services, Any, tuple[str, str]]]:
     """Services on a migrated database with a key and a client, the app's test client,
-    and that client's Basic credentials; a first token proves the setup serves."""
+    and that client's credentials; a first token proves the setup serves."""
     svc = make_services(_settings(url, tmp_path))
     try:
         with svc.unit_of_work():
             client, secret = svc.clients.create(name="storage errors")
-        basic = base64.b64encode(f"{client.client_id}:{secret}".encode()).decode()
+        assert secret is not None
         http = create_app(services=svc).test_client()
-        headers = {"Authorization": f"Basic {basic}"}
-        assert _token(http, headers).status_code == 200
-        yield svc, http, headers
+        credentials = (str(client.client_id), secret)
+        issue_token(http, credentials)
+        yield svc, http, credentials
     finally:
         svc.close()
-
-
-def _token(http: Any, headers: dict[str, str]) -> Any:
-    return http.post("/token", data={"grant_type": "client_credentials"}, headers=headers)
 
 
 def _admin_create(http: Any) -> Any:
@@ -87,6 +85,30 @@ def _admin_create(http: Any) -> Any:
         json={"name": "during the failure"},
         headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
     )
+
+
+def _assert_every_read_fails(svc: Services, client_id: ClientId, expected: str) -> None:
+    """Each way storage is read fails with ``StorageUnavailable`` saying *expected*, with
+    the driver's ``OperationalError`` as its cause: the raw read path outside a session,
+    an ORM session, the schema check, the ping and the counter read."""
+
+    def in_a_session() -> None:
+        with svc.unit_of_work():
+            svc.clients.list()
+
+    reads: list[Callable[[], object]] = [
+        lambda: svc.clients.get(client_id),  # Database.read_one, outside a session
+        in_a_session,
+        lambda: current_revision(svc.db),
+        svc.db.ping,
+        lambda: svc.db.read_counter("clients"),  # the cache version read of every token request
+        lambda: svc.db.read_one("SELECT 1"),
+    ]
+    for read in reads:
+        with pytest.raises(StorageUnavailable) as raised:
+            read()
+        assert str(raised.value) == expected
+        assert isinstance(raised.value.__cause__, OperationalError)
 
 
 def _assert_the_503(response: Any) -> None:
@@ -102,7 +124,7 @@ def test_a_locked_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     and the token endpoint (its commit) and the admin API (its INSERT) answer 503."""
     monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
     path = tmp_path / "a.db"
-    with _serving(f"sqlite:///{path}", tmp_path) as (svc, http, headers):
+    with _serving(f"sqlite:///{path}", tmp_path) as (svc, http, credentials):
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN EXCLUSIVE")
         try:
@@ -112,12 +134,12 @@ def test_a_locked_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             assert isinstance(cause, OperationalError)
             assert "database is locked" in str(cause)
             assert str(raised.value) == f"database error at sqlite:///{path} (OperationalError)"
-            _assert_the_503(_token(http, headers))
+            _assert_the_503(request_token(http, credentials))
             _assert_the_503(_admin_create(http))
         finally:
             holder.execute("ROLLBACK")
             holder.close()
-        assert _token(http, headers).status_code == 200
+        issue_token(http, credentials)
         assert _admin_create(http).status_code == 201
 
 
@@ -129,7 +151,7 @@ def test_an_unreachable_sqlite_file(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     url = f"sqlite:///{data / 'a.db'}"
-    with _serving(url, tmp_path) as (_svc, _http, headers):
+    with _serving(url, tmp_path) as (_svc, _http, credentials):
         pass
     shutil.rmtree(data)
     svc = container.build(_settings(url, tmp_path))
@@ -138,30 +160,8 @@ def test_an_unreachable_sqlite_file(tmp_path: Path) -> None:
             f"cannot use the database at {url}: cannot open the SQLite file (does its "
             "directory exist, and may this user write there?)"
         )
-        client_id = ClientId(base64.b64decode(headers["Authorization"][6:]).decode().split(":")[0])
-        failures = []
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.clients.get(client_id)  # Database.read_one, outside a session
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised, svc.unit_of_work():
-            svc.clients.list()  # an ORM session
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            current_revision(svc.db)
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.ping()
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.read_counter("clients")  # the cache version read of every token request
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.read_one("SELECT 1")
-        failures.append(raised.value)
-        for failure in failures:
-            assert str(failure) == expected
-            assert isinstance(failure.__cause__, OperationalError)
-        _assert_the_503(_token(create_app(services=svc).test_client(), headers))
+        _assert_every_read_fails(svc, ClientId(credentials[0]), expected)
+        _assert_the_503(request_token(create_app(services=svc).test_client(), credentials))
         assert not data.exists(), "nothing may create the missing directory"
     finally:
         svc.close()
@@ -180,31 +180,9 @@ def test_postgres_refusing_connections(tmp_path: Path) -> None:
             "/authserver: connection refused (is the database server running on that host "
             "and port?)"
         )
-        failures = []
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.clients.get(ClientId("as_nobody"))
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised, svc.unit_of_work():
-            svc.clients.list()
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            current_revision(svc.db)
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.ping()
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.read_counter("clients")  # the cache version read of every token request
-        failures.append(raised.value)
-        with pytest.raises(StorageUnavailable) as raised:
-            svc.db.read_one("SELECT 1")
-        failures.append(raised.value)
-        for failure in failures:
-            assert str(failure) == expected
-            assert isinstance(failure.__cause__, OperationalError)
+        _assert_every_read_fails(svc, ClientId("as_nobody"), expected)
         http = create_app(services=svc).test_client()
-        basic = base64.b64encode(b"as_nobody:secret").decode()
-        _assert_the_503(_token(http, {"Authorization": f"Basic {basic}"}))
+        _assert_the_503(request_token(http, ("as_nobody", "secret")))
         _assert_the_503(_admin_create(http))
     finally:
         svc.close()
@@ -231,7 +209,7 @@ def test_a_failed_commit_of_the_flask_layer(tmp_path: Path) -> None:
     """The commit at the end of an admin request fails (the database went away after the
     handler ran): the unit of work raises ``StorageUnavailable`` and the Flask app answers
     the 503, not the handler's 201. (The lean layer's commit: test_db_outage.py.)"""
-    with _serving(f"sqlite:///{tmp_path / 'a.db'}", tmp_path) as (svc, http, _headers):
+    with _serving(f"sqlite:///{tmp_path / 'a.db'}", tmp_path) as (svc, http, _credentials):
 
         def fail_commit(_conn: Any) -> None:
             raise OperationalError("COMMIT", None, Exception("server closed the connection"))
