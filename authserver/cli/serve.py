@@ -9,6 +9,7 @@ own services (no database connection crosses a fork) and runs the key schedule.
 from __future__ import annotations
 
 import logging
+import gc
 import os
 import shutil
 import socket
@@ -200,6 +201,11 @@ def worker_app() -> Any:
     services.start_change_feed()
     if settings.scheduler:
         KeyScheduler(services).start()
+    # Everything built so far (modules, the app, the services) lives as long as the
+    # worker: move it out of the collector's generations, so a full collection during a
+    # request scans only what requests allocate (a shorter pause in the latency tail).
+    gc.collect()
+    gc.freeze()
     return app
 
 
