@@ -8,8 +8,8 @@ own services (no database connection crosses a fork) and runs the key schedule.
 
 from __future__ import annotations
 
-import logging
 import gc
+import logging
 import os
 import shutil
 import socket
