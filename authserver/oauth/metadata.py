@@ -44,6 +44,6 @@ def metadata_document(issuer: str) -> dict[str, Any]:
 
 
 def validate(document: dict[str, Any]) -> None:
-    """Authlib's RFC 8414 validation; raises ``ValueError`` (used by tests and Indico-style
-    self-checks)."""
+    """Authlib's RFC 8414 validation; raises ``ValueError``. Run on the document before
+    it is first served (``web/wellknown.py``)."""
     AuthorizationServerMetadata(document).validate()

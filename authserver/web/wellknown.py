@@ -16,6 +16,7 @@ from __future__ import annotations
 from authserver.cache import BoundedCache
 from authserver.container import Services
 from authserver.oauth.metadata import metadata_document
+from authserver.oauth.metadata import validate
 from authserver.oauth.wsgi import Document
 from authserver.oauth.wsgi import OAuthWSGI
 
@@ -34,7 +35,11 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
         kids = tuple(jwk.get("kid") for jwk in published["keys"])
         return jwks_cache.get_or_build(kids, lambda: Document.json(published, max_age))
 
-    metadata = Document.json(metadata_document(settings.issuer), max_age)
+    document = metadata_document(settings.issuer)
+    # Authlib's RFC 8414 checks, once per process: a document that fails them is never
+    # served (the app does not start).
+    validate(document)
+    metadata = Document.json(document, max_age)
 
     wsgi.add_document(JWKS, jwks)
     for path in METADATA:
