@@ -910,15 +910,33 @@ def test_an_unreachable_list_is_used_until_its_exp_then_fails_closed(
     wait_for_reason(verifier, token, "status_unavailable")
 
 
+@pytest.mark.parametrize(
+    ("options", "max_stale", "failing"),
+    [
+        pytest.param({"status_max_stale": 120}, 120, 500, id="status_max_stale=120"),
+        # The JS verifier's statusListMaxStale default is the same.
+        pytest.param({}, 900, 503, id="default 900 s"),
+    ],
+)
 def test_status_max_stale_bounds_a_long_exp(
-    server: AuthServerDouble, issuer: Issuer, clock: Clock
+    server: AuthServerDouble,
+    issuer: Issuer,
+    clock: Clock,
+    options: dict[str, float],
+    max_stale: int,
+    failing: int,
 ) -> None:
+    """With a list whose exp is far away, an unreachable issuer leaves the last copy in use
+    for status_max_stale seconds, then fails closed."""
     issuer.serve_status_list(set(), now=clock.wall, expiry=86400)
-    verifier = status_verifier(server, clock, status_max_stale=120)
+    verifier = status_verifier(server, clock, **options)
+    assert verifier.status_max_stale == max_stale
     token = issuer.token({**with_status(server, 1), "exp": int(clock.wall) + 3600})
     assert verifier.verify(token)
-    server.status_list_status = 500
-    clock.advance(121)
+    server.status_list_status = failing
+    clock.advance(max_stale - 1)
+    assert verifier.verify(token)
+    clock.advance(2)
     wait_for_reason(verifier, token, "status_unavailable")
 
 
@@ -1023,8 +1041,7 @@ CLAIM_CASES: list[tuple[str, Any, str]] = [
 ]
 
 
-def test_claim_reasons_match_the_js_verifier(server: AuthServerDouble, keys: list[RSAKey]) -> None:
-    server.publish(keys[0])
+def test_claim_reasons_match_the_js_verifier(server: AuthServerDouble, issuer: Issuer) -> None:
     verifier = verifier_for(server, check_status=False)
     now = int(time.time())
     seen = []
@@ -1032,7 +1049,7 @@ def test_claim_reasons_match_the_js_verifier(server: AuthServerDouble, keys: lis
         # Numbers in the time rows are offsets from now, as in the JS table.
         if claim in ("iat", "nbf", "exp") and type(value) is int:
             value = now + value
-        token = sign(keys[0], {**claims_for(server.issuer), claim: value})
+        token = issuer.token({**issuer.claims(), claim: value})
         seen.append(reason_of(verifier, token))
     assert seen == [reason for _, _, reason in CLAIM_CASES]
 
@@ -1041,13 +1058,12 @@ def test_claim_reasons_match_the_js_verifier(server: AuthServerDouble, keys: lis
     "status", [{}, {"status_assertion": {"x": 1}}, {"status_list": None}, [], "revoked", 0]
 )
 def test_a_status_claim_without_status_list_fails_closed(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock, status: Any
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, status: Any
 ) -> None:
     """The same answer as the JS verifier: a status this verifier cannot check might be a
     revocation, so the token is refused (and nothing is fetched); with status checks off
     the claim is not looked at."""
-    server.publish(keys[0])
-    token = sign(keys[0], claims_for(server.issuer, status=status))
+    token = issuer.token(issuer.claims(status=status))
     assert reason_of(status_verifier(server, clock), token) == "invalid_status"
     assert reason_of(status_verifier(server, clock, require_status=True), token) == "invalid_status"
     assert server.status_list_fetches == 0
@@ -1055,54 +1071,26 @@ def test_a_status_claim_without_status_list_fails_closed(
 
 
 def test_each_status_value_has_its_reason(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
     """§7.1 with a 2-bit list: VALID passes, INVALID is revoked, SUSPENDED suspended, the
     rest and an index outside the list invalid_status (the JS verifier's names)."""
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
     packed = bytes([0b11100100])  # entries 0..3 = 0, 1, 2, 3
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall,
-        status_list={"bits": 2, "lst": b64(zlib.compress(packed, 9))},
-    )  # fmt: skip
+    issuer.serve_status_list(
+        set(), now=clock.wall, status_list={"bits": 2, "lst": b64(zlib.compress(packed, 9))}
+    )
     verifier = status_verifier(server, clock)
-    assert verifier.verify(sign(keys[0], with_status(server, 0)))
-    reasons = [reason_of(verifier, sign(keys[0], with_status(server, i))) for i in range(1, 5)]
+    assert verifier.verify(issuer.token(with_status(server, 0)))
+    reasons = [reason_of(verifier, issuer.token(with_status(server, i))) for i in range(1, 5)]
     assert reasons == ["revoked", "suspended", "invalid_status", "invalid_status"]
 
 
-def test_default_staleness_is_900_seconds(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
-) -> None:
-    """With a list whose exp is far away, an unreachable issuer leaves the last copy in use
-    for 900 s (the JS verifier's statusListMaxStale default too), then fails closed."""
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, expiry=86400
-    )
-    verifier = status_verifier(server, clock)
-    assert verifier.status_max_stale == 900
-    token = sign(keys[0], {**with_status(server, 1), "exp": int(clock.wall) + 3600})
-    assert verifier.verify(token)
-    server.status_list_status = 503
-    clock.advance(899)
-    assert verifier.verify(token)
-    clock.advance(2)
-    wait_for_reason(verifier, token, "status_unavailable")
-
-
 def test_a_refresh_is_a_conditional_get_and_304_keeps_the_copy_fresh(
-    server: AuthServerDouble, keys: list[RSAKey], clock: Clock
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
-    server.publish(keys[0])
-    uri = server.issuer + "/statuslists/1"
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, set(), now=clock.wall, ttl=60, expiry=86400
-    )
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=86400)
     verifier = status_verifier(server, clock, status_max_stale=100)
-    token = sign(keys[0], {**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
     assert verifier.verify(token)
     clock.advance(61)
     verifier.verify(token)  # past the ttl: answered from the copy, refreshed meanwhile
@@ -1122,9 +1110,7 @@ def test_a_refresh_is_a_conditional_get_and_304_keeps_the_copy_fresh(
     assert verifier.verify(token)
     # A changed list is a 200 with a new ETag, and its bits count.
     server.status_list_status = 200
-    server.status_lists["/statuslists/1"] = status_list_token(
-        keys[0], uri, {5}, now=clock.wall, ttl=60, expiry=86400
-    )
+    issuer.serve_status_list({5}, now=clock.wall, ttl=60, expiry=86400)
     clock.advance(11)  # past the retry interval after the failed attempt
     wait_for_reason(verifier, token, "revoked")
     assert server.status_list_not_modified == 1
