@@ -71,13 +71,22 @@ def _rotate(env: dict[str, str]) -> None:
     _cli(env, "keys", "rotate")
 
 
-def test_bad_key_files_are_skipped_and_reported(
+@pytest.fixture
+def file_keys(
     env_for: Callable[..., dict[str, str]], tmp_path: Path
-) -> None:
+) -> tuple[dict[str, str], dict[str, Any], Path]:
+    """A SQLite database and the file key store with one client: the environment (its
+    issuer left to each server), the client and the keys directory."""
     env = env_for(f"sqlite:///{tmp_path / 'authserver.db'}")
     env.pop("AUTHSERVER_ISSUER")
     client = _cli(env, "clients", "create", "--name", "backend")
-    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    return env, client, Path(env["AUTHSERVER_KEYS_DIR"])
+
+
+def test_bad_key_files_are_skipped_and_reported(
+    file_keys: tuple[dict[str, str], dict[str, Any], Path], tmp_path: Path
+) -> None:
+    env, client, keys_dir = file_keys
     log = tmp_path / "serve.log"
     with ServerProcess(env, log_path=log) as server:
         _serves(server, client)
@@ -99,12 +108,9 @@ def test_bad_key_files_are_skipped_and_reported(
 
 
 def test_a_lost_current_key_is_replaced_at_restart(
-    env_for: Callable[..., dict[str, str]], tmp_path: Path
+    file_keys: tuple[dict[str, str], dict[str, Any], Path],
 ) -> None:
-    env = env_for(f"sqlite:///{tmp_path / 'authserver.db'}")
-    env.pop("AUTHSERVER_ISSUER")
-    client = _cli(env, "clients", "create", "--name", "backend")
-    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    env, client, keys_dir = file_keys
     with ServerProcess(env) as server:
         _serves(server, client)
     (old,) = _cli(env, "keys", "list")["keys"]
