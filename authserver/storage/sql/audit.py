@@ -31,7 +31,7 @@ class SqlAuditStore:
         ORM's bulk insert cost more Python per row than issuing the token around it."""
         if events:
             session = self._db.session()
-            sql = _INSERT.replace("?", self._db.placeholder)
+            sql = self._db.driver_sql(_INSERT)
             session.connection().exec_driver_sql(sql, [_row(e) for e in events])
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:

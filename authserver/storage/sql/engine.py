@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
-import sqlite3
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -29,9 +28,10 @@ from sqlalchemy.orm import sessionmaker
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
+from authserver.storage.sql import raw
 
 #: SQLite waits this long for another writer before "database is locked".
-SQLITE_BUSY_TIMEOUT_S = 15
+SQLITE_BUSY_TIMEOUT_S = raw.BUSY_TIMEOUT_S
 
 #: PostgreSQL: give up on a connection attempt after this many seconds (libpq
 #: ``connect_timeout``; its default is to wait forever, and 2 is the least it accepts).
@@ -245,55 +245,6 @@ def sqlite_file(url: str) -> str | None:
     return parsed.database
 
 
-class _SqliteCounters:
-    """The ``locks`` counters of a SQLite file, read per thread on a private connection and
-    kept while SQLite's ``PRAGMA data_version`` stays the same.
-
-    That pragma changes, on a given connection, whenever any *other* connection (of this
-    process or another) commits to the file; this connection never writes, so an unchanged
-    value proves no counter changed. Checking it costs no pool checkout and no table read,
-    which on SQLite is most of a token request's database cost; a changed value (any commit
-    anywhere, an audit batch included) costs one indexed read. A counter read between the
-    pragma and a concurrent commit is cached under the older value, so the next call reads
-    again: never stale, only sometimes read twice.
-    """
-
-    _SELECT = "SELECT counter FROM locks WHERE name = ?"
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._local = threading.local()
-
-    def read(self, name: str) -> int:
-        local = self._local
-        conn: sqlite3.Connection | None = getattr(local, "conn", None)
-        try:
-            if conn is None:
-                conn = sqlite3.connect(
-                    self._path, timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None
-                )
-                local.conn, local.version, local.values = conn, None, {}
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            values: dict[str, int] = local.values
-            if version != local.version:
-                values.clear()
-                local.version = version
-            found = values.get(name)
-            if found is None:
-                row = conn.execute(self._SELECT, (name,)).fetchone()
-                found = values[name] = int(row[0]) if row else 0
-        except sqlite3.Error as exc:
-            if conn is not None:
-                conn.close()
-            local.conn = None
-            # As Database.read_one raises it, so read_counter maps it (storage_error) to
-            # the same StorageUnavailable as every other failed read.
-            raise DBAPIError.instance(
-                self._SELECT, (name,), exc, sqlite3.Error, dialect=None
-            ) from exc
-        return found
-
-
 class _Unit:
     """One unit of work; its session is opened on first use, so a request that needs no
     database work (a JWKS GET, a token issued from cached state) costs no session at all."""
@@ -321,7 +272,7 @@ class Database:
         self._reads: Engine | None = None
         self._reads_lock = threading.Lock()
         path = None if _is_memory_sqlite(self.engine) else sqlite_file(url)
-        self._counters = _SqliteCounters(path) if path and not make_url(url).query else None
+        self._counters = raw.SqliteCounters(path) if path and not make_url(url).query else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"authserver_unit_{id(self)}", default=None
@@ -381,17 +332,16 @@ class Database:
         finally:
             self.end(token, commit=ok)
 
-    @property
-    def placeholder(self) -> str:
-        """The driver's positional parameter marker (``?`` for sqlite3, ``%s`` for
-        psycopg), for the few statements written for the DB-API directly."""
-        return "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
+    def driver_sql(self, sql: str) -> str:
+        """*sql* written with ``?`` placeholders, in the driver's own paramstyle."""
+        return raw.driver_sql(self.engine, sql)
 
     @_database_errors
     def read_counter(self, name: str) -> int:
         """The current value of a ``locks`` counter (0 before first use); it runs on every
         token request. On a SQLite file, outside an open session, from
-        :class:`_SqliteCounters` (no read at all while nothing was committed); otherwise
+        :class:`~authserver.storage.sql.raw.SqliteCounters` (no read at all while nothing
+        was committed); otherwise
         one :meth:`read_one`."""
         if self._counters is not None:
             unit = self._current.get()
@@ -402,63 +352,19 @@ class Database:
 
     @_database_errors
     def read_one(self, sql: str, *params: Any) -> tuple[Any, ...] | None:
-        """The first row of *sql* (positional ``?`` placeholders), on the DB-API connection
-        itself, so values come back as the driver returns them (no SQLAlchemy type
-        processing): for the reads on every token request, where SQLAlchemy's statement
-        execution costs several times the query itself.
+        """The first row of *sql* (positional ``?`` placeholders) as the driver returns it
+        (no SQLAlchemy type processing): the reads on every token request.
 
         Inside a unit of work whose session is already open, on that session's connection,
-        so the read sees the unit's own uncommitted writes (after flushing them). Otherwise
-        on the autocommit engine: no transaction, no pre-ping; a pooled connection found
-        dead (the server restarted) is invalidated with its pool and the read is retried
-        once on a fresh one, which is what pre-ping would have done, minus a round trip on
-        every checkout."""
-        engine = self._read_engine()
-        dialect = engine.dialect
-        sql = sql.replace("?", self.placeholder)
+        so the read sees the unit's own uncommitted writes (after flushing them); otherwise
+        on the autocommit engine, through :func:`~authserver.storage.sql.raw.read_one`."""
         unit = self._current.get()
         if unit is not None and unit.session is not None:
             unit.session.flush()
-            found = unit.session.connection().exec_driver_sql(sql, params).first()
+            statement = raw.driver_sql(self.engine, sql)
+            found = unit.session.connection().exec_driver_sql(statement, params).first()
             return tuple(found) if found is not None else None
-        for attempt in (1, 2):
-            raw = None
-            try:
-                # Pool checkout outside SQLAlchemy's Connection: a failed connect raises the
-                # driver's own exception here, wrapped below like every other failure.
-                raw = engine.raw_connection()
-                cursor = raw.cursor()
-                try:
-                    cursor.execute(sql, params)
-                    row = cursor.fetchone()
-                finally:
-                    cursor.close()
-                return tuple(row) if row is not None else None
-            except dialect.loaded_dbapi.Error as exc:
-                dead = raw is not None and dialect.is_disconnect(exc, raw.dbapi_connection, None)
-                if dead:
-                    assert raw is not None
-                    raw.invalidate(exc)
-                    # The other pooled connections are as dead as this one (the server
-                    # restarted): start a fresh pool, as SQLAlchemy's Connection does by
-                    # invalidating the pool, so the retry does not draw another corpse.
-                    engine.dispose()
-                    if attempt == 1:
-                        continue
-                # The same exception SQLAlchemy raises for a failed statement, so it maps
-                # to the same domain error (storage_error) as every other failure.
-                raise DBAPIError.instance(
-                    sql,
-                    params,
-                    exc,
-                    dialect.loaded_dbapi.Error,
-                    connection_invalidated=dead,
-                    dialect=dialect,
-                ) from exc
-            finally:
-                if raw is not None:
-                    raw.close()
-        raise AssertionError("unreachable")  # pragma: no cover
+        return raw.read_one(self._read_engine(), sql, params)
 
     def _read_engine(self) -> Engine:
         if self._reads is None:
