@@ -287,9 +287,8 @@ class KeyService:
                 raise Conflict(f"signing key {kid} is already retired")
             self._check_passphrase([k for k in keys if k.kid != kid])
             retired = dataclasses.replace(target, retired_at=now, private_pem=None)
-            self._store.update(retired)
             keys = [retired if k.kid == kid else k for k in keys]
-            created = self._rechain(keys, now)
+            created = self._rechain(keys, now, write_first=retired)
         self.invalidate()
         self._record("key.retired", retired)
         if created is not None:
@@ -386,7 +385,9 @@ class KeyService:
                 return key
         raise KeyStoreError(f"signing key {kid} vanished from the store")
 
-    def _rechain(self, keys: list[SigningKey], now: float) -> SigningKey | None:
+    def _rechain(
+        self, keys: list[SigningKey], now: float, *, write_first: SigningKey | None = None
+    ) -> SigningKey | None:
         """Restore the invariant "exactly one current key, contiguous windows".
 
         Keys whose signing window has ended (``deactivate_at <= now``) are history and never
@@ -394,6 +395,11 @@ class KeyService:
         where the next one's begins. If none of them signs now, the earliest next key is
         promoted at once when verifiers have had the JWKS max-age to see it, else a new key
         is created that signs at once (the empty store, or a retired current key).
+
+        *write_first* (a key of *keys* changed by the caller, e.g. the one being retired)
+        is stored first, but only once the key this may create has been generated: the
+        file store's readers wait while a change is being written, so nothing slow
+        happens between its first and last write.
 
         :returns: the key created, if any. Must be called under the store lock.
         """
@@ -406,8 +412,11 @@ class KeyService:
                 chain[0] = dataclasses.replace(first, activate_at=now)
             else:
                 created = self._new_key(now, activate_at=now)
-                self._store.add(created)
                 chain.insert(0, created)
+        if write_first is not None:
+            self._store.update(write_first)
+        if created is not None:
+            self._store.add(created)
         originals = {k.kid: k for k in keys}
         for key, end in chained_ends(chain):
             updated = dataclasses.replace(key, deactivate_at=end)

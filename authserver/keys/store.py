@@ -23,7 +23,11 @@ class KeyStore(Protocol):
         """
 
     def list(self) -> list[SigningKey]:
-        """Every stored key that can be read, in no particular order."""
+        """Every stored key that can be read, in no particular order.
+
+        Like :meth:`scan`, it never shows part of a change made under :meth:`lock`: a
+        reader outside the lock sees the key set as it was before the change or after it.
+        """
 
     def scan(self) -> Scan[SigningKey]:
         """Every stored key that can be read, and every record that cannot (by name).

@@ -74,7 +74,9 @@ class InMemoryKeyStore:
             yield
 
     def list(self) -> list[SigningKey]:
-        return list(self._keys.values())
+        # Under the lock: a change of several writes made under it is seen whole.
+        with self._lock:
+            return list(self._keys.values())
 
     def scan(self) -> Scan[SigningKey]:
         return Scan(self.list())

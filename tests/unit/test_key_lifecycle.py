@@ -9,6 +9,7 @@ one key signs at any moment, and a retired key leaves the JWKS at once.
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from joserfc.jwk import RSAKey
@@ -17,10 +18,14 @@ from authserver.clock import FixedClock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
 from authserver.errors import NotFound
+from authserver.keys import crypto
 from authserver.keys.model import KeyState
+from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.service import KeyService
+from authserver.storage.files.keys import CHANGING
+from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.memory import InMemoryKeyStore
 
 START = 1_700_000_000.0
@@ -385,6 +390,32 @@ def test_retire_current_without_a_next_key_creates_one_signing_at_once(
     assert stored(store, new).activate_at == clock.now()
     assert jwks_kids(svc) == [new]
     assert len(current_keys(store, clock.now())) == 1
+
+
+def test_retire_current_generates_its_successor_before_writing_anything(
+    clock: FixedClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readers of the file store wait while a change is being written (its ``.version``
+    says ``changing``): the retire's new key is generated (40-200 ms at 2048 bits,
+    seconds at 4096) before its first write, so token requests wait for a few file
+    writes, not for key generation."""
+    store = FileKeyStore(tmp_path / "keys")
+    svc = KeyService(store, clock, POLICY)
+    old = bootstrap(svc)
+    clock.advance(100)
+    during_generation: list[str] = []
+    generate = crypto.generate
+
+    def watched(key_size: int) -> tuple[RSAKey, Kid]:
+        during_generation.append(store.version())
+        return generate(key_size)
+
+    monkeypatch.setattr(crypto, "generate", watched)
+    svc.retire(old.kid)
+    assert len(during_generation) == 1
+    assert not during_generation[0].startswith(CHANGING), during_generation
+    assert not store.version().startswith(CHANGING)
+    assert signing_kid(svc) != old.kid
 
 
 def test_retire_unknown_kid_is_not_found(svc: KeyService) -> None:

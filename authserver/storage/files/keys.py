@@ -4,7 +4,8 @@ Layout::
 
     keys/
       .lock            flock(2) target serialising every change across processes
-      .version         changes on every write; caches compare it
+      .version         changes on every change; caches compare it; "changing ..." while
+                       a change is being written (see "Atomic changes" below)
       <kid>.pem        PKCS#8 private key, mode 0600, encrypted when a passphrase is set
       <kid>.json       lifecycle timestamps and the public JWK
 
@@ -15,6 +16,18 @@ published and is ignored; a ``.json`` whose ``.pem`` is gone is a key whose priv
 destroyed. A ``.json`` that cannot be read (not JSON, fields missing or of the wrong type,
 edited by hand) is skipped and reported by :meth:`FileKeyStore.scan`, never an error for
 the whole store.
+
+Atomic changes: one change of the key set (a retire: the retired key, then its successor
+created or promoted, then the windows rechained) is several file writes, and a reader
+between two of them would see a key set that is no state of the lifecycle (no current
+key, so ``POST /token`` would answer 503). The first write under :meth:`FileKeyStore.lock`
+first sets ``.version`` to a ``changing`` marker, and releasing the lock sets a new
+version. :meth:`FileKeyStore.scan` reads without any lock while ``.version`` is a plain
+version and has not moved during the read (the hot path's case); otherwise it waits for
+the writer under a shared ``flock`` on ``.lock`` and reads what the change left. A marker
+left by a writer killed mid-change is harmless: the shared lock is then free at once, and
+the read sees the crash state that the next tick repairs. Readers never hold a lock
+while nothing is being written, so they can never starve a writer.
 """
 
 from __future__ import annotations
@@ -25,6 +38,7 @@ import json
 import os
 import secrets
 import stat
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,6 +50,21 @@ from authserver.keys.model import SigningKey
 from authserver.keys.model import check_stored
 from authserver.records import Scan
 from authserver.records import UnreadableRecord
+
+#: The prefix of ``.version`` while a change is being written under the lock.
+CHANGING = "changing "
+
+
+class _Holds(threading.local):
+    """Per thread: the key directories whose lock this thread holds, each with whether
+    the change under it has written its ``changing`` marker yet. A read by the holder
+    itself must not wait for the shared lock (its own exclusive lock would block it)."""
+
+    def __init__(self) -> None:
+        self.marked: dict[str, bool] = {}
+
+
+_holds = _Holds()
 
 
 def _write_atomic(path: Path, data: bytes, mode: int) -> None:
@@ -78,6 +107,8 @@ class FileKeyStore:
         """A store over *directory*, created (mode 0700) unless *create* is false; a store
         that may not create it reads a missing directory as holding no keys."""
         self.directory = directory
+        #: Which lock this is, whatever path spelling reaches it (see _Holds).
+        self._lock_id = os.path.realpath(directory / ".lock")
         if not create:
             return
         try:
@@ -95,6 +126,26 @@ class FileKeyStore:
         fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
+            _holds.marked[self._lock_id] = False
+            try:
+                yield
+            finally:
+                if _holds.marked.pop(self._lock_id):
+                    self._bump()  # the change is complete: a new version ends the marker
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+    @contextmanager
+    def _shared_lock(self) -> Iterator[None]:
+        """Wait until no change is being written, and keep any from starting meanwhile."""
+        try:
+            fd = os.open(self.directory / ".lock", os.O_RDONLY)
+        except FileNotFoundError:
+            yield  # no writer ever locked this store
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
             yield
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
@@ -104,6 +155,18 @@ class FileKeyStore:
         return self.scan().records
 
     def scan(self) -> Scan[SigningKey]:
+        """A key set that some complete change left (see "Atomic changes" above)."""
+        if self._lock_id in _holds.marked:
+            return self._scan()  # this thread is the writer: it sees its own writes
+        before = self.version()
+        if not before.startswith(CHANGING):
+            scan = self._scan()
+            if self.version() == before:
+                return scan
+        with self._shared_lock():
+            return self._scan()
+
+    def _scan(self) -> Scan[SigningKey]:
         keys: list[SigningKey] = []
         unreadable: list[UnreadableRecord] = []
         for meta_path in sorted(self.directory.glob("*.json")):
@@ -160,7 +223,22 @@ class FileKeyStore:
         except ValueError as exc:
             raise UnreadableRecord(name, str(exc)) from None
 
+    def _changing(self) -> None:
+        """Before the first write of a change under the lock: mark ``.version`` so that
+        readers wait for the whole change instead of reading part of it."""
+        if _holds.marked.get(self._lock_id) is False:
+            _write_atomic(
+                self.directory / ".version", (CHANGING + secrets.token_hex(8)).encode(), 0o600
+            )
+            _holds.marked[self._lock_id] = True
+
+    def _changed(self) -> None:
+        """After a write: a write outside the lock is a change of its own."""
+        if self._lock_id not in _holds.marked:
+            self._bump()
+
     def _write(self, key: SigningKey) -> None:
+        self._changing()
         pem_path = self.directory / f"{key.kid}.pem"
         if key.private_pem is not None:
             try:
@@ -188,7 +266,7 @@ class FileKeyStore:
             # removes it), never a current key without its private half.
             with contextlib.suppress(FileNotFoundError):
                 pem_path.unlink()
-        self._bump()
+        self._changed()
 
     def add(self, key: SigningKey) -> None:
         self._write(key)
@@ -199,10 +277,11 @@ class FileKeyStore:
         self._write(key)
 
     def delete(self, kid: Kid) -> None:
+        self._changing()
         for suffix in (".json", ".pem"):
             with contextlib.suppress(FileNotFoundError):
                 (self.directory / f"{kid}{suffix}").unlink()
-        self._bump()
+        self._changed()
 
     def _bump(self) -> None:
         _write_atomic(self.directory / ".version", secrets.token_hex(8).encode(), 0o600)

@@ -345,6 +345,55 @@ class KeyStoreContract:
         assert marks["second_in"] >= marks["first_done"]
         assert seen == [first_key.kid]
 
+    def test_a_reader_never_sees_part_of_a_locked_change(
+        self, harness: Harness, make_key: Callable[..., SigningKey]
+    ) -> None:
+        """KeyStore.list/scan: a change of several writes under lock() (a retire: the
+        current key retired, then its successor added) is seen whole or not at all by a
+        reader outside the lock, never between two writes (no current key: the token
+        endpoint would answer 503)."""
+        a, b = make_key(0), make_key(1)
+        harness.run(lambda s: s.add(a))
+        retired = dataclasses.replace(a, retired_at=T0 + 5, private_pem=None)
+        between = threading.Event()
+        done = threading.Event()
+        seen: list[dict[str, SigningKey]] = []
+        errors: list[BaseException] = []
+
+        def writer() -> None:
+            try:
+                with harness.uow(), harness.store.lock():
+                    harness.store.update(retired)
+                    between.set()
+                    time.sleep(0.4)
+                    harness.store.add(b)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+            finally:
+                between.set()
+                done.set()
+
+        def reader() -> None:
+            try:
+                assert between.wait(10)
+                while not done.is_set():
+                    seen.append(harness.listed())
+                    time.sleep(0.02)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=writer), threading.Thread(target=reader)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads), "lock deadlocked"
+        assert not errors, errors
+        assert seen
+        whole = ({a.kid: a}, {a.kid: retired, b.kid: b})
+        assert [s for s in seen if s not in whole] == []
+        assert harness.listed() == whole[1]
+
 
 # -- implementations -----------------------------------------------------------------------------
 
