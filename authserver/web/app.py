@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from flask import Flask
@@ -117,7 +115,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         server,
         app.wsgi_app,
         events=events,
-        unit_of_work=lambda: _lazy_unit_of_work(services),
+        unit_of_work=lambda: _LazyUnitOfWork(services),
         on_error=errors.render_exception,
     )
     wellknown.register(lean, services)
@@ -207,19 +205,22 @@ def routes(app: Flask) -> dict[str, set[str]]:
     return served
 
 
-@contextmanager
-def _lazy_unit_of_work(services: Services) -> Iterator[None]:
+class _LazyUnitOfWork:
     """One unit of work for a request of the lean layer: its session (and connection) is
     opened only if a store asks for one, so a token issued from cached state costs no
-    transaction; committed when the handler returns, rolled back when it raises."""
-    db = services.db
-    token = db.begin()
-    ok = False
-    try:
-        yield
-        ok = True
-    finally:
-        db.end(token, commit=ok)
+    transaction; committed when the handler returns, rolled back when it raises. A class,
+    not a generator-based context manager: it runs on every request."""
+
+    __slots__ = ("_db", "_token")
+
+    def __init__(self, services: Services) -> None:
+        self._db = services.db
+
+    def __enter__(self) -> None:
+        self._token = self._db.begin()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._db.end(self._token, commit=kind is None)
 
 
 def _unit_of_work_per_request(app: Flask, services: Services) -> None:
