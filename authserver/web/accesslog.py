@@ -11,7 +11,9 @@ authenticated as, or the one a failed authentication presented.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -89,6 +91,28 @@ def request_id() -> str | None:
     return access.request_id if access is not None else None
 
 
+class _RequestIds:
+    """Request ids made here: 16 hex digits, a random prefix per process and a counter.
+
+    Unique without a system call per request (each worker process draws its own prefix,
+    after the fork). Not secret: a request id only names a request in the logs.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self._prefix = secrets.token_hex(4)
+        self._count = itertools.count()
+
+    def next(self) -> str:
+        return f"{self._prefix}{next(self._count) & 0xFFFFFFFF:08x}"
+
+
+_request_ids = _RequestIds()
+os.register_at_fork(after_in_child=_request_ids.reset)
+
+
 class AccessLog:
     """WSGI middleware: request id in and out, one log line per request at info."""
 
@@ -98,7 +122,7 @@ class AccessLog:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = incoming if _VALID_ID.match(incoming) else secrets.token_hex(8)
+        rid = incoming if _VALID_ID.match(incoming) else _request_ids.next()
         environ["HTTP_X_REQUEST_ID"] = rid
         access = _Access(rid)
         token = _current.set(access)
@@ -106,9 +130,11 @@ class AccessLog:
 
         def start(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             status_holder[0] = int(status.split(" ", 1)[0])
-            headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
-            headers.append(("X-Request-Id", rid))
-            return start_response(status, headers, exc_info)
+            for name, _ in headers:
+                if name.lower() == "x-request-id":
+                    headers = [(k, v) for k, v in headers if k.lower() != "x-request-id"]
+                    break
+            return start_response(status, [*headers, ("X-Request-Id", rid)], exc_info)
 
         try:
             body = self.app(environ, start)
