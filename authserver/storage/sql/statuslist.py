@@ -38,7 +38,12 @@ class SqlStatusListStore:
     ) -> Block:
         # Its own session and transaction, committed here: the caller (a token request)
         # may roll back, and indices from a lease that was never committed could be leased
-        # again by another process.
+        # again by another process. On SQLite this needs the one write lock, so the
+        # caller's unit of work must not hold it: it would wait for itself until the busy
+        # timeout. No token path writes before it allocates: a private_key_jwt
+        # assertion's jti commits in its own transaction (revocations.py) and the
+        # token.issued audit record comes after the token
+        # (tests/integration/test_statuslist_lease_sqlite.py).
         with Session(self._db.engine) as session, session.begin():
             # Serialise leases across processes and instances (row lock on PostgreSQL,
             # the write lock on SQLite) so two never take the same free block.
