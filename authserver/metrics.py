@@ -37,28 +37,16 @@ from prometheus_client import Histogram
 from prometheus_client import generate_latest
 from prometheus_client import values
 
+from authserver import process
+
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
-#: This process's id, kept current across forks. prometheus-client's multiprocess values
-#: ask for the process identity on every increment (to notice a fork); its default,
-#: ``os.getpid``, is a system call, two or three per request.
-_pid = os.getpid()
-
-
-def _process_identifier() -> int:
-    return _pid
-
-
-def _forked() -> None:
-    global _pid
-    _pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=_forked)
 if os.environ.get(MULTIPROC_ENV):
-    # Before any metric below is made: each takes its value class when it is built.
+    # Before any metric below is made: each takes its value class when it is built. The
+    # values ask for the process identity on every increment (to notice a fork); their
+    # default, os.getpid, is a system call, two or three per request.
     values.ValueClass = values.MultiProcessValue(  # type: ignore[no-untyped-call]
-        process_identifier=_process_identifier
+        process_identifier=process.pid
     )
 
 #: Label values that are not one of these shapes are folded into "other" (defence in depth:

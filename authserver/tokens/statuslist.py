@@ -37,6 +37,7 @@ from typing import Protocol
 
 from joserfc import jwt
 
+from authserver import process
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import AuditService
 from authserver.clock import Clock
@@ -235,7 +236,7 @@ class StatusListService:
                 lease is None
                 or lease.next_offset >= BLOCK_SIZE
                 or now >= lease.until
-                or lease.pid != os.getpid()
+                or lease.pid != process.pid()
             ):
                 lease = self._lease = self._new_lease(now, lease)
             idx = lease.block.first + lease.next_offset
@@ -248,12 +249,12 @@ class StatusListService:
         # lives at most max_token_ttl; the leeway covers clocks of other instances.
         hold_until = now + LEASE_WINDOW + self._max_token_ttl + self._leeway
         release = None
-        if old is not None and old.pid == os.getpid():
+        if old is not None and old.pid == process.pid():
             # Its tokens all expire by max_exp (a lease that issued nothing: by now).
             last_exp = old.max_exp if old.max_exp > float("-inf") else now
             release = (old.block, last_exp + self._leeway)
         block = self._store.lease_block(now, hold_until, release)
-        return _Lease(block, 0, now + LEASE_WINDOW, float("-inf"), os.getpid())
+        return _Lease(block, 0, now + LEASE_WINDOW, float("-inf"), process.pid())
 
     def _forget_lease(self) -> None:
         self._lease = None
