@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client import Counter
 from prometheus_client import Histogram
 from prometheus_client import generate_latest
+from prometheus_client import multiprocess
 from prometheus_client import values
 
 from authserver import process
@@ -109,8 +110,6 @@ def exposition() -> tuple[bytes, str]:
     """The current metrics in the Prometheus text format, and its content type: this
     process's, or every worker's in multiprocess mode."""
     if multiprocess_dir():
-        from prometheus_client import multiprocess
-
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry), CONTENT_TYPE_LATEST

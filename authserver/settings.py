@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import limits
+from dotenv import dotenv_values
 
 from authserver.errors import ConfigError
 
@@ -617,8 +618,6 @@ def read_config_file(path: str | Path) -> dict[str, str]:
         reads (in a file written for authserver, that is a mistake, not someone else's
         variable).
     """
-    from dotenv import dotenv_values
-
     file = Path(path).expanduser()
     try:
         text = file.read_text("utf-8")

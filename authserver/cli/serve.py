@@ -28,6 +28,7 @@ from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.limits_storage import check_storage
+from authserver.scheduler import KeyScheduler
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import SECRET_ENV
@@ -181,7 +182,7 @@ def worker_app() -> Any:
     option given on its command line first), so no database connection crosses a fork,
     then starts its audit batcher and key schedule.
     """
-    from authserver.scheduler import KeyScheduler
+    # Start-up: only workers load the web app (Flask, Authlib); other commands do not.
     from authserver.web.app import create_app
 
     settings = Settings.from_env()
@@ -241,6 +242,7 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     ``threads`` Python threads each; chosen by measurement over gunicorn (bench/RESULTS.md,
     "Server and worker model"). Returns when the server has stopped (SIGTERM or SIGINT:
     requests in flight get ``GRACEFUL_TIMEOUT`` seconds)."""
+    # Start-up: granian is loaded by ``serve`` alone, not by every other command.
     from granian.constants import HTTPModes
     from granian.constants import Interfaces
     from granian.http import HTTP1Settings

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import text
+from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import DBAPIError
@@ -29,6 +30,8 @@ from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
 from authserver.storage.sql import raw
+from authserver.storage.sql.notify import CHANNEL
+from authserver.storage.sql.tables import LockRow
 
 #: SQLite waits this long for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = raw.BUSY_TIMEOUT_S
@@ -413,12 +416,14 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
     makes SAVEPOINTs unreliable), so "first writer wins" checks (assertion replay,
     revocation) hold under concurrency.
     """
+    # Start-up: only the dialect in use is loaded (a SQLite worker never loads the
+    # PostgreSQL dialect's modules).
     from sqlalchemy.dialects.postgresql import insert as pg_insert
     from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1 (it was,
-    # here, making every duplicate look inserted). A returned row is unambiguous.
+    # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1, which would
+    # make every duplicate look inserted. A returned row is unambiguous.
     core_table = getattr(table, "__table__", table)
     stmt = insert(core_table).values(**values).on_conflict_do_nothing()
     key = next(iter(core_table.primary_key.columns))
@@ -431,10 +436,6 @@ def bump_counter(session: Session, name: str) -> None:
     The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) until the unit of
     work ends, so it doubles as a cross-process lock; the counter is a version caches read.
     """
-    from sqlalchemy import update
-
-    from authserver.storage.sql.tables import LockRow
-
     bump = update(LockRow).where(LockRow.name == name).values(counter=LockRow.counter + 1)
     if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
         insert_or_ignore(session, LockRow, {"name": name, "counter": 0})
@@ -442,8 +443,6 @@ def bump_counter(session: Session, name: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         # Announce the change to every listening worker (storage/sql/notify.py).
         # PostgreSQL delivers it when, and only if, this transaction commits.
-        from authserver.storage.sql.notify import CHANNEL
-
         session.execute(
             text("SELECT pg_notify(:channel, :name)"), {"channel": CHANNEL, "name": name}
         )

@@ -114,6 +114,7 @@ class PostgresChangeFeed:
                 self._stop.wait(delay)
 
     def _listen(self) -> None:
+        # Start-up: a worker on SQLite never loads psycopg (about 9 MiB per process).
         import psycopg
 
         with psycopg.connect(
