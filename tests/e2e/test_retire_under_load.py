@@ -7,8 +7,10 @@ or two), which would answer 503 ``temporarily_unavailable`` "no signing key is a
 
 A real ``authserver serve`` with two workers answers tokens requested continuously by two
 threads while the main thread retires the current key several times with
-``authserver keys retire``, alternately when no next key exists (a new key is created)
-and when one has been published long enough to be promoted. Every answer must be 200,
+``authserver keys retire`` (another process) or ``POST /admin/keys/<kid>/retire`` (inside
+a worker, whose other threads read the key set meanwhile), alternately when no next key
+exists (a new key is created) and when one has been published long enough to be
+promoted. Every answer must be 200,
 and every token must verify (PyJWT, signature and claims) against the JWKS fetched right
 after it, except a token whose request was in flight while its key was being retired:
 that key signed it before the retire took effect, and leaves the JWKS by design.
@@ -83,7 +85,23 @@ def _current_kid(env: dict[str, str]) -> str:
     return str(current[0])
 
 
-def _scenario(env: dict[str, str], tmp_path: Path) -> None:
+def _retire(env: dict[str, str], base_url: str, kid: str, via: str) -> str | None:
+    """Retire *kid* by the CLI or the admin API; the kid that signs afterwards."""
+    if via == "cli":
+        result = run_cli(env, "keys", "retire", kid, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["current_kid"]  # type: ignore[no-any-return]
+    response = requests.post(
+        f"{base_url}/admin/keys/{kid}/retire",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["state"] == "gone", response.json()
+    return _current_kid(env)
+
+
+def _scenario(env: dict[str, str], tmp_path: Path, via: str) -> None:
     log_path = tmp_path / "server.log"
     with ServerProcess(env, workers=2, log_path=log_path) as server:
         issuer = env["AUTHSERVER_ISSUER"]
@@ -112,11 +130,9 @@ def _scenario(env: dict[str, str], tmp_path: Path) -> None:
                     time.sleep(0.3)
                 kid = _current_kid(env)
                 started = time.monotonic()
-                result = run_cli(env, "keys", "retire", kid, "--json")
+                successor = _retire(env, server.base_url, kid, via)
                 ended = time.monotonic()
-                assert result.returncode == 0, result.stderr
-                retired = json.loads(result.stdout)
-                assert retired["current_kid"] not in (None, kid)
+                assert successor not in (None, kid)
                 retires.append(Retire(kid, started, ended, promote))
             time.sleep(0.5)
         finally:
@@ -144,7 +160,9 @@ def _scenario(env: dict[str, str], tmp_path: Path) -> None:
     assert len(results) > 100, len(results)
 
 
+ADMIN_TOKEN = "admin-token-for-retire-tests-7c1e0f9b2a"
 TIMINGS = {
+    "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
     # A next key may be promoted once published for the JWKS max-age (+ cache seconds).
     "AUTHSERVER_JWKS_MAX_AGE": "1s",
     "AUTHSERVER_KEY_PUBLISH_AHEAD": "60s",
@@ -153,11 +171,17 @@ TIMINGS = {
 
 
 @pytest.mark.parametrize(
-    ("db_url", "key_store"),
-    [("sqlite", "file"), ("sqlite", "sql"), ("postgresql", "sql")],
+    ("db_url", "key_store", "via"),
+    [
+        ("sqlite", "file", "cli"),
+        ("sqlite", "file", "admin"),
+        ("sqlite", "sql", "cli"),
+        ("postgresql", "sql", "cli"),
+        ("postgresql", "sql", "admin"),
+    ],
     indirect=["db_url"],
 )
 def test_retiring_the_current_key_under_load_never_fails_a_token_request(
-    db_url: str, key_store: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+    db_url: str, key_store: str, via: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    _scenario(env_for(db_url, AUTHSERVER_KEY_STORE=key_store, **TIMINGS), tmp_path)
+    _scenario(env_for(db_url, AUTHSERVER_KEY_STORE=key_store, **TIMINGS), tmp_path, via)
