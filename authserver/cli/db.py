@@ -1,4 +1,5 @@
-"""``authserver db``: schema migrations (the only CLI module besides serve that migrates)."""
+"""``authserver db``: schema migrations. With ``serve``, the only command that upgrades an
+existing schema (the policy is ``storage/sql/migrate.py``, ``ensure_schema``)."""
 
 from __future__ import annotations
 

@@ -90,8 +90,8 @@ def serve(**options: Any) -> None:
         settings = load_settings(**options)
     except ConfigError as exc:
         fail(str(exc), 2)
-    # First, before anything imports prometheus_client (prepare() does, through the web
-    # package): it picks single- or multi-process storage once, at import time.
+    # First, before prometheus_client is imported here or in a worker: it picks single- or
+    # multi-process storage once, at import time.
     metrics_dir = prepare_metrics_dir()
     try:
         configure_logging(settings)

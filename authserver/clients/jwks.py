@@ -1,6 +1,6 @@
 """The keys of a ``private_key_jwt`` client (RFC 7523 §2.2): a public JWK set registered
 inline, or the ``jwks_uri`` it is fetched from. The same rules hold for a set given at
-registration and for a set fetched later (``oauth/jwks_fetch.py``)."""
+registration and for a set fetched later (``clients/jwks_fetch.py``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""In-memory stores, for unit tests only (they share nothing between processes)."""
+"""In-memory stores, for tests only (they share nothing between processes): unit tests,
+and the reference implementation the store contract suites run beside the SQL stores."""
 
 from __future__ import annotations
 

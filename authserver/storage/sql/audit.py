@@ -28,7 +28,7 @@ class SqlAuditStore:
         """One ``executemany`` on the unit of work's connection, with the rows as the
         driver takes them: a batch holds up to a quarter second of every token a worker
         issued, written by a thread that shares the GIL with the request threads, and the
-        ORM's bulk insert cost more Python per row than issuing the token around it."""
+        ORM's bulk insert costs more Python per row than issuing the token around it."""
         if events:
             session = self._db.session()
             sql = self._db.driver_sql(_INSERT)

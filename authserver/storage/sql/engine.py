@@ -88,8 +88,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in _LIBPQ_DRIVERS:
         # Fail fast when PostgreSQL is unreachable but not refusing (a hung host, a
         # dropped network path, a full listen backlog): libpq's default is to wait for
-        # the connection forever, so every request needing a new connection hung for as
-        # long as the outage lasted instead of getting its 503 (tests/integration/
+        # the connection forever, which would hang every request needing a new connection
+        # for as long as the outage lasts instead of answering 503 (tests/integration/
         # test_db_outage.py). A value set in the URL's query string wins.
         connect_args = {k: v for k, v in _POSTGRES_CONNECT_ARGS.items() if k not in parsed.query}
         connect_args.update(kwargs.pop("connect_args", {}))
@@ -382,7 +382,7 @@ class Database:
                         isolation_level="AUTOCOMMIT",
                         pool_pre_ping=False,
                         # One connection per request thread (AUTHSERVER_THREADS defaults
-                        # to 4); the main pool is rarely used by token requests any more.
+                        # to 4): token requests read here and rarely need the main pool.
                         pool_size=4,
                         max_overflow=8,
                         # Autocommit: there is never a transaction to reset on check-in.
