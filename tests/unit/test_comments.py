@@ -1,6 +1,6 @@
-"""The comment rules of docs/design.md's style, enforced on authserver/: a function-level
-import says why it is not at the top of its module, and comments describe the code as it
-is, not its history.
+"""docs/design.md, style rule 11, enforced on authserver/: a function-level import says why
+it is not at the top of its module, and comments describe the code as it is, not its
+history.
 
 A function-level import is allowed only to break an import cycle or to keep start-up light
 (a module that not every entry point needs). The reason goes in a comment on the import's
