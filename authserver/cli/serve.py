@@ -28,6 +28,7 @@ from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.limits_storage import check_storage
+from authserver.oauth import metadata
 from authserver.scheduler import KeyScheduler
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
@@ -61,6 +62,12 @@ def prepare(settings: Settings) -> None:
             "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
             where,
         )
+    try:
+        metadata.validate(settings.issuer)
+    except ValueError as exc:
+        raise ConfigError(
+            f"AUTHSERVER_ISSUER: the metadata document is not valid ({exc})"
+        ) from None
     # In the master only: a worker that failed to boot would stop the whole server, while
     # at run time an unreachable limit store fails open (web/limits.py).
     check_storage(settings)

@@ -43,7 +43,16 @@ def metadata_document(issuer: str) -> dict[str, Any]:
     }
 
 
-def validate(document: dict[str, Any]) -> None:
-    """Authlib's RFC 8414 validation; raises ``ValueError``. Run on the document before
-    it is first served (``web/wellknown.py``)."""
-    AuthorizationServerMetadata(document).validate()
+def validate(issuer: str) -> None:
+    """Authlib's RFC 8414 validation of the document served for *issuer*; raises
+    ``ValueError``. Run before the document is first served (``web/wellknown.py``) and
+    when ``serve`` starts.
+
+    RFC 8414 wants every URL in it to be https. A plain-http issuer reaches here only when
+    the settings accepted it (outside production, or with ``AUTHSERVER_ALLOW_HTTP_ISSUER``,
+    each with its warning), so such a document is checked as the same document over https:
+    the scheme is the one rule left out.
+    """
+    if issuer.startswith("http://"):
+        issuer = "https://" + issuer.removeprefix("http://")
+    AuthorizationServerMetadata(metadata_document(issuer)).validate()

@@ -35,11 +35,10 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
         kids = tuple(jwk.get("kid") for jwk in published["keys"])
         return jwks_cache.get_or_build(kids, lambda: Document.json(published, max_age))
 
-    document = metadata_document(settings.issuer)
     # Authlib's RFC 8414 checks, once per process: a document that fails them is never
-    # served (the app does not start).
-    validate(document)
-    metadata = Document.json(document, max_age)
+    # served (``serve`` refuses to start first, with one line).
+    validate(settings.issuer)
+    metadata = Document.json(metadata_document(settings.issuer), max_age)
 
     wsgi.add_document(JWKS, jwks)
     for path in METADATA:

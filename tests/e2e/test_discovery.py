@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 
 from authserver.settings import Settings
+from authserver.web.app import create_app
 from tests.conftest import db_independent
 
 pytestmark = pytest.mark.e2e
@@ -58,3 +60,22 @@ def test_advertised_endpoints_answer(http: Any) -> None:
     token = http.post(doc["token_endpoint"].removeprefix(base), data={})
     assert token.status_code in (400, 401)
     assert token.mimetype == "application/json"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"issuer": "http://auth.internal:8000"},
+        {"issuer": "http://auth.internal:8000", "production": True, "allow_http_issuer": True},
+    ],
+    ids=["development", "production-allowed"],
+)
+def test_a_plain_http_issuer_the_settings_accept_is_served(
+    settings: Settings, changes: dict[str, Any]
+) -> None:
+    """RFC 8414 wants https; a plain-http issuer is accepted with a warning outside
+    production and with AUTHSERVER_ALLOW_HTTP_ISSUER in it, and must then be served."""
+    app = create_app(dataclasses.replace(settings, **changes))
+    doc = fetch(app.test_client(), PATHS[0])
+    assert doc["issuer"] == "http://auth.internal:8000"
+    assert doc["jwks_uri"] == "http://auth.internal:8000/.well-known/jwks.json"
