@@ -35,5 +35,5 @@ class StorageError(AuthServerError):
 
 class StorageUnavailable(StorageError):
     """The database could not do it now: unreachable, locked, timed out, the connection
-    lost, no pooled connection free, or a statement it refused. The web layer answers
-    503 with ``Retry-After``."""
+    lost, no pooled connection free, a read-only standby. The web layer answers 503 with
+    ``Retry-After``."""

@@ -19,10 +19,13 @@ from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.audit.store import AuditStore
 from authserver.clock import Clock
+from authserver.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 
 #: Detail keys that must never be recorded, whatever a caller passes.
+#: The longest text filter a query takes (the widest filtered column, ``sub``, is 255).
+_MAX_FILTER = 255
 _FORBIDDEN = frozenset(
     {
         "client_secret",
@@ -115,6 +118,15 @@ class AuditService:
         )
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
+        """The matching events, newest first.
+
+        :raises InvalidInput: a text filter no record can hold (control characters, or
+            longer than any column), refused here rather than by the database.
+        """
+        for name in ("client_id", "sub", "action"):
+            value = getattr(query, name)
+            if value is not None and not (len(value) <= _MAX_FILTER and value.isprintable()):
+                raise InvalidInput(f"{name} is not a value any audit record has")
         return self._store.query(query)
 
     def purge(self) -> int:

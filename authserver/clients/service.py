@@ -50,6 +50,14 @@ DEFAULT_PROFILE = "oauth2"
 MAX_FIXED_CLAIMS = 32
 #: Most clients one process keeps in memory (least recently used evicted first).
 CACHE_SIZE = 10_000
+#: The longest client id a store holds (the ``clients.client_id`` column).
+MAX_CLIENT_ID_LENGTH = 64
+
+
+def _storable_id(client_id: str) -> bool:
+    """Whether *client_id* could name a client: 1 to 64 printable characters (the ids
+    authserver makes are ``as_client_`` and 22 URL-safe characters)."""
+    return 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()
 #: The change-feed name of client changes (the store announces it with every change).
 CHANGE_NAME = "clients"
 
@@ -98,6 +106,8 @@ class ClientService:
 
     def get(self, client_id: str) -> Client:
         """Return the client or raise :class:`NotFound`."""
+        if not _storable_id(client_id):
+            raise NotFound("no client with that id")
         client = self._store.get(ClientId(client_id))
         if client is None:
             raise NotFound(f"no client with id {client_id!r}")
@@ -112,6 +122,11 @@ class ClientService:
         (SQLite, or while the feed is down) it is validated against the store's version
         on every call: one indexed read instead of a full row load.
         """
+        if not _storable_id(client_id):
+            # Presented by anyone (a Basic header, a form field, an assertion's issuer):
+            # what no client id can be is unknown without asking the database, which
+            # would refuse some of it (PostgreSQL: a NUL) as an error, not as no row.
+            return None
         feed = self._changes
         version = (
             ("feed", self._generation)

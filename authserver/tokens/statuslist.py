@@ -41,8 +41,11 @@ from authserver import process
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import AuditService
 from authserver.clock import Clock
+from authserver.errors import InvalidInput
 from authserver.keys.crypto import ALG
 from authserver.keys.service import KeyService
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_identity
 
 #: §5.1: the ``typ`` of a Status List Token in JWT format.
 STATUS_LIST_TYP = "statuslist+jwt"
@@ -339,7 +342,15 @@ class StatusListService:
 
     def revoke_user(self, sub: str, *, client_id: str | None = None) -> int:
         """The operator action: revoke every live token of *sub* (issued to *client_id*
-        when given) and record it in the audit trail; returns how many were revoked."""
+        when given) and record it in the audit trail; returns how many were revoked.
+
+        :raises InvalidInput: *sub* is not a user id a token can carry (the token request
+            refuses the same values), so no token can have it.
+        """
+        try:
+            check_identity(sub, "sub")
+        except InvalidValue as exc:
+            raise InvalidInput(str(exc)) from None
         revoked = self.revoke_issued(sub=sub, client_id=client_id)
         if self._audit is not None:
             self._audit.record(

@@ -360,3 +360,54 @@ def test_admin_update_bodies(target: Target, body: str) -> None:
 def test_admin_audit_refuses_non_finite_since(target: Target, since: str) -> None:
     response = target.admin("GET", "/admin/audit", params={"since": since})
     assert_refused(response, 400, "invalid_request")
+
+
+# -- values no database column can hold (PostgreSQL refuses a NUL in text) -----------------
+
+NUL_ID = "as_client_\x00x"
+
+
+def _basic(client_id: str) -> dict[str, str]:
+    raw = f"{client_id}:s".encode()
+    return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
+
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+@pytest.mark.parametrize(
+    "how",
+    ["basic", "basic-percent-encoded", "form", "json", "assertion-issuer"],
+)
+def test_a_nul_in_a_presented_client_id_is_an_unknown_client(
+    target: Target, path: str, how: str
+) -> None:
+    """Before any authentication: 401 invalid_client, never the database's error as a
+    5xx (PostgreSQL refused the value, and that became a 503 asking to retry)."""
+    form = {"grant_type": "client_credentials", "token": "x"}
+    headers: dict[str, str] = {}
+    body: Any = None
+    if how == "basic":
+        headers = _basic(NUL_ID)
+    elif how == "basic-percent-encoded":
+        headers = _basic("as_client_%00x")
+    elif how == "form":
+        form.update(client_id=NUL_ID, client_secret="s")
+    elif how == "json":
+        body = json.dumps({**form, "client_id": NUL_ID, "client_secret": "s"})
+        headers = JSON
+    else:
+        form.update(
+            client_assertion_type=ASSERTION_TYPE,
+            client_assertion=target.assertion(iss=NUL_ID, sub=NUL_ID),
+        )
+    response = requests.post(
+        target.base + path, data=body if body is not None else form, headers=headers, timeout=30
+    )
+    assert_refused(response, 401, "invalid_client")
+
+
+def test_admin_paths_and_filters_with_a_nul_are_4xx(target: Target) -> None:
+    assert target.admin("GET", "/admin/clients/as_client_%00x").status_code == 404
+    for params in ({"client_id": NUL_ID}, {"sub": "u\x00"}, {"action": "token.issued\x00"}):
+        assert_refused(target.admin("GET", "/admin/audit", params=params), 400, "invalid_request")
+    revoke = target.admin("POST", "/admin/tokens/revoke", json={"sub": "u\x00"})
+    assert_refused(revoke, 400, "invalid_request")

@@ -19,7 +19,9 @@ from sqlalchemy import text
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import DataError
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -177,12 +179,17 @@ def storage_error(exc: SQLAlchemyError, url: str) -> StorageError:
     """The domain error for a storage failure at *url* (raise it ``from exc``): what the
     layers above storage see instead of SQLAlchemy's exceptions.
 
-    :class:`StorageUnavailable` for whatever the driver reported (``DBAPIError``: server
-    unreachable or gone, file locked or unopenable, timeout, a refused statement) and for
-    a pool with no free connection; :class:`StorageError` for the rest (SQLAlchemy's own
-    errors: a storage bug). The message is :func:`explain_error`'s, safe to show.
+    :class:`StorageUnavailable` for what the driver reported about the database itself
+    (``DBAPIError``: server unreachable or gone, file locked or unopenable, timeout, a
+    read-only standby, a schema not there) and for a pool with no free connection;
+    :class:`StorageError` for a value or constraint the database refused (``DataError``,
+    ``IntegrityError``: the caller should have checked it, so retrying cannot help) and
+    for SQLAlchemy's own errors (a storage bug). The message is :func:`explain_error`'s,
+    safe to show.
     """
     message = explain_error(exc, url)
+    if isinstance(exc, DataError | IntegrityError):
+        return StorageError(message)
     if isinstance(exc, DBAPIError | PoolTimeoutError):
         return StorageUnavailable(message)
     return StorageError(message)
