@@ -26,8 +26,9 @@ version. :meth:`FileKeyStore.scan` reads without any lock while ``.version`` is 
 version and has not moved during the read (the hot path's case); otherwise it waits for
 the writer under a shared ``flock`` on ``.lock`` and reads what the change left. A marker
 left by a writer killed mid-change is harmless: the shared lock is then free at once, and
-the read sees the crash state that the next tick repairs. Readers never hold a lock
-while nothing is being written, so they can never starve a writer.
+the read sees the crash state that the next tick repairs. Readers take the shared lock
+only while a change is marked (being written, or left by such a crash until the next
+change), so on the hot path a writer never waits for them.
 """
 
 from __future__ import annotations
