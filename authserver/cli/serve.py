@@ -189,7 +189,7 @@ def worker_app() -> Any:
     option given on its command line first), so no database connection crosses a fork,
     then starts its audit batcher and key schedule.
     """
-    # Start-up: only workers load the web app (Flask, Authlib); other commands do not.
+    # Start-up: only workers load the web app and Flask; other commands do not.
     from authserver.web.app import create_app
 
     settings = Settings.from_env()
