@@ -46,15 +46,19 @@ const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
  * @param {object} options see types/index.d.ts (`VerifierOptions`)
  */
 export function createVerifier(options = {}) {
-  const { issuer, audience } = options;
-  if (typeof issuer !== 'string' || !/^https?:\/\/[^/]/.test(issuer)) {
+  const { audience } = options;
+  if (typeof options.issuer !== 'string' || !/^https?:\/\/[^/]/.test(options.issuer)) {
     throw new TypeError('createVerifier: issuer must be the http(s) URL authserver puts in iss');
   }
+  // authserver drops a trailing slash from AUTHSERVER_ISSUER (its iss and metadata never
+  // have one), so "https://auth.example.com/" names the same issuer; the Python verifier
+  // drops it too.
+  const issuer = options.issuer.replace(/\/+$/, '');
   const audiences = Array.isArray(audience) ? audience : [audience];
   if (!audiences.length || audiences.some((a) => typeof a !== 'string' || !a)) {
     throw new TypeError('createVerifier: audience must be a non-empty string (or an array of them)');
   }
-  const config = { ...DEFAULTS, ...stripUndefined(options) };
+  const config = { ...DEFAULTS, ...stripUndefined(options), issuer };
   if (!['if-present', 'required', 'off'].includes(config.status)) {
     throw new TypeError('createVerifier: status must be "if-present", "required" or "off"');
   }
@@ -118,7 +122,7 @@ export function createVerifier(options = {}) {
     if (config.jwksUri) return checkedUrl(config.jwksUri, secureOnly, 'jwksUri');
     // RFC 8414 §3: the metadata lives at /.well-known/oauth-authorization-server, and §3.3:
     // its issuer must be the one we asked about.
-    const url = issuer.replace(/\/+$/, '') + '/.well-known/oauth-authorization-server';
+    const url = `${issuer}/.well-known/oauth-authorization-server`;
     let response;
     try {
       response = await http(url, { accept: 'application/json' });
@@ -225,7 +229,7 @@ export function createVerifier(options = {}) {
       } else {
         // Lists come from the issuer's own URL space and nowhere else: a token cannot send
         // this verifier to another host (the same rule as the Python verifier).
-        if (!ref.uri.startsWith(issuer.replace(/\/+$/, '') + '/')) {
+        if (!ref.uri.startsWith(`${issuer}/`)) {
           throw new InvalidTokenError('invalid_status', "the status list is not under the issuer's URL");
         }
         const value = await statusLists.status(ref.uri, ref.idx);

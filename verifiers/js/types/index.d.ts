@@ -55,7 +55,7 @@ export declare class InvalidTokenError extends Error {
 }
 
 export interface VerifierOptions {
-  /** AUTHSERVER_ISSUER, character for character: every token's `iss`. */
+  /** AUTHSERVER_ISSUER: every token's `iss`. A trailing `/` is dropped (authserver drops it too), so `verifier.issuer` is the value `iss` must equal. */
   issuer: string;
   /** This sync server's audience (or several): the token's `aud` must contain one. */
   audience: string | string[];
