@@ -58,6 +58,8 @@ def _storable_id(client_id: str) -> bool:
     """Whether *client_id* could name a client: 1 to 64 printable characters (the ids
     authserver makes are ``as_client_`` and 22 URL-safe characters)."""
     return 0 < len(client_id) <= MAX_CLIENT_ID_LENGTH and client_id.isprintable()
+
+
 #: The change-feed name of client changes (the store announces it with every change).
 CHANGE_NAME = "clients"
 

@@ -518,6 +518,7 @@ def test_engine_settings_bound_every_wait() -> None:
     """The fail-fast settings reach libpq (the URL can still override them); SQLite's
     engine is left as it was."""
     from authserver.storage.sql import engine as engine_mod
+    from authserver.storage.sql import raw as raw_mod
 
     captured: list[dict[str, Any]] = []
 
@@ -539,7 +540,7 @@ def test_engine_settings_bound_every_wait() -> None:
     assert pg["connect_args"]["tcp_user_timeout"] > 0
     assert pg["pool_timeout"] == engine_mod.POSTGRES_POOL_TIMEOUT_S
     assert "connect_timeout" not in pg_url_override["connect_args"]
-    assert sqlite == {"connect_args": {"timeout": engine_mod.SQLITE_BUSY_TIMEOUT_S}}
+    assert sqlite == {"connect_args": {"timeout": raw_mod.BUSY_TIMEOUT_S}}
 
 
 def test_commit_failure_is_a_503_not_a_500(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import sqlite3
+import stat
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,7 +30,7 @@ from authserver.container import Services
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
 from authserver.settings import Settings
-from authserver.storage.sql import engine
+from authserver.storage.sql import raw
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import storage_error
@@ -122,7 +123,7 @@ def test_a_locked_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     """Another connection holds SQLite's write lock past the busy timeout: a write is
     ``StorageUnavailable`` (the driver's "database is locked" is its cause, not its text),
     and the token endpoint (its commit) and the admin API (its INSERT) answer 503."""
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(raw, "BUSY_TIMEOUT_S", 0.2)
     path = tmp_path / "a.db"
     with _serving(f"sqlite:///{path}", tmp_path) as (svc, http, credentials):
         holder = sqlite3.connect(path, isolation_level=None)
@@ -162,7 +163,29 @@ def test_an_unreachable_sqlite_file(tmp_path: Path) -> None:
         )
         _assert_every_read_fails(svc, ClientId(credentials[0]), expected)
         _assert_the_503(request_token(create_app(services=svc).test_client(), credentials))
-        assert not data.exists(), "nothing may create the missing directory"
+    finally:
+        svc.close()
+
+
+def test_a_removed_sqlite_file_is_not_created_again(tmp_path: Path) -> None:
+    """The file alone is gone when a worker starts (a restore done as remove-then-copy):
+    the per-request counter read fails instead of leaving an empty file with the
+    process umask behind (a copy over it would keep that mode); whatever exists after
+    a token request is owner-only."""
+    path = tmp_path / "a.db"
+    url = f"sqlite:///{path}"
+    with _serving(url, tmp_path):
+        pass
+    for name in ("a.db", "a.db-wal", "a.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    svc = container.build(_settings(url, tmp_path))
+    try:
+        with pytest.raises(StorageUnavailable):
+            svc.db.read_counter("clients")
+        assert not path.exists()
+        _assert_the_503(request_token(create_app(services=svc).test_client(), ("as_x", "y")))
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600
     finally:
         svc.close()
 

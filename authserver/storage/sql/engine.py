@@ -35,9 +35,6 @@ from authserver.storage.sql import raw
 from authserver.storage.sql.notify import CHANNEL
 from authserver.storage.sql.tables import LockRow
 
-#: SQLite waits this long for another writer before "database is locked".
-SQLITE_BUSY_TIMEOUT_S = raw.BUSY_TIMEOUT_S
-
 #: PostgreSQL: give up on a connection attempt after this many seconds (libpq
 #: ``connect_timeout``; its default is to wait forever, and 2 is the least it accepts).
 #: Ample for a healthy server (a connection with TLS and SCRAM takes a few round trips);
@@ -69,7 +66,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ArgumentError:
         raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(parsed, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S}, **kwargs)
+        engine = create_engine(parsed, connect_args={"timeout": raw.BUSY_TIMEOUT_S}, **kwargs)
 
         @event.listens_for(engine, "do_connect")
         def _private_file(*_args: Any) -> None:
@@ -357,7 +354,7 @@ class Database:
             unit = self._current.get()
             if unit is None or unit.session is None:
                 return self._counters.read(name)
-        row = self.read_one("SELECT counter FROM locks WHERE name = ?", name)
+        row = self.read_one(raw.COUNTER_SQL, name)
         return int(row[0]) if row else 0
 
     @_database_errors

@@ -17,9 +17,13 @@ import contextlib
 import sqlite3
 import threading
 from typing import Any
+from urllib.parse import quote
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
+
+#: One ``locks`` counter by name (cache versions): the read on every token request.
+COUNTER_SQL = "SELECT counter FROM locks WHERE name = ?"
 
 #: SQLite waits this long for another writer before "database is locked" (the engines'
 #: ``timeout`` connect argument is the same value).
@@ -113,8 +117,6 @@ class SqliteCounters:
     again: never stale, only sometimes read twice.
     """
 
-    _SELECT = "SELECT counter FROM locks WHERE name = ?"
-
     def __init__(self, path: str) -> None:
         self._path = path
         self._local = threading.local()
@@ -124,7 +126,14 @@ class SqliteCounters:
         conn: sqlite3.Connection | None = getattr(local, "conn", None)
         try:
             if conn is None:
-                conn = sqlite3.connect(self._path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+                # mode=rw: never create the file (a missing database is an error here,
+                # and files authserver creates are made owner-only elsewhere).
+                conn = sqlite3.connect(
+                    f"file:{quote(self._path)}?mode=rw",
+                    uri=True,
+                    timeout=BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                )
                 local.conn, local.version, local.values = conn, None, {}
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             values: dict[str, int] = local.values
@@ -133,7 +142,7 @@ class SqliteCounters:
                 local.version = version
             found = values.get(name)
             if found is None:
-                row = conn.execute(self._SELECT, (name,)).fetchone()
+                row = conn.execute(COUNTER_SQL, (name,)).fetchone()
                 found = values[name] = int(row[0]) if row else 0
         except sqlite3.Error as exc:
             if conn is not None:
@@ -142,6 +151,6 @@ class SqliteCounters:
             # As Database.read_one raises it, so read_counter maps it (storage_error) to
             # the same StorageUnavailable as every other failed read.
             raise DBAPIError.instance(
-                self._SELECT, (name,), exc, sqlite3.Error, dialect=None
+                COUNTER_SQL, (name,), exc, sqlite3.Error, dialect=None
             ) from exc
         return found
