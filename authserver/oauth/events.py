@@ -2,12 +2,12 @@
 
 The authorization server (``oauth/server.py``) and its WSGI integration (``oauth/wsgi.py``)
 emit these events; audit records, metrics, failed-authentication limits and the access log
-subscribe to them in one place (``web/app.py``, ``subscribe_all``). Nothing travels between
+subscribe to them in one place (``_subscribe`` in ``web/app.py``). Nothing travels between
 layers any other way: no flags in ``flask.g``, no attributes parked on request objects for
 another layer to find.
 
-Events are named tuples: immutable like frozen dataclasses, and about half the cost to
-build (two per token request).
+Events are named tuples: immutable, and the cheapest immutable record to build (two are
+built per token request).
 
 Delivery is synchronous, in the request's thread and unit of work, in subscription order.
 An exception from a subscriber propagates to the request (an audit record that cannot be
@@ -52,10 +52,6 @@ class TokenRevoked(NamedTuple):
     client_id: str
     sub: str | None
     jti: str | None
-    #: The revoked token's verified ``status`` claim (its Token Status List entry) and
-    #: ``exp``: what setting its bit reads (``web/app.py``).
-    status: dict[str, Any] | None = None
-    exp: float | None = None
 
 
 class ClientAuthFailed(NamedTuple):

@@ -167,8 +167,6 @@ class AuthServerAuthorizationServer(AuthorizationServer):
                     client_id=kwargs["client"].client_id,
                     sub=claims.get("sub"),
                     jti=claims.get("jti"),
-                    status=claims.get("status"),
-                    exp=claims.get("exp"),
                 )
             )
 

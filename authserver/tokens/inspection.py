@@ -65,9 +65,10 @@ class TokenInspector:
         return claims
 
     def revoke(self, claims: dict[str, Any]) -> None:
-        """RFC 7009: revoke by ``jti`` (what introspection reads). The token's status list
-        bit (what offline verifiers read) is set by the ``TokenRevoked`` subscriber
-        (``web/app.py``), in the same unit of work."""
+        """RFC 7009: revoke by ``jti`` (what introspection reads) and set the token's
+        status-list bit (what offline verifiers read), in the caller's unit of work: both
+        commit or neither does, so the two never disagree about a token."""
         self._revocations.revoke(
             claims["jti"], claims["client_id"], float(claims["exp"]), self._clock.now()
         )
+        self._status_lists.revoke_token(claims)

@@ -164,13 +164,6 @@ def _subscribe(
             exp=event.exp,
         )
 
-    def revoked_status(event: TokenRevoked) -> None:
-        # The bit must commit with the jti record or not at all (otherwise introspection
-        # and offline verifiers disagree about the token for good): events are delivered
-        # in the request's unit of work (oauth/events.py), so a failure here raises, rolls
-        # the revocation back and answers 503, and the client can retry.
-        services.status_lists.revoke_token({"status": event.status, "exp": event.exp})
-
     def revoked(event: TokenRevoked) -> None:
         audit.record(
             f"client:{event.client_id}",
@@ -181,7 +174,6 @@ def _subscribe(
         )
 
     events.subscribe(TokenIssued, issued)
-    events.subscribe(TokenRevoked, revoked_status)
     events.subscribe(TokenRevoked, revoked)
     events.subscribe(TokenIssued, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(TokenRevoked, lambda event: accesslog.note_client(event.client_id))

@@ -115,8 +115,8 @@ def test_revoke_sets_the_bit_of_that_token_only(http: Any, register: Register) -
 def test_the_bit_and_the_revocation_record_commit_together(
     http: Any, register: Register, db_url: str
 ) -> None:
-    """The bit is set by the TokenRevoked subscriber, in the request's unit of work: when
-    it cannot be written, the jti record is not kept either (introspection and offline
+    """The bit is set with the jti record, in the request's unit of work: when it cannot
+    be written, the jti record is not kept either (introspection and offline
     verifiers never disagree), and a retry revokes for both."""
     client_id, secret = register(audiences=[AUD])
     token = issue_token(http, (client_id, secret), sub="alice")
