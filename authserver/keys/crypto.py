@@ -5,11 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from joserfc.jwk import RSAKey
+from joserfc.jws import JWSRegistry
 
 from authserver.errors import KeyStoreError
 from authserver.keys.model import Kid
 
 ALG = "RS256"
+#: What every JWT authserver signs is signed through: joserfc's registry for :data:`ALG`
+#: alone, built once (given ``algorithms=``, joserfc builds one per call).
+SIGNING = JWSRegistry(algorithms=[ALG])
 
 
 def generate(key_size: int) -> tuple[RSAKey, Kid]:

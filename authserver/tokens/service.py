@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 from joserfc import jwt
-from joserfc.jws import JWSRegistry
 
 from authserver.clients.model import Client
 from authserver.clock import Clock
 from authserver.keys.crypto import ALG
+from authserver.keys.crypto import SIGNING
 from authserver.keys.service import KeyService
 from authserver.tokens.claims import build_claims
 from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.statuslist import StatusListService
-
-#: The one algorithm tokens are signed with, as a registry built once (joserfc builds
-#: one per call when given ``algorithms``).
-_SIGNING = JWSRegistry(algorithms=[ALG])
 
 
 class TokenService:
@@ -62,7 +58,7 @@ class TokenService:
         # RFC 9068 §2.1: typ "at+jwt"; the kid is set here, from the one current key,
         # never left to joserfc's key-set selection (docs/design.md, Authlib item 1).
         header = {"alg": ALG, "typ": "at+jwt", "kid": kid}
-        token = jwt.encode(header, claims, key, registry=_SIGNING)
+        token = jwt.encode(header, claims, key, registry=SIGNING)
         return IssuedToken(
             access_token=token,
             expires_in=claim_set.expires_in,

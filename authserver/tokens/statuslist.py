@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import threading
 import weakref
 import zlib
@@ -43,6 +42,7 @@ from authserver.audit.service import AuditService
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
 from authserver.keys.crypto import ALG
+from authserver.keys.crypto import SIGNING
 from authserver.keys.service import KeyService
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_identity
@@ -162,7 +162,6 @@ class _Lease:
     next_offset: int
     until: float  # hand out indices before this instant (clock seconds)
     max_exp: float
-    pid: int
 
 
 class StatusListService:
@@ -205,7 +204,7 @@ class StatusListService:
             if method is not None:
                 method()
 
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        process.after_fork(after_fork_in_child)
 
     # -- URLs ---------------------------------------------------------------------------
 
@@ -235,12 +234,7 @@ class StatusListService:
         now = self._clock.now()
         with self._lease_lock:
             lease = self._lease
-            if (
-                lease is None
-                or lease.next_offset >= BLOCK_SIZE
-                or now >= lease.until
-                or lease.pid != process.pid()
-            ):
+            if lease is None or lease.next_offset >= BLOCK_SIZE or now >= lease.until:
                 lease = self._lease = self._new_lease(now, lease)
             idx = lease.block.first + lease.next_offset
             lease.next_offset += 1
@@ -252,12 +246,12 @@ class StatusListService:
         # lives at most max_token_ttl; the leeway covers clocks of other instances.
         hold_until = now + LEASE_WINDOW + self._max_token_ttl + self._leeway
         release = None
-        if old is not None and old.pid == process.pid():
+        if old is not None:
             # Its tokens all expire by max_exp (a lease that issued nothing: by now).
             last_exp = old.max_exp if old.max_exp > float("-inf") else now
             release = (old.block, last_exp + self._leeway)
         block = self._store.lease_block(now, hold_until, release)
-        return _Lease(block, 0, now + LEASE_WINDOW, float("-inf"), process.pid())
+        return _Lease(block, 0, now + LEASE_WINDOW, float("-inf"))
 
     def _forget_lease(self) -> None:
         self._lease = None
@@ -410,7 +404,7 @@ class StatusListService:
             "status_list": {"bits": BITS, "lst": encode_list(self._store.revoked_indices(list_id))},
         }
         header = {"alg": ALG, "typ": STATUS_LIST_TYP, "kid": kid}
-        token = jwt.encode(header, claims, key, algorithms=[ALG]).encode("ascii")
+        token = jwt.encode(header, claims, key, registry=SIGNING).encode("ascii")
         built = PublishedList(
             list_id=list_id,
             token=token,

@@ -8,6 +8,7 @@ from flask import Blueprint
 from flask import Response
 from flask import jsonify
 
+from authserver.errors import StorageError
 from authserver.web.context import services
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,10 @@ def readyz() -> Response:
     try:
         svc.db.ping()
         checks["database"] = "ok"
+    except StorageError as exc:
+        # Its message is written to be shown: the database (password masked) and the cause.
+        log.warning("readiness: database check failed: %s", exc)
+        checks["database"] = "unavailable"
     except Exception as exc:
         log.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unavailable"

@@ -1,9 +1,9 @@
 """The raw DB-API reads of the hot path, in one place.
 
 A token request reads at most a version counter and, on a client-cache miss, one client
-row. Through SQLAlchemy Core on the same autocommit engine that costs about three times
-the read itself (statement compilation cache lookups, result-type processing, the
-Connection wrapper), so these reads go to the driver directly: :func:`read_one` on a pooled
+row. Through SQLAlchemy Core on the same autocommit engine that costs several times the
+read itself (statement cache lookups, result-type processing, the Connection wrapper;
+bench/RESULTS.md has the measurement), so these reads go to the driver directly: :func:`read_one` on a pooled
 DB-API connection, and :class:`SqliteCounters` on SQLite files. Values come back as the
 driver returns them; the stores decode them (``storage/sql/clients.py``). What this module
 must keep true is pinned by ``tests/integration/contracts/test_raw_reads.py`` on SQLite
@@ -50,8 +50,10 @@ def _drop_cursor(connection: Any) -> None:
 
 
 def read_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ...] | None:
-    """The first row of *sql* on a connection of *engine*'s pool (an autocommit engine:
-    no transaction, no pre-ping).
+    """The first row of *sql*, a statement that returns at most one row, on a connection of
+    *engine*'s pool (an autocommit engine: no transaction, no pre-ping). The cursor is
+    kept with the connection; a statement with more rows would stay open on it (on
+    SQLite, holding a read snapshot until the connection's next read).
 
     A pooled connection found dead (the server restarted) is invalidated with its whole
     pool and the read retried once on a fresh one: what pre-ping would have done, minus a
@@ -67,8 +69,8 @@ def read_one(engine: Engine, sql: str, params: tuple[Any, ...]) -> tuple[Any, ..
             # driver's own exception here, wrapped below like every other failure.
             connection = engine.raw_connection()
             # One cursor per pooled connection, kept with it (the record's ``info`` lives
-            # as long as the DB-API connection): creating and closing one per read cost
-            # psycopg about a third of the read.
+            # as long as the DB-API connection): creating and closing one per read is a
+            # measurable share of a psycopg read.
             cursor = connection.info.get(_CURSOR)
             if cursor is None:
                 cursor = connection.info[_CURSOR] = connection.cursor()
