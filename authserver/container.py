@@ -19,6 +19,7 @@ from authserver.clients.service import ClientService
 from authserver.clock import Clock
 from authserver.clock import SystemClock
 from authserver.keys.plan import KeyPolicy
+from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.keys.store import KeyStore
 from authserver.profiles.registry import ProfileRegistry
@@ -47,7 +48,10 @@ class Services:
     clock: Clock
     db: Database
     clients: ClientService
+    #: The key lifecycle commands (rotate, retire, the schedule's tick).
     keys: KeyService
+    #: The cached key set: the signing key, the JWKS, verification keys.
+    key_ring: KeyRing
     tokens: TokenService
     audit: AuditService
     revocations: RevocationStore
@@ -105,18 +109,17 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
     )
     audit = AuditService(SqlAuditStore(db), clock, retention=settings.audit_retention)
     # Only the SQL key store announces its changes; the file store keeps its version check.
-    keys = KeyService(
+    key_ring = KeyRing(
         key_store,
         clock,
         key_policy(settings),
-        audit,
         changes=changes if settings.key_store == "sql" else None,
     )
     revocations = SqlRevocationStore(db)
     profiles = ProfileRegistry.load()
     status_lists = StatusListService(
         SqlStatusListStore(db),
-        keys,
+        key_ring,
         clock,
         issuer=settings.issuer,
         ttl=settings.status_list_ttl,
@@ -140,9 +143,10 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             on_withdrawn=lambda client_id: status_lists.revoke_issued(client_id=client_id),
             changes=changes,
         ),
-        keys=keys,
+        keys=KeyService(key_store, key_ring, clock, audit),
+        key_ring=key_ring,
         tokens=TokenService(
-            keys,
+            key_ring,
             clock,
             issuer=settings.issuer,
             default_ttl=settings.default_token_ttl,
@@ -151,7 +155,9 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
         ),
         audit=audit,
         revocations=revocations,
-        inspector=TokenInspector(keys, revocations, status_lists, clock, issuer=settings.issuer),
+        inspector=TokenInspector(
+            key_ring, revocations, status_lists, clock, issuer=settings.issuer
+        ),
         jwks_fetcher=JwksFetcher(
             FetchPolicy(
                 production=settings.production,

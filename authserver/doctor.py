@@ -99,7 +99,7 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
     try:
         with svc.unit_of_work():
             views = svc.keys.views()
-            svc.keys.check_readable()
+            svc.key_ring.check_readable()
     except StorageError as exc:
         add(Finding("key store", "problem", f"unreadable ({type(exc.__cause__).__name__})"))
         return

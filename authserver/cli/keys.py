@@ -45,7 +45,7 @@ def list_(as_json: bool) -> None:
     record that cannot be read (skipped by the server)."""
     with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
         views = svc.keys.views()
-        unreadable = svc.keys.unreadable()
+        unreadable = svc.key_ring.unreadable()
     if as_json:
         emit_json(
             {

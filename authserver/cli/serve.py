@@ -77,7 +77,7 @@ def prepare(settings: Settings) -> None:
         if changed is not None:
             log.info("database schema %s", changed)
         with svc.unit_of_work():
-            svc.keys.check_readable()
+            svc.key_ring.check_readable()
         with svc.unit_of_work():
             # Logs the key it creates, if any (keys.service): one line, not two.
             svc.keys.ensure_current()

@@ -1,1 +1,2 @@
-"""Signing keys: generation, storage interface and the rotation lifecycle."""
+"""Signing keys: the model, generation, the storage interface, the schedule's planner
+(``plan``), the lifecycle commands (``service``) and the read-side key ring (``ring``)."""

@@ -1,6 +1,7 @@
-"""The signing-key lifecycle: bootstrap, scheduled and manual rotation, emergency retire.
+"""The signing-key lifecycle commands: bootstrap, scheduled and manual rotation, emergency
+retire.
 
-Rules (docs/reference.md, "Signing keys and rotation"):
+Rules (docs/keys.md):
 
 * A new key is published ``publish_ahead`` seconds (default one hour, never less than the
   JWKS max-age) before it signs anything, so a verifier holding a cached JWKS already
@@ -9,27 +10,22 @@ Rules (docs/reference.md, "Signing keys and rotation"):
   lifetime any client can get, plus leeway.
 * Exactly one key is current at every moment: the signing windows of keys that are not
   retired are kept contiguous (each key's ``deactivate_at`` is the next key's
-  ``activate_at``) by :func:`_rechain`, the only function that sets them.
+  ``activate_at``) by :meth:`KeyService._rechain`, the only writer of windows.
 * Every change happens under :meth:`KeyStore.lock` after re-reading the store, so N workers
   and M instances that decide to rotate at the same moment rotate exactly once.
 
-The signer is handed exactly one key, the current one (docs/design.md, Authlib item 1:
-never a key set, from which joserfc would pick a random key).
+What the schedule must do is decided by the pure planner (``keys/plan.py``); this module
+applies it. Reading keys to sign and publish is the key ring's job (``keys/ring.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-from joserfc.jwk import RSAKey
 
 from authserver.audit.service import AuditService
-from authserver.cache import ChangeFeed
 from authserver.clock import Clock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
@@ -47,14 +43,10 @@ from authserver.keys.plan import lead
 from authserver.keys.plan import live
 from authserver.keys.plan import pending
 from authserver.keys.plan import plan
+from authserver.keys.ring import KeyRing
 from authserver.keys.store import KeyStore
-from authserver.records import ReportOnce
-from authserver.records import UnreadableRecord
 
 log = logging.getLogger(__name__)
-
-#: The change-feed name of signing-key changes (the SQL key store announces it).
-CHANGE_NAME = "signing_keys"
 
 
 @dataclass(frozen=True)
@@ -73,153 +65,41 @@ class RotationResult:
 
 
 class KeyService:
-    """Key lifecycle and the cached view the token endpoint signs with."""
+    """The key lifecycle commands. Each reads the store fresh and changes it under
+    :meth:`KeyStore.lock`; the cached read side is :class:`~authserver.keys.ring.KeyRing`,
+    which every command leaves to re-read the store once it is done."""
 
     def __init__(
         self,
         store: KeyStore,
+        ring: KeyRing,
         clock: Clock,
-        policy: KeyPolicy,
         audit: AuditService | None = None,
-        changes: ChangeFeed | None = None,
     ) -> None:
-        self._audit = audit
-        #: With a live feed the snapshot is re-read only when a change is announced, not
-        #: checked against the store's version every ``cache_seconds``.
-        self._changes = changes
-        if changes is not None:
-            changes.subscribe(CHANGE_NAME, self.invalidate)
         self._store = store
+        self._ring = ring
         self._clock = clock
-        self._policy = policy
-        self._lock = threading.Lock()
-        self._keys: list[SigningKey] = []
-        self._version: str | None = None
-        self._checked_at = float("-inf")
-        #: Whether the view was read after the last invalidation (see _snapshot).
-        self._fresh = False
-        self._generation = 0
-        self._parsed: dict[Kid, RSAKey] = {}
-        self._report = ReportOnce(log, "signing key record")
+        self._policy = ring.policy
+        self._audit = audit
 
     @property
     def policy(self) -> KeyPolicy:
         return self._policy
 
     def _list(self) -> list[SigningKey]:
-        """The readable keys of the store. A record that cannot be read is logged once by
-        name and otherwise ignored: it signs nothing and is not published, and the
-        lifecycle goes on without it (if it was the current key, the next tick or start
-        makes a new one, as for a retired key)."""
-        scan = self._store.scan()
-        if scan.unreadable:
-            self._report(scan.unreadable)
-        return scan.records
-
-    def unreadable(self) -> list[UnreadableRecord]:
-        """The key records that cannot be read right now (read fresh)."""
-        scan = self._store.scan()
-        self._report(scan.unreadable)
-        return scan.unreadable
-
-    # -- the cached read side (hot path) -------------------------------------------------
-
-    def _snapshot(self) -> list[SigningKey]:
-        """The key set, re-read from the store at most every ``cache_seconds``.
-
-        The version check is one cheap read; the full list is re-read only when another
-        process changed it. Lifecycle transitions driven by time need no re-read at all:
-        states are computed from timestamps at each call.
-        """
-        mono = time.monotonic()
-        if mono - self._checked_at < self._policy.cache_seconds:
-            return self._keys
-        feed = self._changes
-        if feed is not None and feed.live() and self._fresh:
-            # Nothing announced since the last read: no round trip.
-            return self._keys
-        with self._lock:
-            if mono - self._checked_at < self._policy.cache_seconds:
-                return self._keys
-            generation = self._generation
-            version = self._store.version()
-            if version != self._version:
-                self._keys = self._list()
-                self._version = version
-                live = {k.kid for k in self._keys}
-                self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
-            # An invalidation that arrived while reading keeps the view stale: it may
-            # announce a change the read did not see.
-            if generation == self._generation:
-                self._checked_at = time.monotonic()
-                self._fresh = True
-            return self._keys
-
-    def invalidate(self) -> None:
-        """Forget the cached view (after a change made by this process, or announced by
-        the change feed)."""
-        self._generation += 1
-        self._fresh = False
-        self._checked_at = float("-inf")
-
-    def current(self) -> tuple[Kid, RSAKey]:
-        """The one key that signs now, parsed. Raises :class:`KeyStoreError` if none."""
-        now = self._clock.now()
-        key = current_key(self._snapshot(), now, self._policy.retention)
-        if key is None:
-            # The cache may predate a promotion made elsewhere: look once more, fresh.
-            self.invalidate()
-            key = current_key(self._snapshot(), now, self._policy.retention)
-        if key is None:
-            raise KeyStoreError("no current signing key")
-        return key.kid, self._private(key)
-
-    def published_jwks(self) -> dict[str, Any]:
-        """The JWK set to publish: public halves of next, current and previous keys."""
-        now = self._clock.now()
-        keys = [
-            k for k in self._snapshot() if k.state(now, self._policy.retention) is not KeyState.GONE
-        ]
-        keys.sort(key=lambda k: k.activate_at, reverse=True)
-        return {"keys": [dict(k.public_jwk) for k in keys]}
-
-    def verification_key(self, kid: str) -> RSAKey | None:
-        """The public key for *kid* if it is published right now (read fresh, not cached,
-        so a retire is seen at once by introspection)."""
-        now = self._clock.now()
-        for key in self._list():
-            if key.kid == kid and key.state(now, self._policy.retention) is not KeyState.GONE:
-                return RSAKey.import_key(key.public_jwk)
-        return None
-
-    def _private(self, key: SigningKey) -> RSAKey:
-        parsed = self._parsed.get(key.kid)
-        if parsed is None:
-            if key.private_pem is None:
-                raise KeyStoreError(f"signing key {key.kid} has no private key material")
-            parsed = crypto.load_private(key.private_pem, self._policy.passphrase, key.kid)
-            self._parsed[key.kid] = parsed
-        return parsed
-
-    # -- operator and scheduler commands (each runs under the store lock) -----------------
+        """The store, read now (through the ring, which reports an unreadable record once
+        per process)."""
+        return self._ring.read()
 
     def views(self) -> list[KeyView]:
-        """Every stored key with its state, newest first (read fresh)."""
+        """Every stored key with its state, newest first (read fresh), as the operator
+        commands show them."""
         now = self._clock.now()
         retention = self._policy.retention
         keys = sorted(self._list(), key=lambda k: (k.activate_at, k.created_at), reverse=True)
         return [KeyView(k, k.state(now, retention), k.drop_at(retention)) for k in keys]
 
-    def check_readable(self) -> None:
-        """Parse every key that may still sign, so a wrong passphrase stops start-up."""
-        now = self._clock.now()
-        for key in self._list():
-            if key.private_pem is None:
-                continue
-            if key.state(now, self._policy.retention) in (KeyState.NEXT, KeyState.CURRENT):
-                self._private(key)
-            elif crypto.is_encrypted(key.private_pem) and not self._policy.passphrase:
-                self._private(key)  # raises the clear passphrase error
+    # -- operator and scheduler commands (each changes the store under its lock) ----------
 
     def ensure_current(self) -> SigningKey | None:
         """Make sure a key signs now; create the first one on an empty store.
@@ -234,7 +114,7 @@ class KeyService:
                 return None
             self._check_passphrase(keys)
             created = self._rechain(keys, self._clock.now())
-        self.invalidate()
+        self._ring.invalidate()
         if created:
             self._record("key.created", created)
             log.info("created signing key %s (the store had no current key)", created.kid)
@@ -255,14 +135,14 @@ class KeyService:
                     # A crash between writing the new key and ending the current key's
                     # window (file store: no transaction) left two open windows.
                     self._rechain(keys, now)
-                    self.invalidate()
+                    self._ring.invalidate()
                 return RotationResult(waiting[-1], created=False)
             self._check_passphrase(keys)
             new = self._new_key(now, lead=lead(self._policy))
             self._store.add(new)
             self._rechain([*keys, new], now)
             new = self._reload(new.kid)
-        self.invalidate()
+        self._ring.invalidate()
         self._record("key.rotated", new)
         log.info("scheduled signing key %s to start signing at %s", new.kid, _iso(new.activate_at))
         return RotationResult(new, created=True)
@@ -289,7 +169,7 @@ class KeyService:
             retired = dataclasses.replace(target, retired_at=now, private_pem=None)
             keys = [retired if k.kid == kid else k for k in keys]
             created = self._rechain(keys, now, write_first=retired)
-        self.invalidate()
+        self._ring.invalidate()
         self._record("key.retired", retired)
         if created is not None:
             self._record("key.created", created)
@@ -338,7 +218,7 @@ class KeyService:
                     self._store.update(dataclasses.replace(key, private_pem=None))
                     done.append(f"destroyed private key {key.kid}")
         if done:
-            self.invalidate()
+            self._ring.invalidate()
             for line in done:
                 log.info("key schedule: %s", line)
         return done
@@ -358,7 +238,6 @@ class KeyService:
         the publish-ahead is counted from when the key can actually be seen.
         """
         rsa, kid = crypto.generate(self._policy.key_size)
-        self._parsed[kid] = rsa
         pem = crypto.to_pem(rsa, self._policy.passphrase)
         created_at = max(now, self._clock.now())
         return SigningKey(
@@ -376,7 +255,7 @@ class KeyService:
         stored keys (a wrong one raises the ``AUTHSERVER_KEY_PASSPHRASE`` error)."""
         for key in sorted(keys, key=lambda k: k.activate_at, reverse=True):
             if key.private_pem is not None and key.retired_at is None:
-                self._private(key)
+                self._ring.private_key(key)
                 return
 
     def _reload(self, kid: Kid) -> SigningKey:

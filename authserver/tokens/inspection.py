@@ -17,7 +17,7 @@ from authserver_verifier import rules
 from authserver_verifier.rules import RuleViolation
 
 from authserver.clock import Clock
-from authserver.keys.service import KeyService
+from authserver.keys.ring import KeyRing
 from authserver.tokens.revocations import RevocationStore
 from authserver.tokens.statuslist import StatusListService
 
@@ -25,7 +25,7 @@ from authserver.tokens.statuslist import StatusListService
 class TokenInspector:
     def __init__(
         self,
-        keys: KeyService,
+        keys: KeyRing,
         revocations: RevocationStore,
         status_lists: StatusListService,
         clock: Clock,

@@ -8,7 +8,7 @@ from authserver.clients.model import Client
 from authserver.clock import Clock
 from authserver.keys.crypto import ALG
 from authserver.keys.crypto import SIGNING
-from authserver.keys.service import KeyService
+from authserver.keys.ring import KeyRing
 from authserver.tokens.claims import build_claims
 from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
@@ -20,7 +20,7 @@ class TokenService:
 
     def __init__(
         self,
-        keys: KeyService,
+        keys: KeyRing,
         clock: Clock,
         *,
         issuer: str,

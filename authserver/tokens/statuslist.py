@@ -43,7 +43,7 @@ from authserver.clock import Clock
 from authserver.errors import InvalidInput
 from authserver.keys.crypto import ALG
 from authserver.keys.crypto import SIGNING
-from authserver.keys.service import KeyService
+from authserver.keys.ring import KeyRing
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_identity
 
@@ -170,7 +170,7 @@ class StatusListService:
     def __init__(
         self,
         store: StatusListStore,
-        keys: KeyService,
+        keys: KeyRing,
         clock: Clock,
         *,
         issuer: str,

@@ -270,11 +270,11 @@ def enable_client(client_id: str) -> Response:
 
 @bp.get("/keys")
 def list_keys() -> Response:
-    keys = services().keys
+    svc = services()
     return _json(
         {
-            "keys": [key_json(v) for v in keys.views()],
-            "unreadable": [unreadable_json(r) for r in keys.unreadable()],
+            "keys": [key_json(v) for v in svc.keys.views()],
+            "unreadable": [unreadable_json(r) for r in svc.key_ring.unreadable()],
         }
     )
 

@@ -35,7 +35,7 @@ def readyz() -> Response:
         log.warning("readiness: database check failed: %s", type(exc).__name__)
         checks["database"] = "unavailable"
     try:
-        svc.keys.current()
+        svc.key_ring.current()
         checks["signing_key"] = "ok"
     except Exception as exc:
         log.warning("readiness: signing key check failed: %s", type(exc).__name__)
@@ -45,7 +45,7 @@ def readyz() -> Response:
     try:
         # Reported, not failed on: an unreadable record that is not needed leaves the
         # instance able to serve (a missing current key fails signing_key above).
-        unreadable = svc.keys.unreadable()
+        unreadable = svc.key_ring.unreadable()
     except Exception as exc:
         log.warning("readiness: listing key records failed: %s", type(exc).__name__)
         unreadable = []

@@ -25,7 +25,7 @@ METADATA = ("/.well-known/oauth-authorization-server", "/.well-known/openid-conf
 
 
 def register(wsgi: OAuthWSGI, services: Services) -> None:
-    keys, settings = services.keys, services.settings
+    keys, settings = services.key_ring, services.settings
     max_age = settings.jwks_max_age
     # Only ever a handful of live key sets (rotation, retire, retention).
     jwks_cache: BoundedCache[tuple[object, ...], Document] = BoundedCache(16)

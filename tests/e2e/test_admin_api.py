@@ -445,7 +445,7 @@ def test_retire_is_seen_by_another_instance_at_once(admin: Any, admin_services: 
             k["kid"] for k in other_http.get("/.well-known/jwks.json").get_json()["keys"]
         }
         assert admin.post(f"/admin/keys/{kid}/retire", headers=AUTH).status_code == 200
-        other.keys.invalidate()  # the other instance's short key cache (key_cache_seconds)
+        other.key_ring.invalidate()  # the other instance's short key cache (key_cache_seconds)
         assert kid not in {
             k["kid"] for k in other_http.get("/.well-known/jwks.json").get_json()["keys"]
         }

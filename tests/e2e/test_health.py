@@ -37,7 +37,7 @@ def test_readyz_reports_a_missing_signing_key(http: Any, services: Services) -> 
     with services.unit_of_work(), store.lock():
         for key in store.list():
             store.delete(key.kid)
-    services.keys.invalidate()
+    services.key_ring.invalidate()
     response = http.get("/readyz")
     assert response.status_code == 503, response.get_data(as_text=True)
     assert response.headers["Cache-Control"] == "no-store"
@@ -53,7 +53,7 @@ def test_readyz_reports_a_missing_signing_key(http: Any, services: Services) -> 
     assert scheduled.activate_at > time.time()
     with services.unit_of_work(), store.lock():
         store.delete(current.kid)
-    services.keys.invalidate()
+    services.key_ring.invalidate()
     response = http.get("/readyz")
     assert response.status_code == 503
     assert response.get_json()["checks"] == {"database": "ok", "signing_key": "unavailable"}
@@ -61,7 +61,7 @@ def test_readyz_reports_a_missing_signing_key(http: Any, services: Services) -> 
     # A current key again: ready.
     with services.unit_of_work():
         services.keys.ensure_current()
-    services.keys.invalidate()
+    services.key_ring.invalidate()
     assert http.get("/readyz").status_code == 200
 
 

@@ -93,7 +93,7 @@ def private_pem(key: rsa.RSAPrivateKey) -> bytes:
 def server_private_key(services: Services) -> tuple[str, bytes]:
     """The current signing key of the server, as (kid, PEM) (for tokens that are signed
     correctly but are not the server's own shape)."""
-    kid, key = services.keys.current()
+    kid, key = services.key_ring.current()
     return kid, key.as_pem(private=True)
 
 

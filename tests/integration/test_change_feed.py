@@ -130,7 +130,7 @@ def test_key_changes_are_announced_too(two: tuple[Services, Services]) -> None:
 
     def published() -> set[str]:
         with listening.unit_of_work():
-            return {k["kid"] for k in listening.keys.published_jwks()["keys"]}
+            return {k["kid"] for k in listening.key_ring.published_jwks()["keys"]}
 
     before = published()
     with other.unit_of_work():

@@ -260,8 +260,8 @@ def _check_key_store(env: dict[str, str], tmp_path: Path, key_store: str, label:
             keys = svc.keys._store.list()
             now = svc.clock.now()
             retention = svc.keys.policy.retention
-            kid, _ = svc.keys.current()  # signs now, private key readable
-            svc.keys.check_readable()
+            kid, _ = svc.key_ring.current()  # signs now, private key readable
+            svc.key_ring.check_readable()
         problems = _chain_problems(keys, now, retention)
         assert not problems, f"{label}: signing windows broken: {problems}\n{_describe(keys, now)}"
         for key in keys:
@@ -523,7 +523,7 @@ def _operations() -> dict[str, Callable[[Any], None]]:
 
     def retire_current(svc: Any) -> None:
         svc.keys.rotate()
-        svc.keys.retire(svc.keys.current()[0])
+        svc.keys.retire(svc.key_ring.current()[0])
 
     def retire_next(svc: Any) -> None:
         result = svc.keys.rotate()
@@ -585,7 +585,7 @@ def test_file_key_store_crash_at_every_write(tmp_path: Path, operation: str) -> 
                 now = svc.clock.now()
                 problems = _chain_problems(keys, now, svc.keys.policy.retention)
                 assert not problems, f"{label}: {problems}\n{_describe(keys, now)}"
-                svc.keys.current()
+                svc.key_ring.current()
                 # The server keeps working from here: the next rotation is sound too.
                 svc.keys.rotate()
                 keys = svc.keys._store.list()

@@ -49,7 +49,7 @@ def svc(tmp_path: Path) -> Iterator[Services]:
 @pytest.fixture
 def jwks_url(svc: Services) -> Iterator[str]:
     with svc.unit_of_work():
-        body = json.dumps(svc.keys.published_jwks()).encode()
+        body = json.dumps(svc.key_ring.published_jwks()).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
@@ -113,7 +113,7 @@ def test_introspection_and_the_verifier_agree(
     svc: Services, jwks_url: str, name: str, header: dict[str, Any], changes: dict[str, Any]
 ) -> None:
     with svc.unit_of_work():
-        kid, key = svc.keys.current()
+        kid, key = svc.key_ring.current()
     protected = {"alg": "RS256", "typ": "at+jwt", "kid": kid, **header}
     protected = {k: v for k, v in protected.items() if v is not None}
     token = jwt.encode(protected, _claims(**changes), key, algorithms=["RS256"])

@@ -1,4 +1,5 @@
-"""The signing-key lifecycle (authserver.keys.service.KeyService) on a fixed clock.
+"""The signing-key lifecycle (authserver.keys.service.KeyService), as the key ring
+(authserver.keys.ring.KeyRing) serves it, on a fixed clock.
 
 next (published, signs nothing) -> current (the one signing key) -> previous (published
 until its tokens expired) -> gone (out of the JWKS). docs/reference.md "Signing keys and
@@ -23,6 +24,7 @@ from authserver.keys.model import KeyState
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
+from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.storage.files.keys import CHANGING
 from authserver.storage.files.keys import FileKeyStore
@@ -55,15 +57,20 @@ def store() -> InMemoryKeyStore:
 
 
 @pytest.fixture
-def svc(store: InMemoryKeyStore, clock: FixedClock) -> KeyService:
-    return KeyService(store, clock, POLICY)
+def ring(store: InMemoryKeyStore, clock: FixedClock) -> KeyRing:
+    return KeyRing(store, clock, POLICY)
+
+
+@pytest.fixture
+def svc(store: InMemoryKeyStore, ring: KeyRing, clock: FixedClock) -> KeyService:
+    return KeyService(store, ring, clock)
 
 
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def jwks_kids(svc: KeyService) -> list[str]:
-    return [k["kid"] for k in svc.published_jwks()["keys"]]
+def jwks_kids(ring: KeyRing) -> list[str]:
+    return [k["kid"] for k in ring.published_jwks()["keys"]]
 
 
 def stored(store: InMemoryKeyStore, kid: str) -> SigningKey:
@@ -75,8 +82,8 @@ def state_of(store: InMemoryKeyStore, kid: str, now: float) -> KeyState:
     return stored(store, kid).state(now, RETENTION)
 
 
-def signing_kid(svc: KeyService) -> str:
-    kid, key = svc.current()
+def signing_kid(ring: KeyRing) -> str:
+    kid, key = ring.current()
     assert key.is_private
     assert key.thumbprint() == kid
     return kid
@@ -95,14 +102,14 @@ def bootstrap(svc: KeyService) -> SigningKey:
 # -- bootstrap -------------------------------------------------------------------------------
 
 
-def test_empty_store_has_no_current_key(svc: KeyService) -> None:
+def test_empty_store_has_no_current_key(svc: KeyService, ring: KeyRing) -> None:
     with pytest.raises(KeyStoreError):
-        svc.current()
-    assert svc.published_jwks() == {"keys": []}
+        ring.current()
+    assert ring.published_jwks() == {"keys": []}
 
 
 def test_ensure_current_creates_exactly_one_current_key(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     created = svc.ensure_current()
     assert created is not None
@@ -111,8 +118,8 @@ def test_ensure_current_creates_exactly_one_current_key(
     assert created.activate_at <= clock.now()
     assert created.deactivate_at is None
     assert created.private_pem is not None
-    assert signing_kid(svc) == created.kid
-    assert jwks_kids(svc) == [created.kid]
+    assert signing_kid(ring) == created.kid
+    assert jwks_kids(ring) == [created.kid]
     # Idempotent: a second call (another worker, a restart) creates nothing.
     assert svc.ensure_current() is None
     clock.advance(10)
@@ -120,10 +127,10 @@ def test_ensure_current_creates_exactly_one_current_key(
     assert len(store.list()) == 1
 
 
-def test_published_jwks_holds_public_members_only(svc: KeyService) -> None:
+def test_published_jwks_holds_public_members_only(svc: KeyService, ring: KeyRing) -> None:
     bootstrap(svc)
     svc.rotate()
-    keys = svc.published_jwks()["keys"]
+    keys = ring.published_jwks()["keys"]
     assert len(keys) == 2
     for jwk in keys:
         assert set(jwk) == {"kty", "kid", "use", "alg", "n", "e"}
@@ -137,7 +144,7 @@ def test_published_jwks_holds_public_members_only(svc: KeyService) -> None:
 
 
 def test_rotation_next_current_previous_gone(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     old = bootstrap(svc)
     clock.advance(1000)
@@ -151,44 +158,44 @@ def test_rotation_next_current_previous_gone(
 
     # next: published at once, signs nothing yet.
     assert state_of(store, new.kid, clock.now()) is KeyState.NEXT
-    assert set(jwks_kids(svc)) == {old.kid, new.kid}
-    assert signing_kid(svc) == old.kid
+    assert set(jwks_kids(ring)) == {old.kid, new.kid}
+    assert signing_kid(ring) == old.kid
 
     clock.set(new.activate_at - 0.001)
-    assert signing_kid(svc) == old.kid
+    assert signing_kid(ring) == old.kid
     assert state_of(store, new.kid, clock.now()) is KeyState.NEXT
 
     # current: the new key signs from activate_at; the old one is previous, still published.
     clock.set(new.activate_at)
-    assert signing_kid(svc) == new.kid
+    assert signing_kid(ring) == new.kid
     assert state_of(store, new.kid, clock.now()) is KeyState.CURRENT
     assert state_of(store, old.kid, clock.now()) is KeyState.PREVIOUS
     assert stored(store, old.kid).deactivate_at == new.activate_at
-    assert set(jwks_kids(svc)) == {old.kid, new.kid}
+    assert set(jwks_kids(ring)) == {old.kid, new.kid}
     assert len(current_keys(store, clock.now())) == 1
 
     # previous stays published for the whole retention (longest token lifetime + leeway).
     clock.set(new.activate_at + RETENTION - 0.001)
     assert state_of(store, old.kid, clock.now()) is KeyState.PREVIOUS
-    assert old.kid in jwks_kids(svc)
-    assert svc.verification_key(old.kid) is not None
+    assert old.kid in jwks_kids(ring)
+    assert ring.verification_key(old.kid) is not None
 
     # gone: out of the JWKS, and the scheduler destroys its private half.
     clock.set(new.activate_at + RETENTION)
     assert state_of(store, old.kid, clock.now()) is KeyState.GONE
-    assert jwks_kids(svc) == [new.kid]
-    assert svc.verification_key(old.kid) is None
-    assert signing_kid(svc) == new.kid
+    assert jwks_kids(ring) == [new.kid]
+    assert ring.verification_key(old.kid) is None
+    assert signing_kid(ring) == new.kid
     assert svc.due()
     assert svc.tick()
     assert stored(store, old.kid).private_pem is None
     assert not svc.due()
 
 
-def test_jwks_lists_newest_first(svc: KeyService, clock: FixedClock) -> None:
+def test_jwks_lists_newest_first(svc: KeyService, ring: KeyRing, clock: FixedClock) -> None:
     old = bootstrap(svc)
     new = svc.rotate().key
-    assert jwks_kids(svc) == [new.kid, old.kid]
+    assert jwks_kids(ring) == [new.kid, old.kid]
 
 
 def test_rotate_is_idempotent_while_a_next_key_is_pending(
@@ -212,11 +219,11 @@ def test_rotate_is_idempotent_while_a_next_key_is_pending(
 
 
 def test_rotate_does_not_change_the_signing_key_now(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     old = bootstrap(svc)
     svc.rotate()
-    assert signing_kid(svc) == old.kid
+    assert signing_kid(ring) == old.kid
     assert len(current_keys(store, clock.now())) == 1
 
 
@@ -248,7 +255,7 @@ def test_tick_does_nothing_before_the_rotation_is_due(
 
 
 def test_tick_rotates_when_interval_minus_publish_ahead_has_passed(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     first = bootstrap(svc)
     clock.set(first.activate_at + ROTATION_INTERVAL - PUBLISH_AHEAD)
@@ -266,19 +273,19 @@ def test_tick_rotates_when_interval_minus_publish_ahead_has_passed(
     assert svc.tick() == []
     assert len(store.list()) == 2
     clock.set(pending.activate_at)
-    assert signing_kid(svc) == pending.kid
+    assert signing_kid(ring) == pending.kid
     assert not svc.due()
     assert svc.tick() == []
 
 
 def test_tick_after_a_long_pause_rotates_once(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     first = bootstrap(svc)
     clock.advance(5 * ROTATION_INTERVAL)  # the server was down for days
     assert svc.due()
     svc.tick()
-    assert signing_kid(svc) == first.kid  # still signs until the next key is old enough
+    assert signing_kid(ring) == first.kid  # still signs until the next key is old enough
     assert len(store.list()) == 2
     assert svc.tick() == []
 
@@ -303,38 +310,42 @@ def test_tick_creates_a_key_on_an_empty_store(svc: KeyService, store: InMemoryKe
 # -- retire ----------------------------------------------------------------------------------
 
 
-def assert_retired(svc: KeyService, store: InMemoryKeyStore, kid: str, now: float) -> None:
+def assert_retired(ring: KeyRing, store: InMemoryKeyStore, kid: str, now: float) -> None:
     key = stored(store, kid)
     assert key.retired_at == now
     assert key.private_pem is None
     assert key.state(now, RETENTION) is KeyState.GONE
-    assert kid not in jwks_kids(svc)
-    assert svc.verification_key(kid) is None
-    assert signing_kid(svc) != kid
+    assert kid not in jwks_kids(ring)
+    assert ring.verification_key(kid) is None
+    assert signing_kid(ring) != kid
 
 
-def test_retire_previous(svc: KeyService, store: InMemoryKeyStore, clock: FixedClock) -> None:
+def test_retire_previous(
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
+) -> None:
     old = bootstrap(svc)
     new = svc.rotate().key
     clock.set(new.activate_at + 60)
     assert state_of(store, old.kid, clock.now()) is KeyState.PREVIOUS
     retired = svc.retire(old.kid)
     assert retired.kid == old.kid
-    assert_retired(svc, store, old.kid, clock.now())
-    assert signing_kid(svc) == new.kid
-    assert jwks_kids(svc) == [new.kid]
+    assert_retired(ring, store, old.kid, clock.now())
+    assert signing_kid(ring) == new.kid
+    assert jwks_kids(ring) == [new.kid]
 
 
-def test_retire_next(svc: KeyService, store: InMemoryKeyStore, clock: FixedClock) -> None:
+def test_retire_next(
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
+) -> None:
     old = bootstrap(svc)
     new = svc.rotate().key
     clock.advance(60)
     svc.retire(new.kid)
-    assert_retired(svc, store, new.kid, clock.now())
-    assert signing_kid(svc) == old.kid
+    assert_retired(ring, store, new.kid, clock.now())
+    assert signing_kid(ring) == old.kid
     # The old key keeps signing past the retired key's activation...
     clock.set(new.activate_at + 1)
-    assert signing_kid(svc) == old.kid
+    assert signing_kid(ring) == old.kid
     assert len(current_keys(store, clock.now())) == 1
     # ...and a rotation schedules a fresh next key.
     replacement = svc.rotate()
@@ -343,52 +354,52 @@ def test_retire_next(svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
 
 
 def test_retire_current_promotes_a_next_key_old_enough(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     old = bootstrap(svc)
     new = svc.rotate().key
     clock.advance(JWKS_MAX_AGE)  # every cached JWKS now holds the next key
     svc.retire(old.kid)
-    assert_retired(svc, store, old.kid, clock.now())
-    assert signing_kid(svc) == new.kid
+    assert_retired(ring, store, old.kid, clock.now())
+    assert signing_kid(ring) == new.kid
     assert stored(store, new.kid).activate_at == clock.now()
     assert len(store.list()) == 2  # no key created
     assert len(current_keys(store, clock.now())) == 1
-    assert jwks_kids(svc) == [new.kid]
+    assert jwks_kids(ring) == [new.kid]
 
 
 def test_retire_current_with_a_too_young_next_key_creates_one_signing_at_once(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     old = bootstrap(svc)
     young = svc.rotate().key
     clock.advance(JWKS_MAX_AGE - 1)
     svc.retire(old.kid)
-    assert_retired(svc, store, old.kid, clock.now())
-    emergency = signing_kid(svc)
+    assert_retired(ring, store, old.kid, clock.now())
+    emergency = signing_kid(ring)
     assert emergency not in (old.kid, young.kid)
     key = stored(store, emergency)
     assert key.activate_at == clock.now() == key.created_at
-    assert emergency in jwks_kids(svc)
+    assert emergency in jwks_kids(ring)
     # The young key keeps its schedule and takes over when it was meant to.
     assert state_of(store, young.kid, clock.now()) is KeyState.NEXT
     assert stored(store, young.kid).activate_at == young.activate_at
     clock.set(young.activate_at)
-    assert signing_kid(svc) == young.kid
+    assert signing_kid(ring) == young.kid
     assert len(current_keys(store, clock.now())) == 1
 
 
 def test_retire_current_without_a_next_key_creates_one_signing_at_once(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     old = bootstrap(svc)
     clock.advance(100)
     svc.retire(old.kid)
-    assert_retired(svc, store, old.kid, clock.now())
-    new = signing_kid(svc)
+    assert_retired(ring, store, old.kid, clock.now())
+    new = signing_kid(ring)
     assert new != old.kid
     assert stored(store, new).activate_at == clock.now()
-    assert jwks_kids(svc) == [new]
+    assert jwks_kids(ring) == [new]
     assert len(current_keys(store, clock.now())) == 1
 
 
@@ -424,18 +435,18 @@ def test_retire_unknown_kid_is_not_found(svc: KeyService) -> None:
         svc.retire("no-such-kid")
 
 
-def test_retire_twice_is_a_conflict(svc: KeyService, clock: FixedClock) -> None:
+def test_retire_twice_is_a_conflict(svc: KeyService, ring: KeyRing, clock: FixedClock) -> None:
     old = bootstrap(svc)
     new = svc.rotate().key
     svc.retire(new.kid)
     clock.advance(5)
     with pytest.raises(Conflict):
         svc.retire(new.kid)
-    assert signing_kid(svc) == old.kid
+    assert signing_kid(ring) == old.kid
 
 
 def test_retired_key_signs_nothing_even_after_its_activation_time(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     bootstrap(svc)
     nxt = svc.rotate().key
@@ -443,8 +454,8 @@ def test_retired_key_signs_nothing_even_after_its_activation_time(
     for offset in (0, 1, PUBLISH_AHEAD, ROTATION_INTERVAL, 3 * ROTATION_INTERVAL):
         clock.set(nxt.activate_at + offset)
         svc.tick()
-        assert signing_kid(svc) != nxt.kid
-        assert nxt.kid not in jwks_kids(svc)
+        assert signing_kid(ring) != nxt.kid
+        assert nxt.kid not in jwks_kids(ring)
 
 
 # -- invariants over time --------------------------------------------------------------------
@@ -454,8 +465,10 @@ class Walker:
     """Moves the clock in small steps, like a scheduler, checking the invariants at every
     step and at every lifecycle boundary in between."""
 
-    def __init__(self, svc: KeyService, store: InMemoryKeyStore, clock: FixedClock) -> None:
-        self.svc, self.store, self.clock = svc, store, clock
+    def __init__(
+        self, svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
+    ) -> None:
+        self.svc, self.ring, self.store, self.clock = svc, ring, store, clock
         self.first_in_jwks: dict[str, float] = {}
         self.first_signing: dict[str, float] = {}
         self.bootstrap_kid: str | None = None
@@ -464,7 +477,7 @@ class Walker:
     def observe(self) -> None:
         """After the actions of this instant: what the service serves now."""
         now = self.clock.now()
-        published = jwks_kids(self.svc)
+        published = jwks_kids(self.ring)
         for kid in published:
             self.first_in_jwks.setdefault(kid, now)
         keys = self.store.list()
@@ -480,7 +493,7 @@ class Walker:
                 and (key.deactivate_at <= now < key.deactivate_at + RETENTION)
             ):
                 assert key.kid in published, "previous key dropped before its tokens expired"
-        kid = signing_kid(self.svc)
+        kid = signing_kid(self.ring)
         [current] = current_keys(self.store, now)
         assert current.kid == kid
         assert kid in published
@@ -531,9 +544,9 @@ class Walker:
 
 
 def test_invariants_through_scheduled_and_manual_rotations(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
-    walker = Walker(svc, store, clock)
+    walker = Walker(svc, ring, store, clock)
     walker.bootstrap_kid = bootstrap(svc).kid
     walker.observe()
     step = 47.0  # not a divisor of any policy number: boundaries fall between steps
@@ -549,7 +562,7 @@ def test_invariants_through_scheduled_and_manual_rotations(
             walker.observe()
         if day > 0.6 and "retire-current" not in events_done and walker.can_retire_current_safely():
             events_done.add("retire-current")
-            walker.retire(signing_kid(svc))
+            walker.retire(signing_kid(ring))
         if day > 1.2 and "retire-previous" not in events_done:
             previous = [
                 k for k in store.list() if k.state(clock.now(), RETENTION) is KeyState.PREVIOUS
@@ -582,10 +595,10 @@ def test_invariants_through_scheduled_and_manual_rotations(
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_invariants_with_random_operator_actions(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock, seed: int
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock, seed: int
 ) -> None:
     rng = random.Random(seed)
-    walker = Walker(svc, store, clock)
+    walker = Walker(svc, ring, store, clock)
     walker.bootstrap_kid = bootstrap(svc).kid
     walker.observe()
     for _ in range(1500):
@@ -604,19 +617,19 @@ def test_invariants_with_random_operator_actions(
             if candidates:
                 walker.retire(rng.choice(candidates).kid)
         elif roll < 0.02 and walker.can_retire_current_safely():
-            walker.retire(signing_kid(svc))
+            walker.retire(signing_kid(ring))
         elif roll < 0.022:
             # The emergency path without a ready next key: a new key signs at once
             # (documented in KeyService.retire); it is exempt from the publish-ahead rule.
             before = {k.kid for k in store.list()}
-            walker.retire(signing_kid(svc))
+            walker.retire(signing_kid(ring))
             walker.emergency |= {k.kid for k in store.list()} - before
     assert len(walker.first_signing) >= 3
     walker.assert_published_ahead()
 
 
 def test_future_windows_tile_time_after_many_operations(
-    svc: KeyService, store: InMemoryKeyStore, clock: FixedClock
+    svc: KeyService, ring: KeyRing, store: InMemoryKeyStore, clock: FixedClock
 ) -> None:
     """Check the stored windows analytically: from now on, every boundary of every
     signing window has exactly one current key on both sides."""
@@ -626,7 +639,7 @@ def test_future_windows_tile_time_after_many_operations(
         svc.rotate()
         svc.tick()
     clock.advance(JWKS_MAX_AGE)
-    svc.retire(signing_kid(svc))
+    svc.retire(signing_kid(ring))
     svc.rotate()
     now = clock.now()
     keys = store.list()

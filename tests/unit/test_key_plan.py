@@ -24,6 +24,7 @@ from authserver.keys.plan import Plan
 from authserver.keys.plan import current_key
 from authserver.keys.plan import lead
 from authserver.keys.plan import plan
+from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.storage.memory import InMemoryKeyStore
 
@@ -190,7 +191,8 @@ def test_ticks_converge_to_one_signing_key_and_nothing_left_to_do(
     store = InMemoryKeyStore()
     for k in keys:
         store.add(k)
-    service = KeyService(store, FixedClock(NOW), POLICY)
+    clock = FixedClock(NOW)
+    service = KeyService(store, KeyRing(store, clock, POLICY), clock)
     for _ in range(3):
         if not plan(store.list(), NOW, POLICY):
             break

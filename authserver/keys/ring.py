@@ -1,0 +1,217 @@
+"""The read side of the signing keys: the key set as this process sees it.
+
+:class:`KeyRing` answers the questions asked on every request (which key signs now, which
+keys are published, the public key of a ``kid``) from a snapshot of the store, and parses
+each private key once. It never writes: the lifecycle commands (``keys/service.py``) change
+the store and then drop the snapshot with :meth:`KeyRing.invalidate`; changes made by other
+processes are seen through the store's version token, or through the change feed when one
+is live.
+
+The signer is handed exactly one key, the current one (docs/design.md, Authlib item 1:
+never a key set, from which joserfc would pick a random key).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Any
+from typing import NamedTuple
+
+from joserfc.jwk import RSAKey
+
+from authserver.cache import ChangeFeed
+from authserver.clock import Clock
+from authserver.errors import KeyStoreError
+from authserver.keys import crypto
+from authserver.keys.model import KeyState
+from authserver.keys.model import Kid
+from authserver.keys.model import SigningKey
+from authserver.keys.plan import KeyPolicy
+from authserver.keys.plan import current_key
+from authserver.keys.store import KeyStore
+from authserver.records import ReportOnce
+from authserver.records import UnreadableRecord
+
+log = logging.getLogger(__name__)
+
+#: The change-feed name of signing-key changes (the SQL key store announces it).
+CHANGE_NAME = "signing_keys"
+
+
+class _Signer(NamedTuple):
+    """The current key of one snapshot, parsed, and the span of time in which no key of
+    that snapshot changes state: within it, and while the snapshot is the same list,
+    :meth:`KeyRing.current` answers without looking at the keys again."""
+
+    keys: list[SigningKey]
+    since: float
+    until: float
+    kid: Kid
+    key: RSAKey
+
+
+class KeyRing:
+    """The cached key set the token endpoint signs with and the JWKS publishes."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        clock: Clock,
+        policy: KeyPolicy,
+        changes: ChangeFeed | None = None,
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._policy = policy
+        #: With a live feed the snapshot is re-read only when a change is announced, not
+        #: checked against the store's version every ``cache_seconds``.
+        self._changes = changes
+        if changes is not None:
+            changes.subscribe(CHANGE_NAME, self.invalidate)
+        self._lock = threading.Lock()
+        self._keys: list[SigningKey] = []
+        self._version: str | None = None
+        self._checked_at = float("-inf")
+        #: Whether the snapshot was read after the last invalidation (see _snapshot).
+        self._fresh = False
+        self._generation = 0
+        self._parsed: dict[Kid, RSAKey] = {}
+        self._signer: _Signer | None = None
+        self._report = ReportOnce(log, "signing key record")
+
+    @property
+    def policy(self) -> KeyPolicy:
+        return self._policy
+
+    # -- fresh reads ---------------------------------------------------------------------
+
+    def read(self) -> list[SigningKey]:
+        """The readable keys of the store, read now. A record that cannot be read is
+        logged once by name and otherwise ignored: it signs nothing and is not published,
+        and the lifecycle goes on without it (if it was the current key, the next tick or
+        start makes a new one, as for a retired key)."""
+        scan = self._store.scan()
+        if scan.unreadable:
+            self._report(scan.unreadable)
+        return scan.records
+
+    def unreadable(self) -> list[UnreadableRecord]:
+        """The key records that cannot be read right now (read fresh)."""
+        scan = self._store.scan()
+        self._report(scan.unreadable)
+        return scan.unreadable
+
+    def verification_key(self, kid: str) -> RSAKey | None:
+        """The public key for *kid* if it is published right now (read fresh, not cached,
+        so a retire is seen at once by introspection)."""
+        now = self._clock.now()
+        for key in self.read():
+            if key.kid == kid and key.state(now, self._policy.retention) is not KeyState.GONE:
+                return RSAKey.import_key(key.public_jwk)
+        return None
+
+    def check_readable(self) -> None:
+        """Parse every key that may still sign, so a wrong passphrase stops start-up."""
+        now = self._clock.now()
+        for key in self.read():
+            if key.private_pem is None:
+                continue
+            if key.state(now, self._policy.retention) in (KeyState.NEXT, KeyState.CURRENT):
+                self.private_key(key)
+            elif crypto.is_encrypted(key.private_pem) and not self._policy.passphrase:
+                self.private_key(key)  # raises the clear passphrase error
+
+    def private_key(self, key: SigningKey) -> RSAKey:
+        """The parsed private half of *key*, parsed (and decrypted) once per process, not
+        on every token. Raises :class:`KeyStoreError` when it cannot be read."""
+        parsed = self._parsed.get(key.kid)
+        if parsed is None:
+            if key.private_pem is None:
+                raise KeyStoreError(f"signing key {key.kid} has no private key material")
+            parsed = crypto.load_private(key.private_pem, self._policy.passphrase, key.kid)
+            self._parsed[key.kid] = parsed
+        return parsed
+
+    # -- the cached snapshot (hot path) ----------------------------------------------------
+
+    def _snapshot(self) -> list[SigningKey]:
+        """The key set, re-read from the store at most every ``cache_seconds``.
+
+        The version check is one cheap read; the full list is re-read only when another
+        process changed it. Lifecycle transitions driven by time need no re-read at all:
+        states are computed from timestamps at each call.
+        """
+        mono = time.monotonic()
+        if mono - self._checked_at < self._policy.cache_seconds:
+            return self._keys
+        feed = self._changes
+        if feed is not None and feed.live() and self._fresh:
+            # Nothing announced since the last read: no round trip.
+            return self._keys
+        with self._lock:
+            if mono - self._checked_at < self._policy.cache_seconds:
+                return self._keys
+            generation = self._generation
+            version = self._store.version()
+            if version != self._version:
+                self._keys = self.read()
+                self._version = version
+                live = {k.kid for k in self._keys}
+                self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
+            # An invalidation that arrived while reading keeps the snapshot stale: it may
+            # announce a change the read did not see.
+            if generation == self._generation:
+                self._checked_at = time.monotonic()
+                self._fresh = True
+            return self._keys
+
+    def invalidate(self) -> None:
+        """Forget the cached snapshot (after a change made by this process, or announced by
+        the change feed)."""
+        self._generation += 1
+        self._fresh = False
+        self._checked_at = float("-inf")
+
+    def current(self) -> tuple[Kid, RSAKey]:
+        """The one key that signs now, parsed. Raises :class:`KeyStoreError` if none."""
+        now = self._clock.now()
+        keys = self._snapshot()
+        signer = self._signer
+        if signer is not None and signer.keys is keys and signer.since <= now < signer.until:
+            return signer.kid, signer.key
+        key = current_key(keys, now, self._policy.retention)
+        if key is None:
+            # The snapshot may predate a key made current by another process (within
+            # cache_seconds, or before the change feed's notice arrived): check again.
+            self.invalidate()
+            keys = self._snapshot()
+            key = current_key(keys, now, self._policy.retention)
+        if key is None:
+            raise KeyStoreError("no current signing key")
+        parsed = self.private_key(key)
+        self._signer = _Signer(keys, now, _next_change(keys, now), key.kid, parsed)
+        return key.kid, parsed
+
+    def published_jwks(self) -> dict[str, Any]:
+        """The JWK set to publish: public halves of next, current and previous keys."""
+        now = self._clock.now()
+        retention = self._policy.retention
+        keys = [k for k in self._snapshot() if k.state(now, retention) is not KeyState.GONE]
+        keys.sort(key=lambda k: k.activate_at, reverse=True)
+        return {"keys": [dict(k.public_jwk) for k in keys]}
+
+
+def _next_change(keys: list[SigningKey], now: float) -> float:
+    """The first moment after *now* at which a key of *keys* may become or stop being
+    current (a start, an end or a retire of a signing window): until then, the current key
+    of *keys* is the one found at *now*."""
+    moments = (
+        t
+        for k in keys
+        for t in (k.activate_at, k.deactivate_at, k.retired_at)
+        if t is not None and t > now
+    )
+    return min(moments, default=math.inf)
