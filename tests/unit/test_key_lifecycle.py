@@ -411,7 +411,8 @@ def test_retire_current_generates_its_successor_before_writing_anything(
     seconds at 4096) before its first write, so token requests wait for a few file
     writes, not for key generation."""
     store = FileKeyStore(tmp_path / "keys")
-    svc = KeyService(store, clock, POLICY)
+    ring = KeyRing(store, clock, POLICY)
+    svc = KeyService(store, ring, clock)
     old = bootstrap(svc)
     clock.advance(100)
     during_generation: list[str] = []
@@ -426,7 +427,7 @@ def test_retire_current_generates_its_successor_before_writing_anything(
     assert len(during_generation) == 1
     assert not during_generation[0].startswith(CHANGING), during_generation
     assert not store.version().startswith(CHANGING)
-    assert signing_kid(svc) != old.kid
+    assert signing_kid(ring) != old.kid
 
 
 def test_retire_unknown_kid_is_not_found(svc: KeyService) -> None:
