@@ -36,10 +36,19 @@ def _sources() -> list[Path]:
     return sorted(PACKAGE.rglob("*.py"))
 
 
+#: Tool directives (type-ignore, noqa, coverage pragmas), which say nothing about why.
+PRAGMA = re.compile(r"#\s*(type:\s*ignore(\[[^\]]*\])?|noqa(:\s*[A-Z0-9, ]+)?|pragma:[^#]*)")
+
+
 def _comment_lines(source: str) -> dict[int, str]:
     """Line number -> the text of the ``#`` comment on that line."""
     tokens = tokenize.generate_tokens(io.StringIO(source).readline)
     return {tok.start[0]: tok.string for tok in tokens if tok.type == tokenize.COMMENT}
+
+
+def _says_something(comment: str) -> bool:
+    """A comment with words beside any tool directive."""
+    return bool(PRAGMA.sub("", comment).strip("# -"))
 
 
 def uncommented_imports(source: str) -> list[int]:
@@ -59,7 +68,7 @@ def uncommented_imports(source: str) -> list[int]:
     missing = []
     for node in nested:
         end = node.end_lineno or node.lineno
-        if any(n in comments for n in range(node.lineno, end + 1)):
+        if any(_says_something(comments.get(n, "")) for n in range(node.lineno, end + 1)):
             continue
         above = node.lineno - 1
         while above > 0 and (above in import_lines or not lines[above - 1].strip()):
@@ -130,6 +139,14 @@ def f():
     return b, c, e, g
 """
 
+_PRAGMA_ONLY = """
+def f():
+    import json  # type: ignore[import-untyped]
+    from a import b  # noqa: PLC0415
+    import c  # noqa: PLC0415 - start-up: only this command needs c.
+    return json, b, c
+"""
+
 _COMMENT_AFTER_CODE = """
 def f():
     # A comment about x, not about the import below.
@@ -141,8 +158,8 @@ def f():
 
 @pytest.mark.parametrize(
     ("source", "expected"),
-    [(_UNCOMMENTED, [4]), (_COMMENTED_RUN, []), (_COMMENT_AFTER_CODE, [5])],
-    ids=["uncommented", "commented-run", "comment-before-other-code"],
+    [(_UNCOMMENTED, [4]), (_COMMENTED_RUN, []), (_PRAGMA_ONLY, [3, 4]), (_COMMENT_AFTER_CODE, [5])],
+    ids=["uncommented", "commented-run", "pragma-only", "comment-before-other-code"],
 )
 def test_uncommented_imports_detects(source: str, expected: list[int]) -> None:
     assert uncommented_imports(source) == expected

@@ -420,12 +420,13 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
     makes SAVEPOINTs unreliable), so "first writer wins" checks (assertion replay,
     revocation) hold under concurrency.
     """
-    # Start-up: only the dialect in use is loaded (a SQLite worker never loads the
-    # PostgreSQL dialect's modules).
-    from sqlalchemy.dialects.postgresql import insert as pg_insert
-    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    if session.get_bind().dialect.name == "postgresql":
+        # Start-up: only the dialect in use is imported (its engine has loaded it already),
+        # so a SQLite worker never loads the PostgreSQL dialect's modules.
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        # Start-up: the dialect in use only, as above.
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1, which would
     # make every duplicate look inserted. A returned row is unambiguous.
     core_table = getattr(table, "__table__", table)
