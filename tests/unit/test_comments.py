@@ -5,15 +5,20 @@ history.
 A function-level import is allowed only to break an import cycle or to keep start-up light
 (a module that not every entry point needs). The reason goes in a comment on the import's
 own line or on the line above it; a run of consecutive imports shares the comment above
-the first.
+the first. The start-up reasons given in authserver/ are checked below: what each import
+keeps out of a process stays out of it.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import os
 import re
+import subprocess
+import sys
 import tokenize
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -192,3 +197,61 @@ def test_history_phrases_passes_the_present_tense() -> None:
         "# If it was the current key, the next key takes over; when it was built: its iat.\n"
     )
     assert history_phrases(source) == []
+
+
+# -- what the start-up comments promise ------------------------------------------------------
+
+_CLI_IMPORT = """
+import sys
+import authserver.cli
+print(",".join(m for m in ("flask", "granian", "authserver.web.app") if m in sys.modules))
+"""
+
+#: A worker as ``serve`` makes it: the master's preparation, then granian's call of
+#: worker_app in the (forked) worker; then a revocation, which runs insert_or_ignore.
+_WORKER = """
+import sys
+from authserver.cli.serve import prepare, worker_app
+from authserver.settings import Settings
+
+prepare(Settings.from_env())
+app = worker_app()
+services = app.extensions["authserver.services"]
+with services.unit_of_work():
+    services.revocations.revoke("jti-1", "as_client_x", 2e9, 1e9)
+print(",".join(m for m in sys.argv[1:] if m in sys.modules))
+"""
+
+
+def _loaded(code: str, env: dict[str, str], *modules: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code, *modules],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def test_commands_do_not_load_the_server() -> None:
+    """cli/serve.py imports the web app and granian inside the functions that serve."""
+    assert _loaded(_CLI_IMPORT, {**os.environ, "AUTHSERVER_CONFIG": ""}) == ""
+
+
+@pytest.mark.parametrize(
+    ("db_url", "other_database"),
+    [("sqlite", ["psycopg"]), ("postgresql", ["sqlalchemy.dialects.sqlite"])],
+    indirect=["db_url"],
+)
+def test_a_worker_loads_no_modules_of_the_other_database(
+    db_url: str, other_database: list[str], env_for: Callable[..., dict[str, str]]
+) -> None:
+    """storage/sql/notify.py imports psycopg, and engine.insert_or_ignore a dialect's
+    insert, only where that database is in use."""
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")},
+        **env_for(db_url, AUTHSERVER_SCHEDULER="false"),
+    }
+    assert _loaded(_WORKER, env, *other_database) == ""

@@ -421,8 +421,8 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
     revocation) hold under concurrency.
     """
     if session.get_bind().dialect.name == "postgresql":
-        # Start-up: only the dialect in use is imported (its engine has loaded it already),
-        # so a SQLite worker never loads the PostgreSQL dialect's modules.
+        # Start-up: each process imports only the dialect it runs on (its engine has
+        # loaded it already), so one on PostgreSQL never loads SQLite's for this.
         from sqlalchemy.dialects.postgresql import insert
     else:
         # Start-up: the dialect in use only, as above.
