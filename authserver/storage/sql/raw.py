@@ -3,12 +3,13 @@
 A token request reads at most a version counter and, on a client-cache miss, one client
 row. Through SQLAlchemy Core on the same autocommit engine that costs several times the
 read itself (statement cache lookups, result-type processing, the Connection wrapper;
-bench/RESULTS.md has the measurement), so these reads go to the driver directly: :func:`read_one` on a pooled
-DB-API connection, and :class:`SqliteCounters` on SQLite files. Values come back as the
-driver returns them; the stores decode them (``storage/sql/clients.py``). What this module
-must keep true is pinned by ``tests/integration/contracts/test_raw_reads.py`` on SQLite
-and PostgreSQL: the same values as the ORM reads, the unit of work's own writes visible,
-other connections' commits seen at once, and a dead pooled connection retried once.
+bench/RESULTS.md has the measurement), so these reads go to the driver directly:
+:func:`read_one` on a pooled DB-API connection, and :class:`SqliteCounters` on SQLite
+files. Values come back as the driver returns them; the stores decode them
+(``storage/sql/clients.py``). What this module must keep true is pinned by
+``tests/integration/contracts/test_raw_reads.py`` on SQLite and PostgreSQL: the same values
+as the ORM reads, the unit of work's own writes visible, other connections' commits seen at
+once, and a dead pooled connection retried once.
 """
 
 from __future__ import annotations
