@@ -140,10 +140,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 def _subscribe(
     events: Events, services: Services, failures: limits.FailedAuthenticationLimits | None
 ) -> None:
-    """Every subscriber of the OAuth layer's events, in one place: the status list bit of a
-    revoked token, the audit trail, the metrics, the failed-authentication limits, and the
-    access log's client id (the access line itself is written by the ``AccessLog``
-    middleware around both layers)."""
+    """Every subscriber of the OAuth layer's events, in one place: the audit trail, the
+    metrics, the failed-authentication limits, and the access log's client id (the access
+    line itself is written by the ``AccessLog`` middleware around both layers). A revoked
+    token's status-list bit is no subscriber's: ``TokenInspector.revoke`` sets it with the
+    jti record, in one unit of work."""
     audit = services.audit
 
     def issued(event: TokenIssued) -> None:
