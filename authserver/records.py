@@ -51,8 +51,8 @@ class Scan(Generic[T]):
 
 
 class ReportOnce:
-    """Logs each unreadable record once per process: a store is re-read every few seconds,
-    and the log must not repeat the same line for ever."""
+    """Logs each unreadable record once per process: a bad record is read again whenever
+    a cache is refilled, and the log must not repeat the same line for ever."""
 
     def __init__(self, log: logging.Logger, what: str) -> None:
         self._log = log
