@@ -42,9 +42,10 @@ CHANGE_NAME = "signing_keys"
 
 
 class _Signer(NamedTuple):
-    """The current key of one snapshot, parsed, and the span of time in which no key of
-    that snapshot changes state: within it, and while the snapshot is the same list,
-    :meth:`KeyRing.current` answers without looking at the keys again."""
+    """The current key of one snapshot, parsed, and the span of time ``[since, until)`` in
+    which no key of that snapshot starts or stops being current: within it, and while the
+    snapshot is the same list, :meth:`KeyRing.current` answers without looking at the keys
+    again."""
 
     keys: list[SigningKey]
     since: float

@@ -102,7 +102,9 @@ class KeyService:
     # -- operator and scheduler commands (each changes the store under its lock) ----------
 
     def ensure_current(self) -> SigningKey | None:
-        """Make sure a key signs now; create the first one on an empty store.
+        """Make sure a key signs now and the signing windows chain: create the first key
+        on an empty store, or rechain after a crash or when the current key's record
+        cannot be read.
 
         :returns: the key created, or ``None`` when one was already current.
         """
