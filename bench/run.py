@@ -914,7 +914,7 @@ INCLUSIVE = [
     ("      client authentication (Authlib authenticate_client)", _step("authenticate_client", "authlib/")),
     ("        ClientService.find (cache; version read when no change feed)", _step("find", "authserver/clients/service.py")),
     ("      TokenService.issue (claims, JWT encode, sign)", _step("issue", "authserver/tokens/service.py")),
-    ("        KeyService.current (cached key)", _step("current", "authserver/keys/service.py")),
+    ("        KeyRing.current (cached key)", _step("current", "authserver/keys/ring.py")),
     ("        joserfc jwt.encode", _step("encode", "joserfc/jwt.py")),
     ("          RSA sign", _step("sign", "joserfc/_rfc7518/jws_algs.py")),
     ("      save_token (TokenIssued event: audit, metrics, access log)", _step("save_token", "authserver/oauth/server.py")),

@@ -28,7 +28,6 @@ from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.limits_storage import check_storage
-from authserver.oauth import metadata
 from authserver.scheduler import KeyScheduler
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
@@ -62,6 +61,9 @@ def prepare(settings: Settings) -> None:
             "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
             where,
         )
+    # Here, not at the top: it loads Authlib, which no other command needs.
+    from authserver.oauth import metadata
+
     try:
         metadata.validate(settings.issuer)
     except ValueError as exc:
