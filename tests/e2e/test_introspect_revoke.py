@@ -275,10 +275,13 @@ def test_expired_token_is_inactive(settings: Settings, clock: FixedClock) -> Non
 
 @pytest.mark.slow
 def test_expired_token_is_inactive_in_real_time(http: Any, register: Register) -> None:
-    creds = register(token_ttl=1)
+    """Active until ``exp``, inactive from then on (no leeway). ``iat`` is whole seconds,
+    so a 2 s lifetime leaves at least 1 s for the first check."""
+    creds = register(token_ttl=2)
     token = issue_token(http, creds)
     assert active(http, token, creds)
-    time.sleep(2.1)
+    _, claims = parts(token)
+    time.sleep(max(0.0, claims["exp"] - time.time()) + 0.2)
     assert not active(http, token, creds)
 
 
