@@ -67,12 +67,12 @@ class SigningKey:
         return KeyState.GONE
 
     def drop_at(self, retention: float) -> float | None:
-        """When the key leaves the JWKS (``None`` while its end of signing is unknown)."""
-        if self.retired_at is not None:
-            return self.retired_at
-        if self.deactivate_at is None:
-            return None
-        return self.deactivate_at + retention
+        """When the key leaves the JWKS (``None`` while neither a retire nor its end of
+        signing is known): the first of its retire and the end of its retention, as
+        :meth:`state` decides."""
+        retention_ends = None if self.deactivate_at is None else self.deactivate_at + retention
+        ends = [t for t in (self.retired_at, retention_ends) if t is not None]
+        return min(ends, default=None)
 
 
 #: Members of an RSA private JWK (RFC 7518 §6.3.2) that a public JWK must never carry.

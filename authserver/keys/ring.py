@@ -54,6 +54,18 @@ class _Signer(NamedTuple):
     key: RSAKey
 
 
+class _Published(NamedTuple):
+    """The JWK set of one snapshot and the span ``[since, until)`` in which no key of it
+    leaves the set (:meth:`SigningKey.drop_at`): within it, and while the snapshot is the
+    same list, :meth:`KeyRing.published_jwks` returns this very object, so callers can
+    keep what they build from it by identity."""
+
+    keys: list[SigningKey]
+    since: float
+    until: float
+    jwks: dict[str, Any]
+
+
 class KeyRing:
     """The cached key set the token endpoint signs with and the JWKS publishes."""
 
@@ -81,6 +93,7 @@ class KeyRing:
         self._generation = 0
         self._parsed: dict[Kid, RSAKey] = {}
         self._signer: _Signer | None = None
+        self._published: _Published | None = None
         self._report = ReportOnce(log, "signing key record")
 
     @property
@@ -197,12 +210,22 @@ class KeyRing:
         return key.kid, parsed
 
     def published_jwks(self) -> dict[str, Any]:
-        """The JWK set to publish: public halves of next, current and previous keys."""
+        """The JWK set to publish: public halves of next, current and previous keys. The
+        same object until the snapshot changes or a key of it leaves the set (every JWKS
+        GET asks; treat it as read-only)."""
         now = self._clock.now()
+        snapshot = self._snapshot()
+        memo = self._published
+        if memo is not None and memo.keys is snapshot and memo.since <= now < memo.until:
+            return memo.jwks
         retention = self._policy.retention
-        keys = [k for k in self._snapshot() if k.state(now, retention) is not KeyState.GONE]
+        keys = [k for k in snapshot if k.state(now, retention) is not KeyState.GONE]
         keys.sort(key=lambda k: k.activate_at, reverse=True)
-        return {"keys": [dict(k.public_jwk) for k in keys]}
+        jwks = {"keys": [dict(k.public_jwk) for k in keys]}
+        drops = (k.drop_at(retention) for k in keys)
+        until = min((t for t in drops if t is not None and t > now), default=math.inf)
+        self._published = _Published(snapshot, now, until, jwks)
+        return jwks
 
 
 def _next_change(keys: list[SigningKey], now: float) -> float:

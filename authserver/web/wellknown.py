@@ -30,10 +30,20 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
     # Only ever a handful of live key sets (rotation, retire, retention).
     jwks_cache: BoundedCache[tuple[object, ...], Document] = BoundedCache(16)
 
+    # The document of the last key set served: the ring returns the same set object while
+    # nothing changed, so most GETs cost one identity check. One tuple, replaced whole, so
+    # concurrent requests never pair a set with another set's document.
+    last: tuple[object, Document] | None = None
+
     def jwks() -> Document:
+        nonlocal last
         published = keys.published_jwks()
+        if last is not None and last[0] is published:
+            return last[1]
         kids = tuple(jwk.get("kid") for jwk in published["keys"])
-        return jwks_cache.get_or_build(kids, lambda: Document.json(published, max_age))
+        document = jwks_cache.get_or_build(kids, lambda: Document.json(published, max_age))
+        last = (published, document)
+        return document
 
     # Authlib's RFC 8414 checks, once per process: a document that fails them is never
     # served (``serve`` refuses to start first, with one line).
