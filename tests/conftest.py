@@ -248,7 +248,7 @@ class KeyPool:
         return self._keys[index]
 
 
-_KEY_POOL = KeyPool()
+KEY_POOL = KeyPool()
 
 
 @pytest.fixture(autouse=True)
@@ -259,12 +259,12 @@ def pooled_keygen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     if request.node.get_closest_marker("real_keygen"):
         return
     counter = itertools.count()
-    real = _KEY_POOL._real
+    real = KEY_POOL._real
 
     def generate(key_size: int) -> tuple[RSAKey, Kid]:
         if key_size != 2048:
             return real(key_size)
-        return _KEY_POOL.get(next(counter))
+        return KEY_POOL.get(next(counter))
 
     monkeypatch.setattr(crypto, "generate", generate)
 

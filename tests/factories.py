@@ -7,12 +7,17 @@ whichever tier it runs at.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import requests
+from hypothesis import strategies as st
 
 from authserver.clients.auth_methods import CLIENT_SECRET_BASIC
 from authserver.clients.auth_methods import CLIENT_SECRET_POST
+from authserver.keys import crypto
+from authserver.keys.model import SigningKey
+from tests.conftest import KEY_POOL
 
 #: Seconds a real-HTTP token request may take on a loaded test machine.
 TIMEOUT = 10
@@ -98,3 +103,40 @@ def token_response(
 def issue_token(target: Any, credentials: tuple[str, str], **params: Any) -> str:
     """An access token: :func:`token_response`'s ``access_token`` (same arguments)."""
     return str(token_response(target, credentials, **params)["access_token"])
+
+
+@st.composite
+def signing_key_sets(
+    draw: Any,
+    *,
+    now: float,
+    offsets: Sequence[float],
+    retired_offsets: Sequence[float],
+    created_before: float,
+    private_optional: bool = False,
+) -> list[SigningKey]:
+    """Up to three signing keys with starts, ends and retirements at *now* plus one of
+    *offsets* (retirements: of *retired_offsets*), chained or not, with real key material
+    (``KEY_POOL``: the n-th key of a set is always the same key). With *private_optional*
+    a key may lack its private half, as a crash or an operator can leave it."""
+    keys = []
+    for n in range(draw(st.integers(0, 3))):
+        rsa, kid = KEY_POOL.get(n)
+        activate = now + draw(st.sampled_from(offsets))
+        end = draw(st.one_of(st.none(), st.sampled_from(offsets).map(now.__add__)))
+        if end is not None and end <= activate:
+            end = None
+        retired = draw(st.one_of(st.none(), st.sampled_from(retired_offsets).map(now.__add__)))
+        private = not private_optional or draw(st.booleans())
+        keys.append(
+            SigningKey(
+                kid=kid,
+                private_pem=crypto.to_pem(rsa, None) if private else None,
+                public_jwk=crypto.public_jwk(rsa, kid),
+                created_at=activate - created_before,
+                activate_at=activate,
+                deactivate_at=end,
+                retired_at=retired,
+            )
+        )
+    return keys

@@ -5,16 +5,13 @@ over generated key sets, that applying a plan leaves nothing more to do."""
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 from hypothesis import assume
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-from joserfc.jwk import RSAKey
 
 from authserver.clock import FixedClock
-from authserver.keys import crypto
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KEEP_GONE_RECORDS
@@ -27,6 +24,7 @@ from authserver.keys.plan import plan
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.storage.memory import InMemoryKeyStore
+from tests.factories import signing_key_sets
 
 POLICY = KeyPolicy(
     rotation_interval=1000, publish_ahead=100, jwks_max_age=50, retention=300, cache_seconds=1
@@ -140,41 +138,18 @@ def test_the_plan_depends_only_on_its_arguments() -> None:
 # -- generated key sets: the service applies a plan, and nothing is left to do ----------------
 
 OFFSETS = [-3000.0, -1000.0, -400.0, -60.0, -1.0, 0.0, 30.0, 101.0, 2000.0]
-_pool: list[tuple[RSAKey, Kid]] = []
 
 
-def _material(n: int) -> tuple[RSAKey, Kid]:
-    """Real key material for the n-th key of a set (the service parses the newest key's
-    private half before it writes), generated once for the module."""
-    while len(_pool) <= n:
-        _pool.append(crypto.generate(2048))
-    return _pool[n]
-
-
-@st.composite
-def key_sets(draw: Any) -> list[SigningKey]:
+def key_sets() -> st.SearchStrategy[list[SigningKey]]:
     """Up to three keys with starts, ends, retirements and private halves around NOW, in
     any combination, chained or not (what crashes and operators can leave)."""
-    keys = []
-    for n in range(draw(st.integers(0, 3))):
-        rsa, kid = _material(n)
-        activate = NOW + draw(st.sampled_from(OFFSETS))
-        end = draw(st.one_of(st.none(), st.sampled_from(OFFSETS).map(NOW.__add__)))
-        if end is not None and end <= activate:
-            end = None
-        retired = draw(st.one_of(st.none(), st.sampled_from([-100.0, -1.0]).map(NOW.__add__)))
-        keys.append(
-            SigningKey(
-                kid=kid,
-                private_pem=crypto.to_pem(rsa, None) if draw(st.booleans()) else None,
-                public_jwk=crypto.public_jwk(rsa, kid),
-                created_at=activate - LEAD,
-                activate_at=activate,
-                deactivate_at=end,
-                retired_at=retired,
-            )
-        )
-    return keys
+    return signing_key_sets(
+        now=NOW,
+        offsets=OFFSETS,
+        retired_offsets=[-100.0, -1.0],
+        created_before=LEAD,
+        private_optional=True,
+    )
 
 
 @settings(max_examples=25, deadline=None)

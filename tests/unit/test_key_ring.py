@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
-from joserfc.jwk import RSAKey
 
 from authserver.clock import FixedClock
 from authserver.errors import KeyStoreError
-from authserver.keys import crypto
 from authserver.keys.model import KeyState
-from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.plan import current_key
@@ -31,6 +27,7 @@ from authserver.keys.service import KeyService
 from authserver.records import Scan
 from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.memory import InMemoryKeyStore
+from tests.factories import signing_key_sets
 
 START = 1_700_000_000.0
 #: cache_seconds=0: the version is checked on every read of the snapshot.
@@ -191,38 +188,11 @@ POLICY = KeyPolicy(retention=300, cache_seconds=3600)
 OFFSETS = [-1000.0, -400.0, -300.0, -60.0, -1.0, 0.0, 30.0, 101.0, 2000.0]
 #: Moments around every offset a key set below can have a boundary at.
 MOMENTS = sorted({NOW + o + d for o in OFFSETS for d in (-0.5, 0.0, 0.5)} | {NOW + 10_000.0})
-_pool: list[tuple[RSAKey, Kid]] = []
 
 
-def _material(n: int) -> tuple[RSAKey, Kid]:
-    while len(_pool) <= n:
-        _pool.append(crypto.generate(2048))
-    return _pool[n]
-
-
-@st.composite
-def key_sets(draw: Any) -> list[SigningKey]:
+def key_sets() -> st.SearchStrategy[list[SigningKey]]:
     """Up to three keys with starts, ends and retirements around NOW, chained or not."""
-    keys = []
-    for n in range(draw(st.integers(0, 3))):
-        rsa, kid = _material(n)
-        activate = NOW + draw(st.sampled_from(OFFSETS))
-        end = draw(st.one_of(st.none(), st.sampled_from(OFFSETS).map(NOW.__add__)))
-        if end is not None and end <= activate:
-            end = None
-        retired = draw(st.one_of(st.none(), st.sampled_from(OFFSETS).map(NOW.__add__)))
-        keys.append(
-            SigningKey(
-                kid=kid,
-                private_pem=crypto.to_pem(rsa, None),
-                public_jwk=crypto.public_jwk(rsa, kid),
-                created_at=activate - 100,
-                activate_at=activate,
-                deactivate_at=end,
-                retired_at=retired,
-            )
-        )
-    return keys
+    return signing_key_sets(now=NOW, offsets=OFFSETS, retired_offsets=OFFSETS, created_before=100.0)
 
 
 @settings(max_examples=200, deadline=None)
