@@ -115,7 +115,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         server,
         app.wsgi_app,
         events=events,
-        unit_of_work=lambda: _LazyUnitOfWork(services),
+        unit_of_work=services.db.lazy_unit_of_work,
         on_error=errors.render_exception,
     )
     wellknown.register(lean, services)
@@ -196,24 +196,6 @@ def routes(app: Flask) -> dict[str, set[str]]:
     for path, methods in lean.routes().items():
         served.setdefault(path, set()).update(methods)
     return served
-
-
-class _LazyUnitOfWork:
-    """One unit of work for a request of the lean layer: its session (and connection) is
-    opened only if a store asks for one, so a token issued from cached state costs no
-    transaction; committed when the handler returns, rolled back when it raises. A class,
-    not a generator-based context manager: it runs on every request."""
-
-    __slots__ = ("_db", "_token")
-
-    def __init__(self, services: Services) -> None:
-        self._db = services.db
-
-    def __enter__(self) -> None:
-        self._token = self._db.begin()
-
-    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
-        self._db.end(self._token, commit=kind is None)
 
 
 def _unit_of_work_per_request(app: Flask, services: Services) -> None:

@@ -8,6 +8,7 @@ import os
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from contextlib import contextmanager
 from typing import Any
 from typing import TypeVar
@@ -262,6 +263,23 @@ class _Unit:
         self.session: Session | None = None
 
 
+class _LazyUnitOfWork:
+    """A unit of work whose session (and connection) is opened only if a store asks for
+    one: committed when the block ends normally, rolled back when it raises. A class, not
+    a generator-based context manager: the lean WSGI layer opens one per request."""
+
+    __slots__ = ("_db", "_token")
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._token = self._db.begin()
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        self._db.end(self._token, commit=kind is None)
+
+
 class Database:
     """Owns the engines and the session of the current unit of work.
 
@@ -331,13 +349,13 @@ class Database:
         if self._current.get() is not None:
             yield self.session()
             return
-        token = self.begin()
-        ok = False
-        try:
+        with self.lazy_unit_of_work():
             yield self.session()
-            ok = True
-        finally:
-            self.end(token, commit=ok)
+
+    def lazy_unit_of_work(self) -> AbstractContextManager[None]:
+        """A unit of work that opens its session only when a store asks for one (a token
+        issued from cached state costs no transaction); not re-entrant."""
+        return _LazyUnitOfWork(self)
 
     def driver_sql(self, sql: str) -> str:
         """*sql* written with ``?`` placeholders, in the driver's own paramstyle."""
@@ -348,12 +366,9 @@ class Database:
         """The current value of a ``locks`` counter (0 before first use); it runs on every
         token request. On a SQLite file, outside an open session, from
         :class:`~authserver.storage.sql.raw.SqliteCounters` (no read at all while nothing
-        was committed); otherwise
-        one :meth:`read_one`."""
-        if self._counters is not None:
-            unit = self._current.get()
-            if unit is None or unit.session is None:
-                return self._counters.read(name)
+        was committed); otherwise one :meth:`read_one`."""
+        if self._counters is not None and self._open_session() is None:
+            return self._counters.read(name)
         row = self.read_one(raw.COUNTER_SQL, name)
         return int(row[0]) if row else 0
 
@@ -365,13 +380,17 @@ class Database:
         Inside a unit of work whose session is already open, on that session's connection,
         so the read sees the unit's own uncommitted writes (after flushing them); otherwise
         on the autocommit engine, through :func:`~authserver.storage.sql.raw.read_one`."""
-        unit = self._current.get()
-        if unit is not None and unit.session is not None:
-            unit.session.flush()
-            statement = raw.driver_sql(self.engine, sql)
-            found = unit.session.connection().exec_driver_sql(statement, params).first()
+        session = self._open_session()
+        if session is not None:
+            session.flush()
+            found = session.connection().exec_driver_sql(self.driver_sql(sql), params).first()
             return tuple(found) if found is not None else None
         return raw.read_one(self._read_engine(), sql, params)
+
+    def _open_session(self) -> Session | None:
+        """The current unit of work's session if one is open (its writes must be seen)."""
+        unit = self._current.get()
+        return unit.session if unit is not None else None
 
     def _read_engine(self) -> Engine:
         if self._reads is None:
