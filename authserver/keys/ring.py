@@ -17,8 +17,11 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
+from typing import Generic
 from typing import NamedTuple
+from typing import TypeVar
 
 from joserfc.jwk import RSAKey
 
@@ -41,29 +44,22 @@ log = logging.getLogger(__name__)
 CHANGE_NAME = "signing_keys"
 
 
-class _Signer(NamedTuple):
-    """The current key of one snapshot, parsed, and the span of time ``[since, until)`` in
-    which no key of that snapshot starts or stops being current: within it, and while the
-    snapshot is the same list, :meth:`KeyRing.current` answers without looking at the keys
-    again."""
+V = TypeVar("V")
+
+
+class _Answer(NamedTuple, Generic[V]):
+    """An answer worked out from one snapshot at *since*, and the moment *until* when a
+    key of that snapshot may next change the answer: within ``[since, until)``, and while
+    the snapshot is the same list, the ring returns it without looking at the keys again
+    (the signing key on every token request, the JWK set on every JWKS GET)."""
 
     keys: list[SigningKey]
     since: float
     until: float
-    kid: Kid
-    key: RSAKey
+    value: V
 
-
-class _Published(NamedTuple):
-    """The JWK set of one snapshot and the span ``[since, until)`` in which no key of it
-    leaves the set (:meth:`SigningKey.drop_at`): within it, and while the snapshot is the
-    same list, :meth:`KeyRing.published_jwks` returns this very object, so callers can
-    keep what they build from it by identity."""
-
-    keys: list[SigningKey]
-    since: float
-    until: float
-    jwks: dict[str, Any]
+    def holds(self, keys: list[SigningKey], now: float) -> bool:
+        return self.keys is keys and self.since <= now < self.until
 
 
 class KeyRing:
@@ -92,8 +88,8 @@ class KeyRing:
         self._fresh = False
         self._generation = 0
         self._parsed: dict[Kid, RSAKey] = {}
-        self._signer: _Signer | None = None
-        self._published: _Published | None = None
+        self._signer: _Answer[tuple[Kid, RSAKey]] | None = None
+        self._published: _Answer[dict[str, Any]] | None = None
         self._report = ReportOnce(log, "signing key record")
 
     @property
@@ -194,8 +190,8 @@ class KeyRing:
         now = self._clock.now()
         keys = self._snapshot()
         signer = self._signer
-        if signer is not None and signer.keys is keys and signer.since <= now < signer.until:
-            return signer.kid, signer.key
+        if signer is not None and signer.holds(keys, now):
+            return signer.value
         key = current_key(keys, now, self._policy.retention)
         if key is None:
             # The snapshot may predate a key made current by another process (within
@@ -206,36 +202,30 @@ class KeyRing:
         if key is None:
             raise KeyStoreError("no current signing key")
         parsed = self.private_key(key)
-        self._signer = _Signer(keys, now, _next_change(keys, now), key.kid, parsed)
+        # A start, an end or a retire of any window may change which key is current.
+        windows = (t for k in keys for t in (k.activate_at, k.deactivate_at, k.retired_at))
+        self._signer = _Answer(keys, now, _first_after(now, windows), (key.kid, parsed))
         return key.kid, parsed
 
     def published_jwks(self) -> dict[str, Any]:
         """The JWK set to publish: public halves of next, current and previous keys. The
-        same object until the snapshot changes or a key of it leaves the set (every JWKS
-        GET asks; treat it as read-only)."""
+        same object until the snapshot changes or a key of it leaves the set
+        (:meth:`SigningKey.drop_at`), so callers can keep what they build from it by
+        identity (every JWKS GET asks; treat it as read-only)."""
         now = self._clock.now()
         snapshot = self._snapshot()
         memo = self._published
-        if memo is not None and memo.keys is snapshot and memo.since <= now < memo.until:
-            return memo.jwks
+        if memo is not None and memo.holds(snapshot, now):
+            return memo.value
         retention = self._policy.retention
         keys = [k for k in snapshot if k.state(now, retention) is not KeyState.GONE]
         keys.sort(key=lambda k: k.activate_at, reverse=True)
         jwks = {"keys": [dict(k.public_jwk) for k in keys]}
-        drops = (k.drop_at(retention) for k in keys)
-        until = min((t for t in drops if t is not None and t > now), default=math.inf)
-        self._published = _Published(snapshot, now, until, jwks)
+        until = _first_after(now, (k.drop_at(retention) for k in keys))
+        self._published = _Answer(snapshot, now, until, jwks)
         return jwks
 
 
-def _next_change(keys: list[SigningKey], now: float) -> float:
-    """The first moment after *now* at which a key of *keys* may become or stop being
-    current (a start, an end or a retire of a signing window): until then, the current key
-    of *keys* is the one found at *now*."""
-    moments = (
-        t
-        for k in keys
-        for t in (k.activate_at, k.deactivate_at, k.retired_at)
-        if t is not None and t > now
-    )
-    return min(moments, default=math.inf)
+def _first_after(now: float, moments: Iterable[float | None]) -> float:
+    """The first of *moments* after *now* (infinity if none is)."""
+    return min((t for t in moments if t is not None and t > now), default=math.inf)
