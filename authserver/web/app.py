@@ -210,12 +210,17 @@ def _unit_of_work_per_request(app: Flask, services: Services) -> None:
     def _commit(response: Response) -> Response:
         token = g.pop("uow_token", None)
         if token is not None:
+            commit = response.status_code < 500
             try:
-                db.end(token, commit=response.status_code < 500)
+                db.end(token, commit=commit)
             except StorageError as exc:
-                # The commit failed (the database went away after the handler ran): what
-                # the handler answered did not happen, so answer as for any database error.
-                return errors.database_unavailable(exc)
+                if commit:
+                    # The commit failed (the database went away after the handler ran):
+                    # what the handler answered did not happen, so answer as for any
+                    # database error.
+                    return errors.database_unavailable(exc)
+                # A failed rollback of an error answer changes nothing it says (nothing
+                # was committed): /readyz keeps its own body during an outage.
         return response
 
     @app.teardown_request
