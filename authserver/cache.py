@@ -3,8 +3,9 @@
 :class:`BoundedCache` is a thread-safe map of at most ``size`` entries, least recently used
 first out, whose entries belong to a *version*: reading with another version than the one
 the cache holds empties it first, and a value read under an old version is never stored
-under a newer one. The client cache (``clients/service.py``) and the prepared documents
-of the lean WSGI layer (``web/wellknown.py``, ``web/statuslists.py``) are instances of it.
+under a newer one. The client cache (``clients/service.py``), the fetched client JWK sets
+(``clients/jwks_fetch.py``, unversioned) and the prepared documents of the lean WSGI layer
+(``web/wellknown.py``, ``web/statuslists.py``) are instances of it.
 
 :class:`ChangeFeed` is what a store may offer so that caches need not ask it for its
 version on every read: while :meth:`ChangeFeed.live` is true, every change made anywhere

@@ -101,7 +101,7 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
             views = svc.keys.views()
             svc.key_ring.check_readable()
     except StorageError as exc:
-        add(Finding("key store", "problem", f"unreadable ({type(exc.__cause__).__name__})"))
+        add(Finding("key store", "problem", f"unreadable: {exc}"))
         return
     except AuthServerError as exc:
         add(Finding("key store", "problem", str(exc)))

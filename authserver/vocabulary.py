@@ -35,6 +35,8 @@ IDENTITY_CLAIMS = frozenset({"sub", "email", "name"})
 MAX_IDENTITY_LENGTH = {"sub": 255, "email": 320, "name": 255}
 #: Longest URI (audience, resource, jwks_uri) accepted anywhere.
 MAX_URI_LENGTH = 2048
+#: Longest client name (a label for operators; the column is ``String(200)``).
+MAX_CLIENT_NAME_LENGTH = 200
 #: Deepest nesting of a claim value: ``{"a": [1]}`` is depth 2. Real extra claims (grant
 #: lists, library ids) are two or three levels deep.
 MAX_CLAIM_DEPTH = 8

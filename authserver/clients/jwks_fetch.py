@@ -29,7 +29,6 @@ import socket
 import ssl
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -37,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from authserver.cache import BoundedCache
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
 from authserver.clock import Clock
@@ -225,7 +225,7 @@ class JwksFetcher:
         self._tls = tls
         self._resolve = resolve
         self._lock = threading.Lock()
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
+        self._cache: BoundedCache[str, _Entry] = BoundedCache(self.policy.max_entries)
         self._flights: dict[str, _Flight] = {}
         #: Fetches actually made (not cache hits); for tests and diagnostics.
         self.fetches = 0
@@ -240,9 +240,8 @@ class JwksFetcher:
         """
         now = self._clock.now()
         with self._lock:
-            entry = self._cache.get(uri)
+            _, entry = self._cache.get(uri)
             if entry is not None and self._fresh(entry, now, kid):
-                self._cache.move_to_end(uri)
                 return self._result(entry)
             flight = self._flights.get(uri)
             leader = flight is None
@@ -260,10 +259,7 @@ class JwksFetcher:
         finally:
             with self._lock:
                 if entry is not None:
-                    self._cache[uri] = entry
-                    self._cache.move_to_end(uri)
-                    while len(self._cache) > self.policy.max_entries:
-                        self._cache.popitem(last=False)
+                    self._cache.put(uri, entry)
                 flight.entry = entry
                 del self._flights[uri]
             flight.done.set()

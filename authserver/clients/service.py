@@ -30,10 +30,12 @@ from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
 from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import IDENTITY_CLAIMS
+from authserver.vocabulary import MAX_CLIENT_NAME_LENGTH
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import RESERVED_CLAIMS
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
+from authserver.vocabulary import check_text
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
 
@@ -380,8 +382,10 @@ def _flag(value: Any, what: str) -> bool:
 def _name(name: str) -> str:
     if not isinstance(name, str) or not name.strip():
         raise InvalidInput("name must not be empty")
-    if len(name) > 200 or any(ord(c) < 0x20 for c in name) or not is_utf8(name):
-        raise InvalidInput("name must be at most 200 printable characters")
+    try:
+        check_text(name, "name", max_length=MAX_CLIENT_NAME_LENGTH)
+    except InvalidValue as exc:
+        raise InvalidInput(f"{exc} (at most {MAX_CLIENT_NAME_LENGTH} characters)") from None
     return name.strip()
 
 

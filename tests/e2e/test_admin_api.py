@@ -387,6 +387,24 @@ def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
     assert "colour" in body["error_description"]
 
 
+@pytest.mark.parametrize(
+    ("name", "said"),
+    [
+        ("x" * 201, "too long"),
+        ("tab\there", "control characters"),
+        ("del\x7f", "control characters"),
+        ("lone \ud800", "not valid Unicode"),
+        ("   ", "must not be empty"),
+    ],
+)
+def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, said: str) -> None:
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": name}, headers=AUTH), 400, "invalid_request"
+    )
+    assert said in body["error_description"]
+    assert admin.post("/admin/clients", json={"name": "y" * 200}, headers=AUTH).status_code == 201
+
+
 @db_independent
 def test_wrong_method_is_405_json(admin: Any) -> None:
     response = admin.put("/admin/clients", json={"name": "x"}, headers=AUTH)

@@ -25,6 +25,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from authserver import container
+from authserver import doctor
 from authserver.clients.model import ClientId
 from authserver.container import Services
 from authserver.errors import StorageError
@@ -262,3 +263,24 @@ def test_sqlalchemy_s_own_errors_are_a_storage_error_and_a_500() -> None:
     unavailable = storage_error(OperationalError("SELECT 1", None, Exception("boom")), url)
     assert type(unavailable) is StorageUnavailable
     assert render_exception(unavailable)[0] == 503
+
+
+def test_doctor_names_an_unreadable_sql_key_store_in_an_operator_s_words(tmp_path: Path) -> None:
+    """A migrated database whose key table cannot be read: doctor's key store finding is
+    the storage error's own message (what failed and where), not just an exception name."""
+    path = tmp_path / "a.db"
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": f"sqlite:///{path}",
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    make_services(settings).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("DROP TABLE signing_keys")
+    findings = {f.check: f for f in doctor.run(settings, check_issuer=False)}
+    assert findings["schema"].status == "ok"
+    key_store = findings["key store"]
+    assert key_store.status == "problem"
+    assert key_store.detail == f"unreadable: database error at sqlite:///{path} (OperationalError)"
