@@ -22,6 +22,9 @@ from typing import NoReturn
 from typing import TypeVar
 
 import pytest
+from click.testing import CliRunner
+
+from authserver.cli import cli
 
 T = TypeVar("T")
 
@@ -173,6 +176,27 @@ def run_cli(
 
 def cli_json(env: dict[str, str], *args: str) -> Any:
     result = run_cli(env, *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def run_cli_here(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``authserver ARGS`` in this process: the CLI's own code, through Click's test runner,
+    with *env* as its only ``AUTHSERVER_*`` variables. It spares the interpreter start-up
+    and imports a subprocess costs (most of a second of CPU), for commands that read or set
+    up the state a test checks; what only a real process shows (the binary's exit codes and
+    one-line errors, signals, start-up) needs :func:`run_cli`. An exception the CLI does not
+    turn into an error message propagates."""
+    cleared: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AUTHSERVER_")}
+    result = CliRunner(env={**cleared, **env}).invoke(cli, list(args), catch_exceptions=False)
+    return subprocess.CompletedProcess(
+        [AUTHSERVER, *args], result.exit_code, result.stdout, result.stderr
+    )
+
+
+def cli_json_here(env: dict[str, str], *args: str) -> Any:
+    """:func:`cli_json` through :func:`run_cli_here`."""
+    result = run_cli_here(env, *args, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 

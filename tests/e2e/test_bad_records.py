@@ -6,31 +6,21 @@ works. Only a missing usable signing key stops signing."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner
 from sqlalchemy import text
 
-from authserver.cli import cli
 from authserver.storage.sql.engine import Database
 from tests.factories import issue_token
 from tests.factories import request_token
 from tests.helpers import ServerProcess
+from tests.helpers import cli_json_here
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
-
-
-def _cli(env: dict[str, str], *args: str) -> Any:
-    """``authserver ARGS --json`` in this process (the CLI's code, without the seconds of
-    interpreter start-up per call); the servers below are real processes."""
-    result = CliRunner(env=env).invoke(cli, [*args, "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
 
 
 def _serves(server: ServerProcess, client: dict[str, Any]) -> None:
@@ -68,7 +58,7 @@ def _logged_once(log: Path, names: set[str]) -> None:
 
 def _rotate(env: dict[str, str]) -> None:
     """A key change made elsewhere, so every worker re-reads the whole key store."""
-    _cli(env, "keys", "rotate")
+    cli_json_here(env, "keys", "rotate")
 
 
 @pytest.fixture
@@ -79,7 +69,7 @@ def file_keys(
     issuer left to each server), the client and the keys directory."""
     env = env_for(f"sqlite:///{tmp_path / 'authserver.db'}")
     env.pop("AUTHSERVER_ISSUER")
-    client = _cli(env, "clients", "create", "--name", "backend")
+    client = cli_json_here(env, "clients", "create", "--name", "backend")
     return env, client, Path(env["AUTHSERVER_KEYS_DIR"])
 
 
@@ -98,7 +88,7 @@ def test_bad_key_files_are_skipped_and_reported(
         _ready_reporting(server, {"empty.json", "broken.json"})
         _serves(server, client)
     _logged_once(log, {"empty.json", "broken.json"})
-    listed = _cli(env, "keys", "list")
+    listed = cli_json_here(env, "keys", "list")
     assert {r["name"] for r in listed["unreadable"]} == {"empty.json", "broken.json"}
     assert len(listed["keys"]) == 2
     # A restart works (it failed with a bare KeyError).
@@ -113,7 +103,7 @@ def test_a_lost_current_key_is_replaced_at_restart(
     env, client, keys_dir = file_keys
     with ServerProcess(env) as server:
         _serves(server, client)
-    (old,) = _cli(env, "keys", "list")["keys"]
+    (old,) = cli_json_here(env, "keys", "list")["keys"]
     (keys_dir / f"{old['kid']}.json").write_text("{}")
     with ServerProcess(env) as server:
         _serves(server, client)
@@ -156,7 +146,7 @@ def test_bad_rows_are_skipped_and_reported(
 ) -> None:
     env = env_for(db_url, AUTHSERVER_KEY_STORE="sql")
     env.pop("AUTHSERVER_ISSUER")
-    client = _cli(env, "clients", "create", "--name", "backend")
+    client = cli_json_here(env, "clients", "create", "--name", "backend")
     log = tmp_path / "serve.log"
     with ServerProcess(env, log_path=log) as server:
         _serves(server, client)
@@ -169,12 +159,12 @@ def test_bad_rows_are_skipped_and_reported(
         assert refused.json()["error"] == "invalid_client"
         _serves(server, client)
     _logged_once(log, {*bad_keys, f"clients row {bad_client!r}"})
-    listed = _cli(env, "clients", "list")
+    listed = cli_json_here(env, "clients", "list")
     assert [c["client_id"] for c in listed["clients"]] == [client["client_id"]]
     assert [r["name"] for r in listed["unreadable"]] == [f"clients row {bad_client!r}"]
-    assert {r["name"] for r in _cli(env, "keys", "list")["unreadable"]} == bad_keys
+    assert {r["name"] for r in cli_json_here(env, "keys", "list")["unreadable"]} == bad_keys
     with ServerProcess(env) as server:
         _serves(server, client)
     # The operator can remove the bad row.
-    _cli(env, "clients", "delete", bad_client, "--yes")
-    assert _cli(env, "clients", "list")["unreadable"] == []
+    cli_json_here(env, "clients", "delete", bad_client, "--yes")
+    assert cli_json_here(env, "clients", "list")["unreadable"] == []

@@ -6,7 +6,8 @@ on restart (exactly one signing key; no half-written client)."
 No hook in the product tells the test where a process is: each round starts a real
 process, waits until it is ready (imports done, services built), lets it work for a random
 time and SIGKILLs it, so over the rounds the kill lands all over the operation. After every
-kill a fresh process must find a consistent store:
+kill the CLI's code (run in the test's process, on a fresh container, which spares a second
+of interpreter start-up per round) and a restart must find a consistent store:
 
 * keys: ``keys list --json`` works; after a restart (``serve``'s preparation) exactly one key
   signs now *and at every future instant* (the signing windows still chain: a crash between
@@ -45,7 +46,8 @@ from authserver.keys.model import KeyState
 from authserver.keys.model import SigningKey
 from authserver.settings import Settings
 from tests.helpers import cli_json
-from tests.helpers import run_cli
+from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -223,8 +225,8 @@ def _describe(keys: list[SigningKey], now: float) -> str:
 
 
 def _check_key_store(env: dict[str, str], tmp_path: Path, key_store: str, label: str) -> None:
-    # A fresh process can read the store as the crash left it.
-    listed = run_cli(env, "keys", "list", "--json")
+    # The CLI reads the store as the crash left it (a fresh container: nothing cached).
+    listed = run_cli_here(env, "keys", "list", "--json")
     assert listed.returncode == 0, f"{label}: keys list failed after the crash: {listed.stderr}"
     json.loads(listed.stdout)
 
@@ -382,7 +384,7 @@ def _client_rows(env: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _check_clients(env: dict[str, str], created: dict[str, str], label: str) -> None:
-    listed = cli_json(env, "clients", "list")["clients"]
+    listed = cli_json_here(env, "clients", "list")["clients"]
     by_id = {c["client_id"]: c for c in listed}
     rows = _client_rows(env)
     assert len(rows) == len(listed), f"{label}: list {len(listed)} vs rows {len(rows)}"
@@ -484,7 +486,7 @@ def test_kill_during_first_client_create_on_empty_database(db_url: str, tmp_path
             span = min(span, run.seconds)
         created = dict([reported]) if reported else {}
         label = f"round {round_} ({delay:.3f}s)"
-        listed = run_cli(env, "clients", "list", "--json")
+        listed = run_cli_here(env, "clients", "list", "--json")
         if listed.returncode != 0:
             # Killed before the file or the schema was committed: read-only commands create
             # nothing and say so; nothing may have been reported as created.
@@ -493,7 +495,7 @@ def test_kill_during_first_client_create_on_empty_database(db_url: str, tmp_path
             assert not created, f"{label}: a client was reported but there is no schema"
         else:
             _check_clients(env, created, label)
-        after = cli_json(env, "clients", "create", "--name", "next", "--scope", "read")
+        after = cli_json_here(env, "clients", "create", "--name", "next", "--scope", "read")
         created[after["client_id"]] = after["client_secret"]
         _check_clients(env, created, label + " then a normal create")
     assert inside >= rounds // 2, f"only {inside} of {rounds} kills landed inside the command"

@@ -126,11 +126,13 @@ def test_each_revision_steps_up_and_down(database: Database) -> None:
             command.upgrade(alembic_config(conn), revision)
             conn.commit()
             assert MigrationContext.configure(conn).get_current_revision() == revision
+            assert current_revision(database) == revision  # the CLI's check, without Alembic
         for revision, previous in reversed(list(zip(order, [None, *order[:-1]], strict=True))):
             assert MigrationContext.configure(conn).get_current_revision() == revision
             command.downgrade(alembic_config(conn), previous or "base")
             conn.commit()
         assert MigrationContext.configure(conn).get_current_revision() is None
+    assert current_revision(database) is None
     assert _tables(database) == set()
 
 

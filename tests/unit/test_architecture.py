@@ -19,3 +19,32 @@ def test_import_contracts_are_kept() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "broken" not in result.stdout.split("Contracts:")[-1].replace("0 broken", "")
+
+
+#: Run as ``authserver clients list`` on a migrated SQLite file, then say which of the heavy
+#: modules the command imported.
+_IMPORTED = """
+import atexit, sys
+atexit.register(lambda: print(sorted({m.split(".")[0] for m in sys.modules} & HEAVY)))
+HEAVY = {"alembic", "flask", "granian", "authlib", "werkzeug"}
+from authserver.cli import main
+sys.argv = ["authserver", "clients", "list"]
+main()
+"""
+
+
+def test_a_command_that_does_not_migrate_or_serve_imports_neither(tmp_path: Path) -> None:
+    """Every command starts by checking the schema; only ``serve`` and ``db`` need Alembic,
+    and only ``serve`` the web stack. Importing them costs a command most of its start-up."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+        "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+    }
+    upgrade = [sys.executable, "-m", "authserver", "db", "upgrade"]
+    subprocess.run(upgrade, env=env, capture_output=True, check=True, timeout=60)
+    listed = subprocess.run(
+        [sys.executable, "-c", _IMPORTED], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip().splitlines()[-1] == "[]", listed.stdout

@@ -3,27 +3,42 @@
 ``migrations/`` sits at the top of the repository and ships inside the wheel as
 ``authserver/_migrations`` (pyproject.toml force-include); :func:`migrations_dir` finds
 whichever this installation has.
+
+Every command checks the schema's revision before it works, but only ``serve`` and ``db``
+migrate: the check reads Alembic's version table with one query and compares it with
+:data:`SCHEMA_HEAD`, so a command that does not migrate never imports Alembic (a fifth of
+the CLI's start-up). ``tests/integration/test_migrations.py`` pins both to Alembic's own
+answers.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Connection
+from sqlalchemy import inspect
 from sqlalchemy import text
 
 from authserver.errors import ConfigError
+from authserver.errors import StorageError
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import sqlite_file
 from authserver.storage.sql.engine import storage_errors
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 #: An arbitrary constant: the PostgreSQL advisory lock id held while migrating.
 MIGRATION_LOCK_ID = 0x61757468  # "auth"
+
+#: The newest revision in ``migrations/versions``: a new migration moves it (the test of
+#: the script directory fails until it does).
+SCHEMA_HEAD = "0007"
+
+#: Alembic's version table (its default name, which ``migrations/env.py`` keeps).
+VERSION_TABLE = "alembic_version"
 
 
 def migrations_dir() -> Path:
@@ -37,6 +52,8 @@ def migrations_dir() -> Path:
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config  # only when migrating: see the module's docstring
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.set_main_option(
@@ -47,14 +64,24 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
-def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+def head_revision() -> str:
+    """The revision this version of authserver needs."""
+    return SCHEMA_HEAD
 
 
 def current_revision(db: Database) -> str | None:
-    """:raises StorageError: when the database cannot be read (see engine.storage_error)."""
+    """The schema's revision, None for a database without one.
+
+    :raises StorageError: when the database cannot be read (see engine.storage_error), or
+        holds several revisions (this project's history is linear: never written by it).
+    """
     with storage_errors(db.url), db.engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        if not inspect(conn).has_table(VERSION_TABLE):
+            return None
+        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        raise StorageError(f"the schema's version table holds several revisions: {rows}")
+    return rows[0] if rows else None
 
 
 def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
@@ -67,19 +94,29 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
     :returns: (revision before, revision after).
     :raises StorageError: when the database fails (see engine.storage_error).
     """
+    from alembic import command  # only when migrating: see the module's docstring
+
     with storage_errors(db.url), db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
-        before = MigrationContext.configure(conn).get_current_revision()
+        before = _revision(conn)
         command.upgrade(alembic_config(conn), "head")
-        after = MigrationContext.configure(conn).get_current_revision()
+        after = _revision(conn)
         conn.commit()
     return before, after
 
 
+def _revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext  # see upgrade_to_head
+
+    return MigrationContext.configure(conn).get_current_revision()
+
+
 def downgrade(db: Database, revision: str) -> None:
+    from alembic import command  # only when migrating: see the module's docstring
+
     with storage_errors(db.url), db.engine.connect() as conn:
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
