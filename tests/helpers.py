@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ from typing import TypeVar
 import pytest
 from click.testing import CliRunner
 
-from authserver.cli import cli
+from authserver.cli import run
 
 T = TypeVar("T")
 
@@ -180,18 +181,29 @@ def cli_json(env: dict[str, str], *args: str) -> Any:
     return json.loads(result.stdout)
 
 
-def run_cli_here(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    """``authserver ARGS`` in this process: the CLI's own code, through Click's test runner,
-    with *env* as its only ``AUTHSERVER_*`` variables. It spares the interpreter start-up
-    and imports a subprocess costs (most of a second of CPU), for commands that read or set
-    up the state a test checks; what only a real process shows (the binary's exit codes and
-    one-line errors, signals, start-up) needs :func:`run_cli`. An exception the CLI does not
-    turn into an error message propagates."""
+def run_cli_here(
+    env: dict[str, str], *args: str, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``authserver ARGS`` in this process: the entry point's own code
+    (:func:`authserver.cli.run`, the same error rendering and exit statuses), with *env* as
+    its only ``AUTHSERVER_*`` variables and *input* on stdin. It spares the interpreter
+    start-up and imports a subprocess costs (most of a second of CPU each); the server a
+    command acts on is still another process. What only a process shows (the binary itself,
+    signals, a crash's traceback, start-up) needs :func:`run_cli`."""
     cleared: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AUTHSERVER_")}
-    result = CliRunner(env={**cleared, **env}).invoke(cli, list(args), catch_exceptions=False)
-    return subprocess.CompletedProcess(
-        [AUTHSERVER, *args], result.exit_code, result.stdout, result.stderr
-    )
+    package_logger = logging.getLogger("authserver")
+    level = package_logger.level
+    try:
+        with CliRunner().isolation(input=input, env={**cleared, **env}) as (out, err, _):
+            try:
+                code = run(list(args))
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            stdout = out.getvalue().decode()
+            stderr = err.getvalue().decode()
+    finally:
+        package_logger.setLevel(level)  # commands quieten it for their own run
+    return subprocess.CompletedProcess([AUTHSERVER, *args], code, stdout, stderr)
 
 
 def cli_json_here(env: dict[str, str], *args: str) -> Any:

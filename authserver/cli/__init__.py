@@ -60,22 +60,29 @@ cli.add_command(doctor)
 cli.add_command(tokens)
 
 
-def main() -> None:
-    """Run the command; a usage error is one line on stderr and exit 2, like every other
-    error of this CLI (Click's own rendering adds a usage line and a help hint)."""
+def run(args: list[str] | None = None) -> int:
+    """Run the command line *args* (``sys.argv[1:]`` when None) and return its exit status.
+    A usage error is one line on stderr and status 2, like every other error of this CLI
+    (Click's own rendering adds a usage line and a help hint). A command may still end
+    with ``SystemExit``; :func:`main` is the process's entry point."""
     try:
-        code = cli.main(prog_name="authserver", standalone_mode=False)
+        code = cli.main(args=args, prog_name="authserver", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.UsageError as exc:
         where = exc.ctx.command_path if exc.ctx is not None else "authserver"
         click.echo(f"authserver: error: {exc.format_message()} (see '{where} --help')", err=True)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.ClickException as exc:
         exc.show()
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except click.Abort:
         click.echo("authserver: aborted", err=True)
-        sys.exit(1)
-    sys.exit(code if isinstance(code, int) else 0)
+        return 1
+    return code if isinstance(code, int) else 0
+
+
+def main() -> None:
+    """The ``authserver`` command."""
+    sys.exit(run())
