@@ -183,6 +183,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         if form.get("client_assertion_type") != self.CLIENT_ASSERTION_TYPE or not assertion:
             return None
         header, claims = self.extract_assertion(assertion)
+        # RFC 7521 §4.2: a client_id beside the assertion must name the same client.
+        if form.get("client_id") and form.get("client_id") != claims["sub"]:
+            raise InvalidRequestError("client_id in the body does not match the client assertion")
         # The assertion's subject is the id this request presents (RFC 7523 §3): the one
         # its failures are counted under.
         request.credentials.client_id = claims["sub"]

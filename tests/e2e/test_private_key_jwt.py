@@ -144,6 +144,29 @@ def test_client_id_in_the_body_may_accompany_the_assertion(
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_a_client_id_naming_another_client_than_the_assertion_is_refused(
+    http: Any,
+    jwt_client: str,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    register: Callable[..., tuple[str, str]],
+    as_json: bool,
+) -> None:
+    """RFC 7521 §4.2: a client_id present beside the assertion must identify the same
+    client; neither an unknown id nor another registered client's is ignored."""
+    other, _ = register()
+    for client_id in ("someone-else", other):
+        response = token_request(
+            http,
+            assertion(jwt_client, rsa_private_key, aud=token_url),
+            as_json=as_json,
+            client_id=client_id,
+        )
+        assert_error(response, 400, "invalid_request")
+        assert "client assertion" in response.get_json()["error_description"]
+
+
 def test_issuer_is_an_accepted_audience(
     http: Any, jwt_client: str, settings: Settings, rsa_private_key: rsa.RSAPrivateKey
 ) -> None:
