@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 
 import limits
 from dotenv import dotenv_values
+from dotenv.parser import parse_stream
 
 from authserver.errors import ConfigError
 
@@ -614,9 +615,10 @@ def read_config_file(path: str | Path) -> dict[str, str]:
     """The settings in an env file (``AUTHSERVER_X=value`` lines, ``#`` comments, optional
     quotes and ``export``, as python-dotenv reads them).
 
-    :raises ConfigError: when the file cannot be read, or names a variable no setting
-        reads (in a file written for authserver, that is a mistake, not someone else's
-        variable).
+    :raises ConfigError: when the file cannot be read, has a line python-dotenv cannot
+        parse (dotenv would skip it with a warning, and the program would start without
+        that setting), or names a variable no setting reads (in a file written for
+        authserver, that is a mistake, not someone else's variable).
     """
     file = Path(path).expanduser()
     try:
@@ -627,6 +629,14 @@ def read_config_file(path: str | Path) -> dict[str, str]:
         ) from None
     except UnicodeDecodeError:
         raise ConfigError(f"{CONFIG_ENV}: {file} is not UTF-8 text") from None
+    for binding in parse_stream(io.StringIO(text)):
+        if binding.error:
+            # Named by file and line only: the line may hold a secret.
+            raise ConfigError(
+                f"{file}: line {_first_line(binding.original.string, binding.original.line)}"
+                ": not a NAME=VALUE line (is an = missing, or a quote not closed?)"
+            )
+    # The values are dotenv's own reading of the file (quotes, escapes, ${VAR} expansion).
     values: dict[str, str] = {}
     for name, value in dotenv_values(stream=io.StringIO(text)).items():
         if name not in _KNOWN_ENV or name == CONFIG_ENV:
@@ -635,3 +645,10 @@ def read_config_file(path: str | Path) -> dict[str, str]:
             raise ConfigError(f"{file}: {name} has no value (write {name}=VALUE)")
         values[name] = value
     return values
+
+
+def _first_line(original: str, line: int) -> int:
+    """The line where a statement's text begins: python-dotenv counts a statement from the
+    end of the one before, so blank lines in between belong to it."""
+    leading = original[: len(original) - len(original.lstrip())]
+    return line + leading.count("\n")

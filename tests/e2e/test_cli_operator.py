@@ -22,6 +22,7 @@ from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import free_port
 from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -272,6 +273,24 @@ def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
         ).json()
     assert metadata["issuer"] == f"http://localhost:{port}"
     assert metadata["jwks_uri"] == f"http://localhost:{port}/.well-known/jwks.json"
+
+
+def test_a_config_file_line_dotenv_cannot_parse_stops_the_command(tmp_path: Path) -> None:
+    """Not dotenv's warning and a run on defaults: one line naming the file and the line,
+    exit 2 (a configuration error), and the line's text (maybe a secret) not echoed."""
+    db = tmp_path / "a.db"
+    assert run_cli_here({}, "--database-url", f"sqlite:///{db}", "db", "upgrade").returncode == 0
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        f'AUTHSERVER_DATABASE_URL=sqlite:///{db}\nAUTHSERVER_ADMIN_TOKEN="s3cr3t-admin-token\n'
+    )
+    result = run_cli_here({}, "--config", str(config), "clients", "list")
+    assert result.returncode == 2, result
+    assert result.stderr.splitlines() == [
+        f"authserver: error: {config}: line 2: not a NAME=VALUE line "
+        "(is an = missing, or a quote not closed?)"
+    ]
+    assert "s3cr3t" not in result.stderr + result.stdout
 
 
 def test_serve_workers_read_the_config_file_given_as_an_option(tmp_path: Path) -> None:

@@ -571,6 +571,41 @@ def test_an_unknown_name_in_the_file_is_refused_with_a_suggestion(tmp_path: Path
         Settings.from_env({}, config_file=config)
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('AUTHSERVER_ISSUER="https://a.example\n', 1),
+        ("# a comment\n\nAUTHSERVER_PORT 9000\n", 3),
+        ("AUTHSERVER_THREADS=3\n\n\n  this is not a line\nAUTHSERVER_PORT=7001\n", 4),
+    ],
+)
+def test_a_line_dotenv_cannot_parse_stops_the_program_naming_file_and_line(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    """python-dotenv skips such a line with a warning; the settings it meant to give would
+    silently be defaults. The message names the file and line, never the line's text (it may
+    hold a secret)."""
+    config = tmp_path / "authserver.env"
+    config.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({}, config_file=config)
+    message = str(exc.value)
+    assert message.startswith(f"{config}: line {line}: "), message
+    assert "\n" not in message
+    for secret_ish in ("a.example", "9000", "is not a line"):
+        assert secret_ish not in message
+
+
+def test_blank_lines_comments_and_multiline_quotes_are_fine_in_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        "\n# comment\n   \nexport AUTHSERVER_PORT=7001  # inline\n"
+        "AUTHSERVER_ISSUER='https://auth.example.com'\n\n"
+    )
+    settings = Settings.from_env({}, config_file=config)
+    assert (settings.port, settings.issuer) == (7001, "https://auth.example.com")
+
+
 def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"AUTHSERVER_CONFIG": str(tmp_path / "nope.env")})
