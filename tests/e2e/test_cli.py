@@ -1,6 +1,11 @@
-"""The ``authserver`` command line, run as a subprocess (docs/reference.md, "Command line").
+"""The ``authserver`` command line (docs/reference.md, "Command line").
 
 Every test runs on a real SQLite file and on a fresh PostgreSQL schema (``db_url``).
+``serve`` and the first command of the first test run as real ``authserver`` processes;
+the other commands run through the same entry point in this process
+(``tests.helpers.run_cli_here``: the same code, error rendering and exit statuses, without
+most of a second of interpreter start-up each). ``test_cli_usage_errors.py``,
+``test_cli_operator.py`` and ``test_cli_lifecycle.py`` run the binary too.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from sqlalchemy import create_engine
 from sqlalchemy import select
 
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import free_port
 from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +76,7 @@ def test_clients_create_json_prints_one_object_and_stores_only_a_hash(
     db_url: str, env_for: EnvFor
 ) -> None:
     env = env_for(db_url)
-    result = run_cli(
+    result = run_cli(  # the real binary: exactly one JSON document on its stdout
         env,
         "clients",
         "create",
@@ -120,9 +126,9 @@ def test_clients_create_json_prints_one_object_and_stores_only_a_hash(
         assert secret.encode() not in raw
 
     # list and show never reveal the secret (nor its hash).
-    listed = cli_json(env, "clients", "list")
+    listed = cli_json_here(env, "clients", "list")
     assert [c["client_id"] for c in listed["clients"]] == [client_id]
-    shown = cli_json(env, "clients", "show", client_id)
+    shown = cli_json_here(env, "clients", "show", client_id)
     assert shown["client_id"] == client_id
     assert shown["audiences"] == ["A", "B"]
     assert shown["scopes"] == ["s1"]
@@ -131,7 +137,7 @@ def test_clients_create_json_prints_one_object_and_stores_only_a_hash(
     hashed = str(stored["secret_hash"])
     for args in (("clients", "list"), ("clients", "show", client_id)):
         for extra in ((), ("--json",)):
-            out = run_cli(env, *args, *extra)
+            out = run_cli_here(env, *args, *extra)
             assert out.returncode == 0, out.stderr
             assert secret not in out.stdout + out.stderr
             assert hashed not in out.stdout + out.stderr
@@ -145,7 +151,7 @@ def test_clients_create_json_prints_one_object_and_stores_only_a_hash(
 
 def test_clients_create_human_output_shows_id_and_secret(db_url: str, env_for: EnvFor) -> None:
     env = env_for(db_url)
-    result = run_cli(env, "clients", "create", "--name", "backend one")
+    result = run_cli_here(env, "clients", "create", "--name", "backend one")
     assert result.returncode == 0, result.stderr
     client_id = re.search(r"^client_id\s+(\S+)\s*$", result.stdout, re.M)
     secret = re.search(r"^client_secret\s+(\S+)\s*$", result.stdout, re.M)
@@ -153,7 +159,7 @@ def test_clients_create_human_output_shows_id_and_secret(db_url: str, env_for: E
     assert secret, result.stdout
     with pytest.raises(json.JSONDecodeError):
         json.loads(result.stdout)
-    shown = cli_json(env, "clients", "show", client_id.group(1))
+    shown = cli_json_here(env, "clients", "show", client_id.group(1))
     assert shown["name"] == "backend one"
     for _table, row in _dump_database(db_url):
         assert secret.group(1) not in repr(row)
@@ -217,7 +223,7 @@ def test_cli_errors_are_one_line_without_traceback(
     env = env_for(db_url)
     jwks = _jwks_file(tmp_path, rsa_private_key)
     args = [a.format(missing=tmp_path / "missing.json", jwks=jwks) for a in args]
-    result = run_cli(env, *args)
+    result = run_cli_here(env, *args)
     line = _one_line_error(result)
     assert result.stdout == ""
     if args[:2] == ["keys", "retire"]:
@@ -226,7 +232,7 @@ def test_cli_errors_are_one_line_without_traceback(
     if args[:2] == ["clients", "create"]:
         # Nothing half-done: a refused registration registered nothing (when it was
         # refused before touching the database, there is no database to list).
-        listed = run_cli(env, "clients", "list", "--json")
+        listed = run_cli_here(env, "clients", "list", "--json")
         if listed.returncode == 0:
             assert json.loads(listed.stdout)["clients"] == []
         else:
@@ -243,47 +249,47 @@ def test_cli_errors_are_one_line_without_traceback(
 )
 def test_keys_list_rotate_retire(db_url: str, env_for: EnvFor, key_store: str) -> None:
     env = env_for(db_url, AUTHSERVER_KEY_STORE=key_store)
-    cli_json(env, "db", "upgrade")
-    assert cli_json(env, "keys", "list")["keys"] == []
+    cli_json_here(env, "db", "upgrade")
+    assert cli_json_here(env, "keys", "list")["keys"] == []
 
-    first = cli_json(env, "keys", "rotate")
+    first = cli_json_here(env, "keys", "rotate")
     assert first["created"] is True
     assert first["state"] == "next"
-    listed = cli_json(env, "keys", "list")["keys"]
+    listed = cli_json_here(env, "keys", "list")["keys"]
     states = {k["kid"]: k["state"] for k in listed}
     assert states[first["kid"]] == "next"
     assert sorted(states.values()) == ["current", "next"]
     current_kid = next(kid for kid, state in states.items() if state == "current")
 
     # Idempotent: the rotation already scheduled is returned, nothing new is created.
-    again = cli_json(env, "keys", "rotate")
+    again = cli_json_here(env, "keys", "rotate")
     assert again["created"] is False
     assert again["kid"] == first["kid"]
-    assert len(cli_json(env, "keys", "list")["keys"]) == 2
+    assert len(cli_json_here(env, "keys", "list")["keys"]) == 2
 
-    human = run_cli(env, "keys", "list")
+    human = run_cli_here(env, "keys", "list")
     assert human.returncode == 0, human.stderr
     assert first["kid"] in human.stdout
     assert current_kid in human.stdout
 
     # Retire the scheduled key: it is gone, the current key is untouched.
-    retired = cli_json(env, "keys", "retire", first["kid"])
+    retired = cli_json_here(env, "keys", "retire", first["kid"])
     assert retired["kid"] == first["kid"]
     assert retired["state"] == "gone"
     assert retired["current_kid"] == current_kid
-    states = {k["kid"]: k["state"] for k in cli_json(env, "keys", "list")["keys"]}
+    states = {k["kid"]: k["state"] for k in cli_json_here(env, "keys", "list")["keys"]}
     assert states[first["kid"]] == "gone"
     assert states[current_kid] == "current"
 
     # Retiring it again is refused in one line.
-    line = _one_line_error(run_cli(env, "keys", "retire", first["kid"]))
+    line = _one_line_error(run_cli_here(env, "keys", "retire", first["kid"]))
     assert first["kid"] in line
 
     # Retire the current key: another key signs at once.
-    retired = cli_json(env, "keys", "retire", current_kid)
+    retired = cli_json_here(env, "keys", "retire", current_kid)
     assert retired["state"] == "gone"
     assert retired["current_kid"] not in (None, current_kid, first["kid"])
-    states = {k["kid"]: k["state"] for k in cli_json(env, "keys", "list")["keys"]}
+    states = {k["kid"]: k["state"] for k in cli_json_here(env, "keys", "list")["keys"]}
     assert [kid for kid, s in states.items() if s == "current"] == [retired["current_kid"]]
 
 
@@ -319,7 +325,7 @@ def test_invalid_configuration_stops_serve_with_one_line(
     assert not list(keys_dir.glob("*.pem")) if keys_dir.exists() else True
 
     # The same for any other command.
-    line = _one_line_error(run_cli(env, "clients", "list", "--json"))
+    line = _one_line_error(run_cli_here(env, "clients", "list", "--json"))
     assert variable in line
 
 
@@ -397,8 +403,8 @@ def test_keys_rotate_with_wrong_or_missing_passphrase_creates_no_key(
     decrypt, or an unencrypted key to an encrypted store."""
     env = env_for(db_url, AUTHSERVER_KEY_PASSPHRASE="p1")
     keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
-    scheduled = cli_json(env, "keys", "rotate")
-    cli_json(env, "keys", "retire", scheduled["kid"])  # back to one current key, no next
+    scheduled = cli_json_here(env, "keys", "rotate")
+    cli_json_here(env, "keys", "retire", scheduled["kid"])  # back to one current key, no next
     before = _key_files(keys_dir)
     assert all(
         v.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
@@ -409,7 +415,7 @@ def test_keys_rotate_with_wrong_or_missing_passphrase_creates_no_key(
     bad = {k: v for k, v in env.items() if k != "AUTHSERVER_KEY_PASSPHRASE"}
     if passphrase is not None:
         bad["AUTHSERVER_KEY_PASSPHRASE"] = passphrase
-    result = run_cli(bad, "keys", "rotate", "--json")
+    result = run_cli_here(bad, "keys", "rotate", "--json")
     line = _one_line_error(result)
     assert "AUTHSERVER_KEY_PASSPHRASE" in line
     assert _key_files(keys_dir) == before
@@ -454,21 +460,21 @@ def test_wrong_passphrase_stops_serve_with_sql_key_store(
 
 def test_db_upgrade_on_empty_database_then_again(db_url: str, env_for: EnvFor) -> None:
     env = env_for(db_url)
-    first = cli_json(env, "db", "upgrade")
+    first = cli_json_here(env, "db", "upgrade")
     assert first["from_revision"] is None
     assert first["to_revision"]
-    again = cli_json(env, "db", "upgrade")
+    again = cli_json_here(env, "db", "upgrade")
     assert again == {
         **again,
         "from_revision": first["to_revision"],
         "to_revision": first["to_revision"],
     }
-    human = run_cli(env, "db", "upgrade")
+    human = run_cli_here(env, "db", "upgrade")
     assert human.returncode == 0, human.stderr
     assert first["to_revision"] in human.stdout
     tables = {t for t, _ in _dump_database(db_url)} | set(_table_names(db_url))
     assert {"clients", "signing_keys"} <= tables
-    assert cli_json(env, "clients", "list") == {"clients": [], "unreadable": []}
+    assert cli_json_here(env, "clients", "list") == {"clients": [], "unreadable": []}
 
 
 def _table_names(db_url: str) -> list[str]:
@@ -483,7 +489,7 @@ def _table_names(db_url: str) -> list[str]:
 
 def test_keys_dir_files_are_private(db_url: str, env_for: EnvFor) -> None:
     env = env_for(db_url)
-    cli_json(env, "keys", "rotate")
+    cli_json_here(env, "keys", "rotate")
     keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
     pems = list(keys_dir.glob("*.pem"))
     assert len(pems) == 2
