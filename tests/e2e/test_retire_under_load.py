@@ -10,10 +10,11 @@ threads while the main thread retires the current key several times with
 ``authserver keys retire`` (another process) or ``POST /admin/keys/<kid>/retire`` (inside
 a worker, whose other threads read the key set meanwhile), alternately when no next key
 exists (a new key is created) and when one has been published long enough to be
-promoted. Every answer must be 200,
-and every token must verify (PyJWT, signature and claims) against the JWKS fetched right
-after it, except a token whose request was in flight while its key was being retired:
-that key signed it before the retire took effect, and leaves the JWKS by design.
+promoted. The set-up (the client, the rotations that schedule a next key) and the
+look-ups go through the admin API. Every answer must be 200, and every token must verify
+(PyJWT, signature and claims) against the JWKS fetched right after it, except a token whose
+request was in flight while its key was being retired: that key signed it before the
+retire took effect, and leaves the JWKS by design.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ import requests
 
 from tests.factories import request_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -78,8 +78,22 @@ def _issue_and_check(base_url: str, credentials: tuple[str, str], issuer: str) -
     return issued
 
 
-def _current_kid(env: dict[str, str]) -> str:
-    keys = cli_json(env, "keys", "list")["keys"]
+def _admin(method: str, base_url: str, path: str, **kwargs: object) -> requests.Response:
+    """The admin API, for the scenario's set-up and look-ups (the retire under test goes
+    through the CLI or the admin API, by the test's parameter)."""
+    response = requests.request(
+        method,
+        f"{base_url}/admin{path}",
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        timeout=30,
+        **kwargs,  # type: ignore[arg-type]
+    )
+    assert response.status_code in (200, 201), response.text
+    return response
+
+
+def _current_kid(base_url: str) -> str:
+    keys = _admin("GET", base_url, "/keys").json()["keys"]
     current = [k["kid"] for k in keys if k["state"] == "current"]
     assert len(current) == 1, keys
     return str(current[0])
@@ -91,21 +105,18 @@ def _retire(env: dict[str, str], base_url: str, kid: str, via: str) -> str | Non
         result = run_cli(env, "keys", "retire", kid, "--json")
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)["current_kid"]  # type: ignore[no-any-return]
-    response = requests.post(
-        f"{base_url}/admin/keys/{kid}/retire",
-        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
-        timeout=30,
-    )
-    assert response.status_code == 200, response.text
+    response = _admin("POST", base_url, f"/keys/{kid}/retire")
     assert response.json()["state"] == "gone", response.json()
-    return _current_kid(env)
+    return _current_kid(base_url)
 
 
 def _scenario(env: dict[str, str], tmp_path: Path, via: str) -> None:
     log_path = tmp_path / "server.log"
     with ServerProcess(env, workers=2, log_path=log_path) as server:
         issuer = env["AUTHSERVER_ISSUER"]
-        client = cli_json(env, "clients", "create", "--name", "busy", "--audience", AUDIENCE)
+        client = _admin(
+            "POST", server.base_url, "/clients", json={"name": "busy", "audiences": [AUDIENCE]}
+        ).json()
         credentials = (client["client_id"], client["client_secret"])
         results: list[Issued] = []
         stop = threading.Event()
@@ -124,11 +135,11 @@ def _scenario(env: dict[str, str], tmp_path: Path, via: str) -> None:
                 if promote:
                     # A next key, published longer than the JWKS max-age + cache seconds:
                     # the retire promotes it instead of creating one.
-                    assert cli_json(env, "keys", "rotate")["created"] is True
+                    assert _admin("POST", server.base_url, "/keys/rotate").json()["created"] is True
                     time.sleep(1.3)
                 else:
                     time.sleep(0.3)
-                kid = _current_kid(env)
+                kid = _current_kid(server.base_url)
                 started = time.monotonic()
                 successor = _retire(env, server.base_url, kid, via)
                 ended = time.monotonic()
