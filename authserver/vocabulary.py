@@ -55,6 +55,9 @@ CLAIM_NAME_RULE = (
 )
 
 
+_BEYOND_SAFE_INTEGER = "has an integer beyond +-2^53 (RFC 7493 section 2.2)"
+
+
 class InvalidValue(ValueError):
     """A value breaks one of the rules above; the message says which, never echoing it."""
 
@@ -122,7 +125,7 @@ def check_json_value(value: Any, what: str, *, max_depth: int) -> None:
             continue
         elif isinstance(item, int):
             if not -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER:
-                raise InvalidValue(f"{what} has an integer beyond +-2^53 (RFC 7493 section 2.2)")
+                raise InvalidValue(f"{what} {_BEYOND_SAFE_INTEGER}")
         elif isinstance(item, float):
             if not math.isfinite(item):
                 raise InvalidValue(f"{what} has a number that is not finite (NaN or Infinity)")
@@ -152,6 +155,49 @@ def _refuse_constant(name: str) -> Any:
     raise InvalidValue("JSON numbers must be finite (NaN and Infinity are not JSON)")
 
 
+#: Digits of :data:`MAX_SAFE_INTEGER`: a JSON integer with more (JSON has no leading
+#: zeros) is beyond it.
+_SAFE_DIGITS = len(str(MAX_SAFE_INTEGER))
+
+
+class RepeatedNames:
+    """An ``object_pairs_hook`` for :func:`loads_strict` that notes each object naming a
+    member more than once. ``json.loads`` keeps the last value in silence, so
+    ``{"a": 1, "a": 2}`` would mean whatever the reader after us picks; noting rather than
+    raising at once lets the caller say where the repetition is (a repeated request
+    parameter is not a repeated name inside ``claims``)."""
+
+    def __init__(self) -> None:
+        # The objects themselves are kept so that their ids stay theirs.
+        self._repeating: dict[int, dict[str, Any]] = {}
+
+    def __call__(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        data = dict(pairs)
+        if len(data) < len(pairs):
+            self._repeating[id(data)] = data
+        return data
+
+    def repeat_in(self, value: Any) -> bool:
+        """Whether *value* itself is an object that repeats a name."""
+        return id(value) in self._repeating
+
+    def check(self, value: Any, what: str) -> None:
+        """Refuse *value* when it is, or holds, an object that repeats a name."""
+        if not self._repeating:
+            return
+        if self.repeat_in(value):
+            raise InvalidValue(f"{what} has a repeated name")
+        stack = [value]
+        while stack:
+            item = stack.pop()
+            if self.repeat_in(item):
+                raise InvalidValue(f"{what} has an object with a repeated name inside it")
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+
+
 def loads_strict(
     text: str | bytes,
     what: str = "the JSON document",
@@ -162,9 +208,20 @@ def loads_strict(
     """``json.loads`` for input from outside: RFC 8259 JSON only (no NaN/Infinity, no lone
     surrogates), at most *max_depth* levels deep. Raises :class:`InvalidValue`, or
     ``ValueError`` for text that is not JSON; never ``RecursionError``."""
+
+    def parse_int(digits: str) -> int:
+        # Python refuses to convert more than 4300 digits (a ValueError that would read
+        # as "not JSON"); any integer this long breaks the +-2^53 rule of check_json_value.
+        if len(digits.lstrip("-")) > _SAFE_DIGITS:
+            raise InvalidValue(f"{what} {_BEYOND_SAFE_INTEGER}")
+        return int(digits)
+
     try:
         value = json.loads(
-            text, parse_constant=_refuse_constant, object_pairs_hook=object_pairs_hook
+            text,
+            parse_constant=_refuse_constant,
+            parse_int=parse_int,
+            object_pairs_hook=object_pairs_hook,
         )
     except RecursionError:
         raise InvalidValue(f"{what} is nested deeper than {max_depth} levels") from None

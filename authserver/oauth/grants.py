@@ -29,6 +29,7 @@ from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import check_identity
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
@@ -48,13 +49,19 @@ def _claims(body: ParsedBody) -> dict[str, Any]:
     if raw is None:
         return {}
     if isinstance(raw, str):
+        # A JSON body's claims object was checked for repeated names with the body
+        # (requests.parse_body); a form body's claims text is checked here, the same way.
+        names = RepeatedNames()
         try:
             # One level more than a claim value may have: the object holding them.
-            raw = loads_strict(raw, "claims", max_depth=MAX_CLAIM_DEPTH + 1)
+            raw = loads_strict(
+                raw, "claims", max_depth=MAX_CLAIM_DEPTH + 1, object_pairs_hook=names
+            )
+            names.check(raw, "claims")
         except InvalidValue as exc:
             raise InvalidRequestError(str(exc)) from None
         except ValueError:
-            raise InvalidRequestError("claims must be a JSON object") from None
+            raise InvalidRequestError("claims is not valid JSON") from None
     if not isinstance(raw, dict):
         raise InvalidRequestError("claims must be a JSON object")
     for name in raw:

@@ -26,6 +26,8 @@ from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
 from authserver.oauth.errors import RequestTooLargeError
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import RepeatedNames
+from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
 
 #: RFC 8707 §2: "resource" may be given several times; so may its alias "audience".
@@ -122,22 +124,11 @@ def _parse_form(raw: bytes) -> ParsedBody:
     return ParsedBody(dict(fields), is_json=False)
 
 
-class _DuplicateKey(ValueError):
-    pass
-
-
-def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    # json.loads keeps the last of repeated keys silently; a repeated parameter is an
-    # error in a form body, so it is one in a JSON body too.
-    data: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in data:
-            raise _DuplicateKey(key)
-        data[key] = value
-    return data
-
-
 def _parse_json(raw: bytes) -> ParsedBody:
+    # json.loads keeps the last of repeated names silently; a repeated parameter is an
+    # error in a form body, so it is one in a JSON body too, and so is a repeated name
+    # inside a parameter's value (claims, a profile's object).
+    names = RepeatedNames()
     try:
         # Strict RFC 8259 JSON (no NaN/Infinity, no lone surrogates), bounded in depth: the
         # body object, then ``claims``, then the claim values.
@@ -145,12 +136,8 @@ def _parse_json(raw: bytes) -> ParsedBody:
             raw.decode("utf-8"),
             "the request body",
             max_depth=MAX_CLAIM_DEPTH + 2,
-            object_pairs_hook=_no_duplicate_keys,
+            object_pairs_hook=names,
         )
-    except _DuplicateKey:
-        raise InvalidRequestError(
-            "a request parameter is repeated (RFC 6749 section 3.2)"
-        ) from None
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8") from None
     except InvalidValue as exc:
@@ -161,6 +148,14 @@ def _parse_json(raw: bytes) -> ParsedBody:
         raise InvalidRequestError("the JSON request body must be an object")
     if len(data) > MAX_FIELDS:
         raise InvalidRequestError("the request body has too many parameters")
+    if names.repeat_in(data):
+        raise InvalidRequestError("a request parameter is repeated (RFC 6749 section 3.2)")
+    for name, value in data.items():
+        try:
+            # A parameter is named only when its name is plain (it came from the client).
+            names.check(value, name if is_valid_claim_name(name) else "a request parameter")
+        except InvalidValue as exc:
+            raise InvalidRequestError(str(exc)) from None
     fields: dict[str, list[Any]] = {}
     for name, value in data.items():
         if value is None or value == "":

@@ -346,6 +346,86 @@ def test_claims_that_are_not_a_json_object_in_form(http: Any, auth: str, raw: st
     assert_error(post(http, form=grant(claims=raw), auth=auth), 400, "invalid_request")
 
 
+def _claims_request(http: Any, auth: str, claims_text: str, *, as_json: bool) -> Any:
+    """*claims_text* as the form's claims parameter, or spliced as is into a JSON body (so
+    it may hold what ``json.dumps`` cannot write: a repeated name)."""
+    if not as_json:
+        return post(http, form=grant(claims=claims_text), auth=auth)
+    raw = '{"grant_type": "client_credentials", "claims": %s}' % claims_text  # noqa: UP031
+    return post(http, raw=raw.encode(), content_type="application/json", auth=auth)
+
+
+@db_independent
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+@pytest.mark.parametrize(
+    ("claims_text", "description"),
+    [
+        ('{"libraryId": "lib-first", "libraryId": "lib-second"}', "claims has a repeated name"),
+        (
+            '{"grants": {"books": "lib-first", "books": "lib-second"}}',
+            "claims has an object with a repeated name inside it",
+        ),
+    ],
+    ids=["claim-name", "inside-a-value"],
+)
+def test_a_repeated_name_in_claims_is_refused_in_form_and_json_alike(
+    http: Any, auth: str, claims_text: str, description: str, as_json: bool
+) -> None:
+    """json.loads keeps the last of repeated names: the token would carry whichever the
+    client did not mean. Refused, without echoing either value."""
+    data = assert_error(
+        _claims_request(http, auth, claims_text, as_json=as_json), 400, "invalid_request"
+    )
+    assert data["error_description"] == description, data
+    assert "lib-" not in data["error_description"]
+
+
+@db_independent
+def test_a_repeated_parameter_in_a_json_body_is_named_as_such(http: Any, auth: str) -> None:
+    raw = b'{"grant_type": "client_credentials", "sub": "u1", "sub": "u2"}'
+    response = post(http, raw=raw, content_type="application/json", auth=auth)
+    data = assert_error(response, 400, "invalid_request")
+    assert data["error_description"] == "a request parameter is repeated (RFC 6749 section 3.2)"
+
+
+@db_independent
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+@pytest.mark.parametrize(
+    ("claims_text", "description"),
+    [
+        ('{"libraryId": %s}' % ("9" * 5000), "has an integer beyond +-2^53"),
+        ('{"libraryId": 9007199254740992}', "has an integer beyond +-2^53"),
+    ],
+    ids=["5000-digits", "2^53"],
+)
+def test_a_huge_integer_in_claims_is_named_as_such(
+    http: Any, auth: str, claims_text: str, description: str, as_json: bool
+) -> None:
+    """Not "must be a JSON object" nor "not valid JSON" (Python's own 4300-digit limit)."""
+    data = assert_error(
+        _claims_request(http, auth, claims_text, as_json=as_json), 400, "invalid_request"
+    )
+    where = "the request body" if as_json else "claims"
+    assert data["error_description"].startswith(f"{where} {description}"), data
+
+
+@db_independent
+@pytest.mark.parametrize(
+    ("raw", "description"),
+    [
+        ("not json", "claims is not valid JSON"),
+        ('{"libraryId": "lib-1"', "claims is not valid JSON"),
+        ("[1, 2]", "claims must be a JSON object"),
+        ("null", "claims must be a JSON object"),
+    ],
+)
+def test_each_refusal_of_form_claims_says_what_is_wrong(
+    http: Any, auth: str, raw: str, description: str
+) -> None:
+    data = assert_error(post(http, form=grant(claims=raw), auth=auth), 400, "invalid_request")
+    assert data["error_description"] == description, data
+
+
 # -- client authentication ------------------------------------------------------------------
 
 

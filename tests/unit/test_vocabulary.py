@@ -170,3 +170,31 @@ def test_unusable_assertions_are_refused_before_anything_is_looked_up(
 ) -> None:
     with pytest.raises(v.InvalidValue, match=match):
         read_assertion(assertion, NOW)
+
+
+def test_loads_strict_names_an_integer_too_long_for_python_as_beyond_2_53() -> None:
+    """Python refuses to convert more than 4300 digits with a ValueError that callers
+    would report as "not JSON"; the rule it breaks is RFC 7493's."""
+    with pytest.raises(v.InvalidValue, match=r"claims has an integer beyond \+-2\^53"):
+        v.loads_strict('{"n": -%s}' % ("9" * 5000), "claims", max_depth=2)
+    assert v.loads_strict("[9007199254740991, -9007199254740991]", max_depth=1) == [
+        v.MAX_SAFE_INTEGER,
+        -v.MAX_SAFE_INTEGER,
+    ]
+
+
+def test_repeated_names_are_found_where_they_are() -> None:
+    names = v.RepeatedNames()
+    text = '{"a": 1, "b": [{"c": 1, "c": 2}]}'
+    value = v.loads_strict(text, max_depth=4, object_pairs_hook=names)
+    assert not names.repeat_in(value)
+    with pytest.raises(v.InvalidValue, match=r"^x has an object with a repeated name inside it$"):
+        names.check(value, "x")
+    names.check(value["a"], "a")
+    top = v.RepeatedNames()
+    value = v.loads_strict('{"a": 1, "a": 1}', max_depth=1, object_pairs_hook=top)
+    assert top.repeat_in(value)
+    with pytest.raises(v.InvalidValue, match=r"^x has a repeated name$"):
+        top.check(value, "x")
+    clean = v.RepeatedNames()
+    clean.check(v.loads_strict('{"a": {"b": 1}}', max_depth=2, object_pairs_hook=clean), "x")
