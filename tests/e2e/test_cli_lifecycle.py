@@ -1,8 +1,9 @@
-"""The client lifecycle and the audit trail through the real CLI, against a running server.
+"""The client lifecycle and the audit trail through the CLI, against a running server.
 
-A change made by one process (the CLI) must be seen by every worker of a running server
-at once: the per-worker client cache is validated against the database on each request.
-Each check is repeated until the per-worker metric files show that both workers answered.
+A change made by one process (the CLI's entry point, run in the test's process by
+``tests.helpers.run_cli_here``) must be seen by every worker of a running server at once:
+the per-worker client cache is validated against the database on each request. Each check
+is repeated until the per-worker metric files show that both workers answered.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from authserver import container
 from authserver.settings import Settings
 from tests.factories import request_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import on_every_worker
-from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 AUD = "https://sync.example"
 
@@ -48,7 +49,7 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
         PROMETHEUS_MULTIPROC_DIR=str(metrics),  # which worker answered (tests.helpers)
     )
     env.pop("AUTHSERVER_ISSUER")
-    created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
+    created = cli_json_here(env, "clients", "create", "--name", "backend", "--audience", AUD)
     cid, secret = created["client_id"], created["client_secret"]
     with ServerProcess(env, workers=2, log_path=tmp_path / "serve.log") as server:
 
@@ -64,22 +65,24 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
         # Warm both workers' caches with this client.
         assert {r.status_code for r in everywhere(secret=secret)} == {200}
 
-        disabled = cli_json(env, "clients", "disable", cid)
+        disabled = cli_json_here(env, "clients", "disable", cid)
         assert disabled["enabled"] is False
         refused = everywhere(secret=secret)
         assert {r.status_code for r in refused} == {401}
         assert {r.json()["error"] for r in refused} == {"invalid_client"}
 
-        assert cli_json(env, "clients", "enable", cid)["enabled"] is True
+        assert cli_json_here(env, "clients", "enable", cid)["enabled"] is True
         assert {r.status_code for r in everywhere(secret=secret)} == {200}
 
-        rotated = cli_json(env, "clients", "rotate-secret", cid)
+        rotated = cli_json_here(env, "clients", "rotate-secret", cid)
         new_secret = rotated["client_secret"]
         assert new_secret != secret
         assert {r.status_code for r in everywhere(secret=secret)} == {401}
         assert {r.status_code for r in everywhere(secret=new_secret)} == {200}
 
-        updated = cli_json(env, "clients", "update", cid, "--scope", "read", "--token-ttl", "120")
+        updated = cli_json_here(
+            env, "clients", "update", cid, "--scope", "read", "--token-ttl", "120"
+        )
         assert updated["scopes"] == ["read"]
         assert updated["token_ttl"] == 120
         for body in (r.json() for r in everywhere(secret=new_secret)):
@@ -90,12 +93,12 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
             == "invalid_scope"
         )
 
-        deleted = cli_json(env, "clients", "delete", cid, "--yes")
+        deleted = cli_json_here(env, "clients", "delete", cid, "--yes")
         assert deleted == {"client_id": cid, "deleted": True}
         assert {r.status_code for r in everywhere(secret=new_secret)} == {401}
 
     # The audit trail names who did what; it never holds a secret.
-    events = cli_json(env, "audit", "--client", cid, "--limit", "100")["events"]
+    events = cli_json_here(env, "audit", "--client", cid, "--limit", "100")["events"]
     actions = [e["action"] for e in events]
     for action in (
         "client.created",
@@ -114,17 +117,17 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
     assert secret not in dump
     assert new_secret not in dump
 
-    by_sub = cli_json(env, "audit", "--sub", "user-1", "--action", "token.issued")["events"]
+    by_sub = cli_json_here(env, "audit", "--sub", "user-1", "--action", "token.issued")["events"]
     assert by_sub
     assert all(e["sub"] == "user-1" for e in by_sub)
-    human = run_cli(env, "audit", "--limit", "5")
+    human = run_cli_here(env, "audit", "--limit", "5")
     assert human.returncode == 0
     assert "ACTION" in human.stdout
 
 
 def test_lifecycle_errors_are_one_line(db_url: str, env_for: Callable[..., dict[str, str]]) -> None:
     env = env_for(db_url)
-    cid = cli_json(env, "clients", "create", "--name", "x")["client_id"]
+    cid = cli_json_here(env, "clients", "create", "--name", "x")["client_id"]
     for args in (
         ("clients", "disable", "nope"),
         ("clients", "enable", "nope"),
@@ -138,9 +141,9 @@ def test_lifecycle_errors_are_one_line(db_url: str, env_for: Callable[..., dict[
         ("clients", "update", cid, "--allowed-claim", "exp"),
         ("audit", "--since", "not-a-date"),
     ):
-        _one_line_error(run_cli(env, *args))
+        _one_line_error(run_cli_here(env, *args))
     # Nothing above changed the client.
-    shown = cli_json(env, "clients", "show", cid)
+    shown = cli_json_here(env, "clients", "show", cid)
     assert shown["name"] == "x"
     assert shown["enabled"] is True
 

@@ -20,8 +20,8 @@ from tests.e2e.test_token import assert_error
 from tests.e2e.test_token import basic
 from tests.e2e.test_token import claims_of
 from tests.e2e.test_token import post
-from tests.helpers import cli_json
-from tests.helpers import run_cli
+from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -195,19 +195,19 @@ def test_cli_require_sub_on_create_and_update(
     env_for: Callable[..., dict[str, str]], db_url: str, services: Services, http: Any
 ) -> None:
     env = env_for(db_url)
-    created = cli_json(env, "clients", "create", "--name", "strict", "--require-sub")
+    created = cli_json_here(env, "clients", "create", "--name", "strict", "--require-sub")
     assert created["require_sub"] is True
     auth = basic(created["client_id"], created["client_secret"])
     assert_error(
         post(http, form={"grant_type": "client_credentials"}, auth=auth), 400, "invalid_request"
     )
-    updated = cli_json(env, "clients", "update", created["client_id"], "--no-require-sub")
+    updated = cli_json_here(env, "clients", "update", created["client_id"], "--no-require-sub")
     assert updated["require_sub"] is False
     assert claims_of(post(http, form={"grant_type": "client_credentials"}, auth=auth))
     # Leaving the option out changes nothing.
-    renamed = cli_json(env, "clients", "update", created["client_id"], "--name", "renamed")
+    renamed = cli_json_here(env, "clients", "update", created["client_id"], "--name", "renamed")
     assert renamed["require_sub"] is False
-    shown = run_cli(env, "clients", "show", created["client_id"])
+    shown = run_cli_here(env, "clients", "show", created["client_id"])
     assert "require_sub" in shown.stdout
-    plain = cli_json(env, "clients", "create", "--name", "plain")
+    plain = cli_json_here(env, "clients", "create", "--name", "plain")
     assert plain["require_sub"] is False

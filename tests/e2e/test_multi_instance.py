@@ -17,7 +17,7 @@ import requests
 
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import on_every_worker
 
 ISSUER = "https://auth.example.com"
@@ -78,7 +78,7 @@ def test_two_instances_share_one_database(
 ) -> None:
     env, a, b = instances
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    created = cli_json(env, "clients", "create", "--name", "backend", "--audience", AUD)
+    created = cli_json_here(env, "clients", "create", "--name", "backend", "--audience", AUD)
     cid, secret = created["client_id"], created["client_secret"]
 
     # One first key, created once although both instances started on an empty store.
@@ -157,13 +157,14 @@ def test_every_worker_of_every_instance_refuses_a_change_within_a_second(
     instances: tuple[dict[str, str], ServerProcess, ServerProcess], db_url: str, tmp_path: Path
 ) -> None:
     """PostgreSQL: cached clients are dropped by LISTEN/NOTIFY, not re-read per request.
-    A client disabled and a secret rotated by another process (the CLI) are refused by
+    A client disabled and a secret rotated by another process (the CLI, from the test's
+    process) are refused by
     every worker of both instances one second later."""
     if not db_url.startswith("postgresql"):
         pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite checks the version per request")
     env, a, b = instances
-    disabled = cli_json(env, "clients", "create", "--name", "to disable")
-    rotated = cli_json(env, "clients", "create", "--name", "to rotate")
+    disabled = cli_json_here(env, "clients", "create", "--name", "to disable")
+    rotated = cli_json_here(env, "clients", "create", "--name", "to rotate")
     grant = {"grant_type": "client_credentials"}
 
     def post(server: ServerProcess, cid: str, secret: str) -> int:
@@ -187,8 +188,10 @@ def test_every_worker_of_every_instance_refuses_a_change_within_a_second(
         assert server.log_path is not None
         assert server.log_path.read_text().count("change feed listening") >= 2, name
 
-    cli_json(env, "clients", "disable", disabled["client_id"])
-    new_secret = cli_json(env, "clients", "rotate-secret", rotated["client_id"])["client_secret"]
+    cli_json_here(env, "clients", "disable", disabled["client_id"])
+    new_secret = cli_json_here(env, "clients", "rotate-secret", rotated["client_id"])[
+        "client_secret"
+    ]
     changed = time.monotonic()
     time.sleep(max(0.0, 1.0 - (time.monotonic() - changed)))
 

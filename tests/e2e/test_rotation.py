@@ -28,7 +28,7 @@ import requests
 
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -92,7 +92,9 @@ def _scenario(env: dict[str, str], tmp_path: Path) -> None:
 
 def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
     issuer = env["AUTHSERVER_ISSUER"]
-    client = cli_json(env, "clients", "create", "--name", "sync backend", "--audience", AUDIENCE)
+    client = cli_json_here(
+        env, "clients", "create", "--name", "sync backend", "--audience", AUDIENCE
+    )
     credentials = (client["client_id"], client["client_secret"])
     jwks_url = server.base_url + "/.well-known/jwks.json"
     verifiers = [

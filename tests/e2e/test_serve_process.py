@@ -16,7 +16,7 @@ import requests
 
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,7 +40,7 @@ def server(env: dict[str, str]) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def credentials(env: dict[str, str], server: ServerProcess) -> tuple[str, str]:
-    created = cli_json(
+    created = cli_json_here(
         env, "clients", "create", "--name", "x", "--audience", AUD, "--allowed-claim", "libraryId"
     )
     assert created["client_id"]
@@ -195,7 +195,7 @@ def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> No
     """token.issued records are batched per worker (<= 0.25 s); a SIGTERM right after the
     last token must still write them (workers are forked processes whose exit skips
     atexit: the batcher's multiprocessing finalizer does it)."""
-    created = cli_json(env, "clients", "create", "--name", "stopping", "--audience", AUD)
+    created = cli_json_here(env, "clients", "create", "--name", "stopping", "--audience", AUD)
     credentials = (created["client_id"], created["client_secret"])
     server = ServerProcess(env, workers=2).start()
     try:
@@ -204,7 +204,7 @@ def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> No
             issue_token(server, credentials, sub=sub)
     finally:
         server.stop()  # SIGTERM at once: within the 0.25 s batch interval
-    audit = cli_json(env, "audit", "--action", "token.issued", "--json")
+    audit = cli_json_here(env, "audit", "--action", "token.issued", "--json")
     assert sorted(e["sub"] for e in audit["events"]) == sorted(subs)
 
 
