@@ -40,6 +40,9 @@ MAX_CLIENT_NAME_LENGTH = 200
 #: Deepest nesting of a claim value: ``{"a": [1]}`` is depth 2. Real extra claims (grant
 #: lists, library ids) are two or three levels deep.
 MAX_CLAIM_DEPTH = 8
+#: The depth rule as a caller reads it: of each claim value, not of the object holding them
+#: (which the checks count as one level more).
+CLAIMS_TOO_DEEP = f"claims has a value nested deeper than {MAX_CLAIM_DEPTH} levels"
 #: Largest serialized size of all extra claims of one request, in UTF-8 bytes: the token
 #: travels in an ``Authorization`` header, which servers commonly cap at 8 KiB in total.
 MAX_CLAIMS_BYTES = 4096
@@ -108,9 +111,10 @@ def check_identity(value: Any, field: str) -> str:
     return value
 
 
-def check_json_value(value: Any, what: str, *, max_depth: int) -> None:
+def check_json_value(value: Any, what: str, *, max_depth: int, too_deep: str | None = None) -> None:
     """Refuse what is not strict, interoperable JSON (RFC 8259 and RFC 7493: finite
-    numbers, integers within +-2^53, Unicode strings) or nests deeper than *max_depth*.
+    numbers, integers within +-2^53, Unicode strings) or nests deeper than *max_depth*
+    (said as *too_deep* when given: the rule as its reader knows it).
 
     Iterative, so no depth of input reaches Python's recursion limit. Accepts the types
     :func:`json.loads` produces (dict with str keys, list, str, int, float, bool, None).
@@ -131,7 +135,7 @@ def check_json_value(value: Any, what: str, *, max_depth: int) -> None:
                 raise InvalidValue(f"{what} has a number that is not finite (NaN or Infinity)")
         elif isinstance(item, dict | list):
             if depth > max_depth:
-                raise InvalidValue(f"{what} is nested deeper than {max_depth} levels")
+                raise InvalidValue(too_deep or f"{what} is nested deeper than {max_depth} levels")
             if isinstance(item, dict):
                 for key, child in item.items():
                     if not isinstance(key, str) or not is_utf8(key):
@@ -145,7 +149,8 @@ def check_json_value(value: Any, what: str, *, max_depth: int) -> None:
 
 def check_claim_values(claims: dict[str, Any]) -> None:
     """The extra claims of a request: strict JSON, bounded in depth and in size."""
-    check_json_value(claims, "claims", max_depth=MAX_CLAIM_DEPTH + 1)
+    # One level more than a claim value may have: the object holding them.
+    check_json_value(claims, "claims", max_depth=MAX_CLAIM_DEPTH + 1, too_deep=CLAIMS_TOO_DEEP)
     size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_CLAIMS_BYTES:
         raise InvalidValue(f"claims is larger than {MAX_CLAIMS_BYTES} bytes")
@@ -203,10 +208,12 @@ def loads_strict(
     what: str = "the JSON document",
     *,
     max_depth: int,
+    too_deep: str | None = None,
     object_pairs_hook: Any = None,
 ) -> Any:
     """``json.loads`` for input from outside: RFC 8259 JSON only (no NaN/Infinity, no lone
-    surrogates), at most *max_depth* levels deep. Raises :class:`InvalidValue`, or
+    surrogates), at most *max_depth* levels deep (said as *too_deep*, when given, as in
+    :func:`check_json_value`). Raises :class:`InvalidValue`, or
     ``ValueError`` for text that is not JSON; never ``RecursionError``."""
 
     def parse_int(digits: str) -> int:
@@ -224,6 +231,6 @@ def loads_strict(
             object_pairs_hook=object_pairs_hook,
         )
     except RecursionError:
-        raise InvalidValue(f"{what} is nested deeper than {max_depth} levels") from None
-    check_json_value(value, what, max_depth=max_depth)
+        raise InvalidValue(too_deep or f"{what} is nested deeper than {max_depth} levels") from None
+    check_json_value(value, what, max_depth=max_depth, too_deep=too_deep)
     return value

@@ -25,6 +25,7 @@ from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
 from authserver.vocabulary import CLAIM_NAME_RULE
+from authserver.vocabulary import CLAIMS_TOO_DEEP
 from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import MAX_URI_LENGTH
@@ -55,7 +56,11 @@ def _claims(body: ParsedBody) -> dict[str, Any]:
         try:
             # One level more than a claim value may have: the object holding them.
             raw = loads_strict(
-                raw, "claims", max_depth=MAX_CLAIM_DEPTH + 1, object_pairs_hook=names
+                raw,
+                "claims",
+                max_depth=MAX_CLAIM_DEPTH + 1,
+                too_deep=CLAIMS_TOO_DEEP,
+                object_pairs_hook=names,
             )
             names.check(raw, "claims")
         except InvalidValue as exc:

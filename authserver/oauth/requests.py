@@ -33,6 +33,11 @@ from authserver.vocabulary import loads_strict
 #: RFC 8707 §2: "resource" may be given several times; so may its alias "audience".
 REPEATABLE = frozenset({"resource", "audience"})
 MAX_FIELDS = 64
+#: A JSON body nests as deep as a claim value allows, under the body and ``claims``.
+_BODY_TOO_DEEP = (
+    f"the request body is nested deeper than {MAX_CLAIM_DEPTH + 2} levels (the body, claims, "
+    f"and a claim value of at most {MAX_CLAIM_DEPTH} levels)"
+)
 
 
 class ParsedBody:
@@ -136,6 +141,7 @@ def _parse_json(raw: bytes) -> ParsedBody:
             raw.decode("utf-8"),
             "the request body",
             max_depth=MAX_CLAIM_DEPTH + 2,
+            too_deep=_BODY_TOO_DEEP,
             object_pairs_hook=names,
         )
     except UnicodeDecodeError:

@@ -410,6 +410,30 @@ def test_a_huge_integer_in_claims_is_named_as_such(
 
 
 @db_independent
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_a_claim_value_may_nest_8_levels_and_the_refusal_says_8(
+    http: Any, auth: str, as_json: bool
+) -> None:
+    """The rule (docs/reference.md) is per claim value: 8 nested arrays pass, 9 do not, and
+    the message states that rule, not the depth of the object holding the claims."""
+    eight = {"grants": [[[[[[[["read"]]]]]]]]}
+    if as_json:
+        ok = post(http, body={"grant_type": "client_credentials", "claims": eight}, auth=auth)
+    else:
+        ok = post(http, form=grant(claims=json.dumps(eight)), auth=auth)
+    assert claims_of(ok)["grants"] == eight["grants"]
+    nine = json.dumps({"grants": [eight["grants"]]})
+    data = assert_error(_claims_request(http, auth, nine, as_json=as_json), 400, "invalid_request")
+    if as_json:
+        assert data["error_description"] == (
+            "the request body is nested deeper than 10 levels "
+            "(the body, claims, and a claim value of at most 8 levels)"
+        ), data
+    else:
+        assert data["error_description"] == "claims has a value nested deeper than 8 levels", data
+
+
+@db_independent
 @pytest.mark.parametrize(
     ("raw", "description"),
     [
