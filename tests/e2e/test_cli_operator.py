@@ -19,7 +19,7 @@ import requests
 from tests.factories import request_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import free_port
 from tests.helpers import run_cli
 from tests.helpers import run_cli_here
@@ -122,7 +122,7 @@ def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: P
 
 def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
     url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
-    result = run_cli({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")
+    result = run_cli_here({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")
     assert result.returncode != 0
     assert "pw-5e1d77" not in result.stdout + result.stderr
     # The cause, in words, and where.
@@ -155,18 +155,18 @@ def test_error_messages_name_what_to_change(tmp_path: Path) -> None:
     assert port.returncode == 2
     assert port.stderr.strip() == "authserver: error: --port: expected a whole number"
 
-    mysql = run_cli({"AUTHSERVER_DATABASE_URL": "mysql://u@h/db"}, "clients", "list")
+    mysql = run_cli_here({"AUTHSERVER_DATABASE_URL": "mysql://u@h/db"}, "clients", "list")
     assert mysql.returncode == 2
     assert "postgresql+psycopg://" in mysql.stderr
     assert "sqlite:///" in mysql.stderr
     assert "Traceback" not in mysql.stderr
 
-    action = run_cli(_env(tmp_path), "audit", "--action", "bogus")
+    action = run_cli_here(_env(tmp_path), "audit", "--action", "bogus")
     assert action.returncode == 2
     assert "token.issued" in action.stderr
     assert "client.secret_rotated" in action.stderr
 
-    current = cli_json(_env(tmp_path), "db", "current")
+    current = cli_json_here(_env(tmp_path), "db", "current")
     assert current == {"revision": None, "head": current["head"], "up_to_date": False}
 
 
@@ -177,10 +177,10 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
     env = _env(tmp_path, AUTHSERVER_KEY_PASSPHRASE="correct horse battery staple")
     with ServerProcess(env) as server:
         env["AUTHSERVER_ISSUER"] = server.base_url
-        healthy = run_cli(env, "doctor")
+        healthy = run_cli_here(env, "doctor")
         assert healthy.returncode == 0, healthy.stdout + healthy.stderr
         assert "No problems found." in healthy.stdout
-        report = cli_json(env, "doctor")
+        report = cli_json_here(env, "doctor")
         assert report["ok"] is True
         assert {c["check"] for c in report["checks"]} >= {
             "database",
@@ -192,15 +192,15 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
             "admin token",
         }
         # The issuer this configuration names is not the one that server answers as.
-        wrong = run_cli({**env, "AUTHSERVER_ISSUER": server.base_url + "/other"}, "doctor")
+        wrong = run_cli_here({**env, "AUTHSERVER_ISSUER": server.base_url + "/other"}, "doctor")
         assert wrong.returncode == 1
         assert "PROBLEM" in wrong.stdout
         assert "issuer" in wrong.stdout
         # A wrong passphrase: the key store cannot be read.
-        bad_pass = run_cli({**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong passphrase"}, "doctor")
+        bad_pass = run_cli_here({**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong passphrase"}, "doctor")
         assert bad_pass.returncode == 1
         assert "key store" in bad_pass.stdout
-    unreachable = run_cli(env, "doctor", "--json")
+    unreachable = run_cli_here(env, "doctor", "--json")
     assert unreachable.returncode == 1
     issuer = next(c for c in json.loads(unreachable.stdout)["checks"] if c["check"] == "issuer")
     assert issuer["status"] == "problem"
@@ -213,37 +213,37 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
 def test_rotate_secret_with_grace_keeps_the_old_secret_working(tmp_path: Path) -> None:
     env = _env(tmp_path)
     with ServerProcess(env) as server:
-        created = cli_json(env, "clients", "create", "--name", "backend", "--audience", "A")
+        created = cli_json_here(env, "clients", "create", "--name", "backend", "--audience", "A")
         cid, old = created["client_id"], created["client_secret"]
         assert request_token(server, (cid, old), sub="user-1").status_code == 200
 
-        rotated = cli_json(env, "clients", "rotate-secret", cid, "--grace", "1h")
+        rotated = cli_json_here(env, "clients", "rotate-secret", cid, "--grace", "1h")
         new = rotated["client_secret"]
         assert rotated["previous_secret_expires_at"] is not None
         assert request_token(server, (cid, new), sub="user-1").status_code == 200
         assert request_token(server, (cid, old), sub="user-1").status_code == 200
 
         # Without --grace the old secret (and the one in its grace period) stop at once.
-        newest = cli_json(env, "clients", "rotate-secret", cid)["client_secret"]
+        newest = cli_json_here(env, "clients", "rotate-secret", cid)["client_secret"]
         assert request_token(server, (cid, old), sub="user-1").status_code == 401
         assert request_token(server, (cid, new), sub="user-1").status_code == 401
         assert request_token(server, (cid, newest), sub="user-1").status_code == 200
 
-    events = cli_json(env, "audit", "--client", cid, "--action", "token.issued")["events"]
+    events = cli_json_here(env, "audit", "--client", cid, "--action", "token.issued")["events"]
     used = [e["detail"].get("secret_used") for e in reversed(events)]
     assert used == ["current", "current", "previous", "current"], events
-    bad = run_cli(env, "clients", "rotate-secret", cid, "--grace", "soon")
+    bad = run_cli_here(env, "clients", "rotate-secret", cid, "--grace", "soon")
     assert bad.returncode == 2
     assert "--grace" in bad.stderr
 
 
 def test_delete_asks_for_confirmation_unless_yes(tmp_path: Path) -> None:
     env = _env(tmp_path)
-    cid = cli_json(env, "clients", "create", "--name", "x")["client_id"]
-    refused = run_cli(env, "clients", "delete", cid)
+    cid = cli_json_here(env, "clients", "create", "--name", "x")["client_id"]
+    refused = run_cli_here(env, "clients", "delete", cid)
     assert refused.returncode == 1
     assert "--yes" in refused.stderr
-    assert cli_json(env, "clients", "show", cid)["client_id"] == cid
+    assert cli_json_here(env, "clients", "show", cid)["client_id"] == cid
     # Interactive: "n" keeps it, "y" deletes it.
     no = subprocess.run(
         ["script", "-qec", f"{AUTHSERVER} clients delete {cid}", "/dev/null"],
@@ -255,10 +255,10 @@ def test_delete_asks_for_confirmation_unless_yes(tmp_path: Path) -> None:
         check=False,
     )
     assert no.returncode != 0
-    assert cli_json(env, "clients", "show", cid)["client_id"] == cid
-    deleted = cli_json(env, "clients", "delete", cid, "--yes")
+    assert cli_json_here(env, "clients", "show", cid)["client_id"] == cid
+    deleted = cli_json_here(env, "clients", "delete", cid, "--yes")
     assert deleted == {"client_id": cid, "deleted": True}
-    assert run_cli(env, "clients", "show", cid).returncode == 1
+    assert run_cli_here(env, "clients", "show", cid).returncode == 1
 
 
 def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
@@ -279,7 +279,7 @@ def test_a_config_file_line_dotenv_cannot_parse_stops_the_command(tmp_path: Path
     """Not dotenv's warning and a run on defaults: one line naming the file and the line,
     exit 2 (a configuration error), and the line's text (maybe a secret) not echoed."""
     db = tmp_path / "a.db"
-    assert run_cli_here({}, "--database-url", f"sqlite:///{db}", "db", "upgrade").returncode == 0
+    assert run_cli({}, "--database-url", f"sqlite:///{db}", "db", "upgrade").returncode == 0
     config = tmp_path / "authserver.env"
     config.write_text(
         f'AUTHSERVER_DATABASE_URL=sqlite:///{db}\nAUTHSERVER_ADMIN_TOKEN="s3cr3t-admin-token\n'
