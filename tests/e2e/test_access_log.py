@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
 
@@ -80,7 +80,7 @@ def test_json_log_format(tmp_path: Path) -> None:
 def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path: Path) -> None:
     log_path = tmp_path / "serve.log"
     env = _env(tmp_path, AUTHSERVER_AUTH_FAILURES_PER_CLIENT="2/minute")
-    created = cli_json(env, "clients", "create", "--name", "backend")
+    created = cli_json_here(env, "clients", "create", "--name", "backend")
     cid, secret = created["client_id"], created["client_secret"]
     wrong = "wrong-secret-5b0c1e77d9"
     with ServerProcess(env, log_path=log_path) as server:

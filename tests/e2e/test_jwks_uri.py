@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
-from tests.helpers import run_cli
+from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 from tests.jwks_servers import KeyServer
 from tests.jwks_servers import drip
 from tests.jwks_servers import redirect
@@ -84,7 +84,9 @@ class Deployment:
         self.env["AUTHSERVER_ISSUER"] = self.server.base_url
 
     def register(self, jwks_uri: str) -> str:
-        created = cli_json(self.env, "clients", "create", "--name", "jwt", "--jwks-uri", jwks_uri)
+        created = cli_json_here(
+            self.env, "clients", "create", "--name", "jwt", "--jwks-uri", jwks_uri
+        )
         return str(created["client_id"])
 
     def token(self, client_assertion: str) -> requests.Response:
@@ -191,7 +193,7 @@ def test_registration_refuses_plain_http_off_loopback(tmp_path: Path) -> None:
     # itself in tests/integration/test_jwks_fetch.py; this is the CLI's one-line error.
     env = Deployment(tmp_path).env
     uri = "http://keys.example.com/jwks.json"
-    result = run_cli(env, "clients", "create", "--name", "x", "--jwks-uri", uri)
+    result = run_cli_here(env, "clients", "create", "--name", "x", "--jwks-uri", uri)
     assert result.returncode != 0
     assert "jwks_uri must be an https:// URL" in result.stderr
     assert "Traceback" not in result.stderr
@@ -216,7 +218,7 @@ def test_production_mode_refuses_private_targets_unless_allowed(
     deployment = Deployment(tmp_path, **env)
     with KeyServer(send_json(jwks), tls=server_tls(cert, key)) as keys:
         # Production mode refuses plain http at registration, even on loopback.
-        result = run_cli(
+        result = run_cli_here(
             deployment.env, "clients", "create", "--name", "x", "--jwks-uri", "http://127.0.0.1/x"
         )
         assert result.returncode != 0

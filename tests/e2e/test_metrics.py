@@ -25,7 +25,7 @@ from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import request_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import on_every_worker
 from tests.helpers import per_worker
 
@@ -277,7 +277,7 @@ def test_counters_aggregate_across_workers(
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     env["TMPDIR"] = str(tmpdir)
-    created = cli_json(env, "clients", "create", "--name", "metrics")
+    created = cli_json_here(env, "clients", "create", "--name", "metrics")
     client_id, secret = created["client_id"], created["client_secret"]
     with ServerProcess(env, workers=2) as server:
         assert server.proc is not None

@@ -25,7 +25,7 @@ from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
 
@@ -445,7 +445,7 @@ def test_cli_registers_a_jwks_client_without_a_secret(
 ) -> None:
     jwks_file = tmp_path / "client-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [public_jwk(rsa_private_key)]}))
-    created = cli_json(
+    created = cli_json_here(
         env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file)
     )
     assert created["client_id"]
@@ -453,7 +453,7 @@ def test_cli_registers_a_jwks_client_without_a_secret(
     assert created["token_endpoint_auth_methods"] == ["private_key_jwt"]
     response = token_request(http, assertion(created["client_id"], rsa_private_key, aud=token_url))
     assert response.status_code == 200, response.get_data(as_text=True)
-    shown = cli_json(env_for(db_url), "clients", "show", created["client_id"])
+    shown = cli_json_here(env_for(db_url), "clients", "show", created["client_id"])
     assert "client_secret" not in shown
 
 
@@ -464,12 +464,12 @@ def test_cli_refuses_a_private_jwk_set(
     tmp_path: Path,
     rsa_private_key: rsa.RSAPrivateKey,
 ) -> None:
-    from tests.helpers import run_cli
+    from tests.helpers import run_cli_here
 
     private = json.loads(RSAAlgorithm.to_jwk(rsa_private_key))
     jwks_file = tmp_path / "private-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [private]}))
-    result = run_cli(
+    result = run_cli_here(
         env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file), "--json"
     )
     assert result.returncode != 0

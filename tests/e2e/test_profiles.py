@@ -306,11 +306,11 @@ def test_admin_api_refuses_bad_profiles_and_fixed_claims(
 def test_cli_profile_and_fixed_claims(
     env_for: Callable[..., dict[str, str]], tmp_path: Any
 ) -> None:
-    from tests.helpers import cli_json
-    from tests.helpers import run_cli
+    from tests.helpers import cli_json_here
+    from tests.helpers import run_cli_here
 
     env = env_for(f"sqlite:///{tmp_path / 'cli.db'}")
-    made = cli_json(
+    made = cli_json_here(
         env,
         *("clients", "create", "--name", "b", "--profile", "verdant"),
         *("--fixed-claim", "url=wss://sync.example/x", "--fixed-claim", "type=4"),
@@ -324,7 +324,9 @@ def test_cli_profile_and_fixed_claims(
         "grants": {"a": [1]},
     }
     cid = made["client_id"]
-    updated = cli_json(env, "clients", "update", cid, "--profile", "stream", "--clear-fixed-claims")
+    updated = cli_json_here(
+        env, "clients", "update", cid, "--profile", "stream", "--clear-fixed-claims"
+    )
     assert (updated["profile"], updated["fixed_claims"]) == ("stream", {})
     for args, message in (
         (("--profile", "acme"), "unknown profile"),
@@ -332,7 +334,7 @@ def test_cli_profile_and_fixed_claims(
         (("--fixed-claim", "exp=1"), "exp"),
         (("--fixed-claim", "a=1", "--fixed-claim", "a=2"), "twice"),
     ):
-        result = run_cli(env, "clients", "update", cid, *args)
+        result = run_cli_here(env, "clients", "update", cid, *args)
         assert result.returncode != 0, args
         assert message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr

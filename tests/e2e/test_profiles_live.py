@@ -21,7 +21,7 @@ import pytest
 import requests
 
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import node_and_npm
 from tests.helpers import node_test
 from tests.helpers import npm_ci
@@ -51,7 +51,7 @@ def server(
         aud = ("--audience", AUDIENCE)
 
         def create(*args: str) -> dict[str, str]:
-            out = cli_json(cli_env, "clients", "create", "--name", "backend", *aud, *args)
+            out = cli_json_here(cli_env, "clients", "create", "--name", "backend", *aud, *args)
             return {"client_id": out["client_id"], "client_secret": out["client_secret"]}
 
         clients = {
@@ -71,7 +71,7 @@ def server(
                 *("--scope", "broadcaster", "--allowed-claim", "data", "--token-ttl", "3600"),
             ),
         }
-        shown = cli_json(cli_env, "clients", "show", clients["verdant"]["client_id"])
+        shown = cli_json_here(cli_env, "clients", "show", clients["verdant"]["client_id"])
         assert shown["profile"] == "verdant"
         assert shown["fixed_claims"] == {"url": VERDANT_SYNC_URL}
         yield process, clients

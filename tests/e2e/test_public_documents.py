@@ -14,7 +14,7 @@ import requests
 
 from tests.conftest import db_independent
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,7 @@ def server(db_url: str, env_for: Callable[..., dict[str, str]]) -> Iterator[Serv
 
 
 def token_status_path(server: ServerProcess) -> str:
-    client = cli_json(server.env, "clients", "create", "--name", "sync")
+    client = cli_json_here(server.env, "clients", "create", "--name", "sync")
     response = requests.post(
         server.base_url + "/token",
         data={"grant_type": "client_credentials"},

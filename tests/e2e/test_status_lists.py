@@ -26,7 +26,7 @@ from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import issue_token
-from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -329,21 +329,23 @@ def test_cli_revokes_every_live_token_of_a_user(
     alice_two = issue_token(http, (two.client_id, two_secret), sub="alice")
     bob = issue_token(http, (one.client_id, one_secret), sub="bob")
 
-    result = run_cli(env, "tokens", "revoke", "--sub", "alice", "--client", one.client_id, "--json")
+    result = run_cli_here(
+        env, "tokens", "revoke", "--sub", "alice", "--client", one.client_id, "--json"
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"sub": "alice", "client_id": one.client_id, "revoked": 2}
     assert [status_of(http, t) for t in (*alice, alice_two, bob)] == [1, 1, 0, 0]
 
-    result = run_cli(env, "tokens", "revoke", "--sub", "alice")
+    result = run_cli_here(env, "tokens", "revoke", "--sub", "alice")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "revoked 1 live token(s) of alice"
     assert [status_of(http, t) for t in (alice_two, bob)] == [1, 0]
 
-    missing = run_cli(env, "tokens", "revoke", "--sub", "alice", "--client", "as_client_nope")
+    missing = run_cli_here(env, "tokens", "revoke", "--sub", "alice", "--client", "as_client_nope")
     assert missing.returncode != 0
     assert missing.stderr.count("\n") == 1
     assert "nope" in missing.stderr
-    empty = run_cli(env, "tokens", "revoke", "--sub", " ")
+    empty = run_cli_here(env, "tokens", "revoke", "--sub", " ")
     assert empty.returncode != 0
     assert "Traceback" not in empty.stderr
 

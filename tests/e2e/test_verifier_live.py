@@ -21,7 +21,7 @@ from authserver_verifier import InvalidToken
 from authserver_verifier import TokenVerifier
 
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
@@ -57,7 +57,7 @@ def test_verifier_across_rotation_and_retire(
     env = env_for(db_url, **TIMINGS)
     env.pop("AUTHSERVER_ISSUER")  # ServerProcess: the issuer is its base URL
     with ServerProcess(env, workers=2) as server:
-        client = cli_json(
+        client = cli_json_here(
             env, "clients", "create", "--name", "sync", "--audience", AUDIENCE,
             "--allowed-claim", "libraryId",
         )  # fmt: skip
@@ -155,7 +155,7 @@ def test_default_verifier_across_three_rotations_a_retire_and_a_revocation(
     env = env_for(db_url, **DEFAULTS_TIMINGS)
     env.pop("AUTHSERVER_ISSUER")
     with ServerProcess(env, workers=2) as server:
-        client = cli_json(env, "clients", "create", "--name", "sync", "--audience", AUDIENCE)
+        client = cli_json_here(env, "clients", "create", "--name", "sync", "--audience", AUDIENCE)
         creds = (client["client_id"], client["client_secret"])
 
         def token(sub: str) -> str:
