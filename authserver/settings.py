@@ -16,11 +16,13 @@ half-configured.
 
 from __future__ import annotations
 
+import calendar
 import dataclasses
 import difflib
 import io
 import os
 import re
+import time
 from collections.abc import Callable
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,6 +48,25 @@ def parse_duration(raw: str) -> int:
             "expected whole seconds or a number with s, m, h or d (e.g. 3600, 1h, 30d)"
         )
     return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+#: The forms :func:`parse_since` reads, for error messages and help.
+SINCE_FORMS = "a date (2026-11-23, 2026-11-23T10:00:00Z) or a duration ago (1h, 7d)"
+_SINCE_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+
+
+def parse_since(raw: str, now: float) -> float:
+    """The moment *raw* names, in POSIX seconds: a date or time in UTC (``2026-11-23``,
+    ``2026-11-23T10:00:00Z``), or a duration (:func:`parse_duration`) before *now*.
+
+    One reading for ``authserver audit --since`` and ``GET /admin/audit?since=``, kept here
+    beside durations so the web layer need not import the CLI. Raises ``ValueError``."""
+    for fmt in _SINCE_FORMATS:
+        try:
+            return float(calendar.timegm(time.strptime(raw, fmt)))
+        except ValueError:
+            continue
+    return now - parse_duration(raw)
 
 
 def _positive_duration(raw: str) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import calendar
 import time
 
 import click
@@ -15,21 +14,16 @@ from authserver.cli.context import services
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import table
-from authserver.settings import parse_duration
+from authserver.settings import SINCE_FORMS
+from authserver.settings import parse_since
 from authserver.web.serializers import audit_json
 
 
 def _since(value: str) -> float:
-    """``2026-11-23``, ``2026-11-23T10:00:00Z`` or a duration ago (``1h``, ``7d``)."""
-    for fmt in ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
-        try:
-            return float(calendar.timegm(time.strptime(value, fmt)))
-        except ValueError:
-            continue
     try:
-        return time.time() - parse_duration(value)
+        return parse_since(value, time.time())
     except ValueError:
-        fail("--since: expected a date (2026-11-23, 2026-11-23T10:00:00Z) or a duration (1h, 7d)")
+        fail(f"--since: expected {SINCE_FORMS}")
 
 
 @click.command()

@@ -19,12 +19,15 @@ from flask import g
 from flask import jsonify
 from flask import request
 
+from authserver.audit.model import ACTIONS
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
 from authserver.records import UnreadableRecord
+from authserver.settings import SINCE_FORMS
+from authserver.settings import parse_since
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import loads_strict
@@ -312,22 +315,43 @@ def revoke_tokens() -> Response:
     return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
 
 
+#: Most events one ``GET /admin/audit`` answers with.
+MAX_AUDIT_LIMIT = 1000
+
+
+def _audit_since(raw: str) -> float:
+    """POSIX seconds, the API's own form (what a program computes), or what
+    ``authserver audit --since`` takes: a date, or a duration ago."""
+    try:
+        since = float(raw)
+    except ValueError:
+        try:
+            return parse_since(raw, services().clock.now())
+        except ValueError:
+            raise InvalidInput(f"since must be POSIX seconds, {SINCE_FORMS}") from None
+    if not math.isfinite(since):
+        raise InvalidInput("since must be a finite number of POSIX seconds")
+    return since
+
+
 @bp.get("/audit")
 def audit() -> Response:
     args = request.args
     try:
-        limit = min(int(args.get("limit", "100")), 1000)
-        since = float(args["since"]) if "since" in args else None
+        limit = int(args.get("limit", "100"))
     except ValueError:
-        raise InvalidInput("limit and since must be numbers") from None
-    if since is not None and not math.isfinite(since):
-        raise InvalidInput("since must be a finite number of POSIX seconds")
-    if limit < 1:
-        raise InvalidInput("limit must be at least 1")
+        limit = 0  # not a whole number (or too long to be one): refused below
+    if not 1 <= limit <= MAX_AUDIT_LIMIT:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}")
+    action = args.get("action")
+    if action is not None and action not in ACTIONS:
+        # The value is not echoed: the known ones say what was meant.
+        raise InvalidInput(f"action must be one of: {', '.join(ACTIONS)}")
+    since = _audit_since(args["since"]) if "since" in args else None
     query = AuditQuery(
         client_id=args.get("client_id"),
         sub=args.get("sub"),
-        action=args.get("action"),
+        action=action,
         since=since,
         limit=limit,
     )

@@ -528,6 +528,45 @@ def test_tokens_are_audited_with_the_client_as_actor(admin: Any) -> None:
 
 
 @db_independent
-@pytest.mark.parametrize("query", ["limit=abc", "limit=0", "limit=-1", "since=yesterday"])
-def test_audit_rejects_bad_queries(admin: Any, query: str) -> None:
-    assert_error(admin.get(f"/admin/audit?{query}", headers=AUTH), 400, "invalid_request")
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("limit=abc", "limit must be a whole number from 1 to 1000"),
+        ("limit=0", "limit must be a whole number from 1 to 1000"),
+        ("limit=-1", "limit must be a whole number from 1 to 1000"),
+        ("limit=1001", "limit must be a whole number from 1 to 1000"),
+        ("limit=99999999999999999999", "limit must be a whole number from 1 to 1000"),
+        ("limit=" + "9" * 5000, "limit must be a whole number from 1 to 1000"),
+        ("since=yesterday", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=nan", "since must be a finite number"),
+        ("action=zzz", "action must be one of: token.issued, token.revoked"),
+        ("action=", "action must be one of: token.issued"),
+    ],
+)
+def test_audit_rejects_bad_queries(admin: Any, query: str, names: str) -> None:
+    """As the CLI does (``audit --action``, ``--limit``) and as the OpenAPI document says
+    (limit at most 1000): not an empty list for an action that does not exist."""
+    body = assert_error(admin.get(f"/admin/audit?{query}", headers=AUTH), 400, "invalid_request")
+    assert body["error_description"].startswith(names), body
+    assert "zzz" not in body["error_description"]
+
+
+@db_independent
+def test_audit_since_takes_what_the_cli_takes(admin: Any) -> None:
+    """A duration ago or a UTC date, like ``authserver audit --since``, and POSIX seconds,
+    the API's own form."""
+    created = create(admin)
+    at = admin.get("/admin/audit?action=client.created", headers=AUTH).get_json()["events"][0]
+    assert at["client_id"] == created["client_id"]
+
+    def ids(since: str) -> list[str]:
+        response = admin.get(f"/admin/audit?action=client.created&since={since}", headers=AUTH)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return [e["client_id"] for e in response.get_json()["events"]]
+
+    assert ids("1h") == [created["client_id"]]
+    assert ids("2000-01-01") == [created["client_id"]]
+    assert ids("2000-01-01T00:00:00Z") == [created["client_id"]]
+    assert ids("946684800") == [created["client_id"]]
+    assert ids("2999-01-01") == []
+    assert ids("32503680000") == []  # 3000-01-01

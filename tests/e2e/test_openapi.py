@@ -13,8 +13,10 @@ import yaml
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
+from authserver.audit.model import ACTIONS
 from authserver.container import Services
 from authserver.settings import Settings
+from authserver.web.admin import MAX_AUDIT_LIMIT
 from authserver.web.app import create_app
 from authserver.web.app import routes
 from tests.conftest import db_independent
@@ -137,6 +139,18 @@ def test_path_parameters_are_declared() -> None:
                 if p["in"] == "path":
                     declared.add(p["name"])
         assert names <= declared, f"{path}: undeclared path parameters {names - declared}"
+
+
+def test_audit_query_is_documented_as_the_admin_api_checks_it() -> None:
+    """The actions are the audit trail's own list, and limit's bounds are the API's."""
+    params = {
+        p["name"]: p for p in packaged_document()["paths"]["/admin/audit"]["get"]["parameters"]
+    }
+    assert params["action"]["schema"]["enum"] == list(ACTIONS)
+    assert params["limit"]["schema"]["maximum"] == MAX_AUDIT_LIMIT
+    since = re.compile(params["since"]["schema"]["pattern"])
+    for value in ("1h", "7d", "2026-11-23", "2026-11-23T10:00:00Z", "1764374400"):
+        assert since.match(value), value
 
 
 def test_token_endpoint_documents_the_interface() -> None:

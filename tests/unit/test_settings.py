@@ -17,6 +17,7 @@ from authserver.settings import FIELDS
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import parse_duration
+from authserver.settings import parse_since
 from authserver.settings import unknown_variables
 
 #: env -> (attribute, expected default, valid raw value, expected parsed value, invalid values)
@@ -635,3 +636,16 @@ def test_status_list_expiry_must_outlast_its_ttl() -> None:
         )
     _assert_one_line_naming(exc, "AUTHSERVER_STATUS_LIST_EXPIRY")
     assert "AUTHSERVER_STATUS_LIST_TTL" in str(exc.value)
+
+
+def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
+    """One reading for ``audit --since`` and ``GET /admin/audit?since=``."""
+    now = 1_800_000_000.0
+    assert parse_since("2026-11-23", now) == 1_795_392_000.0
+    assert parse_since("2026-11-23T10:00:00Z", now) == 1_795_392_000.0 + 36_000
+    assert parse_since("2026-11-23T10:00:00", now) == 1_795_392_000.0 + 36_000
+    assert parse_since("1h", now) == now - 3600
+    assert parse_since("7d", now) == now - 7 * 86400
+    for bad in ("yesterday", "2026-13-01", "", "1w"):
+        with pytest.raises(ValueError, match="expected whole seconds"):
+            parse_since(bad, now)
