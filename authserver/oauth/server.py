@@ -250,6 +250,11 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             grant = AuthServerProfilePathGrant(request, self)
             grant.validate_token_request()
             return self.handle_response(*grant.create_token_response())
+        except InvalidClientError as error:
+            # The path authenticates with a Bearer token, so its challenge is Bearer's
+            # (RFC 6750 §3): invalid_token for a token that was sent and is refused, no
+            # error code when none was sent. The body stays invalid_client, as at /token.
+            return self._invalid_client(error, _bearer_challenge(request))
         except OAuth2Error as error:
             return self.handle_error_response(request, error)
 
@@ -271,19 +276,32 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         if isinstance(error, InvalidClientError):
             # RFC 6749 §5.2 allows 401 for invalid_client and requires it when the client
             # used the Authorization header; RFC 9110 §15.5.2 requires a WWW-Authenticate
-            # challenge on every 401. So: always 401, always a Basic challenge (the method
-            # we support in the header), one message whatever failed.
-            description = (
-                error.description
-                if error.description == client_auth.MALFORMED_BASIC
-                else "client authentication failed"
-            )
-            body = {"error": "invalid_client", "error_description": description}
-            headers = [
-                ("Content-Type", "application/json"),
-                ("Cache-Control", "no-store"),
-                ("Pragma", "no-cache"),
-                ("WWW-Authenticate", f'Basic realm="{REALM}", error="invalid_client"'),
-            ]
-            return self.handle_response(401, body, headers)
+            # challenge on every 401. So: always 401, here always a Basic challenge (the
+            # method /token supports in the header).
+            return self._invalid_client(error, f'Basic realm="{REALM}", error="invalid_client"')
         return super().handle_error_response(request, error)
+
+    def _invalid_client(self, error: InvalidClientError, challenge: str) -> OAuthResponse:
+        """401 ``invalid_client`` with *challenge*, one message whatever failed."""
+        description = (
+            error.description
+            if error.description == client_auth.MALFORMED_BASIC
+            else "client authentication failed"
+        )
+        body = {"error": "invalid_client", "error_description": description}
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Cache-Control", "no-store"),
+            ("Pragma", "no-cache"),
+            ("WWW-Authenticate", challenge),
+        ]
+        return self.handle_response(401, body, headers)
+
+
+def _bearer_challenge(request: AuthServerOAuth2Request) -> str:
+    """The RFC 6750 §3 challenge refusing *request*: ``invalid_token`` when it sent a Bearer
+    token (read as SecretBearerAuthentication reads it), no error code when it sent none."""
+    scheme, _, token = (request.headers.get("Authorization") or "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return f'Bearer realm="{REALM}", error="invalid_token"'
+    return f'Bearer realm="{REALM}"'

@@ -172,21 +172,37 @@ def test_stream_path_refuses_everyone_else(http: Any, register: Callable[..., An
     stream_id, stream_secret = register(audiences=[AUD], profile="stream")
     _oauth_id, oauth_secret = register(audiences=[AUD])
     body = {"userId": "u"}
-    for auth in (
-        f"Bearer {oauth_secret}",  # a real secret, of a client of another profile
-        f"Bearer {stream_secret}x",  # wrong
-        "Bearer ",  # empty
-        basic(stream_id, stream_secret),  # right secret, wrong method for this path
-        None,
+    # A Bearer endpoint answers with a Bearer challenge (RFC 6750 §3): invalid_token for a
+    # token that was sent and is refused, no error code when none was sent. The body is
+    # the endpoint's documented invalid_client.
+    refused = 'Bearer realm="authserver", error="invalid_token"'
+    none_sent = 'Bearer realm="authserver"'
+    for auth, challenge in (
+        (f"Bearer {oauth_secret}", refused),  # a real secret, of a client of another profile
+        (f"Bearer {stream_secret}x", refused),  # wrong
+        ("Bearer ", none_sent),  # empty
+        (basic(stream_id, stream_secret), none_sent),  # right secret, wrong method here
+        (None, none_sent),
     ):
         response = post_json(http, body, auth=auth, path=STREAM_PATH)
         assert response.status_code == 401, auth
-        assert response.get_json()["error"] == "invalid_client"
+        assert response.get_json() == {
+            "error": "invalid_client",
+            "error_description": "client authentication failed",
+        }
+        assert response.headers.get_all("WWW-Authenticate") == [challenge], auth
     # Body credentials are not a Bearer token either.
     posted = post_json(
         http, {**body, "client_id": stream_id, "client_secret": stream_secret}, path=STREAM_PATH
     )
     assert posted.status_code == 401
+    assert posted.headers["WWW-Authenticate"] == none_sent
+    # /token keeps its Basic challenge.
+    at_token = post_json(http, {"grant_type": "client_credentials"}, auth=f"Bearer {stream_secret}")
+    assert at_token.status_code == 401
+    assert (
+        at_token.headers["WWW-Authenticate"] == 'Basic realm="authserver", error="invalid_client"'
+    )
 
 
 def test_a_disabled_stream_client_is_refused(
@@ -197,6 +213,9 @@ def test_a_disabled_stream_client_is_refused(
         services.clients.set_enabled(cid, False)
     response = post_json(http, {"userId": "u"}, auth=f"Bearer {secret}", path=STREAM_PATH)
     assert response.status_code == 401
+    assert (
+        response.headers["WWW-Authenticate"] == 'Bearer realm="authserver", error="invalid_token"'
+    )
 
 
 def test_stream_bearer_with_the_previous_secret_during_a_grace_period(
