@@ -17,8 +17,18 @@ from tests.helpers import run_cli
         (["serve", "--port", "abc"], ["--port"]),
         (["nosuch"], ["nosuch"]),
         (["clients", "create"], ["--name"]),
+        # The examples docs/reference.md gives of usage errors that exit 2.
+        (["audit", "--limit", "0"], ["--limit"]),
+        (["clients", "update", "ID", "--token-ttl", "abc"], ["--token-ttl"]),
     ],
-    ids=["audit-action", "serve-port", "unknown-command", "missing-option"],
+    ids=[
+        "audit-action",
+        "serve-port",
+        "unknown-command",
+        "missing-option",
+        "audit-limit",
+        "update-token-ttl",
+    ],
 )
 def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Path) -> None:
     env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
