@@ -242,6 +242,20 @@ def issuer(server: AuthServerDouble, keys: list[RSAKey]) -> Issuer:
     return Issuer(server, keys[0])
 
 
+class Steps:
+    """A monotonic clock that moves only when told: the verifier's caches age without the
+    test sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def verifier_for(state: AuthServerDouble, **options: Any) -> TokenVerifier:
     options.setdefault("min_refetch_interval", 0.0)
     return TokenVerifier(state.issuer, AUDIENCE, **options)
@@ -502,12 +516,14 @@ def test_max_age_is_honoured(server: AuthServerDouble, issuer: Issuer, lowercase
     # however the server spells them.
     server.lowercase_headers = lowercase
     server.cache_control = "public, max-age=1"
-    verifier = verifier_for(server)
+    steps = Steps()
+    verifier = verifier_for(server, monotonic=steps)
     token = issuer.token()
     verifier.verify(token)
+    steps.advance(0.9)
     verifier.verify(token)
     assert server.jwks_fetches == 1
-    time.sleep(1.1)
+    steps.advance(0.2)
     verifier.verify(token)
     assert server.jwks_fetches == 2
     assert server.not_modified == 1  # If-None-Match with the ETag: the set had not changed
@@ -515,10 +531,11 @@ def test_max_age_is_honoured(server: AuthServerDouble, issuer: Issuer, lowercase
 
 def test_max_age_is_capped(server: AuthServerDouble, issuer: Issuer) -> None:
     server.cache_control = "max-age=86400"
-    verifier = verifier_for(server, max_cache_seconds=0.3)
+    steps = Steps()
+    verifier = verifier_for(server, max_cache_seconds=0.3, monotonic=steps)
     token = issuer.token()
     verifier.verify(token)
-    time.sleep(0.4)
+    steps.advance(0.4)
     verifier.verify(token)
     assert server.jwks_fetches == 2
 
@@ -568,13 +585,15 @@ def test_unknown_kid_triggers_a_refetch(
 def test_unknown_kid_refetch_is_rate_limited(
     server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
-    verifier = verifier_for(server, min_refetch_interval=0.5)
+    steps = Steps()
+    verifier = verifier_for(server, min_refetch_interval=0.5, monotonic=steps)
     verifier.verify(issuer.token())
     server.publish(keys[0], keys[1])
     new = issuer.token(key=keys[1])
+    steps.advance(0.45)
     assert reason_of(verifier, new) == "unknown_kid"  # fetched just now: no refetch yet
     assert server.jwks_fetches == 1
-    time.sleep(0.55)
+    steps.advance(0.1)
     assert verifier.verify(new)
     assert server.jwks_fetches == 2
 
@@ -600,12 +619,14 @@ def test_retired_key_is_dropped_when_the_cache_expires(
 ) -> None:
     server.publish(keys[0], keys[1])
     server.cache_control = "max-age=1"
-    verifier = verifier_for(server, min_refetch_interval=0.2)
+    steps = Steps()
+    verifier = verifier_for(server, min_refetch_interval=0.2, monotonic=steps)
     old = issuer.token()
     verifier.verify(old)
     server.publish(keys[1])  # keys retire KID: it leaves the JWKS at once
+    steps.advance(0.9)
     verifier.verify(old)  # still cached
-    time.sleep(1.1)
+    steps.advance(0.2)
     assert reason_of(verifier, old) == "unknown_kid"
     verifier.verify(issuer.token(key=keys[1]))
 
@@ -641,11 +662,12 @@ def test_last_good_set_is_used_while_refresh_fails(
 
 def test_stale_if_error_bounds_the_last_good_set(server: AuthServerDouble, issuer: Issuer) -> None:
     server.cache_control = "max-age=0"
-    verifier = verifier_for(server, stale_if_error=0.3)
+    steps = Steps()
+    verifier = verifier_for(server, stale_if_error=0.3, monotonic=steps)
     token = issuer.token()
     verifier.verify(token)
     server.jwks_status = 503
-    time.sleep(0.35)
+    steps.advance(0.35)
     assert reason_of(verifier, token) == "jwks_unavailable"
     server.jwks_status = 200
     verifier.verify(token)
