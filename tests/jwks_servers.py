@@ -151,7 +151,8 @@ class KeyServer:
         self.port = self.server.server_address[1]
         scheme = "https" if tls is not None else "http"
         self.base = f"{scheme}://127.0.0.1:{self.port}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for the loop to notice (0.5 s by default).
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
 
     def url(self, path: str = "/jwks.json") -> str:
         return self.base + path
