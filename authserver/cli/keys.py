@@ -84,13 +84,18 @@ def rotate(as_json: bool) -> None:
 
 
 # A kid is a base64url thumbprint and may start with "-": no short options here, and
-# unknown "options" are taken as the KID argument.
+# unknown "options" are taken as the KID argument. A thumbprint is 43 characters, so a
+# lone "-h" is the help every command takes, not a kid.
 @keys.command(context_settings={"help_option_names": ["--help"], "ignore_unknown_options": True})
 @click.argument("kid")
 @json_option
 @handle_errors
 def retire(kid: str, as_json: bool) -> None:
     """Emergency: remove KID from the JWKS at once; it never signs again."""
+    if kid == "-h":
+        ctx = click.get_current_context()
+        click.echo(ctx.get_help())
+        ctx.exit(0)
     with services(as_json=as_json) as svc, svc.unit_of_work():
         svc.keys.retire(kid)
         views = svc.keys.views()

@@ -28,9 +28,9 @@ LEAVES = [(path, c) for path, c in ALL if not isinstance(c, click.Group)]
 
 
 @pytest.mark.parametrize("path", [p for p, _ in ALL], ids=[" ".join(p) for p, _ in ALL])
-def test_dash_h_everywhere(path: tuple[str, ...]) -> None:
-    # keys retire takes a KID that may start with "-", so only --help there.
-    flag = "--help" if path == ("keys", "retire") else "-h"
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_dash_h_everywhere(path: tuple[str, ...], flag: str) -> None:
+    # keys retire takes a KID that may start with "-", and still a lone -h is help.
     result = CliRunner().invoke(cli, [*path, flag])
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
