@@ -82,11 +82,16 @@ def _fixed_claims(pairs: tuple[str, ...]) -> dict[str, Any]:
         if name in out:
             fail(f"--fixed-claim {name} is given twice")
         try:
-            value: Any = json.loads(raw)
+            # NaN and Infinity are not JSON (RFC 8259): such a VALUE is a plain string.
+            value: Any = json.loads(raw, parse_constant=_not_json)
         except ValueError:
             value = raw
         out[name] = value
     return out
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 profile_option = click.option(

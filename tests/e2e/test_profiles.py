@@ -334,6 +334,7 @@ def test_cli_profile_and_fixed_claims(
         *("clients", "create", "--name", "b", "--profile", "verdant"),
         *("--fixed-claim", "url=wss://sync.example/x", "--fixed-claim", "type=4"),
         *("--fixed-claim", 'tenant="123"', "--fixed-claim", 'grants={"a": [1]}'),
+        *("--fixed-claim", "level=NaN", "--fixed-claim", "limit=-Infinity"),
     )
     assert made["profile"] == "verdant"
     assert made["fixed_claims"] == {
@@ -341,6 +342,8 @@ def test_cli_profile_and_fixed_claims(
         "type": 4,
         "tenant": "123",  # quoted JSON: a string
         "grants": {"a": [1]},
+        "level": "NaN",  # not JSON either (RFC 8259 has no NaN)
+        "limit": "-Infinity",
     }
     cid = made["client_id"]
     updated = cli_json_here(
