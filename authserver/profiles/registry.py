@@ -15,10 +15,13 @@ cannot replace a built-in profile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
+from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
+from importlib.metadata import EntryPoint
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
@@ -74,7 +77,7 @@ class ProfileRegistry:
         """The built-ins plus every loadable ``authserver.profiles`` entry point."""
         profiles = {p.name: p for p in builtin_profiles()}
         paths = {path for p in profiles.values() for path in p.paths}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+        for ep in _plug_ins(entry_points):
             if ep.name in profiles:
                 log.error("profile plug-in %s ignored: the name is taken", ep.name)
                 continue
@@ -114,3 +117,12 @@ class ProfileRegistry:
             for path in profile.paths:
                 out[path] = profile
         return out
+
+
+@functools.cache
+def _plug_ins(find: Callable[..., Iterable[EntryPoint]]) -> tuple[EntryPoint, ...]:
+    """The ``authserver.profiles`` entry points, read once per process (installing a
+    plug-in takes a restart anyway): scanning every installed distribution's metadata
+    costs milliseconds, and services are built per CLI command and per test. Keyed on
+    the finder, so a test that replaces ``entry_points`` gets a fresh scan."""
+    return tuple(find(group=ENTRY_POINT_GROUP))

@@ -4,7 +4,6 @@ set to this server's issuer, served by the lean WSGI layer as a prepared
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from importlib import resources
@@ -32,9 +31,15 @@ def document() -> dict[str, Any]:
     return data
 
 
-def register(wsgi: OAuthWSGI, services: Services) -> None:
-    data = copy.deepcopy(document())
-    data["servers"] = [{"url": services.settings.issuer}]
+@functools.lru_cache(maxsize=8)
+def served(issuer: str) -> Document:
+    """The document for *issuer*, serialised once per process and issuer."""
+    # Only the top level changes: a shallow copy keeps the packaged document intact.
+    data = {**document(), "servers": [{"url": issuer}]}
     # In the authored order (Document.json would sort the keys): paths read as written.
-    served = Document(json.dumps(data, separators=(",", ":")).encode(), "application/json", MAX_AGE)
-    wsgi.add_document(PATH, lambda: served)
+    return Document(json.dumps(data, separators=(",", ":")).encode(), "application/json", MAX_AGE)
+
+
+def register(wsgi: OAuthWSGI, services: Services) -> None:
+    document_for_issuer = served(services.settings.issuer)
+    wsgi.add_document(PATH, lambda: document_for_issuer)
