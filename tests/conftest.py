@@ -308,6 +308,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if item.originalname in _functions_starting_processes(item.path):
             item.add_marker(pytest.mark.slow)
+    # The tests that start processes first (a stable sort: each file keeps its order), so
+    # the longest ones start early and the parallel workers finish together on short
+    # tests instead of one of them running a long test alone at the end.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 #: Run a test on SQLite only: for tests whose ``services``/``app`` never reach the
