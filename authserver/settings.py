@@ -346,6 +346,11 @@ class Settings:
     max_body_bytes: int = setting(
         _int_in(1024, 10_485_760), "largest request body accepted, in bytes", default=65536
     )
+    body_timeout: int = setting(
+        _int_in(1, 300),
+        "seconds a request body may take to arrive in full; a slower one is answered 408",
+        default=10,
+    )
     proxy_hops: int = setting(
         _int_in(0, 10),
         "number of trusted reverse proxies whose X-Forwarded-* headers are honoured",

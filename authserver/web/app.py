@@ -32,6 +32,7 @@ from authserver.web import openapi
 from authserver.web import statuslists
 from authserver.web import wellknown
 from authserver.web.accesslog import AccessLog
+from authserver.web.bodies import BodyDeadline
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wsgi = ProxyFix(wsgi, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
     app.wsgi_app = wsgi  # type: ignore[method-assign]
 
+    # Before any layer reads it, the body arrives in full within AUTHSERVER_BODY_TIMEOUT
+    # or the request is answered 408: a stalled body must not hold a request thread.
+    app.wsgi_app = BodyDeadline(  # type: ignore[method-assign]
+        app.wsgi_app, timeout=settings.body_timeout, limit=settings.max_body_bytes
+    )
     # Outermost, around every layer: one access line and the request id for each request.
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app

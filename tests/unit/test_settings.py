@@ -100,6 +100,7 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
         1048576,
         ("100", "99999999", "1MB", ""),
     ),
+    "AUTHSERVER_BODY_TIMEOUT": ("body_timeout", 10, "30", 30, ("0", "301", "10s", "")),
     "AUTHSERVER_PROXY_HOPS": ("proxy_hops", 0, "1", 1, ("-1", "11", "one", "")),
     "AUTHSERVER_HOST": ("host", "127.0.0.1", "0.0.0.0", "0.0.0.0", ("",)),  # noqa: S104
     "AUTHSERVER_PORT": ("port", 8000, "8443", 8443, ("65536", "-1", "http", "")),
