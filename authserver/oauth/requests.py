@@ -59,6 +59,17 @@ def _content_type(environ: dict[str, Any]) -> tuple[str, dict[str, str]]:
     return mimetype.lower(), params
 
 
+#: What a compressed body is told. It would otherwise be read as text and refused as "not
+#: valid UTF-8" or "not JSON", which sends its sender looking in the wrong place. Bodies
+#: here are small; no content coding is accepted (RFC 9110 §8.4).
+ENCODED_BODY = "Content-Encoding is not supported here: send the request body uncompressed"
+
+
+def is_encoded(environ: dict[str, Any]) -> bool:
+    """True when the body comes with a content coding (gzip, br, ...)."""
+    return environ.get("HTTP_CONTENT_ENCODING", "").strip().lower() not in ("", "identity")
+
+
 def read_body(environ: dict[str, Any], limit: int) -> bytes:
     """The raw body, refusing one over *limit* bytes with 413 however it is sent.
 
@@ -91,6 +102,8 @@ def parse_body(environ: dict[str, Any], limit: int) -> ParsedBody:
         # RFC 6749 §2.3.1: credentials MUST NOT be in the request URI; we take no
         # parameters from it at all, so nothing is silently ignored.
         raise InvalidRequestError("parameters must be sent in the request body, not the URL")
+    if is_encoded(environ):
+        raise InvalidRequestError(ENCODED_BODY)
     mimetype, params = _content_type(environ)
     charset = params.get("charset", "utf-8").lower()
     if charset not in ("utf-8", "utf8"):

@@ -25,6 +25,8 @@ from authserver.audit.service import acting_as
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
+from authserver.oauth.requests import ENCODED_BODY
+from authserver.oauth.requests import is_encoded
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
 from authserver.settings import parse_since
@@ -111,6 +113,8 @@ def _invalid(exc: InvalidInput | InvalidValue) -> Response:
 def _body(allowed: set[str]) -> dict[str, Any]:
     if not request.is_json:
         raise InvalidInput("the request body must be application/json")
+    if is_encoded(request.environ):
+        raise InvalidInput(ENCODED_BODY)
     try:
         # Strict JSON: what is stored must be readable by every client of this API (no
         # NaN, no lone surrogates) and no depth of input may reach the recursion limit.

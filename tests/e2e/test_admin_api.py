@@ -4,6 +4,7 @@ JWKS, the audit trail, and JSON errors for every bad request."""
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import Iterator
 from typing import Any
 
@@ -403,6 +404,18 @@ def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, sa
     )
     assert said in body["error_description"]
     assert admin.post("/admin/clients", json={"name": "y" * 200}, headers=AUTH).status_code == 201
+
+
+@db_independent
+def test_a_compressed_body_is_refused_by_name(admin: Any) -> None:
+    response = admin.post(
+        "/admin/clients",
+        data=gzip.compress(b'{"name": "x"}'),
+        content_type="application/json",
+        headers={**AUTH, "Content-Encoding": "gzip"},
+    )
+    body = assert_error(response, 400, "invalid_request")
+    assert "Content-Encoding" in body["error_description"]
 
 
 @db_independent

@@ -8,6 +8,7 @@ verifies every kind of token against the served JWKS with an independent library
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 from collections.abc import Callable
 from typing import Any
@@ -378,6 +379,29 @@ def test_a_repeated_name_in_claims_is_refused_in_form_and_json_alike(
     )
     assert data["error_description"] == description, data
     assert "lib-" not in data["error_description"]
+
+
+@db_independent
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_a_compressed_body_is_refused_by_name(http: Any, auth: str, coding: str, path: str) -> None:
+    """A gzip body read as text would be "not valid UTF-8": the sender is told what is
+    wrong instead."""
+    raw = gzip.compress(b"grant_type=client_credentials&token=x")
+    response = http.post(
+        path,
+        data=raw,
+        content_type="application/x-www-form-urlencoded",
+        headers={"Authorization": auth, "Content-Encoding": coding},
+    )
+    data = assert_error(response, 400, "invalid_request")
+    assert "Content-Encoding" in data["error_description"]
+    identity = http.post(
+        "/token",
+        data={"grant_type": "client_credentials"},
+        headers={"Authorization": auth, "Content-Encoding": "identity"},
+    )
+    assert identity.status_code == 200, identity.get_data(as_text=True)
 
 
 @db_independent
