@@ -4,10 +4,13 @@
 on restart (exactly one signing key; no half-written client)."
 
 No hook in the product tells the test where a process is: each round starts a real
-process, waits until it is ready (imports done, services built), lets it work for a random
-time and SIGKILLs it, so over the rounds the kill lands all over the operation. After every
-kill the CLI's code (run in the test's process, on a fresh container, which spares a second
-of interpreter start-up per round) and a restart must find a consistent store:
+process, waits until it is ready (services built), lets it work for a random time and
+SIGKILLs it, so over the rounds the kill lands all over the operation. The processes are
+forked from a :class:`Zygote`, one per test, that has imported everything once (an
+interpreter start-up and the imports cost most of a second of CPU; the fork, a few ms); a
+forked process builds its own services and dies by SIGKILL like any other, no cleanup of
+its own running. After every kill the CLI's code (run in the test's process, on a fresh
+container) and a restart must find a consistent store:
 
 * keys: ``keys list --json`` works; after a restart (``serve``'s preparation) exactly one key
   signs now *and at every future instant* (the signing windows still chain: a crash between
@@ -26,12 +29,14 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,63 +56,277 @@ from tests.helpers import run_cli_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-#: Kills per test (each costs a process start, about a second).
+#: Kills per test (each costs a fork and the worker's own set-up).
 ROUNDS = int(os.environ.get("AUTHSERVER_TEST_CRASH_ROUNDS", "10"))
 
-#: Drives the key lifecycle as fast as it can: rotate, then retire the scheduled key or
-#: the current one (emergency path, which creates a key that signs at once), then tick.
-KEY_WORKER = textwrap.dedent(
+#: The zygote: imports everything a worker needs, prints "zygote ready", then for each
+#: request (a JSON line on stdin: the worker, its arguments, the files that take its stdout
+#: and stderr) forks a child that runs the worker and prints "pid <pid>"; once the child
+#: has ended (killed or not) it prints "exit <pid> <status>" (a negative status: killed by
+#: that signal). It reaps a child only when the next request (or the end of stdin) comes,
+#: so the pid the test kills is always its still unreaped child, never a reused one. The
+#: zygote builds nothing before forking (no engine, no connection, no thread): each child
+#: builds its own services, as a server's forked workers do.
+#:
+#: The workers:
+#:
+#: * ``key`` drives the key lifecycle as fast as it can: rotate, then retire the scheduled
+#:   key or the current one (emergency path, which creates a key that signs at once), then
+#:   tick.
+#: * ``cli`` runs one ``authserver`` command between a "ready" and a "done" line: a kill
+#:   timed from "ready" lands in the command's own work (settings, connection, schema, the
+#:   operation, its output), and the output tells afterwards whether it landed before the
+#:   command ended.
+ZYGOTE = textwrap.dedent(
     r"""
+    import json
+    import os
     import random
     import sys
+    import threading
+    import time
+    import traceback
 
+    import alembic.command
+    import alembic.config
+    import alembic.runtime.migration
+    import alembic.script
+    import psycopg
+    import sqlalchemy.dialects.postgresql.psycopg
+    import sqlalchemy.dialects.sqlite
+
+    import authserver.oauth.metadata
     from authserver import container
+    from authserver.cli import cli
     from authserver.cli.serve import prepare
     from authserver.settings import Settings
 
-    settings = Settings.from_env()
-    prepare(settings)
-    svc = container.build(settings)
-    with svc.unit_of_work():
-        svc.keys.views()  # connected, everything imported
-    print("ready", flush=True)
-    rnd = random.Random()
-    while True:
+
+    def key_worker():
+        settings = Settings.from_env()
+        prepare(settings)
+        svc = container.build(settings)
         with svc.unit_of_work():
-            result = svc.keys.rotate()
-        with svc.unit_of_work():
-            views = svc.keys.views()
-        current = next(v.key.kid for v in views if v.state.value == "current")
-        victim = result.key.kid if rnd.random() < 0.5 else current
-        with svc.unit_of_work():
-            svc.keys.retire(victim)
-        with svc.unit_of_work():
-            svc.keys.tick()
+            svc.keys.views()  # connected
+        print("ready", flush=True)
+        rnd = random.Random()
+        while True:
+            with svc.unit_of_work():
+                result = svc.keys.rotate()
+            with svc.unit_of_work():
+                views = svc.keys.views()
+            current = next(v.key.kid for v in views if v.state.value == "current")
+            victim = result.key.kid if rnd.random() < 0.5 else current
+            with svc.unit_of_work():
+                svc.keys.retire(victim)
+            with svc.unit_of_work():
+                svc.keys.tick()
+
+
+    def cli_worker(args):
+        print("ready", flush=True)
+        started = time.monotonic()
+        cli.main(args=args, prog_name="authserver", standalone_mode=False)
+        print(f"done {time.monotonic() - started:.6f}", flush=True)
+
+
+    def child(request):
+        # The child's own stdout and stderr, and no stdin (the zygote's is the test's).
+        for fd, path in ((1, request["out"]), (2, request["err"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.dup2(target, fd)
+            os.close(target)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        code = 1
+        try:
+            if request["worker"] == "key":
+                key_worker()
+            else:
+                cli_worker(request["args"])
+            code = 0
+        except SystemExit as exc:  # as the interpreter would exit
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except Exception:
+                    pass
+            os._exit(code)
+
+
+    assert threading.active_count() == 1, threading.enumerate()
+    print("zygote ready", flush=True)
+    unreaped = None
+    for line in sys.stdin:
+        if unreaped is not None:
+            os.waitpid(unreaped, 0)
+            unreaped = None
+        request = json.loads(line)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            child(request)
+        unreaped = pid
+        print(f"pid {pid}", flush=True)
+        info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        status = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+        print(f"exit {pid} {status}", flush=True)
+    if unreaped is not None:
+        os.waitpid(unreaped, 0)
+    # Nothing left to clean up: skip the interpreter's teardown of every imported module (a
+    # fifth of a second of CPU).
+    sys.stdout.flush()
+    os._exit(0)
     """
 )
 
 
-#: One ``authserver`` command, run in-process once the imports are done, between a
-#: "ready" and a "done" line: a kill timed from "ready" lands in the command's own work
-#: (settings, connection, schema, the operation, its output), not in interpreter
-#: start-up, and the output tells afterwards whether it landed before the command ended.
-CLI_WORKER = textwrap.dedent(
-    r"""
-    import sys
-    import time
+class Zygote:
+    """A :data:`ZYGOTE` process with *env* (its own process group) and its workers' output
+    files in *workdir*; :meth:`close` stops it, by its pid."""
 
-    import psycopg
-    import sqlalchemy.dialects.sqlite
+    def __init__(self, env: dict[str, str], workdir: Path) -> None:
+        workdir.mkdir()
+        self.workdir = workdir
+        self._errors = workdir / "zygote.err"
+        self._buffer = b""
+        self._spawned = 0
+        self.worker: Worker | None = None
+        with self._errors.open("wb") as errors:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", ZYGOTE],
+                env=_clean_env(env),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                bufsize=0,
+                start_new_session=True,
+            )
+        try:
+            line = self.line(timeout=60)
+            assert line == "zygote ready", f"zygote did not start: {line!r} {self.errors()}"
+        except BaseException:
+            self.close()
+            raise
 
-    import authserver.container
-    from authserver.cli import cli
+    def errors(self) -> str:
+        return self._errors.read_text()[-3000:]
 
-    print("ready", flush=True)
-    started = time.monotonic()
-    cli.main(args=sys.argv[1:], prog_name="authserver", standalone_mode=False)
-    print(f"done {time.monotonic() - started:.6f}", flush=True)
-    """
-)
+    def line(self, timeout: float) -> str | None:
+        """The zygote's next line, or None if none comes within *timeout* seconds."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            readable, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not readable:
+                return None
+            chunk = os.read(fd, 4096)
+            assert chunk, f"the zygote exited ({self.proc.wait(10)}): {self.errors()}"
+            self._buffer += chunk
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def spawn(self, worker: str, *args: str) -> Worker:
+        """Fork a child running *worker* (``key`` or ``cli`` ARGS)."""
+        assert self.worker is None or self.worker.returncode is not None, "one at a time"
+        assert self.proc.stdin is not None
+        self._spawned += 1
+        out = self.workdir / f"{self._spawned}.out"
+        err = self.workdir / f"{self._spawned}.err"
+        out.touch()  # there to be read before the child has opened them
+        err.touch()
+        request = {"worker": worker, "args": list(args), "out": str(out), "err": str(err)}
+        self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+        line = self.line(timeout=30)
+        if line is None or not line.startswith("pid "):
+            pytest.fail(f"the zygote did not fork: {line!r} {self.errors()}")
+        self.worker = Worker(self, int(line.split()[1]), out, err)
+        return self.worker
+
+    def close(self) -> None:
+        try:
+            if self.worker is not None:
+                self.worker.stop()
+            if self.proc.poll() is None and self.proc.stdin is not None:
+                self.proc.stdin.close()  # it reaps its last child and exits
+                self.proc.wait(timeout=10)
+        except (subprocess.TimeoutExpired, AssertionError, OSError):
+            pass
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # it and any child of its own
+                self.proc.wait(timeout=10)
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
+
+
+@dataclass
+class Worker:
+    """A child of the zygote: the test may SIGKILL it (its pid is the zygote's unreaped
+    child until the zygote reports its end and is sent its next request)."""
+
+    zygote: Zygote
+    pid: int
+    out_path: Path
+    err_path: Path
+    returncode: int | None = None
+
+    def poll(self, timeout: float = 0.0) -> int | None:
+        """Its exit status (negative: killed by that signal), waiting up to *timeout*
+        seconds for it; None while it runs."""
+        if self.returncode is None:
+            line = self.zygote.line(timeout)
+            if line is not None:
+                word, pid, status = line.split()
+                assert (word, int(pid)) == ("exit", self.pid), line
+                self.returncode = int(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        code = self.poll(timeout)
+        assert code is not None, f"worker {self.pid} still running after {timeout}s"
+        return code
+
+    def kill(self) -> None:
+        os.kill(self.pid, signal.SIGKILL)
+        self.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Kill it if it still runs."""
+        if self.poll() is None:
+            self.kill()
+
+    def stdout(self) -> str:
+        return self.out_path.read_text()
+
+    def stderr(self) -> str:
+        return self.err_path.read_text()[-3000:]
+
+
+@pytest.fixture
+def start_zygote(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Zygote]]:
+    """Start a :class:`Zygote` for an environment; every one started is stopped when the
+    test ends, failed or not."""
+    started: list[Zygote] = []
+
+    def start(env: dict[str, str]) -> Zygote:
+        zygote = Zygote(env, tmp_path / f"zygote-{len(started)}")
+        started.append(zygote)
+        return zygote
+
+    yield start
+    for zygote in started:
+        zygote.close()
 
 
 @dataclass
@@ -118,37 +337,30 @@ class CliRun:
     seconds: float | None  # the command's own time, from "ready" to "done"
 
 
-def _run_cli_killed(env: dict[str, str], args: list[str], delay: float) -> CliRun:
-    """Run ``authserver ARGS`` in a :data:`CLI_WORKER`; SIGKILL it *delay* seconds after
-    it is ready unless it has finished by then."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CLI_WORKER, *args],
-        env=_clean_env(env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def _run_cli_killed(zygote: Zygote, args: list[str], delay: float) -> CliRun:
+    """Run ``authserver ARGS`` in a ``cli`` worker of *zygote*; SIGKILL it *delay* seconds
+    after it is ready unless it has finished by then."""
+    worker = zygote.spawn("cli", *args)
     try:
-        _wait_ready(proc)
-        killed = _kill_after(proc, delay)
-        out, err = proc.communicate(timeout=30)
+        _wait_ready(worker)
+        killed = _kill_after(worker, delay)
+        worker.wait(timeout=30)
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate(timeout=10)
-    lines = out.splitlines()
+        worker.stop()
+    lines = worker.stdout().splitlines()
     done = bool(lines) and lines[-1].startswith("done ")
     if not killed:
-        assert proc.returncode == 0, f"{args} failed: {err[-3000:]}"
-        assert done, out
+        assert worker.returncode == 0, f"{args} failed: {worker.stderr()}"
+        assert done, lines
     seconds = float(lines[-1].split()[1]) if done else None
-    printed = "\n".join(lines[:-1] if done else lines)
+    assert lines[0] == "ready", lines
+    printed = "\n".join(lines[1:-1] if done else lines[1:])
     return CliRun(printed, killed, killed and not done, seconds)
 
 
-def _command_seconds(env: dict[str, str], args: list[str]) -> float:
+def _command_seconds(zygote: Zygote, args: list[str]) -> float:
     """How long the command's work takes, undisturbed (kills are spread over it)."""
-    seconds = _run_cli_killed(env, args, delay=120).seconds
+    seconds = _run_cli_killed(zygote, args, delay=120).seconds
     assert seconds is not None
     return seconds
 
@@ -169,29 +381,24 @@ def _clean_env(env: dict[str, str]) -> dict[str, str]:
     return full
 
 
-def _kill_after(proc: subprocess.Popen[str], delay: float) -> bool:
-    """SIGKILL *proc* (which we started) after *delay*; False if it had already exited."""
-    deadline = time.monotonic() + delay
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.002)
-    if proc.poll() is not None:
+def _kill_after(worker: Worker, delay: float) -> bool:
+    """SIGKILL *worker* after *delay*; False if it had already exited."""
+    if worker.poll(timeout=delay) is not None:
         return False
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
+    worker.kill()
     return True
 
 
-def _wait_ready(proc: subprocess.Popen[str], timeout: float = 60) -> None:
-    assert proc.stdout is not None
+def _wait_ready(worker: Worker, timeout: float = 60) -> None:
+    """Until the worker has printed its "ready" line."""
     deadline = time.monotonic() + timeout
-    line = proc.stdout.readline()
-    if line.strip() != "ready":
-        proc.wait(timeout=10)
-        err = proc.stderr.read() if proc.stderr else ""
-        pytest.fail(f"worker did not start: {line!r}\n{err[-3000:]}")
-    assert time.monotonic() < deadline
+    while not worker.out_path.read_bytes().startswith(b"ready\n"):
+        if worker.poll(timeout=0.001) is not None:
+            pytest.fail(
+                f"worker did not start ({worker.returncode}): {worker.stdout()!r}\n"
+                f"{worker.stderr()}"
+            )
+        assert time.monotonic() < deadline, "worker not ready in time"
 
 
 # -- key store consistency -----------------------------------------------------------------
@@ -294,41 +501,37 @@ key_stores = pytest.mark.parametrize(
 
 
 @key_stores
-def test_kill_during_key_lifecycle(db_url: str, key_store: str, tmp_path: Path) -> None:
+def test_kill_during_key_lifecycle(
+    db_url: str, key_store: str, tmp_path: Path, start_zygote: Callable[..., Zygote]
+) -> None:
     env = _env(db_url, tmp_path, key_store)
+    zygote = start_zygote(env)
     rnd = random.Random()
     kills = 0
     for round_ in range(ROUNDS):
-        proc = subprocess.Popen(
-            [sys.executable, "-c", KEY_WORKER],
-            env=_clean_env(env),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        worker = zygote.spawn("key")
         try:
-            _wait_ready(proc)
+            _wait_ready(worker)
             delay = rnd.uniform(0, 0.5)
-            killed = _kill_after(proc, delay)
-            assert killed, f"worker exited by itself: {proc.stderr.read() if proc.stderr else ''}"
+            killed = _kill_after(worker, delay)
+            assert killed, f"worker exited by itself ({worker.returncode}): {worker.stderr()}"
+            assert worker.returncode == -signal.SIGKILL
             kills += 1
         finally:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-            for stream in (proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            worker.stop()
         _check_key_store(env, tmp_path, key_store, f"round {round_} (killed after {delay:.3f}s)")
     assert kills == ROUNDS
 
 
 @key_stores
-def test_kill_during_cli_key_rotate(db_url: str, key_store: str, tmp_path: Path) -> None:
+def test_kill_during_cli_key_rotate(
+    db_url: str, key_store: str, tmp_path: Path, start_zygote: Callable[..., Zygote]
+) -> None:
     """The operator's command, killed at random points of its work (it is idempotent once
     a key is scheduled, so every round first retires the scheduled key, then rotates
     again). Most kills must land inside the command, or the test proves nothing."""
     env = _env(db_url, tmp_path, key_store)
+    zygote = start_zygote(env)
     settings = Settings.from_env(env)
     prepare(settings)
     rotate = ["keys", "rotate", "--json"]
@@ -345,14 +548,14 @@ def test_kill_during_cli_key_rotate(db_url: str, key_store: str, tmp_path: Path)
         finally:
             svc.close()
 
-    span = _command_seconds(env, rotate)
+    span = _command_seconds(zygote, rotate)
     rnd = random.Random()
     rounds = max(5, ROUNDS // 2)
     inside = 0
     for round_ in range(rounds):
         retire_scheduled()
         delay = rnd.uniform(0, span)
-        run = _run_cli_killed(env, rotate, delay)
+        run = _run_cli_killed(zygote, rotate, delay)
         inside += run.inside
         if run.seconds is not None:
             span = min(span, run.seconds)
@@ -427,12 +630,12 @@ def _reset_database(db_url: str, tmp_path: Path) -> None:
 
 
 def _create_and_kill(
-    env: dict[str, str], delay: float, name: str
+    zygote: Zygote, delay: float, name: str
 ) -> tuple[tuple[str, str] | None, CliRun]:
     """``clients create`` killed *delay* s into its work: the (client id, secret) it
     printed, if it got that far, and the run."""
     run = _run_cli_killed(
-        env, ["clients", "create", "--name", name, "--scope", "read", "--json"], delay
+        zygote, ["clients", "create", "--name", name, "--scope", "read", "--json"], delay
     )
     try:
         printed = json.loads(run.out)
@@ -442,19 +645,22 @@ def _create_and_kill(
     return (printed["client_id"], printed["client_secret"]), run
 
 
-def test_kill_during_client_create(db_url: str, tmp_path: Path) -> None:
+def test_kill_during_client_create(
+    db_url: str, tmp_path: Path, start_zygote: Callable[..., Zygote]
+) -> None:
     env = _env(db_url, tmp_path, "file")
+    zygote = start_zygote(env)
     # Schema in place first (read-only commands create nothing; its own crash case is below).
     cli_json(env, "db", "upgrade")
     create = ["clients", "create", "--name", "timing", "--scope", "read", "--json"]
-    span = _command_seconds(env, create)
+    span = _command_seconds(zygote, create)
     rnd = random.Random()
     created: dict[str, str] = {}
     inside = 0
     rounds = ROUNDS + 5
     for round_ in range(rounds):
         delay = rnd.uniform(0, span)
-        reported, run = _create_and_kill(env, delay, f"crash {round_}")
+        reported, run = _create_and_kill(zygote, delay, f"crash {round_}")
         inside += run.inside
         if run.seconds is not None:
             span = min(span, run.seconds)
@@ -467,20 +673,23 @@ def test_kill_during_client_create(db_url: str, tmp_path: Path) -> None:
     _check_clients(env, created, "after a normal create")
 
 
-def test_kill_during_first_client_create_on_empty_database(db_url: str, tmp_path: Path) -> None:
+def test_kill_during_first_client_create_on_empty_database(
+    db_url: str, tmp_path: Path, start_zygote: Callable[..., Zygote]
+) -> None:
     """The first command on a new machine also creates the schema: a kill there must leave
     no half schema that blocks the next command."""
     env = _env(db_url, tmp_path, "file")
+    zygote = start_zygote(env)
     _reset_database(db_url, tmp_path)
     create = ["clients", "create", "--name", "first", "--scope", "read", "--json"]
-    span = _command_seconds(env, create)  # includes creating the schema
+    span = _command_seconds(zygote, create)  # includes creating the schema
     rnd = random.Random()
     rounds = max(6, ROUNDS // 2)
     inside = 0
     for round_ in range(rounds):
         _reset_database(db_url, tmp_path)
         delay = rnd.uniform(0, span)
-        reported, run = _create_and_kill(env, delay, f"first {round_}")
+        reported, run = _create_and_kill(zygote, delay, f"first {round_}")
         inside += run.inside
         if run.seconds is not None:
             span = min(span, run.seconds)
