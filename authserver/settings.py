@@ -76,6 +76,18 @@ def _positive_duration(raw: str) -> int:
     return value
 
 
+#: The longest token lifetime: a client's lifetime is stored as a 32-bit integer
+#: (PostgreSQL ``integer``), about 68 years.
+MAX_TOKEN_LIFETIME = 2**31 - 1
+
+
+def _token_lifetime(raw: str) -> int:
+    value = _positive_duration(raw)
+    if value > MAX_TOKEN_LIFETIME:
+        raise ValueError(f"must be at most {MAX_TOKEN_LIFETIME} seconds (about 68 years)")
+    return value
+
+
 def _int_in(low: int, high: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
@@ -318,7 +330,7 @@ class Settings:
         default=3600,
     )
     max_token_ttl: int = setting(
-        _positive_duration,
+        _token_lifetime,
         "the longest lifetime any client may be given; old keys stay published this long",
         default=86400,
     )

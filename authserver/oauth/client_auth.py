@@ -29,6 +29,7 @@ from authserver.clock import SystemClock
 from authserver.oauth.clients import OAuthClient
 from authserver.tokens.revocations import RevocationStore
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_text
 from authserver.vocabulary import loads_strict
 
 QueryClient = Callable[[str], OAuthClient | None]
@@ -201,7 +202,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         except JwksUnavailable:
             raise InvalidClientError("client authentication failed", status_code=401) from None
         request.client = client
-        self.process_assertion_claims(assertion, KeySet.import_key_set(jwks))  # type: ignore[arg-type]
+        try:
+            self.process_assertion_claims(assertion, KeySet.import_key_set(jwks))  # type: ignore[arg-type]
+        except ValueError:
+            # Authlib puts joserfc's message in the error it raises ("No key for kid:
+            # 'é'"), and refuses to build an OAuth error whose description has characters
+            # RFC 6749 §5.2 does not allow: a kid of any other characters got a 500.
+            raise InvalidClientError("client authentication failed", status_code=401) from None
         return self.authenticate_client(client)
 
 
@@ -232,6 +239,12 @@ def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str
         raise InvalidValue("the client assertion's kid must be a string")
     if not isinstance(claims.get("sub"), str) or not claims["sub"]:
         raise InvalidValue("the client assertion has no sub")
+    jti = claims.get("jti")
+    if jti is not None:
+        # It is stored (replay protection): one line of text, as every database takes it.
+        if not isinstance(jti, str):
+            raise InvalidValue("the client assertion's jti must be a string")
+        check_text(jti, "the client assertion's jti", max_length=MAX_JTI)
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
         raise InvalidValue("the client assertion's exp must be a number")

@@ -285,6 +285,11 @@ def test_jti_is_per_client(
         "iss is another",
         "sub is another",
         "empty jti",
+        "NUL in jti",
+        "control character in jti",
+        "lone surrogate in jti",
+        "jti not a string",
+        "jti too long",
     ],
 )
 def test_bad_assertion_is_invalid_client(
@@ -300,9 +305,26 @@ def test_bad_assertion_is_invalid_client(
         "iss is another": {"iss": "someone-else"},
         "sub is another": {"sub": "someone-else"},
         "empty jti": {"jti": ""},
+        # Stored for replay protection: PostgreSQL takes no NUL in text (it was a 500).
+        "NUL in jti": {"jti": "a\x00b"},
+        "control character in jti": {"jti": "a\x01b"},
+        "lone surrogate in jti": {"jti": "a\ud800b"},
+        "jti not a string": {"jti": 5},
+        "jti too long": {"jti": "j" * 256},
     }[case]
     kwargs.setdefault("aud", token_url)
     response = token_request(http, assertion(jwt_client, rsa_private_key, **kwargs))
+    assert_error(response, 401, "invalid_client")
+
+
+@pytest.mark.parametrize("kid", ["é", 'a"b', "a\\b", "a\x00b", "\u2028"])
+def test_an_unknown_kid_of_any_characters_is_invalid_client(
+    http: Any, jwt_client: str, token_url: str, rsa_private_key: rsa.RSAPrivateKey, kid: str
+) -> None:
+    """Authlib copies the key lookup's message, with the kid, into the error it raises and
+    refuses to build one with characters RFC 6749 §5.2 forbids: that was a 500 for anyone
+    who knows a private_key_jwt client's id."""
+    response = token_request(http, assertion(jwt_client, rsa_private_key, aud=token_url, kid=kid))
     assert_error(response, 401, "invalid_client")
 
 

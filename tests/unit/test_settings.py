@@ -88,7 +88,14 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
     ),
     "AUTHSERVER_JWKS_MAX_AGE": ("jwks_max_age", 300, "10m", 600, ("0", "5 minutes", "")),
     "AUTHSERVER_DEFAULT_TOKEN_TTL": ("default_token_ttl", 3600, "15m", 900, ("0", "1y", "")),
-    "AUTHSERVER_MAX_TOKEN_TTL": ("max_token_ttl", 86400, "2d", 2 * 86400, ("0", "-3600", "")),
+    # At most 2^31 - 1 s: a client's lifetime is a 32-bit column (2^31 s was a 500 on PostgreSQL).
+    "AUTHSERVER_MAX_TOKEN_TTL": (
+        "max_token_ttl",
+        86400,
+        "2d",
+        2 * 86400,
+        ("0", "-3600", "", "2147483648", "36500d"),
+    ),
     "AUTHSERVER_KEY_RETENTION_LEEWAY": ("key_retention_leeway", 300, "90s", 90, ("-1", "1x", "")),
     "AUTHSERVER_KEY_CACHE_SECONDS": ("key_cache_seconds", 1, "5", 5, ("-1", "fast", "")),
     "AUTHSERVER_STATUS_LIST_TTL": ("status_list_ttl", 60, "30s", 30, ("0", "-5", "soon", "")),
