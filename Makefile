@@ -11,8 +11,8 @@ install: ## create the venv with test, typing and dev extras
 test: ## run the test suite (in parallel: pytest-xdist, one worker per core)
 	$(BIN)/pytest
 
-test-fast: ## the fast subset: everything but the tests that start processes
-	$(BIN)/pytest -m "not slow"
+test-fast: ## the fast subset: SQLite only, no test that starts a process
+	$(BIN)/pytest -m "not slow and not postgres"
 
 lint: ## ruff check and format check
 	$(BIN)/ruff check authserver tests migrations examples

@@ -302,9 +302,23 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
     return _process_tests[str(path)]
 
 
+def _needs_postgres(item: pytest.Function) -> bool:
+    """The PostgreSQL leg of a test parametrized over databases, or a test about
+    PostgreSQL itself (by its name): marked ``postgres``, so ``-m "not postgres"`` leaves
+    them out."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "postgresql" in callspec.params.values():
+        return True
+    return "postgres" in item.originalname
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if not isinstance(item, pytest.Function) or item.get_closest_marker("slow"):
+        if not isinstance(item, pytest.Function):
+            continue
+        if _needs_postgres(item):
+            item.add_marker(pytest.mark.postgres)
+        if item.get_closest_marker("slow"):
             continue
         if item.originalname in _functions_starting_processes(item.path):
             item.add_marker(pytest.mark.slow)
