@@ -302,6 +302,13 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
     return _process_tests[str(path)]
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, plus one. Many tests wait on a real server's
+    timers or on a process they started (rotations, outages, Node's test runner); while one
+    waits, the extra worker keeps the cores busy (2 cores: 5:21 instead of 6:35)."""
+    return (os.cpu_count() or 1) + 1
+
+
 def _needs_postgres(item: pytest.Function) -> bool:
     """The PostgreSQL leg of a test parametrized over databases, or a test about
     PostgreSQL itself (by its name): marked ``postgres``, so ``-m "not postgres"`` leaves
