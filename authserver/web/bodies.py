@@ -46,6 +46,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from authserver import process
+
 log = logging.getLogger(__name__)
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -100,11 +102,11 @@ class _Watchdog:
 
     def begin(self, read: _Read) -> None:
         self._reads[threading.get_ident()] = read
-        if self._pid != os.getpid():
+        if self._pid != process.pid():
             # Started in the worker process that serves (threads do not survive a fork).
             with self._lock:
-                if self._pid != os.getpid():
-                    self._pid = os.getpid()
+                if self._pid != process.pid():
+                    self._pid = process.pid()
                     self._thread = threading.Thread(
                         target=self._run, name="body-deadline", daemon=True
                     )
