@@ -220,8 +220,11 @@ class OAuthWSGI:
             status, headers, body, error = 200, [("Allow", allow)], b"", None
         else:
             allow = ", ".join(sorted({*allowed, "OPTIONS"}))
+            # The OAuth endpoints answer in RFC 6749 §5.2's codes (a request in the wrong
+            # method is a malformed request); the documents in the generic HTTP one.
+            code = "invalid_request" if endpoint is not None else "method_not_allowed"
             status, headers, body, error = _error(
-                405, "method_not_allowed", "method not allowed on this endpoint", [("Allow", allow)]
+                405, code, f"method not allowed on this endpoint; use {allow}", [("Allow", allow)]
             )
         for name, value in _SECURITY_HEADERS:
             headers.append((name, value))

@@ -497,8 +497,13 @@ def test_parameters_in_the_url_are_refused(http: Any, register: Register, path: 
 
 
 @db_independent
-@pytest.mark.parametrize("path", ["/introspect", "/revoke"])
-def test_get_is_not_allowed(http: Any, path: str) -> None:
-    response = http.get(path)
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_other_methods_are_405_with_an_rfc_6749_error(http: Any, path: str, method: str) -> None:
+    """RFC 6749 §5.2's codes on the OAuth endpoints, whatever the failure: a request in the
+    wrong method is a malformed request."""
+    response = http.open(path, method=method)
     assert response.status_code == 405
     assert response.mimetype == "application/json"
+    assert response.get_json()["error"] == "invalid_request"
+    assert "POST" in response.headers["Allow"]
