@@ -25,7 +25,7 @@ const DEFAULTS = {
 export function createTokenDeadlines(verifier, options = {}) {
   const config = { ...DEFAULTS, ...options };
   const now = config.clock ?? Date.now;
-  /** @type {Map<object, {token: string, claims: object, timers: any[], handler?: Function}>} */
+  /** @type {Map<object, {token: string, claims: object, timers: Set<any>, handler?: Function}>} */
   const connections = new Map();
 
   function send(ws, message) {
@@ -41,18 +41,33 @@ export function createTokenDeadlines(verifier, options = {}) {
     if (ws.readyState <= 1) ws.close(config.closeCode, reason);
   }
 
-  function schedule(ws, state) {
-    for (const timer of state.timers) clearTimeout(timer);
-    const expMs = state.claims.exp * 1000;
-    const warnIn = expMs - config.refreshBefore * 1000 - now();
-    const timers = [];
-    // "token-expiring" once per token; a token that arrives already inside the window is told at once.
-    timers.push(
-      setTimeout(() => send(ws, { type: 'token-expiring', expiresAt: state.claims.exp }), Math.max(0, warnIn)),
+  // setTimeout takes at most 2^31 - 1 ms (about 24.8 days); a longer delay fires at once.
+  const MAX_DELAY_MS = 2 ** 31 - 1;
+
+  /** Call fn at the absolute time atMs (epoch ms), in hops no longer than setTimeout takes. */
+  function at(state, atMs, fn) {
+    const wait = Math.max(0, atMs - now());
+    const timer = setTimeout(
+      () => {
+        state.timers.delete(timer);
+        if (wait > MAX_DELAY_MS) at(state, atMs, fn);
+        else fn();
+      },
+      Math.min(wait, MAX_DELAY_MS),
     );
-    timers.push(setTimeout(() => close(ws, 'expired'), Math.max(0, expMs - now())));
-    for (const timer of timers) timer.unref?.();
-    state.timers = timers;
+    timer.unref?.();
+    state.timers.add(timer);
+  }
+
+  function schedule(ws, state) {
+    for (const timer of state.timers ?? []) clearTimeout(timer);
+    state.timers = new Set();
+    const expMs = state.claims.exp * 1000;
+    // "token-expiring" once per token; a token that arrives already inside the window is told at once.
+    at(state, expMs - config.refreshBefore * 1000, () =>
+      send(ws, { type: 'token-expiring', expiresAt: state.claims.exp }),
+    );
+    at(state, expMs, () => close(ws, 'expired'));
   }
 
   let rechecking = null;
@@ -123,7 +138,7 @@ export function createTokenDeadlines(verifier, options = {}) {
      */
     track(ws, token, claims) {
       untrack(ws);
-      const state = { token, claims, timers: [] };
+      const state = { token, claims, timers: new Set() };
       state.onSocketClose = () => untrack(ws);
       ws.on('close', state.onSocketClose);
       if (config.handleMessages) {

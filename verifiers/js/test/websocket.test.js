@@ -149,6 +149,24 @@ test('a connection whose token expires without a refresh is closed with 4001 "ex
   assert.equal(deadlines.size, 0);
 });
 
+test('a token that expires beyond setTimeout\'s 24.8-day range keeps its connection open', { timeout: 20_000 }, async () => {
+  // The helper's clock says "30 days before now": the token's exp lies 30 days and an hour
+  // ahead, past the 2^31 - 1 ms a single setTimeout can wait (Node would fire it at once).
+  const days30 = 30 * 24 * 3600 * 1000;
+  const { url, deadlines } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }), {
+    refreshBefore: 60,
+    recheckInterval: 0,
+    clock: () => Date.now() - days30,
+  });
+  const token = await server.token(client, { sub: 'user-1' });
+  const conn = await connect(url, token);
+  const outcome = await Promise.race([conn.closed, new Promise((r) => setTimeout(() => r('open'), 1500))]);
+  assert.equal(outcome, 'open');
+  assert.deepEqual(conn.messages, []);
+  assert.equal(deadlines.size, 1);
+  conn.ws.close();
+});
+
 test('a revoked token closes its open connection at the next re-check (4001 "revoked")', { timeout: 20_000 }, async () => {
   const statuses = [0, 0];
   issuer.state.lists.set('ws', { statuses, ttl: 1 });
