@@ -49,6 +49,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import http.client
 import json
 import re
 import socket
@@ -150,6 +152,79 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
+class _Deadline:
+    """One time limit for a whole fetch. ``urlopen``'s timeout bounds each socket
+    operation, not their sum: a server sending a byte a second could hold a ``verify()``
+    (and the threads waiting for the same keys) for minutes. When the time is up, the
+    fetch's sockets are shut down, so whatever read is waiting ends with an error."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self._expired:
+                self._sockets.append(sock)
+                return
+        _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expired, sockets, self._sockets = True, self._sockets, []
+        for sock in sockets:
+            _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            self._sockets = []
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+#: The deadline of the fetch this thread is making, for the connections it opens.
+_fetching = threading.local()
+
+
+class _WatchedConnection(http.client.HTTPConnection):
+    """A connection whose socket the current fetch's :class:`_Deadline` can shut down."""
+
+    def connect(self) -> None:
+        super().connect()
+        deadline: _Deadline | None = getattr(_fetching, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection, _WatchedConnection):
+    """The same over TLS: the TCP socket while it connects, then the TLS socket (which
+    takes over the descriptor)."""
+
+    def connect(self) -> None:
+        super().connect()
+        deadline: _Deadline | None = getattr(_fetching, "deadline", None)
+        if deadline is not None and self.sock is not None:
+            deadline.watch(self.sock)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_WatchedHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
 @dataclass
 class _StatusList:
     """A verified status list: its bits, and until when it may be used."""
@@ -184,7 +259,7 @@ class TokenVerifier:
     :param min_refetch_interval: the JWKS is fetched at most once per this many seconds.
     :param stale_if_error: how long after a successful fetch its keys stay usable while
         refreshes fail.
-    :param timeout: seconds for each HTTP request.
+    :param timeout: seconds for each HTTP request, as a whole (connect, headers, body).
     :param max_response_bytes: larger metadata, JWKS or status list responses are refused.
     :param check_status: honour the tokens' status lists (draft-ietf-oauth-status-list).
     :param require_status: refuse tokens without a status list reference (authserver puts
@@ -241,7 +316,7 @@ class TokenVerifier:
         self.max_status_lists = max_status_lists
         self._clock = clock
         self._monotonic = monotonic
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._opener = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
         self._jwks_uri = jwks_uri
         if jwks_uri is not None and urllib.parse.urlsplit(jwks_uri).scheme not in ("http", "https"):
             raise ValueError(f"jwks_uri must be an http(s) URL, not {jwks_uri!r}")
@@ -427,6 +502,7 @@ class TokenVerifier:
         request = urllib.request.Request(  # noqa: S310 - scheme checked by the callers
             url, headers={"Accept": accept, **headers}
         )
+        deadline = _fetching.deadline = _Deadline(self.timeout)
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 body = response.read(self.max_response_bytes + 1)
@@ -437,8 +513,12 @@ class TokenVerifier:
             if exc.code == 304:
                 return 304, b"", {k.lower(): v for k, v in exc.headers.items()}
             raise InvalidToken(failure, f"{url}: HTTP {exc.code}") from None
-        except (OSError, ValueError) as exc:  # URLError, timeouts, resets, bad URLs
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # URLError, timeouts, resets, bad URLs, and a response cut at its deadline.
             raise InvalidToken(failure, f"{url}: {_cause(exc)}") from exc
+        finally:
+            deadline.cancel()
+            _fetching.deadline = None
         if status != 200:
             raise InvalidToken(failure, f"{url}: HTTP {status}")
         if len(body) > self.max_response_bytes:

@@ -9,6 +9,7 @@ package imports neither Flask nor SQLAlchemy nor any authserver server module.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
@@ -1267,3 +1268,61 @@ def test_a_failing_list_is_retried_at_most_once_per_interval(
     server.status_list_status = 200
     assert verifier.verify(token)
     assert server.status_list_fetches == 2
+
+
+@contextlib.contextmanager
+def dripping_server(head_first: bool) -> Iterator[str]:
+    """A loopback HTTP server that answers every request a byte every 0.2 s: its body
+    after a complete head (*head_first*), or the head itself. Each byte arrives well
+    within a per-read timeout; only a deadline for the whole fetch ends it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            )
+            data = (b"" if head_first else head) + b"{" + b" " * 198 + b"}"
+            if head_first:
+                conn.sendall(head)
+            for byte in data:
+                if stop.wait(0.2):
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize("head_first", [True, False], ids=["slow body", "slow head"])
+def test_a_dripping_server_is_cut_at_the_timeout(head_first: bool, keys: list[RSAKey]) -> None:
+    """timeout bounds a fetch as a whole: a metadata document dripped a byte at a time
+    (40 s in all) is jwks_unavailable after about timeout, not once it has all arrived."""
+    with dripping_server(head_first) as issuer:
+        verifier = TokenVerifier(issuer, AUDIENCE, timeout=1)
+        token = sign(keys[0], claims_for(issuer))
+        started = time.monotonic()
+        with pytest.raises(InvalidToken) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == "jwks_unavailable"
+        assert time.monotonic() - started < 3
