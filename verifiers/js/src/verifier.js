@@ -219,7 +219,9 @@ export function createVerifier(options = {}) {
       const reason = claimReason(claim, payload[claim]);
       if (reason) throw new InvalidTokenError(reason, `${claim}: ${REASONS[reason]}`);
     }
-    if (typeof payload.sub !== 'string') throw new InvalidTokenError('invalid_claim', 'sub is not a string');
+    for (const claim of ['sub', 'client_id', 'jti']) {
+      if (typeof payload[claim] !== 'string') throw new InvalidTokenError('invalid_claim', `${claim} is not a string`);
+    }
 
     // draft-ietf-oauth-status-list §8.3: only once the token itself is valid.
     if (config.status !== 'off') {

@@ -117,12 +117,17 @@ def verified_claims(token: str | bytes, key: RSAKey) -> dict[str, Any]:
     except (JoseError, ValueError, TypeError, UnicodeError, RecursionError):
         raise RuleViolation("malformed") from None
     try:
-        claims = json.loads(obj.payload or b"")
+        # RFC 8259 JSON only: NaN and Infinity are not JSON (and no NumericDate).
+        claims = json.loads(obj.payload or b"", parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise RuleViolation("malformed") from None
     if not isinstance(claims, dict):
         raise RuleViolation("malformed")
     return claims
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 _CLAIM_REASONS = {
@@ -171,6 +176,10 @@ def check_claims(
         raise RuleViolation(reason, f"{exc.claim}: {REASONS[reason]}") from None
     except (JoseError, ValueError, TypeError, OverflowError):
         raise RuleViolation("invalid_claim") from None
+    # joserfc's registry types the registered claims (sub, jti, ...); client_id is RFC
+    # 9068's own, a string too (RFC 8693 §4.3).
+    if "client_id" in claims and not isinstance(claims["client_id"], str):
+        raise RuleViolation("invalid_claim", "client_id is not a string")
     exp = claims.get("exp")
     if strict_exp and isinstance(exp, int | float) and exp <= now:
         raise RuleViolation("expired")

@@ -397,7 +397,11 @@ def test_payload_that_is_not_a_json_object(server: AuthServerDouble, issuer: Iss
         ({"iat": None}, "missing_claim"),
         ({"exp": "tomorrow"}, "invalid_claim"),
         ({"exp": True}, "invalid_claim"),
-        ({"exp": float("nan")}, "invalid_claim"),
+        # NaN and Infinity are not JSON (RFC 8259): the payload is malformed, as the JS
+        # verifier says too.
+        ({"exp": float("nan")}, "malformed"),
+        ({"iat": float("nan")}, "malformed"),
+        ({"nbf": float("inf")}, "malformed"),
         ({"sub": ""}, "invalid_claim"),
         ({"iss": 7}, "wrong_issuer"),
     ],
