@@ -181,7 +181,8 @@ export function createVerifier(options = {}) {
   });
 
   async function verifyUnchecked(token) {
-    if (typeof token !== 'string' || token === '') throw new InvalidTokenError('missing_token');
+    if (token === undefined || token === null || token === '') throw new InvalidTokenError('missing_token');
+    if (typeof token !== 'string') throw new InvalidTokenError('malformed', 'not a string');
     if (token.length > config.maxTokenLength) throw new InvalidTokenError('malformed', 'token too large');
     let header;
     try {

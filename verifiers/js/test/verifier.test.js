@@ -176,6 +176,10 @@ test('garbage in: always InvalidTokenError, never another error', async () => {
   const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
   await rejects(verifier.verify(''), 'missing_token');
   await rejects(verifier.verify(undefined), 'missing_token');
+  await rejects(verifier.verify(null), 'missing_token');
+  // Something that is not a token is malformed, as the Python verifier says too.
+  await rejects(verifier.verify(42), 'malformed');
+  await rejects(verifier.verify({}), 'malformed');
   await rejects(verifier.verify('x'.repeat(20000)), 'malformed');
   for (const junk of ['abc', 'a.b.c', '...', 'eyJhbGciOiJSUzI1NiJ9..', `${base64url.encode('[]')}.e30.x`, `${base64url.encode('{"alg":"RS256","typ":"at+jwt","kid":"k"}')}.bm90IGpzb24.x`, 42, {}, null]) {
     const err = await verifier.verify(junk).catch((e) => e);

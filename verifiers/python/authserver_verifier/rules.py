@@ -76,7 +76,9 @@ def parse_header(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> dic
     if len(token) > max_bytes:
         raise RuleViolation("malformed", "token too large")
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts):
+    # An empty signature is left to the header check: an unsecured JWS (alg "none") is
+    # refused for its alg, as the JS verifier refuses it.
+    if len(parts) != 3 or not parts[0] or not parts[1]:
         raise RuleViolation("malformed")
     if len(parts[0]) > MAX_HEADER_SEGMENT:
         raise RuleViolation("malformed", "header too large")
