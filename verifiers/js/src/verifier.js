@@ -145,7 +145,7 @@ export function createVerifier(options = {}) {
   async function getKey(header, token) {
     const set = await remoteSet();
     const stale = cache.jwks && now() < cache.uat + config.jwksStaleIfError * 1000;
-    if (stale && now() < jwksRetryAt) return createLocalJWKSet(cache.jwks)(header, token);
+    if (stale && now() < jwksRetryAt) return lastGoodKey(header, token);
     try {
       return await set(header, token);
     } catch (err) {
@@ -156,8 +156,22 @@ export function createVerifier(options = {}) {
       // The keys could not be fetched: not the token's fault. Use the last good set while
       // it is recent enough, and do not ask again before the cooldown.
       jwksRetryAt = now() + config.jwksCooldown * 1000;
-      if (stale) return createLocalJWKSet(cache.jwks)(header, token);
+      if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /** A key of the last good set, kept while the issuer cannot be reached. A kid it lacks
+   * may be a key published since: not the token's fault (jwks_unavailable, as the Python
+   * verifier says), not unknown_kid. */
+  async function lastGoodKey(header, token) {
+    try {
+      return await createLocalJWKSet(cache.jwks)(header, token);
+    } catch (err) {
+      if (err instanceof errors.JWKSNoMatchingKey) {
+        throw new InvalidTokenError('jwks_unavailable', 'the issuer cannot be reached and its last keys lack this kid', { cause: err });
+      }
+      throw err;
     }
   }
 

@@ -214,6 +214,10 @@ test('a JWKS the issuer stops serving: the last good set is used (stale-if-error
     await verifier.verify(token);
     state.up = false;
     await verifier.verify(token); // stale copy
+    // A kid the stale copy lacks may be a key published since: not the token's fault.
+    const [, payload, signature] = token.split('.');
+    const header = base64url.encode(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: 'published-since' }));
+    await rejects(verifier.verify(`${header}.${payload}.${signature}`), 'jwks_unavailable');
     clock.offset = 3601 * 1000; // the copy is now older than jwksStaleIfError
     await rejects(verifier.verify(token), 'jwks_unavailable');
     state.up = true;
