@@ -752,7 +752,9 @@ class TokenVerifier:
             # stream inflates to nothing: neither is a list (every index "outside" it).
             raise bad("lst is not base64url DEFLATE/ZLIB")
         low, high = self.status_ttl_bounds
-        lifetime = min(max(float(ttl), low), high) if _is_number(ttl) and ttl > 0 else low
+        # A list without a ttl says nothing of how long it stays current: held until its
+        # exp, at most the upper bound (as the JS verifier holds it).
+        lifetime = min(max(float(ttl), low), high) if _is_number(ttl) and ttl > 0 else high
         fetched = self._monotonic()
         # Usable until its exp (by the wall clock, converted), never past status_max_stale.
         usable = fetched + self.status_max_stale

@@ -846,7 +846,7 @@ def status_list_token(
     revoked: set[int],
     *,
     now: float,
-    ttl: int = 60,
+    ttl: int | None = 60,
     expiry: int = 900,
     size: int = 1024,
     **overrides: Any,
@@ -934,6 +934,20 @@ def test_a_revocation_is_seen_once_the_ttl_has_passed(
     # Past the ttl: the cached copy answers while a background fetch brings the new one.
     wait_for_reason(verifier, token, "revoked")
     assert server.status_list_fetches == 2
+
+
+def test_a_list_without_a_ttl_is_held_until_its_exp(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """No ttl says nothing of how long a list stays current: it is held until its exp
+    (at most the upper ttl bound), as the JS verifier holds it, not refetched every second."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=None, expiry=600)
+    verifier = status_verifier(server, clock)
+    token = issuer.token(with_status(server, 5))
+    assert verifier.verify(token)
+    clock.advance(300)
+    assert verifier.verify(token)
+    assert server.status_list_fetches == 1
 
 
 def test_an_unreachable_list_is_used_until_its_exp_then_fails_closed(
