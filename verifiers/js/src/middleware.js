@@ -45,7 +45,7 @@ export function sendRefusal(res, err, { realm } = {}) {
   } else if (err.reason === 'missing_token') {
     // §3.1: a request without authentication information gets no error code.
     headers = { 'WWW-Authenticate': ['Bearer', realmPart].filter(Boolean).join(' ') };
-    body = { error: 'invalid_request', reason: err.reason };
+    body = { error: 'invalid_token', reason: err.reason }; // as refuseUpgrade and the Python middleware say
   } else {
     const params = [realmPart, 'error="invalid_token"', `error_description="${err.reason}"`].filter(Boolean);
     headers = { 'WWW-Authenticate': `Bearer ${params.join(', ')}` };

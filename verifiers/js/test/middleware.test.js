@@ -68,7 +68,7 @@ for (const [name, make] of Object.entries(apps)) {
     assert.deepEqual(await get(`${base}/data`), {
       status: 401,
       challenge: 'Bearer',
-      body: { error: 'invalid_request', reason: 'missing_token' },
+      body: { error: 'invalid_token', reason: 'missing_token' },
     });
     assert.equal((await get(`${base}/data`, token, 'Basic')).challenge, 'Bearer');
 
