@@ -243,20 +243,6 @@ def issuer(server: AuthServerDouble, keys: list[RSAKey]) -> Issuer:
     return Issuer(server, keys[0])
 
 
-class Steps:
-    """A monotonic clock that moves only when told: the verifier's caches age without the
-    test sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def verifier_for(state: AuthServerDouble, **options: Any) -> TokenVerifier:
     options.setdefault("min_refetch_interval", 0.0)
     return TokenVerifier(state.issuer, AUDIENCE, **options)
@@ -516,31 +502,31 @@ def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, issuer: Iss
 
 
 @pytest.mark.parametrize("lowercase", [False, True], ids=["Cache-Control", "cache-control"])
-def test_max_age_is_honoured(server: AuthServerDouble, issuer: Issuer, lowercase: bool) -> None:
+def test_max_age_is_honoured(
+    server: AuthServerDouble, issuer: Issuer, lowercase: bool, clock: Clock
+) -> None:
     # Header names are case-insensitive (RFC 9110 §5.1): max-age and ETag are honoured
     # however the server spells them.
     server.lowercase_headers = lowercase
     server.cache_control = "public, max-age=1"
-    steps = Steps()
-    verifier = verifier_for(server, monotonic=steps)
+    verifier = verifier_for(server, monotonic=lambda: clock.mono)
     token = issuer.token()
     verifier.verify(token)
-    steps.advance(0.9)
+    clock.advance(0.9)
     verifier.verify(token)
     assert server.jwks_fetches == 1
-    steps.advance(0.2)
+    clock.advance(0.2)
     verifier.verify(token)
     assert server.jwks_fetches == 2
     assert server.not_modified == 1  # If-None-Match with the ETag: the set had not changed
 
 
-def test_max_age_is_capped(server: AuthServerDouble, issuer: Issuer) -> None:
+def test_max_age_is_capped(server: AuthServerDouble, issuer: Issuer, clock: Clock) -> None:
     server.cache_control = "max-age=86400"
-    steps = Steps()
-    verifier = verifier_for(server, max_cache_seconds=0.3, monotonic=steps)
+    verifier = verifier_for(server, max_cache_seconds=0.3, monotonic=lambda: clock.mono)
     token = issuer.token()
     verifier.verify(token)
-    steps.advance(0.4)
+    clock.advance(0.4)
     verifier.verify(token)
     assert server.jwks_fetches == 2
 
@@ -588,17 +574,16 @@ def test_unknown_kid_triggers_a_refetch(
 
 
 def test_unknown_kid_refetch_is_rate_limited(
-    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
 ) -> None:
-    steps = Steps()
-    verifier = verifier_for(server, min_refetch_interval=0.5, monotonic=steps)
+    verifier = verifier_for(server, min_refetch_interval=0.5, monotonic=lambda: clock.mono)
     verifier.verify(issuer.token())
     server.publish(keys[0], keys[1])
     new = issuer.token(key=keys[1])
-    steps.advance(0.45)
+    clock.advance(0.45)
     assert reason_of(verifier, new) == "unknown_kid"  # fetched just now: no refetch yet
     assert server.jwks_fetches == 1
-    steps.advance(0.1)
+    clock.advance(0.1)
     assert verifier.verify(new)
     assert server.jwks_fetches == 2
 
@@ -620,18 +605,17 @@ def test_forged_kid_flood_costs_one_fetch_per_interval(
 
 
 def test_retired_key_is_dropped_when_the_cache_expires(
-    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
 ) -> None:
     server.publish(keys[0], keys[1])
     server.cache_control = "max-age=1"
-    steps = Steps()
-    verifier = verifier_for(server, min_refetch_interval=0.2, monotonic=steps)
+    verifier = verifier_for(server, min_refetch_interval=0.2, monotonic=lambda: clock.mono)
     old = issuer.token()
     verifier.verify(old)
     server.publish(keys[1])  # keys retire KID: it leaves the JWKS at once
-    steps.advance(0.9)
+    clock.advance(0.9)
     verifier.verify(old)  # still cached
-    steps.advance(0.2)
+    clock.advance(0.2)
     assert reason_of(verifier, old) == "unknown_kid"
     verifier.verify(issuer.token(key=keys[1]))
 
@@ -665,14 +649,15 @@ def test_last_good_set_is_used_while_refresh_fails(
     assert reason_of(verifier, issuer.token(key=keys[1])) == "jwks_unavailable"
 
 
-def test_stale_if_error_bounds_the_last_good_set(server: AuthServerDouble, issuer: Issuer) -> None:
+def test_stale_if_error_bounds_the_last_good_set(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
     server.cache_control = "max-age=0"
-    steps = Steps()
-    verifier = verifier_for(server, stale_if_error=0.3, monotonic=steps)
+    verifier = verifier_for(server, stale_if_error=0.3, monotonic=lambda: clock.mono)
     token = issuer.token()
     verifier.verify(token)
     server.jwks_status = 503
-    steps.advance(0.35)
+    clock.advance(0.35)
     assert reason_of(verifier, token) == "jwks_unavailable"
     server.jwks_status = 200
     verifier.verify(token)
