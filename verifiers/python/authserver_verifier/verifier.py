@@ -194,25 +194,29 @@ def _shut(sock: socket.socket) -> None:
 _fetching = threading.local()
 
 
+def _watch(sock: socket.socket | None) -> None:
+    """Put *sock* under the deadline of the fetch this thread is making."""
+    deadline: _Deadline | None = getattr(_fetching, "deadline", None)
+    if deadline is not None and sock is not None:
+        deadline.watch(sock)
+
+
 class _WatchedConnection(http.client.HTTPConnection):
     """A connection whose socket the current fetch's :class:`_Deadline` can shut down."""
 
     def connect(self) -> None:
         super().connect()
-        deadline: _Deadline | None = getattr(_fetching, "deadline", None)
-        if deadline is not None and self.sock is not None:
-            deadline.watch(self.sock)
+        _watch(self.sock)
 
 
 class _WatchedHTTPSConnection(http.client.HTTPSConnection, _WatchedConnection):
-    """The same over TLS: the TCP socket while it connects, then the TLS socket (which
-    takes over the descriptor)."""
+    """The same over TLS: the TCP socket while it connects (HTTPSConnection.connect
+    reaches _WatchedConnection.connect), then the TLS socket, which takes over the
+    descriptor."""
 
     def connect(self) -> None:
         super().connect()
-        deadline: _Deadline | None = getattr(_fetching, "deadline", None)
-        if deadline is not None and self.sock is not None:
-            deadline.watch(self.sock)
+        _watch(self.sock)
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
