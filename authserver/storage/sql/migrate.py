@@ -76,12 +76,7 @@ def current_revision(db: Database) -> str | None:
         holds several revisions (this project's history is linear: never written by it).
     """
     with storage_errors(db.url), db.engine.connect() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            return None
-        rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
-    if len(rows) > 1:
-        raise StorageError(f"the schema's version table holds several revisions: {rows}")
-    return rows[0] if rows else None
+        return _revision(conn)
 
 
 def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
@@ -109,9 +104,14 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 
 
 def _revision(conn: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext  # see upgrade_to_head
-
-    return MigrationContext.configure(conn).get_current_revision()
+    """The revision in Alembic's version table on *conn*, read with one query (no
+    Alembic import: see the module's docstring)."""
+    if not inspect(conn).has_table(VERSION_TABLE):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) > 1:
+        raise StorageError(f"the schema's version table holds several revisions: {rows}")
+    return rows[0] if rows else None
 
 
 def downgrade(db: Database, revision: str) -> None:
