@@ -168,10 +168,9 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError(str(exc), status_code=401) from None
 
     def validate_jti(self, claims: Any, jti: str) -> bool:
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI:
-            return False
-        # exp is a finite number at most MAX_ASSERTION_LIFETIME ahead (read_assertion), so
-        # the replay row lives minutes, not until whatever date the assertion names.
+        # read_assertion has checked jti (one non-empty line of text, at most MAX_JTI) and
+        # exp (a finite number at most MAX_ASSERTION_LIFETIME ahead, so the replay row
+        # lives minutes, not until whatever date the assertion names).
         return self._revocations.use_assertion(str(claims["sub"]), jti, float(claims["exp"]))
 
     def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:
@@ -242,8 +241,8 @@ def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str
     jti = claims.get("jti")
     if jti is not None:
         # It is stored (replay protection): one line of text, as every database takes it.
-        if not isinstance(jti, str):
-            raise InvalidValue("the client assertion's jti must be a string")
+        if not isinstance(jti, str) or not jti:
+            raise InvalidValue("the client assertion's jti must be a non-empty string")
         check_text(jti, "the client assertion's jti", max_length=MAX_JTI)
     exp = claims.get("exp")
     if isinstance(exp, bool) or not isinstance(exp, int | float):
