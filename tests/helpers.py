@@ -176,7 +176,10 @@ def run_cli(
 
 
 def cli_json(env: dict[str, str], *args: str) -> Any:
-    result = run_cli(env, *args, "--json")
+    return _json_output(run_cli(env, *args, "--json"))
+
+
+def _json_output(result: subprocess.CompletedProcess[str]) -> Any:
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
@@ -208,9 +211,7 @@ def run_cli_here(
 
 def cli_json_here(env: dict[str, str], *args: str) -> Any:
     """:func:`cli_json` through :func:`run_cli_here`."""
-    result = run_cli_here(env, *args, "--json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    return _json_output(run_cli_here(env, *args, "--json"))
 
 
 class ServerProcess:
