@@ -17,6 +17,8 @@ from typing import Any
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from joserfc import jwt
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from authserver.clients import auth_methods
@@ -167,6 +169,34 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         except InvalidValue as exc:
             raise InvalidClientError(str(exc), status_code=401) from None
 
+    def verified_claims(self, assertion: str, keys: KeySet, *, named: bool) -> Any:
+        """The claims of *assertion* once signed by a key of *keys* (the client's set) and
+        checked (expiry, audience, replay), else ``InvalidClientError``.
+
+        Authlib's ``process_assertion_claims``, with two differences. The algorithms are
+        the ones the metadata advertises (:data:`auth_methods.ASSERTION_ALGS`): joserfc's
+        default registry refuses PS256 as "not recommended", so a PS256 assertion was
+        refused. And an assertion without a ``kid`` is checked against each key of the
+        set (RFC 7515 §4.1.4: ``kid`` is optional, and Authlib's own client sends none):
+        joserfc picks a key without one only from a set of one, so a client that had
+        registered a second key for its rotation could no longer authenticate.
+
+        *named*: the assertion's header has a ``kid``. The claims are checked once, for
+        the key whose signature verifies."""
+        error: JoseError | None = None
+        for key in [keys] if named else list(keys):
+            try:
+                token = jwt.decode(assertion, key, algorithms=auth_methods.ASSERTION_ALGS)
+            except JoseError as exc:
+                error = exc
+                continue
+            self.verify_claims(token.claims)
+            return token.claims
+        raise InvalidClientError(
+            description=error.description if error is not None else "no usable key",
+            status_code=401,
+        )
+
     def validate_jti(self, claims: Any, jti: str) -> bool:
         # read_assertion has checked jti (one non-empty line of text, at most MAX_JTI) and
         # exp (a finite number at most MAX_ASSERTION_LIFETIME ahead, so the replay row
@@ -202,11 +232,13 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             raise InvalidClientError("client authentication failed", status_code=401) from None
         request.client = client
         try:
-            self.process_assertion_claims(assertion, KeySet.import_key_set(jwks))  # type: ignore[arg-type]
+            keys = KeySet.import_key_set(jwks)  # type: ignore[arg-type]
+            self.verified_claims(assertion, keys, named=header.get("kid") is not None)
         except ValueError:
-            # Authlib puts joserfc's message in the error it raises ("No key for kid:
-            # 'é'"), and refuses to build an OAuth error whose description has characters
-            # RFC 6749 §5.2 does not allow: a kid of any other characters got a 500.
+            # joserfc's message becomes the error's description, for the log ("No key for
+            # kid: 'é'"), and Authlib refuses to build an OAuth error whose description has
+            # characters RFC 6749 §5.2 does not allow: a kid of any other characters got a
+            # 500.
             raise InvalidClientError("client authentication failed", status_code=401) from None
         return self.authenticate_client(client)
 

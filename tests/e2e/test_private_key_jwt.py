@@ -55,7 +55,8 @@ def assertion(
     key: rsa.RSAPrivateKey,
     *,
     aud: str,
-    kid: str = KID,
+    kid: str | None = KID,
+    alg: str = "RS256",
     lifetime: int = 60,
     drop: tuple[str, ...] = (),
     **overrides: Any,
@@ -72,7 +73,8 @@ def assertion(
     claims.update(overrides)
     for name in drop:
         claims.pop(name, None)
-    return jwt.encode(claims, pem(key), algorithm="RS256", headers={"kid": kid})
+    headers = {"kid": kid} if kid is not None else None
+    return jwt.encode(claims, pem(key), algorithm=alg, headers=headers)
 
 
 @pytest.fixture
@@ -217,6 +219,55 @@ def test_assertion_authenticates_at_introspection_and_revocation(
         },
     )
     assert introspected.get_json() == {"active": False}
+
+
+def test_every_advertised_assertion_algorithm_is_accepted(
+    http: Any, services: Services, token_url: str, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    """The metadata lists PS256 beside RS256 for private_key_jwt; joserfc's default
+    registry refused it ("not recommended"), so a PS256 assertion was 401."""
+    metadata = http.get("/.well-known/oauth-authorization-server").get_json()
+    advertised = metadata["token_endpoint_auth_signing_alg_values_supported"]
+    rsa_algs = [alg for alg in advertised if alg[:2] in ("RS", "PS")]
+    assert "PS256" in rsa_algs
+    jwk = public_jwk(rsa_private_key)
+    del jwk["alg"]  # a key not bound to one algorithm
+    with services.unit_of_work():
+        client, _ = services.clients.create(
+            name="any rsa alg", audiences=["https://sync.example"], jwks={"keys": [jwk]}
+        )
+    for alg in rsa_algs:
+        signed = assertion(str(client.client_id), rsa_private_key, aud=token_url, alg=alg)
+        response = token_request(http, signed)
+        assert response.status_code == 200, (alg, response.get_data(as_text=True))
+
+
+def test_an_assertion_without_kid_is_checked_against_each_registered_key(
+    http: Any,
+    services: Services,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    other_key: rsa.RSAPrivateKey,
+) -> None:
+    """RFC 7515 §4.1.4: kid is optional (Authlib's client sends none). A client that has
+    registered a second key for its rotation was refused whatever it signed with: a
+    kid-less assertion was checked against a set of one key only."""
+    with services.unit_of_work():
+        client, _ = services.clients.create(
+            name="rotating keys",
+            audiences=["https://sync.example"],
+            jwks={"keys": [public_jwk(other_key, "new"), public_jwk(rsa_private_key, "old")]},
+        )
+    client_id = str(client.client_id)
+    for key in (rsa_private_key, other_key):
+        once = assertion(client_id, key, aud=token_url, kid=None)
+        response = token_request(http, once)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        # Checked once, for the key that signed it: the jti is spent.
+        assert_error(token_request(http, once), 401, "invalid_client")
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    refused = token_request(http, assertion(client_id, stranger, aud=token_url, kid=None))
+    assert_error(refused, 401, "invalid_client")
 
 
 # -- refused assertions ----------------------------------------------------------------------
