@@ -80,8 +80,11 @@ class AuthServerIntrospectionEndpoint(_TokenEndpoint, IntrospectionEndpoint):
         return may_see(token.claims, client)
 
     def introspect_token(self, token: InspectedToken) -> dict[str, Any]:
-        # RFC 7662 §2.2: "active" plus the token's own claims.
-        return {"active": True, "token_type": "Bearer", **token.claims}
+        # RFC 7662 §2.2: the token's own claims, and "active" and "token_type", which are
+        # the server's: an allowed extra claim of either name must not override them.
+        answer: dict[str, Any] = {"active": True, "token_type": "Bearer"}
+        answer.update((k, v) for k, v in token.claims.items() if k not in answer)
+        return answer
 
 
 class AuthServerRevocationEndpoint(_TokenEndpoint, RevocationEndpoint):

@@ -146,6 +146,24 @@ def test_active_token_with_its_claims(http: Any, register: Register, as_json: bo
     assert body["token_type"].lower() == "bearer"
 
 
+def test_a_tokens_own_claims_cannot_override_the_introspection_answer(
+    http: Any, register: Register
+) -> None:
+    """RFC 7662 §2.2: ``active`` and ``token_type`` are the server's judgement. An allowed
+    extra claim of those names overrode them: an active token was introspected as
+    ``{"active": false, ...claims}`` (or ``"active": "yes"``), with a token type of its
+    own choosing."""
+    creds = register(audiences=[AUD], allowed_claims=["active", "token_type"])
+    for value in (False, "no"):
+        token = issue_token(
+            http, creds, sub="user-1", claims=json.dumps({"active": value, "token_type": "N_A"})
+        )
+        body = introspect(http, token, creds).get_json()
+        assert body["active"] is True, body
+        assert body["token_type"] == "Bearer", body
+        assert body["sub"] == "user-1"
+
+
 @pytest.mark.parametrize("hint", ["access_token", "refresh_token"])
 def test_token_type_hint_is_accepted(http: Any, register: Register, hint: str) -> None:
     creds = register()
