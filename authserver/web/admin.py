@@ -61,12 +61,6 @@ UPDATE_FIELDS = CREATE_FIELDS - {"jwks", "jwks_uri"}
 MAX_BODY_DEPTH = 2 + MAX_CLAIM_DEPTH
 
 
-def _unauthorized() -> Response:
-    response = error_response(401, "invalid_token", "a valid admin bearer token is required")
-    response.headers["WWW-Authenticate"] = 'Bearer realm="authserver-admin", error="invalid_token"'
-    return response
-
-
 @bp.before_request
 def _authenticate() -> Response | None:
     refused = bearer.insecure_transport()
@@ -75,7 +69,7 @@ def _authenticate() -> Response | None:
     expected = services().settings.admin_token
     if not expected or not bearer.presented_matches(expected):
         bearer.count_failure()
-        return _unauthorized()
+        return bearer.unauthorized("authserver-admin", "admin")
     g.admin_actor = acting_as("admin-api")
     g.admin_actor.__enter__()
     return None

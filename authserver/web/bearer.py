@@ -20,6 +20,12 @@ from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
 from authserver.web.errors import error_response
 
 
+def _presented() -> str | None:
+    """The token of the request's ``Authorization: Bearer`` header, ``None`` without one."""
+    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
+    return presented.strip() if scheme.lower() == "bearer" else None
+
+
 def presented_matches(expected: str) -> bool:
     """True when the request carries ``Authorization: Bearer <expected>``.
 
@@ -27,10 +33,24 @@ def presented_matches(expected: str) -> bool:
     time says nothing about how much of a guess was right (tests/e2e/test_constant_time.py
     checks that this, and nothing else, compares the tokens).
     """
-    scheme, _, presented = (request.headers.get("Authorization") or "").partition(" ")
-    if scheme.lower() != "bearer":
+    presented = _presented()
+    if presented is None:
         return False
-    return hmac.compare_digest(presented.strip().encode(), expected.encode())
+    return hmac.compare_digest(presented.encode(), expected.encode())
+
+
+def unauthorized(realm: str, what: str) -> Response:
+    """The 401 refusing a missing or wrong operator token (*what*: ``admin``, ``metrics``).
+
+    The challenge names ``error="invalid_token"`` only when a Bearer token was sent: a
+    request without one (or with another scheme) gets a bare challenge (RFC 6750 §3.1, as
+    at a profile's Bearer path and in the verifiers' middleware)."""
+    response = error_response(401, "invalid_token", f"a valid {what} bearer token is required")
+    challenge = f'Bearer realm="{realm}"'
+    if _presented():
+        challenge += ', error="invalid_token"'
+    response.headers["WWW-Authenticate"] = challenge
+    return response
 
 
 def count_failure() -> None:

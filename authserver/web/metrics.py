@@ -19,7 +19,6 @@ from authserver.oauth.events import RequestServed
 from authserver.oauth.events import TokenIssued
 from authserver.web import bearer
 from authserver.web.context import services
-from authserver.web.errors import error_response
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +36,7 @@ def metrics_endpoint() -> Response:
     expected = services().settings.metrics_token
     if not expected or not bearer.presented_matches(expected):
         bearer.count_failure()
-        response = error_response(401, "invalid_token", "a valid metrics bearer token is required")
-        response.headers["WWW-Authenticate"] = (
-            'Bearer realm="authserver-metrics", error="invalid_token"'
-        )
-        return response
+        return bearer.unauthorized("authserver-metrics", "metrics")
     body, content_type = metrics.exposition()
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-store"

@@ -104,7 +104,15 @@ def assert_unauthorized(response: Any) -> None:
     ids=["none", "wrong", "longer", "shorter", "basic-scheme", "no-scheme", "bare", "empty"],
 )
 def test_requires_the_admin_bearer_token(admin: Any, headers: dict[str, str]) -> None:
-    assert_unauthorized(admin.get("/admin/clients", headers=headers))
+    response = admin.get("/admin/clients", headers=headers)
+    assert_unauthorized(response)
+    # RFC 6750 §3.1: an error code only for a Bearer token that was sent and refused; a
+    # request without one gets a bare challenge (it said invalid_token to every request).
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    sent = scheme.lower() == "bearer" and bool(token.strip())
+    challenge = response.headers["WWW-Authenticate"]
+    expected = 'Bearer realm="authserver-admin"' + (', error="invalid_token"' if sent else "")
+    assert challenge == expected
 
 
 @db_independent

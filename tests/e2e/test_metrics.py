@@ -61,14 +61,19 @@ def test_metrics_is_off_without_its_token(settings: Settings) -> None:
         {"Authorization": f"Bearer {METRICS_TOKEN[:-1]}"},
         {"Authorization": f"Basic {METRICS_TOKEN}"},
         {"Authorization": METRICS_TOKEN},
+        {"Authorization": "Bearer "},
     ],
-    ids=["none", "longer", "shorter", "basic", "no-scheme"],
+    ids=["none", "longer", "shorter", "basic", "no-scheme", "empty"],
 )
 def test_metrics_needs_its_bearer_token(http: Any, headers: dict[str, str]) -> None:
     response = http.get("/metrics", headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"] == "invalid_token"
-    assert response.headers["WWW-Authenticate"].startswith("Bearer ")
+    # RFC 6750 §3.1: an error code only for a Bearer token that was sent and refused.
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    sent = scheme.lower() == "bearer" and bool(token.strip())
+    expected = 'Bearer realm="authserver-metrics"' + (', error="invalid_token"' if sent else "")
+    assert response.headers["WWW-Authenticate"] == expected
     assert "authserver_" not in response.get_data(as_text=True)
 
 
