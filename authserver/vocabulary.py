@@ -165,6 +165,20 @@ def _refuse_constant(name: str) -> Any:
 _SAFE_DIGITS = len(str(MAX_SAFE_INTEGER))
 
 
+def digits_value(text: str) -> int | None:
+    """The whole number *text* writes in ASCII digits (a number sent as a form value or a
+    JSON string), or ``None`` when it is anything else or beyond :data:`MAX_SAFE_INTEGER`:
+    ``int()`` refuses more than 4300 digits with a ``ValueError`` that a caller checking
+    ``isdigit()`` first does not expect (it was a 500 at ``/token``)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > _SAFE_DIGITS:
+        return None
+    value = int(significant)
+    return value if value <= MAX_SAFE_INTEGER else None
+
+
 class RepeatedNames:
     """An ``object_pairs_hook`` for :func:`loads_strict` that notes each object naming a
     member more than once. ``json.loads`` keeps the last value in silence, so

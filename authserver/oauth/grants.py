@@ -32,6 +32,7 @@ from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import check_identity
+from authserver.vocabulary import digits_value
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
 
@@ -121,8 +122,8 @@ def _expires_in(body: ParsedBody) -> int | None:
         return None
     if isinstance(raw, bool):
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
-    if isinstance(raw, str) and raw.isascii() and raw.isdigit():
-        raw = int(raw)
+    if isinstance(raw, str):
+        raw = digits_value(raw)
     if not isinstance(raw, int) or not 0 < raw <= MAX_EXPIRES_IN:
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
     return raw

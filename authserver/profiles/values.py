@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from authserver.profiles.base import ProfileError
+from authserver.vocabulary import digits_value
 
 #: Longest lifetime any dialect may ask for before the client's ceiling applies (ten
 #: years, as for ``expires_in``); beyond it the request is malformed, not clamped.
@@ -58,8 +59,8 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 
 def seconds(value: Any, field: str) -> int:
     """A positive whole number of seconds (a JSON number, or digits in a form body)."""
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = digits_value(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
         raise ProfileError(f"{field} must be a positive whole number of seconds")
     return value
@@ -76,7 +77,9 @@ def duration(value: Any, field: str) -> int:
     match = _DURATION.match(value.strip())
     if match is None or match["unit"].lower() not in _UNITS:
         raise ProfileError(f"{field} must be a number with a unit, such as 90s, 10m, 12h or 1d")
-    total = math.floor(float(match["n"]) * _UNITS[match["unit"].lower()])
+    # float() of a long enough number is infinity, which floor() refuses (it was a 500).
+    amount = float(match["n"]) * _UNITS[match["unit"].lower()]
+    total = math.floor(amount) if math.isfinite(amount) else MAX_SECONDS + 1
     if not 0 < total <= MAX_SECONDS:
         raise ProfileError(f"{field} must be at least one second and at most ten years")
     return total

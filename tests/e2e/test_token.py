@@ -291,12 +291,21 @@ def test_longer_expires_in_is_clamped(http: Any, auth: str, as_json: bool) -> No
     assert claims["exp"] - claims["iat"] == TTL
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "60s", " 60"])
+#: More digits than Python's int() converts (4300): a ValueError, and a 500, before.
+HUGE_DIGITS = "1" + "0" * 5000
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-5", "1.5", "60s", " 60", HUGE_DIGITS])
 def test_bad_expires_in_in_form_is_invalid_request(http: Any, auth: str, value: str) -> None:
     assert_error(post(http, form=grant(expires_in=value), auth=auth), 400, "invalid_request")
 
 
-@pytest.mark.parametrize("value", ["abc", 0, -5, 1.5, True, [60], {"s": 60}])
+def test_expires_in_with_leading_zeros_is_its_number(http: Any, auth: str) -> None:
+    response = post(http, form=grant(expires_in="0" * 5000 + "60"), auth=auth)
+    assert response.get_json()["expires_in"] == 60, response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("value", ["abc", 0, -5, 1.5, True, [60], {"s": 60}, HUGE_DIGITS])
 def test_bad_expires_in_in_json_is_invalid_request(http: Any, auth: str, value: Any) -> None:
     body = {"grant_type": "client_credentials", "expires_in": value}
     assert_error(post(http, body=body, auth=auth), 400, "invalid_request")

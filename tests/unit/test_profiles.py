@@ -392,8 +392,24 @@ def test_durations_follow_vercel_ms(text: Any, seconds: int) -> None:
     assert values.duration(text, "d") == seconds
 
 
-@pytest.mark.parametrize("text", ["600", "-1m", "10 fortnights", "", "0s", "999ms", True, None])
+@pytest.mark.parametrize(
+    "text",
+    # A number float() reads as infinity: floor() raised OverflowError (a 500) on it.
+    ["600", "-1m", "10 fortnights", "", "0s", "999ms", True, None, "1" * 400 + "s"],
+)
 def test_bad_durations(text: Any) -> None:
     with pytest.raises(ProfileError) as exc:
         values.duration(text, "d")
     assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
+
+
+@pytest.mark.parametrize("text", ["1" + "0" * 5000, "0", "", "1.5", " 60", "\u0663"])
+def test_bad_seconds(text: str) -> None:
+    """More digits than int() converts was a ValueError (a 500), not the ProfileError."""
+    with pytest.raises(ProfileError) as exc:
+        values.seconds(text, "ttl")
+    assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
+
+
+def test_seconds_read_digits_with_leading_zeros() -> None:
+    assert values.seconds("0" * 5000 + "60", "ttl") == 60

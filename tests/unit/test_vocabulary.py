@@ -199,3 +199,23 @@ def test_repeated_names_are_found_where_they_are() -> None:
         top.check(value, "x")
     clean = v.RepeatedNames()
     clean.check(v.loads_strict('{"a": {"b": 1}}', max_depth=2, object_pairs_hook=clean), "x")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("60", 60),
+        ("0", 0),
+        ("0" * 5000 + "60", 60),
+        (str(v.MAX_SAFE_INTEGER), v.MAX_SAFE_INTEGER),
+        (str(v.MAX_SAFE_INTEGER + 1), None),
+        ("1" + "0" * 5000, None),  # int() refuses it with a ValueError
+        ("", None),
+        (" 60", None),
+        ("+60", None),
+        ("-60", None),
+        ("\u0663", None),  # a digit, not an ASCII one
+    ],
+)
+def test_digits_value(text: str, value: int | None) -> None:
+    assert v.digits_value(text) == value
