@@ -84,6 +84,8 @@ def _database(db: Database, add: _Add) -> bool:
         return True
     if current is None:
         add(Finding("schema", "problem", "empty: run 'authserver db upgrade'"))
+    elif current not in migrate.known_revisions():
+        add(Finding("schema", "problem", str(migrate.unknown_revision(current))))
     else:
         add(
             Finding(

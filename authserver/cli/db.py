@@ -56,4 +56,6 @@ def current(as_json: bool) -> None:
         emit_json({"revision": revision, "head": head, "up_to_date": revision == head})
     else:
         status = "up to date" if revision == head else f"this version needs {head}"
+        if revision is not None and revision not in migrate.known_revisions():
+            status = f"unknown to this version, which needs {head}: a newer version migrated it"
         click.echo(f"{revision or 'empty'} ({status})")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from authserver.storage.sql.migrate import head_revision
 from tests.factories import request_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -168,6 +170,29 @@ def test_error_messages_name_what_to_change(tmp_path: Path) -> None:
 
     current = cli_json_here(_env(tmp_path), "db", "current")
     assert current == {"revision": None, "head": current["head"], "up_to_date": False}
+
+
+def test_a_database_migrated_by_a_newer_version_is_named_as_such(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    with sqlite3.connect(tmp_path / "a.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    for args in (["db", "upgrade"], ["clients", "list"], ["clients", "create", "--name", "b"]):
+        result = run_cli_here(env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.count("\n") == 1, (args, result.stderr)
+        assert "revision 9999" in result.stderr
+        assert "a newer version migrated this database" in result.stderr
+        assert "run 'authserver db upgrade'" not in result.stderr
+    current = run_cli_here(env, "db", "current")
+    assert current.stdout.strip() == (
+        "9999 (unknown to this version, which needs "
+        f"{head_revision()}: a newer version migrated it)"
+    )
+    doctor = run_cli_here(env, "doctor", "--no-issuer-check")
+    assert doctor.returncode == 1
+    assert "a newer version migrated this database" in doctor.stdout
+    assert "db upgrade" not in doctor.stdout
 
 
 # -- doctor ----------------------------------------------------------------------------------

@@ -15,12 +15,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect
 from sqlalchemy import select
+from sqlalchemy import text
 
+from authserver.errors import ConfigError
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.migrate import alembic_config
 from authserver.storage.sql.migrate import current_revision
 from authserver.storage.sql.migrate import downgrade
+from authserver.storage.sql.migrate import ensure_schema
 from authserver.storage.sql.migrate import head_revision
+from authserver.storage.sql.migrate import known_revisions
 from authserver.storage.sql.migrate import migrations_dir
 from authserver.storage.sql.migrate import upgrade_to_head
 from authserver.storage.sql.tables import Base
@@ -84,6 +88,10 @@ def test_migration_files_are_named_date_first() -> None:
     # Date-first names sort in history order.
     order = [rev.revision for rev in reversed(list(_script().walk_revisions()))]
     assert [by_file[p.name] for p in files] == order
+
+
+def test_known_revisions_are_alembics() -> None:
+    assert known_revisions() == {rev.revision for rev in _script().walk_revisions()}
 
 
 # -- on real databases ---------------------------------------------------------------------------
@@ -163,6 +171,27 @@ def test_upgrade_to_head_twice_is_a_no_op(database: Database) -> None:
     with database.unit_of_work() as session:
         assert session.scalars(select(ClientRow.client_id)).all() == ["as_client_keep"]
         assert session.scalars(select(LockRow.name)).all() == ["signing_keys"]
+
+
+def test_a_schema_from_a_newer_version_is_left_alone_with_one_line(database: Database) -> None:
+    # A deployment rolled back after a newer authserver migrated the database: Alembic
+    # cannot find the revision (it raised CommandError, a traceback from 'db upgrade'), and
+    # 'run authserver db upgrade' is the wrong advice.
+    upgrade_to_head(database)
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    for attempt in (
+        lambda: upgrade_to_head(database),
+        lambda: ensure_schema(database, create=True, upgrade=True),
+        lambda: ensure_schema(database, create=False, upgrade=False),
+    ):
+        with pytest.raises(ConfigError) as refused:
+            attempt()
+        message = str(refused.value)
+        assert message.startswith("AUTHSERVER_DATABASE_URL: the schema is at revision 9999")
+        assert "newer version" in message
+        assert "db upgrade" not in message
+    assert current_revision(database) == "9999"
 
 
 def _schema(db: Database) -> dict[str, object]:

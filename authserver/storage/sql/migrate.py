@@ -13,6 +13,7 @@ answers.
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -69,6 +70,27 @@ def head_revision() -> str:
     return SCHEMA_HEAD
 
 
+@functools.cache
+def known_revisions() -> frozenset[str]:
+    """Every revision this version's migrations know, read from their file names (the
+    ``file_template`` above: ``<date>_<time>_<rev>_<slug>.py``) without importing Alembic.
+    ``tests/integration/test_migrations.py`` pins it to Alembic's own list."""
+    return frozenset(
+        path.name.split("_")[2] for path in (migrations_dir() / "versions").glob("*_*_*_*.py")
+    )
+
+
+def unknown_revision(current: str) -> ConfigError:
+    """The error for a schema at a revision no migration here knows: one written by a newer
+    authserver (a deployment rolled back after its upgrade), which Alembic cannot upgrade
+    from (or downgrade) and this version must not write to."""
+    return ConfigError(
+        f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, which this version "
+        f"of authserver does not know (it needs {SCHEMA_HEAD}): a newer version migrated this "
+        "database; run that version, or point --database-url at another database"
+    )
+
+
 def current_revision(db: Database) -> str | None:
     """The schema's revision, None for a database without one.
 
@@ -88,6 +110,8 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 
     :returns: (revision before, revision after).
     :raises StorageError: when the database fails (see engine.storage_error).
+    :raises ConfigError: when the schema is at a revision this version does not know
+        (:func:`unknown_revision`).
     """
     from alembic import command  # only when migrating: see the module's docstring
 
@@ -97,6 +121,8 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = _revision(conn)
+        if before is not None and before not in known_revisions():
+            raise unknown_revision(before)
         command.upgrade(alembic_config(conn), "head")
         after = _revision(conn)
         conn.commit()
@@ -136,7 +162,8 @@ def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
     (*create*); commands that only read create nothing, not even the SQLite file.
 
     :returns: ``"created"`` or ``"upgraded"`` when it changed the schema, else None.
-    :raises ConfigError: naming what to run, when the schema is missing or behind.
+    :raises ConfigError: naming what to run, when the schema is missing or behind, or
+        saying that it is ahead (:func:`unknown_revision`).
     """
     if not create and database_missing(db):
         raise ConfigError(
@@ -148,6 +175,8 @@ def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
     head = head_revision()
     if current == head:
         return None
+    if current is not None and current not in known_revisions():
+        raise unknown_revision(current)
     if current is None and create:
         upgrade_to_head(db)
         return "created"
