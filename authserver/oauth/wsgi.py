@@ -230,9 +230,12 @@ class OAuthWSGI:
             headers.append((name, value))
         if not any(name == "Cache-Control" for name, _ in headers):
             headers.append(("Cache-Control", "no-store"))
+        # RFC 9110 §8.6: a HEAD answer's Content-Length is the GET answer's (it said 0), and
+        # a 304 sends none rather than a length its 200 would not have.
+        if status != 304:
+            headers.append(("Content-Length", str(len(body))))
         if method == "HEAD":
             body = b""
-        headers.append(("Content-Length", str(len(body))))
         start_response(_STATUS_LINES.get(status, f"{status} Unknown"), headers)
         self.events.emit(
             RequestServed(

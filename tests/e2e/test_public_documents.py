@@ -60,6 +60,8 @@ def assert_conditional(url: str, content_type: str) -> None:
     assert changed.content == first.content
     head = requests.head(url, timeout=10)
     assert (head.status_code, head.content, head.headers["ETag"]) == (200, b"", etag)
+    # RFC 9110 §8.6: the length GET would send, or none (it said 0).
+    assert head.headers.get("Content-Length", str(len(first.content))) == str(len(first.content))
 
 
 @db_independent
@@ -68,6 +70,10 @@ def test_conditional_get_of_a_status_list_and_openapi(server: ServerProcess) -> 
     assert_conditional(server.base_url + path, "application/statuslist+jwt")
     assert_conditional(server.base_url + "/statuslists", "application/json")
     assert_conditional(server.base_url + "/openapi.json", "application/json")
+    assert_conditional(server.base_url + "/.well-known/jwks.json", "application/json")
+    assert_conditional(
+        server.base_url + "/.well-known/oauth-authorization-server", "application/json"
+    )
     served = requests.get(server.base_url + "/openapi.json", timeout=10).json()
     assert served["servers"] == [{"url": server.base_url}]
 

@@ -203,6 +203,10 @@ def test_jwks_caching_headers(http: Any) -> None:
     assert again.status_code == 304
     assert again.get_data() == b""
     assert again.headers.get("ETag") == etag
+    # RFC 9110 §8.6: no Content-Length on a 304 unless it is the 200's (it said 0).
+    assert again.headers.get("Content-Length") is None
+    head = http.head(JWKS_PATH)
+    assert head.headers["Content-Length"] == str(len(response.get_data()))
 
     other = http.get(JWKS_PATH, headers={"If-None-Match": '"not-the-etag"'})
     assert other.status_code == 200
