@@ -11,6 +11,7 @@ from authserver.audit.model import AuditQuery
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import table
@@ -59,7 +60,7 @@ def audit(
     if as_json:
         emit_json({"events": events})
     elif not events:
-        click.echo("no matching audit events")
+        echo("no matching audit events")
     else:
         table(
             [

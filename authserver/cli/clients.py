@@ -12,6 +12,7 @@ import click
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import fields
@@ -167,7 +168,9 @@ def create(
             profile=profile or "oauth2",
             fixed_claims=fixed,
         )
-    _show(client_json(client), as_json, secret)
+        # Shown before the commit: a secret that cannot be shown (a full disk, a closed
+        # pipe) leaves no client behind that nobody can authenticate as.
+        _show(client_json(client), as_json, secret)
 
 
 @clients.command("list")
@@ -182,9 +185,9 @@ def list_(as_json: bool) -> None:
         emit_json({"clients": items, "unreadable": [unreadable_json(r) for r in unreadable]})
         return
     for record in unreadable:
-        click.echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
+        echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
     if not items:
-        click.echo("no clients registered")
+        echo("no clients registered")
         return
     table(
         [
@@ -312,7 +315,9 @@ def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
     """Issue a new client secret; the old one stops working at once, or after --grace."""
     with services(as_json=as_json) as svc, svc.unit_of_work():
         client, secret = svc.clients.rotate_secret(client_id, grace=grace)
-    _show(client_json(client), as_json, secret)
+        # Shown before the commit: a new secret that cannot be shown (a full disk, a closed
+        # pipe) must not replace the one the backend still holds.
+        _show(client_json(client), as_json, secret)
 
 
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
@@ -355,4 +360,4 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
     if as_json:
         emit_json({"client_id": client_id, "deleted": True})
     else:
-        click.echo(f"deleted client {client_id}")
+        echo(f"deleted client {client_id}")

@@ -17,6 +17,7 @@ import click
 
 from authserver import container
 from authserver.audit.service import acting_as
+from authserver.cli.output import OutputFailed
 from authserver.cli.output import fail
 from authserver.container import Services
 from authserver.errors import AuthServerError
@@ -84,6 +85,8 @@ def handle_errors(func: F) -> F:
         except AuthServerError as exc:
             # A StorageError among them: its message is already the operator's one line
             # (where, and why in words; never the driver's text or a password).
+            fail(str(exc), 1)
+        except OutputFailed as exc:
             fail(str(exc), 1)
 
     return wrapper  # type: ignore[return-value]

@@ -10,6 +10,7 @@ from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import load_settings
 from authserver.cli.context import state
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.storage.sql import migrate
 
@@ -34,9 +35,9 @@ def upgrade(as_json: bool) -> None:
     if as_json:
         emit_json({"from_revision": before, "to_revision": after})
     elif before == after:
-        click.echo(f"database already at revision {after}")
+        echo(f"database already at revision {after}")
     else:
-        click.echo(f"upgraded database from {before or 'empty'} to {after}")
+        echo(f"upgraded database from {before or 'empty'} to {after}")
 
 
 @db.command()
@@ -58,4 +59,4 @@ def current(as_json: bool) -> None:
         status = "up to date" if revision == head else f"this version needs {head}"
         if revision is not None and revision not in migrate.known_revisions():
             status = f"unknown to this version, which needs {head}: a newer version migrated it"
-        click.echo(f"{revision or 'empty'} ({status})")
+        echo(f"{revision or 'empty'} ({status})")

@@ -11,6 +11,7 @@ from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import load_settings
 from authserver.cli.context import state
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 
 _MARK = {"ok": "ok", "warning": "WARNING", "problem": "PROBLEM"}
@@ -45,7 +46,7 @@ def doctor(skip_issuer: bool, as_json: bool) -> None:
     else:
         width = max(len(f.check) for f in findings)
         for f in findings:
-            click.echo(f"{_MARK[f.status]:<8} {f.check.ljust(width)}  {f.detail}")
-        click.echo(f"\n{problems} problem(s) found." if problems else "\nNo problems found.")
+            echo(f"{_MARK[f.status]:<8} {f.check.ljust(width)}  {f.detail}")
+        echo(f"\n{problems} problem(s) found." if problems else "\nNo problems found.")
     if problems:
         sys.exit(1)

@@ -7,6 +7,7 @@ import click
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import table
 from authserver.keys.service import KeyView
@@ -55,11 +56,11 @@ def list_(as_json: bool) -> None:
         )
         return
     if not views:
-        click.echo("no signing keys yet (authserver serve creates the first)")
+        echo("no signing keys yet (authserver serve creates the first)")
     else:
         _table(views)
     for record in unreadable:
-        click.echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
+        echo(f"UNREADABLE (skipped) {record.name}: {record.reason}")
 
 
 @keys.command()
@@ -76,11 +77,9 @@ def rotate(as_json: bool) -> None:
     if as_json:
         emit_json(data)
     elif result.created:
-        click.echo(f"published key {data['kid']}; it signs from {data['signs_from']}")
+        echo(f"published key {data['kid']}; it signs from {data['signs_from']}")
     else:
-        click.echo(
-            f"a rotation is already scheduled: key {data['kid']} signs from {data['signs_from']}"
-        )
+        echo(f"a rotation is already scheduled: key {data['kid']} signs from {data['signs_from']}")
 
 
 # A kid is a base64url thumbprint and may start with "-": no short options here, and
@@ -94,7 +93,7 @@ def retire(kid: str, as_json: bool) -> None:
     """Emergency: remove KID from the JWKS at once; it never signs again."""
     if kid == "-h":
         ctx = click.get_current_context()
-        click.echo(ctx.get_help())
+        echo(ctx.get_help())
         ctx.exit(0)
     with services(as_json=as_json) as svc, svc.unit_of_work():
         svc.keys.retire(kid)
@@ -104,6 +103,6 @@ def retire(kid: str, as_json: bool) -> None:
     if as_json:
         emit_json({**key_json(retired), "current_kid": current.key.kid if current else None})
     else:
-        click.echo(f"retired key {kid}; it is no longer published and signs nothing")
+        echo(f"retired key {kid}; it is no longer published and signs nothing")
         if current:
-            click.echo(f"current signing key: {current.key.kid}")
+            echo(f"current signing key: {current.key.kid}")

@@ -6,6 +6,7 @@ import click
 
 from authserver.cli.context import handle_errors
 from authserver.cli.context import services
+from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.errors import InvalidInput
 
@@ -33,4 +34,4 @@ def revoke(sub: str, client_id: str | None, as_json: bool) -> None:
         emit_json({"sub": sub, "client_id": client_id, "revoked": revoked})
     else:
         scope = f" issued to {client_id}" if client_id else ""
-        click.echo(f"revoked {revoked} live token(s) of {sub}{scope}")
+        echo(f"revoked {revoked} live token(s) of {sub}{scope}")

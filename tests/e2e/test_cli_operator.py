@@ -286,6 +286,41 @@ def test_delete_asks_for_confirmation_unless_yes(tmp_path: Path) -> None:
     assert run_cli_here(env, "clients", "show", cid).returncode == 1
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_output_that_cannot_be_written_is_one_line_and_a_lost_secret_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    # Real processes: stdout is /dev/full, where every write fails with ENOSPC (a full
+    # disk under 'clients create --json > creds.json'). It was a traceback, after the
+    # commit: a rotated secret was lost while the old one had stopped working.
+    env = _env(tmp_path)
+    client = cli_json_here(env, "clients", "create", "--name", "backend")
+    cid = client["client_id"]
+    for args in (
+        ["clients", "create", "--name", "lost"],
+        ["clients", "rotate-secret", cid, "--json"],
+        ["clients", "list"],
+    ):
+        with open("/dev/full", "w") as full:
+            result = subprocess.run(
+                [AUTHSERVER, *args],
+                env={k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")} | env,
+                stdout=full,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.splitlines() == [
+            "authserver: error: cannot write the output: No space left on device"
+        ], args
+    listed = cli_json_here(env, "clients", "list")["clients"]
+    assert [c["name"] for c in listed] == ["backend"]
+    assert cli_json_here(env, "audit", "--action", "client.secret_rotated")["events"] == []
+    assert listed[0]["updated_at"] == client["updated_at"]
+
+
 def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env.pop("AUTHSERVER_ISSUER", None)
