@@ -195,6 +195,34 @@ def test_a_database_migrated_by_a_newer_version_is_named_as_such(tmp_path: Path)
     assert "db upgrade" not in doctor.stdout
 
 
+def test_a_keys_dir_that_is_not_a_directory_is_named_in_one_line(tmp_path: Path) -> None:
+    # It was a NotADirectoryError traceback from the commands that only read the keys,
+    # and "cannot create ...: File exists" from those that write.
+    env = _env(tmp_path)
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    keys = tmp_path / "keys"
+    keys.write_text("a file\n")
+    listed = run_cli_here(env, "keys", "list")
+    assert listed.returncode == 1
+    assert listed.stderr.splitlines() == [
+        f"authserver: error: AUTHSERVER_KEYS_DIR: cannot read {keys}: Not a directory"
+    ]
+    rotated = run_cli_here(env, "keys", "rotate")
+    assert rotated.returncode == 2
+    assert rotated.stderr.splitlines() == [
+        f"authserver: error: AUTHSERVER_KEYS_DIR: {keys} is not a directory"
+    ]
+    doctor = run_cli_here(env, "doctor", "--no-issuer-check", "--json")
+    assert doctor.returncode == 1
+    store = next(c for c in json.loads(doctor.stdout)["checks"] if c["check"] == "key store")
+    assert store == {
+        "check": "key store",
+        "status": "problem",
+        "detail": f"AUTHSERVER_KEYS_DIR: cannot read {keys}: Not a directory",
+    }
+    assert keys.read_text() == "a file\n"
+
+
 # -- doctor ----------------------------------------------------------------------------------
 
 

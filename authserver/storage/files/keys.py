@@ -45,6 +45,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from authserver.errors import ConfigError
+from authserver.errors import KeyStoreError
 from authserver.errors import NotFound
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
@@ -112,6 +113,8 @@ class FileKeyStore:
         self._lock_id = os.path.realpath(directory / ".lock")
         if not create:
             return
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not a directory")
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
@@ -288,7 +291,17 @@ class FileKeyStore:
         _write_atomic(self.directory / ".version", secrets.token_hex(8).encode(), 0o600)
 
     def version(self) -> str:
+        """The store's version; every read starts here.
+
+        :raises KeyStoreError: when the directory cannot be read (not a directory, or
+            another user's), named, instead of the OSError a command showed as a traceback.
+        """
         try:
             return (self.directory / ".version").read_text()
         except FileNotFoundError:
             return ""
+        except OSError as exc:
+            raise KeyStoreError(
+                f"AUTHSERVER_KEYS_DIR: cannot read {self.directory}: "
+                f"{exc.strerror or type(exc).__name__}"
+            ) from None
