@@ -223,6 +223,22 @@ def test_a_keys_dir_that_is_not_a_directory_is_named_in_one_line(tmp_path: Path)
     assert keys.read_text() == "a file\n"
 
 
+@pytest.mark.parametrize(
+    "url", ["postgresql://u:pw-5e1d77@db.example:notaport/x", "postgresql://u:pw-5e1d77@[::1/x"]
+)
+def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path, url: str) -> None:
+    # SQLAlchemy's make_url raises ValueError for a port that is not a number: it was a
+    # traceback from every command.
+    for args in (["clients", "list"], ["db", "upgrade"], ["doctor"]):
+        result = run_cli_here({**_env(tmp_path), "AUTHSERVER_DATABASE_URL": url}, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.splitlines()[-1] == (
+            "authserver: error: AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL "
+            "(its port must be a number)"
+        ), args
+        assert "pw-5e1d77" not in result.stdout + result.stderr
+
+
 # -- doctor ----------------------------------------------------------------------------------
 
 

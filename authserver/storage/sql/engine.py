@@ -66,6 +66,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError("AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL") from None
+    except ValueError:
+        # A port that is not a number (host:notaport, an unclosed [IPv6): SQLAlchemy's
+        # int() fails. Its text is not repeated: it may quote part of the URL.
+        raise ConfigError(
+            "AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL (its port must be a number)"
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": raw.BUSY_TIMEOUT_S}, **kwargs)
 
@@ -241,7 +247,7 @@ def maps_storage_errors(store: T) -> T:
 def _redact_password(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "AUTHSERVER_DATABASE_URL"
 
 
