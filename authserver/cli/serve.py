@@ -12,6 +12,7 @@ import gc
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from typing import Any
@@ -246,6 +247,32 @@ def _log_config(level: str, fmt: str) -> dict[str, Any]:
     }
 
 
+_SIGTERM = {signal.SIGTERM}
+
+
+def _hold_sigterm() -> None:
+    """Before a fork: SIGTERM waits (blocked) until the child has its handler."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _SIGTERM)
+
+
+def _release_sigterm() -> None:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _SIGTERM)
+
+
+def _stop_while_starting() -> None:
+    """In a worker just forked: until granian installs the worker's own handler, SIGTERM
+    takes the default action, ending the worker. Blocked across the fork, so a signal sent
+    meanwhile is delivered here, to this handler, not to the copy of the main process's
+    handler that the other at-fork hooks would run it in."""
+
+    def stop(signum: int, _frame: object) -> None:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    _release_sigterm()
+
+
 def run_server(settings: Settings, metrics_dir: str) -> None:
     """granian (a Rust HTTP server) running the WSGI app in ``workers`` processes with
     ``threads`` Python threads each; chosen by measurement over gunicorn (bench/RESULTS.md,
@@ -259,6 +286,13 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     from granian.server import Server
 
     workers = settings.workers or os.cpu_count() or 1
+    # A worker is forked with the main process's SIGTERM handler, which does nothing there,
+    # and granian gives it its own only once the application is built: a stop sent while a
+    # worker started was lost, and the main process waited GRACEFUL_TIMEOUT to kill it.
+    # Until then a worker has served nothing, so the default action ends it at once.
+    os.register_at_fork(
+        before=_hold_sigterm, after_in_parent=_release_sigterm, after_in_child=_stop_while_starting
+    )
     server = Server(
         f"{__name__}:worker_app",
         factory=True,

@@ -6,6 +6,9 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import signal
+import subprocess
+import time
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
@@ -15,8 +18,10 @@ import pytest
 import requests
 
 from tests.factories import issue_token
+from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
+from tests.helpers import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -240,3 +245,38 @@ def test_worker_drops_secret_settings_from_its_environment(
     for name, value in secrets_.items():
         assert name not in os.environ, name
         assert not [k for k, v in os.environ.items() if value in v], name
+
+
+def test_a_stop_while_workers_start_ends_them_at_once(env: dict[str, str]) -> None:
+    """SIGTERM to the main process (what ``docker stop`` and systemd send) while a worker is
+    still building its application: the worker ends at once, not after granian's kill
+    timeout (``GRACEFUL_TIMEOUT``, 10 s), and the server exits cleanly. Before, the worker
+    carried the main process's handler until it had started, which lost the signal."""
+    proc = subprocess.Popen(
+        [AUTHSERVER, "serve", "--host", "127.0.0.1", "--port", str(free_port()), "--workers", "2"],
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stderr is not None
+        log = []
+        for line in proc.stderr:  # ends when serve exits: it prints the spawns first
+            log.append(line)
+            if "Spawning worker-2" in line:
+                break
+        stopped = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # worker-2 is still importing and building
+        _, rest = proc.communicate(timeout=30)
+        took = time.monotonic() - stopped
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    log.append(rest)
+    assert "Spawning worker-2" in "".join(log), "".join(log)
+    assert "refused to gracefully stop" not in rest, rest
+    assert took < 5, f"stopped after {took:.1f} s:\n{rest}"
+    assert proc.returncode == 0, rest
