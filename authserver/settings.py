@@ -369,7 +369,9 @@ class Settings:
         default=0,
     )
     host: str = setting(_non_empty, "address serve listens on", default="127.0.0.1")
-    port: int = setting(_int_in(0, 65535), "port serve listens on", default=8000)
+    # Not 0: the system would pick a port that the issuer (following the port when unset),
+    # the metadata and the start-up line would all name as 0.
+    port: int = setting(_int_in(1, 65535), "port serve listens on", default=8000)
     workers: int = setting(
         _int_in(0, 256), "serve worker processes (0: one per CPU core)", default=0
     )

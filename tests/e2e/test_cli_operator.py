@@ -239,6 +239,15 @@ def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path, url: str) ->
         assert "pw-5e1d77" not in result.stdout + result.stderr
 
 
+def test_serve_refuses_port_0(tmp_path: Path) -> None:
+    # The system picked a free port, while the start-up line, the issuer that follows the
+    # port and so every token's iss and the metadata's URLs said http://localhost:0.
+    result = run_cli_here(_env(tmp_path), "serve", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr == "authserver: error: --port: must be between 1 and 65535\n"
+    assert _files(tmp_path) == []
+
+
 # -- doctor ----------------------------------------------------------------------------------
 
 
