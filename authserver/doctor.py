@@ -17,6 +17,7 @@ from typing import Literal
 from authserver import container
 from authserver.errors import AuthServerError
 from authserver.errors import StorageError
+from authserver.keys import crypto
 from authserver.keys.model import KeyState
 from authserver.settings import MIN_BEARER_TOKEN_LENGTH
 from authserver.settings import Settings
@@ -46,15 +47,16 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
     add = findings.append
     add(Finding("configuration", "ok", settings.describe()))
     svc = container.build(settings, readonly=True)
+    plaintext = 0
     try:
         schema_ok = _database(svc.db, add)
         if settings.key_store == "sql" and not schema_ok:
             add(Finding("key store", "problem", "the key store is in the database, see above"))
         else:
-            _keys(svc, settings, add)
+            plaintext = _keys(svc, settings, add)
     finally:
         svc.close()
-    _passphrase(settings, add)
+    _passphrase(settings, add, plaintext)
     _admin_token(settings, add)
     if check_issuer:
         _issuer(settings, add)
@@ -97,20 +99,21 @@ def _database(db: Database, add: _Add) -> bool:
     return False
 
 
-def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
+def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
+    """Check the key store; return how many stored private keys are not encrypted."""
     try:
         with svc.unit_of_work():
             views = svc.keys.views()
             svc.key_ring.check_readable()
     except StorageError as exc:
         add(Finding("key store", "problem", f"unreadable: {exc}"))
-        return
+        return 0
     except AuthServerError as exc:
         add(Finding("key store", "problem", str(exc)))
-        return
+        return 0
     except OSError as exc:
         add(Finding("key store", "problem", f"unreadable ({type(exc).__name__})"))
-        return
+        return 0
     where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"
     add(Finding("key store", "ok", f"readable ({len(views)} keys in {where})"))
     current = [v for v in views if v.state is KeyState.CURRENT]
@@ -125,10 +128,22 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> None:
                 "'authserver keys rotate' adds one",
             )
         )
+    pems = [v.key.private_pem for v in views if v.key.private_pem is not None]
+    return sum(not crypto.is_encrypted(pem) for pem in pems)
 
 
-def _passphrase(settings: Settings, add: _Add) -> None:
-    if settings.key_passphrase:
+def _passphrase(settings: Settings, add: _Add, plaintext: int) -> None:
+    if settings.key_passphrase and plaintext:
+        add(
+            Finding(
+                "passphrase",
+                "warning",
+                f"AUTHSERVER_KEY_PASSPHRASE is set, but {plaintext} stored private key(s) "
+                "are not encrypted yet (made before it was set): 'authserver serve' "
+                "encrypts them at start",
+            )
+        )
+    elif settings.key_passphrase:
         add(Finding("passphrase", "ok", "private keys are encrypted at rest"))
     else:
         add(

@@ -82,6 +82,15 @@ def prepare(settings: Settings) -> None:
         with svc.unit_of_work():
             svc.key_ring.check_readable()
         with svc.unit_of_work():
+            encrypted = svc.keys.encrypt_stored()
+        if encrypted:
+            log.info(
+                "encrypted %d signing key(s) stored unencrypted before "
+                "AUTHSERVER_KEY_PASSPHRASE was set: %s",
+                len(encrypted),
+                ", ".join(encrypted),
+            )
+        with svc.unit_of_work():
             # Logs the key it creates, if any (keys.service): one line, not two.
             svc.keys.ensure_current()
     finally:

@@ -149,6 +149,27 @@ class KeyService:
         log.info("scheduled signing key %s to start signing at %s", new.kid, _iso(new.activate_at))
         return RotationResult(new, created=True)
 
+    def encrypt_stored(self) -> list[Kid]:
+        """Encrypt with the passphrase every stored private key that is not encrypted yet
+        (made before ``AUTHSERVER_KEY_PASSPHRASE`` was set), so that setting it protects the
+        keys that sign now and those still published, not only the keys made after it.
+        ``serve`` runs it at start; other processes re-read the store as after any change.
+
+        :returns: the kids it encrypted (none without a passphrase).
+        """
+        passphrase = self._policy.passphrase
+        if passphrase is None or not _plaintext(self._list()):
+            return []
+        with self._store.lock():
+            plain = _plaintext(self._list())
+            for key in plain:
+                rsa = crypto.load_private(key.private_pem or b"", None, key.kid)
+                self._store.update(
+                    dataclasses.replace(key, private_pem=crypto.to_pem(rsa, passphrase))
+                )
+        self._ring.invalidate()
+        return [key.kid for key in plain]
+
     def retire(self, kid: str) -> SigningKey:
         """Emergency removal: the key leaves the JWKS at once and never signs again.
 
@@ -309,6 +330,11 @@ class KeyService:
             ):
                 self._store.update(updated)
         return created
+
+
+def _plaintext(keys: list[SigningKey]) -> list[SigningKey]:
+    """The keys whose private half is stored unencrypted."""
+    return [k for k in keys if k.private_pem is not None and not crypto.is_encrypted(k.private_pem)]
 
 
 def _iso(ts: float) -> str:

@@ -422,6 +422,50 @@ def test_keys_rotate_with_wrong_or_missing_passphrase_creates_no_key(
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("key_store", ["file", "sql"])
+def test_serve_encrypts_keys_stored_before_the_passphrase_was_set(
+    db_url: str, env_for: EnvFor, tmp_path: Path, key_store: str
+) -> None:
+    """AUTHSERVER_KEY_PASSPHRASE "when set, private keys are encrypted at rest": also the
+    keys made before it was set, which kept signing and staying published unencrypted
+    (up to a rotation interval plus the retention) while doctor said all were encrypted."""
+    plain = env_for(db_url, AUTHSERVER_KEY_STORE=key_store)
+    env = {**plain, "AUTHSERVER_KEY_PASSPHRASE": "p1"}
+
+    def pems() -> list[bytes]:
+        if key_store == "file":
+            return [p.read_bytes() for p in Path(env["AUTHSERVER_KEYS_DIR"]).glob("*.pem")]
+        return [bytes(r["private_pem"]) for t, r in _dump_database(db_url) if t == "signing_keys"]
+
+    kids = {cli_json_here(plain, "keys", "rotate")["kid"]}
+    kids |= {k["kid"] for k in cli_json_here(plain, "keys", "list")["keys"]}
+    assert len(kids) == len(pems()) == 2
+    assert all(pem.startswith(b"-----BEGIN PRIVATE KEY-----") for pem in pems())
+    before = run_cli_here(env, "doctor", "--no-issuer-check", "--json")
+    passphrase = next(c for c in json.loads(before.stdout)["checks"] if c["check"] == "passphrase")
+    assert passphrase["status"] == "warning"
+    assert "2 stored private key(s) are not encrypted yet" in passphrase["detail"]
+
+    with ServerProcess(env, log_path=tmp_path / "server.log") as server:
+        jwks = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
+    assert {k["kid"] for k in jwks["keys"]} == kids
+    assert len(pems()) == 2
+    assert all(pem.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----") for pem in pems())
+    after = run_cli_here(env, "doctor", "--no-issuer-check", "--json")
+    passphrase = next(c for c in json.loads(after.stdout)["checks"] if c["check"] == "passphrase")
+    assert passphrase == {
+        "check": "passphrase",
+        "status": "ok",
+        "detail": "private keys are encrypted at rest",
+    }
+    assert cli_json_here(env, "keys", "list")["unreadable"] == []
+    unset = run_cli_here(plain, "doctor", "--no-issuer-check")  # now they need it
+    assert unset.returncode == 1
+    assert "is encrypted and no passphrase is set" in unset.stdout
+
+
+@pytest.mark.slow
 def test_wrong_passphrase_stops_serve_with_sql_key_store(
     db_url: str, env_for: EnvFor, tmp_path: Path
 ) -> None:
