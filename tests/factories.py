@@ -21,6 +21,11 @@ from tests.conftest import KEY_POOL
 
 #: Seconds a real-HTTP token request may take on a loaded test machine.
 TIMEOUT = 10
+#: A well-formed PEM public key of a type no library knows: a SubjectPublicKeyInfo whose
+#: algorithm is the OID 1.2.3.4 (cryptography raises UnsupportedAlgorithm, no ValueError).
+UNKNOWN_KEY_TYPE_PEM = (
+    "-----BEGIN PUBLIC KEY-----\nMAswBQYDKgMEAwIAAQ==\n-----END PUBLIC KEY-----\n"
+)
 
 
 def _base_url(target: Any) -> str | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 from typing import ClassVar
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from authserver.clients.model import Client
@@ -89,5 +90,7 @@ def _check_public_key(value: Any) -> None:
         raise ProfileError("public_key must be a PEM-encoded public key")
     try:
         load_pem_public_key(value.encode("ascii"))
-    except (ValueError, TypeError, UnicodeEncodeError):
+    except (ValueError, TypeError, UnicodeEncodeError, UnsupportedAlgorithm):
+        # UnsupportedAlgorithm: a well-formed PEM of a key type cryptography does not know
+        # (an unknown algorithm OID); it is no ValueError, and was a 500.
         raise ProfileError("public_key must be a PEM-encoded public key") from None

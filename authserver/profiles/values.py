@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import re
-from datetime import UTC
 from datetime import datetime
 from typing import Any
 
@@ -95,7 +94,10 @@ def until(value: Any, field: str, now: float) -> int:
         raise ProfileError(f"{field} must be an ISO 8601 date-time with a UTC offset") from None
     if moment.tzinfo is None:
         raise ProfileError(f"{field} must carry a UTC offset (for example Z or +00:00)")
-    remaining = math.ceil(moment.astimezone(UTC).timestamp() - now)
+    # An aware datetime's timestamp() is its difference from the epoch, worked out without
+    # converting it: astimezone(UTC) of a moment near year 1 or 9999 leaves the datetime
+    # range (an OverflowError, which was a 500 at the token endpoint).
+    remaining = math.ceil(moment.timestamp() - now)
     if remaining <= 0:
         raise ProfileError(f"{field} is in the past")
     if remaining > MAX_SECONDS:

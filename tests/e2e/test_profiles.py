@@ -16,6 +16,8 @@ from typing import Any
 import jwt
 import pytest
 
+from tests.factories import UNKNOWN_KEY_TYPE_PEM
+
 pytestmark = pytest.mark.e2e
 
 AUD = "https://sync.example"
@@ -243,6 +245,25 @@ def test_dialect_refusals_are_rfc6749_errors(http: Any, register: Callable[..., 
         assert response.status_code == 400, (bad, response.status_code)
         assert response.get_json()["error"] == "invalid_request"
         assert "expires_in" in response.get_json()["error_description"]
+
+
+def test_dialect_values_outside_the_libraries_ranges_are_400(
+    http: Any, register: Callable[..., Any]
+) -> None:
+    """Values that made a library raise something other than ValueError were 500s: a PEM
+    public key of a type cryptography does not know (UnsupportedAlgorithm), and a stream
+    ``expire`` whose conversion to UTC leaves datetime's range (OverflowError)."""
+    cid, secret = register(audiences=[AUD], profile="dexie")
+    body = {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret}
+    response = post_json(http, {**body, "claims": {"sub": "u"}, "public_key": UNKNOWN_KEY_TYPE_PEM})
+    assert response.status_code == 400, response.get_json()
+    assert "public_key" in response.get_json()["error_description"]
+    _, secret = register(audiences=[AUD], profile="stream")
+    for expire in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        response = post_json(http, {"expire": expire}, auth=f"Bearer {secret}", path=STREAM_PATH)
+        assert response.status_code == 400, (expire, response.get_json())
+        assert response.get_json()["error"] == "invalid_request"
+        assert "expire" in response.get_json()["error_description"]
 
 
 def test_require_sub_holds_under_a_profile(http: Any, register: Callable[..., Any]) -> None:

@@ -26,6 +26,7 @@ from authserver.profiles.stream import StreamProfile
 from authserver.profiles.twilio import TwilioProfile
 from authserver.profiles.verdant import VerdantProfile
 from authserver.tokens.model import IssuedToken
+from tests.factories import UNKNOWN_KEY_TYPE_PEM
 
 NOW = 1_800_000_000.0
 #: RFC 6749 §5.2: error_description is %x20-21 / %x23-5B / %x5D-7E (Authlib raises on
@@ -195,6 +196,9 @@ def test_dexie_request_as_the_documented_backend_sends_it() -> None:
     [
         ({"not_before": "1m"}, "not_before"),
         ({"public_key": "not a key"}, "public_key"),
+        # Well-formed PEM of a key type cryptography does not know: UnsupportedAlgorithm,
+        # no ValueError (a 500 at /token).
+        ({"public_key": UNKNOWN_KEY_TYPE_PEM}, "public_key"),
         ({"expires_in": "600"}, "expires_in"),  # unitless: milliseconds in jsonwebtoken
         ({"scopes": "ACCESS_DB"}, "scopes"),
         ({"claims": ["sub"]}, "claims"),
@@ -355,6 +359,9 @@ def test_stream_expire_is_an_absolute_time() -> None:
         ({"ttl": 60, "expire": "2027-01-15T08:10:00Z"}, "ttl or expire"),
         ({"expire": "2027-01-15T08:10:00"}, "expire"),  # no offset
         ({"expire": "2020-01-01T00:00:00Z"}, "expire"),  # past
+        # Converted to UTC these leave datetime's range (an OverflowError, a 500 at /token).
+        ({"expire": "0001-01-01T00:00:00+14:00"}, "expire"),
+        ({"expire": "9999-12-31T23:59:59-14:00"}, "expire"),
         ({"ttl": 0}, "ttl"),
         ({"ttl": 1.5}, "ttl"),
         ({"data": "x"}, "data"),
