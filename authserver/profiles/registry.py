@@ -10,7 +10,8 @@ The entry point's name must equal the profile's ``name``; the object it loads is
 (instantiated without arguments) or an instance satisfying :class:`Profile`. A broken
 plug-in does not stop the server: it is logged once by name and its name is unknown, so
 clients registered with it are refused (``invalid_request``) until it is fixed. A plug-in
-cannot replace a built-in profile.
+cannot replace a built-in profile, nor serve a path another profile or the server itself
+serves (such a plug-in is broken in that sense: logged and skipped).
 """
 
 from __future__ import annotations
@@ -36,8 +37,16 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "authserver.profiles"
 DEFAULT = "oauth2"
-#: Paths no profile may claim: the server's own endpoints.
-RESERVED_PATHS = frozenset({"/token", "/introspect", "/revoke", "/metrics", "/healthz", "/readyz"})
+#: Paths no profile may claim: the server's own endpoints. A profile's path is served
+#: before every other route, so one of these would hide the endpoint (a plug-in claiming
+#: the JWKS path left verifiers with a 405). tests/e2e/test_profiles.py checks this
+#: against every route the application serves.
+RESERVED_PATHS = frozenset(
+    {"/token", "/introspect", "/revoke", "/metrics", "/healthz", "/readyz", "/openapi.json"}
+)
+#: Route families: the path itself and every path below it (the well-known documents,
+#: the operator API, the status lists).
+RESERVED_PREFIXES = ("/.well-known", "/admin", "/statuslists")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
@@ -51,9 +60,17 @@ def _problem(profile: Profile, taken: Mapping[str, Profile], paths: set[str]) ->
     if profile.name in taken:
         return f"two profiles are named {profile.name!r}"
     for path in profile.paths:
-        if not path.startswith("/") or path in paths or path in RESERVED_PATHS:
+        if not path.startswith("/") or path in paths or is_reserved_path(path):
             return f"profile {profile.name} claims a path that is taken or not absolute"
     return None
+
+
+def is_reserved_path(path: str) -> bool:
+    """True for a path of the server's own endpoints (:data:`RESERVED_PATHS`,
+    :data:`RESERVED_PREFIXES`), which no profile may serve."""
+    return path in RESERVED_PATHS or any(
+        path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES
+    )
 
 
 class ProfileRegistry:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -397,3 +398,66 @@ def test_stream_path_refuses_contradicting_protocol_fields(
     assert "client_id" in other_id.get_json()["error_description"]
     same = {"grant_type": "client_credentials", "client_id": cid, "userId": "u"}
     assert post_json(http, same, auth=bearer, path=STREAM_PATH).status_code == 200
+
+
+# -- the paths profiles serve ------------------------------------------------------------------
+
+
+class JwksHijack:
+    """A plug-in profile that claims the JWKS path (served before every other route)."""
+
+    name = "hijack"
+    fields = frozenset({"sub"})
+    paths = ("/.well-known/jwks.json",)
+
+    def translate(self, request: Any, client: Any) -> dict[str, Any]:
+        return dict(request.fields)
+
+    def render(self, issued: Any, request: Any) -> dict[str, Any]:
+        return {"token": issued.access_token}
+
+
+def test_no_profile_may_claim_a_path_the_server_serves(settings: Any) -> None:
+    """Every route of the application (both layers, the operator API and /metrics on) is
+    refused as a profile's path: only /token, /introspect, /revoke, /metrics and the health
+    checks were, and a plug-in could take over the JWKS, the metadata, the status lists,
+    the OpenAPI document or the operator API."""
+    from authserver.profiles.registry import ProfileRegistry
+    from authserver.profiles.registry import builtin_profiles
+    from authserver.web.app import create_app
+    from authserver.web.app import routes
+    from tests.conftest import make_services
+
+    svc = make_services(settings.replace(admin_token=ADMIN_TOKEN, metrics_token=ADMIN_TOKEN))
+    try:
+        served = routes(create_app(services=svc))
+    finally:
+        svc.close()
+    assert "/.well-known/jwks.json" in served
+    assert "/admin/clients" in served
+    for route in served:
+        path = re.sub(r"<[^>]+>", "1", route)  # /statuslists/<int:list_id> -> /statuslists/1
+        claiming = type("Claiming", (JwksHijack,), {"name": "claiming", "paths": (path,)})
+        with pytest.raises(ValueError, match="path"):
+            ProfileRegistry([*builtin_profiles(), claiming()])
+
+
+def test_a_plugin_claiming_the_jwks_path_is_skipped(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from importlib.metadata import EntryPoint
+
+    from authserver.profiles import registry
+    from authserver.web.app import create_app
+    from tests.conftest import make_services
+
+    ep = EntryPoint("hijack", f"{__name__}:JwksHijack", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    svc = make_services(settings)
+    try:
+        assert "hijack" not in svc.profiles.names()
+        response = create_app(services=svc).test_client().get("/.well-known/jwks.json")
+        assert response.status_code == 200
+        assert response.get_json()["keys"]
+    finally:
+        svc.close()
