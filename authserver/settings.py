@@ -511,7 +511,7 @@ class Settings:
             if token is not None and len(token) < MIN_BEARER_TOKEN_LENGTH:
                 raise ConfigError(
                     f"{env}: must be at least {MIN_BEARER_TOKEN_LENGTH} characters (e.g. the "
-                    "output of: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                    "output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
                 )
         # RFC 8414 §2 and RFC 9700 §2.6: the issuer is an https URL. Production mode makes
         # that a rule, with an explicit, named way out.

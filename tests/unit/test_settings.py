@@ -301,6 +301,18 @@ def test_durations_through_the_environment(raw: str, seconds: int) -> None:
 # -- rules that tie several variables together -------------------------------------------------
 
 
+@pytest.mark.parametrize("env", ["AUTHSERVER_ADMIN_TOKEN", "AUTHSERVER_METRICS_TOKEN"])
+def test_a_short_bearer_token_is_refused_with_a_command_that_runs(env: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({env: "x" * 31})
+    # The suggested command is whole: its closing parenthesis was missing.
+    assert str(exc.value) == (
+        f"{env}: must be at least 32 characters (e.g. the output of: "
+        "python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+    assert "x" * 31 not in str(exc.value)
+
+
 def test_jwks_max_age_above_publish_ahead_is_refused() -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"AUTHSERVER_JWKS_MAX_AGE": "2h", "AUTHSERVER_KEY_PUBLISH_AHEAD": "1h"})
