@@ -9,6 +9,8 @@ from flask import Response
 from flask import jsonify
 
 from authserver.errors import StorageError
+from authserver.errors import StorageUnavailable
+from authserver.records import UnreadableRecord
 from authserver.web.context import services
 
 log = logging.getLogger(__name__)
@@ -22,11 +24,14 @@ def healthz() -> Response:
 
 @bp.get("/readyz")
 def readyz() -> Response:
+    """Ready when the database answers and a key signs now. A database failure in any
+    check (it can go away between two of them) fails the database check: the request's
+    transaction may then be unusable, and only a not-ready answer, which is rolled back,
+    never committed, says so truthfully."""
     svc = services()
-    checks: dict[str, str] = {}
+    checks: dict[str, str] = {"database": "ok"}
     try:
         svc.db.ping()
-        checks["database"] = "ok"
     except StorageError as exc:
         # Its message is written to be shown: the database (password masked) and the cause.
         log.warning("readiness: database check failed: %s", exc)
@@ -40,15 +45,20 @@ def readyz() -> Response:
     except Exception as exc:
         log.warning("readiness: signing key check failed: %s", type(exc).__name__)
         checks["signing_key"] = "unavailable"
-    ready = all(v == "ok" for v in checks.values())
-    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "checks": checks}
+        if isinstance(exc, StorageUnavailable):
+            checks["database"] = "unavailable"
+    unreadable: list[UnreadableRecord] = []
     try:
         # Reported, not failed on: an unreadable record that is not needed leaves the
         # instance able to serve (a missing current key fails signing_key above).
         unreadable = svc.key_ring.unreadable()
+    except StorageUnavailable as exc:
+        log.warning("readiness: listing key records failed: %s", type(exc).__name__)
+        checks["database"] = "unavailable"
     except Exception as exc:
         log.warning("readiness: listing key records failed: %s", type(exc).__name__)
-        unreadable = []
+    ready = all(v == "ok" for v in checks.values())
+    body: dict[str, object] = {"status": "ready" if ready else "unavailable", "checks": checks}
     if unreadable:
         body["unreadable_records"] = [f"{r.name}: {r.reason}" for r in unreadable]
     response = jsonify(body)

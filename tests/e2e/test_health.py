@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from authserver.container import Services
+from authserver.settings import Settings
+from tests.conftest import PG_URL
 from tests.conftest import db_independent
+from tests.conftest import make_services
 
 pytestmark = pytest.mark.e2e
 
@@ -87,3 +91,51 @@ def test_wrong_method_on_token_is_405_json(http: Any, method: str) -> None:
     response = getattr(http, method)("/token")
     assert_json_error(response, 405)
     assert "POST" in response.headers.get("Allow", "")
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
+    db_url: str, tmp_path: Path
+) -> None:
+    """The database answers the ping, then drops the connection while the key records
+    are listed (a PostgreSQL stop between the two checks): not ready, 503 with the
+    database check failing. Before, the listing's failure was only reported, the answer
+    was 200, and committing the request's transaction, left unusable by the dropped
+    connection, turned it into a 500 (seen in the outage test under load).
+
+    The drop is PostgreSQL's own: reading ``signing_keys`` terminates the backend that
+    reads it (the table replaced by a view whose filter calls ``pg_terminate_backend``)."""
+    import psycopg
+
+    from authserver.web.app import create_app
+
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": db_url,
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    services = make_services(settings)
+    try:
+        http = create_app(services=services).test_client()
+        assert http.get("/readyz").status_code == 200  # the current key is cached now
+        schema = db_url.rsplit("search_path%3D", 1)[1].split("&")[0]
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.execute(
+                "CREATE FUNCTION drop_reader() RETURNS boolean LANGUAGE plpgsql AS "
+                "$$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN true; END $$"
+            )
+            conn.execute("ALTER TABLE signing_keys RENAME TO signing_keys_kept")
+            conn.execute(
+                "CREATE VIEW signing_keys AS SELECT * FROM signing_keys_kept WHERE drop_reader()"
+            )
+        response = http.get("/readyz")
+        assert response.status_code == 503, response.get_data(as_text=True)
+        body = response.get_json()
+        assert body["status"] == "unavailable"
+        assert body["checks"]["database"] == "unavailable", body
+    finally:
+        services.close()
