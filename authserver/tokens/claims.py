@@ -20,6 +20,7 @@ from authserver.vocabulary import RESERVED_CLAIMS
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import check_identity
+from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import reserved_claims_text
 
 
@@ -114,7 +115,12 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
                 "sub, email and name are request parameters)"
             )
         if name not in allowed:
-            raise TokenRequestError("claims names a claim this client is not allowed to set")
+            # Named (a valid name has only safe characters): a profile adds claims of its
+            # own (verdant's type, twilio's grants), which the backend never sent.
+            named = f" ({name})" if is_valid_claim_name(name) else ""
+            raise TokenRequestError(
+                f"claims names a claim{named} this client is not allowed to set"
+            )
     try:
         check_claim_values(claims)
     except InvalidValue as exc:
