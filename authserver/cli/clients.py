@@ -155,7 +155,7 @@ def create(
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
     fixed = _fixed_claims(fixed_claims)
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services(creates=True, as_json=as_json) as svc, svc.unit_of_work():
         client, secret = svc.clients.create(
             name=name,
             audiences=audiences,
@@ -178,7 +178,7 @@ def create(
 @handle_errors
 def list_(as_json: bool) -> None:
     """List every client, and every client record that cannot be read (skipped)."""
-    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         items = [client_json(c) for c in svc.clients.list()]
         unreadable = svc.clients.unreadable()
     if as_json:
@@ -210,7 +210,7 @@ def list_(as_json: bool) -> None:
 @handle_errors
 def show(client_id: str, as_json: bool) -> None:
     """Show one client."""
-    with services(readonly=True, as_json=as_json) as svc, svc.unit_of_work():
+    with services(as_json=as_json) as svc, svc.unit_of_work():
         client = svc.clients.get(client_id)
     _show(client_json(client), as_json)
 

@@ -93,21 +93,24 @@ def handle_errors(func: F) -> F:
 
 
 @contextmanager
-def services(*, readonly: bool = False, as_json: bool = False) -> Iterator[Services]:
+def services(*, creates: bool = False, as_json: bool = False) -> Iterator[Services]:
     """Services for one command.
 
-    A command that only reads (*readonly*) creates nothing: no database file, no schema,
-    no key directory. A command that writes creates the schema on an empty database (and
-    says so); only ``serve`` and ``db upgrade`` upgrade an existing one.
+    Only a command that may begin an installation (*creates*: ``clients create``, ``keys
+    rotate``) creates the schema on an empty database (and says so) and the key directory;
+    only ``serve`` and ``db upgrade`` upgrade an existing schema. Every other command
+    creates nothing: those that read, and those that change what must already exist (a
+    client, a key, a user's tokens), which in a new, empty database would only report
+    "not found" or "revoked 0" from the wrong directory.
     """
     logging.getLogger("authserver").setLevel(logging.ERROR)
     settings = load_settings()
     st = state()
     st.used = settings
     st.human = not as_json
-    svc = container.build(settings, readonly=readonly)
+    svc = container.build(settings, readonly=not creates)
     try:
-        st.created = ensure_schema(svc.db, create=not readonly, upgrade=False) == "created"
+        st.created = ensure_schema(svc.db, create=creates, upgrade=False) == "created"
         with acting_as("cli"):
             yield svc
     finally:

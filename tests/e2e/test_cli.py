@@ -223,6 +223,8 @@ def test_cli_errors_are_one_line_without_traceback(
     env = env_for(db_url)
     jwks = _jwks_file(tmp_path, rsa_private_key)
     args = [a.format(missing=tmp_path / "missing.json", jwks=jwks) for a in args]
+    if args[:2] == ["keys", "retire"]:
+        cli_json_here(env, "keys", "rotate")  # a key store to look the kid up in
     result = run_cli_here(env, *args)
     line = _one_line_error(result)
     assert result.stdout == ""

@@ -79,6 +79,36 @@ def test_read_only_commands_create_nothing_in_an_empty_directory(tmp_path: Path)
     assert "PROBLEM" in _in(tmp_path, "doctor", "--no-issuer-check").stdout
 
 
+def test_commands_that_change_existing_records_create_nothing(tmp_path: Path) -> None:
+    # From the wrong directory they made a new, empty database (and a key directory) and
+    # answered "no client" or, for an incident's 'tokens revoke', "revoked 0" with status 0.
+    env = _env(tmp_path)
+    for args in (
+        ["tokens", "revoke", "--sub", "user-42"],
+        ["clients", "disable", "as_client_x"],
+        ["clients", "enable", "as_client_x"],
+        ["clients", "update", "as_client_x", "--name", "y"],
+        ["clients", "rotate-secret", "as_client_x"],
+        ["clients", "delete", "as_client_x", "--yes"],
+        ["keys", "retire", "kid"],
+    ):
+        result = run_cli_here(env, *args)
+        assert result.returncode == 2, (args, result.stderr)
+        assert result.stderr.startswith("authserver: error: AUTHSERVER_DATABASE_URL: no database")
+        assert _files(tmp_path) == [], (args, _files(tmp_path))
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    retired = run_cli_here(env, "keys", "retire", "kid")
+    assert retired.returncode == 1
+    assert retired.stderr.splitlines() == [
+        f"authserver: error: AUTHSERVER_KEYS_DIR: {tmp_path / 'keys'} does not exist (no "
+        "signing keys yet: 'authserver serve' or 'authserver keys rotate' creates it)"
+    ]
+    assert cli_json_here(env, "tokens", "revoke", "--sub", "user-42")["revoked"] == 0
+    assert _files(tmp_path) == ["a.db"]
+    # Beginning an installation still works from an empty directory.
+    assert cli_json_here(_env(tmp_path / "new"), "clients", "create", "--name", "b")["client_id"]
+
+
 def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: Path) -> None:
     db = tmp_path / "elsewhere.db"
     keys = tmp_path / "k"

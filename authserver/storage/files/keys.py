@@ -127,7 +127,15 @@ class FileKeyStore:
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except FileNotFoundError:
+            # A store that may not create its directory (a command that needs existing
+            # keys, such as 'keys retire') and finds none.
+            raise KeyStoreError(
+                f"AUTHSERVER_KEYS_DIR: {self.directory} does not exist (no signing keys yet: "
+                "'authserver serve' or 'authserver keys rotate' creates it)"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             _holds.marked[self._lock_id] = False
