@@ -236,6 +236,10 @@ def show(client_id: str, as_json: bool) -> None:
 @profile_option
 @fixed_claim_option
 @click.option("--clear-fixed-claims", is_flag=True, help="remove every fixed claim")
+@click.option(
+    "--jwks-file", type=str, help="replace a private_key_jwt client's keys by this public JWK set"
+)
+@click.option("--jwks-uri", type=str, help="replace a private_key_jwt client's keys by this URL")
 @json_option
 @handle_errors
 def update(
@@ -253,9 +257,12 @@ def update(
     profile: str | None,
     fixed_claims: tuple[str, ...],
     clear_fixed_claims: bool,
+    jwks_file: str | None,
+    jwks_uri: str | None,
     as_json: bool,
 ) -> None:
-    """Change a client's name or policy; options left out stay as they are."""
+    """Change a client's name or policy, or a private_key_jwt client's public keys (it
+    keeps its client id); options left out stay as they are."""
     for values, clear, option in (
         (audiences, clear_audiences, "audience"),
         (scopes, clear_scopes, "scope"),
@@ -266,7 +273,13 @@ def update(
             fail(f"--{option} and --clear-{option}s are mutually exclusive")
     if token_ttl is not None and default_token_ttl:
         fail("--token-ttl and --default-token-ttl are mutually exclusive")
+    if jwks_file and jwks_uri:
+        fail("--jwks-file and --jwks-uri are mutually exclusive")
     changes: dict[str, Any] = {}
+    if jwks_file:
+        changes["jwks"] = _read_jwks(jwks_file)
+    if jwks_uri:
+        changes["jwks_uri"] = jwks_uri
     if name is not None:
         changes["name"] = name
     if audiences or clear_audiences:

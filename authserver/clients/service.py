@@ -250,9 +250,14 @@ class ClientService:
         require_sub: bool | None = None,
         profile: str | None = None,
         fixed_claims: Mapping[str, Any] | None = None,
+        jwks: dict[str, Any] | None = None,
+        jwks_uri: str | None = None,
     ) -> Client:
-        """Change a client's name or policy; arguments left out stay as they are."""
+        """Change a client's name, policy or, for a ``private_key_jwt`` client, its public
+        keys (*jwks* or *jwks_uri*, replacing whichever it had: the client rotates its own
+        keys without a new client id); arguments left out stay as they are."""
         client = self.get(client_id)
+        keys = self._new_keys(client, jwks, jwks_uri)
         policy = client.policy
         if audiences is not None:
             policy = dataclasses.replace(policy, audiences=_audiences(audiences))
@@ -273,11 +278,36 @@ class ClientService:
             name=_name(name) if name is not None else client.name,
             policy=policy,
             updated_at=self._clock.now(),
+            **keys,
         )
         self._store.update(updated)
         self._changed()
-        self._record("client.updated", updated)
+        if keys:
+            self._record("client.updated", updated, keys_replaced=True)
+        else:
+            self._record("client.updated", updated)
         return updated
+
+    def _new_keys(
+        self, client: Client, jwks: dict[str, Any] | None, jwks_uri: str | None
+    ) -> dict[str, Any]:
+        """The ``jwks``/``jwks_uri`` fields replacing *client*'s keys, checked as at
+        registration; empty when neither is given."""
+        if jwks is None and jwks_uri is None:
+            return {}
+        if jwks is not None and jwks_uri is not None:
+            raise InvalidInput("give either a JWK set or a jwks_uri, not both")
+        if client.secret_hash is not None:
+            raise InvalidInput(
+                "this client authenticates with a secret; only a client registered with "
+                "keys (private_key_jwt) can have them replaced"
+            )
+        if jwks is not None:
+            return {"jwks": validate_public_jwks(jwks), "jwks_uri": None}
+        return {
+            "jwks": None,
+            "jwks_uri": check_jwks_uri(jwks_uri, allow_http_loopback=self._allow_http_jwks_uri),
+        }
 
     def rotate_secret(self, client_id: str, grace: int = 0) -> tuple[Client, str]:
         """Replace the secret. Without *grace* the old one stops working when the unit of

@@ -55,7 +55,7 @@ CREATE_FIELDS = {
     "profile",
     "fixed_claims",
 }
-UPDATE_FIELDS = CREATE_FIELDS - {"jwks", "jwks_uri"}
+UPDATE_FIELDS = CREATE_FIELDS
 #: The deepest admin body: ``{"fixed_claims": {"name": <claim value>}}`` with a claim
 #: value as deep as a claim may be (deeper than ``{"jwks": {"keys": [{"x5c": ["…"]}]}}``).
 MAX_BODY_DEPTH = 2 + MAX_CLAIM_DEPTH
@@ -236,6 +236,14 @@ def update_client(client_id: str) -> Response:
         changes["profile"] = _profile(data)
     if "fixed_claims" in data:
         changes["fixed_claims"] = _fixed_claims(data)
+    if "jwks" in data:
+        if not isinstance(data["jwks"], dict):
+            raise InvalidInput("jwks must be a JSON Web Key Set object")
+        changes["jwks"] = data["jwks"]
+    if "jwks_uri" in data:
+        if not isinstance(data["jwks_uri"], str):
+            raise InvalidInput("jwks_uri must be a string")
+        changes["jwks_uri"] = data["jwks_uri"]
     if not changes:
         raise InvalidInput("nothing to change")
     return _json(client_json(services().clients.update(client_id, **changes)))

@@ -270,6 +270,49 @@ def test_private_key_jwt_client_has_no_secret(admin: Any, rsa_private_key: Any) 
     assert_error(rotated, 400, "invalid_request")
 
 
+def test_a_private_key_jwt_clients_keys_are_replaced_in_place(
+    admin: Any, rsa_private_key: Any
+) -> None:
+    """PATCH ``jwks`` or ``jwks_uri`` replaces the keys of a client registered with keys
+    (it keeps its id; the other source is cleared); a secret client, a set that is not an
+    object and a private set are refused, and change nothing."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from joserfc.jwk import RSAKey
+
+    first = RSAKey.import_key(rsa_private_key).as_dict(private=False)
+    second = RSAKey.import_key(
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ).as_dict(private=False)
+    client = create(admin, name="jwt", jwks={"keys": [first]})
+    path = f"/admin/clients/{client['client_id']}"
+    replaced = admin.patch(path, json={"jwks": {"keys": [first, second]}}, headers=AUTH)
+    assert replaced.status_code == 200, replaced.get_data(as_text=True)
+    body = replaced.get_json()
+    assert body["client_id"] == client["client_id"]
+    assert [k["n"] for k in body["jwks"]["keys"]] == [first["n"], second["n"]]
+    uri = admin.patch(path, json={"jwks_uri": "https://keys.example/jwks.json"}, headers=AUTH)
+    assert uri.status_code == 200, uri.get_data(as_text=True)
+    assert uri.get_json()["jwks_uri"] == "https://keys.example/jwks.json"
+    assert uri.get_json().get("jwks") is None
+    shown = admin.get(path, headers=AUTH).get_json()
+    private = RSAKey.import_key(rsa_private_key).as_dict(private=True)
+    secret_client = create(admin, name="secret")
+    for target, body_ in (
+        (path, {"jwks": None}),
+        (path, {"jwks": [first]}),
+        (path, {"jwks_uri": None}),
+        (path, {"jwks": {"keys": [private]}}),
+        (path, {"jwks": {"keys": [first]}, "jwks_uri": "https://keys.example/j"}),
+        (f"/admin/clients/{secret_client['client_id']}", {"jwks": {"keys": [first]}}),
+    ):
+        refused = admin.patch(target, json=body_, headers=AUTH)
+        assert_error(refused, 400, "invalid_request")
+        assert private["d"] not in refused.get_data(as_text=True)
+    assert admin.get(path, headers=AUTH).get_json() == shown
+    unchanged = admin.get(f"/admin/clients/{secret_client['client_id']}", headers=AUTH).get_json()
+    assert unchanged["token_endpoint_auth_methods"] != ["private_key_jwt"]
+
+
 @db_independent
 def test_private_keys_are_refused_in_a_jwk_set(admin: Any, rsa_private_key: Any) -> None:
     from joserfc.jwk import RSAKey

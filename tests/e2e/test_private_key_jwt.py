@@ -547,3 +547,85 @@ def test_cli_refuses_a_private_jwk_set(
     )
     assert result.returncode != 0
     assert private["d"] not in result.stdout + result.stderr
+
+
+def test_a_client_rotates_its_keys_and_keeps_its_id(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    http: Any,
+    tmp_path: Path,
+    token_url: str,
+    jwt_client: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    other_key: rsa.RSAPrivateKey,
+) -> None:
+    """A private_key_jwt client's keys are replaced in place (``clients update
+    --jwks-file``): the new key is added beside the old one, then the old one dropped. The
+    same request works throughout the overlap; the dropped key is refused at once (the
+    change reaches the client cache of the serving app), and the client id stays."""
+    env = env_for(db_url)
+
+    def replace_keys(*keys: dict[str, Any]) -> dict[str, Any]:
+        path = tmp_path / "client-jwks.json"
+        path.write_text(json.dumps({"keys": list(keys)}))
+        return cli_json_here(env, "clients", "update", jwt_client, "--jwks-file", str(path))  # type: ignore[no-any-return]
+
+    def status(key: rsa.RSAPrivateKey, kid: str) -> int:
+        signed = assertion(jwt_client, key, aud=token_url, kid=kid)
+        return int(token_request(http, signed).status_code)
+
+    assert status(rsa_private_key, KID) == 200
+    assert status(other_key, "client-key-2") == 401
+    both = replace_keys(public_jwk(rsa_private_key), public_jwk(other_key, "client-key-2"))
+    assert both["client_id"] == jwt_client
+    assert status(rsa_private_key, KID) == 200
+    assert status(other_key, "client-key-2") == 200
+    replace_keys(public_jwk(other_key, "client-key-2"))
+    assert status(rsa_private_key, KID) == 401
+    assert status(other_key, "client-key-2") == 200
+    audit = cli_json_here(env, "audit", "--action", "client.updated", "--json")["events"]
+    assert len(audit) == 2
+    assert all(e["client_id"] == jwt_client for e in audit)
+
+
+def test_keys_are_replaced_only_for_a_client_registered_with_keys(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    register: Callable[..., tuple[str, str]],
+    jwt_client: str,
+    tmp_path: Path,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    """A secret client cannot be given keys (its secret would stay valid beside them, and
+    the method it uses would change behind the backend's back); a private set is refused
+    as at registration; the two key sources exclude each other. Nothing changes."""
+    from tests.helpers import run_cli_here
+
+    env = env_for(db_url)
+    secret_client, _ = register()
+    public = tmp_path / "public.json"
+    public.write_text(json.dumps({"keys": [public_jwk(rsa_private_key)]}))
+    private = tmp_path / "private.json"
+    private_jwk = json.loads(RSAAlgorithm.to_jwk(rsa_private_key))
+    private.write_text(json.dumps({"keys": [private_jwk]}))
+    before = cli_json_here(env, "clients", "show", jwt_client)
+    refusals = [
+        ((secret_client, "--jwks-file", str(public)), "authenticates with a secret"),
+        ((secret_client, "--jwks-uri", "https://keys.example/jwks.json"), "with a secret"),
+        ((jwt_client, "--jwks-file", str(private)), "private"),
+        (
+            (jwt_client, "--jwks-file", str(public), "--jwks-uri", "https://keys.example/j"),
+            "mutually exclusive",
+        ),
+    ]
+    for args, said in refusals:
+        result = run_cli_here(env, "clients", "update", *args)
+        assert result.returncode != 0, args
+        assert said in result.stderr, (args, result.stderr)
+        assert private_jwk["d"] not in result.stdout + result.stderr
+    assert cli_json_here(env, "clients", "show", jwt_client) == before
+    assert cli_json_here(env, "clients", "show", secret_client)["token_endpoint_auth_methods"] != [
+        "private_key_jwt"
+    ]
