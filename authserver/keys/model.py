@@ -52,17 +52,29 @@ class SigningKey:
     #: When an operator retired it (emergency removal), or ``None``.
     retired_at: float | None = None
     alg: str = "RS256"
+    #: The retention recorded with the key (seconds): the longest of the configured
+    #: retentions (longest token lifetime plus leeway) of the processes that could sign
+    #: with it, so that lowering ``AUTHSERVER_MAX_TOKEN_TTL`` never drops a key before the
+    #: tokens it signed under the old limit expire. ``None`` on a key recorded before
+    #: keys carried it: the running configuration's alone.
+    retention: float | None = None
+
+    def kept_for(self, retention: float) -> float:
+        """How long this key stays published after it stopped signing: the configured
+        *retention*, or the one recorded with the key if that is longer."""
+        return retention if self.retention is None else max(retention, self.retention)
 
     def state(self, now: float, retention: float) -> KeyState:
-        """The lifecycle state at *now*; *retention* is how long a key stays published
-        after it stopped signing (the longest token lifetime plus leeway)."""
+        """The lifecycle state at *now*; *retention* is the configured time a key stays
+        published after it stopped signing (the longest token lifetime plus leeway), which
+        the key's own recorded retention may lengthen (:meth:`kept_for`)."""
         if self.retired_at is not None and self.retired_at <= now:
             return KeyState.GONE
         if now < self.activate_at:
             return KeyState.NEXT
         if self.deactivate_at is None or now < self.deactivate_at:
             return KeyState.CURRENT
-        if now < self.deactivate_at + retention:
+        if now < self.deactivate_at + self.kept_for(retention):
             return KeyState.PREVIOUS
         return KeyState.GONE
 
@@ -70,7 +82,9 @@ class SigningKey:
         """When the key leaves the JWKS (``None`` while neither a retire nor its end of
         signing is known): the first of its retire and the end of its retention, as
         :meth:`state` decides."""
-        retention_ends = None if self.deactivate_at is None else self.deactivate_at + retention
+        retention_ends = (
+            None if self.deactivate_at is None else self.deactivate_at + self.kept_for(retention)
+        )
         ends = [t for t in (self.retired_at, retention_ends) if t is not None]
         return min(ends, default=None)
 
@@ -113,4 +127,7 @@ def check_stored(key: SigningKey) -> SigningKey:
     _timestamp(key.activate_at, "activate_at")
     _timestamp(key.deactivate_at, "deactivate_at", optional=True)
     _timestamp(key.retired_at, "retired_at", optional=True)
+    _timestamp(key.retention, "retention", optional=True)
+    if key.retention is not None and key.retention < 0:
+        raise InvalidStoredKey("retention is negative")
     return key

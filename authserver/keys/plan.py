@@ -5,8 +5,9 @@ tests/unit/test_key_plan.py). The service applies a :class:`Plan` under the stor
 The rules every function here encodes (docs/keys.md): the signing windows of the keys that
 are not retired chain, each ending where the next begins, so exactly one key is current;
 a new key is written ``publish_ahead + cache_seconds`` before it signs; a key stays
-published ``retention`` after it stopped signing, then loses its private half, and its
-record is deleted :data:`KEEP_GONE_RECORDS` later.
+published ``retention`` after it stopped signing (the longest retention of the
+configurations that could sign with it, recorded with the key), then loses its private
+half, and its record is deleted :data:`KEEP_GONE_RECORDS` later.
 """
 
 from __future__ import annotations
@@ -59,23 +60,27 @@ class Plan:
     rotate: bool = False
     #: Gone keys and what to do with each.
     cleanup: tuple[tuple[SigningKey, Cleanup], ...] = ()
+    #: Live keys (next or current) recorded with a shorter retention than the configured
+    #: one (or none): this configuration may sign with them, so their record is raised.
+    record_retention: tuple[SigningKey, ...] = ()
 
     def __bool__(self) -> bool:
-        return self.repair or self.rotate or bool(self.cleanup)
+        return self.repair or self.rotate or bool(self.cleanup) or bool(self.record_retention)
 
 
 def plan(keys: list[SigningKey], now: float, policy: KeyPolicy) -> Plan:
     """What :meth:`KeyService.tick` must do with *keys* at *now*."""
     retention = policy.retention
     todo = tuple((k, c) for k in keys if (c := cleanup(k, now, retention)) is not None)
+    short = tuple(k for k in live(keys, now) if (k.retention or 0) < retention)
     if chain_broken(keys, now):
-        return Plan(repair=True, cleanup=todo)
+        return Plan(repair=True, cleanup=todo, record_retention=short)
     current = current_key(keys, now, retention)
     if current is None:
-        return Plan(repair=True, cleanup=todo)
+        return Plan(repair=True, cleanup=todo, record_retention=short)
     rotate_at = current.activate_at + policy.rotation_interval
     rotate = not pending(keys, now) and now >= rotate_at - lead(policy)
-    return Plan(rotate=rotate, cleanup=todo)
+    return Plan(rotate=rotate, cleanup=todo, record_retention=short)
 
 
 def live(keys: list[SigningKey], now: float) -> list[SigningKey]:

@@ -7,7 +7,9 @@ Rules (docs/keys.md):
   JWKS max-age) before it signs anything, so a verifier holding a cached JWKS already
   knows it when the first token signed with it arrives.
 * A key that stopped signing stays published for ``retention`` seconds: the longest token
-  lifetime any client can get, plus leeway.
+  lifetime any client can get, plus leeway; the longest such retention of the
+  configurations that could sign with the key is recorded with it (on creation and by the
+  schedule), so lowering the lifetime limit never drops a key too early.
 * Exactly one key is current at every moment: the signing windows of keys that are not
   retired are kept contiguous (each key's ``deactivate_at`` is the next key's
   ``activate_at``) by :meth:`KeyService._rechain`, the only writer of windows.
@@ -220,6 +222,18 @@ class KeyService:
             now = self._clock.now()
             keys = self._list()
             todo = plan(keys, now, self._policy)
+            if todo.record_retention:
+                # First, so that the rechain below writes the keys as raised.
+                raised = {
+                    k.kid: dataclasses.replace(k, retention=self._policy.retention)
+                    for k in todo.record_retention
+                }
+                for key in raised.values():
+                    self._store.update(key)
+                keys = [raised.get(k.kid, k) for k in keys]
+                done.append(
+                    f"recorded a retention of {self._policy.retention} s on {len(raised)} key(s)"
+                )
             if todo.rotate or todo.repair:
                 self._check_passphrase(keys)
                 if todo.rotate:
@@ -270,6 +284,7 @@ class KeyService:
             created_at=created_at,
             activate_at=activate_at if activate_at is not None else created_at + (lead or 0.0),
             deactivate_at=None,
+            retention=self._policy.retention,
         )
 
     def _check_passphrase(self, keys: list[SigningKey]) -> None:

@@ -41,8 +41,10 @@ def key(
     retired_at: float | None = None,
     pem: bool = True,
     created_at: float | None = None,
+    retention: float | None = POLICY.retention,
 ) -> SigningKey:
-    """A key record; the planner never reads key material, so the PEM is a placeholder."""
+    """A key record; the planner never reads key material, so the PEM is a placeholder.
+    Written, like every key this version makes, with the configured retention."""
     return SigningKey(
         kid=Kid(f"k{next(_kids)}"),
         private_pem=b"-----BEGIN PRIVATE KEY-----" if pem else None,
@@ -51,6 +53,7 @@ def key(
         activate_at=activate_at,
         deactivate_at=deactivate_at,
         retired_at=retired_at,
+        retention=retention,
     )
 
 
@@ -175,3 +178,79 @@ def test_ticks_converge_to_one_signing_key_and_nothing_left_to_do(
     after = store.list()
     assert not plan(after, NOW, POLICY), plan(after, NOW, POLICY)
     assert current_key(after, NOW, POLICY.retention) is not None
+
+
+# -- the retention recorded with each key ----------------------------------------------------
+
+
+def test_live_keys_with_a_shorter_recorded_retention_are_raised() -> None:
+    """A next or current key recorded with less than the configured retention (or with
+    none: made before keys carried it) may sign under this configuration, so its record
+    is raised; a key that stopped signing never signed under it and is left as it is."""
+    previous = key(NOW - 2000, NOW - 10, retention=None)
+    current = key(NOW - 10, NOW + 500, retention=None)
+    following = key(NOW + 500, retention=POLICY.retention - 1)
+    assert plan([previous, current, following], NOW, POLICY) == Plan(
+        record_retention=(current, following)
+    )
+    assert not plan([key(NOW - 10, retention=POLICY.retention + 1)], NOW, POLICY)
+
+
+def test_a_key_stays_published_for_the_longest_of_its_recorded_and_the_configured_retention() -> (
+    None
+):
+    """AUTHSERVER_MAX_TOKEN_TTL lowered after a key signed under a higher limit: the key
+    stays published for the retention recorded with it, not the new, shorter one."""
+    old = key(NOW - 5000, NOW - 1000, retention=2000)
+    assert old.state(NOW, POLICY.retention).value == "previous"
+    assert old.drop_at(POLICY.retention) == NOW - 1000 + 2000
+    assert old.state(NOW + 1000, POLICY.retention).value == "gone"
+    # Raised configuration: the configured retention wins.
+    assert old.drop_at(5000) == NOW - 1000 + 5000
+    # A key from before keys carried it: the configuration alone.
+    legacy = key(NOW - 5000, NOW - 1000, retention=None)
+    assert legacy.state(NOW, POLICY.retention).value == "gone"
+
+
+def test_the_schedule_records_the_retention_and_a_lower_limit_keeps_the_key() -> None:
+    """Through the service on a store: keys made or signing under a retention of 2000 s
+    carry it; after a restart configured with 300 s the key that stopped signing is still
+    published 1000 s later, and its private half is kept until 2000 s have passed."""
+    long = KeyPolicy(
+        rotation_interval=1000, publish_ahead=100, jwks_max_age=50, retention=2000, cache_seconds=1
+    )
+    from dataclasses import replace
+
+    from authserver.keys import crypto
+
+    rsa, kid = crypto.generate(2048)
+    legacy = replace(
+        key(NOW - 10, retention=None),
+        kid=kid,
+        private_pem=crypto.to_pem(rsa, None),
+        public_jwk=crypto.public_jwk(rsa, kid),
+    )
+    store = InMemoryKeyStore()
+    store.add(legacy)
+    clock = FixedClock(NOW)
+    KeyService(store, KeyRing(store, clock, long), clock).tick()
+    assert [k.retention for k in store.list()] == [2000]
+    # The key signs its interval under that configuration, then a next key takes over.
+    clock = FixedClock(NOW + 1000)
+    KeyService(store, KeyRing(store, clock, long), clock).tick()
+    later = NOW + 1000 + LEAD + 10
+    clock = FixedClock(later)
+    KeyService(store, KeyRing(store, clock, long), clock).tick()
+    assert all(k.retention == 2000 for k in store.list())
+    # Restarted with a lower limit, 1000 s after the old key stopped signing.
+    after = later + 1000
+    clock = FixedClock(after)
+    lowered = KeyService(store, KeyRing(store, clock, POLICY), clock)
+    lowered.tick()
+    old = next(k for k in store.list() if k.kid == legacy.kid)
+    assert old.deactivate_at is not None
+    assert old.deactivate_at + POLICY.retention < after
+    assert old.state(after, POLICY.retention).value == "previous"
+    assert old.private_pem is not None
+    published = {jwk["kid"] for jwk in KeyRing(store, clock, POLICY).published_jwks()["keys"]}
+    assert legacy.kid in published

@@ -228,6 +228,7 @@ class FileKeyStore:
                     deactivate_at=meta.get("deactivate_at"),
                     retired_at=meta.get("retired_at"),
                     alg=meta.get("alg", "RS256"),
+                    retention=meta.get("retention"),
                 )
             )
         except KeyError as exc:
@@ -267,6 +268,7 @@ class FileKeyStore:
             "activate_at": key.activate_at,
             "deactivate_at": key.deactivate_at,
             "retired_at": key.retired_at,
+            "retention": key.retention,
         }
         # The .json is written last: a key is part of the set only once both files exist.
         _write_atomic(

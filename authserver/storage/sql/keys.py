@@ -56,6 +56,7 @@ def _to_model(values: Mapping[Any, Any]) -> SigningKey:
                 deactivate_at=values["deactivate_at"],
                 retired_at=values["retired_at"],
                 alg=values["alg"],
+                retention=values["retention"],
             )
         )
     except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError included
@@ -70,6 +71,7 @@ def _fill(row: SigningKeyRow, key: SigningKey) -> None:
     row.activate_at = key.activate_at
     row.deactivate_at = key.deactivate_at
     row.retired_at = key.retired_at
+    row.retention = key.retention
 
 
 @maps_storage_errors

@@ -77,6 +77,9 @@ class SigningKeyRow(Base):
     activate_at: Mapped[float] = mapped_column(Double)
     deactivate_at: Mapped[float | None] = mapped_column(Double)
     retired_at: Mapped[float | None] = mapped_column(Double)
+    #: Seconds the key stays published after it stops signing, recorded with it
+    #: (``SigningKey.retention``); NULL on keys from before migration 0008.
+    retention: Mapped[float | None] = mapped_column(Double)
 
 
 class LockRow(Base):

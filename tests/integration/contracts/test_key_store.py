@@ -91,6 +91,7 @@ class KeyStoreContract:
             deactivate_at=T0 + 90000.25,
             retired_at=T0 + 100.75,
             alg="RS256",
+            retention=86700.5,
         )
         harness.run(lambda s: s.add(a))
         harness.run(lambda s: s.add(b))
@@ -124,13 +125,14 @@ class KeyStoreContract:
             deactivate_at=T0 + 86400.0625,
             retired_at=T0 + 42.5,
             public_jwk={**key.public_jwk, "use": "sig"},
+            retention=172800.25,
         )
         harness.run(lambda s: s.update(changed))
         listed = harness.listed()
         assert listed[key.kid] == changed
         assert listed[other.kid] == other  # untouched
         # Back to "not scheduled": None values are stored as None, not dropped.
-        reset = dataclasses.replace(changed, deactivate_at=None, retired_at=None)
+        reset = dataclasses.replace(changed, deactivate_at=None, retired_at=None, retention=None)
         harness.run(lambda s: s.update(reset))
         assert harness.listed()[key.kid] == reset
 
