@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from typing import Any
 
 #: Claims the server always sets itself; no request and no policy may set them.
@@ -85,7 +86,10 @@ def is_utf8(text: str) -> bool:
 
 
 #: C0 controls and DEL: what a single-line text value must not contain.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Control characters (C0, DEL and C1) and the Unicode line and paragraph separators: none
+#: belongs in one line of text (``str.splitlines`` breaks at U+0085, U+2028 and U+2029, and
+#: so do log viewers).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def check_text(value: str, what: str, *, max_length: int) -> str:
@@ -98,17 +102,23 @@ def check_text(value: str, what: str, *, max_length: int) -> str:
 
 
 def check_identity(value: Any, field: str) -> str:
-    """``sub``, ``email`` or ``name``: a non-empty string that is more than whitespace.
+    """``sub``, ``email`` or ``name``: a non-empty string with a visible character, not
+    only whitespace or invisible format characters (U+200B zero width space, U+FEFF...).
 
     An empty ``sub`` is no user at all, and an empty one at a sync server is easily read
-    as "anonymous" or merged with every other empty one.
+    as "anonymous" or merged with every other empty one; an invisible one looks empty in
+    every log and console while it names a user of its own.
     """
     if not isinstance(value, str):
         raise InvalidValue(f"{field} must be a string")
     check_text(value, field, max_length=MAX_IDENTITY_LENGTH[field])
-    if not value.strip():
-        raise InvalidValue(f"{field} must not be empty or only whitespace")
+    if not any(_visible(c) for c in value):
+        raise InvalidValue(f"{field} must not be empty or only whitespace or invisible characters")
     return value
+
+
+def _visible(char: str) -> bool:
+    return not char.isspace() and unicodedata.category(char) != "Cf"
 
 
 def check_json_value(value: Any, what: str, *, max_depth: int, too_deep: str | None = None) -> None:

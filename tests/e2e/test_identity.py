@@ -37,7 +37,7 @@ def auth(register: Callable[..., tuple[str, str]]) -> str:
 # -- identity values ----------------------------------------------------------------------
 
 
-EMPTY_OR_BLANK = ["", " ", "\t", "   ", "\u3000", "\u00a0"]
+EMPTY_OR_BLANK = ["", " ", "\t", "   ", "\u3000", "\u00a0", "\u200b", "\ufeff\u200d"]
 
 
 @db_independent

@@ -72,17 +72,43 @@ def test_loads_strict_refuses_what_rfc_8259_does_not_allow(text: str) -> None:
         v.loads_strict(text, max_depth=4)
 
 
-@pytest.mark.parametrize("value", ["", " ", "\u3000 ", "\u00a0", "\u2003"])
+@pytest.mark.parametrize(
+    "value",
+    # Whitespace, and the invisible format characters (zero width space and joiner, byte
+    # order mark, word joiner, a bidi mark): each looks empty wherever it is shown.
+    ["", " ", "\u3000 ", "\u00a0", "\u2003", "\u200b", "\ufeff", " \u200d\u2060 ", "\u200e"],
+)
 @pytest.mark.parametrize("field", ["sub", "email", "name"])
 def test_blank_identities_are_refused(field: str, value: str) -> None:
     with pytest.raises(v.InvalidValue, match="empty"):
         v.check_identity(value, field)
 
 
-@pytest.mark.parametrize("value", ["a\x00b", "a\x7f", "\t", "\ud800", "x" * 256, 5, None])
+@pytest.mark.parametrize(
+    "value",
+    # C0, DEL, C1 (NEL), and the Unicode line and paragraph separators: not one line.
+    [
+        "a\x00b",
+        "a\x7f",
+        "\t",
+        "a\x85b",
+        "a\x9f",
+        "a\u2028b",
+        "a\u2029",
+        "\ud800",
+        "x" * 256,
+        5,
+        None,
+    ],
+)
 def test_bad_identities_are_refused(value: Any) -> None:
     with pytest.raises(v.InvalidValue):
         v.check_identity(value, "sub")
+
+
+def test_identities_with_a_visible_character_are_kept_as_given() -> None:
+    for value in ("a\u200b", "\u200bA", "user 1", "名前", "\u00e9", "a\u00a0b"):
+        assert v.check_identity(value, "sub") == value
 
 
 def test_claim_name_rule() -> None:
