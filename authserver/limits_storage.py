@@ -4,6 +4,10 @@ at start, which therefore needs no web module for it."""
 
 from __future__ import annotations
 
+import threading
+import time
+
+from limits.storage import MemoryStorage
 from limits.storage import Storage
 from limits.storage import storage_from_string
 
@@ -13,10 +17,52 @@ from authserver.settings import redact_url
 
 #: Timeouts for the Redis client: a blackholed Redis must not stall the token endpoint.
 REDIS_OPTIONS: dict[str, str | int] = {"socket_connect_timeout": 1, "socket_timeout": 1}
+#: Seconds between two sweeps of the ``memory://`` storage for keys that count nothing.
+MEMORY_SWEEP_INTERVAL = 10.0
+
+
+class ForgetfulMemoryStorage(MemoryStorage):
+    """``limits``' memory storage, forgetting the keys whose entries have all expired.
+
+    ``MemoryStorage`` (limits 5) trims the expired entries of a moving window but keeps
+    the key, with an empty list, for the life of the process. There is one key per
+    presented ``client_id`` and per source address, and ids are free to invent, so every
+    bogus id a worker was ever sent stayed in its memory. On a failure at most every
+    :data:`MEMORY_SWEEP_INTERVAL` seconds, this drops the keys whose newest entry has
+    left its window: memory stays bounded by the failures the windows still count.
+    Redis expires its keys itself.
+    """
+
+    def __init__(self, uri: str | None = None) -> None:
+        super().__init__(uri)
+        # acquire_entry adds to a key's list after setdefault(); a sweep must not drop the
+        # key in between.
+        self._sweep_lock = threading.Lock()
+        self._next_sweep = time.monotonic() + MEMORY_SWEEP_INTERVAL
+
+    def acquire_entry(self, key: str, limit: int, expiry: int, amount: int = 1) -> bool:
+        with self._sweep_lock:
+            if time.monotonic() >= self._next_sweep:
+                self._next_sweep = time.monotonic() + MEMORY_SWEEP_INTERVAL
+                self._sweep()
+            return super().acquire_entry(key, limit, expiry, amount)
+
+    def _sweep(self) -> None:
+        now = time.time()
+        for key in list(self.events):
+            # The per-key lock is the one limits' own expiry timer holds while it trims.
+            with self.locks[key]:
+                entries = self.events.get(key)
+                # Newest first: when the newest entry has expired, they all have.
+                if entries is not None and (not entries or entries[0].expiry <= now):
+                    del self.events[key]
+                    self.locks.pop(key, None)
 
 
 def open_storage(uri: str) -> Storage:
     """The ``limits`` storage for *uri*, with short timeouts for Redis."""
+    if uri == "memory://":  # settings.py normalises every memory URL to this
+        return ForgetfulMemoryStorage(uri)
     options = dict(REDIS_OPTIONS) if uri.startswith(("redis", "rediss")) else {}
     storage = storage_from_string(uri, **options)
     if not isinstance(storage, Storage):

@@ -16,6 +16,7 @@ is not what these tests are about: they use SQLite only.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ import socket
 import subprocess
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,10 +36,12 @@ import pytest
 import requests
 from prometheus_client import REGISTRY
 
+from authserver import limits_storage
 from authserver.container import Services
 from authserver.errors import ConfigError
 from authserver.limits_storage import check_storage
 from authserver.oauth.errors import SLOW_DOWN_DESCRIPTION
+from authserver.oauth.events import ClientAuthFailed
 from authserver.settings import Settings
 from authserver.web import limits
 from authserver.web.app import create_app
@@ -419,6 +423,46 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
         as_text=True
     )
     assert "authserver_client_auth_throttled_total" in text
+
+
+def test_memory_storage_forgets_ids_whose_failures_left_the_window(
+    env_for: Callable[..., dict[str, str]], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """memory:// counts per presented client_id, and ids are free to invent: a worker must
+    not keep every bogus id it was ever sent. Rounds of failures with fresh ids, each round
+    leaving the window before the next: the memory they take does not grow round after
+    round (it did by about 250 bytes per id: limits' MemoryStorage kept each key, emptied).
+    """
+    monkeypatch.setattr(limits_storage, "MEMORY_SWEEP_INTERVAL", 0.2)
+    settings = Settings.from_env(
+        env_for(
+            db_url,
+            AUTHSERVER_RATE_LIMIT_STORAGE="memory://",
+            AUTHSERVER_AUTH_FAILURES_PER_CLIENT="5/second",
+            AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="1000/second",
+        )
+    )
+    failures = limits.build(settings)
+    assert failures is not None
+
+    def fail(times: int) -> None:
+        for _ in range(times):
+            bogus = f"as_client_{secrets.token_urlsafe(16)}"
+            failures.count(ClientAuthFailed("/token", bogus, ATTACKER, None, "unknown client_id"))
+
+    tracemalloc.start()
+    try:
+        held = []
+        for _ in range(4):
+            fail(2000)
+            time.sleep(1.1)  # every failure of the round leaves the 1 s window
+            fail(1)  # the next failure sweeps
+            gc.collect()
+            held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    # Rounds 2 to 4 reuse what round 1 took; 6,000 kept ids would be about 1.5 MB.
+    assert held[-1] - held[0] < 100_000, held
 
 
 def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
