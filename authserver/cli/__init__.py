@@ -40,14 +40,15 @@ def cli(config: str | None, **options: Any) -> None:
 
 @cli.result_callback()
 def _say_what_was_used(*_args: Any, **_kwargs: Any) -> None:
-    # After a command's human output: which database, key store and issuer it acted on,
-    # so an operator in the wrong directory (or with the wrong variables) sees it at once.
+    # After a command's output: which database, key store and issuer it acted on, so an
+    # operator in the wrong directory (or with the wrong variables) sees it at once. On
+    # stderr, with --json too: stdout stays exactly one JSON object.
     st = state()
     if st.used is None:
         return
     if st.created:
         click.echo(f"authserver: note: created a new database: {st.used.describe()}", err=True)
-    elif st.human:
+    else:
         click.echo(f"({st.used.describe()})", err=True)
 
 

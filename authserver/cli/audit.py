@@ -55,7 +55,7 @@ def audit(
         since=_since(since) if since else None,
         limit=limit,
     )
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         events = [audit_json(e) for e in svc.audit.query(query)]
     if as_json:
         emit_json({"events": events})

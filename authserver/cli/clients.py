@@ -155,7 +155,7 @@ def create(
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
     fixed = _fixed_claims(fixed_claims)
-    with services(creates=True, as_json=as_json) as svc, svc.unit_of_work():
+    with services(creates=True) as svc, svc.unit_of_work():
         client, secret = svc.clients.create(
             name=name,
             audiences=audiences,
@@ -178,7 +178,7 @@ def create(
 @handle_errors
 def list_(as_json: bool) -> None:
     """List every client, and every client record that cannot be read (skipped)."""
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         items = [client_json(c) for c in svc.clients.list()]
         unreadable = svc.clients.unreadable()
     if as_json:
@@ -210,7 +210,7 @@ def list_(as_json: bool) -> None:
 @handle_errors
 def show(client_id: str, as_json: bool) -> None:
     """Show one client."""
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         client = svc.clients.get(client_id)
     _show(client_json(client), as_json)
 
@@ -299,7 +299,7 @@ def update(
         changes["fixed_claims"] = _fixed_claims(fixed_claims)
     if not changes:
         fail("nothing to change: give at least one option (see --help)")
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         client = svc.clients.update(client_id, **changes)
     _show(client_json(client), as_json)
 
@@ -326,7 +326,7 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @handle_errors
 def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
     """Issue a new client secret; the old one stops working at once, or after --grace."""
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         client, secret = svc.clients.rotate_secret(client_id, grace=grace)
         # Shown before the commit: a new secret that cannot be shown (a full disk, a closed
         # pipe) must not replace the one the backend still holds.
@@ -334,7 +334,7 @@ def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
 
 
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         client = svc.clients.set_enabled(client_id, enabled)
     _show(client_json(client), as_json)
 
@@ -368,7 +368,7 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             fail(f"deleting {client_id} cannot be undone: add --yes to confirm")
         click.confirm(f"Delete client {client_id} for good?", abort=True, err=True)
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         svc.clients.delete(client_id)
     if as_json:
         emit_json({"client_id": client_id, "deleted": True})

@@ -49,9 +49,8 @@ class CliState:
 
     overrides: dict[str, str] = field(default_factory=dict)
     config_file: str | None = None
-    #: The settings the command acted on, shown after its human output.
+    #: The settings the command acted on, shown (on stderr) after its output.
     used: Settings | None = None
-    human: bool = True
     #: The command created the schema (shown after its output, even with --json: a write
     #: landing in a new, empty database is the trap of running in the wrong directory).
     created: bool = False
@@ -93,7 +92,7 @@ def handle_errors(func: F) -> F:
 
 
 @contextmanager
-def services(*, creates: bool = False, as_json: bool = False) -> Iterator[Services]:
+def services(*, creates: bool = False) -> Iterator[Services]:
     """Services for one command.
 
     Only a command that may begin an installation (*creates*: ``clients create``, ``keys
@@ -107,7 +106,6 @@ def services(*, creates: bool = False, as_json: bool = False) -> Iterator[Servic
     settings = load_settings()
     st = state()
     st.used = settings
-    st.human = not as_json
     svc = container.build(settings, readonly=not creates)
     try:
         st.created = ensure_schema(svc.db, create=creates, upgrade=False) == "created"

@@ -26,7 +26,7 @@ def db() -> None:
 def upgrade(as_json: bool) -> None:
     """Apply the migrations in migrations/ (idempotent; creates the database if needed)."""
     settings = load_settings()
-    state().used, state().human = settings, not as_json
+    state().used = settings
     svc = container.build(settings, readonly=True)
     try:
         before, after = migrate.upgrade_to_head(svc.db)
@@ -46,7 +46,7 @@ def upgrade(as_json: bool) -> None:
 def current(as_json: bool) -> None:
     """Print the schema revision of the database (creates nothing)."""
     settings = load_settings()
-    state().used, state().human = settings, not as_json
+    state().used = settings
     svc = container.build(settings, readonly=True)
     try:
         revision = None if migrate.database_missing(svc.db) else migrate.current_revision(svc.db)

@@ -31,7 +31,7 @@ def doctor(skip_issuer: bool, as_json: bool) -> None:
     readable with a current key, passphrase, issuer reachable and matching its metadata,
     admin token strength. Exits 1 when any problem is found; creates nothing."""
     settings = load_settings()
-    state().used, state().human = settings, not as_json
+    state().used = settings
     findings = checks.run(settings, check_issuer=not skip_issuer)
     problems = sum(f.status == "problem" for f in findings)
     if as_json:

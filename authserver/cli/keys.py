@@ -44,7 +44,7 @@ def keys() -> None:
 def list_(as_json: bool) -> None:
     """Every key with its state (next, current, previous, gone) and dates, and every key
     record that cannot be read (skipped by the server)."""
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         views = svc.keys.views()
         unreadable = svc.key_ring.unreadable()
     if as_json:
@@ -69,7 +69,7 @@ def list_(as_json: bool) -> None:
 def rotate(as_json: bool) -> None:
     """Publish a new key now; it starts signing after the publish-ahead time."""
     # One transaction, as POST /admin/keys/rotate does it.
-    with services(creates=True, as_json=as_json) as svc, svc.unit_of_work():
+    with services(creates=True) as svc, svc.unit_of_work():
         svc.keys.ensure_current()
         result = svc.keys.rotate()
         view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
@@ -95,7 +95,7 @@ def retire(kid: str, as_json: bool) -> None:
         ctx = click.get_current_context()
         echo(ctx.get_help())
         ctx.exit(0)
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         svc.keys.retire(kid)
         views = svc.keys.views()
     retired = next(v for v in views if v.key.kid == kid)

@@ -26,7 +26,7 @@ def revoke(sub: str, client_id: str | None, as_json: bool) -> None:
     see it within one status-list ttl) and introspection."""
     if not sub.strip():
         raise InvalidInput("--sub must not be empty")
-    with services(as_json=as_json) as svc, svc.unit_of_work():
+    with services() as svc, svc.unit_of_work():
         if client_id is not None:
             svc.clients.get(client_id)  # an unknown client is an error, not "0 revoked"
         revoked = svc.status_lists.revoke_user(sub, client_id=client_id)

@@ -122,6 +122,18 @@ def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: P
     assert f"database sqlite:///{db}" in listed.stderr
     assert f"key store file {keys}" in listed.stderr
     assert "issuer http://localhost:8000" in listed.stderr
+    # With --json too: stdout exactly one JSON object, the line on stderr.
+    as_json = _in(
+        tmp_path,
+        "--database-url",
+        f"sqlite:///{db}",
+        "--keys-dir",
+        str(keys),
+        *("clients", "list", "--json"),
+    )
+    assert json.loads(as_json.stdout) == {"clients": [], "unreadable": []}
+    assert f"database sqlite:///{db}" in as_json.stderr
+    assert f"key store file {keys}" in as_json.stderr
     # The same settings from a configuration file, by option and by variable.
     config = tmp_path / "authserver.env"
     config.write_text(
