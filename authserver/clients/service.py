@@ -256,37 +256,40 @@ class ClientService:
         """Change a client's name, policy or, for a ``private_key_jwt`` client, its public
         keys (*jwks* or *jwks_uri*, replacing whichever it had: the client rotates its own
         keys without a new client id); arguments left out stay as they are."""
-        client = self.get(client_id)
-        keys = self._new_keys(client, jwks, jwks_uri)
-        policy = client.policy
-        if audiences is not None:
-            policy = dataclasses.replace(policy, audiences=_audiences(audiences))
-        if scopes is not None:
-            policy = dataclasses.replace(policy, scopes=_scopes(scopes))
-        if allowed_claims is not None:
-            policy = dataclasses.replace(policy, allowed_claims=_allowed_claims(allowed_claims))
-        if token_ttl is not _UNSET:
-            policy = dataclasses.replace(policy, token_ttl=self._ttl(token_ttl))
-        if require_sub is not None:
-            policy = dataclasses.replace(policy, require_sub=_flag(require_sub, "require_sub"))
-        if profile is not None:
-            policy = dataclasses.replace(policy, profile=self._profile(profile))
-        if fixed_claims is not None:
-            policy = dataclasses.replace(policy, fixed_claims=_fixed_claims(fixed_claims))
-        updated = dataclasses.replace(
-            client,
-            name=_name(name) if name is not None else client.name,
-            policy=policy,
-            updated_at=self._clock.now(),
-            **keys,
-        )
-        self._store.update(updated)
-        self._changed()
-        if keys:
-            self._record("client.updated", updated, keys_replaced=True)
-        else:
-            self._record("client.updated", updated)
-        return updated
+        with self._store.lock():
+            # Read under the lock: a change made meanwhile elsewhere (a disable, a rotation)
+            # is in the copy written back, never undone by it.
+            client = self.get(client_id)
+            keys = self._new_keys(client, jwks, jwks_uri)
+            policy = client.policy
+            if audiences is not None:
+                policy = dataclasses.replace(policy, audiences=_audiences(audiences))
+            if scopes is not None:
+                policy = dataclasses.replace(policy, scopes=_scopes(scopes))
+            if allowed_claims is not None:
+                policy = dataclasses.replace(policy, allowed_claims=_allowed_claims(allowed_claims))
+            if token_ttl is not _UNSET:
+                policy = dataclasses.replace(policy, token_ttl=self._ttl(token_ttl))
+            if require_sub is not None:
+                policy = dataclasses.replace(policy, require_sub=_flag(require_sub, "require_sub"))
+            if profile is not None:
+                policy = dataclasses.replace(policy, profile=self._profile(profile))
+            if fixed_claims is not None:
+                policy = dataclasses.replace(policy, fixed_claims=_fixed_claims(fixed_claims))
+            updated = dataclasses.replace(
+                client,
+                name=_name(name) if name is not None else client.name,
+                policy=policy,
+                updated_at=self._clock.now(),
+                **keys,
+            )
+            self._store.update(updated)
+            self._changed()
+            if keys:
+                self._record("client.updated", updated, keys_replaced=True)
+            else:
+                self._record("client.updated", updated)
+            return updated
 
     def _new_keys(
         self, client: Client, jwks: dict[str, Any] | None, jwks_uri: str | None
@@ -315,38 +318,42 @@ class ClientService:
         working that long beside the new one, so the backend can be redeployed without
         a window of refused requests. A rotation ends any earlier grace period.
         """
-        client = self.get(client_id)
-        if client.secret_hash is None:
-            raise InvalidInput("this client authenticates with private_key_jwt and has no secret")
-        if not 0 <= grace <= MAX_SECRET_GRACE:
-            raise InvalidInput(f"grace must be between 0 and {MAX_SECRET_GRACE // 86400} days")
-        now = self._clock.now()
-        secret = client_secrets.new_secret()
-        updated = dataclasses.replace(
-            client,
-            secret_hash=client_secrets.hash_secret(secret),
-            previous_secret_hash=client.secret_hash if grace else None,
-            previous_secret_expires_at=now + grace if grace else None,
-            updated_at=now,
-        )
-        self._store.update(updated)
-        self._changed()
-        self._record(
-            "client.secret_rotated",
-            updated,
-            previous_secret_valid_until=updated.previous_secret_expires_at,
-        )
-        return updated, secret
+        with self._store.lock():
+            client = self.get(client_id)
+            if client.secret_hash is None:
+                raise InvalidInput(
+                    "this client authenticates with private_key_jwt and has no secret"
+                )
+            if not 0 <= grace <= MAX_SECRET_GRACE:
+                raise InvalidInput(f"grace must be between 0 and {MAX_SECRET_GRACE // 86400} days")
+            now = self._clock.now()
+            secret = client_secrets.new_secret()
+            updated = dataclasses.replace(
+                client,
+                secret_hash=client_secrets.hash_secret(secret),
+                previous_secret_hash=client.secret_hash if grace else None,
+                previous_secret_expires_at=now + grace if grace else None,
+                updated_at=now,
+            )
+            self._store.update(updated)
+            self._changed()
+            self._record(
+                "client.secret_rotated",
+                updated,
+                previous_secret_valid_until=updated.previous_secret_expires_at,
+            )
+            return updated, secret
 
     def set_enabled(self, client_id: str, enabled: bool) -> Client:
-        client = self.get(client_id)
-        updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
-        self._store.update(updated)
-        self._changed()
-        self._record("client.enabled" if enabled else "client.disabled", updated)
-        if not enabled and self._on_withdrawn is not None:
-            self._on_withdrawn(client.client_id)
-        return updated
+        with self._store.lock():
+            client = self.get(client_id)
+            updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
+            self._store.update(updated)
+            self._changed()
+            self._record("client.enabled" if enabled else "client.disabled", updated)
+            if not enabled and self._on_withdrawn is not None:
+                self._on_withdrawn(client.client_id)
+            return updated
 
     def delete(self, client_id: str) -> Client | None:
         """Delete the client; also one whose record cannot be read (returns ``None``

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from authserver.clients.model import Client
@@ -37,6 +38,13 @@ class ClientStore(Protocol):
 
     def delete(self, client_id: ClientId) -> None:
         """Remove the client; raises ``NotFound`` if absent."""
+
+    def lock(self) -> AbstractContextManager[None]:
+        """Hold the lock that serialises changes to clients, across processes and hosts
+        sharing the store, until the caller's unit of work ends (SQL) or the block exits
+        (in memory). A change that reads a client and writes it back reads it under this
+        lock, so two changes at once (a disable and a secret rotation) never write back a
+        copy that predates the other one."""
 
     def version(self) -> int:
         """A number that changes with every add, update and delete, in every process

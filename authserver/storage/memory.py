@@ -26,6 +26,12 @@ class InMemoryClientStore:
     def __init__(self) -> None:
         self._clients: dict[ClientId, Client] = {}
         self._version = 0
+        self._lock = threading.RLock()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        with self._lock:
+            yield
 
     def version(self) -> int:
         return self._version

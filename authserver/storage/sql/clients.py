@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import delete
@@ -22,6 +24,7 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.engine import storage_errors
 from authserver.storage.sql.tables import ClientRow
 
 
@@ -165,6 +168,17 @@ class SqlClientStore:
 
     def _changed(self) -> None:
         bump_counter(self._db.session(), VERSION_NAME)
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        # The row of the version counter, as the key store's lock: a row lock on
+        # PostgreSQL, the write lock on SQLite, held until the unit of work ends; reads
+        # after it (Database.read_one on the open session) see every change committed
+        # before it. Its own statements map their errors here (maps_storage_errors only
+        # covers the call that builds this context manager).
+        with storage_errors(self._db.url):
+            bump_counter(self._db.session(), VERSION_NAME)
+        yield
 
     def add(self, client: Client) -> None:
         row = ClientRow(client_id=str(client.client_id))
