@@ -32,6 +32,7 @@ from authserver.settings import SINCE_FORMS
 from authserver.settings import parse_since
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import loads_strict
 from authserver.web import bearer
 from authserver.web.context import services
@@ -109,10 +110,20 @@ def _body(allowed: set[str]) -> dict[str, Any]:
         raise InvalidInput("the request body must be application/json")
     if is_encoded(request.environ):
         raise InvalidInput(ENCODED_BODY)
+    # json.loads keeps the last of repeated names in silence: {"token_ttl": 60,
+    # "token_ttl": 3600} or {"fixed_claims": {"tier": "free", "tier": "pro"}} would store
+    # whichever one this parser picks, where the operator's tool may have meant the other.
+    # Refused, as /token refuses a repeated parameter.
+    names = RepeatedNames()
     try:
         # Strict JSON: what is stored must be readable by every client of this API (no
         # NaN, no lone surrogates) and no depth of input may reach the recursion limit.
-        data = loads_strict(request.get_data(), "the request body", max_depth=MAX_BODY_DEPTH)
+        data = loads_strict(
+            request.get_data(),
+            "the request body",
+            max_depth=MAX_BODY_DEPTH,
+            object_pairs_hook=names,
+        )
     except InvalidValue:
         raise
     except ValueError:
@@ -122,6 +133,10 @@ def _body(allowed: set[str]) -> dict[str, Any]:
     unknown = sorted(set(data) - allowed)
     if unknown:
         raise InvalidInput(f"unknown fields: {', '.join(unknown[:5])[:200]}")
+    if names.repeat_in(data):
+        raise InvalidInput("a field of the request body is given more than once")
+    for field, value in data.items():
+        names.check(value, field)  # a known field's name: safe to echo
     return data
 
 

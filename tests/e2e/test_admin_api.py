@@ -457,6 +457,45 @@ def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, sa
     assert admin.post("/admin/clients", json={"name": "y" * 200}, headers=AUTH).status_code == 201
 
 
+REPEATED_NAMES = [
+    # (path suffix, raw body, what the error names)
+    ("", '{"name": "a", "name": "b"}', "more than once"),
+    ("", '{"name": "x", "token_ttl": 60, "token_ttl": 3600}', "more than once"),
+    ("", '{"name": "x", "fixed_claims": {"tier": "free", "tier": "pro"}}', "fixed_claims"),
+    ("", '{"name": "x", "fixed_claims": {"t": {"a": [{"b": 1, "b": 2}]}}}', "fixed_claims"),
+    ("/{id}", '{"scopes": ["a"], "scopes": ["a", "b"]}', "more than once"),
+    ("/{id}", '{"fixed_claims": {"tier": "free", "tier": "pro"}}', "fixed_claims"),
+    ("/{id}/rotate-secret", '{"grace_seconds": 0, "grace_seconds": 3600}', "more than once"),
+]
+
+
+@db_independent
+@pytest.mark.parametrize(("suffix", "raw", "said"), REPEATED_NAMES)
+def test_a_repeated_name_in_a_body_is_refused(admin: Any, suffix: str, raw: str, said: str) -> None:
+    # json.loads keeps the last of repeated names in silence: the server stored one of two
+    # values the request gave, where the operator's tool may have meant the other (/token
+    # refuses a repeated parameter the same way).
+    client = create(admin, name="unchanged")
+    path = "/admin/clients" + suffix.replace("{id}", client["client_id"])
+    method = admin.patch if suffix == "/{id}" else admin.post
+    response = method(path, data=raw, content_type="application/json", headers=AUTH)
+    body = assert_error(response, 400, "invalid_request")
+    assert said in body["error_description"]
+    listed = admin.get("/admin/clients", headers=AUTH).get_json()["clients"]
+    assert listed == [{k: v for k, v in client.items() if k != "client_secret"}]
+
+
+@db_independent
+def test_a_repeated_name_in_a_revocation_is_refused(admin: Any) -> None:
+    response = admin.post(
+        "/admin/tokens/revoke",
+        data='{"sub": "alice", "sub": "bob"}',
+        content_type="application/json",
+        headers=AUTH,
+    )
+    assert_error(response, 400, "invalid_request")
+
+
 @db_independent
 def test_a_compressed_body_is_refused_by_name(admin: Any) -> None:
     response = admin.post(
