@@ -31,6 +31,7 @@ from authserver.clock import SystemClock
 from authserver.oauth.clients import OAuthClient
 from authserver.tokens.revocations import RevocationStore
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import check_text
 from authserver.vocabulary import loads_strict
 
@@ -254,15 +255,24 @@ def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str
     segments = assertion.split(".")
     if len(segments) != 3 or not all(_B64URL.fullmatch(s) for s in segments):
         raise InvalidValue("the client assertion is not a compact JWS")
+    # A repeated name (RFC 7515 section 4, RFC 7519 section 4) is refused, not read as its
+    # last value: what is checked here must be what the signature check reads.
+    names = RepeatedNames()
     try:
-        header = loads_strict(_b64decode(segments[0]), "the assertion header", max_depth=3)
-        claims = loads_strict(_b64decode(segments[1]), "the assertion claims", max_depth=4)
+        header = loads_strict(
+            _b64decode(segments[0]), "the assertion header", max_depth=3, object_pairs_hook=names
+        )
+        claims = loads_strict(
+            _b64decode(segments[1]), "the assertion claims", max_depth=4, object_pairs_hook=names
+        )
     except InvalidValue:
         raise
     except ValueError:
         raise InvalidValue("the client assertion is not a compact JWS of JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise InvalidValue("the client assertion is not a compact JWS of JSON objects")
+    names.check(header, "the assertion header")
+    names.check(claims, "the assertion claims")
     if header.get("alg") not in auth_methods.ASSERTION_ALGS:
         raise InvalidValue("the client assertion must be signed with a public-key algorithm")
     kid = header.get("kid")

@@ -152,6 +152,7 @@ _MATCHES = frozenset(
         "JSON objects",
         "compact JWS",
         "too long",
+        "repeated name",
     }
 )
 HEADER = {"alg": "RS256", "kid": "k1"}
@@ -185,6 +186,15 @@ def test_a_well_formed_assertion_is_read() -> None:
         (compact(HEADER, b'{"sub": "\\ud800", "exp": 1}'), "Unicode"),
         (compact(HEADER, b"not json"), "compact JWS of JSON"),
         (compact(HEADER, [1]), "JSON objects"),
+        (
+            compact(b'{"alg": "none", "alg": "RS256"}', {"sub": "c", "exp": NOW + 60}),
+            "repeated name",
+        ),
+        (
+            compact(HEADER, b'{"sub": "a", "sub": "c", "exp": ' + str(NOW + 60).encode() + b"}"),
+            "repeated name",
+        ),
+        (compact(HEADER, b'{"sub": "c", "exp": 1, "x": [{"y": 1, "y": 2}]}'), "repeated name"),
         ("a.b", "compact JWS"),
         ("a.b.c.d", "compact JWS"),
         ("a+b.c.d", "compact JWS"),
