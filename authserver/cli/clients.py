@@ -17,7 +17,12 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import fields
 from authserver.cli.output import table
+from authserver.clients.jwks import MAX_JWKS_DEPTH
 from authserver.settings import parse_duration
+from authserver.vocabulary import MAX_CLAIM_DEPTH
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import RepeatedNames
+from authserver.vocabulary import loads_strict
 from authserver.web.serializers import client_json
 from authserver.web.serializers import unreadable_json
 
@@ -60,10 +65,21 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
 
 
 def _read_jwks(path: str) -> dict[str, Any]:
+    # Strict and bounded, as the admin API reads a body: json.loads raised RecursionError
+    # (a traceback) on a deeply nested file and kept the last of repeated names.
+    names = RepeatedNames()
     try:
-        data = json.loads(Path(path).read_text("utf-8"))
+        data = loads_strict(
+            Path(path).read_text("utf-8"),
+            "the JWK set",
+            max_depth=MAX_JWKS_DEPTH,
+            object_pairs_hook=names,
+        )
+        names.check(data, "the JWK set")
     except OSError as exc:
         fail(f"--jwks-file: cannot read {path}: {exc.strerror}")
+    except InvalidValue as exc:
+        fail(f"--jwks-file: {path}: {exc}")
     except ValueError:
         fail(f"--jwks-file: {path} is not valid JSON")
     if not isinstance(data, dict):
@@ -82,11 +98,18 @@ def _fixed_claims(pairs: tuple[str, ...]) -> dict[str, Any]:
             fail("--fixed-claim takes NAME=VALUE")
         if name in out:
             fail(f"--fixed-claim {name} is given twice")
+        names = RepeatedNames()
         try:
             # NaN and Infinity are not JSON (RFC 8259): such a VALUE is a plain string.
-            value: Any = json.loads(raw, parse_constant=_not_json)
+            value: Any = json.loads(raw, parse_constant=_not_json, object_pairs_hook=names)
+        except RecursionError:
+            fail(f"--fixed-claim {name}: the value is nested deeper than {MAX_CLAIM_DEPTH} levels")
         except ValueError:
             value = raw
+        try:
+            names.check(value, f"--fixed-claim {name}")
+        except InvalidValue as exc:
+            fail(str(exc))
         out[name] = value
     return out
 

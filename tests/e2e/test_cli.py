@@ -241,6 +241,33 @@ def test_cli_errors_are_one_line_without_traceback(
             assert "no database at" in listed.stderr or "is empty" in listed.stderr, listed.stderr
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("option", "value", "said"),
+    [
+        # json.loads raised RecursionError (a traceback) on deep nesting and kept the last
+        # of repeated names, so {"b": 1, "b": 2} was registered as {"b": 2}.
+        ("--jwks-file", '{"keys": ' + "[" * 20000 + "]" * 20000 + "}", "nested deeper"),
+        ("--jwks-file", '{"keys": [{"kty": "RSA", "kty": "EC"}]}', "repeated name"),
+        ("--fixed-claim", "deep=" + "[" * 20000 + "]" * 20000, "nested deeper"),
+        ("--fixed-claim", 'tier={"plan": "free", "plan": "pro"}', "repeated name"),
+    ],
+    ids=["jwks-deep", "jwks-repeated", "fixed-claim-deep", "fixed-claim-repeated"],
+)
+def test_json_option_values_are_read_strictly(
+    db_url: str, env_for: EnvFor, tmp_path: Path, option: str, value: str, said: str
+) -> None:
+    env = env_for(db_url)
+    if option == "--jwks-file":
+        path = tmp_path / "jwks.json"
+        path.write_text(value)
+        value = str(path)
+    result = run_cli_here(env, "clients", "create", "--name", "X", option, value)
+    line = _one_line_error(result)
+    assert said in line, line
+    assert option in line, line
+
+
 # -- keys -------------------------------------------------------------------------------
 
 
