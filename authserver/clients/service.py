@@ -358,16 +358,20 @@ class ClientService:
     def delete(self, client_id: str) -> Client | None:
         """Delete the client; also one whose record cannot be read (returns ``None``
         then), so an operator can always remove a bad row."""
-        try:
-            client: Client | None = self.get(client_id)
-        except UnreadableRecord:
-            client = None
-        self._store.delete(ClientId(client_id))
-        self._changed()
-        if client is not None:
-            self._record("client.deleted", client)
-        elif self._audit is not None:
-            self._audit.record(None, "client.deleted", client_id=client_id)
+        with self._store.lock():
+            # The lock before the row, as every other change takes them: a delete that
+            # held the row while it waited for the lock deadlocked with a change holding
+            # the lock while it waited for the row (PostgreSQL aborted one of them).
+            try:
+                client: Client | None = self.get(client_id)
+            except UnreadableRecord:
+                client = None
+            self._store.delete(ClientId(client_id))
+            self._changed()
+            if client is not None:
+                self._record("client.deleted", client)
+            elif self._audit is not None:
+                self._audit.record(None, "client.deleted", client_id=client_id)
         if self._on_withdrawn is not None:
             self._on_withdrawn(ClientId(client_id))
         return client
