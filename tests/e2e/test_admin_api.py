@@ -547,6 +547,12 @@ def test_keys_list_rotate_retire(admin: Any) -> None:
     assert retired.status_code == 200, retired.get_data(as_text=True)
     assert retired.get_json()["kid"] == current
     assert retired.get_json()["retired_at"]
+    # It stopped signing when it was retired, not at the handover it was planned with.
+    assert retired.get_json()["signs_until"] == retired.get_json()["retired_at"]
+    listed_retired = [
+        k for k in admin.get("/admin/keys", headers=AUTH).get_json()["keys"] if k["kid"] == current
+    ]
+    assert [k["signs_until"] for k in listed_retired] == [retired.get_json()["retired_at"]]
     # The kid leaves the JWKS at once.
     jwks = {k["kid"] for k in admin.get("/.well-known/jwks.json").get_json()["keys"]}
     assert current not in jwks
