@@ -59,6 +59,20 @@ def current_actor() -> str:
     return _actor.get()
 
 
+#: How often a serving worker writes its batch of ``token.issued`` records.
+BATCH_INTERVAL = 0.25
+
+
+def settle_batches() -> None:
+    """Wait until every serving worker has written the ``token.issued`` records of the
+    requests it answered before this call: two batch intervals. Revoking "every live
+    token" of a user reads those records, so waiting first counts (and revokes at once)
+    a token issued a moment before. Call it before the unit of work that reads them
+    opens. A worker whose database is slower still is caught by the key schedule's
+    reconcile (``StatusLists.reconcile``) within about a minute."""
+    time.sleep(2 * BATCH_INTERVAL)
+
+
 class AuditService:
     def __init__(self, store: AuditStore, clock: Clock, *, retention: int) -> None:
         self._store = store
@@ -67,7 +81,9 @@ class AuditService:
         self._batch: AuditBatcher | None = None
 
     def start_batching(
-        self, unit_of_work: Callable[[], AbstractContextManager[Any]], interval: float = 0.25
+        self,
+        unit_of_work: Callable[[], AbstractContextManager[Any]],
+        interval: float = BATCH_INTERVAL,
     ) -> AuditBatcher:
         """Write ``token.issued`` events from a background thread, in one transaction per
         *interval*, instead of one write per token request (``serve`` turns this on).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from authserver.audit.service import settle_batches
 from authserver.cli.context import handle_errors
 from authserver.cli.context import services
 from authserver.cli.output import echo
@@ -26,6 +27,7 @@ def revoke(sub: str, client_id: str | None, as_json: bool) -> None:
     see it within one status-list ttl) and introspection."""
     if not sub.strip():
         raise InvalidInput("--sub must not be empty")
+    settle_batches()  # a token issued a moment ago by a serving worker counts
     with services() as svc, svc.unit_of_work():
         if client_id is not None:
             svc.clients.get(client_id)  # an unknown client is an error, not "0 revoked"

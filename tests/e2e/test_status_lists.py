@@ -389,3 +389,50 @@ def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
     claims, _ = fetch_list(http, lists.uri(late.list_id))
     assert bit(claims, late.idx) == 1
     assert bit(claims, after.idx) == 0
+
+
+ADMIN_TOKEN = "admin-token-for-status-list-tests-5d0c2e7f9a"
+
+
+def test_a_token_issued_a_moment_before_a_revocation_is_revoked_at_once(
+    env_for: Callable[..., dict[str, str]], db_url: str
+) -> None:
+    """A real serve writes its token.issued records in batches (every 0.25 s), and
+    revoking every live token of a user reads those records: a token issued just before
+    `tokens revoke --sub` (or the admin API's revoke) was not counted and stayed active
+    until a worker's schedule caught it, about a minute later. The revocation now waits
+    for the batches first: counted, and inactive at introspection at once."""
+    import requests
+
+    from tests.helpers import ServerProcess
+    from tests.helpers import cli_json_here
+
+    env = env_for(db_url, AUTHSERVER_ADMIN_TOKEN=ADMIN_TOKEN)
+    created = cli_json_here(env, "clients", "create", "--name", "b", "--json")
+    credentials = (created["client_id"], created["client_secret"])
+    with ServerProcess(env, workers=2) as server:
+        cli_env = {**env, "AUTHSERVER_ISSUER": server.base_url}
+
+        def active(token: str) -> bool:
+            answer = requests.post(
+                server.base_url + "/introspect", data={"token": token}, auth=credentials, timeout=10
+            )
+            assert answer.status_code == 200, answer.text
+            return bool(answer.json()["active"])
+
+        for via in ("cli", "admin"):
+            sub = f"user-revoked-by-{via}"
+            token = issue_token(server, credentials, sub=sub)
+            if via == "cli":
+                revoked = cli_json_here(cli_env, "tokens", "revoke", "--sub", sub, "--json")
+            else:
+                answer = requests.post(
+                    server.base_url + "/admin/tokens/revoke",
+                    json={"sub": sub},
+                    headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+                    timeout=10,
+                )
+                assert answer.status_code == 200, answer.text
+                revoked = answer.json()
+            assert revoked["revoked"] == 1, (via, revoked)
+            assert not active(token), via
