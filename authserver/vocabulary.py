@@ -85,7 +85,6 @@ def is_utf8(text: str) -> bool:
     return True
 
 
-#: C0 controls and DEL: what a single-line text value must not contain.
 #: Control characters (C0, DEL and C1) and the Unicode line and paragraph separators: none
 #: belongs in one line of text (``str.splitlines`` breaks at U+0085, U+2028 and U+2029, and
 #: so do log viewers).

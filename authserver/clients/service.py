@@ -201,8 +201,7 @@ class ClientService:
         :returns: the client and its plaintext secret, which exists only in this return
             value (``None`` for a ``private_key_jwt`` client registered with keys).
         """
-        if jwks is not None and jwks_uri is not None:
-            raise InvalidInput("give either a JWK set or a jwks_uri, not both")
+        keys = self._keys(jwks, jwks_uri)
         policy = ClientPolicy(
             audiences=_audiences(audiences),
             scopes=_scopes(scopes),
@@ -215,7 +214,7 @@ class ClientService:
         now = self._clock.now()
         secret: str | None = None
         secret_hash: str | None = None
-        if jwks is None and jwks_uri is None:
+        if not keys:
             secret = client_secrets.new_secret()
             secret_hash = client_secrets.hash_secret(secret)
         client = Client(
@@ -226,12 +225,7 @@ class ClientService:
             created_at=now,
             updated_at=now,
             secret_hash=secret_hash,
-            jwks=validate_public_jwks(jwks) if jwks is not None else None,
-            jwks_uri=(
-                check_jwks_uri(jwks_uri, allow_http_loopback=self._allow_http_jwks_uri)
-                if jwks_uri is not None
-                else None
-            ),
+            **keys,
         )
         self._store.add(client)
         self._changed()
@@ -260,7 +254,12 @@ class ClientService:
             # Read under the lock: a change made meanwhile elsewhere (a disable, a rotation)
             # is in the copy written back, never undone by it.
             client = self.get(client_id)
-            keys = self._new_keys(client, jwks, jwks_uri)
+            if (jwks is not None or jwks_uri is not None) and client.secret_hash is not None:
+                raise InvalidInput(
+                    "this client authenticates with a secret; only a client registered with "
+                    "keys (private_key_jwt) can have them replaced"
+                )
+            keys = self._keys(jwks, jwks_uri)
             policy = client.policy
             if audiences is not None:
                 policy = dataclasses.replace(policy, audiences=_audiences(audiences))
@@ -291,20 +290,14 @@ class ClientService:
                 self._record("client.updated", updated)
             return updated
 
-    def _new_keys(
-        self, client: Client, jwks: dict[str, Any] | None, jwks_uri: str | None
-    ) -> dict[str, Any]:
-        """The ``jwks``/``jwks_uri`` fields replacing *client*'s keys, checked as at
-        registration; empty when neither is given."""
+    def _keys(self, jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:
+        """The ``jwks``/``jwks_uri`` fields of a client registered with one of them, as
+        stored (the set with public keys only, or a URL by the ``jwks_uri`` rules); empty
+        when neither is given (a client with a secret, or nothing to replace)."""
         if jwks is None and jwks_uri is None:
             return {}
         if jwks is not None and jwks_uri is not None:
             raise InvalidInput("give either a JWK set or a jwks_uri, not both")
-        if client.secret_hash is not None:
-            raise InvalidInput(
-                "this client authenticates with a secret; only a client registered with "
-                "keys (private_key_jwt) can have them replaced"
-            )
         if jwks is not None:
             return {"jwks": validate_public_jwks(jwks), "jwks_uri": None}
         return {

@@ -78,6 +78,13 @@ class SigningKey:
             return KeyState.PREVIOUS
         return KeyState.GONE
 
+    def signs_until(self) -> float | None:
+        """When the key stops (or stopped) signing: the end of its window, or its retire
+        when that came first (a retired key keeps the window it was planned with);
+        ``None`` while neither is known."""
+        ends = [t for t in (self.deactivate_at, self.retired_at) if t is not None]
+        return min(ends, default=None)
+
     def drop_at(self, retention: float) -> float | None:
         """When the key leaves the JWKS (``None`` while neither a retire nor its end of
         signing is known): the first of its retire and the end of its retention, as

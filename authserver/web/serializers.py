@@ -52,17 +52,10 @@ def key_json(view: KeyView) -> dict[str, Any]:
         "state": view.state.value,
         "published_at": iso(key.created_at),
         "signs_from": iso(key.activate_at),
-        "signs_until": iso(_signs_until(key.deactivate_at, key.retired_at)),
+        "signs_until": iso(key.signs_until()),
         "unpublished_at": iso(view.drop_at),
         "retired_at": iso(key.retired_at),
     }
-
-
-def _signs_until(deactivate_at: float | None, retired_at: float | None) -> float | None:
-    """When the key stops (or stopped) signing: its window's end, or its retirement when
-    that came first (a retired key keeps the window it was planned with)."""
-    ends = [t for t in (deactivate_at, retired_at) if t is not None]
-    return min(ends, default=None)
 
 
 def unreadable_json(record: UnreadableRecord) -> dict[str, str]:
