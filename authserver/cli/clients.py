@@ -12,6 +12,7 @@ import click
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
+from authserver.cli.output import OutputFailed
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import fail
@@ -178,22 +179,30 @@ def create(
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     jwks = _read_jwks(jwks_file) if jwks_file else None
     fixed = _fixed_claims(fixed_claims)
-    with services(creates=True) as svc, svc.unit_of_work():
-        client, secret = svc.clients.create(
-            name=name,
-            audiences=audiences,
-            scopes=scopes,
-            allowed_claims=allowed_claims,
-            token_ttl=token_ttl,
-            jwks=jwks,
-            jwks_uri=jwks_uri,
-            require_sub=require_sub,
-            profile=profile or "oauth2",
-            fixed_claims=fixed,
-        )
-        # Shown before the commit: a secret that cannot be shown (a full disk, a closed
-        # pipe) leaves no client behind that nobody can authenticate as.
-        _show(client_json(client), as_json, secret)
+    with services(creates=True) as svc:
+        with svc.unit_of_work():
+            client, secret = svc.clients.create(
+                name=name,
+                audiences=audiences,
+                scopes=scopes,
+                allowed_claims=allowed_claims,
+                token_ttl=token_ttl,
+                jwks=jwks,
+                jwks_uri=jwks_uri,
+                require_sub=require_sub,
+                profile=profile or "oauth2",
+                fixed_claims=fixed,
+            )
+        # Shown after the commit, so a client printed is a client stored whatever ends the
+        # command next (kill -9: tests/integration/test_crash_safety.py). A secret that
+        # cannot be shown (a full disk, a closed pipe) then leaves no client behind that
+        # nobody can authenticate as: it is deleted again.
+        try:
+            _show(client_json(client), as_json, secret)
+        except OutputFailed:
+            with svc.unit_of_work():
+                svc.clients.delete(client.client_id)
+            raise
 
 
 @clients.command("list")
