@@ -96,6 +96,14 @@ class AuditService:
         self._batch.start()
         return self._batch
 
+    def settle(self) -> None:
+        """:func:`settle_batches` for a request this process serves: a process that batches
+        its ``token.issued`` records (every ``serve`` worker, like its siblings) waits for
+        them; one that writes each record at once (an app run without ``serve``) has no
+        batch to wait for."""
+        if self._batch is not None:
+            settle_batches()
+
     def record_issued(self, actor: str, **fields: Any) -> None:
         """Record a ``token.issued`` event, batched when batching is on."""
         if self._batch is None:

@@ -201,10 +201,13 @@ def address_allowed(ip: str, policy: FetchPolicy) -> bool:
 
 @functools.cache
 def _default_tls() -> ssl.SSLContext:
-    """One context per process: loading the system trust store costs tens of ms, and
-    every ``container.build`` makes a fetcher. Contexts are safe to share between threads;
-    every fetcher sets the same socket class on it."""
-    return ssl.create_default_context()
+    """One context per process, made at the first https fetch: loading the system trust
+    store costs tens of ms, and every ``container.build`` (each CLI command, each server
+    start) makes a fetcher that most deployments never use. Contexts are safe to share
+    between threads."""
+    tls = ssl.create_default_context()
+    tls.sslsocket_class = _DeadlineSSLSocket
+    return tls
 
 
 class JwksFetcher:
@@ -220,9 +223,9 @@ class JwksFetcher:
     ) -> None:
         self.policy = policy or FetchPolicy()
         self._clock = clock or SystemClock()
-        tls = tls or _default_tls()
-        tls.sslsocket_class = _DeadlineSSLSocket
-        self._tls = tls
+        if tls is not None:
+            tls.sslsocket_class = _DeadlineSSLSocket
+        self._tls = tls  # None: the process's default context, at the first https fetch
         self._resolve = resolve
         self._lock = threading.Lock()
         self._cache: BoundedCache[str, _Entry] = BoundedCache(self.policy.max_entries)
@@ -311,7 +314,12 @@ class JwksFetcher:
         try:
             family, address = self._address(host, port, deadline)
             connection = _PinnedConnection(
-                host, port, address, family, deadline, self._tls if tls else None
+                host,
+                port,
+                address,
+                family,
+                deadline,
+                (self._tls or _default_tls()) if tls else None,
             )
             try:
                 path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

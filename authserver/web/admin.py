@@ -22,7 +22,6 @@ from flask import request
 from authserver.audit.model import ACTIONS
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import acting_as
-from authserver.audit.service import settle_batches
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
@@ -331,7 +330,7 @@ def revoke_tokens() -> Response:
         raise InvalidInput("sub is required and must be a non-empty string")
     if client_id is not None and not isinstance(client_id, str):
         raise InvalidInput("client_id must be a string")
-    settle_batches()  # before this request reads anything: a token issued just now counts
+    services().audit.settle()  # before this request reads anything: a token issued just now counts
     if client_id is not None:
         services().clients.get(client_id)  # NotFound: 404
     revoked = services().status_lists.revoke_user(sub, client_id=client_id)

@@ -7,8 +7,9 @@ or two), which would answer 503 ``temporarily_unavailable`` "no signing key is a
 
 A real ``authserver serve`` with two workers answers tokens requested continuously by two
 threads while the main thread retires the current key several times with
-``authserver keys retire`` (another process) or ``POST /admin/keys/<kid>/retire`` (inside
-a worker, whose other threads read the key set meanwhile), alternately when no next key
+``authserver keys retire`` (the command's own code, in the test's process: another process
+than the server's) or ``POST /admin/keys/<kid>/retire`` (inside a worker, whose other
+threads read the key set meanwhile), alternately when no next key
 exists (a new key is created) and when one has been published long enough to be
 promoted. The set-up (the client, the rotations that schedule a next key) and the
 look-ups go through the admin API. Every answer must be 200, and every token must verify
@@ -32,7 +33,7 @@ import requests
 
 from tests.factories import request_token
 from tests.helpers import ServerProcess
-from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -103,7 +104,7 @@ def _current_kid(base_url: str) -> str:
 def _retire(env: dict[str, str], base_url: str, kid: str, via: str) -> str | None:
     """Retire *kid* by the CLI or the admin API; the kid that signs afterwards."""
     if via == "cli":
-        result = run_cli(env, "keys", "retire", kid, "--json")
+        result = run_cli_here(env, "keys", "retire", kid, "--json")
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)["current_kid"]  # type: ignore[no-any-return]
     response = _admin("POST", base_url, f"/keys/{kid}/retire")

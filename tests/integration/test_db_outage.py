@@ -36,7 +36,7 @@ from requests.structures import CaseInsensitiveDict
 from tests.factories import issue_token
 from tests.factories import request_token
 from tests.helpers import ServerProcess
-from tests.helpers import cli_json
+from tests.helpers import cli_json_here
 from tests.helpers import free_port
 from tests.helpers import missing
 
@@ -347,7 +347,7 @@ def test_postgres_outage_under_load(pg_cluster: PgCluster, tmp_path: Path, stop_
 
         clients: list[tuple[str, str]] = []
         for i in range(3):
-            made = cli_json(cli_env, "clients", "create", "--name", f"outage backend {i}")
+            made = cli_json_here(cli_env, "clients", "create", "--name", f"outage backend {i}")
             clients.append((made["client_id"], made["client_secret"]))
         tokens = []
         for client in clients:
@@ -363,9 +363,9 @@ def test_postgres_outage_under_load(pg_cluster: PgCluster, tmp_path: Path, stop_
         assert _introspect(server.base_url, clients[0], revoked)["active"] is False
         assert _introspect(server.base_url, clients[1], kept)["active"] is True
         jwks_before = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
-        keys_before = cli_json(cli_env, "keys", "list")["keys"]
+        keys_before = cli_json_here(cli_env, "keys", "list")["keys"]
         clients_before = {
-            c["client_id"]: c for c in cli_json(cli_env, "clients", "list")["clients"]
+            c["client_id"]: c for c in cli_json_here(cli_env, "clients", "list")["clients"]
         }
 
         with Load(server.base_url, clients, tokens) as load:
@@ -416,9 +416,11 @@ def test_postgres_outage_under_load(pg_cluster: PgCluster, tmp_path: Path, stop_
         )
 
         # Nothing was lost: clients, keys (and so the JWKS), the revocation.
-        clients_after = {c["client_id"]: c for c in cli_json(cli_env, "clients", "list")["clients"]}
+        clients_after = {
+            c["client_id"]: c for c in cli_json_here(cli_env, "clients", "list")["clients"]
+        }
         assert clients_after == clients_before
-        assert cli_json(cli_env, "keys", "list")["keys"] == keys_before
+        assert cli_json_here(cli_env, "keys", "list")["keys"] == keys_before
         jwks_after = requests.get(server.base_url + "/.well-known/jwks.json", timeout=10).json()
         assert jwks_after == jwks_before
         assert _introspect(server.base_url, clients[0], revoked)["active"] is False
@@ -478,7 +480,7 @@ def test_unresponsive_postgres_fails_fast(pg_cluster: PgCluster, tmp_path: Path)
     server = ServerProcess(env, workers=2, log_path=tmp_path / "server.log")
     cli_env = {**env, "AUTHSERVER_ISSUER": server.base_url}
     with server:
-        made = cli_json(cli_env, "clients", "create", "--name", "blackhole backend")
+        made = cli_json_here(cli_env, "clients", "create", "--name", "blackhole backend")
         client = (made["client_id"], made["client_secret"])
         token = issue_token(server, client)
 
