@@ -303,10 +303,11 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker per core, plus one. Many tests wait on a real server's
-    timers or on a process they started (rotations, outages, Node's test runner); while one
-    waits, the extra worker keeps the cores busy (2 cores: 5:21 instead of 6:35)."""
-    return (os.cpu_count() or 1) + 1
+    """``-n auto``: one worker per core, plus two. Tests of a few seconds to a minute wait
+    on a real server's timers or on a process they started (rotations, outages, Node's
+    test runner): the extra workers run them beside the CPU-bound tests
+    (:func:`_queued_for_workers`)."""
+    return (os.cpu_count() or 1) + 2
 
 
 def _needs_postgres(item: pytest.Function) -> bool:
@@ -319,7 +320,7 @@ def _needs_postgres(item: pytest.Function) -> bool:
     return "postgres" in item.originalname
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if not isinstance(item, pytest.Function):
             continue
@@ -329,10 +330,55 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         if item.originalname in _functions_starting_processes(item.path):
             item.add_marker(pytest.mark.slow)
-    # The tests that start processes first (a stable sort: each file keeps its order), so
-    # the longest ones start early and the parallel workers finish together on short
-    # tests instead of one of them running a long test alone at the end.
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    items[:] = _queued_for_workers(items, _worker_count(config))
+
+
+def _worker_count(config: pytest.Config) -> int:
+    workerinput = getattr(config, "workerinput", None)  # set in a pytest-xdist worker
+    return int(workerinput["workercount"]) if workerinput else 1
+
+
+def _queued_for_workers(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """The order the workers should run *items* in.
+
+    pytest-xdist's ``worksteal`` hands each of its *workers* one contiguous share of the
+    list (``len(pending) // workers left`` items each, in turn), and idle workers later
+    take the ends of the others' queues. So the list is built as one queue per worker:
+
+    * the tests that mostly wait on real time (``waits``) are dealt to half of the
+      queues, first in each: they overlap the CPU-bound tests of the other half instead
+      of each other, and none of them starts late;
+    * the tests that start processes (``slow``) come next, dealt from the queues without
+      ``waits`` tests, so the cores are busy from the start;
+    * the rest fills every queue to its share, short tests last, where stealing evens
+      out the finish.
+
+    Within each group, each file keeps its order.
+    """
+    if workers < 2:
+        return sorted(items, key=lambda item: item.get_closest_marker("slow") is None)
+    shares, left = [], len(items)
+    for remaining in range(workers, 0, -1):
+        shares.append(left // remaining)
+        left -= shares[-1]
+    waiting_queues = (workers + 1) // 2
+    queues: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    waits = [item for item in items if item.get_closest_marker("waits")]
+    slow = [i for i in items if i.get_closest_marker("slow") and not i.get_closest_marker("waits")]
+    rest = [
+        i for i in items if not i.get_closest_marker("slow") and not i.get_closest_marker("waits")
+    ]
+    for index, item in enumerate(waits):
+        queues[index % waiting_queues].append(item)
+    # The queues without waiting tests first, then round-robin over those with room.
+    order = list(range(waiting_queues, workers)) + list(range(waiting_queues))
+    turn = 0
+    for item in slow + rest:  # the shares add up to len(items): there is always room
+        while len(queues[order[turn % workers]]) >= shares[order[turn % workers]]:
+            turn += 1
+        queues[order[turn % workers]].append(item)
+        turn += 1
+    return [item for queue in queues for item in queue]
 
 
 #: Run a test on SQLite only: for tests whose ``services``/``app`` never reach the

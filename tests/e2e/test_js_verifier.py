@@ -31,6 +31,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "verifiers" / "js"
 PYTHON_README = PACKAGE.parent / "python" / "README.md"
 
 
+@pytest.mark.waits
 def test_js_verifier_package() -> None:
     node, npm = node_and_npm("the JavaScript verifier's tests")
     npm_ci(npm, PACKAGE)

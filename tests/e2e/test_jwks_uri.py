@@ -163,6 +163,7 @@ def test_a_redirecting_key_server_is_not_followed(
         assert target.requests == []
 
 
+@pytest.mark.waits
 def test_a_slow_drip_key_server_gets_invalid_client_within_the_deadline(
     deployment: Deployment, jwks: dict[str, Any], rsa_private_key: rsa.RSAPrivateKey
 ) -> None:

@@ -425,6 +425,7 @@ def test_429s_are_counted_in_the_metrics(make_app: MakeApp) -> None:
     assert "authserver_client_auth_throttled_total" in text
 
 
+@pytest.mark.waits
 def test_memory_storage_forgets_ids_whose_failures_left_the_window(
     env_for: Callable[..., dict[str, str]], db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

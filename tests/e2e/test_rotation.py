@@ -212,6 +212,7 @@ def _run(env: dict[str, str], server: ServerProcess, log_path: Path) -> None:
     assert failures == [], "\n".join(failures)
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("key_store", ["file"])
 def test_rotation_restart_and_retire_with_caching_verifiers(
     db_url: str, key_store: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
@@ -219,6 +220,7 @@ def test_rotation_restart_and_retire_with_caching_verifiers(
     _scenario(env_for(db_url, AUTHSERVER_KEY_STORE=key_store, **TIMINGS), tmp_path)
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_rotation_restart_and_retire_with_sql_key_store(
     db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path

@@ -90,6 +90,7 @@ def _answer(conn: socket.socket, deadline: float) -> bytes | None:
     return data
 
 
+@pytest.mark.waits
 def test_slow_bodies_do_not_starve_proper_requests(server: ServerProcess) -> None:
     """More connections than threads send a head and part of a body, then nothing or a
     byte now and then: a proper /token request and /healthz are still served within BOUND,

@@ -24,7 +24,7 @@ from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import run_cli
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.waits]
 
 AUDIENCE = "https://sync.example.com"
 TIMINGS = {

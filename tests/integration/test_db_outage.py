@@ -467,6 +467,7 @@ class BlackHole:
         self.sock.close()
 
 
+@pytest.mark.waits
 def test_unresponsive_postgres_fails_fast(pg_cluster: PgCluster, tmp_path: Path) -> None:
     """PostgreSQL's port accepts TCP but never answers (a hung host, a half-dead proxy):
     requests still get a 503 within the bound instead of hanging on the connection
