@@ -23,13 +23,9 @@ once per dialect and process, a replay of its statements after that), and in-pro
 from __future__ import annotations
 
 import ast
-import compileall
 import itertools
 import os
 import secrets
-import shutil
-import sys
-import tempfile
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,7 +38,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 from sqlalchemy import event
 
-import authserver
 from authserver import container
 from authserver.clock import FixedClock
 from authserver.container import Services
@@ -305,26 +300,6 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
             starting |= more
         _process_tests[str(path)] = frozenset(starting)
     return _process_tests[str(path)]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    if not hasattr(config, "workerinput"):  # the workers inherit the environment
-        _compile_the_package_once(config)
-
-
-def _compile_the_package_once(config: pytest.Config) -> None:
-    """Under ``PYTHONDONTWRITEBYTECODE`` (as on CI's machines) every ``authserver`` process
-    the suite starts (a few hundred servers and commands) would compile the package from
-    source again: about 0.1 s of CPU each. So it is compiled once, into a bytecode cache of
-    this run's own (``PYTHONPYCACHEPREFIX``, inherited by the workers and every process
-    they start), and nothing is written next to the sources."""
-    if not sys.dont_write_bytecode or os.environ.get("PYTHONPYCACHEPREFIX"):
-        return
-    prefix = tempfile.mkdtemp(prefix="authserver-tests-pycache-")
-    config.add_cleanup(lambda: shutil.rmtree(prefix, ignore_errors=True))
-    os.environ["PYTHONPYCACHEPREFIX"] = prefix
-    sys.pycache_prefix = prefix
-    compileall.compile_dir(Path(authserver.__file__).parent, quiet=1)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
