@@ -139,7 +139,18 @@ def _database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    if _SQLITE_URL.match(value):
+        path, _, query = value.split("://", 1)[1].partition("?")
+        if path.removeprefix("/") in ("", ":memory:") or "mode=memory" in query:
+            raise ValueError(
+                "is an in-memory SQLite database, which lives as long as one process: every "
+                "command and every server worker would have its own, empty one; use a file "
+                "such as sqlite:///authserver.db"
+            )
     return value
+
+
+_SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -278,7 +289,8 @@ class Settings:
 
     database_url: str = setting(
         _database_url,
-        "SQLAlchemy database URL (default: SQLite file authserver.db in the working directory)",
+        "SQLAlchemy database URL: a SQLite file or PostgreSQL, not SQLite in memory "
+        "(default: SQLite file authserver.db in the working directory)",
         factory=_default_database_url,
         secret=True,
         mask=_show_url,

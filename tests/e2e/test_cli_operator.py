@@ -485,3 +485,22 @@ def test_serve_workers_read_the_config_file_given_as_an_option(tmp_path: Path) -
     finally:
         os.killpg(proc.pid, 15)
         proc.wait(30)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["clients", "create", "--name", "x"]])
+def test_sqlite_in_memory_is_refused_before_anything_runs(
+    tmp_path: Path, url: str, command: list[str]
+) -> None:
+    """Each process (each command, each server worker) would get its own empty database:
+    a client created there is gone when the command returns. One line, exit 2."""
+    result = run_cli_here(
+        {"AUTHSERVER_KEYS_DIR": str(tmp_path / "keys")}, "--database-url", url, *command
+    )
+    assert result.returncode == 2, result
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()
+    assert line.startswith("authserver: error: --database-url: is an in-memory SQLite database"), (
+        line
+    )
+    assert not (tmp_path / "keys").exists()

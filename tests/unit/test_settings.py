@@ -27,7 +27,16 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
         None,  # depends on the working directory: checked in test_database_url_default
         "postgresql+psycopg://user@db.example/auth",
         "postgresql+psycopg://user@db.example/auth",
-        ("not a url", "", "authserver.db"),
+        (
+            "not a url",
+            "",
+            "authserver.db",
+            # In memory: one empty database per process (each command, each worker).
+            "sqlite://",
+            "sqlite:///:memory:",
+            "sqlite+pysqlite:///:memory:",
+            "sqlite:///file:auth?mode=memory&cache=shared&uri=true",
+        ),
     ),
     "AUTHSERVER_ISSUER": (
         "issuer",
