@@ -188,6 +188,19 @@ def digits_value(text: str) -> int | None:
     return value if value <= MAX_SAFE_INTEGER else None
 
 
+def whole_number(value: Any) -> int | None:
+    """*value*, a decoded JSON number, as a whole number, or ``None`` when it is anything
+    else: an ``int``, or a ``float`` with no fractional part (``3600.0``: JSON has one type
+    of number, and some encoders write every number with a point); never a ``bool``."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
+        return int(value)
+    return None
+
+
 class RepeatedNames:
     """An ``object_pairs_hook`` for :func:`loads_strict` that notes each object naming a
     member more than once. ``json.loads`` keeps the last value in silence, so

@@ -35,6 +35,7 @@ from authserver.vocabulary import check_identity
 from authserver.vocabulary import digits_value
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
+from authserver.vocabulary import whole_number
 
 MAX_EXPIRES_IN = 10 * 365 * 86400
 
@@ -120,13 +121,10 @@ def _expires_in(body: ParsedBody) -> int | None:
     raw = body.first("expires_in")
     if raw is None:
         return None
-    if isinstance(raw, bool):
+    seconds = digits_value(raw) if isinstance(raw, str) else whole_number(raw)
+    if seconds is None or not 0 < seconds <= MAX_EXPIRES_IN:
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
-    if isinstance(raw, str):
-        raw = digits_value(raw)
-    if not isinstance(raw, int) or not 0 < raw <= MAX_EXPIRES_IN:
-        raise InvalidRequestError("expires_in must be a positive whole number of seconds")
-    return raw
+    return seconds
 
 
 def parse_token_request(body: ParsedBody) -> TokenRequest:

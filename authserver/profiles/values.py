@@ -13,6 +13,7 @@ from typing import Any
 
 from authserver.profiles.base import ProfileError
 from authserver.vocabulary import digits_value
+from authserver.vocabulary import whole_number
 
 #: Longest lifetime any dialect may ask for before the client's ceiling applies (ten
 #: years, as for ``expires_in``); beyond it the request is malformed, not clamped.
@@ -58,18 +59,17 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 
 def seconds(value: Any, field: str) -> int:
     """A positive whole number of seconds (a JSON number, or digits in a form body)."""
-    if isinstance(value, str):
-        value = digits_value(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SECONDS:
+    number = digits_value(value) if isinstance(value, str) else whole_number(value)
+    if number is None or not 0 < number <= MAX_SECONDS:
         raise ProfileError(f"{field} must be a positive whole number of seconds")
-    return value
+    return number
 
 
 def duration(value: Any, field: str) -> int:
     """A vercel/ms duration string ("10m", "1d", "2 hours") or a number of seconds, as
     jsonwebtoken's ``expiresIn`` takes it; whole seconds, rounded down as jsonwebtoken
     rounds the resulting ``exp``."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool):
         return seconds(value, field)
     if not isinstance(value, str):
         raise ProfileError(f"{field} must be a duration such as 10m or 1d, or seconds")

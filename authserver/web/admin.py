@@ -34,6 +34,7 @@ from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import loads_strict
+from authserver.vocabulary import whole_number
 from authserver.web import bearer
 from authserver.web.context import services
 from authserver.web.errors import error_response
@@ -151,9 +152,12 @@ def _list_of_strings(data: dict[str, Any], field: str) -> Iterator[str] | None:
 
 def _ttl(data: dict[str, Any]) -> Any:
     value = data.get("token_ttl")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+    if value is None:
+        return None
+    seconds = whole_number(value)
+    if seconds is None:
         raise InvalidInput("token_ttl must be a whole number of seconds or null")
-    return value
+    return seconds
 
 
 def _bool(data: dict[str, Any], field: str) -> bool:
@@ -275,9 +279,10 @@ def rotate_secret(client_id: str) -> Response:
     # Optional body {"grace_seconds": N}: the old secret keeps working N seconds.
     grace = 0
     if request.content_length or request.is_json:
-        grace = _body({"grace_seconds"}).get("grace_seconds", 0)
-        if isinstance(grace, bool) or not isinstance(grace, int):
+        given = whole_number(_body({"grace_seconds"}).get("grace_seconds", 0))
+        if given is None:
             raise InvalidInput("grace_seconds must be a whole number of seconds")
+        grace = given
     client, secret = services().clients.rotate_secret(client_id, grace=grace)
     return _json({**client_json(client), "client_secret": secret})
 

@@ -362,6 +362,7 @@ BAD_CREATE_BODIES: list[dict[str, Any]] = [
     {"name": "x", "token_ttl": "600"},
     {"name": "x", "token_ttl": True},
     {"name": "x", "token_ttl": 1.5},
+    {"name": "x", "token_ttl": 1e300},
     {"name": "x", "token_ttl": 0},
     {"name": "x", "token_ttl": 10**9},
     {"name": "x", "jwks": "not a set"},
@@ -679,3 +680,25 @@ def test_audit_since_takes_what_the_cli_takes(admin: Any) -> None:
     assert ids("946684800") == [created["client_id"]]
     assert ids("2999-01-01") == []
     assert ids("32503680000") == []  # 3000-01-01
+
+
+def test_whole_numbers_written_with_a_point_are_their_numbers(admin: Any) -> None:
+    """JSON has one type of number: a token_ttl of 600.0 is 600, a grace_seconds of
+    3600.0 is an hour (some encoders write every number with a point)."""
+    client = create(admin, name="pointed", token_ttl=600.0)
+    assert client["token_ttl"] == 600
+    assert isinstance(client["token_ttl"], int)
+    rotated = admin.post(
+        f"/admin/clients/{client['client_id']}/rotate-secret",
+        json={"grace_seconds": 3600.0},
+        headers=AUTH,
+    )
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    status, _ = token_status(admin, client["client_id"], client["client_secret"])
+    assert status == 200  # the old secret, within its hour of grace
+    refused = admin.post(
+        f"/admin/clients/{client['client_id']}/rotate-secret",
+        json={"grace_seconds": 0.5},
+        headers=AUTH,
+    )
+    assert refused.status_code == 400

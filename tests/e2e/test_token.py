@@ -305,7 +305,19 @@ def test_expires_in_with_leading_zeros_is_its_number(http: Any, auth: str) -> No
     assert response.get_json()["expires_in"] == 60, response.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("value", ["abc", 0, -5, 1.5, True, [60], {"s": 60}, HUGE_DIGITS])
+def test_expires_in_written_with_a_point_in_json_is_its_number(http: Any, auth: str) -> None:
+    """JSON has one type of number: 60.0 is 60 (some encoders write every number so)."""
+    body = {"grant_type": "client_credentials", "expires_in": 60.0}
+    response = post(http, body=body, auth=auth)
+    assert response.get_json()["expires_in"] == 60, response.get_data(as_text=True)
+    claims = claims_of(response)
+    assert claims["exp"] - claims["iat"] == 60
+    assert isinstance(claims["exp"], int)
+
+
+@pytest.mark.parametrize(
+    "value", ["abc", 0, -5, 1.5, 60.000001, 1e300, True, [60], {"s": 60}, HUGE_DIGITS]
+)
 def test_bad_expires_in_in_json_is_invalid_request(http: Any, auth: str, value: Any) -> None:
     body = {"grant_type": "client_credentials", "expires_in": value}
     assert_error(post(http, body=body, auth=auth), 400, "invalid_request")

@@ -347,6 +347,12 @@ def test_stream_body() -> None:
     }
 
 
+def test_stream_ttl_written_with_a_point_is_its_number() -> None:
+    params = translate(StreamProfile(), {"userId": "viewer-1", "ttl": 3600.0})
+    assert params["expires_in"] == 3600
+    assert isinstance(params["expires_in"], int)
+
+
 def test_stream_expire_is_an_absolute_time() -> None:
     params = translate(StreamProfile(), {"expire": "2027-01-15T08:10:00Z"})
     expected = 1_800_000_000 + 600  # NOW is 2027-01-15T08:00:00Z
