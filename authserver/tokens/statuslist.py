@@ -295,11 +295,16 @@ class StatusListService:
         """Revoke every live token issued to *sub* (of *client_id* when given) or to
         *client_id* (up to *issued_until* when given); returns how many entries were
         newly revoked."""
+        return self._revoke_issued(sub, client_id, issued_until, self._longest_lifetime())
+
+    def _revoke_issued(
+        self, sub: str | None, client_id: str | None, issued_until: float | None, lifetime: float
+    ) -> int:
         if sub is None and client_id is None:
             raise ValueError("name a sub, a client_id or both")
         now = self._clock.now()
         # A token issued longer ago than the longest lifetime (plus skew) has expired.
-        since = now - self._max_token_ttl - self._leeway
+        since = now - lifetime
         entries = [
             e
             for e in self._store.issued(
@@ -308,6 +313,15 @@ class StatusListService:
             if e.expires_at + self._leeway > now
         ]
         return self._store.revoke(entries, now) if entries else 0
+
+    def _longest_lifetime(self) -> float:
+        """How long ago a token still live can have been issued: this process's longest
+        token lifetime plus the leeway, or longer where the signing keys record a longer
+        one. The servers that sign record theirs with each key (``SigningKey.retention``),
+        and a command run with a shorter ``AUTHSERVER_MAX_TOKEN_TTL`` than theirs must
+        still reach their tokens."""
+        recorded = (k.retention for k in self._keys.read() if k.retention is not None)
+        return max(self._max_token_ttl + self._leeway, *recorded)
 
     #: Operator actions that revoke "every live token" of a user or a client.
     WITHDRAWALS = ("tokens.revoked", "client.disabled", "client.deleted")
@@ -325,13 +339,14 @@ class StatusListService:
             return 0
         since = self._clock.now() - self.RECONCILE_WINDOW
         revoked = 0
+        lifetime: float | None = None  # read once, and only when there is a withdrawal
         for action in self.WITHDRAWALS:
             for event in self._audit.query(AuditQuery(action=action, since=since, limit=1000)):
                 if event.sub is None and event.client_id is None:
                     continue
-                revoked += self.revoke_issued(
-                    sub=event.sub, client_id=event.client_id, issued_until=event.at
-                )
+                if lifetime is None:
+                    lifetime = self._longest_lifetime()
+                revoked += self._revoke_issued(event.sub, event.client_id, event.at, lifetime)
         return revoked
 
     def revoke_user(self, sub: str, *, client_id: str | None = None) -> int:

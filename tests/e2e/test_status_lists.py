@@ -17,6 +17,7 @@ import jwt
 import pytest
 from token_status_list import BitArray
 
+from authserver import container
 from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.settings import Settings
@@ -436,3 +437,40 @@ def test_a_token_issued_a_moment_before_a_revocation_is_revoked_at_once(
                 revoked = answer.json()
             assert revoked["revoked"] == 1, (via, revoked)
             assert not active(token), via
+
+
+def test_a_revocation_reaches_tokens_of_servers_with_a_longer_lifetime(
+    settings: Settings, services: Services
+) -> None:
+    """The servers sign with AUTHSERVER_MAX_TOKEN_TTL of a week and record it with their
+    keys; ``tokens revoke --sub`` run with the default (shorter) one still revokes a token
+    they issued two days ago, which is live for five more."""
+    import dataclasses
+
+    from authserver.audit.model import AuditEvent
+    from authserver.storage.sql.audit import SqlAuditStore
+
+    week = 7 * 86400
+    assert settings.max_token_ttl < 2 * 86400
+    servers = container.build(dataclasses.replace(settings, max_token_ttl=week))
+    try:
+        with servers.unit_of_work():
+            servers.keys.tick()  # records the week with the keys that sign
+    finally:
+        servers.close()
+    now = services.clock.now()
+    lists = services.status_lists
+    entry = lists.allocate(now + 5 * 86400)
+    event = AuditEvent(
+        at=now - 2 * 86400,
+        actor="client:c1",
+        action="token.issued",
+        client_id="c1",
+        sub="dave",
+        jti="j-long",
+        detail={"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 5 * 86400},
+    )
+    with services.unit_of_work():
+        SqlAuditStore(services.db).add_many([event])
+    with services.unit_of_work():
+        assert lists.revoke_user("dave") == 1
