@@ -41,6 +41,7 @@ from authserver.audit.model import AuditQuery
 from authserver.audit.service import AuditService
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
+from authserver.errors import KeyStoreError
 from authserver.keys.crypto import ALG
 from authserver.keys.crypto import SIGNING
 from authserver.keys.ring import KeyRing
@@ -319,9 +320,15 @@ class StatusListService:
         token lifetime plus the leeway, or longer where the signing keys record a longer
         one. The servers that sign record theirs with each key (``SigningKey.retention``),
         and a command run with a shorter ``AUTHSERVER_MAX_TOKEN_TTL`` than theirs must
-        still reach their tokens."""
-        recorded = (k.retention for k in self._keys.read() if k.retention is not None)
-        return max(self._max_token_ttl + self._leeway, *recorded)
+        still reach their tokens. A key store this process cannot read (an operator
+        account kept away from the private keys) records nothing here: the command's own
+        setting applies, and the servers' reconcile catches up within a minute."""
+        own = float(self._max_token_ttl + self._leeway)
+        try:
+            keys = self._keys.read()
+        except KeyStoreError:
+            return own
+        return max([own, *(k.retention for k in keys if k.retention is not None)])
 
     #: Operator actions that revoke "every live token" of a user or a client.
     WITHDRAWALS = ("tokens.revoked", "client.disabled", "client.deleted")

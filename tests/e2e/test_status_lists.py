@@ -11,6 +11,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import jwt
@@ -27,6 +28,7 @@ from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import issue_token
+from tests.helpers import cli_json_here
 from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
@@ -474,3 +476,21 @@ def test_a_revocation_reaches_tokens_of_servers_with_a_longer_lifetime(
         SqlAuditStore(services.db).add_many([event])
     with services.unit_of_work():
         assert lists.revoke_user("dave") == 1
+
+
+@pytest.mark.parametrize("keys", ["none on record", "a store this account cannot read"])
+def test_withdrawals_need_no_key_with_a_recorded_lifetime(
+    env_for: Callable[..., dict[str, str]], db_url: str, tmp_path: Path, keys: str
+) -> None:
+    """Before any server has started (no key records a lifetime), or from an operator
+    account kept away from the private keys, the command's own lifetime applies:
+    ``tokens revoke`` and ``clients disable`` work as before (they failed with a TypeError
+    and a key store error)."""
+    env = env_for(db_url, AUTHSERVER_KEYS_DIR=str(tmp_path / "keys"))
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    client = cli_json_here(env, "clients", "create", "--name", "c", "--audience", AUD)
+    if keys != "none on record":
+        (tmp_path / "not-a-directory").write_text("")
+        env["AUTHSERVER_KEYS_DIR"] = str(tmp_path / "not-a-directory")
+    assert cli_json_here(env, "tokens", "revoke", "--sub", "alice")["revoked"] == 0
+    assert cli_json_here(env, "clients", "disable", client["client_id"])["enabled"] is False
