@@ -30,16 +30,18 @@ def tick_interval(publish_ahead: int) -> float:
 def run_once(services: Services) -> list[str]:
     """One scheduler pass: a cheap unlocked check, then the locked work if any is due."""
     with acting_as("scheduler"):
-        with services.unit_of_work():
-            # Withdrawals (revoke a user's or client's tokens) again, for tokens whose
-            # audit record arrived late (tokens/statuslist.py, reconcile).
-            services.status_lists.reconcile()
+        done: list[str] = []
         with services.unit_of_work():
             due = services.keys.due()
-        if not due:
-            return []
+        if due:
+            with services.unit_of_work():
+                done = services.keys.tick()
+        # After the keys, so that a failure here never holds up a rotation: withdrawals
+        # (revoke a user's or client's tokens) again, for tokens whose audit record
+        # arrived late (tokens/statuslist.py, reconcile).
         with services.unit_of_work():
-            return services.keys.tick()
+            services.status_lists.reconcile()
+        return done
 
 
 def housekeeping(services: Services) -> int:
