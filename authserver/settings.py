@@ -28,6 +28,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
+from urllib.parse import unquote
 from urllib.parse import urlsplit
 
 import limits
@@ -139,18 +141,34 @@ def _database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
-    if _SQLITE_URL.match(value):
-        path, _, query = value.split("://", 1)[1].partition("?")
-        if path.removeprefix("/") in ("", ":memory:") or "mode=memory" in query:
-            raise ValueError(
-                "is an in-memory SQLite database, which lives as long as one process: every "
-                "command and every server worker would have its own, empty one; use a file "
-                "such as sqlite:///authserver.db"
-            )
+    if _SQLITE_URL.match(value) and _sqlite_in_memory(value):
+        raise ValueError(
+            "is an in-memory SQLite database, which lives as long as one process: every "
+            "command and every server worker would have its own, empty one; use a file "
+            "such as sqlite:///authserver.db"
+        )
     return value
 
 
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
+
+
+def _sqlite_in_memory(url: str) -> bool:
+    """A SQLite URL whose database lives in memory: no file (``sqlite://``,
+    ``sqlite:///:memory:``, percent-encoded or not), or, as a ``file:`` URI
+    (``uri=true``), ``file::memory:``, ``mode=memory`` or the ``memdb`` VFS."""
+    path, _, query = url.split("://", 1)[1].partition("?")
+    database = unquote(path.removeprefix("/"))
+    if database in ("", ":memory:"):
+        return True
+    params = {k.lower(): v[-1].lower() for k, v in parse_qs(query).items()}
+    if params.get("uri") not in ("true", "1", "yes", "on"):
+        return False
+    return (
+        database.startswith("file::memory:")
+        or params.get("mode") == "memory"
+        or params.get("vfs") == "memdb"
+    )
 
 
 def redact_url(url: str) -> str:

@@ -36,6 +36,9 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "sqlite:///:memory:",
             "sqlite+pysqlite:///:memory:",
             "sqlite:///file:auth?mode=memory&cache=shared&uri=true",
+            "sqlite:///file::memory:?uri=true",
+            "sqlite:///%3Amemory%3A",
+            "sqlite:///file:x.db?uri=true&vfs=memdb",
         ),
     ),
     "AUTHSERVER_ISSUER": (
@@ -241,6 +244,20 @@ def test_database_url_names_the_psycopg_driver(raw: str) -> None:
     assert Settings.from_env({"AUTHSERVER_DATABASE_URL": raw}).database_url == (
         "postgresql+psycopg://u@h/db"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///./x.db",
+        "sqlite+pysqlite:////tmp/x.db",
+        "sqlite:////tmp/mode=memory/x.db",  # the words in a path, not a parameter
+        "sqlite:///x.db?mode=memory",  # not a file: URI, so SQLite ignores mode: a file
+        "sqlite:///file:x.db?mode=ro&uri=true",
+    ],
+)
+def test_sqlite_files_are_not_taken_for_memory(url: str) -> None:
+    assert Settings.from_env({"AUTHSERVER_DATABASE_URL": url}).database_url == url
 
 
 def test_sqlite_url_is_accepted() -> None:
