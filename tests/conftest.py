@@ -345,15 +345,18 @@ def _queued_for_workers(items: list[pytest.Item], workers: int) -> list[pytest.I
     list (``len(pending) // workers left`` items each, in turn), and idle workers later
     take the ends of the others' queues. So the list is built as one queue per worker:
 
-    * the tests that mostly wait on real time (``waits``) are dealt to half of the
-      queues, first in each: they overlap the CPU-bound tests of the other half instead
-      of each other, and none of them starts late;
-    * the tests that start processes (``slow``) come next, dealt from the queues without
-      ``waits`` tests, so the cores are busy from the start;
+    * the tests that mostly wait on real time (``waits``) go to half of the queues, first
+      in each: they overlap the CPU-bound tests of the other half instead of each other,
+      and none of them starts late;
+    * the tests that start processes (``slow``) come next, to the queues without
+      ``waits`` tests first, so the cores are busy from the start;
     * the rest fills every queue to its share, short tests last, where stealing evens
       out the finish.
 
-    Within each group, each file keeps its order.
+    The first two groups are dealt a file at a time (to the queue with the fewest tests),
+    so a module-scoped fixture (a server, a virtualenv) is set up once, not once per
+    worker; the rest is cut into contiguous runs. Within each group, each file keeps its
+    order.
     """
     if workers < 2:
         return sorted(items, key=lambda item: item.get_closest_marker("slow") is None)
@@ -363,21 +366,31 @@ def _queued_for_workers(items: list[pytest.Item], workers: int) -> list[pytest.I
         left -= shares[-1]
     waiting_queues = (workers + 1) // 2
     queues: list[list[pytest.Item]] = [[] for _ in range(workers)]
+
+    def deal(group: list[pytest.Item], candidates: list[int]) -> None:
+        files: dict[Any, list[pytest.Item]] = {}
+        for item in group:
+            files.setdefault(item.path, []).append(item)
+        for tests in files.values():
+            room = [q for q in candidates if len(queues[q]) + len(tests) <= shares[q]]
+            if not room:  # a file larger than any share's room: its tests one by one
+                deal_each(tests)
+                continue
+            # The fewest tests; on a tie, the earlier candidate (no waiting tests first).
+            queues[min(room, key=lambda q: (len(queues[q]), candidates.index(q)))].extend(tests)
+
+    def deal_each(group: list[pytest.Item]) -> None:
+        for item in group:
+            queues[next(q for q in range(workers) if len(queues[q]) < shares[q])].append(item)
+
     waits = [item for item in items if item.get_closest_marker("waits")]
     slow = [i for i in items if i.get_closest_marker("slow") and not i.get_closest_marker("waits")]
     rest = [
         i for i in items if not i.get_closest_marker("slow") and not i.get_closest_marker("waits")
     ]
-    for index, item in enumerate(waits):
-        queues[index % waiting_queues].append(item)
-    # The queues without waiting tests first, then round-robin over those with room.
-    order = list(range(waiting_queues, workers)) + list(range(waiting_queues))
-    turn = 0
-    for item in slow + rest:  # the shares add up to len(items): there is always room
-        while len(queues[order[turn % workers]]) >= shares[order[turn % workers]]:
-            turn += 1
-        queues[order[turn % workers]].append(item)
-        turn += 1
+    deal(waits, list(range(waiting_queues)))
+    deal(slow, list(range(waiting_queues, workers)) + list(range(waiting_queues)))
+    deal_each(rest)  # the shares add up to len(items): there is always room
     return [item for queue in queues for item in queue]
 
 
