@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from typing import Any
+from typing import NoReturn
 
 import click
 
@@ -86,4 +90,35 @@ def run(args: list[str] | None = None) -> int:
 
 def main() -> None:
     """The ``authserver`` command."""
-    sys.exit(run())
+    try:
+        status = run()
+    except SystemExit as exc:  # a command's own exit, as the interpreter would end it
+        if exc.code is None or isinstance(exc.code, int):
+            status = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            status = 1
+    _exit(status)
+
+
+def _exit(status: int) -> NoReturn:
+    """End the process with *status* once its output is flushed and its exit handlers
+    (``atexit``: logging, multiprocessing, a coverage tool) have run, without the
+    interpreter's teardown of every imported module: about 0.15 s of CPU, a third of a
+    short command's, that changes nothing outside the process. Where another thread is
+    still running, or the output cannot be flushed, the interpreter ends it as usual
+    (joining the thread, reporting the write error)."""
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        sys.exit(status)
+    if threading.active_count() > 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    try:  # what an exit handler printed
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(status)

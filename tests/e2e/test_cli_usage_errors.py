@@ -41,3 +41,41 @@ def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Pa
         assert name in lines[0], lines
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+def test_the_process_ends_with_its_output_status_and_exit_handlers(
+    tmp_path: Path,
+) -> None:
+    """The entry point ends the process with ``os._exit`` after flushing its output and
+    running the ``atexit`` handlers (a coverage tool's, logging's): what it printed and
+    its status are those of the command, and a handler registered before it still runs."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    env["AUTHSERVER_DATABASE_URL"] = f"sqlite:///{tmp_path / 'a.db'}"
+    env["AUTHSERVER_KEYS_DIR"] = str(tmp_path / "keys")
+    program = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('exit handler ran'))\n"
+        "from authserver.cli import main\n"
+        "sys.argv = ['authserver', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    for args, status, out in (
+        (["db", "upgrade"], 0, "upgraded database"),
+        (["clients", "show", "nosuch"], 1, "no client with id"),
+        (["nosuch"], 2, "No such command"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", program, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == status, (args, done.stderr)
+        assert done.stdout.endswith("exit handler ran\n"), (args, done.stdout)
+        assert out in done.stdout + done.stderr, (args, done.stdout, done.stderr)
