@@ -201,6 +201,13 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
+def sent_whole_number(value: Any) -> int | None:
+    """A whole number as a request body carries it: ASCII digits (a form value, where
+    everything is text: :func:`digits_value`) or a JSON number (:func:`whole_number`);
+    ``None`` for anything else."""
+    return digits_value(value) if isinstance(value, str) else whole_number(value)
+
+
 class RepeatedNames:
     """An ``object_pairs_hook`` for :func:`loads_strict` that notes each object naming a
     member more than once. ``json.loads`` keeps the last value in silence, so

@@ -198,10 +198,7 @@ def run_cli_here(
     level = package_logger.level
     try:
         with CliRunner().isolation(input=input, env={**cleared, **env}) as (out, err, _):
-            try:
-                code = run(list(args))
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            code = run(list(args))
             stdout = out.getvalue().decode()
             stderr = err.getvalue().decode()
     finally:

@@ -68,8 +68,9 @@ cli.add_command(tokens)
 def run(args: list[str] | None = None) -> int:
     """Run the command line *args* (``sys.argv[1:]`` when None) and return its exit status.
     A usage error is one line on stderr and status 2, like every other error of this CLI
-    (Click's own rendering adds a usage line and a help hint). A command may still end
-    with ``SystemExit``; :func:`main` is the process's entry point."""
+    (Click's own rendering adds a usage line and a help hint). A command that ends with
+    ``SystemExit`` gets the status the interpreter would give it. :func:`main` is the
+    process's entry point."""
     try:
         code = cli.main(args=args, prog_name="authserver", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -85,20 +86,17 @@ def run(args: list[str] | None = None) -> int:
     except click.Abort:
         click.echo("authserver: aborted", err=True)
         return 1
+    except SystemExit as exc:  # a command's own exit, as the interpreter would end it
+        if exc.code is None or isinstance(exc.code, int):
+            return exc.code or 0
+        click.echo(exc.code, err=True)
+        return 1
     return code if isinstance(code, int) else 0
 
 
 def main() -> None:
     """The ``authserver`` command."""
-    try:
-        status = run()
-    except SystemExit as exc:  # a command's own exit, as the interpreter would end it
-        if exc.code is None or isinstance(exc.code, int):
-            status = exc.code or 0
-        else:
-            print(exc.code, file=sys.stderr)
-            status = 1
-    _exit(status)
+    _exit(run())
 
 
 def _exit(status: int) -> NoReturn:
@@ -108,17 +106,17 @@ def _exit(status: int) -> NoReturn:
     short command's, that changes nothing outside the process. Where another thread is
     still running, or the output cannot be flushed, the interpreter ends it as usual
     (joining the thread, reporting the write error)."""
+    if not _flushed() or threading.active_count() > 1:
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    _flushed()  # what an exit handler printed
+    os._exit(status)
+
+
+def _flushed() -> bool:
     try:
         sys.stdout.flush()
         sys.stderr.flush()
     except (OSError, ValueError):
-        sys.exit(status)
-    if threading.active_count() > 1:
-        sys.exit(status)
-    atexit._run_exitfuncs()
-    try:  # what an exit handler printed
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        pass
-    os._exit(status)
+        return False
+    return True

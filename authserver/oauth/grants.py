@@ -32,10 +32,9 @@ from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
 from authserver.vocabulary import check_identity
-from authserver.vocabulary import digits_value
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
-from authserver.vocabulary import whole_number
+from authserver.vocabulary import sent_whole_number
 
 MAX_EXPIRES_IN = 10 * 365 * 86400
 
@@ -121,7 +120,7 @@ def _expires_in(body: ParsedBody) -> int | None:
     raw = body.first("expires_in")
     if raw is None:
         return None
-    seconds = digits_value(raw) if isinstance(raw, str) else whole_number(raw)
+    seconds = sent_whole_number(raw)
     if seconds is None or not 0 < seconds <= MAX_EXPIRES_IN:
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
     return seconds

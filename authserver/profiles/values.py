@@ -12,8 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from authserver.profiles.base import ProfileError
-from authserver.vocabulary import digits_value
-from authserver.vocabulary import whole_number
+from authserver.vocabulary import sent_whole_number
 
 #: Longest lifetime any dialect may ask for before the client's ceiling applies (ten
 #: years, as for ``expires_in``); beyond it the request is malformed, not clamped.
@@ -59,7 +58,7 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 
 def seconds(value: Any, field: str) -> int:
     """A positive whole number of seconds (a JSON number, or digits in a form body)."""
-    number = digits_value(value) if isinstance(value, str) else whole_number(value)
+    number = sent_whole_number(value)
     if number is None or not 0 < number <= MAX_SECONDS:
         raise ProfileError(f"{field} must be a positive whole number of seconds")
     return number
