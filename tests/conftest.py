@@ -383,11 +383,14 @@ def _queued_for_workers(items: list[pytest.Item], workers: int) -> list[pytest.I
         for item in group:
             queues[next(q for q in range(workers) if len(queues[q]) < shares[q])].append(item)
 
-    waits = [item for item in items if item.get_closest_marker("waits")]
-    slow = [i for i in items if i.get_closest_marker("slow") and not i.get_closest_marker("waits")]
-    rest = [
-        i for i in items if not i.get_closest_marker("slow") and not i.get_closest_marker("waits")
-    ]
+    waits: list[pytest.Item] = []
+    slow: list[pytest.Item] = []
+    rest: list[pytest.Item] = []
+    for item in items:
+        if item.get_closest_marker("waits"):
+            waits.append(item)
+        else:
+            (slow if item.get_closest_marker("slow") else rest).append(item)
     deal(waits, list(range(waiting_queues)))
     deal(slow, list(range(waiting_queues, workers)) + list(range(waiting_queues)))
     deal_each(rest)  # the shares add up to len(items): there is always room
