@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import random
 import re
 import shutil
 import signal
@@ -153,10 +154,30 @@ def node_test(
     return summary
 
 
+#: Where :func:`free_port` looks: below the kernel's ephemeral range (32768-60999 by
+#: default), from which every connection's own source port and every bind to port 0 are
+#: taken, and above the well-known services' ports.
+PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on now, for a server about to start.
+
+    Not from the ephemeral range: a port chosen there (bind to 0) is free only until the
+    kernel hands it out again, as the source port of some connection or to the next bind to
+    0, and a server that takes a minute to start (the README quickstart installs its
+    package first) found another test's server on "its" port.
+    """
+    low, high = PORT_RANGE
+    for _ in range(200):
+        port = random.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free loopback port in {low}-{high}")
 
 
 def run_cli(

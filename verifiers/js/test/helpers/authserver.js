@@ -12,16 +12,27 @@ import { fileURLToPath } from 'node:url';
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../..');
 export const AUTHSERVER_BIN = process.env.AUTHSERVER_BIN || path.join(REPO, '.venv/bin/authserver');
 
-export async function freePort() {
-  return new Promise((resolve, reject) => {
+// Below the kernel's ephemeral range (32768-60999 by default), which every connection's
+// source port and every listen on port 0 draw from: a port found there is free only until
+// the kernel hands it out again, and a server that starts slowly can find it taken.
+const PORT_RANGE = [20000, 32767];
+
+function tryListen(port) {
+  return new Promise((resolve) => {
     const server = createServer();
     server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
   });
+}
+
+export async function freePort() {
+  const [low, high] = PORT_RANGE;
+  for (let attempt = 0; attempt < 200; attempt += 1) {
+    const port = low + Math.floor(Math.random() * (high - low + 1));
+    if (await tryListen(port)) return port;
+  }
+  throw new Error(`no free loopback port in ${low}-${high}`);
 }
 
 function cleanEnv(extra) {
