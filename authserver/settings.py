@@ -141,7 +141,7 @@ def _database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
-    if _SQLITE_URL.match(value) and _sqlite_in_memory(value):
+    if sqlite_in_memory(value):
         raise ValueError(
             "is an in-memory SQLite database, which lives as long as one process: every "
             "command and every server worker would have its own, empty one; use a file "
@@ -153,10 +153,14 @@ def _database_url(raw: str) -> str:
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
 
 
-def _sqlite_in_memory(url: str) -> bool:
-    """A SQLite URL whose database lives in memory: no file (``sqlite://``,
+def sqlite_in_memory(url: str) -> bool:
+    """True for a SQLite URL whose database lives in memory: no file (``sqlite://``,
     ``sqlite:///:memory:``, percent-encoded or not), or, as a ``file:`` URI
-    (``uri=true``), ``file::memory:``, ``mode=memory`` or the ``memdb`` VFS."""
+    (``uri=true``), ``file::memory:``, ``mode=memory`` or the ``memdb`` VFS. The one rule:
+    settings refuse such a URL, and the storage layer (for a URL given to it directly)
+    keeps one engine for it."""
+    if not _SQLITE_URL.match(url):
+        return False
     path, _, query = url.split("://", 1)[1].partition("?")
     database = unquote(path.removeprefix("/"))
     if database in ("", ":memory:"):

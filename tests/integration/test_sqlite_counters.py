@@ -88,3 +88,21 @@ def test_each_thread_reads_on_its_own_connection(url: str) -> None:
     finally:
         reader.dispose()
         writer.dispose()
+
+
+@pytest.mark.parametrize(
+    "memory_url",
+    ["sqlite://", "sqlite:///%3Amemory%3A", "sqlite:///file::memory:?uri=true"],
+)
+def test_an_in_memory_database_is_one_database(memory_url: str) -> None:
+    """Settings refuse these URLs; a Database given one directly (a tool, a test) reads
+    where it writes: the rule is settings.sqlite_in_memory, the same for both."""
+    db = Database(memory_url)
+    try:
+        ensure_schema(db, create=True, upgrade=True)
+        assert db._counters is None
+        before = db.read_counter("clients")
+        _bump(db, "clients")
+        assert db.read_counter("clients") == before + 1
+    finally:
+        db.dispose()

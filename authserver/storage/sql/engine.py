@@ -32,6 +32,7 @@ from sqlalchemy.orm import sessionmaker
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
+from authserver.settings import sqlite_in_memory
 from authserver.storage.sql import raw
 from authserver.storage.sql.notify import CHANNEL
 from authserver.storage.sql.tables import LockRow
@@ -302,7 +303,7 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self._reads: Engine | None = None
         self._reads_lock = threading.Lock()
-        path = None if _is_memory_sqlite(self.engine) else sqlite_file(url)
+        path = None if sqlite_in_memory(url) else sqlite_file(url)
         self._counters = raw.SqliteCounters(path) if path and not make_url(url).query else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
@@ -401,7 +402,7 @@ class Database:
     def _read_engine(self) -> Engine:
         if self._reads is None:
             with self._reads_lock:
-                if self._reads is None and _is_memory_sqlite(self.engine):
+                if self._reads is None and sqlite_in_memory(self.url):
                     # A second engine would open a second, empty in-memory database.
                     self._reads = self.engine
                 elif self._reads is None:
@@ -429,13 +430,6 @@ class Database:
         self.engine.dispose()
         if self._reads is not None and self._reads is not self.engine:
             self._reads.dispose()
-
-
-def _is_memory_sqlite(engine: Engine) -> bool:
-    url = engine.url
-    return url.get_backend_name() == "sqlite" and (
-        url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-    )
 
 
 def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
