@@ -269,11 +269,7 @@ class AuthServerOAuth2Request(OAuth2Request):
     corrected by ProxyFix when ``AUTHSERVER_PROXY_HOPS`` is set)."""
 
     def __init__(self, environ: dict[str, Any], path: str, body: ParsedBody) -> None:
-        # The URI only feeds Authlib's transport check (https, or http on loopback); the
-        # query string is always empty (parse_body refuses one).
-        scheme = environ.get("wsgi.url_scheme", "http")
-        host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
-        uri = f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
+        uri = transport_uri(environ, path)
         headers = _Headers(environ)
         try:
             super().__init__(method=environ.get("REQUEST_METHOD", "POST"), uri=uri, headers=headers)
@@ -293,6 +289,17 @@ class AuthServerOAuth2Request(OAuth2Request):
     @property
     def form(self) -> dict[str, str]:
         return self.payload.data
+
+
+def transport_uri(environ: dict[str, Any], path: str) -> str:
+    """The request's URI as Authlib's transport check (``is_secure_transport``: https, or
+    http on loopback) reads it: the scheme and the Host header as sent (corrected by
+    ProxyFix behind a trusted proxy), never decoded. Werkzeug's ``request.url`` decodes an
+    IDNA host and raised on ``Host: xn--``. No query string: parse_body refuses one on the
+    endpoints this checks."""
+    scheme = environ.get("wsgi.url_scheme", "http")
+    host = environ.get("HTTP_HOST") or _server_host(environ, scheme)
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}{path}"
 
 
 def _server_host(environ: dict[str, Any], scheme: str) -> str:

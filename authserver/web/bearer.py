@@ -17,6 +17,7 @@ from flask import current_app
 from flask import request
 
 from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
+from authserver.oauth.requests import transport_uri
 from authserver.web.errors import error_response
 
 
@@ -67,6 +68,6 @@ def insecure_transport() -> Response | None:
     """The ``/token`` transport rule (Authlib's ``is_secure_transport`` on the request URL,
     which ``ProxyFix`` has corrected when ``AUTHSERVER_PROXY_HOPS`` trusts a proxy): https,
     or plain http to a loopback host. Returns the same 400 as ``/token``, or ``None``."""
-    if is_secure_transport(request.url):
+    if is_secure_transport(transport_uri(request.environ, request.path)):
         return None
     return error_response(400, "insecure_transport", INSECURE_TRANSPORT_DESCRIPTION)

@@ -3,15 +3,18 @@ X-Forwarded-* trusted only when AUTHSERVER_PROXY_HOPS says a proxy is there."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from werkzeug.test import EnvironBuilder
 
 from authserver.container import Services
 from authserver.settings import Settings
 from authserver.web.app import create_app
+from tests.conftest import db_independent
 from tests.conftest import make_services
 
 
@@ -134,5 +137,31 @@ def test_admin_api_follows_the_same_transport_rule(
         assert r.status_code == status, r.get_data(as_text=True)
         if status == 400:
             assert r.json["error"] == "insecure_transport"
+    finally:
+        services.close()
+
+
+@db_independent
+@pytest.mark.parametrize("host", ["xn--", "a.xn--", "xn--a", "xn--.com"])
+@pytest.mark.parametrize("path", ["/admin/clients", "/token"])
+def test_a_host_that_is_not_a_valid_idna_name_is_refused_not_a_500(
+    settings: Settings, host: str, path: str
+) -> None:
+    """The transport rule reads the Host header as sent: Werkzeug's request.url decodes an
+    IDNA name and raised on these, a 500 before any credential was checked."""
+    services = make_services(settings.replace(admin_token=ADMIN_TOKEN))
+    try:
+        # Called directly: Werkzeug's test client decodes the Host for its cookie jar and
+        # fails on these names before the app sees them.
+        environ = EnvironBuilder(
+            path=path, method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        ).get_environ()
+        environ["HTTP_HOST"] = host
+        answered: list[str] = []
+        body = b"".join(
+            create_app(services=services)(environ, lambda status, *_: answered.append(status))
+        )
+        assert answered[0].startswith("400 "), body
+        assert json.loads(body)["error"] == "insecure_transport"
     finally:
         services.close()
