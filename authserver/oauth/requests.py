@@ -24,6 +24,7 @@ from werkzeug.http import parse_options_header
 
 from authserver.oauth.errors import INSECURE_TRANSPORT_DESCRIPTION
 from authserver.oauth.errors import RequestTooLargeError
+from authserver.profiles.base import PROTOCOL_FIELDS
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
@@ -32,6 +33,19 @@ from authserver.vocabulary import loads_strict
 
 #: RFC 8707 §2: "resource" may be given several times; so may its alias "audience".
 REPEATABLE = frozenset({"resource", "audience"})
+#: RFC 6749 §3.1: "parameters sent without a value MUST be treated as if they were
+#: omitted". In a JSON body that holds for OAuth's own parameters, the ones a form carries
+#: (``{"scope": ""}`` asks for the default scope). Every other member (``sub``, ``email``,
+#: ``name``, ``claims``, a profile's own fields) is a JSON value that its own check judges:
+#: ``{"sub": ""}`` is refused, not read as a request for the client's own token.
+OAUTH_PARAMETERS = PROTOCOL_FIELDS | {
+    "scope",
+    "audience",
+    "resource",
+    "expires_in",
+    "token",
+    "token_type_hint",
+}
 MAX_FIELDS = 64
 #: A JSON body nests as deep as a claim value allows, under the body and ``claims``.
 _BODY_TOO_DEEP = (
@@ -177,8 +191,8 @@ def _parse_json(raw: bytes) -> ParsedBody:
             raise InvalidRequestError(str(exc)) from None
     fields: dict[str, list[Any]] = {}
     for name, value in data.items():
-        if value is None or value == "":
-            continue  # RFC 6749 §3.1: empty parameters are treated as omitted
+        if value is None or (value == "" and name in OAUTH_PARAMETERS):
+            continue  # RFC 6749 §3.1 (see OAUTH_PARAMETERS); null is no value at all
         if name in REPEATABLE and isinstance(value, list):
             fields[name] = list(value)
         else:

@@ -56,18 +56,39 @@ def test_blank_identity_values_are_refused(http: Any, auth: str, field: str, val
 
 @db_independent
 @pytest.mark.parametrize("field", ["sub", "email", "name"])
-def test_an_empty_identity_inside_claims_is_refused(http: Any, auth: str, field: str) -> None:
-    """A form or JSON parameter that is empty counts as absent (RFC 6749 §3.1); inside the
-    ``claims`` object an empty string is a value, and an empty identity is refused."""
+def test_an_empty_identity_in_a_json_body_is_refused(http: Any, auth: str, field: str) -> None:
+    """In a JSON body an empty string is a value, at the top level as inside ``claims``: an
+    empty identity is refused, never read as "no user" (a client's own token for a backend
+    whose user variable was empty). RFC 6749 §3.1's "sent without a value ... omitted"
+    holds in JSON for OAuth's own parameters only (``scope``, ``audience``, ...)."""
     with_sub = {} if field == "sub" else {"sub": "user-1"}
-    body = {"grant_type": "client_credentials", **with_sub, "claims": {field: ""}}
-    assert_error(post(http, body=body, auth=auth), 400, "invalid_request")
+    for body in (
+        {"grant_type": "client_credentials", **with_sub, field: ""},
+        {"grant_type": "client_credentials", **with_sub, "claims": {field: ""}},
+    ):
+        error = assert_error(post(http, body=body, auth=auth), 400, "invalid_request")
+        assert field in error["error_description"]
     form = {
         "grant_type": "client_credentials",
         **with_sub,
         "claims": json.dumps({field: ""}),
     }
     assert_error(post(http, form=form, auth=auth), 400, "invalid_request")
+
+
+@db_independent
+def test_empty_parameters_of_a_form_and_oauth_parameters_of_json_count_as_absent(
+    http: Any, auth: str
+) -> None:
+    """RFC 6749 §3.1: in a form body every parameter sent without a value is omitted
+    (``sub=`` included: ``--require-sub`` is how a client refuses it); in a JSON body the
+    OAuth parameters are."""
+    form = {"grant_type": "client_credentials", "sub": "", "scope": ""}
+    claims = claims_of(post(http, form=form, auth=auth))
+    assert claims["sub"] == claims["client_id"]
+    body = {"grant_type": "client_credentials", "sub": "user-1", "scope": "", "audience": ""}
+    claims = claims_of(post(http, body=body, auth=auth))
+    assert claims["sub"] == "user-1"
 
 
 @db_independent

@@ -171,6 +171,27 @@ def test_stream_bearer_at_its_path(http: Any, register: Callable[..., Any]) -> N
     assert set(at_token.get_json()) == {"token", "ttl"}
 
 
+@pytest.mark.parametrize(
+    ("profile", "body"),
+    [
+        ("stream", {"userId": ""}),
+        ("verdant", {"userId": "", "libraryId": "lib-1", "syncEndpoint": "https://s.example"}),
+        ("twilio", {"identity": ""}),
+    ],
+)
+def test_an_empty_user_in_a_dialect_is_refused(
+    http: Any, register: Callable[..., Any], profile: str, body: dict[str, Any]
+) -> None:
+    """An empty user field is a value the dialect's check refuses, never "no user": the
+    stream dialect, where userId may be left out, gave the client's own token for it."""
+    cid, secret = register(audiences=[AUD], profile=profile)
+    response = post_json(
+        http, {"grant_type": "client_credentials", **body}, auth=basic(cid, secret)
+    )
+    assert response.status_code == 400, response.get_json()
+    assert response.get_json()["error"] == "invalid_request"
+
+
 def test_stream_path_refuses_everyone_else(http: Any, register: Callable[..., Any]) -> None:
     stream_id, stream_secret = register(audiences=[AUD], profile="stream")
     _oauth_id, oauth_secret = register(audiences=[AUD])
