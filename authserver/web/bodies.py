@@ -207,6 +207,24 @@ def _has_body(environ: dict[str, Any]) -> bool:
     return "HTTP_TRANSFER_ENCODING" in environ
 
 
+_FORM = "application/x-www-form-urlencoded"
+_LENGTH_REQUIRED = json.dumps(
+    {
+        "error": "invalid_request",
+        "error_description": (
+            "a form body needs a Content-Length header: a chunked one cannot be told "
+            "complete from cut short"
+        ),
+    },
+    separators=(",", ":"),
+).encode()
+
+
+def _is_form(environ: dict[str, Any]) -> bool:
+    mimetype = str(environ.get("CONTENT_TYPE", "")).partition(";")[0].strip().lower()
+    return mimetype == _FORM
+
+
 class BodyDeadline:
     """WSGI middleware: the body of every request that has one is read in full, within
     *timeout* seconds, before *app* is called, which then reads it from memory.
@@ -260,8 +278,28 @@ class BodyDeadline:
             # every stalled connection it finds), or the client closed its half early:
             # either way never parse a truncated body as whole.
             return self._refuse(start_response)
+        if not length and len(body) <= self.limit and _is_form(environ):
+            # granian ends a chunked body where its framing ends, complete or not (a
+            # connection half-closed before the last chunk, a malformed chunk size), and
+            # says nothing: a form cut between two parameters parses as a shorter request
+            # (no sub: the client's own token). JSON is self-delimiting (a cut one does not
+            # parse); a form needs its length. Over the limit it is still 413.
+            return self._length_required(start_response)
         environ["wsgi.input"] = io.BytesIO(body)
         return self.app(environ, start_response)
+
+    def _length_required(self, start_response: Callable[..., Any]) -> list[bytes]:
+        body = _LENGTH_REQUIRED
+        start_response(
+            "411 Length Required",
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                ("Cache-Control", "no-store"),
+                ("X-Content-Type-Options", "nosniff"),
+            ],
+        )
+        return [body]
 
     def _refuse(self, start_response: Callable[..., Any]) -> list[bytes]:
         body = self._answer

@@ -3,10 +3,12 @@ the real CLI, the token verified with PyJWT's JWKS client, on SQLite and Postgre
 
 from __future__ import annotations
 
+import base64
 import importlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -194,6 +196,61 @@ def test_chunked_body_over_the_limit_is_413(
     assert isinstance(response.json()["error_description"], str)
     # ...and the server still serves.
     assert verify(server, issue_token(server, credentials))["client_id"] == credentials[0]
+
+
+def _chunked_exchange(
+    server: ServerProcess, head: str, chunks: list[bytes], end: bytes, *, half_close: bool
+) -> bytes:
+    """Send a chunked request: *chunks* framed, then *end* raw (the last chunk, a cut or a
+    malformed chunk), half-closing after it if asked; return the whole answer."""
+    body = b"".join(b"%x\r\n%s\r\n" % (len(c), c) for c in chunks) + end
+    with socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT) as conn:
+        conn.sendall(head.encode() + b"Transfer-Encoding: chunked\r\n\r\n" + body)
+        if half_close:
+            conn.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := conn.recv(65536):
+            answer += data
+    return answer
+
+
+def test_a_chunked_form_is_refused_and_chunked_json_is_read_whole(
+    server: ServerProcess, credentials: tuple[str, str], env: dict[str, str]
+) -> None:
+    """granian ends a chunked body where its framing ends, complete or not, and says
+    nothing: a form cut before its last parameters parsed as a shorter request (a token
+    without the sub, lifetime and scope asked for). A chunked form gets 411; JSON, which
+    does not parse when cut, is served when whole and refused when cut."""
+    basic = base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+    head = (
+        "POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        f"Authorization: Basic {basic}\r\nContent-Type: %s\r\n"
+    )
+    form_head = head % "application/x-www-form-urlencoded"
+    form = [b"grant_type=client_credentials"]  # "&sub=user-1&expires_in=60" never arrives
+    for end in (b"0\r\n\r\n", b"zz\r\n&sub=user-1\r\n0\r\n\r\n"):  # whole; malformed
+        answer = _chunked_exchange(server, form_head, form, end, half_close=False)
+        assert answer.startswith(b"HTTP/1.1 411 "), (end, answer[:300])
+        assert b'"error":"invalid_request"' in answer
+    # Cut: the client half-closes before the last chunk (hyper may then drop the answer).
+    cut_form = _chunked_exchange(server, form_head, form, b"", half_close=True)
+    assert cut_form == b"" or cut_form.startswith(b"HTTP/1.1 411 "), cut_form[:300]
+
+    json_head = head % "application/json"
+    document = json.dumps({"grant_type": "client_credentials", "sub": "user-1"}).encode()
+    chunks = [document[:20], document[20:]]
+    whole = _chunked_exchange(server, json_head, chunks, b"0\r\n\r\n", half_close=False)
+    assert whole.startswith(b"HTTP/1.1 200 "), whole[:300]
+    token = json.loads(whole.split(b"\r\n\r\n", 1)[1])["access_token"]
+    assert verify(server, token)["sub"] == "user-1"
+    cut_json = _chunked_exchange(server, json_head, chunks[:1], b"", half_close=True)
+    assert b"access_token" not in cut_json
+
+    # The one whole JSON request got a token; none of the others did (the server's own
+    # record, whatever reached the client: a graceful stop writes the audit batch).
+    server.stop()
+    issued = cli_json_here(env, "audit", "--action", "token.issued", "--json")["events"]
+    assert [e["sub"] for e in issued] == ["user-1"], issued
 
 
 def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> None:
