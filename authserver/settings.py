@@ -42,14 +42,27 @@ _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+#: The longest duration anywhere (a setting, a CLI option, ``--since``): a client's token
+#: lifetime is stored as a 32-bit integer (PostgreSQL ``integer``), about 68 years, and
+#: nothing else needs longer. Unbounded, a key setting of 10^20 seconds put a key's
+#: activation beyond what the platform's clock can represent, and every later key command
+#: failed on the record it had written.
+MAX_DURATION = 2**31 - 1
+
+
 def parse_duration(raw: str) -> int:
-    """Parse ``3600``, ``90s``, ``15m``, ``1h`` or ``30d`` into whole seconds."""
+    """Parse ``3600``, ``90s``, ``15m``, ``1h`` or ``30d`` into whole seconds, at most
+    :data:`MAX_DURATION`."""
     match = _DURATION.match(raw)
     if not match:
         raise ValueError(
             "expected whole seconds or a number with s, m, h or d (e.g. 3600, 1h, 30d)"
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    digits = match.group(1)
+    value = int(digits) * _UNITS[match.group(2)] if len(digits) <= 12 else MAX_DURATION + 1
+    if value > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION} seconds (about 68 years)")
+    return value
 
 
 #: The forms :func:`parse_since` reads, for error messages and help.
@@ -75,18 +88,6 @@ def _positive_duration(raw: str) -> int:
     value = parse_duration(raw)
     if value <= 0:
         raise ValueError("must be greater than zero")
-    return value
-
-
-#: The longest token lifetime: a client's lifetime is stored as a 32-bit integer
-#: (PostgreSQL ``integer``), about 68 years.
-MAX_TOKEN_LIFETIME = 2**31 - 1
-
-
-def _token_lifetime(raw: str) -> int:
-    value = _positive_duration(raw)
-    if value > MAX_TOKEN_LIFETIME:
-        raise ValueError(f"must be at most {MAX_TOKEN_LIFETIME} seconds (about 68 years)")
     return value
 
 
@@ -123,11 +124,26 @@ def _key_size(raw: str) -> int:
 def _issuer(raw: str) -> str:
     value = raw.strip().rstrip("/")
     parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError("must be an http:// or https:// URL, e.g. https://auth.example.com")
+    # The scheme in lower case, as written: "HTTP://" passed the production rule's
+    # "http://" check, and every token's iss must read as the verifiers were told.
+    if not value.startswith(("http://", "https://")) or not parts.netloc:
+        raise ValueError(
+            "must be an http:// or https:// URL (scheme in lower case), e.g. "
+            "https://auth.example.com"
+        )
     # RFC 8414 §2: the issuer identifier has no query or fragment component.
     if parts.query or parts.fragment:
         raise ValueError("must not have a query or a fragment (RFC 8414 section 2)")
+    if "@" in parts.netloc:
+        raise ValueError("must not hold a user name or password")
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError("must not contain spaces or control characters")
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if port == -1 or port == 0 or not parts.hostname:
+        raise ValueError("must name a host and, if any, a port from 1 to 65535")
     return value
 
 
@@ -176,9 +192,23 @@ def sqlite_in_memory(url: str) -> bool:
 
 
 def redact_url(url: str) -> str:
-    """*url* with any password replaced by ``***`` (for logs and reprs)."""
-    # The user name may be empty: redis://:password@host is how Redis URLs carry a password.
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    """*url* with any password replaced by ``***`` (for logs and reprs).
+
+    The user information ends at the *last* ``@`` before the query: a password with an
+    ``@`` not written ``%40`` (``postgresql://u:Pa@ss@host/db``) is hidden whole, not shown
+    from its first ``@`` on. The user name may be empty: ``redis://:password@host`` is how
+    Redis URLs carry a password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    before_query = rest.split("?", 1)[0]
+    at = before_query.rfind("@")
+    if at < 0:
+        return url
+    user, colon, _ = before_query[:at].partition(":")
+    if not colon or "/" in user:
+        return url
+    return f"{scheme}://{user}:***{rest[at:]}"
 
 
 #: Storages for the failed-authentication limits (web/limits.py): the ``limits`` library's
@@ -364,7 +394,7 @@ class Settings:
         default=3600,
     )
     max_token_ttl: int = setting(
-        _token_lifetime,
+        _positive_duration,
         "the longest lifetime any client may be given; old keys stay published this long",
         default=86400,
     )
@@ -584,7 +614,7 @@ class Settings:
 
     @property
     def issuer_is_http(self) -> bool:
-        return self.issuer.startswith("http://")
+        return self.issuer.startswith("http://")  # the scheme is lower case (_issuer)
 
     @property
     def issuer_is_loopback(self) -> bool:

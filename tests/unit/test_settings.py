@@ -18,6 +18,7 @@ from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import parse_duration
 from authserver.settings import parse_since
+from authserver.settings import redact_url
 from authserver.settings import unknown_variables
 
 #: env -> (attribute, expected default, valid raw value, expected parsed value, invalid values)
@@ -52,6 +53,16 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "https://auth.example.com/?x=1",
             "https://auth.example.com/#frag",
             "",
+            # The scheme as the production rule reads it; a port, a host, no user info.
+            "HTTP://auth.example.com",
+            "Https://auth.example.com",
+            "https://auth.example.com:abc",
+            "https://auth.example.com:99999",
+            "https://auth.example.com:0",
+            "https://user:pw@auth.example.com",
+            "https://auth.example.com/a b",
+            "https://auth.example.com/a\tb",
+            "https://:443",
         ),
     ),
     "AUTHSERVER_KEYS_DIR": (
@@ -108,8 +119,22 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
         2 * 86400,
         ("0", "-3600", "", "2147483648", "36500d"),
     ),
-    "AUTHSERVER_KEY_RETENTION_LEEWAY": ("key_retention_leeway", 300, "90s", 90, ("-1", "1x", "")),
-    "AUTHSERVER_KEY_CACHE_SECONDS": ("key_cache_seconds", 1, "5", 5, ("-1", "fast", "")),
+    "AUTHSERVER_KEY_RETENTION_LEEWAY": (
+        "key_retention_leeway",
+        300,
+        "90s",
+        90,
+        ("-1", "1x", "", "99999999999999999999999"),
+    ),
+    # Every duration is at most 2^31 - 1 s (settings.MAX_DURATION): 10^20 s put a key's
+    # activation past what the clock can represent.
+    "AUTHSERVER_KEY_CACHE_SECONDS": (
+        "key_cache_seconds",
+        1,
+        "5",
+        5,
+        ("-1", "fast", "", "99999999999999999999999", "1000000000000", "24856d"),
+    ),
     "AUTHSERVER_STATUS_LIST_TTL": ("status_list_ttl", 60, "30s", 30, ("0", "-5", "soon", "")),
     "AUTHSERVER_STATUS_LIST_EXPIRY": ("status_list_expiry", 900, "1h", 3600, ("0", "1w", "")),
     "AUTHSERVER_MAX_BODY_BYTES": (
@@ -695,3 +720,28 @@ def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
     for bad in ("yesterday", "2026-13-01", "", "1w"):
         with pytest.raises(ValueError, match="expected whole seconds"):
             parse_since(bad, now)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:secret@db/x", "postgresql://u:***@db/x"),
+        # An @ in the password, not written %40: hidden whole, not from its first @ on.
+        (
+            "postgresql://postgres:Pa@ss-S3cret@127.0.0.1:5432/a",
+            "postgresql://postgres:***@127.0.0.1:5432/a",
+        ),
+        ("postgresql://u:S3c@ret/PW@db/x", "postgresql://u:***@db/x"),
+        ("redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://u:pw@db/x?options=a@b", "postgresql://u:***@db/x?options=a@b"),
+        ("postgresql://u@db/x", "postgresql://u@db/x"),
+        ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
+    ],
+)
+def test_redact_url_hides_the_whole_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_the_longest_duration_is_accepted() -> None:
+    settings = Settings.from_env({"AUTHSERVER_MAX_TOKEN_TTL": "2147483647"})
+    assert settings.max_token_ttl == 2**31 - 1
