@@ -100,6 +100,12 @@ class SigningKey:
 PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth"})
 
 
+#: The latest moment a key record may name: 2^33 s after the epoch (the year 2242), far
+#: past any schedule (settings bound every duration to 2^31 - 1 s) and within what the
+#: platform's clock functions represent, which 10^23 was not (``keys list`` failed).
+LATEST_TIMESTAMP = 2.0**33
+
+
 class InvalidStoredKey(ValueError):
     """A key record whose fields do not have their types (see :func:`check_stored`)."""
 
@@ -109,6 +115,8 @@ def _timestamp(value: Any, name: str, *, optional: bool = False) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidStoredKey(f"{name} is not a timestamp")
+    if not 0 <= value <= LATEST_TIMESTAMP:
+        raise InvalidStoredKey(f"{name} is not a time this server can have written")
 
 
 def check_stored(key: SigningKey) -> SigningKey:

@@ -433,7 +433,13 @@ class TestFileKeyStore(KeyStoreContract):
         (directory / "late.json").write_text(
             json.dumps({**leaky, "kid": "late", "public_jwk": {}, "activate_at": "soon"})
         )
+        # Beyond what the clock functions represent (keys list failed on it).
+        far_jwk = {"kty": "RSA", "kid": "far", "n": "x", "e": "AQAB"}
+        (directory / "far.json").write_text(
+            json.dumps({**leaky, "kid": "far", "public_jwk": far_jwk, "activate_at": 1e23})
+        )
         return {
+            "far.json",
             "empty.json",
             "broken.json",
             "binary.json",
@@ -513,10 +519,13 @@ class TestSqlKeyStore(KeyStoreContract):
         )
         if database.engine.dialect.name == "postgresql":
             insert = text(insert.text.replace(":jwk", "CAST(:jwk AS json)"))
+        far = json.dumps({"kty": "RSA", "kid": "far", "n": "x", "e": "AQAB"})
         with database.unit_of_work() as session:
             for kid, jwk in rows.items():
                 session.execute(insert, {"kid": kid, "jwk": jwk, "t": T0})
-        return {f"signing_keys row {kid!r}" for kid in rows}
+            # Beyond what the clock functions represent (keys list failed on it).
+            session.execute(insert, {"kid": "far", "jwk": far, "t": 1e23})
+        return {f"signing_keys row {kid!r}" for kid in [*rows, "far"]}
 
     def test_lock_waits_for_the_first_unit_of_work_to_commit(
         self, database: Database, make_key: Callable[..., SigningKey]
