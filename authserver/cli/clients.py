@@ -199,7 +199,8 @@ def create(
         # nobody can authenticate as: it is deleted again.
         try:
             _show(client_json(client), as_json, secret)
-        except OutputFailed:
+        except (OutputFailed, BrokenPipeError):
+            # A closed pipe too (| head -0): Click ends that quietly, but nobody read it.
             with svc.unit_of_work():
                 svc.clients.delete(client.client_id)
             raise

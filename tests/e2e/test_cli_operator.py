@@ -416,6 +416,33 @@ def test_output_that_cannot_be_written_is_one_line_and_a_lost_secret_changes_not
     assert listed[0]["updated_at"] == client["updated_at"]
 
 
+@pytest.mark.parametrize("as_json", [True, False], ids=["json", "table"])
+def test_a_new_secret_sent_to_a_closed_pipe_leaves_no_client(tmp_path: Path, as_json: bool) -> None:
+    """'clients create | head -0': the reader is gone before the secret is written, so
+    nobody saw it, and the client it belongs to must not stay behind (it did: a closed
+    pipe was let through as Click's quiet exit, past the delete)."""
+    env = _env(tmp_path)
+    cli_json_here(env, "clients", "create", "--name", "backend")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # closed before the command starts: its first write fails
+    try:
+        result = subprocess.run(
+            [AUTHSERVER, "clients", "create", "--name", "piped", *(["--json"] * as_json)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")} | env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr
+    listed = cli_json_here(env, "clients", "list")["clients"]
+    assert [c["name"] for c in listed] == ["backend"]
+
+
 def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env.pop("AUTHSERVER_ISSUER", None)
