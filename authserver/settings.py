@@ -717,7 +717,7 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 
 def read_config_file(path: str | Path) -> dict[str, str]:
     """The settings in an env file (``AUTHSERVER_X=value`` lines, ``#`` comments, optional
-    quotes and ``export``, as python-dotenv reads them).
+    quotes and ``export``, as python-dotenv reads them; values literal, no ``${VAR}``).
 
     :raises ConfigError: when the file cannot be read, has a line python-dotenv cannot
         parse (dotenv would skip it with a warning, and the program would start without
@@ -740,10 +740,16 @@ def read_config_file(path: str | Path) -> dict[str, str]:
                 f"{file}: line {_first_line(binding.original.string, binding.original.line)}"
                 ": not a NAME=VALUE line (is an = missing, or a quote not closed?)"
             )
-    # The values are dotenv's own reading of the file (quotes, escapes, ${VAR} expansion).
+    # The values are dotenv's own reading of the file (quotes, escapes), taken literally:
+    # no ${VAR} expansion, which turned a passphrase such as 'pa${x}ss' into another one
+    # (even single-quoted) and left no way to write a literal "${" in a secret.
     values: dict[str, str] = {}
-    for name, value in dotenv_values(stream=io.StringIO(text)).items():
-        if name not in _KNOWN_ENV or name == CONFIG_ENV:
+    for name, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+        if name == CONFIG_ENV:
+            raise ConfigError(
+                f"{file}: {CONFIG_ENV} names the config file; it cannot be set inside one"
+            )
+        if name not in _KNOWN_ENV:
             raise ConfigError(f"{file}: unknown setting {name}{_suggest(name)}")
         if value is None:
             raise ConfigError(f"{file}: {name} has no value (write {name}=VALUE)")

@@ -678,6 +678,27 @@ def test_blank_lines_comments_and_multiline_quotes_are_fine_in_the_file(tmp_path
     assert (settings.port, settings.issuer) == (7001, "https://auth.example.com")
 
 
+@pytest.mark.parametrize("quote", ["", "'", '"'])
+def test_values_in_the_file_are_literal(
+    tmp_path: Path, quote: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ${VAR} expansion: a generated passphrase with a "$" is the passphrase."""
+    monkeypatch.setenv("HOME", "/root")
+    config = tmp_path / "authserver.env"
+    config.write_text(f"AUTHSERVER_KEY_PASSPHRASE={quote}pa${{HOME}}ss-$x{quote}\n")
+    settings = Settings.from_env({}, config_file=config)
+    assert settings.key_passphrase == "pa${HOME}ss-$x"
+
+
+def test_the_config_variable_inside_a_config_file_is_named_as_such(tmp_path: Path) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text("AUTHSERVER_CONFIG=other.env\n")
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({}, config_file=config)
+    assert "cannot be set inside" in str(exc.value)
+    assert "did you mean" not in str(exc.value)
+
+
 def test_a_missing_config_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"AUTHSERVER_CONFIG": str(tmp_path / "nope.env")})
