@@ -157,6 +157,12 @@ def _database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
+    authority = value.split("://", 1)[1].split("/", 1)[0]
+    if authority.count("@") > 1:
+        # Read as it stands, the host would be the password's tail: "unknown host".
+        raise ValueError(
+            "has more than one @ before the host: write an @ in the user name or password as %40"
+        )
     if sqlite_in_memory(value):
         raise ValueError(
             "is an in-memory SQLite database, which lives as long as one process: every "

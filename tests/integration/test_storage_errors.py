@@ -135,7 +135,11 @@ def test_a_locked_sqlite_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             cause = raised.value.__cause__
             assert isinstance(cause, OperationalError)
             assert "database is locked" in str(cause)
-            assert str(raised.value) == f"database error at sqlite:///{path} (OperationalError)"
+            assert str(raised.value) == (
+                f"cannot use the database at sqlite:///{path}: the SQLite file stayed locked "
+                "by another process past the busy timeout (a long transaction or a backup "
+                "holding it?)"
+            )
             _assert_the_503(request_token(http, credentials))
             _assert_the_503(_admin_create(http))
         finally:
@@ -166,6 +170,22 @@ def test_an_unreachable_sqlite_file(tmp_path: Path) -> None:
         _assert_the_503(request_token(create_app(services=svc).test_client(), credentials))
     finally:
         svc.close()
+
+
+def test_a_file_that_is_not_a_sqlite_database_is_named_so(tmp_path: Path) -> None:
+    """Overwritten with something else: the operator reads why, not the exception's class."""
+    path = tmp_path / "a.db"
+    path.write_bytes(b"not a database at all, " * 64)
+    db = Database(f"sqlite:///{path}")
+    try:
+        with pytest.raises(StorageUnavailable) as raised:
+            current_revision(db)
+        assert str(raised.value) == (
+            f"cannot use the database at sqlite:///{path}: the file is not a SQLite database "
+            "(overwritten or corrupted)"
+        )
+    finally:
+        db.dispose()
 
 
 def test_a_removed_sqlite_file_is_not_created_again(tmp_path: Path) -> None:

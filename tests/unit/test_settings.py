@@ -40,6 +40,8 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "sqlite:///file::memory:?uri=true",
             "sqlite:///%3Amemory%3A",
             "sqlite:///file:x.db?uri=true&vfs=memdb",
+            # An unencoded @ in the password: the host would be the password's tail.
+            "postgresql://postgres:Pa@ss@db.example/auth",
         ),
     ),
     "AUTHSERVER_ISSUER": (

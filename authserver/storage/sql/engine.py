@@ -32,6 +32,7 @@ from sqlalchemy.orm import sessionmaker
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
+from authserver.settings import redact_url
 from authserver.settings import sqlite_in_memory
 from authserver.storage.sql import raw
 from authserver.storage.sql.notify import CHANNEL
@@ -163,6 +164,16 @@ _CAUSES = (
     ("no route to host", "no route to host"),
     ("network is unreachable", "network unreachable"),
     ("ssl", "a TLS problem"),
+    (
+        "database is locked",
+        "the SQLite file stayed locked by another process past the busy timeout (a long "
+        "transaction or a backup holding it?)",
+    ),
+    ("file is not a database", "the file is not a SQLite database (overwritten or corrupted)"),
+    ("disk image is malformed", "the SQLite file is corrupted"),
+    ("readonly database", "the SQLite file is read-only for this user"),
+    ("invalid dsn", "the URL has a parameter PostgreSQL does not know"),
+    ("invalid connection option", "the URL has a parameter PostgreSQL does not know"),
 )
 
 
@@ -246,10 +257,9 @@ def maps_storage_errors(store: T) -> T:
 
 
 def _redact_password(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return "AUTHSERVER_DATABASE_URL"
+    # settings.redact_url, not SQLAlchemy's rendering: that one parses a password holding
+    # an unencoded "@" as ending there and showed the rest of it as the host.
+    return redact_url(url)
 
 
 def sqlite_file(url: str) -> str | None:
