@@ -105,6 +105,7 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
         with svc.unit_of_work():
             views = svc.keys.views()
             svc.key_ring.check_readable()
+            unreadable = svc.key_ring.unreadable()
     except StorageError as exc:
         add(Finding("key store", "problem", f"unreadable: {exc}"))
         return 0
@@ -116,6 +117,19 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
         return 0
     where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"
     add(Finding("key store", "ok", f"readable ({len(views)} keys in {where})"))
+    if unreadable:
+        # Skipped everywhere (never signed with, never published): an operator should
+        # still hear of a record that a bad edit or a disk error left unreadable.
+        names = ", ".join(str(record.name) for record in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        add(
+            Finding(
+                "key store",
+                "warning",
+                f"{len(unreadable)} unreadable key record(s) skipped: {names}{more} "
+                "('authserver keys list' shows them)",
+            )
+        )
     current = [v for v in views if v.state is KeyState.CURRENT]
     if current:
         add(Finding("signing key", "ok", f"current key {current[0].key.kid}"))

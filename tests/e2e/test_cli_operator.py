@@ -327,6 +327,21 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
     assert "cannot reach" in issuer["detail"]
 
 
+def test_doctor_warns_of_unreadable_key_records(tmp_path: Path) -> None:
+    """Skipped everywhere else (never signed with, never published): doctor still tells the
+    operator, as a warning (the server works), naming the record, never its content."""
+    env = _env(tmp_path, AUTHSERVER_ISSUER="http://127.0.0.1:9")
+    assert run_cli_here(env, "keys", "rotate").returncode == 0
+    (tmp_path / "keys" / "bad.json").write_text('{"kid": "bad", "secret-ish": ')
+    report = cli_json_here(env, "doctor", "--no-issuer-check")
+    warnings = [c for c in report["checks"] if c["status"] == "warning"]
+    assert any(
+        c["check"] == "key store" and "bad.json" in c["detail"] and "secret-ish" not in c["detail"]
+        for c in warnings
+    ), report
+    assert report["ok"] is True
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 
