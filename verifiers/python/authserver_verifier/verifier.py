@@ -438,6 +438,9 @@ class TokenVerifier:
         now = self._monotonic()
         if status == 304:
             with self._lock:
+                if not headers:
+                    # Nothing was asked conditionally: a 304 renews no copy.
+                    raise InvalidToken("jwks_unavailable", f"{self._jwks_uri}: 304 without a copy")
                 self._fresh_until = now + lifetime
                 self._usable_until = now + max(lifetime, self.stale_if_error)
             return
@@ -467,7 +470,7 @@ class TokenVerifier:
                 continue
             try:
                 metadata = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: nested beyond reason
                 metadata = None
             if not isinstance(metadata, dict):
                 last = InvalidToken("jwks_unavailable", f"{url}: not a metadata document")
@@ -488,7 +491,10 @@ class TokenVerifier:
         raise last
 
     def _check_url(self, url: str) -> str:
-        scheme = urllib.parse.urlsplit(url).scheme
+        try:
+            scheme = urllib.parse.urlsplit(url).scheme
+        except ValueError:  # e.g. "http://[::1": an unclosed IPv6 literal
+            raise InvalidToken("jwks_unavailable", f"not a URL: {url[:200]!r}") from None
         # An https issuer's keys come over https; only http and https are ever opened.
         allowed = {"https"} if self.issuer.startswith("https:") else {"http", "https"}
         if scheme not in allowed:
@@ -546,8 +552,8 @@ class TokenVerifier:
     def _parse_jwks(body: bytes) -> dict[str, RSAKey]:
         try:
             document = json.loads(body)
-        except ValueError as exc:
-            raise InvalidToken("jwks_unavailable", "JWKS is not JSON") from exc
+        except (ValueError, RecursionError):  # RecursionError: nested beyond reason
+            raise InvalidToken("jwks_unavailable", "JWKS is not JSON") from None
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise InvalidToken("jwks_unavailable", "JWKS has no keys array")
@@ -727,16 +733,22 @@ class TokenVerifier:
             raise bad("sub is not this list's URI")
         if claims.get("iss", self.issuer) != self.issuer:
             raise bad("issued by another issuer")
-        iat, exp, ttl = claims.get("iat"), claims.get("exp"), claims.get("ttl")
-        if not _is_number(iat):
+        iat, exp, ttl, nbf = (claims.get(name) for name in ("iat", "exp", "ttl", "nbf"))
+        if not _is_time(iat):
             raise bad("no iat")
         now = self._clock()
-        if exp is not None and not _is_number(exp):
-            raise bad("exp is not a number")
+        # Present means a time: "exp": null is not an absent exp.
+        if "exp" in claims and not _is_time(exp):
+            raise bad("exp is not a time")
         if exp is not None and exp <= now:
             raise bad("expired")  # §11.2: an expired list is not relied upon
         if iat > now + self.leeway:
             raise bad("issued in the future")
+        if "nbf" in claims and (not _is_time(nbf) or nbf > now + self.leeway):
+            raise bad("not valid yet")
+        # §6.2: ttl, when present, is a positive number of seconds.
+        if "ttl" in claims and not (_is_time(ttl) and ttl > 0):
+            raise bad("ttl is not a positive number")
         status_list = claims.get("status_list")
         if not isinstance(status_list, dict):
             raise bad("no status_list")
@@ -751,14 +763,14 @@ class TokenVerifier:
             raise bad("lst is not base64url DEFLATE/ZLIB") from None
         if inflater.unconsumed_tail:
             raise bad("lst is too large")
-        if not inflater.eof or not _BASE64URL.fullmatch(lst):
+        if not inflater.eof or inflater.unused_data or not _BASE64URL.fullmatch(lst):
             # b64decode skips characters outside the alphabet and an empty or cut-off
             # stream inflates to nothing: neither is a list (every index "outside" it).
             raise bad("lst is not base64url DEFLATE/ZLIB")
         low, high = self.status_ttl_bounds
         # A list without a ttl says nothing of how long it stays current: held until its
         # exp, at most the upper bound (as the JS verifier holds it).
-        lifetime = min(max(float(ttl), low), high) if _is_number(ttl) and ttl > 0 else high
+        lifetime = min(max(float(ttl), low), high) if ttl is not None else high
         fetched = self._monotonic()
         # Usable until its exp (by the wall clock, converted), never past status_max_stale.
         usable = fetched + self.status_max_stale
@@ -767,11 +779,24 @@ class TokenVerifier:
         return _StatusList(
             bits=bits,
             data=data,
-            fresh_until=fetched + lifetime,
+            # Its ttl, never past its exp or status_max_stale: a list held "fresh" past
+            # them was used after the issuer had replaced it (a revoked token accepted).
+            fresh_until=min(fetched + lifetime, usable),
             usable_until=usable,
             lifetime=lifetime,
             exp=float(exp) if exp is not None else None,
         )
+
+
+#: The largest time or duration a list may name (the year 5138): past it a number is not
+#: a time, and float() of a JSON integer such as 10**400 overflows.
+_LARGEST_TIME = 1e11
+
+
+def _is_time(value: Any) -> TypeGuard[int | float]:
+    """A JSON number that can be a time or a number of seconds (finite, not a bool,
+    within :data:`_LARGEST_TIME`)."""
+    return _is_number(value) and -_LARGEST_TIME <= value <= _LARGEST_TIME
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:

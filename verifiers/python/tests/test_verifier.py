@@ -75,6 +75,8 @@ class AuthServerDouble:
     metadata_override: dict[str, Any] | None = None
     jwks_fetches: int = 0
     not_modified: int = 0
+    #: A JWKS body served as it is instead of :attr:`jwks` (a malformed document).
+    raw_jwks: bytes | None = None
     #: Send header names lower-cased, as HTTP/2 and some servers (granian) do.
     lowercase_headers: bool = False
     #: Status List Tokens by path (``/statuslists/1``), served as application/statuslist+jwt.
@@ -113,7 +115,7 @@ def server() -> Iterator[AuthServerDouble]:
                 if state.jwks_location:
                     self._send(302, b"", {"Location": state.jwks_location})
                     return
-                body = state.body()
+                body = state.raw_jwks if state.raw_jwks is not None else state.body()
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
                 headers = {"ETag": etag}
                 if state.cache_control is not None:
@@ -998,6 +1000,17 @@ def test_status_max_stale_bounds_a_long_exp(
         ({"status_list": {"bits": 1, "lst": "!!!"}}, "lst"),
         ({"status_list": None}, "status_list"),
         ({"iat": None}, "iat"),
+        ({"nbf": 4102444800}, "nbf in the future"),
+        ({"ttl": "60"}, "ttl a string"),
+        ({"ttl": 0}, "ttl zero"),
+        ({"ttl": -5}, "ttl negative"),
+        # float() of these overflowed: "malformed", blaming the token, and no back-off.
+        ({"exp": 10**400}, "exp beyond any time"),
+        ({"ttl": 10**400}, "ttl beyond any duration"),
+        (
+            {"status_list": {"bits": 1, "lst": b64(zlib.compress(bytes(128)) + b"tail")}},
+            "bytes after the compressed stream",
+        ),
     ],
 )
 def test_a_list_that_breaks_the_draft_is_not_used(
@@ -1010,6 +1023,54 @@ def test_a_list_that_breaks_the_draft_is_not_used(
     issuer.serve_status_list(set(), now=clock.wall, **change)
     token = issuer.token(with_status(server, 1))
     assert reason_of(status_verifier(server, clock), token) == "status_unavailable", why
+
+
+def test_a_list_is_refetched_at_its_exp_even_within_its_ttl(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """A list whose exp comes before its ttl runs out is not "fresh" past its exp: the
+    copy held past it answered for a token the issuer had revoked since."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3)
+    verifier = status_verifier(server, clock)
+    token = issuer.token({**with_status(server, 0), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    issuer.serve_status_list({0}, now=clock.wall + 5, ttl=60, expiry=900)
+    clock.advance(5)
+    assert reason_of(verifier, token) == "revoked"
+    assert server.status_list_fetches == 2
+
+
+def test_a_list_without_a_ttl_is_not_used_past_status_max_stale(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    issuer.serve_status_list(set(), now=clock.wall, ttl=None, expiry=86400)
+    verifier = status_verifier(server, clock, status_max_stale=2)
+    token = issuer.token({**with_status(server, 0), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.status_list_status = 503
+    clock.advance(3)
+    assert reason_of(verifier, token) == "status_unavailable"
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        pytest.param(b"[" * 100000 + b"]" * 100000, id="JWKS nested beyond reason"),
+        pytest.param(None, id="jwks_uri not a URL"),
+    ],
+)
+def test_odd_key_documents_are_jwks_unavailable(
+    server: AuthServerDouble, issuer: Issuer, document: bytes | None
+) -> None:
+    """The keys could not be had: jwks_unavailable, never "malformed" (which blames the
+    token) and never another exception from refresh()."""
+    if document is None:
+        server.metadata_override = {"issuer": server.issuer, "jwks_uri": "http://[::1"}
+    else:
+        server.raw_jwks = document
+    verifier = verifier_for(server)
+    assert reason_of(verifier, issuer.token()) == "jwks_unavailable"
+    verifier.refresh()  # keeps the last good set (none): no exception
 
 
 def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
