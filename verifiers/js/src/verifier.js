@@ -190,9 +190,21 @@ export function createVerifier(options = {}) {
       const response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE, headers });
       if (response.status === 304 && etag) return { notModified: true };
       if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
+      // draft-ietf-oauth-status-list §8.1: the list comes as application/statuslist+jwt
+      // (the Python verifier refuses anything else too).
+      const type = (response.headers.get('content-type') || '').split(';')[0].trim().toLowerCase();
+      if (type !== STATUS_LIST_MEDIA_TYPE) throw new Error(`not ${STATUS_LIST_MEDIA_TYPE}`);
       return { token: (await response.text()).trim(), etag: response.headers.get('etag') };
     },
   });
+
+  function isCanonicalCompact(token) {
+    const parts = token.split('.');
+    return (
+      parts.length === 3 &&
+      parts.every((part) => /^[A-Za-z0-9_-]*$/.test(part) && Buffer.from(part, 'base64url').toString('base64url') === part)
+    );
+  }
 
   async function verifyUnchecked(token) {
     if (token === undefined || token === null || token === '') throw new InvalidTokenError('missing_token');
@@ -204,7 +216,10 @@ export function createVerifier(options = {}) {
     } catch {
       throw new InvalidTokenError('malformed');
     }
-    if (token.split('.').length !== 3) throw new InvalidTokenError('malformed', 'not a compact JWS');
+    // The compact form exactly (RFC 7515 §7.1), each part canonical base64url: jose decodes
+    // leniently, so "token\t", "token==" or a signature with other unused low bits were
+    // accepted as the same token, and a denylist or cache keyed on the string sidestepped.
+    if (!isCanonicalCompact(token)) throw new InvalidTokenError('malformed', 'not a compact JWS');
     // Pinned, never taken from the token (RFC 8725 §3.1), checked before any key is fetched.
     if (header.alg !== 'RS256') throw new InvalidTokenError('unsupported_alg');
     if (typeof header.typ !== 'string' || !/^(application\/)?at\+jwt$/i.test(header.typ)) {
@@ -225,6 +240,15 @@ export function createVerifier(options = {}) {
       requiredClaims: REQUIRED_CLAIMS,
       currentDate,
     });
+    for (const claim of ['exp', 'nbf', 'iat']) {
+      // 1e400 parses to Infinity, which jose takes for a time: "never expires".
+      if (claim in payload && !Number.isFinite(payload[claim])) {
+        throw new InvalidTokenError('invalid_claim', `${claim} is not a time`);
+      }
+    }
+    if (Array.isArray(payload.aud) && payload.aud.some((value) => typeof value !== 'string')) {
+      throw new InvalidTokenError('wrong_audience', 'aud holds a value that is not a string');
+    }
     if (typeof payload.iat === 'number' && payload.iat > currentDate.getTime() / 1000 + config.leeway) {
       throw new InvalidTokenError('issued_in_future');
     }

@@ -88,6 +88,40 @@ for (const c of cases) {
   });
 }
 
+test('a time claim beyond any time (1e400: Infinity in JavaScript) is invalid_claim, as in Python', async () => {
+  // Signed by hand: JSON.stringify cannot write such a number.
+  const now = Math.floor(Date.now() / 1000);
+  const header = base64url.encode(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: issuer.key.kid }));
+  const payload = base64url.encode(
+    `{"iss":${JSON.stringify(issuer.issuer)},"sub":"u","aud":"${AUDIENCE}","client_id":"c","jti":"j","iat":${now},"exp":1e400}`,
+  );
+  const input = `${header}.${payload}`;
+  const signature = await crypto.subtle.sign('RSASSA-PKCS1-v1_5', issuer.key.privateKey, new TextEncoder().encode(input));
+  const token = `${input}.${base64url.encode(new Uint8Array(signature))}`;
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off' });
+  assert.equal(await reasonOf(verifier, token), 'invalid_claim');
+});
+
+test('one token, one spelling: padding, whitespace or other unused bits are malformed', async () => {
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off' });
+  const token = await issuer.token({ status: null });
+  assert.equal(await reasonOf(verifier, token), null);
+  const [h, p, sig] = token.split('.');
+  // The last character of a 256-byte signature carries 4 unused low bits.
+  const last = sig.at(-1);
+  const sibling = 'AQgw'.includes(last) ? String.fromCharCode(last.charCodeAt(0) + 1) : String.fromCharCode(last.charCodeAt(0) - 1);
+  for (const variant of [`${token}==`, `${token}\t`, `${token} `, `${token}\r\n`, `${h}.${p}.${sig.slice(0, 10)} ${sig.slice(10)}`, `${h}.${p}.${sig.slice(0, -1)}${sibling}`]) {
+    assert.equal(await reasonOf(verifier, variant), 'malformed', JSON.stringify(variant.slice(-12)));
+  }
+});
+
+test('a status list served as another media type is not used, as in Python', async () => {
+  issuer.state.lists.set('json-typed', { statuses: [0], contentType: 'application/json' });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  const token = await issuer.token({ list: 'json-typed', idx: 0 });
+  assert.equal(await reasonOf(verifier, token), 'status_unavailable');
+});
+
 test('an issuer with a trailing slash is discovered without it', async () => {
   // authserver's issuer never ends in / (it drops one from AUTHSERVER_ISSUER).
   const verifier = createVerifier({ issuer: `${issuer.issuer}/`, audience: AUDIENCE, status: 'off' });

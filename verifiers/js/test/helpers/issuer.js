@@ -107,7 +107,8 @@ export async function startIssuer() {
         res.writeHead(304, { etag }).end();
         return;
       }
-      res.writeHead(200, { 'content-type': 'application/statuslist+jwt', etag });
+      const contentType = state.lists.get(id).contentType ?? 'application/statuslist+jwt';
+      res.writeHead(200, { 'content-type': contentType, etag });
       res.end(body);
     } else {
       res.writeHead(404).end();
