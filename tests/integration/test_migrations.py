@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy import text
 
 from authserver.errors import ConfigError
+from authserver.errors import StorageError
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.migrate import alembic_config
 from authserver.storage.sql.migrate import current_revision
@@ -192,6 +193,29 @@ def test_a_schema_from_a_newer_version_is_left_alone_with_one_line(database: Dat
         assert "newer version" in message
         assert "db upgrade" not in message
     assert current_revision(database) == "9999"
+
+
+def test_a_schema_whose_revision_was_deleted_is_not_taken_for_an_empty_database(
+    database: Database,
+) -> None:
+    """alembic_version emptied by hand, every table still there: "empty, run db upgrade"
+    was the wrong advice (the upgrade then failed creating the first table)."""
+    upgrade_to_head(database)
+    with database.engine.begin() as conn:
+        conn.execute(text("DELETE FROM alembic_version"))
+    for attempt in (
+        lambda: current_revision(database),
+        lambda: upgrade_to_head(database),
+        lambda: ensure_schema(database, create=True, upgrade=True),
+    ):
+        with pytest.raises(StorageError) as refused:
+            attempt()
+        assert "schema revision is gone" in str(refused.value)
+    # A database downgraded to nothing is empty again, version table or not.
+    with database.engine.begin() as conn:
+        conn.execute(text("INSERT INTO alembic_version VALUES (:v)"), {"v": head_revision()})
+    downgrade(database, "base")
+    assert current_revision(database) is None
 
 
 def _schema(db: Database) -> dict[str, object]:

@@ -41,6 +41,10 @@ SCHEMA_HEAD = "0008"
 #: Alembic's version table (its default name, which ``migrations/env.py`` keeps).
 VERSION_TABLE = "alembic_version"
 
+#: A table every revision of the schema has: its presence tells a database that holds the
+#: schema from an empty one.
+PROBE_TABLE = "clients"
+
 
 def migrations_dir() -> Path:
     packaged = Path(str(importlib.resources.files("authserver"))) / "_migrations"
@@ -137,6 +141,14 @@ def _revision(conn: Connection) -> str | None:
     rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
     if len(rows) > 1:
         raise StorageError(f"the schema's version table holds several revisions: {rows}")
+    if not rows and inspect(conn).has_table(PROBE_TABLE):
+        # Not an empty database: migrating it would fail on the first table it creates,
+        # and "empty" would send the operator the wrong way.
+        raise StorageError(
+            "the database holds authserver's tables but its schema revision is gone "
+            f"({VERSION_TABLE} is empty): restore that row from a backup, or point "
+            "--database-url at another database"
+        )
     return rows[0] if rows else None
 
 
