@@ -58,7 +58,7 @@ def parse_duration(raw: str) -> int:
         raise ValueError(
             "expected whole seconds or a number with s, m, h or d (e.g. 3600, 1h, 30d)"
         )
-    digits = match.group(1)
+    digits = match.group(1).lstrip("0") or "0"
     value = int(digits) * _UNITS[match.group(2)] if len(digits) <= 12 else MAX_DURATION + 1
     if value > MAX_DURATION:
         raise ValueError(f"must be at most {MAX_DURATION} seconds (about 68 years)")
@@ -131,8 +131,9 @@ def _issuer(raw: str) -> str:
             "must be an http:// or https:// URL (scheme in lower case), e.g. "
             "https://auth.example.com"
         )
-    # RFC 8414 §2: the issuer identifier has no query or fragment component.
-    if parts.query or parts.fragment:
+    # RFC 8414 §2: the issuer identifier has no query or fragment component (an empty
+    # one included: "https://h?" is not "https://h").
+    if "?" in value or "#" in value:
         raise ValueError("must not have a query or a fragment (RFC 8414 section 2)")
     if "@" in parts.netloc:
         raise ValueError("must not hold a user name or password")
@@ -142,7 +143,7 @@ def _issuer(raw: str) -> str:
         port = parts.port
     except ValueError:
         port = -1
-    if port == -1 or port == 0 or not parts.hostname:
+    if port == -1 or port == 0 or not parts.hostname or parts.netloc.endswith(":"):
         raise ValueError("must name a host and, if any, a port from 1 to 65535")
     return value
 
@@ -157,7 +158,7 @@ def _database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
-    authority = value.split("://", 1)[1].split("/", 1)[0]
+    authority = re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)[0]
     if authority.count("@") > 1:
         # Read as it stands, the host would be the password's tail: "unknown host".
         raise ValueError(
@@ -200,18 +201,18 @@ def sqlite_in_memory(url: str) -> bool:
 def redact_url(url: str) -> str:
     """*url* with any password replaced by ``***`` (for logs and reprs).
 
-    The user information ends at the *last* ``@`` before the query: a password with an
-    ``@`` not written ``%40`` (``postgresql://u:Pa@ss@host/db``) is hidden whole, not shown
-    from its first ``@`` on. The user name may be empty: ``redis://:password@host`` is how
-    Redis URLs carry a password."""
+    The user information is taken to end at the *last* ``@``: a password with an ``@``,
+    ``?`` or ``/`` not percent-encoded (``postgresql://u:Pa@ss?@host/db``) is hidden whole,
+    never shown from such a character on. An ``@`` later in the URL (in a query) hides
+    more than the password, never less. The user name may be empty:
+    ``redis://:password@host`` is how Redis URLs carry a password."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    before_query = rest.split("?", 1)[0]
-    at = before_query.rfind("@")
+    at = rest.rfind("@")
     if at < 0:
         return url
-    user, colon, _ = before_query[:at].partition(":")
+    user, colon, _ = rest[:at].partition(":")
     if not colon or "/" in user:
         return url
     return f"{scheme}://{user}:***{rest[at:]}"

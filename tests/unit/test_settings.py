@@ -65,6 +65,9 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "https://auth.example.com/a b",
             "https://auth.example.com/a\tb",
             "https://:443",
+            "https://auth.example.com:",
+            "https://auth.example.com/path?",
+            "https://auth.example.com#",
         ),
     ),
     "AUTHSERVER_KEYS_DIR": (
@@ -756,8 +759,13 @@ def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
         ),
         ("postgresql://u:S3c@ret/PW@db/x", "postgresql://u:***@db/x"),
         ("redis://:pw@cache:6379/0", "redis://:***@cache:6379/0"),
-        ("postgresql://u:pw@db/x?options=a@b", "postgresql://u:***@db/x?options=a@b"),
+        # An @ in a query hides more than the password, never less.
+        ("postgresql://u:pw@db/x?options=a@b", "postgresql://u:***@b"),
         ("postgresql://u@db/x", "postgresql://u@db/x"),
+        # A ? or / in the password, not percent-encoded: still hidden whole.
+        ("postgresql://u:pa?ss@host/db", "postgresql://u:***@host/db"),
+        ("redis://:pa?ss@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("postgresql://u:a/b@host/db", "postgresql://u:***@host/db"),
         ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
     ],
 )
@@ -768,3 +776,12 @@ def test_redact_url_hides_the_whole_password(url: str, shown: str) -> None:
 def test_the_longest_duration_is_accepted() -> None:
     settings = Settings.from_env({"AUTHSERVER_MAX_TOKEN_TTL": "2147483647"})
     assert settings.max_token_ttl == 2**31 - 1
+
+
+def test_an_at_sign_in_a_query_is_not_taken_for_one_in_the_password() -> None:
+    url = "postgresql+psycopg://u:p@db.example?sslrootcert=/etc/x@y"
+    assert Settings.from_env({"AUTHSERVER_DATABASE_URL": url}).database_url == url
+
+
+def test_leading_zeros_do_not_make_a_duration_long() -> None:
+    assert Settings.from_env({"AUTHSERVER_JWKS_MAX_AGE": "0000000000000060"}).jwks_max_age == 60
