@@ -14,6 +14,7 @@ import pytest
 
 from authserver.container import Services
 from authserver.settings import Settings
+from authserver.storage.sql import notify
 from authserver.storage.sql.notify import APPLICATION_NAME
 from authserver.storage.sql.notify import libpq_url
 from tests.conftest import make_services
@@ -104,7 +105,10 @@ def test_while_the_listener_is_gone_every_read_checks_the_store(
     assert listening.clients.find(cid) is not None
 
     # Cut the listening connection from the server side, as a restart or a network cut
-    # would. Until the feed is back, a change must still be seen by the next read.
+    # would. Until the feed is back, a change must still be seen by the next read. The
+    # first reconnection waits 2 s here, not 0.1 s: on a slow machine the feed was back
+    # (and had dropped the caches) before the read below, which then read no version.
+    monkeypatch.setattr(notify, "BACKOFF", (2.0,))
     with psycopg.connect(libpq_url(other.settings.database_url), autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
@@ -117,7 +121,7 @@ def test_while_the_listener_is_gone_every_read_checks_the_store(
     assert reads.count >= 1
 
     # The feed reconnects on its own (backoff) and reads stop again.
-    assert feed.wait_live(5)
+    assert feed.wait_live(10)
     listening.clients.find(cid)
     settled = reads.count
     for _ in range(20):
