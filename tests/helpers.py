@@ -181,15 +181,17 @@ def free_port() -> int:
 
 
 def run_cli(
-    env: dict[str, str], *args: str, timeout: float = 60
+    env: dict[str, str], *args: str, timeout: float = 60, stdout: Any = subprocess.PIPE
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``authserver ARGS`` with *env* added to a clean copy of the environment."""
+    """Run ``authserver ARGS`` with *env* added to a clean copy of the environment; its
+    stdout captured, or sent to *stdout* (a file, a pipe's end)."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
     full.update(env)
     return subprocess.run(
         [AUTHSERVER, *args],
         env=full,
-        capture_output=True,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=timeout,
         check=False,

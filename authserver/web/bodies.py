@@ -289,29 +289,27 @@ class BodyDeadline:
         return self.app(environ, start_response)
 
     def _length_required(self, start_response: Callable[..., Any]) -> list[bytes]:
-        body = _LENGTH_REQUIRED
-        start_response(
-            "411 Length Required",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-                ("X-Content-Type-Options", "nosniff"),
-            ],
-        )
-        return [body]
+        return _json_answer(start_response, "411 Length Required", _LENGTH_REQUIRED, [])
 
     def _refuse(self, start_response: Callable[..., Any]) -> list[bytes]:
-        body = self._answer
-        start_response(
-            "408 Request Timeout",
-            [
-                ("Content-Type", "application/json"),
-                ("Content-Length", str(len(body))),
-                ("Cache-Control", "no-store"),
-                ("X-Content-Type-Options", "nosniff"),
-                # Whatever else the client sends is not a request: no keep-alive.
-                ("Connection", "close"),
-            ],
+        # Whatever else the client sends is not a request: no keep-alive.
+        return _json_answer(
+            start_response, "408 Request Timeout", self._answer, [("Connection", "close")]
         )
-        return [body]
+
+
+def _json_answer(
+    start_response: Callable[..., Any], status: str, body: bytes, extra: list[tuple[str, str]]
+) -> list[bytes]:
+    """A refusal answered here, before the app: JSON, not cached, not sniffed."""
+    start_response(
+        status,
+        [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+            *extra,
+        ],
+    )
+    return [body]

@@ -412,15 +412,7 @@ def test_output_that_cannot_be_written_is_one_line_and_a_lost_secret_changes_not
         ["clients", "list"],
     ):
         with open("/dev/full", "w") as full:
-            result = subprocess.run(
-                [AUTHSERVER, *args],
-                env={k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")} | env,
-                stdout=full,
-                stderr=subprocess.PIPE,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            result = run_cli(env, *args, stdout=full)
         assert result.returncode == 1, (args, result.stderr)
         assert result.stderr.splitlines() == [
             "authserver: error: cannot write the output: No space left on device"
@@ -441,14 +433,8 @@ def test_a_new_secret_sent_to_a_closed_pipe_leaves_no_client(tmp_path: Path, as_
     read_end, write_end = os.pipe()
     os.close(read_end)  # closed before the command starts: its first write fails
     try:
-        result = subprocess.run(
-            [AUTHSERVER, "clients", "create", "--name", "piped", *(["--json"] * as_json)],
-            env={k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")} | env,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            check=False,
+        result = run_cli(
+            env, "clients", "create", "--name", "piped", *(["--json"] * as_json), stdout=write_end
         )
     finally:
         os.close(write_end)

@@ -185,7 +185,9 @@ def explain_error(exc: BaseException, url: str) -> str:
     """
     text = " ".join(str(getattr(exc, "orig", None) or exc).lower().split())
     cause = next((meaning for phrase, meaning in _CAUSES if phrase in text), None)
-    where = _redact_password(url)
+    # settings.redact_url, not SQLAlchemy's rendering: that one takes a password holding
+    # an unencoded "@" to end there and showed the rest of it as the host.
+    where = redact_url(url)
     if cause is None:
         return f"database error at {where} ({type(exc).__name__})"
     return f"cannot use the database at {where}: {cause}"
@@ -256,16 +258,11 @@ def maps_storage_errors(store: T) -> T:
     return store
 
 
-def _redact_password(url: str) -> str:
-    # settings.redact_url, not SQLAlchemy's rendering: that one parses a password holding
-    # an unencoded "@" as ending there and showed the rest of it as the host.
-    return redact_url(url)
-
-
 def sqlite_file(url: str) -> str | None:
-    """The file of a SQLite URL, or None (another database, or SQLite in memory)."""
+    """The file of a SQLite URL, or None (another database, or SQLite in memory: the one
+    rule, settings.sqlite_in_memory)."""
     parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+    if parsed.get_backend_name() != "sqlite" or sqlite_in_memory(url):
         return None
     return parsed.database
 
@@ -313,7 +310,7 @@ class Database:
         self.engine = make_engine(url, **engine_kwargs)
         self._reads: Engine | None = None
         self._reads_lock = threading.Lock()
-        path = None if sqlite_in_memory(url) else sqlite_file(url)
+        path = sqlite_file(url)
         self._counters = raw.SqliteCounters(path) if path and not make_url(url).query else None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
