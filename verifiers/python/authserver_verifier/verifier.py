@@ -709,16 +709,25 @@ class TokenVerifier:
         parsed.etag = headers.get("etag")
         return parsed
 
-    def _renewed(self, cached: _StatusList) -> _StatusList:
+    def _held(self, lifetime: float, exp: float | None) -> tuple[float, float]:
+        """(fresh until, usable until), monotonic, for a list fetched or confirmed now:
+        usable until its exp (by the wall clock, converted), never past
+        status_max_stale; fresh for its ttl (*lifetime*), never past that either (a list
+        held "fresh" longer was used after the issuer had replaced it: a revoked token
+        accepted)."""
         fetched = self._monotonic()
         usable = fetched + self.status_max_stale
-        if cached.exp is not None:
-            usable = min(usable, fetched + (cached.exp - self._clock()))
+        if exp is not None:
+            usable = min(usable, fetched + (exp - self._clock()))
+        return min(fetched + lifetime, usable), usable
+
+    def _renewed(self, cached: _StatusList) -> _StatusList:
+        fresh_until, usable_until = self._held(cached.lifetime, cached.exp)
         return _StatusList(
             bits=cached.bits,
             data=cached.data,
-            fresh_until=min(fetched + cached.lifetime, usable),
-            usable_until=usable,
+            fresh_until=fresh_until,
+            usable_until=usable_until,
             lifetime=cached.lifetime,
             exp=cached.exp,
             etag=cached.etag,
@@ -771,20 +780,15 @@ class TokenVerifier:
         # A list without a ttl says nothing of how long it stays current: held until its
         # exp, at most the upper bound (as the JS verifier holds it).
         lifetime = min(max(float(ttl), low), high) if ttl is not None else high
-        fetched = self._monotonic()
-        # Usable until its exp (by the wall clock, converted), never past status_max_stale.
-        usable = fetched + self.status_max_stale
-        if exp is not None:
-            usable = min(usable, fetched + (exp - now))
+        expires = float(exp) if exp is not None else None
+        fresh_until, usable_until = self._held(lifetime, expires)
         return _StatusList(
             bits=bits,
             data=data,
-            # Its ttl, never past its exp or status_max_stale: a list held "fresh" past
-            # them was used after the issuer had replaced it (a revoked token accepted).
-            fresh_until=min(fetched + lifetime, usable),
-            usable_until=usable,
+            fresh_until=fresh_until,
+            usable_until=usable_until,
             lifetime=lifetime,
-            exp=float(exp) if exp is not None else None,
+            exp=expires,
         )
 
 
