@@ -45,10 +45,11 @@ MAX_SECRET = 256
 MALFORMED_BASIC = "malformed Basic authorization header"
 #: Client assertions are a few hundred bytes; refuse anything far larger before parsing.
 MAX_ASSERTION_LENGTH = 8192
-#: RFC 7523 §3 item 4 leaves the lifetime to the server: an assertion is made for one
-#: request, so its ``exp`` may be at most this far ahead. This also bounds how long its
-#: ``jti`` is remembered against replay.
-MAX_ASSERTION_LIFETIME = 300
+#: RFC 7523 §3 item 4 leaves the lifetime to the server: an assertion's ``exp`` may be at
+#: most this far ahead, which also bounds how long its ``jti`` is remembered against
+#: replay. One hour: what Authlib's client (``PrivateKeyJWT``) puts in every assertion it
+#: makes, and the bound other servers set (Okta's); a tighter one refused that client.
+MAX_ASSERTION_LIFETIME = 3600
 #: Clock skew allowed on ``exp``/``nbf``/``iat`` of an assertion, in seconds.
 LEEWAY = 30
 MAX_JTI = 255
@@ -201,7 +202,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
     def validate_jti(self, claims: Any, jti: str) -> bool:
         # read_assertion has checked jti (one non-empty line of text, at most MAX_JTI) and
         # exp (a finite number at most MAX_ASSERTION_LIFETIME ahead, so the replay row
-        # lives minutes, not until whatever date the assertion names).
+        # lives at most an hour, not until whatever date the assertion names).
         return self._revocations.use_assertion(str(claims["sub"]), jti, float(claims["exp"]))
 
     def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:

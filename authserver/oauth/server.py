@@ -213,6 +213,9 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         "client authentication failed", so it learns nothing about which ids exist)."""
         if error.description == client_auth.MALFORMED_BASIC:
             return "malformed Authorization header"
+        if client_id is None and request.form.get("client_assertion"):
+            # Refused while it was read, before its subject named a client.
+            return f"private_key_jwt assertion refused: {error.description}"
         if client_id is None:
             return "no client credentials"
         if len(client_id) > client_auth.MAX_ID:

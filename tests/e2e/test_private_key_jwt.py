@@ -8,6 +8,7 @@ server accepts once (RFC 7523 §3 item 7), across instances.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from authserver.container import Services
+from authserver.oauth.client_auth import LEEWAY
+from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
 from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
@@ -366,6 +369,44 @@ def test_bad_assertion_is_invalid_client(
     kwargs.setdefault("aud", token_url)
     response = token_request(http, assertion(jwt_client, rsa_private_key, **kwargs))
     assert_error(response, 401, "invalid_client")
+
+
+@db_independent
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        # Refused while it is read, before its subject names a client.
+        (
+            {"lifetime": MAX_ASSERTION_LIFETIME + LEEWAY + 60},
+            "private_key_jwt assertion refused: the client assertion expires too far in the future",
+        ),
+        ({"drop": ("sub",)}, "private_key_jwt assertion refused: the client assertion has no sub"),
+        # Refused once its client is known.
+        ({"aud": "https://evil.example/token"}, "private_key_jwt assertion refused"),
+    ],
+    ids=["exp too far", "no sub", "wrong aud"],
+)
+def test_the_log_says_why_an_assertion_was_refused(
+    http: Any,
+    jwt_client: str,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+    caplog: pytest.LogCaptureFixture,
+    overrides: dict[str, Any],
+    reason: str,
+) -> None:
+    """The operator's log line names the assertion's defect, whichever step refused it
+    (it said "no client credentials" for an assertion refused before its subject was
+    read); the client is told only "client authentication failed"."""
+    overrides.setdefault("aud", token_url)
+    with caplog.at_level(logging.INFO, logger="authserver.auth"):
+        response = token_request(http, assertion(jwt_client, rsa_private_key, **overrides))
+    assert_error(response, 401, "invalid_client")
+    assert response.get_json()["error_description"] == "client authentication failed"
+    lines = [r.getMessage() for r in caplog.records if r.name == "authserver.auth"]
+    assert len(lines) == 1, lines
+    assert reason in lines[0], lines[0]
+    assert "no client credentials" not in lines[0]
 
 
 @pytest.mark.parametrize("kid", ["é", 'a"b', "a\\b", "a\x00b", "\u2028"])

@@ -10,5 +10,6 @@ import './middleware.test.js';
 import './websocket.test.js';
 import './revocation.test.js';
 import './verdant.test.js';
+import './clients.test.js';
 import './rotation.test.js';
 import './types.test.js';
