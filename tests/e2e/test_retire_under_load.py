@@ -31,7 +31,6 @@ import jwt
 import pytest
 import requests
 
-from tests.factories import request_token
 from tests.helpers import ServerProcess
 from tests.helpers import run_cli_here
 
@@ -63,21 +62,61 @@ class Retire:
     promoted: bool
 
 
-def _issue_and_check(base_url: str, credentials: tuple[str, str], issuer: str) -> Issued:
+class InFlight:
+    """How many token requests have been sent and not yet answered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.count = 0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.count += n
+
+
+def _issue_and_check(
+    session: requests.Session,
+    base_url: str,
+    credentials: tuple[str, str],
+    issuer: str,
+    in_flight: InFlight,
+) -> Issued:
+    in_flight.add(1)
     sent = time.monotonic()
-    response = request_token(base_url, credentials)
-    issued = Issued(sent, time.monotonic(), response.status_code, response.text)
+    try:
+        response = session.post(
+            base_url + "/token",
+            data={"grant_type": "client_credentials"},
+            auth=credentials,
+            timeout=10,
+        )
+    finally:
+        answered = time.monotonic()
+        in_flight.add(-1)
+    issued = Issued(sent, answered, response.status_code, response.text)
     if response.status_code != 200:
         return issued
     token = response.json()["access_token"]
     issued.kid = jwt.get_unverified_header(token)["kid"]
-    jwks = requests.get(base_url + "/.well-known/jwks.json", timeout=10)
+    jwks = session.get(base_url + "/.well-known/jwks.json", timeout=10)
     try:
         key = jwt.PyJWKSet.from_dict(jwks.json())[issued.kid]
         jwt.decode(token, key.key, algorithms=["RS256"], audience=AUDIENCE, issuer=issuer)
     except (jwt.PyJWTError, KeyError) as exc:
         issued.verified = f"{type(exc).__name__}: {exc}"
     return issued
+
+
+def _when_a_request_is_in_flight(in_flight: InFlight) -> float:
+    """A moment at which a token request was in flight (sent, not yet answered): taken
+    before the count is read, so that request's answer comes after it."""
+    deadline = time.monotonic() + 10
+    while True:
+        moment = time.monotonic()
+        if in_flight.count > 0:
+            return moment
+        assert moment < deadline, "no token request in flight for 10 s"
+        time.sleep(0.0005)
 
 
 def _admin(method: str, base_url: str, path: str, **kwargs: object) -> requests.Response:
@@ -123,9 +162,18 @@ def _scenario(env: dict[str, str], tmp_path: Path, via: str) -> None:
         results: list[Issued] = []
         stop = threading.Event()
 
+        in_flight = InFlight()
+
         def hammer() -> None:
-            while not stop.is_set():
-                results.append(_issue_and_check(server.base_url, credentials, issuer))
+            # trust_env off: requests would otherwise read the proxy variables from
+            # os.environ on every call, while the in-process CLI (run_cli_here) sets and
+            # clears AUTHSERVER_* there (iterating it then raised KeyError).
+            with requests.Session() as session:
+                session.trust_env = False
+                while not stop.is_set():
+                    results.append(
+                        _issue_and_check(session, server.base_url, credentials, issuer, in_flight)
+                    )
 
         threads = [threading.Thread(target=hammer) for _ in range(2)]
         for thread in threads:
@@ -142,7 +190,9 @@ def _scenario(env: dict[str, str], tmp_path: Path, via: str) -> None:
                 else:
                     time.sleep(0.3)
                 kid = _current_kid(server.base_url)
-                started = time.monotonic()
+                # The retire starts while a token request is in flight, so that every
+                # retire meets the load (the check below), whatever the timing.
+                started = _when_a_request_is_in_flight(in_flight)
                 successor = _retire(env, server.base_url, kid, via)
                 ended = time.monotonic()
                 assert successor not in (None, kid)

@@ -20,11 +20,15 @@ from urllib.parse import parse_qs
 
 import jwt
 import pytest
+import requests
 from authlib.integrations.base_client import OAuthError
 from authlib.integrations.requests_client import OAuth2Session
+from authlib.oauth2.rfc6750 import InvalidTokenError
 from authlib.oauth2.rfc7523 import PrivateKeyJWT
+from authlib.oauth2.rfc9068 import JWTBearerTokenValidator
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from joserfc.jwk import KeySet
 from jwt.algorithms import RSAAlgorithm
 from oauthlib.oauth2 import BackendApplicationClient
 from oauthlib.oauth2 import InvalidClientError
@@ -154,6 +158,61 @@ def test_authlib_private_key_jwt_with_its_default_assertions(deployment: Deploym
         payload = jwt.decode(assertion, options={"verify_signature": False})
         assert payload["exp"] - payload["iat"] == MAX_ASSERTION_LIFETIME
         assert "kid" not in jwt.get_unverified_header(assertion)
+
+
+def test_authlib_resource_server_validates_the_tokens_as_rfc_9068_says(
+    deployment: Deployment,
+) -> None:
+    """Authlib's RFC 9068 validator (a resource server's view: ``typ``, ``iss``, ``aud``,
+    ``exp``, ``iat``, ``jti``, ``client_id``, ``sub``) accepts the server's tokens, with or
+    without a user, and refuses them for another audience."""
+    client_id, secret = deployment.secret_client
+    keys = KeySet.import_key_set(
+        requests.get(deployment.server.base_url + "/.well-known/jwks.json", timeout=10).json()
+    )
+
+    class Validator(JWTBearerTokenValidator):  # type: ignore[misc]
+        def get_jwks(self) -> KeySet:
+            return keys
+
+    session = OAuth2Session(client_id, secret)
+    for params in ({"sub": "user-rs", "audience": AUDIENCE}, {}):
+        token = session.fetch_token(
+            deployment.token_url, grant_type="client_credentials", **params
+        )["access_token"]
+        validator = Validator(issuer=deployment.server.base_url, resource_server=AUDIENCE)
+        claims = validator.authenticate_token(token)
+        validator.validate_token(claims, scopes=None, request=None)
+        assert claims["sub"] == params.get("sub", client_id)
+        assert claims["client_id"] == client_id
+        elsewhere = Validator(
+            issuer=deployment.server.base_url, resource_server="https://elsewhere.example.com"
+        )
+        with pytest.raises(InvalidTokenError):
+            elsewhere.validate_token(elsewhere.authenticate_token(token), scopes=None, request=None)
+
+
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+def test_authlib_session_introspects_and_revokes(deployment: Deployment, method: str) -> None:
+    """RFC 7662 and RFC 7009 through Authlib's own client calls."""
+    client_id, secret = deployment.secret_client
+    session = OAuth2Session(
+        client_id,
+        secret,
+        token_endpoint_auth_method=method,
+        revocation_endpoint_auth_method=method,
+    )
+    token = session.fetch_token(deployment.token_url, grant_type="client_credentials", sub="user-6")
+    base = deployment.server.base_url
+    answer = session.introspect_token(base + "/introspect", token=token["access_token"])
+    assert answer.status_code == 200, answer.text
+    assert (answer.json()["active"], answer.json()["sub"]) == (True, "user-6")
+    revoked = session.revoke_token(
+        base + "/revoke", token=token["access_token"], token_type_hint="access_token"
+    )
+    assert revoked.status_code == 200, revoked.text
+    answer = session.introspect_token(base + "/introspect", token=token["access_token"])
+    assert answer.json() == {"active": False}
 
 
 @pytest.mark.parametrize("in_body", [False, True], ids=["basic", "body"])
