@@ -286,12 +286,7 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
         functions = {
             node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
         }
-        uses = {
-            name: {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-            | {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
-            | {a.arg for a in node.args.args}
-            for name, node in functions.items()
-        }
+        uses = {name: _names_used(node) for name, node in functions.items()}
         starting = {name for name, used in uses.items() if used & _PROCESS_NAMES}
         while True:  # callers of starters start processes too
             more = {name for name, used in uses.items() if used & starting} - starting
@@ -300,6 +295,17 @@ def _functions_starting_processes(path: Path) -> frozenset[str]:
             starting |= more
         _process_tests[str(path)] = frozenset(starting)
     return _process_tests[str(path)]
+
+
+def _names_used(function: ast.FunctionDef) -> set[str]:
+    """The names, attribute names and parameter names in *function* (one walk)."""
+    used = {a.arg for a in function.args.args}
+    for node in ast.walk(function):
+        if isinstance(node, ast.Name):
+            used.add(node.id)
+        elif isinstance(node, ast.Attribute):
+            used.add(node.attr)
+    return used
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
