@@ -2,19 +2,24 @@
 // that library's defaults, from a real `authserver serve`; the sync server verifies them
 // with this package. openid-client (discovery from the issuer's metadata;
 // client_secret_basic, client_secret_post and private_key_jwt) and simple-oauth2 (the
-// credentials in the Authorization header or in the body).
+// credentials in the Authorization header or in the body). And the sync server's side with
+// other libraries than this package: oauth4webapi's validateJwtAccessToken and Auth0's
+// express-oauth2-jwt-bearer, both strict RFC 9068 resource-server checks.
 
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
+import express from 'express';
+import { auth as requireBearer } from 'express-oauth2-jwt-bearer';
 import { decodeProtectedHeader, exportJWK, generateKeyPair } from 'jose';
+import * as oauth from 'oauth4webapi';
 import * as oidc from 'openid-client';
 import simpleOauth2 from 'simple-oauth2';
 
 import { createVerifier } from '../src/index.js';
-import { DEFAULT_AUDIENCE, sharedAuthserver } from './helpers/authserver.js';
+import { DEFAULT_AUDIENCE, freePort, sharedAuthserver } from './helpers/authserver.js';
 
 let server;
 let client;
@@ -122,3 +127,46 @@ for (const authorizationMethod of ['header', 'body']) {
     assert.equal(err.data.payload.error, 'invalid_client');
   });
 }
+
+test('oauth4webapi validateJwtAccessToken (RFC 9068) accepts the tokens, for their audience only', async () => {
+  const insecure = { [oauth.allowInsecureRequests]: true };
+  const issuer = new URL(server.issuer);
+  const as = await oauth.processDiscoveryResponse(
+    issuer,
+    await oauth.discoveryRequest(issuer, { algorithm: 'oauth2', ...insecure }),
+  );
+  const token = await server.token(client, { sub: 'rs-user', audience: DEFAULT_AUDIENCE });
+  const request = new Request('https://sync.example.com/api', { headers: { authorization: `Bearer ${token}` } });
+  const claims = await oauth.validateJwtAccessToken(as, request, DEFAULT_AUDIENCE, insecure);
+  assert.equal(claims.sub, 'rs-user');
+  assert.equal(claims.client_id, client.client_id);
+  const err = await oauth
+    .validateJwtAccessToken(as, request, 'https://other.example.com', insecure)
+    .catch((e) => e);
+  assert.equal(err.code, oauth.JWT_CLAIM_COMPARISON, String(err));
+});
+
+test('express-oauth2-jwt-bearer (strict RFC 9068) accepts the tokens, for their audience only', async () => {
+  const app = express();
+  for (const [path, audience] of [['/ours', DEFAULT_AUDIENCE], ['/theirs', 'https://elsewhere.example.com']]) {
+    app.get(path, requireBearer({ issuerBaseURL: server.issuer, audience, strict: true, tokenSigningAlg: 'RS256' }), (req, res) =>
+      res.json({ sub: req.auth.payload.sub }),
+    );
+  }
+  app.use((err, req, res, next) => res.status(err.status ?? 500).json({ error: err.code ?? err.name }));
+  const port = await freePort();
+  const listening = app.listen(port, '127.0.0.1');
+  await new Promise((resolve) => listening.once('listening', resolve));
+  try {
+    const token = await server.token(client, { sub: 'express-user', audience: DEFAULT_AUDIENCE });
+    const call = (path) => fetch(`http://127.0.0.1:${port}${path}`, { headers: { authorization: `Bearer ${token}` } });
+    let response = await call('/ours');
+    assert.equal(response.status, 200, await response.clone().text());
+    assert.deepEqual(await response.json(), { sub: 'express-user' });
+    response = await call('/theirs');
+    assert.equal(response.status, 401);
+    assert.equal((await response.json()).error, 'invalid_token');
+  } finally {
+    await new Promise((resolve) => listening.close(resolve));
+  }
+});
