@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from authserver_verifier.verifier import metadata_urls
+
 from authserver import container
 from authserver.errors import AuthServerError
 from authserver.errors import StorageError
@@ -191,28 +193,33 @@ def _admin_token(settings: Settings, add: _Add) -> None:
             add(Finding(check, "ok", f"set ({len(token)} characters)"))
 
 
-def _issuer(settings: Settings, add: _Add) -> None:
-    issuer = settings.issuer
-    url = f"{issuer}/.well-known/oauth-authorization-server"
+def _fetch_metadata(url: str) -> tuple[object, str | None]:
+    """The JSON document at *url*, or ``None`` and why not."""
     try:
         with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT_S) as response:  # noqa: S310
-            metadata = json.loads(response.read(1_000_000))
+            return json.loads(response.read(1_000_000)), None
     except urllib.error.HTTPError as exc:
-        add(Finding("issuer", "problem", f"{url} answered HTTP {exc.code}"))
-        return
+        return None, f"{url} answered HTTP {exc.code}"
     except urllib.error.URLError as exc:
         reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
-        add(
-            Finding(
-                "issuer",
-                "problem",
-                f"cannot reach {url}: {reason} (is 'authserver serve' running, and is "
-                "AUTHSERVER_ISSUER the URL verifiers use?)",
-            )
+        return None, (
+            f"cannot reach {url}: {reason} (is 'authserver serve' running, and is "
+            "AUTHSERVER_ISSUER the URL verifiers use?)"
         )
-        return
     except (OSError, ValueError) as exc:
-        add(Finding("issuer", "problem", f"{url}: no metadata document ({type(exc).__name__})"))
+        return None, f"{url}: no metadata document ({type(exc).__name__})"
+
+
+def _issuer(settings: Settings, add: _Add) -> None:
+    issuer = settings.issuer
+    # The first location that answers, as verifiers look (a proxy may route only the
+    # issuer's path here); the last one's failure if none does.
+    for url in metadata_urls(issuer):
+        metadata, problem = _fetch_metadata(url)
+        if problem is None:
+            break
+    if problem is not None:
+        add(Finding("issuer", "problem", problem))
         return
     served = metadata.get("issuer") if isinstance(metadata, dict) else None
     if served != issuer:

@@ -33,6 +33,8 @@ from authserver.web import statuslists
 from authserver.web import wellknown
 from authserver.web.accesslog import AccessLog
 from authserver.web.bodies import BodyDeadline
+from authserver.web.issuer_path import IssuerPath
+from authserver.web.issuer_path import issuer_path
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +128,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lean.add_token_path(path)
     app.extensions["authserver.wsgi"] = lean
     wsgi: Any = lean
+    prefix = issuer_path(settings.issuer)
+    if prefix:
+        # An issuer with a path: its URLs (and RFC 8414's metadata location) answer too.
+        wsgi = IssuerPath(wsgi, prefix, routes=services.profiles.paths())
     if settings.proxy_hops:
         # Trust X-Forwarded-* only from as many proxies as configured (docs/design.md,
         # Authlib item 4).

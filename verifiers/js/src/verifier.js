@@ -120,9 +120,27 @@ export function createVerifier(options = {}) {
 
   async function discover() {
     if (config.jwksUri) return checkedUrl(config.jwksUri, secureOnly, 'jwksUri');
-    // RFC 8414 §3: the metadata lives at /.well-known/oauth-authorization-server, and §3.3:
-    // its issuer must be the one we asked about.
-    const url = `${issuer}/.well-known/oauth-authorization-server`;
+    // RFC 8414 §3.1: the metadata lives at /.well-known/oauth-authorization-server with the
+    // issuer's path (if any) after it; the same URL when the issuer has no path, else the
+    // appended form is tried next. §3.3: its issuer must be the one we asked about.
+    const { origin, pathname } = new URL(issuer);
+    const path = pathname.replace(/\/+$/, '');
+    const candidates = [...new Set([
+      `${origin}/.well-known/oauth-authorization-server${path}`,
+      `${issuer.replace(/\/+$/, '')}/.well-known/oauth-authorization-server`,
+    ])];
+    let failure;
+    for (const url of candidates) {
+      try {
+        return await jwksUriFrom(url);
+      } catch (err) {
+        failure = err;
+      }
+    }
+    throw failure;
+  }
+
+  async function jwksUriFrom(url) {
     let response;
     try {
       response = await http(url, { accept: 'application/json' });

@@ -11,5 +11,6 @@ import './websocket.test.js';
 import './revocation.test.js';
 import './verdant.test.js';
 import './clients.test.js';
+import './issuer-path.test.js';
 import './rotation.test.js';
 import './types.test.js';

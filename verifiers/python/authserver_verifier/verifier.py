@@ -250,6 +250,18 @@ class _StatusList:
         return (self.data[byte] >> ((idx % per_byte) * self.bits)) & ((1 << self.bits) - 1)
 
 
+def metadata_urls(issuer: str) -> list[str]:
+    """Where the metadata of *issuer* is looked for, in order: the RFC 8414 §3.1 location
+    (the well-known segment between host and path), then the issuer with the well-known
+    path appended (the same URL when the issuer has no path; a proxy may route only the
+    issuer's path to the server)."""
+    parsed = urllib.parse.urlsplit(issuer)
+    path = parsed.path.rstrip("/")
+    rfc = f"{parsed.scheme}://{parsed.netloc}/.well-known/oauth-authorization-server{path}"
+    appended = f"{issuer.rstrip('/')}/.well-known/oauth-authorization-server"
+    return list(dict.fromkeys([rfc, appended]))
+
+
 class TokenVerifier:
     """Verifies authserver access tokens offline against its published keys.
 
@@ -453,16 +465,8 @@ class TokenVerifier:
 
     def _discover(self) -> str:
         """RFC 8414 §3: the metadata's ``issuer`` must be ours; take its ``jwks_uri``."""
-        parsed = urllib.parse.urlsplit(self.issuer)
-        path = parsed.path.rstrip("/")
-        candidates = [
-            # §3.1: the well-known segment goes between host and path ...
-            f"{parsed.scheme}://{parsed.netloc}/.well-known/oauth-authorization-server{path}",
-            # ... which is the same URL when the issuer has no path; else the OIDC shape.
-            f"{self.issuer.rstrip('/')}/.well-known/oauth-authorization-server",
-        ]
         last: InvalidToken | None = None
-        for url in dict.fromkeys(candidates):
+        for url in metadata_urls(self.issuer):
             try:
                 _, body, _ = self._get(self._check_url(url), {})
             except InvalidToken as exc:

@@ -78,9 +78,10 @@ export function sharedAuthserver() {
 
 /**
  * Start `authserver serve`. `settings` are extra AUTHSERVER_* variables (e.g. shrunk key
- * timings). Returns a handle; call `stop()` in an `after` hook.
+ * timings); `issuerPath` ('/auth') makes the issuer the server's URL with that path.
+ * Returns a handle; call `stop()` in an `after` hook.
  */
-export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
+export async function startAuthserver({ settings = {}, workers = 1, issuerPath = '' } = {}) {
   if (!existsSync(AUTHSERVER_BIN)) {
     throw new Error(`authserver binary not found at ${AUTHSERVER_BIN}: set AUTHSERVER_BIN`);
   }
@@ -90,7 +91,7 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
   const env = cleanEnv({
     AUTHSERVER_DATABASE_URL: `sqlite:///${path.join(dir, 'authserver.db')}`,
     AUTHSERVER_KEYS_DIR: path.join(dir, 'keys'),
-    AUTHSERVER_ISSUER: baseUrl,
+    AUTHSERVER_ISSUER: baseUrl + issuerPath,
     ...settings,
   });
   const logPath = path.join(dir, 'server.log');
@@ -177,7 +178,7 @@ export async function startAuthserver({ settings = {}, workers = 1 } = {}) {
       rmSync(dir, { recursive: true, force: true });
     },
     baseUrl,
-    issuer: baseUrl,
+    issuer: baseUrl + issuerPath,
     env,
     logPath,
     start,
