@@ -54,6 +54,13 @@ class TokenRevoked(NamedTuple):
     jti: str | None
 
 
+class ClientAuthenticated(NamedTuple):
+    """A client authenticated at *endpoint* (a route path such as ``/introspect``)."""
+
+    endpoint: str
+    client_id: str
+
+
 class ClientAuthFailed(NamedTuple):
     """Client authentication failed at *endpoint* (a route path such as ``/token``).
 

@@ -33,6 +33,7 @@ from authserver.oauth.endpoints import AuthServerIntrospectionEndpoint
 from authserver.oauth.endpoints import AuthServerRevocationEndpoint
 from authserver.oauth.errors import SlowDownError
 from authserver.oauth.errors import UnsupportedGrantError
+from authserver.oauth.events import ClientAuthenticated
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
 from authserver.oauth.events import TokenIssued
@@ -183,7 +184,7 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         address. Throttling only ever replaces a 401 by a 429.
         """
         try:
-            return super().authenticate_client(request, methods, endpoint)
+            client: OAuthClient = super().authenticate_client(request, methods, endpoint)
         except InvalidClientError as error:
             client_id = request.credentials.client_id
             if client_id is not None:
@@ -205,6 +206,9 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             if throttle is not None:
                 raise SlowDownError(retry_after=throttle[1]) from None
             raise
+        if self.events.wants(ClientAuthenticated):
+            self.events.emit(ClientAuthenticated(request.path, client.client_id))
+        return client
 
     def _failure_reason(
         self, request: AuthServerOAuth2Request, client_id: str | None, error: InvalidClientError

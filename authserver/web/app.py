@@ -15,6 +15,7 @@ from authserver import container
 from authserver.container import Services
 from authserver.errors import StorageError
 from authserver.oauth.errors import SlowDownError
+from authserver.oauth.events import ClientAuthenticated
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
 from authserver.oauth.events import TokenIssued
@@ -188,8 +189,9 @@ def _subscribe(
 
     events.subscribe(TokenIssued, issued)
     events.subscribe(TokenRevoked, revoked)
-    events.subscribe(TokenIssued, lambda event: accesslog.note_client(event.client_id))
-    events.subscribe(TokenRevoked, lambda event: accesslog.note_client(event.client_id))
+    # The access line names the client a request authenticated as, at every endpoint, or
+    # the id a failed authentication presented.
+    events.subscribe(ClientAuthenticated, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, accesslog.log_auth_failure)
     metrics.subscribe(events)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -532,3 +533,32 @@ def test_other_methods_are_405_with_an_rfc_6749_error(http: Any, path: str, meth
     assert response.mimetype == "application/json"
     assert response.get_json()["error"] == "invalid_request"
     assert "POST" in response.headers["Allow"]
+
+
+@db_independent
+def test_the_access_line_names_the_client_at_every_endpoint(
+    http: Any, pair: tuple[tuple[str, str], tuple[str, str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The client a request authenticated as is on its access line whatever it asked: an
+    introspection, a revocation that revoked nothing, a token; a failed authentication
+    names the id it presented."""
+    a, b = pair
+    token = issue_token(http, a)
+    with caplog.at_level(logging.INFO, logger="authserver.access"):
+        introspect(http, token, b)
+        revoke(http, "garbage", b)
+        revoke(http, token, a)
+        issue_token(http, b)
+        revoke(http, "garbage", (b[0], "not-the-secret"))
+    lines = [r.getMessage() for r in caplog.records if r.name == "authserver.access"]
+    expected = [
+        ("POST /introspect 200", b[0]),
+        ("POST /revoke 200", b[0]),
+        ("POST /revoke 200", a[0]),
+        ("POST /token 200", b[0]),
+        ("POST /revoke 401", b[0]),
+    ]
+    assert len(lines) == len(expected), lines
+    for line, (start, client_id) in zip(lines, expected, strict=True):
+        assert line.startswith(start), line
+        assert f"client={client_id} " in line, line
