@@ -210,12 +210,30 @@ def redact_url(url: str) -> str:
     if not sep:
         return url
     at = rest.rfind("@")
-    if at < 0:
-        return url
     user, colon, _ = rest[:at].partition(":")
-    if not colon or "/" in user:
-        return url
-    return f"{scheme}://{user}:***{rest[at:]}"
+    if at >= 0 and colon and "/" not in user:
+        rest = f"{user}:***{rest[at:]}"
+    return f"{scheme}://{_redact_query(rest)}"
+
+
+#: Query parameters that carry a password (libpq's ``password`` and ``sslpassword``, which
+#: psycopg takes from a URL's query; redis-py's ``password``).
+SECRET_QUERY_PARAMETERS = frozenset({"password", "sslpassword"})
+
+
+def _redact_query(rest: str) -> str:
+    """*rest* (a URL after ``scheme://``) with the values of its password parameters
+    replaced by ``***``."""
+    head, question, query = rest.partition("?")
+    if not question:
+        return rest
+    pairs = []
+    for pair in query.split("&"):
+        name, equals, _ = pair.partition("=")
+        if equals and unquote(name).strip().lower() in SECRET_QUERY_PARAMETERS:
+            pair = f"{name}=***"
+        pairs.append(pair)
+    return f"{head}?{'&'.join(pairs)}"
 
 
 #: Storages for the failed-authentication limits (web/limits.py): the ``limits`` library's

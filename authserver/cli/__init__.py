@@ -71,6 +71,14 @@ def run(args: list[str] | None = None) -> int:
     (Click's own rendering adds a usage line and a help hint). A command that ends with
     ``SystemExit`` gets the status the interpreter would give it. :func:`main` is the
     process's entry point."""
+    closed = [name for name in ("stdout", "stderr") if getattr(sys, name) is None]
+    if closed:
+        # Started with a standard stream closed (``>&-``): Click's echo would write nothing
+        # and succeed, so a new client secret would be committed and never shown, and no
+        # error could be reported. Nothing is done.
+        if sys.stderr is not None:
+            sys.stderr.write(f"authserver: error: {' and '.join(closed)} is closed\n")
+        return 1
     try:
         code = cli.main(args=args, prog_name="authserver", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -115,8 +123,9 @@ def _exit(status: int) -> NoReturn:
 
 def _flushed() -> bool:
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
     except (OSError, ValueError):
         return False
     return True

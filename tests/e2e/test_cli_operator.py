@@ -444,6 +444,37 @@ def test_a_new_secret_sent_to_a_closed_pipe_leaves_no_client(tmp_path: Path, as_
     assert [c["name"] for c in listed] == ["backend"]
 
 
+@pytest.mark.parametrize("closed", [">&-", "2>&-"], ids=["stdout", "stderr"])
+def test_a_command_started_with_a_closed_stream_does_nothing(tmp_path: Path, closed: str) -> None:
+    """'authserver clients rotate-secret ID >&-': Click writes nothing to a closed stream
+    and says nothing, so a rotated secret was committed and never shown (the backend locked
+    out), and the exit was a traceback. Now nothing is done, exit 1."""
+    env = _env(tmp_path)
+    client = cli_json_here(env, "clients", "create", "--name", "backend")
+    cid = client["client_id"]
+    full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")} | env
+    for args in (
+        ["clients", "create", "--name", "lost"],
+        ["clients", "rotate-secret", cid, "--json"],
+        ["clients", "list"],
+    ):
+        result = subprocess.run(
+            ["bash", "-c", f'"$0" "$@" {closed}', AUTHSERVER, *args],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 1, (args, result.stderr)
+        if closed == ">&-":
+            assert result.stderr == "authserver: error: stdout is closed\n", args
+    listed = cli_json_here(env, "clients", "list")["clients"]
+    assert [c["name"] for c in listed] == ["backend"]
+    assert listed[0]["updated_at"] == client["updated_at"]
+    assert cli_json_here(env, "audit", "--action", "client.secret_rotated")["events"] == []
+
+
 def test_serve_issuer_follows_the_port_when_unset(tmp_path: Path) -> None:
     env = _env(tmp_path)
     env.pop("AUTHSERVER_ISSUER", None)

@@ -767,6 +767,17 @@ def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
         ("redis://:pa?ss@cache:6379/0", "redis://:***@cache:6379/0"),
         ("postgresql://u:a/b@host/db", "postgresql://u:***@host/db"),
         ("sqlite:////tmp/a@b/x.db", "sqlite:////tmp/a@b/x.db"),
+        # A password as a query parameter (libpq, psycopg and redis-py take it there).
+        (
+            "postgresql+psycopg://postgres@127.0.0.1/db?password=S3cretPw",
+            "postgresql+psycopg://postgres@127.0.0.1/db?password=***",
+        ),
+        (
+            "postgresql://h/db?sslmode=require&PassWord=a&sslpassword=b&passfile=/p",
+            "postgresql://h/db?sslmode=require&PassWord=***&sslpassword=***&passfile=/p",
+        ),
+        ("postgresql://u:pw@h/db?pass%77ord=x", "postgresql://u:***@h/db?pass%77ord=***"),
+        ("redis://cache:6379/0?password=pw", "redis://cache:6379/0?password=***"),
     ],
 )
 def test_redact_url_hides_the_whole_password(url: str, shown: str) -> None:
