@@ -37,6 +37,8 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
 from authserver.errors import ConfigError
+from authserver.files import FileRefused
+from authserver.files import read_small_text
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -740,6 +742,12 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     ]
 
 
+#: A configuration file is a few dozen lines: anything larger is not one.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: What a setting's name looks like; anything else in a config file is not echoed back.
+_SETTING_NAME = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]+")
+
+
 def read_config_file(path: str | Path) -> dict[str, str]:
     """The settings in an env file (``AUTHSERVER_X=value`` lines, ``#`` comments, optional
     quotes and ``export``, as python-dotenv reads them; values literal, no ``${VAR}``).
@@ -751,20 +759,28 @@ def read_config_file(path: str | Path) -> dict[str, str]:
     """
     file = Path(path).expanduser()
     try:
-        text = file.read_text("utf-8")
+        text = read_small_text(file, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(
             f"{CONFIG_ENV}: cannot read {file}: {exc.strerror or type(exc).__name__}"
         ) from None
+    except FileRefused as exc:
+        raise ConfigError(f"{CONFIG_ENV}: {file} {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{CONFIG_ENV}: {file} is not UTF-8 text") from None
     for binding in parse_stream(io.StringIO(text)):
-        if binding.error:
-            # Named by file and line only: the line may hold a secret.
+        line = _first_line(binding.original.string, binding.original.line)
+        # Named by file and line only, never by its text, unless it names a setting: the
+        # line may hold a secret (a passphrase pasted on a line of its own).
+        if binding.error or (
+            binding.key is not None and binding.value is None and binding.key not in _KNOWN_ENV
+        ):
             raise ConfigError(
-                f"{file}: line {_first_line(binding.original.string, binding.original.line)}"
-                ": not a NAME=VALUE line (is an = missing, or a quote not closed?)"
+                f"{file}: line {line}: not a NAME=VALUE line (is an = missing, or a quote "
+                "not closed?)"
             )
+        if binding.key is not None and not _SETTING_NAME.fullmatch(binding.key):
+            raise ConfigError(f"{file}: line {line}: not a setting name (they are {ENV_PREFIX}*)")
     # The values are dotenv's own reading of the file (quotes, escapes), taken literally:
     # no ${VAR} expansion, which turned a passphrase such as 'pa${x}ss' into another one
     # (even single-quoted) and left no way to write a literal "${" in a secret.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -18,7 +17,10 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import fields
 from authserver.cli.output import table
+from authserver.clients.jwks import MAX_JWKS_BYTES
 from authserver.clients.jwks import MAX_JWKS_DEPTH
+from authserver.files import FileRefused
+from authserver.files import read_small_text
 from authserver.settings import parse_duration
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
@@ -67,11 +69,14 @@ def _show(data: dict[str, Any], as_json: bool, secret: str | None = None) -> Non
 
 def _read_jwks(path: str) -> dict[str, Any]:
     # Strict and bounded, as the admin API reads a body: json.loads raised RecursionError
-    # (a traceback) on a deeply nested file and kept the last of repeated names.
+    # (a traceback) on a deeply nested file and kept the last of repeated names; the file
+    # is read as a jwks_uri answer is, at most MAX_JWKS_BYTES (/dev/zero or a FIFO hung).
+    if not path:
+        fail("--jwks-file: the path is empty")
     names = RepeatedNames()
     try:
         data = loads_strict(
-            Path(path).read_text("utf-8"),
+            read_small_text(path, MAX_JWKS_BYTES),
             "the JWK set",
             max_depth=MAX_JWKS_DEPTH,
             object_pairs_hook=names,
@@ -79,6 +84,8 @@ def _read_jwks(path: str) -> dict[str, Any]:
         names.check(data, "the JWK set")
     except OSError as exc:
         fail(f"--jwks-file: cannot read {path}: {exc.strerror}")
+    except FileRefused as exc:
+        fail(f"--jwks-file: {path} {exc}")
     except InvalidValue as exc:
         fail(f"--jwks-file: {path}: {exc}")
     except ValueError:
@@ -175,9 +182,9 @@ def create(
     as_json: bool,
 ) -> None:
     """Register a client; prints its client_id and (once) its client_secret."""
-    if jwks_file and jwks_uri:
+    if jwks_file is not None and jwks_uri is not None:
         fail("--jwks-file and --jwks-uri are mutually exclusive")
-    jwks = _read_jwks(jwks_file) if jwks_file else None
+    jwks = _read_jwks(jwks_file) if jwks_file is not None else None
     fixed = _fixed_claims(fixed_claims)
     with services(creates=True) as svc:
         with svc.unit_of_work():
@@ -306,12 +313,12 @@ def update(
             fail(f"--{option} and --clear-{option}s are mutually exclusive")
     if token_ttl is not None and default_token_ttl:
         fail("--token-ttl and --default-token-ttl are mutually exclusive")
-    if jwks_file and jwks_uri:
+    if jwks_file is not None and jwks_uri is not None:
         fail("--jwks-file and --jwks-uri are mutually exclusive")
     changes: dict[str, Any] = {}
-    if jwks_file:
+    if jwks_file is not None:
         changes["jwks"] = _read_jwks(jwks_file)
-    if jwks_uri:
+    if jwks_uri is not None:
         changes["jwks_uri"] = jwks_uri
     if name is not None:
         changes["name"] = name

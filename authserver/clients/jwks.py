@@ -19,6 +19,8 @@ from authserver.vocabulary import is_utf8
 
 #: Most keys a client's set may hold (key rotation needs two or three).
 MAX_KEYS = 20
+#: The largest JWK set read, from a jwks_uri or a --jwks-file: a few keys are a few KiB.
+MAX_JWKS_BYTES = 64 * 1024
 #: Deepest nesting in a JWK set: ``{"keys": [{"x5c": ["…"]}]}`` is 4.
 MAX_JWKS_DEPTH = 4
 #: JWK members that only private or symmetric keys have (RFC 7518 §6.2.2, §6.3.2, §6.4).

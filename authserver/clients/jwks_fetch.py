@@ -37,6 +37,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from authserver.cache import BoundedCache
+from authserver.clients.jwks import MAX_JWKS_BYTES
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
 from authserver.clock import Clock
@@ -70,7 +71,7 @@ class FetchPolicy:
     #: One deadline for the whole fetch, in seconds.
     timeout: float = 5.0
     #: Largest accepted response body, in bytes.
-    max_bytes: int = 65536
+    max_bytes: int = MAX_JWKS_BYTES
     #: How long a fetched set is used before it is fetched again.
     ttl: float = 300.0
     #: How long a failure is remembered (no fetch for that URI meanwhile).

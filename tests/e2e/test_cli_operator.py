@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authserver.storage.sql.migrate import head_revision
+from tests.e2e.test_private_key_jwt import public_jwk
 from tests.factories import request_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -563,3 +565,39 @@ def test_sqlite_in_memory_is_refused_before_anything_runs(
         line
     )
     assert not (tmp_path / "keys").exists()
+
+
+def test_jwks_options_with_odd_values_are_refused_in_one_line(
+    tmp_path: Path, rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    """An empty --jwks-file or --jwks-uri (an unset shell variable) made a secret client,
+    or was dropped from an update; a FIFO or /dev/zero hung or filled the memory."""
+    env = _env(tmp_path)
+    fifo = tmp_path / "jwks.fifo"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.json"
+    big.write_text('{"keys": []}' + " " * (64 * 1024))
+    for args, words in (
+        (["--jwks-file", ""], "--jwks-file: the path is empty"),
+        (["--jwks-file", str(fifo)], "is not a regular file"),
+        (["--jwks-file", "/dev/zero"], "is not a regular file"),
+        (["--jwks-file", str(tmp_path)], "is not a regular file"),
+        (["--jwks-file", str(big)], "is larger than 64 KiB"),
+        (["--jwks-uri", ""], "jwks_uri must be an https:// URL"),
+        (["--jwks-file", "", "--jwks-uri", ""], "mutually exclusive"),
+    ):
+        result = run_cli_here(env, "clients", "create", "--name", "odd", *args)
+        assert result.returncode != 0, (args, result.stdout)
+        assert len(result.stderr.splitlines()) == 1, (args, result.stderr)
+        assert words in result.stderr, (args, result.stderr)
+    assert cli_json_here(env, "clients", "list")["clients"] == []
+
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [public_jwk(rsa_private_key)]}))
+    created = cli_json_here(env, "clients", "create", "--name", "jwt", "--jwks-file", str(jwks))
+    result = run_cli_here(
+        env, "clients", "update", created["client_id"], "--jwks-uri", "", "--name", "renamed"
+    )
+    assert result.returncode != 0, result.stdout
+    assert "jwks_uri must be an https:// URL" in result.stderr
+    assert cli_json_here(env, "clients", "show", created["client_id"])["name"] == "jwt"

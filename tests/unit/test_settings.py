@@ -7,6 +7,7 @@ variable (docs/reference.md, "Settings"). The table below must name every field 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ import pytest
 
 from authserver.errors import ConfigError
 from authserver.settings import FIELDS
+from authserver.settings import MAX_CONFIG_BYTES
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import parse_duration
 from authserver.settings import parse_since
+from authserver.settings import read_config_file
 from authserver.settings import redact_url
 from authserver.settings import unknown_variables
 
@@ -796,3 +799,44 @@ def test_an_at_sign_in_a_query_is_not_taken_for_one_in_the_password() -> None:
 
 def test_leading_zeros_do_not_make_a_duration_long() -> None:
     assert Settings.from_env({"AUTHSERVER_JWKS_MAX_AGE": "0000000000000060"}).jwks_max_age == 60
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        # A passphrase pasted on a line of its own: named by its line, never echoed.
+        ("hunter2-secret-passphrase\n", "line 1: not a NAME=VALUE line"),
+        ("AUTHSERVER_ISSUER=https://a.example\n def\n", "line 2: not a NAME=VALUE line"),
+        ("authserver_issuer=https://a.example\n", "line 1: not a setting name"),
+        ("hunter2\x00pass=1\n", "line 1: not a setting name"),
+        # A setting's own name may be shown.
+        ("AUTHSERVER_ISSUR=https://a.example\n", "unknown setting AUTHSERVER_ISSUR"),
+        ("AUTHSERVER_ISSUER\n", "AUTHSERVER_ISSUER has no value"),
+    ],
+)
+def test_a_config_file_line_is_shown_only_when_it_names_a_setting(
+    tmp_path: Path, content: str, expected: str
+) -> None:
+    config = tmp_path / "authserver.env"
+    config.write_text(content)
+    with pytest.raises(ConfigError) as refused:
+        read_config_file(config)
+    assert expected in str(refused.value)
+    for secret in ("hunter2", "def", "authserver_issuer"):
+        if not expected.startswith("unknown") and secret in content:
+            assert secret not in str(refused.value).replace(str(config), "")
+
+
+def test_a_config_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.env"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.env"
+    huge.write_text("#" * (MAX_CONFIG_BYTES + 1))
+    for path, words in (
+        (fifo, "is not a regular file"),  # it waited for a writer, forever
+        (Path("/dev/zero"), "is not a regular file"),  # it was read until memory ran out
+        (tmp_path, "is not a regular file"),
+        (huge, "is larger than 1024 KiB"),
+    ):
+        with pytest.raises(ConfigError, match=words):
+            read_config_file(path)
