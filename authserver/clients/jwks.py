@@ -4,6 +4,8 @@ registration and for a set fetched later (``clients/jwks_fetch.py``)."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
@@ -82,8 +84,53 @@ def validate_public_jwks(jwks: Any) -> dict[str, Any]:
             raise InvalidInput("each key in the JWK set must be a JSON object")
         if not PRIVATE_MEMBERS.isdisjoint(key) or key.get("kty") == "oct":
             raise InvalidInput("the JWK set must hold public keys only (found private members)")
+        _check_signing_key(key)
     try:
         KeySet.import_key_set(jwks)  # type: ignore[arg-type]
     except (JoseError, ValueError, TypeError, KeyError) as exc:
         raise InvalidInput(f"the JWK set is not valid: {type(exc).__name__}") from None
     return {"keys": list(jwks["keys"])}
+
+
+#: The key types and sizes that can verify an assertion in one of the algorithms the server
+#: accepts (``auth_methods.ASSERTION_ALGS``): RSA for RS256 and PS256, EC P-256 for ES256.
+ALGS_BY_KTY = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
+MEMBERS_BY_KTY = {"RSA": ("n", "e"), "EC": ("crv", "x", "y")}
+MIN_RSA_BITS = 2048
+
+
+def _check_signing_key(key: dict[str, Any]) -> None:
+    """*key* can verify client assertions: its type, curve, size, ``use``, ``alg`` and
+    ``key_ops`` say so (a 1024-bit RSA key, an encryption key or an Ed25519 key was
+    registered, and could never authenticate, or authenticate weakly)."""
+    kty = key.get("kty")
+    if kty not in ALGS_BY_KTY:
+        raise InvalidInput(
+            "each key must be RSA or EC P-256 (assertions are accepted in "
+            f"{', '.join(alg for algs in ALGS_BY_KTY.values() for alg in algs)})"
+        )
+    for member in MEMBERS_BY_KTY[kty]:
+        if not isinstance(key.get(member), str) or not key[member]:
+            raise InvalidInput(f'an {kty} key needs "{member}" (a string)')
+    if kty == "EC" and key["crv"] != "P-256":
+        raise InvalidInput("an EC key must be on the P-256 curve (ES256)")
+    if kty == "RSA" and _bits(key["n"]) < MIN_RSA_BITS:
+        raise InvalidInput(f"an RSA key must have at least {MIN_RSA_BITS} bits")
+    if "use" in key and key["use"] != "sig":
+        raise InvalidInput('a key\'s "use", when given, must be "sig"')
+    if "alg" in key and key["alg"] not in ALGS_BY_KTY[kty]:
+        raise InvalidInput(
+            f'an {kty} key\'s "alg", when given, must be one of {", ".join(ALGS_BY_KTY[kty])}'
+        )
+    ops = key.get("key_ops")
+    if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
+        raise InvalidInput('a key\'s "key_ops", when given, must include "verify"')
+
+
+def _bits(n: str) -> int:
+    """The size in bits of the base64url-encoded RSA modulus *n* (0 when not decodable)."""
+    try:
+        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
+    except (binascii.Error, ValueError):
+        return 0
+    return int.from_bytes(modulus, "big").bit_length()

@@ -1,0 +1,96 @@
+"""Which public keys a private_key_jwt client may register (``clients/jwks.py``): keys that
+can verify an assertion in an algorithm the server accepts (RS256, PS256, ES256)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import x25519
+from joserfc.jwk import ECKey
+from joserfc.jwk import OKPKey
+from joserfc.jwk import RSAKey
+
+from authserver.clients.jwks import validate_public_jwks
+from authserver.errors import InvalidInput
+
+
+def public(key: Any, **members: Any) -> dict[str, Any]:
+    jwk: dict[str, Any] = key.as_dict(private=False)
+    jwk.update(members)
+    return jwk
+
+
+@pytest.fixture(scope="module")
+def rsa_2048(rsa_private_key: rsa.RSAPrivateKey) -> RSAKey:
+    return RSAKey.import_key(rsa_private_key.public_key())
+
+
+@pytest.fixture(scope="module")
+def ec_p256() -> ECKey:
+    return ECKey.import_key(ec.generate_private_key(ec.SECP256R1()).public_key())
+
+
+def test_usable_signing_keys_are_accepted(rsa_2048: RSAKey, ec_p256: ECKey) -> None:
+    keys = [
+        public(rsa_2048),
+        public(rsa_2048, alg="RS256", use="sig", kid="a"),
+        public(rsa_2048, alg="PS256", key_ops=["verify"], kid="b"),
+        public(ec_p256, alg="ES256", use="sig", kid="c"),
+    ]
+    assert validate_public_jwks({"keys": keys}) == {"keys": keys}
+
+
+@pytest.mark.parametrize(
+    ("case", "words"),
+    [
+        ("rsa 1024", "at least 2048 bits"),
+        ("use enc", '"use", when given, must be "sig"'),
+        ("alg HS256", "must be one of RS256, PS256"),
+        ("alg none", "must be one of RS256, PS256"),
+        ("alg ES256 on RSA", "must be one of RS256, PS256"),
+        ("key_ops encrypt", '"key_ops", when given, must include "verify"'),
+        ("ed25519", "must be RSA or EC P-256"),
+        ("x25519", "must be RSA or EC P-256"),
+        ("ec p-384", "P-256 curve"),
+        ("rsa without n", 'an RSA key needs "n"'),
+        ("ec without y", 'an EC key needs "y"'),
+    ],
+)
+def test_keys_that_cannot_verify_an_accepted_assertion_are_refused(
+    rsa_2048: RSAKey, ec_p256: ECKey, case: str, words: str
+) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # joserfc warns while building a 1024-bit key
+        key = {
+            "rsa 1024": lambda: public(
+                RSAKey.import_key(
+                    rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()  # noqa: S505
+                )
+            ),
+            "use enc": lambda: public(rsa_2048, use="enc"),
+            "alg HS256": lambda: public(rsa_2048, alg="HS256"),
+            "alg none": lambda: public(rsa_2048, alg="none"),
+            "alg ES256 on RSA": lambda: public(rsa_2048, alg="ES256"),
+            "key_ops encrypt": lambda: public(rsa_2048, key_ops=["encrypt"]),
+            "ed25519": lambda: public(
+                OKPKey.import_key(ed25519.Ed25519PrivateKey.generate().public_key())
+            ),
+            "x25519": lambda: public(
+                OKPKey.import_key(x25519.X25519PrivateKey.generate().public_key())
+            ),
+            "ec p-384": lambda: public(
+                ECKey.import_key(ec.generate_private_key(ec.SECP384R1()).public_key())
+            ),
+            "rsa without n": lambda: {k: v for k, v in public(rsa_2048).items() if k != "n"},
+            "ec without y": lambda: {k: v for k, v in public(ec_p256).items() if k != "y"},
+        }[case]()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # and no library warning reaches the operator
+        with pytest.raises(InvalidInput) as refused:
+            validate_public_jwks({"keys": [public(rsa_2048, kid="good"), key]})
+    assert words in str(refused.value)
