@@ -8,6 +8,8 @@ failing again with a less helpful cause.
 from __future__ import annotations
 
 import json
+import os
+import stat
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -82,6 +84,7 @@ def _database(db: Database, add: _Add) -> bool:
         add(Finding("database", "problem", str(exc)))
         return False
     add(Finding("database", "ok", "reachable"))
+    _private_file(db, add)
     head = migrate.head_revision()
     if current == head:
         add(Finding("schema", "ok", f"migrated (revision {head})"))
@@ -101,6 +104,24 @@ def _database(db: Database, add: _Add) -> bool:
     return False
 
 
+def _private_file(db: Database, add: _Add) -> None:
+    """A SQLite file others may read: it holds the clients, and the private keys with the
+    SQL key store (serve creates it owner-only; one made otherwise keeps its mode)."""
+    path = sqlite_file(db.url)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode) if path else 0
+    except OSError:
+        return
+    if mode & 0o077:
+        add(
+            Finding(
+                "database file",
+                "warning",
+                f"{path} is readable or writable by other users (mode {mode:o}): chmod 600 {path}",
+            )
+        )
+
+
 def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
     """Check the key store; return how many stored private keys are not encrypted."""
     try:
@@ -118,7 +139,17 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
         add(Finding("key store", "problem", f"unreadable ({type(exc).__name__})"))
         return 0
     where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"
-    add(Finding("key store", "ok", f"readable ({len(views)} keys in {where})"))
+    if settings.key_store == "file" and not os.path.isdir(settings.keys_dir):
+        add(
+            Finding(
+                "key store",
+                "warning",
+                f"{settings.keys_dir} does not exist (is AUTHSERVER_KEYS_DIR right? "
+                "'authserver serve' creates it there)",
+            )
+        )
+    else:
+        add(Finding("key store", "ok", f"readable ({len(views)} keys in {where})"))
     if unreadable:
         # Skipped everywhere (never signed with, never published): an operator should
         # still hear of a record that a bad edit or a disk error left unreadable.
@@ -191,6 +222,15 @@ def _admin_token(settings: Settings, add: _Add) -> None:
             )
         else:
             add(Finding(check, "ok", f"set ({len(token)} characters)"))
+    if settings.admin_token is not None and settings.admin_token == settings.metrics_token:
+        add(
+            Finding(
+                "metrics token",
+                "problem",
+                "AUTHSERVER_METRICS_TOKEN is the admin token: whatever scrapes /metrics "
+                "(and its configuration) can then change clients and keys; give it its own",
+            )
+        )
 
 
 def _fetch_metadata(url: str) -> tuple[object, str | None]:

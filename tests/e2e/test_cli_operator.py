@@ -344,6 +344,32 @@ def test_doctor_warns_of_unreadable_key_records(tmp_path: Path) -> None:
     assert report["ok"] is True
 
 
+def test_doctor_names_a_shared_metrics_token_an_open_database_file_and_a_missing_key_dir(
+    tmp_path: Path,
+) -> None:
+    """Each said "ok" (an operator review): the metrics token equal to the admin token, a
+    database file other users may read, a key directory that does not exist (a typo in
+    AUTHSERVER_KEYS_DIR, which serve would then fill)."""
+    token = "doctor-review-token-0123456789abcdefghij"
+    env = _env(
+        tmp_path,
+        AUTHSERVER_ISSUER="http://127.0.0.1:9",
+        AUTHSERVER_ADMIN_TOKEN=token,
+        AUTHSERVER_METRICS_TOKEN=token,
+    )
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    os.chmod(tmp_path / "a.db", 0o644)
+    result = run_cli_here(env, "doctor", "--no-issuer-check", "--json")
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    found = {(c["check"], c["status"]): c["detail"] for c in report["checks"]}
+    assert "is the admin token" in found[("metrics token", "problem")], report
+    assert "mode 644" in found[("database file", "warning")], report
+    assert "does not exist" in found[("key store", "warning")], report
+    assert not (tmp_path / "keys").exists()  # doctor looked, created nothing
+    assert report["ok"] is False
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 
