@@ -195,6 +195,24 @@ def test_a_schema_from_a_newer_version_is_left_alone_with_one_line(database: Dat
     assert current_revision(database) == "9999"
 
 
+def test_a_schema_without_its_version_table_is_not_taken_for_an_empty_database(
+    database: Database,
+) -> None:
+    """alembic_version dropped, every other table there: it was called "empty" (and
+    'db upgrade' then failed on an opaque OperationalError creating the first table)."""
+    upgrade_to_head(database)
+    with database.engine.begin() as conn:
+        conn.execute(text("DROP TABLE alembic_version"))
+    for attempt in (
+        lambda: current_revision(database),
+        lambda: upgrade_to_head(database),
+        lambda: ensure_schema(database, create=True, upgrade=True),
+    ):
+        with pytest.raises(StorageError) as refused:
+            attempt()
+        assert "schema revision is gone (no alembic_version table)" in str(refused.value)
+
+
 def test_a_schema_whose_revision_was_deleted_is_not_taken_for_an_empty_database(
     database: Database,
 ) -> None:

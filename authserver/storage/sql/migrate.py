@@ -136,18 +136,22 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 def _revision(conn: Connection) -> str | None:
     """The revision in Alembic's version table on *conn*, read with one query (no
     Alembic import: see the module's docstring)."""
-    if not inspect(conn).has_table(VERSION_TABLE):
-        return None
-    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    has_version_table = inspect(conn).has_table(VERSION_TABLE)
+    rows = (
+        conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+        if has_version_table
+        else []
+    )
     if len(rows) > 1:
         raise StorageError(f"the schema's version table holds several revisions: {rows}")
     if not rows and inspect(conn).has_table(PROBE_TABLE):
         # Not an empty database: migrating it would fail on the first table it creates,
         # and "empty" would send the operator the wrong way.
+        where = f"{VERSION_TABLE} is empty" if has_version_table else f"no {VERSION_TABLE} table"
         raise StorageError(
             "the database holds authserver's tables but its schema revision is gone "
-            f"({VERSION_TABLE} is empty): restore that row from a backup, or point "
-            "--database-url at another database"
+            f"({where}): restore it from a backup, or point --database-url at another "
+            "database"
         )
     return rows[0] if rows else None
 
