@@ -40,7 +40,7 @@ from authserver.errors import ConfigError
 from authserver.files import FileRefused
 from authserver.files import read_small_text
 
-_DURATION = re.compile(r"^\s*(\d+)\s*([smhd]?)\s*$")
+_DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 

@@ -39,6 +39,10 @@ class AuditEvent:
     id: int | None = None
 
 
+#: The most events one query returns (``authserver audit --limit``, ``?limit=``).
+MAX_QUERY_LIMIT = 10_000
+
+
 @dataclass(frozen=True)
 class AuditQuery:
     client_id: str | None = None

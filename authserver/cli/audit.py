@@ -7,6 +7,7 @@ import time
 import click
 
 from authserver.audit.model import ACTIONS
+from authserver.audit.model import MAX_QUERY_LIMIT
 from authserver.audit.model import AuditQuery
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
@@ -36,7 +37,7 @@ def _since(value: str) -> float:
     help="only this action",
 )
 @click.option("--since", help="a date or a duration ago (1h, 7d)")
-@click.option("--limit", type=click.IntRange(1, 10000), default=100, show_default=True)
+@click.option("--limit", type=click.IntRange(1, MAX_QUERY_LIMIT), default=100, show_default=True)
 @json_option
 @handle_errors
 def audit(
@@ -52,7 +53,7 @@ def audit(
         client_id=client_id,
         sub=sub,
         action=action,
-        since=_since(since) if since else None,
+        since=_since(since) if since is not None else None,
         limit=limit,
     )
     with services() as svc, svc.unit_of_work():

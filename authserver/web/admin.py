@@ -10,6 +10,7 @@ appears only in the responses of create and rotate-secret.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +21,7 @@ from flask import jsonify
 from flask import request
 
 from authserver.audit.model import ACTIONS
+from authserver.audit.model import MAX_QUERY_LIMIT
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import acting_as
 from authserver.errors import Conflict
@@ -342,9 +344,6 @@ def revoke_tokens() -> Response:
     return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
 
 
-#: Most events one ``GET /admin/audit`` answers with.
-MAX_AUDIT_LIMIT = 1000
-
 
 def _audit_since(raw: str) -> float:
     """POSIX seconds, the API's own form (what a program computes), or what
@@ -361,15 +360,23 @@ def _audit_since(raw: str) -> float:
     return since
 
 
+#: The query parameters of GET /admin/audit (the CLI's options: --client is client_id).
+AUDIT_PARAMETERS = ("client_id", "sub", "action", "since", "limit")
+
+
 @bp.get("/audit")
 def audit() -> Response:
     args = request.args
-    try:
-        limit = int(args.get("limit", "100"))
-    except ValueError:
-        limit = 0  # not a whole number (or too long to be one): refused below
-    if not 1 <= limit <= MAX_AUDIT_LIMIT:
-        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_AUDIT_LIMIT}")
+    if not set(args) <= set(AUDIT_PARAMETERS):
+        # A filter misspelt (?client=) was ignored, and every event came back as if filtered.
+        raise InvalidInput(f"unknown query parameter; known: {', '.join(AUDIT_PARAMETERS)}")
+    if any(len(args.getlist(name)) > 1 for name in args):
+        raise InvalidInput("a query parameter is repeated")
+    raw_limit = args.get("limit", "100")
+    # ASCII digits only: int() also reads "1_0" and other scripts' digits.
+    limit = int(raw_limit) if re.fullmatch(r"[0-9]{1,6}", raw_limit) else 0
+    if not 1 <= limit <= MAX_QUERY_LIMIT:
+        raise InvalidInput(f"limit must be a whole number from 1 to {MAX_QUERY_LIMIT}")
     action = args.get("action")
     if action is not None and action not in ACTIONS:
         # The value is not echoed: the known ones say what was meant.

@@ -370,6 +370,15 @@ def test_doctor_names_a_shared_metrics_token_an_open_database_file_and_a_missing
     assert report["ok"] is False
 
 
+def test_audit_since_empty_is_refused_as_the_api_refuses_it(tmp_path: Path) -> None:
+    """'audit --since ""' (an unset shell variable) meant no filter at all."""
+    env = _env(tmp_path)
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    result = run_cli_here(env, "audit", "--since", "")
+    assert result.returncode == 1, result.stdout
+    assert result.stderr.splitlines()[0].startswith("authserver: error: --since"), result.stderr
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 

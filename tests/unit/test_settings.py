@@ -332,7 +332,8 @@ def test_parse_duration(raw: str, seconds: int) -> None:
     assert parse_duration(raw) == seconds
 
 
-@pytest.mark.parametrize("raw", ["", "h", "1w", "1.5h", "-5", "1h30m", "ten"])
+# Other scripts' digits ("٥", Arabic-Indic five) and "1_0" are numbers to int(), not here.
+@pytest.mark.parametrize("raw", ["", "h", "1w", "1.5h", "-5", "1h30m", "ten", "٥", "٥s", "1_0"])
 def test_parse_duration_rejects(raw: str) -> None:
     with pytest.raises(ValueError, match="expected"):
         parse_duration(raw)
