@@ -111,13 +111,24 @@ def check_identity(value: Any, field: str) -> str:
     if not isinstance(value, str):
         raise InvalidValue(f"{field} must be a string")
     check_text(value, field, max_length=MAX_IDENTITY_LENGTH[field])
-    if not any(_visible(c) for c in value):
+    if not has_visible(value):
         raise InvalidValue(f"{field} must not be empty or only whitespace or invisible characters")
     return value
 
 
 def _visible(char: str) -> bool:
     return not char.isspace() and unicodedata.category(char) != "Cf"
+
+
+def has_visible(value: str) -> bool:
+    """Whether *value* shows anything: a character that is not whitespace nor an invisible
+    format character (U+200B, U+FEFF, the bidirectional controls...)."""
+    return any(_visible(c) for c in value)
+
+
+#: The bidirectional embedding, override and isolate controls: in a label an operator
+#: reads, they reorder what is shown ("Trojan Source"), and no label needs them.
+BIDI_CONTROLS = re.compile("[\u202a-\u202e\u2066-\u2069]")
 
 
 def check_json_value(value: Any, what: str, *, max_depth: int, too_deep: str | None = None) -> None:

@@ -28,6 +28,7 @@ from authserver.errors import InvalidInput
 from authserver.errors import NotFound
 from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
+from authserver.vocabulary import BIDI_CONTROLS
 from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_CLIENT_NAME_LENGTH
@@ -36,6 +37,7 @@ from authserver.vocabulary import RESERVED_CLAIMS
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import check_text
+from authserver.vocabulary import has_visible
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
 
@@ -414,12 +416,18 @@ def _flag(value: Any, what: str) -> bool:
 
 
 def _name(name: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidInput("name must not be empty")
+    if not isinstance(name, str) or not has_visible(name):
+        # Only invisible characters (U+200B, U+FEFF...) look empty in every listing.
+        raise InvalidInput("name must not be empty or only whitespace or invisible characters")
     try:
         check_text(name, "name", max_length=MAX_CLIENT_NAME_LENGTH)
     except InvalidValue as exc:
         raise InvalidInput(f"{exc} (at most {MAX_CLIENT_NAME_LENGTH} characters)") from None
+    if BIDI_CONTROLS.search(name):
+        raise InvalidInput(
+            "name must not hold bidirectional override, embedding or isolate characters "
+            "(they reorder what an operator reads)"
+        )
     return name.strip()
 
 

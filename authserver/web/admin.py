@@ -344,7 +344,6 @@ def revoke_tokens() -> Response:
     return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
 
 
-
 def _audit_since(raw: str) -> float:
     """POSIX seconds, the API's own form (what a program computes), or what
     ``authserver audit --since`` takes: a date, or a duration ago."""

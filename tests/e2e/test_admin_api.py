@@ -448,6 +448,12 @@ def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
         ("del\x7f", "control characters"),
         ("lone \ud800", "not valid Unicode"),
         ("   ", "must not be empty"),
+        # Only invisible characters: they look empty in every listing.
+        ("\u200b", "must not be empty or only whitespace or invisible characters"),
+        ("\ufeff\u202e", "must not be empty or only whitespace or invisible characters"),
+        # A right-to-left override reorders what the operator reads after it.
+        ("backend\u202eenilno", "bidirectional override"),
+        ("a\u2066b", "bidirectional override"),
     ],
 )
 def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, said: str) -> None:
