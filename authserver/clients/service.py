@@ -213,6 +213,7 @@ class ClientService:
             profile=self._profile(profile),
             fixed_claims=_fixed_claims(fixed_claims or {}),
         )
+        _consistent(policy)
         now = self._clock.now()
         secret: str | None = None
         secret_hash: str | None = None
@@ -277,6 +278,7 @@ class ClientService:
                 policy = dataclasses.replace(policy, profile=self._profile(profile))
             if fixed_claims is not None:
                 policy = dataclasses.replace(policy, fixed_claims=_fixed_claims(fixed_claims))
+            _consistent(policy)
             updated = dataclasses.replace(
                 client,
                 name=_name(name) if name is not None else client.name,
@@ -474,6 +476,16 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
         if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
             raise InvalidInput(f"{name} is set by the server itself and cannot be an allowed claim")
     return tuple(out)
+
+
+def _consistent(policy: ClientPolicy) -> None:
+    """A claim is fixed or allowed, not both: no request may send a fixed claim, so
+    allowing it too only made every request that sent it fail."""
+    both = sorted(set(policy.allowed_claims) & set(policy.fixed_claims))
+    if both:
+        raise InvalidInput(
+            f"a claim cannot be both fixed and allowed in a request: {', '.join(both)}"
+        )
 
 
 def _fixed_claims(claims: Mapping[str, Any]) -> dict[str, Any]:

@@ -715,3 +715,30 @@ def test_whole_numbers_written_with_a_point_are_their_numbers(admin: Any) -> Non
         headers=AUTH,
     )
     assert refused.status_code == 400
+
+
+@db_independent
+def test_a_claim_is_fixed_or_allowed_not_both(admin: Any) -> None:
+    """No request may send a fixed claim: allowing it as well was accepted, and made every
+    request that sent it fail."""
+    body = assert_error(
+        admin.post(
+            "/admin/clients",
+            json={"name": "both", "fixed_claims": {"tier": "pro"}, "allowed_claims": ["tier"]},
+            headers=AUTH,
+        ),
+        400,
+        "invalid_request",
+    )
+    assert (
+        body["error_description"] == "a claim cannot be both fixed and allowed in a request: tier"
+    )
+    created = admin.post(
+        "/admin/clients", json={"name": "fixed", "fixed_claims": {"tier": "pro"}}, headers=AUTH
+    ).get_json()
+    patched = admin.patch(
+        f"/admin/clients/{created['client_id']}", json={"allowed_claims": ["tier"]}, headers=AUTH
+    )
+    assert_error(patched, 400, "invalid_request")
+    shown = admin.get(f"/admin/clients/{created['client_id']}", headers=AUTH).get_json()
+    assert shown["allowed_claims"] == []
