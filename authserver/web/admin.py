@@ -280,7 +280,9 @@ def delete_client(client_id: str) -> Response:
 def rotate_secret(client_id: str) -> Response:
     # Optional body {"grace_seconds": N}: the old secret keeps working N seconds.
     grace = 0
-    if request.content_length or request.is_json:
+    # A body only when one came: a JSON Content-Type with nothing after it (a client that
+    # sets the header on every call) is no body, as no Content-Type at all is.
+    if request.content_length or (request.is_json and request.get_data(cache=True).strip()):
         given = whole_number(_body({"grace_seconds"}).get("grace_seconds", 0))
         if given is None:
             raise InvalidInput("grace_seconds must be a whole number of seconds")

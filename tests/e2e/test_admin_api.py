@@ -332,6 +332,28 @@ def test_unknown_client_is_404(admin: Any, action: str) -> None:
     )
 
 
+@db_independent
+def test_rotate_secret_takes_a_json_content_type_without_a_body(admin: Any) -> None:
+    """A client library that sets Content-Type: application/json on every call and sends
+    no body: no grace, as with no header (it was 400), while a body still counts."""
+    client_id = admin.post("/admin/clients", json={"name": "r"}, headers=AUTH).get_json()[
+        "client_id"
+    ]
+    headers = {**AUTH, "Content-Type": "application/json"}
+    rotated = admin.post(f"/admin/clients/{client_id}/rotate-secret", headers=headers)
+    assert rotated.status_code == 200, rotated.get_data(as_text=True)
+    assert rotated.get_json()["previous_secret_expires_at"] is None
+    graced = admin.post(
+        f"/admin/clients/{client_id}/rotate-secret", json={"grace_seconds": 60}, headers=AUTH
+    )
+    assert graced.get_json()["previous_secret_expires_at"] is not None
+    assert_error(
+        admin.post(f"/admin/clients/{client_id}/rotate-secret", data="{", headers=headers),
+        400,
+        "invalid_request",
+    )
+
+
 def test_unknown_client_show_and_update_are_404(admin: Any) -> None:
     assert_error(admin.get("/admin/clients/no-such-client", headers=AUTH), 404, "not_found")
     assert_error(
