@@ -147,6 +147,16 @@ def _issuer(raw: str) -> str:
         port = -1
     if port == -1 or port == 0 or not parts.hostname or parts.netloc.endswith(":"):
         raise ValueError("must name a host and, if any, a port from 1 to 65535")
+    # The issuer is compared as a string (RFC 8414 §3.3, RFC 9068 §4): a form a client
+    # normalizes ("/a/../b", "%2e") or cannot print (an encoded control character) would
+    # name another issuer there than here.
+    if re.search(r"%(?:[01][0-9a-fA-F]|7[fF])", value):
+        raise ValueError("must not contain encoded control characters")
+    if any(
+        segment in (".", "..") or segment.lower() in ("%2e", "%2e%2e", ".%2e", "%2e.")
+        for segment in parts.path.split("/")
+    ):
+        raise ValueError("must not have . or .. path segments")
     return value
 
 

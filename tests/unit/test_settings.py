@@ -71,6 +71,12 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "https://auth.example.com:",
             "https://auth.example.com/path?",
             "https://auth.example.com#",
+            # Compared as a string: forms a client normalizes or cannot print.
+            "https://auth.exa%00mple.com",
+            "https://auth.example.com/a%1Fb",
+            "https://auth.example.com/a/../b",
+            "https://auth.example.com/./auth",
+            "https://auth.example.com/a/%2e%2e/b",
         ),
     ),
     "AUTHSERVER_KEYS_DIR": (
