@@ -51,7 +51,7 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
     add = findings.append
     add(Finding("configuration", "ok", settings.describe()))
     svc = container.build(settings, readonly=True)
-    plaintext = 0
+    plaintext: int | None = None
     try:
         schema_ok = _database(svc.db, add)
         if settings.key_store == "sql" and not schema_ok:
@@ -122,8 +122,9 @@ def _private_file(db: Database, add: _Add) -> None:
         )
 
 
-def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
-    """Check the key store; return how many stored private keys are not encrypted."""
+def _keys(svc: container.Services, settings: Settings, add: _Add) -> int | None:
+    """Check the key store; return how many stored private keys are not encrypted, or
+    ``None`` when it cannot be read."""
     try:
         with svc.unit_of_work():
             views = svc.keys.views()
@@ -131,13 +132,13 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
             unreadable = svc.key_ring.unreadable()
     except StorageError as exc:
         add(Finding("key store", "problem", f"unreadable: {exc}"))
-        return 0
+        return None
     except AuthServerError as exc:
         add(Finding("key store", "problem", str(exc)))
-        return 0
+        return None
     except OSError as exc:
         add(Finding("key store", "problem", f"unreadable ({type(exc).__name__})"))
-        return 0
+        return None
     where = f"{settings.keys_dir}" if settings.key_store == "file" else "the database"
     if settings.key_store == "file" and not os.path.isdir(settings.keys_dir):
         add(
@@ -179,7 +180,7 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int:
     return sum(not crypto.is_encrypted(pem) for pem in pems)
 
 
-def _passphrase(settings: Settings, add: _Add, plaintext: int) -> None:
+def _passphrase(settings: Settings, add: _Add, plaintext: int | None) -> None:
     if settings.key_passphrase and plaintext:
         add(
             Finding(
@@ -192,6 +193,10 @@ def _passphrase(settings: Settings, add: _Add, plaintext: int) -> None:
         )
     elif settings.key_passphrase:
         add(Finding("passphrase", "ok", "private keys are encrypted at rest"))
+    elif plaintext is None:
+        # The key store could not be read (keys encrypted with a passphrase not given
+        # here, for one): nothing is known of how its keys are stored.
+        add(Finding("passphrase", "warning", "AUTHSERVER_KEY_PASSPHRASE is not set"))
     else:
         add(
             Finding(

@@ -322,6 +322,14 @@ def test_doctor_passes_on_a_healthy_server_and_names_each_problem(tmp_path: Path
         bad_pass = run_cli_here({**env, "AUTHSERVER_KEY_PASSPHRASE": "wrong passphrase"}, "doctor")
         assert bad_pass.returncode == 1
         assert "key store" in bad_pass.stdout
+        # No passphrase for encrypted keys: the key store is the problem, and the
+        # passphrase line does not say the keys are stored unencrypted.
+        no_pass = {k: v for k, v in env.items() if k != "AUTHSERVER_KEY_PASSPHRASE"}
+        missing = run_cli_here(no_pass, "doctor")
+        assert missing.returncode == 1
+        passphrase = [line for line in missing.stdout.splitlines() if "passphrase" in line]
+        assert passphrase, missing.stdout
+        assert not [line for line in passphrase if "unencrypted" in line], missing.stdout
     unreachable = run_cli_here(env, "doctor", "--json")
     assert unreachable.returncode == 1
     issuer = next(c for c in json.loads(unreachable.stdout)["checks"] if c["check"] == "issuer")
