@@ -58,6 +58,8 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
             add(Finding("key store", "problem", "the key store is in the database, see above"))
         else:
             plaintext = _keys(svc, settings, add)
+        if schema_ok:
+            _clients(svc, add)
     finally:
         svc.close()
     _passphrase(settings, add, plaintext)
@@ -178,6 +180,28 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int | None:
         )
     pems = [v.key.private_pem for v in views if v.key.private_pem is not None]
     return sum(not crypto.is_encrypted(pem) for pem in pems)
+
+
+def _clients(svc: container.Services, add: _Add) -> None:
+    """Client rows that cannot be read: those clients fail to authenticate (401) and
+    nothing else says why."""
+    try:
+        with svc.unit_of_work():
+            unreadable = svc.clients.unreadable()
+    except AuthServerError as exc:
+        add(Finding("clients", "problem", f"unreadable: {exc}"))
+        return
+    if unreadable:
+        names = ", ".join(str(record.name) for record in unreadable[:5])
+        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
+        add(
+            Finding(
+                "clients",
+                "warning",
+                f"{len(unreadable)} unreadable client record(s), refused at every request: "
+                f"{names}{more} ('authserver clients list' shows them)",
+            )
+        )
 
 
 def _passphrase(settings: Settings, add: _Add, plaintext: int | None) -> None:

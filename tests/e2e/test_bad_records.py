@@ -163,6 +163,11 @@ def test_bad_rows_are_skipped_and_reported(
     assert [c["client_id"] for c in listed["clients"]] == [client["client_id"]]
     assert [r["name"] for r in listed["unreadable"]] == [f"clients row {bad_client!r}"]
     assert {r["name"] for r in cli_json_here(env, "keys", "list")["unreadable"]} == bad_keys
+    doctor = cli_json_here(env, "doctor", "--no-issuer-check")["checks"]
+    assert any(
+        c["check"] == "clients" and c["status"] == "warning" and bad_client in c["detail"]
+        for c in doctor
+    ), doctor
     with ServerProcess(env) as server:
         _serves(server, client)
     # The operator can remove the bad row.
