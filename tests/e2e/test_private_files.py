@@ -37,6 +37,10 @@ def test_database_and_key_directory_are_owner_only_and_plaintext_keys_are_announ
     keys_dir = tmp_path / "keys"
     keys_dir.mkdir(mode=0o755)  # as a checkout's keys/ or a directory made by hand
     os.chmod(keys_dir, 0o755)  # noqa: S103 - the permissive mode is what is tested
+    # A file restored from a backup with the umask's mode, as a key file could be.
+    restored = keys_dir / "restored-from-backup.txt"
+    restored.write_text("as restored")
+    os.chmod(restored, 0o644)
     database = tmp_path / "authserver.db"
     log = tmp_path / "serve.log"
     env = {

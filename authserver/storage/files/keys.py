@@ -95,13 +95,21 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _make_private(directory: Path) -> None:
-    """Narrow the key directory to its owner (0700). ``mkdir(mode=0o700)`` does that for a
-    directory it creates, but one that already existed (a checkout's ``keys/``, created by
-    git with the umask, or one made by hand) keeps its mode, which lets other users list
-    the keys and see when they change. Left alone when another user owns it."""
-    info = directory.stat()
-    if info.st_uid == os.geteuid() and stat.S_IMODE(info.st_mode) & 0o077:
-        os.chmod(directory, stat.S_IMODE(info.st_mode) & 0o700)
+    """Narrow the key directory and the files in it to their owner (0700, 0600).
+    ``mkdir(mode=0o700)`` and the store's own writes do that for what they create, but a
+    directory that already existed (a checkout's ``keys/``, created by git with the umask,
+    or one made by hand) keeps its mode, which lets other users list the keys and see when
+    they change, and key files restored from a backup keep theirs, which a later copy of
+    the directory carries along. What another user owns, and links, are left alone."""
+    for path in (directory, *directory.iterdir()):
+        try:
+            info = path.lstat()
+        except OSError:
+            continue  # gone meanwhile
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+            continue
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
 
 
 class FileKeyStore:
