@@ -208,6 +208,12 @@ def _has_body(environ: dict[str, Any]) -> bool:
 
 
 _FORM = "application/x-www-form-urlencoded"
+#: The answer to a chunked body past the limit, whichever layer it was meant for (the
+#: admin API read the first limit + 1 bytes as its whole body: "not a JSON object", 400).
+_TOO_LARGE = json.dumps(
+    {"error": "invalid_request", "error_description": "the request body is too large"},
+    separators=(",", ":"),
+).encode()
 _LENGTH_REQUIRED = json.dumps(
     {
         "error": "invalid_request",
@@ -278,7 +284,12 @@ class BodyDeadline:
             # every stalled connection it finds), or the client closed its half early:
             # either way never parse a truncated body as whole.
             return self._refuse(start_response)
-        if not length and len(body) <= self.limit and _is_form(environ):
+        if not length and len(body) > self.limit:
+            # The rest of it is still on the connection: no keep-alive.
+            return _json_answer(
+                start_response, "413 Content Too Large", _TOO_LARGE, [("Connection", "close")]
+            )
+        if not length and _is_form(environ):
             # granian ends a chunked body where its framing ends, complete or not (a
             # connection half-closed before the last chunk, a malformed chunk size), and
             # says nothing: a form cut between two parameters parses as a shorter request

@@ -29,11 +29,12 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 AUD = "https://sync.example"
 TIMEOUT = 10
+ADMIN_TOKEN = "serve-process-admin-token-5b4a39281706f5e4d3c2"
 
 
 @pytest.fixture
 def env(env_for: Callable[..., dict[str, str]], db_url: str) -> dict[str, str]:
-    env = env_for(db_url)
+    env = env_for(db_url, AUTHSERVER_ADMIN_TOKEN=ADMIN_TOKEN)
     # Let ServerProcess set AUTHSERVER_ISSUER to its own base URL.
     env.pop("AUTHSERVER_ISSUER", None)
     return env
@@ -172,28 +173,36 @@ def test_hostile_requests_are_refused_and_the_server_keeps_serving(
     assert requests.get(server.base_url + "/readyz", timeout=TIMEOUT).status_code == 200
 
 
+@pytest.mark.parametrize("path", ["/token", "/admin/clients"])
 def test_chunked_body_over_the_limit_is_413(
-    server: ServerProcess, credentials: tuple[str, str]
+    server: ServerProcess, credentials: tuple[str, str], path: str
 ) -> None:
     """A body without Content-Length (Transfer-Encoding: chunked) is held to the same
-    AUTHSERVER_MAX_BODY_BYTES as one with it: refused whole, never truncated and parsed."""
+    AUTHSERVER_MAX_BODY_BYTES as one with it: refused whole, never truncated and parsed
+    (the admin API parsed the first 64 KiB + 1 as the body: 400 "not a JSON object")."""
 
     def chunks() -> Iterator[bytes]:
-        yield b"grant_type=client_credentials&padding="
+        yield b'{"name": "' if path.startswith("/admin") else b"grant_type=client_credentials&p="
         for _ in range(64):
             yield b"a" * 16384  # 1 MiB in all, far over the 64 KiB default
+        if path.startswith("/admin"):
+            yield b'"}'
 
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    admin = {"Content-Type": "application/json", "Authorization": f"Bearer {ADMIN_TOKEN}"}
     response = requests.post(
-        server.base_url + "/token",
+        server.base_url + path,
         data=chunks(),
-        auth=credentials,
+        auth=credentials if path == "/token" else None,
         timeout=TIMEOUT,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        headers=admin if path.startswith("/admin") else form,
     )
     assert response.status_code == 413, response.text
     assert response.headers.get("Content-Type", "").startswith("application/json")
-    assert response.json()["error"] == "invalid_request"
-    assert isinstance(response.json()["error_description"], str)
+    assert response.json() == {
+        "error": "invalid_request",
+        "error_description": "the request body is too large",
+    }
     # ...and the server still serves.
     assert verify(server, issue_token(server, credentials))["client_id"] == credentials[0]
 
