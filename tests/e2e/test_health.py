@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -139,3 +141,52 @@ def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
         assert body["checks"]["database"] == "unavailable", body
     finally:
         services.close()
+
+
+@pytest.mark.waits
+def test_readyz_against_a_hung_database_makes_at_most_two_connection_attempts(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL's port accepts connections and never answers: each attempt waits out the
+    connect timeout (2 s), so the probe must not make a third after the database check
+    failed (it listed the key records too: over 6 s, past the outage test's bound)."""
+    from authserver import container
+    from authserver.web.app import create_app
+
+    accepted: list[socket.socket] = []
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(16)
+
+    def hold() -> None:
+        while True:
+            try:
+                accepted.append(hole.accept()[0])  # and never a byte back
+            except OSError:
+                return
+
+    threading.Thread(target=hold, daemon=True).start()
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": (
+                f"postgresql+psycopg://postgres@127.0.0.1:{hole.getsockname()[1]}/hung"
+            ),
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    services = container.build(settings)
+    try:
+        http = create_app(services=services).test_client()
+        started = time.monotonic()
+        response = http.get("/readyz")
+        elapsed = time.monotonic() - started
+        assert response.status_code == 503, response.get_data(as_text=True)
+        assert response.get_json()["checks"]["database"] == "unavailable"
+        assert len(accepted) <= 2, (len(accepted), elapsed)
+    finally:
+        services.close()
+        hole.close()
+        for conn in accepted:
+            conn.close()
