@@ -12,6 +12,7 @@ from typing import Any
 
 import requests
 from hypothesis import strategies as st
+from jwt.algorithms import RSAAlgorithm
 
 from authserver.clients.auth_methods import CLIENT_SECRET_BASIC
 from authserver.clients.auth_methods import CLIENT_SECRET_POST
@@ -145,3 +146,11 @@ def signing_key_sets(
             )
         )
     return keys
+
+
+def client_public_jwk(key: Any, kid: str = "client-key-1") -> dict[str, Any]:
+    """A private_key_jwt client's public JWK for *key* (an RSA private key), made with
+    PyJWT, not the server's code: kid, ``use: sig``, ``alg: RS256``."""
+    jwk: dict[str, Any] = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
+    jwk.update(kid=kid, use="sig", alg="RS256")
+    return jwk

@@ -19,7 +19,7 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authserver.storage.sql.migrate import head_revision
-from tests.e2e.test_private_key_jwt import public_jwk
+from tests.factories import client_public_jwk
 from tests.factories import request_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -636,7 +636,7 @@ def test_jwks_options_with_odd_values_are_refused_in_one_line(
     assert cli_json_here(env, "clients", "list")["clients"] == []
 
     jwks = tmp_path / "jwks.json"
-    jwks.write_text(json.dumps({"keys": [public_jwk(rsa_private_key)]}))
+    jwks.write_text(json.dumps({"keys": [client_public_jwk(rsa_private_key)]}))
     created = cli_json_here(env, "clients", "create", "--name", "jwt", "--jwks-file", str(jwks))
     result = run_cli_here(
         env, "clients", "update", created["client_id"], "--jwks-uri", "", "--name", "renamed"

@@ -28,6 +28,7 @@ from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
+from tests.factories import client_public_jwk
 from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
@@ -48,9 +49,7 @@ def pem(key: rsa.RSAPrivateKey) -> bytes:
 
 
 def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID) -> dict[str, Any]:
-    jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
-    jwk.update(kid=kid, use="sig", alg="RS256")
-    return jwk  # type: ignore[no-any-return]
+    return client_public_jwk(key, kid)
 
 
 def assertion(
