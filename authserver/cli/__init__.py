@@ -6,6 +6,7 @@ import atexit
 import os
 import sys
 import threading
+import warnings
 from typing import Any
 from typing import NoReturn
 
@@ -104,7 +105,23 @@ def run(args: list[str] | None = None) -> int:
 
 def main() -> None:
     """The ``authserver`` command."""
+    warnings.showwarning = _one_line_warning
     _exit(run())
+
+
+def _one_line_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """A library's warning as one line on stderr, like every message of this command
+    (Python's own format adds the warning's source file and line of code)."""
+    text = (str(message).strip().splitlines() or [category.__name__])[0]
+    if sys.stderr is not None:
+        sys.stderr.write(f"authserver: warning: {text}\n")
 
 
 def _exit(status: int) -> NoReturn:

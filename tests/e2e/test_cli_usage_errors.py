@@ -79,3 +79,15 @@ def test_the_process_ends_with_its_output_status_and_exit_handlers(
         assert done.returncode == status, (args, done.stderr)
         assert done.stdout.endswith("exit handler ran\n"), (args, done.stdout)
         assert out in done.stdout + done.stderr, (args, done.stdout, done.stderr)
+
+
+def test_a_library_warning_is_one_line_too(tmp_path: Path) -> None:
+    """SQLAlchemy warns of query arguments a SQLite URL cannot take: Python's own format
+    printed the warning's source file and a line of its code under it."""
+    url = f"sqlite:///{tmp_path / 'a.db'}?password=not-for-sqlite"
+    result = run_cli({}, "--database-url", url, "clients", "list")
+    assert result.returncode != 0
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("authserver: warning: Query string argument") for line in lines)
+    assert all(line.startswith(("authserver: ", "(")) for line in lines), result.stderr
+    assert "not-for-sqlite" not in result.stderr
