@@ -778,6 +778,7 @@ def read_config_file(path: str | Path) -> dict[str, str]:
         raise ConfigError(f"{CONFIG_ENV}: {file} {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{CONFIG_ENV}: {file} is not UTF-8 text") from None
+    seen: dict[str, int] = {}
     for binding in parse_stream(io.StringIO(text)):
         line = _first_line(binding.original.string, binding.original.line)
         # Named by file and line only, never by its text, unless it names a setting: the
@@ -791,6 +792,14 @@ def read_config_file(path: str | Path) -> dict[str, str]:
             )
         if binding.key is not None and not _SETTING_NAME.fullmatch(binding.key):
             raise ConfigError(f"{file}: line {line}: not a setting name (they are {ENV_PREFIX}*)")
+        if binding.key is not None:
+            if binding.key in seen:
+                # The last one won in silence: an edit above an old line did nothing.
+                raise ConfigError(
+                    f"{file}: {binding.key} is set twice (lines {seen[binding.key]} and {line})"
+                )
+            seen[binding.key] = line
+
     # The values are dotenv's own reading of the file (quotes, escapes), taken literally:
     # no ${VAR} expansion, which turned a passphrase such as 'pa${x}ss' into another one
     # (even single-quoted) and left no way to write a literal "${" in a secret.

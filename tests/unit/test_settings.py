@@ -822,6 +822,11 @@ def test_leading_zeros_do_not_make_a_duration_long() -> None:
         # A setting's own name may be shown.
         ("AUTHSERVER_ISSUR=https://a.example\n", "unknown setting AUTHSERVER_ISSUR"),
         ("AUTHSERVER_ISSUER\n", "AUTHSERVER_ISSUER has no value"),
+        # The last one won in silence: an edit above an old line did nothing.
+        (
+            "AUTHSERVER_ISSUER=https://a.example\n\nAUTHSERVER_ISSUER=https://b.example\n",
+            "AUTHSERVER_ISSUER is set twice (lines 1 and 3)",
+        ),
     ],
 )
 def test_a_config_file_line_is_shown_only_when_it_names_a_setting(
