@@ -4,22 +4,39 @@ import { InvalidTokenError } from './errors.js';
 
 /**
  * The bearer token of a request (RFC 6750 §2.1: `Authorization: Bearer <token>`, the scheme
- * case-insensitive), or null when there is none.
+ * case-insensitive), or null when there is none. A value of any characters is returned (the
+ * verifier then refuses it as malformed), as the Python package reads the header.
  *
  * @param {{headers: Record<string, string | string[] | undefined>}} req
  */
 export function bearerToken(req) {
   const header = req.headers?.authorization;
   if (typeof header !== 'string') return null;
-  const match = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i.exec(header);
-  return match ? match[1] : null;
+  const trimmed = header.trim();
+  const space = trimmed.indexOf(' ');
+  if (space < 0 || trimmed.slice(0, space).toLowerCase() !== 'bearer') return null;
+  const value = trimmed.slice(space + 1).trim();
+  return value && !/\s/.test(value) ? value : null;
+}
+
+/** How many Authorization headers a request sent (Node keeps only the first in `headers`). */
+function authorizationHeaders(req) {
+  const raw = req.rawHeaders;
+  if (!Array.isArray(raw)) return typeof req.headers?.authorization === 'string' ? 1 : 0;
+  let count = 0;
+  for (let i = 0; i < raw.length; i += 2) if (String(raw[i]).toLowerCase() === 'authorization') count += 1;
+  return count;
 }
 
 /**
  * Verify the request's bearer token. Resolves to the claims; rejects with InvalidTokenError
- * (`missing_token` when the request has none).
+ * (`missing_token` when the request has none, or sent more than one Authorization header:
+ * Node keeps the first, and a proxy in front might have read the other).
  */
 export async function authenticate(verifier, req) {
+  if (authorizationHeaders(req) > 1) {
+    throw new InvalidTokenError('missing_token', 'more than one Authorization header');
+  }
   const token = bearerToken(req);
   if (token === null) {
     throw new InvalidTokenError('missing_token', req.headers?.authorization ? 'not a Bearer authorization' : undefined);
@@ -66,8 +83,9 @@ function isPublic(req, publicPaths) {
 }
 
 /**
- * Wrap a Node `http` request handler: it runs only for requests with a valid token, with
- * the claims in `req.auth`; everything else is answered by `sendRefusal`.
+ * Wrap a Node `http` request handler: it runs for requests with a valid token, with the
+ * claims in `req.auth`, and for the `publicPaths`, with `req.auth` null; everything else is
+ * answered by `sendRefusal`.
  *
  *     http.createServer(requireToken(verifier, (req, res) => res.end(req.auth.sub)))
  *
@@ -77,7 +95,10 @@ function isPublic(req, publicPaths) {
  */
 export function requireToken(verifier, handler, options = {}) {
   return async (req, res) => {
-    if (!isPublic(req, options.publicPaths)) {
+    if (isPublic(req, options.publicPaths)) {
+      // No token was asked for: null, not a leftover or a forged value.
+      req.auth = null;
+    } else {
       try {
         req.auth = await authenticate(verifier, req);
       } catch (err) {

@@ -63,8 +63,12 @@ export function createTokenDeadlines(verifier, options = {}) {
     for (const timer of state.timers ?? []) clearTimeout(timer);
     state.timers = new Set();
     const expMs = state.claims.exp * 1000;
-    // "token-expiring" once per token; a token that arrives already inside the window is told at once.
-    at(state, expMs - config.refreshBefore * 1000, () =>
+    // "token-expiring" once per token, refreshBefore seconds ahead of its exp; a token that
+    // arrives already inside that window (its lifetime is shorter) is told halfway through
+    // what is left of it: told at once, a client refreshing at once got another such token
+    // and was told again, in a loop of token requests.
+    const noticeMs = Math.max(expMs - config.refreshBefore * 1000, now() + (expMs - now()) / 2);
+    at(state, noticeMs, () =>
       send(ws, { type: 'token-expiring', expiresAt: state.claims.exp }),
     );
     at(state, expMs, () => close(ws, 'expired'));
@@ -134,7 +138,9 @@ export function createTokenDeadlines(verifier, options = {}) {
      * Start tracking a connection whose token (already verified, e.g. at the upgrade) gave
      * `claims`. With `handleMessages`, text messages `{"type":"token-refresh","token":...}`
      * are answered `{"type":"token-accepted","expiresAt"}` or
-     * `{"type":"token-rejected","reason"}` and not passed on to `onMessage`.
+     * `{"type":"token-rejected","reason"}`. The socket's other `message` listeners (the
+     * application's) receive them too, token included: skip `type: "token-refresh"` there,
+     * and never log or relay it.
      */
     track(ws, token, claims) {
       untrack(ws);

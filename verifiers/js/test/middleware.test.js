@@ -98,3 +98,63 @@ test('keys unavailable → 503 with Retry-After, not a 401 that makes clients dr
   assert.equal(response.headers.get('www-authenticate'), null);
   assert.deepEqual(await response.json(), { error: 'temporarily_unavailable', reason: 'jwks_unavailable' });
 });
+
+/** GET with raw header pairs (several Authorization headers, odd spacing), as sent. */
+function rawGet(url, headerPairs) {
+  return new Promise((resolve, reject) => {
+    // Raw header pairs get no Host header added: HTTP/1.1 needs one.
+    const headers = [['Host', new URL(url).host], ...headerPairs].flat();
+    const request = http.request(url, { headers }, (response) => {
+      let text = '';
+      response.on('data', (d) => (text += d));
+      response.on('end', () =>
+        resolve({ status: response.statusCode, challenge: response.headers['www-authenticate'] ?? null, body: JSON.parse(text) }),
+      );
+    });
+    request.on('error', reject);
+    request.end();
+  });
+}
+
+test('node http: a public path runs the handler with req.auth null, never undefined', async () => {
+  // The README's handler: req.auth.sub on a public path threw in an unawaited promise and
+  // the process died on one unauthenticated GET /healthz.
+  const seen = [];
+  const base = await listen(
+    requireToken(
+      verifier,
+      (req, res) => {
+        seen.push(req.auth);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify(req.auth ? req.auth.sub : 'ok'));
+      },
+      { publicPaths: ['/healthz'] },
+    ),
+  );
+  assert.deepEqual(await get(`${base}/healthz`), { status: 200, challenge: null, body: 'ok' });
+  assert.deepEqual(seen, [null]);
+});
+
+for (const [name, make] of Object.entries(apps)) {
+  test(`${name}: two Authorization headers are refused, a malformed Bearer value is invalid_token`, async () => {
+    const base = await make();
+    const token = await server.token(client, { sub: 'user-dup' });
+    // Node keeps only the first of repeated Authorization headers: the handler ran as that
+    // user, whatever a proxy in front had read.
+    const twice = await rawGet(`${base}/data`, [
+      ['Authorization', `Bearer ${token}`],
+      ['Authorization', 'Bearer another.token.here'],
+    ]);
+    assert.equal(twice.status, 401);
+    assert.equal(twice.body.reason, 'missing_token');
+    // A Bearer value that is no token was "no credentials" (a bare challenge): it is a
+    // token the verifier refuses, as the Python middleware answers it.
+    const odd = await rawGet(`${base}/data`, [['Authorization', 'Bearer ###']]);
+    assert.deepEqual(odd, {
+      status: 401,
+      challenge: 'Bearer error="invalid_token", error_description="malformed"',
+      body: { error: 'invalid_token', reason: 'malformed' },
+    });
+    assert.equal((await rawGet(`${base}/data`, [['Authorization', `Bearer ${token}`]])).status, 200);
+  });
+}

@@ -186,3 +186,23 @@ test('a revoked token closes its open connection at the next re-check (4001 "rev
   assert.equal(keep.ws.readyState, WebSocket.OPEN);
   keep.ws.close();
 });
+
+test('a token that lives less than refreshBefore is told to refresh halfway, not at once', async () => {
+  // Told at once, a client refreshing at once got another such token and was told again:
+  // a loop of token requests (18 cycles in 3 s with 5 s tokens).
+  const sent = [];
+  const socket = { readyState: 1, send: (m) => sent.push(JSON.parse(m)), on() {}, off() {}, close() {} };
+  const deadlines = createTokenDeadlines({ verify: async () => ({}) }, { refreshBefore: 60, handleMessages: false });
+  const exp = Math.floor(Date.now() / 1000) + 4;
+  deadlines.track(socket, 'token', { sub: 'short-lived', exp });
+  try {
+    await new Promise((r) => setTimeout(r, 500));
+    assert.deepEqual(sent, []);
+    const deadline = Date.now() + 4000;
+    while (sent.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(sent, [{ type: 'token-expiring', expiresAt: exp }]);
+    assert.ok(Date.now() < exp * 1000, 'told before the token expired');
+  } finally {
+    deadlines.stop();
+  }
+});

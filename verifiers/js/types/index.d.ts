@@ -129,10 +129,17 @@ export declare function authenticate<Claims extends AccessTokenClaims = AccessTo
 ): Promise<Claims>;
 export declare function sendRefusal(res: ServerResponse, err: InvalidTokenError, options?: { realm?: string }): void;
 
+/** Without public paths, the handler runs only with a token's claims in `req.auth`. */
 export declare function requireToken<Claims extends AccessTokenClaims = AccessTokenClaims>(
   verifier: Pick<Verifier<Claims>, 'verify'>,
   handler: (req: AuthenticatedRequest<Claims>, res: ServerResponse) => unknown,
-  options?: MiddlewareOptions,
+  options?: MiddlewareOptions & { publicPaths?: undefined },
+): (req: IncomingMessage, res: ServerResponse) => Promise<unknown>;
+/** With public paths, the handler runs for them too, with `req.auth` null. */
+export declare function requireToken<Claims extends AccessTokenClaims = AccessTokenClaims>(
+  verifier: Pick<Verifier<Claims>, 'verify'>,
+  handler: (req: IncomingMessage & { auth: Claims | null }, res: ServerResponse) => unknown,
+  options: MiddlewareOptions & { publicPaths: string[] },
 ): (req: IncomingMessage, res: ServerResponse) => Promise<unknown>;
 
 export declare function expressAuth(

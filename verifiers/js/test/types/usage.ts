@@ -34,6 +34,12 @@ export async function check(token: string): Promise<string> {
 }
 
 http.createServer(requireToken(verifier, (req, res) => res.end(req.auth.libraryId)));
+// With public paths the handler also runs without a token: req.auth may be null.
+http.createServer(
+  requireToken(verifier, (req, res) => res.end(req.auth ? req.auth.sub : 'ok'), { publicPaths: ['/healthz'] }),
+);
+// @ts-expect-error: req.auth is null on a public path
+http.createServer(requireToken(verifier, (req, res) => res.end(req.auth.sub), { publicPaths: ['/healthz'] }));
 export const middleware = expressAuth(verifier, { publicPaths: ['/healthz'] });
 export const deadlines = createTokenDeadlines(verifier, { refreshBefore: 60, recheckInterval: 30 });
 export const code: 4001 = TOKEN_CLOSE_CODE;
