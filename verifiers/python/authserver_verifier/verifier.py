@@ -836,12 +836,15 @@ def require_token(
     ``app = require_token(verifier)(app)``; the wrapped app finds the claims in
     ``environ["authserver.claims"]``. A missing or invalid token gets 401 with an RFC 6750
     §3 ``WWW-Authenticate`` challenge and a JSON body ``{"error", "reason"}``; keys that
-    cannot be fetched get 503. Paths in *public_paths* (e.g. a health check) pass unchecked.
+    cannot be fetched get 503. Paths in *public_paths* (e.g. a health check) pass unchecked,
+    with the claims ``None``.
     """
 
     def wrap(app: WSGIApp) -> WSGIApp:
         def middleware(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
             if environ.get("PATH_INFO", "") in public_paths:
+                # No token was asked for: None, never a value an outer layer left there.
+                environ[CLAIMS_ENVIRON_KEY] = None
                 return app(environ, start_response)
             try:
                 token = bearer_token(environ.get("HTTP_AUTHORIZATION"))

@@ -772,7 +772,14 @@ def test_require_token_middleware(server: AuthServerDouble, issuer: Issuer) -> N
     assert headers["Cache-Control"] == "no-store"
     assert body == {"error": "invalid_token", "reason": "wrong_audience"}
 
-    assert call(app, path="/healthz")[0] == "200 OK"
+    assert call(app, path="/healthz")[:3:2] == ("200 OK", {"claims": None})
+
+    # Claims an outer layer left in the environ do not reach a public path's app.
+    def outer(environ: dict[str, Any], start_response: Any) -> Any:
+        environ[CLAIMS_ENVIRON_KEY] = {"sub": "forged"}
+        return app(environ, start_response)
+
+    assert call(outer, path="/healthz")[2] == {"claims": None}
 
 
 def test_require_token_answers_503_when_keys_cannot_be_fetched(keys: list[RSAKey]) -> None:
