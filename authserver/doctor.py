@@ -23,6 +23,7 @@ from authserver.errors import AuthServerError
 from authserver.errors import StorageError
 from authserver.keys import crypto
 from authserver.keys.model import KeyState
+from authserver.records import UnreadableRecord
 from authserver.settings import MIN_BEARER_TOKEN_LENGTH
 from authserver.settings import Settings
 from authserver.storage.sql import migrate
@@ -156,13 +157,11 @@ def _keys(svc: container.Services, settings: Settings, add: _Add) -> int | None:
     if unreadable:
         # Skipped everywhere (never signed with, never published): an operator should
         # still hear of a record that a bad edit or a disk error left unreadable.
-        names = ", ".join(str(record.name) for record in unreadable[:5])
-        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
         add(
             Finding(
                 "key store",
                 "warning",
-                f"{len(unreadable)} unreadable key record(s) skipped: {names}{more} "
+                f"{len(unreadable)} unreadable key record(s) skipped: {_named(unreadable)} "
                 "('authserver keys list' shows them)",
             )
         )
@@ -192,16 +191,20 @@ def _clients(svc: container.Services, add: _Add) -> None:
         add(Finding("clients", "problem", f"unreadable: {exc}"))
         return
     if unreadable:
-        names = ", ".join(str(record.name) for record in unreadable[:5])
-        more = f" and {len(unreadable) - 5} more" if len(unreadable) > 5 else ""
         add(
             Finding(
                 "clients",
                 "warning",
                 f"{len(unreadable)} unreadable client record(s), refused at every request: "
-                f"{names}{more} ('authserver clients list' shows them)",
+                f"{_named(unreadable)} ('authserver clients list' shows them)",
             )
         )
+
+
+def _named(records: list[UnreadableRecord], shown: int = 5) -> str:
+    """The names of the first *shown* unreadable *records*, and how many more there are."""
+    names = ", ".join(str(record.name) for record in records[:shown])
+    return names + (f" and {len(records) - shown} more" if len(records) > shown else "")
 
 
 def _passphrase(settings: Settings, add: _Add, plaintext: int | None) -> None:

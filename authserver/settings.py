@@ -783,22 +783,20 @@ def read_config_file(path: str | Path) -> dict[str, str]:
         line = _first_line(binding.original.string, binding.original.line)
         # Named by file and line only, never by its text, unless it names a setting: the
         # line may hold a secret (a passphrase pasted on a line of its own).
-        if binding.error or (
-            binding.key is not None and binding.value is None and binding.key not in _KNOWN_ENV
-        ):
+        name = binding.key
+        if binding.error or (name is not None and binding.value is None and name not in _KNOWN_ENV):
             raise ConfigError(
                 f"{file}: line {line}: not a NAME=VALUE line (is an = missing, or a quote "
                 "not closed?)"
             )
-        if binding.key is not None and not _SETTING_NAME.fullmatch(binding.key):
+        if name is None:
+            continue  # a comment or a blank line
+        if not _SETTING_NAME.fullmatch(name):
             raise ConfigError(f"{file}: line {line}: not a setting name (they are {ENV_PREFIX}*)")
-        if binding.key is not None:
-            if binding.key in seen:
-                # The last one won in silence: an edit above an old line did nothing.
-                raise ConfigError(
-                    f"{file}: {binding.key} is set twice (lines {seen[binding.key]} and {line})"
-                )
-            seen[binding.key] = line
+        if name in seen:
+            # The last one won in silence: an edit above an old line did nothing.
+            raise ConfigError(f"{file}: {name} is set twice (lines {seen[name]} and {line})")
+        seen[name] = line
 
     # The values are dotenv's own reading of the file (quotes, escapes), taken literally:
     # no ${VAR} expansion, which turned a passphrase such as 'pa${x}ss' into another one
