@@ -343,6 +343,9 @@ def test_a_stop_while_workers_start_ends_them_at_once(env: dict[str, str]) -> No
             proc.wait()
     log.append(rest)
     assert "Spawning worker-2" in "".join(log), "".join(log)
-    assert "refused to gracefully stop" not in rest, rest
+    # Not asserted: granian's "Killing worker-N after it refused to gracefully stop". It
+    # also logs that for a worker already exiting: a dying process closes its files (which
+    # ends granian's join) a moment before it can be reaped, and granian looks again only
+    # 1 ms later, which a busy machine can miss. The wait is what tells a lost signal.
     assert took < 5, f"stopped after {took:.1f} s:\n{rest}"
     assert proc.returncode == 0, rest
