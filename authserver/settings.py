@@ -32,7 +32,6 @@ from urllib.parse import parse_qs
 from urllib.parse import unquote
 from urllib.parse import urlsplit
 
-import limits
 from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 
@@ -279,6 +278,10 @@ def _rate_limit(raw: str) -> str | None:
     value = raw.strip()
     if value.lower() in ("0", "off"):
         return None
+    # Start-up: the limits package costs about 0.15 s to import (it loads its asyncio
+    # storages); only a command given this setting, and the web workers, pay for it.
+    import limits
+
     try:
         items = limits.parse_many(value)
     except ValueError:

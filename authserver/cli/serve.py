@@ -28,7 +28,6 @@ from authserver.cli.output import fail
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
-from authserver.limits_storage import check_storage
 from authserver.scheduler import KeyScheduler
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
@@ -72,7 +71,10 @@ def prepare(settings: Settings) -> None:
             f"AUTHSERVER_ISSUER: the metadata document is not valid ({exc})"
         ) from None
     # In the master only: a worker that failed to boot would stop the whole server, while
-    # at run time an unreachable limit store fails open (web/limits.py).
+    # at run time an unreachable limit store fails open (web/limits.py). Imported here: the
+    # limits package costs other commands about 0.15 s of start-up.
+    from authserver.limits_storage import check_storage
+
     check_storage(settings)
     svc = container.build(settings)
     try:
