@@ -21,18 +21,16 @@ reach (server-side request forgery) or for holding its threads. So:
 
 from __future__ import annotations
 
-import functools
-import http.client
 import ipaddress
 import logging
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -46,6 +44,11 @@ from authserver.errors import AuthServerError
 from authserver.errors import InvalidInput
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import loads_strict
+
+if TYPE_CHECKING:
+    import http.client
+
+    from authserver.clients.jwks_http import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -96,99 +99,6 @@ class _Flight:
         self.entry: _Entry | None = None
 
 
-class _Deadline:
-    def __init__(self, seconds: float) -> None:
-        self._at = time.monotonic() + seconds
-
-    def remaining(self) -> float:
-        left = self._at - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the jwks_uri fetch took longer than its deadline")
-        return left
-
-
-class _DeadlineSocket(socket.socket):
-    """A TCP socket whose every read and write may take only what is left of the fetch's
-    deadline (``settimeout`` alone bounds each call, not their sum)."""
-
-    deadline: _Deadline
-
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
-        self.settimeout(self.deadline.remaining())
-        return super().recv_into(buffer, nbytes, flags)
-
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
-        self.settimeout(self.deadline.remaining())
-        return super().recv(bufsize, flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self.settimeout(self.deadline.remaining())
-        super().sendall(data, flags)
-
-
-class _DeadlineSSLSocket(ssl.SSLSocket):
-    """The same for TLS (installed through ``SSLContext.sslsocket_class``)."""
-
-    deadline: _Deadline
-
-    def recv_into(self, buffer: Any, nbytes: int | None = None, flags: int = 0) -> int:
-        self.settimeout(self.deadline.remaining())
-        return super().recv_into(buffer, nbytes, flags)
-
-    def recv(self, buflen: int = 1024, flags: int = 0) -> bytes:
-        self.settimeout(self.deadline.remaining())
-        return super().recv(buflen, flags)
-
-    def sendall(self, data: Any, flags: int = 0) -> None:
-        self.settimeout(self.deadline.remaining())
-        super().sendall(data, flags)
-
-
-class _PinnedConnection(http.client.HTTPConnection):
-    """An HTTP/1.1 connection to an address already resolved and checked, with the
-    original host name in ``Host`` and, for https, in SNI and certificate verification."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        address: tuple[Any, ...],
-        family: int,
-        deadline: _Deadline,
-        tls: ssl.SSLContext | None,
-    ) -> None:
-        super().__init__(host, port, timeout=deadline.remaining())
-        self._address = address
-        self._family = family
-        self._deadline = deadline
-        self._tls = tls
-
-    def connect(self) -> None:
-        if self._tls is None:
-            sock = _DeadlineSocket(self._family, socket.SOCK_STREAM)
-            sock.deadline = self._deadline
-        else:
-            sock = socket.socket(self._family, socket.SOCK_STREAM)  # type: ignore[assignment]
-        current: socket.socket = sock
-        try:
-            sock.settimeout(self._deadline.remaining())
-            sock.connect(self._address)
-            if self._tls is not None:
-                wrapped = self._tls.wrap_socket(
-                    sock, server_hostname=self.host, do_handshake_on_connect=False
-                )
-                current = wrapped
-                assert isinstance(wrapped, _DeadlineSSLSocket)
-                wrapped.deadline = self._deadline
-                # CPython bounds the whole handshake by the socket timeout.
-                wrapped.settimeout(self._deadline.remaining())
-                wrapped.do_handshake()
-            self.sock = current
-        except BaseException:
-            current.close()
-            raise
-
-
 def address_allowed(ip: str, policy: FetchPolicy) -> bool:
     """Outside production mode any address; in production only globally routable ones,
     unless the operator allowed private targets."""
@@ -198,17 +108,6 @@ def address_allowed(ip: str, policy: FetchPolicy) -> bool:
     if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
         addr = addr.ipv4_mapped
     return addr.is_global and not addr.is_multicast
-
-
-@functools.cache
-def _default_tls() -> ssl.SSLContext:
-    """One context per process, made at the first https fetch: loading the system trust
-    store costs tens of ms, and every ``container.build`` (each CLI command, each server
-    start) makes a fetcher that most deployments never use. Contexts are safe to share
-    between threads."""
-    tls = ssl.create_default_context()
-    tls.sslsocket_class = _DeadlineSSLSocket
-    return tls
 
 
 class JwksFetcher:
@@ -225,7 +124,9 @@ class JwksFetcher:
         self.policy = policy or FetchPolicy()
         self._clock = clock or SystemClock()
         if tls is not None:
-            tls.sslsocket_class = _DeadlineSSLSocket
+            from authserver.clients.jwks_http import DeadlineSSLSocket  # see jwks_http
+
+            tls.sslsocket_class = DeadlineSSLSocket
         self._tls = tls  # None: the process's default context, at the first https fetch
         self._resolve = resolve
         self._lock = threading.Lock()
@@ -302,6 +203,11 @@ class JwksFetcher:
 
     def fetch(self, uri: str) -> dict[str, Any]:
         """One uncached fetch of *uri*. Raises :class:`JwksUnavailable`."""
+        # Start-up: http.client only in a process that fetches (jwks_http's docstring).
+        import http.client
+
+        from authserver.clients import jwks_http
+
         policy = self.policy
         try:
             check_jwks_uri(uri, allow_http_loopback=not policy.production)
@@ -311,16 +217,16 @@ class JwksFetcher:
         host = parts.hostname or ""
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
-        deadline = _Deadline(policy.timeout)
+        deadline = jwks_http.Deadline(policy.timeout)
         try:
             family, address = self._address(host, port, deadline)
-            connection = _PinnedConnection(
+            connection = jwks_http.PinnedConnection(
                 host,
                 port,
                 address,
                 family,
                 deadline,
-                (self._tls or _default_tls()) if tls else None,
+                (self._tls or jwks_http.default_tls()) if tls else None,
             )
             try:
                 path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -355,7 +261,7 @@ class JwksFetcher:
         except InvalidInput as exc:
             raise JwksUnavailable(str(exc)) from None
 
-    def _address(self, host: str, port: int, deadline: _Deadline) -> tuple[int, tuple[Any, ...]]:
+    def _address(self, host: str, port: int, deadline: Deadline) -> tuple[int, tuple[Any, ...]]:
         future = _RESOLVER.submit(self._resolve, host, port, 0, socket.SOCK_STREAM)
         try:
             infos = future.result(timeout=deadline.remaining())
