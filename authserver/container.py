@@ -10,8 +10,6 @@ import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from sqlalchemy.orm import Session
-
 from authserver.audit.service import AuditService
 from authserver.clients.jwks_fetch import FetchPolicy
 from authserver.clients.jwks_fetch import JwksFetcher
@@ -70,7 +68,7 @@ class Services:
         if self.changes is not None:
             self.changes.start()
 
-    def unit_of_work(self) -> AbstractContextManager[Session]:
+    def unit_of_work(self) -> AbstractContextManager[None]:
         """One transaction: commit at the end, roll back on error."""
         return self.db.unit_of_work()
 

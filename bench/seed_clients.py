@@ -4,7 +4,7 @@
         --auth-file clients.txt [--audience https://sync.example]
 
 Brings the schema to head (the same ``ensure_schema`` that ``authserver serve`` runs), then
-inserts the clients through authserver's own SQLAlchemy table (``ClientRow``) in batches of
+inserts the clients through authserver's own SQLAlchemy table (``CLIENTS``) in batches of
 10,000 rows per multi-row INSERT, with ids and secret digests made by authserver's own
 ``clients.secrets`` functions, and finally bumps the ``clients`` version counter the way
 ``ClientService`` does after any change, so running workers drop their client cache.
@@ -41,13 +41,14 @@ def basic(client_id: str, secret: str) -> str:
 
 def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -> dict[str, object]:
     from sqlalchemy import insert
+    from sqlalchemy import select
 
     from authserver import container
-    from authserver.storage.sql.migrate import ensure_schema
     from authserver.clients import secrets as client_secrets
     from authserver.settings import Settings
     from authserver.storage.sql.engine import bump_counter
-    from authserver.storage.sql.tables import ClientRow
+    from authserver.storage.sql.migrate import ensure_schema
+    from authserver.storage.sql.tables import CLIENTS
 
     started = time.perf_counter()
     settings = Settings.from_env(database_url=database_url, log_level="warning")
@@ -63,15 +64,16 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
         # Secrets are unique (a Bearer-secret profile finds its client by the digest):
         # every seeded client gets its own.
         secrets_by_id = {ids[0]: secret}
-        with svc.unit_of_work() as session:
-            stored = session.get(ClientRow, str(first.client_id))
-            template = {c.key: getattr(stored, c.key) for c in ClientRow.__table__.columns}
+        with svc.unit_of_work():
+            conn = svc.db.connection()
+            stmt = select(CLIENTS).where(CLIENTS.c.client_id == str(first.client_id))
+            template = dict(conn.execute(stmt).mappings().one())
         if template["secret_hash"] != secret_hash:
             raise SystemExit("seed: ClientService stored a different digest than expected")
         now = time.time()
         remaining = count - 1
         index = 1
-        table = ClientRow.__table__
+        table = CLIENTS
         while remaining > 0:
             n = min(BATCH, remaining)
             rows = []
@@ -95,8 +97,9 @@ def seed(database_url: str, count: int, audience: str, auth_file: Path | None) -
                 conn.execute(insert(table), rows)
             remaining -= n
         # What ClientService does after every change: invalidate every worker's cache.
-        with svc.unit_of_work() as session:
-            bump_counter(session, "clients")
+        with svc.unit_of_work():
+            conn = svc.db.connection()
+            bump_counter(conn, "clients")
     finally:
         svc.close()
     if auth_file is not None:

@@ -7,9 +7,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from authserver.storage.sql.tables import Base
+from authserver.storage.sql.tables import metadata as target_metadata
 
-target_metadata = Base.metadata
 config = context.config
 
 

@@ -14,7 +14,7 @@ class AuditStore(Protocol):
 
     def add_many(self, events: Sequence[AuditEvent]) -> None:
         """Add *events* in one statement where the store can (the batched token.issued
-        records: one executemany instead of one ORM object per event)."""
+        records: one executemany instead of one statement per event)."""
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """Matching events, newest first, at most ``query.limit``."""

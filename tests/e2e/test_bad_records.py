@@ -118,15 +118,16 @@ def _insert_bad_rows(db_url: str) -> tuple[set[str], str]:
     postgres = database.engine.dialect.name == "postgresql"
     cast = "CAST({} AS json)" if postgres else "{}"
     try:
-        with database.unit_of_work() as session:
-            session.execute(
+        with database.unit_of_work():
+            conn = database.connection()
+            conn.execute(
                 text(
                     "INSERT INTO signing_keys (kid, alg, public_jwk, created_at, activate_at) "  # noqa: S608 - constant SQL, bound values
                     f"VALUES ('bad-kid', 'RS256', {cast.format(':jwk')}, 1, 1)"
                 ),
                 {"jwk": "{}"},
             )
-            session.execute(
+            conn.execute(
                 text(
                     "INSERT INTO clients (client_id, name, enabled, created_at, updated_at, "  # noqa: S608 - constant SQL, bound values
                     f"audiences, scopes, allowed_claims) VALUES ('as_client_bad', 'bad', true, "
@@ -135,7 +136,7 @@ def _insert_bad_rows(db_url: str) -> tuple[set[str], str]:
                 {"aud": '"not a list"'},
             )
             # A change made elsewhere: every worker re-reads the key store and clients.
-            session.execute(text("UPDATE locks SET counter = counter + 1"))
+            conn.execute(text("UPDATE locks SET counter = counter + 1"))
     finally:
         database.dispose()
     return {"signing_keys row 'bad-kid'"}, "as_client_bad"

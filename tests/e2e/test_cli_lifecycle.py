@@ -181,10 +181,11 @@ def test_audit_retention_purges_old_events(settings: Settings) -> None:
         # Age every event past the retention period, then run the scheduler's housekeeping.
         from sqlalchemy import update
 
-        from authserver.storage.sql.tables import AuditEventRow
+        from authserver.storage.sql.tables import AUDIT_EVENTS
 
-        with svc.unit_of_work() as session:
-            session.execute(update(AuditEventRow).values(at=AuditEventRow.at - 3600))
+        with svc.unit_of_work():
+            conn = svc.db.connection()
+            conn.execute(update(AUDIT_EVENTS).values(at=AUDIT_EVENTS.c.at - 3600))
         with svc.unit_of_work():
             svc.clients.create(name="new")
         assert housekeeping(svc) >= 1

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import create_engine
 
 from authserver.clients.secrets import SECRET_PREFIX
-from authserver.storage.sql.tables import Base
+from authserver.storage.sql.tables import metadata
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json
 from tests.helpers import run_cli
@@ -296,7 +296,7 @@ def _database_dump(db_url: str) -> str:
         with engine.connect() as conn:
             # Every table the application has, from its own metadata: a new table cannot
             # be missed by this search.
-            for table in Base.metadata.sorted_tables:
+            for table in metadata.sorted_tables:
                 rows.extend(conn.execute(table.select()).fetchall())
     finally:
         engine.dispose()

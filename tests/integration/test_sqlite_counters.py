@@ -25,8 +25,9 @@ def url(tmp_path: Path) -> str:
 
 
 def _bump(db: Database, name: str) -> None:
-    with db.unit_of_work() as session:
-        bump_counter(session, name)
+    with db.unit_of_work():
+        conn = db.connection()
+        bump_counter(conn, name)
 
 
 def test_a_commit_by_another_connection_is_seen_on_the_next_read(url: str) -> None:
@@ -54,7 +55,7 @@ def test_a_commit_by_another_process_is_seen_on_the_next_read(url: str) -> None:
         code = (
             "import sys; from authserver.storage.sql.engine import Database, bump_counter\n"
             "db = Database(sys.argv[1])\n"
-            "with db.unit_of_work() as s:\n    bump_counter(s, 'clients')\n"
+            "with db.unit_of_work():\n    bump_counter(db.connection(), 'clients')\n"
         )
         subprocess.run([sys.executable, "-c", code, url], check=True, timeout=60)
         assert reader.read_counter("clients") == before + 1
@@ -66,8 +67,9 @@ def test_the_unit_of_work_sees_its_own_uncommitted_bump(url: str) -> None:
     db = Database(url)
     try:
         before = db.read_counter("clients")
-        with db.unit_of_work() as session:
-            bump_counter(session, "clients")
+        with db.unit_of_work():
+            conn = db.connection()
+            bump_counter(conn, "clients")
             assert db.read_counter("clients") == before + 1
         assert db.read_counter("clients") == before + 1
     finally:

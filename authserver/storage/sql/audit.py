@@ -13,7 +13,7 @@ from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import maps_storage_errors
-from authserver.storage.sql.tables import AuditEventRow
+from authserver.storage.sql.tables import AUDIT_EVENTS
 
 
 @maps_storage_errors
@@ -28,25 +28,25 @@ class SqlAuditStore:
         """One ``executemany`` on the unit of work's connection, with the rows as the
         driver takes them: a batch holds up to a quarter second of every token a worker
         issued, written by a thread that shares the GIL with the request threads, so each
-        row costs no more Python than the driver needs (no ORM bulk insert)."""
+        row costs no more Python than the driver needs (no SQLAlchemy statement)."""
         if events:
-            session = self._db.session()
             sql = self._db.driver_sql(_INSERT)
-            session.connection().exec_driver_sql(sql, [_row(e) for e in events])
+            self._db.connection().exec_driver_sql(sql, [_row(e) for e in events])
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
-        stmt = select(AuditEventRow)
+        c = AUDIT_EVENTS.c
+        stmt = select(AUDIT_EVENTS)
         if query.client_id is not None:
-            stmt = stmt.where(AuditEventRow.client_id == query.client_id)
+            stmt = stmt.where(c.client_id == query.client_id)
         if query.sub is not None:
-            stmt = stmt.where(AuditEventRow.sub == query.sub)
+            stmt = stmt.where(c.sub == query.sub)
         if query.action is not None:
-            stmt = stmt.where(AuditEventRow.action == query.action)
+            stmt = stmt.where(c.action == query.action)
         if query.since is not None:
-            stmt = stmt.where(AuditEventRow.at >= query.since)
+            stmt = stmt.where(c.at >= query.since)
         if query.until is not None:
-            stmt = stmt.where(AuditEventRow.at < query.until)
-        stmt = stmt.order_by(AuditEventRow.at.desc(), AuditEventRow.id.desc()).limit(query.limit)
+            stmt = stmt.where(c.at < query.until)
+        stmt = stmt.order_by(c.at.desc(), c.id.desc()).limit(query.limit)
         return [
             AuditEvent(
                 at=r.at,
@@ -59,15 +59,15 @@ class SqlAuditStore:
                 detail=r.detail or {},
                 id=r.id,
             )
-            for r in self._db.session().scalars(stmt)
+            for r in self._db.connection().execute(stmt)
         ]
 
     def purge(self, before: float) -> int:
-        result = self._db.session().execute(delete(AuditEventRow).where(AuditEventRow.at < before))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        stmt = delete(AUDIT_EVENTS).where(AUDIT_EVENTS.c.at < before)
+        return int(self._db.connection().execute(stmt).rowcount or 0)
 
 
-#: The columns of ``AuditEventRow`` that a new event fills (``id`` is generated).
+#: The columns of ``audit_events`` that a new event fills (``id`` is generated).
 _INSERT = (
     "INSERT INTO audit_events (at, actor, action, client_id, sub, aud, jti, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
@@ -76,7 +76,7 @@ _INSERT = (
 
 def _row(event: AuditEvent) -> tuple[Any, ...]:
     # ``detail`` as the JSON column stores it (SQLAlchemy's JSON type: json.dumps), so
-    # rows written here and rows written through the ORM read back alike.
+    # rows written here and rows written through the table's JSON type read back alike.
     detail = json.dumps(event.detail) if event.detail else None
     return (
         event.at,

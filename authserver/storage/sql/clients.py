@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import delete
 from sqlalchemy import select
 from sqlalchemy import type_coerce
+from sqlalchemy import update
 from sqlalchemy.types import NullType
 
 from authserver.clients.model import Client
@@ -25,26 +26,29 @@ from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import storage_errors
-from authserver.storage.sql.tables import ClientRow
+from authserver.storage.sql.tables import CLIENTS
 
 
-def _fill(row: ClientRow, client: Client) -> None:
-    row.name = client.name
-    row.secret_hash = client.secret_hash
-    row.audiences = list(client.policy.audiences)
-    row.scopes = list(client.policy.scopes)
-    row.allowed_claims = list(client.policy.allowed_claims)
-    row.token_ttl = client.policy.token_ttl
-    row.require_sub = client.policy.require_sub
-    row.enabled = client.enabled
-    row.jwks = client.jwks
-    row.jwks_uri = client.jwks_uri
-    row.created_at = client.created_at
-    row.updated_at = client.updated_at
-    row.profile = client.policy.profile
-    row.fixed_claims = dict(client.policy.fixed_claims) or None
-    row.previous_secret_hash = client.previous_secret_hash
-    row.previous_secret_expires_at = client.previous_secret_expires_at
+def _values(client: Client) -> dict[str, Any]:
+    """The column values of *client*'s row, but its id."""
+    return {
+        "name": client.name,
+        "secret_hash": client.secret_hash,
+        "audiences": list(client.policy.audiences),
+        "scopes": list(client.policy.scopes),
+        "allowed_claims": list(client.policy.allowed_claims),
+        "token_ttl": client.policy.token_ttl,
+        "require_sub": client.policy.require_sub,
+        "enabled": client.enabled,
+        "jwks": client.jwks,
+        "jwks_uri": client.jwks_uri,
+        "created_at": client.created_at,
+        "updated_at": client.updated_at,
+        "profile": client.policy.profile,
+        "fixed_claims": dict(client.policy.fixed_claims) or None,
+        "previous_secret_hash": client.previous_secret_hash,
+        "previous_secret_expires_at": client.previous_secret_expires_at,
+    }
 
 
 #: The columns of a client row, in the order of ``_GET``. The DB-API read of one row
@@ -83,7 +87,7 @@ _GET_BY_SECRET = (
 
 def _json(value: Any) -> Any:
     """A JSON column as the driver returns it: text on SQLite, often already decoded by
-    psycopg on PostgreSQL (and always by the ORM)."""
+    psycopg on PostgreSQL (and always by SQLAlchemy's JSON type)."""
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -149,9 +153,7 @@ def _client(values: Mapping[Any, Any]) -> Client:
 
 #: Every column, read without SQLAlchemy's per-type decoding (``NullType``): a row whose
 #: JSON does not parse would otherwise fail the whole result, not just that row.
-_RAW_COLUMNS = [
-    type_coerce(ClientRow.__table__.c[name], NullType()).label(name) for name in _COLUMNS
-]
+_RAW_COLUMNS = [type_coerce(CLIENTS.c[name], NullType()).label(name) for name in _COLUMNS]
 
 
 #: The ``locks`` row whose counter changes with every client change (cache validation).
@@ -167,32 +169,30 @@ class SqlClientStore:
         return self._db.read_counter(VERSION_NAME)
 
     def _changed(self) -> None:
-        bump_counter(self._db.session(), VERSION_NAME)
+        bump_counter(self._db.connection(), VERSION_NAME)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
         # The row of the version counter, as the key store's lock: a row lock on
         # PostgreSQL, the write lock on SQLite, held until the unit of work ends; reads
-        # after it (Database.read_one on the open session) see every change committed
+        # after it (Database.read_one on the open connection) see every change committed
         # before it. Its own statements map their errors here (maps_storage_errors only
         # covers the call that builds this context manager).
         with storage_errors(self._db.url):
-            bump_counter(self._db.session(), VERSION_NAME)
+            bump_counter(self._db.connection(), VERSION_NAME)
         yield
 
     def add(self, client: Client) -> None:
-        row = ClientRow(client_id=str(client.client_id))
-        _fill(row, client)
-        values = {c.key: getattr(row, c.key) for c in ClientRow.__table__.columns}
+        values = {"client_id": str(client.client_id), **_values(client)}
         # INSERT … ON CONFLICT DO NOTHING: a duplicate id leaves the unit of work usable
-        # (a failed flush would roll back everything else it holds).
-        if not insert_or_ignore(self._db.session(), ClientRow, values):
+        # (a failed INSERT would roll back everything else it holds).
+        if not insert_or_ignore(self._db.connection(), CLIENTS, values):
             raise Conflict(f"client {client.client_id} already exists")
         self._changed()
 
     def get(self, client_id: ClientId) -> Client | None:
         # A raw read (Database.read_one): on a token request's cache miss this needs no
-        # ORM session and no transaction.
+        # transaction.
         row = self._db.read_one(_GET, str(client_id))
         return _client(dict(zip(_COLUMNS, row, strict=True))) if row is not None else None
 
@@ -206,8 +206,8 @@ class SqlClientStore:
     def scan(self) -> Scan[Client]:
         clients: list[Client] = []
         unreadable: list[UnreadableRecord] = []
-        stmt = select(*_RAW_COLUMNS).order_by(ClientRow.created_at, ClientRow.client_id)
-        for row in self._db.session().execute(stmt).mappings():
+        stmt = select(*_RAW_COLUMNS).order_by(CLIENTS.c.created_at, CLIENTS.c.client_id)
+        for row in self._db.connection().execute(stmt).mappings():
             try:
                 clients.append(_client(row))
             except UnreadableRecord as exc:
@@ -215,17 +215,17 @@ class SqlClientStore:
         return Scan(clients, unreadable)
 
     def update(self, client: Client) -> None:
-        session = self._db.session()
-        row = session.get(ClientRow, str(client.client_id))
-        if row is None:
+        stmt = (
+            update(CLIENTS)
+            .where(CLIENTS.c.client_id == str(client.client_id))
+            .values(**_values(client))
+        )
+        if not self._db.connection().execute(stmt).rowcount:
             raise NotFound(f"no client with id {client.client_id!r}")
-        _fill(row, client)
-        session.flush()
         self._changed()
 
     def delete(self, client_id: ClientId) -> None:
-        session = self._db.session()
-        result = session.execute(delete(ClientRow).where(ClientRow.client_id == str(client_id)))
-        if not result.rowcount:  # type: ignore[attr-defined]
+        stmt = delete(CLIENTS).where(CLIENTS.c.client_id == str(client_id))
+        if not self._db.connection().execute(stmt).rowcount:
             raise NotFound(f"no client with id {client_id!r}")
         self._changed()

@@ -1,4 +1,4 @@
-"""Engine, sessions and the unit of work: one transaction per request, command or tick."""
+"""Engines, connections and the unit of work: one transaction per request, command or tick."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from typing import Any
 from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy import Engine
+from sqlalchemy import Table
 from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import text
@@ -26,8 +28,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from sqlalchemy.orm import Session
-from sqlalchemy.orm import sessionmaker
 
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
@@ -36,7 +36,7 @@ from authserver.settings import redact_url
 from authserver.settings import sqlite_in_memory
 from authserver.storage.sql import raw
 from authserver.storage.sql.notify import CHANNEL
-from authserver.storage.sql.tables import LockRow
+from authserver.storage.sql.tables import LOCKS
 
 #: PostgreSQL: give up on a connection attempt after this many seconds (libpq
 #: ``connect_timeout``; its default is to wait forever, and 2 is the least it accepts).
@@ -268,18 +268,18 @@ def sqlite_file(url: str) -> str | None:
 
 
 class _Unit:
-    """One unit of work; its session is opened on first use, so a request that needs no
-    database work (a JWKS GET, a token issued from cached state) costs no session at all."""
+    """One unit of work; its connection is opened on first use, so a request that needs no
+    database work (a JWKS GET, a token issued from cached state) costs no connection at all."""
 
-    __slots__ = ("session",)
+    __slots__ = ("conn",)
 
     def __init__(self) -> None:
-        self.session: Session | None = None
+        self.conn: Connection | None = None
 
 
 class _LazyUnitOfWork:
-    """A unit of work whose session (and connection) is opened only if a store asks for
-    one: committed when the block ends normally, rolled back when it raises. A class, not
+    """A unit of work whose connection (and transaction) is opened only if a store asks
+    for one: committed when the block ends normally, rolled back when it raises. A class, not
     a generator-based context manager: the lean WSGI layer opens one per request."""
 
     __slots__ = ("_db", "_token")
@@ -295,13 +295,13 @@ class _LazyUnitOfWork:
 
 
 class Database:
-    """Owns the engines and the session of the current unit of work.
+    """Owns the engines and the connection of the current unit of work.
 
     Two engines on the same database: the main one for units of work (transactions,
     ``pool_pre_ping``), and a small autocommit one for :meth:`read_one`, the hot path's
     single-statement reads that need no transaction (the cache version counters and a
     client row on a cache miss). A token request then costs one statement round trip
-    instead of four (pre-ping, BEGIN, SELECT, COMMIT) and no ORM session.
+    instead of four (pre-ping, BEGIN, SELECT, COMMIT).
     """
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
@@ -312,7 +312,6 @@ class Database:
         self._reads_lock = threading.Lock()
         path = sqlite_file(url)
         self._counters = raw.SqliteCounters(path) if path and not make_url(url).query else None
-        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._current: contextvars.ContextVar[_Unit | None] = contextvars.ContextVar(
             f"authserver_unit_{id(self)}", default=None
         )
@@ -326,48 +325,52 @@ class Database:
         query = make_url(self.url).query
         return {k: v for k, v in _POSTGRES_CONNECT_ARGS.items() if k not in query}
 
-    def session(self) -> Session:
-        """The session of the current unit of work (stores call this), opened on first use."""
+    @_database_errors
+    def connection(self) -> Connection:
+        """The connection of the current unit of work (stores call this), opened on first
+        use; its transaction begins with its first statement."""
         unit = self._current.get()
         if unit is None:
             raise RuntimeError("no unit of work: wrap the call in Database.unit_of_work()")
-        if unit.session is None:
-            unit.session = self._sessions()
-        return unit.session
+        if unit.conn is None:
+            unit.conn = self.engine.connect()
+        return unit.conn
 
     def begin(self) -> contextvars.Token[_Unit | None]:
         """Start a unit of work bound to the current context; pair with :meth:`end`. Opens
-        nothing until a store asks for :meth:`session`."""
+        nothing until a store asks for :meth:`connection`."""
         return self._current.set(_Unit())
 
     @_database_errors
     def end(self, token: contextvars.Token[_Unit | None], *, commit: bool) -> None:
         """Commit (or roll back) and close the unit of work started by :meth:`begin`."""
         unit = self._current.get()
-        session = unit.session if unit is not None else None
+        conn = unit.conn if unit is not None else None
         try:
-            if session is not None:
+            if conn is not None:
                 if commit:
-                    session.commit()
+                    conn.commit()
                 else:
-                    session.rollback()
+                    conn.rollback()
         finally:
-            if session is not None:
-                session.close()
+            if conn is not None:
+                conn.close()
             self._current.reset(token)
 
     @contextmanager
-    def unit_of_work(self) -> Iterator[Session]:
+    def unit_of_work(self) -> Iterator[None]:
         """Commit once at the end, roll back on any exception. Re-entrant: a nested call
-        joins the outer unit of work."""
+        joins the outer unit of work. Its connection opens when a store first asks for it
+        (:meth:`connection`): a unit that needs no database (a key tick on a file key
+        store) works while the database is down."""
         if self._current.get() is not None:
-            yield self.session()
+            yield
             return
         with self.lazy_unit_of_work():
-            yield self.session()
+            yield
 
     def lazy_unit_of_work(self) -> AbstractContextManager[None]:
-        """A unit of work that opens its session only when a store asks for one (a token
+        """A unit of work that opens its connection only when a store asks for one (a token
         issued from cached state costs no transaction); not re-entrant."""
         return _LazyUnitOfWork(self)
 
@@ -378,10 +381,10 @@ class Database:
     @_database_errors
     def read_counter(self, name: str) -> int:
         """The current value of a ``locks`` counter (0 before first use); it runs on every
-        token request. On a SQLite file, outside an open session, from
+        token request. On a SQLite file, outside an open unit of work, from
         :class:`~authserver.storage.sql.raw.SqliteCounters` (no read at all while nothing
         was committed); otherwise one :meth:`read_one`."""
-        if self._counters is not None and self._open_session() is None:
+        if self._counters is not None and self._open_connection() is None:
             return self._counters.read(name)
         row = self.read_one(raw.COUNTER_SQL, name)
         return int(row[0]) if row else 0
@@ -391,20 +394,19 @@ class Database:
         """The first row of *sql* (positional ``?`` placeholders) as the driver returns it
         (no SQLAlchemy type processing): the reads on every token request.
 
-        Inside a unit of work whose session is already open, on that session's connection,
-        so the read sees the unit's own uncommitted writes (after flushing them); otherwise
-        on the autocommit engine, through :func:`~authserver.storage.sql.raw.read_one`."""
-        session = self._open_session()
-        if session is not None:
-            session.flush()
-            found = session.connection().exec_driver_sql(self.driver_sql(sql), params).first()
+        Inside a unit of work whose connection is already open, on that connection, so the
+        read sees the unit's own uncommitted writes; otherwise on the autocommit engine,
+        through :func:`~authserver.storage.sql.raw.read_one`."""
+        conn = self._open_connection()
+        if conn is not None:
+            found = conn.exec_driver_sql(self.driver_sql(sql), params).first()
             return tuple(found) if found is not None else None
         return raw.read_one(self._read_engine(), sql, params)
 
-    def _open_session(self) -> Session | None:
-        """The current unit of work's session if one is open (its writes must be seen)."""
+    def _open_connection(self) -> Connection | None:
+        """The current unit of work's connection if one is open (its writes must be seen)."""
         unit = self._current.get()
-        return unit.session if unit is not None else None
+        return unit.conn if unit is not None else None
 
     def _read_engine(self) -> Engine:
         if self._reads is None:
@@ -439,14 +441,14 @@ class Database:
             self._reads.dispose()
 
 
-def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bool:
+def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """``INSERT … ON CONFLICT DO NOTHING``: True when the row was inserted.
 
     Atomic on both databases without a SAVEPOINT (pysqlite's legacy transaction handling
     makes SAVEPOINTs unreliable), so "first writer wins" checks (assertion replay,
     revocation) hold under concurrency.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":
         # Start-up: each process imports only the dialect it runs on (its engine has
         # loaded it already), so one on PostgreSQL never loads SQLite's for this.
         from sqlalchemy.dialects.postgresql import insert
@@ -455,25 +457,22 @@ def insert_or_ignore(session: Session, table: Any, values: dict[str, Any]) -> bo
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1, which would
     # make every duplicate look inserted. A returned row is unambiguous.
-    core_table = getattr(table, "__table__", table)
-    stmt = insert(core_table).values(**values).on_conflict_do_nothing()
-    key = next(iter(core_table.primary_key.columns))
-    return session.execute(stmt.returning(key)).first() is not None
+    stmt = insert(table).values(**values).on_conflict_do_nothing()
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(key)).first() is not None
 
 
-def bump_counter(session: Session, name: str) -> None:
+def bump_counter(conn: Connection, name: str) -> None:
     """Increment the named row of ``locks``, creating it on first use.
 
     The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) until the unit of
     work ends, so it doubles as a cross-process lock; the counter is a version caches read.
     """
-    bump = update(LockRow).where(LockRow.name == name).values(counter=LockRow.counter + 1)
-    if not session.execute(bump).rowcount:  # type: ignore[attr-defined]
-        insert_or_ignore(session, LockRow, {"name": name, "counter": 0})
-        session.execute(bump)
-    if session.get_bind().dialect.name == "postgresql":
+    bump = update(LOCKS).where(LOCKS.c.name == name).values(counter=LOCKS.c.counter + 1)
+    if not conn.execute(bump).rowcount:
+        insert_or_ignore(conn, LOCKS, {"name": name, "counter": 0})
+        conn.execute(bump)
+    if conn.dialect.name == "postgresql":
         # Announce the change to every listening worker (storage/sql/notify.py).
         # PostgreSQL delivers it when, and only if, this transaction commits.
-        session.execute(
-            text("SELECT pg_notify(:channel, :name)"), {"channel": CHANNEL, "name": name}
-        )
+        conn.execute(text("SELECT pg_notify(:channel, :name)"), {"channel": CHANNEL, "name": name})

@@ -9,8 +9,10 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import delete
+from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import type_coerce
+from sqlalchemy import update
 from sqlalchemy.types import NullType
 
 from authserver.errors import NotFound
@@ -23,14 +25,14 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import storage_errors
-from authserver.storage.sql.tables import SigningKeyRow
+from authserver.storage.sql.tables import SIGNING_KEYS
 
 LOCK_NAME = "signing_keys"
 
 
 #: Every column, read without SQLAlchemy's per-type decoding (``NullType``): a row whose
 #: JSON does not parse would otherwise fail the whole result, not just that row.
-_RAW_COLUMNS = [type_coerce(c, NullType()).label(c.key) for c in SigningKeyRow.__table__.c]
+_RAW_COLUMNS = [type_coerce(c, NullType()).label(c.key) for c in SIGNING_KEYS.c]
 
 
 def _to_model(values: Mapping[Any, Any]) -> SigningKey:
@@ -63,20 +65,23 @@ def _to_model(values: Mapping[Any, Any]) -> SigningKey:
         raise UnreadableRecord(name, str(exc)) from None
 
 
-def _fill(row: SigningKeyRow, key: SigningKey) -> None:
-    row.alg = key.alg
-    row.private_pem = key.private_pem
-    row.public_jwk = dict(key.public_jwk)
-    row.created_at = key.created_at
-    row.activate_at = key.activate_at
-    row.deactivate_at = key.deactivate_at
-    row.retired_at = key.retired_at
-    row.retention = key.retention
+def _values(key: SigningKey) -> dict[str, Any]:
+    """The column values of *key*'s row, but its kid."""
+    return {
+        "alg": key.alg,
+        "private_pem": key.private_pem,
+        "public_jwk": dict(key.public_jwk),
+        "created_at": key.created_at,
+        "activate_at": key.activate_at,
+        "deactivate_at": key.deactivate_at,
+        "retired_at": key.retired_at,
+        "retention": key.retention,
+    }
 
 
 @maps_storage_errors
 class SqlKeyStore:
-    """Keys in ``signing_keys``; the lock is a row lock on ``locks`` (see ``LockRow``)."""
+    """Keys in ``signing_keys``; the lock is a row lock on ``locks`` (see ``LOCKS``)."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -86,11 +91,9 @@ class SqlKeyStore:
         # Not covered by maps_storage_errors (it maps errors of the call, which only
         # builds this context manager): the lock's own statements map theirs here.
         with storage_errors(self._db.url):
-            bump_counter(self._db.session(), LOCK_NAME)
+            bump_counter(self._db.connection(), LOCK_NAME)
         # Held until the surrounding unit of work commits or rolls back.
         yield
-        with storage_errors(self._db.url):
-            self._db.session().flush()
 
     def list(self) -> list[SigningKey]:
         return self.scan().records
@@ -98,8 +101,7 @@ class SqlKeyStore:
     def scan(self) -> Scan[SigningKey]:
         keys: list[SigningKey] = []
         unreadable: list[UnreadableRecord] = []
-        # A Core read: never an ORM object that could mask a newer row read under the lock.
-        for row in self._db.session().execute(select(*_RAW_COLUMNS)).mappings():
+        for row in self._db.connection().execute(select(*_RAW_COLUMNS)).mappings():
             try:
                 keys.append(_to_model(row))
             except UnreadableRecord as exc:
@@ -107,26 +109,21 @@ class SqlKeyStore:
         return Scan(keys, unreadable)
 
     def add(self, key: SigningKey) -> None:
-        session = self._db.session()
-        row = SigningKeyRow(kid=str(key.kid))
-        _fill(row, key)
-        session.add(row)
-        session.flush()
-        bump_counter(session, LOCK_NAME)
+        conn = self._db.connection()
+        conn.execute(insert(SIGNING_KEYS).values(kid=str(key.kid), **_values(key)))
+        bump_counter(conn, LOCK_NAME)
 
     def update(self, key: SigningKey) -> None:
-        session = self._db.session()
-        row = session.get(SigningKeyRow, str(key.kid))
-        if row is None:
+        conn = self._db.connection()
+        stmt = update(SIGNING_KEYS).where(SIGNING_KEYS.c.kid == str(key.kid)).values(**_values(key))
+        if not conn.execute(stmt).rowcount:
             raise NotFound(f"no signing key with kid {key.kid!r}")
-        _fill(row, key)
-        session.flush()
-        bump_counter(session, LOCK_NAME)
+        bump_counter(conn, LOCK_NAME)
 
     def delete(self, kid: Kid) -> None:
-        session = self._db.session()
-        session.execute(delete(SigningKeyRow).where(SigningKeyRow.kid == str(kid)))
-        bump_counter(session, LOCK_NAME)
+        conn = self._db.connection()
+        conn.execute(delete(SIGNING_KEYS).where(SIGNING_KEYS.c.kid == str(kid)))
+        bump_counter(conn, LOCK_NAME)
 
     def version(self) -> str:
         return str(self._db.read_counter(LOCK_NAME))

@@ -8,8 +8,8 @@ bench/RESULTS.md has the measurement), so these reads go to the driver directly:
 files. Values come back as the driver returns them; the stores decode them
 (``storage/sql/clients.py``). What this module must keep true is pinned by
 ``tests/integration/contracts/test_raw_reads.py`` on SQLite and PostgreSQL: the same values
-as the ORM reads, the unit of work's own writes visible, other connections' commits seen at
-once, and a dead pooled connection retried once.
+as SQLAlchemy's typed reads, the unit of work's own writes visible, other connections'
+commits seen at once, and a dead pooled connection retried once.
 """
 
 from __future__ import annotations

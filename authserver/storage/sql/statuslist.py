@@ -6,17 +6,17 @@ from collections.abc import Iterable
 
 from sqlalchemy import and_
 from sqlalchemy import delete
+from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
-from sqlalchemy.orm import Session
 
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
-from authserver.storage.sql.tables import AuditEventRow
-from authserver.storage.sql.tables import StatusBlockRow
-from authserver.storage.sql.tables import StatusRevocationRow
+from authserver.storage.sql.tables import AUDIT_EVENTS
+from authserver.storage.sql.tables import STATUS_BLOCKS
+from authserver.storage.sql.tables import STATUS_REVOCATIONS
 from authserver.tokens.statuslist import BLOCK_SIZE
 from authserver.tokens.statuslist import BLOCKS_PER_LIST
 from authserver.tokens.statuslist import Block
@@ -36,7 +36,7 @@ class SqlStatusListStore:
     def lease_block(
         self, now: float, hold_until: float, release: tuple[Block, float] | None
     ) -> Block:
-        # Its own session and transaction, committed here: the caller (a token request)
+        # Its own connection and transaction, committed here: the caller (a token request)
         # may roll back, and indices from a lease that was never committed could be leased
         # again by another process. On SQLite this needs the one write lock, so the
         # caller's unit of work must not hold it: it would wait for itself until the busy
@@ -44,45 +44,44 @@ class SqlStatusListStore:
         # assertion's jti commits in its own transaction (revocations.py) and the
         # token.issued audit record comes after the token
         # (tests/integration/test_statuslist_lease_sqlite.py).
-        with Session(self._db.engine) as session, session.begin():
+        blocks, revoked = STATUS_BLOCKS.c, STATUS_REVOCATIONS.c
+        with self._db.engine.begin() as conn:
             # Serialise leases across processes and instances (row lock on PostgreSQL,
             # the write lock on SQLite) so two never take the same free block.
-            bump_counter(session, LEASE_LOCK)
+            bump_counter(conn, LEASE_LOCK)
             if release is not None:
                 old, until = release
-                session.execute(
-                    update(StatusBlockRow)
-                    .where(StatusBlockRow.list_id == old.list_id, StatusBlockRow.block == old.block)
-                    .where(StatusBlockRow.held_until > until)
+                conn.execute(
+                    update(STATUS_BLOCKS)
+                    .where(blocks.list_id == old.list_id, blocks.block == old.block)
+                    .where(blocks.held_until > until)
                     .values(held_until=until)
                 )
-            free = session.execute(
-                select(StatusBlockRow.list_id, StatusBlockRow.block)
-                .where(StatusBlockRow.held_until < now)
-                .order_by(StatusBlockRow.list_id, StatusBlockRow.block)
+            free = conn.execute(
+                select(blocks.list_id, blocks.block)
+                .where(blocks.held_until < now)
+                .order_by(blocks.list_id, blocks.block)
                 .limit(1)
             ).first()
             if free is not None:
                 block = Block(int(free[0]), int(free[1]))
-                session.execute(
-                    update(StatusBlockRow)
-                    .where(
-                        StatusBlockRow.list_id == block.list_id, StatusBlockRow.block == block.block
-                    )
+                conn.execute(
+                    update(STATUS_BLOCKS)
+                    .where(blocks.list_id == block.list_id, blocks.block == block.block)
                     .values(leased_at=now, held_until=hold_until)
                 )
                 # Every token that held an index here has expired: its bit goes back to 0.
-                session.execute(
-                    delete(StatusRevocationRow).where(
-                        StatusRevocationRow.list_id == block.list_id,
-                        StatusRevocationRow.idx >= block.first,
-                        StatusRevocationRow.idx < block.first + BLOCK_SIZE,
+                conn.execute(
+                    delete(STATUS_REVOCATIONS).where(
+                        revoked.list_id == block.list_id,
+                        revoked.idx >= block.first,
+                        revoked.idx < block.first + BLOCK_SIZE,
                     )
                 )
                 return block
-            last = session.execute(
-                select(StatusBlockRow.list_id, StatusBlockRow.block)
-                .order_by(StatusBlockRow.list_id.desc(), StatusBlockRow.block.desc())
+            last = conn.execute(
+                select(blocks.list_id, blocks.block)
+                .order_by(blocks.list_id.desc(), blocks.block.desc())
                 .limit(1)
             ).first()
             if last is None:
@@ -91,22 +90,22 @@ class SqlStatusListStore:
                 block = Block(int(last[0]), int(last[1]) + 1)
             else:
                 block = Block(int(last[0]) + 1, 0)
-            session.add(
-                StatusBlockRow(
+            conn.execute(
+                insert(STATUS_BLOCKS).values(
                     list_id=block.list_id, block=block.block, leased_at=now, held_until=hold_until
                 )
             )
             if block.block == 0:
-                bump_counter(session, VERSION)  # a new list: servers' list of lists changes
+                bump_counter(conn, VERSION)  # a new list: servers' list of lists changes
             return block
 
     def revoke(self, entries: Iterable[StatusEntry], now: float) -> int:
-        session = self._db.session()
+        conn = self._db.connection()
         added = 0
         for entry in entries:
             added += insert_or_ignore(
-                session,
-                StatusRevocationRow,
+                conn,
+                STATUS_REVOCATIONS,
                 {
                     "list_id": entry.list_id,
                     "idx": entry.idx,
@@ -115,13 +114,14 @@ class SqlStatusListStore:
                 },
             )
         if added:
-            bump_counter(session, VERSION)
+            bump_counter(conn, VERSION)
         return added
 
     def revoked_indices(self, list_id: int) -> list[int]:
-        stmt = select(StatusRevocationRow.idx).where(StatusRevocationRow.list_id == list_id)
-        with self._db.unit_of_work() as session:
-            return [int(i) for i in session.scalars(stmt)]
+        c = STATUS_REVOCATIONS.c
+        stmt = select(c.idx).where(c.list_id == list_id)
+        with self._db.unit_of_work():
+            return [int(i) for i in self._db.connection().scalars(stmt)]
 
     def is_revoked(self, list_id: int, idx: int) -> bool:
         row = self._db.read_one(
@@ -130,9 +130,10 @@ class SqlStatusListStore:
         return row is not None
 
     def list_ids(self) -> list[int]:
-        stmt = select(StatusBlockRow.list_id).distinct().order_by(StatusBlockRow.list_id)
-        with self._db.unit_of_work() as session:
-            return [int(i) for i in session.scalars(stmt)]
+        c = STATUS_BLOCKS.c
+        stmt = select(c.list_id).distinct().order_by(c.list_id)
+        with self._db.unit_of_work():
+            return [int(i) for i in self._db.connection().scalars(stmt)]
 
     def version(self) -> int:
         return self._db.read_counter(VERSION)
@@ -145,16 +146,17 @@ class SqlStatusListStore:
         client_id: str | None = None,
         until: float | None = None,
     ) -> list[StatusEntry]:
-        conditions = [AuditEventRow.action == "token.issued", AuditEventRow.at >= since]
+        c = AUDIT_EVENTS.c
+        conditions = [c.action == "token.issued", c.at >= since]
         if until is not None:
-            conditions.append(AuditEventRow.at <= until)
+            conditions.append(c.at <= until)
         if sub is not None:
-            conditions.append(AuditEventRow.sub == sub)
+            conditions.append(c.sub == sub)
         if client_id is not None:
-            conditions.append(AuditEventRow.client_id == client_id)
-        stmt = select(AuditEventRow.detail).where(and_(*conditions))
+            conditions.append(c.client_id == client_id)
+        stmt = select(c.detail).where(and_(*conditions))
         entries = []
-        for detail in self._db.session().scalars(stmt):
+        for detail in self._db.connection().scalars(stmt):
             if not isinstance(detail, dict):
                 continue
             list_id, idx, exp = (
@@ -167,7 +169,5 @@ class SqlStatusListStore:
         return entries
 
     def purge(self, now: float) -> int:
-        result = self._db.session().execute(
-            delete(StatusRevocationRow).where(StatusRevocationRow.expires_at < now)
-        )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        stmt = delete(STATUS_REVOCATIONS).where(STATUS_REVOCATIONS.c.expires_at < now)
+        return int(self._db.connection().execute(stmt).rowcount or 0)

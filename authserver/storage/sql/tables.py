@@ -2,24 +2,25 @@
 
 Timestamps are stored as float POSIX seconds (``Double``): the domain works in those, no
 timezone conversion can creep in, and both databases compare them exactly.
+
+Core tables, not ORM classes: the stores map rows to domain models themselves
+(``storage/sql/*.py``), so nothing needs an identity map or a session, and no process pays
+for importing ``sqlalchemy.orm`` (about a seventh of a command's start-up).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy import JSON
 from sqlalchemy import Boolean
+from sqlalchemy import Column
 from sqlalchemy import Double
 from sqlalchemy import Integer
 from sqlalchemy import LargeBinary
 from sqlalchemy import MetaData
 from sqlalchemy import String
+from sqlalchemy import Table
 from sqlalchemy import Text
 from sqlalchemy import false
-from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.orm import Mapped
-from sqlalchemy.orm import mapped_column
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -29,129 +30,128 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-
-class Base(DeclarativeBase):
-    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-class ClientRow(Base):
-    __tablename__ = "clients"
-
+CLIENTS = Table(
+    "clients",
+    metadata,
     #: The public identifier, ``as_client_…``.
-    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(200))
+    Column("client_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
     #: ``sha256$<hex>`` of the secret; never the secret itself. NULL for private_key_jwt.
     #: Unique and indexed: a Bearer-authenticating (``stream``) client is found by it.
-    secret_hash: Mapped[str | None] = mapped_column(String(100), unique=True)
-    audiences: Mapped[list[str]] = mapped_column(JSON, default=list)
-    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
-    allowed_claims: Mapped[list[str]] = mapped_column(JSON, default=list)
-    token_ttl: Mapped[int | None] = mapped_column(Integer)
+    Column("secret_hash", String(100), unique=True),
+    Column("audiences", JSON, default=list, nullable=False),
+    Column("scopes", JSON, default=list, nullable=False),
+    Column("allowed_claims", JSON, default=list, nullable=False),
+    Column("token_ttl", Integer),
     #: Every token request of this client must name a user (``sub``).
-    require_sub: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
-    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
-    jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
-    jwks_uri: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[float] = mapped_column(Double)
-    updated_at: Mapped[float] = mapped_column(Double)
+    Column("require_sub", Boolean, default=False, server_default=false(), nullable=False),
+    Column("enabled", Boolean, default=True, nullable=False),
+    Column("jwks", JSON(none_as_null=True)),
+    Column("jwks_uri", Text),
+    Column("created_at", Double, nullable=False),
+    Column("updated_at", Double, nullable=False),
     #: The request/response dialect (``authserver.profiles``).
-    profile: Mapped[str] = mapped_column(String(32), default="oauth2", server_default="oauth2")
+    Column("profile", String(32), default="oauth2", server_default="oauth2", nullable=False),
     #: Claims every token of the client carries (operator-set).
-    fixed_claims: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    Column("fixed_claims", JSON(none_as_null=True)),
     #: After a rotation with a grace period: the old secret's digest and when it stops
     #: being accepted.
-    previous_secret_hash: Mapped[str | None] = mapped_column(String(100), index=True)
-    previous_secret_expires_at: Mapped[float | None] = mapped_column(Double)
+    Column("previous_secret_hash", String(100), index=True),
+    Column("previous_secret_expires_at", Double),
+)
 
 
-class SigningKeyRow(Base):
-    __tablename__ = "signing_keys"
-
+SIGNING_KEYS = Table(
+    "signing_keys",
+    metadata,
     #: RFC 7638 thumbprint.
-    kid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    alg: Mapped[str] = mapped_column(String(16), default="RS256")
+    Column("kid", String(64), primary_key=True),
+    Column("alg", String(16), default="RS256", nullable=False),
     #: PKCS#8 PEM, encrypted when a passphrase is configured; NULL once destroyed.
-    private_pem: Mapped[bytes | None] = mapped_column(LargeBinary)
-    public_jwk: Mapped[dict[str, Any]] = mapped_column(JSON)
-    created_at: Mapped[float] = mapped_column(Double)
-    activate_at: Mapped[float] = mapped_column(Double)
-    deactivate_at: Mapped[float | None] = mapped_column(Double)
-    retired_at: Mapped[float | None] = mapped_column(Double)
+    Column("private_pem", LargeBinary),
+    Column("public_jwk", JSON, nullable=False),
+    Column("created_at", Double, nullable=False),
+    Column("activate_at", Double, nullable=False),
+    Column("deactivate_at", Double),
+    Column("retired_at", Double),
     #: Seconds the key stays published after it stops signing, recorded with it
     #: (``SigningKey.retention``); NULL on keys from before migration 0008.
-    retention: Mapped[float | None] = mapped_column(Double)
+    Column("retention", Double),
+)
 
 
-class LockRow(Base):
-    """Named cross-process locks, taken with ``UPDATE … SET counter = counter + 1``.
-
-    A row lock serialises writers on PostgreSQL and the write it implies takes SQLite's
-    database write lock, so one mechanism works on both; ``counter`` doubles as the
-    version number caches compare.
-    """
-
-    __tablename__ = "locks"
-
-    name: Mapped[str] = mapped_column(String(32), primary_key=True)
-    counter: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class RevokedTokenRow(Base):
-    """RFC 7009 revocations, kept until the token would have expired anyway."""
-
-    __tablename__ = "revoked_tokens"
-
-    jti: Mapped[str] = mapped_column(String(128), primary_key=True)
-    client_id: Mapped[str] = mapped_column(String(64))
-    revoked_at: Mapped[float] = mapped_column(Double)
-    expires_at: Mapped[float] = mapped_column(Double, index=True)
+#: Named cross-process locks, taken with ``UPDATE … SET counter = counter + 1``.
+#:
+#: A row lock serialises writers on PostgreSQL and the write it implies takes SQLite's
+#: database write lock, so one mechanism works on both; ``counter`` doubles as the
+#: version number caches compare.
+LOCKS = Table(
+    "locks",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("counter", Integer, default=0, nullable=False),
+)
 
 
-class UsedAssertionRow(Base):
-    """RFC 7523 §3 item 7: client assertion ``jti`` values seen, kept until they expire."""
-
-    __tablename__ = "used_assertions"
-
-    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    jti: Mapped[str] = mapped_column(String(255), primary_key=True)
-    expires_at: Mapped[float] = mapped_column(Double, index=True)
-
-
-class AuditEventRow(Base):
-    """Who did what, when: admin actions and issued tokens. Never a secret or a token."""
-
-    __tablename__ = "audit_events"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    at: Mapped[float] = mapped_column(Double, index=True)
-    actor: Mapped[str] = mapped_column(String(128))
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    client_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    sub: Mapped[str | None] = mapped_column(String(255), index=True)
-    aud: Mapped[str | None] = mapped_column(Text)
-    jti: Mapped[str | None] = mapped_column(String(128))
-    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+#: RFC 7009 revocations, kept until the token would have expired anyway.
+REVOKED_TOKENS = Table(
+    "revoked_tokens",
+    metadata,
+    Column("jti", String(128), primary_key=True),
+    Column("client_id", String(64), nullable=False),
+    Column("revoked_at", Double, nullable=False),
+    Column("expires_at", Double, index=True, nullable=False),
+)
 
 
-class StatusBlockRow(Base):
-    """Token Status List leases: a block of indices a process hands out, and until when
-    a token issued from it may live (tokens/statuslist.py)."""
+#: RFC 7523 §3 item 7: client assertion ``jti`` values seen, kept until they expire.
+USED_ASSERTIONS = Table(
+    "used_assertions",
+    metadata,
+    Column("client_id", String(64), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", Double, index=True, nullable=False),
+)
 
-    __tablename__ = "status_blocks"
 
-    list_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    block: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    leased_at: Mapped[float] = mapped_column(Double)
+#: Who did what, when: admin actions and issued tokens. Never a secret or a token.
+AUDIT_EVENTS = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", Double, index=True, nullable=False),
+    Column("actor", String(128), nullable=False),
+    Column("action", String(64), index=True, nullable=False),
+    Column("client_id", String(64), index=True),
+    Column("sub", String(255), index=True),
+    Column("aud", Text),
+    Column("jti", String(128)),
+    Column("detail", JSON(none_as_null=True)),
+)
+
+
+#: Token Status List leases: a block of indices a process hands out, and until when
+#: a token issued from it may live (tokens/statuslist.py).
+STATUS_BLOCKS = Table(
+    "status_blocks",
+    metadata,
+    Column("list_id", Integer, primary_key=True, autoincrement=False),
+    Column("block", Integer, primary_key=True, autoincrement=False),
+    Column("leased_at", Double, nullable=False),
     #: No index of this block is handed out again before this instant.
-    held_until: Mapped[float] = mapped_column(Double, index=True)
+    Column("held_until", Double, index=True, nullable=False),
+)
 
 
-class StatusRevocationRow(Base):
-    """Revoked Token Status List entries: the bits set to 1 (INVALID)."""
-
-    __tablename__ = "status_revocations"
-
-    list_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    idx: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    revoked_at: Mapped[float] = mapped_column(Double)
-    expires_at: Mapped[float] = mapped_column(Double, index=True)
+#: Revoked Token Status List entries: the bits set to 1 (INVALID).
+STATUS_REVOCATIONS = Table(
+    "status_revocations",
+    metadata,
+    Column("list_id", Integer, primary_key=True, autoincrement=False),
+    Column("idx", Integer, primary_key=True, autoincrement=False),
+    Column("revoked_at", Double, nullable=False),
+    Column("expires_at", Double, index=True, nullable=False),
+)

@@ -261,7 +261,8 @@ class TestSqlClientStore(ClientStoreContract):
         if database.engine.dialect.name == "sqlite":
             rows["audiences_not_json"] = '["a", '  # PostgreSQL's json type refuses it
         inserted: set[ClientId] = set()
-        with database.unit_of_work() as session:
+        with database.unit_of_work():
+            conn = database.connection()
             for n, (column, value) in enumerate(rows.items(), start=1):
                 client = make_client(n)
                 row = {
@@ -281,7 +282,7 @@ class TestSqlClientStore(ClientStoreContract):
                     f"audiences, scopes, allowed_claims, jwks) VALUES (:client_id, 'bad', true, "
                     f":t, :t, {json_values})"
                 )
-                session.execute(text(insert), {**row, "t": T0 + n})
+                conn.execute(text(insert), {**row, "t": T0 + n})
                 inserted.add(client.client_id)
         return inserted
 
@@ -333,8 +334,8 @@ def test_raw_client_read_covers_every_column() -> None:
     """The token path reads a client row without SQLAlchemy (SqlClientStore.get): its
     column list must follow the table, or a new column would silently be dropped."""
     from authserver.storage.sql import clients as sql_clients
-    from authserver.storage.sql.tables import ClientRow
+    from authserver.storage.sql.tables import CLIENTS
 
-    table_columns = [c.name for c in ClientRow.__table__.columns]
+    table_columns = [c.name for c in CLIENTS.columns]
     assert sorted(sql_clients._COLUMNS) == sorted(table_columns)
     assert sql_clients._GET.startswith("SELECT " + ", ".join(sql_clients._COLUMNS) + " FROM")

@@ -1,6 +1,7 @@
 """The raw DB-API reads of the hot path (``authserver/storage/sql/raw.py``), on SQLite and
-PostgreSQL: what they return is what the ORM reads, they see the unit of work's own
-writes and other connections' commits at once, and a dead pooled connection is retried."""
+PostgreSQL: what they return is what SQLAlchemy's typed reads return, they see the unit of
+work's own writes and other connections' commits at once, and a dead pooled connection is
+retried."""
 
 from __future__ import annotations
 
@@ -14,14 +15,15 @@ from authserver.clients.model import ClientId
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
-from authserver.storage.sql.tables import LockRow
+from authserver.storage.sql.tables import LOCKS
 from tests.integration.contracts.test_client_store import PUBLIC_JWKS
 from tests.integration.contracts.test_client_store import make_client
 
 
-def _orm_counter(db: Database, name: str) -> int:
-    with db.unit_of_work() as session:
-        value = session.scalar(select(LockRow.counter).where(LockRow.name == name))
+def _typed_counter(db: Database, name: str) -> int:
+    with db.unit_of_work():
+        conn = db.connection()
+        value = conn.scalar(select(LOCKS.c.counter).where(LOCKS.c.name == name))
     return int(value or 0)
 
 
@@ -34,16 +36,18 @@ def _orm_counter(db: Database, name: str) -> int:
     ],
     ids=["secret", "jwks-disabled", "previous-secret"],
 )
-def test_the_raw_client_read_equals_the_orm_read(database: Database, changes: Any) -> None:
+def test_the_raw_client_read_equals_the_typed_read(database: Database, changes: Any) -> None:
     store = SqlClientStore(database)
     client = make_client(7, **changes)
     with database.unit_of_work():
         store.add(client)
     with database.unit_of_work():
-        (through_orm,) = store.list()  # SELECT through SQLAlchemy, decoded by the same builder
+        (through_sqlalchemy,) = (
+            store.list()
+        )  # SELECT through SQLAlchemy, decoded by the same builder
     with database.unit_of_work():
-        raw = store.get(ClientId(client.client_id))  # no session opened: the raw path
-    assert raw == through_orm == client
+        raw = store.get(ClientId(client.client_id))  # no connection opened: the raw path
+    assert raw == through_sqlalchemy == client
 
 
 def test_two_placeholders_in_the_driver_paramstyle(database: Database) -> None:
@@ -61,26 +65,32 @@ def test_counters_follow_every_commit_at_once(database: Database, db_url: str) -
     try:
         assert database.read_counter("raw-test") == 0
         for expected in (1, 2, 3):
-            with other.unit_of_work() as session:
-                bump_counter(session, "raw-test")
-            assert database.read_counter("raw-test") == expected == _orm_counter(other, "raw-test")
-        with database.unit_of_work() as session:
-            bump_counter(session, "raw-test")
+            with other.unit_of_work():
+                conn = other.connection()
+                bump_counter(conn, "raw-test")
+            assert (
+                database.read_counter("raw-test") == expected == _typed_counter(other, "raw-test")
+            )
+        with database.unit_of_work():
+            conn = database.connection()
+            bump_counter(conn, "raw-test")
             # In the unit of work that wrote it, before its commit.
             assert database.read_counter("raw-test") == 4
-        assert database.read_counter("raw-test") == 4 == _orm_counter(other, "raw-test")
+        assert database.read_counter("raw-test") == 4 == _typed_counter(other, "raw-test")
     finally:
         other.dispose()
 
 
 def test_a_rolled_back_write_is_never_read(database: Database) -> None:
-    with database.unit_of_work() as session:
-        bump_counter(session, "raw-test")
+    with database.unit_of_work():
+        conn = database.connection()
+        bump_counter(conn, "raw-test")
     before = database.read_counter("raw-test")
 
     def abandoned() -> None:
-        with database.unit_of_work() as session:
-            bump_counter(session, "raw-test")
+        with database.unit_of_work():
+            conn = database.connection()
+            bump_counter(conn, "raw-test")
             raise RuntimeError("abandon the unit of work")
 
     with pytest.raises(RuntimeError):

@@ -73,11 +73,12 @@ def test_releasing_shortens_a_hold_but_never_lengthens_it(store: SqlStatusListSt
 def test_a_full_list_continues_in_the_next_list(store: SqlStatusListStore, db: Database) -> None:
     from sqlalchemy import insert
 
-    from authserver.storage.sql.tables import StatusBlockRow
+    from authserver.storage.sql.tables import STATUS_BLOCKS
 
-    with db.unit_of_work() as session:
-        session.execute(
-            insert(StatusBlockRow),
+    with db.unit_of_work():
+        conn = db.connection()
+        conn.execute(
+            insert(STATUS_BLOCKS),
             [
                 {"list_id": 1, "block": b, "leased_at": T0, "held_until": T0 + 100}
                 for b in range(BLOCKS_PER_LIST)
