@@ -253,9 +253,10 @@ def _schema(db: Database) -> dict[str, object]:
 def test_the_suites_replayed_migration_is_the_migrated_schema(
     database: Database, db_url: str, tmp_path: Path
 ) -> None:
-    """tests/conftest.py migrates the first empty database per dialect with Alembic and
-    replays the recorded statements for the others: a replayed database must be the
-    migrated one, rows included."""
+    """tests/conftest.py migrates the first empty database per dialect with Alembic, then
+    starts every new SQLite file as a copy of the first and replays the recorded
+    statements on every new PostgreSQL schema: either must be the migrated database, rows
+    included, and a copied file is owner-only as authserver makes its own."""
     upgrade_to_head(database)  # Alembic, for real
     with ExitStack() as stack:
 
@@ -277,3 +278,6 @@ def test_the_suites_replayed_migration_is_the_migrated_schema(
         assert _schema(replayed) == _schema(database)
         with replayed.engine.connect() as a, database.engine.connect() as b:
             assert a.execute(select(LOCKS)).all() == b.execute(select(LOCKS)).all()
+        if db_url.startswith("sqlite"):
+            assert conftest._SQLITE_TEMPLATE
+            assert (tmp_path / "replayed.db").stat().st_mode & 0o777 == 0o600
