@@ -293,8 +293,9 @@ KEY_POOL = KeyPool()
 @pytest.fixture(autouse=True)
 def pooled_keygen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """2048-bit key generation costs 40-200 ms and nearly every test with ``services``
-    makes a key: in-process, 2048-bit keys come from :class:`KeyPool`. Other sizes, tests
-    marked ``real_keygen`` and ``authserver`` subprocesses generate their own."""
+    makes a key: in-process, 2048-bit keys come from :class:`KeyPool`, and a stored key
+    is parsed once per process (:func:`_load_private_once`). Other sizes, tests marked
+    ``real_keygen`` and ``authserver`` subprocesses generate their own."""
     if request.node.get_closest_marker("real_keygen"):
         return
     counter = itertools.count()
@@ -306,6 +307,24 @@ def pooled_keygen(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
         return KEY_POOL.get(next(counter))
 
     monkeypatch.setattr(crypto, "generate", generate)
+    monkeypatch.setattr(crypto, "load_private", _load_private_once)
+
+
+#: Keys parsed by the real ``crypto.load_private``, by (PEM, passphrase, kid).
+_PARSED: dict[tuple[bytes, str | None, str], RSAKey] = {}
+_real_load_private = crypto.load_private
+
+
+def _load_private_once(pem: bytes, passphrase: str | None, kid: str) -> RSAKey:
+    """``crypto.load_private``, for real the first time a process sees these arguments
+    and from memory after that: loading a PEM checks the RSA key (20-60 ms), and the
+    pool's keys are stored and loaded again by test after test. A result depends on its
+    arguments only; failures (a wrong passphrase, a corrupt or mismatched key) are never
+    remembered, so they are raised each time."""
+    args = (pem, passphrase, kid)
+    if args not in _PARSED:
+        _PARSED[args] = _real_load_private(pem, passphrase, kid)
+    return _PARSED[args]
 
 
 # -- the fast subset: ``pytest -m "not slow"`` ---------------------------------------------
