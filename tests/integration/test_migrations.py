@@ -13,6 +13,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import event
 from sqlalchemy import insert
 from sqlalchemy import inspect
 from sqlalchemy import select
@@ -226,6 +227,31 @@ def test_a_schema_whose_revision_was_deleted_is_not_taken_for_an_empty_database(
         with pytest.raises(StorageError) as refused:
             attempt()
         assert said in str(refused.value)
+
+
+def test_a_migration_committed_while_the_revision_is_read_is_never_a_lost_revision(
+    database: Database, db_url: str
+) -> None:
+    """Two instances start on one empty database: one migrates while the other reads the
+    revision. The reads are separate statements, and the migration commits right after
+    the first of them: the reader must see an empty database or the migrated one, never
+    tables without a revision (it stopped with "schema revision is gone": a CI
+    failure)."""
+    other = Database(db_url)
+    migrated: list[object] = []
+
+    def migrate_once(*_: object) -> None:
+        if not migrated:
+            migrated.append(upgrade_to_head(other))
+
+    event.listen(database.engine, "after_cursor_execute", migrate_once)
+    try:
+        assert current_revision(database) in (None, head_revision())
+    finally:
+        event.remove(database.engine, "after_cursor_execute", migrate_once)
+        other.dispose()
+    assert migrated == [(None, head_revision())]
+    assert current_revision(database) == head_revision()
 
 
 def test_a_schema_downgraded_to_nothing_is_empty_again(database: Database) -> None:

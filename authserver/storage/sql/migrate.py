@@ -135,7 +135,14 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 
 def _revision(conn: Connection) -> str | None:
     """The revision in Alembic's version table on *conn*, read with one query (no
-    Alembic import: see the module's docstring)."""
+    Alembic import: see the module's docstring).
+
+    The tables are looked at before the version: these reads are separate statements,
+    and another process's migration may commit between them (two instances starting on
+    one empty database). A migration commits its tables and its version together, so
+    once a table is seen the version is too; read the other way round, a migration
+    committed in between looked like a schema whose revision is gone."""
+    has_tables = inspect(conn).has_table(PROBE_TABLE)
     has_version_table = inspect(conn).has_table(VERSION_TABLE)
     rows = (
         conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
@@ -144,7 +151,7 @@ def _revision(conn: Connection) -> str | None:
     )
     if len(rows) > 1:
         raise StorageError(f"the schema's version table holds several revisions: {rows}")
-    if not rows and inspect(conn).has_table(PROBE_TABLE):
+    if not rows and has_tables:
         # Not an empty database: migrating it would fail on the first table it creates,
         # and "empty" would send the operator the wrong way.
         where = f"{VERSION_TABLE} is empty" if has_version_table else f"no {VERSION_TABLE} table"
