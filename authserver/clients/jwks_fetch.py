@@ -80,8 +80,12 @@ class FetchPolicy:
     #: How long a failure is remembered (no fetch for that URI meanwhile).
     failure_ttl: float = 30.0
     #: A set that lacks the ``kid`` of an assertion is fetched again when it is at least
-    #: this old (the client rotated its keys); never more often.
-    refresh_after: float = 60.0
+    #: this old (the client rotated its keys); never more often. Anyone can send an
+    #: assertion naming a client and an unknown kid, so this is both the fastest a
+    #: stranger can make the server fetch a client's set and the longest the client's
+    #: newly published key can wait after someone else's fetch: 10 s, as the verifiers'
+    #: own refetch interval.
+    refresh_after: float = 10.0
     #: Most URIs remembered (least recently used forgotten first).
     max_entries: int = 1024
 

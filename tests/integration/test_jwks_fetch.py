@@ -374,6 +374,32 @@ def test_an_unknown_kid_refetches_at_most_once_per_refresh_period(
         assert len(keys.requests) == 2
 
 
+def test_a_strangers_made_up_kids_hold_back_a_new_key_at_most_ten_seconds(
+    jwks: dict[str, Any],
+) -> None:
+    """Anyone can send assertions naming a client with made-up kids. The client publishes
+    a new key right after such an assertion made the server fetch its set: the server
+    accepts the new key 10 s later at most (the default policy), however many made-up
+    kids arrive meanwhile, and fetches the set no more often than that."""
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = JwksFetcher(FetchPolicy(timeout=2.0), clock=clock)
+        f.get(keys.url(), kid="k1")
+        clock.advance(30.0)
+        f.get(keys.url(), kid="made-up-0")  # the stranger's fetch
+        assert len(keys.requests) == 2
+        new_key = {**jwks["keys"][0], "kid": "k2"}
+        keys.behaviour = send_json({"keys": [*jwks["keys"], new_key]})
+        for second in range(1, 10):
+            clock.set(clock.now() + 1.0)
+            f.get(keys.url(), kid=f"made-up-{second}")
+            assert all(k["kid"] != "k2" for k in f.get(keys.url(), kid="k2")["keys"])
+        assert len(keys.requests) == 2
+        clock.set(clock.now() + 1.0)
+        assert "k2" in [k["kid"] for k in f.get(keys.url(), kid="k2")["keys"]]
+        assert len(keys.requests) == 3
+
+
 # -- through the app: a failed fetch is a failed authentication ------------------------------------
 
 
