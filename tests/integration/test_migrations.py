@@ -229,29 +229,36 @@ def test_a_schema_whose_revision_was_deleted_is_not_taken_for_an_empty_database(
         assert said in str(refused.value)
 
 
+@pytest.mark.parametrize("change", ["upgrade", "downgrade"])
 def test_a_migration_committed_while_the_revision_is_read_is_never_a_lost_revision(
-    database: Database, db_url: str
+    database: Database, db_url: str, change: str
 ) -> None:
     """Two instances start on one empty database: one migrates while the other reads the
-    revision. The reads are separate statements, and the migration commits right after
-    the first of them: the reader must see an empty database or the migrated one, never
-    tables without a revision (it stopped with "schema revision is gone": a CI
-    failure)."""
+    revision (or an operator downgrades to base meanwhile). The reads are separate
+    statements, and the change commits right after the first of them: the reader must
+    see the database before or after it, never tables without a revision (it stopped
+    with "schema revision is gone": a test failure on the upgrade, a review's finding on
+    the downgrade)."""
+    if change == "downgrade":
+        upgrade_to_head(database)
     other = Database(db_url)
-    migrated: list[object] = []
+    changed: list[object] = []
 
-    def migrate_once(*_: object) -> None:
-        if not migrated:
-            migrated.append(upgrade_to_head(other))
+    def change_once(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        # After the reader's first read (not after its BEGIN or isolation setting).
+        if not changed and statement.lstrip().upper().startswith(("SELECT", "PRAGMA")):
+            changed.append(
+                upgrade_to_head(other) if change == "upgrade" else downgrade(other, "base")
+            )
 
-    event.listen(database.engine, "after_cursor_execute", migrate_once)
+    event.listen(database.engine, "after_cursor_execute", change_once)
     try:
         assert current_revision(database) in (None, head_revision())
     finally:
-        event.remove(database.engine, "after_cursor_execute", migrate_once)
+        event.remove(database.engine, "after_cursor_execute", change_once)
         other.dispose()
-    assert migrated == [(None, head_revision())]
-    assert current_revision(database) == head_revision()
+    assert len(changed) == 1
+    assert current_revision(database) == (head_revision() if change == "upgrade" else None)
 
 
 def test_a_schema_downgraded_to_nothing_is_empty_again(database: Database) -> None:

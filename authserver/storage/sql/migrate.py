@@ -102,6 +102,12 @@ def current_revision(db: Database) -> str | None:
         holds several revisions (this project's history is linear: never written by it).
     """
     with storage_errors(db.url), db.engine.connect() as conn:
+        # One snapshot for the reads of _revision: another process's migration or
+        # downgrade committing between two of them would show tables without a revision.
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        elif conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN")  # deferred: WAL gives a read its snapshot
         return _revision(conn)
 
 
@@ -137,11 +143,11 @@ def _revision(conn: Connection) -> str | None:
     """The revision in Alembic's version table on *conn*, read with one query (no
     Alembic import: see the module's docstring).
 
-    The tables are looked at before the version: these reads are separate statements,
-    and another process's migration may commit between them (two instances starting on
-    one empty database). A migration commits its tables and its version together, so
-    once a table is seen the version is too; read the other way round, a migration
-    committed in between looked like a schema whose revision is gone."""
+    These are separate statements: the caller reads them in one snapshot
+    (:func:`current_revision`) or under the migration lock (:func:`upgrade_to_head`).
+    The tables are looked at first all the same, for a driver that gives no snapshot: a
+    migration commits its tables and its version together, so once a table is seen the
+    version is too."""
     has_tables = inspect(conn).has_table(PROBE_TABLE)
     has_version_table = inspect(conn).has_table(VERSION_TABLE)
     rows = (
