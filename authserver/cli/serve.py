@@ -296,12 +296,6 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     from granian.log import LogLevels
     from granian.server import Server
 
-    # Workers are forked from this process: the web application's modules (Flask, Authlib,
-    # the endpoints) imported here, once, are every worker's, a respawned one's too,
-    # instead of being imported again by each. Here, after the metrics directory is set
-    # (prometheus_client reads it at import) and only when serving.
-    import authserver.web.app  # noqa: F401
-
     workers = settings.workers or os.cpu_count() or 1
     # A worker is forked with the main process's SIGTERM handler, which does nothing there,
     # and granian gives it its own only once the application is built: a stop sent while a
@@ -338,7 +332,15 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
         settings.describe(),
     )
     try:
+        # Workers are forked from this process: the web application's modules (Flask,
+        # Authlib, the endpoints) imported here, once, are every worker's, a respawned
+        # one's too, instead of being imported again by each. Here, after the metrics
+        # directory is set (prometheus_client reads it at import) and only when serving.
+        import authserver.web.app  # noqa: F401
+
         server.serve()
+    except ImportError as exc:
+        fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
     except (OSError, RuntimeError) as exc:
         # granian reports a failed bind (lost a race with check_listen) as RuntimeError.
         # Its message can carry a native backtrace after the first line.

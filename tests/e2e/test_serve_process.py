@@ -13,12 +13,14 @@ import subprocess
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
 import requests
 
+from tests.conftest import db_independent
 from tests.factories import issue_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -349,3 +351,35 @@ def test_a_stop_while_workers_start_ends_them_at_once(env: dict[str, str]) -> No
     # 1 ms later, which a busy machine can miss. The wait is what tells a lost signal.
     assert took < 5, f"stopped after {took:.1f} s:\n{rest}"
     assert proc.returncode == 0, rest
+
+
+@db_independent
+def test_a_web_application_that_cannot_be_imported_stops_serve_in_one_line(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """``serve`` imports the web application before forking its workers: a broken install
+    (here a ``flask`` that fails to import, first on the path) stops it with one line and
+    status 1, and its private metrics directory is removed, not a traceback and a leftover."""
+    broken = tmp_path / "broken" / "flask"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text('raise ImportError("this flask is broken")\n')
+    metrics_parent = tmp_path / "metrics"
+    metrics_parent.mkdir()
+    result = subprocess.run(
+        [AUTHSERVER, "serve", "--host", "127.0.0.1", "--port", str(free_port())],
+        env={
+            **os.environ,
+            **env,
+            "PYTHONPATH": str(broken.parent),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_parent),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "authserver: error: cannot start: ImportError: this flask is broken"
+    ), result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(metrics_parent.iterdir()) == []
