@@ -50,6 +50,7 @@ from authserver.keys import crypto
 from authserver.keys.model import Kid
 from authserver.settings import Settings
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import sqlite_file
 from authserver.storage.sql.migrate import current_revision
 from authserver.storage.sql.migrate import upgrade_to_head
 from tests.helpers import missing
@@ -162,9 +163,9 @@ _SQLITE_TEMPLATE: list[Path] = []
 def migrate(db: Database) -> None:
     """Bring *db* to head: the real ``upgrade_to_head`` for the first empty database of
     each dialect in this process; for every later one a copy of that first SQLite file
-    (about 1 ms) or a replay of the statements Alembic ran (PostgreSQL; some ms instead
-    of Alembic's ~50-100 ms per test; on SQLite the replay of its table rebuilds costs
-    about 50 ms). A database that is not empty (a second ``make_services`` on it, or an
+    (about 1 ms of CPU) or a replay of the statements Alembic ran (PostgreSQL; some ms
+    instead of Alembic's ~50-100 ms per test; on SQLite the replay of its table rebuilds
+    costs about 16 ms). A database that is not empty (a second ``make_services`` on it, or an
     older revision) gets the real upgrade. ``tests/integration/test_migrations.py`` checks
     that a copied or replayed schema is the migrated one."""
     dialect = db.engine.dialect.name
@@ -204,10 +205,8 @@ def migrate(db: Database) -> None:
 
 def _plain_sqlite_file(db: Database) -> Path | None:
     """The file of a SQLite database named by a plain path (no URI, no query)."""
-    url = db.engine.url
-    if db.engine.dialect.name != "sqlite" or url.query or not url.database:
-        return None
-    return None if url.database == ":memory:" else Path(url.database)
+    path = sqlite_file(db.url)
+    return Path(path) if path and not db.engine.url.query else None
 
 
 def _sqlite_template(migrated: Path) -> Path:

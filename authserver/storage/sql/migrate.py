@@ -144,10 +144,11 @@ def _revision(conn: Connection) -> str | None:
     Alembic import: see the module's docstring).
 
     These are separate statements: the caller reads them in one snapshot
-    (:func:`current_revision`) or under the migration lock (:func:`upgrade_to_head`).
-    The tables are looked at first all the same, for a driver that gives no snapshot: a
-    migration commits its tables and its version together, so once a table is seen the
-    version is too."""
+    (:func:`current_revision`) or under the migration lock (:func:`upgrade_to_head`,
+    where no other upgrade can commit in between). The tables are looked at first all the
+    same, so that a caller without either still never takes a migration committed between
+    the reads for a lost revision: a migration commits its tables and its version
+    together."""
     has_tables = inspect(conn).has_table(PROBE_TABLE)
     has_version_table = inspect(conn).has_table(VERSION_TABLE)
     rows = (
