@@ -34,6 +34,19 @@ def new_secret() -> str:
     return SECRET_PREFIX + secrets.token_urlsafe(SECRET_BYTES)
 
 
+#: What logs, the failure counters and events carry instead of a presented client id that
+#: holds a client secret.
+WITHHELD_ID = "<withheld: a client secret>"
+
+
+def presentable_client_id(presented: str) -> str:
+    """A client id a request *presented*, as it may be logged, counted and reported: the
+    id itself, unless it holds a client secret (a backend that swapped its id and its
+    secret sends its secret as the id), which is replaced by :data:`WITHHELD_ID`. No
+    client id authserver makes holds the secret prefix."""
+    return WITHHELD_ID if SECRET_PREFIX in presented else presented
+
+
 def hash_secret(secret: str) -> str:
     """Return the stored form of *secret*: ``sha256$<hex digest>``."""
     digest = hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()

@@ -26,6 +26,8 @@ from authlib.oauth2.rfc6749.errors import UnsupportedGrantTypeError
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
 from authserver.clients.jwks_fetch import JwksFetcher
+from authserver.clients.secrets import WITHHELD_ID
+from authserver.clients.secrets import presentable_client_id
 from authserver.clients.service import ClientService
 from authserver.oauth import client_auth
 from authserver.oauth.clients import OAuthClient
@@ -188,7 +190,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):
         except InvalidClientError as error:
             client_id = request.credentials.client_id
             if client_id is not None:
-                client_id = client_id[: client_auth.MAX_ID + 1]
+                # Logged, counted and reported from here on: never a secret sent as an id.
+                client_id = presentable_client_id(client_id[: client_auth.MAX_ID + 1])
             throttle = (
                 self.failure_budget.exhausted(client_id, request.remote_addr)
                 if self.failure_budget is not None
@@ -224,6 +227,8 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             return "no client credentials"
         if len(client_id) > client_auth.MAX_ID:
             return "client_id too long"
+        if client_id == WITHHELD_ID:
+            return "the client_id holds a client secret (client_id and client_secret swapped?)"
         client = self.query_client(client_id)
         if client is None:
             return "unknown client_id"

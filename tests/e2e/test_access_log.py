@@ -111,3 +111,42 @@ def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path
     # The access lines name the client: the authenticated one, or the id a failure claimed.
     assert re.search(rf"POST /token 200 [\d.]+ms client={cid} ", text), text
     assert re.search(r"POST /token 401 [\d.]+ms client=as_nobody ", text), text
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_secret_sent_as_the_client_id_is_never_logged(tmp_path: Path, log_format: str) -> None:
+    """A backend that swapped its id and its secret sends the secret as the client id, in
+    the Basic header, the form or a JSON body: the failure is logged with the id withheld
+    and a reason that says what happened, and the secret is on no line."""
+    log_path = tmp_path / "serve.log"
+    env = _env(tmp_path, AUTHSERVER_LOG_FORMAT=log_format)
+    created = cli_json_here(env, "clients", "create", "--name", "backend")
+    cid, secret = created["client_id"], created["client_secret"]
+    grant = {"grant_type": "client_credentials"}
+    with ServerProcess(env, log_path=log_path) as server:
+        token = server.base_url + "/token"
+        answers = [
+            requests.post(token, data=grant, auth=(secret, cid), timeout=10),
+            requests.post(
+                token, data={**grant, "client_id": secret, "client_secret": cid}, timeout=10
+            ),
+            requests.post(
+                token, json={**grant, "client_id": secret, "client_secret": cid}, timeout=10
+            ),
+            requests.post(
+                server.base_url + "/introspect", data={"token": "x"}, auth=(secret, cid), timeout=10
+            ),
+        ]
+        assert [a.status_code for a in answers] == [401, 401, 401, 401]
+        assert requests.post(token, data=grant, auth=(cid, secret), timeout=10).ok
+    text = log_path.read_text()
+    assert secret not in text
+    assert secret.removeprefix("as_secret_") not in text
+    failures = [line for line in text.splitlines() if "client authentication failed" in line]
+    assert len(failures) == 4, text
+    for line in failures:
+        assert "client_id and client_secret swapped" in line, line
+        assert "<withheld: a client secret>" in line, line
+    if log_format == "json":
+        records = [json.loads(line) for line in failures]
+        assert {r["client_id"] for r in records} == {"<withheld: a client secret>"}

@@ -238,6 +238,28 @@ def test_the_id_is_the_same_whichever_way_it_is_presented(make_app: MakeApp) -> 
     assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
 
 
+def test_a_secret_sent_as_the_client_id_is_no_counter_key(
+    make_app: MakeApp, storage: str, prefix: str
+) -> None:
+    """A backend that swapped its id and its secret: its failures are counted under a
+    withheld id, so the secret becomes no key of the limiter's storage (Redis keeps its
+    keys, and anyone who can read them), and the right credentials still work."""
+    app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="2/minute")
+    http = app.test_client()
+    client_id, secret = register(services)
+    for _ in range(3):
+        answer = request_token(http, (secret, client_id), remote_addr=ATTACKER)
+        assert answer.status_code in (401, 429)
+    assert answer.status_code == 429  # counted, under the withheld id
+    assert request_token(http, (client_id, secret), remote_addr=ATTACKER).status_code == 200
+    if storage.startswith("redis"):
+        import redis
+
+        keys = redis.Redis.from_url(REDIS_URL).keys(f"*/{prefix}/*")
+        assert keys, "no failure was counted"
+        assert not [k for k in keys if secret.encode() in k], keys
+
+
 def test_successes_never_count(make_app: MakeApp) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
     http = app.test_client()
