@@ -54,7 +54,10 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
     svc = container.build(settings, readonly=True)
     plaintext: int | None = None
     try:
-        schema_ok = _database(svc.db, add)
+        # Before the first connection narrows it (storage/sql/engine.py): the report says
+        # what the operator had.
+        mode_before = _file_mode(sqlite_file(svc.db.url))
+        schema_ok = _database(svc.db, add, mode_before)
         if settings.key_store == "sql" and not schema_ok:
             add(Finding("key store", "problem", "the key store is in the database, see above"))
         else:
@@ -70,7 +73,7 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
     return findings
 
 
-def _database(db: Database, add: _Add) -> bool:
+def _database(db: Database, add: _Add, mode_before: int | None) -> bool:
     if migrate.database_missing(db):
         add(
             Finding(
@@ -87,7 +90,7 @@ def _database(db: Database, add: _Add) -> bool:
         add(Finding("database", "problem", str(exc)))
         return False
     add(Finding("database", "ok", "reachable"))
-    _private_file(db, add)
+    _private_file(db, add, mode_before)
     head = migrate.head_revision()
     if current == head:
         add(Finding("schema", "ok", f"migrated (revision {head})"))
@@ -107,13 +110,20 @@ def _database(db: Database, add: _Add) -> bool:
     return False
 
 
-def _private_file(db: Database, add: _Add) -> None:
-    """A SQLite file others may read: it holds the clients, and the private keys with the
-    SQL key store (serve creates it owner-only; one made otherwise keeps its mode)."""
-    path = sqlite_file(db.url)
+def _file_mode(path: str | None) -> int | None:
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode) if path else 0
+        return stat.S_IMODE(os.stat(path).st_mode) if path else None
     except OSError:
+        return None
+
+
+def _private_file(db: Database, add: _Add, mode_before: int | None) -> None:
+    """A SQLite file others may read: it holds the clients, and the private keys with the
+    SQL key store. Every command narrows a file its user owns at the first connection;
+    one it cannot narrow (another user's, reached through a link) keeps its mode."""
+    path = sqlite_file(db.url)
+    mode = _file_mode(path)
+    if mode is None:
         return
     if mode & 0o077:
         add(
@@ -121,6 +131,15 @@ def _private_file(db: Database, add: _Add) -> None:
                 "database file",
                 "warning",
                 f"{path} is readable or writable by other users (mode {mode:o}): chmod 600 {path}",
+            )
+        )
+    elif mode_before is not None and mode_before & 0o077:
+        add(
+            Finding(
+                "database file",
+                "warning",
+                f"{path} was readable or writable by other users (mode {mode_before:o}): "
+                f"narrowed to its owner (mode {mode:o})",
             )
         )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -372,7 +373,11 @@ def test_doctor_names_a_shared_metrics_token_an_open_database_file_and_a_missing
     report = json.loads(result.stdout)
     found = {(c["check"], c["status"]): c["detail"] for c in report["checks"]}
     assert "is the admin token" in found[("metrics token", "problem")], report
-    assert "mode 644" in found[("database file", "warning")], report
+    assert (
+        "was readable or writable by other users (mode 644): narrowed to its owner"
+        in (found[("database file", "warning")])
+    ), report
+    assert stat.S_IMODE((tmp_path / "a.db").stat().st_mode) == 0o600
     assert "does not exist" in found[("key store", "warning")], report
     assert not (tmp_path / "keys").exists()  # doctor looked, created nothing
     assert report["ok"] is False

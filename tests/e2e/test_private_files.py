@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ServerProcess
+from tests.helpers import run_cli_here
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -75,3 +76,47 @@ def test_no_warning_with_a_passphrase(tmp_path: Path) -> None:
     with ServerProcess(env, log_path=log):
         pass
     assert "UNENCRYPTED" not in log.read_text()
+
+
+@pytest.mark.usefixtures("permissive_umask")
+@pytest.mark.parametrize("command", [("keys", "rotate"), ("db", "upgrade")])
+def test_a_database_file_made_before_is_narrowed_to_its_owner(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """A SQLite file that existed before authserver first opened it (``touch``-ed for a
+    bind mount, restored from a backup, left by an older copy with its -wal and -shm) is
+    narrowed to its owner before anything is written to it, by any command: with the SQL
+    key store it receives a plaintext private key."""
+    database = tmp_path / "authserver.db"
+    for path in (database, tmp_path / "authserver.db-wal", tmp_path / "authserver.db-shm"):
+        path.touch()
+        os.chmod(path, 0o666)  # noqa: S103 - the permissive mode is what is tested
+    env = {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{database}",
+        "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+        "AUTHSERVER_KEY_STORE": "sql",
+    }
+    result = run_cli_here(env, *command)
+    assert result.returncode == 0, result.stderr
+    assert _mode(database) == 0o600
+    for sidecar in (tmp_path / "authserver.db-wal", tmp_path / "authserver.db-shm"):
+        if sidecar.exists():
+            assert _mode(sidecar) == 0o600, sidecar
+
+
+@pytest.mark.usefixtures("permissive_umask")
+def test_a_database_file_reached_through_a_link_is_left_alone(tmp_path: Path) -> None:
+    """A link is not followed to narrow its target (what it points at may be shared on
+    purpose; ``doctor`` reports the mode)."""
+    target = tmp_path / "elsewhere.db"
+    target.touch()
+    os.chmod(target, 0o644)
+    link = tmp_path / "authserver.db"
+    link.symlink_to(target)
+    env = {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{link}",
+        "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+    }
+    result = run_cli_here(env, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert _mode(target) == 0o644

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import os
+import stat
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -130,16 +131,35 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
     """Create a SQLite database file owner-only (0600) before SQLite does: SQLite creates
     it with the process umask (usually world-readable), and with the SQL key store and no
     passphrase it holds a plaintext private key. SQLite gives its -wal and -shm files the
-    mode of the database file. An existing file is left as it is."""
+    mode of the database file.
+
+    A file that already exists (made by hand or by ``touch`` before a bind mount, or
+    restored from a backup) is narrowed to its owner, with its -wal and -shm files, as the
+    key directory is (``storage/files/keys.py``): it is about to receive the clients and
+    perhaps the keys. What another user owns, and links, are left alone (``doctor``
+    reports them)."""
     if not database or database == ":memory:" or uri:
         return
     try:
         fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        for path in (database, f"{database}-wal", f"{database}-shm"):
+            _narrow_to_owner(path)
         return
     except OSError:
         return  # a missing directory or no permission: SQLite reports it, naming the file
     os.close(fd)
+
+
+def _narrow_to_owner(path: str) -> None:
+    try:
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
+            return
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+    except OSError:
+        return  # gone meanwhile, or a file system without modes: SQLite goes on
 
 
 #: Phrases in driver messages, and what they mean to an operator (psycopg/libpq, sqlite3).
