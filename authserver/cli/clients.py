@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from authserver.audit.service import settle_batches
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
@@ -374,6 +375,8 @@ def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
 
 
 def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
+    if not enabled:
+        settle_batches()  # a token issued a moment ago by a serving worker is withdrawn too
     with services() as svc, svc.unit_of_work():
         client = svc.clients.set_enabled(client_id, enabled)
     _show(client_json(client), as_json)
@@ -408,6 +411,7 @@ def delete(client_id: str, yes: bool, as_json: bool) -> None:
         if not sys.stdin.isatty():
             fail(f"deleting {client_id} cannot be undone: add --yes to confirm")
         click.confirm(f"Delete client {client_id} for good?", abort=True, err=True)
+    settle_batches()  # a token issued a moment ago by a serving worker is withdrawn too
     with services() as svc, svc.unit_of_work():
         svc.clients.delete(client_id)
     if as_json:

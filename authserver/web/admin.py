@@ -272,6 +272,7 @@ def update_client(client_id: str) -> Response:
 
 @bp.delete("/clients/<client_id>")
 def delete_client(client_id: str) -> Response:
+    services().audit.settle()  # a token issued a moment ago is withdrawn too
     services().clients.delete(client_id)
     return Response(status=204)
 
@@ -293,6 +294,7 @@ def rotate_secret(client_id: str) -> Response:
 
 @bp.post("/clients/<client_id>/disable")
 def disable_client(client_id: str) -> Response:
+    services().audit.settle()  # a token issued a moment ago is withdrawn too
     return _json(client_json(services().clients.set_enabled(client_id, False)))
 
 
