@@ -18,7 +18,7 @@ from authserver.clients.auth_methods import CLIENT_SECRET_BASIC
 from authserver.clients.auth_methods import CLIENT_SECRET_POST
 from authserver.keys import crypto
 from authserver.keys.model import SigningKey
-from tests.conftest import KEY_POOL
+from tests.conftest import PRESET_KEY_POOL
 
 #: Seconds a real-HTTP token request may take on a loaded test machine.
 TIMEOUT = 10
@@ -123,11 +123,12 @@ def signing_key_sets(
 ) -> list[SigningKey]:
     """Up to three signing keys with starts, ends and retirements at *now* plus one of
     *offsets* (retirements: of *retired_offsets*), chained or not, with real key material
-    (``KEY_POOL``: the n-th key of a set is always the same key). With *private_optional*
+    (``PRESET_KEY_POOL``: the n-th key of a set is always the same key, and never one the
+    code under test generates). With *private_optional*
     a key may lack its private half, as a crash or an operator can leave it."""
     keys = []
     for n in range(draw(st.integers(0, 3))):
-        rsa, kid = KEY_POOL.get(n)
+        rsa, kid = PRESET_KEY_POOL.get(n)
         activate = now + draw(st.sampled_from(offsets))
         end = draw(st.one_of(st.none(), st.sampled_from(offsets).map(now.__add__)))
         if end is not None and end <= activate:
