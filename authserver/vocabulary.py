@@ -70,6 +70,19 @@ def is_valid_claim_name(name: str) -> bool:
     return isinstance(name, str) and bool(_CLAIM_NAME.match(name))
 
 
+#: Every name the server sets itself, in lower case (:func:`is_server_claim`).
+_SERVER_CLAIMS_FOLDED = frozenset(name.lower() for name in RESERVED_CLAIMS | IDENTITY_CLAIMS)
+
+
+def is_server_claim(name: str) -> bool:
+    """Whether *name* is a claim the server sets itself (reserved or identity), in any
+    letter case. JWT claim names are case-sensitive (RFC 7519), so ``Sub`` is another
+    claim than ``sub``; but a consumer that looks claims up without regard to case
+    (.NET's claim lookups, some gateways) would take a request's ``Sub`` or ``ISS`` for
+    the server's, so no client may be allowed or given one."""
+    return name.lower() in _SERVER_CLAIMS_FOLDED
+
+
 def reserved_claims_text() -> str:
     """The reserved names for an error message, written from :data:`RESERVED_CLAIMS`."""
     return ", ".join(sorted(RESERVED_CLAIMS))
@@ -171,9 +184,14 @@ def check_claim_values(claims: dict[str, Any]) -> None:
     """The extra claims of a request: strict JSON, bounded in depth and in size."""
     # One level more than a claim value may have: the object holding them.
     check_json_value(claims, "claims", max_depth=MAX_CLAIM_DEPTH + 1, too_deep=CLAIMS_TOO_DEEP)
+    check_claims_size(claims)
+
+
+def check_claims_size(claims: dict[str, Any], what: str = "claims") -> None:
+    """All the extra claims a token carries, serialized, fit :data:`MAX_CLAIMS_BYTES`."""
     size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_CLAIMS_BYTES:
-        raise InvalidValue(f"claims is larger than {MAX_CLAIMS_BYTES} bytes")
+        raise InvalidValue(f"{what} is larger than {MAX_CLAIMS_BYTES} bytes")
 
 
 def _refuse_constant(name: str) -> Any:

@@ -30,14 +30,13 @@ from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
 from authserver.vocabulary import BIDI_CONTROLS
 from authserver.vocabulary import CLAIM_NAME_RULE
-from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_CLIENT_NAME_LENGTH
 from authserver.vocabulary import MAX_URI_LENGTH
-from authserver.vocabulary import RESERVED_CLAIMS
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import check_text
 from authserver.vocabulary import has_visible
+from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
 
@@ -473,8 +472,11 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
     for name in out:
         if not is_valid_claim_name(name):
             raise InvalidInput(f"an allowed claim name is not valid: {CLAIM_NAME_RULE}")
-        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
-            raise InvalidInput(f"{name} is set by the server itself and cannot be an allowed claim")
+        if is_server_claim(name):
+            raise InvalidInput(
+                f"{name} is set by the server itself (in any letter case) and cannot be an "
+                "allowed claim"
+            )
     return tuple(out)
 
 
@@ -498,8 +500,11 @@ def _fixed_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in claims.items():
         if not isinstance(name, str) or not is_valid_claim_name(name):
             raise InvalidInput(f"a fixed claim name is not valid: {CLAIM_NAME_RULE}")
-        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
-            raise InvalidInput(f"{name} is set by the server itself and cannot be a fixed claim")
+        if is_server_claim(name):
+            raise InvalidInput(
+                f"{name} is set by the server itself (in any letter case) and cannot be a "
+                "fixed claim"
+            )
         if value is None or value == "":
             raise InvalidInput(f"fixed claim {name}: the value must not be empty")
     out = dict(claims)

@@ -16,10 +16,11 @@ from authserver.tokens.model import ScopeNotAllowed
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
 from authserver.vocabulary import IDENTITY_CLAIMS
-from authserver.vocabulary import RESERVED_CLAIMS
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
+from authserver.vocabulary import check_claims_size
 from authserver.vocabulary import check_identity
+from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import reserved_claims_text
 
@@ -109,7 +110,7 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
                     f"{name} is a fixed claim of this client; a request cannot change it"
                 )
             continue
-        if name in RESERVED_CLAIMS or name in IDENTITY_CLAIMS:
+        if is_server_claim(name):
             raise TokenRequestError(
                 f"claims must not set a claim the server sets itself ({reserved_claims_text()}; "
                 "sub, email and name are request parameters)"
@@ -123,6 +124,12 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
             )
     try:
         check_claim_values(claims)
+        if claims and fixed:
+            # What the token carries: the request's claims and the client's fixed ones
+            # (each bounded alone) fit the bound together.
+            merged = {**claims, **fixed}
+            check_claims_size(merged, "claims, together with this client's fixed claims,")
+            return merged
     except InvalidValue as exc:
         raise TokenRequestError(str(exc)) from None
     return {**claims, **fixed}

@@ -380,6 +380,8 @@ BAD_CREATE_BODIES: list[dict[str, Any]] = [
     {"name": "x", "scopes": "sync"},
     {"name": "x", "scopes": ['bad"scope']},
     {"name": "x", "allowed_claims": ["iss"]},
+    {"name": "x", "allowed_claims": ["Sub"]},  # a case-insensitive reader's sub
+    {"name": "x", "fixed_claims": {"ISS": "https://elsewhere.example"}},
     {"name": "x", "allowed_claims": [{"a": 1}]},
     {"name": "x", "token_ttl": "600"},
     {"name": "x", "token_ttl": True},

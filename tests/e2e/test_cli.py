@@ -192,6 +192,13 @@ def _jwks_file(tmp_path: Path, rsa_private_key: Any) -> Path:
         pytest.param(
             ["clients", "create", "--name", "X", "--allowed-claim", "iss"], id="reserved-claim"
         ),
+        pytest.param(
+            ["clients", "create", "--name", "X", "--allowed-claim", "EXP"], id="reserved-claim-case"
+        ),
+        pytest.param(
+            ["clients", "create", "--name", "X", "--fixed-claim", "Sub=admin"],
+            id="identity-claim-case-fixed",
+        ),
         pytest.param(["clients", "create", "--name", ""], id="empty-name"),
         pytest.param(["clients", "create", "--name", "   "], id="blank-name"),
         pytest.param(

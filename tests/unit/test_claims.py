@@ -18,6 +18,7 @@ from authserver.tokens.model import AudienceNotAllowed
 from authserver.tokens.model import ScopeNotAllowed
 from authserver.tokens.model import TokenRequest
 from authserver.tokens.model import TokenRequestError
+from authserver.vocabulary import MAX_CLAIMS_BYTES
 
 ISSUER = "https://auth.example.com"
 NOW = 1_700_000_000.75
@@ -185,6 +186,27 @@ def test_reserved_claims_are_refused_even_if_a_policy_allows_them(name: str) -> 
     client = make_client(allowed_claims=(name,))
     with pytest.raises(TokenRequestError):
         extra_claims(client, {name: "forged"})
+
+
+@pytest.mark.parametrize("name", ["Sub", "ISS", "Exp", "AUD", "Client_ID", "Scope", "EMAIL"])
+def test_reserved_and_identity_names_in_another_letter_case_are_refused_even_if_allowed(
+    name: str,
+) -> None:
+    """A consumer that looks claims up without regard to case would read a request's
+    ``Sub`` as the ``sub``: no request may set one, whatever a (hand-built) policy says."""
+    client = make_client(allowed_claims=(name,))
+    with pytest.raises(TokenRequestError, match="server sets itself"):
+        extra_claims(client, {name: "forged"})
+
+
+def test_the_request_claims_and_the_fixed_claims_fit_the_size_bound_together() -> None:
+    """Each is bounded alone (the fixed ones at registration); what the token carries is
+    both, and it travels in a header: together they must fit too."""
+    half = MAX_CLAIMS_BYTES // 2
+    client = make_client(allowed_claims=("big",), fixed_claims={"fixed": "F" * half})
+    assert extra_claims(client, {"big": "b" * (half - 40)})["fixed"] == "F" * half
+    with pytest.raises(TokenRequestError, match="together with this client's fixed claims"):
+        extra_claims(client, {"big": "b" * (half + 10)})
 
 
 def test_allowed_extra_claims_are_copied() -> None:
