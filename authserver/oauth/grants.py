@@ -7,6 +7,7 @@ from typing import ClassVar
 
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
 from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 
 from authserver.clients import auth_methods
@@ -94,14 +95,20 @@ def _scopes(body: ParsedBody) -> tuple[str, ...] | None:
     if raw is None:
         return None
     if isinstance(raw, str):
-        items = raw.split()
+        # RFC 6749 §3.3: scope tokens are separated by spaces (U+0020) only. str.split()
+        # would also split at tabs, no-break spaces and other Unicode whitespace, and issue
+        # "read write" for a scope the client did not write; such a separator is a
+        # character no scope token may have, refused below. Repeated spaces are tolerated.
+        items = [item for item in raw.split(" ") if item]
+        if not items:
+            raise InvalidScopeError("scope has no scope token (RFC 6749 section 3.3)")
     elif isinstance(raw, list) and body.is_json and all(isinstance(s, str) for s in raw):
         items = [s for s in raw]
     else:
         raise InvalidRequestError("scope must be a space-separated string or an array of strings")
     for item in items:
         if not is_valid_scope_token(item):
-            raise InvalidRequestError("scope has an invalid scope token (RFC 6749 section 3.3)")
+            raise InvalidScopeError("scope has an invalid scope token (RFC 6749 section 3.3)")
     return tuple(items)
 
 

@@ -219,6 +219,38 @@ def test_scope_as_json_array(http: Any, auth: str) -> None:
     assert claims_of(response)["scope"] == "write read"
 
 
+def test_scope_tokens_are_separated_by_spaces_and_repeated_spaces_are_tolerated(
+    http: Any, auth: str
+) -> None:
+    response = post(http, form=grant(scope=" read  write "), auth=auth)
+    assert response.get_json()["scope"] == "read write"
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        pytest.param("read\twrite", id="tab"),
+        pytest.param("read\u00a0write", id="no-break space"),
+        pytest.param("read\u3000write", id="ideographic space"),
+        pytest.param("read\x1cwrite", id="file separator"),
+        pytest.param("read\nwrite", id="newline"),
+        pytest.param('read "write"', id="quote"),
+        pytest.param(" ", id="only a space"),
+        pytest.param("\t", id="only a tab"),
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_a_malformed_scope_is_invalid_scope_never_read_another_way(
+    http: Any, auth: str, scope: str, as_json: bool
+) -> None:
+    """RFC 6749 §3.3: scope tokens are separated by U+0020 only. Splitting at any
+    whitespace issued "read write" for "read<tab>write" (a scope the client did not
+    write), and a scope of only spaces issued a token with no scope at all."""
+    body = {"grant_type": "client_credentials", "scope": scope}
+    response = post(http, body=body, auth=auth) if as_json else post(http, form=body, auth=auth)
+    assert_error(response, 400, "invalid_scope")
+
+
 @pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
 def test_unregistered_scope_is_invalid_scope(http: Any, auth: str, as_json: bool) -> None:
     if as_json:
