@@ -126,16 +126,34 @@ def check_identity(value: Any, field: str) -> str:
     check_text(value, field, max_length=MAX_IDENTITY_LENGTH[field])
     if not has_visible(value):
         raise InvalidValue(f"{field} must not be empty or only whitespace or invisible characters")
+    if BIDI_CONTROLS.search(value) is not None:
+        # A sub shown reordered ("user-1<RLO>24-resu") in the audit trail, a log or the
+        # sync server's console names another user than it seems to.
+        raise InvalidValue(f"{field} must not have bidirectional control characters")
     return value
 
 
+#: Characters that are neither whitespace nor format characters and still show nothing:
+#: the Hangul fillers (Default_Ignorable_Code_Point, yet letters) and the blank Braille
+#: pattern, used to make names that look empty.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+#: Categories that show nothing on their own: format characters (U+200B, U+FEFF, the
+#: bidirectional controls...) and combining marks, which only decorate a character before
+#: them (a value of marks alone shows nothing, or a dotted circle).
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+
+
 def _visible(char: str) -> bool:
-    return not char.isspace() and unicodedata.category(char) != "Cf"
+    return (
+        not char.isspace()
+        and char not in _BLANK_LETTERS
+        and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
+    )
 
 
 def has_visible(value: str) -> bool:
-    """Whether *value* shows anything: a character that is not whitespace nor an invisible
-    format character (U+200B, U+FEFF, the bidirectional controls...)."""
+    """Whether *value* shows anything: a character that is not whitespace, an invisible
+    format character, a combining mark or a blank letter (:data:`_BLANK_LETTERS`)."""
     return any(_visible(c) for c in value)
 
 

@@ -76,7 +76,26 @@ def test_loads_strict_refuses_what_rfc_8259_does_not_allow(text: str) -> None:
     "value",
     # Whitespace, and the invisible format characters (zero width space and joiner, byte
     # order mark, word joiner, a bidi mark): each looks empty wherever it is shown.
-    ["", " ", "\u3000 ", "\u00a0", "\u2003", "\u200b", "\ufeff", " \u200d\u2060 ", "\u200e"],
+    # Then what shows nothing without being either: the Hangul fillers, the blank Braille
+    # pattern, combining marks with nothing to combine with.
+    [
+        "",
+        " ",
+        "\u3000 ",
+        "\u00a0",
+        "\u2003",
+        "\u200b",
+        "\ufeff",
+        " \u200d\u2060 ",
+        "\u200e",
+        "\u3164",
+        "\u115f\u1160",
+        "\uffa0",
+        "\u2800\u2800",
+        "\u0301",
+        " \u20dd",
+        "\ufe0f",
+    ],
 )
 @pytest.mark.parametrize("field", ["sub", "email", "name"])
 def test_blank_identities_are_refused(field: str, value: str) -> None:
@@ -107,8 +126,30 @@ def test_bad_identities_are_refused(value: Any) -> None:
 
 
 def test_identities_with_a_visible_character_are_kept_as_given() -> None:
-    for value in ("a\u200b", "\u200bA", "user 1", "名前", "\u00e9", "a\u00a0b"):
+    # Combining marks after a letter (a decomposed é, a Devanagari vowel sign), a Hangul
+    # syllable, right-to-left text and its marks (U+200F): real names.
+    for value in (
+        "a\u200b",
+        "\u200bA",
+        "user 1",
+        "名前",
+        "\u00e9",
+        "a\u00a0b",
+        "e\u0301",
+        "\u0915\u093f",
+        "한국",
+        "\u05e9\u05dc\u05d5\u05dd\u200f",
+    ):
         assert v.check_identity(value, "sub") == value
+
+
+@pytest.mark.parametrize("control", ["\u202a", "\u202b", "\u202d", "\u202e", "\u2066", "\u2069"])
+@pytest.mark.parametrize("field", ["sub", "email", "name"])
+def test_identities_with_bidirectional_controls_are_refused(field: str, control: str) -> None:
+    """``user-1<RLO>24-resu`` shows as another user in the audit trail and every console;
+    client names refuse these characters for the same reason."""
+    with pytest.raises(v.InvalidValue, match="bidirectional"):
+        v.check_identity(f"user-1{control}24-resu", field)
 
 
 def test_claim_name_rule() -> None:
