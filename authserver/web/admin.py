@@ -28,6 +28,8 @@ from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
 from authserver.oauth.requests import ENCODED_BODY
+from authserver.oauth.requests import NOT_UTF8_CHARSET
+from authserver.oauth.requests import declares_utf8
 from authserver.oauth.requests import is_encoded
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
@@ -108,11 +110,29 @@ def _invalid(exc: InvalidInput | InvalidValue) -> Response:
     return error_response(400, "invalid_request", str(exc))
 
 
+#: A body that is not UTF-8 (latin-1, UTF-16): said as such, not as "not a JSON object".
+_NOT_UTF8 = "the request body is not valid UTF-8 (JSON is UTF-8, RFC 8259)"
+
+
 def _body(allowed: set[str]) -> dict[str, Any]:
     if not request.is_json:
         raise InvalidInput("the request body must be application/json")
     if is_encoded(request.environ):
         raise InvalidInput(ENCODED_BODY)
+    # JSON is UTF-8 (RFC 8259 section 8.1), as /token reads it. Decoded here, not by
+    # json.loads(bytes), which guesses UTF-16 and UTF-32 from the first bytes: what is
+    # stored must not depend on a guess, and a body in another charset is told so.
+    if not declares_utf8(request.environ):
+        raise InvalidInput(f"{NOT_UTF8_CHARSET} (RFC 8259): declare charset=utf-8 or none")
+    try:
+        # utf-8-sig: a leading byte order mark is ignored, as RFC 8259 lets a parser do.
+        text = request.get_data().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InvalidInput(_NOT_UTF8) from None
+    if "\x00" in text:
+        # Never in JSON text (a control character is escaped inside a string), but in
+        # UTF-16 or UTF-32 without a byte order mark, whose bytes may decode as UTF-8.
+        raise InvalidInput(_NOT_UTF8)
     # json.loads keeps the last of repeated names in silence: {"token_ttl": 60,
     # "token_ttl": 3600} or {"fixed_claims": {"tier": "free", "tier": "pro"}} would store
     # whichever one this parser picks, where the operator's tool may have meant the other.
@@ -122,7 +142,7 @@ def _body(allowed: set[str]) -> dict[str, Any]:
         # Strict JSON: what is stored must be readable by every client of this API (no
         # NaN, no lone surrogates) and no depth of input may reach the recursion limit.
         data = loads_strict(
-            request.get_data(),
+            text,
             "the request body",
             max_depth=MAX_BODY_DEPTH,
             object_pairs_hook=names,

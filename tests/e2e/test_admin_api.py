@@ -539,6 +539,47 @@ def test_a_compressed_body_is_refused_by_name(admin: Any) -> None:
     assert "Content-Encoding" in body["error_description"]
 
 
+NOT_UTF8_BODIES = [
+    # (raw body, Content-Type, what the error says)
+    (b'{"name": "x"}', "application/json; charset=latin-1", "must be UTF-8"),
+    (b'{"name": "x"}', "application/json; charset=UTF-16", "must be UTF-8"),
+    ('{"name": "caf\u00e9"}'.encode("latin-1"), "application/json", "not valid UTF-8"),
+    ('{"name": "x"}'.encode("utf-16"), "application/json", "not valid UTF-8"),
+    ('{"name": "x"}'.encode("utf-16-le"), "application/json", "not valid UTF-8"),
+    ('{"name": "x"}'.encode("utf-32"), "application/json", "not valid UTF-8"),
+]
+
+
+@db_independent
+@pytest.mark.parametrize(
+    ("raw", "content_type", "said"),
+    NOT_UTF8_BODIES,
+    ids=["latin-1-declared", "utf-16-declared", "latin-1-byte", "utf-16", "utf-16-le", "utf-32"],
+)
+def test_a_body_that_is_not_utf8_is_refused_as_such(
+    admin: Any, raw: bytes, content_type: str, said: str
+) -> None:
+    """JSON is UTF-8 (RFC 8259 section 8.1), as at /token: another declared charset, and
+    UTF-16 or UTF-32 that json.loads(bytes) would guess and read, are refused saying so."""
+    response = admin.post("/admin/clients", data=raw, content_type=content_type, headers=AUTH)
+    body = assert_error(response, 400, "invalid_request")
+    assert said in body["error_description"], body
+    assert "UTF-8" in body["error_description"], body
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+
+
+@db_independent
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/json; charset=UTF8"],
+)
+def test_a_utf8_body_is_read_with_or_without_its_charset(admin: Any, content_type: str) -> None:
+    for raw in ('{"name": "caf\u00e9"}'.encode(), '\ufeff{"name": "caf\u00e9"}'.encode()):
+        response = admin.post("/admin/clients", data=raw, content_type=content_type, headers=AUTH)
+        assert response.status_code == 201, response.get_data(as_text=True)
+        assert response.get_json()["name"] == "caf\u00e9"
+
+
 @db_independent
 def test_wrong_method_is_405_json(admin: Any) -> None:
     response = admin.put("/admin/clients", json={"name": "x"}, headers=AUTH)
