@@ -31,6 +31,7 @@ from authserver.oauth.requests import ENCODED_BODY
 from authserver.oauth.requests import NOT_UTF8_CHARSET
 from authserver.oauth.requests import declares_utf8
 from authserver.oauth.requests import is_encoded
+from authserver.profiles.base import field_list
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
 from authserver.settings import parse_since
@@ -153,9 +154,11 @@ def _body(allowed: set[str]) -> dict[str, Any]:
         raise InvalidInput("the request body must be a JSON object") from None
     if not isinstance(data, dict):
         raise InvalidInput("the request body must be a JSON object")
-    unknown = sorted(set(data) - allowed)
+    unknown = set(data) - allowed
     if unknown:
-        raise InvalidInput(f"unknown fields: {', '.join(unknown[:5])[:200]}")
+        # Named as /token's profiles name them: only plain names, at most ten (a name
+        # with control or bidirectional characters would be repeated to the operator).
+        raise InvalidInput(f"unknown fields: {field_list(unknown)}")
     if names.repeat_in(data):
         raise InvalidInput("a field of the request body is given more than once")
     for field, value in data.items():

@@ -464,6 +464,33 @@ def test_unknown_fields_are_named_in_the_error(admin: Any) -> None:
     assert "colour" in body["error_description"]
 
 
+@db_independent
+def test_unknown_fields_are_named_only_when_plain(admin: Any) -> None:
+    """A field name with control or bidirectional characters, or a long one, is not
+    repeated in the error (as /token's profiles do it); the plain ones still are."""
+    hostile = ["evil\u202egnp.exe", "line\nbreak", "x" * 5000, "bell\x07"]
+    body = assert_error(
+        admin.post(
+            "/admin/clients",
+            json={"name": "x", "colour": 1, **dict.fromkeys(hostile, 1)},
+            headers=AUTH,
+        ),
+        400,
+        "invalid_request",
+    )
+    said = body["error_description"]
+    assert "colour" in said, said
+    assert said.isprintable(), said
+    assert len(said) < 200, said
+    for name in hostile:
+        assert name[:4] not in said.replace("colour", ""), said
+    only_hostile = assert_error(
+        admin.post("/admin/clients", json={"name": "x", hostile[0]: 1}, headers=AUTH), 400
+    )
+    assert only_hostile["error_description"].isprintable(), only_hostile
+    assert "\u202e" not in only_hostile["error_description"]
+
+
 @pytest.mark.parametrize(
     ("name", "said"),
     [
@@ -633,6 +660,19 @@ def test_keys_list_rotate_retire(admin: Any) -> None:
     # Tokens are still issued, by another key.
     client = create(admin)
     assert token_status(admin, client["client_id"], client["client_secret"])[0] == 200
+
+
+@db_independent
+@pytest.mark.parametrize(
+    "kid", ["k" * 5000, "kid\u202eevil", "kid%0Anext"], ids=["5000-chars", "bidi", "newline"]
+)
+def test_an_unknown_kid_is_not_repeated_when_no_key_could_have_it(admin: Any, kid: str) -> None:
+    """Only a kid that could be one is named in the 404, as a client id is: the message is
+    not the place for 5000 characters, or for control or bidirectional ones."""
+    body = assert_error(admin.post(f"/admin/keys/{kid}/retire", headers=AUTH), 404, "not_found")
+    assert body["error_description"] == "no signing key with that kid"
+    named = assert_error(admin.post("/admin/keys/no-such-kid/retire", headers=AUTH), 404)
+    assert "no-such-kid" in named["error_description"]
 
 
 def test_retire_is_seen_by_another_instance_at_once(admin: Any, admin_services: Services) -> None:
