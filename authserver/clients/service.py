@@ -287,10 +287,13 @@ class ClientService:
             )
             self._store.update(updated)
             self._changed()
+            # The names of what changed, never a value (a key set, a fixed claim's value):
+            # the trail says what an operator changed, not only the name it has now.
+            changed = _changed_fields(client, updated)
             if keys:
-                self._record("client.updated", updated, keys_replaced=True)
+                self._record("client.updated", updated, changed=changed, keys_replaced=True)
             else:
-                self._record("client.updated", updated)
+                self._record("client.updated", updated, changed=changed)
             return updated
 
     def _keys(self, jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:
@@ -408,6 +411,21 @@ class ClientService:
                 "(AUTHSERVER_MAX_TOKEN_TTL)"
             )
         return token_ttl
+
+
+#: The fields of a client that ``update`` changes, as the admin API and --json name them.
+_UPDATABLE = ("name", "jwks", "jwks_uri")
+
+
+def _changed_fields(before: Client, after: Client) -> builtins.list[str]:
+    """The names of the fields *after* changed from *before*, in the admin API's words."""
+    changed = [f for f in _UPDATABLE if getattr(before, f) != getattr(after, f)]
+    changed += [
+        f.name
+        for f in dataclasses.fields(ClientPolicy)
+        if getattr(before.policy, f.name) != getattr(after.policy, f.name)
+    ]
+    return changed
 
 
 def _flag(value: Any, what: str) -> bool:

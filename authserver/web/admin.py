@@ -271,7 +271,11 @@ def update_client(client_id: str) -> Response:
     for field in ("audiences", "scopes", "allowed_claims"):
         if field in data:
             values = _list_of_strings(data, field)
-            changes[field] = tuple(values) if values is not None else ()
+            if values is None:
+                # null is no list, as it is no name: a null that cleared the list would
+                # wipe a policy on a tool's missing value. [] clears it on purpose.
+                raise InvalidInput(f"{field} must be an array of strings ([] removes them all)")
+            changes[field] = tuple(values)
     if "token_ttl" in data:
         changes["token_ttl"] = _ttl(data)
     if "require_sub" in data:
@@ -279,6 +283,8 @@ def update_client(client_id: str) -> Response:
     if "profile" in data:
         changes["profile"] = _profile(data)
     if "fixed_claims" in data:
+        if data["fixed_claims"] is None:
+            raise InvalidInput("fixed_claims must be a JSON object ({} removes them all)")
         changes["fixed_claims"] = _fixed_claims(data)
     if "jwks" in data:
         if not isinstance(data["jwks"], dict):

@@ -15,6 +15,7 @@ from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
+from tests.factories import client_public_jwk
 
 pytestmark = pytest.mark.e2e
 
@@ -452,6 +453,58 @@ def test_update_rejects_bad_bodies(admin: Any) -> None:
         assert_error(response, 400, "invalid_request")
     shown = admin.get(f"/admin/clients/{client['client_id']}", headers=AUTH).get_json()
     assert shown == {k: v for k, v in client.items() if k != "client_secret"}
+
+
+@db_independent
+@pytest.mark.parametrize(
+    ("field", "empty"),
+    [("audiences", []), ("scopes", []), ("allowed_claims", []), ("fixed_claims", {})],
+)
+def test_update_refuses_null_for_a_list_and_clears_it_with_an_empty_one(
+    admin: Any, field: str, empty: Any
+) -> None:
+    """null is refused as it is for name and jwks_uri (it cleared the list in silence);
+    an empty list or object is the way to clear."""
+    values = {
+        "audiences": [AUD],
+        "scopes": ["sync"],
+        "allowed_claims": ["tier"],
+        "fixed_claims": {"tier": "pro"},
+    }
+    client = create(admin, **{field: values[field]})
+    url = f"/admin/clients/{client['client_id']}"
+    body = assert_error(admin.patch(url, json={field: None}, headers=AUTH), 400, "invalid_request")
+    assert field in body["error_description"], body
+    assert admin.get(url, headers=AUTH).get_json()[field] == values[field]
+    cleared = admin.patch(url, json={field: empty}, headers=AUTH)
+    assert cleared.status_code == 200, cleared.get_data(as_text=True)
+    assert cleared.get_json()[field] == empty
+
+
+@db_independent
+def test_the_update_audit_event_names_the_fields_that_changed(
+    admin: Any, rsa_private_key: Any
+) -> None:
+    """Names only: never a value, such as a fixed claim's or a key set's."""
+    client = create(admin, name="before", scopes=["a"])
+    url = f"/admin/clients/{client['client_id']}"
+    changes = {"name": "after", "scopes": ["a"], "fixed_claims": {"tier": "secret-ish"}}
+    assert admin.patch(url, json=changes, headers=AUTH).status_code == 200
+    keyed = create(admin, jwks={"keys": [client_public_jwk(rsa_private_key, "k1")]})
+    replaced = {"keys": [client_public_jwk(rsa_private_key, "k2")]}
+    assert (
+        admin.patch(
+            f"/admin/clients/{keyed['client_id']}", json={"jwks": replaced}, headers=AUTH
+        ).status_code
+        == 200
+    )
+    events = admin.get("/admin/audit?action=client.updated", headers=AUTH).get_json()["events"]
+    by_client = {e["client_id"]: e["detail"] for e in events}
+    # scopes were given but are what they were: not a change.
+    assert by_client[client["client_id"]]["changed"] == ["name", "fixed_claims"]
+    assert "secret-ish" not in str(by_client)
+    assert by_client[keyed["client_id"]]["changed"] == ["jwks"]
+    assert client_public_jwk(rsa_private_key, "k2")["n"] not in str(by_client)
 
 
 @db_independent

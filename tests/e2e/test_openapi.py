@@ -271,7 +271,7 @@ ACCEPTED_NULLS: list[tuple[str, str, dict[str, Any]]] = [
     ("post", "/admin/clients", {"name": "n", "jwks": None}),
     ("post", "/admin/clients", {"name": "n", "jwks_uri": None}),
     ("post", "/admin/clients", {"name": "n", "fixed_claims": None}),
-    ("patch", "/admin/clients/{client_id}", {"audiences": None, "fixed_claims": None}),
+    ("patch", "/admin/clients/{client_id}", {"token_ttl": None}),
     ("post", "/admin/tokens/revoke", {"sub": "alice", "client_id": None}),
 ]
 
@@ -296,3 +296,28 @@ def test_bodies_the_admin_api_accepts_are_documented_as_valid(
     response = getattr(http, method)(url, json=body, headers=auth)
     assert 200 <= response.status_code < 300, response.get_data(as_text=True)
     request_validator(document, method, path).validate(body)
+
+
+#: A null in PATCH that would have cleared a list: refused, and described as invalid.
+REFUSED_NULLS = [
+    {"audiences": None},
+    {"scopes": None},
+    {"allowed_claims": None},
+    {"fixed_claims": None},
+]
+
+
+@db_independent
+@pytest.mark.parametrize("body", REFUSED_NULLS, ids=lambda b: next(iter(b)))
+def test_nulls_the_admin_api_refuses_are_documented_as_invalid(
+    admin_app: Any, body: dict[str, Any]
+) -> None:
+    document = packaged_document()
+    http = admin_app.test_client()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    client_id = http.post("/admin/clients", json={"name": "c"}, headers=auth).get_json()[
+        "client_id"
+    ]
+    response = http.patch(f"/admin/clients/{client_id}", json=body, headers=auth)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert not request_validator(document, "patch", "/admin/clients/{client_id}").is_valid(body)
