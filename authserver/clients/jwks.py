@@ -92,11 +92,23 @@ def validate_public_jwks(jwks: Any) -> dict[str, Any]:
     return {"keys": list(jwks["keys"])}
 
 
+def check_distinct_kids(jwks: dict[str, Any]) -> None:
+    """Refuse a set (one :func:`validate_public_jwks` accepted) in which two keys share a
+    ``kid``: an assertion naming that kid would be checked against whichever key a lookup
+    finds first. Keys without a ``kid`` are each tried in turn, and may be several."""
+    kids = [key["kid"] for key in jwks["keys"] if "kid" in key]
+    if len(set(kids)) < len(kids):
+        raise InvalidInput("two keys of the JWK set have the same kid: each kid must name one key")
+
+
 #: The key types and sizes that can verify an assertion in one of the algorithms the server
 #: accepts (``auth_methods.ASSERTION_ALGS``): RSA for RS256 and PS256, EC P-256 for ES256.
 ALGS_BY_KTY = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
 MEMBERS_BY_KTY = {"RSA": ("n", "e"), "EC": ("crv", "x", "y")}
 MIN_RSA_BITS = 2048
+#: OpenSSL's largest RSA modulus (OPENSSL_RSA_MAX_MODULUS_BITS): a larger key can never
+#: verify an assertion, and each check of one would cost time in proportion to its size.
+MAX_RSA_BITS = 16384
 
 
 def _check_signing_key(key: dict[str, Any]) -> None:
@@ -116,6 +128,8 @@ def _check_signing_key(key: dict[str, Any]) -> None:
         raise InvalidInput("an EC key must be on the P-256 curve (ES256)")
     if kty == "RSA" and _bits(key["n"]) < MIN_RSA_BITS:
         raise InvalidInput(f"an RSA key must have at least {MIN_RSA_BITS} bits")
+    if kty == "RSA" and _bits(key["n"]) > MAX_RSA_BITS:
+        raise InvalidInput(f"an RSA key must have at most {MAX_RSA_BITS} bits (OpenSSL's maximum)")
     if "use" in key and key["use"] != "sig":
         raise InvalidInput('a key\'s "use", when given, must be "sig"')
     if "alg" in key and key["alg"] not in ALGS_BY_KTY[kty]:

@@ -16,6 +16,7 @@ from authserver.audit.service import AuditService
 from authserver.cache import BoundedCache
 from authserver.cache import ChangeFeed
 from authserver.clients import secrets as client_secrets
+from authserver.clients.jwks import check_distinct_kids
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
 from authserver.clients.model import Client
@@ -305,7 +306,12 @@ class ClientService:
         if jwks is not None and jwks_uri is not None:
             raise InvalidInput("give either a JWK set or a jwks_uri, not both")
         if jwks is not None:
-            return {"jwks": validate_public_jwks(jwks), "jwks_uri": None}
+            checked = validate_public_jwks(jwks)
+            # Registered sets only: a set fetched from a jwks_uri is the client's own
+            # server's answer, read on each authentication, where refusing it whole
+            # would stop the client for a key it may not use.
+            check_distinct_kids(checked)
+            return {"jwks": checked, "jwks_uri": None}
         return {
             "jwks": None,
             "jwks_uri": check_jwks_uri(jwks_uri, allow_http_loopback=self._allow_http_jwks_uri),

@@ -326,6 +326,23 @@ def test_private_keys_are_refused_in_a_jwk_set(admin: Any, rsa_private_key: Any)
     assert private["d"] not in response.get_data(as_text=True)
 
 
+@db_independent
+def test_a_jwk_set_with_two_keys_of_one_kid_is_refused(admin: Any, rsa_private_key: Any) -> None:
+    """An assertion naming that kid would be checked against whichever key a lookup finds
+    first: refused at create and at update, as from --jwks-file."""
+    twice = {"keys": [client_public_jwk(rsa_private_key, "k")] * 2}
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": "x", "jwks": twice}, headers=AUTH), 400
+    )
+    assert "same kid" in body["error_description"], body
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+    keyed = create(admin, jwks={"keys": [client_public_jwk(rsa_private_key, "k")]})
+    url = f"/admin/clients/{keyed['client_id']}"
+    body = assert_error(admin.patch(url, json={"jwks": twice}, headers=AUTH), 400)
+    assert "same kid" in body["error_description"], body
+    assert admin.get(url, headers=AUTH).get_json()["jwks"] == keyed["jwks"]
+
+
 @pytest.mark.parametrize("action", ["rotate-secret", "disable", "enable"])
 def test_unknown_client_is_404(admin: Any, action: str) -> None:
     assert_error(

@@ -589,6 +589,31 @@ def test_cli_refuses_a_private_jwk_set(
     assert private["d"] not in result.stdout + result.stderr
 
 
+@db_independent
+def test_cli_refuses_a_jwk_set_with_two_keys_of_one_kid(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    tmp_path: Path,
+    rsa_private_key: rsa.RSAPrivateKey,
+    other_key: rsa.RSAPrivateKey,
+) -> None:
+    from tests.helpers import run_cli_here
+
+    jwks_file = tmp_path / "twice.json"
+    jwks_file.write_text(
+        json.dumps({"keys": [public_jwk(rsa_private_key, "k"), public_jwk(other_key, "k")]})
+    )
+    result = run_cli_here(
+        env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file)
+    )
+    assert result.returncode == 1, result
+    assert result.stderr.startswith("authserver: error: "), result.stderr
+    assert "same kid" in result.stderr.splitlines()[0], result.stderr
+    with services.unit_of_work():
+        assert services.clients.list() == []
+
+
 def test_a_client_rotates_its_keys_and_keeps_its_id(
     env_for: Callable[..., dict[str, str]],
     db_url: str,

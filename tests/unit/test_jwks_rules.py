@@ -3,6 +3,7 @@ can verify an assertion in an algorithm the server accepts (RS256, PS256, ES256)
 
 from __future__ import annotations
 
+import base64
 import warnings
 from typing import Any
 
@@ -15,6 +16,8 @@ from joserfc.jwk import ECKey
 from joserfc.jwk import OKPKey
 from joserfc.jwk import RSAKey
 
+from authserver.clients.jwks import MAX_RSA_BITS
+from authserver.clients.jwks import check_distinct_kids
 from authserver.clients.jwks import validate_public_jwks
 from authserver.errors import InvalidInput
 
@@ -94,3 +97,26 @@ def test_keys_that_cannot_verify_an_accepted_assertion_are_refused(
         with pytest.raises(InvalidInput) as refused:
             validate_public_jwks({"keys": [public(rsa_2048, kid="good"), key]})
     assert words in str(refused.value)
+
+
+def _synthetic_rsa(bits: int) -> dict[str, Any]:
+    """An RSA JWK whose modulus has exactly *bits* bits (not a real key: the size rule is
+    checked before any use, and generating a 16384-bit key takes minutes)."""
+    modulus = (1 << (bits - 1)) | 1
+    n = base64.urlsafe_b64encode(modulus.to_bytes((bits + 7) // 8, "big")).rstrip(b"=")
+    return {"kty": "RSA", "n": n.decode(), "e": "AQAB"}
+
+
+def test_rsa_keys_larger_than_openssl_takes_are_refused() -> None:
+    assert validate_public_jwks({"keys": [_synthetic_rsa(MAX_RSA_BITS)]})
+    for bits in (MAX_RSA_BITS + 1, 100_000):
+        with pytest.raises(InvalidInput, match=f"at most {MAX_RSA_BITS} bits"):
+            validate_public_jwks({"keys": [_synthetic_rsa(bits)]})
+
+
+def test_two_keys_with_one_kid_are_refused(rsa_2048: RSAKey, ec_p256: ECKey) -> None:
+    checked = validate_public_jwks({"keys": [public(rsa_2048, kid="a"), public(ec_p256, kid="a")]})
+    with pytest.raises(InvalidInput, match="same kid"):
+        check_distinct_kids(checked)
+    # Keys without a kid are each tried in turn: several are not ambiguous.
+    check_distinct_kids({"keys": [public(rsa_2048), public(ec_p256), public(rsa_2048, kid="a")]})
