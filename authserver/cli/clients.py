@@ -20,6 +20,7 @@ from authserver.cli.output import fields
 from authserver.cli.output import table
 from authserver.clients.jwks import MAX_JWKS_BYTES
 from authserver.clients.jwks import MAX_JWKS_DEPTH
+from authserver.clients.service import DEFAULT_PROFILE
 from authserver.files import FileRefused
 from authserver.files import read_small_text
 from authserver.settings import parse_duration
@@ -198,7 +199,9 @@ def create(
                 jwks=jwks,
                 jwks_uri=jwks_uri,
                 require_sub=require_sub,
-                profile=profile or "oauth2",
+                # Only an absent --profile is the default: --profile '' (an empty
+                # variable) is refused by the service, as the admin API refuses "".
+                profile=profile if profile is not None else DEFAULT_PROFILE,
                 fixed_claims=fixed,
             )
         # Shown after the commit, so a client printed is a client stored whatever ends the

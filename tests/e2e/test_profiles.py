@@ -406,6 +406,28 @@ def test_cli_profile_and_fixed_claims(
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
+def test_cli_refuses_an_empty_profile(
+    env_for: Callable[..., dict[str, str]], tmp_path: Any
+) -> None:
+    """--profile '' (an empty shell variable) is refused as the admin API refuses "", at
+    create and at update; only a --profile left out is the default."""
+    from tests.helpers import cli_json_here
+    from tests.helpers import run_cli_here
+
+    env = env_for(f"sqlite:///{tmp_path / 'cli.db'}")
+    made = cli_json_here(env, "clients", "create", "--name", "b", "--profile", "verdant")
+    for args in (
+        ("clients", "create", "--name", "c", "--profile", ""),
+        ("clients", "update", made["client_id"], "--profile", ""),
+    ):
+        result = run_cli_here(env, *args)
+        assert result.returncode == 1, (args, result)
+        assert result.stderr.startswith("authserver: error: unknown profile"), result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    listed = cli_json_here(env, "clients", "list")["clients"]
+    assert [(c["name"], c["profile"]) for c in listed] == [("b", "verdant")]
+
+
 def test_stream_path_refuses_contradicting_protocol_fields(
     http: Any, register: Callable[..., Any]
 ) -> None:
