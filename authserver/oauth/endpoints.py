@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
@@ -89,11 +90,14 @@ class AuthServerIntrospectionEndpoint(_TokenEndpoint, IntrospectionEndpoint):
 
 class AuthServerRevocationEndpoint(_TokenEndpoint, RevocationEndpoint):
     def authenticate_token(self, request: Any, client: OAuthClient) -> InspectedToken | None:
-        """RFC 7009 §2.2: an invalid token, or a token of another client, is not an error
-        (Authlib's answer to the latter is ``invalid_grant``); nothing is revoked."""
-        self.check_params(request, client)
-        token = self.query_token(request.form["token"], request.form.get("token_type_hint"))
-        return token if token is not None and token.check_client(client) else None
+        """Authlib's check, with the words its ``InvalidGrantError`` leaves out: RFC 7009
+        §2.1, a live token issued to another client is refused, and nothing is revoked
+        (``invalid_grant``: RFC 6749 §5.2's code for a grant "issued to another client");
+        an invalid token is no error (§2.2: ``query_token`` finds nothing, 200)."""
+        try:
+            return super().authenticate_token(request, client)
+        except InvalidGrantError:
+            raise InvalidGrantError("the token was issued to another client") from None
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> InspectedToken | None:
         # A token revoked already (by jti, or with its user or client) is nothing to

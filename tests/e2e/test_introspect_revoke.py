@@ -249,14 +249,21 @@ def test_revocation_is_audited_without_the_token(
     assert token not in json.dumps(events[0].detail)
 
 
-def test_revoking_another_clients_token_is_a_no_op(
+def test_revoking_another_clients_token_is_refused_and_revokes_nothing(
     http: Any, pair: tuple[tuple[str, str], tuple[str, str]]
 ) -> None:
+    """RFC 7009 §2.1: the server "verifies whether the token was issued to the client
+    making the revocation request. If this validation fails, the request is refused and
+    the client is informed of the error": ``invalid_grant`` (RFC 6749 §5.2, a grant
+    "issued to another client"). A token no longer live is no error (§2.2)."""
     a, b = pair
     token = issue_token(http, a)
     response = revoke(http, token, b)
-    assert response.status_code == 200
+    assert_error(response, 400, "invalid_grant")
+    assert response.get_json()["error_description"] == "the token was issued to another client"
     assert active(http, token, a)
+    assert revoke(http, token, a).status_code == 200
+    assert revoke(http, token, b).status_code == 200  # revoked: nothing live to refuse
 
 
 def test_audience_client_cannot_revoke(http: Any, register: Register) -> None:
@@ -265,7 +272,7 @@ def test_audience_client_cannot_revoke(http: Any, register: Register) -> None:
     issuer_client = register(audiences=[AUD])
     sync_server = register(name="sync", audiences=[AUD])
     token = issue_token(http, issuer_client)
-    assert revoke(http, token, sync_server).status_code == 200
+    assert_error(revoke(http, token, sync_server), 400, "invalid_grant")
     assert active(http, token, issuer_client)
 
 
