@@ -229,6 +229,11 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
         return self.do_open(_WatchedHTTPSConnection, req, context=self._context)  # type: ignore[attr-defined]
 
 
+#: The part of a cached document's lifetime (a JWKS's max-age, a status list's ttl) at the
+#: end of which a use of it refreshes it in the background.
+REFRESH_AHEAD: Final = 0.2
+
+
 @dataclass
 class _StatusList:
     """A verified status list: its bits, and until when it may be used."""
@@ -241,6 +246,9 @@ class _StatusList:
     exp: float | None = None  # wall clock: its exp
     etag: str | None = None  # sent as If-None-Match when refreshing it
     refreshing: bool = False
+    #: Monotonic: from here until ``fresh_until`` a use of this copy starts a refresh in
+    #: the background, so under steady use a new copy is there before this one is stale.
+    refresh_from: float = float("inf")
 
     def status(self, idx: int) -> int | None:
         per_byte = 8 // self.bits
@@ -340,7 +348,9 @@ class TokenVerifier:
         self._lock = threading.Lock()
         self._keys: dict[str, RSAKey] = {}
         self._fresh_until = float("-inf")  # monotonic
+        self._refresh_from = float("-inf")  # monotonic: refresh ahead from here
         self._usable_until = float("-inf")  # monotonic: stale_if_error bound
+        self._refreshing_keys = False  # a background refresh of the keys runs
         self._etag: str | None = None
         self._last_fetch_ok = True
         self._last_fetch_error: str | None = None
@@ -392,19 +402,35 @@ class TokenVerifier:
         return claims
 
     def refresh(self) -> None:
-        """Fetch the JWKS now (respecting ``min_refetch_interval``); e.g. after a retire."""
+        """Fetch the JWKS now, whatever ``min_refetch_interval`` says, and the status lists
+        at their next use (e.g. after a retire, or after revoking tokens by hand)."""
         self._refetch(force=True)
+        with self._lock:
+            for cached in self._lists.values():
+                cached.fresh_until = float("-inf")
 
     # -- keys -------------------------------------------------------------------------------
 
     def _key_for(self, kid: str) -> RSAKey:
         with self._lock:
             key = self._keys.get(kid)
-            fresh = self._monotonic() < self._fresh_until
+            now = self._monotonic()
+            fresh = now < self._fresh_until
+            ahead = now >= self._refresh_from
+            failing = not self._last_fetch_ok and now < self._usable_until
         if key is not None and fresh:
+            if ahead:
+                self._refresh_keys_in_background()
             return key
-        # The cache expired, or the kid is unknown (a rotation we have not seen yet, or a
-        # forged kid): refetch, at most once per min_refetch_interval.
+        if key is not None and failing:
+            # The issuer failed the last fetch: the last good set answers (within
+            # stale_if_error) and the fetch is retried in the background, so an outage
+            # holds back one request at most, never every request of every refetch.
+            self._refresh_keys_in_background()
+            return key
+        # The cache expired while the issuer answered (a retired key must go at once), or
+        # the kid is unknown (a rotation we have not seen yet, or a forged kid): refetch
+        # now, at most once per min_refetch_interval.
         self._refetch(force=False)
         with self._lock:
             key = self._keys.get(kid)
@@ -418,13 +444,28 @@ class TokenVerifier:
             raise InvalidToken("jwks_unavailable", error)
         raise InvalidToken("unknown_kid")
 
+    def _refresh_keys_in_background(self) -> None:
+        with self._lock:
+            if self._refreshing_keys:
+                return
+            self._refreshing_keys = True
+
+        def run() -> None:
+            try:
+                self._refetch(force=False)
+            finally:
+                with self._lock:
+                    self._refreshing_keys = False
+
+        threading.Thread(target=run, name="authserver-verifier-keys", daemon=True).start()
+
     def _refetch(self, *, force: bool) -> None:
         started = self._monotonic()
         with self._fetch_lock:
             now = self._monotonic()
             if self._last_attempt > started and not force:
                 return  # another thread fetched while we waited: use its result
-            if now - self._last_attempt < self.min_refetch_interval:
+            if now - self._last_attempt < self.min_refetch_interval and not force:
                 return
             self._last_attempt = now
             self.fetch_count += 1
@@ -454,6 +495,7 @@ class TokenVerifier:
                     # Nothing was asked conditionally: a 304 renews no copy.
                     raise InvalidToken("jwks_unavailable", f"{self._jwks_uri}: 304 without a copy")
                 self._fresh_until = now + lifetime
+                self._refresh_from = now + (1 - REFRESH_AHEAD) * lifetime
                 self._usable_until = now + max(lifetime, self.stale_if_error)
             return
         keys = self._parse_jwks(body)
@@ -461,6 +503,7 @@ class TokenVerifier:
             self._keys = keys
             self._etag = response_headers.get("etag")
             self._fresh_until = now + lifetime
+            self._refresh_from = now + (1 - REFRESH_AHEAD) * lifetime
             self._usable_until = now + max(lifetime, self.stale_if_error)
 
     def _discover(self) -> str:
@@ -617,29 +660,43 @@ class TokenVerifier:
             if cached is not None:
                 self._lists.move_to_end(uri)
                 if now < cached.fresh_until:
+                    if now >= cached.refresh_from:
+                        self._refresh_list_in_background(uri, cached)
                     return cached
-                if now < cached.usable_until:
-                    # Past its ttl: answer from this copy and fetch a new one meanwhile.
-                    if not cached.refreshing:
-                        cached.refreshing = True
-                        threading.Thread(
-                            target=self._refresh_list,
-                            args=(uri,),
-                            name="authserver-verifier-status",
-                            daemon=True,
-                        ).start()
+                failed = self._list_failures.get(uri)
+                if failed is not None and now < cached.usable_until:
+                    # The issuer failed the last fetch: answer from this copy (within its
+                    # bound) and retry in the background, so an outage holds back one
+                    # request at most, never one per attempt.
+                    if now - failed >= self.min_refetch_interval:
+                        self._refresh_list_in_background(uri, cached)
                     return cached
-        # Nothing usable: fetch now (single flight per list).
-        self._fetch_list(uri)
+        # No copy, or one past its ttl while the issuer answered last time: fetch now
+        # (single flight per list), so a revocation is seen within one ttl however seldom
+        # tokens naming the list come; a failed fetch leaves the last copy within its bound.
+        error: str | None = None
+        try:
+            self._fetch_list(uri)
+        except InvalidToken as exc:
+            error = exc.detail
         with self._lock:
             cached = self._lists.get(uri)
             if cached is not None and self._monotonic() < cached.usable_until:
                 return cached
-        raise InvalidToken("status_unavailable", f"{uri}: no usable copy")
+        raise InvalidToken("status_unavailable", error or f"{uri}: no usable copy")
+
+    def _refresh_list_in_background(self, uri: str, cached: _StatusList) -> None:
+        """Start a background refresh of *cached* unless one runs (call under ``_lock``)."""
+        if cached.refreshing:
+            return
+        cached.refreshing = True
+        threading.Thread(
+            target=self._refresh_list, args=(uri,), name="authserver-verifier-status", daemon=True
+        ).start()
 
     def _refresh_list(self, uri: str) -> None:
         try:
-            self._fetch_list(uri)
+            self._fetch_list(uri, ahead=True)
         except InvalidToken:
             pass  # keep the copy we have, within its bound
         finally:
@@ -648,7 +705,9 @@ class TokenVerifier:
                 if cached is not None:
                     cached.refreshing = False
 
-    def _fetch_list(self, uri: str) -> None:
+    def _fetch_list(self, uri: str, *, ahead: bool = False) -> None:
+        """Fetch the list at *uri* unless another thread did while this one waited; a
+        copy still fresh is fetched again only *ahead* of its end (a background refresh)."""
         with self._lock:
             lock = self._list_locks.setdefault(uri, threading.Lock())
         started = self._monotonic()
@@ -658,7 +717,7 @@ class TokenVerifier:
                 cached = self._lists.get(uri)
                 last = self._list_attempts.get(uri, float("-inf"))
                 failed = self._list_failures.get(uri, float("-inf"))
-            if last > started or (cached is not None and now < cached.fresh_until):
+            if last > started or (not ahead and cached is not None and now < cached.fresh_until):
                 return  # another thread fetched while we waited
             if now - failed < self.min_refetch_interval:
                 # A failing list is not hammered: one attempt per interval after a failure.
@@ -713,9 +772,9 @@ class TokenVerifier:
         parsed.etag = headers.get("etag")
         return parsed
 
-    def _held(self, lifetime: float, exp: float | None) -> tuple[float, float]:
-        """(fresh until, usable until), monotonic, for a list fetched or confirmed now:
-        usable until its exp (by the wall clock, converted), never past
+    def _held(self, lifetime: float, exp: float | None) -> tuple[float, float, float]:
+        """(fresh until, usable until, refresh ahead from), monotonic, for a list fetched
+        or confirmed now: usable until its exp (by the wall clock, converted), never past
         status_max_stale; fresh for its ttl (*lifetime*), never past that either (a list
         held "fresh" longer was used after the issuer had replaced it: a revoked token
         accepted)."""
@@ -723,15 +782,17 @@ class TokenVerifier:
         usable = fetched + self.status_max_stale
         if exp is not None:
             usable = min(usable, fetched + (exp - self._clock()))
-        return min(fetched + lifetime, usable), usable
+        fresh = min(fetched + lifetime, usable)
+        return fresh, usable, fetched + (1 - REFRESH_AHEAD) * (fresh - fetched)
 
     def _renewed(self, cached: _StatusList) -> _StatusList:
-        fresh_until, usable_until = self._held(cached.lifetime, cached.exp)
+        fresh_until, usable_until, refresh_from = self._held(cached.lifetime, cached.exp)
         return _StatusList(
             bits=cached.bits,
             data=cached.data,
             fresh_until=fresh_until,
             usable_until=usable_until,
+            refresh_from=refresh_from,
             lifetime=cached.lifetime,
             exp=cached.exp,
             etag=cached.etag,
@@ -785,12 +846,13 @@ class TokenVerifier:
         # exp, at most the upper bound (as the JS verifier holds it).
         lifetime = min(max(float(ttl), low), high) if ttl is not None else high
         expires = float(exp) if exp is not None else None
-        fresh_until, usable_until = self._held(lifetime, expires)
+        fresh_until, usable_until, refresh_from = self._held(lifetime, expires)
         return _StatusList(
             bits=bits,
             data=data,
             fresh_until=fresh_until,
             usable_until=usable_until,
+            refresh_from=refresh_from,
             lifetime=lifetime,
             exp=expires,
         )

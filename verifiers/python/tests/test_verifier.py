@@ -85,6 +85,9 @@ class AuthServerDouble:
     status_list_fetches: int = 0
     #: Conditional GETs of a status list answered 304 (its ETag is the body's hash).
     status_list_not_modified: int = 0
+    #: Seconds the double waits before answering a JWKS or status list request: an issuer
+    #: that accepts connections and does not answer (longer than the verifier's timeout).
+    hang: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, *published: RSAKey) -> None:
@@ -112,6 +115,7 @@ def server() -> Iterator[AuthServerDouble]:
             elif self.path == "/.well-known/jwks.json":
                 with state.lock:
                     state.jwks_fetches += 1
+                time.sleep(state.hang)
                 if state.jwks_location:
                     self._send(302, b"", {"Location": state.jwks_location})
                     return
@@ -129,6 +133,7 @@ def server() -> Iterator[AuthServerDouble]:
             elif self.path in state.status_lists:
                 with state.lock:
                     state.status_list_fetches += 1
+                time.sleep(state.hang)
                 body = state.status_lists[self.path].encode()
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
                 media_type = "application/statuslist+jwt"
@@ -514,10 +519,10 @@ def test_max_age_is_honoured(
     verifier = verifier_for(server, monotonic=lambda: clock.mono)
     token = issuer.token()
     verifier.verify(token)
-    clock.advance(0.9)
+    clock.advance(0.7)  # before the last fifth of the max-age, where a use refreshes ahead
     verifier.verify(token)
     assert server.jwks_fetches == 1
-    clock.advance(0.2)
+    clock.advance(0.4)
     verifier.verify(token)
     assert server.jwks_fetches == 2
     assert server.not_modified == 1  # If-None-Match with the ETag: the set had not changed
@@ -625,13 +630,29 @@ def test_retired_key_is_dropped_when_the_cache_expires(
 def test_refresh_drops_a_retired_key_at_once(
     server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey]
 ) -> None:
+    """``refresh()`` is what the docs tell an operator to call after a retire: it fetches
+    at once, even moments after another fetch (it waited out min_refetch_interval, and a
+    retired key kept verifying until the cache expired)."""
     server.publish(keys[0], keys[1])
-    verifier = verifier_for(server)
+    verifier = verifier_for(server, min_refetch_interval=10.0)
     old = issuer.token()
     verifier.verify(old)
     server.publish(keys[1])
     verifier.refresh()
+    assert server.jwks_fetches == 2
     assert reason_of(verifier, old) == "unknown_kid"
+
+
+def test_refresh_makes_the_status_lists_be_fetched_at_their_next_use(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    issuer.serve_status_list(set(), now=clock.wall, ttl=3600)
+    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
+    token = issuer.token(with_status(server, 5))
+    assert verifier.verify(token)
+    issuer.serve_status_list({5}, now=clock.wall, ttl=3600)
+    verifier.refresh()
+    assert reason_of(verifier, token) == "revoked"
 
 
 # -- failures of the authserver -----------------------------------------------------------------
@@ -934,9 +955,65 @@ def test_a_revocation_is_seen_once_the_ttl_has_passed(
     clock.advance(ttl - 1)
     assert verifier.verify(token)  # within the ttl the cached copy answers
     clock.advance(2)
-    # Past the ttl: the cached copy answers while a background fetch brings the new one.
-    wait_for_reason(verifier, token, "revoked")
+    # Past the ttl: the first use fetches the list (it answered from its stale copy and
+    # fetched in the background, so with tokens coming seldom a revoked one passed once
+    # per ttl, and up to status_max_stale after the revocation).
+    assert reason_of(verifier, token) == "revoked"
     assert server.status_list_fetches == 2
+
+
+def test_under_steady_use_a_list_is_refreshed_before_its_ttl_ends(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """In the last fifth of its ttl a use starts a background refresh, so the copy that
+    answers past the ttl is already the new one and no request waits for a fetch."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60)
+    verifier = status_verifier(server, clock, min_refetch_interval=0.0)
+    token = issuer.token(with_status(server, 5))
+    assert verifier.verify(token)
+    clock.advance(40)
+    assert verifier.verify(token)
+    time.sleep(0.2)
+    assert server.status_list_fetches == 1  # not yet in the last fifth
+    issuer.serve_status_list({5}, now=clock.wall, ttl=60)
+    clock.advance(10)
+    assert verifier.verify(token)  # the copy still answers; a refresh starts meanwhile
+    wait_for_background_refreshes()
+    assert server.status_list_fetches == 2
+    assert reason_of(verifier, token) == "revoked"  # the new copy, fetched ahead
+    assert server.status_list_fetches == 2
+
+
+def _timed(verifier: TokenVerifier, token: str) -> tuple[str, float]:
+    started = time.monotonic()
+    return outcome(verifier, token), time.monotonic() - started
+
+
+def test_an_issuer_that_stops_answering_holds_back_one_request_not_every_refetch(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """An issuer that accepts connections and never answers: the first use past the ttl
+    waits for the timeout and gets the last copy; from then on, while the issuer is known
+    to fail, uses answer from the last copies at once and the refetches run in the
+    background (every use past a refetch interval waited the whole timeout, for the keys
+    and then for the list)."""
+    server.cache_control = "max-age=60"
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
+    verifier = status_verifier(server, clock, timeout=0.5, min_refetch_interval=10.0)
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.hang = 1.0
+    clock.advance(61)  # past the ttl and the max-age
+    first, waited = _timed(verifier, token)
+    assert first == "accepted"
+    assert waited >= 0.5  # the one request that found out
+    for _ in range(3):
+        clock.advance(11)  # past the refetch interval each time: background retries
+        answer, waited = _timed(verifier, token)
+        assert answer == "accepted"
+        assert waited < 0.3, waited
+    server.hang = 0.0
+    wait_for_background_refreshes()
 
 
 def test_a_list_without_a_ttl_is_held_until_its_exp(
