@@ -120,7 +120,7 @@ export class StatusListCache {
    */
   constructor(options) {
     this.options = options;
-    /** @type {Map<string, {list?: object, etag?: string, ttlSeconds?: number, expMs?: number, fetchedAt?: number, freshUntil?: number, usableUntil?: number, retryAt?: number, pending?: Promise<void>}>} */
+    /** @type {Map<string, {list?: object, etag?: string, ttlSeconds?: number, expMs?: number, fetchedAt?: number, freshUntil?: number, refreshFrom?: number, usableUntil?: number, retryAt?: number, lastError?: Error, pending?: Promise<void>}>} */
     this.entries = new Map();
   }
 
@@ -144,9 +144,23 @@ export class StatusListCache {
       entry = {};
       this.entries.set(uri, entry);
     }
-    if (entry.list && now < entry.freshUntil) return entry.list;
-    // After a failed fetch, the next one waits retryInterval, with or without a copy: a
-    // Status Provider that is down is not asked once per verification.
+    if (entry.list && now < entry.freshUntil) {
+      // In the last fifth of its ttl a use refreshes the copy in the background: under
+      // steady traffic the new copy is there before this one is stale.
+      if (now >= entry.refreshFrom) this.refreshInBackground(uri, entry);
+      return entry.list;
+    }
+    if (entry.list && entry.lastError && now < entry.usableUntil) {
+      // The issuer failed the last fetch: the last copy answers at once (within its bound)
+      // and the fetch is retried in the background, so an issuer that never answers holds
+      // back one verification, not one per retry.
+      if (now >= (entry.retryAt ?? 0)) this.refreshInBackground(uri, entry);
+      return entry.list;
+    }
+    // Past its ttl while the issuer answered last time, or no copy: fetched before
+    // answering, so a revocation is seen within one ttl however seldom tokens come. After
+    // a failed fetch, the next one waits retryInterval: a Status Provider that is down is
+    // not asked once per verification.
     if (now >= (entry.retryAt ?? 0)) {
       // One fetch at a time per list, whoever asks.
       entry.pending ??= this.refresh(uri, entry).finally(() => {
@@ -167,6 +181,18 @@ export class StatusListCache {
     );
   }
 
+  /** Start a refresh of `entry` unless one runs; its failure is kept, never thrown. */
+  refreshInBackground(uri, entry) {
+    if (entry.pending) return;
+    entry.pending = this.refresh(uri, entry)
+      .catch((err) => {
+        entry.lastError = err;
+      })
+      .finally(() => {
+        entry.pending = undefined;
+      });
+  }
+
   async refresh(uri, entry) {
     const { now, retryInterval } = this.options;
     try {
@@ -184,6 +210,7 @@ export class StatusListCache {
       const fetchedAt = now();
       entry.fetchedAt = fetchedAt;
       entry.freshUntil = Math.min(fetchedAt + entry.ttlSeconds * 1000, entry.expMs);
+      entry.refreshFrom = fetchedAt + 0.8 * (entry.freshUntil - fetchedAt);
       entry.usableUntil = Math.min(fetchedAt + maxStale * 1000, entry.expMs);
       entry.retryAt = 0;
       entry.lastError = undefined;

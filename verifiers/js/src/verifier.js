@@ -72,7 +72,9 @@ export function createVerifier(options = {}) {
   let discoveryRetryAt = 0;
   let discoveryError = null;
   const cache = {}; // jose's jwksCache: {uat, jwks} of the last successful fetch
-  let jwksRetryAt = 0; // after a failed fetch, the stale set is used until then
+  let jwksRetryAt = 0; // after a failed fetch, the next attempt waits until then
+  let jwksFailing = false; // the last fetch failed: the last good set answers meanwhile
+  let jwksRefreshing = null; // a background reload of jose's set
   let jwksHeld = null; // {etag, body} of the last 200: a refetch is a conditional GET
 
   /**
@@ -163,9 +165,23 @@ export function createVerifier(options = {}) {
   async function getKey(header, token) {
     const set = await remoteSet();
     const stale = cache.jwks && now() < cache.uat + config.jwksStaleIfError * 1000;
-    if (stale && now() < jwksRetryAt) return lastGoodKey(header, token);
+    if (stale && jwksFailing) {
+      // The issuer failed the last fetch: the last good set answers at once, and the fetch
+      // is retried in the background (once per cooldown), so an issuer that never answers
+      // holds back one verification, not one per retry.
+      if (now() >= jwksRetryAt) reloadInBackground(set);
+      return lastGoodKey(header, token);
+    }
+    // In the last fifth of the set's max-age a use refreshes it in the background: under
+    // steady traffic a rotation is seen before the cached set expires. (jose's own clock,
+    // which wrote cache.uat and decides set.fresh.)
+    if (cache.uat && Date.now() >= cache.uat + 0.8 * config.jwksCacheMaxAge * 1000 && set.fresh) {
+      reloadInBackground(set);
+    }
     try {
-      return await set(header, token);
+      const key = await set(header, token);
+      jwksFailing = false;
+      return key;
     } catch (err) {
       if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
       if (err instanceof errors.JOSEError && !(err instanceof errors.JWKSTimeout) && err.code !== 'ERR_JOSE_GENERIC' && !(err instanceof errors.JWKSInvalid)) {
@@ -174,9 +190,28 @@ export function createVerifier(options = {}) {
       // The keys could not be fetched: not the token's fault. Use the last good set while
       // it is recent enough, and do not ask again before the cooldown.
       jwksRetryAt = now() + config.jwksCooldown * 1000;
+      jwksFailing = true;
       if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
     }
+  }
+
+  function reloadInBackground(set) {
+    if (jwksRefreshing) return;
+    jwksRetryAt = now() + config.jwksCooldown * 1000;
+    jwksRefreshing = set
+      .reload()
+      .then(
+        () => {
+          jwksFailing = false;
+        },
+        () => {
+          jwksFailing = true;
+        },
+      )
+      .finally(() => {
+        jwksRefreshing = null;
+      });
   }
 
   /** A key of the last good set, kept while the issuer cannot be reached. A kid it lacks
@@ -334,6 +369,7 @@ export function createVerifier(options = {}) {
     async refresh() {
       statusLists.entries.clear();
       jwksRetryAt = 0;
+      jwksFailing = false;
       if (remote) {
         try {
           await remote.reload();

@@ -81,6 +81,58 @@ test('the list is not used after its exp, even within ttl', async () => {
   assert.equal(issuer.state.fetches - before, 1);
 });
 
+test('under steady use a list is refreshed in the background before its ttl ends', async () => {
+  const statuses = [0, 0, 0];
+  setList('ahead', { statuses, ttl: 60 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'ahead', idx: 1 });
+  const before = issuer.state.fetches;
+  await verifier.verify(token);
+  clock.offset = 40;
+  await verifier.verify(token);
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assert.equal(issuer.state.fetches - before, 1, 'not yet in the last fifth of the ttl');
+  statuses[1] = 1;
+  clock.offset = 50;
+  await verifier.verify(token); // the copy answers; a refresh starts meanwhile
+  for (let i = 0; i < 100 && issuer.state.fetches - before < 2; i += 1) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.equal(issuer.state.fetches - before, 2);
+  await rejects(verifier.verify(token), 'revoked'); // the new copy, fetched ahead
+  clock.offset = 61;
+  await rejects(verifier.verify(token), 'revoked');
+  assert.equal(issuer.state.fetches - before, 2, 'no fetch at the ttl: the copy is already new');
+});
+
+test('an issuer that stops answering holds back one verification, not one per retry', async () => {
+  setList('hang', { statuses: [0], ttl: 60, expIn: 3600 });
+  const clock = steppedClock();
+  const verifier = createVerifier({
+    issuer: issuer.issuer, audience: AUDIENCE, clock, timeout: 0.5, jwksCacheMaxAge: 3600,
+  });
+  const token = await issuer.token({ list: 'hang', idx: 0, exp: Math.floor(Date.now() / 1000) + 3600 });
+  await verifier.verify(token);
+  issuer.state.hang = 1000;
+  try {
+    clock.offset = 61;
+    let started = Date.now();
+    await verifier.verify(token); // finds out: waits for the timeout, then the last copy
+    assert.ok(Date.now() - started >= 450, `waited ${Date.now() - started} ms`);
+    for (const offset of [67, 73, 79]) {
+      clock.offset = offset; // past the retry interval each time: retried in the background
+      started = Date.now();
+      await verifier.verify(token);
+      assert.ok(Date.now() - started < 300, `waited ${Date.now() - started} ms at ${offset} s`);
+    }
+  } finally {
+    issuer.state.hang = 0;
+  }
+  await new Promise((resolve) => setTimeout(resolve, 1200)); // let the last retry end
+});
+
 test('a list that cannot be fetched: the last copy is used up to statusListMaxStale, then fail closed', async () => {
   setList('down', { statuses: [0], ttl: 10, expIn: 3600 });
   const clock = steppedClock();

@@ -228,6 +228,42 @@ test('a JWKS the issuer stops serving: the last good set is used (stale-if-error
   }
 });
 
+test('a JWKS that stops answering holds back one verification, not one per retry', async () => {
+  const http = await import('node:http');
+  const state = { hang: 0, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
+  const proxy = http.createServer(async (req, res) => {
+    if (state.hang) await new Promise((r) => setTimeout(r, state.hang));
+    res.end(JSON.stringify(state.jwks));
+  });
+  const port = await freePort();
+  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
+  try {
+    const clock = () => Date.now() + clock.offset;
+    clock.offset = 0;
+    // jose's cache runs on the real clock; a 0 s cache makes every verification ask.
+    const verifier = createVerifier({
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      jwksCacheMaxAge: 0, timeout: 0.5, status: 'off', clock,
+    });
+    const token = await issue({ sub: 'u' });
+    await verifier.verify(token);
+    state.hang = 1000;
+    let started = Date.now();
+    await verifier.verify(token); // finds out: the timeout, then the last good set
+    assert.ok(Date.now() - started >= 450, `waited ${Date.now() - started} ms`);
+    for (const seconds of [11, 22, 33]) {
+      clock.offset = seconds * 1000; // past the cooldown each time: retried in the background
+      started = Date.now();
+      await verifier.verify(token);
+      assert.ok(Date.now() - started < 300, `waited ${Date.now() - started} ms at ${seconds} s`);
+    }
+  } finally {
+    state.hang = 0;
+    await new Promise((r) => setTimeout(r, 1200)); // let the last retry end
+    proxy.close();
+  }
+});
+
 test('the header of a real token is what the verifier pins', async () => {
   const header = decodeProtectedHeader(await issue({ sub: 'u' }));
   assert.equal(header.alg, 'RS256');

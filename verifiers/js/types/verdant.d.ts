@@ -5,7 +5,8 @@ import type { AccessTokenClaims, Verifier } from './index.js';
 export interface VerdantTokenInfo {
   userId: string;
   libraryId: string;
-  syncEndpoint: string;
+  /** The token's `url` claim; undefined when the token has none. */
+  syncEndpoint: string | undefined;
   role?: string;
   type: number;
   token: string;

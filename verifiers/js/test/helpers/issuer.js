@@ -80,6 +80,10 @@ export async function startIssuer() {
 
   const server = http.createServer(async (req, res) => {
     if (req.url.startsWith('/statuslists/')) state.listRequests += 1;
+    if (state.hang && (req.url.startsWith('/statuslists/') || req.url === '/jwks')) {
+      // An issuer that accepts connections and does not answer in time.
+      await new Promise((resolve) => setTimeout(resolve, state.hang));
+    }
     if (state.down && req.url.startsWith('/statuslists/')) {
       res.writeHead(503).end();
       return;
