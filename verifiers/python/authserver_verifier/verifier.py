@@ -637,6 +637,8 @@ class TokenVerifier:
         if not isinstance(ref, dict):
             raise InvalidToken("invalid_status", "status has no status_list object")
         idx, uri = ref.get("idx"), ref.get("uri")
+        if isinstance(idx, float) and idx.is_integer():
+            idx = int(idx)  # JSON's 1.0 is the number 1 (the JS verifier reads it so)
         if type(idx) is not int or idx < 0 or not isinstance(uri, str):
             raise InvalidToken("invalid_status", "status.status_list needs idx and uri")
         # Lists come from the issuer's own origin and nowhere else: a token cannot point
