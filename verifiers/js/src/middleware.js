@@ -112,14 +112,20 @@ export function requireToken(verifier, handler, options = {}) {
 
 /**
  * Express (4 or 5) middleware: `app.use(expressAuth(verifier))`. A valid token sets
- * `req.auth` to its claims and calls `next()`; a refused one is answered here (401/503).
+ * `req.auth` to its claims and calls `next()`; a refused one is answered here (401/503);
+ * on the `publicPaths`, `req.auth` is null.
  *
  * @param {{verify(token: string): Promise<object>}} verifier
  * @param {{publicPaths?: string[], realm?: string}} [options]
  */
 export function expressAuth(verifier, options = {}) {
   return (req, res, next) => {
-    if (isPublic(req, options.publicPaths)) return next();
+    if (isPublic(req, options.publicPaths)) {
+      // As requireToken does: no claims on a public path, whatever an earlier middleware
+      // (or a client-controlled one) left in req.auth.
+      req.auth = null;
+      return next();
+    }
     authenticate(verifier, req).then(
       (claims) => {
         req.auth = claims;

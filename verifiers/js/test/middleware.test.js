@@ -56,6 +56,18 @@ const apps = {
   },
 };
 
+test('express: on a public path req.auth is null, whatever an earlier middleware set', async () => {
+  const app = express();
+  app.use((req, res, next) => {
+    req.auth = { sub: 'admin' }; // left by another middleware
+    next();
+  });
+  app.use(expressAuth(verifier, { publicPaths: ['/healthz'] }));
+  app.get(/.*/, (req, res) => res.json({ sub: req.auth?.sub ?? null }));
+  const base = await listen(app);
+  assert.deepEqual((await get(`${base}/healthz`)).body, { sub: null });
+});
+
 for (const [name, make] of Object.entries(apps)) {
   test(`${name}: valid token → handler with req.auth; RFC 6750 answers otherwise`, async () => {
     const base = await make();

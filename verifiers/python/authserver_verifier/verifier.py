@@ -373,7 +373,7 @@ class TokenVerifier:
     def verify(self, token: str | bytes) -> dict[str, Any]:
         """Return the verified claims of *token*, or raise :class:`InvalidToken` (and
         nothing else: a sync server must be able to answer 401 whatever it was sent)."""
-        if token is None or token in ("", b""):
+        if token is None or (isinstance(token, str | bytes) and not token):
             # As the JS verifier says it, and as require_token does for a request without one.
             raise InvalidToken("missing_token")
         try:

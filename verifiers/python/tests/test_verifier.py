@@ -342,6 +342,22 @@ def test_header_checks(
     assert server.jwks_fetches == 0  # refused on its header, before any key is looked up
 
 
+def test_an_object_that_fails_every_comparison_is_still_an_invalid_token(
+    server: AuthServerDouble,
+) -> None:
+    """The promise is InvalidToken and nothing else, whatever is passed: the empty-token
+    check compared the argument with "" outside the guard, so an object whose __eq__
+    raises escaped with its own exception."""
+
+    class Hostile:
+        def __eq__(self, other: object) -> bool:
+            raise RuntimeError("no comparing me")
+
+        __hash__ = object.__hash__
+
+    assert outcome(verifier_for(server), Hostile()) == "malformed"  # type: ignore[arg-type]
+
+
 def _flip_low_bit(char: str) -> str:
     """The base64url digit one unit away: the same bytes when the last digit's low bits
     are unused (a 256-byte RSA signature leaves four)."""
