@@ -3,7 +3,9 @@
 Who may ask: any enabled, authenticated client, about tokens issued to itself or tokens
 whose audience is one of its registered audiences (a sync server registered as a client).
 For any other token introspection answers ``{"active": false}`` (RFC 7662 §2.2: the
-server may do so rather than reveal why) and revocation does nothing (RFC 7009 §2.2).
+server may do so rather than reveal why). Revocation revokes tokens issued to the client
+asking; an invalid, expired or revoked token is no error (RFC 7009 §2.2), and a live token
+of another client is refused with ``invalid_grant`` (§2.1).
 """
 
 from __future__ import annotations

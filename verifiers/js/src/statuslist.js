@@ -144,17 +144,18 @@ export class StatusListCache {
       entry = {};
       this.entries.set(uri, entry);
     }
+    const retryDue = now >= (entry.retryAt ?? 0);
     if (entry.list && now < entry.freshUntil) {
       // In the last fifth of its ttl a use refreshes the copy in the background: under
       // steady traffic the new copy is there before this one is stale.
-      if (now >= entry.refreshFrom) this.refreshInBackground(uri, entry);
+      if (now >= entry.refreshFrom && retryDue) this.refreshInBackground(uri, entry);
       return entry.list;
     }
-    if (entry.list && entry.lastError && now < entry.usableUntil) {
-      // The issuer failed the last fetch: the last copy answers at once (within its bound)
-      // and the fetch is retried in the background, so an issuer that never answers holds
-      // back one verification, not one per retry.
-      if (now >= (entry.retryAt ?? 0)) this.refreshInBackground(uri, entry);
+    if (entry.list && now < entry.usableUntil && this.failingNow(entry, now)) {
+      // The issuer is failing now: the last copy answers at once (within its bound) and
+      // the fetch is retried in the background, so an issuer that never answers holds
+      // back the verifications during one fetch, not every verification at every retry.
+      if (retryDue) this.refreshInBackground(uri, entry);
       return entry.list;
     }
     // Past its ttl while the issuer answered last time, or no copy: fetched before
@@ -179,6 +180,19 @@ export class StatusListCache {
       `status list ${uri}: ${entry.lastError?.message ?? 'no usable copy'}`,
       { cause: entry.lastError },
     );
+  }
+
+  /**
+   * Whether the last failure says the issuer is failing now: it came after the copy went
+   * stale (a failed refresh ahead says nothing of later), and recently (within a retry
+   * interval and a fetch; retries keep it recent while the outage lasts), or a retry is
+   * still running. An older failure is no reason to answer from a stale copy: a list
+   * fetched since may hold a revocation.
+   */
+  failingNow(entry, now) {
+    if (!entry.lastError || !(entry.failedAt >= entry.freshUntil)) return false;
+    const recent = (2 * this.options.retryInterval + (this.options.timeout ?? 5)) * 1000;
+    return entry.pending !== undefined || now - entry.failedAt < recent;
   }
 
   /** Start a refresh of `entry` unless one runs; its failure is kept, never thrown. */
@@ -215,7 +229,8 @@ export class StatusListCache {
       entry.retryAt = 0;
       entry.lastError = undefined;
     } catch (err) {
-      entry.retryAt = now() + retryInterval * 1000;
+      entry.failedAt = now();
+      entry.retryAt = entry.failedAt + retryInterval * 1000;
       throw err;
     }
   }

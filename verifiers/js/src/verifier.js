@@ -74,6 +74,7 @@ export function createVerifier(options = {}) {
   const cache = {}; // jose's jwksCache: {uat, jwks} of the last successful fetch
   let jwksRetryAt = 0; // after a failed fetch, the next attempt waits until then
   let jwksFailing = false; // the last fetch failed: the last good set answers meanwhile
+  let jwksFailedAt = 0; // Date.now() when it failed
   let jwksRefreshing = null; // a background reload of jose's set
   let jwksHeld = null; // {etag, body} of the last 200: a refetch is a conditional GET
 
@@ -165,7 +166,7 @@ export function createVerifier(options = {}) {
   async function getKey(header, token) {
     const set = await remoteSet();
     const stale = cache.jwks && now() < cache.uat + config.jwksStaleIfError * 1000;
-    if (stale && jwksFailing) {
+    if (stale && jwksFailingNow()) {
       // The issuer failed the last fetch: the last good set answers at once, and the fetch
       // is retried in the background (once per cooldown), so an issuer that never answers
       // holds back one verification, not one per retry.
@@ -175,7 +176,7 @@ export function createVerifier(options = {}) {
     // In the last fifth of the set's max-age a use refreshes it in the background: under
     // steady traffic a rotation is seen before the cached set expires. (jose's own clock,
     // which wrote cache.uat and decides set.fresh.)
-    if (cache.uat && Date.now() >= cache.uat + 0.8 * config.jwksCacheMaxAge * 1000 && set.fresh) {
+    if (cache.uat && Date.now() >= cache.uat + 0.8 * config.jwksCacheMaxAge * 1000 && set.fresh && now() >= jwksRetryAt) {
       reloadInBackground(set);
     }
     try {
@@ -191,9 +192,22 @@ export function createVerifier(options = {}) {
       // it is recent enough, and do not ask again before the cooldown.
       jwksRetryAt = now() + config.jwksCooldown * 1000;
       jwksFailing = true;
+      jwksFailedAt = Date.now();
       if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
     }
+  }
+
+  /**
+   * The last fetch failed after the cached set went stale, and recently (within a
+   * cooldown and a fetch; retries keep it recent while the outage lasts) or a retry still
+   * runs: the issuer is failing now. An older failure is no reason to use a stale set: a
+   * set fetched since may lack a retired key. (jose's clock: it wrote cache.uat.)
+   */
+  function jwksFailingNow() {
+    if (!jwksFailing || !(jwksFailedAt >= cache.uat + config.jwksCacheMaxAge * 1000)) return false;
+    const recent = (2 * config.jwksCooldown + config.timeout) * 1000;
+    return jwksRefreshing !== null || Date.now() - jwksFailedAt < recent;
   }
 
   function reloadInBackground(set) {
@@ -207,6 +221,7 @@ export function createVerifier(options = {}) {
         },
         () => {
           jwksFailing = true;
+          jwksFailedAt = Date.now();
         },
       )
       .finally(() => {
@@ -237,6 +252,7 @@ export function createVerifier(options = {}) {
     maxTtl: config.statusListMaxTtl,
     maxStale: config.statusListMaxStale,
     retryInterval: config.statusListRetryInterval,
+    timeout: config.timeout,
     async fetchToken(uri, etag) {
       checkedUrl(uri, secureOnly, 'status_list.uri');
       const headers = etag ? { 'if-none-match': etag } : {};

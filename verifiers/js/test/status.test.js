@@ -107,6 +107,36 @@ test('under steady use a list is refreshed in the background before its ttl ends
   assert.equal(issuer.state.fetches - before, 2, 'no fetch at the ttl: the copy is already new');
 });
 
+for (const later of [61, 600]) {
+  test(`an old failure does not make a stale copy answer (next use ${later} s after the fetch)`, async () => {
+    const statuses = [0, 0, 0];
+    setList(`old-failure-${later}`, { statuses, ttl: 60, expIn: 3600 });
+    const clock = steppedClock();
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+    const token = await issuer.token({ list: `old-failure-${later}`, idx: 1, exp: Math.floor(Date.now() / 1000) + 3600 });
+    await verifier.verify(token);
+    issuer.state.down = true;
+    const before = issuer.state.listRequests;
+    try {
+      clock.offset = 50;
+      await verifier.verify(token); // in the last fifth: a refresh ahead, which fails
+      for (let i = 0; i < 100 && issuer.state.listRequests - before < 1; i += 1) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      assert.equal(issuer.state.listRequests - before, 1);
+      clock.offset = 52;
+      await verifier.verify(token); // within the retry interval: no second attempt
+      assert.equal(issuer.state.listRequests - before, 1, 'a failing list is not asked once per verification');
+    } finally {
+      issuer.state.down = false;
+    }
+    statuses[1] = 1;
+    clock.offset = later;
+    await rejects(verifier.verify(token), 'revoked');
+  });
+}
+
 test('an issuer that stops answering holds back one verification, not one per retry', async () => {
   setList('hang', { statuses: [0], ttl: 60, expIn: 3600 });
   const clock = steppedClock();

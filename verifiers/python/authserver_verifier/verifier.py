@@ -32,10 +32,13 @@ What :meth:`TokenVerifier.verify` does, in order (docs/sync-servers.md has the r
    the list). A ``status`` claim without a ``status_list`` this verifier can read is
    ``invalid_status``: it cannot tell whether such a token was revoked, so it fails closed
    (authserver never issues one: ``status`` is reserved). Lists are fetched from the
-   issuer's origin only, verified with the same JWKS, and cached for their ``ttl``; once
-   the ttl has passed the cached copy keeps answering while a background thread fetches a
-   new one, sending ``If-None-Match`` with the copy's ETag (a 304 makes the copy fresh for
-   another ttl). **When no fresh list can be had**, the last copy is used until its
+   issuer's origin only, verified with the same JWKS, and cached for their ``ttl``: a use
+   in the last fifth of it refreshes the list in the background, and the first use past
+   it fetches the list before answering (so a revocation counts within one ttl), sending
+   ``If-None-Match`` with the copy's ETag (a 304 makes the copy fresh for another ttl);
+   the key set is held the same way. While the issuer is failing now, uses answer from
+   the last copies at once and retries run in the background. **When no fresh list can
+   be had**, the last copy is used until its
    ``exp`` (and never longer than ``status_max_stale`` seconds, default 900, after it was
    last fetched or confirmed); after that every token naming that list is refused with
    ``status_unavailable`` (fail closed: an unreachable authserver cannot hide a revocation
@@ -258,6 +261,15 @@ class _StatusList:
         return (self.data[byte] >> ((idx % per_byte) * self.bits)) & ((1 << self.bits) - 1)
 
 
+def _start_or_undo(target: Callable[[], None], name: str, undo: Callable[[], None]) -> None:
+    """Start *target* on a daemon thread; when no thread can be started, *undo* the
+    "refreshing" mark it was to clear (else refreshes would stop for good)."""
+    try:
+        threading.Thread(target=target, name=name, daemon=True).start()
+    except RuntimeError:
+        undo()
+
+
 def metadata_urls(issuer: str) -> list[str]:
     """Where the metadata of *issuer* is looked for, in order: the RFC 8414 §3.1 location
     (the well-known segment between host and path), then the issuer with the well-known
@@ -354,6 +366,7 @@ class TokenVerifier:
         self._etag: str | None = None
         self._last_fetch_ok = True
         self._last_fetch_error: str | None = None
+        self._last_failure = float("-inf")  # monotonic: when the last failed fetch ended
         # Held by the one thread that fetches (single flight); never taken under _lock.
         self._fetch_lock = threading.Lock()
         self._last_attempt = float("-inf")  # monotonic; written under _fetch_lock
@@ -417,16 +430,24 @@ class TokenVerifier:
             now = self._monotonic()
             fresh = now < self._fresh_until
             ahead = now >= self._refresh_from
-            failing = not self._last_fetch_ok and now < self._usable_until
+            failing = (
+                not self._last_fetch_ok
+                and now < self._usable_until
+                and self._failing_now(
+                    self._last_failure, self._fresh_until, now, retrying=self._refreshing_keys
+                )
+            )
+            retry_due = now - self._last_attempt >= self.min_refetch_interval
         if key is not None and fresh:
-            if ahead:
+            if ahead and retry_due:
                 self._refresh_keys_in_background()
             return key
         if key is not None and failing:
-            # The issuer failed the last fetch: the last good set answers (within
+            # The issuer is failing now: the last good set answers (within
             # stale_if_error) and the fetch is retried in the background, so an outage
-            # holds back one request at most, never every request of every refetch.
-            self._refresh_keys_in_background()
+            # holds back the uses during one fetch, never every use at every retry.
+            if retry_due:
+                self._refresh_keys_in_background()
             return key
         # The cache expired while the issuer answered (a retired key must go at once), or
         # the kid is unknown (a rotation we have not seen yet, or a forged kid): refetch
@@ -444,6 +465,19 @@ class TokenVerifier:
             raise InvalidToken("jwks_unavailable", error)
         raise InvalidToken("unknown_kid")
 
+    def _failing_now(
+        self, failed: float, fresh_until: float, now: float, *, retrying: bool
+    ) -> bool:
+        """Whether a failure at *failed* (monotonic) says the issuer is failing now, for a
+        copy that was fresh until *fresh_until*: it came after the copy went stale (a
+        failed refresh ahead says nothing of the issuer later), and recently (within a
+        retry interval and a fetch: retries keep it recent while the outage lasts and
+        uses come), or a retry is still *retrying*. An older failure is no reason to
+        answer from a stale copy: a list fetched since may hold a revocation, a key set
+        a retire."""
+        recent = 2 * self.min_refetch_interval + self.timeout
+        return failed >= fresh_until and (retrying or now - failed < recent)
+
     def _refresh_keys_in_background(self) -> None:
         with self._lock:
             if self._refreshing_keys:
@@ -457,7 +491,11 @@ class TokenVerifier:
                 with self._lock:
                     self._refreshing_keys = False
 
-        threading.Thread(target=run, name="authserver-verifier-keys", daemon=True).start()
+        _start_or_undo(run, "authserver-verifier-keys", lambda: self._undo_keys_flag())
+
+    def _undo_keys_flag(self) -> None:
+        with self._lock:
+            self._refreshing_keys = False
 
     def _refetch(self, *, force: bool) -> None:
         started = self._monotonic()
@@ -479,6 +517,8 @@ class TokenVerifier:
             with self._lock:
                 self._last_fetch_ok = error is None
                 self._last_fetch_error = error
+                if error is not None:
+                    self._last_failure = self._monotonic()
 
     def _fetch_jwks(self) -> None:
         if self._jwks_uri is None:
@@ -657,22 +697,30 @@ class TokenVerifier:
 
     def _status_list(self, uri: str) -> _StatusList:
         now = self._monotonic()
+        refresh: _StatusList | None = None
         with self._lock:
             cached = self._lists.get(uri)
             if cached is not None:
                 self._lists.move_to_end(uri)
+                failed = self._list_failures.get(uri, float("-inf"))
+                retry_due = now - failed >= self.min_refetch_interval
                 if now < cached.fresh_until:
-                    if now >= cached.refresh_from:
-                        self._refresh_list_in_background(uri, cached)
-                    return cached
-                failed = self._list_failures.get(uri)
-                if failed is not None and now < cached.usable_until:
-                    # The issuer failed the last fetch: answer from this copy (within its
-                    # bound) and retry in the background, so an outage holds back one
-                    # request at most, never one per attempt.
-                    if now - failed >= self.min_refetch_interval:
-                        self._refresh_list_in_background(uri, cached)
-                    return cached
+                    if now >= cached.refresh_from and retry_due:
+                        refresh = cached
+                elif now < cached.usable_until and self._failing_now(
+                    failed, cached.fresh_until, now, retrying=cached.refreshing
+                ):
+                    # The issuer is failing now: answer from this copy (within its bound)
+                    # and retry in the background, so an outage holds back the uses
+                    # during one fetch, never every use at every retry.
+                    if retry_due:
+                        refresh = cached
+                else:
+                    cached = None
+        if cached is not None:
+            if refresh is not None:
+                self._refresh_list_in_background(uri, refresh)
+            return cached
         # No copy, or one past its ttl while the issuer answered last time: fetch now
         # (single flight per list), so a revocation is seen within one ttl however seldom
         # tokens naming the list come; a failed fetch leaves the last copy within its bound.
@@ -688,24 +736,26 @@ class TokenVerifier:
         raise InvalidToken("status_unavailable", error or f"{uri}: no usable copy")
 
     def _refresh_list_in_background(self, uri: str, cached: _StatusList) -> None:
-        """Start a background refresh of *cached* unless one runs (call under ``_lock``)."""
-        if cached.refreshing:
-            return
-        cached.refreshing = True
-        threading.Thread(
-            target=self._refresh_list, args=(uri,), name="authserver-verifier-status", daemon=True
-        ).start()
+        """Start a background refresh of *cached* unless one runs."""
+        with self._lock:
+            if cached.refreshing:
+                return
+            cached.refreshing = True
 
-    def _refresh_list(self, uri: str) -> None:
+        def undo() -> None:
+            with self._lock:
+                cached.refreshing = False
+
+        _start_or_undo(lambda: self._refresh_list(uri, cached), "authserver-verifier-status", undo)
+
+    def _refresh_list(self, uri: str, cached: _StatusList) -> None:
         try:
             self._fetch_list(uri, ahead=True)
         except InvalidToken:
             pass  # keep the copy we have, within its bound
         finally:
             with self._lock:
-                cached = self._lists.get(uri)
-                if cached is not None:
-                    cached.refreshing = False
+                cached.refreshing = False  # the copy this refresh was started for
 
     def _fetch_list(self, uri: str, *, ahead: bool = False) -> None:
         """Fetch the list at *uri* unless another thread did while this one waited; a

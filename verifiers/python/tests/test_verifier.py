@@ -1051,6 +1051,28 @@ def test_under_steady_use_a_list_is_refreshed_before_its_ttl_ends(
     assert server.status_list_fetches == 2
 
 
+@pytest.mark.parametrize("later", [61, 600], ids=["at the ttl", "long after"])
+def test_an_old_failure_does_not_make_a_stale_copy_answer(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, later: int
+) -> None:
+    """One failed refresh ahead (a restart's 502) says nothing of the issuer afterwards:
+    the first use past the ttl still fetches the list, and sees a revocation made since
+    (an old failure made the stale copy answer, up to status_max_stale)."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
+    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.status_list_status = 502
+    clock.advance(50)
+    assert verifier.verify(token)  # in the last fifth: a refresh ahead, which fails
+    wait_for_background_refreshes()
+    assert server.status_list_fetches == 2
+    server.status_list_status = 200
+    issuer.serve_status_list({5}, now=clock.wall, ttl=60, expiry=3600)
+    clock.advance(later - 50)
+    assert reason_of(verifier, token) == "revoked"
+
+
 def _timed(verifier: TokenVerifier, token: str) -> tuple[str, float]:
     started = time.monotonic()
     return outcome(verifier, token), time.monotonic() - started
