@@ -143,7 +143,7 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
     try:
         fd = os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        for path in (database, f"{database}-wal", f"{database}-shm"):
+        for path in (database, f"{database}-wal", f"{database}-shm", f"{database}-journal"):
             _narrow_to_owner(path)
         return
     except OSError:
@@ -152,14 +152,21 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
 
 
 def _narrow_to_owner(path: str) -> None:
+    # Opened without following a link, and changed through that descriptor: a link put in
+    # the file's place between a check and a chmod by path is never followed.
     try:
-        info = os.lstat(path)
-        if stat.S_ISLNK(info.st_mode) or info.st_uid != os.geteuid():
-            return
-        if stat.S_IMODE(info.st_mode) & 0o077:
-            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
-        return  # gone meanwhile, or a file system without modes: SQLite goes on
+        return  # absent, a link (ELOOP), or unreadable: left as it is
+    try:
+        info = os.fstat(fd)
+        mine = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
+        if mine and stat.S_IMODE(info.st_mode) & 0o077:
+            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
+    except OSError:
+        pass  # a file system without modes: SQLite goes on
+    finally:
+        os.close(fd)
 
 
 #: Phrases in driver messages, and what they mean to an operator (psycopg/libpq, sqlite3).
