@@ -334,14 +334,23 @@ class StatusListService:
     WITHDRAWALS = ("tokens.revoked", "client.disabled", "client.deleted")
     #: How far back :meth:`reconcile` looks for them (seconds).
     RECONCILE_WINDOW = 600.0
+    #: How long after a client's disable or delete a worker may still have issued it a
+    #: token: every worker of every instance refuses a changed client within a second
+    #: (its cache is checked per request, or told through the change feed), and a token
+    #: may be issued on that check's heels. So a client's withdrawal reaches the tokens
+    #: issued up to this long after it; a user's reaches only those issued before it (the
+    #: user may get new tokens at once).
+    CLIENT_CHANGE_REACH = 2.0
 
     def reconcile(self) -> int:
-        """Apply recent withdrawals again, to the tokens issued before each of them.
+        """Apply recent withdrawals again, to the tokens issued before each of them (a
+        client's: up to :data:`CLIENT_CHANGE_REACH` after it).
 
         ``serve`` writes ``token.issued`` audit records in batches (every 0.25 s, longer
         while the database is unreachable), so a token issued just before a withdrawal may
-        not have been on record when the withdrawal read the records. The scheduler calls
-        this on every tick; it sets the bits such a token missed. Returns how many."""
+        not have been on record when the withdrawal read the records; and a worker that
+        had not yet seen a client's disable may issue it a token just after. The scheduler
+        calls this on every tick; it sets the bits such a token missed. Returns how many."""
         if self._audit is None:
             return 0
         since = self._clock.now() - self.RECONCILE_WINDOW
@@ -353,7 +362,10 @@ class StatusListService:
                     continue
                 if lifetime is None:
                     lifetime = self._longest_lifetime()
-                revoked += self._revoke_issued(event.sub, event.client_id, event.at, lifetime)
+                until = event.at
+                if action != "tokens.revoked":
+                    until += self.CLIENT_CHANGE_REACH
+                revoked += self._revoke_issued(event.sub, event.client_id, until, lifetime)
         return revoked
 
     def revoke_user(self, sub: str, *, client_id: str | None = None) -> int:

@@ -394,6 +394,45 @@ def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
     assert bit(claims, after.idx) == 0
 
 
+def test_a_clients_withdrawal_reaches_a_token_issued_while_workers_learned_of_it(
+    settings: Settings, register: Register, services: Services
+) -> None:
+    """A worker may issue a disabled client a token for up to a second after the disable
+    (until its cache sees the change): the scheduler's reconcile sets that token's bit
+    too. A token issued well after it (the client enabled again) is left alone."""
+    from authserver.audit.model import AuditEvent
+    from authserver.scheduler import run_once
+    from authserver.storage.sql.audit import SqlAuditStore
+
+    http = create_app(services=services).test_client()
+    client_id, _secret = register(audiences=[AUD])
+    lists = services.status_lists
+    now = services.clock.now()
+    racing = lists.allocate(now + 3600)
+    later = lists.allocate(now + 3600)
+    with services.unit_of_work():
+        services.clients.set_enabled(client_id, False)  # client.disabled, at now
+
+    def record(entry: Any, at: float) -> AuditEvent:
+        detail = {"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 3600}
+        return AuditEvent(
+            at=at,
+            actor=f"client:{client_id}",
+            action="token.issued",
+            client_id=client_id,
+            sub="dana",
+            jti=f"j{entry.idx}",
+            detail=detail,
+        )
+
+    with services.unit_of_work():
+        SqlAuditStore(services.db).add_many([record(racing, now + 0.8), record(later, now + 30)])
+    run_once(services)
+    claims, _ = fetch_list(http, lists.uri(racing.list_id))
+    assert bit(claims, racing.idx) == 1
+    assert bit(claims, later.idx) == 0
+
+
 ADMIN_TOKEN = "admin-token-for-status-list-tests-5d0c2e7f9a"
 
 
