@@ -388,6 +388,9 @@ export function createVerifier(options = {}) {
       jwksFailing = false;
       if (remote) {
         try {
+          // jose joins a fetch already under way, which may predate the change this call
+          // is for (a retire): let it end, then fetch again.
+          if (remote.reloading) await remote.reload().catch(() => {});
           await remote.reload();
         } catch (err) {
           throw new InvalidTokenError('jwks_unavailable', err.message, { cause: err });

@@ -264,6 +264,38 @@ test('a JWKS that stops answering holds back one verification, not one per retry
   }
 });
 
+test('refresh() is not undone by a key fetch already under way', async () => {
+  const http = await import('node:http');
+  const state = { delay: 0, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
+  const proxy = http.createServer(async (req, res) => {
+    const body = JSON.stringify(state.jwks); // the set as it is now, sent late
+    if (state.delay) await new Promise((r) => setTimeout(r, state.delay));
+    res.end(body);
+  });
+  const port = await freePort();
+  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
+  try {
+    const verifier = createVerifier({
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      jwksCacheMaxAge: 3600, jwksCooldown: 0, status: 'off',
+    });
+    const token = await issue({ sub: 'u' });
+    await verifier.verify(token);
+    state.delay = 300;
+    const [, payload, signature] = token.split('.');
+    const forged = `${base64url.encode(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: 'made-up' }))}.${payload}.${signature}`;
+    const underWay = verifier.verify(forged).catch(() => {}); // an unknown kid: a fetch starts
+    await new Promise((r) => setTimeout(r, 50));
+    state.jwks = { keys: [] }; // the key is retired meanwhile
+    state.delay = 0;
+    await verifier.refresh();
+    await rejects(verifier.verify(token), 'unknown_kid');
+    await underWay;
+  } finally {
+    proxy.close();
+  }
+});
+
 test('the header of a real token is what the verifier pins', async () => {
   const header = decodeProtectedHeader(await issue({ sub: 'u' }));
   assert.equal(header.alg, 'RS256');

@@ -380,6 +380,7 @@ class TokenVerifier:
         self._list_failures: dict[str, float] = {}  # monotonic; last failed attempt per URI
         #: How many HTTP fetches of status lists were attempted (for tests and metrics).
         self.status_fetch_count = 0
+        self._generation = 0  # bumped by refresh(); guarded by _lock
 
     # -- public API -------------------------------------------------------------------------
 
@@ -419,6 +420,7 @@ class TokenVerifier:
         at their next use (e.g. after a retire, or after revoking tokens by hand)."""
         self._refetch(force=True)
         with self._lock:
+            self._generation += 1  # a list fetch already under way is stale when it lands
             for cached in self._lists.values():
                 cached.fresh_until = float("-inf")
 
@@ -777,6 +779,7 @@ class TokenVerifier:
             with self._lock:
                 self._list_attempts[uri] = now
                 self.status_fetch_count += 1
+                generation = self._generation
             try:
                 fetched = self._load_list(uri, cached)
             except InvalidToken:
@@ -784,6 +787,10 @@ class TokenVerifier:
                     self._list_failures[uri] = self._monotonic()
                 raise
             with self._lock:
+                if generation != self._generation:
+                    # refresh() was called while this fetch was under way: what it brings
+                    # may predate the change that call was for; the next use fetches again.
+                    fetched.fresh_until = float("-inf")
                 self._list_failures.pop(uri, None)
                 self._lists[uri] = fetched
                 self._lists.move_to_end(uri)

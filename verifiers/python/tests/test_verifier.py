@@ -89,6 +89,8 @@ class AuthServerDouble:
     #: Seconds the double waits before answering a JWKS or status list request: an issuer
     #: that accepts connections and does not answer (longer than the verifier's timeout).
     hang: float = 0.0
+    #: As :attr:`hang`, for status lists only.
+    list_hang: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, *published: RSAKey) -> None:
@@ -134,8 +136,8 @@ def server() -> Iterator[AuthServerDouble]:
             elif self.path in state.status_lists:
                 with state.lock:
                     state.status_list_fetches += 1
-                time.sleep(state.hang)
-                body = state.status_lists[self.path].encode()
+                body = state.status_lists[self.path].encode()  # as it stands now, sent late
+                time.sleep(state.hang + state.list_hang)
                 etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
                 media_type = "application/statuslist+jwt"
                 if state.status_list_status == 200 and self.headers.get("If-None-Match") == etag:
@@ -1070,6 +1072,27 @@ def test_an_old_failure_does_not_make_a_stale_copy_answer(
     server.status_list_status = 200
     issuer.serve_status_list({5}, now=clock.wall, ttl=60, expiry=3600)
     clock.advance(later - 50)
+    assert reason_of(verifier, token) == "revoked"
+
+
+def test_refresh_is_not_undone_by_a_list_fetch_already_under_way(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """A refresh ahead that read the list before a revocation lands after ``refresh()``:
+    its copy does not count as fresh (the revocation refresh() was called for would be
+    hidden for a ttl)."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
+    verifier = status_verifier(server, clock, min_refetch_interval=0.0)
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    server.list_hang = 1.0
+    clock.advance(50)
+    assert verifier.verify(token)  # a refresh ahead starts, reading the list as it is
+    time.sleep(0.1)
+    issuer.serve_status_list({5}, now=clock.wall, ttl=60, expiry=3600)
+    verifier.refresh()
+    wait_for_background_refreshes()  # the old list lands after the refresh() call
+    server.list_hang = 0.0
     assert reason_of(verifier, token) == "revoked"
 
 
