@@ -152,21 +152,18 @@ def _create_private_file(database: str | None, *, uri: bool) -> None:
 
 
 def _narrow_to_owner(path: str) -> None:
-    # Opened without following a link, and changed through that descriptor: a link put in
-    # the file's place between a check and a chmod by path is never followed.
+    # By path, never through a descriptor of our own: closing any descriptor of a SQLite
+    # file releases every POSIX lock this process holds on it, those of SQLite's open
+    # connections included (the database's, and the -shm file's WAL locks), and this runs
+    # as each new connection opens. A link is left alone (lstat).
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        info = os.lstat(path)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            return
+        if stat.S_IMODE(info.st_mode) & 0o077:
+            os.chmod(path, stat.S_IMODE(info.st_mode) & 0o700)
     except OSError:
-        return  # absent, a link (ELOOP), or unreadable: left as it is
-    try:
-        info = os.fstat(fd)
-        mine = stat.S_ISREG(info.st_mode) and info.st_uid == os.geteuid()
-        if mine and stat.S_IMODE(info.st_mode) & 0o077:
-            os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
-    except OSError:
-        pass  # a file system without modes: SQLite goes on
-    finally:
-        os.close(fd)
+        return  # gone meanwhile, or a file system without modes: SQLite goes on
 
 
 #: Phrases in driver messages, and what they mean to an operator (psycopg/libpq, sqlite3).
