@@ -75,6 +75,7 @@ export function createVerifier(options = {}) {
   let jwksRetryAt = 0; // after a failed fetch, the next attempt waits until then
   let jwksFailing = false; // the last fetch failed: the last good set answers meanwhile
   let jwksFailedAt = 0; // Date.now() when it failed
+  let jwksLastError = null; // what the last failed fetch met, for the refusals meanwhile
   let jwksRefreshing = null; // a background reload of jose's set
   let jwksHeld = null; // {etag, body} of the last 200: a refetch is a conditional GET
 
@@ -173,6 +174,12 @@ export function createVerifier(options = {}) {
       if (now() >= jwksRetryAt) reloadInBackground(set);
       return lastGoodKey(header, token);
     }
+    if (!stale && jwksFailing && now() < jwksRetryAt) {
+      // No usable set (a cold start, or past jwksStaleIfError) and the last fetch failed
+      // moments ago: refused at once until the cooldown, as the Python verifier does,
+      // instead of every verification waiting out another fetch of an issuer that hangs.
+      throw new InvalidTokenError('jwks_unavailable', `keys: ${jwksLastError ?? 'the last fetch failed'}`);
+    }
     // In the last fifth of the set's max-age a use refreshes it in the background: under
     // steady traffic a rotation is seen before the cached set expires. (jose's own clock,
     // which wrote cache.uat and decides set.fresh.)
@@ -193,6 +200,7 @@ export function createVerifier(options = {}) {
       jwksRetryAt = now() + config.jwksCooldown * 1000;
       jwksFailing = true;
       jwksFailedAt = Date.now();
+      jwksLastError = describe(err);
       if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
     }

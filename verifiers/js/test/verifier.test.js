@@ -264,6 +264,40 @@ test('a JWKS that stops answering holds back one verification, not one per retry
   }
 });
 
+test('a cold start against a hung JWKS waits once per cooldown, not once per verification', async () => {
+  const http = await import('node:http');
+  const proxy = http.createServer(async (req, res) => {
+    await new Promise((r) => setTimeout(r, 1000)); // accepts, answers too late
+    res.end('{"keys": []}');
+  });
+  const port = await freePort();
+  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
+  try {
+    const clock = () => Date.now() + clock.offset;
+    clock.offset = 0;
+    const verifier = createVerifier({
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      timeout: 0.3, status: 'off', clock,
+    });
+    const token = await issue({ sub: 'u' });
+    let started = Date.now();
+    await rejects(verifier.verify(token), 'jwks_unavailable'); // waits out the timeout
+    assert.ok(Date.now() - started >= 250, `waited ${Date.now() - started} ms`);
+    for (let i = 0; i < 3; i += 1) {
+      started = Date.now();
+      await rejects(verifier.verify(token), 'jwks_unavailable');
+      assert.ok(Date.now() - started < 150, `waited ${Date.now() - started} ms`);
+    }
+    clock.offset = 11 * 1000; // past the cooldown: asked again
+    started = Date.now();
+    await rejects(verifier.verify(token), 'jwks_unavailable');
+    assert.ok(Date.now() - started >= 250, `waited ${Date.now() - started} ms`);
+  } finally {
+    await new Promise((r) => setTimeout(r, 1100));
+    proxy.close();
+  }
+});
+
 test('refresh() is not undone by a key fetch already under way', async () => {
   const http = await import('node:http');
   const state = { delay: 0, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
