@@ -138,6 +138,8 @@ class InvalidToken(Exception):
 def _cause(exc: BaseException) -> str:
     """Why a fetch failed, in an operator's words: refused, timed out, unknown host..."""
     reason: Any = getattr(exc, "reason", exc)  # URLError wraps the socket error
+    if not isinstance(reason, BaseException):
+        reason = exc  # a UnicodeError's reason is a string ("ordinal not in range")
     if isinstance(reason, TimeoutError) or "timed out" in str(reason):
         return "timed out"
     if isinstance(reason, ConnectionRefusedError):
@@ -186,6 +188,12 @@ class _Deadline:
         self._timer.cancel()
         with self._lock:
             self._sockets = []
+
+    @property
+    def expired(self) -> bool:
+        """Whether the time ran out (the fetch then fails as a closed connection)."""
+        with self._lock:
+            return self._expired
 
 
 def _shut(sock: socket.socket) -> None:
@@ -616,8 +624,10 @@ class TokenVerifier:
                 return 304, b"", {k.lower(): v for k, v in exc.headers.items()}
             raise InvalidToken(failure, f"{url}: HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
-            # URLError, timeouts, resets, bad URLs, and a response cut at its deadline.
-            raise InvalidToken(failure, f"{url}: {_cause(exc)}") from exc
+            # URLError, timeouts, resets, bad URLs, and a response cut at its deadline
+            # (which then reads as a closed connection: said as the timeout it was).
+            cause = f"timed out after {self.timeout:g} s" if deadline.expired else _cause(exc)
+            raise InvalidToken(failure, f"{url}: {cause}") from exc
         finally:
             deadline.cancel()
             _fetching.deadline = None

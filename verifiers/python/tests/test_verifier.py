@@ -1096,6 +1096,31 @@ def test_refresh_is_not_undone_by_a_list_fetch_already_under_way(
     assert reason_of(verifier, token) == "revoked"
 
 
+def test_a_hung_issuer_is_named_as_a_timeout(server: AuthServerDouble, issuer: Issuer) -> None:
+    """The deadline shuts the connection, which http.client reports as "remote end closed
+    connection": the operator is told it timed out."""
+    server.hang = 1.0
+    verifier = verifier_for(server, timeout=0.3)
+    try:
+        with pytest.raises(InvalidToken) as caught:
+            verifier.verify(issuer.token())
+    finally:
+        server.hang = 0.0
+    assert caught.value.reason == "jwks_unavailable"
+    assert "timed out after 0.3 s" in str(caught.value.detail), caught.value.detail
+
+
+def test_a_list_uri_that_is_not_ascii_is_named_as_such(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    verifier = status_verifier(server, clock)
+    token = issuer.token(with_status(server, 1, path="/statuslists/\u00e9"))
+    with pytest.raises(InvalidToken) as caught:
+        verifier.verify(token)
+    assert caught.value.reason == "status_unavailable"
+    assert "UnicodeEncodeError" in str(caught.value.detail), caught.value.detail
+
+
 def _timed(verifier: TokenVerifier, token: str) -> tuple[str, float]:
     started = time.monotonic()
     return outcome(verifier, token), time.monotonic() - started
