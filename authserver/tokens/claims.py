@@ -122,17 +122,16 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
             raise TokenRequestError(
                 f"claims names a claim{named} this client is not allowed to set"
             )
+    merged = {**claims, **fixed}
     try:
         check_claim_values(claims)
         if claims and fixed:
             # What the token carries: the request's claims and the client's fixed ones
             # (each bounded alone) fit the bound together.
-            merged = {**claims, **fixed}
             check_claims_size(merged, "claims, together with this client's fixed claims,")
-            return merged
     except InvalidValue as exc:
         raise TokenRequestError(str(exc)) from None
-    return {**claims, **fixed}
+    return merged
 
 
 def build_claims(
