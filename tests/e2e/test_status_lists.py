@@ -19,9 +19,11 @@ import pytest
 from token_status_list import BitArray
 
 from authserver import container
+from authserver.audit.model import AuditEvent
 from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.settings import Settings
+from authserver.storage.sql.audit import SqlAuditStore
 from authserver.tokens.statuslist import BLOCK_SIZE
 from authserver.tokens.statuslist import LEASE_WINDOW
 from authserver.web.app import create_app
@@ -38,6 +40,27 @@ ISSUER = "http://localhost:8000"
 ADMIN_TOKEN = "a" * 40
 
 Register = Callable[..., tuple[str, str]]
+
+
+def land_issued(
+    services: Services, client_id: str, sub: str, *tokens: tuple[Any, float, float]
+) -> None:
+    """Write the ``token.issued`` audit records of *tokens*, each ``(status entry, issued at,
+    expires at)``, as a worker's late batch lands."""
+    events = [
+        AuditEvent(
+            at=at,
+            actor=f"client:{client_id}",
+            action="token.issued",
+            client_id=client_id,
+            sub=sub,
+            jti=f"j{entry.idx}",
+            detail={"status_list": entry.list_id, "status_idx": entry.idx, "exp": exp},
+        )
+        for entry, at, exp in tokens
+    ]
+    with services.unit_of_work():
+        SqlAuditStore(services.db).add_many(events)
 
 
 def status_ref(token: str) -> tuple[str, int]:
@@ -359,7 +382,6 @@ def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
     """serve writes token.issued records in batches: a token issued just before
     ``tokens revoke --sub`` may be recorded after it. The scheduler's reconcile sets its
     bit then; a token issued after the withdrawal is left alone."""
-    from authserver.audit.model import AuditEvent
     from authserver.scheduler import run_once
 
     http = create_app(services=services).test_client()
@@ -371,23 +393,10 @@ def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
     with services.unit_of_work():
         assert lists.revoke_user("carol") == 0  # nothing on record yet
 
-    def record(entry: Any, at: float) -> AuditEvent:
-        detail = {"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 3600}
-        return AuditEvent(
-            at=at,
-            actor=f"client:{client_id}",
-            action="token.issued",
-            client_id=client_id,
-            sub="carol",
-            jti=f"j{entry.idx}",
-            detail=detail,
-        )
-
     # The late batch lands: one token issued before the withdrawal, one after it.
-    from authserver.storage.sql.audit import SqlAuditStore
-
-    with services.unit_of_work():
-        SqlAuditStore(services.db).add_many([record(late, now - 0.1), record(after, now + 5)])
+    land_issued(
+        services, client_id, "carol", (late, now - 0.1, now + 3600), (after, now + 5, now + 3600)
+    )
     run_once(services)
     claims, _ = fetch_list(http, lists.uri(late.list_id))
     assert bit(claims, late.idx) == 1
@@ -400,9 +409,7 @@ def test_a_clients_withdrawal_reaches_a_token_issued_while_workers_learned_of_it
     """A worker may issue a disabled client a token for up to a second after the disable
     (until its cache sees the change): the scheduler's reconcile sets that token's bit
     too. A token issued well after it (the client enabled again) is left alone."""
-    from authserver.audit.model import AuditEvent
     from authserver.scheduler import run_once
-    from authserver.storage.sql.audit import SqlAuditStore
 
     http = create_app(services=services).test_client()
     client_id, _secret = register(audiences=[AUD])
@@ -413,20 +420,9 @@ def test_a_clients_withdrawal_reaches_a_token_issued_while_workers_learned_of_it
     with services.unit_of_work():
         services.clients.set_enabled(client_id, False)  # client.disabled, at now
 
-    def record(entry: Any, at: float) -> AuditEvent:
-        detail = {"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 3600}
-        return AuditEvent(
-            at=at,
-            actor=f"client:{client_id}",
-            action="token.issued",
-            client_id=client_id,
-            sub="dana",
-            jti=f"j{entry.idx}",
-            detail=detail,
-        )
-
-    with services.unit_of_work():
-        SqlAuditStore(services.db).add_many([record(racing, now + 0.8), record(later, now + 30)])
+    land_issued(
+        services, client_id, "dana", (racing, now + 0.8, now + 3600), (later, now + 30, now + 3600)
+    )
     run_once(services)
     claims, _ = fetch_list(http, lists.uri(racing.list_id))
     assert bit(claims, racing.idx) == 1
@@ -537,9 +533,6 @@ def test_a_revocation_reaches_tokens_of_servers_with_a_longer_lifetime(
     they issued two days ago, which is live for five more."""
     import dataclasses
 
-    from authserver.audit.model import AuditEvent
-    from authserver.storage.sql.audit import SqlAuditStore
-
     week = 7 * 86400
     assert settings.max_token_ttl < 2 * 86400
     servers = container.build(dataclasses.replace(settings, max_token_ttl=week))
@@ -551,17 +544,7 @@ def test_a_revocation_reaches_tokens_of_servers_with_a_longer_lifetime(
     now = services.clock.now()
     lists = services.status_lists
     entry = lists.allocate(now + 5 * 86400)
-    event = AuditEvent(
-        at=now - 2 * 86400,
-        actor="client:c1",
-        action="token.issued",
-        client_id="c1",
-        sub="dave",
-        jti="j-long",
-        detail={"status_list": entry.list_id, "status_idx": entry.idx, "exp": now + 5 * 86400},
-    )
-    with services.unit_of_work():
-        SqlAuditStore(services.db).add_many([event])
+    land_issued(services, "c1", "dave", (entry, now - 2 * 86400, now + 5 * 86400))
     with services.unit_of_work():
         assert lists.revoke_user("dave") == 1
 
