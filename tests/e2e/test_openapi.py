@@ -281,17 +281,21 @@ def request_validator(document: dict[str, Any], method: str, path: str) -> OAS31
     return OAS31Validator({**body["schema"], "components": document["components"]})
 
 
+def _admin_with_a_client(admin_app: Any) -> tuple[Any, dict[str, str], str]:
+    """A test client of the admin API, its Authorization header, and a client it made."""
+    http = admin_app.test_client()
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    created = http.post("/admin/clients", json={"name": "c"}, headers=auth)
+    return http, auth, created.get_json()["client_id"]
+
+
 @db_independent
 @pytest.mark.parametrize(("method", "path", "body"), ACCEPTED_NULLS)
 def test_bodies_the_admin_api_accepts_are_documented_as_valid(
     admin_app: Any, method: str, path: str, body: dict[str, Any]
 ) -> None:
     document = packaged_document()
-    http = admin_app.test_client()
-    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    client_id = http.post("/admin/clients", json={"name": "c"}, headers=auth).get_json()[
-        "client_id"
-    ]
+    http, auth, client_id = _admin_with_a_client(admin_app)
     url = path.replace("{client_id}", client_id)
     response = getattr(http, method)(url, json=body, headers=auth)
     assert 200 <= response.status_code < 300, response.get_data(as_text=True)
@@ -313,11 +317,7 @@ def test_nulls_the_admin_api_refuses_are_documented_as_invalid(
     admin_app: Any, body: dict[str, Any]
 ) -> None:
     document = packaged_document()
-    http = admin_app.test_client()
-    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    client_id = http.post("/admin/clients", json={"name": "c"}, headers=auth).get_json()[
-        "client_id"
-    ]
+    http, auth, client_id = _admin_with_a_client(admin_app)
     response = http.patch(f"/admin/clients/{client_id}", json=body, headers=auth)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert not request_validator(document, "patch", "/admin/clients/{client_id}").is_valid(body)
