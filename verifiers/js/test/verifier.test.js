@@ -198,17 +198,23 @@ test('issuer not reachable: jwks_unavailable (503), no unhandled error', async (
   assert.match(err.message, /^jwks_unavailable: /);
 });
 
-test('a JWKS the issuer stops serving: the last good set is used (stale-if-error), then not', async () => {
-  const http = await import('node:http');
-  const state = { up: true, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
-  const proxy = http.createServer((req, res) => (state.up ? res.end(JSON.stringify(state.jwks)) : res.writeHead(502).end()));
+/** A key server of the test's own on a free loopback port; `handler` answers every request. */
+async function keyServer(handler) {
+  const { createServer } = await import('node:http');
+  const listener = createServer(handler);
   const port = await freePort();
-  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
+  await new Promise((r) => listener.listen(port, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${port}/`, close: () => listener.close() };
+}
+
+test('a JWKS the issuer stops serving: the last good set is used (stale-if-error), then not', async () => {
+  const state = { up: true, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
+  const proxy = await keyServer((req, res) => (state.up ? res.end(JSON.stringify(state.jwks)) : res.writeHead(502).end()));
   try {
     const clock = () => Date.now() + clock.offset;
     clock.offset = 0;
     // jose's cache runs on the real clock; a 0 s cache makes every verification ask.
-    const options = { issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`, jwksCacheMaxAge: 0, clock };
+    const options = { issuer: server.issuer, audience: AUDIENCE, jwksUri: proxy.url, jwksCacheMaxAge: 0, clock };
     const verifier = createVerifier(options);
     const token = await issue({ sub: 'u' });
     await verifier.verify(token);
@@ -229,20 +235,17 @@ test('a JWKS the issuer stops serving: the last good set is used (stale-if-error
 });
 
 test('a JWKS that stops answering holds back one verification, not one per retry', async () => {
-  const http = await import('node:http');
   const state = { hang: 0, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
-  const proxy = http.createServer(async (req, res) => {
+  const proxy = await keyServer(async (req, res) => {
     if (state.hang) await new Promise((r) => setTimeout(r, state.hang));
     res.end(JSON.stringify(state.jwks));
   });
-  const port = await freePort();
-  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
   try {
     const clock = () => Date.now() + clock.offset;
     clock.offset = 0;
     // jose's cache runs on the real clock; a 0 s cache makes every verification ask.
     const verifier = createVerifier({
-      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: proxy.url,
       jwksCacheMaxAge: 0, timeout: 0.5, status: 'off', clock,
     });
     const token = await issue({ sub: 'u' });
@@ -265,18 +268,15 @@ test('a JWKS that stops answering holds back one verification, not one per retry
 });
 
 test('a cold start against a hung JWKS waits once per cooldown, not once per verification', async () => {
-  const http = await import('node:http');
-  const proxy = http.createServer(async (req, res) => {
+  const proxy = await keyServer(async (req, res) => {
     await new Promise((r) => setTimeout(r, 1000)); // accepts, answers too late
     res.end('{"keys": []}');
   });
-  const port = await freePort();
-  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
   try {
     const clock = () => Date.now() + clock.offset;
     clock.offset = 0;
     const verifier = createVerifier({
-      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: proxy.url,
       timeout: 0.3, status: 'off', clock,
     });
     const token = await issue({ sub: 'u' });
@@ -299,18 +299,15 @@ test('a cold start against a hung JWKS waits once per cooldown, not once per ver
 });
 
 test('refresh() is not undone by a key fetch already under way', async () => {
-  const http = await import('node:http');
   const state = { delay: 0, jwks: await (await fetch(`${server.issuer}/.well-known/jwks.json`)).json() };
-  const proxy = http.createServer(async (req, res) => {
+  const proxy = await keyServer(async (req, res) => {
     const body = JSON.stringify(state.jwks); // the set as it is now, sent late
     if (state.delay) await new Promise((r) => setTimeout(r, state.delay));
     res.end(body);
   });
-  const port = await freePort();
-  await new Promise((r) => proxy.listen(port, '127.0.0.1', r));
   try {
     const verifier = createVerifier({
-      issuer: server.issuer, audience: AUDIENCE, jwksUri: `http://127.0.0.1:${port}/`,
+      issuer: server.issuer, audience: AUDIENCE, jwksUri: proxy.url,
       jwksCacheMaxAge: 3600, jwksCooldown: 0, status: 'off',
     });
     const token = await issue({ sub: 'u' });
