@@ -498,12 +498,11 @@ class TokenVerifier:
             try:
                 self._refetch(force=False)
             finally:
-                with self._lock:
-                    self._refreshing_keys = False
+                self._keys_refreshed()
 
-        _start_or_undo(run, "authserver-verifier-keys", lambda: self._undo_keys_flag())
+        _start_or_undo(run, "authserver-verifier-keys", self._keys_refreshed)
 
-    def _undo_keys_flag(self) -> None:
+    def _keys_refreshed(self) -> None:
         with self._lock:
             self._refreshing_keys = False
 
@@ -544,17 +543,20 @@ class TokenVerifier:
                 if not headers:
                     # Nothing was asked conditionally: a 304 renews no copy.
                     raise InvalidToken("jwks_unavailable", f"{self._jwks_uri}: 304 without a copy")
-                self._fresh_until = now + lifetime
-                self._refresh_from = now + (1 - REFRESH_AHEAD) * lifetime
-                self._usable_until = now + max(lifetime, self.stale_if_error)
+                self._hold_keys(now, lifetime)
             return
         keys = self._parse_jwks(body)
         with self._lock:
             self._keys = keys
             self._etag = response_headers.get("etag")
-            self._fresh_until = now + lifetime
-            self._refresh_from = now + (1 - REFRESH_AHEAD) * lifetime
-            self._usable_until = now + max(lifetime, self.stale_if_error)
+            self._hold_keys(now, lifetime)
+
+    def _hold_keys(self, now: float, lifetime: float) -> None:
+        """The key set fetched or confirmed at *now* is fresh for *lifetime*, refreshed
+        ahead in its last fifth, and usable for stale_if_error (call under ``_lock``)."""
+        self._fresh_until = now + lifetime
+        self._refresh_from = now + (1 - REFRESH_AHEAD) * lifetime
+        self._usable_until = now + max(lifetime, self.stale_if_error)
 
     def _discover(self) -> str:
         """RFC 8414 §3: the metadata's ``issuer`` must be ours; take its ``jwks_uri``."""
@@ -754,20 +756,19 @@ class TokenVerifier:
                 return
             cached.refreshing = True
 
-        def undo() -> None:
-            with self._lock:
-                cached.refreshing = False
-
-        _start_or_undo(lambda: self._refresh_list(uri, cached), "authserver-verifier-status", undo)
-
-    def _refresh_list(self, uri: str, cached: _StatusList) -> None:
-        try:
-            self._fetch_list(uri, ahead=True)
-        except InvalidToken:
-            pass  # keep the copy we have, within its bound
-        finally:
+        def done() -> None:
             with self._lock:
                 cached.refreshing = False  # the copy this refresh was started for
+
+        def run() -> None:
+            try:
+                self._fetch_list(uri, ahead=True)
+            except InvalidToken:
+                pass  # keep the copy we have, within its bound
+            finally:
+                done()
+
+        _start_or_undo(run, "authserver-verifier-status", done)
 
     def _fetch_list(self, uri: str, *, ahead: bool = False) -> None:
         """Fetch the list at *uri* unless another thread did while this one waited; a
