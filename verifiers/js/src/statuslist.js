@@ -103,6 +103,12 @@ export function readStatus({ bits, bytes }, idx) {
  * that every token that points into the list is refused with `status_unavailable` (fail
  * closed after a bounded staleness).
  */
+/**
+ * The part of a cached document's lifetime (a list's ttl, the key set's max-age) at the
+ * end of which a use of it refreshes it in the background.
+ */
+export const REFRESH_AHEAD = 0.2;
+
 export class StatusListCache {
   /**
    * @param {object} options
@@ -224,7 +230,7 @@ export class StatusListCache {
       const fetchedAt = now();
       entry.fetchedAt = fetchedAt;
       entry.freshUntil = Math.min(fetchedAt + entry.ttlSeconds * 1000, entry.expMs);
-      entry.refreshFrom = fetchedAt + 0.8 * (entry.freshUntil - fetchedAt);
+      entry.refreshFrom = fetchedAt + (1 - REFRESH_AHEAD) * (entry.freshUntil - fetchedAt);
       entry.usableUntil = Math.min(fetchedAt + maxStale * 1000, entry.expMs);
       entry.retryAt = 0;
       entry.lastError = undefined;

@@ -11,7 +11,7 @@ import {
 } from 'jose';
 
 import { InvalidTokenError, REASONS } from './errors.js';
-import { StatusListCache, STATUS_LIST_MEDIA_TYPE, statusReference, VALID, INVALID, SUSPENDED } from './statuslist.js';
+import { REFRESH_AHEAD, StatusListCache, STATUS_LIST_MEDIA_TYPE, statusReference, VALID, INVALID, SUSPENDED } from './statuslist.js';
 
 /** Defaults of every option; docs and types say the same. Durations are in seconds. */
 export const DEFAULTS = Object.freeze({
@@ -183,7 +183,8 @@ export function createVerifier(options = {}) {
     // In the last fifth of the set's max-age a use refreshes it in the background: under
     // steady traffic a rotation is seen before the cached set expires. (jose's own clock,
     // which wrote cache.uat and decides set.fresh.)
-    if (cache.uat && Date.now() >= cache.uat + 0.8 * config.jwksCacheMaxAge * 1000 && set.fresh && now() >= jwksRetryAt) {
+    const refreshFrom = cache.uat + (1 - REFRESH_AHEAD) * config.jwksCacheMaxAge * 1000;
+    if (cache.uat && Date.now() >= refreshFrom && set.fresh && now() >= jwksRetryAt) {
       reloadInBackground(set);
     }
     try {
@@ -198,9 +199,7 @@ export function createVerifier(options = {}) {
       // The keys could not be fetched: not the token's fault. Use the last good set while
       // it is recent enough, and do not ask again before the cooldown.
       jwksRetryAt = now() + config.jwksCooldown * 1000;
-      jwksFailing = true;
-      jwksFailedAt = Date.now();
-      jwksLastError = describe(err);
+      jwksFailed(err);
       if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
     }
@@ -218,6 +217,13 @@ export function createVerifier(options = {}) {
     return jwksRefreshing !== null || Date.now() - jwksFailedAt < recent;
   }
 
+  /** Note a failed fetch of the key set: what it met, and when (jose's clock). */
+  function jwksFailed(err) {
+    jwksFailing = true;
+    jwksFailedAt = Date.now();
+    jwksLastError = describe(err);
+  }
+
   function reloadInBackground(set) {
     if (jwksRefreshing) return;
     jwksRetryAt = now() + config.jwksCooldown * 1000;
@@ -227,10 +233,7 @@ export function createVerifier(options = {}) {
         () => {
           jwksFailing = false;
         },
-        () => {
-          jwksFailing = true;
-          jwksFailedAt = Date.now();
-        },
+        jwksFailed,
       )
       .finally(() => {
         jwksRefreshing = null;
