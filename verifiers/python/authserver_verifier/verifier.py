@@ -627,8 +627,11 @@ class TokenVerifier:
             raise InvalidToken(failure, f"{url}: HTTP {exc.code}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
             # URLError, timeouts, resets, bad URLs, and a response cut at its deadline
-            # (which then reads as a closed connection: said as the timeout it was).
-            cause = f"timed out after {self.timeout:g} s" if deadline.expired else _cause(exc)
+            # (which then reads as a closed connection: said as the timeout it was). A
+            # socket's own timeout (the same seconds, per read) may fire first: said alike.
+            cause = _cause(exc)
+            if deadline.expired or cause == "timed out":
+                cause = f"timed out after {self.timeout:g} s"
             raise InvalidToken(failure, f"{url}: {cause}") from exc
         finally:
             deadline.cancel()
