@@ -7,6 +7,8 @@
  */
 export const REASONS = Object.freeze({
   missing_token: 'no bearer token was sent',
+  invalid_request:
+    'the Authorization header is malformed: Bearer with no token or with spaces in it, or the header sent more than once (RFC 6750 §3.1)',
   malformed: 'not a compact JWS/JWT, or a claim has the wrong type',
   unsupported_alg: 'alg is not RS256',
   wrong_typ: 'typ is not at+jwt (RFC 9068 §4)',
@@ -51,8 +53,9 @@ export class InvalidTokenError extends Error {
     return UNAVAILABLE.has(this.reason);
   }
 
-  /** The HTTP status a resource server answers with: 401, or 503 when unavailable. */
+  /** The HTTP status a resource server answers with: 401, 400 for a malformed request, or 503 when unavailable. */
   get status() {
-    return this.unavailable ? 503 : 401;
+    if (this.unavailable) return 503;
+    return this.reason === 'invalid_request' ? 400 : 401;
   }
 }

@@ -4,8 +4,11 @@ import { InvalidTokenError } from './errors.js';
 
 /**
  * The bearer token of a request (RFC 6750 §2.1: `Authorization: Bearer <token>`, the scheme
- * case-insensitive), or null when there is none. A value of any characters is returned (the
- * verifier then refuses it as malformed), as the Python package reads the header.
+ * case-insensitive), or null when the request has no bearer credentials (no Authorization
+ * header, or another scheme such as Basic). `Bearer` with no value or with spaces inside it
+ * throws InvalidTokenError `invalid_request` (a malformed request, §3.1). A value of any other
+ * characters is returned (the verifier then refuses it as malformed), as the Python package
+ * reads the header.
  *
  * @param {{headers: Record<string, string | string[] | undefined>}} req
  */
@@ -14,9 +17,11 @@ export function bearerToken(req) {
   if (typeof header !== 'string') return null;
   const trimmed = header.trim();
   const space = trimmed.indexOf(' ');
-  if (space < 0 || trimmed.slice(0, space).toLowerCase() !== 'bearer') return null;
-  const value = trimmed.slice(space + 1).trim();
-  return value && !/\s/.test(value) ? value : null;
+  const scheme = space < 0 ? trimmed : trimmed.slice(0, space);
+  if (scheme.toLowerCase() !== 'bearer') return null;
+  const value = space < 0 ? '' : trimmed.slice(space + 1).trim();
+  if (!value || /\s/.test(value)) throw new InvalidTokenError('invalid_request');
+  return value;
 }
 
 /** How many Authorization headers a request sent (Node keeps only the first in `headers`). */
@@ -29,13 +34,14 @@ function authorizationHeaders(req) {
 }
 
 /**
- * Verify the request's bearer token. Resolves to the claims; rejects with InvalidTokenError
- * (`missing_token` when the request has none, or sent more than one Authorization header:
- * Node keeps the first, and a proxy in front might have read the other).
+ * Verify the request's bearer token. Resolves to the claims; rejects with InvalidTokenError:
+ * `missing_token` when the request has no bearer credentials, `invalid_request` when its
+ * Authorization header is malformed or sent more than once (Node keeps the first, and a proxy
+ * in front might have read the other; RFC 6750 §3.1 "repeats the same parameter").
  */
 export async function authenticate(verifier, req) {
   if (authorizationHeaders(req) > 1) {
-    throw new InvalidTokenError('missing_token', 'more than one Authorization header');
+    throw new InvalidTokenError('invalid_request', 'more than one Authorization header');
   }
   const token = bearerToken(req);
   if (token === null) {
@@ -53,27 +59,42 @@ export async function authenticate(verifier, req) {
  * @param {InvalidTokenError} err
  */
 export function sendRefusal(res, err, { realm } = {}) {
-  const realmPart = realm ? `realm="${realm.replace(/["\\]/g, '')}"` : '';
-  let headers;
-  let body;
-  if (err.unavailable) {
-    headers = { 'Retry-After': '5' };
-    body = { error: 'temporarily_unavailable', reason: err.reason };
-  } else if (err.reason === 'missing_token') {
-    // §3.1: a request without authentication information gets no error code.
-    headers = { 'WWW-Authenticate': ['Bearer', realmPart].filter(Boolean).join(' ') };
-    body = { error: 'invalid_token', reason: err.reason }; // as refuseUpgrade and the Python middleware say
-  } else {
-    const params = [realmPart, 'error="invalid_token"', `error_description="${err.reason}"`].filter(Boolean);
-    headers = { 'WWW-Authenticate': `Bearer ${params.join(', ')}` };
-    body = { error: 'invalid_token', reason: err.reason };
-  }
+  const { headers, body } = refusal(err, realm);
   if (res.headersSent) {
     res.destroy();
     return;
   }
   res.writeHead(err.status, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store', ...headers });
   res.end(JSON.stringify(body));
+}
+
+/**
+ * The answer to a refused request, as headers and a JSON body (its status is `err.status`):
+ * what `sendRefusal` and the WebSocket helper's `refuseUpgrade` send.
+ *
+ * @param {InvalidTokenError} err
+ * @param {string} [realm]
+ * @returns {{headers: Record<string, string>, body: {error: string, reason: string}}}
+ */
+export function refusal(err, realm) {
+  const realmPart = realm ? `realm="${realm.replace(/["\\]/g, '')}"` : '';
+  if (err.unavailable) {
+    return { headers: { 'Retry-After': '5' }, body: { error: 'temporarily_unavailable', reason: err.reason } };
+  }
+  if (err.reason === 'invalid_request') {
+    // §3.1: a malformed request is 400 invalid_request.
+    const params = [realmPart, 'error="invalid_request"'].filter(Boolean);
+    return { headers: { 'WWW-Authenticate': `Bearer ${params.join(', ')}` }, body: { error: 'invalid_request', reason: err.reason } };
+  }
+  if (err.reason === 'missing_token') {
+    // §3.1: a request without authentication information gets no error code.
+    return {
+      headers: { 'WWW-Authenticate': ['Bearer', realmPart].filter(Boolean).join(' ') },
+      body: { error: 'invalid_token', reason: err.reason }, // as the Python middleware says
+    };
+  }
+  const params = [realmPart, 'error="invalid_token"', `error_description="${err.reason}"`].filter(Boolean);
+  return { headers: { 'WWW-Authenticate': `Bearer ${params.join(', ')}` }, body: { error: 'invalid_token', reason: err.reason } };
 }
 
 function isPublic(req, publicPaths) {

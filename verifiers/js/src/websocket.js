@@ -7,6 +7,7 @@
 // token expired or was revoked.
 
 import { InvalidTokenError } from './errors.js';
+import { refusal } from './middleware.js';
 
 /** Close code for "your token expired or was refused" (private-use range, RFC 6455 §7.4.2). */
 export const TOKEN_CLOSE_CODE = 4001;
@@ -188,27 +189,25 @@ export function createTokenDeadlines(verifier, options = {}) {
 
 /**
  * Refuse a WebSocket upgrade over the raw socket Node hands to an `upgrade` listener: the
- * same 401/503 answer as the HTTP middleware, then the socket is closed.
+ * same 400/401/503 answer as the HTTP middleware, then the socket is closed.
  *
  * @param {import('node:stream').Duplex} socket
  * @param {InvalidTokenError} err
  */
 export function refuseUpgrade(socket, err) {
-  const status = err.unavailable ? '503 Service Unavailable' : '401 Unauthorized';
-  const challenge = err.unavailable
-    ? 'Retry-After: 5'
-    : err.reason === 'missing_token'
-      ? 'WWW-Authenticate: Bearer'
-      : `WWW-Authenticate: Bearer error="invalid_token", error_description="${err.reason}"`;
-  const body = JSON.stringify({ error: err.unavailable ? 'temporarily_unavailable' : 'invalid_token', reason: err.reason });
+  const { headers, body } = refusal(err);
+  const text = JSON.stringify(body);
+  const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   if (socket.writable) {
     socket.end(
-      `HTTP/1.1 ${status}\r\n${challenge}\r\nContent-Type: application/json\r\n` +
-        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${lines}Content-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
     );
   }
   socket.destroySoon?.();
 }
+
+const STATUS_TEXT = { 400: 'Bad Request', 401: 'Unauthorized', 503: 'Service Unavailable' };
 
 /** Message type constants of the protocol above. */
 export const MESSAGES = Object.freeze({

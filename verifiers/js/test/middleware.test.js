@@ -5,7 +5,7 @@ import http from 'node:http';
 import { after, before, test } from 'node:test';
 import express from 'express';
 
-import { createVerifier, expressAuth, requireToken } from '../src/index.js';
+import { bearerToken, createVerifier, expressAuth, InvalidTokenError, requireToken, sendRefusal } from '../src/index.js';
 import { freePort, sharedAuthserver } from './helpers/authserver.js';
 
 const AUDIENCE = 'https://sync.example.com';
@@ -148,7 +148,7 @@ test('node http: a public path runs the handler with req.auth null, never undefi
 });
 
 for (const [name, make] of Object.entries(apps)) {
-  test(`${name}: two Authorization headers are refused, a malformed Bearer value is invalid_token`, async () => {
+  test(`${name}: two Authorization headers or a malformed Bearer header are 400 invalid_request, a value that is no token is invalid_token`, async () => {
     const base = await make();
     const token = await server.token(client, { sub: 'user-dup' });
     // Node keeps only the first of repeated Authorization headers: the handler ran as that
@@ -157,8 +157,13 @@ for (const [name, make] of Object.entries(apps)) {
       ['Authorization', `Bearer ${token}`],
       ['Authorization', 'Bearer another.token.here'],
     ]);
-    assert.equal(twice.status, 401);
-    assert.equal(twice.body.reason, 'missing_token');
+    // RFC 6750 §3.1: a request that "repeats the same parameter" or "is otherwise
+    // malformed" is 400 invalid_request.
+    const invalidRequest = { status: 400, challenge: 'Bearer error="invalid_request"', body: { error: 'invalid_request', reason: 'invalid_request' } };
+    assert.deepEqual(twice, invalidRequest);
+    for (const malformed of ['Bearer', 'Bearer   ', `Bearer ${token} more`]) {
+      assert.deepEqual(await rawGet(`${base}/data`, [['Authorization', malformed]]), invalidRequest, malformed);
+    }
     // A Bearer value that is no token was "no credentials" (a bare challenge): it is a
     // token the verifier refuses, as the Python middleware answers it.
     const odd = await rawGet(`${base}/data`, [['Authorization', 'Bearer ###']]);
@@ -170,3 +175,26 @@ for (const [name, make] of Object.entries(apps)) {
     assert.equal((await rawGet(`${base}/data`, [['Authorization', `Bearer ${token}`]])).status, 200);
   });
 }
+
+test('bearerToken: no bearer credentials is null, a malformed Bearer header throws invalid_request (as the Python package)', async () => {
+  const header = (authorization) => ({ headers: authorization === undefined ? {} : { authorization } });
+  for (const none of [undefined, '', 'Token abc', 'Basic dXNlcjpwYXNz', 'Bearerabc']) {
+    assert.equal(bearerToken(header(none)), null, String(none));
+  }
+  for (const malformed of ['Bearer', 'Bearer ', 'bearer    ', 'Bearer a b', 'Bearer a.b.c, Bearer d.e.f']) {
+    assert.throws(() => bearerToken(header(malformed)), (err) => err.reason === 'invalid_request' && err.status === 400, malformed);
+  }
+  assert.equal(bearerToken(header('Bearer abc.def.ghi')), 'abc.def.ghi');
+  assert.equal(bearerToken(header('  BEARER   abc  ')), 'abc');
+});
+
+test('sendRefusal puts the realm first in every challenge', async () => {
+  const answers = {};
+  const base = await listen((req, res) => sendRefusal(res, new InvalidTokenError(req.url.slice(1)), { realm: 'sync' }));
+  for (const reason of ['missing_token', 'invalid_request', 'expired']) answers[reason] = (await get(`${base}/${reason}`)).challenge;
+  assert.deepEqual(answers, {
+    missing_token: 'Bearer realm="sync"',
+    invalid_request: 'Bearer realm="sync", error="invalid_request"',
+    expired: 'Bearer realm="sync", error="invalid_token", error_description="expired"',
+  });
+});

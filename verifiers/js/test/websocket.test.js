@@ -92,17 +92,21 @@ async function connect(url, token) {
   };
 }
 
-test('an upgrade without a valid token is refused with 401 and the RFC 6750 challenge', { timeout: 20_000 }, async () => {
+test('an upgrade without a valid token is refused with 401 (400 when malformed) and the RFC 6750 challenge', { timeout: 20_000 }, async () => {
   const { url } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }));
-  for (const [token, challenge] of [
-    [undefined, 'Bearer'],
-    ['garbage', 'Bearer error="invalid_token", error_description="malformed"'],
+  for (const [token, status, challenge, reason] of [
+    [undefined, 401, 'Bearer', 'missing_token'],
+    ['garbage', 401, 'Bearer error="invalid_token", error_description="malformed"', 'malformed'],
+    ['two words', 400, 'Bearer error="invalid_request"', 'invalid_request'],
   ]) {
     const ws = new WebSocket(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
     ws.on('error', () => {}); // terminate() below aborts the handshake
     const [, response] = await once(ws, 'unexpected-response');
-    assert.equal(response.statusCode, 401);
+    assert.equal(response.statusCode, status);
     assert.equal(response.headers['www-authenticate'], challenge);
+    let text = '';
+    for await (const chunk of response) text += chunk;
+    assert.equal(JSON.parse(text).reason, reason);
     ws.terminate();
   }
 });

@@ -21,6 +21,7 @@ export interface AccessTokenClaims {
 
 export type Reason =
   | 'missing_token'
+  | 'invalid_request'
   | 'malformed'
   | 'unsupported_alg'
   | 'wrong_typ'
@@ -50,8 +51,8 @@ export declare class InvalidTokenError extends Error {
   readonly reason: Reason;
   /** True for `jwks_unavailable` and `status_unavailable`: the token was not judged. */
   readonly unavailable: boolean;
-  /** 401, or 503 when `unavailable`. */
-  readonly status: 401 | 503;
+  /** 401; 400 for `invalid_request` (a malformed Authorization header); 503 when `unavailable`. */
+  readonly status: 400 | 401 | 503;
 }
 
 export interface VerifierOptions {

@@ -103,6 +103,8 @@ CLAIMS_ENVIRON_KEY: Final = "authserver.claims"
 #: Every value :attr:`InvalidToken.reason` can take.
 REASONS: Final = {
     "missing_token": "no bearer token in the request",
+    "invalid_request": "the Authorization header is malformed: Bearer with no token or with "
+    "spaces in it, or the header sent more than once (RFC 6750 §3.1)",
     **rules.REASONS,
     "unknown_kid": "no published key has this kid",
     "jwks_unavailable": "the authserver's keys could not be fetched",
@@ -951,12 +953,20 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
 
 
 def bearer_token(authorization: str | None) -> str:
-    """The token of an ``Authorization: Bearer …`` header (RFC 6750 §2.1)."""
+    """The token of an ``Authorization: Bearer …`` header (RFC 6750 §2.1).
+
+    No header, or another scheme (``Basic``): ``missing_token``, a request without bearer
+    credentials. ``Bearer`` with no value or with spaces inside it (also what a server that
+    joins repeated headers with ``", "`` passes on): ``invalid_request``, a malformed request
+    (§3.1).
+    """
     if authorization:
         scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value and " " not in value:
-            return value
+        if scheme.lower() == "bearer":
+            value = value.strip()
+            if value and " " not in value:
+                return value
+            raise InvalidToken("invalid_request")
     raise InvalidToken("missing_token")
 
 
@@ -997,6 +1007,10 @@ def _refuse(reason: str, start_response: Callable[..., Any]) -> list[bytes]:
     if reason in ("jwks_unavailable", "status_unavailable"):
         status, error = "503 Service Unavailable", "temporarily_unavailable"
         extra = [("Retry-After", "5")]
+    elif reason == "invalid_request":
+        # RFC 6750 §3.1: a malformed request is 400 invalid_request.
+        status, error = "400 Bad Request", "invalid_request"
+        extra = [("WWW-Authenticate", 'Bearer error="invalid_request"')]
     else:
         status, error = "401 Unauthorized", "invalid_token"
         # RFC 6750 §3.1: no error code when the request carried no token at all.

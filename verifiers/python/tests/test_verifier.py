@@ -852,6 +852,15 @@ def test_require_token_middleware(server: AuthServerDouble, issuer: Issuer) -> N
 
     status, headers, body = call(app, authorization="Basic dXNlcjpwYXNz")
     assert (status, body["reason"]) == ("401 Unauthorized", "missing_token")
+    assert headers["WWW-Authenticate"] == "Bearer"
+
+    # RFC 6750 §3.1: a malformed Authorization header is 400 invalid_request.
+    for malformed in ("Bearer", "Bearer  ", "Bearer " + issuer.token(claims) + " extra"):
+        status, headers, body = call(app, authorization=malformed)
+        assert status == "400 Bad Request"
+        assert headers["WWW-Authenticate"] == 'Bearer error="invalid_request"'
+        assert headers["Cache-Control"] == "no-store"
+        assert body == {"error": "invalid_request", "reason": "invalid_request"}
 
     wrong = issuer.token(issuer.claims(aud="https://other"))
     status, headers, body = call(app, authorization=f"Bearer {wrong}")
@@ -881,10 +890,26 @@ def test_require_token_answers_503_when_keys_cannot_be_fetched(keys: list[RSAKey
     assert body == {"error": "temporarily_unavailable", "reason": "jwks_unavailable"}
 
 
-@pytest.mark.parametrize("header", [None, "", "Bearer", "Bearer ", "Bearer a b", "Token abc"])
-def test_bearer_token_parsing(header: str | None) -> None:
-    with pytest.raises(InvalidToken, match="missing_token"):
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (None, "missing_token"),
+        ("", "missing_token"),
+        ("Token abc", "missing_token"),
+        ("Basic dXNlcjpwYXNz", "missing_token"),
+        ("Bearerabc", "missing_token"),
+        # RFC 6750 §3.1: a malformed request, not one without credentials.
+        ("Bearer", "invalid_request"),
+        ("Bearer ", "invalid_request"),
+        ("bearer    ", "invalid_request"),
+        ("Bearer a b", "invalid_request"),
+        ("Bearer a.b.c, Bearer d.e.f", "invalid_request"),  # repeated headers, joined
+    ],
+)
+def test_bearer_token_parsing(header: str | None, reason: str) -> None:
+    with pytest.raises(InvalidToken) as caught:
         bearer_token(header)
+    assert caught.value.reason == reason
 
 
 def test_bearer_token_parsing_ok() -> None:

@@ -26,7 +26,7 @@ export async function check(token: string): Promise<string> {
   } catch (err) {
     if (err instanceof InvalidTokenError) {
       const reason: Reason = err.reason;
-      const status: 401 | 503 = err.status;
+      const status: 400 | 401 | 503 = err.status;
       return `${reason} ${status}`;
     }
     throw err;
