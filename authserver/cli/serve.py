@@ -95,6 +95,10 @@ def prepare(settings: Settings) -> None:
         with svc.unit_of_work():
             # Logs the key it creates, if any (keys.service): one line, not two.
             svc.keys.ensure_current()
+        with svc.unit_of_work():
+            # Parsed here, once: the workers forked from this process find the keys that
+            # sign already parsed (keys/crypto.load_private) instead of each parsing them.
+            svc.key_ring.check_readable()
     finally:
         svc.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any
 
 import pytest
@@ -187,3 +188,45 @@ def test_loaded_key_signs_what_the_public_jwk_verifies(generated: tuple[RSAKey, 
     token = jws.serialize_compact({"alg": "RS256", "kid": kid}, b"payload", loaded)
     public = RSAKey.import_key(crypto.public_jwk(key, kid))
     assert jws.deserialize_compact(token, public).payload == b"payload"
+
+
+def test_a_stored_key_is_parsed_once_per_process(
+    generated: tuple[RSAKey, Kid], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve parses the signing keys before it forks its workers; they must find them
+    parsed (about 60 ms of CPU each), and a parse must never answer for other bytes, another
+    passphrase or another kid."""
+    key, kid = generated
+    pem = crypto.to_pem(key, PASSPHRASE)
+    parses: list[bytes] = []
+    real_import = RSAKey.import_key
+
+    def counting_import(value: Any, *args: Any, **kwargs: Any) -> RSAKey:
+        parses.append(value)
+        return real_import(value, *args, **kwargs)
+
+    monkeypatch.setattr(RSAKey, "import_key", counting_import)
+    first = crypto.load_private(pem, PASSPHRASE, kid)
+    assert crypto.load_private(pem, PASSPHRASE, kid) is first
+    assert len(parses) == 1
+
+    # In a forked child (a serve worker), the parent's parse is there.
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        ok = crypto.load_private(pem, PASSPHRASE, kid) is first and len(parses) == 1
+        os.write(write, b"1" if ok else b"0")
+        os._exit(0)
+    os.close(write)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    os.waitpid(child, 0)
+
+    # Another passphrase is checked again, not answered from the memo.
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        crypto.load_private(pem, "not the passphrase", kid)
+    # Other bytes or another kid are parsed (and checked) again.
+    with pytest.raises(KeyStoreError, match="does not match its kid"):
+        crypto.load_private(pem, PASSPHRASE, "another-kid")
+    other = crypto.to_pem(key, None)
+    assert crypto.load_private(other, None, kid) is not first
