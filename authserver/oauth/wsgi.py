@@ -12,7 +12,8 @@ What a request gets, in order (``OAuthWSGI.__call__``):
 
 1. the route (exact path, or a family's prefix and integer id) and method check:
    ``OPTIONS`` answers ``Allow``, any other unsupported method 405, in the same RFC 6749
-   §5.2-shaped body as every error;
+   §5.2-shaped body as every error; a query parameter a document family does not
+   implement (a status list's ``time``) 501;
 2. one unit of work (the database transaction, opened only if a store needs it),
    committed when the handler returns, rolled back when it raises;
 3. the handler: Authlib's token or endpoint flow (``oauth/server.py``) for the POST
@@ -46,6 +47,7 @@ from contextlib import AbstractContextManager
 from http import HTTPStatus
 from typing import Any
 from typing import ClassVar
+from urllib.parse import parse_qsl
 
 from authlib.oauth2 import OAuth2Error
 from werkzeug.http import parse_etags
@@ -119,6 +121,19 @@ class Document:
         return 200, list(self.headers_with_type), self.body, None
 
 
+def _unimplemented(environ: dict[str, Any], unimplemented: dict[str, str]) -> _Answer | None:
+    """501 when the query names a parameter of *unimplemented* (RFC 9110 §15.6.2: "the
+    server does not support the functionality required to fulfill the request"), else
+    ``None``. Only a request with a query string pays for parsing it."""
+    query = environ.get("QUERY_STRING")
+    if not query:
+        return None
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name in unimplemented:
+            return _error(501, "not_implemented", unimplemented[name])
+    return None
+
+
 #: A GET route: returns the current document (cheaply: normally from a ``BoundedCache``
 #: keyed by what the document is built from), or ``None`` for 404.
 DocumentSource = Callable[[], Document | None]
@@ -158,8 +173,8 @@ class OAuthWSGI:
         self._unit_of_work = unit_of_work
         self._on_error = on_error
         self._documents: dict[str, DocumentSource] = {}
-        #: ``(prefix + "/", route template, source)``
-        self._families: list[tuple[str, str, DocumentFamily]] = []
+        #: ``(prefix + "/", route template, source, unimplemented query parameters)``
+        self._families: list[tuple[str, str, DocumentFamily, dict[str, str]]] = []
         self._post = dict(self.POST_ROUTES)
 
     def add_token_path(self, path: str) -> None:
@@ -170,30 +185,44 @@ class OAuthWSGI:
     def add_document(self, path: str, source: DocumentSource) -> None:
         self._documents[path] = source
 
-    def add_document_family(self, prefix: str, name: str, source: DocumentFamily) -> None:
+    def add_document_family(
+        self,
+        prefix: str,
+        name: str,
+        source: DocumentFamily,
+        *,
+        unimplemented: dict[str, str] | None = None,
+    ) -> None:
         """Serve ``<prefix>/<id>`` for every non-negative integer id of at most
         :data:`_MAX_ID_DIGITS` digits, written without leading zeros: *source(id)*, or 404
         when it returns ``None``. Any other path below *prefix* is left to the fallback
         (its 404). The route template, in Flask's rule syntax (``<prefix>/<int:name>``),
-        is the route listing's key and the metrics label: bounded, never the path sent."""
-        self._families.append((f"{prefix}/", f"{prefix}/<int:{name}>", source))
+        is the route listing's key and the metrics label: bounded, never the path sent.
+
+        *unimplemented* maps a query parameter that a standard defines for these documents,
+        but this server does not implement, to the description of the 501 answered when a
+        request names it (a parameter nobody defined is ignored, as HTTP does)."""
+        self._families.append(
+            (f"{prefix}/", f"{prefix}/<int:{name}>", source, dict(unimplemented or {}))
+        )
 
     def routes(self) -> dict[str, set[str]]:
         """Path -> methods served here (for the route listing and the OpenAPI check)."""
         out = {path: {"POST"} for path in self._post}
         out.update({path: {"GET", "HEAD"} for path in self._documents})
-        out.update({template: {"GET", "HEAD"} for _, template, _ in self._families})
+        out.update({template: {"GET", "HEAD"} for _, template, _, _ in self._families})
         return out
 
-    def _family_document(self, path: str) -> tuple[str, DocumentSource] | None:
-        """The route template and document source of a family path, ``None`` if none."""
-        for prefix, template, source in self._families:
+    def _family_document(self, path: str) -> tuple[str, DocumentSource, dict[str, str]] | None:
+        """The route template, document source and unimplemented query parameters of a
+        family path, ``None`` if none."""
+        for prefix, template, source, unimplemented in self._families:
             if path.startswith(prefix):
                 tail = path[len(prefix) :]
                 digits = tail.isascii() and tail.isdigit() and len(tail) <= _MAX_ID_DIGITS
                 # Canonical decimal only ("01" is not "1"): one URL per document.
                 if digits and (tail == "0" or tail[0] != "0"):
-                    return template, functools.partial(source, int(tail))
+                    return template, functools.partial(source, int(tail)), unimplemented
         return None
 
     # -- WSGI --------------------------------------------------------------------------------
@@ -203,16 +232,18 @@ class OAuthWSGI:
         endpoint = self._post.get(path)
         document = self._documents.get(path) if endpoint is None else None
         route = path
+        unimplemented: dict[str, str] | None = None
         if endpoint is None and document is None:
             family = self._family_document(path) if self._families else None
             if family is None:
                 return self.fallback(environ, start_response)
-            route, document = family
+            route, document, unimplemented = family
         started = time.perf_counter()
         method = environ.get("REQUEST_METHOD", "GET")
         allowed = ("POST",) if endpoint is not None else ("GET", "HEAD")
         if method in allowed:
-            status, headers, body, error = self._handle(environ, endpoint, document)
+            refused = _unimplemented(environ, unimplemented) if unimplemented else None
+            status, headers, body, error = refused or self._handle(environ, endpoint, document)
         elif method == "OPTIONS":
             # No CORS preflight answer: the credentialed endpoints are for backends
             # (RFC 9700 §2.6) and the documents need none (a simple GET).

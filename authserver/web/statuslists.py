@@ -6,6 +6,10 @@ use of Cross-Origin Resource Sharing"). A sync server fetches the list its token
 verifies it with the JWKS and caches it for its ``ttl``: ``Cache-Control: max-age`` is what
 is left of that ttl for the copy served, so it is computed per request; the signed list
 itself is rebuilt only when ``StatusListService.published`` says so.
+
+Historical resolution (§8.4, a ``time`` query parameter asking for the list as it stood
+then) is not implemented: such a request is answered 501, as §8.4 asks of a server without
+it, never with the current list (which a verifier would have to notice and refuse).
 """
 
 from __future__ import annotations
@@ -16,6 +20,13 @@ from authserver.oauth.wsgi import Document
 from authserver.oauth.wsgi import OAuthWSGI
 from authserver.tokens.statuslist import MEDIA_TYPE
 from authserver.tokens.statuslist import PATH
+
+#: §8.4: "If the Server does not support the additional query parameter, it SHOULD return
+#: a status code of 501 (Not Implemented)".
+HISTORICAL = {
+    "time": "historical status lists (the time query parameter, draft-ietf-oauth-status-list"
+    " section 8.4) are not supported: only the current list is served"
+}
 
 
 def register(wsgi: OAuthWSGI, services: Services) -> None:
@@ -41,4 +52,4 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
         )
 
     wsgi.add_document(PATH, aggregation)
-    wsgi.add_document_family(PATH, "list_id", status_list)
+    wsgi.add_document_family(PATH, "list_id", status_list, unimplemented=HISTORICAL)

@@ -229,6 +229,25 @@ def test_unknown_lists_are_404_and_the_metadata_names_the_aggregation(
     assert aggregation.get_json() == {"status_lists": [f"{ISSUER}/statuslists/1"]}
 
 
+def test_historical_resolution_is_answered_501(http: Any, register: Register) -> None:
+    """§8.4: "If the Server does not support the additional query parameter, it SHOULD
+    return a status code of 501 (Not Implemented)", never the current list for a past time."""
+    client_id, secret = register(audiences=[AUD])
+    uri, _ = status_ref(issue_token(http, (client_id, secret), sub="alice"))
+    path = uri[len(ISSUER) :]
+    for query in ("time=1686925000", "x=1&time=", "time=1686925000&time=1"):
+        response = http.get(f"{path}?{query}", headers={"Accept": "application/statuslist+jwt"})
+        assert response.status_code == 501, query
+        assert response.mimetype == "application/json"
+        assert response.get_json()["error"] == "not_implemented"
+        assert response.headers["Cache-Control"] == "no-store"
+    assert http.head(f"{path}?time=1686925000").status_code == 501
+    # A parameter the draft does not define is ignored, as HTTP does; the aggregation has no
+    # historical form.
+    assert http.get(f"{path}?x=1").status_code == 200
+    assert http.get("/statuslists?time=1686925000").status_code == 200
+
+
 @pytest.fixture
 def admin_services(db_url: str, tmp_path: Any) -> Any:
     settings = Settings.from_env(
