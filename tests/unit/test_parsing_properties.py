@@ -1,5 +1,6 @@
 """Property tests on token request parsing: whatever the bytes, the parser either returns a
-well-formed request or raises ``invalid_request``, never anything else."""
+well-formed request or raises ``invalid_request`` (``invalid_scope`` for a malformed
+scope, RFC 6749 §5.2), never anything else."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 from urllib.parse import urlencode
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidScopeError
+from hypothesis import example
 from hypothesis import given
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -57,7 +60,7 @@ def _parse(body: bytes, content_type: str) -> TokenRequest | None:
     ).get_environ()
     try:
         return parse_token_request(parse_body(environ, MAX_BODY))
-    except InvalidRequestError:
+    except (InvalidRequestError, InvalidScopeError):
         return None
 
 
@@ -80,6 +83,7 @@ def test_arbitrary_bytes_never_crash(body: bytes, content_type: str) -> None:
 
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(PARAMS) | st.text(max_size=10), json_values, max_size=8))
+@example({"scope": '"'})  # a malformed scope token: invalid_scope (RFC 6749 §3.3, §5.2)
 def test_arbitrary_json_objects_never_crash(data: dict[str, Any]) -> None:
     _parse(json.dumps(data).encode(), "application/json")
 
