@@ -17,9 +17,10 @@ What a request gets, in order (``OAuthWSGI.__call__``):
 2. one unit of work (the database transaction, opened only if a store needs it),
    committed when the handler returns, rolled back when it raises;
 3. the handler: Authlib's token or endpoint flow (``oauth/server.py``) for the POST
-   routes, a :class:`Document` for the GET routes (strong ETag, ``If-None-Match`` 304,
-   ``Cache-Control``, CORS for anyone: the one conditional-GET implementation of the
-   server), or a 404 JSON error when a family has no document of that id;
+   routes, a :class:`Document` for the GET routes (strong ETag, ``If-Match`` 412,
+   ``If-None-Match`` 304, ``Cache-Control``, CORS for anyone: the one conditional-GET
+   implementation of the server), or a 404 JSON error when a family has no document of
+   that id;
 4. the security headers every response carries (``X-Content-Type-Options: nosniff``,
    ``Cache-Control: no-store`` unless the handler set its own);
 5. :class:`~authserver.oauth.events.RequestServed`: the one per-request hook, where
@@ -85,6 +86,10 @@ def _error(
     return status, headers, _json({"error": error, "error_description": description}), error
 
 
+#: The 412 answered to an ``If-Match`` naming no current version of a document.
+_NOT_THIS_VERSION = "If-Match names no current version of this document"
+
+
 class Document:
     """A document as sent: body, strong ETag and cache headers, prepared once.
 
@@ -113,8 +118,14 @@ class Document:
         return cls(body, "application/json", max_age)
 
     def answer(self, environ: dict[str, Any]) -> _Answer:
-        """200 with the body, or 304 when ``If-None-Match`` names this ETag (RFC 9110
-        §13.1.2: weak comparison, a ``W/`` prefix is ignored; ``*`` matches)."""
+        """200 with the body, 412 when ``If-Match`` does not name this ETag (RFC 9110
+        §13.1.1: strong comparison, a ``W/`` tag never matches; ``*`` matches), or 304 when
+        ``If-None-Match`` names it (§13.1.2: weak comparison, a ``W/`` prefix is ignored;
+        ``*`` matches); in that order (§13.2.2)."""
+        required = environ.get("HTTP_IF_MATCH")
+        if required and not parse_etags(required).contains(self.etag):
+            # §13.2.2 step 1: "if false, respond 412 (Precondition Failed)".
+            return _error(412, "precondition_failed", _NOT_THIS_VERSION)
         condition = environ.get("HTTP_IF_NONE_MATCH")
         if condition and parse_etags(condition).contains_weak(self.etag):
             return 304, list(self.headers), b"", None

@@ -1,6 +1,7 @@
 """The public GET documents of the lean WSGI layer (``oauth/wsgi.py`` ``Document``) through a
 real ``authserver serve``: the status lists, their aggregation and ``/openapi.json`` answer
-conditional GETs with 304, HEAD and OPTIONS like the JWKS, and unknown or malformed list ids
+conditional GETs with 304 (``If-None-Match``) and 412 (``If-Match``), HEAD and OPTIONS like
+the JWKS, and unknown or malformed list ids
 with a 404 JSON error (never a 5xx)."""
 
 from __future__ import annotations
@@ -58,6 +59,18 @@ def assert_conditional(url: str, content_type: str) -> None:
     changed = requests.get(url, headers={"If-None-Match": '"not-it"'}, timeout=10)
     assert changed.status_code == 200
     assert changed.content == first.content
+    # RFC 9110 §13.1.1: If-Match by strong comparison (a weak tag never matches), evaluated
+    # before If-None-Match (§13.2.2); false is 412.
+    for condition in (etag, f'"other", {etag}', "*"):
+        held = requests.get(url, headers={"If-Match": condition}, timeout=10)
+        assert (held.status_code, held.content) == (200, first.content), condition
+    for condition in ('"not-it"', f"W/{etag}"):
+        failed = requests.get(
+            url, headers={"If-Match": condition, "If-None-Match": etag}, timeout=10
+        )
+        assert failed.status_code == 412, condition
+        assert failed.json()["error"] == "precondition_failed"
+        assert failed.headers["Cache-Control"] == "no-store"
     head = requests.head(url, timeout=10)
     assert (head.status_code, head.content, head.headers["ETag"]) == (200, b"", etag)
     # RFC 9110 §8.6: the length GET would send, or none (it said 0).
