@@ -22,7 +22,9 @@ MAX_SECONDS = 10 * 365 * 86400
 # TokenProvider, Dexie Cloud's token endpoint) accepts: a number and a unit, e.g.
 # "10m", "1d", "2 hours", "1.5h". A bare number string means *milliseconds* there, which
 # a backend that meant seconds would not expect: it is refused rather than guessed.
-_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?|\.\d+) *(?P<unit>[a-z]+)$", re.IGNORECASE)
+# ASCII digits only, as in vercel/ms (JavaScript's \d) and as ``seconds`` reads them:
+# Python's \d and float() also take other scripts' digits ("\u0661\u0660m").
+_DURATION = re.compile(r"^(?P<n>\d+(?:\.\d+)?|\.\d+) *(?P<unit>[a-z]+)$", re.IGNORECASE | re.ASCII)
 _UNITS: dict[str, float] = {}
 for _names, _seconds in (
     (("ms", "msec", "msecs", "millisecond", "milliseconds"), 0.001),

@@ -408,7 +408,12 @@ def test_durations_follow_vercel_ms(text: Any, seconds: int) -> None:
 @pytest.mark.parametrize(
     "text",
     # A number float() reads as infinity: floor() raised OverflowError (a 500) on it.
-    ["600", "-1m", "10 fortnights", "", "0s", "999ms", True, None, "1" * 400 + "s"],
+    # Digits of other scripts (Arabic-Indic, fullwidth) are no number to vercel/ms, nor
+    # to ``seconds``; Python's regex and float() read "\u0661\u0660m" as ten minutes.
+    [
+        *("600", "-1m", "10 fortnights", "", "0s", "999ms", True, None, "1" * 400 + "s"),
+        *("\u0661\u0660m", "\uff11\uff10m", "1.\u0665h"),
+    ],
 )
 def test_bad_durations(text: Any) -> None:
     with pytest.raises(ProfileError) as exc:
