@@ -113,23 +113,25 @@ def check_text(value: str, what: str, *, max_length: int) -> str:
     return value
 
 
-def check_identity(value: Any, field: str) -> str:
+def check_identity(value: Any, field: str, *, what: str | None = None) -> str:
     """``sub``, ``email`` or ``name``: a non-empty string with a visible character, not
     only whitespace or invisible format characters (U+200B zero width space, U+FEFF...).
+    Errors name *what* (a profile's own name for the field, e.g. ``userId``), else *field*.
 
     An empty ``sub`` is no user at all, and an empty one at a sync server is easily read
     as "anonymous" or merged with every other empty one; an invisible one looks empty in
     every log and console while it names a user of its own.
     """
+    name = what or field
     if not isinstance(value, str):
-        raise InvalidValue(f"{field} must be a string")
-    check_text(value, field, max_length=MAX_IDENTITY_LENGTH[field])
+        raise InvalidValue(f"{name} must be a string")
+    check_text(value, name, max_length=MAX_IDENTITY_LENGTH[field])
     if not has_visible(value):
-        raise InvalidValue(f"{field} must not be empty or only whitespace or invisible characters")
+        raise InvalidValue(f"{name} must not be empty or only whitespace or invisible characters")
     if BIDI_CONTROLS.search(value) is not None:
         # A sub shown reordered ("user-1<RLO>24-resu") in the audit trail, a log or the
         # sync server's console names another user than it seems to.
-        raise InvalidValue(f"{field} must not have bidirectional control characters")
+        raise InvalidValue(f"{name} must not have bidirectional control characters")
     return value
 
 

@@ -50,7 +50,7 @@ class StreamProfile:
             )
         out: TokenParameters = {}
         if "userId" in f:
-            out["sub"] = values.string(f["userId"], "userId")
+            out["sub"] = values.user(f["userId"], "userId")
         if "scopes" in f:
             out["scope"] = values.string_list(f["scopes"], "scopes")
         if "ttl" in f and "expire" in f:

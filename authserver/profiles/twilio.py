@@ -58,7 +58,7 @@ class TwilioProfile:
                 raise ProfileError(f"{unsupported} is not supported: {why}")
         if "identity" not in f:
             raise ProfileError("identity is required")
-        identity = values.string(f["identity"], "identity")
+        identity = values.user(f["identity"], "identity")
         ttl = values.seconds(f["ttl"], "ttl") if "ttl" in f else DEFAULT_TTL
         if ttl > MAX_TTL:
             raise ProfileError("ttl must be at most 86400 seconds (24 hours), as in Twilio")

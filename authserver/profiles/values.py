@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Any
 
 from authserver.profiles.base import ProfileError
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_identity
 from authserver.vocabulary import sent_whole_number
 
 #: Longest lifetime any dialect may ask for before the client's ceiling applies (ten
@@ -44,6 +46,16 @@ def string(value: Any, field: str, *, max_length: int = 255) -> str:
     if len(value) > max_length:
         raise ProfileError(f"{field} is longer than {max_length} characters")
     return value
+
+
+def user(value: Any, field: str) -> str:
+    """A dialect's user field (``userId``, ``identity``), which becomes ``sub``: checked by
+    the rules of ``sub`` (no control or bidirectional characters, something visible) here,
+    so a refusal names the field the dialect sent, not ``sub``."""
+    try:
+        return check_identity(string(value, field), "sub", what=field)
+    except InvalidValue as exc:
+        raise ProfileError(str(exc)) from None
 
 
 def string_list(value: Any, field: str) -> list[str]:

@@ -80,7 +80,7 @@ class VerdantProfile:
             claims["type"] = kind
         elif "type" not in fixed:
             claims["type"] = REALTIME  # TokenProvider's default
-        out: TokenParameters = {"sub": values.string(f["userId"], "userId"), "claims": claims}
+        out: TokenParameters = {"sub": values.user(f["userId"], "userId"), "claims": claims}
         if "expiresIn" in f:
             out["expires_in"] = values.duration(f["expiresIn"], "expiresIn")
         return out

@@ -378,6 +378,26 @@ def test_stream_refuses(fields: dict[str, Any], named: str) -> None:
     refused(StreamProfile(), fields, named)
 
 
+@pytest.mark.parametrize("bad", ["u\x00", "u\n", "user-1\u202e", "\u200b", " "])
+@pytest.mark.parametrize(
+    ("profile", "fields", "field"),
+    [
+        (TwilioProfile(), {}, "identity"),
+        (VerdantProfile(), {"libraryId": "l", "syncEndpoint": "s"}, "userId"),
+        (StreamProfile(), {}, "userId"),
+    ],
+)
+def test_a_dialects_user_field_is_refused_by_its_own_name(
+    profile: Profile, fields: dict[str, Any], field: str, bad: str
+) -> None:
+    """The user field becomes ``sub`` and gets its rules; a refusal named ``sub``, a field
+    the request did not send (the dialect's check only looked for a non-empty string)."""
+    with pytest.raises(ProfileError) as exc:
+        translate(profile, {**fields, field: bad})
+    assert str(exc.value).startswith(f"{field} "), str(exc.value)
+    assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
+
+
 def test_dialects_other_than_oauth2_take_json_only() -> None:
     for profile in (DexieProfile(), VerdantProfile(), TwilioProfile(), StreamProfile()):
         with pytest.raises(ProfileError, match="JSON"):
