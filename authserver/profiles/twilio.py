@@ -5,7 +5,8 @@ From the vendor's packages (twilio 6.3 ``lib/jwt/AccessToken.js``; twilio-sync 4
 hands the token string to Twilio's service without decoding it):
 
 request (the ``AccessToken`` options and grants; sent here as a JSON body)
-    ``identity`` (required, as ``AccessToken`` requires it), ``ttl`` (seconds, default
+    ``identity`` (required, as ``AccessToken`` requires it; a string, or a whole number,
+    which ``AccessToken`` writes as its decimal string), ``ttl`` (seconds, default
     3600; Twilio refuses tokens valid for more than 24 hours), ``grants``: an object keyed
     like the token's ``grants`` claim; ``data_sync`` with ``service_sid`` and
     ``endpoint_id`` (what ``SyncGrant.toPayload`` writes).
@@ -58,7 +59,7 @@ class TwilioProfile:
                 raise ProfileError(f"{unsupported} is not supported: {why}")
         if "identity" not in f:
             raise ProfileError("identity is required")
-        identity = values.user(f["identity"], "identity")
+        identity = values.user(_identity_text(f["identity"]), "identity")
         ttl = values.seconds(f["ttl"], "ttl") if "ttl" in f else DEFAULT_TTL
         if ttl > MAX_TTL:
             raise ProfileError("ttl must be at most 86400 seconds (24 hours), as in Twilio")
@@ -82,3 +83,14 @@ class TwilioProfile:
 
     def render(self, issued: IssuedToken, request: DialectRequest) -> dict[str, Any]:
         return {"identity": issued.sub, "token": issued.access_token, "ttl": issued.expires_in}
+
+
+def _identity_text(value: Any) -> Any:
+    """A whole-number identity as its decimal string, as twilio's ``AccessToken`` writes it
+    (``Number.isInteger(identity)``: ``String(identity)``), so a backend that passed a
+    numeric user id keeps working; ``0`` it refuses as missing, and so does this."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value == 0:
+            raise ProfileError("identity must be a non-empty string or a whole number but 0")
+        return str(value)
+    return value

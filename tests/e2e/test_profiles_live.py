@@ -87,7 +87,7 @@ def test_vendor_clients_accept_the_answers(server: tuple[ServerProcess, dict[str
         "PROFILE_CLIENTS": json.dumps(clients),
         "VERDANT_SYNC_URL": VERDANT_SYNC_URL,
     }
-    node_test(node, PACKAGE, "--test-concurrency=1", "test/", env=env, passed=6)
+    node_test(node, PACKAGE, "--test-concurrency=1", "test/", env=env, passed=7)
 
 
 def test_the_silent_mis_issue_is_refused(server: tuple[ServerProcess, dict[str, Any]]) -> None:

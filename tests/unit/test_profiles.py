@@ -300,6 +300,15 @@ def test_twilio_identity_ttl_and_sync_grant() -> None:
     }
 
 
+def test_twilio_takes_a_whole_number_identity_as_twilio_writes_it() -> None:
+    """twilio's AccessToken writes an integer identity as its decimal string (a backend
+    passing a numeric user id); it was refused as not a string."""
+    params = translate(TwilioProfile(), {"identity": 42})
+    assert params["sub"] == "42"
+    assert params["claims"]["grants"]["identity"] == "42"
+    assert translate(TwilioProfile(), {"identity": -7})["sub"] == "-7"
+
+
 def test_twilio_default_ttl_is_twilios_3600() -> None:
     assert translate(TwilioProfile(), {"identity": "a"})["expires_in"] == 3600
 
@@ -308,6 +317,9 @@ def test_twilio_default_ttl_is_twilios_3600() -> None:
     ("fields", "named"),
     [
         ({}, "identity"),
+        ({"identity": 0}, "identity"),  # AccessToken: "identity is required"
+        ({"identity": True}, "identity"),
+        ({"identity": 4.5}, "identity"),
         ({"identity": "a", "ttl": 86401}, "ttl"),
         ({"identity": "a", "ttl": "1h"}, "ttl"),
         ({"identity": "a", "nbf": 1}, "nbf"),

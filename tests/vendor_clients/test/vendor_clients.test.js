@@ -194,6 +194,34 @@ test("twilio: the grants claim is the one twilio's own AccessToken writes", asyn
   assert.equal(answer.ttl, 3600);
 });
 
+test("twilio: a numeric identity and an endpoint_id, as twilio's own AccessToken writes them", async () => {
+  // A backend that passes its numeric user id: AccessToken writes String(identity).
+  const options = { identity: 42, ttl: 600 };
+  const grant = { serviceSid: 'IS' + '1'.repeat(32), endpointId: 'app:42:device-1' };
+  const res = await postJson(
+    '/token',
+    {
+      grant_type: 'client_credentials',
+      ...options,
+      grants: { data_sync: { service_sid: grant.serviceSid, endpoint_id: grant.endpointId } },
+    },
+    basic('twilio'),
+  );
+  assert.equal(res.status, 200, await res.clone().text());
+  const answer = await res.json();
+  const { payload } = await verify(answer.token);
+
+  const { AccessToken } = twilio.jwt;
+  const reference = new AccessToken('AC' + '0'.repeat(32), 'SK' + '0'.repeat(32), 'x'.repeat(32), options);
+  reference.addGrant(new AccessToken.SyncGrant(grant));
+  const theirs = decodeJwt(reference.toJwt());
+
+  assert.deepEqual(payload.grants, theirs.grants);
+  assert.equal(payload.sub, theirs.grants.identity);
+  assert.equal(answer.identity, '42');
+  assert.equal(payload.exp - payload.iat, theirs.exp - theirs.iat);
+});
+
 // -- Streaming platform ------------------------------------------------------------------
 
 test('stream: the operator-token request at /auth/v1/access-tokens answers {token}', async () => {
