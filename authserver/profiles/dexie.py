@@ -19,8 +19,10 @@ response
 Honoured: ``scopes`` (checked against the client's scopes), ``claims`` (``sub``, ``email``,
 ``name`` as identity; every other claim through the allow-list), ``expires_in``.
 ``public_key`` is accepted and checked to be a PEM public key, but authserver issues no
-refresh tokens, so the response carries none and the addon calls ``fetchTokens`` again
-when the access token expires (what it does for any response without ``refreshToken``).
+refresh tokens, so the response carries none. The addon then does not call ``fetchTokens``
+again by itself: from five minutes before ``accessTokenExpiration`` its ``loadAccessToken``
+throws "Refresh token missing", and only a new ``db.cloud.login()`` fetches again
+(docs/migrating.md says what an app does about it).
 Refused: ``not_before`` (authserver tokens are valid from issue).
 """
 
