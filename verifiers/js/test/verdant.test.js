@@ -90,6 +90,44 @@ test('WebSocket sync: connection opens with userId/libraryId from sub/lib, and m
   assert.equal(info.syncEndpoint, `ws://${base}/sync`);
 });
 
+test('a verdant-profile client: TokenProvider.getToken options in, {accessToken} out, accepted by Verdant', { timeout: 30_000 }, async () => {
+  // The backend of docs/migrating.md: Verdant's getToken options sent to /token, the answer
+  // forwarded to the browser; the sync URL is the client's fixed claim.
+  const syncUrl = `ws://${base}/sync`;
+  const backend = server.createClient(
+    '--name', 'verdant backend', '--profile', 'verdant', '--audience', AUDIENCE,
+    '--fixed-claim', `url=${syncUrl}`,
+    ...['lib', 'role', 'type'].flatMap((claim) => ['--allowed-claim', claim]),
+  );
+  const response = await fetch(`${server.baseUrl}/token`, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      authorization: 'Basic ' + Buffer.from(`${backend.client_id}:${backend.client_secret}`).toString('base64'),
+    },
+    body: JSON.stringify({ grant_type: 'client_credentials', userId: 'user-7', libraryId: 'lib-profile', role: 'viewer', type: 5, expiresIn: '10m' }),
+  });
+  assert.equal(response.status, 200, await response.clone().text());
+  const answer = await response.json();
+  assert.deepEqual(Object.keys(answer).sort(), ['accessToken', 'expiresIn', 'syncEndpoint']);
+  assert.equal(answer.syncEndpoint, syncUrl);
+  assert.equal(answer.expiresIn, 600);
+
+  const { status, body } = await push(answer.accessToken, [{ type: 'heartbeat', replicaId: 'replica-p', timestamp: 'x' }]);
+  assert.equal(status, 200);
+  assert.deepEqual(body, { messages: [{ type: 'heartbeat-response' }] });
+  const ws = new WebSocket(syncUrl, ['Bearer', answer.accessToken]);
+  await once(ws, 'open');
+  ws.close();
+  await once(ws, 'close');
+  const info = events.at(-1);
+  assert.equal(info.userId, 'user-7');
+  assert.equal(info.libraryId, 'lib-profile');
+  assert.equal(info.role, 'viewer');
+  assert.equal(info.type, 5); // ReplicaType.ReadOnlyRealtime, as asked
+  assert.equal(info.syncEndpoint, syncUrl);
+});
+
 test('refused: a token made with the old shared HS256 secret, a garbage token, a token without the lib claim', { timeout: 30_000 }, async () => {
   const hs256 = new TokenProvider({ secret: SECRET }).getToken({ userId: 'user-1', libraryId: 'lib-1', syncEndpoint: 'x' });
   const noLib = await server.token(client, { sub: 'user-1', audience: AUDIENCE });
