@@ -12,7 +12,9 @@ from authlib.oauth2.rfc6749.errors import UnauthorizedClientError
 
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
+from authserver.clients.model import Client
 from authserver.clients.model import is_valid_scope_token
+from authserver.oauth.errors import InvalidTargetError
 from authserver.oauth.errors import UnsupportedGrantError
 from authserver.oauth.errors import from_token_request_error
 from authserver.oauth.requests import REPEATABLE
@@ -192,6 +194,7 @@ class AuthServerClientCredentialsGrant(grants.ClientCredentialsGrant):
             parameters = profile.translate(self.dialect, client)
         except TokenRequestError as exc:
             raise from_token_request_error(exc) from None
+        _check_audience_can_be_named(profile, client, parameters)
         self.token_request = parse_token_request(as_parsed_body(parameters))
 
     def generate_token(
@@ -233,6 +236,24 @@ class AuthServerProfilePathGrant(AuthServerClientCredentialsGrant):
         named = self.request.payload.client_id
         if named is not None and named != self.client.client_id:
             raise InvalidRequestError("client_id names another client than the Bearer secret")
+
+
+def _check_audience_can_be_named(
+    profile: Profile, client: Client, parameters: TokenParameters
+) -> None:
+    """A client with several audiences must name one in each request (RFC 8707); a dialect
+    without an ``audience``/``resource`` field (every built-in one but ``oauth2``) cannot,
+    and the generic refusal told the caller to send a parameter its profile then refuses."""
+    if (
+        len(client.policy.audiences) > 1
+        and not parameters.get("audience")
+        and not parameters.get("resource")
+        and not {"audience", "resource"} & profile.fields
+    ):
+        raise InvalidTargetError(
+            f"this client has several audiences and a {profile.name} request cannot name "
+            "one: register the client with one audience (clients update ID --audience AUD)"
+        )
 
 
 def dialect_request(request: Any, now: float) -> DialectRequest:

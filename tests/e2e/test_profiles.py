@@ -288,6 +288,32 @@ def test_dialect_values_outside_the_libraries_ranges_are_400(
         assert "expire" in response.get_json()["error_description"]
 
 
+@pytest.mark.parametrize(
+    ("profile", "body", "path"),
+    [
+        ("dexie", {"grant_type": "client_credentials", "claims": {"sub": "u"}}, "/token"),
+        ("twilio", {"grant_type": "client_credentials", "identity": "u"}, "/token"),
+        ("stream", {"userId": "u"}, STREAM_PATH),
+    ],
+)
+def test_a_profile_client_with_several_audiences_is_told_what_to_do(
+    http: Any, register: Callable[..., Any], profile: str, body: dict[str, Any], path: str
+) -> None:
+    """No dialect names an audience, so a profile client with several could get no token,
+    and the refusal said to name one with the audience parameter, which the profile then
+    refuses as a field it does not support."""
+    cid, secret = register(
+        audiences=[AUD, "https://other.example"], profile=profile, allowed_claims=["grants"]
+    )
+    auth = f"Bearer {secret}" if path == STREAM_PATH else basic(cid, secret)
+    response = post_json(http, body, auth=auth, path=path)
+    assert response.status_code == 400, response.get_json()
+    answer = response.get_json()
+    assert answer["error"] == "invalid_target"
+    assert "register the client with one audience" in answer["error_description"]
+    assert "audience or resource parameter" not in answer["error_description"]
+
+
 def test_require_sub_holds_under_a_profile(http: Any, register: Callable[..., Any]) -> None:
     _, secret = register(audiences=[AUD], profile="stream", require_sub=True)
     response = post_json(http, {"scopes": []}, auth=f"Bearer {secret}", path=STREAM_PATH)
