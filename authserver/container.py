@@ -137,6 +137,7 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             audit=audit,
             allow_http_jwks_uri=not settings.production,
             profiles=profiles,
+            single_audience=profiles.single_audience(),
             # A disabled or deleted client's live tokens are revoked in its status lists.
             on_withdrawn=lambda client_id: status_lists.revoke_issued(client_id=client_id),
             changes=changes,

@@ -80,6 +80,7 @@ class ClientService:
         audit: AuditService | None = None,
         allow_http_jwks_uri: bool = True,
         profiles: Container[str] = (DEFAULT_PROFILE,),
+        single_audience: Container[str] = (),
         on_withdrawn: Callable[[ClientId], object] | None = None,
         changes: ChangeFeed | None = None,
     ) -> None:
@@ -89,6 +90,8 @@ class ClientService:
         self._allow_http_jwks_uri = allow_http_jwks_uri
         #: The profile names a client may be registered with (built-ins and plug-ins).
         self._profiles = profiles
+        #: The profiles whose requests cannot name an audience: their clients have one.
+        self._single_audience = single_audience
         #: Called in the same unit of work when a client is disabled or deleted (the
         #: container revokes its live tokens in the status lists).
         self._on_withdrawn = on_withdrawn
@@ -213,7 +216,7 @@ class ClientService:
             profile=self._profile(profile),
             fixed_claims=_fixed_claims(fixed_claims or {}),
         )
-        _consistent(policy)
+        self._consistent(policy)
         now = self._clock.now()
         secret: str | None = None
         secret_hash: str | None = None
@@ -278,7 +281,7 @@ class ClientService:
                 policy = dataclasses.replace(policy, profile=self._profile(profile))
             if fixed_claims is not None:
                 policy = dataclasses.replace(policy, fixed_claims=_fixed_claims(fixed_claims))
-            _consistent(policy)
+            self._consistent(policy)
             updated = dataclasses.replace(
                 client,
                 name=_name(name) if name is not None else client.name,
@@ -296,6 +299,14 @@ class ClientService:
             else:
                 self._record("client.updated", updated, changed=changed)
             return updated
+
+    def _consistent(self, policy: ClientPolicy) -> None:
+        _consistent(policy)
+        if len(policy.audiences) > 1 and policy.profile in self._single_audience:
+            raise InvalidInput(
+                f"a {policy.profile} client has one audience at most: its requests cannot "
+                "name one of several (register one client per audience)"
+            )
 
     def _keys(self, jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:
         """The ``jwks``/``jwks_uri`` fields of a client registered with one of them, as

@@ -23,6 +23,7 @@ from authserver.profiles.base import PROTOCOL_FIELDS
 from authserver.profiles.base import DialectRequest
 from authserver.profiles.base import Profile
 from authserver.profiles.base import TokenParameters
+from authserver.profiles.base import names_an_audience
 from authserver.profiles.base import refuse_unknown
 from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
@@ -243,12 +244,14 @@ def _check_audience_can_be_named(
 ) -> None:
     """A client with several audiences must name one in each request (RFC 8707); a dialect
     without an ``audience``/``resource`` field (every built-in one but ``oauth2``) cannot,
-    and the generic refusal told the caller to send a parameter its profile then refuses."""
+    and the generic refusal told the caller to send a parameter its profile then refuses.
+    Such a client is refused at registration (``ClientService``); this answers for one
+    registered before that, or whose profile was changed by a plug-in update."""
     if (
         len(client.policy.audiences) > 1
         and not parameters.get("audience")
         and not parameters.get("resource")
-        and not {"audience", "resource"} & profile.fields
+        and not names_an_audience(profile)
     ):
         raise InvalidTargetError(
             f"this client has several audiences and a {profile.name} request cannot name "

@@ -114,6 +114,13 @@ class Profile(Protocol):
         ...
 
 
+def names_an_audience(profile: Profile) -> bool:
+    """Whether the dialect's requests can name an audience (RFC 8707 ``audience`` or
+    ``resource``): a client with several audiences needs one named in each request, so a
+    client of a profile that cannot is registered with one audience at most."""
+    return bool({"audience", "resource"} & profile.fields)
+
+
 def refuse_unknown(profile: Profile, request: DialectRequest) -> None:
     """Refuse every body field the profile does not honour, naming them."""
     unknown = [name for name in request.fields if name not in profile.fields]

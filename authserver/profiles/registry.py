@@ -27,6 +27,7 @@ from importlib.metadata import entry_points
 from types import MappingProxyType
 
 from authserver.profiles.base import Profile
+from authserver.profiles.base import names_an_audience
 from authserver.profiles.dexie import DexieProfile
 from authserver.profiles.oauth2 import OAuth2Profile
 from authserver.profiles.stream import StreamProfile
@@ -120,6 +121,11 @@ class ProfileRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._by_name)
+
+    def single_audience(self) -> frozenset[str]:
+        """The profiles whose clients have one audience at most (their requests cannot
+        name one: :func:`~authserver.profiles.base.names_an_audience`)."""
+        return frozenset(n for n, p in self._by_name.items() if not names_an_audience(p))
 
     def get(self, name: str) -> Profile | None:
         return self._by_name.get(name)

@@ -297,11 +297,19 @@ def test_dialect_values_outside_the_libraries_ranges_are_400(
     ],
 )
 def test_a_profile_client_with_several_audiences_is_told_what_to_do(
-    http: Any, register: Callable[..., Any], profile: str, body: dict[str, Any], path: str
+    http: Any,
+    register: Callable[..., Any],
+    services: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    profile: str,
+    body: dict[str, Any],
+    path: str,
 ) -> None:
     """No dialect names an audience, so a profile client with several could get no token,
     and the refusal said to name one with the audience parameter, which the profile then
-    refuses as a field it does not support."""
+    refuses as a field it does not support. Such a client is refused at registration now
+    (test_admin_api_refuses_bad_profiles_and_fixed_claims); this is one registered before."""
+    monkeypatch.setattr(services.clients, "_single_audience", ())
     cid, secret = register(
         audiences=[AUD, "https://other.example"], profile=profile, allowed_claims=["grants"]
     )
@@ -376,6 +384,9 @@ def test_admin_api_sets_and_changes_profile_and_fixed_claims(admin: Any) -> None
         ({"fixed_claims": {"url": ""}}, "empty"),
         ({"fixed_claims": {"n": 2**60}}, "2^53"),
         ({"fixed_claims": ["url"]}, "fixed_claims"),
+        # No dialect but oauth2 names an audience: a second one could never be asked for.
+        ({"profile": "dexie", "audiences": [AUD, "https://b.example"]}, "one audience"),
+        ({"profile": "stream", "audiences": [AUD, "https://b.example"]}, "one audience"),
     ],
 )
 def test_admin_api_refuses_bad_profiles_and_fixed_claims(
@@ -424,6 +435,7 @@ def test_cli_profile_and_fixed_claims(
         (("--fixed-claim", "noequals"), "NAME=VALUE"),
         (("--fixed-claim", "exp=1"), "exp"),
         (("--fixed-claim", "a=1", "--fixed-claim", "a=2"), "twice"),
+        (("--audience", AUD, "--audience", "https://b.example"), "one audience"),
     ):
         result = run_cli_here(env, "clients", "update", cid, *args)
         assert result.returncode != 0, args
