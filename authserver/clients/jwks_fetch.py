@@ -17,6 +17,14 @@ reach (server-side request forgery) or for holding its threads. So:
 - results are cached per URI (successes for ``ttl``, failures for ``failure_ttl``), the
   cache is bounded, and at most one fetch per URI is in flight: a flood of assertions
   naming the client costs at most one fetch per ``failure_ttl``.
+
+What a stranger decides is *when* a set is fetched again (an assertion naming the client
+and a made-up ``kid``, at most once per ``refresh_after``), so that fetch may cost the
+client nothing: a refetch that fails keeps the set in hand until its ``ttl`` (a key
+server's blip at the moment a stranger chose is no 30 s lockout), and while a fetch is in
+flight only callers with nothing cached wait for it: the others are answered at once from
+what is cached (a set, or the failure), so a flood of made-up kids for a client whose key
+server is slow holds one thread per worker (the fetching one), not all of them.
 """
 
 from __future__ import annotations
@@ -92,9 +100,16 @@ class FetchPolicy:
 
 @dataclass
 class _Entry:
+    #: When this set was fetched, or this failure happened (``ttl``, ``failure_ttl``).
     at: float
     jwks: dict[str, Any] | None
     error: str | None
+    #: When the URI was last asked (``refresh_after``): later than ``at`` when a refetch
+    #: failed and the set in hand was kept.
+    asked: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.asked = max(self.asked, self.at)
 
 
 class _Flight:
@@ -157,14 +172,27 @@ class JwksFetcher:
             if flight is None:
                 flight = self._flights[uri] = _Flight()
         if not leader:
-            # Someone else is fetching this URI: wait for their answer, never longer
-            # than a fetch may take.
+            if entry is not None:
+                # Someone else is fetching this URI, which anyone can cause (a made-up
+                # kid): answer from what is cached instead of holding this thread.
+                return self._result(entry)
+            # Nothing cached: wait for their answer, never longer than a fetch may take.
             if not flight.done.wait(self.policy.timeout + 1.0) or flight.entry is None:
                 raise JwksUnavailable("the jwks_uri fetch in flight did not finish")
             return self._result(flight.entry)
+        previous = entry
         entry = None
         try:
             entry = self._fetch_entry(uri)
+            if (
+                entry.jwks is None
+                and previous is not None
+                and previous.jwks is not None
+                and entry.at - previous.at < self.policy.ttl
+            ):
+                # A failed refetch keeps the set in hand until its ttl: who made this
+                # fetch happen, and when, may be a stranger's choice.
+                entry = _Entry(previous.at, previous.jwks, None, asked=entry.at)
         finally:
             with self._lock:
                 if entry is not None:
@@ -180,7 +208,7 @@ class JwksFetcher:
             return age < self.policy.failure_ttl
         if age >= self.policy.ttl:
             return False
-        if kid is not None and age >= self.policy.refresh_after:
+        if kid is not None and now - entry.asked >= self.policy.refresh_after:
             return any(k.get("kid") == kid for k in entry.jwks["keys"])
         return True
 

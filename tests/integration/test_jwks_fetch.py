@@ -400,6 +400,55 @@ def test_a_strangers_made_up_kids_hold_back_a_new_key_at_most_ten_seconds(
         assert len(keys.requests) == 3
 
 
+def test_a_refetch_a_stranger_caused_never_loses_the_set_in_hand(jwks: dict[str, Any]) -> None:
+    """A made-up kid makes the server fetch the client's set again; the key server fails
+    just then (a blip). The client keeps getting its set until the set's own ttl, and the
+    next made-up kid waits the refresh period again (no fetch per request)."""
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = fetcher(clock)
+        f.get(keys.url(), kid="k1")
+        clock.advance(f.policy.refresh_after)
+        keys.behaviour = send_json({"error": "blip"}, status=503)
+        assert f.get(keys.url(), kid="made-up-1") == jwks  # the stranger's refetch failed
+        assert len(keys.requests) == 2
+        assert f.get(keys.url(), kid="k1") == jwks
+        assert f.get(keys.url(), kid="made-up-2") == jwks
+        assert len(keys.requests) == 2
+        clock.advance(f.policy.refresh_after)
+        assert f.get(keys.url(), kid="made-up-3") == jwks
+        assert len(keys.requests) == 3
+        # The set's ttl is not extended by failed refetches: past it, the failure counts.
+        clock.set(clock.now() + f.policy.ttl)
+        refused(f, keys.url(), "503")
+        keys.behaviour = send_json(jwks)
+        clock.advance(f.policy.failure_ttl)
+        assert f.get(keys.url(), kid="k1") == jwks
+
+
+def test_a_refetch_in_flight_holds_only_its_own_thread(jwks: dict[str, Any]) -> None:
+    """While a made-up kid's refetch waits on a slow key server, other callers holding a
+    cached set (made-up kids too) are answered at once, not after the fetch."""
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = fetcher(clock)
+        f.get(keys.url(), kid="k1")
+        clock.advance(f.policy.refresh_after)
+        keys.behaviour = slow(send_json(jwks), 1.5)
+        leader = threading.Thread(target=f.get, args=(keys.url(),), kwargs={"kid": "made-up"})
+        leader.start()
+        deadline = time.monotonic() + 5
+        while not keys.requests[1:] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(keys.requests) == 2  # the refetch is in flight
+        started = time.monotonic()
+        for i in range(4):
+            assert f.get(keys.url(), kid=f"made-up-{i}") == jwks
+        assert time.monotonic() - started < 0.5
+        leader.join(10)
+        assert len(keys.requests) == 2
+
+
 # -- through the app: a failed fetch is a failed authentication ------------------------------------
 
 
