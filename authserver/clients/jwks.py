@@ -4,12 +4,11 @@ registration and for a set fetched later (``clients/jwks_fetch.py``)."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
+from authserver_verifier.rules import b64url_decode
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -126,9 +125,10 @@ def _check_signing_key(key: dict[str, Any]) -> None:
             raise InvalidInput(f'an {kty} key needs "{member}" (a string)')
     if kty == "EC" and key["crv"] != "P-256":
         raise InvalidInput("an EC key must be on the P-256 curve (ES256)")
-    if kty == "RSA" and _bits(key["n"]) < MIN_RSA_BITS:
+    bits = _bits(key["n"]) if kty == "RSA" else None
+    if bits is not None and bits < MIN_RSA_BITS:
         raise InvalidInput(f"an RSA key must have at least {MIN_RSA_BITS} bits")
-    if kty == "RSA" and _bits(key["n"]) > MAX_RSA_BITS:
+    if bits is not None and bits > MAX_RSA_BITS:
         raise InvalidInput(f"an RSA key must have at most {MAX_RSA_BITS} bits (OpenSSL's maximum)")
     if "use" in key and key["use"] != "sig":
         raise InvalidInput('a key\'s "use", when given, must be "sig"')
@@ -142,9 +142,13 @@ def _check_signing_key(key: dict[str, Any]) -> None:
 
 
 def _bits(n: str) -> int:
-    """The size in bits of the base64url-encoded RSA modulus *n* (0 when not decodable)."""
+    """The size in bits of the RSA modulus *n*.
+
+    :raises InvalidInput: when *n* is not base64url (RFC 7518 §6.3.1.1, RFC 7515 §2):
+        joserfc would refuse the set for it anyway, less clearly.
+    """
     try:
-        modulus = base64.urlsafe_b64decode(n + "=" * (-len(n) % 4))
-    except (binascii.Error, ValueError):
-        return 0
+        modulus = b64url_decode(n)
+    except ValueError:
+        raise InvalidInput('an RSA key\'s "n" must be base64url without padding') from None
     return int.from_bytes(modulus, "big").bit_length()

@@ -9,14 +9,14 @@ same ``invalid_client``, so the endpoint reveals nothing about which ids exist.
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Callable
 from typing import Any
 
 from authlib.oauth2.rfc6749.errors import InvalidClientError
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
+from authserver_verifier.rules import b64url_decode
+from authserver_verifier.rules import is_b64url
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -53,7 +53,6 @@ MAX_ASSERTION_LIFETIME = 3600
 #: Clock skew allowed on ``exp``/``nbf``/``iat`` of an assertion, in seconds.
 LEEWAY = 30
 MAX_JTI = 255
-_B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class SecretBearerAuthentication:
@@ -254,17 +253,17 @@ def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str
     if not isinstance(assertion, str) or len(assertion) > MAX_ASSERTION_LENGTH:
         raise InvalidValue("the client assertion is too long")
     segments = assertion.split(".")
-    if len(segments) != 3 or not all(_B64URL.fullmatch(s) for s in segments):
+    if len(segments) != 3 or not all(is_b64url(s) for s in segments):
         raise InvalidValue("the client assertion is not a compact JWS")
     # A repeated name (RFC 7515 section 4, RFC 7519 section 4) is refused, not read as its
     # last value: what is checked here must be what the signature check reads.
     names = RepeatedNames()
     try:
         header = loads_strict(
-            _b64decode(segments[0]), "the assertion header", max_depth=3, object_pairs_hook=names
+            b64url_decode(segments[0]), "the assertion header", max_depth=3, object_pairs_hook=names
         )
         claims = loads_strict(
-            _b64decode(segments[1]), "the assertion claims", max_depth=4, object_pairs_hook=names
+            b64url_decode(segments[1]), "the assertion claims", max_depth=4, object_pairs_hook=names
         )
     except InvalidValue:
         raise
@@ -293,10 +292,6 @@ def read_assertion(assertion: Any, now: float) -> tuple[dict[str, Any], dict[str
     if exp > now + MAX_ASSERTION_LIFETIME + LEEWAY:
         raise InvalidValue("the client assertion expires too far in the future")
     return header, claims
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 class ClientKeys:

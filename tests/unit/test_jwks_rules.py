@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -112,6 +113,28 @@ def test_rsa_keys_larger_than_openssl_takes_are_refused() -> None:
     for bits in (MAX_RSA_BITS + 1, 100_000):
         with pytest.raises(InvalidInput, match=f"at most {MAX_RSA_BITS} bits"):
             validate_public_jwks({"keys": [_synthetic_rsa(bits)]})
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda n: n + "=" * (-len(n) % 4 or 4), id="padded"),
+        pytest.param(lambda n: n.replace("-", "+").replace("_", "/"), id="the + / alphabet"),
+        pytest.param(lambda n: n[:100] + "\n" + n[100:], id="a line break"),
+    ],
+)
+def test_an_rsa_modulus_not_in_base64url_is_refused_as_such(
+    rsa_2048: RSAKey, change: Callable[[str], str]
+) -> None:
+    """The size rule reads n with the one base64url decoder (RFC 7515 §2): Python's own
+    skipped what it could not read, so such a key passed the size rule and was then refused
+    by joserfc as "not valid: Error"; it is refused as before, saying why."""
+    key = public(rsa_2048)
+    key["n"] = change(key["n"])
+    if key == public(rsa_2048):
+        pytest.skip("no - or _ to swap in this modulus")
+    with pytest.raises(InvalidInput, match='"n" must be base64url'):
+        validate_public_jwks({"keys": [key]})
 
 
 def test_two_keys_with_one_kid_are_refused(rsa_2048: RSAKey, ec_p256: ECKey) -> None:

@@ -108,14 +108,34 @@ def parse_header(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> dic
     return header
 
 
+def is_b64url(part: str) -> bool:
+    """*part* is written in base64url as RFC 7515 §2 writes it: the URL-safe alphabet only,
+    no padding, no white space (its length is not checked)."""
+    return _BASE64URL.fullmatch(part) is not None
+
+
+def b64url_decode(part: str) -> bytes:
+    """The bytes *part* encodes in base64url as RFC 7515 §2 writes it, for the server and
+    this package alike.
+
+    Python's decoder alone skips characters outside its alphabet and takes ``=`` padding;
+    this one refuses both. Stray low bits in the last character are not refused (see
+    :func:`_canonical`).
+
+    :raises ValueError: (``binascii.Error``) for a character outside the URL-safe
+        alphabet, padding, or a length no encoding has (``4n + 1``).
+    """
+    if not is_b64url(part):
+        raise binascii.Error("not base64url (RFC 7515 §2)")
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
 def _canonical(part: str) -> bool:
     """*part* is base64url as RFC 7515 writes it: no padding, and the one encoding of its
     bytes (no stray low bits in the last character)."""
-    if not _BASE64URL.fullmatch(part) or len(part) % 4 == 1:
-        return False
     try:
-        data = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
+        data = b64url_decode(part)
+    except ValueError:
         return False
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") == part
 

@@ -50,8 +50,6 @@ single-flight (one thread fetches, the others wait for it or keep using fresh ke
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import http.client
 import json
@@ -122,7 +120,6 @@ REASONS: Final = {
 #: verifier's ``statusListMaxStale`` has the same default.
 DEFAULT_STATUS_MAX_STALE: Final = 900.0
 
-_BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)\"?\s*(?:,|$)", re.IGNORECASE)
 _NO_CACHE = re.compile(r"(?:^|,)\s*(?:no-store|no-cache)\s*(?:,|$)", re.IGNORECASE)
 
@@ -905,16 +902,16 @@ class TokenVerifier:
         if bits not in (1, 2, 4, 8) or type(bits) is not int or not isinstance(lst, str):
             raise bad("status_list needs bits (1, 2, 4 or 8) and lst")
         try:
-            compressed = base64.urlsafe_b64decode(lst + "=" * (-len(lst) % 4))
+            compressed = rules.b64url_decode(lst)
             inflater = zlib.decompressobj()
             data = inflater.decompress(compressed, MAX_STATUS_LIST_BYTES)
-        except (binascii.Error, ValueError, zlib.error):
+        except (ValueError, zlib.error):
             raise bad("lst is not base64url DEFLATE/ZLIB") from None
         if inflater.unconsumed_tail:
             raise bad("lst is too large")
-        if not inflater.eof or inflater.unused_data or not _BASE64URL.fullmatch(lst):
-            # b64decode skips characters outside the alphabet and an empty or cut-off
-            # stream inflates to nothing: neither is a list (every index "outside" it).
+        if not inflater.eof or inflater.unused_data:
+            # An empty or cut-off stream inflates to nothing: it is not a list (every index
+            # "outside" it).
             raise bad("lst is not base64url DEFLATE/ZLIB")
         low, high = self.status_ttl_bounds
         # A list without a ttl says nothing of how long it stays current: held until its

@@ -9,6 +9,7 @@ package imports neither Flask nor SQLAlchemy nor any authserver server module.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import hmac
@@ -37,6 +38,7 @@ from authserver_verifier import InvalidToken
 from authserver_verifier import TokenVerifier
 from authserver_verifier import bearer_token
 from authserver_verifier import require_token
+from authserver_verifier import rules
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
 from hypothesis import HealthCheck
@@ -387,6 +389,23 @@ def test_a_token_not_in_the_exact_compact_form_is_malformed(
     if changed == token:  # no - or _ to swap in this token
         pytest.skip("nothing to change")
     assert reason_of(verifier_for(server), changed) == "malformed"
+
+
+@pytest.mark.parametrize(
+    "text", ["AQAB=", "AQ==", "A+/B", "AQ AB", "AQAB\n", "A", "AAAAA", "é"], ids=repr
+)
+def test_the_base64url_decoder_takes_only_what_rfc_7515_writes(text: str) -> None:
+    """One decoder for the server and this package: Python's own skips characters outside
+    its alphabet and takes padding."""
+    with pytest.raises(binascii.Error):
+        rules.b64url_decode(text)
+
+
+def test_the_base64url_decoder_reads_unpadded_base64url() -> None:
+    assert rules.b64url_decode("") == b""
+    assert rules.b64url_decode("AQAB") == b"\x01\x00\x01"
+    assert rules.b64url_decode("-_8") == b"\xfb\xff"
+    assert rules.b64url_decode("AQ") == b"\x01"
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
@@ -1244,6 +1263,8 @@ def test_status_max_stale_bounds_a_long_exp(
         ({"exp": 1}, "expired"),
         ({"status_list": {"bits": 3, "lst": "eJwDAAAAAAE"}}, "bits"),
         ({"status_list": {"bits": 1, "lst": "!!!"}}, "lst"),
+        ({"status_list": {"bits": 1, "lst": b64(zlib.compress(bytes(128))) + "="}}, "padded lst"),
+        ({"status_list": {"bits": 1, "lst": " " + b64(zlib.compress(bytes(128)))}}, "lst spaced"),
         ({"status_list": None}, "status_list"),
         ({"iat": None}, "iat"),
         ({"nbf": 4102444800}, "nbf in the future"),
