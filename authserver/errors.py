@@ -13,6 +13,21 @@ class NotFound(AuthServerError):
     """The thing asked for does not exist."""
 
 
+#: The longest unknown name an error repeats (authserver's client ids are 32 characters,
+#: its kids, RFC 7638 thumbprints, 43).
+MAX_REPEATED_NAME = 64
+
+
+def not_found(thing: str, name: str, value: str) -> NotFound:
+    """``no client with id 'x'``: the one wording of an unknown name, which reaches HTTP
+    (the admin API's 404, docs/reference.md). A value no record could have (empty, longer
+    than :data:`MAX_REPEATED_NAME`, control or bidirectional characters) is not repeated:
+    ``no client with that id``."""
+    if 0 < len(value) <= MAX_REPEATED_NAME and value.isprintable():
+        return NotFound(f"no {thing} with {name} {value!r}")
+    return NotFound(f"no {thing} with that {name}")
+
+
 class Conflict(AuthServerError):
     """The request contradicts the current state (e.g. retiring an already retired key)."""
 

@@ -26,7 +26,7 @@ from authserver.clients.model import is_valid_scope_token
 from authserver.clients.store import ClientStore
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
 from authserver.vocabulary import BIDI_CONTROLS
@@ -115,11 +115,9 @@ class ClientService:
 
     def get(self, client_id: str) -> Client:
         """Return the client or raise :class:`NotFound`."""
-        if not _storable_id(client_id):
-            raise NotFound("no client with that id")
-        client = self._store.get(ClientId(client_id))
+        client = self._store.get(ClientId(client_id)) if _storable_id(client_id) else None
         if client is None:
-            raise NotFound(f"no client with id {client_id!r}")
+            raise not_found("client", "id", client_id)
         return client
 
     def find(self, client_id: str) -> Client | None:

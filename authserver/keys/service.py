@@ -31,7 +31,7 @@ from authserver.audit.service import AuditService
 from authserver.clock import Clock
 from authserver.errors import Conflict
 from authserver.errors import KeyStoreError
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.keys import crypto
 from authserver.keys.model import KeyState
 from authserver.keys.model import Kid
@@ -49,19 +49,6 @@ from authserver.keys.ring import KeyRing
 from authserver.keys.store import KeyStore
 
 log = logging.getLogger(__name__)
-
-#: The longest unknown kid an error message repeats (authserver's kids, RFC 7638
-#: thumbprints, are 43 characters), as a client id is repeated (``clients/service.py``).
-MAX_SHOWN_KID = 64
-
-
-def _unknown_kid(kid: str) -> NotFound:
-    """The answer to a kid no key has. It reaches HTTP (``/admin/keys/<kid>/retire``): a
-    kid that no key could have (too long, control or bidirectional characters) is not
-    repeated."""
-    if 0 < len(kid) <= MAX_SHOWN_KID and kid.isprintable():
-        return NotFound(f"no signing key with kid {kid!r}")
-    return NotFound("no signing key with that kid")
 
 
 @dataclass(frozen=True)
@@ -200,7 +187,7 @@ class KeyService:
             keys = self._list()
             target = next((k for k in keys if k.kid == kid), None)
             if target is None:
-                raise _unknown_kid(kid)
+                raise not_found("signing key", "kid", kid)
             if target.retired_at is not None:
                 raise Conflict(f"signing key {kid} is already retired")
             self._check_passphrase([k for k in keys if k.kid != kid])

@@ -16,7 +16,7 @@ from authserver.audit.model import AuditQuery
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.errors import Conflict
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.records import Scan
@@ -59,13 +59,13 @@ class InMemoryClientStore:
 
     def update(self, client: Client) -> None:
         if client.client_id not in self._clients:
-            raise NotFound(f"no client with id {client.client_id!r}")
+            raise not_found("client", "id", client.client_id)
         self._clients[client.client_id] = client
         self._version += 1
 
     def delete(self, client_id: ClientId) -> None:
         if self._clients.pop(client_id, None) is None:
-            raise NotFound(f"no client with id {client_id!r}")
+            raise not_found("client", "id", client_id)
         self._version += 1
 
 
@@ -94,7 +94,7 @@ class InMemoryKeyStore:
 
     def update(self, key: SigningKey) -> None:
         if key.kid not in self._keys:
-            raise NotFound(f"no signing key with kid {key.kid!r}")
+            raise not_found("signing key", "kid", key.kid)
         self._keys[key.kid] = key
         self._version += 1
 

@@ -745,6 +745,20 @@ def test_an_unknown_kid_is_not_repeated_when_no_key_could_have_it(admin: Any, ki
     assert "no-such-kid" in named["error_description"]
 
 
+@db_independent
+@pytest.mark.parametrize(
+    "client_id", ["c" * 5000, "id\u202eevil", "id%0Anext"], ids=["5000-chars", "bidi", "newline"]
+)
+def test_an_unknown_client_id_is_not_repeated_when_no_client_could_have_it(
+    admin: Any, client_id: str
+) -> None:
+    """The same rule and wording as for a kid (``errors.not_found``)."""
+    body = assert_error(admin.get(f"/admin/clients/{client_id}", headers=AUTH), 404, "not_found")
+    assert body["error_description"] == "no client with that id"
+    named = assert_error(admin.get("/admin/clients/no-such-id", headers=AUTH), 404)
+    assert named["error_description"] == "no client with id 'no-such-id'"
+
+
 def test_retire_is_seen_by_another_instance_at_once(admin: Any, admin_services: Services) -> None:
     other = make_services(admin_services.settings)
     try:

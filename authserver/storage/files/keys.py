@@ -46,7 +46,7 @@ from pathlib import Path
 
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.model import check_stored
@@ -295,7 +295,7 @@ class FileKeyStore:
 
     def update(self, key: SigningKey) -> None:
         if not (self.directory / f"{key.kid}.json").exists():
-            raise NotFound(f"no signing key with kid {key.kid!r}")
+            raise not_found("signing key", "kid", key.kid)
         self._write(key)
 
     def delete(self, kid: Kid) -> None:

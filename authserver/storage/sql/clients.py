@@ -18,7 +18,7 @@ from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
 from authserver.errors import Conflict
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.records import Scan
 from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
@@ -221,11 +221,11 @@ class SqlClientStore:
             .values(**_values(client))
         )
         if not self._db.connection().execute(stmt).rowcount:
-            raise NotFound(f"no client with id {client.client_id!r}")
+            raise not_found("client", "id", client.client_id)
         self._changed()
 
     def delete(self, client_id: ClientId) -> None:
         stmt = delete(CLIENTS).where(CLIENTS.c.client_id == str(client_id))
         if not self._db.connection().execute(stmt).rowcount:
-            raise NotFound(f"no client with id {client_id!r}")
+            raise not_found("client", "id", client_id)
         self._changed()

@@ -15,7 +15,7 @@ from sqlalchemy import type_coerce
 from sqlalchemy import update
 from sqlalchemy.types import NullType
 
-from authserver.errors import NotFound
+from authserver.errors import not_found
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.model import check_stored
@@ -117,7 +117,7 @@ class SqlKeyStore:
         conn = self._db.connection()
         stmt = update(SIGNING_KEYS).where(SIGNING_KEYS.c.kid == str(key.kid)).values(**_values(key))
         if not conn.execute(stmt).rowcount:
-            raise NotFound(f"no signing key with kid {key.kid!r}")
+            raise not_found("signing key", "kid", key.kid)
         bump_counter(conn, LOCK_NAME)
 
     def delete(self, kid: Kid) -> None:
