@@ -52,7 +52,7 @@ if os.environ.get(MULTIPROC_ENV):
 
 #: Label values that are not one of these shapes are folded into "other" (defence in depth:
 #: every value already comes from the server's own code, not from the request).
-_REASON = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 TOKENS_ISSUED = Counter("authserver_tokens_issued", "Access tokens issued.")
 TOKEN_FAILURES = Counter(
@@ -85,7 +85,7 @@ def token_issued() -> None:
 
 
 def token_failed(reason: str) -> None:
-    TOKEN_FAILURES.labels(reason=reason if _REASON.match(reason) else "other").inc()
+    TOKEN_FAILURES.labels(reason=reason if _REASON.fullmatch(reason) else "other").inc()
 
 
 def client_auth_throttled(endpoint: str, scope: str) -> None:

@@ -52,7 +52,7 @@ MAX_CLAIMS_BYTES = 4096
 MAX_SAFE_INTEGER = 2**53 - 1
 #: A claim name: a letter or underscore, then letters, digits and ``_ . : -``.
 MAX_CLAIM_NAME_LENGTH = 64
-_CLAIM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,%d}$" % (MAX_CLAIM_NAME_LENGTH - 1))  # noqa: UP031 - a regex with braces
+_CLAIM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,%d}" % (MAX_CLAIM_NAME_LENGTH - 1))  # noqa: UP031 - a regex with braces
 CLAIM_NAME_RULE = (
     "a claim name starts with a letter or underscore and uses only letters, digits and "
     f"_ . : - (at most {MAX_CLAIM_NAME_LENGTH} characters)"
@@ -67,7 +67,7 @@ class InvalidValue(ValueError):
 
 
 def is_valid_claim_name(name: str) -> bool:
-    return isinstance(name, str) and bool(_CLAIM_NAME.match(name))
+    return isinstance(name, str) and bool(_CLAIM_NAME.fullmatch(name))
 
 
 #: Every name the server sets itself, in lower case (:func:`is_server_claim`).

@@ -14,11 +14,11 @@ from authserver.clients import auth_methods
 ClientId = NewType("ClientId", str)
 
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
-_SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5B\x5D-\x7E]+$")
+_SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 
 
 def is_valid_scope_token(token: str) -> bool:
-    return bool(_SCOPE_TOKEN.match(token))
+    return bool(_SCOPE_TOKEN.fullmatch(token))
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ PROTOCOL_FIELDS = frozenset(
 
 # A field name is echoed in error descriptions, whose characters RFC 6749 §5.2 limits to
 # %x20-21 / %x23-5B / %x5D-7E: names outside this shape are reported without their text.
-_ECHOABLE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_ECHOABLE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 class ProfileError(TokenRequestError):
@@ -55,7 +55,7 @@ class ProfileError(TokenRequestError):
 def field_list(names: Iterable[str]) -> str:
     """``a, b, c`` for the names that may be echoed (sorted, at most 10)."""
     unique = list(dict.fromkeys(names))
-    shown = sorted(n for n in unique if _ECHOABLE.match(n))
+    shown = sorted(n for n in unique if _ECHOABLE.fullmatch(n))
     if not shown:
         return "a field whose name cannot be shown"
     text = ", ".join(shown[:10])

@@ -48,7 +48,7 @@ RESERVED_PATHS = frozenset(
 #: Route families: the path itself and every path below it (the well-known documents,
 #: the operator API, the status lists).
 RESERVED_PREFIXES = ("/.well-known", "/admin", "/statuslists")
-_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
 
 
 def builtin_profiles() -> list[Profile]:
@@ -56,7 +56,7 @@ def builtin_profiles() -> list[Profile]:
 
 
 def _problem(profile: Profile, taken: Mapping[str, Profile], paths: set[str]) -> str | None:
-    if not _NAME.match(profile.name):
+    if not _NAME.fullmatch(profile.name):
         return f"profile name {profile.name!r} is not a lower-case identifier"
     if profile.name in taken:
         return f"two profiles are named {profile.name!r}"

@@ -29,7 +29,7 @@ log = logging.getLogger("authserver.access")
 auth_log = logging.getLogger("authserver.auth")
 
 #: An incoming id is used only when it is this harmless: it lands in logs and a header.
-_VALID_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_VALID_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -119,7 +119,7 @@ class AccessLog:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = incoming if _VALID_ID.match(incoming) else _request_ids.next()
+        rid = incoming if _VALID_ID.fullmatch(incoming) else _request_ids.next()
         environ["HTTP_X_REQUEST_ID"] = rid
         access = _Access(rid)
         token = _current.set(access)

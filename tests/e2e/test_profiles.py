@@ -269,6 +269,21 @@ def test_dialect_refusals_are_rfc6749_errors(http: Any, register: Callable[..., 
         assert "expires_in" in response.get_json()["error_description"]
 
 
+def test_an_unknown_parameter_with_a_trailing_newline_is_400_without_its_name(
+    http: Any, register: Callable[..., Any]
+) -> None:
+    """Repeated into the description, the name would make Authlib refuse to build the
+    error (a 500): a name is matched whole, and this one is not plain."""
+    cid, secret = register(audiences=[AUD])
+    response = http.post(
+        "/token",
+        data={"grant_type": "client_credentials", "zz\n": "v"},
+        headers={"Authorization": basic(cid, secret)},
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "zz" not in response.get_json()["error_description"]
+
+
 def test_dialect_values_outside_the_libraries_ranges_are_400(
     http: Any, register: Callable[..., Any]
 ) -> None:
@@ -387,6 +402,10 @@ def test_admin_api_sets_and_changes_profile_and_fixed_claims(admin: Any) -> None
         # No dialect but oauth2 names an audience: a second one could never be asked for.
         ({"profile": "dexie", "audiences": [AUD, "https://b.example"]}, "one audience"),
         ({"profile": "stream", "audiences": [AUD, "https://b.example"]}, "one audience"),
+        # A trailing newline is not part of a name (re.match with "$" took it).
+        ({"fixed_claims": {"fx\n": 1}}, "fixed claim name is not valid"),
+        ({"allowed_claims": ["abc\n"]}, "allowed claim name is not valid"),
+        ({"scopes": ["read\n"]}, "a scope must be"),
     ],
 )
 def test_admin_api_refuses_bad_profiles_and_fixed_claims(

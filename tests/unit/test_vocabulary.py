@@ -11,8 +11,11 @@ from typing import Any
 import pytest
 
 from authserver import vocabulary as v
+from authserver.clients.model import is_valid_scope_token
 from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
 from authserver.oauth.client_auth import read_assertion
+from authserver.profiles.base import field_list
+from authserver.web import accesslog
 
 
 def deep(depth: int) -> Any:
@@ -156,8 +159,21 @@ def test_claim_name_rule() -> None:
     assert v.is_valid_claim_name("libraryId")
     assert v.is_valid_claim_name("_x.y:z-1")
     assert v.is_valid_claim_name("a" * v.MAX_CLAIM_NAME_LENGTH)
-    for name in ("", "1a", "a b", "a" * (v.MAX_CLAIM_NAME_LENGTH + 1), "\u00e9"):
+    for name in ("", "1a", "a b", "a" * (v.MAX_CLAIM_NAME_LENGTH + 1), "\u00e9", "a\n"):
         assert not v.is_valid_claim_name(name), name
+
+
+def test_the_name_shapes_take_no_trailing_newline() -> None:
+    """An anchored pattern read with ``re.match`` takes a trailing newline (``$`` matches
+    before one), which would let in a scope "read\\n", a claim name "abc\\n", and an unknown
+    parameter "zz\\n" repeated into an error description Authlib refuses to build (a 500).
+    Each shape is matched whole."""
+    assert is_valid_scope_token("read")
+    assert not is_valid_scope_token("read\n")
+    assert field_list(["zz\n"]) == "a field whose name cannot be shown"
+    assert field_list(["zz", "zz\n"]) == "zz and more"
+    assert accesslog._VALID_ID.fullmatch("abc")
+    assert not accesslog._VALID_ID.fullmatch("abc\n")
 
 
 def test_reserved_text_is_written_from_the_set() -> None:
