@@ -20,7 +20,7 @@ from authserver.cli.output import fields
 from authserver.cli.output import table
 from authserver.clients.jwks import MAX_JWKS_BYTES
 from authserver.clients.jwks import MAX_JWKS_DEPTH
-from authserver.clients.service import DEFAULT_PROFILE
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.files import FileRefused
 from authserver.files import read_small_text
 from authserver.settings import parse_duration

@@ -13,6 +13,10 @@ from authserver.clients import auth_methods
 
 ClientId = NewType("ClientId", str)
 
+#: The profile (request/response dialect) of a client registered without one, and of a
+#: record written before profiles existed.
+DEFAULT_PROFILE = "oauth2"
+
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5B\x5D-\x7E]+")
 
@@ -39,7 +43,7 @@ class ClientPolicy:
     #: whose subject is the client itself.
     require_sub: bool = False
     #: The request/response dialect of this client (``authserver.profiles``).
-    profile: str = "oauth2"
+    profile: str = DEFAULT_PROFILE
     #: Claims every token of this client carries, set by the operator; a request can
     #: repeat one with the same value but never change it.
     fixed_claims: Mapping[str, Any] = field(default_factory=dict)

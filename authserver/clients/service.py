@@ -19,6 +19,7 @@ from authserver.clients import secrets as client_secrets
 from authserver.clients.jwks import check_distinct_kids
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
@@ -49,7 +50,6 @@ MAX_SECRET_GRACE = 30 * 86400
 log = logging.getLogger(__name__)
 
 _UNSET: Any = object()
-DEFAULT_PROFILE = "oauth2"
 #: Most fixed claims per client.
 MAX_FIXED_CLAIMS = 32
 #: Most clients one process keeps in memory (least recently used evicted first).

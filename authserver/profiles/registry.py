@@ -26,6 +26,7 @@ from importlib.metadata import EntryPoint
 from importlib.metadata import entry_points
 from types import MappingProxyType
 
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.profiles.base import Profile
 from authserver.profiles.base import names_an_audience
 from authserver.profiles.dexie import DexieProfile
@@ -37,7 +38,7 @@ from authserver.profiles.verdant import VerdantProfile
 log = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "authserver.profiles"
-DEFAULT = "oauth2"
+DEFAULT = DEFAULT_PROFILE
 #: Paths no profile may claim: the server's own endpoints. A profile's path is served
 #: before every other route, so one of these would hide the endpoint (a plug-in claiming
 #: the JWKS path left verifiers with a 405). tests/e2e/test_profiles.py checks this

@@ -24,6 +24,7 @@ from authserver.audit.model import ACTIONS
 from authserver.audit.model import MAX_QUERY_LIMIT
 from authserver.audit.model import AuditQuery
 from authserver.audit.service import acting_as
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.errors import Conflict
 from authserver.errors import InvalidInput
 from authserver.errors import NotFound
@@ -244,7 +245,7 @@ def create_client() -> Response:
         jwks=data.get("jwks"),
         jwks_uri=jwks_uri,
         require_sub=_bool(data, "require_sub") if "require_sub" in data else False,
-        profile=_profile(data) if "profile" in data else "oauth2",
+        profile=_profile(data) if "profile" in data else DEFAULT_PROFILE,
         fixed_claims=_fixed_claims(data),
     )
     body = client_json(client)

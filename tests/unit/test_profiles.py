@@ -10,6 +10,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
@@ -25,6 +26,7 @@ from authserver.profiles.registry import builtin_profiles
 from authserver.profiles.stream import StreamProfile
 from authserver.profiles.twilio import TwilioProfile
 from authserver.profiles.verdant import VerdantProfile
+from authserver.storage.sql.tables import CLIENTS
 from authserver.tokens.model import IssuedToken
 from tests.factories import UNKNOWN_KEY_TYPE_PEM
 
@@ -463,3 +465,12 @@ def test_bad_seconds(text: str) -> None:
 
 def test_seconds_read_digits_with_leading_zeros() -> None:
     assert values.seconds("0" * 5000 + "60", "ttl") == 60
+
+
+def test_the_default_profile_is_the_built_in_oauth2_and_the_schemas_default() -> None:
+    """The name is written once (``clients.model.DEFAULT_PROFILE``); the schema spells it
+    as its migration wrote it, which must agree."""
+    assert OAuth2Profile().name == DEFAULT_PROFILE
+    assert ClientPolicy().profile == DEFAULT_PROFILE
+    assert ProfileRegistry(builtin_profiles()).get(DEFAULT_PROFILE) is not None
+    assert CLIENTS.c.profile.server_default.arg == DEFAULT_PROFILE  # type: ignore[union-attr]

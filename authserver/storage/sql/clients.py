@@ -14,6 +14,7 @@ from sqlalchemy import type_coerce
 from sqlalchemy import update
 from sqlalchemy.types import NullType
 
+from authserver.clients.model import DEFAULT_PROFILE
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
@@ -135,7 +136,7 @@ def _client(values: Mapping[Any, Any]) -> Client:
                 allowed_claims=_strings(values, "allowed_claims"),
                 token_ttl=_typed(values, "token_ttl", int, type(None)),
                 require_sub=bool(_typed(values, "require_sub", bool, int)),
-                profile=_typed(values, "profile", str, type(None)) or "oauth2",
+                profile=_typed(values, "profile", str, type(None)) or DEFAULT_PROFILE,
                 fixed_claims=fixed_claims or {},
             ),
             enabled=bool(_typed(values, "enabled", bool, int)),
