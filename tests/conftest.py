@@ -323,7 +323,8 @@ _real_load_private = crypto.load_private
 def _load_private_once(pem: bytes, passphrase: str | None, kid: str) -> RSAKey:
     """``crypto.load_private``, for real the first time a process sees these arguments
     and from memory after that: loading a PEM checks the RSA key (20-60 ms), and the
-    pool's keys are stored and loaded again by test after test. A result depends on its
+    pool's keys are stored and loaded again by test after test (``crypto.load_private``
+    remembers the last 8 keys a process parsed, fewer than the pool holds). A result depends on its
     arguments only; failures (a wrong passphrase, a corrupt or mismatched key) are never
     remembered, so they are raised each time."""
     args = (pem, passphrase, kid)
