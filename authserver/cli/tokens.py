@@ -9,7 +9,7 @@ from authserver.cli.context import handle_errors
 from authserver.cli.context import services
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
-from authserver.errors import InvalidInput
+from authserver.tokens.statuslist import revocable_sub
 
 
 @click.group()
@@ -25,8 +25,7 @@ def tokens() -> None:
 def revoke(sub: str, client_id: str | None, as_json: bool) -> None:
     """Revoke every live token of user SUB, through the status lists (offline verifiers
     see it within one status-list ttl) and introspection."""
-    if not sub.strip():
-        raise InvalidInput("--sub must not be empty")
+    revocable_sub(sub, what="--sub")
     settle_batches()  # a token issued a moment ago by a serving worker counts
     with services() as svc, svc.unit_of_work():
         if client_id is not None:

@@ -165,6 +165,19 @@ class _Lease:
     max_exp: float
 
 
+def revocable_sub(sub: object, *, what: str = "sub") -> str:
+    """*sub* if it is a user id a token can carry (the token request refuses the same
+    values), so that revoking its tokens can mean anything; else :class:`InvalidInput`
+    naming *what* (the CLI's ``--sub``). The CLI and the admin API check it before they
+    wait for the audit batches; :meth:`StatusListService.revoke_user` checks it too."""
+    if sub is None:
+        raise InvalidInput(f"{what} is required")
+    try:
+        return check_identity(sub, "sub", what=what)
+    except InvalidValue as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 class StatusListService:
     """Allocates status entries, publishes signed lists and records revocations."""
 
@@ -372,13 +385,10 @@ class StatusListService:
         """The operator action: revoke every live token of *sub* (issued to *client_id*
         when given) and record it in the audit trail; returns how many were revoked.
 
-        :raises InvalidInput: *sub* is not a user id a token can carry (the token request
-            refuses the same values), so no token can have it.
+        :raises InvalidInput: *sub* is not a user id a token can carry
+            (:func:`revocable_sub`).
         """
-        try:
-            check_identity(sub, "sub")
-        except InvalidValue as exc:
-            raise InvalidInput(str(exc)) from None
+        revocable_sub(sub)
         revoked = self.revoke_issued(sub=sub, client_id=client_id)
         if self._audit is not None:
             self._audit.record(

@@ -36,6 +36,7 @@ from authserver.profiles.base import field_list
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
 from authserver.settings import parse_since
+from authserver.tokens.statuslist import revocable_sub
 from authserver.vocabulary import MAX_CLAIM_DEPTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
@@ -366,9 +367,7 @@ def revoke_tokens() -> Response:
     """Revoke every live token of a user (of one client when ``client_id`` is given),
     through the status lists so offline verifiers see it too."""
     data = _body({"sub", "client_id"})
-    sub, client_id = data.get("sub"), data.get("client_id")
-    if not isinstance(sub, str) or not sub.strip():
-        raise InvalidInput("sub is required and must be a non-empty string")
+    sub, client_id = revocable_sub(data.get("sub")), data.get("client_id")
     if client_id is not None and not isinstance(client_id, str):
         raise InvalidInput("client_id must be a string")
     services().audit.settle()  # before this request reads anything: a token issued just now counts

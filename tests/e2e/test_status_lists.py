@@ -293,7 +293,9 @@ def test_admin_api_revokes_every_live_token_of_a_user(admin_services: Services) 
     for body, status in [
         ({}, 400),
         ({"sub": ""}, 400),
+        ({"sub": "\u200b"}, 400),
         ({"sub": 5}, 400),
+        ({"sub": None}, 400),
         ({"sub": "alice", "client_id": "nope"}, 404),
         ({"sub": "alice", "extra": 1}, 400),
     ]:
@@ -390,9 +392,13 @@ def test_cli_revokes_every_live_token_of_a_user(
     assert missing.returncode != 0
     assert missing.stderr.count("\n") == 1
     assert "nope" in missing.stderr
-    empty = run_cli_here(env, "tokens", "revoke", "--sub", " ")
-    assert empty.returncode != 0
-    assert "Traceback" not in empty.stderr
+    # Refused as the token request refuses such a sub (one rule: revocable_sub), naming
+    # the option: empty, only whitespace, invisible (a zero width space), bidi controls.
+    for sub in (" ", "\u200b", "user-1\u202e"):
+        refused = run_cli_here(env, "tokens", "revoke", "--sub", sub)
+        assert refused.returncode != 0, sub
+        assert refused.stderr.startswith("authserver: error: --sub must not"), refused.stderr
+        assert refused.stderr.count("\n") == 1, refused.stderr
 
 
 def test_a_withdrawal_reaches_tokens_whose_audit_record_arrived_late(
