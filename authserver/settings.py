@@ -175,6 +175,14 @@ def _database_url(raw: str) -> str:
         raise ValueError(
             "has more than one @ before the host: write an @ in the user name or password as %40"
         )
+    if _SQLITE_URL.match(value) and authority:
+        # "sqlite://authserver.db": SQLAlchemy reads the file name as a host and refuses it
+        # with a traceback of its own.
+        raise ValueError(
+            "a SQLite URL has no host: three slashes before a relative path "
+            "(sqlite:///authserver.db), four before an absolute one "
+            "(sqlite:////var/lib/authserver/authserver.db)"
+        )
     if sqlite_in_memory(value):
         raise ValueError(
             "is an in-memory SQLite database, which lives as long as one process: every "

@@ -35,6 +35,10 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             "not a url",
             "",
             "authserver.db",
+            # Two slashes: the file name would be a host, which SQLAlchemy refuses with a
+            # traceback (three slashes before a relative path, four before an absolute one).
+            "sqlite://authserver.db",
+            "sqlite+pysqlite://localhost/tmp/x.db",
             # In memory: one empty database per process (each command, each worker).
             "sqlite://",
             "sqlite:///:memory:",
