@@ -314,3 +314,29 @@ def test_the_suites_replayed_migration_is_the_migrated_schema(
         if db_url.startswith("sqlite"):
             assert conftest._SQLITE_TEMPLATE
             assert (tmp_path / "replayed.db").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("start", [None, "0001"], ids=["empty", "behind"])
+def test_a_schema_another_process_migrated_meanwhile_is_not_reported_as_changed(
+    database: Database, db_url: str, start: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two instances start on one empty (or old) database: both read that it needs the
+    migrations, one migrates, the other then finds it done under the lock. Both logged
+    "database schema created" (serve) although one of them changed nothing."""
+    from authserver.storage.sql import migrate as migrate_module
+
+    if start is not None:
+        with database.engine.connect() as conn:
+            command.upgrade(alembic_config(conn), start)
+            conn.commit()
+    seen = current_revision(database)
+    assert seen == start
+    other = Database(db_url)
+    try:
+        upgrade_to_head(other)  # the other instance, after this one's read
+    finally:
+        other.dispose()
+    monkeypatch.setattr(migrate_module, "current_revision", lambda db: seen)
+    assert ensure_schema(database, create=True, upgrade=True) is None
+    monkeypatch.undo()
+    assert current_revision(database) == head_revision()

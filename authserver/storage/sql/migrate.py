@@ -207,12 +207,14 @@ def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
         return None
     if current is not None and current not in known_revisions():
         raise unknown_revision(current)
-    if current is None and create:
-        upgrade_to_head(db)
-        return "created"
-    if current is not None and upgrade:
-        upgrade_to_head(db)
-        return "upgraded"
+    if (current is None and create) or (current is not None and upgrade):
+        # Under the migration lock: another process (an instance or worker starting beside
+        # this one) may have migrated since the read above, and then this one changed
+        # nothing and must not say it did.
+        before, after = upgrade_to_head(db)
+        if before == after:
+            return None
+        return "created" if before is None else "upgraded"
     if current is None:
         raise ConfigError(
             "AUTHSERVER_DATABASE_URL: the database is empty (no authserver schema); start "
