@@ -63,10 +63,20 @@ def audit(
     elif not events:
         echo("no matching audit events")
     else:
+        # SECRET: which secret a token was issued on ("current", or "previous" during a
+        # rotate-secret grace period), the column an operator watches to end the grace.
         table(
             [
-                (e["at"], e["actor"], e["action"], e["client_id"], e["sub"], e["jti"])
+                (
+                    e["at"],
+                    e["actor"],
+                    e["action"],
+                    e["client_id"],
+                    e["sub"],
+                    e["jti"],
+                    (e["detail"] or {}).get("secret_used"),
+                )
                 for e in events
             ],
-            ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI"],
+            ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI", "SECRET"],
         )

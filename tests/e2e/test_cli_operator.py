@@ -417,6 +417,11 @@ def test_rotate_secret_with_grace_keeps_the_old_secret_working(tmp_path: Path) -
     events = cli_json_here(env, "audit", "--client", cid, "--action", "token.issued")["events"]
     used = [e["detail"].get("secret_used") for e in reversed(events)]
     assert used == ["current", "current", "previous", "current"], events
+    # The table an operator reads to see when the backend has switched (docs/operations.md)
+    # shows the same, newest first.
+    human = run_cli_here(env, "audit", "--client", cid, "--action", "token.issued")
+    assert human.stdout.splitlines()[0].split()[-1] == "SECRET"
+    assert [line.split()[-1] for line in human.stdout.splitlines()[2:]] == used[::-1]
     bad = run_cli_here(env, "clients", "rotate-secret", cid, "--grace", "soon")
     assert bad.returncode == 2
     assert "--grace" in bad.stderr
