@@ -10,12 +10,13 @@ What a block gets (write blocks for exactly this):
   ``.venv`` pointing at the virtualenv running the tests, so ``.venv/bin/authserver``,
   ``.venv/bin/python`` and ``examples/...`` work as written; ``.venv/bin`` is first on
   ``PATH`` (``python3`` is the virtualenv's). ``HOME`` is a fresh directory inside it.
-* ``http://127.0.0.1:8000`` and ``http://localhost:8000`` in a block are replaced by the
-  server's address ``http://127.0.0.1:PORT``, which is also its issuer.
+* Port ``8000`` in ``http://127.0.0.1:8000`` and ``http://localhost:8000`` is replaced by
+  the server's port. Its issuer is the quickstart's, ``http://localhost:PORT`` (the default,
+  following the port), so a block that names another issuer for that server fails.
 * The environment has ``AUTHSERVER_DATABASE_URL``, ``AUTHSERVER_KEYS_DIR``,
-  ``AUTHSERVER_ISSUER``, ``AUTHSERVER_ADMIN_TOKEN`` and ``AUTHSERVER_METRICS_TOKEN`` of that
-  server (the two tokens are in :data:`ADMIN_TOKEN` and :data:`METRICS_TOKEN`), and
-  ``AUTHSERVER_PORT`` its port.
+  ``AUTHSERVER_ADMIN_TOKEN`` and ``AUTHSERVER_METRICS_TOKEN`` of that server (the two
+  tokens are in :data:`ADMIN_TOKEN` and :data:`METRICS_TOKEN`), and ``AUTHSERVER_PORT`` its
+  port; ``AUTHSERVER_ISSUER`` is unset, as in the quickstart.
 * Shell blocks (fences ``sh``, ``bash``, ``shell``) run with ``bash -euo pipefail``; Python
   blocks (``python``, ``py``) with the virtualenv's Python. A block passes when it exits 0
   within :data:`BLOCK_TIMEOUT` seconds. Other fences (json, yaml, text, js...) are not run.
@@ -173,7 +174,6 @@ class DocServer:
                 "PATH": f"{self.work / '.venv' / 'bin'}{os.pathsep}{env.get('PATH', '')}",
                 "HOME": str(home),
                 "AUTHSERVER_PORT": str(self.port),
-                "AUTHSERVER_ISSUER": self.base_url,
                 "AUTHSERVER_DATABASE_URL": f"sqlite:///{self.work / 'authserver.db'}",
                 "AUTHSERVER_KEYS_DIR": str(self.work / "keys"),
                 "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -214,8 +214,8 @@ class DocServer:
 
     def run(self, block: Block) -> subprocess.CompletedProcess[str]:
         code = block.code
-        for fixed in ("http://127.0.0.1:8000", "http://localhost:8000"):
-            code = code.replace(fixed, self.base_url)
+        for host in ("127.0.0.1", "localhost"):
+            code = code.replace(f"http://{host}:8000", f"http://{host}:{self.port}")
         if block.language == "sh":
             argv = ["bash", "-euo", "pipefail", "-c", code]
         else:
