@@ -17,6 +17,8 @@ What a block gets (write blocks for exactly this):
   ``AUTHSERVER_ADMIN_TOKEN`` and ``AUTHSERVER_METRICS_TOKEN`` of that server (the two
   tokens are in :data:`ADMIN_TOKEN` and :data:`METRICS_TOKEN`), and ``AUTHSERVER_PORT`` its
   port; ``AUTHSERVER_ISSUER`` is unset, as in the quickstart.
+* Blocks run with umask 022, a newcomer's usual one: a file they leave that holds a
+  credential or a backup (:func:`_unprivate_files`) must be private all the same.
 * Shell blocks (fences ``sh``, ``bash``, ``shell``) run with ``bash -euo pipefail``; Python
   blocks (``python``, ``py``) with the virtualenv's Python. A block passes when it exits 0
   within :data:`BLOCK_TIMEOUT` seconds. Other fences (json, yaml, text, js...) are not run.
@@ -229,6 +231,7 @@ class DocServer:
                 text=True,
                 timeout=BLOCK_TIMEOUT,
                 check=False,
+                preexec_fn=lambda: os.umask(0o022),
             )
         except subprocess.TimeoutExpired as exc:
             raise AssertionError(f"{block.where}: still running after {BLOCK_TIMEOUT}s") from exc
@@ -243,12 +246,31 @@ class DocServer:
                 self.proc.wait(5)
 
 
+#: Files a block may leave that hold a secret or personal data: client credentials and
+#: tokens (the credential names of .gitignore and every JSON answer), configuration files,
+#: database copies and key archives.
+PRIVATE_FILES = re.compile(r".*(\.json|\.env|\.db|\.dump|\.tgz|\.tar\.gz)$")
+
+
+def _unprivate_files(server: DocServer, before: set[Path]) -> list[str]:
+    """The files the blocks left, holding what :data:`PRIVATE_FILES` names, that another
+    user of the machine may read."""
+    found = []
+    for path in sorted(server.work.rglob("*")):
+        if path in before or not path.is_file() or path.is_symlink():
+            continue
+        if PRIVATE_FILES.match(path.name) and path.stat().st_mode & 0o077:
+            found.append(f"{path.relative_to(server.work)} ({oct(path.stat().st_mode & 0o777)})")
+    return found
+
+
 DOCS_WITH_BLOCKS = [p for p in doc_files() if _runnable(p)]
 
 
 @pytest.mark.parametrize("path", DOCS_WITH_BLOCKS, ids=[p.name for p in DOCS_WITH_BLOCKS])
 def test_doc_blocks_run(path: Path, tmp_path: Path) -> None:
     server = DocServer(tmp_path)
+    before = set(server.work.rglob("*"))
     try:
         for block in _runnable(path):
             result = server.run(block)
@@ -257,6 +279,9 @@ def test_doc_blocks_run(path: Path, tmp_path: Path) -> None:
                 f"--- block ---\n{block.code}--- stdout ---\n{result.stdout[-3000:]}"
                 f"--- stderr ---\n{result.stderr[-3000:]}"
             )
+        # A secret or a backup written where others may read it (a block without umask
+        # 077) is a leak the reader copies.
+        assert _unprivate_files(server, before) == [], path.name
     finally:
         server.stop()
 
