@@ -580,9 +580,10 @@ class Settings:
         naming the first value that is invalid and where it came from.
         """
         env = os.environ if environ is None else environ
+        source = "--config"
         if config_file is None and env.get(CONFIG_ENV):
-            config_file = env[CONFIG_ENV]
-        from_file = read_config_file(config_file) if config_file else {}
+            config_file, source = env[CONFIG_ENV], CONFIG_ENV
+        from_file = read_config_file(config_file, source=source) if config_file else {}
         values: dict[str, Any] = {}
         for f in FIELDS:
             raw: Any = overrides.get(f.name)
@@ -769,9 +770,12 @@ MAX_CONFIG_BYTES = 1024 * 1024
 _SETTING_NAME = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]+")
 
 
-def read_config_file(path: str | Path) -> dict[str, str]:
+def read_config_file(path: str | Path, *, source: str = CONFIG_ENV) -> dict[str, str]:
     """The settings in an env file (``AUTHSERVER_X=value`` lines, ``#`` comments, optional
     quotes and ``export``, as python-dotenv reads them; values literal, no ``${VAR}``).
+
+    *source* (``--config`` or ``AUTHSERVER_CONFIG``) is where the path came from, named
+    when the file itself cannot be read.
 
     :raises ConfigError: when the file cannot be read, has a line python-dotenv cannot
         parse (dotenv would skip it with a warning, and the program would start without
@@ -783,12 +787,12 @@ def read_config_file(path: str | Path) -> dict[str, str]:
         text = read_small_text(file, MAX_CONFIG_BYTES)
     except OSError as exc:
         raise ConfigError(
-            f"{CONFIG_ENV}: cannot read {file}: {exc.strerror or type(exc).__name__}"
+            f"{source}: cannot read {file}: {exc.strerror or type(exc).__name__}"
         ) from None
     except FileRefused as exc:
-        raise ConfigError(f"{CONFIG_ENV}: {file} {exc}") from None
+        raise ConfigError(f"{source}: {file} {exc}") from None
     except UnicodeDecodeError:
-        raise ConfigError(f"{CONFIG_ENV}: {file} is not UTF-8 text") from None
+        raise ConfigError(f"{source}: {file} is not UTF-8 text") from None
     seen: dict[str, int] = {}
     for binding in parse_stream(io.StringIO(text)):
         line = _first_line(binding.original.string, binding.original.line)

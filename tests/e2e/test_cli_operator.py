@@ -560,6 +560,10 @@ def test_a_config_file_line_dotenv_cannot_parse_stops_the_command(tmp_path: Path
         "(is an = missing, or a quote not closed?)"
     ]
     assert "s3cr3t" not in result.stderr + result.stdout
+    # A file that is not there is named by where its path came from: the option here.
+    missing = run_cli_here({}, "--config", str(tmp_path / "nosuch.env"), "clients", "list")
+    assert missing.returncode == 2, missing
+    assert missing.stderr.startswith("authserver: error: --config: cannot read "), missing
 
 
 def test_serve_workers_read_the_config_file_given_as_an_option(tmp_path: Path) -> None:
