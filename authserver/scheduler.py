@@ -12,9 +12,18 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 
 from authserver.audit.service import acting_as
 from authserver.container import Services
+from authserver.errors import KeyStoreError
+from authserver.errors import StorageUnavailable
+
+#: Failures a tick meets in normal operation (the database away, the key store unreadable):
+#: their message says what and where (the URL without its password), so they are logged
+#: in one line, without a traceback, once when they begin; anything else is a bug, logged
+#: with its traceback every time.
+EXPECTED_FAILURES = (StorageUnavailable, KeyStoreError)
 
 #: Expired revocations and old audit events are purged this often (seconds).
 HOUSEKEEPING_INTERVAL = 3600
@@ -61,6 +70,9 @@ class KeyScheduler:
         self._interval = interval or tick_interval(services.settings.key_publish_ahead)
         self._stop = threading.Event()
         self._last_housekeeping = time.monotonic()
+        #: The expected failure being reported, per task, so an outage is one line (and
+        #: one when it ends), not a traceback on every tick of every worker.
+        self._failing: dict[str, str] = {}
         self._thread = threading.Thread(target=self._run, name="authserver-keys", daemon=True)
 
     def start(self) -> None:
@@ -72,14 +84,26 @@ class KeyScheduler:
     def _run(self) -> None:
         # Jitter spreads the workers' ticks so they rarely contend for the lock.
         while not self._stop.wait(self._interval * random.uniform(0.5, 1.0)):  # noqa: S311
-            try:
-                run_once(self._services)
-            except Exception:
-                log.exception("key schedule tick failed; retrying at the next tick")
+            self._attempt("key schedule tick", lambda: run_once(self._services))
             now = time.monotonic()
             if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
                 self._last_housekeeping = now
-                try:
-                    housekeeping(self._services)
-                except Exception:
-                    log.exception("housekeeping failed; retrying later")
+                self._attempt("housekeeping", lambda: housekeeping(self._services))
+
+    def _attempt(self, task: str, work: Callable[[], object]) -> None:
+        """Run *work*; report an expected failure in one line when it begins (and when it
+        ends), an unexpected one with its traceback."""
+        try:
+            work()
+        except EXPECTED_FAILURES as exc:
+            reason = str(exc) or type(exc).__name__
+            if self._failing.get(task) != reason:
+                self._failing[task] = reason
+                log.warning("%s failed: %s; retrying at the next tick", task, reason)
+            return
+        except Exception:
+            self._failing.pop(task, None)
+            log.exception("%s failed; retrying at the next tick", task)
+            return
+        if self._failing.pop(task, None) is not None:
+            log.info("%s succeeded again", task)
