@@ -7,8 +7,9 @@ Four families, all with bounded label sets:
   system, its dashboards and their users), one series per client would cost every worker
   memory for its lifetime, and per-client history is already in the audit trail
   (``authserver audit --client ID``), which says who asked for what and when;
-- ``authserver_token_failures_total{reason}``: refused token requests, by RFC 6749 error
-  code (or ``http_<status>`` for errors outside the OAuth layer);
+- ``authserver_token_failures_total{reason}``: refused token requests (at ``/token`` and
+  at a profile's own token path), by RFC 6749 error code (or ``http_<status>`` for errors
+  outside the OAuth layer);
 - ``authserver_request_duration_seconds{endpoint}``: request latency by route template
   (e.g. ``/admin/clients/<client_id>``; ``unmatched`` for requests no route matched);
 - ``authserver_client_auth_throttled_total{endpoint,scope}``: requests refused with 429 by

@@ -194,7 +194,7 @@ def _subscribe(
     events.subscribe(ClientAuthenticated, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, accesslog.log_auth_failure)
-    metrics.subscribe(events)
+    metrics.subscribe(events, token_paths=services.profiles.paths())
     if failures is not None:
         events.subscribe(ClientAuthFailed, failures.count)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
+from collections.abc import Iterable
 
 from flask import Blueprint
 from flask import Flask
@@ -24,7 +25,8 @@ log = logging.getLogger(__name__)
 
 bp = Blueprint("metrics", __name__)
 
-#: Endpoints whose failures count as token failures.
+#: The token endpoint; with the profiles' own token paths (``POST /auth/v1/access-tokens``
+#: of the ``stream`` profile), the routes whose failures count as token failures.
 ISSUE_PATH = "/token"
 
 
@@ -48,17 +50,24 @@ def metrics_endpoint() -> Response:
 _started: contextvars.ContextVar[float] = contextvars.ContextVar("authserver_request_started")
 
 
-def subscribe(events: Events) -> None:
-    """The collectors' subscriptions (one place: see ``web/app.py``)."""
-    events.subscribe(RequestServed, _served)
+def subscribe(events: Events, token_paths: Iterable[str] = ()) -> None:
+    """The collectors' subscriptions (one place: see ``web/app.py``). *token_paths*: the
+    profiles' own token paths, which issue tokens as ``/token`` does, so their refusals
+    count as token failures too."""
+    issuing = frozenset({ISSUE_PATH, *token_paths})
+
+    def served(event: RequestServed) -> None:
+        _served(event, issuing)
+
+    events.subscribe(RequestServed, served)
     events.subscribe(TokenIssued, lambda event: metrics.token_issued())
     events.subscribe(ClientAuthFailed, _auth_failed)
 
 
-def _served(event: RequestServed) -> None:
+def _served(event: RequestServed, issuing: frozenset[str]) -> None:
     try:
         metrics.observe_request(event.route, event.seconds)
-        if event.route == ISSUE_PATH and event.status >= 400:
+        if event.status >= 400 and event.route in issuing:
             metrics.token_failed(event.error or f"http_{event.status}")
     except Exception:
         log.exception("metrics: recording the request failed")

@@ -186,6 +186,33 @@ def test_counts_tokens_and_failures_by_reason(
             assert part not in text
 
 
+def test_a_profile_token_path_counts_as_token_requests(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    """The stream profile's ``POST /auth/v1/access-tokens`` issues tokens as ``/token``
+    does: its refusals are token failures too (they were left out of the count)."""
+    _, secret = register(audiences=["https://sync.example"], profile="stream")
+    path = "/auth/v1/access-tokens"
+    _, before = scrape(http)
+
+    def post(body: dict[str, Any], bearer: str) -> int:
+        return int(
+            http.post(path, json=body, headers={"Authorization": f"Bearer {bearer}"}).status_code
+        )
+
+    assert post({"userId": "viewer-1"}, secret) == 200
+    assert post({"userId": "viewer-1"}, secret + "x") == 401
+    assert post({"userId": "viewer-1", "bogus": 1}, secret) == 400
+    _, after = scrape(http)
+    assert value(after, ISSUED) - value(before, ISSUED) == 1
+    for reason in ("invalid_client", "invalid_request"):
+        assert value(after, FAILURES, reason=reason) - value(before, FAILURES, reason=reason) == 1
+    assert (
+        value(after, DURATION_COUNT, endpoint=path) - value(before, DURATION_COUNT, endpoint=path)
+        == 3
+    )
+
+
 @db_independent
 def test_failure_reason_for_errors_outside_oauth(http: Any, app: Any) -> None:
     _, before = scrape(http)
