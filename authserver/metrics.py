@@ -16,6 +16,17 @@ Four families, all with bounded label sets:
   the failed-authentication limits (``web/limits.py``), by route template and exhausted
   budget (``client`` or ``address``).
 
+Two more families are not kept in any process: the worker answering the scrape reads
+them from the key store, so they are the same whichever worker answers and are never
+added up across workers (a gauge kept per worker would be, or would come out once per
+process id):
+
+- ``authserver_signing_keys{state}``: stored keys that are ``next``, ``current`` or
+  ``previous`` (published);
+- ``authserver_signing_key_rotation_timestamp_seconds``: when the current key stops
+  signing (Unix time): the scheduled next key's start, or, while none is scheduled, the
+  end of the current key's rotation interval. In the past, the schedule is not rotating.
+
 Under ``authserver serve`` each worker is a separate process: when
 ``PROMETHEUS_MULTIPROC_DIR`` is set
 (``authserver serve`` sets it to a fresh private directory before any worker starts),
@@ -28,6 +39,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -38,6 +51,7 @@ from prometheus_client import Histogram
 from prometheus_client import generate_latest
 from prometheus_client import multiprocess
 from prometheus_client import values
+from prometheus_client.metrics_core import Metric
 
 from authserver import process
 
@@ -107,11 +121,27 @@ def observe_request(endpoint: str, seconds: float) -> None:
     child.observe(max(seconds, 0.0))
 
 
-def exposition() -> tuple[bytes, str]:
+#: Families computed at scrape time by the caller (the key schedule's, read from the store).
+Snapshot = Callable[[], Iterable[Metric]]
+
+
+class _Families:
+    def __init__(self, collect: Callable[[], Iterable[Metric]]) -> None:
+        self._collect = collect
+
+    def collect(self) -> Iterable[Metric]:
+        return self._collect()
+
+
+def exposition(snapshot: Snapshot | None = None) -> tuple[bytes, str]:
     """The current metrics in the Prometheus text format, and its content type: this
-    process's, or every worker's in multiprocess mode."""
+    process's, or every worker's in multiprocess mode, and the families *snapshot*
+    computes now (the same in every worker, so never added up)."""
+    registry = CollectorRegistry(auto_describe=False)
     if multiprocess_dir():
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    else:
+        registry.register(_Families(REGISTRY.collect))
+    if snapshot is not None:
+        registry.register(_Families(snapshot))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -12,8 +12,11 @@ from flask import Blueprint
 from flask import Flask
 from flask import Response
 from flask import request
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
 
 from authserver import metrics
+from authserver.keys.model import KeyState
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
 from authserver.oauth.events import RequestServed
@@ -39,10 +42,60 @@ def metrics_endpoint() -> Response:
     if not expected or not bearer.presented_matches(expected):
         bearer.count_failure()
         return bearer.unauthorized("authserver-metrics", "metrics")
-    body, content_type = metrics.exposition()
+    body, content_type = metrics.exposition(_key_schedule)
     response = Response(body, content_type=content_type)
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+#: The key states counted in ``authserver_signing_keys`` (a gone key is not published).
+_COUNTED_STATES = (KeyState.NEXT, KeyState.CURRENT, KeyState.PREVIOUS)
+
+
+def _key_schedule() -> list[Metric]:
+    """The signing keys by state and when the current one stops signing, read from the key
+    store by the worker answering the scrape (so one value, whichever worker answers).
+    Left out when the store cannot be read: ``/readyz`` says why, and an absent series is
+    what an alert on the schedule should watch for too."""
+    svc = services()
+    try:
+        views = svc.keys.views()
+    except Exception as exc:
+        log.warning(
+            "metrics: signing key families left out, the key store cannot be read (%s)",
+            type(exc).__name__,
+        )
+        return []
+    counts = {state: 0 for state in _COUNTED_STATES}
+    current = None
+    pending: list[float] = []
+    for view in views:
+        if view.state in counts:
+            counts[view.state] += 1
+        if view.state is KeyState.CURRENT:
+            current = view.key
+        elif view.state is KeyState.NEXT:
+            pending.append(view.key.activate_at)
+    keys = GaugeMetricFamily(
+        "authserver_signing_keys",
+        "Signing keys in the key store, by state: next (published, not signing yet), "
+        "current (signing), previous (published until its tokens expire).",
+        labels=["state"],
+    )
+    for state, count in counts.items():
+        keys.add_metric([state.value], count)
+    families: list[Metric] = [keys]
+    if current is not None:
+        rotation = GaugeMetricFamily(
+            "authserver_signing_key_rotation_timestamp_seconds",
+            "When the current signing key stops signing, as Unix time: the start of the "
+            "scheduled next key, else the end of the current key's rotation interval "
+            "(AUTHSERVER_KEY_ROTATION_INTERVAL). In the past: the schedule is not rotating.",
+        )
+        interval_end = current.activate_at + svc.keys.policy.rotation_interval
+        rotation.add_metric([], min(pending) if pending else interval_end)
+        families.append(rotation)
+    return families
 
 
 #: When the current Flask request started (a context variable: each request runs in its

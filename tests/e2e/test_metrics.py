@@ -266,6 +266,30 @@ def test_status_lists_are_labelled_by_their_template(
     assert not {"/statuslists/1", "/statuslists/7"} & endpoints
 
 
+KEYS = "authserver_signing_keys"
+STATES = ("next", "current", "previous")
+ROTATION = "authserver_signing_key_rotation_timestamp_seconds"
+
+
+def test_key_schedule_gauges_say_when_the_key_rotates(http: Any, services: Any) -> None:
+    """Keys by state, and when the current key stops signing: the end of its rotation
+    interval until a next key is scheduled, then that key's start."""
+    text, samples = scrape(http)
+    assert "# TYPE authserver_signing_keys gauge" in text
+    assert "# TYPE authserver_signing_key_rotation_timestamp_seconds gauge" in text
+    assert [value(samples, KEYS, state=s) for s in ("next", "current", "previous")] == [0, 1, 0]
+    (current,) = services.keys.views()
+    interval = services.settings.key_rotation_interval
+    assert value(samples, ROTATION) == current.key.activate_at + interval
+
+    with services.unit_of_work():
+        scheduled = services.keys.rotate().key
+    _, samples = scrape(http)
+    assert [value(samples, KEYS, state=s) for s in ("next", "current", "previous")] == [1, 1, 0]
+    assert value(samples, ROTATION) == scheduled.activate_at
+    assert value(samples, ROTATION) < current.key.activate_at + interval
+
+
 # -- several worker processes --------------------------------------------------------------
 
 
@@ -364,6 +388,11 @@ def test_counters_aggregate_across_workers(
         ):
             assert value(samples, ISSUED) == n
             assert value(samples, FAILURES, reason="invalid_client") == 1
+
+        # Read from the key store at the scrape: one series, not one per worker or a sum.
+        keys = {k: v for k, v in samples.items() if k[0] == KEYS}
+        assert keys == {(KEYS, (("state", s),)): float(s == "current") for s in STATES}, keys
+        assert [k for k in samples if k[0] == ROTATION] == [(ROTATION, ())]
 
         # Replace every worker that served those requests: their counts survive in the
         # shared directory (the server respawns the killed workers).
