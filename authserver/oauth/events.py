@@ -82,7 +82,8 @@ class ClientAuthFailed(NamedTuple):
 class RequestServed(NamedTuple):
     """The WSGI layer answered a request (one per request it serves, after the response
     is built). ``route`` is the path template (bounded), ``error`` the RFC 6749 error code
-    of an error response (``None`` on success)."""
+    of an error response (``None`` on success) and ``description`` its
+    ``error_description``: what the client was told, which the access log repeats."""
 
     route: str
     method: str
@@ -91,6 +92,7 @@ class RequestServed(NamedTuple):
     seconds: float
     remote_addr: str | None
     environ: dict[str, Any]
+    description: str | None = None
 
 
 E = TypeVar("E")

@@ -63,8 +63,10 @@ log = logging.getLogger(__name__)
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: ``(status, body, headers)`` for an exception, or ``None`` to let it propagate.
 ErrorRenderer = Callable[[Exception], tuple[int, dict[str, Any], list[tuple[str, str]]]]
-#: A handler's answer: status, headers, body bytes, and the error code for the event.
-_Answer = tuple[int, list[tuple[str, str]], bytes, str | None]
+#: An error answer's RFC 6749 code and description, for the event (metrics, access log).
+_Refusal = tuple[str, str]
+#: A handler's answer: status, headers, body bytes, and the refusal for the event.
+_Answer = tuple[int, list[tuple[str, str]], bytes, _Refusal | None]
 
 #: The handler name of a profile's own token path.
 PROFILE_PATH = "profile"
@@ -83,7 +85,8 @@ def _error(
     status: int, error: str, description: str, extra: Iterable[tuple[str, str]] = ()
 ) -> _Answer:
     headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *extra]
-    return status, headers, _json({"error": error, "error_description": description}), error
+    body = _json({"error": error, "error_description": description})
+    return status, headers, body, (error, description)
 
 
 #: The 412 answered to an ``If-Match`` naming no current version of a document.
@@ -254,18 +257,18 @@ class OAuthWSGI:
         allowed = ("POST",) if endpoint is not None else ("GET", "HEAD")
         if method in allowed:
             refused = _unimplemented(environ, unimplemented) if unimplemented else None
-            status, headers, body, error = refused or self._handle(environ, endpoint, document)
+            status, headers, body, refusal = refused or self._handle(environ, endpoint, document)
         elif method == "OPTIONS":
             # No CORS preflight answer: the credentialed endpoints are for backends
             # (RFC 9700 §2.6) and the documents need none (a simple GET).
             allow = ", ".join(sorted({*allowed, "OPTIONS"}))
-            status, headers, body, error = 200, [("Allow", allow)], b"", None
+            status, headers, body, refusal = 200, [("Allow", allow)], b"", None
         else:
             allow = ", ".join(sorted({*allowed, "OPTIONS"}))
             # The OAuth endpoints answer in RFC 6749 §5.2's codes (a request in the wrong
             # method is a malformed request); the documents in the generic HTTP one.
             code = "invalid_request" if endpoint is not None else "method_not_allowed"
-            status, headers, body, error = _error(
+            status, headers, body, refusal = _error(
                 405, code, f"method not allowed on this endpoint; use {allow}", [("Allow", allow)]
             )
         for name, value in _SECURITY_HEADERS:
@@ -284,10 +287,11 @@ class OAuthWSGI:
                 route=route,
                 method=method,
                 status=status,
-                error=error,
+                error=refusal[0] if refusal else None,
                 seconds=time.perf_counter() - started,
                 remote_addr=environ.get("REMOTE_ADDR"),
                 environ=environ,
+                description=refusal[1] if refusal else None,
             )
         )
         return [body]
@@ -308,8 +312,13 @@ class OAuthWSGI:
             status, body, headers = self._on_error(exc)
             # One error shape whichever layer answers: JSON, never cached.
             return _error(status, str(body["error"]), str(body["error_description"]), headers)
-        error = response.body.get("error") if response.status >= 400 else None
-        return response.status, response.headers, _json(response.body), error
+        refusal = None
+        if response.status >= 400:
+            refusal = (
+                str(response.body.get("error")),
+                str(response.body.get("error_description", "")),
+            )
+        return response.status, response.headers, _json(response.body), refusal
 
     def _oauth(self, environ: dict[str, Any], endpoint: str) -> OAuthResponse:
         server = self.server

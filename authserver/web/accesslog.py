@@ -24,6 +24,7 @@ from typing import Any
 
 from authserver import process
 from authserver.oauth.events import ClientAuthFailed
+from authserver.oauth.events import RequestServed
 
 log = logging.getLogger("authserver.access")
 auth_log = logging.getLogger("authserver.auth")
@@ -38,6 +39,9 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 class _Access:
     request_id: str
     client_id: str | None = None
+    #: The error code and description an error answer gave the client.
+    error: str | None = None
+    description: str | None = None
 
 
 _current: contextvars.ContextVar[_Access | None] = contextvars.ContextVar(
@@ -58,6 +62,17 @@ def note_client(client_id: str | None) -> None:
     access = _current.get()
     if access is not None and client_id:
         access.client_id = _printable(client_id, 128)
+
+
+def note_refusal(event: RequestServed) -> None:
+    """Record why the current request was refused (logged on its access line): the error
+    code and description its answer gave the client."""
+    if event.error is None:
+        return
+    access = _current.get()
+    if access is not None:
+        access.error = _printable(event.error, 64)
+        access.description = _printable(event.description or "", 300) or None
 
 
 def log_auth_failure(event: ClientAuthFailed) -> None:
@@ -157,14 +172,22 @@ class AccessLog:
         method = environ.get("REQUEST_METHOD", "-")
         path = _printable(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""), 512)
         # Never the query string: it is the one part of a URL that may carry a credential.
+        # An error answer ends the line with what the client was told, so the operator
+        # reads why without asking the client.
+        refusal = ""
+        if access.error is not None:
+            refusal = f" error={access.error}"
+            if access.description:
+                refusal += f" ({access.description})"
         log.info(
-            "%s %s %d %.1fms client=%s request_id=%s",
+            "%s %s %d %.1fms client=%s request_id=%s%s",
             _printable(method, 16),
             path or "/",
             status,
             millis,
             access.client_id or "-",
             access.request_id,
+            refusal,
             extra={
                 "method": method,
                 "path": path,
@@ -173,6 +196,8 @@ class AccessLog:
                 "client_id": access.client_id,
                 "request_id": access.request_id,
                 "remote_addr": environ.get("REMOTE_ADDR"),
+                "error": access.error,
+                "error_description": access.description,
             },
         )
 

@@ -18,6 +18,7 @@ from authserver.oauth.errors import SlowDownError
 from authserver.oauth.events import ClientAuthenticated
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
+from authserver.oauth.events import RequestServed
 from authserver.oauth.events import TokenIssued
 from authserver.oauth.events import TokenRevoked
 from authserver.oauth.server import AuthServerAuthorizationServer
@@ -194,6 +195,7 @@ def _subscribe(
     events.subscribe(ClientAuthenticated, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, lambda event: accesslog.note_client(event.client_id))
     events.subscribe(ClientAuthFailed, accesslog.log_auth_failure)
+    events.subscribe(RequestServed, accesslog.note_refusal)
     metrics.subscribe(events, token_paths=services.profiles.paths())
     if failures is not None:
         events.subscribe(ClientAuthFailed, failures.count)

@@ -145,15 +145,23 @@ def instrument(app: Flask, events: Events) -> None:
         # The route template (bounded), never the path the client sent (unbounded).
         rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         started = _started.get(None)
+        error = description = None
+        if response.status_code >= 400 and response.is_json:
+            # Every error body has the RFC 6749 shape (web/errors.py).
+            body = response.get_json(silent=True)
+            if isinstance(body, dict) and isinstance(body.get("error"), str):
+                error = body["error"]
+                description = str(body.get("error_description") or "") or None
         events.emit(
             RequestServed(
                 route=rule,
                 method=request.method,
                 status=response.status_code,
-                error=None,
+                error=error,
                 seconds=time.perf_counter() - started if started is not None else 0.0,
                 remote_addr=request.remote_addr,
                 environ=request.environ,
+                description=description,
             )
         )
         return response

@@ -60,6 +60,12 @@ def test_json_log_format(tmp_path: Path) -> None:
     env = _env(tmp_path, AUTHSERVER_LOG_FORMAT="json")
     with ServerProcess(env, log_path=log_path) as server:
         requests.get(server.base_url + "/healthz", headers={"X-Request-Id": "req-1"}, timeout=10)
+        requests.post(
+            server.base_url + "/token",
+            data={"grant_type": "password"},
+            headers={"X-Request-Id": "req-2"},
+            timeout=10,
+        )
     records = []
     for line in log_path.read_text().splitlines():
         if line.startswith("{"):
@@ -73,6 +79,12 @@ def test_json_log_format(tmp_path: Path) -> None:
         and isinstance(r["duration_ms"], float)
         for r in access
     ), access
+    # A refusal carries what the client was told; a success carries nulls, not other names.
+    (refused,) = [r for r in access if r["request_id"] == "req-2"]
+    assert (refused["status"], refused["error"]) == (400, "unsupported_grant_type")
+    assert refused["error_description"] == "only grant_type=client_credentials is supported"
+    (served,) = [r for r in access if r["request_id"] == "req-1"]
+    assert (served["error"], served["error_description"]) == (None, None)
     started = [r for r in records if "listening on" in r["message"]]
     assert started, records
 
@@ -87,6 +99,8 @@ def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path
         token = server.base_url + "/token"
         form = {"grant_type": "client_credentials"}
         assert requests.post(token, data=form, auth=(cid, secret), timeout=10).ok
+        scope = {**form, "scope": "not-registered"}
+        assert requests.post(token, data=scope, auth=(cid, secret), timeout=10).status_code == 400
         unknown = requests.post(token, data=form, auth=("as_nobody", wrong), timeout=10)
         assert unknown.status_code == 401
         answers = [
@@ -111,6 +125,15 @@ def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path
     # The access lines name the client: the authenticated one, or the id a failure claimed.
     assert re.search(rf"POST /token 200 [\d.]+ms client={cid} ", text), text
     assert re.search(r"POST /token 401 [\d.]+ms client=as_nobody ", text), text
+    # An error answer's line says why, in the words the client got (an expected refusal:
+    # INFO, no traceback).
+    assert re.search(
+        rf"INFO .*POST /token 400 [\d.]+ms client={cid} request_id=\w+ error=invalid_scope "
+        r"\(the requested scope is not registered for this client\)$",
+        text,
+        re.MULTILINE,
+    ), text
+    assert "Traceback" not in text
 
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
@@ -142,7 +165,7 @@ def test_a_secret_sent_as_the_client_id_is_never_logged(tmp_path: Path, log_form
     text = log_path.read_text()
     assert secret not in text
     assert secret.removeprefix("as_secret_") not in text
-    failures = [line for line in text.splitlines() if "client authentication failed" in line]
+    failures = [line for line in text.splitlines() if "client authentication failed at" in line]
     assert len(failures) == 4, text
     for line in failures:
         assert "client_id and client_secret swapped" in line, line
