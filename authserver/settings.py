@@ -159,7 +159,11 @@ def _issuer(raw: str) -> str:
     return value
 
 
-def _database_url(raw: str) -> str:
+def parse_database_url(raw: str) -> str:
+    """A database URL as ``AUTHSERVER_DATABASE_URL`` takes it (and ``db copy --to``).
+
+    :raises ValueError: saying what is wrong, never quoting the URL (it may hold a
+        password)."""
     value = raw.strip()
     if not re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", value):
         raise ValueError(
@@ -388,7 +392,7 @@ class Settings:
     """The validated configuration. Build it with :meth:`from_env`; never mutate it."""
 
     database_url: str = setting(
-        _database_url,
+        parse_database_url,
         "SQLAlchemy database URL: a SQLite file or PostgreSQL, not SQLite in memory "
         "(default: SQLite file authserver.db in the working directory)",
         factory=_default_database_url,

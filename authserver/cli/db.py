@@ -1,5 +1,6 @@
-"""``authserver db``: schema migrations. With ``serve``, the only command that upgrades an
-existing schema (the policy is ``storage/sql/migrate.py``, ``ensure_schema``)."""
+"""``authserver db``: schema migrations (with ``serve``, the only command that upgrades an
+existing schema; the policy is ``storage/sql/migrate.py``, ``ensure_schema``) and the copy
+of a database into another (``storage/sql/copy.py``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,11 @@ from authserver.cli.context import load_settings
 from authserver.cli.context import state
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
+from authserver.cli.output import table
+from authserver.errors import ConfigError
+from authserver.settings import parse_database_url
 from authserver.storage.sql import migrate
+from authserver.storage.sql.copy import copy_database
 
 
 @click.group()
@@ -60,3 +65,42 @@ def current(as_json: bool) -> None:
         if revision is not None and revision not in migrate.known_revisions():
             status = f"unknown to this version, which needs {head}: a newer version migrated it"
         echo(f"{revision or 'empty'} ({status})")
+
+
+@db.command()
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    metavar="URL",
+    help="the database to copy into (empty; its schema is created)",
+)
+@json_option
+@handle_errors
+def copy(to: str, as_json: bool) -> None:
+    """Copy everything in the database into another, empty one (SQLite <-> PostgreSQL)."""
+    try:
+        target = parse_database_url(to)
+    except ValueError as exc:
+        raise ConfigError(f"--to: {exc}") from None
+    settings = load_settings()
+    state().used = settings
+    svc = container.build(settings, readonly=True)
+    try:
+        result = copy_database(svc.db, target)
+    finally:
+        svc.close()
+    if as_json:
+        emit_json(
+            {
+                "from": result.source,
+                "to": result.target,
+                "revision": result.revision,
+                "schema_created": result.created,
+                "rows": result.rows,
+            }
+        )
+        return
+    total = sum(result.rows.values())
+    echo(f"copied {total} rows from {result.source} to {result.target} (schema {result.revision})")
+    table([(name, count) for name, count in result.rows.items()], ("TABLE", "ROWS"))
