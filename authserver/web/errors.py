@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -43,6 +46,35 @@ def _body(error: str, description: str) -> dict[str, Any]:
     return {"error": error, "error_description": description}
 
 
+class Throttled:
+    """A line logged at most once per *every* seconds (per process): a database outage is
+    answered 503 on every request, and each request's access line already says so; the
+    error log says it once, then once per *every* seconds with how many it left out."""
+
+    def __init__(self, every: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last = float("-inf")
+        self._left_out = 0
+        self._lock = threading.Lock()
+
+    def error(self, message: str, *args: object) -> None:
+        now = self._clock()
+        with self._lock:
+            if now - self._last < self._every:
+                self._left_out += 1
+                return
+            left_out, self._left_out, self._last = self._left_out, 0, now
+        if left_out:
+            log.error(message + " (%d more since the last such line)", *args, left_out)
+        else:
+            log.error(message, *args)
+
+
+_DATABASE_UNAVAILABLE = Throttled()
+_KEYS_UNAVAILABLE = Throttled()
+
+
 def render_exception(exc: Exception) -> Rendered:
     """``(status, body, headers)`` for an exception that is not a protocol error: 503 when
     the database or the signing keys are unavailable, else 500 (a :class:`StorageError`
@@ -51,10 +83,10 @@ def render_exception(exc: Exception) -> Rendered:
     retry = [("Retry-After", "5")]
     if isinstance(exc, StorageUnavailable):
         # The storage exception's type only: its text can carry connection strings and SQL.
-        log.error("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+        _DATABASE_UNAVAILABLE.error("database unavailable: %s", type(exc.__cause__ or exc).__name__)
         return 503, _body("temporarily_unavailable", "the database is unavailable"), retry
     if isinstance(exc, KeyStoreError):
-        log.error("signing keys unavailable: %s", exc)
+        _KEYS_UNAVAILABLE.error("signing keys unavailable: %s", exc)
         return 503, _body("temporarily_unavailable", "no signing key is available"), retry
     log.error("unhandled error", exc_info=exc)
     return 500, _body("server_error", "internal error"), []
