@@ -17,14 +17,20 @@ _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, process, message, and every
-    field passed with ``extra=`` (the access log's method, path, status...)."""
+    field passed with ``extra=`` (the access log's method, path, status...). *logger*, when
+    given, is the ``logger`` of every record (granian logs as ``_granian``,
+    ``_granian.serve``..., which the text format shows as ``granian``)."""
+
+    def __init__(self, logger: str | None = None) -> None:
+        super().__init__()
+        self._logger = logger
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
-            "logger": record.name,
+            "logger": self._logger or record.name,
             "process": record.process,
             "message": record.getMessage(),
         }

@@ -238,7 +238,7 @@ def worker_app() -> Any:
 def _log_config(level: str, fmt: str) -> dict[str, Any]:
     """granian's own messages in authserver's format, on stderr like everything else."""
     formatter: dict[str, Any] = (
-        {"()": "authserver.logs.JsonFormatter"}
+        {"()": "authserver.logs.JsonFormatter", "logger": "granian"}
         if fmt == "json"
         else {
             "()": "logging.Formatter",

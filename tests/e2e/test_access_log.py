@@ -87,6 +87,10 @@ def test_json_log_format(tmp_path: Path) -> None:
     assert (served["error"], served["error_description"]) == (None, None)
     started = [r for r in records if "listening on" in r["message"]]
     assert started, records
+    # granian's own lines name the logger the text format shows, not its private names.
+    granian = [r for r in records if "granian" in r["logger"]]
+    assert granian, records
+    assert {r["logger"] for r in granian} == {"granian"}, granian
 
 
 def test_failed_and_throttled_authentication_are_logged_with_the_reason(tmp_path: Path) -> None:
