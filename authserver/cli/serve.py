@@ -51,16 +51,6 @@ def prepare(settings: Settings) -> None:
             "AUTHSERVER_ISSUER is a plain http:// URL on a non-loopback host; use https "
             "in production (AUTHSERVER_PRODUCTION=true refuses this)"
         )
-    if settings.key_passphrase is None:
-        # Unsafe conveniences are loud: whoever reads the key store, or a
-        # backup of it, can sign tokens that every sync server accepts.
-        where = "in the database" if settings.key_store == "sql" else f"in {settings.keys_dir}"
-        log.warning(
-            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored "
-            "UNENCRYPTED %s; anyone who can read them, or a backup of them, can sign tokens "
-            "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
-            where,
-        )
     # Here, not at the top: it loads Authlib, which no other command needs.
     from authserver.oauth import metadata
 
@@ -83,6 +73,9 @@ def prepare(settings: Settings) -> None:
             log.info("database schema %s", changed)
         with svc.unit_of_work():
             svc.key_ring.check_readable()
+        # After the check: keys stored encrypted and no passphrase stop start-up there, with
+        # the error that says so, not after a warning that they are stored unencrypted.
+        _warn_without_passphrase(settings)
         with svc.unit_of_work():
             encrypted = svc.keys.encrypt_stored()
         if encrypted:
@@ -101,6 +94,19 @@ def prepare(settings: Settings) -> None:
             svc.key_ring.check_readable()
     finally:
         svc.close()
+
+
+def _warn_without_passphrase(settings: Settings) -> None:
+    if settings.key_passphrase is None:
+        # Unsafe conveniences are loud: whoever reads the key store, or a
+        # backup of it, can sign tokens that every sync server accepts.
+        where = "in the database" if settings.key_store == "sql" else f"in {settings.keys_dir}"
+        log.warning(
+            "AUTHSERVER_KEY_PASSPHRASE is not set: private signing keys are stored "
+            "UNENCRYPTED %s; anyone who can read them, or a backup of them, can sign tokens "
+            "as this server. Set AUTHSERVER_KEY_PASSPHRASE to encrypt them at rest.",
+            where,
+        )
 
 
 @click.command()

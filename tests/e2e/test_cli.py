@@ -418,6 +418,8 @@ def test_wrong_or_missing_passphrase_stops_serve_without_a_new_key(
         errors = [ln for ln in result.stderr.splitlines() if ln.startswith("authserver: error:")]
         assert len(errors) == 1, result.stderr
         assert "AUTHSERVER_KEY_PASSPHRASE" in errors[0]
+        # Not first told that the keys, which are encrypted, are stored unencrypted.
+        assert "UNENCRYPTED" not in result.stderr, result.stderr
         assert elapsed < 20
         assert _key_files(keys_dir) == before, "a new or changed key after a passphrase failure"
 
