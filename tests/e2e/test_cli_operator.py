@@ -279,7 +279,7 @@ def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path, url: str) ->
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.splitlines()[-1] == (
             "authserver: error: AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL "
-            "(its port must be a number)"
+            "(its port must be a number from 1 to 65535)"
         ), args
         assert "pw-5e1d77" not in result.stdout + result.stderr
 

@@ -63,6 +63,12 @@ _POSTGRES_CONNECT_ARGS: dict[str, Any] = {
 _LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi"})
 
 
+_BAD_PORT = (
+    "AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL (its port must be a number from 1 "
+    "to 65535)"
+)
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine with the settings authserver relies on for *url*'s dialect."""
     try:
@@ -72,9 +78,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ValueError:
         # A port that is not a number (host:notaport, an unclosed [IPv6): SQLAlchemy's
         # int() fails. Its text is not repeated: it may quote part of the URL.
-        raise ConfigError(
-            "AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL (its port must be a number)"
-        ) from None
+        raise ConfigError(_BAD_PORT) from None
+    if parsed.port is not None and not 1 <= parsed.port <= 65535:
+        # libpq reads 99999 as a connection failure ("database error ... OperationalError",
+        # no reason given) and 0 as its default port: a typo it would not point at.
+        raise ConfigError(_BAD_PORT)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"timeout": raw.BUSY_TIMEOUT_S}, **kwargs)
 
