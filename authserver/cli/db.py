@@ -58,13 +58,27 @@ def current(as_json: bool) -> None:
         head = migrate.head_revision()
     finally:
         svc.close()
+    newer = revision is not None and revision not in migrate.known_revisions()
     if as_json:
-        emit_json({"revision": revision, "head": head, "up_to_date": revision == head})
+        # status: what a script needs to decide (an empty database and one that needs an
+        # upgrade are both "not up to date", and only one of them may be upgraded).
+        status = (
+            "empty"
+            if revision is None
+            else "newer"
+            if newer
+            else "up_to_date"
+            if revision == head
+            else "needs_upgrade"
+        )
+        emit_json(
+            {"revision": revision, "head": head, "up_to_date": revision == head, "status": status}
+        )
     else:
-        status = "up to date" if revision == head else f"this version needs {head}"
-        if revision is not None and revision not in migrate.known_revisions():
-            status = f"unknown to this version, which needs {head}: a newer version migrated it"
-        echo(f"{revision or 'empty'} ({status})")
+        text = "up to date" if revision == head else f"this version needs {head}"
+        if newer:
+            text = f"unknown to this version, which needs {head}: a newer version migrated it"
+        echo(f"{revision or 'empty'} ({text})")
 
 
 @db.command()

@@ -214,7 +214,12 @@ def test_error_messages_name_what_to_change(tmp_path: Path) -> None:
     assert "client.secret_rotated" in action.stderr
 
     current = cli_json_here(_env(tmp_path), "db", "current")
-    assert current == {"revision": None, "head": current["head"], "up_to_date": False}
+    assert current == {
+        "revision": None,
+        "head": current["head"],
+        "up_to_date": False,
+        "status": "empty",
+    }
 
 
 def test_a_database_migrated_by_a_newer_version_is_named_as_such(tmp_path: Path) -> None:
@@ -234,6 +239,8 @@ def test_a_database_migrated_by_a_newer_version_is_named_as_such(tmp_path: Path)
         "9999 (unknown to this version, which needs "
         f"{head_revision()}: a newer version migrated it)"
     )
+    # A script reads the same from --json (it only said up_to_date: false).
+    assert cli_json_here(env, "db", "current")["status"] == "newer"
     doctor = run_cli_here(env, "doctor", "--no-issuer-check")
     assert doctor.returncode == 1
     assert "a newer version migrated this database" in doctor.stdout
