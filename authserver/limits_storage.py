@@ -4,6 +4,7 @@ at start, which therefore needs no web module for it."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,6 +15,8 @@ from limits.storage import storage_from_string
 from authserver.errors import ConfigError
 from authserver.settings import Settings
 from authserver.settings import redact_url
+
+log = logging.getLogger(__name__)
 
 #: Timeouts for the Redis client: a blackholed Redis must not stall the token endpoint.
 REDIS_OPTIONS: dict[str, str | int] = {"socket_connect_timeout": 1, "socket_timeout": 1}
@@ -89,3 +92,10 @@ def check_storage(settings: Settings) -> None:
         ) from None
     if not reachable:
         raise ConfigError(f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot reach {redact_url(uri)}")
+    if uri == "memory://" and settings.workers != 1:
+        # Here, in serve's main process: once per start, not once per worker (and again
+        # for each worker granian respawns).
+        log.warning(
+            "AUTHSERVER_RATE_LIMIT_STORAGE is memory://: each worker process counts "
+            "failed authentications on its own; use Redis for one limit across workers"
+        )

@@ -197,9 +197,6 @@ class FailedAuthenticationLimits:
             )
 
 
-_warned_memory = False
-
-
 def build(settings: Settings) -> FailedAuthenticationLimits | None:
     """The limits for *settings*, or ``None`` when both are off.
 
@@ -224,14 +221,6 @@ def build(settings: Settings) -> FailedAuthenticationLimits | None:
     # The moving window counts the failures of the last period exactly: a fixed window
     # would let an attacker spend two budgets across a window boundary.
     strategy = MovingWindowRateLimiter(storage)
-    if uri == "memory://" and settings.workers != 1:
-        global _warned_memory
-        if not _warned_memory:
-            _warned_memory = True
-            log.warning(
-                "AUTHSERVER_RATE_LIMIT_STORAGE is memory://: each worker process counts "
-                "failed authentications on its own; use Redis for one limit across workers"
-            )
     return FailedAuthenticationLimits(
         strategy,
         per_client=per_client,

@@ -58,7 +58,7 @@ def test_one_text_line_per_request_with_the_request_id(tmp_path: Path) -> None:
 def test_json_log_format(tmp_path: Path) -> None:
     log_path = tmp_path / "serve.log"
     env = _env(tmp_path, AUTHSERVER_LOG_FORMAT="json")
-    with ServerProcess(env, log_path=log_path) as server:
+    with ServerProcess(env, log_path=log_path, workers=2) as server:
         requests.get(server.base_url + "/healthz", headers={"X-Request-Id": "req-1"}, timeout=10)
         requests.post(
             server.base_url + "/token",
@@ -87,6 +87,9 @@ def test_json_log_format(tmp_path: Path) -> None:
     assert (served["error"], served["error_description"]) == (None, None)
     started = [r for r in records if "listening on" in r["message"]]
     assert started, records
+    # Said once per start (serve's main process), not once per worker.
+    memory = [r for r in records if "is memory://" in r["message"]]
+    assert len(memory) == 1, memory
     # granian's own lines name the logger the text format shows, not its private names.
     granian = [r for r in records if "granian" in r["logger"]]
     assert granian, records
