@@ -278,3 +278,26 @@ def test_the_command_refuses_in_one_line_without_the_password(tmp_path: Path) ->
         assert says in error[0], (to, result.stderr)
         assert "Traceback" not in result.stderr
         assert "s3cr3t" not in result.stdout + result.stderr, result.stderr
+
+
+def test_a_failed_write_names_the_target_not_the_source(tmp_path: Path) -> None:
+    """Every write to the target fails as the target's error, also the one that clears the
+    rows the migrations seeded (``locks``), which runs while the source is being read."""
+    source = Database(f"sqlite:///{tmp_path / 'source.db'}")
+    target_url = f"sqlite:///{tmp_path / 'target.db'}"
+    target = Database(target_url)
+    try:
+        migrate(source)
+        migrate(target)
+        with target.engine.begin() as conn:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER keep_locks BEFORE DELETE ON locks "
+                "BEGIN SELECT RAISE(ABORT, 'no'); END"
+            )
+        with pytest.raises(StorageError) as refused:
+            copy_database(source, target_url)
+        assert "target.db" in str(refused.value)
+        assert "source.db" not in str(refused.value)
+    finally:
+        target.dispose()
+        source.dispose()

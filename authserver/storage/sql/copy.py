@@ -223,7 +223,8 @@ def _copy(source: Database, target: Database, batch_rows: int) -> dict[str, int]
                 conn.exec_driver_sql("BEGIN")
             for table in _tables():
                 if table.name in SCHEMA_ROWS:
-                    out.execute(delete(table))
+                    with storage_errors(target.url):
+                        out.execute(delete(table))
                 statement = _insert(table)
                 counts[table.name] = 0
                 # Closed at once when a write fails: PostgreSQL's server-side cursor with it.
