@@ -51,7 +51,8 @@ export async function authenticate(verifier, req) {
 }
 
 /**
- * Answer a refused request: 401 with the RFC 6750 §3 challenge, or 503 when the verifier could
+ * Answer a refused request: 401 with the RFC 6750 §3 challenge, 400 `invalid_request` for a
+ * malformed or repeated Authorization header (§3.1), or 503 when the verifier could
  * not decide (keys or status list unavailable: not the token's fault, so no challenge that
  * makes the client throw its token away). The body is JSON `{error, reason}`.
  *
@@ -133,7 +134,7 @@ export function requireToken(verifier, handler, options = {}) {
 
 /**
  * Express (4 or 5) middleware: `app.use(expressAuth(verifier))`. A valid token sets
- * `req.auth` to its claims and calls `next()`; a refused one is answered here (401/503);
+ * `req.auth` to its claims and calls `next()`; a refused one is answered here (400/401/503);
  * on the `publicPaths`, `req.auth` is null.
  *
  * @param {{verify(token: string): Promise<object>}} verifier

@@ -977,8 +977,9 @@ def require_token(
 
     ``app = require_token(verifier)(app)``; the wrapped app finds the claims in
     ``environ["authserver.claims"]``. A missing or invalid token gets 401 with an RFC 6750
-    §3 ``WWW-Authenticate`` challenge and a JSON body ``{"error", "reason"}``; keys that
-    cannot be fetched get 503. Paths in *public_paths* (e.g. a health check) pass unchecked,
+    §3 ``WWW-Authenticate`` challenge and a JSON body ``{"error", "reason"}``; a malformed
+    or repeated ``Authorization`` header 400 ``invalid_request`` (§3.1); keys that cannot
+    be fetched get 503. Paths in *public_paths* (e.g. a health check) pass unchecked,
     with the claims ``None``.
     """
 
