@@ -82,8 +82,10 @@ def render_exception(exc: Exception) -> Rendered:
     app and by the lean WSGI layer alike, so every error body has one shape."""
     retry = [("Retry-After", "5")]
     if isinstance(exc, StorageUnavailable):
-        # The storage exception's type only: its text can carry connection strings and SQL.
-        _DATABASE_UNAVAILABLE.error("database unavailable: %s", type(exc.__cause__ or exc).__name__)
+        # Its message (storage/sql/engine.explain_error) says which database, password
+        # masked, and why in known words; the driver's own text, which can carry the
+        # connection string and SQL, is never part of it.
+        _DATABASE_UNAVAILABLE.error("database unavailable: %s", exc)
         return 503, _body("temporarily_unavailable", "the database is unavailable"), retry
     if isinstance(exc, KeyStoreError):
         _KEYS_UNAVAILABLE.error("signing keys unavailable: %s", exc)

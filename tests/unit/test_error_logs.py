@@ -31,21 +31,21 @@ def test_an_outage_is_one_line_per_ten_seconds_with_the_count_left_out(
     monkeypatch.setattr(errors, "_DATABASE_UNAVAILABLE", errors.Throttled(10.0, clock))
     monkeypatch.setattr(errors, "_KEYS_UNAVAILABLE", errors.Throttled(10.0, clock))
     caplog.set_level(logging.ERROR, logger=errors.log.name)
-    outage = StorageUnavailable("database unavailable")
-    outage.__cause__ = ConnectionRefusedError()
+    where = "cannot use the database at postgresql+psycopg://authserver:***@db.example/authserver"
+    outage = StorageUnavailable(f"{where}: connection refused (is the database server running?)")
 
     answers = [errors.render_exception(outage) for _ in range(50)]
     assert {a[0] for a in answers} == {503}  # every request is still answered
-    assert _records(caplog) == ["database unavailable: ConnectionRefusedError"]
+    # Which database and why, as the storage layer explains it (password masked there).
+    assert _records(caplog) == [f"database unavailable: {outage}"]
 
     clock.now += 9.9
     errors.render_exception(outage)
     assert len(_records(caplog)) == 1
     clock.now += 0.1
     errors.render_exception(outage)
-    assert _records(caplog)[1:] == [
-        "database unavailable: ConnectionRefusedError (50 more since the last such line)"
-    ]
+    later = f"database unavailable: {outage} (50 more since the last such line)"
+    assert _records(caplog)[1:] == [later]
 
     # The signing keys' line is throttled on its own: a database outage does not hide it.
     errors.render_exception(KeyStoreError("no current signing key"))
