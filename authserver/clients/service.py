@@ -299,7 +299,15 @@ class ClientService:
             return updated
 
     def _consistent(self, policy: ClientPolicy) -> None:
-        _consistent(policy)
+        """A policy whose parts can work together. A claim is fixed or allowed, not both:
+        no request may send a fixed claim, so allowing it too only made every request that
+        sent it fail. A client of a profile whose requests cannot name an audience has one
+        at most: it could be issued no token."""
+        both = sorted(set(policy.allowed_claims) & set(policy.fixed_claims))
+        if both:
+            raise InvalidInput(
+                f"a claim cannot be both fixed and allowed in a request: {', '.join(both)}"
+            )
         if len(policy.audiences) > 1 and policy.profile in self._single_audience:
             raise InvalidInput(
                 f"a {policy.profile} client has one audience at most: its requests cannot "
@@ -511,16 +519,6 @@ def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
                 "allowed claim"
             )
     return tuple(out)
-
-
-def _consistent(policy: ClientPolicy) -> None:
-    """A claim is fixed or allowed, not both: no request may send a fixed claim, so
-    allowing it too only made every request that sent it fail."""
-    both = sorted(set(policy.allowed_claims) & set(policy.fixed_claims))
-    if both:
-        raise InvalidInput(
-            f"a claim cannot be both fixed and allowed in a request: {', '.join(both)}"
-        )
 
 
 def _fixed_claims(claims: Mapping[str, Any]) -> dict[str, Any]:
