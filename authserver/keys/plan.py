@@ -78,9 +78,15 @@ def plan(keys: list[SigningKey], now: float, policy: KeyPolicy) -> Plan:
     current = current_key(keys, now, retention)
     if current is None:
         return Plan(repair=True, cleanup=todo, record_retention=short)
-    rotate_at = current.activate_at + policy.rotation_interval
-    rotate = not pending(keys, now) and now >= rotate_at - lead(policy)
+    rotate = not pending(keys, now) and now >= rotation_due(current, policy) - lead(policy)
     return Plan(rotate=rotate, cleanup=todo, record_retention=short)
+
+
+def rotation_due(current: SigningKey, policy: KeyPolicy) -> float:
+    """When *current* has signed for ``rotation_interval``: the schedule writes its
+    successor :func:`lead` before then, to start signing then (the next tick after, if a
+    tick comes late)."""
+    return current.activate_at + policy.rotation_interval
 
 
 def live(keys: list[SigningKey], now: float) -> list[SigningKey]:

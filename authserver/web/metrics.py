@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import Metric
 
 from authserver import metrics
 from authserver.keys.model import KeyState
+from authserver.keys.plan import rotation_due
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import Events
 from authserver.oauth.events import RequestServed
@@ -92,8 +93,7 @@ def _key_schedule() -> list[Metric]:
             "scheduled next key, else the end of the current key's rotation interval "
             "(AUTHSERVER_KEY_ROTATION_INTERVAL). In the past: the schedule is not rotating.",
         )
-        interval_end = current.activate_at + svc.keys.policy.rotation_interval
-        rotation.add_metric([], min(pending) if pending else interval_end)
+        rotation.add_metric([], min(pending) if pending else rotation_due(current, svc.keys.policy))
         families.append(rotation)
     return families
 
