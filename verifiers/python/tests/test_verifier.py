@@ -1010,6 +1010,18 @@ def status_verifier(server: AuthServerDouble, clock: Clock, **options: Any) -> T
     return verifier_for(server, clock=lambda: clock.wall, monotonic=lambda: clock.mono, **options)
 
 
+def verified_with_a_list(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, **options: Any
+) -> tuple[TokenVerifier, str]:
+    """A verifier (with *options*) that has verified a token whose index 5 is VALID in a
+    list served now with a 60 s ttl: its copy of the list is fresh."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
+    verifier = status_verifier(server, clock, **options)
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    return verifier, token
+
+
 def wait_for_background_refreshes() -> None:
     """Until no background status-list refresh of this process runs (at most 5 s)."""
     deadline = time.monotonic() + 5
@@ -1104,10 +1116,7 @@ def test_an_old_failure_does_not_make_a_stale_copy_answer(
     """One failed refresh ahead (a restart's 502) says nothing of the issuer afterwards:
     the first use past the ttl still fetches the list, and sees a revocation made since
     (an old failure made the stale copy answer, up to status_max_stale)."""
-    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
-    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
-    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
-    assert verifier.verify(token)
+    verifier, token = verified_with_a_list(server, issuer, clock, min_refetch_interval=10.0)
     server.status_list_status = 502
     clock.advance(50)
     assert verifier.verify(token)  # in the last fifth: a refresh ahead, which fails
@@ -1125,10 +1134,7 @@ def test_refresh_is_not_undone_by_a_list_fetch_already_under_way(
     """A refresh ahead that read the list before a revocation lands after ``refresh()``:
     its copy does not count as fresh (the revocation refresh() was called for would be
     hidden for a ttl)."""
-    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
-    verifier = status_verifier(server, clock, min_refetch_interval=0.0)
-    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
-    assert verifier.verify(token)
+    verifier, token = verified_with_a_list(server, issuer, clock, min_refetch_interval=0.0)
     server.list_hang = 1.0
     clock.advance(50)
     assert verifier.verify(token)  # a refresh ahead starts, reading the list as it is
@@ -1179,10 +1185,9 @@ def test_an_issuer_that_stops_answering_holds_back_one_request_not_every_refetch
     background (every use past a refetch interval waited the whole timeout, for the keys
     and then for the list)."""
     server.cache_control = "max-age=60"
-    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=3600)
-    verifier = status_verifier(server, clock, timeout=0.5, min_refetch_interval=10.0)
-    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
-    assert verifier.verify(token)
+    verifier, token = verified_with_a_list(
+        server, issuer, clock, timeout=0.5, min_refetch_interval=10.0
+    )
     server.hang = 1.0
     clock.advance(61)  # past the ttl and the max-age
     first, waited = _timed(verifier, token)
