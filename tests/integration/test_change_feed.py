@@ -141,3 +141,49 @@ def test_key_changes_are_announced_too(two: tuple[Services, Services]) -> None:
         kid = other.keys.rotate().key.kid
     assert kid not in before
     _until(lambda: kid in published(), 1.0)
+
+
+def test_a_change_announced_during_the_heartbeat_is_not_lost(
+    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heartbeat query runs on the listening connection, and a change committed while
+    it runs is announced then. It must still reach the cache: psycopg before 3.2.4 dropped
+    such a notification, and every later find() trusted the live feed and returned the
+    disabled client. The heartbeat is made long here so the commit surely lands in it."""
+    listening, other = two
+    feed = listening.changes
+    assert feed is not None
+    # Its own text, to find this feed's heartbeat (and no other's) in pg_stat_activity.
+    monkeypatch.setattr(
+        notify, "HEARTBEAT_QUERY", f"SELECT pg_sleep(0.4) /* {secrets.token_hex(4)} */"
+    )
+    # Live throughout, so that find() trusts the cache and shows what the feed delivered.
+    monkeypatch.setattr(notify, "STALE_AFTER", 30.0)
+    with other.unit_of_work():
+        client, _ = other.clients.create(name="backend")
+    cid = str(client.client_id)
+    admin_url = libpq_url(other.settings.database_url)
+    heartbeat = (
+        "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = %s "
+        "AND state = 'active' AND query = %s"
+    )
+    landed = 0
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        for enabled in (False, True, False, True, False, True):
+            assert listening.clients.find(cid).enabled is not enabled  # type: ignore[union-attr]
+            running: list[Any] = []
+
+            def in_heartbeat(running: list[Any] = running) -> bool:
+                running[:] = admin.execute(
+                    heartbeat, (APPLICATION_NAME, notify.HEARTBEAT_QUERY)
+                ).fetchall()
+                return bool(running)
+
+            _until(in_heartbeat, timeout=3.0)
+            with other.unit_of_work():
+                other.clients.set_enabled(cid, enabled)
+            # The commit (and so the notification) came while that heartbeat still ran.
+            still = admin.execute(heartbeat, (APPLICATION_NAME, notify.HEARTBEAT_QUERY))
+            landed += bool(set(running) & set(still.fetchall()))
+            _until(lambda enabled=enabled: listening.clients.find(cid).enabled is enabled, 1.0)  # type: ignore[union-attr]
+    assert landed >= 3, "the changes did not land during heartbeats: the test shows nothing"

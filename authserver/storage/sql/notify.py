@@ -34,6 +34,11 @@ CHANNEL = "authserver_changes"
 APPLICATION_NAME = "authserver-change-feed"
 #: Seconds between heartbeat queries on the listening connection.
 HEARTBEAT = 0.2
+#: The heartbeat query. It runs on the listening connection, so a notification can arrive
+#: while it does: psycopg 3.2.4 and later (the floor in pyproject.toml) keep it for the
+#: next ``notifies()``; earlier versions drop it, and the worker would go on serving a
+#: disabled client, or a rotated secret, until the next change.
+HEARTBEAT_QUERY = "SELECT 1"
 #: The feed is not live when the last successful heartbeat is older than this (seconds).
 STALE_AFTER = 0.6
 #: Reconnection delays (seconds), the last one repeated.
@@ -128,7 +133,7 @@ class PostgresChangeFeed:
             while not self._stop.is_set():
                 for notify in conn.notifies(timeout=HEARTBEAT):
                     self._announce(notify.payload)
-                conn.execute("SELECT 1")
+                conn.execute(HEARTBEAT_QUERY)
                 self._last_ok = time.monotonic()
 
     def _announce(self, name: str) -> None:
