@@ -4,6 +4,8 @@ the listening connection is gone every read checks the store again until it is b
 
 from __future__ import annotations
 
+import logging
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -187,3 +189,38 @@ def test_a_change_announced_during_the_heartbeat_is_not_lost(
             landed += bool(set(running) & set(still.fetchall()))
             _until(lambda enabled=enabled: listening.clients.find(cid).enabled is enabled, 1.0)  # type: ignore[union-attr]
     assert landed >= 3, "the changes did not land during heartbeats: the test shows nothing"
+
+
+def test_every_disconnection_is_retried_at_once_and_logged(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The backoff is for one outage: once the feed listened again, the next cut (a
+    restart of PostgreSQL days later, a pg_terminate_backend) starts again from the first
+    delay and is logged. It used to go on from where the last outage left it, so every
+    later cut kept the caches on per-request reads for the longest delay, unlogged."""
+    # A name of its own, so the test cuts this feed's connection and no other's.
+    name = f"{APPLICATION_NAME}-{secrets.token_hex(4)}"
+    monkeypatch.setattr(notify, "APPLICATION_NAME", name)
+    monkeypatch.setattr(notify, "BACKOFF", (0.05, 5.0))
+    feed = notify.PostgresChangeFeed(db_url)
+    connections: list[float] = []  # every (re)connection calls every subscriber
+    feed.subscribe("clients", lambda: connections.append(time.monotonic()))
+    caplog.set_level(logging.WARNING, logger=notify.__name__)
+    feed.start()
+    try:
+        _until(lambda: len(connections) == 1, timeout=5.0)
+        with psycopg.connect(libpq_url(db_url), autocommit=True) as admin:
+            for cuts in (1, 2, 3):
+                cut = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (name,),
+                ).fetchall()
+                assert cut == [(True,)]
+                # Back after the first delay, not the 5 s of a second failed attempt.
+                _until(lambda cuts=cuts: len(connections) == 1 + cuts, timeout=2.0)
+                assert feed.wait_live(1.0)
+    finally:
+        feed.stop()
+    disconnected = [r for r in caplog.records if "change feed disconnected" in r.getMessage()]
+    assert len(disconnected) == 3

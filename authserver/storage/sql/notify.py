@@ -12,7 +12,8 @@ within :data:`STALE_AFTER` seconds, so even a connection that died silently stop
 within that bound), and callers fall back to reading the store's version on every request
 while it is false. After every (re)connection, once ``LISTEN`` is in place, every
 subscriber is called, since announcements made while the feed was down were missed. The
-connection is re-established with exponential backoff (:data:`BACKOFF`).
+connection is re-established with exponential backoff (:data:`BACKOFF`), which starts from
+its first delay again at each new disconnection, logged once.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ class PostgresChangeFeed:
                 self._listen()
                 failures = 0
             except Exception as exc:
+                if self._last_ok > float("-inf"):
+                    # It was listening: a new disconnection, retried at the first delay
+                    # and logged, not one more failure of the last outage.
+                    failures = 0
                 self._last_ok = float("-inf")
                 if self._stop.is_set():
                     return
