@@ -6,6 +6,7 @@ single-host variant: one database file and one key directory shared by both."""
 from __future__ import annotations
 
 import concurrent.futures
+import secrets
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -13,10 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+import psycopg
 import pytest
 import requests
+from psycopg import sql
+from sqlalchemy.engine import make_url
 from token_status_list import BitArray
 
+from authserver.storage.sql.notify import APPLICATION_NAME
+from tests.conftest import PG_URL
+from tests.conftest import require_postgres
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
@@ -288,3 +295,101 @@ def test_status_list_entries_are_never_shared_and_revocations_are_exact(
             lists[uri] = BitArray.load(body["status_list"])
         shown = {n for n, (uri, idx) in enumerate(entries) if lists[uri].get(idx)}
         assert shown == revoked, server.base_url
+
+
+@pytest.fixture
+def own_database() -> Iterator[tuple[str, str]]:
+    """A fresh PostgreSQL database of its own, not a schema of the shared one: its
+    sessions (the instances' listening connections) are told from every other test's by
+    ``datname``. (SQLAlchemy URL, database name); dropped afterwards."""
+    require_postgres()
+    name = f"multi_{secrets.token_hex(6)}"
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(admin).set(drivername="postgresql+psycopg", database=name)
+    try:
+        yield url.render_as_string(hide_password=False), name
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.mark.slow
+def test_postgres_listening_connections_cut_never_leave_a_worker_serving_a_disabled_client(
+    own_database: tuple[str, str], env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """The listening connection of every worker of both instances is cut
+    (``pg_terminate_backend``, as a PostgreSQL restart or a network cut would) and a client
+    disabled at once, while the feeds reconnect: every worker refuses it a second later
+    (per-request reads until its feed is back), three times over. Each cut is logged and
+    each feed is back, listening again, after it."""
+    url, database = own_database
+    env = env_for(
+        url,
+        AUTHSERVER_ISSUER=ISSUER,
+        AUTHSERVER_KEY_STORE="sql",
+        # Refusals are what this test sends: none of them may turn into a 429.
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="off",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="off",
+    )
+    servers = {}
+    for name in ("a", "b"):
+        (tmp_path / f"metrics-{name}").mkdir()
+        servers[name] = ServerProcess(
+            {**env, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / f"metrics-{name}")},
+            workers=2,
+            log_path=tmp_path / f"{name}.log",
+        )
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(server.start) for server in servers.values()]:
+            future.result()
+    grant = {"grant_type": "client_credentials"}
+
+    def post(server: ServerProcess, client: dict[str, str]) -> int:
+        with requests.Session() as session:  # a new connection: any worker may answer
+            response = session.post(
+                server.base_url + "/token",
+                data=grant,
+                auth=(client["client_id"], client["client_secret"]),
+                timeout=10,
+            )
+        return response.status_code
+
+    def on_every_worker_of_both(client: dict[str, str]) -> set[int]:
+        answers: set[int] = set()
+        for name, server in servers.items():
+            answers |= set(
+                on_every_worker(
+                    lambda server=server: post(server, client),
+                    tmp_path / f"metrics-{name}",
+                    workers=2,
+                )
+            )
+        return answers
+
+    cuts = 3
+    try:
+        with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as admin:
+            for _ in range(cuts):
+                client = cli_json_here(env, "clients", "create", "--name", "backend")
+                assert on_every_worker_of_both(client) == {200}  # cached by every worker
+                cut = admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND application_name = %s",
+                    (database, APPLICATION_NAME),
+                ).fetchall()
+                assert cut == [(True,)] * 4  # one per worker
+                cli_json_here(env, "clients", "disable", client["client_id"])
+                time.sleep(1.0)
+                assert on_every_worker_of_both(client) == {401}
+    finally:
+        for server in servers.values():
+            server.stop()
+    for name, server in servers.items():
+        assert server.log_path is not None
+        log = server.log_path.read_text()
+        assert log.count("change feed disconnected") == 2 * cuts, name
+        assert log.count("change feed listening") == 2 * (1 + cuts), name
