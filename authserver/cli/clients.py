@@ -369,7 +369,8 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 @json_option
 @handle_errors
 def rotate_secret(client_id: str, grace: int, as_json: bool) -> None:
-    """Issue a new client secret; the old one stops working at once, or after --grace."""
+    """Issue a new client secret; the old one stops working at once (within a second on
+    every worker on PostgreSQL), or after --grace."""
     with services() as svc, svc.unit_of_work():
         client, secret = svc.clients.rotate_secret(client_id, grace=grace)
         # Shown before the commit: a new secret that cannot be shown (a full disk, a closed
