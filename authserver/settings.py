@@ -521,7 +521,13 @@ class Settings:
         "addresses (refused by default: the fetch must not reach internal services)",
         default=False,
     )
-    scheduler: bool = setting(_bool, "run the key rotation schedule inside serve", default=True)
+    scheduler: bool = setting(
+        _bool,
+        "run the schedule inside serve: key rotation, the status lists' catch-up of "
+        "withdrawals (tokens on record too late for a revocation) and the hourly purges "
+        "(audit retention); keep it on in at least one instance",
+        default=True,
+    )
     rate_limit_storage: str = setting(
         _rate_limit_storage,
         "where failed-authentication counts live: memory:// (per worker process) or a "
