@@ -51,9 +51,9 @@ def _string(value: Any, field: str) -> str:
 
 
 def _claims(body: ParsedBody) -> dict[str, Any]:
-    raw = body.first("claims")
-    if raw is None:
+    if "claims" not in body.fields:
         return {}
+    raw = body.first("claims")
     if isinstance(raw, str):
         # A JSON body's claims object was checked for repeated names with the body
         # (requests.parse_body); a form body's claims text is checked here, the same way.
@@ -81,13 +81,13 @@ def _claims(body: ParsedBody) -> dict[str, Any]:
 
 
 def _identity(body: ParsedBody, claims: dict[str, Any], field: str) -> str | None:
-    """``sub``/``email``/``name`` as a parameter or inside ``claims``; both must agree."""
-    direct = body.first(field)
-    nested = claims.get(field)
-    if direct is not None:
-        direct = _string(direct, field)
-    if nested is not None:
-        nested = _string(nested, field)
+    """``sub``/``email``/``name`` as a parameter or inside ``claims``; both must agree.
+
+    A member that is present is checked whatever its value: ``null`` is refused like
+    ``""`` (a backend whose user lookup came back empty must not get the client's own
+    token, ``sub`` = ``client_id``, which merges every user into one at the sync server)."""
+    direct = _string(body.first(field), field) if field in body.fields else None
+    nested = _string(claims[field], field) if field in claims else None
     if direct is not None and nested is not None and direct != nested:
         raise InvalidRequestError(f"{field} is given twice with different values")
     return direct if direct is not None else nested
@@ -275,8 +275,8 @@ def as_parsed_body(parameters: TokenParameters) -> ParsedBody:
     """authserver's token parameters (JSON-typed values) as the oauth2 parser reads them."""
     fields: dict[str, list[Any]] = {}
     for name, value in parameters.items():
-        if value is None:
-            continue
+        # A None a profile passes on is the dialect's JSON null: kept, for the parameter's
+        # own check to judge (a null sub is refused, not read as no sub).
         if name in REPEATABLE and isinstance(value, list):
             fields[name] = list(value)
         else:

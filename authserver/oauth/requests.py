@@ -35,9 +35,10 @@ from authserver.vocabulary import loads_strict
 REPEATABLE = frozenset({"resource", "audience"})
 #: RFC 6749 §3.1: "parameters sent without a value MUST be treated as if they were
 #: omitted". In a JSON body that holds for OAuth's own parameters, the ones a form carries
-#: (``{"scope": ""}`` asks for the default scope). Every other member (``sub``, ``email``,
-#: ``name``, ``claims``, a profile's own fields) is a JSON value that its own check judges:
-#: ``{"sub": ""}`` is refused, not read as a request for the client's own token.
+#: (``{"scope": ""}`` and ``{"scope": null}`` ask for the default scope). Every other member
+#: (``sub``, ``email``, ``name``, ``claims``, a profile's own fields) is a JSON value that
+#: its own check judges, ``null`` included: ``{"sub": ""}`` and ``{"sub": null}`` are
+#: refused, not read as a request for the client's own token.
 OAUTH_PARAMETERS = PROTOCOL_FIELDS | {
     "scope",
     "audience",
@@ -201,8 +202,8 @@ def _parse_json(raw: bytes) -> ParsedBody:
             raise InvalidRequestError(str(exc)) from None
     fields: dict[str, list[Any]] = {}
     for name, value in data.items():
-        if value is None or (value == "" and name in OAUTH_PARAMETERS):
-            continue  # RFC 6749 §3.1 (see OAUTH_PARAMETERS); null is no value at all
+        if name in OAUTH_PARAMETERS and (value is None or value == ""):
+            continue  # RFC 6749 §3.1 (see OAUTH_PARAMETERS)
         if name in REPEATABLE and isinstance(value, list):
             fields[name] = list(value)
         else:

@@ -60,7 +60,8 @@ class TwilioProfile:
         if "identity" not in f:
             raise ProfileError("identity is required")
         identity = values.user(_identity_text(f["identity"]), "identity")
-        ttl = values.seconds(f["ttl"], "ttl") if "ttl" in f else DEFAULT_TTL
+        # AccessToken's ``options.ttl || 3600``: a JSON null is the default, as in Twilio.
+        ttl = values.seconds(f["ttl"], "ttl") if f.get("ttl") is not None else DEFAULT_TTL
         if ttl > MAX_TTL:
             raise ProfileError("ttl must be at most 86400 seconds (24 hours), as in Twilio")
         grants: dict[str, Any] = {"identity": identity}

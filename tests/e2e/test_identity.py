@@ -70,16 +70,20 @@ def test_blank_or_unreadable_identity_values_are_refused(
 
 
 @db_independent
+@pytest.mark.parametrize("empty", ["", None], ids=["empty-string", "null"])
 @pytest.mark.parametrize("field", ["sub", "email", "name"])
-def test_an_empty_identity_in_a_json_body_is_refused(http: Any, auth: str, field: str) -> None:
-    """In a JSON body an empty string is a value, at the top level as inside ``claims``: an
-    empty identity is refused, never read as "no user" (a client's own token for a backend
-    whose user variable was empty). RFC 6749 §3.1's "sent without a value ... omitted"
-    holds in JSON for OAuth's own parameters only (``scope``, ``audience``, ...)."""
+def test_an_empty_identity_in_a_json_body_is_refused(
+    http: Any, auth: str, field: str, empty: str | None
+) -> None:
+    """In a JSON body an empty string or ``null`` is a value, at the top level as inside
+    ``claims``: an empty identity is refused, never read as "no user" (a client's own token
+    for a backend whose user variable was empty or whose user lookup came back ``null``).
+    RFC 6749 §3.1's "sent without a value ... omitted" holds in JSON for OAuth's own
+    parameters only (``scope``, ``audience``, ...)."""
     with_sub = {} if field == "sub" else {"sub": "user-1"}
     for body in (
-        {"grant_type": "client_credentials", **with_sub, field: ""},
-        {"grant_type": "client_credentials", **with_sub, "claims": {field: ""}},
+        {"grant_type": "client_credentials", **with_sub, field: empty},
+        {"grant_type": "client_credentials", **with_sub, "claims": {field: empty}},
     ):
         error = assert_error(post(http, body=body, auth=auth), 400, "invalid_request")
         assert field in error["error_description"]
@@ -104,6 +108,18 @@ def test_empty_parameters_of_a_form_and_oauth_parameters_of_json_count_as_absent
     body = {"grant_type": "client_credentials", "sub": "user-1", "scope": "", "audience": ""}
     claims = claims_of(post(http, body=body, auth=auth))
     assert claims["sub"] == "user-1"
+    body = {"grant_type": "client_credentials", "sub": "user-1", "scope": None, "resource": None}
+    claims = claims_of(post(http, body=body, auth=auth))
+    assert claims["sub"] == "user-1"
+
+
+@db_independent
+def test_a_null_claims_object_is_refused(http: Any, auth: str) -> None:
+    """``claims`` carries the identity in the JSON shape vendors' backends send: ``null``
+    there is no object, refused like any other, never read as "no claims, no user"."""
+    body = {"grant_type": "client_credentials", "claims": None}
+    error = assert_error(post(http, body=body, auth=auth), 400, "invalid_request")
+    assert error["error_description"] == "claims must be a JSON object"
 
 
 @db_independent

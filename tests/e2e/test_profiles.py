@@ -175,15 +175,19 @@ def test_stream_bearer_at_its_path(http: Any, register: Callable[..., Any]) -> N
     ("profile", "body"),
     [
         ("stream", {"userId": ""}),
+        ("stream", {"userId": None}),
         ("verdant", {"userId": "", "libraryId": "lib-1", "syncEndpoint": "https://s.example"}),
         ("twilio", {"identity": ""}),
+        ("dexie", {"scopes": [], "claims": {"sub": None}}),
+        ("dexie", {"scopes": [], "claims": None}),
     ],
 )
 def test_an_empty_user_in_a_dialect_is_refused(
     http: Any, register: Callable[..., Any], profile: str, body: dict[str, Any]
 ) -> None:
-    """An empty user field is a value the dialect's check refuses, never "no user": the
-    stream dialect, where userId may be left out, gave the client's own token for it."""
+    """An empty or null user field is a value the dialect's check refuses, never "no
+    user": the stream dialect, where userId may be left out, gave the client's own token
+    for it, and so did a null userId, or a null dexie claims object or sub."""
     cid, secret = register(audiences=[AUD], profile=profile)
     response = post_json(
         http, {"grant_type": "client_credentials", **body}, auth=basic(cid, secret)

@@ -313,6 +313,8 @@ def test_twilio_takes_a_whole_number_identity_as_twilio_writes_it() -> None:
 
 def test_twilio_default_ttl_is_twilios_3600() -> None:
     assert translate(TwilioProfile(), {"identity": "a"})["expires_in"] == 3600
+    # AccessToken's ``options.ttl || 3600``: a JSON null reaches the profile as None.
+    assert translate(TwilioProfile(), {"identity": "a", "ttl": None})["expires_in"] == 3600
 
 
 @pytest.mark.parametrize(
