@@ -47,6 +47,11 @@ OAUTH_PARAMETERS = PROTOCOL_FIELDS | {
     "token",
     "token_type_hint",
 }
+#: Parameters that are strings in every request (RFC 6749 §4.4.2 and §2.3.1, RFC 7523
+#: §2.2, RFC 7662 §2.1, RFC 7009 §2.1). In a JSON body any other type is refused by name:
+#: read as "not sent", ``{"grant_type": 5}`` was told "missing grant_type parameter" and
+#: ``{"token": ["..."]}`` "missing token parameter".
+STRING_PARAMETERS = PROTOCOL_FIELDS | {"token", "token_type_hint"}
 MAX_FIELDS = 64
 #: A JSON body nests as deep as a claim value allows, under the body and ``claims``.
 _BODY_TOO_DEEP = (
@@ -204,6 +209,8 @@ def _parse_json(raw: bytes) -> ParsedBody:
     for name, value in data.items():
         if name in OAUTH_PARAMETERS and (value is None or value == ""):
             continue  # RFC 6749 §3.1 (see OAUTH_PARAMETERS)
+        if name in STRING_PARAMETERS and not isinstance(value, str):
+            raise InvalidRequestError(f"{name} must be a string")
         if name in REPEATABLE and isinstance(value, list):
             fields[name] = list(value)
         else:

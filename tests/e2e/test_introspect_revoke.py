@@ -506,6 +506,20 @@ def test_missing_token_is_invalid_request(http: Any, register: Register, path: s
 
 
 @pytest.mark.parametrize("path", ["/introspect", "/revoke"])
+@pytest.mark.parametrize("name", ["token", "token_type_hint"])
+def test_a_token_parameter_that_is_no_string_in_json_is_named(
+    http: Any, register: Register, path: str, name: str
+) -> None:
+    """``{"token": ["..."]}`` was told "missing token parameter": the parameter was sent,
+    in a type it cannot have, and the answer says so."""
+    creds = register()
+    body: dict[str, Any] = {"token": "x", name: ["x"]}
+    response = http.post(path, json=body, auth=creds)
+    assert_error(response, 400, "invalid_request")
+    assert response.get_json()["error_description"] == f"{name} must be a string"
+
+
+@pytest.mark.parametrize("path", ["/introspect", "/revoke"])
 def test_bad_client_authentication_is_401(http: Any, register: Register, path: str) -> None:
     creds = register()
     token = issue_token(http, creds)

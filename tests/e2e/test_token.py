@@ -151,6 +151,20 @@ def test_json_body_with_basic(http: Any, client: tuple[str, str]) -> None:
     assert claims_of(response)["client_id"] == client[0]
 
 
+@pytest.mark.parametrize("value", [5, ["client_credentials"]])
+@pytest.mark.parametrize("name", ["grant_type", "client_id", "client_secret", "client_assertion"])
+def test_a_protocol_parameter_that_is_no_string_in_json_is_named(
+    http: Any, client: tuple[str, str], name: str, value: Any
+) -> None:
+    """OAuth's own parameters are strings: another JSON type is refused by name, not read
+    as "not sent" (``{"grant_type": 5}`` was told "missing grant_type parameter")."""
+    client_id, secret = client
+    body = {"grant_type": "client_credentials", "client_id": client_id, "client_secret": secret}
+    body[name] = value
+    error = assert_error(post(http, body=body), 400, "invalid_request")
+    assert error["error_description"] == f"{name} must be a string"
+
+
 def test_scope_omitted_from_response_when_none(
     http: Any, register: Callable[..., tuple[str, str]]
 ) -> None:
