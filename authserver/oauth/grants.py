@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from typing import ClassVar
 
@@ -115,12 +116,24 @@ def _scopes(body: ParsedBody) -> tuple[str, ...] | None:
     return tuple(items)
 
 
+#: RFC 3986 §4.3 absolute-URI: a scheme, then ":" (and no fragment, checked apart).
+_ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:", re.ASCII)
+
+
 def _audiences(body: ParsedBody) -> tuple[str, ...]:
     out: list[str] = []
     for field in ("audience", "resource"):
         for value in body.fields.get(field, []):
             if not isinstance(value, str) or not value or len(value) > MAX_URI_LENGTH:
                 raise InvalidRequestError(f"{field} must be a non-empty string")
+            if field == "resource" and (not _ABSOLUTE_URI.match(value) or "#" in value):
+                # RFC 8707 §2: "MUST be an absolute URI ... MUST NOT include a fragment
+                # component"; invalid_target for one that is not. ``audience`` is a logical
+                # name (RFC 8693 §2.1), any registered string.
+                raise InvalidTargetError(
+                    "resource must be an absolute URI without a fragment (RFC 8707 section 2); "
+                    "name a registered audience that is not one with the audience parameter"
+                )
             if value not in out:
                 out.append(value)
     return tuple(out)

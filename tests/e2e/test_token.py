@@ -286,6 +286,20 @@ def test_registered_audience_is_accepted(
     assert claims_of(response)["aud"] == AUD
 
 
+@pytest.mark.parametrize("value", ["sync-server", "/api", "//sync.example/api", f"{AUD}/#a"])
+def test_a_resource_that_is_no_absolute_uri_is_invalid_target(
+    http: Any, register: Callable[..., tuple[str, str]], value: str
+) -> None:
+    """RFC 8707 §2: ``resource`` "MUST be an absolute URI" without a fragment, else
+    ``invalid_target``, even when the client registered that string as an audience; the
+    ``audience`` parameter (a logical name, RFC 8693 §2.1) still names it."""
+    auth = basic(*register(audiences=[AUD, value]))
+    for body in ({"form": grant(resource=value)}, {"body": {**grant(), "resource": [AUD, value]}}):
+        error = assert_error(post(http, auth=auth, **body), 400, "invalid_target")
+        assert "absolute URI" in error["error_description"]
+    assert claims_of(post(http, form=grant(audience=value), auth=auth))["aud"] == value
+
+
 @pytest.mark.parametrize("param", ["audience", "resource"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
 def test_unregistered_audience_is_invalid_target(
