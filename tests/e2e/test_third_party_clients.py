@@ -107,7 +107,15 @@ def verified(deployment: Deployment, token: dict[str, Any]) -> dict[str, Any]:
         algorithms=["RS256"],
         audience=AUDIENCE,
         issuer=deployment.server.base_url,
+        options={"require": ["exp", "iat", "nbf", "jti", "sub", "client_id"]},
     )
+    # What the answer says is what the token says (RFC 6749 §5.1): its lifetime and scope.
+    assert claims["exp"] - claims["iat"] == token["expires_in"] > 0
+    assert claims.get("scope") == token.get("scope")
+    # The Token Status List reference every token carries, on this issuer.
+    reference = claims["status"]["status_list"]
+    assert isinstance(reference["idx"], int)
+    assert reference["uri"].startswith(deployment.server.base_url + "/statuslists/")
     return claims
 
 
@@ -192,16 +200,28 @@ def test_authlib_resource_server_validates_the_tokens_as_rfc_9068_says(
             elsewhere.validate_token(elsewhere.authenticate_token(token), scopes=None, request=None)
 
 
-@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post"])
+@pytest.mark.parametrize("method", ["client_secret_basic", "client_secret_post", "private_key_jwt"])
 def test_authlib_session_introspects_and_revokes(deployment: Deployment, method: str) -> None:
-    """RFC 7662 and RFC 7009 through Authlib's own client calls."""
-    client_id, secret = deployment.secret_client
-    session = OAuth2Session(
-        client_id,
-        secret,
-        token_endpoint_auth_method=method,
-        revocation_endpoint_auth_method=method,
-    )
+    """RFC 7662 and RFC 7009 through Authlib's own client calls; with ``private_key_jwt``,
+    Authlib's ``PrivateKeyJWT`` without a token URL makes each assertion's ``aud`` the URL
+    it is sent to (``/token``, ``/introspect``, ``/revoke``)."""
+    if method == "private_key_jwt":
+        assertions = PrivateKeyJWT()
+        session = OAuth2Session(
+            deployment.jwt_client,
+            deployment.jwt_key_pem,
+            token_endpoint_auth_method=assertions,
+            revocation_endpoint_auth_method=assertions,
+        )
+        session.register_client_auth_method(assertions)
+    else:
+        client_id, secret = deployment.secret_client
+        session = OAuth2Session(
+            client_id,
+            secret,
+            token_endpoint_auth_method=method,
+            revocation_endpoint_auth_method=method,
+        )
     token = session.fetch_token(deployment.token_url, grant_type="client_credentials", sub="user-6")
     base = deployment.server.base_url
     answer = session.introspect_token(base + "/introspect", token=token["access_token"])
