@@ -91,6 +91,15 @@ def check_user(client: Client, request: TokenRequest) -> None:
             raise TokenRequestError("email and name need the sub of the user they describe")
         if client.policy.require_sub:
             raise TokenRequestError("this client must name the user (sub) in every request")
+    elif request.sub == str(client.client_id):
+        # A user named like the client (client ids are public: every token carries one)
+        # would get a token every sync server reads as the client's own (sub = client_id;
+        # RFC 9068 section 5, RFC 9700 section 4.15), and a --require-sub client would get
+        # its own token after all. The client's own token is asked for by leaving sub out.
+        raise TokenRequestError(
+            "sub must not be this client's own client_id: a user's token cannot be told from "
+            "the client's own (leave sub out for the client's own token)"
+        )
 
 
 def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:

@@ -193,6 +193,27 @@ def test_require_sub_refuses_requests_without_a_user(
     assert claims["sub"] == client_id
 
 
+@pytest.mark.parametrize("require_sub", [False, True], ids=["plain", "require-sub"])
+def test_a_user_named_like_the_client_is_refused(
+    http: Any, register: Callable[..., tuple[str, str]], require_sub: bool
+) -> None:
+    """A ``sub`` equal to the client's own ``client_id`` (which every token carries, so
+    anyone can choose it as a user name) made a token no sync server can tell from the
+    client's own, and gave a ``--require-sub`` client its own token after all."""
+    client_id, secret = register(require_sub=require_sub, allowed_claims=["libraryId"])
+    auth = basic(client_id, secret)
+    for request in (
+        {"form": {"grant_type": "client_credentials", "sub": client_id}},
+        {"body": {"grant_type": "client_credentials", "claims": {"sub": client_id}}},
+    ):
+        error = assert_error(post(http, auth=auth, **request), 400, "invalid_request")
+        assert "client_id" in error["error_description"]
+    # Another client's id is a user like any other (its tokens carry this client_id).
+    other_id, _ = register()
+    form = {"grant_type": "client_credentials", "sub": other_id}
+    assert claims_of(post(http, form=form, auth=auth))["sub"] == other_id
+
+
 def test_require_sub_is_stored_and_read_back(services: Services, settings: Settings) -> None:
     with services.unit_of_work():
         client, _ = services.clients.create(name="strict", require_sub=True)
