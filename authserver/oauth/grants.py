@@ -41,8 +41,6 @@ from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
 from authserver.vocabulary import sent_whole_number
 
-MAX_EXPIRES_IN = 10 * 365 * 86400
-
 
 def _string(value: Any, field: str) -> str:
     try:
@@ -143,8 +141,10 @@ def _expires_in(body: ParsedBody) -> int | None:
     raw = body.first("expires_in")
     if raw is None:
         return None
+    # Any longer lifetime than the client's is cut to it (tokens.claims.resolve_lifetime),
+    # however long: only what is no positive whole number (within JSON's 2^53) is refused.
     seconds = sent_whole_number(raw)
-    if seconds is None or not 0 < seconds <= MAX_EXPIRES_IN:
+    if seconds is None or seconds <= 0:
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
     return seconds
 

@@ -73,8 +73,11 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 def seconds(value: Any, field: str) -> int:
     """A positive whole number of seconds (a JSON number, or digits in a form body)."""
     number = sent_whole_number(value)
-    if number is None or not 0 < number <= MAX_SECONDS:
+    if number is None or number <= 0:
         raise ProfileError(f"{field} must be a positive whole number of seconds")
+    if number > MAX_SECONDS:
+        # It is one: "must be a positive whole number" sent its sender looking elsewhere.
+        raise ProfileError(f"{field} must be at most ten years")
     return number
 
 

@@ -338,14 +338,17 @@ def test_shorter_expires_in_is_honoured(http: Any, auth: str, as_json: bool) -> 
     assert claims["exp"] - claims["iat"] == 60
 
 
+@pytest.mark.parametrize("longer", [TTL * 100, 2**31 - 1, 2**53 - 1], ids=["100x", "int32", "2^53"])
 @pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
-def test_longer_expires_in_is_clamped(http: Any, auth: str, as_json: bool) -> None:
+def test_longer_expires_in_is_clamped(http: Any, auth: str, as_json: bool, longer: int) -> None:
+    """However much longer (a backend asking for "as long as allowed" with INT32_MAX was
+    refused as not "a positive whole number of seconds" beyond ten years)."""
     if as_json:
         response = post(
-            http, body={"grant_type": "client_credentials", "expires_in": TTL * 100}, auth=auth
+            http, body={"grant_type": "client_credentials", "expires_in": longer}, auth=auth
         )
     else:
-        response = post(http, form=grant(expires_in=str(TTL * 100)), auth=auth)
+        response = post(http, form=grant(expires_in=str(longer)), auth=auth)
     assert response.get_json()["expires_in"] == TTL
     claims = claims_of(response)
     assert claims["exp"] - claims["iat"] == TTL

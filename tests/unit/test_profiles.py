@@ -465,6 +465,14 @@ def test_bad_seconds(text: str) -> None:
     assert DESCRIBABLE.match(str(exc.value)), str(exc.value)
 
 
+@pytest.mark.parametrize("number", [values.MAX_SECONDS + 1, 2**31 - 1, str(2**31 - 1)])
+def test_seconds_beyond_ten_years_are_refused_as_such(number: Any) -> None:
+    """A dialect's lifetime beyond ten years is refused saying so, not as "no positive whole
+    number of seconds", which it is."""
+    with pytest.raises(ProfileError, match="at most ten years"):
+        values.seconds(number, "ttl")
+
+
 def test_seconds_read_digits_with_leading_zeros() -> None:
     assert values.seconds("0" * 5000 + "60", "ttl") == 60
 
