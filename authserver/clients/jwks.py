@@ -108,6 +108,15 @@ MIN_RSA_BITS = 2048
 #: OpenSSL's largest RSA modulus (OPENSSL_RSA_MAX_MODULUS_BITS): a larger key can never
 #: verify an assertion, and each check of one would cost time in proportion to its size.
 MAX_RSA_BITS = 16384
+#: The largest RSA public exponent, in bits. Checking a signature costs one modular
+#: exponentiation by ``e``: with the usual 65537 (17 bits) that is cheap, but nothing else
+#: bounded ``e`` (OpenSSL lets it be as long as a modulus of up to 3072 bits), and a set of
+#: such keys made every assertion naming its client cost the server up to a third of a
+#: second of CPU (measured: 20 keys of 3072 bits with a 3071-bit ``e``, an assertion
+#: without ``kid``), so a stranger sending a few a second starved every other client.
+#: Real keys use 65537 (or 3); Go's crypto/rsa refuses an ``e`` over 31 bits and
+#: BoringSSL one over 33.
+MAX_RSA_EXPONENT_BITS = 32
 
 
 def _check_signing_key(key: dict[str, Any]) -> None:
@@ -130,6 +139,10 @@ def _check_signing_key(key: dict[str, Any]) -> None:
         raise InvalidInput(f"an RSA key must have at least {MIN_RSA_BITS} bits")
     if bits is not None and bits > MAX_RSA_BITS:
         raise InvalidInput(f"an RSA key must have at most {MAX_RSA_BITS} bits (OpenSSL's maximum)")
+    if kty == "RSA" and _exponent_bits(key["e"]) > MAX_RSA_EXPONENT_BITS:
+        raise InvalidInput(
+            f'an RSA key\'s "e" must be at most {MAX_RSA_EXPONENT_BITS} bits (65537 in practice)'
+        )
     if "use" in key and key["use"] != "sig":
         raise InvalidInput('a key\'s "use", when given, must be "sig"')
     if "alg" in key and key["alg"] not in ALGS_BY_KTY[kty]:
@@ -139,6 +152,13 @@ def _check_signing_key(key: dict[str, Any]) -> None:
     ops = key.get("key_ops")
     if ops is not None and (not isinstance(ops, list) or "verify" not in ops):
         raise InvalidInput('a key\'s "key_ops", when given, must include "verify"')
+
+
+def _exponent_bits(e: str) -> int:
+    try:
+        return int.from_bytes(b64url_decode(e), "big").bit_length()
+    except ValueError:
+        raise InvalidInput('an RSA key\'s "e" must be base64url without padding') from None
 
 
 def _bits(n: str) -> int:

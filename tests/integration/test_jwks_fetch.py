@@ -157,6 +157,15 @@ def test_private_key_material_is_refused(private_jwks: dict[str, Any]) -> None:
     assert private_jwks["keys"][0]["d"] not in message
 
 
+def test_a_key_with_a_costly_exponent_is_refused(jwks: dict[str, Any]) -> None:
+    """The registration rules hold for a fetched set too: a key server may not publish an
+    RSA key whose e makes each assertion check cost a hundred times a normal one."""
+    key = dict(jwks["keys"][0])
+    key["e"] = pyjwt.utils.to_base64url_uint((1 << 2046) + 1).decode()
+    with KeyServer(send_json({"keys": [key]})) as costly:
+        refused(fetcher(), costly.url(), '"e" must be at most 32 bits')
+
+
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
 def test_an_oversize_answer_is_refused(jwks: dict[str, Any], with_length: bool) -> None:
     big = json.dumps({**jwks, "padding": "x" * 200_000}).encode()

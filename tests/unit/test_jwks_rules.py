@@ -18,6 +18,7 @@ from joserfc.jwk import OKPKey
 from joserfc.jwk import RSAKey
 
 from authserver.clients.jwks import MAX_RSA_BITS
+from authserver.clients.jwks import MAX_RSA_EXPONENT_BITS
 from authserver.clients.jwks import check_distinct_kids
 from authserver.clients.jwks import validate_public_jwks
 from authserver.errors import InvalidInput
@@ -113,6 +114,39 @@ def test_rsa_keys_larger_than_openssl_takes_are_refused() -> None:
     for bits in (MAX_RSA_BITS + 1, 100_000):
         with pytest.raises(InvalidInput, match=f"at most {MAX_RSA_BITS} bits"):
             validate_public_jwks({"keys": [_synthetic_rsa(bits)]})
+
+
+def _b64_int(value: int) -> str:
+    return (
+        base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big"))
+        .rstrip(b"=")
+        .decode()
+    )
+
+
+@pytest.mark.parametrize(
+    ("exponent", "accepted"),
+    [
+        pytest.param(65537, True, id="65537"),
+        pytest.param(3, True, id="3"),
+        pytest.param((1 << MAX_RSA_EXPONENT_BITS) - 1, True, id="32 bits"),
+        pytest.param((1 << MAX_RSA_EXPONENT_BITS) + 1, False, id="33 bits"),
+        pytest.param((1 << 2046) + 1, False, id="as long as the modulus"),
+    ],
+)
+def test_rsa_keys_with_a_costly_exponent_are_refused(
+    rsa_2048: RSAKey, exponent: int, accepted: bool
+) -> None:
+    """Checking a signature is an exponentiation by e: a 2047-bit e costs a hundred times
+    65537's, and a set of such keys let a stranger's assertions starve the server (each
+    one naming the client was checked against every key). OpenSSL and joserfc take any
+    odd e below the modulus, so the rule is ours."""
+    key = public(rsa_2048, e=_b64_int(exponent))
+    if accepted:
+        assert validate_public_jwks({"keys": [key]}) == {"keys": [key]}
+    else:
+        with pytest.raises(InvalidInput, match=f'"e" must be at most {MAX_RSA_EXPONENT_BITS} bits'):
+            validate_public_jwks({"keys": [public(rsa_2048, kid="good"), key]})
 
 
 @pytest.mark.parametrize(
