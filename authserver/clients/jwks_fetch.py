@@ -12,7 +12,9 @@ reach (server-side request forgery) or for holding its threads. So:
   169.254.169.254, CGNAT, multicast, reserved) is refused unless the operator allows it
   (``AUTHSERVER_JWKS_URI_ALLOW_PRIVATE``);
 - one deadline for the whole fetch (DNS, connect, TLS, headers, body), enforced on every
-  socket read, so a host that drips one byte a second is cut off like a silent one;
+  socket read, so a host that drips one byte a second is cut off like a silent one; a
+  host's name lookup runs on a thread of its own, one at a time per host, so a domain
+  whose name servers never answer holds back no other host (:class:`_Lookups`);
 - a size cap, strict JSON, and the same public-key-only validation as ``--jwks-file``;
 - results are cached per URI (successes for ``ttl``, failures for ``failure_ttl``), the
   cache is bounded, and at most one fetch per URI is in flight: a flood of assertions
@@ -35,7 +37,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -61,10 +63,55 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _JWKS_DEPTH = 4
-#: DNS lookups run here so that they, too, are bounded by the deadline (``getaddrinfo``
-#: itself has no timeout). A lookup that hangs holds one of these threads, not a
-#: request thread.
-_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="authserver-jwks-dns")
+
+
+class _Lookups:
+    """DNS lookups off the request thread, so that they too are bounded by the fetch's
+    deadline (``getaddrinfo`` has no timeout of its own), at most one in flight per host.
+
+    A host whose name servers never answer (a hostile client controls its own domain)
+    holds its lookup's thread for as long as the system resolver keeps trying, which can
+    outlast the deadline several times over. The lookups used to share a pool of four
+    threads: a few such hosts, asked again at each refetch, held all four, and every
+    other client's lookup waited in the queue behind them until its own deadline, so
+    their key sets could not be fetched at all. Now each host has its own thread while
+    its lookup runs, and a host asked again while its lookup still hangs waits for that
+    one instead of starting another: one silent host holds one thread, whatever the rate
+    of fetches, and holds back no other host."""
+
+    def __init__(self, resolve: Callable[..., list[Any]]) -> None:
+        self._resolve = resolve
+        self._lock = threading.Lock()
+        self._flights: dict[tuple[str, int], Future[list[Any]]] = {}
+
+    def lookup(self, host: str, port: int, timeout: float) -> list[Any]:
+        """``getaddrinfo(host, port)``'s answer.
+
+        :raises TimeoutError: no answer within *timeout* seconds."""
+        key = (host, port)
+        with self._lock:
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = Future()
+                threading.Thread(
+                    target=self._run, args=(key, flight), name="authserver-jwks-dns", daemon=True
+                ).start()
+        try:
+            return flight.result(timeout=timeout)
+        except FutureTimeout:
+            raise TimeoutError from None
+
+    def _run(self, key: tuple[str, int], flight: Future[list[Any]]) -> None:
+        try:
+            infos = self._resolve(key[0], key[1], 0, socket.SOCK_STREAM)
+        except BaseException as exc:  # handed to the waiting fetch, never lost in a thread
+            with self._lock:
+                del self._flights[key]
+            flight.set_exception(exc)
+        else:
+            with self._lock:
+                del self._flights[key]
+            flight.set_result(infos)
 
 
 class JwksUnavailable(AuthServerError):
@@ -147,7 +194,7 @@ class JwksFetcher:
 
             tls.sslsocket_class = DeadlineSSLSocket
         self._tls = tls  # None: the process's default context, at the first https fetch
-        self._resolve = resolve
+        self._lookups = _Lookups(resolve)
         self._lock = threading.Lock()
         self._cache: BoundedCache[str, _Entry] = BoundedCache(self.policy.max_entries)
         self._flights: dict[str, _Flight] = {}
@@ -294,11 +341,10 @@ class JwksFetcher:
             raise JwksUnavailable(str(exc)) from None
 
     def _address(self, host: str, port: int, deadline: Deadline) -> tuple[int, tuple[Any, ...]]:
-        future = _RESOLVER.submit(self._resolve, host, port, 0, socket.SOCK_STREAM)
         try:
-            infos = future.result(timeout=deadline.remaining())
-        except FutureTimeout:
-            raise TimeoutError from None
+            infos = self._lookups.lookup(host, port, deadline.remaining())
+        except TimeoutError:
+            raise  # the deadline, not an answer (TimeoutError is an OSError)
         except (OSError, UnicodeError):
             raise JwksUnavailable("the host name does not resolve") from None
         for family, _type, _proto, _name, address in infos:

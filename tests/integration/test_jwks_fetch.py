@@ -9,6 +9,7 @@ No database: these run once. The same fetcher behind a real ``authserver serve``
 from __future__ import annotations
 
 import json
+import socket
 import ssl
 import threading
 import time
@@ -456,6 +457,44 @@ def test_a_refetch_in_flight_holds_only_its_own_thread(jwks: dict[str, Any]) -> 
         assert time.monotonic() - started < 0.5
         leader.join(10)
         assert len(keys.requests) == 2
+
+
+def test_a_host_whose_lookup_hangs_holds_back_no_other_host(
+    server: KeyServer, jwks: dict[str, Any]
+) -> None:
+    """A client's domain whose name servers never answer holds its lookup for as long as
+    the system resolver tries, past any deadline. The lookups shared four threads, so a
+    few such hosts, asked again at each refetch, left every other client's lookup queued
+    until its deadline: its set could not be fetched. Each host now has its own lookup,
+    one at a time: asked again while it hangs, it waits for the one in flight."""
+    silent = threading.Event()
+    lookups: list[str] = []
+
+    def resolve(host: str, port: int, *args: Any) -> list[Any]:
+        lookups.append(host)
+        if host.endswith(".silent.example"):
+            silent.wait(30)  # no answer: the system resolver's own retries and timeouts
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return socket.getaddrinfo(host, port, *args)
+
+    clock = FixedClock()
+    f = JwksFetcher(FetchPolicy(timeout=0.3), clock=clock, resolve=resolve)
+    hosts = [f"keys{i}.silent.example" for i in range(5)]
+    try:
+        for _ in range(2):  # a failure is remembered for failure_ttl, then asked again
+            threads = [
+                threading.Thread(target=refused, args=(f, f"https://{host}/jwks.json", "within"))
+                for host in hosts
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(5)
+            clock.advance(f.policy.failure_ttl)
+        assert f.get(server.url()) == jwks
+        assert sorted(lookups) == sorted([*hosts, server.url().split("/")[2].split(":")[0]])
+    finally:
+        silent.set()
 
 
 # -- through the app: a failed fetch is a failed authentication ------------------------------------
