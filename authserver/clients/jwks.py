@@ -105,9 +105,13 @@ def check_distinct_kids(jwks: dict[str, Any]) -> None:
 ALGS_BY_KTY = {"RSA": ("RS256", "PS256"), "EC": ("ES256",)}
 MEMBERS_BY_KTY = {"RSA": ("n", "e"), "EC": ("crv", "x", "y")}
 MIN_RSA_BITS = 2048
-#: OpenSSL's largest RSA modulus (OPENSSL_RSA_MAX_MODULUS_BITS): a larger key can never
-#: verify an assertion, and each check of one would cost time in proportion to its size.
-MAX_RSA_BITS = 16384
+#: The largest RSA modulus, in bits. Assertions are checked with a joserfc registry sized
+#: for its signatures (``oauth.client_auth.ASSERTION_REGISTRY``): joserfc's default takes
+#: signatures of at most 1024 base64url characters, 6144 bits, so a client registered
+#: with an 8192-bit key could never authenticate. Larger keys (OpenSSL verifies up to
+#: 16384 bits) are refused: each check of one costs time in proportion to its size, and
+#: anyone can make the server check an assertion against each key of a client's set.
+MAX_RSA_BITS = 8192
 #: The largest RSA public exponent, in bits. Checking a signature costs one modular
 #: exponentiation by ``e``: with the usual 65537 (17 bits) that is cheap, but nothing else
 #: bounded ``e`` (OpenSSL lets it be as long as a modulus of up to 3072 bits), and a set of
@@ -138,7 +142,7 @@ def _check_signing_key(key: dict[str, Any]) -> None:
     if bits is not None and bits < MIN_RSA_BITS:
         raise InvalidInput(f"an RSA key must have at least {MIN_RSA_BITS} bits")
     if bits is not None and bits > MAX_RSA_BITS:
-        raise InvalidInput(f"an RSA key must have at most {MAX_RSA_BITS} bits (OpenSSL's maximum)")
+        raise InvalidInput(f"an RSA key must have at most {MAX_RSA_BITS} bits")
     if kty == "RSA" and _exponent_bits(key["e"]) > MAX_RSA_EXPONENT_BITS:
         raise InvalidInput(
             f'an RSA key\'s "e" must be at most {MAX_RSA_EXPONENT_BITS} bits (65537 in practice)'

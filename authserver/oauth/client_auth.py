@@ -9,6 +9,7 @@ same ``invalid_client``, so the endpoint reveals nothing about which ids exist.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,11 @@ from authserver_verifier.rules import is_b64url
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jws import JWSRegistry
 
 from authserver.clients import auth_methods
 from authserver.clients.auth_methods import CLIENT_SECRET_BEARER
+from authserver.clients.jwks import MAX_RSA_BITS
 from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.jwks_fetch import JwksUnavailable
 from authserver.clients.model import Client
@@ -53,6 +56,12 @@ MAX_ASSERTION_LIFETIME = 3600
 #: Clock skew allowed on ``exp``/``nbf``/``iat`` of an assertion, in seconds.
 LEEWAY = 30
 MAX_JTI = 255
+#: What assertions are checked through: the accepted algorithms, and room for the
+#: signature of the largest RSA key a client may register (joserfc's default takes 1024
+#: base64url characters, the signature of a 6144-bit key: an 8192-bit one was refused as
+#: "exceeds 1024 bytes" whatever it signed). Built once, as ``keys.crypto.SIGNING``.
+ASSERTION_REGISTRY = JWSRegistry(algorithms=auth_methods.ASSERTION_ALGS)
+ASSERTION_REGISTRY.max_signature_length = math.ceil(MAX_RSA_BITS / 8 / 3) * 4
 
 
 class SecretBearerAuthentication:
@@ -187,7 +196,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         error: JoseError | None = None
         for key in [keys] if named else list(keys):
             try:
-                token = jwt.decode(assertion, key, algorithms=auth_methods.ASSERTION_ALGS)
+                token = jwt.decode(assertion, key, registry=ASSERTION_REGISTRY)
             except JoseError as exc:
                 error = exc
                 continue

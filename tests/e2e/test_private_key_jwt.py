@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
+from authserver.clients.jwks import MAX_RSA_BITS
 from authserver.container import Services
 from authserver.oauth.client_auth import LEEWAY
 from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
@@ -270,6 +271,43 @@ def test_an_assertion_without_kid_is_checked_against_each_registered_key(
     stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     refused = token_request(http, assertion(client_id, stranger, aud=token_url, kid=None))
     assert_error(refused, 401, "invalid_client")
+
+
+@pytest.fixture(scope="module")
+def largest_rsa_key() -> rsa.RSAPrivateKey:
+    """An RSA key of the largest size a client may register, from a file: generating one
+    takes from seconds to a minute."""
+    pem = (Path(__file__).parent / "data" / "client-rsa-8192.pem").read_bytes()
+    # Checking an 8192-bit private key takes seconds; this one is known good.
+    key = serialization.load_pem_private_key(
+        pem, password=None, unsafe_skip_rsa_key_validation=True
+    )
+    assert isinstance(key, rsa.RSAPrivateKey)
+    assert key.key_size == MAX_RSA_BITS
+    return key
+
+
+@db_independent
+def test_the_largest_rsa_key_a_client_may_register_authenticates(
+    http: Any, services: Services, token_url: str, largest_rsa_key: rsa.RSAPrivateKey
+) -> None:
+    """joserfc's default registry takes signatures of at most 1024 base64url characters,
+    a 6144-bit key's: a client registered with an 8192-bit key (then accepted up to 16384
+    bits) had every assertion refused as "Signature of exceeds 1024 bytes"."""
+    with services.unit_of_work():
+        client, _ = services.clients.create(
+            name="large key",
+            audiences=["https://sync.example"],
+            jwks={"keys": [public_jwk(largest_rsa_key)]},
+        )
+    client_id, now = str(client.client_id), int(time.time())
+    for kid in (KID, None):
+        claims = {"iss": client_id, "sub": client_id, "aud": token_url, "exp": now + 60}
+        headers = {"kid": kid} if kid else None
+        # The key itself, not its PEM (assertion()): PyJWT would check it again each time.
+        signed = jwt.encode({**claims, "jti": str(uuid.uuid4())}, largest_rsa_key, "RS256", headers)
+        response = token_request(http, signed)
+        assert response.status_code == 200, response.get_data(as_text=True)
 
 
 # -- refused assertions ----------------------------------------------------------------------
