@@ -99,8 +99,12 @@ def parse_header(token: str | bytes, *, max_bytes: int = MAX_TOKEN_BYTES) -> dic
         # on the string would be sidestepped (the JS verifier refuses them alike).
         raise RuleViolation("malformed", "not a compact JWS")
     try:
-        header = jws.extract_compact(token.encode("ascii")).headers()
-    except (JoseError, ValueError, TypeError, UnicodeError, RecursionError):
+        # Decoded here, not by joserfc's extract_compact: that one already acts on some
+        # parameters (a "b64" without "crit" raised, read as "malformed"), and every
+        # parameter other than alg/typ/kid is check_header's to refuse, as the JS verifier
+        # refuses it (unsupported_header).
+        header = json.loads(b64url_decode(parts[0]), parse_constant=_not_json)
+    except (ValueError, RecursionError):
         # RecursionError: nested JSON within the cap still cannot reach here unchecked.
         raise RuleViolation("malformed") from None
     if not isinstance(header, dict):
