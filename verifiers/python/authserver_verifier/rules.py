@@ -181,7 +181,7 @@ def verified_claims(token: str | bytes, key: RSAKey) -> dict[str, Any]:
     return claims
 
 
-def _finite(value: int) -> bool:
+def _finite(value: float) -> bool:
     try:
         return math.isfinite(float(value))
     except OverflowError:
@@ -225,8 +225,9 @@ def check_claims(
     for name in ("exp", "nbf", "iat"):
         value = claims.get(name)
         # A NumericDate is a finite number: true is not one (bool is an int in Python), nor
-        # an integer too large for a double (10**400 read as "never expires").
-        if isinstance(value, bool) or (isinstance(value, int) and not _finite(value)):
+        # an integer too large for a double (10**400 read as "never expires"), nor the
+        # infinities Python's JSON reads 1e400 and -1e400 as (JS reads all three as Infinity).
+        if isinstance(value, bool) or (isinstance(value, int | float) and not _finite(value)):
             raise RuleViolation("invalid_claim", f"{name} is not a time")
     registry = jwt.JWTClaimsRegistry(now=int(now), leeway=int(leeway), **options)
     try:

@@ -408,13 +408,20 @@ def test_the_base64url_decoder_reads_unpadded_base64url() -> None:
     assert rules.b64url_decode("AQ") == b"\x01"
 
 
+@pytest.mark.parametrize("written", [str(10**400), "1e400", "-1e400"])
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
 def test_a_time_beyond_a_double_is_not_a_time(
-    server: AuthServerDouble, issuer: Issuer, claim: str
+    server: AuthServerDouble, issuer: Issuer, claim: str, written: str
 ) -> None:
-    """10**400 is an integer joserfc compares as a time ("never expires"); JavaScript reads
-    it as Infinity and refuses it."""
-    token = issuer.token(issuer.claims(**{claim: 10**400}))
+    """10**400 is an integer joserfc compares as a time ("never expires"), 1e400 and -1e400
+    are floats Python reads as infinities (an nbf of -1e400 was "not_yet_valid", an iat of
+    1e400 "issued_in_future"); JavaScript reads them all as Infinity and refuses them as
+    invalid_claim."""
+    claims = issuer.claims(**{claim: 123456789})
+    payload = json.dumps(claims).replace(f'"{claim}": 123456789', f'"{claim}": {written}')
+    assert written in payload
+    header = {"alg": "RS256", "typ": "at+jwt", "kid": issuer.key.kid}
+    token = raw_rs256(issuer.key, header, payload.encode())
     assert reason_of(verifier_for(server), token) == "invalid_claim"
 
 
