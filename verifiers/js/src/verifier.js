@@ -497,9 +497,13 @@ function checkedUrl(value, secureOnly, what) {
   return url.href;
 }
 
-/** `missing_claim` for null, `invalid_claim` for "", [] or {}, else null. */
+/**
+ * `missing_claim` for a null RFC 9068 §2.2 claim, `invalid_claim` for another null claim
+ * (`"nbf": null` is no time, and nbf is not required: the Python verifier says so too) or
+ * for "", [] or {}, else null.
+ */
 function claimReason(claim, value) {
-  if (value === null) return 'missing_claim';
+  if (value === null) return REQUIRED_CLAIMS.includes(claim) ? 'missing_claim' : 'invalid_claim';
   if (value === '' || (Array.isArray(value) && value.length === 0)) return 'invalid_claim';
   if (typeof value === 'object' && value !== undefined && !Array.isArray(value) && Object.keys(value).length === 0) {
     return 'invalid_claim';
