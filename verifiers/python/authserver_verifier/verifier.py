@@ -145,6 +145,8 @@ def _cause(exc: BaseException) -> str:
         return "connection refused (is authserver running at that address?)"
     if isinstance(reason, socket.gaierror):
         return "unknown host"
+    if isinstance(reason, http.client.IncompleteRead):
+        return f"the connection closed {reason.expected} bytes before the end of the body"
     text = getattr(reason, "strerror", None) or str(reason)
     return f"{type(reason).__name__}: {text}"[:200]
 
@@ -617,6 +619,10 @@ class TokenVerifier:
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
                 body = response.read(self.max_response_bytes + 1)
+                # read(n) returns what arrived before the connection ended: a body cut by
+                # the deadline (its socket shut down) or by the server is not the whole one.
+                if deadline.expired or (response.length and len(body) <= self.max_response_bytes):
+                    raise http.client.IncompleteRead(body, response.length)
                 status = int(response.status)
                 response_headers = {k.lower(): v for k, v in response.headers.items()}
         except urllib.error.HTTPError as exc:

@@ -1670,7 +1670,9 @@ def dripping_server(head_first: bool) -> Iterator[str]:
 @pytest.mark.parametrize("head_first", [True, False], ids=["slow body", "slow head"])
 def test_a_dripping_server_is_cut_at_the_timeout(head_first: bool, keys: list[RSAKey]) -> None:
     """timeout bounds a fetch as a whole: a metadata document dripped a byte at a time
-    (40 s in all) is jwks_unavailable after about timeout, not once it has all arrived."""
+    (40 s in all) is jwks_unavailable after about timeout, not once it has all arrived,
+    and said to have timed out: the part of a body read before the deadline shut the
+    socket is not taken for the whole of it (it read as "not a metadata document")."""
     with dripping_server(head_first) as issuer:
         verifier = TokenVerifier(issuer, AUDIENCE, timeout=1)
         token = sign(keys[0], claims_for(issuer))
@@ -1679,6 +1681,35 @@ def test_a_dripping_server_is_cut_at_the_timeout(head_first: bool, keys: list[RS
             verifier.verify(token)
         assert caught.value.reason == "jwks_unavailable"
         assert time.monotonic() - started < 3
+        assert "timed out after 1 s" in str(caught.value.detail), caught.value.detail
+
+
+def test_a_body_cut_short_is_not_taken_for_the_whole(keys: list[RSAKey]) -> None:
+    """A server that closes the connection before the Content-Length it announced: the
+    part that came was read as the whole document (here a metadata naming another issuer);
+    the operator is told the body was cut."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    issuer = f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    def answer() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+            )
+            conn.sendall(head + b'{"issuer": "x"}' + b" " * 50)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(InvalidToken) as caught:
+            TokenVerifier(issuer, AUDIENCE).verify(sign(keys[0], claims_for(issuer)))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert caught.value.reason == "jwks_unavailable"
+    assert "closed 135 bytes before the end of the body" in str(caught.value.detail)
 
 
 @pytest.mark.parametrize(
