@@ -64,8 +64,14 @@ export function decodeStatusList(statusList) {
     throw new TypeError('status_list.lst is not base64url');
   }
   let bytes;
+  let compressed;
   try {
-    bytes = inflateSync(base64url.decode(lst), { maxOutputLength: MAX_LIST_BYTES });
+    compressed = base64url.decode(lst);
+    const { buffer, engine } = inflateSync(compressed, { maxOutputLength: MAX_LIST_BYTES, info: true });
+    bytes = buffer;
+    // inflateSync stops at the end of the ZLIB stream and ignores what follows it: bytes
+    // after the stream are no list (the Python verifier refuses them too).
+    if (engine.bytesWritten !== compressed.length) throw new Error('bytes after the ZLIB stream');
   } catch (cause) {
     throw new TypeError('status_list.lst is not a ZLIB stream of at most 16 MiB', { cause });
   }
