@@ -41,6 +41,8 @@ const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
 // Header parameters this verifier knows; anything that changes how the JWS is processed
 // (crit, b64, jku, x5u, jwk, ...) is refused instead of trusted or ignored.
 const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
+// The longest header segment read (base64url characters), as the Python verifier caps it.
+const MAX_HEADER_SEGMENT = 1024;
 
 /**
  * @param {object} options see types/index.d.ts (`VerifierOptions`)
@@ -290,6 +292,9 @@ export function createVerifier(options = {}) {
     if (token === undefined || token === null || token === '') throw new InvalidTokenError('missing_token');
     if (typeof token !== 'string') throw new InvalidTokenError('malformed', 'not a string');
     if (token.length > config.maxTokenLength) throw new InvalidTokenError('malformed', 'token too large');
+    // The header segment is capped before it is decoded, as in the Python verifier
+    // (authserver_verifier.rules.MAX_HEADER_SEGMENT): ours is about 120 characters.
+    if (token.split('.', 1)[0].length > MAX_HEADER_SEGMENT) throw new InvalidTokenError('malformed', 'header too large');
     let header;
     try {
       header = decodeProtectedHeader(token);
