@@ -829,6 +829,11 @@ class TokenVerifier:
         if status == 304:
             if cached is None or not condition:
                 raise InvalidToken("status_unavailable", f"{uri}: 304 without a copy")
+            if cached.exp is not None and cached.exp <= self._clock():
+                # The issuer (or a cache before it) still serves a copy past its exp: that
+                # renews nothing and is a failed fetch, retried after min_refetch_interval
+                # (as a success it sent every verification back to the issuer).
+                raise InvalidToken("status_unavailable", f"{uri}: 304 for a copy past its exp")
             # The issuer still serves this very copy: fresh for another ttl, still never
             # past its exp.
             return self._renewed(cached)

@@ -1497,6 +1497,26 @@ def test_a_refresh_is_a_conditional_get_and_304_keeps_the_copy_fresh(
     assert server.status_list_not_modified == 1
 
 
+def test_a_304_for_a_copy_past_its_exp_is_a_failed_fetch(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """An issuer (or a cache before it) that answers 304 for a copy whose exp has passed
+    renews nothing: the copy stays unusable, and the fetch counts as failed, so it is not
+    asked again before min_refetch_interval. It counted as a success: every verification
+    fetched the list again (30 verifications, 30 conditional GETs)."""
+    issuer.serve_status_list(set(), now=clock.wall, ttl=60, expiry=120)
+    verifier = status_verifier(server, clock, min_refetch_interval=10.0)
+    token = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(token)
+    clock.advance(121)  # past the list's exp; the issuer still serves that copy
+    for _ in range(5):
+        assert reason_of(verifier, token) == "status_unavailable"
+    assert (server.status_list_fetches, server.status_list_not_modified) == (2, 1)
+    clock.advance(11)  # past min_refetch_interval: asked again
+    assert reason_of(verifier, token) == "status_unavailable"
+    assert server.status_list_fetches == 3
+
+
 def test_an_unavailable_list_is_a_503_in_the_middleware(
     server: AuthServerDouble, issuer: Issuer, clock: Clock
 ) -> None:
