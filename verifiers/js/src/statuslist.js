@@ -226,6 +226,10 @@ export class StatusListCache {
       const fetched = await this.options.fetchToken(uri, entry.list ? entry.etag : undefined);
       if (fetched.notModified) {
         if (!entry.list) throw new Error('HTTP 304 without a copy');
+        // The issuer (or a cache before it) still serves a copy past its exp: that renews
+        // nothing, and is a failed fetch, retried after retryInterval (as a success it sent
+        // every verification back to the issuer).
+        if (entry.expMs <= now()) throw new Error('HTTP 304 for a copy past its exp');
       } else {
         const { list, exp, ttl } = await this.verifyToken(fetched.token, uri);
         entry.list = list;
@@ -263,6 +267,10 @@ export class StatusListCache {
       throw new Error('status list iss is not the issuer');
     }
     if (payload.iat > now() / 1000 + leeway) throw new Error('status list iat is in the future');
+    // §11.2: an expired list is not relied upon, whatever jose's clockTolerance let through:
+    // unusable on arrival, it is a failed fetch (retried after retryInterval), not a copy
+    // that sends every verification back to the issuer (the Python verifier refuses it so).
+    if (payload.exp !== undefined && payload.exp * 1000 <= now()) throw new Error('status list expired');
     // §5.1: ttl, when present, is a positive number.
     if (payload.ttl !== undefined && !(typeof payload.ttl === 'number' && payload.ttl > 0)) {
       throw new Error('status list ttl is not a positive number');

@@ -201,6 +201,36 @@ test('a list never fetched and unreachable: status_unavailable, asked again only
   assert.equal(issuer.state.listRequests - before, 2);
 });
 
+test('a list that arrives expired (within the leeway) is a failed fetch: asked again only after the retry interval', async () => {
+  // jose's clockTolerance let a list 10 s past its exp through; unusable at once, it was
+  // stored as a success, so every verification fetched it again (50 verifications, 50
+  // fetches), where the Python verifier refuses such a list and waits min_refetch_interval.
+  setList('expired-within-leeway', { statuses: [0], expIn: -10 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'expired-within-leeway', idx: 0 });
+  const before = issuer.state.listRequests;
+  for (let i = 0; i < 5; i += 1) await rejects(verifier.verify(token), 'status_unavailable');
+  assert.equal(issuer.state.listRequests - before, 1, 'not asked again within statusListRetryInterval (5 s)');
+  clock.offset = 6;
+  await rejects(verifier.verify(token), 'status_unavailable');
+  assert.equal(issuer.state.listRequests - before, 2);
+});
+
+test('a 304 for a copy past its exp is a failed fetch: asked again only after the retry interval', async () => {
+  // The issuer still serves the copy it served (same ETag) after that copy's exp: the 304
+  // renewed nothing usable yet counted as a success, and every verification fetched again.
+  setList('exp-304', { statuses: [0], ttl: 10, expIn: 20 });
+  const clock = steppedClock();
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'exp-304', idx: 0, exp: Math.floor(Date.now() / 1000) + 3600 });
+  await verifier.verify(token);
+  const before = issuer.state.listRequests;
+  clock.offset = 21;
+  for (let i = 0; i < 5; i += 1) await rejects(verifier.verify(token), 'status_unavailable');
+  assert.equal(issuer.state.listRequests - before, 1, 'not asked again within statusListRetryInterval (5 s)');
+});
+
 test('Status List Tokens that break §5.1 or §8.3 are not used', async () => {
   const stranger = await newKey();
   const cases = {
