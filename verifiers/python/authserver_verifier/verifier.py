@@ -843,7 +843,9 @@ class TokenVerifier:
         try:
             token = body.decode("ascii").strip()
             header = rules.parse_header(token, max_bytes=self.max_response_bytes)
-            kid = rules.check_header(header, typ={STATUS_LIST_TYP})
+            # RFC 7515 §4.1.9: "statuslist+jwt" is application/statuslist+jwt (as at+jwt
+            # and application/at+jwt are one type for access tokens).
+            kid = rules.check_header(header, typ={STATUS_LIST_TYP, STATUS_LIST_MEDIA_TYPE})
             claims = rules.verified_claims(token, self._key_for(kid))
         except RuleViolation as exc:
             raise InvalidToken("status_unavailable", f"{uri}: {exc}") from None

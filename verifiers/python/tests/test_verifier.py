@@ -984,6 +984,7 @@ def status_list_token(
     ttl: int | None = 60,
     expiry: int = 900,
     size: int = 1024,
+    typ: str = "statuslist+jwt",
     **overrides: Any,
 ) -> str:
     array = bytearray(size // 8)
@@ -998,7 +999,7 @@ def status_list_token(
     }
     claims.update(overrides)
     claims = {k: v for k, v in claims.items() if v is not None}
-    header = {"alg": "RS256", "typ": "statuslist+jwt", "kid": key.kid}
+    header = {"alg": "RS256", "typ": typ, "kid": key.kid}
     return raw_rs256(key, header, json.dumps(claims).encode())
 
 
@@ -1350,6 +1351,19 @@ def test_odd_key_documents_are_jwks_unavailable(
     verifier = verifier_for(server)
     assert reason_of(verifier, issuer.token()) == "jwks_unavailable"
     verifier.refresh()  # keeps the last good set (none): no exception
+
+
+@pytest.mark.parametrize("typ", ["application/statuslist+jwt", "STATUSLIST+JWT"])
+def test_a_list_typed_with_the_full_media_type_is_used(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, typ: str
+) -> None:
+    """RFC 7515 §4.1.9: a typ without a '/' has "application/" before it, so the two
+    spellings are one media type (and case-insensitive); the long one was refused
+    (status_unavailable for every token naming the list) while the Node verifier used it,
+    as both accept at+jwt and application/at+jwt for access tokens."""
+    issuer.serve_status_list({1}, now=clock.wall, typ=typ)
+    verifier = status_verifier(server, clock)
+    assert reason_of(verifier, issuer.token(with_status(server, 1))) == "revoked"
 
 
 def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
