@@ -966,18 +966,27 @@ def bearer_token(authorization: str | None) -> str:
     """The token of an ``Authorization: Bearer …`` header (RFC 6750 §2.1).
 
     No header, or another scheme (``Basic``): ``missing_token``, a request without bearer
-    credentials. ``Bearer`` with no value or with spaces inside it (also what a server that
-    joins repeated headers with ``", "`` passes on): ``invalid_request``, a malformed request
-    (§3.1).
+    credentials. ``Bearer`` with no value or with white space inside it (a space, a tab, a
+    no-break space, as the Node middleware reads it; also what a server that joins repeated
+    headers with ``", "`` passes on): ``invalid_request``, a malformed request (§3.1).
     """
     if authorization:
-        scheme, _, value = authorization.strip().partition(" ")
+        scheme, _, value = authorization.strip(_WHITESPACE).partition(" ")
         if scheme.lower() == "bearer":
-            value = value.strip()
-            if value and " " not in value:
+            value = value.strip(_WHITESPACE)
+            if value and not any(char in _WHITESPACE for char in value):
                 return value
             raise InvalidToken("invalid_request")
     raise InvalidToken("missing_token")
+
+
+#: White space as JavaScript's trim() and \s have it, so that this middleware and the Node
+#: one read a header alike: "Bearer a<TAB>b" or "Bearer a<NBSP>b" (Latin-1 0xA0, which
+#: WSGI and Node pass on) is a malformed request (400) in both; only a space counted here.
+_WHITESPACE: Final = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008"
+    "\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
 
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]

@@ -929,6 +929,9 @@ def test_require_token_answers_503_when_keys_cannot_be_fetched(keys: list[RSAKey
         ("Bearer ", "invalid_request"),
         ("bearer    ", "invalid_request"),
         ("Bearer a b", "invalid_request"),
+        # White space as the Node middleware reads it (both were 401 malformed here).
+        ("Bearer a\tb", "invalid_request"),
+        ("Bearer a\xa0b", "invalid_request"),
         ("Bearer a.b.c, Bearer d.e.f", "invalid_request"),  # repeated headers, joined
     ],
 )
@@ -941,6 +944,7 @@ def test_bearer_token_parsing(header: str | None, reason: str) -> None:
 def test_bearer_token_parsing_ok() -> None:
     assert bearer_token("Bearer abc.def.ghi") == "abc.def.ghi"
     assert bearer_token("  BEARER   abc  ") == "abc"
+    assert bearer_token("\tBearer abc\t") == "abc"
 
 
 # -- packaging --------------------------------------------------------------------------------
