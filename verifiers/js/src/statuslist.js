@@ -271,12 +271,24 @@ export class StatusListCache {
     // unusable on arrival, it is a failed fetch (retried after retryInterval), not a copy
     // that sends every verification back to the issuer (the Python verifier refuses it so).
     if (payload.exp !== undefined && payload.exp * 1000 <= now()) throw new Error('status list expired');
+    // A time or a duration is a finite number within the year 5138, as the Python verifier
+    // has them (1e400 reads as Infinity: a list "never expiring" or "fresh forever").
+    for (const claim of ['iat', 'exp', 'nbf', 'ttl']) {
+      if (payload[claim] !== undefined && !isTime(payload[claim])) throw new Error(`status list ${claim} is not a time`);
+    }
     // §5.1: ttl, when present, is a positive number.
     if (payload.ttl !== undefined && !(typeof payload.ttl === 'number' && payload.ttl > 0)) {
       throw new Error('status list ttl is not a positive number');
     }
     return { list: decodeStatusList(payload.status_list), exp: payload.exp, ttl: payload.ttl };
   }
+}
+
+/** The largest time or duration a list may name (the Python verifier's bound). */
+const LARGEST_TIME = 1e11;
+
+function isTime(value) {
+  return typeof value === 'number' && Number.isFinite(value) && Math.abs(value) <= LARGEST_TIME;
 }
 
 function isObject(value) {

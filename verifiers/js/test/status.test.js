@@ -240,6 +240,10 @@ test('Status List Tokens that break §5.1 or §8.3 are not used', async () => {
     'foreign-key': { signWith: stranger },
     'expired': { expIn: -120 },
     'wrong-iss': { iss: 'https://evil.example' },
+    // Beyond any time (the year 5138), as the Python verifier refuses them: 1e400 read as
+    // Infinity, and a list "usable forever" was used.
+    'exp-beyond-any-time': { expIn: 1e12 },
+    'ttl-beyond-any-duration': { ttl: 1e12 },
   };
   for (const [id, list] of Object.entries(cases)) {
     setList(id, { statuses: [0], ...list });
