@@ -912,6 +912,8 @@ class TokenVerifier:
         if not isinstance(status_list, dict):
             raise bad("no status_list")
         bits, lst = status_list.get("bits"), status_list.get("lst")
+        if isinstance(bits, float) and bits.is_integer():
+            bits = int(bits)  # JSON's 1.0 is the number 1 (the JS verifier reads it so)
         if bits not in (1, 2, 4, 8) or type(bits) is not int or not isinstance(lst, str):
             raise bad("status_list needs bits (1, 2, 4 or 8) and lst")
         try:

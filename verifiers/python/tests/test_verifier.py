@@ -1370,6 +1370,18 @@ def test_a_list_typed_with_the_full_media_type_is_used(
     assert reason_of(verifier, issuer.token(with_status(server, 1))) == "revoked"
 
 
+def test_a_list_whose_bits_are_written_as_a_whole_float_is_used(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """JSON's 1.0 is the number 1: the Node verifier reads "bits": 1.0 so, and this one
+    reads a status index 1.0 so; the list was refused (status_unavailable)."""
+    lst = b64(zlib.compress(bytes([0b10]) + bytes(127), 9))
+    issuer.serve_status_list(set(), now=clock.wall, status_list={"bits": 1.0, "lst": lst})
+    verifier = status_verifier(server, clock)
+    assert reason_of(verifier, issuer.token(with_status(server, 1))) == "revoked"
+    assert verifier.verify(issuer.token(with_status(server, 0)))
+
+
 def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
     server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
 ) -> None:
