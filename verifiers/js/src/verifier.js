@@ -49,7 +49,7 @@ const MAX_HEADER_SEGMENT = 1024;
  */
 export function createVerifier(options = {}) {
   const { audience } = options;
-  if (typeof options.issuer !== 'string' || !/^https?:\/\/[^/]/.test(options.issuer)) {
+  if (typeof options.issuer !== 'string' || !/^https?:\/\/[^/]/.test(options.issuer) || !URL.canParse(options.issuer)) {
     throw new TypeError('createVerifier: issuer must be the http(s) URL authserver puts in iss');
   }
   // authserver drops a trailing slash from AUTHSERVER_ISSUER (its iss and metadata never

@@ -333,3 +333,10 @@ test('the header of a real token is what the verifier pins', async () => {
   assert.equal(header.typ, 'at+jwt');
   assert.equal(typeof header.kid, 'string');
 });
+
+test('an issuer that is no http(s) URL is refused at construction, as the Python package refuses it', () => {
+  // "https://[::1" passed the pattern and every verification was jwks_unavailable (Invalid URL).
+  for (const issuer of ['auth.example.com', 'ftp://auth.example.com', 'https://', 'http:///x', 'https://[::1']) {
+    assert.throws(() => createVerifier({ issuer, audience: AUDIENCE }), TypeError, issuer);
+  }
+});

@@ -342,6 +342,14 @@ class TokenVerifier:
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
+        try:
+            parsed = urllib.parse.urlsplit(issuer)
+        except ValueError:  # e.g. "https://[::1": an unclosed IPv6 literal
+            parsed = None
+        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+            # A typo in the settings, said now (as the Node package's createVerifier says
+            # it), not as a refusal of every token.
+            raise ValueError(f"issuer must be the http(s) URL authserver puts in iss: {issuer!r}")
         # authserver normalises AUTHSERVER_ISSUER without a trailing slash (settings.py),
         # so "https://auth.example.com/" here means the same issuer.
         self.issuer = issuer.rstrip("/")

@@ -597,6 +597,18 @@ def test_jwks_uri_other_than_http_is_refused(
         TokenVerifier(server.issuer, AUDIENCE, jwks_uri=jwks_uri)
 
 
+@pytest.mark.parametrize(
+    "issuer",
+    ["auth.example.com", "ftp://auth.example.com", "https://", "http:///x", "https://[::1"],
+)
+def test_an_issuer_that_is_no_http_url_is_refused_at_construction(issuer: str) -> None:
+    """As the Node package's createVerifier refuses it: such a verifier was built, then
+    refused every token (jwks_unavailable, a 503 per request for a typo in the settings),
+    and "https://[::1" had every token blamed as "malformed" (a ValueError of urlsplit)."""
+    with pytest.raises(ValueError, match="issuer must be"):
+        TokenVerifier(issuer, AUDIENCE)
+
+
 def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, issuer: Issuer) -> None:
     server.metadata_override = {"issuer": "broken"}
     verifier = verifier_for(server, jwks_uri=server.issuer + "/.well-known/jwks.json")
