@@ -342,6 +342,10 @@ class TokenVerifier:
     ) -> None:
         if not issuer or not audience:
             raise ValueError("issuer and audience are required")
+        if not isinstance(issuer, str) or not isinstance(audience, str):
+            # A list of audiences (the Node package takes one) was compared as a whole with
+            # each token's aud: every token refused as wrong_audience.
+            raise TypeError("issuer and audience must be strings (one audience per verifier)")
         try:
             parsed = urllib.parse.urlsplit(issuer)
         except ValueError:  # e.g. "https://[::1": an unclosed IPv6 literal

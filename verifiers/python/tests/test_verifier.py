@@ -609,6 +609,16 @@ def test_an_issuer_that_is_no_http_url_is_refused_at_construction(issuer: str) -
         TokenVerifier(issuer, AUDIENCE)
 
 
+@pytest.mark.parametrize("audience", [[AUDIENCE], (AUDIENCE,), AUDIENCE.encode(), 5])
+def test_an_audience_that_is_no_string_is_refused_at_construction(
+    server: AuthServerDouble, audience: Any
+) -> None:
+    """A list of audiences (the Node package's createVerifier takes one) was accepted and
+    compared as a whole with each token's aud: every token refused as wrong_audience."""
+    with pytest.raises(TypeError, match="audience must be"):
+        TokenVerifier(server.issuer, audience)
+
+
 def test_explicit_jwks_uri_skips_discovery(server: AuthServerDouble, issuer: Issuer) -> None:
     server.metadata_override = {"issuer": "broken"}
     verifier = verifier_for(server, jwks_uri=server.issuer + "/.well-known/jwks.json")
