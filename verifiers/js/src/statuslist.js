@@ -2,8 +2,9 @@
 // party's side. Section numbers are the draft's.
 
 import { inflateSync } from 'node:zlib';
-import { jwtVerify, base64url } from 'jose';
+import { base64url } from 'jose';
 
+import { jwtVerifyAnyKey } from './candidates.js';
 import { InvalidTokenError } from './errors.js';
 
 /** §5.1: the `typ` of a Status List Token in JWT format. */
@@ -254,7 +255,7 @@ export class StatusListCache {
   /** §8.3 steps 3 and 4, and §5.1's rules for the JWT. */
   async verifyToken(jwt, uri) {
     const { getKey, issuer, leeway, now } = this.options;
-    const { payload } = await jwtVerify(jwt, getKey, {
+    const { payload } = await jwtVerifyAnyKey(jwt, getKey, {
       algorithms: ['RS256'],
       typ: STATUS_LIST_TYP,
       requiredClaims: ['sub', 'iat', 'status_list'],

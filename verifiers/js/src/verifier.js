@@ -6,10 +6,10 @@ import {
   customFetch,
   jwksCache,
   decodeProtectedHeader,
-  jwtVerify,
   errors,
 } from 'jose';
 
+import { jwtVerifyAnyKey } from './candidates.js';
 import { InvalidTokenError, REASONS } from './errors.js';
 import { REFRESH_AHEAD, StatusListCache, STATUS_LIST_MEDIA_TYPE, statusReference, VALID, INVALID, SUSPENDED } from './statuslist.js';
 
@@ -316,7 +316,7 @@ export function createVerifier(options = {}) {
     if (typeof header.kid !== 'string' || header.kid === '') throw new InvalidTokenError('missing_kid');
 
     const currentDate = new Date(now());
-    const { payload } = await jwtVerify(token, getKey, {
+    const { payload } = await jwtVerifyAnyKey(token, getKey, {
       issuer,
       audience: audiences,
       algorithms: ['RS256'],

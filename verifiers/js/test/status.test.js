@@ -283,3 +283,28 @@ test('a malformed status claim is invalid_status; an expired token never fetches
   await rejects(verifier.verify(await issuer.token({ list: 'never', iat: now - 600, nbf: now - 600, exp: now - 300 })), 'expired');
   assert.equal(issuer.state.fetches, before, '§8.3: no status processing for an invalid token');
 });
+
+test('keys sharing a kid are each tried, for tokens and status lists (as the Python verifier tries them)', async () => {
+  // RFC 7517 §4.5 only says kids SHOULD differ. jose refuses a kid naming several keys
+  // (JWKSMultipleMatchingKeys): a set with one key published twice, or two keys under one
+  // kid, had every token of that kid refused as unknown_kid.
+  const [first, second, stranger] = [await newKey(), await newKey(), await newKey()];
+  const shared = (key) => ({ ...key, kid: 'shared', jwk: { ...key.jwk, kid: 'shared' } });
+  const saved = issuer.state.keys;
+  issuer.state.keys = [shared(first), shared(second), shared(second)];
+  try {
+    setList('shared-kid', { statuses: [0, 1], signWith: shared(second) });
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+    for (const key of [first, second]) {
+      await verifier.verify(await issuer.token({ list: 'shared-kid', idx: 0, signWith: shared(key) }));
+      await rejects(verifier.verify(await issuer.token({ list: 'shared-kid', idx: 1, signWith: shared(key) })), 'revoked');
+    }
+    await rejects(verifier.verify(await issuer.token({ list: 'shared-kid', idx: 0, signWith: shared(stranger) })), 'bad_signature');
+    await rejects(
+      verifier.verify(await issuer.token({ list: 'shared-kid', idx: 0, signWith: shared(first), exp: Math.floor(Date.now() / 1000) - 120 })),
+      'expired',
+    );
+  } finally {
+    issuer.state.keys = saved;
+  }
+});

@@ -379,7 +379,7 @@ class TokenVerifier:
             raise ValueError(f"jwks_uri must be an http(s) URL, not {jwks_uri!r}")
         # Guarded by _lock (cheap, never held during I/O).
         self._lock = threading.Lock()
-        self._keys: dict[str, RSAKey] = {}
+        self._keys: dict[str, tuple[RSAKey, ...]] = {}  # by kid: RFC 7517 allows several
         self._fresh_until = float("-inf")  # monotonic
         self._refresh_from = float("-inf")  # monotonic: refresh ahead from here
         self._usable_until = float("-inf")  # monotonic: stale_if_error bound
@@ -423,7 +423,7 @@ class TokenVerifier:
     def _verify(self, token: str | bytes) -> dict[str, Any]:
         header = rules.parse_header(token, max_bytes=self.max_token_bytes)
         kid = rules.check_header(header)
-        claims = rules.verified_claims(token, self._key_for(kid))
+        claims = self._verified_claims(token, kid)
         rules.check_claims(
             claims,
             issuer=self.issuer,
@@ -447,9 +447,24 @@ class TokenVerifier:
 
     # -- keys -------------------------------------------------------------------------------
 
-    def _key_for(self, kid: str) -> RSAKey:
+    def _verified_claims(self, token: str | bytes, kid: str) -> dict[str, Any]:
+        """The claims of *token* once one of the keys published under *kid* verifies it.
+        RFC 7517 §4.5 only says kids SHOULD differ: each key under the kid is tried (jose's
+        candidates in the JS verifier), and bad_signature only when none verifies."""
+        failures: list[RuleViolation] = []
+        for key in self._key_for(kid):
+            try:
+                return rules.verified_claims(token, key)
+            except RuleViolation as exc:
+                failures.append(exc)
+        # What a key that verified the signature found (claims that are no JSON object)
+        # says more than the other keys' bad_signature.
+        failures.sort(key=lambda exc: exc.reason == "bad_signature")
+        raise failures[0]
+
+    def _key_for(self, kid: str) -> tuple[RSAKey, ...]:
         with self._lock:
-            key = self._keys.get(kid)
+            key = self._keys.get(kid)  # every key published under kid
             now = self._monotonic()
             fresh = now < self._fresh_until
             ahead = now >= self._refresh_from
@@ -670,7 +685,7 @@ class TokenVerifier:
         return min(float(match.group(1)), self.max_cache_seconds)
 
     @staticmethod
-    def _parse_jwks(body: bytes) -> dict[str, RSAKey]:
+    def _parse_jwks(body: bytes) -> dict[str, tuple[RSAKey, ...]]:
         try:
             document = json.loads(body)
         except (ValueError, RecursionError):  # RecursionError: nested beyond reason
@@ -678,7 +693,7 @@ class TokenVerifier:
         entries = document.get("keys") if isinstance(document, dict) else None
         if not isinstance(entries, list):
             raise InvalidToken("jwks_unavailable", "JWKS has no keys array")
-        keys: dict[str, RSAKey] = {}
+        keys: dict[str, tuple[RSAKey, ...]] = {}
         for entry in entries:
             # RFC 7517 §5: skip keys we cannot use rather than failing the whole set.
             if not isinstance(entry, dict) or entry.get("kty") != "RSA":
@@ -689,9 +704,10 @@ class TokenVerifier:
             if entry.get("alg", ALGORITHM) != ALGORITHM or "d" in entry:
                 continue  # a private key in a JWKS is a publishing bug; never trust it
             try:
-                keys[kid] = RSAKey.import_key(entry)
+                key = RSAKey.import_key(entry)
             except (JoseError, ValueError, TypeError):
                 continue
+            keys[kid] = (*keys.get(kid, ()), key)  # one kid may name several keys
         return keys
 
     # -- status lists (draft-ietf-oauth-status-list-17) ------------------------------------
@@ -858,7 +874,7 @@ class TokenVerifier:
             # RFC 7515 §4.1.9: "statuslist+jwt" is application/statuslist+jwt (as at+jwt
             # and application/at+jwt are one type for access tokens).
             kid = rules.check_header(header, typ={STATUS_LIST_TYP, STATUS_LIST_MEDIA_TYPE})
-            claims = rules.verified_claims(token, self._key_for(kid))
+            claims = self._verified_claims(token, kid)
         except RuleViolation as exc:
             raise InvalidToken("status_unavailable", f"{uri}: {exc}") from None
         except InvalidToken as exc:

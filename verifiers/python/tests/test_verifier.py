@@ -682,6 +682,36 @@ def test_non_rsa_and_private_and_encryption_keys_are_ignored(
         assert reason_of(verifier, sign(key, claims_for(server.issuer))) == "unknown_kid"
 
 
+def test_keys_sharing_a_kid_are_each_tried(server: AuthServerDouble, keys: list[RSAKey]) -> None:
+    """RFC 7517 §4.5 only says kids SHOULD differ: a set with two keys under one kid (or
+    one key published twice) verifies a token signed by either, as the Node verifier
+    (jose's candidates) does now. The last entry replaced the others: a token signed by
+    the first was bad_signature, and Node said unknown_kid for all."""
+    shared = {"kid": "shared"}
+    server.jwks = {
+        "keys": [
+            {**public_jwk(keys[0]), **shared},
+            {**public_jwk(keys[0]), **shared, "n": "AAAA"},  # cannot be used: skipped
+            {**public_jwk(keys[1]), **shared},
+            {**public_jwk(keys[1]), **shared},
+        ]
+    }
+    verifier = verifier_for(server)
+    for key in keys[:2]:
+        token = raw_rs256(
+            key,
+            {"alg": "RS256", "typ": "at+jwt", "kid": "shared"},
+            json.dumps(claims_for(server.issuer)).encode(),
+        )
+        assert verifier.verify(token)
+    token = raw_rs256(
+        keys[2],
+        {"alg": "RS256", "typ": "at+jwt", "kid": "shared"},
+        json.dumps(claims_for(server.issuer)).encode(),
+    )
+    assert reason_of(verifier, token) == "bad_signature"
+
+
 # -- rotation, unknown kid, rate limit, retire --------------------------------------------------
 
 
