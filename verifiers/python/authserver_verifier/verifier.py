@@ -869,7 +869,9 @@ class TokenVerifier:
         if media_type != STATUS_LIST_MEDIA_TYPE:
             raise InvalidToken("status_unavailable", f"{uri}: not {STATUS_LIST_MEDIA_TYPE}")
         try:
-            token = body.decode("ascii").strip()
+            # UTF-8 with a byte order mark dropped, as the Node verifier reads the body
+            # (response.text()); anything but ASCII left in it is no token (malformed).
+            token = body.decode("utf-8-sig").strip()
             header = rules.parse_header(token, max_bytes=self.max_response_bytes)
             # RFC 7515 §4.1.9: "statuslist+jwt" is application/statuslist+jwt (as at+jwt
             # and application/at+jwt are one type for access tokens).

@@ -1434,6 +1434,17 @@ def test_a_list_whose_bits_are_written_as_a_whole_float_is_used(
     assert verifier.verify(issuer.token(with_status(server, 0)))
 
 
+def test_a_list_served_with_a_byte_order_mark_is_used(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """A UTF-8 byte order mark before the token (some servers write one): the Node verifier
+    reads the body as UTF-8 text, which drops it; this one refused the list ("not a JWT")."""
+    issuer.serve_status_list({1}, now=clock.wall)
+    server.status_lists[STATUS_LIST] = "\ufeff" + server.status_lists[STATUS_LIST] + "\n"
+    verifier = status_verifier(server, clock)
+    assert reason_of(verifier, issuer.token(with_status(server, 1))) == "revoked"
+
+
 def test_a_list_signed_by_a_stranger_or_typed_wrong_is_not_used(
     server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
 ) -> None:
