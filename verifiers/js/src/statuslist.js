@@ -16,8 +16,11 @@ export const VALID = 0x00;
 export const INVALID = 0x01;
 export const SUSPENDED = 0x02;
 
-/** A decompressed list larger than this is refused (a zlib bomb, not a list). */
-const MAX_LIST_BYTES = 16 * 1024 * 1024;
+/**
+ * A decompressed list larger than this is refused (a zlib bomb, not a list): 32 Mi one-bit
+ * entries, the Python verifier's bound (authserver's lists are 16 KiB).
+ */
+const MAX_LIST_BYTES = 4 * 1024 * 1024;
 
 /**
  * Read `status.status_list` from a Referenced Token's claims (§6.2), or null when the token
@@ -74,7 +77,7 @@ export function decodeStatusList(statusList) {
     // after the stream are no list (the Python verifier refuses them too).
     if (engine.bytesWritten !== compressed.length) throw new Error('bytes after the ZLIB stream');
   } catch (cause) {
-    throw new TypeError('status_list.lst is not a ZLIB stream of at most 16 MiB', { cause });
+    throw new TypeError('status_list.lst is not a ZLIB stream of at most 4 MiB', { cause });
   }
   return { bits, bytes: new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength) };
 }
