@@ -38,6 +38,7 @@ export const DEFAULTS = Object.freeze({
 });
 
 const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti']; // RFC 9068 §2.2
+const TIME_CLAIMS = ['exp', 'nbf', 'iat'];
 // Header parameters this verifier knows; anything that changes how the JWS is processed
 // (crit, b64, jku, x5u, jwk, ...) is refused instead of trusted or ignored.
 const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
@@ -420,7 +421,8 @@ export function createVerifier(options = {}) {
 function toInvalidToken(err) {
   if (err instanceof InvalidTokenError) return err;
   const reason = (() => {
-    if (err instanceof errors.JWTExpired) return 'expired';
+    // An exp of -1e400 (-Infinity) is no time, not a past one (the Python verifier's rule).
+    if (err instanceof errors.JWTExpired) return claimReason('exp', err.payload?.exp) ?? 'expired';
     if (err instanceof errors.JWTClaimValidationFailed) {
       if (err.claim === 'typ') return 'wrong_typ'; // a header parameter, not a claim
       if (err.reason === 'missing') return 'missing_claim';
@@ -504,11 +506,14 @@ function checkedUrl(value, secureOnly, what) {
 
 /**
  * `missing_claim` for a null RFC 9068 §2.2 claim, `invalid_claim` for another null claim
- * (`"nbf": null` is no time, and nbf is not required: the Python verifier says so too) or
- * for "", [] or {}, else null.
+ * (`"nbf": null` is no time, and nbf is not required: the Python verifier says so too), for
+ * a time that is not finite, or for "", [] or {}, else null.
  */
 function claimReason(claim, value) {
   if (value === null) return REQUIRED_CLAIMS.includes(claim) ? 'missing_claim' : 'invalid_claim';
+  // 1e400 and -1e400 read as infinities, which jose compares as times (nbf 1e400 was
+  // not_yet_valid, exp -1e400 expired): no NumericDate, as in the Python verifier.
+  if (TIME_CLAIMS.includes(claim) && typeof value === 'number' && !Number.isFinite(value)) return 'invalid_claim';
   if (value === '' || (Array.isArray(value) && value.length === 0)) return 'invalid_claim';
   if (typeof value === 'object' && value !== undefined && !Array.isArray(value) && Object.keys(value).length === 0) {
     return 'invalid_claim';

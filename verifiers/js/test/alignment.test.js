@@ -89,17 +89,25 @@ for (const c of cases) {
 }
 
 test('a time claim beyond any time (1e400: Infinity in JavaScript) is invalid_claim, as in Python', async () => {
-  // Signed by hand: JSON.stringify cannot write such a number.
+  // Signed by hand: JSON.stringify cannot write such a number. nbf 1e400 was not_yet_valid
+  // (jose compared Infinity before the finiteness check), the Python verifier's is
+  // invalid_claim for all of them.
   const now = Math.floor(Date.now() / 1000);
   const header = base64url.encode(JSON.stringify({ alg: 'RS256', typ: 'at+jwt', kid: issuer.key.kid }));
-  const payload = base64url.encode(
-    `{"iss":${JSON.stringify(issuer.issuer)},"sub":"u","aud":"${AUDIENCE}","client_id":"c","jti":"j","iat":${now},"exp":1e400}`,
-  );
-  const input = `${header}.${payload}`;
-  const signature = await crypto.subtle.sign('RSASSA-PKCS1-v1_5', issuer.key.privateKey, new TextEncoder().encode(input));
-  const token = `${input}.${base64url.encode(new Uint8Array(signature))}`;
   const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off' });
-  assert.equal(await reasonOf(verifier, token), 'invalid_claim');
+  for (const claim of ['exp', 'nbf', 'iat']) {
+    for (const written of ['1e400', '-1e400']) {
+      const times = { iat: now, exp: now + 300, [claim]: written };
+      const payload = base64url.encode(
+        `{"iss":${JSON.stringify(issuer.issuer)},"sub":"u","aud":"${AUDIENCE}","client_id":"c","jti":"j",` +
+          `"iat":${times.iat},"exp":${times.exp}${claim === 'nbf' ? `,"nbf":${written}` : ''}}`,
+      );
+      const input = `${header}.${payload}`;
+      const signature = await crypto.subtle.sign('RSASSA-PKCS1-v1_5', issuer.key.privateKey, new TextEncoder().encode(input));
+      const token = `${input}.${base64url.encode(new Uint8Array(signature))}`;
+      assert.equal(await reasonOf(verifier, token), 'invalid_claim', `${claim} ${written}`);
+    }
+  }
 });
 
 test('one token, one spelling: padding, whitespace or other unused bits are malformed', async () => {
