@@ -193,7 +193,7 @@ export function createVerifier(options = {}) {
     try {
       const key = await set(header, token);
       jwksFailing = false;
-      return key;
+      return usable(key);
     } catch (err) {
       if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys) throw err;
       if (err instanceof errors.JOSEError && !(err instanceof errors.JWKSTimeout) && err.code !== 'ERR_JOSE_GENERIC' && !(err instanceof errors.JWKSInvalid)) {
@@ -248,7 +248,7 @@ export function createVerifier(options = {}) {
    * verifier says), not unknown_kid. */
   async function lastGoodKey(header, token) {
     try {
-      return await createLocalJWKSet(cache.jwks)(header, token);
+      return usable(await createLocalJWKSet(cache.jwks)(header, token));
     } catch (err) {
       if (err instanceof errors.JWKSNoMatchingKey) {
         throw new InvalidTokenError('jwks_unavailable', 'the issuer cannot be reached and its last keys lack this kid', { cause: err });
@@ -415,6 +415,16 @@ export function createVerifier(options = {}) {
       }
     },
   };
+}
+
+/**
+ * RFC 7518 §3.3: a key shorter than 2048 bits MUST NOT be used with RS256. jose refuses to
+ * verify with one (a TypeError, which read as a malformed token); it is no key of the set,
+ * as the Python verifier skips it: unknown_kid.
+ */
+function usable(key) {
+  if (key?.algorithm?.modulusLength < 2048) throw new errors.JWKSNoMatchingKey();
+  return key;
 }
 
 /** Map whatever jose (or the network) threw to the one error type, with a reason. */

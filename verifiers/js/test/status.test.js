@@ -4,6 +4,7 @@
 // is in server.test.js.
 
 import assert from 'node:assert/strict';
+import { createSign, generateKeyPairSync } from 'node:crypto';
 import { after, before, test } from 'node:test';
 
 import { createVerifier, InvalidTokenError } from '../src/index.js';
@@ -304,6 +305,27 @@ test('keys sharing a kid are each tried, for tokens and status lists (as the Pyt
       verifier.verify(await issuer.token({ list: 'shared-kid', idx: 0, signWith: shared(first), exp: Math.floor(Date.now() / 1000) - 120 })),
       'expired',
     );
+  } finally {
+    issuer.state.keys = saved;
+  }
+});
+
+test('a key shorter than 2048 bits is no key: unknown_kid, as the Python verifier says', async () => {
+  // RFC 7518 §3.3. jose refused to verify with it (a TypeError, "malformed", blaming the
+  // token); the Python verifier verified its tokens.
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const jwk = { ...publicKey.export({ format: 'jwk' }), kid: 'small', use: 'sig', alg: 'RS256' };
+  const saved = issuer.state.keys;
+  issuer.state.keys = [...saved, { kid: 'small', jwk }];
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const input = `${part({ alg: 'RS256', typ: 'at+jwt', kid: 'small' })}.${part({
+      iss: issuer.issuer, sub: 'u', aud: AUDIENCE, client_id: 'c', jti: 'j', iat: now, exp: now + 300,
+    })}`;
+    const token = `${input}.${createSign('sha256').update(input).sign(privateKey).toString('base64url')}`;
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+    await rejects(verifier.verify(token), 'unknown_kid');
   } finally {
     issuer.state.keys = saved;
   }

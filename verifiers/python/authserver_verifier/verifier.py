@@ -704,6 +704,8 @@ class TokenVerifier:
             if entry.get("alg", ALGORITHM) != ALGORITHM or "d" in entry:
                 continue  # a private key in a JWKS is a publishing bug; never trust it
             try:
+                if _modulus_bits(entry.get("n")) < MIN_RSA_BITS:
+                    continue  # RFC 7518 §3.3 (jose refuses such a key too)
                 key = RSAKey.import_key(entry)
             except (JoseError, ValueError, TypeError):
                 continue
@@ -973,6 +975,17 @@ class TokenVerifier:
             lifetime=lifetime,
             exp=expires,
         )
+
+
+#: RFC 7518 §3.3: "A key of size 2048 bits or larger MUST be used with these algorithms."
+MIN_RSA_BITS: Final = 2048
+
+
+def _modulus_bits(n: Any) -> int:
+    """The size of the RSA modulus a JWK's ``n`` encodes (TypeError, ValueError: none)."""
+    if not isinstance(n, str):
+        raise TypeError("no modulus")
+    return int.from_bytes(rules.b64url_decode(n), "big").bit_length()
 
 
 #: The largest time or duration a list may name (the year 5138): past it a number is not

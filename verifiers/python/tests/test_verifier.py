@@ -41,6 +41,7 @@ from authserver_verifier import require_token
 from authserver_verifier import rules
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import HealthCheck
 from hypothesis import given
 from hypothesis import settings
@@ -680,6 +681,21 @@ def test_non_rsa_and_private_and_encryption_keys_are_ignored(
     verifier = verifier_for(server)
     for key in keys:
         assert reason_of(verifier, sign(key, claims_for(server.issuer))) == "unknown_kid"
+
+
+def test_a_key_shorter_than_2048_bits_is_not_used(server: AuthServerDouble) -> None:
+    """RFC 7518 §3.3: a key of 2048 bits or larger MUST be used with RS256. A 1024-bit key
+    in the set verified its tokens here (with joserfc's SecurityWarning), while the Node
+    verifier (jose) refused them; both treat such a key as absent now: unknown_kid."""
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the point
+    numbers = small.public_key().public_numbers()
+    jwk = {"kty": "RSA", "kid": "small", "use": "sig", "n": b64(numbers.n.to_bytes(128, "big"))}
+    server.jwks = {"keys": [{**jwk, "e": b64(numbers.e.to_bytes(3, "big"))}]}
+    header = b64(json.dumps({"alg": "RS256", "typ": "at+jwt", "kid": "small"}).encode())
+    signing_input = f"{header}.{b64(json.dumps(claims_for(server.issuer)).encode())}"
+    signature = small.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    # Warnings are errors here: joserfc's SecurityWarning is not met on the way either.
+    assert reason_of(verifier_for(server), f"{signing_input}.{b64(signature)}") == "unknown_kid"
 
 
 def test_keys_sharing_a_kid_are_each_tried(server: AuthServerDouble, keys: list[RSAKey]) -> None:
