@@ -94,7 +94,7 @@ export function createVerifier(options = {}) {
       return new Response(jwksHeld.body, { status: 200, headers: response.headers });
     }
     if (response.status !== 200) return response;
-    const body = new Uint8Array(await response.arrayBuffer());
+    const body = withoutPrivateKeys(new Uint8Array(await response.arrayBuffer()));
     const etag = response.headers.get('etag');
     jwksHeld = etag ? { etag, body } : null;
     return new Response(body, { status: 200, headers: response.headers });
@@ -425,6 +425,24 @@ export function createVerifier(options = {}) {
 function usable(key) {
   if (key?.algorithm?.modulusLength < 2048) throw new errors.JWKSNoMatchingKey();
   return key;
+}
+
+/**
+ * The JWK set without its private members ("d"): a private key in a JWKS is a publishing
+ * bug, never trusted, and skipped as the Python verifier skips it (unknown_kid for its kid).
+ * jose refused it only when a token named it (JWKSInvalid), which read as the issuer
+ * failing, and anyone can send such a token. A body that is no JSON is left to jose.
+ */
+function withoutPrivateKeys(body) {
+  let set;
+  try {
+    set = JSON.parse(new TextDecoder().decode(body));
+  } catch {
+    return body;
+  }
+  if (!Array.isArray(set?.keys) || !set.keys.some((jwk) => jwk !== null && typeof jwk === 'object' && 'd' in jwk)) return body;
+  const keys = set.keys.filter((jwk) => !(jwk !== null && typeof jwk === 'object' && 'd' in jwk));
+  return new TextEncoder().encode(JSON.stringify({ ...set, keys }));
 }
 
 /** Map whatever jose (or the network) threw to the one error type, with a reason. */

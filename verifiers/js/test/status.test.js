@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { createSign, generateKeyPairSync } from 'node:crypto';
 import { after, before, test } from 'node:test';
 
+import { exportJWK } from 'jose';
+
 import { createVerifier, InvalidTokenError } from '../src/index.js';
 import { newKey, startIssuer } from './helpers/issuer.js';
 
@@ -326,6 +328,26 @@ test('a key shorter than 2048 bits is no key: unknown_kid, as the Python verifie
     const token = `${input}.${createSign('sha256').update(input).sign(privateKey).toString('base64url')}`;
     const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
     await rejects(verifier.verify(token), 'unknown_kid');
+  } finally {
+    issuer.state.keys = saved;
+  }
+});
+
+test('a private key in the key set is skipped: unknown_kid for its kid, the other keys verify (as in Python)', async () => {
+  // jose refuses such a member when a token names it (JWKSInvalid): jwks_unavailable (503)
+  // at first, then malformed from the last good set, and each such token, which anyone can
+  // send (kids are public), noted the issuer as failing.
+  const leaked = await newKey();
+  const privateJwk = { ...(await exportJWK(leaked.privateKey)), kid: 'leaked', use: 'sig', alg: 'RS256' };
+  const saved = issuer.state.keys;
+  issuer.state.keys = [...saved, { kid: 'leaked', jwk: privateJwk }];
+  try {
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+    const forged = await issuer.token({ status: null, signWith: { ...leaked, kid: 'leaked' } });
+    for (let i = 0; i < 3; i += 1) {
+      await rejects(verifier.verify(forged), 'unknown_kid');
+      await verifier.verify(await issuer.token({ status: null }));
+    }
   } finally {
     issuer.state.keys = saved;
   }
