@@ -244,9 +244,11 @@ class ServerProcess:
         workers: int = 1,
         log_path: Path | None = None,
         port: int | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.port = port or free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
+        self.host = host
+        self.base_url = f"http://{host}:{self.port}"
         full = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
         full.update(env)
         full.setdefault("AUTHSERVER_ISSUER", self.base_url)
@@ -267,7 +269,7 @@ class ServerProcess:
                 AUTHSERVER,
                 "serve",
                 "--host",
-                "127.0.0.1",
+                self.host,
                 "--port",
                 str(self.port),
                 "--workers",

@@ -126,7 +126,7 @@ def serve(**options: Any) -> None:
     metrics_dir = prepare_metrics_dir()
     try:
         configure_logging(settings)
-        check_listen(settings.host, settings.port)
+        bind = check_listen(settings.host, settings.port)
         prepare(settings)
     except (ConfigError, KeyStoreError) as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
@@ -139,13 +139,16 @@ def serve(**options: Any) -> None:
         shutil.rmtree(metrics_dir, ignore_errors=True)
         fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
     export_options({**state().overrides, **{k: v for k, v in options.items() if v is not None}})
-    run_server(settings, metrics_dir)
+    run_server(settings, metrics_dir, bind)
 
 
-def check_listen(host: str, port: int) -> None:
+def check_listen(host: str, port: int) -> str:
     """Refuse at once, in one line, an address the server could not listen on (in use, not
     local, not permitted): granian would report it with a native stack trace.
 
+    :returns: the numeric address to bind, which is what granian takes: *host* as given
+        when it is one, else the address the name resolves to (``localhost``: 127.0.0.1),
+        the one checked here. granian refused a name with a ``ValueError`` traceback.
     :raises ConfigError: naming the address and the system's reason.
     """
     try:
@@ -162,6 +165,7 @@ def check_listen(host: str, port: int) -> None:
             raise ConfigError(
                 f"cannot listen on {host}:{port}: {exc.strerror or type(exc).__name__}"
             ) from None
+    return str(address[0])
 
 
 def export_options(options: dict[str, Any]) -> None:
@@ -294,7 +298,7 @@ def _stop_while_starting() -> None:
     _release_sigterm()
 
 
-def run_server(settings: Settings, metrics_dir: str) -> None:
+def run_server(settings: Settings, metrics_dir: str, bind: str) -> None:
     """granian (a Rust HTTP server) running the WSGI app in ``workers`` processes with
     ``threads`` Python threads each; chosen by measurement over gunicorn (bench/RESULTS.md,
     "Server and worker model"). Returns when the server has stopped (SIGTERM or SIGINT:
@@ -317,7 +321,7 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     server = Server(
         f"{__name__}:worker_app",
         factory=True,
-        address=settings.host,
+        address=bind,
         port=settings.port,
         interface=Interfaces.WSGI,
         http=HTTPModes.http1,
@@ -335,7 +339,7 @@ def run_server(settings: Settings, metrics_dir: str) -> None:
     )
     log.info(
         "authserver listening on http://%s:%s with %d workers x %d threads; %s",
-        settings.host,
+        f"[{bind}]" if ":" in bind else bind,
         settings.port,
         workers,
         settings.threads,

@@ -381,6 +381,19 @@ def test_serve_on_a_port_in_use_stops_with_one_line(env_for: EnvFor, tmp_path: P
     assert not db_file.exists()  # refused before touching the database
 
 
+def test_serve_listens_on_a_host_name(env_for: EnvFor, tmp_path: Path) -> None:
+    """``--host localhost``, the name a newcomer types: granian binds numeric addresses
+    only, and a name passed to it ended serve with a ValueError traceback after the
+    database and the first key were made. serve binds the address the name resolves to."""
+    env = env_for(f"sqlite:///{tmp_path / 'named.db'}")
+    log = tmp_path / "server.log"
+    with ServerProcess(env, host="localhost", log_path=log) as server:
+        answer = requests.get(f"{server.base_url}/.well-known/jwks.json", timeout=5)
+        assert answer.status_code == 200
+        assert len(answer.json()["keys"]) == 1
+    assert "Traceback" not in log.read_text()
+
+
 # -- an encrypted key store and a wrong or missing passphrase ------------------------------
 
 
