@@ -86,6 +86,9 @@ def run(args: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except click.UsageError as exc:
+        if isinstance(exc, click.NoSuchOption) and (misplaced := _misplaced_group_option(exc)):
+            click.echo(f"authserver: error: {misplaced}", err=True)
+            return exc.exit_code
         where = exc.ctx.command_path if exc.ctx is not None else "authserver"
         click.echo(f"authserver: error: {exc.format_message()} (see '{where} --help')", err=True)
         return exc.exit_code
@@ -101,6 +104,25 @@ def run(args: list[str] | None = None) -> int:
         click.echo(exc.code, err=True)
         return 1
     return code if isinstance(code, int) else 0
+
+
+def _misplaced_group_option(exc: click.NoSuchOption) -> str | None:
+    """What to say when *exc*'s option is one of the ``authserver`` group's (a setting, or
+    ``--config``) given after a command that does not take it: ``authserver clients list
+    --database-url URL`` was refused as "No such option", as if no such option existed."""
+    ctx = exc.ctx
+    if ctx is None or ctx.parent is None:
+        return None  # given to the group itself: unknown indeed
+    name = exc.option_name
+    group = ctx.find_root().command
+    if not any(name in p.opts for p in group.params if isinstance(p, click.Option)):
+        return None
+    command = ctx.command_path.removeprefix(f"{ctx.find_root().info_name} ")
+    value = "FILE" if name == "--config" else "VALUE"
+    return (
+        f"{name} is an option of 'authserver', not of {command!r}: put it before the "
+        f"command (authserver {name} {value} {command} ...)"
+    )
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from tests.helpers import run_cli_here
 
 
 @pytest.mark.parametrize(
@@ -41,6 +42,47 @@ def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Pa
         assert name in lines[0], lines
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "none.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (
+            ["clients", "list", "--database-url", "sqlite:///x.db"],
+            "--database-url is an option of 'authserver', not of 'clients list': put it "
+            "before the command (authserver --database-url VALUE clients list ...)",
+        ),
+        (
+            ["serve", "--config", "settings.env"],
+            "--config is an option of 'authserver', not of 'serve': put it before the "
+            "command (authserver --config FILE serve ...)",
+        ),
+        (
+            ["db", "current", "--port=9000"],
+            "--port is an option of 'authserver', not of 'db current': put it before the "
+            "command (authserver --port VALUE db current ...)",
+        ),
+    ],
+    ids=["setting-after-command", "config-after-serve", "setting-with-equals"],
+)
+def test_a_group_option_after_the_command_says_where_it_goes(
+    args: list[str], expected: str, tmp_path: Path
+) -> None:
+    """Settings (and --config) are options of the group; given after a command that does
+    not take them, the answer was "No such option '--database-url'", as if it did not
+    exist. The line says where it goes; an option unknown everywhere is still just that."""
+    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'none.db'}"}
+    result = run_cli_here(env, *args)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"authserver: error: {expected}"]
+    assert not (tmp_path / "none.db").exists()
+
+    unknown = run_cli_here(env, "clients", "list", "--no-such-option")
+    assert unknown.returncode == 2
+    assert unknown.stderr.strip() == (
+        "authserver: error: No such option '--no-such-option'. "
+        "(see 'authserver clients list --help')"
+    )
 
 
 def test_the_process_ends_with_its_output_status_and_exit_handlers(
