@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -37,10 +38,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import requests
+from psycopg import sql
+from sqlalchemy.engine import make_url
 
+from tests.conftest import PG_URL
+from tests.conftest import require_postgres
+from tests.helpers import cli_json_here
 from tests.helpers import free_port
+from tests.helpers import missing
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -343,3 +352,60 @@ def test_readme_quickstart_serves(tmp_path: Path) -> None:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, 9)
                 proc.wait(5)
+
+
+def test_postgresql_backup_and_restore_blocks_run(tmp_path: Path) -> None:
+    """operations.md's PostgreSQL backup and restore blocks, as written, with the servers'
+    AUTHSERVER_DATABASE_URL in the SQLAlchemy form the docs give it
+    (``postgresql+psycopg://``): pg_dump took that URL for a database name ("database
+    \"postgresql+psycopg://...\" does not exist"). A client deleted after the dump is back
+    after the restore."""
+    require_postgres()
+    if not (shutil.which("pg_dump") and shutil.which("pg_restore")):
+        missing("pg_dump and pg_restore (PostgreSQL's client tools) are not installed")
+    backup, restore = [
+        b
+        for b in blocks(ROOT / "docs" / "operations.md")
+        if re.search(r"\bpg_(dump|restore) ", b.code)
+    ]
+    assert "pg_dump" in backup.code
+    assert "pg_restore" in restore.code
+    admin = PG_URL.replace("postgresql+psycopg://", "postgresql://", 1)
+    database = f"docs_backup_{secrets.token_hex(6)}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    url = (
+        make_url(admin)
+        .set(drivername="postgresql+psycopg", database=database)
+        .render_as_string(hide_password=False)
+    )
+    env = {"AUTHSERVER_DATABASE_URL": url, "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys")}
+    shell_env = {k: v for k, v in os.environ.items() if not k.startswith("AUTHSERVER_")}
+    shell_env.update(env, HOME=str(tmp_path))
+
+    def run(block: Block) -> None:
+        result = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", block.code],
+            cwd=tmp_path,
+            env=shell_env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT,
+            check=False,
+        )
+        assert result.returncode == 0, f"{block.where}\n{result.stderr[-3000:]}"
+
+    try:
+        client_id = cli_json_here(env, "clients", "create", "--name", "backed-up")["client_id"]
+        run(backup)
+        dump = tmp_path / "authserver.dump"
+        assert dump.stat().st_mode & 0o077 == 0  # it holds the audit trail
+        deleted = run_cli_here(env, "clients", "delete", client_id, "--yes")
+        assert deleted.returncode == 0, deleted.stderr
+        run(restore)
+        assert cli_json_here(env, "clients", "show", client_id)["name"] == "backed-up"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
+            )
