@@ -24,8 +24,9 @@ from authserver.errors import StorageError
 from authserver.keys import crypto
 from authserver.keys.model import KeyState
 from authserver.records import UnreadableRecord
-from authserver.settings import MIN_BEARER_TOKEN_LENGTH
+from authserver.settings import METRICS_IS_ADMIN
 from authserver.settings import Settings
+from authserver.settings import guessable_token
 from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import sqlite_file
@@ -260,28 +261,12 @@ def _admin_token(settings: Settings, add: _Add) -> None:
     ):
         if token is None:
             add(Finding(check, "ok", f"not set: {off}"))
-        # Settings refuse a short token; a long one can still be a repeated character or a
-        # word typed twice, which a guesser tries first.
-        elif len(token) < MIN_BEARER_TOKEN_LENGTH or len(set(token)) < 10:
-            add(
-                Finding(
-                    check,
-                    "problem",
-                    f"{env} looks guessable ({len(token)} characters, {len(set(token))} "
-                    "distinct); use python3 -c 'import secrets; print(secrets.token_urlsafe(32))'",
-                )
-            )
+        elif why := guessable_token(env, token):
+            add(Finding(check, "problem", why))
         else:
             add(Finding(check, "ok", f"set ({len(token)} characters)"))
     if settings.admin_token is not None and settings.admin_token == settings.metrics_token:
-        add(
-            Finding(
-                "metrics token",
-                "problem",
-                "AUTHSERVER_METRICS_TOKEN is the admin token: whatever scrapes /metrics "
-                "(and its configuration) can then change clients and keys; give it its own",
-            )
-        )
+        add(Finding("metrics token", "problem", METRICS_IS_ADMIN))
 
 
 def _fetch_metadata(url: str) -> tuple[object, str | None]:

@@ -336,6 +336,25 @@ def _bool(raw: str) -> bool:
 #: The shortest admin or metrics bearer token accepted.
 MIN_BEARER_TOKEN_LENGTH = 32
 
+#: A metrics token equal to the admin token (:meth:`Settings.operator_token_problems`).
+METRICS_IS_ADMIN = (
+    "AUTHSERVER_METRICS_TOKEN is the admin token: whatever scrapes /metrics "
+    "(and its configuration) can then change clients and keys; give it its own"
+)
+
+
+def guessable_token(env: str, token: str) -> str | None:
+    """Why the bearer token of *env* looks guessable, or None. Settings refuse a short
+    token; a long one can still be a repeated character or a word typed twice, which a
+    guesser tries first."""
+    if len(token) < MIN_BEARER_TOKEN_LENGTH or len(set(token)) < 10:
+        return (
+            f"{env} looks guessable ({len(token)} characters, {len(set(token))} distinct); "
+            "use python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    return None
+
+
 #: The prefix of every setting's environment variable.
 ENV_PREFIX = "AUTHSERVER_"
 
@@ -665,6 +684,22 @@ class Settings:
                 "AUTHSERVER_DEFAULT_TOKEN_TTL: must not exceed AUTHSERVER_MAX_TOKEN_TTL "
                 f"({self.max_token_ttl}s)"
             )
+
+    def operator_token_problems(self) -> list[str]:
+        """What is wrong with the admin and metrics tokens that :meth:`validate` lets
+        through: serve warns of each at start, ``authserver doctor`` reports each as a
+        problem."""
+        found = [
+            why
+            for env, token in (
+                ("AUTHSERVER_ADMIN_TOKEN", self.admin_token),
+                ("AUTHSERVER_METRICS_TOKEN", self.metrics_token),
+            )
+            if token is not None and (why := guessable_token(env, token))
+        ]
+        if self.admin_token is not None and self.admin_token == self.metrics_token:
+            found.append(METRICS_IS_ADMIN)
+        return found
 
     @property
     def key_retention(self) -> int:

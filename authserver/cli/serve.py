@@ -51,6 +51,10 @@ def prepare(settings: Settings) -> None:
             "AUTHSERVER_ISSUER is a plain http:// URL on a non-loopback host; use https "
             "in production (AUTHSERVER_PRODUCTION=true refuses this)"
         )
+    # What authserver doctor reports as a problem: a token anyone may try guesses against,
+    # or the metrics scraper holding the admin API.
+    for problem in settings.operator_token_problems():
+        log.warning("%s", problem)
     # Here, not at the top: it loads Authlib, which no other command needs.
     from authserver.oauth import metadata
 

@@ -54,6 +54,24 @@ def test_a_short_token_stops_serve_with_one_line(tmp_path: Path, variable: str, 
     assert value not in lines[0]  # the value is never echoed
 
 
+def test_serve_warns_of_what_doctor_finds_in_the_tokens(tmp_path: Path) -> None:
+    """A 40-character token of two letters, given to both settings: doctor called each a
+    problem, and serve started on them without a word."""
+    weak = "ab" * 20
+    env = _env(tmp_path, AUTHSERVER_ADMIN_TOKEN=weak, AUTHSERVER_METRICS_TOKEN=weak)
+    log = tmp_path / "serve.log"
+    with ServerProcess(env, log_path=log) as running:
+        assert _get(running, "/admin/clients", weak).status_code == 200
+    warnings = [ln for ln in log.read_text().splitlines() if " WARNING " in ln]
+    for expected in (
+        "AUTHSERVER_ADMIN_TOKEN looks guessable (40 characters, 2 distinct)",
+        "AUTHSERVER_METRICS_TOKEN looks guessable (40 characters, 2 distinct)",
+        "AUTHSERVER_METRICS_TOKEN is the admin token",
+    ):
+        assert any(expected in ln for ln in warnings), (expected, warnings)
+    assert weak not in log.read_text()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp_path = tmp_path_factory.mktemp("operator")
