@@ -711,6 +711,11 @@ class Settings:
         return self.issuer.startswith("http://")  # the scheme is lower case (_issuer)
 
     @property
+    def host_is_loopback(self) -> bool:
+        """serve listens on a loopback address only (not a wildcard or a public one)."""
+        return _is_loopback(self.host)
+
+    @property
     def issuer_is_loopback(self) -> bool:
         return _is_loopback(urlsplit(self.issuer).hostname or "")
 

@@ -33,6 +33,7 @@ from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
+from authserver.settings import default_issuer
 from authserver.storage.sql.migrate import ensure_schema
 
 log = logging.getLogger("authserver")
@@ -50,6 +51,24 @@ def prepare(settings: Settings) -> None:
         log.warning(
             "AUTHSERVER_ISSUER is a plain http:// URL on a non-loopback host; use https "
             "in production (AUTHSERVER_PRODUCTION=true refuses this)"
+        )
+    if (
+        (settings.proxy_hops or not settings.host_is_loopback)
+        and settings.issuer == (default_issuer(settings.host, settings.port))
+        and settings.issuer_is_loopback
+    ):
+        # The issuer followed --host and --port (AUTHSERVER_ISSUER unset) on a server meant
+        # for other machines (behind a proxy, or on a public address such as the image's
+        # 0.0.0.0): tokens and metadata name http://localhost:PORT, which a verifier or a
+        # backend elsewhere cannot reach, and which no request through the proxy changes.
+        log.warning(
+            "AUTHSERVER_ISSUER is not set: tokens and metadata name %s, which only this "
+            "machine reaches, though serve %s; set AUTHSERVER_ISSUER to the URL verifiers "
+            "use (behind a proxy, its public https:// URL)",
+            settings.issuer,
+            "is behind a proxy (AUTHSERVER_PROXY_HOPS)"
+            if settings.proxy_hops
+            else f"listens on {settings.host}",
         )
     # What authserver doctor reports as a problem: a token anyone may try guesses against,
     # or the metrics scraper holding the admin API.

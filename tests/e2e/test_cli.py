@@ -394,6 +394,30 @@ def test_serve_listens_on_a_host_name(env_for: EnvFor, tmp_path: Path) -> None:
     assert "Traceback" not in log.read_text()
 
 
+def test_serve_behind_a_proxy_without_an_issuer_warns(env_for: EnvFor, tmp_path: Path) -> None:
+    """AUTHSERVER_PROXY_HOPS set and AUTHSERVER_ISSUER not (docs/operations.md, "Behind a
+    reverse proxy", followed halfway): every token and the metadata named
+    http://localhost:PORT, whatever the proxy forwarded, and serve said nothing."""
+    env = env_for(f"sqlite:///{tmp_path / 'proxied.db'}", AUTHSERVER_PROXY_HOPS="1")
+    log = tmp_path / "server.log"
+    server = ServerProcess(env, log_path=log)
+    del server.env["AUTHSERVER_ISSUER"]  # unset, as in the quickstart
+    with server:
+        metadata = requests.get(
+            f"{server.base_url}/.well-known/oauth-authorization-server",
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "auth.example.com"},
+            timeout=5,
+        ).json()
+    issuer = f"http://localhost:{server.port}"
+    assert metadata["issuer"] == issuer  # what the warning is about
+    warnings = [ln for ln in log.read_text().splitlines() if " WARNING " in ln]
+    assert any(
+        f"AUTHSERVER_ISSUER is not set: tokens and metadata name {issuer}" in ln
+        and "AUTHSERVER_PROXY_HOPS" in ln
+        for ln in warnings
+    ), warnings
+
+
 # -- an encrypted key store and a wrong or missing passphrase ------------------------------
 
 
