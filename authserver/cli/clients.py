@@ -391,7 +391,9 @@ def _set_enabled(client_id: str, enabled: bool, as_json: bool) -> None:
 @json_option
 @handle_errors
 def disable(client_id: str, as_json: bool) -> None:
-    """Refuse the client's authentication until enabled again."""
+    """Refuse the client's authentication until enabled again, and revoke every live
+    token it was issued (status lists, introspection): enabling it again does not bring
+    those back."""
     _set_enabled(client_id, False, as_json)
 
 

@@ -198,6 +198,15 @@ def test_disabling_or_deleting_a_client_revokes_all_its_tokens(
     assert status_of(http, b_token) == 0
     introspected = http.post("/introspect", data={"token": b_token}, auth=(b_id, b_secret))
     assert introspected.get_json()["active"] is True
+    # Enabling the client again brings none of its tokens back, as its help says.
+    with services.unit_of_work():
+        services.clients.set_enabled(a_id, True)
+    assert [status_of(http, t) for t in a_tokens] == [1, 1, 1]
+    introspected = http.post("/introspect", data={"token": a_tokens[0]}, auth=(a_id, a_secret))
+    assert introspected.get_json()["active"] is False
+    help_text = " ".join(run_cli_here({}, "clients", "disable", "--help").stdout.split())
+    assert "revoke every live token it was issued" in help_text, help_text
+    assert "does not bring those back" in help_text, help_text
 
 
 def test_status_claim_cannot_be_forged_through_claims(http: Any, register: Register) -> None:
