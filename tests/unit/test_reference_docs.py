@@ -48,6 +48,23 @@ def test_every_command_is_in_the_reference(command: str) -> None:
     assert f"`{command}" in section or f", `{command.split()[-1]}" in section, command
 
 
+def _readme_synopsis() -> str:
+    text = (ROOT / "README.md").read_text("utf-8")
+    return text.split("## Command line", 1)[1].split("```", 2)[1]
+
+
+@pytest.mark.parametrize("command", _command_paths(cli))
+def test_every_command_is_in_the_readme_synopsis(command: str) -> None:
+    """The README's command line block is where a newcomer looks first: it lacked
+    ``tokens revoke`` and ``db copy``. Each command is there, its last word after its
+    group (``authserver db upgrade | current | copy``) or after a ``|``."""
+    synopsis = " ".join(_readme_synopsis().split())
+    *group, name = command.split()
+    head = " ".join(["authserver", *group])
+    pattern = rf"{re.escape(head)} (?:[^|]*\| )*{re.escape(name)}\b"
+    assert re.search(pattern, synopsis), f"add '{command}' to README.md's Command line block"
+
+
 def _tracked() -> list[Path]:
     names = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
