@@ -16,6 +16,8 @@ from authserver.clients.jwks_fetch import JwksFetcher
 from authserver.clients.service import ClientService
 from authserver.clock import Clock
 from authserver.clock import SystemClock
+from authserver.errors import ConfigError
+from authserver.keys.model import KeyState
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
@@ -76,6 +78,37 @@ class Services:
         if self.changes is not None:
             self.changes.stop()
         self.db.dispose()
+
+
+def check_key_store(svc: Services) -> None:
+    """Refuse the file key store on a database that holds signing keys still in use.
+
+    The SQL key store keeps its keys in the database every instance shares; the file store
+    in a directory of this host. A process given the file store (the default) on such a
+    database (AUTHSERVER_KEY_STORE=sql forgotten for one instance, or for a command) found
+    no key there, created one and signed with it: its JWKS and tokens named keys that the
+    other instances never publish, and ``keys list`` said there were no keys yet.
+
+    :raises ConfigError: naming ``AUTHSERVER_KEY_STORE`` and how many keys the database
+        holds.
+    """
+    if svc.settings.key_store != "file":
+        return
+    now = svc.clock.now()
+    retention = svc.settings.key_retention
+    with svc.unit_of_work():
+        in_use = [
+            key
+            for key in SqlKeyStore(svc.db).list()
+            if key.state(now, retention) is not KeyState.GONE
+        ]
+    if in_use:
+        raise ConfigError(
+            f"AUTHSERVER_KEY_STORE: is file ({svc.settings.keys_dir.absolute()}), but the "
+            f"database holds {len(in_use)} signing key(s) in use, stored with "
+            "AUTHSERVER_KEY_STORE=sql: set AUTHSERVER_KEY_STORE=sql, as for the servers "
+            "on this database (with the file store, keys other than theirs would be used)"
+        )
 
 
 def key_policy(settings: Settings) -> KeyPolicy:

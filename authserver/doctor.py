@@ -62,7 +62,7 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
         if settings.key_store == "sql" and not schema_ok:
             add(Finding("key store", "problem", "the key store is in the database, see above"))
         else:
-            plaintext = _keys(svc, settings, add)
+            plaintext = _keys(svc, settings, add, check_database=schema_ok)
         if schema_ok:
             _clients(svc, add)
     finally:
@@ -145,10 +145,14 @@ def _private_file(db: Database, add: _Add, mode_before: int | None) -> None:
         )
 
 
-def _keys(svc: container.Services, settings: Settings, add: _Add) -> int | None:
+def _keys(
+    svc: container.Services, settings: Settings, add: _Add, *, check_database: bool
+) -> int | None:
     """Check the key store; return how many stored private keys are not encrypted, or
     ``None`` when it cannot be read."""
     try:
+        if check_database:  # a database that is missing or not migrated holds no keys
+            container.check_key_store(svc)
         with svc.unit_of_work():
             views = svc.keys.views()
             svc.key_ring.check_readable()

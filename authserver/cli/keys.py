@@ -10,6 +10,7 @@ from authserver.cli.context import services
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import table
+from authserver.container import check_key_store
 from authserver.keys.service import KeyView
 from authserver.web.serializers import key_json
 from authserver.web.serializers import unreadable_json
@@ -45,6 +46,7 @@ def list_(as_json: bool) -> None:
     """Every key with its state (next, current, previous, gone) and dates, and every key
     record that cannot be read (skipped by the server)."""
     with services() as svc, svc.unit_of_work():
+        check_key_store(svc)
         views = svc.keys.views()
         unreadable = svc.key_ring.unreadable()
     if as_json:
@@ -70,6 +72,7 @@ def rotate(as_json: bool) -> None:
     """Publish a new key now; it starts signing after the publish-ahead time."""
     # One transaction, as POST /admin/keys/rotate does it.
     with services(creates=True) as svc, svc.unit_of_work():
+        check_key_store(svc)
         svc.keys.ensure_current()
         result = svc.keys.rotate()
         view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
@@ -96,6 +99,7 @@ def retire(kid: str, as_json: bool) -> None:
         echo(ctx.get_help())
         ctx.exit(0)
     with services() as svc, svc.unit_of_work():
+        check_key_store(svc)
         svc.keys.retire(kid)
         views = svc.keys.views()
     retired = next(v for v in views if v.key.kid == kid)

@@ -94,6 +94,7 @@ def prepare(settings: Settings) -> None:
         changed = ensure_schema(svc.db, create=True, upgrade=True)
         if changed is not None:
             log.info("database schema %s", changed)
+        container.check_key_store(svc)
         with svc.unit_of_work():
             svc.key_ring.check_readable()
         # After the check: keys stored encrypted and no passphrase stop start-up there, with

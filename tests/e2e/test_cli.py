@@ -418,6 +418,44 @@ def test_serve_behind_a_proxy_without_an_issuer_warns(env_for: EnvFor, tmp_path:
     ), warnings
 
 
+def test_the_file_key_store_on_a_database_holding_sql_keys_is_refused(
+    db_url: str, env_for: EnvFor, tmp_path: Path
+) -> None:
+    """One instance (or command) started without AUTHSERVER_KEY_STORE=sql on the database
+    the others keep their keys in: it found no key in its directory, made one and signed
+    with it, publishing a JWKS the other instances do not, and 'keys list' said there
+    were no keys yet. serve, the keys commands and doctor now refuse, naming the setting."""
+    sql = env_for(db_url, AUTHSERVER_KEY_STORE="sql")
+    rotated = cli_json_here(sql, "keys", "rotate")
+    file_store = env_for(db_url)  # AUTHSERVER_KEY_STORE left out: file
+    keys_dir = Path(file_store["AUTHSERVER_KEYS_DIR"])
+
+    port = str(free_port())
+    result = run_cli(
+        file_store, "serve", "--host", "127.0.0.1", "--port", port, "--workers", "1", timeout=60
+    )
+    line = _one_line_error(result)
+    assert line.startswith("authserver: error: AUTHSERVER_KEY_STORE: is file"), line
+    assert "holds 2 signing key(s) in use" in line
+    assert not list(keys_dir.glob("*.pem"))  # no key of its own
+    for command in (["keys", "list"], ["keys", "rotate"], ["keys", "retire", rotated["kid"]]):
+        refused = run_cli_here(file_store, *command)
+        assert refused.returncode == 2, (command, refused.stdout)
+        assert "AUTHSERVER_KEY_STORE" in refused.stderr.splitlines()[0], command
+    assert not list(keys_dir.glob("*.pem"))
+    doctor = json.loads(run_cli_here(file_store, "doctor", "--no-issuer-check", "--json").stdout)
+    assert any(
+        c["check"] == "key store"
+        and c["status"] == "problem"
+        and "AUTHSERVER_KEY_STORE" in c["detail"]
+        for c in doctor["checks"]
+    ), doctor
+    # The SQL store itself is untouched: the key scheduled before is still next.
+    assert [
+        k["kid"] for k in cli_json_here(sql, "keys", "list")["keys"] if k["state"] == "next"
+    ] == [rotated["kid"]]
+
+
 # -- an encrypted key store and a wrong or missing passphrase ------------------------------
 
 
