@@ -73,13 +73,24 @@ def rotate(as_json: bool) -> None:
     # One transaction, as POST /admin/keys/rotate does it.
     with services(creates=True) as svc, svc.unit_of_work():
         check_key_store(svc)
-        svc.keys.ensure_current()
+        # On an empty store, first a key that signs now: the one rotated to signs only
+        # after the publish-ahead, and until then the servers need one.
+        first = svc.keys.ensure_current()
         result = svc.keys.rotate()
-        view = next(v for v in svc.keys.views() if v.key.kid == result.key.kid)
-    data = {**key_json(view), "created": result.created}
+        views = svc.keys.views()
+    view = next(v for v in views if v.key.kid == result.key.kid)
+    current = next((v for v in views if v.state.value == "current"), None)
+    data = {
+        **key_json(view),
+        "created": result.created,
+        "current_kid": current.key.kid if current else None,
+    }
     if as_json:
         emit_json(data)
-    elif result.created:
+        return
+    if first is not None:
+        echo(f"created key {first.kid}, which signs now (the store had no current key)")
+    if result.created:
         echo(f"published key {data['kid']}; it signs from {data['signs_from']}")
     else:
         echo(f"a rotation is already scheduled: key {data['kid']} signs from {data['signs_from']}")

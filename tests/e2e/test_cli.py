@@ -296,6 +296,8 @@ def test_keys_list_rotate_retire(db_url: str, env_for: EnvFor, key_store: str) -
     assert states[first["kid"]] == "next"
     assert sorted(states.values()) == ["current", "next"]
     current_kid = next(kid for kid, state in states.items() if state == "current")
+    # The key made to sign at once on the empty store is named too (it was not).
+    assert first["current_kid"] == current_kid
 
     # Idempotent: the rotation already scheduled is returned, nothing new is created.
     again = cli_json_here(env, "keys", "rotate")
