@@ -20,6 +20,7 @@ from authserver_verifier.verifier import metadata_urls
 
 from authserver import container
 from authserver.errors import AuthServerError
+from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.keys import crypto
 from authserver.keys.model import KeyState
@@ -27,6 +28,7 @@ from authserver.records import UnreadableRecord
 from authserver.settings import METRICS_IS_ADMIN
 from authserver.settings import Settings
 from authserver.settings import guessable_token
+from authserver.settings import redact_url
 from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import sqlite_file
@@ -69,6 +71,7 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
         svc.close()
     _passphrase(settings, add, plaintext)
     _admin_token(settings, add)
+    _rate_limits(settings, add)
     if check_issuer:
         _issuer(settings, add)
     return findings
@@ -271,6 +274,35 @@ def _admin_token(settings: Settings, add: _Add) -> None:
             add(Finding(check, "ok", f"set ({len(token)} characters)"))
     if settings.admin_token is not None and settings.admin_token == settings.metrics_token:
         add(Finding("metrics token", "problem", METRICS_IS_ADMIN))
+
+
+def _rate_limits(settings: Settings, add: _Add) -> None:
+    """The failed-authentication limits' storage, reached as serve reaches it at start
+    (where an unreachable one stops it): doctor said "No problems found" for a
+    configuration that serve then refused."""
+    if settings.auth_failures_per_client is None and settings.auth_failures_per_address is None:
+        add(Finding("rate limits", "ok", "off: failed authentications are not limited"))
+        return
+    uri = settings.rate_limit_storage
+    if uri == "memory://":
+        add(
+            Finding(
+                "rate limits",
+                "ok",
+                "memory://: each worker process counts on its own (Redis for one limit "
+                "across workers and instances)",
+            )
+        )
+        return
+    # Here, not at the top: the limits package costs 0.15 s of start-up.
+    from authserver.limits_storage import check_storage
+
+    try:
+        check_storage(settings)
+    except ConfigError as exc:
+        add(Finding("rate limits", "problem", str(exc)))
+        return
+    add(Finding("rate limits", "ok", f"{redact_url(uri)} reachable"))
 
 
 def _fetch_metadata(url: str) -> tuple[object, str | None]:

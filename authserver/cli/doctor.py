@@ -29,7 +29,8 @@ _MARK = {"ok": "ok", "warning": "WARNING", "problem": "PROBLEM"}
 def doctor(skip_issuer: bool, as_json: bool) -> None:
     """Check the configuration end to end: database reachable and migrated, key store
     readable with a current key, passphrase, issuer reachable and matching its metadata,
-    admin token strength. Exits 1 when any problem is found; creates nothing."""
+    admin and metrics token strength, rate-limit storage reachable. Exits 1 when any
+    problem is found; creates nothing."""
     settings = load_settings()
     state().used = settings
     findings = checks.run(settings, check_issuer=not skip_issuer)

@@ -390,6 +390,30 @@ def test_doctor_names_a_shared_metrics_token_an_open_database_file_and_a_missing
     assert report["ok"] is False
 
 
+def test_doctor_reaches_the_rate_limit_storage_as_serve_does(tmp_path: Path) -> None:
+    """A Redis that cannot be reached stops serve at start; doctor said "No problems
+    found" for the same configuration. It reports it (the password masked)."""
+    unreachable = f"redis://:doctor-redis-pw@127.0.0.1:{free_port()}/0"
+    env = _env(tmp_path, AUTHSERVER_RATE_LIMIT_STORAGE=unreachable)
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    result = run_cli_here(env, "doctor", "--no-issuer-check", "--json")
+    assert result.returncode == 1, result.stdout
+    found = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+    assert found["rate limits"]["status"] == "problem", found
+    assert found["rate limits"]["detail"].startswith("AUTHSERVER_RATE_LIMIT_STORAGE: cannot reach")
+    assert "doctor-redis-pw" not in result.stdout + result.stderr
+
+    served = run_cli(env, "serve", "--host", "127.0.0.1", "--port", str(free_port()), timeout=60)
+    assert served.returncode == 2
+    assert found["rate limits"]["detail"] in served.stderr  # the same line serve stops with
+
+    memory = _env(tmp_path)
+    report = json.loads(run_cli_here(memory, "doctor", "--no-issuer-check", "--json").stdout)
+    limits = next(c for c in report["checks"] if c["check"] == "rate limits")
+    assert limits["status"] == "ok", limits
+    assert limits["detail"].startswith("memory://"), limits
+
+
 def test_audit_since_empty_is_refused_as_the_api_refuses_it(tmp_path: Path) -> None:
     """'audit --since ""' (an unset shell variable) meant no filter at all."""
     env = _env(tmp_path)
