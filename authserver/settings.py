@@ -522,7 +522,9 @@ class Settings:
         default="text",
     )
     audit_retention: int = setting(
-        _positive_duration, "how long audit events are kept (e.g. 90d)", default=90 * 86400
+        _positive_duration,
+        "how long audit events are kept (e.g. 90d); at least AUTHSERVER_MAX_TOKEN_TTL",
+        default=90 * 86400,
     )
     production: bool = setting(
         _bool,
@@ -683,6 +685,15 @@ class Settings:
             raise ConfigError(
                 "AUTHSERVER_DEFAULT_TOKEN_TTL: must not exceed AUTHSERVER_MAX_TOKEN_TTL "
                 f"({self.max_token_ttl}s)"
+            )
+        # Revoking a user's or a client's tokens (tokens revoke, a disable or delete, and
+        # the schedule's reconcile) finds the live tokens in the token.issued events: purged
+        # sooner than the tokens expire, they were answered "revoked 0" and stayed valid.
+        if self.audit_retention < self.max_token_ttl:
+            raise ConfigError(
+                "AUTHSERVER_AUDIT_RETENTION: must be at least AUTHSERVER_MAX_TOKEN_TTL "
+                f"({self.max_token_ttl}s): revoking a user's or a client's tokens finds "
+                "them in the audit trail"
             )
 
     def operator_token_problems(self) -> list[str]:

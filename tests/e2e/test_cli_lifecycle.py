@@ -173,7 +173,8 @@ def test_audit_retention_purges_old_events(settings: Settings) -> None:
     from authserver.scheduler import housekeeping
     from authserver.storage.sql.migrate import upgrade_to_head
 
-    svc = container.build(settings.replace(audit_retention=60))
+    short = settings.replace(default_token_ttl=60, max_token_ttl=60, audit_retention=60)
+    svc = container.build(short)
     try:
         upgrade_to_head(svc.db)
         with svc.unit_of_work():

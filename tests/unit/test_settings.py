@@ -432,6 +432,20 @@ def test_default_ttl_equal_to_max_ttl_is_accepted() -> None:
     assert settings.default_token_ttl == settings.max_token_ttl == 3600
 
 
+def test_audit_retention_shorter_than_the_longest_token_is_refused() -> None:
+    """The token.issued events are how 'tokens revoke' and a client's disable find live
+    tokens: purged sooner than the tokens expire, a revocation said 'revoked 0' and the
+    tokens stayed valid."""
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({"AUTHSERVER_AUDIT_RETENTION": "1h"})  # the longest token: 24h
+    _assert_one_line_naming(exc, "AUTHSERVER_AUDIT_RETENTION")
+    assert "AUTHSERVER_MAX_TOKEN_TTL (86400s)" in str(exc.value)
+    settings = Settings.from_env(
+        {"AUTHSERVER_AUDIT_RETENTION": "1h", "AUTHSERVER_MAX_TOKEN_TTL": "1h"}
+    )
+    assert settings.audit_retention == settings.max_token_ttl == 3600
+
+
 def test_replace_validates_the_cross_field_rules() -> None:
     settings = Settings.from_env({})
     assert settings.replace(jwks_max_age=600).jwks_max_age == 600
@@ -802,7 +816,9 @@ def test_redact_url_hides_the_whole_password(url: str, shown: str) -> None:
 
 
 def test_the_longest_duration_is_accepted() -> None:
-    settings = Settings.from_env({"AUTHSERVER_MAX_TOKEN_TTL": "2147483647"})
+    settings = Settings.from_env(
+        {"AUTHSERVER_MAX_TOKEN_TTL": "2147483647", "AUTHSERVER_AUDIT_RETENTION": "2147483647"}
+    )
     assert settings.max_token_ttl == 2**31 - 1
 
 
