@@ -26,8 +26,10 @@ from authserver.keys import crypto
 from authserver.keys.model import KeyState
 from authserver.records import UnreadableRecord
 from authserver.settings import METRICS_IS_ADMIN
+from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import guessable_token
+from authserver.settings import read_config_file
 from authserver.settings import redact_url
 from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
@@ -49,11 +51,16 @@ class Finding:
 _Add = Callable[[Finding], None]
 
 
-def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
-    """Every finding for *settings*, in the order an operator would fix them."""
+def run(
+    settings: Settings, *, check_issuer: bool = True, config_file: str | None = None
+) -> list[Finding]:
+    """Every finding for *settings* (read with *config_file*, when one was named), in the
+    order an operator would fix them."""
     findings: list[Finding] = []
     add = findings.append
     add(Finding("configuration", "ok", settings.describe()))
+    if config_file:
+        _config_file(config_file, add)
     svc = container.build(settings, readonly=True)
     plaintext: int | None = None
     try:
@@ -75,6 +82,36 @@ def run(settings: Settings, *, check_issuer: bool = True) -> list[Finding]:
     if check_issuer:
         _issuer(settings, add)
     return findings
+
+
+#: Secret settings that are URLs: secret only when they hold a password.
+_URL_SECRETS = ("AUTHSERVER_DATABASE_URL", "AUTHSERVER_RATE_LIMIT_STORAGE")
+
+
+def _config_file(path: str, add: _Add) -> None:
+    """A configuration file holding a secret (the key passphrase, an operator token, a
+    password in a URL) must be its owner's only: other users of the machine who read it
+    can decrypt the keys or use the admin API. doctor reported a database file others may
+    read, and said nothing of the file that holds the passphrase of the keys."""
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+        values = read_config_file(path)
+    except (OSError, ConfigError):
+        return  # reading the settings reported it already
+    secrets = [
+        name
+        for name, value in values.items()
+        if name in SECRET_ENV and (name not in _URL_SECRETS or redact_url(value) != value)
+    ]
+    if secrets and mode & 0o077:
+        add(
+            Finding(
+                "configuration file",
+                "problem",
+                f"{path} holds {', '.join(secrets)} and other users may read it "
+                f"(mode {mode:o}): chmod 600 {path}",
+            )
+        )
 
 
 def _database(db: Database, add: _Add, mode_before: int | None) -> bool:

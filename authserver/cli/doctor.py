@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,6 +14,7 @@ from authserver.cli.context import load_settings
 from authserver.cli.context import state
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
+from authserver.settings import CONFIG_ENV
 
 _MARK = {"ok": "ok", "warning": "WARNING", "problem": "PROBLEM"}
 
@@ -33,7 +35,8 @@ def doctor(skip_issuer: bool, as_json: bool) -> None:
     problem is found; creates nothing."""
     settings = load_settings()
     state().used = settings
-    findings = checks.run(settings, check_issuer=not skip_issuer)
+    config_file = state().config_file or os.environ.get(CONFIG_ENV)
+    findings = checks.run(settings, check_issuer=not skip_issuer, config_file=config_file)
     problems = sum(f.status == "problem" for f in findings)
     if as_json:
         emit_json(

@@ -414,6 +414,41 @@ def test_doctor_reaches_the_rate_limit_storage_as_serve_does(tmp_path: Path) -> 
     assert limits["detail"].startswith("memory://"), limits
 
 
+def test_doctor_names_a_configuration_file_others_may_read_that_holds_a_secret(
+    tmp_path: Path,
+) -> None:
+    """operations.md keeps a deployment's settings, the key passphrase among them, in one
+    file (chmod 600). One written with an editor's 644 let every user of the machine read
+    the passphrase; doctor, which narrows a database file others may read, said nothing."""
+    env = _env(tmp_path)
+    assert run_cli_here(env, "db", "upgrade").returncode == 0
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        "AUTHSERVER_KEY_PASSPHRASE=doctor-config-passphrase\n"
+        f"AUTHSERVER_DATABASE_URL={env['AUTHSERVER_DATABASE_URL']}\n"
+    )
+    os.chmod(config, 0o644)
+    without_url = {k: v for k, v in env.items() if k != "AUTHSERVER_DATABASE_URL"}
+    for args in (["--config", str(config)], []):
+        run_env = without_url if args else {**without_url, "AUTHSERVER_CONFIG": str(config)}
+        result = run_cli_here(run_env, *args, "doctor", "--no-issuer-check", "--json")
+        assert result.returncode == 1, result.stderr
+        found = {c["check"]: c for c in json.loads(result.stdout)["checks"]}
+        detail = found["configuration file"]["detail"]
+        assert found["configuration file"]["status"] == "problem"
+        # The secret by name, never by value; a URL without a password is no secret.
+        assert detail == (
+            f"{config} holds AUTHSERVER_KEY_PASSPHRASE and other users may read it "
+            f"(mode 644): chmod 600 {config}"
+        )
+        assert "doctor-config-passphrase" not in result.stdout + result.stderr
+    os.chmod(config, 0o600)
+    result = run_cli_here(
+        without_url, "--config", str(config), "doctor", "--no-issuer-check", "--json"
+    )
+    assert "configuration file" not in {c["check"] for c in json.loads(result.stdout)["checks"]}
+
+
 def test_audit_since_empty_is_refused_as_the_api_refuses_it(tmp_path: Path) -> None:
     """'audit --since ""' (an unset shell variable) meant no filter at all."""
     env = _env(tmp_path)
