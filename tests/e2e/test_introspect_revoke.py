@@ -165,13 +165,20 @@ def test_a_tokens_own_claims_cannot_override_the_introspection_answer(
         assert body["sub"] == "user-1"
 
 
-@pytest.mark.parametrize("hint", ["access_token", "refresh_token"])
+@pytest.mark.parametrize("hint", ["access_token", "refresh_token", "no_such_type"])
 def test_token_type_hint_is_accepted(http: Any, register: Register, hint: str) -> None:
+    """Any hint, an unknown one too (RFC 7009 §2.1, RFC 7662 §2.1: the server searches
+    all its tokens); /openapi.json promised unsupported_token_type for an unknown hint,
+    which no request gets."""
     creds = register()
     token = issue_token(http, creds)
     response = introspect(http, token, creds, token_type_hint=hint)
     assert response.status_code == 200
     assert response.get_json()["active"] is True
+    assert revoke(http, token, creds, token_type_hint=hint).status_code == 200
+    assert introspect(http, token, creds, token_type_hint=hint).get_json()["active"] is False
+    described = http.get("/openapi.json").get_json()["components"]["responses"]
+    assert "unsupported_token_type" not in described["OAuthBadRequest"]["description"]
 
 
 def test_client_secret_post_authenticates(http: Any, register: Register) -> None:
