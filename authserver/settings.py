@@ -193,10 +193,20 @@ def parse_database_url(raw: str) -> str:
             "command and every server worker would have its own, empty one; use a file "
             "such as sqlite:///authserver.db"
         )
+    home = _SQLITE_HOME_PATH.match(value)
+    if home:
+        # sqlite:///~/authserver.db: ~ is the home directory, as AUTHSERVER_KEYS_DIR=~/keys
+        # reads it; SQLAlchemy took it for a directory named "~" in the working directory
+        # ("cannot open the SQLite file"), which a shell never expands inside a URL.
+        value = home["scheme"] + os.path.expanduser(home["home"]) + home["rest"]
     return value
 
 
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
+_SQLITE_HOME_PATH = re.compile(
+    r"^(?P<scheme>sqlite(\+\w+)?:///)(?P<home>~[^/?#]*)(?P<rest>(/[^?#]*)?([?#].*)?)$",
+    re.IGNORECASE,
+)
 
 
 def sqlite_in_memory(url: str) -> bool:

@@ -367,6 +367,26 @@ def test_invalid_configuration_stops_serve_with_one_line(
     assert variable in line
 
 
+def test_a_sqlite_path_in_the_home_directory(tmp_path: Path) -> None:
+    """AUTHSERVER_DATABASE_URL=sqlite:///~/authserver.db in a configuration file (where no
+    shell expands ~), beside AUTHSERVER_KEYS_DIR=~/keys, which was read as the home
+    directory: the database URL was not ("cannot open the SQLite file", or a directory
+    named "~" in the working directory)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    config = tmp_path / "authserver.env"
+    config.write_text(
+        "AUTHSERVER_DATABASE_URL=sqlite:///~/authserver.db\nAUTHSERVER_KEYS_DIR=~/keys\n"
+    )
+    env = {"HOME": str(home)}
+    created = run_cli_here(env, "--config", str(config), "clients", "create", "--name", "x")
+    assert created.returncode == 0, created.stderr
+    assert f"sqlite:///{home}/authserver.db; key store file {home}/keys" in created.stderr
+    assert (home / "authserver.db").is_file()
+    listed = run_cli_here(env, "--config", str(config), "clients", "list", "--json")
+    assert [c["name"] for c in json.loads(listed.stdout)["clients"]] == ["x"]
+
+
 def test_serve_on_a_port_in_use_stops_with_one_line(env_for: EnvFor, tmp_path: Path) -> None:
     db_file = tmp_path / "never.db"
     env = env_for(f"sqlite:///{db_file}")
