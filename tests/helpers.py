@@ -283,6 +283,7 @@ class ServerProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()  # closes the log
                 raise RuntimeError(f"authserver serve exited with {self.proc.returncode}")
             try:
                 with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as r:
