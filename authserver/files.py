@@ -1,6 +1,7 @@
 """Reading a small text file an operator names (``--config``, ``--jwks-file``): a regular
 file, at most a bounded size, UTF-8. A FIFO, a device such as ``/dev/zero`` or a huge file
-is refused in words before anything waits on it or reads it whole."""
+is refused in words before anything waits on it or reads it whole. A leading UTF-8 byte order
+mark (what Windows editors write) is not part of the text, as the admin API reads a body."""
 
 from __future__ import annotations
 
@@ -26,4 +27,6 @@ def read_small_text(path: str | Path, limit: int) -> str:
         data = file.read(limit + 1)
     if len(data) > limit:
         raise FileRefused(f"is larger than {limit // 1024} KiB")
-    return data.decode("utf-8")
+    # utf-8-sig: a byte order mark is dropped (RFC 8259 §8.1 lets a JSON parser ignore
+    # it); json.loads refused a JWK set saved by Notepad as "not valid JSON".
+    return data.decode("utf-8-sig")

@@ -88,6 +88,9 @@ def _read_jwks(path: str) -> dict[str, Any]:
         fail(f"--jwks-file: cannot read {path}: {exc.strerror}")
     except FileRefused as exc:
         fail(f"--jwks-file: {path} {exc}")
+    except UnicodeDecodeError:
+        # Said as such (as --config and the admin API say it), not as "not valid JSON".
+        fail(f"--jwks-file: {path} is not UTF-8 text (JSON is UTF-8, RFC 8259)")
     except InvalidValue as exc:
         fail(f"--jwks-file: {path}: {exc}")
     except ValueError:

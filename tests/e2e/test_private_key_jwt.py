@@ -608,6 +608,41 @@ def test_cli_registers_a_jwks_client_without_a_secret(
     assert "client_secret" not in shown
 
 
+@db_independent
+def test_cli_reads_a_jwk_set_saved_with_a_byte_order_mark(
+    env_for: Callable[..., dict[str, str]],
+    db_url: str,
+    services: Services,
+    http: Any,
+    tmp_path: Path,
+    token_url: str,
+    rsa_private_key: rsa.RSAPrivateKey,
+) -> None:
+    """A set saved by a Windows editor starts with a UTF-8 byte order mark: the admin API
+    and --config read past it, --jwks-file said "not valid JSON". A file in another
+    encoding is named as such, as --config and the admin API name it."""
+    from tests.helpers import run_cli_here
+
+    text = json.dumps({"keys": [public_jwk(rsa_private_key)]})
+    jwks_file = tmp_path / "notepad-jwks.json"
+    jwks_file.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    created = cli_json_here(
+        env_for(db_url), "clients", "create", "--name", "x", "--jwks-file", str(jwks_file)
+    )
+    response = token_request(http, assertion(created["client_id"], rsa_private_key, aud=token_url))
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+    utf16 = tmp_path / "utf16-jwks.json"
+    utf16.write_bytes(text.encode("utf-16"))
+    result = run_cli_here(
+        env_for(db_url), "clients", "create", "--name", "y", "--jwks-file", str(utf16)
+    )
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        f"authserver: error: --jwks-file: {utf16} is not UTF-8 text (JSON is UTF-8, RFC 8259)"
+    ]
+
+
 def test_cli_refuses_a_private_jwk_set(
     env_for: Callable[..., dict[str, str]],
     db_url: str,
