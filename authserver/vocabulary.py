@@ -104,11 +104,16 @@ def is_utf8(text: str) -> bool:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def has_control(value: str) -> bool:
+    """Whether *value* holds a control character or a line or paragraph separator."""
+    return _CONTROL.search(value) is not None
+
+
 def check_text(value: str, what: str, *, max_length: int) -> str:
     """A single-line text value: UTF-8 encodable, no control characters, bounded."""
     if not is_utf8(value):
         raise InvalidValue(f"{what} is not valid Unicode text")
-    if len(value) > max_length or _CONTROL.search(value) is not None:
+    if len(value) > max_length or has_control(value):
         raise InvalidValue(f"{what} is too long or has control characters")
     return value
 

@@ -37,6 +37,7 @@ from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
 from authserver.vocabulary import check_text
+from authserver.vocabulary import has_control
 from authserver.vocabulary import has_visible
 from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_utf8
@@ -490,9 +491,18 @@ def _strings(values: Iterable[str], what: str) -> list[str]:
 def _audiences(values: Iterable[str]) -> tuple[str, ...]:
     out = _strings(values, "audience")
     for aud in out:
-        if len(aud) > MAX_URI_LENGTH or any(c.isspace() or ord(c) < 0x20 for c in aud):
+        # Every control character (DEL and C1 too, not only C0) and the bidirectional
+        # controls, as in a client's name: an audience is copied into each token's aud,
+        # where a sync server's log or console would show it broken or reordered.
+        if (
+            len(aud) > MAX_URI_LENGTH
+            or any(c.isspace() for c in aud)
+            or has_control(aud)
+            or BIDI_CONTROLS.search(aud)
+        ):
             raise InvalidInput(
-                f"an audience must be at most {MAX_URI_LENGTH} characters without spaces"
+                f"an audience must be at most {MAX_URI_LENGTH} characters without spaces, "
+                "control characters or bidirectional override, embedding or isolate characters"
             )
     return tuple(out)
 

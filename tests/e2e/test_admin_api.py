@@ -585,6 +585,56 @@ def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, sa
     assert admin.post("/admin/clients", json={"name": "y" * 200}, headers=AUTH).status_code == 201
 
 
+AUDIENCE_RULE = (
+    "an audience must be at most 2048 characters without spaces, control characters or "
+    "bidirectional override, embedding or isolate characters"
+)
+
+
+@db_independent
+@pytest.mark.parametrize(
+    "audience",
+    [
+        "https://sync.example/\x7f",  # DEL: refused before only below U+0020
+        "https://sync.example/\x9b",  # C1 control (CSI)
+        "https://sync.example/\u202eevil",  # right-to-left override
+        "https://sync.example/\u2066x",  # left-to-right isolate
+        "https://sync.example/\x1b[2J",  # C0, refused before too
+    ],
+    ids=["DEL", "C1", "RLO", "LRI", "ESC"],
+)
+def test_audiences_follow_the_control_character_rule(
+    admin: Any, env_for: Any, db_url: str, audience: str
+) -> None:
+    """Every token of the client carries its audience in aud, shown by each sync server's
+    log and console: DEL, C1 controls and the bidirectional controls were stored and
+    issued, where a C0 control was refused. The CLI refuses them in the same words."""
+    from tests.helpers import run_cli_here
+
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": "x", "audiences": [audience]}, headers=AUTH),
+        400,
+        "invalid_request",
+    )
+    assert body["error_description"] == AUDIENCE_RULE
+    client = create(admin, audiences=[AUD])
+    body = assert_error(
+        admin.patch(
+            f"/admin/clients/{client['client_id']}", json={"audiences": [audience]}, headers=AUTH
+        ),
+        400,
+        "invalid_request",
+    )
+    assert body["error_description"] == AUDIENCE_RULE
+    shown = admin.get(f"/admin/clients/{client['client_id']}", headers=AUTH).get_json()
+    assert shown["audiences"] == [AUD]
+    result = run_cli_here(
+        env_for(db_url), "clients", "create", "--name", "x", "--audience", audience
+    )
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [f"authserver: error: {AUDIENCE_RULE}"]
+
+
 REPEATED_NAMES = [
     # (path suffix, raw body, what the error names)
     ("", '{"name": "a", "name": "b"}', "more than once"),
