@@ -377,16 +377,28 @@ def revoke_tokens() -> Response:
     return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
 
 
+#: What ``since`` may be, exactly the OpenAPI document's pattern: POSIX seconds, a
+#: duration ago, a UTC date or time. float() also read "1e3", "1_000", " 5" and other
+#: scripts' digits ("\uff15") as POSIX seconds, and parse_since spaces around a duration,
+#: none of which the document allows (as ``limit`` takes ASCII digits only).
+POSIX_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
+SINCE_PATTERN = re.compile(
+    POSIX_SECONDS.pattern
+    + r"|[0-9]+[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z?)?"
+)
+
+
 def _audit_since(raw: str) -> float:
     """POSIX seconds, the API's own form (what a program computes), or what
     ``authserver audit --since`` takes: a date, or a duration ago."""
-    try:
-        since = float(raw)
-    except ValueError:
+    if SINCE_PATTERN.fullmatch(raw) is None:
+        raise InvalidInput(f"since must be POSIX seconds, {SINCE_FORMS}")
+    if POSIX_SECONDS.fullmatch(raw) is None:
         try:
             return parse_since(raw, services().clock.now())
         except ValueError:
             raise InvalidInput(f"since must be POSIX seconds, {SINCE_FORMS}") from None
+    since = float(raw)
     if not math.isfinite(since):
         raise InvalidInput("since must be a finite number of POSIX seconds")
     return since

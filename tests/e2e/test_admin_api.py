@@ -899,7 +899,14 @@ def test_tokens_are_audited_with_the_client_as_actor(admin: Any) -> None:
         ("client=zzz", "unknown query parameter; known: client_id, sub, action"),
         ("limit=1&limit=2", "a query parameter is repeated"),
         ("since=yesterday", "since must be POSIX seconds, a date (2026-11-23"),
-        ("since=nan", "since must be a finite number"),
+        ("since=nan", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=" + "9" * 400, "since must be a finite number"),
+        # float() read these as POSIX seconds, none of them the documented pattern.
+        ("since=1e3", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=1_000", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=%EF%BC%95", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=%205", "since must be POSIX seconds, a date (2026-11-23"),
+        ("since=%201h", "since must be POSIX seconds, a date (2026-11-23"),
         ("action=zzz", "action must be one of: token.issued, token.revoked"),
         ("action=", "action must be one of: token.issued"),
     ],
@@ -932,6 +939,17 @@ def test_audit_since_takes_what_the_cli_takes(admin: Any) -> None:
     assert ids("946684800") == [created["client_id"]]
     assert ids("2999-01-01") == []
     assert ids("32503680000") == []  # 3000-01-01
+
+
+@db_independent
+def test_audit_since_is_read_by_the_pattern_the_openapi_document_gives(admin: Any) -> None:
+    from authserver.web.admin import SINCE_PATTERN
+
+    spec = admin.get("/openapi.json").get_json()
+    [since] = [
+        p for p in spec["paths"]["/admin/audit"]["get"]["parameters"] if p["name"] == "since"
+    ]
+    assert since["schema"]["pattern"] == "^(" + SINCE_PATTERN.pattern + ")$"
 
 
 def test_whole_numbers_written_with_a_point_are_their_numbers(admin: Any) -> None:
