@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -124,6 +125,88 @@ def test_every_documented_operation_exists(admin_app: Any) -> None:
         for method in item:
             if method != "parameters":
                 assert method.upper() in served[path], f"{method.upper()} {path} is not served"
+
+
+def _documented(document: dict[str, Any], method: str, path: str) -> set[str]:
+    return set(document["paths"][path][method.lower()]["responses"])
+
+
+@db_independent
+def test_admin_error_answers_are_documented(
+    admin_app: Any, admin_services: Services, settings: Settings
+) -> None:
+    """A client whose stored record cannot be decoded is answered 409 unreadable_record,
+    a body over AUTHSERVER_MAX_BODY_BYTES 413 and an unreachable database 503, on routes
+    whose documented responses named none of them: a generated client had no type for
+    the answer, and a schema-driven test flagged the server as wrong."""
+    from sqlalchemy import create_engine
+    from sqlalchemy import text
+
+    document = packaged_document()
+    http, auth, client_id = _admin_with_a_client(admin_app)
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE clients SET audiences = '{broken' WHERE client_id = :id"),
+            {"id": client_id},
+        )
+    engine.dispose()
+    item = "/admin/clients/{client_id}"
+    unreadable = [
+        ("GET", item, None),
+        ("PATCH", item, {"name": "n"}),
+        ("POST", item + "/rotate-secret", None),
+        ("POST", item + "/disable", None),
+        ("POST", item + "/enable", None),
+        ("POST", "/admin/tokens/revoke", {"sub": "u", "client_id": client_id}),
+    ]
+    for method, path, body in unreadable:
+        url = path.replace("{client_id}", client_id)
+        response = http.open(url, method=method, json=body, headers=auth)
+        assert response.status_code == 409, (method, path, response.get_data(as_text=True))
+        assert response.get_json()["error"] == "unreadable_record"
+        assert "409" in _documented(document, method, path), f"{method} {path}: 409"
+        assert document["components"]["responses"]["UnreadableClient"]["description"].startswith(
+            "`unreadable_record`"
+        )
+
+    oversized = "x" * (settings.max_body_bytes + 1)
+    for method, path in [
+        ("POST", "/admin/clients"),
+        ("PATCH", item),
+        ("POST", item + "/rotate-secret"),
+        ("POST", "/admin/tokens/revoke"),
+    ]:
+        url = path.replace("{client_id}", client_id)
+        response = http.open(
+            url, method=method, data=oversized, content_type="application/json", headers=auth
+        )
+        assert response.status_code == 413, (method, path, response.get_data(as_text=True))
+        assert "413" in _documented(document, method, path), f"{method} {path}: 413"
+
+    # The database gone (its file replaced by a directory, every pooled connection
+    # closed): each admin operation that reads or writes it is answered 503, and says so.
+    database = Path(settings.database_url.removeprefix("sqlite:///"))
+    admin_services.db.dispose()
+    database.rename(database.with_suffix(".gone"))
+    database.mkdir()
+    for path, operations in document["paths"].items():
+        if not path.startswith("/admin/"):
+            continue
+        for method in operations:
+            if method == "parameters":
+                continue
+            url = path.replace("{client_id}", client_id).replace("{kid}", "k")
+            body = {
+                "/admin/tokens/revoke": {"sub": "u"},
+                "/admin/clients": {"name": "n"},
+                item: {"name": "n"},
+            }.get(path)
+            response = http.open(url, method=method.upper(), json=body, headers=auth)
+            status = response.status_code
+            assert str(status) in _documented(document, method, path), (method, path, status)
+            # The file key store answers the key routes without the database.
+            assert status == 503 or path.startswith("/admin/keys"), (method, path, status)
 
 
 def test_path_parameters_are_declared() -> None:
