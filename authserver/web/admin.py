@@ -84,6 +84,26 @@ def _authenticate() -> Response | None:
     return None
 
 
+#: The one admin route that reads its query string (its filters); every other one takes
+#: its fields from the body or the path.
+_QUERY_ENDPOINTS = frozenset({"admin.audit"})
+
+
+@bp.before_request
+def _no_query() -> None:
+    """A query parameter on a route that reads none is refused, not ignored: ``POST
+    /admin/tokens/revoke?client_id=X`` revoked the user's tokens of every client, ``POST
+    /admin/clients?token_ttl=60`` made a client with the default lifetime, and ``GET
+    /admin/clients?enabled=false`` listed every client as if filtered (a script deleting
+    what it lists deletes them all). As GET /admin/audit refuses a filter it does not know.
+    Runs after :func:`_authenticate`: a stranger learns nothing from it."""
+    if request.args and request.endpoint not in _QUERY_ENDPOINTS:
+        raise InvalidInput(
+            "this route takes no query parameters (the fields go in the JSON body; "
+            "only GET /admin/audit has filters)"
+        )
+
+
 @bp.teardown_request
 def _leave(exc: BaseException | None) -> None:
     actor = g.pop("admin_actor", None)

@@ -585,6 +585,48 @@ def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, sa
     assert admin.post("/admin/clients", json={"name": "y" * 200}, headers=AUTH).status_code == 201
 
 
+@db_independent
+def test_a_query_parameter_on_a_route_that_reads_none_is_refused(admin: Any) -> None:
+    """It was ignored: ``POST /admin/tokens/revoke?client_id=A`` revoked the user's tokens
+    of every client, ``POST /admin/clients?token_ttl=60`` made a client with the default
+    lifetime, ``GET /admin/clients?enabled=false`` listed every client as if filtered.
+    Refused with 400 before anything changes, as GET /admin/audit refuses an unknown
+    filter; a wrong bearer still gets 401 first."""
+    from tests.factories import issue_token
+
+    a, b = create(admin, name="a"), create(admin, name="b")
+    tokens = [issue_token(admin, (c["client_id"], c["client_secret"]), sub="alice") for c in (a, b)]
+    ids = {"x": a["client_id"], "k": "nosuchkid"}
+    bodies: dict[tuple[str, str], Any] = {
+        ("POST", "/admin/clients"): {"name": "made"},
+        ("PATCH", "/admin/clients/x"): {"name": "renamed"},
+    }
+    for method, path in [*ROUTES, ("POST", "/admin/tokens/revoke")]:
+        if path == "/admin/audit":
+            continue
+        url = path.replace("/x", "/" + ids["x"]).replace("/keys/x/", "/keys/" + ids["k"] + "/")
+        body = bodies.get((method, path))
+        if path == "/admin/tokens/revoke":
+            body = {"sub": "alice"}
+            url += f"?client_id={a['client_id']}"
+        else:
+            url += "?enabled=false"
+        response = admin.open(url, method=method, json=body, headers=AUTH)
+        error = assert_error(response, 400, "invalid_request")
+        assert error["error_description"].startswith("this route takes no query parameters")
+        assert_unauthorized(admin.open(url, method=method, json=body))
+    listed = admin.get("/admin/clients", headers=AUTH).get_json()["clients"]
+    assert [(c["name"], c["enabled"]) for c in listed] == [("a", True), ("b", True)]
+    for client, token in zip((a, b), tokens, strict=True):
+        introspected = admin.post(
+            "/introspect",
+            data={"token": token},
+            auth=(client["client_id"], client["client_secret"]),
+        )
+        assert introspected.get_json()["active"] is True
+    assert admin.get("/admin/audit?limit=1", headers=AUTH).status_code == 200
+
+
 AUDIENCE_RULE = (
     "an audience must be at most 2048 characters without spaces, control characters or "
     "bidirectional override, embedding or isolate characters"
