@@ -345,6 +345,11 @@ def _bool(raw: str) -> bool:
 
 #: The shortest admin or metrics bearer token accepted.
 MIN_BEARER_TOKEN_LENGTH = 32
+#: What an admin or metrics bearer token may be: printable ASCII with no space at either
+#: end, what an HTTP client can send in the ``Authorization`` header and the server reads
+#: back unchanged (RFC 9110 §5.5: a field value has no line breaks or other controls, and
+#: the whitespace around it is not part of it; a non-ASCII byte is read as Latin-1).
+_BEARER_TOKEN = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
 
 #: A metrics token equal to the admin token (:meth:`Settings.operator_token_problems`).
 METRICS_IS_ADMIN = (
@@ -440,12 +445,13 @@ class Settings:
     )
     admin_token: str | None = setting(
         _non_empty,
-        "bearer token for /admin/*, at least 32 characters (unset: admin API off)",
+        "bearer token for /admin/*, at least 32 printable ASCII characters (unset: admin API off)",
         secret=True,
     )
     metrics_token: str | None = setting(
         _non_empty,
-        "bearer token for GET /metrics, at least 32 characters (unset: /metrics answers 404)",
+        "bearer token for GET /metrics, at least 32 printable ASCII characters (unset: /metrics "
+        "answers 404)",
         secret=True,
     )
     key_store: str = setting(
@@ -662,6 +668,14 @@ class Settings:
             # A bearer token is the whole credential: short ones can be guessed (the
             # per-address failure limit only slows that down). 32 characters of
             # secrets.token_urlsafe carry 192 bits.
+            if token is not None and not _BEARER_TOKEN.fullmatch(token):
+                # A token with a trailing newline (a secret file or a Kubernetes secret made
+                # from one), a space or a non-ASCII letter can never be presented: the
+                # server started, and every request was refused with 401.
+                raise ConfigError(
+                    f"{env}: must be printable ASCII, without line breaks or spaces at either end "
+                    "(a trailing newline from a secret file?): no HTTP client could send it"
+                )
             if token is not None and len(token) < MIN_BEARER_TOKEN_LENGTH:
                 raise ConfigError(
                     f"{env}: must be at least {MIN_BEARER_TOKEN_LENGTH} characters (e.g. the "

@@ -386,6 +386,36 @@ def test_a_short_bearer_token_is_refused_with_a_command_that_runs(env: str) -> N
     assert "x" * 31 not in str(exc.value)
 
 
+@pytest.mark.parametrize("env", ["AUTHSERVER_ADMIN_TOKEN", "AUTHSERVER_METRICS_TOKEN"])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "t" * 40 + "\n",  # a secret file's trailing newline (kubectl --from-file)
+        "t" * 40 + "\r\n",
+        " " + "t" * 40,
+        "t" * 40 + "\t",
+        "t" * 20 + "\x00" + "t" * 20,
+        "\u00e9" * 40,  # no HTTP client sends it as the server reads it
+        " " * 40,
+    ],
+    ids=["LF", "CRLF", "leading-space", "tab", "NUL", "non-ASCII", "spaces"],
+)
+def test_a_bearer_token_no_client_could_send_is_refused(env: str, token: str) -> None:
+    """The server started with it, and every request with the token was refused 401 (an
+    HTTP client refuses a line break in a header; the space around a value is not part
+    of it)."""
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env({env: token})
+    _assert_one_line_naming(exc, env)
+    assert "printable ASCII, without line breaks or spaces at either end" in str(exc.value)
+    assert "t" * 20 not in str(exc.value)
+
+
+def test_a_bearer_token_with_a_space_inside_is_accepted() -> None:
+    token = "t" * 20 + " " + "!#$%&()*+,-./:;<=>?@[]^_`{|}~" + "t" * 20
+    assert Settings.from_env({"AUTHSERVER_ADMIN_TOKEN": token}).admin_token == token
+
+
 def test_jwks_max_age_above_publish_ahead_is_refused() -> None:
     with pytest.raises(ConfigError) as exc:
         Settings.from_env({"AUTHSERVER_JWKS_MAX_AGE": "2h", "AUTHSERVER_KEY_PUBLISH_AHEAD": "1h"})
