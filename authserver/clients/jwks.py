@@ -13,9 +13,11 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from authserver.errors import InvalidInput
+from authserver.vocabulary import BIDI_CONTROLS
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_json_value
+from authserver.vocabulary import has_control
 from authserver.vocabulary import is_utf8
 
 #: Most keys a client's set may hold (key rotation needs two or three).
@@ -46,14 +48,23 @@ def check_jwks_uri(uri: Any, *, allow_http_loopback: bool) -> str:
         raise InvalidInput(
             f"jwks_uri must be an https:// URL of at most {MAX_URI_LENGTH} characters"
         )
-    if any(c.isspace() or ord(c) < 0x20 for c in uri):
-        raise InvalidInput("jwks_uri must be an https:// URL without spaces")
+    # Every control character (DEL and C1 too, not only C0) and the bidirectional ones,
+    # which an IRI must not hold (RFC 3987 §4.1): `clients show` would print them to the
+    # operator's terminal, reordered or as escape sequences.
+    if any(c.isspace() for c in uri) or has_control(uri) or BIDI_CONTROLS.search(uri):
+        raise InvalidInput(
+            "jwks_uri must be an https:// URL without spaces, control characters or "
+            "bidirectional override, embedding or isolate characters"
+        )
     try:
         parts = urlsplit(uri)
         host = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a port out of range
+        port = parts.port  # raises ValueError for a port above 65535
     except ValueError:
         raise InvalidInput("jwks_uri must be an https:// URL") from None
+    if port == 0:
+        # Nothing listens there: every authentication of the client would fail.
+        raise InvalidInput("jwks_uri must be an https:// URL with a port from 1 to 65535")
     if not host or parts.username is not None or parts.password is not None or parts.fragment:
         raise InvalidInput("jwks_uri must be an https:// URL with a host, no user and no fragment")
     if parts.scheme == "https":

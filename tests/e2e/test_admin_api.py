@@ -677,6 +677,43 @@ def test_audiences_follow_the_control_character_rule(
     assert result.stderr.splitlines() == [f"authserver: error: {AUDIENCE_RULE}"]
 
 
+JWKS_URI_CHARACTERS = (
+    "jwks_uri must be an https:// URL without spaces, control characters or bidirectional "
+    "override, embedding or isolate characters"
+)
+
+
+@db_independent
+@pytest.mark.parametrize(
+    ("uri", "said"),
+    [
+        ("https://keys.example/\x7fjwks", JWKS_URI_CHARACTERS),
+        ("https://keys.example/\x9b2J", JWKS_URI_CHARACTERS),
+        ("https://keys.example/\u202enosj.skwj", JWKS_URI_CHARACTERS),
+        ("https://keys.example:0/jwks", "jwks_uri must be an https:// URL with a port from 1"),
+    ],
+    ids=["DEL", "C1", "RLO", "port-0"],
+)
+def test_a_jwks_uri_with_odd_characters_or_port_0_is_refused(
+    admin: Any, env_for: Any, db_url: str, uri: str, said: str
+) -> None:
+    """The same mistake as the audiences' (only C0 controls were refused), and a port no
+    server listens on: each was stored, and every authentication of the client failed or
+    ``clients show`` printed the control to the operator's terminal."""
+    from tests.helpers import run_cli_here
+
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": "x", "jwks_uri": uri}, headers=AUTH),
+        400,
+        "invalid_request",
+    )
+    assert body["error_description"].startswith(said), body
+    result = run_cli_here(env_for(db_url), "clients", "create", "--name", "x", "--jwks-uri", uri)
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines()[0].startswith(f"authserver: error: {said}"), result.stderr
+    assert admin.get("/admin/clients", headers=AUTH).get_json()["clients"] == []
+
+
 REPEATED_NAMES = [
     # (path suffix, raw body, what the error names)
     ("", '{"name": "a", "name": "b"}', "more than once"),
