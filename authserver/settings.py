@@ -628,8 +628,13 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         source = "--config"
-        if config_file is None and env.get(CONFIG_ENV):
+        if config_file is None and CONFIG_ENV in env:
             config_file, source = env[CONFIG_ENV], CONFIG_ENV
+        if config_file == "":
+            # An unset shell variable (--config "$CONF"): ignored, the command ran on the
+            # defaults (clients create made a database and a key store in the working
+            # directory). Refused as every other empty setting is.
+            raise ConfigError(f"{source}: must not be empty (leave it out or unset it instead)")
         from_file = read_config_file(config_file, source=source) if config_file else {}
         values: dict[str, Any] = {}
         for f in FIELDS:

@@ -14,6 +14,7 @@ from typing import Any
 from typing import TypeVar
 
 import click
+from click.core import ParameterSource
 
 from authserver import container
 from authserver.audit.service import acting_as
@@ -119,6 +120,11 @@ def group_callback(config: str | None, options: dict[str, Any]) -> None:
     """Keep the group's settings options for the command (see :func:`load_settings`)."""
     st = state()
     st.overrides = {k: v for k, v in options.items() if v is not None}
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None and ctx.get_parameter_source("config") is ParameterSource.ENVIRONMENT:
+        # Read from AUTHSERVER_CONFIG by Settings itself, so an error names the variable,
+        # not --config (and an empty one, which Click drops, is refused too).
+        config = None
     st.config_file = config
 
 

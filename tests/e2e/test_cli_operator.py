@@ -632,6 +632,28 @@ def test_a_config_file_line_dotenv_cannot_parse_stops_the_command(tmp_path: Path
     assert missing.stderr.startswith("authserver: error: --config: cannot read "), missing
 
 
+def test_an_empty_config_path_is_refused_not_ignored(tmp_path: Path) -> None:
+    """``--config "$CONF"`` with the variable unset (or ``AUTHSERVER_CONFIG=``) was
+    ignored: the command ran on the defaults, and clients create made a database and a
+    key store in the working directory, holding a client the real server never sees.
+    Refused as every other empty setting is, naming where it came from."""
+    for args, env, source in (
+        (["--config", ""], {}, "--config"),
+        ([], {"AUTHSERVER_CONFIG": ""}, "AUTHSERVER_CONFIG"),
+    ):
+        result = _in(tmp_path, *args, "clients", "create", "--name", "lost", env=env)
+        assert result.returncode == 2, result
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"authserver: error: {source}: must not be empty (leave it out or unset it instead)"
+        ]
+        assert _files(tmp_path) == []
+    # A config file named by the variable is named so when it cannot be read.
+    result = _in(tmp_path, "clients", "list", env={"AUTHSERVER_CONFIG": "nosuch.env"})
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("authserver: error: AUTHSERVER_CONFIG: cannot read "), result
+
+
 def test_serve_workers_read_the_config_file_given_as_an_option(tmp_path: Path) -> None:
     """``authserver --config FILE serve``: the master exports the file's path, so every
     worker (a fresh process reading its settings again) uses the same settings."""
