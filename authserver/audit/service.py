@@ -144,11 +144,15 @@ class AuditService:
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """The matching events, newest first.
 
-        :raises InvalidInput: a text filter no record can hold (control characters, or
+        :raises InvalidInput: a text filter no record can hold (empty, control characters, or
             longer than any column), refused here rather than by the database.
         """
         for name in ("client_id", "sub", "action"):
             value = getattr(query, name)
+            if value == "" and name != "action":
+                # No event has an empty client_id or sub: an empty filter (an unset shell
+                # variable, ?client_id=) answered "no events" as if there were none.
+                raise InvalidInput(f"{name} must not be empty (leave the filter out instead)")
             if value is not None and not (len(value) <= _MAX_FILTER and value.isprintable()):
                 raise InvalidInput(f"{name} is not a value any audit record has")
         return self._store.query(query)

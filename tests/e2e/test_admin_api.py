@@ -988,6 +988,9 @@ def test_tokens_are_audited_with_the_client_as_actor(admin: Any) -> None:
         ("since=%201h", "since must be POSIX seconds, a date (2026-11-23"),
         ("action=zzz", "action must be one of: token.issued, token.revoked"),
         ("action=", "action must be one of: token.issued"),
+        # No event has an empty client or user: "no events" read as "nothing happened".
+        ("client_id=", "client_id must not be empty"),
+        ("sub=", "sub must not be empty"),
     ],
 )
 def test_audit_rejects_bad_queries(admin: Any, query: str, names: str) -> None:

@@ -458,6 +458,23 @@ def test_audit_since_empty_is_refused_as_the_api_refuses_it(tmp_path: Path) -> N
     assert result.stderr.splitlines()[0].startswith("authserver: error: --since"), result.stderr
 
 
+@pytest.mark.parametrize(("option", "field"), [("--client", "client_id"), ("--sub", "sub")])
+def test_an_empty_audit_filter_is_refused_not_answered_with_no_events(
+    tmp_path: Path, option: str, field: str
+) -> None:
+    """'audit --client ""' (an unset shell variable) answered "no matching audit events":
+    no event has an empty client or user, so an operator looking into an incident read
+    that nothing had happened. Refused as --since "" is, in the admin API's words."""
+    env = _env(tmp_path)
+    assert run_cli_here(env, "clients", "create", "--name", "audited").returncode == 0
+    result = run_cli_here(env, "audit", option, "")
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        f"authserver: error: {field} must not be empty (leave the filter out instead)"
+    ]
+
+
 # -- clients ---------------------------------------------------------------------------------
 
 
