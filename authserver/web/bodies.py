@@ -263,9 +263,13 @@ class BodyDeadline:
             try:
                 size = int(length)
             except ValueError:
-                return self.app(environ, start_response)
+                return self.app(environ, _closing(start_response))
             if not 0 < size <= self.limit:
-                return self.app(environ, start_response)
+                # Answered (413) without its body being read: the body is still on the
+                # connection, and granian closes it after the answer. Said so, or a client
+                # sends its next request on that connection and it fails (requests raised
+                # ConnectionError on the call after every 413).
+                return self.app(environ, _closing(start_response))
         else:
             size = self.limit + 1  # chunked: one byte past the limit tells "too large"
         read = _Read(
@@ -307,6 +311,17 @@ class BodyDeadline:
         return _json_answer(
             start_response, "408 Request Timeout", self._answer, [("Connection", "close")]
         )
+
+
+def _closing(start_response: Callable[..., Any]) -> Callable[..., Any]:
+    """*start_response* with ``Connection: close`` added to the answer's headers."""
+
+    def start(status: str, headers: list[tuple[str, str]], *exc_info: Any) -> Any:
+        if not any(name.lower() == "connection" for name, _ in headers):
+            headers = [*headers, ("Connection", "close")]
+        return start_response(status, headers, *exc_info)
+
+    return start
 
 
 def _json_answer(

@@ -209,6 +209,34 @@ def test_chunked_body_over_the_limit_is_413(
     assert verify(server, issue_token(server, credentials))["client_id"] == credentials[0]
 
 
+@pytest.mark.parametrize("path", ["/token", "/admin/clients"])
+def test_a_body_over_the_limit_closes_the_connection_and_says_so(
+    server: ServerProcess, credentials: tuple[str, str], path: str
+) -> None:
+    """A Content-Length over AUTHSERVER_MAX_BODY_BYTES is answered 413 without the body
+    being read, and granian then closes the connection; the answer did not say so, so a
+    client kept it and its next request failed (requests: ConnectionError, every time)."""
+    admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with requests.Session() as session:
+        if path == "/token":
+            response = session.post(
+                server.base_url + path,
+                data={"grant_type": "client_credentials", "p": "a" * 100_000},
+                auth=credentials,
+                timeout=TIMEOUT,
+            )
+        else:
+            response = session.post(
+                server.base_url + path, json={"name": "a" * 100_000}, headers=admin, timeout=TIMEOUT
+            )
+        assert response.status_code == 413, response.text
+        assert response.headers.get("Connection", "").lower() == "close"
+        # The next request of the same client goes out on a new connection and is served.
+        after = session.get(server.base_url + "/admin/clients", headers=admin, timeout=TIMEOUT)
+        assert after.status_code == 200, after.text
+        assert [c["client_id"] for c in after.json()["clients"]] == [credentials[0]]
+
+
 def _chunked_exchange(
     server: ServerProcess, head: str, chunks: list[bytes], end: bytes, *, half_close: bool
 ) -> bytes:
