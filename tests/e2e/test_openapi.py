@@ -385,6 +385,48 @@ def test_bodies_the_admin_api_accepts_are_documented_as_valid(
     request_validator(document, method, path).validate(body)
 
 
+#: Values the admin API refuses by a rule the document can state: described as invalid,
+#: so a generated client or a fuzzer's valid case never sends one ("type: string" alone
+#: described every string as a scope or a claim name).
+REFUSED_VALUES: list[tuple[str, dict[str, Any]]] = [
+    ("post", {"name": "n", "scopes": ["read write"]}),
+    ("post", {"name": "n", "scopes": ['say"hi"']}),
+    ("post", {"name": "n", "scopes": ["s" * 201]}),
+    ("post", {"name": "n", "allowed_claims": ["1st"]}),
+    ("post", {"name": "n", "allowed_claims": ["x" * 65]}),
+    ("post", {"name": "n", "fixed_claims": {"has space": 1}}),
+    ("patch", {"scopes": ["caf\u00e9"]}),
+    ("patch", {"allowed_claims": ["a/b"]}),
+    ("patch", {"fixed_claims": {"": 1}}),
+]
+
+
+@db_independent
+@pytest.mark.parametrize(("method", "body"), REFUSED_VALUES)
+def test_scopes_and_claim_names_the_admin_api_refuses_are_documented_as_invalid(
+    admin_app: Any, method: str, body: dict[str, Any]
+) -> None:
+    document = packaged_document()
+    http, auth, client_id = _admin_with_a_client(admin_app)
+    path = "/admin/clients" if method == "post" else "/admin/clients/{client_id}"
+    response = getattr(http, method)(
+        path.replace("{client_id}", client_id), json=body, headers=auth
+    )
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert not request_validator(document, method, path).is_valid(body)
+    accepted = {"name": "n", "scopes": ["sync:read"], "allowed_claims": ["libraryId"]}
+    assert request_validator(document, "post", "/admin/clients").is_valid(accepted)
+
+
+def test_scope_and_claim_name_patterns_are_the_ones_the_code_checks() -> None:
+    from authserver.clients.model import _SCOPE_TOKEN
+    from authserver.vocabulary import _CLAIM_NAME
+
+    schemas = packaged_document()["components"]["schemas"]
+    assert re.compile(schemas["ScopeToken"]["pattern"]).pattern == f"^{_SCOPE_TOKEN.pattern}$"
+    assert re.compile(schemas["ClaimName"]["pattern"]).pattern == f"^{_CLAIM_NAME.pattern}$"
+
+
 #: A null in PATCH that would have cleared a list: refused, and described as invalid.
 REFUSED_NULLS = [
     {"audiences": None},
