@@ -9,6 +9,7 @@ import click
 from authserver.audit.model import ACTIONS
 from authserver.audit.model import MAX_QUERY_LIMIT
 from authserver.audit.model import AuditQuery
+from authserver.cli.context import WholeNumberRange
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
@@ -37,7 +38,7 @@ def _since(value: str) -> float:
     help="only this action",
 )
 @click.option("--since", help="a date or a duration ago (1h, 7d)")
-@click.option("--limit", type=click.IntRange(1, MAX_QUERY_LIMIT), default=100, show_default=True)
+@click.option("--limit", type=WholeNumberRange(1, MAX_QUERY_LIMIT), default=100, show_default=True)
 @json_option
 @handle_errors
 def audit(

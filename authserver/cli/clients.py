@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from authserver.audit.service import settle_batches
+from authserver.cli.context import WholeNumber
 from authserver.cli.context import handle_errors
 from authserver.cli.context import json_option
 from authserver.cli.context import services
@@ -161,7 +162,9 @@ def clients() -> None:
     multiple=True,
     help="an extra claim it may set through 'claims' (repeat)",
 )
-@click.option("--token-ttl", type=int, help="token lifetime in seconds (default: server default)")
+@click.option(
+    "--token-ttl", type=WholeNumber(), help="token lifetime in seconds (default: server default)"
+)
 @click.option("--jwks-file", type=str, help="public JWK set: authenticate with private_key_jwt")
 @click.option("--jwks-uri", type=str, help="URL of its public JWK set (private_key_jwt)")
 @click.option(
@@ -273,7 +276,7 @@ def show(client_id: str, as_json: bool) -> None:
     "--allowed-claim", "allowed_claims", multiple=True, help="replace the allowed claims (repeat)"
 )
 @click.option("--clear-allowed-claims", is_flag=True, help="remove every allowed claim")
-@click.option("--token-ttl", type=int, help="token lifetime in seconds")
+@click.option("--token-ttl", type=WholeNumber(), help="token lifetime in seconds")
 @click.option("--default-token-ttl", is_flag=True, help="use the server's default lifetime")
 @click.option(
     "--require-sub/--no-require-sub",

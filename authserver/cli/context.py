@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -114,6 +115,33 @@ def services(*, creates: bool = False) -> Iterator[Services]:
             yield svc
     finally:
         svc.close()
+
+
+#: A whole number as a command line writes it: ASCII digits, an optional minus. int()
+#: (Click's INTEGER) also read "1_000", " 5" and other scripts' digits ("\u0665"), which
+#: the admin API refuses (a JSON number; ``?limit=`` in ASCII digits).
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+
+
+def _ascii_digits(value: Any, param_type: click.types.IntParamType, param: Any, ctx: Any) -> None:
+    if isinstance(value, str) and not _WHOLE_NUMBER.fullmatch(value):
+        param_type.fail(f"{value!r} is not a whole number (digits 0-9)", param, ctx)
+
+
+class WholeNumber(click.types.IntParamType):
+    """Click's INTEGER, in ASCII digits only (``--token-ttl``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _ascii_digits(value, self, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class WholeNumberRange(click.IntRange):
+    """Click's INTEGER RANGE, in ASCII digits only (``audit --limit``)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        _ascii_digits(value, self, param, ctx)
+        return super().convert(value, param, ctx)
 
 
 def group_callback(config: str | None, options: dict[str, Any]) -> None:

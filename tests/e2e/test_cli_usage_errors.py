@@ -21,6 +21,14 @@ from tests.helpers import run_cli_here
         # The examples docs/reference.md gives of usage errors that exit 2.
         (["audit", "--limit", "0"], ["--limit"]),
         (["clients", "update", "ID", "--token-ttl", "abc"], ["--token-ttl"]),
+        # int() read these, which the admin API refuses (?limit=1_0, a JSON number).
+        (["audit", "--limit", "1_0"], ["--limit", "digits 0-9"]),
+        (["audit", "--limit", "\uff15"], ["--limit", "digits 0-9"]),
+        (
+            ["clients", "create", "--name", "x", "--token-ttl", "\u0663\u0666\u0660\u0660"],
+            ["--token-ttl"],
+        ),
+        (["clients", "update", "ID", "--token-ttl", " 60"], ["--token-ttl", "digits 0-9"]),
     ],
     ids=[
         "audit-action",
@@ -29,6 +37,10 @@ from tests.helpers import run_cli_here
         "missing-option",
         "audit-limit",
         "update-token-ttl",
+        "audit-limit-underscore",
+        "audit-limit-fullwidth",
+        "create-token-ttl-arabic-indic",
+        "update-token-ttl-space",
     ],
 )
 def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Path) -> None:
