@@ -492,7 +492,9 @@ class Settings:
     )
     key_cache_seconds: int = setting(
         parse_duration,
-        "how often each worker re-reads the key store for changes made elsewhere",
+        "on PostgreSQL with the change feed down, how often each worker reads the key "
+        "store's version for changes made elsewhere (the key directory and a SQLite file "
+        "are checked on every request)",
         default=1,
     )
     status_list_ttl: int = setting(

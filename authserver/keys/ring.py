@@ -17,6 +17,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Hashable
 from collections.abc import Iterable
 from typing import Any
 from typing import Generic
@@ -83,6 +84,8 @@ class KeyRing:
         self._lock = threading.Lock()
         self._keys: list[SigningKey] = []
         self._version: str | None = None
+        #: The store's stamp when the snapshot was read (see _snapshot).
+        self._stamp: Hashable | None = None
         self._checked_at = float("-inf")
         #: Whether the snapshot was read after the last invalidation (see _snapshot).
         self._fresh = False
@@ -148,12 +151,24 @@ class KeyRing:
     # -- the cached snapshot (hot path) ----------------------------------------------------
 
     def _snapshot(self) -> list[SigningKey]:
-        """The key set, re-read from the store at most every ``cache_seconds``.
+        """The key set as the store holds it now, re-read only when it changed.
 
-        The version check is one cheap read; the full list is re-read only when another
-        process changed it. Lifecycle transitions driven by time need no re-read at all:
-        states are computed from timestamps at each call.
+        A store with a stamp (the key directory: one ``stat``; a SQLite file: ``PRAGMA
+        data_version``) is asked on every call, so a change made by any process (``keys
+        retire`` in another worker or on the command line) is seen by the next request.
+        Otherwise (PostgreSQL) the change feed announces changes, and while it is down the
+        version is read at most every ``cache_seconds``. Either way the full list is
+        re-read only when the version moved. Lifecycle transitions driven by time need no
+        re-read at all: states are computed from timestamps at each call.
         """
+        stamp = self._store.stamp()
+        if stamp is not None:
+            if self._fresh and stamp == self._stamp:
+                return self._keys
+            with self._lock:
+                if self._fresh and stamp == self._stamp:  # another thread read it meanwhile
+                    return self._keys
+                return self._reread(stamp)
         mono = time.monotonic()
         if mono - self._checked_at < self._policy.cache_seconds:
             return self._keys
@@ -164,19 +179,26 @@ class KeyRing:
         with self._lock:
             if mono - self._checked_at < self._policy.cache_seconds:
                 return self._keys
-            generation = self._generation
-            version = self._store.version()
-            if version != self._version:
-                self._keys = self.read()
-                self._version = version
-                live = {k.kid for k in self._keys}
-                self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
-            # An invalidation that arrived while reading keeps the snapshot stale: it may
-            # announce a change the read did not see.
-            if generation == self._generation:
-                self._checked_at = time.monotonic()
-                self._fresh = True
-            return self._keys
+            return self._reread(None)
+
+    def _reread(self, stamp: Hashable | None) -> list[SigningKey]:
+        """Under the lock: read the store's version, and the key set when the version
+        moved. *stamp* was taken before (a change after it makes the next stamp differ:
+        read again then)."""
+        generation = self._generation
+        version = self._store.version()
+        if version != self._version:
+            self._keys = self.read()
+            self._version = version
+            live = {k.kid for k in self._keys}
+            self._parsed = {kid: key for kid, key in self._parsed.items() if kid in live}
+        # An invalidation that arrived while reading keeps the snapshot stale: it may
+        # announce a change the read did not see.
+        if generation == self._generation:
+            self._stamp = stamp
+            self._checked_at = time.monotonic()
+            self._fresh = True
+        return self._keys
 
     def invalidate(self) -> None:
         """Forget the cached snapshot (after a change made by this process, or announced by

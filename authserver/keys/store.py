@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -46,3 +47,10 @@ class KeyStore(Protocol):
 
     def version(self) -> str:
         """A cheap token that changes whenever the key set changes (for caches)."""
+
+    def stamp(self) -> Hashable | None:
+        """Cheaper than :meth:`version`, for a check on every request: a value equal to one
+        returned before only if the key set has not changed since. ``None`` when the store
+        has no such value (then caches check :meth:`version` every ``cache_seconds``, or
+        follow the change feed). A value that can equal nothing (a fresh ``object()``) when
+        the store cannot tell right now: the caller then reads :meth:`version`."""

@@ -7,6 +7,7 @@ import copy
 import dataclasses
 import itertools
 import threading
+from collections.abc import Hashable
 from collections.abc import Iterator
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -104,6 +105,9 @@ class InMemoryKeyStore:
 
     def version(self) -> str:
         return str(self._version)
+
+    def stamp(self) -> Hashable:
+        return self._version
 
 
 class InMemoryRevocationStore:

@@ -1,4 +1,5 @@
-"""The client lifecycle and the audit trail through the CLI, against a running server.
+"""The client lifecycle, a key's retire and the audit trail through the CLI, against a
+running server.
 
 A change made by one process (the CLI's entry point, run in the test's process by
 ``tests.helpers.run_cli_here``) must be seen by every worker of a running server: at once
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 
@@ -113,6 +115,29 @@ def test_cli_changes_take_effect_at_once_on_a_running_server(
             request_token(server, (cid, new_secret), sub="user-1", scope="write").json()["error"]
             == "invalid_scope"
         )
+
+        # The emergency path: a retired key signs nothing more and leaves the JWKS on the
+        # next request of every worker (each checks the key directory with one stat per
+        # request; before, a worker kept its snapshot for AUTHSERVER_KEY_CACHE_SECONDS).
+        keys = cli_json_here(env, "keys", "list")["keys"]
+        (retired_kid,) = [k["kid"] for k in keys if k["state"] == "current"]
+        successor = cli_json_here(env, "keys", "retire", retired_kid)["current_kid"]
+        assert successor not in (None, retired_kid)
+        signed_by = {
+            jwt.get_unverified_header(r.json()["access_token"])["kid"]
+            for r in everywhere(secret=new_secret)
+        }
+        assert signed_by == {successor}
+        published = on_every_worker(
+            lambda: requests.get(server.base_url + "/.well-known/jwks.json", timeout=10),
+            metrics,
+            workers=2,
+            endpoint="/.well-known/jwks.json",
+        )
+        for answer in published:
+            kids = {k["kid"] for k in answer.json()["keys"]}
+            assert successor in kids
+            assert retired_kid not in kids
 
         deleted = cli_json_here(env, "clients", "delete", cid, "--yes")
         assert deleted == {"client_id": cid, "deleted": True}

@@ -1,6 +1,7 @@
 """The read side of the signing keys (``authserver.keys.ring.KeyRing``): the snapshot it
-serves is kept while the store's version is unchanged and dropped when it changes, the
-token path's ``current()`` reads nothing from the store while the snapshot is fresh, and
+serves is kept while the store's version is unchanged and dropped when it changes (asked
+through the store's stamp on every call, or every ``cache_seconds`` for a store without
+one), the token path's ``current()`` reads no key while the snapshot is fresh, and
 ``current()`` only ever returns a key the ring publishes at that moment.
 
 The cache tests run on a real file key store (``storage/files/keys.py``), with a second
@@ -9,6 +10,7 @@ ring and service on the same directory standing in for another process."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,7 @@ from authserver.keys.plan import current_key
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.records import Scan
+from authserver.storage.files.keys import SETTLED_NS
 from authserver.storage.files.keys import FileKeyStore
 from authserver.storage.memory import InMemoryKeyStore
 from tests.factories import signing_key_sets
@@ -53,11 +56,25 @@ class CountingStore(FileKeyStore):
         return super().scan()
 
 
+class StamplessStore(CountingStore):
+    """The same store without a stamp, as the SQL store on PostgreSQL is: the ring checks
+    its version every ``cache_seconds`` (or follows the change feed)."""
+
+    def stamp(self) -> None:
+        return None
+
+
 class Process:
     """A ring and a service over one key directory, as one server process has them."""
 
-    def __init__(self, directory: Path, clock: FixedClock, policy: KeyPolicy) -> None:
-        self.store = CountingStore(directory)
+    def __init__(
+        self,
+        directory: Path,
+        clock: FixedClock,
+        policy: KeyPolicy,
+        store: type[CountingStore] = CountingStore,
+    ) -> None:
+        self.store = store(directory)
         self.ring = KeyRing(self.store, clock, policy)
         self.keys = KeyService(self.store, self.ring, clock)
 
@@ -99,10 +116,10 @@ def test_the_snapshot_is_kept_while_the_version_is_unchanged_and_dropped_when_it
     assert here.store.scans == scans + 1
 
 
-def test_within_cache_seconds_only_invalidate_makes_the_ring_look(
+def test_without_a_stamp_only_invalidate_makes_the_ring_look_within_cache_seconds(
     tmp_path: Path, clock: FixedClock
 ) -> None:
-    here = Process(tmp_path, clock, CHECK_HOURLY)
+    here = Process(tmp_path, clock, CHECK_HOURLY, StamplessStore)
     first = here.keys.ensure_current()
     assert first is not None
     assert here.published() == [first.kid]
@@ -126,12 +143,53 @@ def test_a_command_of_this_process_is_served_at_once(tmp_path: Path, clock: Fixe
     assert here.published() == [new.kid, took_over]
 
 
-def test_current_reads_nothing_from_the_store_while_the_snapshot_is_fresh(
+def test_without_a_stamp_current_reads_nothing_while_the_snapshot_is_fresh(
     tmp_path: Path, clock: FixedClock
 ) -> None:
+    here = Process(tmp_path, clock, CHECK_HOURLY, StamplessStore)
+    here.keys.ensure_current()
+    kid = here.signing()
+    versions, scans = here.store.versions, here.store.scans
+    for _ in range(1000):
+        clock.advance(1)
+        assert here.ring.current()[0] == kid
+    assert (here.store.versions, here.store.scans) == (versions, scans)
+
+
+def test_with_a_stamp_a_change_elsewhere_is_seen_by_the_next_call(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    """The key directory's stamp (one stat of ``.version``) is asked on every call, so a
+    retire made by another process (the CLI, another worker) is seen at once, however
+    long ``cache_seconds`` is."""
+    here = Process(tmp_path, clock, CHECK_HOURLY)
+    first = here.keys.ensure_current()
+    assert first is not None
+    assert here.signing() == first.kid
+    elsewhere = Process(tmp_path, clock, CHECK_HOURLY)
+    new = elsewhere.keys.rotate().key
+    assert here.published() == [new.kid, first.kid]
+    clock.advance(1)
+    elsewhere.keys.retire(first.kid)
+    took_over = here.signing()
+    assert took_over not in (first.kid, new.kid)
+    assert first.kid not in here.published()
+
+
+def test_with_a_settled_stamp_current_reads_no_version_and_no_key(
+    tmp_path: Path, clock: FixedClock
+) -> None:
+    """Once ``.version`` was written longer ago than the file system's timestamps can
+    tell apart (SETTLED_NS), an unchanged stamp is trusted: no read of the version file,
+    no scan. Until then each call reads the version (a write within the same tick could
+    share the stamp), and the keys only if it moved."""
     here = Process(tmp_path, clock, CHECK_HOURLY)
     here.keys.ensure_current()
     kid = here.signing()
+    assert here.store.stamp() != here.store.stamp(), "a fresh .version's stamp was trusted"
+    time.sleep(SETTLED_NS / 1e9 + 0.02)
+    assert here.store.stamp() == here.store.stamp()
+    here.signing()
     versions, scans = here.store.versions, here.store.scans
     for _ in range(1000):
         clock.advance(1)

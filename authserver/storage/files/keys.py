@@ -40,6 +40,8 @@ import os
 import secrets
 import stat
 import threading
+import time
+from collections.abc import Hashable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -53,6 +55,10 @@ from authserver.keys.model import check_stored
 from authserver.records import Scan
 from authserver.records import UnreadableRecord
 
+#: How long after ``.version`` was written its ``stat`` is trusted to tell versions apart
+#: (:meth:`FileKeyStore.stamp`): several ticks of the kernel's coarse clock, which file
+#: times come from.
+SETTLED_NS = 50_000_000
 #: The prefix of ``.version`` while a change is being written under the lock.
 CHANGING = "changing "
 
@@ -307,6 +313,24 @@ class FileKeyStore:
 
     def _bump(self) -> None:
         _write_atomic(self.directory / ".version", secrets.token_hex(8).encode(), 0o600)
+
+    def stamp(self) -> Hashable:
+        """``.version``'s inode and times, from one ``stat`` (no open and read): every
+        change replaces the file, so a new version is a new inode, or new times.
+
+        File times come from the kernel's coarse clock (a tick of a few milliseconds) and
+        a replaced file's inode number may be handed out again, so two versions written
+        within one tick could share all three; a file written less than
+        :data:`SETTLED_NS` ago gives a value equal to nothing (read the version), and a
+        stamp taken after that can only equal one of a version written before it.
+        """
+        try:
+            st = os.stat(self.directory / ".version")
+        except OSError:
+            return object()  # missing or unreadable: version() says which
+        if time.time_ns() - st.st_mtime_ns < SETTLED_NS:
+            return object()
+        return (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
 
     def version(self) -> str:
         """The store's version; every read starts here.

@@ -349,6 +349,12 @@ class Database:
         )
 
     @property
+    def has_local_counters(self) -> bool:
+        """Whether :meth:`read_counter` is answered without a round trip (a SQLite file,
+        through ``PRAGMA data_version``), cheap enough for every request."""
+        return self._counters is not None
+
+    @property
     def connect_args(self) -> dict[str, Any]:
         """The libpq parameters of this database's connections (PostgreSQL: connect
         timeout and keepalives), for a connection made outside the pools."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from collections.abc import Iterator
 from collections.abc import Mapping
 from contextlib import contextmanager
@@ -127,3 +128,9 @@ class SqlKeyStore:
 
     def version(self) -> str:
         return str(self._db.read_counter(LOCK_NAME))
+
+    def stamp(self) -> Hashable | None:
+        # A SQLite file's counters are read through PRAGMA data_version (no table read
+        # while nothing was committed): the version itself is cheap enough. Elsewhere it
+        # is a round trip: the change feed or cache_seconds decide when to read it.
+        return self.version() if self._db.has_local_counters else None
