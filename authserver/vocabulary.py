@@ -255,6 +255,21 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
+def beyond_safe_integer(value: Any) -> bool:
+    """Whether *value* is a whole number as a request body carries it (ASCII digits, or a
+    JSON number with no fractional part) that is only refused by :func:`sent_whole_number`
+    for lying beyond :data:`MAX_SAFE_INTEGER`: its refusal should say so, not call it
+    no whole number."""
+    if isinstance(value, str):
+        return value.isascii() and value.isdigit() and digits_value(value) is None
+    return (
+        isinstance(value, float)
+        and math.isfinite(value)
+        and value.is_integer()
+        and value > MAX_SAFE_INTEGER
+    )
+
+
 def sent_whole_number(value: Any) -> int | None:
     """A whole number as a request body carries it: ASCII digits (a form value, where
     everything is text: :func:`digits_value`) or a JSON number (:func:`whole_number`);

@@ -33,9 +33,11 @@ from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import CLAIMS_TOO_DEEP
 from authserver.vocabulary import IDENTITY_CLAIMS
 from authserver.vocabulary import MAX_CLAIM_DEPTH
+from authserver.vocabulary import MAX_SAFE_INTEGER
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import RepeatedNames
+from authserver.vocabulary import beyond_safe_integer
 from authserver.vocabulary import check_identity
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import loads_strict
@@ -144,6 +146,13 @@ def _expires_in(body: ParsedBody) -> int | None:
     # Any longer lifetime than the client's is cut to it (tokens.claims.resolve_lifetime),
     # however long: only what is no positive whole number (within JSON's 2^53) is refused.
     seconds = sent_whole_number(raw)
+    if seconds is None and beyond_safe_integer(raw):
+        # A positive whole number past JSON's 2^53 (digits in a form, 1e300 in JSON): said
+        # so, as the JSON body's own check says it of an integer (not "no whole number").
+        raise InvalidRequestError(
+            f"expires_in must be at most {MAX_SAFE_INTEGER} seconds (2^53 - 1); "
+            "a lifetime longer than the client's is cut to it"
+        )
     if seconds is None or seconds <= 0:
         raise InvalidRequestError("expires_in must be a positive whole number of seconds")
     return seconds

@@ -13,6 +13,7 @@ from typing import Any
 
 from authserver.profiles.base import ProfileError
 from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import beyond_safe_integer
 from authserver.vocabulary import check_identity
 from authserver.vocabulary import sent_whole_number
 
@@ -73,11 +74,12 @@ def json_object(value: Any, field: str) -> dict[str, Any]:
 def seconds(value: Any, field: str) -> int:
     """A positive whole number of seconds (a JSON number, or digits in a form body)."""
     number = sent_whole_number(value)
+    if (number is None and beyond_safe_integer(value)) or (number or 0) > MAX_SECONDS:
+        # It is one (digits past 2^53 too): "must be a positive whole number" sent its
+        # sender looking elsewhere.
+        raise ProfileError(f"{field} must be at most ten years")
     if number is None or number <= 0:
         raise ProfileError(f"{field} must be a positive whole number of seconds")
-    if number > MAX_SECONDS:
-        # It is one: "must be a positive whole number" sent its sender looking elsewhere.
-        raise ProfileError(f"{field} must be at most ten years")
     return number
 
 
