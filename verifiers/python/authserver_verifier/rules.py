@@ -56,7 +56,7 @@ REASONS: Final = {
     "unsupported_header": "the header has a parameter other than alg, typ and kid (crit, jku...)",
     "missing_kid": "the header names no kid",
     "bad_signature": "the signature does not verify",
-    "missing_claim": "a claim required by RFC 9068 §2.2 is absent",
+    "missing_claim": "a claim required by RFC 9068 §2.2 is absent or null",
     "invalid_claim": "a claim has the wrong type or an empty value",
     "wrong_issuer": "iss is not the configured issuer",
     "wrong_audience": "aud does not contain the configured audience",
