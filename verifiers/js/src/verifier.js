@@ -46,11 +46,25 @@ const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
 const MAX_HEADER_SEGMENT = 1024;
 
 /**
+ * Whether `value` could be authserver's AUTHSERVER_ISSUER: an http(s) URL, its scheme in
+ * lower case, naming a host and, if any, a port from 1 to 65535, with no query, fragment,
+ * user name, white space or control character (RFC 8414 §2; authserver refuses any other),
+ * as the Python verifier checks it. Anything else never matches a token's iss.
+ */
+function isIssuer(value) {
+  if (typeof value !== 'string' || !/^https?:\/\/[^/]/.test(value) || !URL.canParse(value)) return false;
+  if (/[?#\s\x00-\x1f\x7f-\x9f]/.test(value)) return false;
+  const url = new URL(value);
+  const authority = value.slice(value.indexOf('//') + 2).split('/')[0];
+  return !authority.includes('@') && !authority.endsWith(':') && url.port !== '0';
+}
+
+/**
  * @param {object} options see types/index.d.ts (`VerifierOptions`)
  */
 export function createVerifier(options = {}) {
   const { audience } = options;
-  if (typeof options.issuer !== 'string' || !/^https?:\/\/[^/]/.test(options.issuer) || !URL.canParse(options.issuer)) {
+  if (!isIssuer(options.issuer)) {
     throw new TypeError('createVerifier: issuer must be the http(s) URL authserver puts in iss');
   }
   // authserver drops a trailing slash from AUTHSERVER_ISSUER (its iss and metadata never

@@ -336,7 +336,14 @@ test('the header of a real token is what the verifier pins', async () => {
 
 test('an issuer that is no http(s) URL is refused at construction, as the Python package refuses it', () => {
   // "https://[::1" passed the pattern and every verification was jwks_unavailable (Invalid URL).
-  for (const issuer of ['auth.example.com', 'ftp://auth.example.com', 'https://', 'http:///x', 'https://[::1']) {
+  // The rest are what authserver never puts in iss (its AUTHSERVER_ISSUER rule), refused
+  // by the Python package too: a port 0, a query, a fragment or a user name was accepted.
+  for (const issuer of [
+    'auth.example.com', 'ftp://auth.example.com', 'https://', 'http:///x', 'https://[::1',
+    'HTTPS://auth.example.com', 'https://auth.example.com:99999', 'https://auth.example.com:0',
+    'https://auth.example.com:', 'https://auth example.com', 'https://auth.example.com/a\tb',
+    'https://auth.example.com?x=1', 'https://auth.example.com/#a', 'https://user@auth.example.com',
+  ]) {
     assert.throws(() => createVerifier({ issuer, audience: AUDIENCE }), TypeError, issuer);
   }
 });

@@ -291,6 +291,29 @@ def metadata_urls(issuer: str) -> list[str]:
     return list(dict.fromkeys([rfc, appended]))
 
 
+def _is_issuer(issuer: str) -> bool:
+    """Whether *issuer* could be authserver's ``AUTHSERVER_ISSUER``: an http(s) URL, its
+    scheme in lower case, naming a host and, if any, a port from 1 to 65535, with no
+    query, fragment, user name, white space or control character (RFC 8414 §2; authserver
+    refuses any other). Anything else can never match a token's ``iss`` nor the
+    metadata's ``issuer``: every token would be refused (``jwks_unavailable``)."""
+    try:
+        parsed = urllib.parse.urlsplit(issuer)
+        port = parsed.port
+    except ValueError:  # "https://[::1" (an unclosed IPv6 literal), "https://h:99999"
+        return False
+    return (
+        issuer.startswith(("http://", "https://"))
+        and bool(parsed.hostname)
+        and port != 0
+        and not parsed.netloc.endswith(":")
+        and "@" not in parsed.netloc
+        and "?" not in issuer
+        and "#" not in issuer
+        and not any(c.isspace() or not c.isprintable() for c in issuer)
+    )
+
+
 class TokenVerifier:
     """Verifies authserver access tokens offline against its published keys.
 
@@ -346,11 +369,7 @@ class TokenVerifier:
             # A list of audiences (the Node package takes one) was compared as a whole with
             # each token's aud: every token refused as wrong_audience.
             raise TypeError("issuer and audience must be strings (one audience per verifier)")
-        try:
-            parsed = urllib.parse.urlsplit(issuer)
-        except ValueError:  # e.g. "https://[::1": an unclosed IPv6 literal
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.hostname:
+        if not _is_issuer(issuer):
             # A typo in the settings, said now (as the Node package's createVerifier says
             # it), not as a refusal of every token.
             raise ValueError(f"issuer must be the http(s) URL authserver puts in iss: {issuer!r}")

@@ -600,7 +600,24 @@ def test_jwks_uri_other_than_http_is_refused(
 
 @pytest.mark.parametrize(
     "issuer",
-    ["auth.example.com", "ftp://auth.example.com", "https://", "http:///x", "https://[::1"],
+    [
+        "auth.example.com",
+        "ftp://auth.example.com",
+        "https://",
+        "http:///x",
+        "https://[::1",
+        # What authserver never puts in iss (its AUTHSERVER_ISSUER rule) and the Node
+        # package refuses too: each was built here, then refused every token.
+        "HTTPS://auth.example.com",
+        "https://auth.example.com:99999",
+        "https://auth.example.com:0",
+        "https://auth.example.com:",
+        "https://auth example.com",
+        "https://auth.example.com/a\tb",
+        "https://auth.example.com?x=1",
+        "https://auth.example.com/#a",
+        "https://user@auth.example.com",
+    ],
 )
 def test_an_issuer_that_is_no_http_url_is_refused_at_construction(issuer: str) -> None:
     """As the Node package's createVerifier refuses it: such a verifier was built, then
