@@ -55,7 +55,9 @@ class TwilioProfile:
             ("nbf", "tokens are valid from the moment they are issued"),
             ("region", "there is no Twilio edge to route to"),
         ):
-            if unsupported in f:
+            # AccessToken sets nbf only when it is a number and region only when it is a
+            # non-empty string: a JSON null is an option left unset there, and here.
+            if f.get(unsupported) is not None:
                 raise ProfileError(f"{unsupported} is not supported: {why}")
         if "identity" not in f:
             raise ProfileError("identity is required")

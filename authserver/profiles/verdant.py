@@ -67,11 +67,14 @@ class VerdantProfile:
             raise ProfileError(
                 "syncEndpoint is required (or register the client with the fixed claim url)"
             )
-        if "fileEndpoint" in f:
+        # TokenProvider's optional fileEndpoint and role: a JSON null is one left unset
+        # (jsonwebtoken signs it as null, which Verdant's TokenVerifier reads as no role or
+        # file URL), so a backend passing a user's null role keeps working.
+        if f.get("fileEndpoint") is not None:
             claims["file"] = values.string(
                 f["fileEndpoint"], "fileEndpoint", max_length=MAX_URI_LENGTH
             )
-        if "role" in f:
+        if f.get("role") is not None:
             claims["role"] = values.string(f["role"], "role")
         if "type" in f:
             kind = f["type"]

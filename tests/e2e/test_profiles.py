@@ -150,6 +150,41 @@ def test_twilio(http: Any, register: Callable[..., Any]) -> None:
     assert body["ttl"] == claims["exp"] - claims["iat"] == 3600  # Twilio's default
 
 
+@pytest.mark.parametrize(
+    ("profile", "body"),
+    [
+        ("twilio", {"identity": "alice", "nbf": None, "region": None}),
+        (
+            "verdant",
+            {
+                "userId": "alice",
+                "libraryId": "lib-1",
+                "syncEndpoint": "wss://s.example",
+                "role": None,
+                "fileEndpoint": None,
+            },
+        ),
+    ],
+)
+def test_a_null_optional_vendor_option_is_left_unset(
+    http: Any, register: Callable[..., Any], profile: str, body: dict[str, Any]
+) -> None:
+    """The vendors' own libraries leave an optional option given as null unset (twilio's
+    AccessToken nbf and region, Verdant's TokenProvider role and fileEndpoint): a backend
+    passing a user's null role got a 400 once a JSON null stopped meaning "not sent"."""
+    allowed = ["grants"] if profile == "twilio" else ["lib", "role", "type", "file", "url"]
+    cid, secret = register(audiences=[AUD], profile=profile, allowed_claims=allowed)
+    response = post_json(
+        http, {"grant_type": "client_credentials", **body}, auth=basic(cid, secret)
+    )
+    assert response.status_code == 200, response.get_json()
+    answer = response.get_json()
+    claims = claims_of(answer["token"] if profile == "twilio" else answer["accessToken"])
+    assert claims["sub"] == "alice"
+    assert "role" not in claims
+    assert "file" not in claims
+
+
 def test_stream_bearer_at_its_path(http: Any, register: Callable[..., Any]) -> None:
     cid, secret = register(
         audiences=[AUD], scopes=["media", "chat"], profile="stream", allowed_claims=["chatUser"]

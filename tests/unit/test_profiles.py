@@ -262,6 +262,17 @@ def test_verdant_defaults_type_to_realtime_and_takes_the_url_from_a_fixed_claim(
     assert params["claims"] == {"lib": "l", "type": 0}
 
 
+def test_verdant_reads_a_null_role_or_file_endpoint_as_unset() -> None:
+    """TokenProvider's optional ``role`` and ``fileEndpoint``: a backend passing a user's
+    null role (JSON keeps null) got a token from Verdant, and a 400 here once null
+    stopped meaning "not sent" for every member."""
+    params = translate(
+        VerdantProfile(),
+        {"userId": "u1", "libraryId": "l", "syncEndpoint": "s", "role": None, "fileEndpoint": None},
+    )
+    assert params["claims"] == {"lib": "l", "url": "s", "type": 0}
+
+
 @pytest.mark.parametrize(
     ("fields", "named"),
     [
@@ -271,6 +282,12 @@ def test_verdant_defaults_type_to_realtime_and_takes_the_url_from_a_fixed_claim(
         ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "type": 6}, "type"),
         ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "type": True}, "type"),
         ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "expiresIn": "3"}, "expiresIn"),
+        # TokenProvider signs these as given: a null user or library, or no sync URL, is
+        # no token anyone can use, and jsonwebtoken throws on a null expiresIn.
+        ({"userId": None, "libraryId": "l", "syncEndpoint": "s"}, "userId"),
+        ({"userId": "u", "libraryId": "l", "syncEndpoint": None}, "syncEndpoint"),
+        ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "expiresIn": None}, "expiresIn"),
+        ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "role": ""}, "role"),
         ({"userId": "u", "libraryId": "l", "syncEndpoint": "s", "secret": "x"}, "secret"),
     ],
 )
@@ -315,6 +332,13 @@ def test_twilio_default_ttl_is_twilios_3600() -> None:
     assert translate(TwilioProfile(), {"identity": "a"})["expires_in"] == 3600
     # AccessToken's ``options.ttl || 3600``: a JSON null reaches the profile as None.
     assert translate(TwilioProfile(), {"identity": "a", "ttl": None})["expires_in"] == 3600
+
+
+def test_twilio_reads_a_null_nbf_or_region_as_unset() -> None:
+    """AccessToken sets ``nbf`` only when it is a number and the region header only for a
+    non-empty string: a null one is an option left unset, not one this profile refuses."""
+    params = translate(TwilioProfile(), {"identity": "a", "nbf": None, "region": None})
+    assert params["sub"] == "a"
 
 
 @pytest.mark.parametrize(
