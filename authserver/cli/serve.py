@@ -61,10 +61,13 @@ def prepare(settings: Settings) -> None:
         # for other machines (behind a proxy, or on a public address such as the image's
         # 0.0.0.0): tokens and metadata name http://localhost:PORT, which a verifier or a
         # backend elsewhere cannot reach, and which no request through the proxy changes.
+        # Unset or set to that very URL: the same tokens, and nothing here tells them apart,
+        # so the line says what the issuer is, not that it was left unset.
         log.warning(
-            "AUTHSERVER_ISSUER is not set: tokens and metadata name %s, which only this "
-            "machine reaches, though serve %s; set AUTHSERVER_ISSUER to the URL verifiers "
-            "use (behind a proxy, its public https:// URL)",
+            "AUTHSERVER_ISSUER is %s (its value while unset, following --host and --port): "
+            "tokens and metadata name it, and only this machine reaches it, though serve %s; "
+            "set AUTHSERVER_ISSUER to the URL verifiers use (behind a proxy, its public "
+            "https:// URL)",
             settings.issuer,
             "is behind a proxy (AUTHSERVER_PROXY_HOPS)"
             if settings.proxy_hops

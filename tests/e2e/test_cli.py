@@ -416,14 +416,21 @@ def test_serve_listens_on_a_host_name(env_for: EnvFor, tmp_path: Path) -> None:
     assert "Traceback" not in log.read_text()
 
 
-def test_serve_behind_a_proxy_without_an_issuer_warns(env_for: EnvFor, tmp_path: Path) -> None:
+@pytest.mark.parametrize("issuer_set", [False, True], ids=["unset", "set-to-the-default"])
+def test_serve_behind_a_proxy_without_an_issuer_warns(
+    env_for: EnvFor, tmp_path: Path, issuer_set: bool
+) -> None:
     """AUTHSERVER_PROXY_HOPS set and AUTHSERVER_ISSUER not (docs/operations.md, "Behind a
     reverse proxy", followed halfway): every token and the metadata named
-    http://localhost:PORT, whatever the proxy forwarded, and serve said nothing."""
+    http://localhost:PORT, whatever the proxy forwarded, and serve said nothing. Set to
+    that same URL it is as unreachable, and the warning must not say it is unset."""
     env = env_for(f"sqlite:///{tmp_path / 'proxied.db'}", AUTHSERVER_PROXY_HOPS="1")
     log = tmp_path / "server.log"
     server = ServerProcess(env, log_path=log)
-    del server.env["AUTHSERVER_ISSUER"]  # unset, as in the quickstart
+    if issuer_set:
+        server.env["AUTHSERVER_ISSUER"] = f"http://localhost:{server.port}"
+    else:
+        del server.env["AUTHSERVER_ISSUER"]  # unset, as in the quickstart
     with server:
         metadata = requests.get(
             f"{server.base_url}/.well-known/oauth-authorization-server",
@@ -434,10 +441,11 @@ def test_serve_behind_a_proxy_without_an_issuer_warns(env_for: EnvFor, tmp_path:
     assert metadata["issuer"] == issuer  # what the warning is about
     warnings = [ln for ln in log.read_text().splitlines() if " WARNING " in ln]
     assert any(
-        f"AUTHSERVER_ISSUER is not set: tokens and metadata name {issuer}" in ln
+        f"AUTHSERVER_ISSUER is {issuer} (its value while unset" in ln
         and "AUTHSERVER_PROXY_HOPS" in ln
         for ln in warnings
     ), warnings
+    assert not any("AUTHSERVER_ISSUER is not set" in ln for ln in warnings), warnings
 
 
 def test_the_file_key_store_on_a_database_holding_sql_keys_is_refused(
