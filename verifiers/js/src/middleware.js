@@ -47,7 +47,31 @@ export async function authenticate(verifier, req) {
   if (token === null) {
     throw new InvalidTokenError('missing_token', req.headers?.authorization ? 'not a Bearer authorization' : undefined);
   }
-  return verifier.verify(token);
+  const release = guardSocket(req.socket);
+  try {
+    return await verifier.verify(token);
+  } finally {
+    release();
+  }
+}
+
+/**
+ * Keep a socket that nobody listens to for errors from crashing the process while its
+ * request waits: Node's http server drops its own `error` listener from the socket it hands
+ * to an `upgrade` listener, so a client that resets the connection while its token is
+ * verified (a key or status list fetch) raised an uncaught ECONNRESET. The socket is
+ * destroyed on an error, as the ws package does during its handshake. Returns the function
+ * that removes the listener again.
+ *
+ * @param {import('node:stream').Duplex | undefined} socket
+ * @returns {() => void}
+ */
+export function guardSocket(socket) {
+  if (typeof socket?.on !== 'function' || typeof socket.listenerCount !== 'function') return () => {};
+  if (socket.listenerCount('error') > 0) return () => {};
+  const onError = () => socket.destroy();
+  socket.on('error', onError);
+  return () => socket.off('error', onError);
 }
 
 /**

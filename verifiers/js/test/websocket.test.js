@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { once } from 'node:events';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -109,6 +110,40 @@ test('an upgrade without a valid token is refused with 401 (400 when malformed) 
     assert.equal(JSON.parse(text).reason, reason);
     ws.terminate();
   }
+});
+
+test('a client that resets its connection while its upgrade token is verified does not crash the server', { timeout: 20_000 }, async () => {
+  // Node's http server drops its error listener from an upgrade's socket: a reset during
+  // the verification (a key or status list fetch) was an uncaught ECONNRESET.
+  const real = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  let verifying = 0;
+  const slow = {
+    async verify(token) {
+      verifying += 1;
+      await new Promise((r) => setTimeout(r, 150));
+      return real.verify(token);
+    },
+  };
+  const { url, deadlines } = await syncServer(slow, { recheckInterval: 0 });
+  const { port } = new URL(url);
+  const token = await server.token(client, { sub: 'user-1' });
+  for (let i = 0; i < 3; i += 1) {
+    const raw = net.connect(Number(port), '127.0.0.1');
+    await once(raw, 'connect');
+    raw.write(
+      `GET /sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
+        `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${token}\r\n\r\n`,
+    );
+    while (verifying <= i) await new Promise((r) => setTimeout(r, 5));
+    raw.resetAndDestroy();
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(deadlines.size, 0);
+  // The server is alive and serves the next client.
+  const conn = await connect(url, token);
+  conn.send({ type: 'echo' });
+  assert.deepEqual(await conn.next('echo'), { type: 'echo', sub: 'user-1' });
+  conn.ws.close();
 });
 
 test('told to refresh before exp; a fresh token on the open connection moves the deadline', { timeout: 20_000 }, async () => {
