@@ -21,6 +21,7 @@
 import { VerdantError } from '@verdant-web/common';
 
 import { InvalidTokenError } from './errors.js';
+import { guardSocket } from './middleware.js';
 
 const ENTRY_POINTS = ['handleRequest', 'handleFetch', 'handleFileRequest', 'handleFileFetch'];
 
@@ -108,7 +109,7 @@ export function useAuthserverTokens(server, verifier, options = {}) {
   const adapter = new AuthserverTokenVerifier(verifier, options);
   server.tokenVerifier = adapter;
 
-  const wrap = (original) =>
+  const wrap = (original, socketOf = () => undefined) =>
     async function verifiedFirst(req, ...rest) {
       let token = null;
       try {
@@ -117,7 +118,14 @@ export function useAuthserverTokens(server, verifier, options = {}) {
         // No token: Verdant's own code answers it (it throws the same way again).
       }
       if (token === null) return original(req, ...rest);
-      await adapter.prepare(token);
+      // Verdant's own handleUpgrade never waits; this wait does, on a socket Node's http
+      // server no longer listens to for errors: a reset meanwhile must not crash the process.
+      const release = guardSocket(socketOf(rest));
+      try {
+        await adapter.prepare(token);
+      } finally {
+        release();
+      }
       try {
         // Verdant calls verifyToken before its first await, so the synchronous start of
         // `original` is all that needs the prepared outcome.
@@ -131,7 +139,7 @@ export function useAuthserverTokens(server, verifier, options = {}) {
 
   // The upgrade listener was registered by the constructor (attach()); swap it.
   const originalUpgrade = server.handleUpgrade;
-  const wrappedUpgrade = wrap(originalUpgrade);
+  const wrappedUpgrade = wrap(originalUpgrade, ([socket]) => socket);
   if (server.httpServer) {
     server.httpServer.off('upgrade', originalUpgrade);
     server.httpServer.on('upgrade', wrappedUpgrade);

@@ -3,6 +3,7 @@
 
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import net from 'node:net';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -163,6 +164,47 @@ test('an expired token is Verdant\'s TokenExpired (4012), so its client refreshe
     });
     assert.equal(response.status, 401);
     assert.deepEqual(JSON.parse(await response.json()), { code: 4012 });
+  } finally {
+    http2.closeAllConnections();
+    http2.close();
+  }
+});
+
+test('a client that resets its upgrade while the adapter verifies its token does not crash the server', { timeout: 30_000 }, async () => {
+  // Verdant's handleUpgrade never waits; the adapter's verification does, on a socket Node's
+  // http server no longer listens to for errors: a reset meanwhile was an uncaught ECONNRESET.
+  const real = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  let verifying = 0;
+  const slow = {
+    async verify(token) {
+      verifying += 1;
+      await new Promise((r) => setTimeout(r, 150));
+      return real.verify(token);
+    },
+  };
+  const http2 = http.createServer();
+  const other = new Server({ httpServer: http2, tokenSecret: SECRET, databaseFile: path.join(dir, 'verdant-reset.sqlite') });
+  other.on('error', () => {});
+  useAuthserverTokens(other, slow);
+  const port = await freePort();
+  await new Promise((r) => http2.listen(port, '127.0.0.1', r));
+  try {
+    const token = await verdantToken({ lib: 'lib-reset' });
+    for (const [i, good] of [[0, true], [1, false]]) {
+      const raw = net.connect(port, '127.0.0.1');
+      await once(raw, 'connect');
+      raw.write(
+        `GET /sync?token=${good ? token : 'garbage'} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+          'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
+      );
+      while (verifying <= i) await new Promise((r) => setTimeout(r, 5));
+      raw.resetAndDestroy();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    // Alive, and serving the next client.
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/sync?token=${token}`);
+    await once(ws, 'open');
+    ws.close();
   } finally {
     http2.closeAllConnections();
     http2.close();
