@@ -145,6 +145,10 @@ export function createTokenDeadlines(verifier, options = {}) {
      */
     track(ws, token, claims) {
       untrack(ws);
+      // A socket that closed while its token was verified (a token sent in the first
+      // message) emits no more 'close': tracked, it stayed in the map with its timers and
+      // was re-verified at every interval until its token's exp.
+      if (ws.readyState > 1) return;
       const state = { token, claims, timers: new Set() };
       state.onSocketClose = () => untrack(ws);
       ws.on('close', state.onSocketClose);

@@ -146,6 +146,43 @@ test('a client that resets its connection while its upgrade token is verified do
   conn.ws.close();
 });
 
+test('a connection that closes while its first-message token is verified is not tracked', { timeout: 20_000 }, async () => {
+  // The browser pattern: no Authorization header, the token comes in the first message and
+  // is verified before track(). A socket closed meanwhile never emits 'close' again: it was
+  // tracked until its token's exp (timers, re-checks), long after it was gone.
+  const verifier = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
+  const deadlines = createTokenDeadlines(verifier, { recheckInterval: 0 });
+  const wss = new WebSocketServer({ noServer: true });
+  const app = http.createServer();
+  const tracked = [];
+  app.on('upgrade', (req, socket, head) =>
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      ws.once('message', async (data) => {
+        const { token } = JSON.parse(data.toString());
+        const claims = await verifier.verify(token);
+        if (ws.readyState !== WebSocket.CLOSED) await once(ws, 'close'); // the client left meanwhile
+        deadlines.track(ws, token, claims);
+        tracked.push(ws);
+      });
+    }),
+  );
+  const port = await freePort();
+  await new Promise((r) => app.listen(port, '127.0.0.1', r));
+  cleanups.push(async () => {
+    deadlines.stop();
+    app.closeAllConnections();
+    await new Promise((r) => app.close(r));
+  });
+  const token = await server.token(client, { sub: 'user-1' });
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/sync`);
+  await once(ws, 'open');
+  ws.send(JSON.stringify({ token }));
+  ws.terminate();
+  while (tracked.length === 0) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(deadlines.size, 0);
+  assert.equal(deadlines.claims(tracked[0]), undefined);
+});
+
 test('told to refresh before exp; a fresh token on the open connection moves the deadline', { timeout: 20_000 }, async () => {
   const { url } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }), { refreshBefore: 2, recheckInterval: 0 });
   const first = await server.token(client, { sub: 'user-1', expires_in: '3' });

@@ -192,6 +192,7 @@ export interface DeadlineOptions {
 }
 
 export interface TokenDeadlines {
+  /** Start tracking an open connection; a socket already closing or closed (`readyState` 2 or 3) is not tracked. */
   track(ws: DeadlineSocket, token: string, claims: AccessTokenClaims): void;
   refresh(ws: DeadlineSocket, token: string): Promise<AccessTokenClaims>;
   untrack(ws: DeadlineSocket): void;
