@@ -102,7 +102,7 @@ export function sendRefusal(res, err, { realm } = {}) {
  * @returns {{headers: Record<string, string>, body: {error: string, reason: string}}}
  */
 export function refusal(err, realm) {
-  const realmPart = realm ? `realm="${realm.replace(/["\\]/g, '')}"` : '';
+  const realmPart = checkedRealm(realm) ? `realm="${realm.replace(/["\\]/g, '')}"` : '';
   if (err.unavailable) {
     return { headers: { 'Retry-After': '5' }, body: { error: 'temporarily_unavailable', reason: err.reason } };
   }
@@ -120,6 +120,23 @@ export function refusal(err, realm) {
   }
   const params = [realmPart, 'error="invalid_token"', `error_description="${err.reason}"`].filter(Boolean);
   return { headers: { 'WWW-Authenticate': `Bearer ${params.join(', ')}` }, body: { error: 'invalid_token', reason: err.reason } };
+}
+
+/**
+ * The realm, when it is one a header can carry (RFC 9110 §5.5: tab, visible ASCII, space,
+ * obs-text); `"` and `\` are dropped from it where it is sent. Anything else (a line break,
+ * a character beyond Latin-1) throws a TypeError, where requireToken and expressAuth are
+ * created: Node's writeHead refused it (ERR_INVALID_CHAR) at the first refused request,
+ * inside the middleware's promise, and the unhandled rejection ended the process.
+ *
+ * @param {string | undefined} realm
+ */
+function checkedRealm(realm) {
+  if (realm === undefined || realm === null) return realm;
+  if (typeof realm !== 'string' || !/^[\t\x20-\x7e\x80-\xff]*$/.test(realm)) {
+    throw new TypeError('realm must be a string of tab, printable ASCII or Latin-1 characters (it goes into WWW-Authenticate)');
+  }
+  return realm;
 }
 
 function isPublic(req, publicPaths) {
@@ -140,6 +157,7 @@ function isPublic(req, publicPaths) {
  * @param {{publicPaths?: string[], realm?: string}} [options]
  */
 export function requireToken(verifier, handler, options = {}) {
+  checkedRealm(options.realm);
   return async (req, res) => {
     if (isPublic(req, options.publicPaths)) {
       // No token was asked for: null, not a leftover or a forged value.
@@ -165,6 +183,7 @@ export function requireToken(verifier, handler, options = {}) {
  * @param {{publicPaths?: string[], realm?: string}} [options]
  */
 export function expressAuth(verifier, options = {}) {
+  checkedRealm(options.realm);
   return (req, res, next) => {
     if (isPublic(req, options.publicPaths)) {
       // As requireToken does: no claims on a public path, whatever an earlier middleware

@@ -198,3 +198,18 @@ test('sendRefusal puts the realm first in every challenge', async () => {
     expired: 'Bearer realm="sync", error="invalid_token", error_description="expired"',
   });
 });
+
+test('a realm a header cannot carry is refused where the middleware is created, not at a request', async () => {
+  // Node refused it in writeHead at the first refused request (ERR_INVALID_CHAR), inside the
+  // middleware's promise: an unhandled rejection that ended the process.
+  const verifier = createVerifier({ issuer: server.issuer, audience: 'https://sync.example.com' });
+  for (const realm of ['sync ✓', 'sync\r\nSet-Cookie: a=b', 'line\nbreak', 42]) {
+    assert.throws(() => requireToken(verifier, () => {}, { realm }), TypeError, String(realm));
+    assert.throws(() => expressAuth(verifier, { realm }), TypeError, String(realm));
+  }
+  // Latin-1 (obs-text) is what a header carries: it still works, over a real socket.
+  const base = await listen(requireToken(verifier, (req, res) => res.end('ok'), { realm: 'Café "sync"' }));
+  const answer = await get(`${base}/sync`);
+  assert.equal(answer.status, 401);
+  assert.equal(answer.challenge, 'Bearer realm="Café sync"');
+});

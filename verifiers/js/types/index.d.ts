@@ -117,7 +117,7 @@ export declare function createVerifier<Claims extends AccessTokenClaims = Access
 export interface MiddlewareOptions {
   /** Request paths (without query) served without a token, e.g. ['/healthz']. */
   publicPaths?: string[];
-  /** `realm` of the WWW-Authenticate challenge. */
+  /** `realm` of the WWW-Authenticate challenge: tab, printable ASCII or Latin-1 (`"` and `\` are dropped); anything else throws a TypeError where the middleware is created. */
   realm?: string;
 }
 
