@@ -37,9 +37,14 @@ export function createTokenDeadlines(verifier, options = {}) {
     const state = connections.get(ws);
     if (!state) return;
     untrack(ws);
-    config.onClose?.(ws, reason, state.claims);
-    // The close reason is at most 123 bytes (RFC 6455 §5.5); a reason name always fits.
-    if (ws.readyState <= 1) ws.close(config.closeCode, reason);
+    try {
+      config.onClose?.(ws, reason, state.claims);
+    } finally {
+      // Closed whatever onClose did: untracked, a connection left open here kept its
+      // expired or revoked token for good.
+      // The close reason is at most 123 bytes (RFC 6455 §5.5); a reason name always fits.
+      if (ws.readyState <= 1) ws.close(config.closeCode, reason);
+    }
   }
 
   // setTimeout takes at most 2^31 - 1 ms (about 24.8 days); a longer delay fires at once.
@@ -84,15 +89,22 @@ export function createTokenDeadlines(verifier, options = {}) {
     return rechecking;
   }
   async function recheckAll() {
+    let failure = null;
     for (const [ws, state] of [...connections]) {
       const token = state.token;
       try {
         await verifier.verify(token);
       } catch (err) {
         // A fresh token may have replaced this one meanwhile; judge only the current one.
-        if (connections.get(ws)?.token === token) close(ws, reasonOf(err));
+        try {
+          if (connections.get(ws)?.token === token) close(ws, reasonOf(err));
+        } catch (thrown) {
+          // onClose threw: the other connections are still judged in this pass.
+          failure ??= { thrown };
+        }
       }
     }
+    if (failure) throw failure.thrown;
   }
   let recheckTimer = null;
   function ensureRecheck() {

@@ -263,6 +263,32 @@ test('a revoked token closes its open connection at the next re-check (4001 "rev
   keep.ws.close();
 });
 
+test('an onClose that throws does not keep a revoked connection open, nor the others of the pass', { timeout: 20_000 }, async () => {
+  const statuses = [0, 0];
+  issuer.state.lists.set('ws-onclose', { statuses, ttl: 1 });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  const seen = [];
+  const { url, deadlines } = await syncServer(verifier, {
+    recheckInterval: 0,
+    onClose: (ws, reason, claims) => {
+      seen.push(claims.sub);
+      throw new Error('a bug in the application');
+    },
+  });
+  const first = await connect(url, await issuer.token({ list: 'ws-onclose', idx: 0, sub: 'user-a' }));
+  const second = await connect(url, await issuer.token({ list: 'ws-onclose', idx: 1, sub: 'user-b' }));
+  statuses[0] = 1;
+  statuses[1] = 1;
+  await new Promise((r) => setTimeout(r, 1100)); // past the list's ttl
+  await assert.rejects(deadlines.recheck(), /a bug in the application/);
+  assert.deepEqual(seen.sort(), ['user-a', 'user-b']);
+  for (const conn of [first, second]) {
+    const closed = await conn.closed;
+    assert.deepEqual([closed.code, closed.reason], [4001, 'revoked']);
+  }
+  assert.equal(deadlines.size, 0);
+});
+
 test('a token that lives less than refreshBefore is told to refresh halfway, not at once', async () => {
   // Told at once, a client refreshing at once got another such token and was told again:
   // a loop of token requests (18 cycles in 3 s with 5 s tokens).

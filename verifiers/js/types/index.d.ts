@@ -185,7 +185,7 @@ export interface DeadlineOptions {
   closeCode?: number;
   /** Answer `{type: "token-refresh", token}` messages (default true). */
   handleMessages?: boolean;
-  /** Called before a connection is closed for its token. */
+  /** Called before a connection is closed for its token; the connection is closed even when it throws (`recheck()` then rejects with what it threw, once the pass has judged every connection). */
   onClose?: (ws: DeadlineSocket, reason: Reason, claims: AccessTokenClaims) => void;
   /** Milliseconds since the epoch (default Date.now). */
   clock?: () => number;
