@@ -9,12 +9,15 @@ the URL layout, the ``ttl`` and what verifiers do with them.
 *block* of :data:`BLOCK_SIZE` consecutive indices in one committed transaction and hands
 them out from memory. A lease is used for at most :data:`LEASE_WINDOW` seconds, so every
 token issued from it expires before ``leased_at + LEASE_WINDOW + max_token_ttl``; the lease
-is recorded as held until then plus the clock-skew leeway (and shortened, when the process
-moves on to its next block, to the latest ``exp`` it actually handed out plus the leeway).
-A block is leased again only after that moment, so an index is reused only once the token
-that held it has expired (§12.3 "double allocation"), and the number of indices in use is
-bounded by ``issue rate * (longest TTL + LEASE_WINDOW + leeway)`` plus at most one block
-per process per ``LEASE_WINDOW``.
+is recorded as held until then plus the clock-skew leeway plus the lists' ``exp - iat``
+(and shortened, when the process moves on to its next block, to the latest ``exp`` it
+actually handed out plus the same). The lists built once a token has expired (beyond the
+leeway) show its bit as 0, and a copy built before may be relied on until its own ``exp``:
+so a block is leased again only after that moment, an index is reused only once the token
+that held it has expired (§12.3 "double allocation") and no list a verifier may still use
+shows that token's bit, and the number of indices in use is bounded by ``issue rate *
+(longest TTL + LEASE_WINDOW + leeway + list expiry)`` plus at most one block per process
+per ``LEASE_WINDOW``.
 
 **Revocation** inserts ``(list, idx)`` rows and bumps a version counter that every
 instance reads before serving a list, so a revocation anywhere is in the next list any
@@ -105,7 +108,10 @@ class StatusListStore(Protocol):
         """Mark *entries* revoked (idempotent) in the caller's unit of work; bump the
         version when any is new. Returns how many were new."""
 
-    def revoked_indices(self, list_id: int) -> list[int]: ...
+    def revoked_indices(self, list_id: int, *, live_at: float | None = None) -> list[int]:
+        """The revoked indices of *list_id*; with *live_at*, only those of tokens that
+        expire at or after it (an expired token's bit goes back to 0 in the lists built
+        after that, well before its index may be leased again)."""
 
     def is_revoked(self, list_id: int, idx: int) -> bool: ...
 
@@ -257,13 +263,17 @@ class StatusListService:
 
     def _new_lease(self, now: float, old: _Lease | None) -> _Lease:
         # Every token issued from the new lease is issued before now + LEASE_WINDOW and
-        # lives at most max_token_ttl; the leeway covers clocks of other instances.
-        hold_until = now + LEASE_WINDOW + self._max_token_ttl + self._leeway
+        # lives at most max_token_ttl; the leeway covers clocks of other instances. Past
+        # that, a list built before its tokens expired may still show their revoked bits
+        # to a verifier for up to the list's exp - iat (``expiry``, longer than its ttl):
+        # the block is held that much longer, or a new token given one of its indices
+        # would read as revoked in the copies verifiers hold.
+        hold_until = now + LEASE_WINDOW + self._max_token_ttl + self._leeway + self.expiry
         release = None
         if old is not None:
             # Its tokens all expire by max_exp (a lease that issued nothing: by now).
             last_exp = old.max_exp if old.max_exp > float("-inf") else now
-            release = (old.block, last_exp + self._leeway)
+            release = (old.block, last_exp + self._leeway + self.expiry)
         block = self._store.lease_block(now, hold_until, release)
         return _Lease(block, 0, now + LEASE_WINDOW, float("-inf"))
 
@@ -436,6 +446,9 @@ class StatusListService:
         if list_id not in known[1]:
             return None
         issued_at = int(now)
+        # The bits of tokens expired (beyond the leeway) are 0 again: their indices may be
+        # leased again once no list showing them can be relied on any more (_new_lease).
+        revoked = self._store.revoked_indices(list_id, live_at=now - self._leeway)
         claims = {
             "iss": self.issuer,
             # §5.1: sub MUST be the URI of the Status List Token (the token's status uri).
@@ -445,7 +458,7 @@ class StatusListService:
             # fetch a newer one; ttl says when to look for one.
             "exp": issued_at + self.expiry,
             "ttl": self.ttl,
-            "status_list": {"bits": BITS, "lst": encode_list(self._store.revoked_indices(list_id))},
+            "status_list": {"bits": BITS, "lst": encode_list(revoked)},
         }
         header = {"alg": ALG, "typ": STATUS_LIST_TYP, "kid": kid}
         token = jwt.encode(header, claims, key, registry=SIGNING).encode("ascii")

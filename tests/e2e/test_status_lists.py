@@ -16,6 +16,7 @@ from typing import Any
 
 import jwt
 import pytest
+import requests
 from token_status_list import BitArray
 
 from authserver import container
@@ -30,6 +31,7 @@ from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import issue_token
+from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import run_cli_here
 
@@ -353,8 +355,11 @@ def test_indices_are_reused_only_after_their_tokens_expired(settings: Settings) 
         third = other.status_lists.allocate(clock.now() + 60)
         assert third.idx // BLOCK_SIZE != first.idx // BLOCK_SIZE
         clock.advance(LEASE_WINDOW)
-        # The first lease's window is over: moving on releases it to its last exp + leeway,
-        # which has passed, so the lowest free block is the first one again.
+        # The first lease's window is over: moving on releases it to its last exp + leeway
+        # + the lists' expiry (a copy built before may show the revoked bit that long)...
+        assert lists.allocate(clock.now() + 60).idx // BLOCK_SIZE != first.idx // BLOCK_SIZE
+        clock.advance(short.status_list_expiry)
+        # ... which has passed, so the lowest free block is the first one again.
         reused = lists.allocate(clock.now() + 60)
         assert reused.idx == first.idx
         with svc.unit_of_work():
@@ -365,6 +370,74 @@ def test_indices_are_reused_only_after_their_tokens_expired(settings: Settings) 
     finally:
         svc.close()
         other.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_reused_index_is_never_shown_revoked_by_a_list_a_verifier_holds(
+    db_url: str, env_for: Callable[..., dict[str, str]]
+) -> None:
+    """A real server: a revoked token expires, and its block is leased again. No copy of
+    the list served after the token expired, and so none a verifier may still rely on
+    when the index is given to a new token, shows the old bit: the new token reads VALID.
+    (The bits used to stay until the block was leased again, and the served copy, cached
+    for its ttl, showed the new token revoked while introspection said active.)"""
+    env = env_for(
+        db_url,
+        AUTHSERVER_DEFAULT_TOKEN_TTL="2s",
+        AUTHSERVER_MAX_TOKEN_TTL="2s",
+        AUTHSERVER_KEY_RETENTION_LEEWAY="1s",
+        AUTHSERVER_STATUS_LIST_TTL="2s",
+        AUTHSERVER_STATUS_LIST_EXPIRY="3s",
+        AUTHSERVER_AUDIT_RETENTION="1h",
+    )
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess: the issuer is its base URL
+    with ServerProcess(env) as server:
+        client = cli_json_here(server.env, "clients", "create", "--name", "sync")
+        auth = (client["client_id"], client["client_secret"])
+        session = requests.Session()
+
+        def issue() -> tuple[str, str, int, int]:
+            response = session.post(
+                server.base_url + "/token", data={"grant_type": "client_credentials"}, auth=auth
+            )
+            assert response.status_code == 200, response.text
+            token = response.json()["access_token"]
+            claims = jwt.decode(token, options={"verify_signature": False})
+            ref = claims["status"]["status_list"]
+            return token, ref["uri"], ref["idx"], claims["exp"]
+
+        def served_bit(uri: str, idx: int) -> int:
+            response = session.get(uri, headers={"Accept": "application/statuslist+jwt"})
+            assert response.status_code == 200, response.text
+            claims = jwt.decode(response.text, options={"verify_signature": False})
+            return int(BitArray.load(claims["status_list"]).get(idx))
+
+        revoked, uri, first, _ = issue()
+        assert session.post(server.base_url + "/revoke", data={"token": revoked}, auth=auth).ok
+        assert served_bit(uri, first) == 1
+        last_exp = 0
+        while True:  # use up the block: the worker moves on and releases it
+            _, _, idx, exp = issue()
+            if idx // BLOCK_SIZE != first // BLOCK_SIZE:
+                break
+            last_exp = max(last_exp, exp)
+        time.sleep(max(0.0, last_exp + 1.5 - time.time()))
+        # The revoked token has expired (and the leeway with it): a verifier fetching now
+        # holds a copy without its bit.
+        assert served_bit(uri, first) == 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            token, new_uri, idx, _ = issue()
+            if (new_uri, idx) == (uri, first):
+                break
+        else:
+            pytest.fail("the block was never leased again")
+        introspected = session.post(
+            server.base_url + "/introspect", data={"token": token}, auth=auth
+        ).json()
+        assert introspected["active"] is True
+        assert served_bit(uri, first) == 0
 
 
 @pytest.mark.slow

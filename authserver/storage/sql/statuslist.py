@@ -117,9 +117,11 @@ class SqlStatusListStore:
             bump_counter(conn, VERSION)
         return added
 
-    def revoked_indices(self, list_id: int) -> list[int]:
+    def revoked_indices(self, list_id: int, *, live_at: float | None = None) -> list[int]:
         c = STATUS_REVOCATIONS.c
         stmt = select(c.idx).where(c.list_id == list_id)
+        if live_at is not None:
+            stmt = stmt.where(c.expires_at >= live_at)
         with self._db.unit_of_work():
             return [int(i) for i in self._db.connection().scalars(stmt)]
 

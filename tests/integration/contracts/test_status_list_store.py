@@ -110,6 +110,19 @@ def test_revocations_are_idempotent_and_bump_the_version(
         assert not store.is_revoked(2, 5)
 
 
+def test_revoked_indices_live_at_leaves_out_expired_tokens(
+    store: SqlStatusListStore, db: Database
+) -> None:
+    store.lease_block(T0, T0 + 100, None)
+    entries = [StatusEntry(1, 5, T0 + 10), StatusEntry(1, 6, T0 + 60)]
+    with db.unit_of_work():
+        store.revoke(entries, T0)
+    assert sorted(store.revoked_indices(1, live_at=T0 + 10)) == [5, 6]
+    assert store.revoked_indices(1, live_at=T0 + 11) == [6]
+    assert store.revoked_indices(1, live_at=T0 + 61) == []
+    assert sorted(store.revoked_indices(1)) == [5, 6]  # the records themselves stay
+
+
 def test_a_rolled_back_revocation_leaves_no_bit(store: SqlStatusListStore, db: Database) -> None:
     def fail() -> None:
         with db.unit_of_work():
