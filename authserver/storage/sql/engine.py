@@ -21,6 +21,7 @@ from sqlalchemy import create_engine
 from sqlalchemy import event
 from sqlalchemy import text
 from sqlalchemy import update
+from sqlalchemy.engine import URL
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.exc import DataError
@@ -59,6 +60,15 @@ _POSTGRES_CONNECT_ARGS: dict[str, Any] = {
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,  # milliseconds
 }
+#: PostgreSQL: how long a statement of authserver waits for a lock another session holds
+#: (``lock_timeout``, set on every connection; PostgreSQL's default is to wait forever).
+#: A ``LOCK TABLE`` or a long ``ALTER TABLE`` in an operator's psql session would otherwise
+#: hang every request and command that needs that table for as long as it is held;
+#: after this they fail as "database unavailable" (503, or the CLI's one-line error).
+#: authserver's own transactions hold their locks for milliseconds. The two deliberate
+#: waits widen it for themselves (:func:`lock_wait`): the migration lock and the key lock.
+POSTGRES_LOCK_TIMEOUT_S = 5
+
 #: The drivers built on libpq, which understand those parameters.
 _LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi"})
 
@@ -114,6 +124,29 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # A request waiting for a pooled connection gives up (503) instead of queueing for the
         # whole timeout of its client (SQLAlchemy's default is 30 s).
         kwargs.setdefault("pool_timeout", POSTGRES_POOL_TIMEOUT_S)
+    if parsed.get_backend_name() == "postgresql":
+        engine = _create_engine(parsed, kwargs)
+        if "lock_timeout" not in str(parsed.query.get("options", "")):
+            # Per connection, with SET rather than libpq's ``options``: that one would
+            # replace the URL's own ``options`` (a search_path), and connection poolers
+            # such as PgBouncer refuse it. A lock_timeout in the URL's options wins.
+            event.listen(engine, "connect", _bounded_lock_waits)
+        return engine
+    return _create_engine(parsed, kwargs)
+
+
+def _bounded_lock_waits(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"SET lock_timeout = '{POSTGRES_LOCK_TIMEOUT_S}s'")
+    finally:
+        cursor.close()
+    # The SET opened a transaction on a connection that is not in autocommit mode; a
+    # session-level SET outlives it.
+    dbapi_conn.commit()
+
+
+def _create_engine(parsed: URL, kwargs: dict[str, Any]) -> Engine:
     kwargs.setdefault("pool_pre_ping", True)
     try:
         return create_engine(parsed, **kwargs)
@@ -187,6 +220,11 @@ _CAUSES = (
     ("name or service not known", "unknown host"),
     ("failed to resolve host", "unknown host"),
     ("nodename nor servname", "unknown host"),
+    (
+        "lock timeout",
+        "another session held a lock on authserver's tables past the lock timeout (a long "
+        "transaction, a LOCK TABLE or an ALTER TABLE?)",
+    ),
     ("timeout expired", "timed out"),
     ("timed out", "timed out"),
     (
@@ -477,6 +515,23 @@ class Database:
         self.engine.dispose()
         if self._reads is not None and self._reads is not self.engine:
             self._reads.dispose()
+
+
+@contextmanager
+def lock_wait(conn: Connection, seconds: float | None) -> Iterator[None]:
+    """Inside the block, on PostgreSQL, *conn*'s statements wait up to *seconds* for a lock
+    (None: without end) instead of :data:`POSTGRES_LOCK_TIMEOUT_S`; for the deliberate waits
+    on another authserver process (the migration lock, the key lock). The connection's
+    own value comes back after the block, for the rest of its transaction. Nothing on
+    SQLite, whose waits the busy timeout bounds."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    wait = "0" if seconds is None else f"{round(seconds * 1000)}ms"
+    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
+    yield
+    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": before})
 
 
 def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:

@@ -24,11 +24,14 @@ from authserver.records import Scan
 from authserver.records import UnreadableRecord
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
+from authserver.storage.sql.engine import lock_wait
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import storage_errors
 from authserver.storage.sql.tables import SIGNING_KEYS
 
 LOCK_NAME = "signing_keys"
+#: PostgreSQL: how long :meth:`SqlKeyStore.lock` waits for another process holding it.
+KEY_LOCK_WAIT_S = 60
 
 
 #: Every column, read without SQLAlchemy's per-type decoding (``NullType``): a row whose
@@ -92,7 +95,11 @@ class SqlKeyStore:
         # Not covered by maps_storage_errors (it maps errors of the call, which only
         # builds this context manager): the lock's own statements map theirs here.
         with storage_errors(self._db.url):
-            bump_counter(self._db.connection(), LOCK_NAME)
+            conn = self._db.connection()
+            # The holder may be making an RSA key and encrypting it (seconds on a busy
+            # host): wait for it longer than for a lock of anyone else, but not forever.
+            with lock_wait(conn, KEY_LOCK_WAIT_S):
+                bump_counter(conn, LOCK_NAME)
         # Held until the surrounding unit of work commits or rolls back.
         yield
 

@@ -25,6 +25,7 @@ from sqlalchemy import text
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import lock_wait
 from authserver.storage.sql.engine import sqlite_file
 from authserver.storage.sql.engine import storage_errors
 
@@ -127,7 +128,11 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
 
     with storage_errors(db.url), db.engine.connect() as conn:
         if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            # Without end: another process's migration holds it for as long as it runs
+            # (several instances starting at once, ``db upgrade`` beside them). The
+            # migration's own statements keep the connection's bounded lock waits.
+            with lock_wait(conn, None):
+                conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = _revision(conn)

@@ -1,0 +1,206 @@
+"""Lock waits on PostgreSQL have an end (storage/sql/engine.py, POSTGRES_LOCK_TIMEOUT_S).
+
+Another session holding a lock on authserver's tables (an operator's ``LOCK TABLE`` in
+psql, a long ``ALTER TABLE``) used to hang ``authserver clients update`` until it was
+killed, and every request needing those tables as long. Now such a wait ends as the
+product's "database unavailable" answer: 503 with the OAuth error shape, or the CLI's
+one-line error and a non-zero exit. The deliberate waits keep waiting: the migration lock
+(several instances starting at once) and the key lock (another process making a key).
+
+Real PostgreSQL sessions hold real locks, each for a bounded time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg
+import pytest
+import requests
+
+from authserver import container
+from authserver.errors import StorageUnavailable
+from authserver.settings import Settings
+from authserver.storage.sql import engine
+from authserver.storage.sql.migrate import MIGRATION_LOCK_ID
+from authserver.storage.sql.migrate import upgrade_to_head
+from tests.conftest import PG_URL
+from tests.conftest import fresh_pg_schema
+from tests.conftest import require_postgres
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json_here
+from tests.helpers import run_cli
+
+pytestmark = [pytest.mark.integration]
+
+#: The longest a blocked command or request may take: the lock timeout, plus slack for a
+#: loaded test machine (the CLI's start-up included).
+BOUND_S = engine.POSTGRES_LOCK_TIMEOUT_S + 7
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    require_postgres()
+    with fresh_pg_schema() as url:
+        yield url
+
+
+def _schema(url: str) -> str:
+    return url.rsplit("search_path%3D", 1)[1]
+
+
+@contextmanager
+def _holding(sql: str) -> Iterator[None]:
+    """Another session, as an operator's psql, with *sql* run in an open transaction."""
+    with psycopg.connect(PG_URL.replace("postgresql+psycopg://", "postgresql://")) as conn:
+        conn.execute(sql)
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def _hold_for(sql: str, seconds: float) -> threading.Thread:
+    """*sql* held by another session for *seconds*, from a thread; started and holding."""
+    held = threading.Event()
+
+    def hold() -> None:
+        with _holding(sql):
+            held.set()
+            time.sleep(seconds)
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert held.wait(10)
+    return thread
+
+
+def test_a_table_lock_ends_in_503_and_a_cli_error_not_a_hang(
+    pg_url: str, env_for: object, tmp_path: Path
+) -> None:
+    env = env_for(pg_url)  # type: ignore[operator]
+    with ServerProcess(env) as server:
+        client = cli_json_here(env, "clients", "create", "--name", "locked")
+
+        def post_token(who: dict[str, str]) -> requests.Response:
+            return requests.post(
+                server.base_url + "/token",
+                data={"grant_type": "client_credentials"},
+                auth=(who["client_id"], who["client_secret"]),
+                timeout=BOUND_S + 5,
+            )
+
+        assert post_token(client).status_code == 200
+        # Not asked for yet: its token request must read its row, under the lock.
+        other = cli_json_here(env, "clients", "create", "--name", "uncached")
+        schema = _schema(pg_url)
+        lock = f'LOCK TABLE "{schema}".clients, "{schema}".locks IN ACCESS EXCLUSIVE MODE'
+        with _holding(lock):
+            answers: dict[str, object] = {}
+
+            def token() -> None:
+                start = time.monotonic()
+                answers["token"] = post_token(other)
+                answers["token_s"] = time.monotonic() - start
+
+            asking = threading.Thread(target=token)
+            asking.start()
+            start = time.monotonic()
+            update = run_cli(
+                env, "clients", "update", client["client_id"], "--name", "x", timeout=BOUND_S + 5
+            )
+            took = time.monotonic() - start
+            asking.join(BOUND_S + 10)
+        assert took < BOUND_S, took
+        assert update.returncode != 0
+        assert update.stdout == ""
+        lines = update.stderr.strip().splitlines()
+        assert len(lines) == 1, update.stderr
+        assert "lock timeout" in lines[0]
+        assert "Traceback" not in update.stderr
+        response = answers["token"]
+        assert isinstance(response, requests.Response)
+        assert answers["token_s"] < BOUND_S  # type: ignore[operator]
+        assert response.status_code == 503
+        assert response.json()["error"] == "temporarily_unavailable"
+        # The lock gone, both work again; the refused update changed nothing.
+        assert post_token(other).status_code == 200
+        shown = cli_json_here(env, "clients", "show", client["client_id"])
+        assert shown["name"] == "locked"
+
+
+@pytest.fixture
+def short_lock_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A 1 s lock timeout for the connections made from here on (this process only)."""
+    monkeypatch.setattr(engine, "POSTGRES_LOCK_TIMEOUT_S", 1)
+    return 1.0
+
+
+def test_a_migration_waits_for_another_ones_lock_past_the_lock_timeout(
+    pg_url: str, tmp_path: Path, short_lock_timeout: float
+) -> None:
+    # Another instance migrating holds the advisory lock longer than the lock timeout.
+    holder = _hold_for(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})", 2 * short_lock_timeout)
+    db = engine.Database(pg_url)
+    try:
+        before, after = upgrade_to_head(db)
+    finally:
+        db.dispose()
+    holder.join()
+    assert before is None
+    assert after is not None
+
+
+def test_the_key_lock_waits_for_its_holder_past_the_lock_timeout(
+    pg_url: str, tmp_path: Path, short_lock_timeout: float
+) -> None:
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": pg_url,
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    db = engine.Database(pg_url)
+    try:
+        upgrade_to_head(db)
+    finally:
+        db.dispose()
+    services = container.build(settings)
+    try:
+        with services.unit_of_work():
+            services.keys.ensure_current()
+        # Another process rotating: it holds the key lock's row while it makes a key.
+        schema = _schema(pg_url)
+        holder = _hold_for(
+            f"UPDATE \"{schema}\".locks SET counter = counter WHERE name = 'signing_keys'",  # noqa: S608
+            2 * short_lock_timeout,
+        )
+        with services.unit_of_work():
+            result = services.keys.rotate()
+        holder.join()
+        assert result.created
+        # Any other lock wait still ends: the key lock's wider wait stopped at its row.
+        with _holding(f'LOCK TABLE "{schema}".clients IN ACCESS EXCLUSIVE MODE'):
+            with services.unit_of_work():
+                services.keys.rotate()
+            with pytest.raises(StorageUnavailable, match="lock timeout"), services.unit_of_work():
+                services.clients.list()
+    finally:
+        services.close()
+
+
+def test_a_lock_timeout_in_the_url_wins(pg_url: str) -> None:
+    """Every connection of both engines gets the bound, unless the URL's options set one."""
+    for url, expected in ((pg_url, "5s"), (f"{pg_url}%20-clock_timeout%3D1500ms", "1500ms")):
+        db = engine.Database(url)
+        try:
+            with db.unit_of_work():  # the main engine
+                assert db.connection().exec_driver_sql("SHOW lock_timeout").scalar() == expected
+            assert db.read_one("SHOW lock_timeout") == (expected,)  # the autocommit engine
+        finally:
+            db.dispose()
