@@ -17,6 +17,7 @@ import json
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from typing import Any
 
 #: Claims the server always sets itself; no request and no policy may set them.
@@ -47,6 +48,19 @@ CLAIMS_TOO_DEEP = f"claims has a value nested deeper than {MAX_CLAIM_DEPTH} leve
 #: Largest serialized size of all extra claims of one request, in UTF-8 bytes: the token
 #: travels in an ``Authorization`` header, which servers commonly cap at 8 KiB in total.
 MAX_CLAIMS_BYTES = 4096
+#: The longest access token issued, in characters. Sync clients send it in an
+#: ``Authorization: Bearer`` header (or a URL), and common HTTP servers accept about 8 KB
+#: for one (Apache's LimitRequestFieldSize is 8190 bytes with the header's name, nginx's
+#: large_client_header_buffers 8k): a longer token would be refused by the sync server, not
+#: here. A request whose token would be longer is refused (``invalid_request``).
+MAX_TOKEN_LENGTH = 8000
+#: What a client's registration puts in every token it gets, at most: all its scopes (the
+#: default ``scope``), all its audiences (a request may ask for all of them) and its fixed
+#: claims, in UTF-8 bytes as the token's JSON carries them. Together with the claims the
+#: server sets, the identity and a request's own claims, that keeps a token well inside
+#: :data:`MAX_TOKEN_LENGTH` (signed with a 4096-bit key, its base64url header and
+#: signature take about 780 characters, and the payload 4/3 of its bytes).
+MAX_REGISTERED_BYTES = 2048
 #: RFC 7493 §2.2 (I-JSON): integers beyond this lose precision in JavaScript and in any
 #: parser that reads numbers as IEEE 754 doubles.
 MAX_SAFE_INTEGER = 2**53 - 1
@@ -217,6 +231,21 @@ def check_claims_size(claims: dict[str, Any], what: str = "claims") -> None:
     size = len(json.dumps(claims, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
     if size > MAX_CLAIMS_BYTES:
         raise InvalidValue(f"{what} is larger than {MAX_CLAIMS_BYTES} bytes")
+
+
+def registered_size(
+    scopes: tuple[str, ...], audiences: tuple[str, ...], fixed_claims: Mapping[str, Any]
+) -> int:
+    """The UTF-8 bytes a client's scopes, audiences and fixed claims take in a token that
+    carries all of them (see :data:`MAX_REGISTERED_BYTES`)."""
+    carried: dict[str, Any] = dict(fixed_claims)
+    if scopes:
+        carried["scope"] = " ".join(scopes)
+    if audiences:
+        carried["aud"] = list(audiences)
+    if not carried:
+        return 0
+    return len(json.dumps(carried, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
 
 
 def _refuse_constant(name: str) -> Any:

@@ -33,6 +33,7 @@ from authserver.records import UnreadableRecord
 from authserver.vocabulary import BIDI_CONTROLS
 from authserver.vocabulary import CLAIM_NAME_RULE
 from authserver.vocabulary import MAX_CLIENT_NAME_LENGTH
+from authserver.vocabulary import MAX_REGISTERED_BYTES
 from authserver.vocabulary import MAX_URI_LENGTH
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_claim_values
@@ -42,6 +43,7 @@ from authserver.vocabulary import has_visible
 from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
+from authserver.vocabulary import registered_size
 
 #: The longest grace period of a rotated secret: long enough for a weekly deploy cycle
 #: (a peer vendor keeps the old secret 7 days), short enough that a leaked old secret
@@ -313,6 +315,16 @@ class ClientService:
             raise InvalidInput(
                 f"a {policy.profile} client has one audience at most: its requests cannot "
                 "name one of several (register one client per audience)"
+            )
+        size = registered_size(policy.scopes, policy.audiences, policy.fixed_claims)
+        if size > MAX_REGISTERED_BYTES:
+            # Every token of the client carries its fixed claims and by default all its
+            # scopes; a request may ask for all its audiences. Tokens travel in an HTTP
+            # header, which servers cap at about 8 KB (vocabulary.MAX_TOKEN_LENGTH).
+            raise InvalidInput(
+                f"scopes, audiences and fixed claims together take {size} bytes in a token, "
+                f"more than the {MAX_REGISTERED_BYTES} they may (tokens travel in an HTTP "
+                "header): register fewer or shorter ones"
             )
 
     def _keys(self, jwks: dict[str, Any] | None, jwks_uri: str | None) -> dict[str, Any]:

@@ -12,7 +12,9 @@ from authserver.keys.ring import KeyRing
 from authserver.tokens.claims import build_claims
 from authserver.tokens.model import IssuedToken
 from authserver.tokens.model import TokenRequest
+from authserver.tokens.model import TokenRequestError
 from authserver.tokens.statuslist import StatusListService
+from authserver.vocabulary import MAX_TOKEN_LENGTH
 
 
 class TokenService:
@@ -59,6 +61,15 @@ class TokenService:
         # never left to joserfc's key-set selection (docs/design.md, Authlib item 1).
         header = {"alg": ALG, "typ": "at+jwt", "kid": kid}
         token = jwt.encode(header, claims, key, registry=SIGNING)
+        if len(token) > MAX_TOKEN_LENGTH:
+            # A registration fits MAX_REGISTERED_BYTES; the request's identity, claims and
+            # audiences may still add too much. Refused, not issued: a sync server would
+            # refuse the header that carried it.
+            raise TokenRequestError(
+                f"the token would be {len(token)} characters long, more than the "
+                f"{MAX_TOKEN_LENGTH} a token may have (it travels in an HTTP header): ask for "
+                "fewer scopes or audiences, or send shorter claims"
+            )
         return IssuedToken(
             access_token=token,
             expires_in=claim_set.expires_in,

@@ -12,6 +12,8 @@ import pytest
 
 from authserver.container import Services
 from authserver.settings import Settings
+from authserver.vocabulary import MAX_REGISTERED_BYTES
+from authserver.vocabulary import registered_size
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
@@ -1054,6 +1056,44 @@ def test_whole_numbers_written_with_a_point_are_their_numbers(admin: Any) -> Non
         headers=AUTH,
     )
     assert refused.status_code == 400
+
+
+#: Scopes that take exactly MAX_REGISTERED_BYTES in a token ({"scope":"..."}).
+FITTING_SCOPES = [*(f"scope-{i:04d}" for i in range(185)), "a"]
+
+
+def too_large(size: int) -> str:
+    """The words of the CLI and the admin API for a registration of *size* bytes."""
+    return (
+        f"scopes, audiences and fixed claims together take {size} bytes in a token, more than "
+        "the 2048 they may (tokens travel in an HTTP header): register fewer or shorter ones"
+    )
+
+
+@db_independent
+def test_scopes_audiences_and_fixed_claims_fit_a_token_together(admin: Any) -> None:
+    """Nothing bounded how many scopes or audiences a client registered, and a token gets
+    all its scopes by default: 4,000 scopes made a 74 KB token, which no sync server's HTTP
+    server takes in a header. The CLI says the same words (tests/e2e/test_cli.py)."""
+    assert registered_size(tuple(FITTING_SCOPES), (), {}) == MAX_REGISTERED_BYTES
+    created = create(admin, scopes=FITTING_SCOPES)
+    body = assert_error(
+        admin.post(
+            "/admin/clients", json={"name": "b", "scopes": [*FITTING_SCOPES, "s"]}, headers=AUTH
+        ),
+        400,
+        "invalid_request",
+    )
+    assert body["error_description"] == too_large(2050)
+    # Audiences and fixed claims count with the scopes: one more byte of either is refused.
+    path = f"/admin/clients/{created['client_id']}"
+    for change in ({"audiences": ["a"]}, {"fixed_claims": {"f": 1}}):
+        refused = assert_error(admin.patch(path, json=change, headers=AUTH), 400)
+        assert refused["error_description"].startswith("scopes, audiences and fixed claims")
+    shown = admin.get(path, headers=AUTH).get_json()
+    assert (shown["audiences"], shown["fixed_claims"]) == ([], {})
+    assert admin.patch(path, json={"scopes": FITTING_SCOPES[2:]}, headers=AUTH).status_code == 200
+    assert admin.patch(path, json={"audiences": ["a"]}, headers=AUTH).status_code == 200
 
 
 @db_independent

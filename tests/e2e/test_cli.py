@@ -27,6 +27,7 @@ from sqlalchemy import MetaData
 from sqlalchemy import create_engine
 from sqlalchemy import select
 
+from tests.e2e.test_admin_api import too_large
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import free_port
@@ -689,3 +690,18 @@ def test_keys_dir_files_are_private(db_url: str, env_for: EnvFor) -> None:
         assert stat.S_IMODE(pem.stat().st_mode) == 0o600
         assert pem.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
     assert stat.S_IMODE(os.stat(keys_dir).st_mode) & 0o077 == 0
+
+
+def test_scopes_audiences_and_fixed_claims_fit_a_token_together(
+    db_url: str, env_for: EnvFor
+) -> None:
+    """The bound of tests/e2e/test_admin_api.py, in the same words: 4,000 scopes made a
+    74 KB token before."""
+    env = env_for(db_url)
+    scopes = [arg for i in range(186) for arg in ("--scope", f"scope-{i:04d}")]
+    result = run_cli_here(env, "clients", "create", "--name", "big", *scopes)
+    assert _one_line_error(result) == "authserver: error: " + too_large(2057)
+    assert cli_json_here(env, "clients", "list")["clients"] == []
+    created = cli_json_here(env, "clients", "create", "--name", "big", *scopes[2:])
+    result = run_cli_here(env, "clients", "update", created["client_id"], "--fixed-claim", "f=1")
+    assert _one_line_error(result).startswith("authserver: error: scopes, audiences and fixed")

@@ -17,6 +17,9 @@ from urllib.parse import quote
 import jwt
 import pytest
 
+from authserver.vocabulary import MAX_REGISTERED_BYTES
+from authserver.vocabulary import MAX_TOKEN_LENGTH
+from authserver.vocabulary import registered_size
 from tests.conftest import db_independent
 
 pytestmark = pytest.mark.e2e
@@ -274,6 +277,29 @@ def test_unregistered_scope_is_invalid_scope(http: Any, auth: str, as_json: bool
     else:
         response = post(http, form=grant(scope="read admin"), auth=auth)
     assert_error(response, 400, "invalid_scope")
+
+
+def test_no_token_is_longer_than_an_http_header_takes(
+    http: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    """A token travels in an Authorization header, which HTTP servers cap at about 8 KB.
+    A client at the registration bound gets tokens well within MAX_TOKEN_LENGTH, the
+    longest identity included; a request whose claims would push it over is refused
+    instead of issued (before, 4,000 registered scopes made a 74 KB token)."""
+    scopes = [*(f"scope-{i:04d}" for i in range(185)), "a"]
+    assert registered_size(tuple(scopes), (), {}) == MAX_REGISTERED_BYTES
+    auth = basic(*register(scopes=scopes, allowed_claims=["big"]))
+    identity = {"sub": "s" * 255, "email": "e" * 64 + "@" + "d" * 251 + ".io", "name": "n" * 255}
+    issued = post(http, body={**grant(**identity), "claims": {"big": "x" * 1000}}, auth=auth)
+    assert len(issued.get_json()["access_token"]) <= MAX_TOKEN_LENGTH
+    assert claims_of(issued)["scope"] == " ".join(scopes)
+    big = {**grant(**identity), "claims": {"big": "x" * 4000}}  # within the claims' 4096
+    data = assert_error(post(http, body=big, auth=auth), 400, "invalid_request")
+    assert data["error_description"].startswith("the token would be ")
+    assert f"more than the {MAX_TOKEN_LENGTH} a token may have" in data["error_description"]
+    # Fewer scopes leave room for it.
+    issued = post(http, body={**big, "scope": "a"}, auth=auth)
+    assert len(issued.get_json()["access_token"]) <= MAX_TOKEN_LENGTH
 
 
 @pytest.mark.parametrize("param", ["audience", "resource"])
