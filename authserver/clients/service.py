@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 _UNSET: Any = object()
 #: Most fixed claims per client.
 MAX_FIXED_CLAIMS = 32
+#: Most allowed claim names per client: more than a request's 4096 bytes of claims could
+#: name at once, and each is checked on every token request and kept in every cache.
+MAX_ALLOWED_CLAIMS = 256
 #: Most clients one process keeps in memory (least recently used evicted first).
 CACHE_SIZE = 10_000
 #: The longest client id a store holds (the ``clients.client_id`` column).
@@ -532,6 +535,8 @@ def _scopes(values: Iterable[str]) -> tuple[str, ...]:
 
 def _allowed_claims(values: Iterable[str]) -> tuple[str, ...]:
     out = _strings(values, "allowed claim")
+    if len(out) > MAX_ALLOWED_CLAIMS:
+        raise InvalidInput(f"at most {MAX_ALLOWED_CLAIMS} allowed claims")
     for name in out:
         if not is_valid_claim_name(name):
             raise InvalidInput(f"an allowed claim name is not valid: {CLAIM_NAME_RULE}")

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from authserver.clients.service import MAX_ALLOWED_CLAIMS
 from authserver.container import Services
 from authserver.settings import Settings
 from authserver.vocabulary import MAX_REGISTERED_BYTES
@@ -1094,6 +1095,25 @@ def test_scopes_audiences_and_fixed_claims_fit_a_token_together(admin: Any) -> N
     assert (shown["audiences"], shown["fixed_claims"]) == ([], {})
     assert admin.patch(path, json={"scopes": FITTING_SCOPES[2:]}, headers=AUTH).status_code == 200
     assert admin.patch(path, json={"audiences": ["a"]}, headers=AUTH).status_code == 200
+
+
+@db_independent
+def test_allowed_claims_are_bounded(admin: Any) -> None:
+    """Nothing bounded them: 8,000 names were registered, each then checked on every token
+    request and kept in every cache, though a request's claims could name a few hundred."""
+    names = [f"claim{i}" for i in range(MAX_ALLOWED_CLAIMS + 1)]
+    body = assert_error(
+        admin.post("/admin/clients", json={"name": "b", "allowed_claims": names}, headers=AUTH),
+        400,
+        "invalid_request",
+    )
+    assert body["error_description"] == "at most 256 allowed claims"
+    created = create(admin, allowed_claims=names[:-1])
+    assert len(created["allowed_claims"]) == MAX_ALLOWED_CLAIMS
+    patched = admin.patch(
+        f"/admin/clients/{created['client_id']}", json={"allowed_claims": names}, headers=AUTH
+    )
+    assert assert_error(patched, 400)["error_description"] == "at most 256 allowed claims"
 
 
 @db_independent

@@ -705,3 +705,13 @@ def test_scopes_audiences_and_fixed_claims_fit_a_token_together(
     created = cli_json_here(env, "clients", "create", "--name", "big", *scopes[2:])
     result = run_cli_here(env, "clients", "update", created["client_id"], "--fixed-claim", "f=1")
     assert _one_line_error(result).startswith("authserver: error: scopes, audiences and fixed")
+
+
+def test_allowed_claims_are_bounded(db_url: str, env_for: EnvFor) -> None:
+    """The bound of tests/e2e/test_admin_api.py, in the same words."""
+    env = env_for(db_url)
+    names = [arg for i in range(257) for arg in ("--allowed-claim", f"claim{i}")]
+    result = run_cli_here(env, "clients", "create", "--name", "many", *names)
+    assert _one_line_error(result) == "authserver: error: at most 256 allowed claims"
+    created = cli_json_here(env, "clients", "create", "--name", "many", *names[:-2])
+    assert len(created["allowed_claims"]) == 256
