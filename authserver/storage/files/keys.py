@@ -123,6 +123,8 @@ class FileKeyStore:
         """A store over *directory*, created (mode 0700) unless *create* is false; a store
         that may not create it reads a missing directory as holding no keys."""
         self.directory = directory
+        #: ``.version`` as a string, for :meth:`stamp` on every request (no path joining).
+        self._version_file = os.fspath(directory / ".version")
         #: Which lock this is, whatever path spelling reaches it (see _Holds).
         self._lock_id = os.path.realpath(directory / ".lock")
         if not create:
@@ -325,7 +327,7 @@ class FileKeyStore:
         stamp taken after that can only equal one of a version written before it.
         """
         try:
-            st = os.stat(self.directory / ".version")
+            st = os.stat(self._version_file)
         except OSError:
             return object()  # missing or unreadable: version() says which
         if time.time_ns() - st.st_mtime_ns < SETTLED_NS:
