@@ -492,9 +492,9 @@ class Settings:
     )
     key_cache_seconds: int = setting(
         parse_duration,
-        "on PostgreSQL with the change feed down, how often each worker reads the key "
-        "store's version for changes made elsewhere (the key directory and a SQLite file "
-        "are checked on every request)",
+        "how often each worker reads the key store's version in any case (changes are "
+        "seen sooner: on every request through one stat of the key directory or a SQLite "
+        "file's change counter, on PostgreSQL through the change feed)",
         default=1,
     )
     status_list_ttl: int = setting(

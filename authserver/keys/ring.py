@@ -155,21 +155,33 @@ class KeyRing:
 
         A store with a stamp (the key directory: one ``stat``; a SQLite file: ``PRAGMA
         data_version``) is asked on every call, so a change made by any process (``keys
-        retire`` in another worker or on the command line) is seen by the next request.
-        Otherwise (PostgreSQL) the change feed announces changes, and while it is down the
-        version is read at most every ``cache_seconds``. Either way the full list is
-        re-read only when the version moved. Lifecycle transitions driven by time need no
+        retire`` in another worker or on the command line) is seen by the next request,
+        and its version is read every ``cache_seconds`` as well. Otherwise (PostgreSQL)
+        the change feed announces changes, and while it is down the version is read at
+        most every ``cache_seconds``. Either way the full list is re-read only when the
+        version moved. Lifecycle transitions driven by time need no
         re-read at all: states are computed from timestamps at each call.
         """
         stamp = self._store.stamp()
+        mono = time.monotonic()
         if stamp is not None:
-            if self._fresh and stamp == self._stamp:
+            # The version is still read every cache_seconds: a key directory shared over a
+            # network file system may answer stat from a cache of the file's attributes,
+            # while opening the file (version()) asks the server.
+            if (
+                self._fresh
+                and stamp == self._stamp
+                and mono - self._checked_at < self._policy.cache_seconds
+            ):
                 return self._keys
             with self._lock:
-                if self._fresh and stamp == self._stamp:  # another thread read it meanwhile
-                    return self._keys
+                if (
+                    self._fresh
+                    and stamp == self._stamp
+                    and mono - self._checked_at < self._policy.cache_seconds
+                ):
+                    return self._keys  # another thread read it meanwhile
                 return self._reread(stamp)
-        mono = time.monotonic()
         if mono - self._checked_at < self._policy.cache_seconds:
             return self._keys
         feed = self._changes

@@ -10,6 +10,7 @@ ring and service on the same directory standing in for another process."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from pathlib import Path
 
@@ -186,8 +187,14 @@ def test_with_a_settled_stamp_current_reads_no_version_and_no_key(
     here = Process(tmp_path, clock, CHECK_HOURLY)
     here.keys.ensure_current()
     kid = here.signing()
+    # A .version written "now" (its time set ahead, so however slow this test runs)
+    # gives a stamp equal to nothing.
+    version_file = tmp_path / ".version"
+    ahead = time.time_ns() + 10 * SETTLED_NS
+    os.utime(version_file, ns=(ahead, ahead))
     assert here.store.stamp() != here.store.stamp(), "a fresh .version's stamp was trusted"
-    time.sleep(SETTLED_NS / 1e9 + 0.02)
+    settled = time.time_ns() - 2 * SETTLED_NS
+    os.utime(version_file, ns=(settled, settled))
     assert here.store.stamp() == here.store.stamp()
     here.signing()
     versions, scans = here.store.versions, here.store.scans
