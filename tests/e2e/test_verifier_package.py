@@ -67,6 +67,25 @@ def test_installs_without_the_server_stack(verifier_python: Path) -> None:
     assert not names & set(SERVER_STACK), names & set(SERVER_STACK)
 
 
+def test_the_installed_distribution_carries_its_license(verifier_python: Path) -> None:
+    """package metadata says Apache-2.0; the license's text travels with it."""
+    found = subprocess.run(
+        [
+            str(verifier_python),
+            "-c",
+            "import importlib.metadata as m; d = m.distribution('authserver-verifier');"
+            "print(d.metadata['License-Expression'] or d.metadata['License']);"
+            "print('\\n'.join(str(f) for f in d.files or []))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    assert found[0] == "Apache-2.0"
+    licenses = [f for f in found[1:] if f.endswith("licenses/LICENSE")]
+    assert licenses, found
+
+
 def test_verifies_and_sees_a_revocation(
     verifier_python: Path, tmp_path: Path, env_for: Callable[..., dict[str, str]]
 ) -> None:
