@@ -12,6 +12,7 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import table
 from authserver.container import check_key_store
 from authserver.keys.service import KeyView
+from authserver.web.serializers import key_change_json
 from authserver.web.serializers import key_json
 from authserver.web.serializers import unreadable_json
 
@@ -78,13 +79,7 @@ def rotate(as_json: bool) -> None:
         first = svc.keys.ensure_current()
         result = svc.keys.rotate()
         views = svc.keys.views()
-    view = next(v for v in views if v.key.kid == result.key.kid)
-    current = next((v for v in views if v.state.value == "current"), None)
-    data = {
-        **key_json(view),
-        "created": result.created,
-        "current_kid": current.key.kid if current else None,
-    }
+    data = key_change_json(views, result.key.kid, created=result.created)
     if as_json:
         emit_json(data)
         return
@@ -113,11 +108,10 @@ def retire(kid: str, as_json: bool) -> None:
         check_key_store(svc)
         svc.keys.retire(kid)
         views = svc.keys.views()
-    retired = next(v for v in views if v.key.kid == kid)
-    current = next((v for v in views if v.state.value == "current"), None)
+    data = key_change_json(views, kid)
     if as_json:
-        emit_json({**key_json(retired), "current_kid": current.key.kid if current else None})
+        emit_json(data)
     else:
         echo(f"retired key {kid}; it is no longer published and signs nothing")
-        if current:
-            echo(f"current signing key: {current.key.kid}")
+        if data["current_kid"]:
+            echo(f"current signing key: {data['current_kid']}")

@@ -47,6 +47,7 @@ from authserver.web.context import services
 from authserver.web.errors import error_response
 from authserver.web.serializers import audit_json
 from authserver.web.serializers import client_json
+from authserver.web.serializers import key_change_json
 from authserver.web.serializers import key_json
 from authserver.web.serializers import unreadable_json
 
@@ -370,16 +371,17 @@ def rotate_keys() -> Response:
     keys = services().keys
     keys.ensure_current()
     result = keys.rotate()
-    view = next(v for v in keys.views() if v.key.kid == result.key.kid)
-    return _json({**key_json(view), "created": result.created}, 201 if result.created else 200)
+    return _json(
+        key_change_json(keys.views(), result.key.kid, created=result.created),
+        201 if result.created else 200,
+    )
 
 
 @bp.post("/keys/<kid>/retire")
 def retire_key(kid: str) -> Response:
     keys = services().keys
     keys.retire(kid)
-    view = next(v for v in keys.views() if v.key.kid == kid)
-    return _json(key_json(view))
+    return _json(key_change_json(keys.views(), kid))
 
 
 @bp.post("/tokens/revoke")

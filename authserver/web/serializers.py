@@ -11,6 +11,7 @@ from typing import Any
 
 from authserver.audit.model import AuditEvent
 from authserver.clients.model import Client
+from authserver.keys.model import KeyState
 from authserver.keys.service import KeyView
 from authserver.records import UnreadableRecord
 
@@ -56,6 +57,14 @@ def key_json(view: KeyView) -> dict[str, Any]:
         "unpublished_at": iso(view.drop_at),
         "retired_at": iso(key.retired_at),
     }
+
+
+def key_change_json(views: list[KeyView], kid: str, **extra: Any) -> dict[str, Any]:
+    """The answer to a rotate or a retire of *kid* (CLI ``--json`` and admin API alike):
+    that key, *extra*, and ``current_kid``, the key that signs now (None if none does)."""
+    changed = next(v for v in views if v.key.kid == kid)
+    current = next((v.key.kid for v in views if v.state is KeyState.CURRENT), None)
+    return {**key_json(changed), **extra, "current_kid": current}
 
 
 def unreadable_json(record: UnreadableRecord) -> dict[str, str]:

@@ -831,6 +831,7 @@ def test_keys_list_rotate_retire(admin: Any) -> None:
     assert first.status_code == 201, first.get_data(as_text=True)
     assert first.get_json()["created"] is True
     assert first.get_json()["state"] == "next"
+    assert first.get_json()["current_kid"] == current  # as `keys rotate --json` says it
     next_kid = first.get_json()["kid"]
     assert next_kid != current
     # Idempotent: the scheduled key is returned again, nothing new is created.
@@ -848,6 +849,10 @@ def test_keys_list_rotate_retire(admin: Any) -> None:
     assert retired.status_code == 200, retired.get_data(as_text=True)
     assert retired.get_json()["kid"] == current
     assert retired.get_json()["retired_at"]
+    # The key that took over, as `keys retire --json` names it: next_kid is too young to be
+    # promoted (published less than the JWKS max-age ago), so a new key signs.
+    successor = retired.get_json()["current_kid"]
+    assert successor not in (None, current, next_kid)
     # It stopped signing when it was retired, not at the handover it was planned with.
     assert retired.get_json()["signs_until"] == retired.get_json()["retired_at"]
     listed_retired = [
