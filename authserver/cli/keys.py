@@ -94,16 +94,36 @@ def rotate(as_json: bool) -> None:
 # A kid is a base64url thumbprint and may start with "-": no short options here, and
 # unknown "options" are taken as the KID argument. A thumbprint is 43 characters, so a
 # lone "-h" is the help every command takes, not a kid.
-@keys.command(context_settings={"help_option_names": ["--help"], "ignore_unknown_options": True})
+@keys.command(
+    context_settings={
+        "help_option_names": ["--help"],
+        "ignore_unknown_options": True,
+        "allow_extra_args": True,
+    }
+)
 @click.argument("kid")
 @json_option
 @handle_errors
 def retire(kid: str, as_json: bool) -> None:
     """Emergency: remove KID from the JWKS at once; it never signs again."""
+    ctx = click.get_current_context()
     if kid == "-h":
-        ctx = click.get_current_context()
         echo(ctx.get_help())
         ctx.exit(0)
+    # A setting given after the command (keys retire --database-url URL KID) was taken for
+    # the KID, the rest for extra arguments. No thumbprint is an option's name (and none
+    # holds "="): say where the option goes, as for every other command (cli.run).
+    option = kid.split("=", 1)[0]
+    if option.startswith("--") and any(
+        option in p.opts for p in ctx.find_root().command.params if isinstance(p, click.Option)
+    ):
+        raise click.NoSuchOption(option, ctx=ctx)
+    if ctx.args:
+        raise click.UsageError(
+            f"Got unexpected extra argument{'s' if len(ctx.args) > 1 else ''} "
+            f"({' '.join(ctx.args)})",
+            ctx=ctx,
+        )
     with services() as svc, svc.unit_of_work():
         check_key_store(svc)
         svc.keys.retire(kid)

@@ -29,6 +29,8 @@ from tests.helpers import run_cli_here
             ["--token-ttl"],
         ),
         (["clients", "update", "ID", "--token-ttl", " 60"], ["--token-ttl", "digits 0-9"]),
+        # retire takes any first word for its KID (a kid may begin with "-").
+        (["keys", "retire", "some-kid", "another"], ["unexpected extra argument (another)"]),
     ],
     ids=[
         "audit-action",
@@ -41,6 +43,7 @@ from tests.helpers import run_cli_here
         "audit-limit-fullwidth",
         "create-token-ttl-arabic-indic",
         "update-token-ttl-space",
+        "retire-extra-argument",
     ],
 )
 def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Path) -> None:
@@ -74,8 +77,26 @@ def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Pa
             "--port is an option of 'authserver', not of 'db current': put it before the "
             "command (authserver --port VALUE db current ...)",
         ),
+        # keys retire takes its first word for the KID (a kid may begin with "-"): the
+        # setting was the KID and the rest "unexpected extra arguments".
+        (
+            ["keys", "retire", "--database-url", "sqlite:///x.db", "some-kid"],
+            "--database-url is an option of 'authserver', not of 'keys retire': put it "
+            "before the command (authserver --database-url VALUE keys retire ...)",
+        ),
+        (
+            ["keys", "retire", "--keys-dir=/tmp/keys", "some-kid"],
+            "--keys-dir is an option of 'authserver', not of 'keys retire': put it "
+            "before the command (authserver --keys-dir VALUE keys retire ...)",
+        ),
     ],
-    ids=["setting-after-command", "config-after-serve", "setting-with-equals"],
+    ids=[
+        "setting-after-command",
+        "config-after-serve",
+        "setting-with-equals",
+        "setting-after-retire",
+        "setting-with-equals-after-retire",
+    ],
 )
 def test_a_group_option_after_the_command_says_where_it_goes(
     args: list[str], expected: str, tmp_path: Path
