@@ -17,6 +17,7 @@ from authserver.cli.audit import audit
 from authserver.cli.clients import clients
 from authserver.cli.context import config_option
 from authserver.cli.context import group_callback
+from authserver.cli.context import is_group_option
 from authserver.cli.context import settings_options
 from authserver.cli.context import state
 from authserver.cli.db import db
@@ -114,8 +115,7 @@ def _misplaced_group_option(exc: click.NoSuchOption) -> str | None:
     if ctx is None or ctx.parent is None:
         return None  # given to the group itself: unknown indeed
     name = exc.option_name
-    group = ctx.find_root().command
-    if not any(name in p.opts for p in group.params if isinstance(p, click.Option)):
+    if not is_group_option(ctx, name):
         return None
     command = ctx.command_path.removeprefix(f"{ctx.find_root().info_name} ")
     value = "FILE" if name == "--config" else "VALUE"

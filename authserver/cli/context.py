@@ -58,6 +58,13 @@ class CliState:
     created: bool = False
 
 
+def is_group_option(ctx: click.Context, name: str) -> bool:
+    """Whether *name* (``--database-url``) is an option of the ``authserver`` group (a
+    setting, or ``--config``): what a command given it after its name should point to."""
+    group = ctx.find_root().command
+    return any(name in p.opts for p in group.params if isinstance(p, click.Option))
+
+
 def state() -> CliState:
     ctx = click.get_current_context()
     root = ctx.find_root()

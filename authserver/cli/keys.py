@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from authserver.cli.context import handle_errors
+from authserver.cli.context import is_group_option
 from authserver.cli.context import json_option
 from authserver.cli.context import services
 from authserver.cli.output import echo
@@ -114,9 +115,7 @@ def retire(kid: str, as_json: bool) -> None:
     # the KID, the rest for extra arguments. No thumbprint is an option's name (and none
     # holds "="): say where the option goes, as for every other command (cli.run).
     option = kid.split("=", 1)[0]
-    if option.startswith("--") and any(
-        option in p.opts for p in ctx.find_root().command.params if isinstance(p, click.Option)
-    ):
+    if option.startswith("--") and is_group_option(ctx, option):
         raise click.NoSuchOption(option, ctx=ctx)
     if ctx.args:
         raise click.UsageError(

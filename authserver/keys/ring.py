@@ -165,21 +165,10 @@ class KeyRing:
         stamp = self._store.stamp()
         mono = time.monotonic()
         if stamp is not None:
-            # The version is still read every cache_seconds: a key directory shared over a
-            # network file system may answer stat from a cache of the file's attributes,
-            # while opening the file (version()) asks the server.
-            if (
-                self._fresh
-                and stamp == self._stamp
-                and mono - self._checked_at < self._policy.cache_seconds
-            ):
+            if self._unchanged(stamp, mono):
                 return self._keys
             with self._lock:
-                if (
-                    self._fresh
-                    and stamp == self._stamp
-                    and mono - self._checked_at < self._policy.cache_seconds
-                ):
+                if self._unchanged(stamp, mono):
                     return self._keys  # another thread read it meanwhile
                 return self._reread(stamp)
         if mono - self._checked_at < self._policy.cache_seconds:
@@ -192,6 +181,17 @@ class KeyRing:
             if mono - self._checked_at < self._policy.cache_seconds:
                 return self._keys
             return self._reread(None)
+
+    def _unchanged(self, stamp: Hashable, mono: float) -> bool:
+        """Whether the snapshot still holds for a store that gave *stamp*. The version is
+        read every cache_seconds all the same: a key directory shared over a network file
+        system may answer stat from a cache of the file's attributes, while opening the
+        file (version()) asks the server."""
+        return (
+            self._fresh
+            and stamp == self._stamp
+            and mono - self._checked_at < self._policy.cache_seconds
+        )
 
     def _reread(self, stamp: Hashable | None) -> list[SigningKey]:
         """Under the lock: read the store's version, and the key set when the version
