@@ -31,6 +31,7 @@ from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import client_public_jwk
 from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -621,8 +622,6 @@ def test_cli_reads_a_jwk_set_saved_with_a_byte_order_mark(
     """A set saved by a Windows editor starts with a UTF-8 byte order mark: the admin API
     and --config read past it, --jwks-file said "not valid JSON". A file in another
     encoding is named as such, as --config and the admin API name it."""
-    from tests.helpers import run_cli_here
-
     text = json.dumps({"keys": [public_jwk(rsa_private_key)]})
     jwks_file = tmp_path / "notepad-jwks.json"
     jwks_file.write_bytes(b"\xef\xbb\xbf" + text.encode())
@@ -650,8 +649,6 @@ def test_cli_refuses_a_private_jwk_set(
     tmp_path: Path,
     rsa_private_key: rsa.RSAPrivateKey,
 ) -> None:
-    from tests.helpers import run_cli_here
-
     private = json.loads(RSAAlgorithm.to_jwk(rsa_private_key))
     jwks_file = tmp_path / "private-jwks.json"
     jwks_file.write_text(json.dumps({"keys": [private]}))
@@ -674,8 +671,6 @@ def test_cli_refuses_a_key_with_a_costly_exponent(
     client cost up to a third of a second of CPU (20 keys of 3072 bits, an assertion
     without kid): a stranger sending a few a second cut a real server's throughput for
     other clients from about 700 tokens a second to 12. Such a key is refused."""
-    from tests.helpers import run_cli_here
-
     key = public_jwk(rsa_private_key)
     key["e"] = jwt.utils.to_base64url_uint((1 << 2046) + 1).decode()
     jwks_file = tmp_path / "costly.json"
@@ -699,8 +694,6 @@ def test_cli_refuses_a_jwk_set_with_two_keys_of_one_kid(
     rsa_private_key: rsa.RSAPrivateKey,
     other_key: rsa.RSAPrivateKey,
 ) -> None:
-    from tests.helpers import run_cli_here
-
     jwks_file = tmp_path / "twice.json"
     jwks_file.write_text(
         json.dumps({"keys": [public_jwk(rsa_private_key, "k"), public_jwk(other_key, "k")]})
@@ -767,8 +760,6 @@ def test_keys_are_replaced_only_for_a_client_registered_with_keys(
     """A secret client cannot be given keys (its secret would stay valid beside them, and
     the method it uses would change behind the backend's back); a private set is refused
     as at registration; the two key sources exclude each other. Nothing changes."""
-    from tests.helpers import run_cli_here
-
     env = env_for(db_url)
     secret_client, _ = register()
     public = tmp_path / "public.json"

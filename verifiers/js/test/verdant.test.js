@@ -14,7 +14,7 @@ import { Server, TokenProvider } from '@verdant-web/server';
 
 import { createVerifier } from '../src/index.js';
 import { useAuthserverTokens } from '../src/verdant.js';
-import { freePort, sharedAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver, slowVerifier } from './helpers/authserver.js';
 
 const AUDIENCE = 'https://sync.example.com';
 const SECRET = 'the-shared-secret-verdant-would-use';
@@ -173,15 +173,7 @@ test('an expired token is Verdant\'s TokenExpired (4012), so its client refreshe
 test('a client that resets its upgrade while the adapter verifies its token does not crash the server', { timeout: 30_000 }, async () => {
   // Verdant's handleUpgrade never waits; the adapter's verification does, on a socket Node's
   // http server no longer listens to for errors: a reset meanwhile was an uncaught ECONNRESET.
-  const real = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
-  let verifying = 0;
-  const slow = {
-    async verify(token) {
-      verifying += 1;
-      await new Promise((r) => setTimeout(r, 150));
-      return real.verify(token);
-    },
-  };
+  const slow = slowVerifier(createVerifier({ issuer: server.issuer, audience: AUDIENCE }));
   const http2 = http.createServer();
   const other = new Server({ httpServer: http2, tokenSecret: SECRET, databaseFile: path.join(dir, 'verdant-reset.sqlite') });
   other.on('error', () => {});
@@ -197,7 +189,7 @@ test('a client that resets its upgrade while the adapter verifies its token does
         `GET /sync?token=${good ? token : 'garbage'} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
           'Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n',
       );
-      while (verifying <= i) await new Promise((r) => setTimeout(r, 5));
+      while (slow.calls <= i) await new Promise((r) => setTimeout(r, 5));
       raw.resetAndDestroy();
     }
     await new Promise((r) => setTimeout(r, 300));

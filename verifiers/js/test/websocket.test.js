@@ -10,7 +10,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import { decodeJwt } from 'jose';
 
 import { authenticate, bearerToken, createTokenDeadlines, createVerifier, refuseUpgrade, TOKEN_CLOSE_CODE } from '../src/index.js';
-import { freePort, sharedAuthserver } from './helpers/authserver.js';
+import { freePort, sharedAuthserver, slowVerifier } from './helpers/authserver.js';
 import { startIssuer } from './helpers/issuer.js';
 
 const AUDIENCE = 'https://sync.example.com';
@@ -115,15 +115,7 @@ test('an upgrade without a valid token is refused with 401 (400 when malformed) 
 test('a client that resets its connection while its upgrade token is verified does not crash the server', { timeout: 20_000 }, async () => {
   // Node's http server drops its error listener from an upgrade's socket: a reset during
   // the verification (a key or status list fetch) was an uncaught ECONNRESET.
-  const real = createVerifier({ issuer: server.issuer, audience: AUDIENCE });
-  let verifying = 0;
-  const slow = {
-    async verify(token) {
-      verifying += 1;
-      await new Promise((r) => setTimeout(r, 150));
-      return real.verify(token);
-    },
-  };
+  const slow = slowVerifier(createVerifier({ issuer: server.issuer, audience: AUDIENCE }));
   const { url, deadlines } = await syncServer(slow, { recheckInterval: 0 });
   const { port } = new URL(url);
   const token = await server.token(client, { sub: 'user-1' });
@@ -134,7 +126,7 @@ test('a client that resets its connection while its upgrade token is verified do
       `GET /sync HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n` +
         `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer ${token}\r\n\r\n`,
     );
-    while (verifying <= i) await new Promise((r) => setTimeout(r, 5));
+    while (slow.calls <= i) await new Promise((r) => setTimeout(r, 5));
     raw.resetAndDestroy();
   }
   await new Promise((r) => setTimeout(r, 300));

@@ -216,3 +216,17 @@ export async function startAuthserver({ settings = {}, workers = 1, issuerPath =
   running.add(handle);
   return handle;
 }
+
+/** `real`, slowed by `delayMs` before each verification, counting them in `calls`: for the
+ * tests that act while a verification is in flight (a reset during an upgrade's check). */
+export function slowVerifier(real, delayMs = 150) {
+  const slow = {
+    calls: 0,
+    async verify(token) {
+      slow.calls += 1;
+      await new Promise((r) => setTimeout(r, delayMs));
+      return real.verify(token);
+    },
+  };
+  return slow;
+}
