@@ -1,8 +1,9 @@
 """Profiles through a real ``authserver serve`` (issue 16): clients registered with the
 CLI's ``--profile`` and ``--fixed-claim``; the vendors' own client code fed the answers
-(``tests/vendor_clients``, Node's test runner: dexie-cloud-addon's login, Verdant's
-``ServerSyncEndpointProvider``, twilio's ``AccessToken`` as the reference for the grants
-claim, the streaming platform's ``{token}``); the silent mis-issue refused; failed Bearer
+(``tests/vendor_clients/test/vendor_clients.test.js``, Node's test runner:
+dexie-cloud-addon's login, Verdant's ``ServerSyncEndpointProvider``, twilio's
+``AccessToken`` as the reference for the grants claim, the streaming platform's
+``{token}``); the silent mis-issue refused; failed Bearer
 authentications at the stream path throttled like any failed authentication.
 
 Needs ``node`` (20 or later) and ``npm``: skipped without them, failed under CI
@@ -87,7 +88,7 @@ def test_vendor_clients_accept_the_answers(server: tuple[ServerProcess, dict[str
         "PROFILE_CLIENTS": json.dumps(clients),
         "VERDANT_SYNC_URL": VERDANT_SYNC_URL,
     }
-    node_test(node, PACKAGE, "--test-concurrency=1", "test/", env=env, passed=7)
+    node_test(node, PACKAGE, "test/vendor_clients.test.js", env=env, passed=7)
 
 
 def test_the_silent_mis_issue_is_refused(server: tuple[ServerProcess, dict[str, Any]]) -> None:

@@ -6,8 +6,10 @@ The libraries a Python backend reaches for: Authlib's ``OAuth2Session`` (request
 ``PrivateKeyJWT`` assertions: no ``kid``, ``typ: JWT``, a one-hour ``exp``), and
 requests-oauthlib's ``BackendApplicationClient``. Each gets a token carrying the user it
 named, verified with PyJWT against the JWKS (not this server's JOSE code), and reads this
-server's errors (RFC 6749 §5.2) as the error they are. The JavaScript libraries
-(openid-client, simple-oauth2) are tested in ``verifiers/js/test/clients.test.js``.
+server's errors (RFC 6749 §5.2) as the error they are. The JavaScript libraries are tested
+in ``test_third_party_clients_node.py`` (openid-client, oauth4webapi,
+express-oauth2-jwt-bearer, jsonwebtoken with jwks-rsa) and, with the verifier package, in
+``verifiers/js/test/clients.test.js`` (also simple-oauth2).
 """
 
 from __future__ import annotations
