@@ -206,15 +206,17 @@ test('oauth4webapi: validateJwtAccessToken (RFC 9068) accepts a token for its au
   assert.equal(err.cause?.claim, 'exp');
 });
 
-/** An express app guarded by express-oauth2-jwt-bearer (discovery from the issuer, strict
- * RFC 9068); its errors answered with their status and headers, as the library's README
- * shows. */
+/** An express app guarded by express-oauth2-jwt-bearer as docs/sync-servers.md shows it
+ * (discovery from the issuer, strict RFC 9068, a 30 s leeway; /no-leeway without one); its
+ * errors answered with their status and headers, as the library's README shows. */
 async function expressApp() {
   const app = express();
-  const guard = (audience) => auth({ issuerBaseURL: ISSUER, audience, strict: true, clockTolerance: 0 });
+  const guard = (audience, clockTolerance = 30) =>
+    auth({ issuerBaseURL: ISSUER, audience, tokenSigningAlg: 'RS256', strict: true, clockTolerance });
   app.get('/ours', guard(AUDIENCE), (req, res) => res.json(req.auth.payload));
   app.get('/scoped', guard(AUDIENCE), requiredScopes(WRITE), (req, res) => res.json({ ok: true }));
   app.get('/theirs', guard(ELSEWHERE), (req, res) => res.json(req.auth.payload));
+  app.get('/no-leeway', guard(AUDIENCE, 0), (req, res) => res.json(req.auth.payload));
   app.use((err, req, res, next) => res.status(err.status ?? 500).set(err.headers ?? {}).json({ error: err.code ?? err.name }));
   const listening = app.listen(0, '127.0.0.1');
   await once(listening, 'listening');
@@ -246,7 +248,7 @@ test('express-oauth2-jwt-bearer: accepts a token for its audience; 401 invalid_t
     assert.match(response.headers.get('www-authenticate'), /error="invalid_token"/);
     assert.match(response.headers.get('www-authenticate'), /'aud'/);
 
-    response = await app.call('/ours', await expired());
+    response = await app.call('/no-leeway', await expired());
     assert.equal(response.status, 401);
     assert.match(response.headers.get('www-authenticate'), /error="invalid_token"/);
     assert.match(response.headers.get('www-authenticate'), /'exp' claim timestamp check failed/);
@@ -256,27 +258,43 @@ test('express-oauth2-jwt-bearer: accepts a token for its audience; 401 invalid_t
 });
 
 test('jsonwebtoken with jwks-rsa: verifies a token; refuses another audience and an expired one', async () => {
-  const keys = jwksRsa({ jwksUri: `${ISSUER}/.well-known/jwks.json`, cache: true, rateLimit: true });
-  // The getKey callback of jsonwebtoken's README, fed by jwks-rsa.
+  // What docs/sync-servers.md ("Node: jsonwebtoken with jwks-rsa") shows, with the
+  // audience and the leeway as arguments.
+  const keys = jwksRsa({
+    jwksUri: `${ISSUER}/.well-known/jwks.json`,
+    cacheMaxAge: 5 * 60 * 1000,
+    rateLimit: true,
+    jwksRequestsPerMinute: 6,
+  });
   const getKey = (header, callback) =>
     keys.getSigningKey(header.kid, (err, key) => callback(err, key?.getPublicKey()));
-  const verify = (token, audience) =>
+  const verify = (token, { audience = AUDIENCE, clockTolerance = 30 } = {}) =>
     new Promise((resolve, reject) =>
-      jwt.verify(token, getKey, { algorithms: ['RS256'], issuer: ISSUER, audience }, (err, payload) =>
-        err ? reject(err) : resolve(payload),
+      jwt.verify(
+        token,
+        getKey,
+        { issuer: ISSUER, audience, algorithms: ['RS256'], clockTolerance, complete: true },
+        (err, decoded) => {
+          if (err) return reject(err);
+          const typ = String(decoded.header.typ).toLowerCase().replace(/^application\//, '');
+          const missing = ['sub', 'client_id', 'iat', 'jti'].filter((claim) => decoded.payload[claim] === undefined);
+          if (typ !== 'at+jwt' || missing.length) return reject(new jwt.JsonWebTokenError('not an RFC 9068 access token'));
+          return resolve(decoded.payload);
+        },
       ),
     );
 
-  const payload = await verify(await freshToken('user-jsonwebtoken'), AUDIENCE);
+  const payload = await verify(await freshToken('user-jsonwebtoken'));
   assert.equal(payload.sub, 'user-jsonwebtoken');
   assert.equal(payload.client_id, CLIENTS.secret.client_id);
 
-  await assert.rejects(verify(await freshToken('user-jsonwebtoken'), ELSEWHERE), (err) => {
+  await assert.rejects(verify(await freshToken('user-jsonwebtoken'), { audience: ELSEWHERE }), (err) => {
     assert.ok(err instanceof jwt.JsonWebTokenError, String(err));
     assert.match(err.message, /jwt audience invalid/);
     return true;
   });
-  await assert.rejects(verify(await expired(), AUDIENCE), (err) => {
+  // Without the leeway: with it, the token is accepted for 30 s more.
+  await assert.rejects(verify(await expired(), { clockTolerance: 0 }), (err) => {
     assert.ok(err instanceof jwt.TokenExpiredError, String(err));
     assert.equal(err.expiredAt.getTime(), decodeJwt(expiring).exp * 1000);
     return true;
