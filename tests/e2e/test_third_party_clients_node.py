@@ -48,6 +48,8 @@ def test_node_oauth_libraries(tmp_path: Path) -> None:
         "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'authserver.db'}",
         "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
         "AUTHSERVER_SCHEDULER": "false",
+        # The default, named: the throttling check counts on it.
+        "AUTHSERVER_AUTH_FAILURES_PER_CLIENT": "20/minute",
     }
     log = tmp_path / "serve.log"
     with ServerProcess(env, log_path=log) as server:

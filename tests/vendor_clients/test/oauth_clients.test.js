@@ -306,8 +306,8 @@ test('openid-client: an expired token introspects as inactive (RFC 7662 §2.2)',
 });
 
 test('openid-client: once a client_id\'s failures are throttled, 429 slow_down reaches it; the right secret still works', async () => {
-  // 20 failed authentications per client_id a minute by default; the wrong-secret tests
-  // above spent 6 of them.
+  // 20 failed authentications per client_id a minute (the default, which the server of
+  // test_third_party_clients_node.py sets); the wrong-secret tests above spent 6 of them.
   const wrong = await discover(CLIENTS.secret.client_id, client.ClientSecretPost('not-the-secret'));
   let err;
   for (let attempt = 0; attempt < 20 && err?.status !== 429; attempt += 1) {
