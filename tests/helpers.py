@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -84,12 +85,24 @@ def npm_ci(npm: str, package: Path) -> None:
     ``~/.cache/authserver-tests/npm/<hash of package.json and the lockfile>`` and copied
     from there into a clean clone.
     """
+    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    # One install at a time per package: two pytest-xdist workers whose tests need the same
+    # package (its own tests split by work stealing, or two files sharing a package) would
+    # otherwise run npm ci over each other, one deleting the tree the other is installing.
+    locks = cache_root / "authserver-tests" / "npm"
+    locks.mkdir(parents=True, exist_ok=True)
+    name = hashlib.sha256(str(package.resolve()).encode()).hexdigest()[:24]
+    with open(locks / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _npm_ci(npm, package, cache_root)
+
+
+def _npm_ci(npm: str, package: Path, cache_root: Path) -> None:
     lockfile = package / "package-lock.json"
     target = package / "node_modules"
     if _holds_lockfile(target, lockfile):
         return
     digest = hashlib.sha256((package / "package.json").read_bytes() + lockfile.read_bytes())
-    cache_root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     cached = cache_root / "authserver-tests" / "npm" / digest.hexdigest()[:24] / "node_modules"
     if _holds_lockfile(cached, lockfile):
         shutil.rmtree(target, ignore_errors=True)
