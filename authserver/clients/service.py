@@ -60,6 +60,9 @@ MAX_FIXED_CLAIMS = 32
 MAX_ALLOWED_CLAIMS = 256
 #: Most clients one process keeps in memory (least recently used evicted first).
 CACHE_SIZE = 10_000
+#: Most unknown client ids one process remembers as unknown, apart from the clients: ids
+#: that anyone can send never push a registered client out of its cache.
+UNKNOWN_CACHE_SIZE = 1_000
 #: The longest client id a store holds (the ``clients.client_id`` column).
 MAX_CLIENT_ID_LENGTH = 64
 
@@ -104,8 +107,11 @@ class ClientService:
         self._clock = clock
         self._max_token_ttl = max_token_ttl
         self._audit = audit
-        # Unknown ids are cached as None too: a flood of bogus ids costs one read each.
-        self._cache: BoundedCache[str, Client | None] = BoundedCache(CACHE_SIZE)
+        self._cache: BoundedCache[str, Client] = BoundedCache(CACHE_SIZE)
+        # Unknown ids are remembered too (a repeated bogus id costs no read), in a cache of
+        # their own: a stranger sending new ids evicts only other unknown ids, never a
+        # client, so no flood makes the real clients' requests read the store again.
+        self._unknown: BoundedCache[str, None] = BoundedCache(UNKNOWN_CACHE_SIZE)
         self._changes = changes
         #: Moves on with every announced change (and every feed reconnection).
         self._generation = 0
@@ -149,6 +155,8 @@ class ClientService:
         found, client = self._cache.get(client_id, version)
         if found:
             return client
+        if self._unknown.get(client_id, version)[0]:
+            return None
         try:
             client = self._store.get(ClientId(client_id))
         except UnreadableRecord as exc:
@@ -156,7 +164,10 @@ class ClientService:
             # a 500, and no other client: reported once, then cached like an unknown id.
             self._report([exc])
             client = None
-        self._cache.put(client_id, client, version)
+        if client is None:
+            self._unknown.put(client_id, None, version)
+        else:
+            self._cache.put(client_id, client, version)
         return client
 
     def _changed(self) -> None:
@@ -166,6 +177,7 @@ class ClientService:
         cleared by the announcement that follows the commit."""
         self._generation += 1
         self._cache.clear()
+        self._unknown.clear()
 
     def find_by_secret(self, secret: str) -> Client | None:
         """The client whose secret is *secret* (Bearer-secret authentication): its
