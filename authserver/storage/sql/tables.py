@@ -11,6 +11,7 @@ for importing ``sqlalchemy.orm`` (about a seventh of a command's start-up).
 from __future__ import annotations
 
 from sqlalchemy import JSON
+from sqlalchemy import BigInteger
 from sqlalchemy import Boolean
 from sqlalchemy import Column
 from sqlalchemy import Double
@@ -121,7 +122,11 @@ USED_ASSERTIONS = Table(
 AUDIT_EVENTS = Table(
     "audit_events",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
+    #: 64 bits on both databases (SQLite's rowid; ``bigint`` on PostgreSQL, migration
+    #: 0009): ids are never reused, and every issued token takes one.
+    Column(
+        "id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    ),
     Column("at", Double, index=True, nullable=False),
     Column("actor", String(128), nullable=False),
     Column("action", String(64), index=True, nullable=False),

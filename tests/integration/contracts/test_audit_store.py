@@ -12,6 +12,8 @@ from contextlib import nullcontext
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
+from sqlalchemy import text
 
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
@@ -19,6 +21,7 @@ from authserver.audit.store import AuditStore
 from authserver.storage.memory import InMemoryAuditStore
 from authserver.storage.sql.audit import SqlAuditStore
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.tables import AUDIT_EVENTS
 from tests.integration.contracts.harness import StoreHarness
 
 T0 = 1_700_000_000.125
@@ -172,3 +175,32 @@ class TestSqlAuditStore(AuditStoreContract):
             add_then_fail()
         with database.unit_of_work():
             assert store.query(AuditQuery()) == []
+
+    def test_ids_go_past_32_bits(self, database: Database) -> None:
+        """Ids are never reused, and every issued token takes one: PostgreSQL's ``serial``
+        stopped at 2^31 - 1 (a year or two of a busy server), after which every audit
+        write failed there, batched ``token.issued`` records and operator actions alike,
+        while SQLite's rowid went on."""
+        store = SqlAuditStore(database)
+        last_32_bit = 2**31 - 1
+        with database.unit_of_work():
+            conn = database.connection()
+            conn.execute(
+                insert(AUDIT_EVENTS).values(
+                    id=last_32_bit, at=T0, actor="cli", action="key.created"
+                )
+            )
+            if conn.dialect.name == "postgresql":
+                # Where a sequence at its 32-bit end stands: as if 2^31 - 1 ids were taken.
+                conn.execute(
+                    text("SELECT setval(pg_get_serial_sequence('audit_events', 'id'), :last)"),
+                    {"last": last_32_bit},
+                )
+        with database.unit_of_work():
+            store.add_many([event(1), event(2)])  # the batched token.issued path
+        with database.unit_of_work():
+            store.add(event(3, action="client.created"))  # an operator action
+        with database.unit_of_work():
+            got = store.query(AuditQuery())
+        assert [e.jti for e in got] == ["jti-3", "jti-2", "jti-1", None]
+        assert all(e.id is not None and e.id > last_32_bit for e in got[:3])
