@@ -20,6 +20,8 @@ from authserver.audit.model import AuditQuery
 from authserver.audit.store import AuditStore
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
+from authserver.vocabulary import InvalidValue
+from authserver.vocabulary import check_text
 
 log = logging.getLogger(__name__)
 
@@ -153,13 +155,27 @@ class AuditService:
                 # No event has an empty client_id or sub: an empty filter (an unset shell
                 # variable, ?client_id=) answered "no events" as if there were none.
                 raise InvalidInput(f"{name} must not be empty (leave the filter out instead)")
-            if value is not None and not (len(value) <= _MAX_FILTER and value.isprintable()):
+            if value is not None and not _recordable(value):
                 raise InvalidInput(f"{name} is not a value any audit record has")
         return self._store.query(query)
 
     def purge(self) -> int:
         """Delete events older than the retention period."""
         return self._store.purge(self._clock.now() - self.retention)
+
+
+def _recordable(value: str) -> bool:
+    """Whether a record could hold *value* in a text column: one line of Unicode text (the
+    rule of every value that reaches one, ``sub`` included: vocabulary.check_text), at most
+    as long as the widest filtered column. Not ``str.isprintable``: that refuses what a
+    ``sub`` may hold (a no-break or ideographic space, a zero width joiner in an emoji, a
+    character newer than Python's Unicode tables), whose events could then not be found.
+    What it refuses (a NUL, a lone surrogate) no database is asked about."""
+    try:
+        check_text(value, "filter", max_length=_MAX_FILTER)
+    except InvalidValue:
+        return False
+    return True
 
 
 class AuditBatcher:
