@@ -19,10 +19,13 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import update
 
 from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.settings import Settings
+from authserver.storage.sql.statuslist import VERSION as STATUS_VERSION
+from authserver.storage.sql.tables import LOCKS
 from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
@@ -212,6 +215,24 @@ def test_revoked_token_is_inactive_at_once(http: Any, register: Register) -> Non
     # Revoking again is not an error (RFC 7009 §2.2).
     assert revoke(http, token, creds).status_code == 200
     assert not active(http, token, creds)
+
+
+def test_revocation_works_past_a_32_bit_version_counter(
+    http: Any, register: Register, services: Services
+) -> None:
+    """Every revocation moves the status lists' version counter (``locks``), which never
+    goes back. As a PostgreSQL ``integer`` it stopped at 2^31 - 1, and from then on
+    ``/revoke`` answered 500 there ("integer out of range") and the token stayed valid,
+    while SQLite went on; it is 64 bits on both."""
+    creds = register()
+    token = issue_token(http, creds)
+    with services.unit_of_work():
+        conn = services.db.connection()
+        conn.execute(update(LOCKS).where(LOCKS.c.name == STATUS_VERSION).values(counter=2**31 - 1))
+    response = revoke(http, token, creds)
+    assert response.status_code == 200, response.get_data(as_text=True)
+    assert not active(http, token, creds)
+    assert services.db.read_counter(STATUS_VERSION) == 2**31
 
 
 def test_revocation_is_seen_by_another_instance(

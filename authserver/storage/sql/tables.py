@@ -93,7 +93,9 @@ LOCKS = Table(
     "locks",
     metadata,
     Column("name", String(32), primary_key=True),
-    Column("counter", Integer, default=0, nullable=False),
+    #: 64 bits on both databases (migration 0010 on PostgreSQL): ``status_version`` moves
+    #: with every revocation.
+    Column("counter", BigInteger().with_variant(Integer, "sqlite"), default=0, nullable=False),
 )
 
 
