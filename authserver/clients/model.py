@@ -79,3 +79,12 @@ class Client:
     def auth_methods(self) -> tuple[str, ...]:
         """The token endpoint authentication methods this client may use."""
         return auth_methods.SECRET_METHODS if self.secret_hash else auth_methods.JWT_METHODS
+
+
+def listing_order(client: Client) -> tuple[float, str]:
+    """Where *client* stands in a list of clients: oldest first, a tie broken by the client
+    id compared by code points, as Python compares strings. Every store sorts by this key
+    itself: a database's ``ORDER BY`` follows its collation, and a linguistic one (such as
+    ``en_US.utf8``) puts ``as_client__z`` before ``as_client_-b`` and ``as_client_ab``
+    before ``as_client_B``."""
+    return (client.created_at, str(client.client_id))

@@ -16,6 +16,7 @@ from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
+from authserver.clients.model import listing_order
 from authserver.errors import Conflict
 from authserver.errors import not_found
 from authserver.keys.model import Kid
@@ -53,7 +54,7 @@ class InMemoryClientStore:
         return None
 
     def list(self) -> list[Client]:
-        return sorted(self._clients.values(), key=lambda c: (c.created_at, c.client_id))
+        return sorted(self._clients.values(), key=listing_order)
 
     def scan(self) -> Scan[Client]:
         return Scan(self.list())

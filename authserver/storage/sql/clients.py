@@ -18,6 +18,7 @@ from authserver.clients.model import DEFAULT_PROFILE
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import ClientPolicy
+from authserver.clients.model import listing_order
 from authserver.errors import Conflict
 from authserver.errors import not_found
 from authserver.records import Scan
@@ -213,6 +214,9 @@ class SqlClientStore:
                 clients.append(_client(row))
             except UnreadableRecord as exc:
                 unreadable.append(exc)
+        # In the order every store lists clients, not the one the database's collation
+        # gives ties in created_at (clients.model.listing_order).
+        clients.sort(key=listing_order)
         return Scan(clients, unreadable)
 
     def update(self, client: Client) -> None:

@@ -150,6 +150,22 @@ class ClientStoreContract:
         ]
         assert listed == sorted(clients, key=lambda c: c.created_at)
 
+    def test_clients_created_at_the_same_moment_are_listed_by_id_code_points(
+        self, harness: Harness
+    ) -> None:
+        """A tie in ``created_at`` is broken by the client id, compared by code points (as
+        Python compares strings), whatever the database's collation."""
+        ids = ["as_client_ab", "as_client__z", "as_client_B", "as_client_-b", "as_client_Ab"]
+        for client_id in ids:
+            client = make_client(0, client_id=ClientId(client_id))
+
+            def add(s: ClientStore, client: Client = client) -> None:
+                s.add(client)
+
+            harness.run(add)
+        listed = [c.client_id for c in harness.run(lambda s: s.list())]
+        assert listed == sorted(ids)
+
     def test_add_duplicate_is_a_conflict(self, harness: Harness) -> None:
         original = make_client(0)
         harness.run(lambda s: s.add(original))
@@ -214,6 +230,31 @@ class ClientStoreContract:
         got = harness.run(lambda s: s.get(client.client_id))
         with pytest.raises(dataclasses.FrozenInstanceError):
             got.name = "changed"
+
+    def test_the_list_order_does_not_follow_a_linguistic_collation(
+        self, database: Database
+    ) -> None:
+        """PostgreSQL orders text by the database's collation: with a linguistic one
+        (``en_US.utf8``, the default of the official ``postgres`` image that
+        docker-compose.yml runs) ``ORDER BY client_id`` put ``as_client__z`` first and
+        ``as_client_ab`` before ``as_client_B``, where SQLite and the memory store list
+        them by code points. The column is given such a collation here (ICU's root
+        locale: the test cluster's own default is C)."""
+        if database.engine.dialect.name != "postgresql":
+            pytest.skip("SQLite compares text by code points (BINARY) only")
+        with database.unit_of_work():
+            icu = "SELECT 1 FROM pg_collation WHERE collname = 'und-x-icu'"
+            if database.connection().scalar(text(icu)) is None:
+                pytest.skip("this PostgreSQL was built without ICU collations")
+            database.connection().execute(
+                text(
+                    "ALTER TABLE clients ALTER COLUMN client_id "
+                    'TYPE varchar(64) COLLATE "und-x-icu"'
+                )
+            )
+        self.test_clients_created_at_the_same_moment_are_listed_by_id_code_points(
+            Harness(SqlClientStore(database), database.unit_of_work)
+        )
 
     def inject_bad_records(self, harness: Harness) -> set[ClientId]:
         """Store client records that cannot be decoded, the way this store can hold them;
