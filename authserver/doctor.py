@@ -127,7 +127,7 @@ def _database(db: Database, add: _Add, mode_before: int | None) -> bool:
         return False
     try:
         current = migrate.current_revision(db)
-    except StorageError as exc:
+    except (StorageError, ConfigError) as exc:  # ConfigError: a database authserver refuses
         add(Finding("database", "problem", str(exc)))
         return False
     add(Finding("database", "ok", "reachable"))

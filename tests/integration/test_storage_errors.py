@@ -9,6 +9,7 @@ the 503 ``temporarily_unavailable`` with ``Retry-After`` it always has.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sqlite3
 import stat
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -28,9 +30,11 @@ from authserver import container
 from authserver import doctor
 from authserver.clients.model import ClientId
 from authserver.container import Services
+from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
 from authserver.settings import Settings
+from authserver.settings import redact_url
 from authserver.storage.sql import raw
 from authserver.storage.sql.clients import SqlClientStore
 from authserver.storage.sql.engine import Database
@@ -38,11 +42,14 @@ from authserver.storage.sql.engine import storage_error
 from authserver.storage.sql.migrate import current_revision
 from authserver.web.app import create_app
 from authserver.web.errors import render_exception
+from tests.conftest import PG_URL
 from tests.conftest import make_services
 from tests.conftest import migrate
+from tests.conftest import require_postgres
 from tests.factories import issue_token
 from tests.factories import request_token
 from tests.helpers import free_port
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.integration
 
@@ -230,6 +237,62 @@ def test_postgres_refusing_connections(tmp_path: Path) -> None:
         _assert_the_503(_admin_create(http))
     finally:
         svc.close()
+
+
+@contextmanager
+def _postgres_database(encoding: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database in *encoding* (C locale), dropped afterwards."""
+    import psycopg
+
+    require_postgres()
+    name = f"authserver_{encoding.lower()}_{secrets.token_hex(4)}"
+    plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE {name} ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    try:
+        yield str(make_url(PG_URL).set(drivername="postgresql+psycopg", database=name))
+    finally:
+        with psycopg.connect(plain, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+def test_a_postgres_database_not_in_utf8_is_refused_at_the_first_connection(
+    tmp_path: Path, encoding: str
+) -> None:
+    """SQLite stores any Unicode text. A LATIN1 database refused a client name or a user
+    id outside Latin-1 with an error that became a traceback in the CLI, a 500 at the
+    admin API and a batch of token.issued records no flush could write; from a SQL_ASCII
+    one psycopg returns bytes, and even ``db upgrade`` died with a TypeError. Now the first
+    connection is refused, saying why and what to do, by the CLI (one line), by ``doctor``
+    (a problem) and for the app."""
+    with _postgres_database(encoding) as url:
+        expected = (
+            f"AUTHSERVER_DATABASE_URL: the PostgreSQL database at {redact_url(url)} has the "
+            f"encoding {encoding}; authserver stores Unicode text and needs a UTF8 database"
+        )
+        env = {
+            "AUTHSERVER_DATABASE_URL": url,
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+        for args in (("db", "upgrade"), ("clients", "create", "--name", "山田 backend")):
+            result = run_cli_here(env, *args)
+            assert result.returncode != 0, result.stdout
+            assert result.stderr.splitlines()[0].startswith(f"authserver: error: {expected}")
+            assert "Traceback" not in result.stderr
+        findings = doctor.run(_settings(url, tmp_path), check_issuer=False)
+        database = next(f for f in findings if f.check == "database")
+        assert (database.status, database.detail[: len(expected)]) == ("problem", expected)
+        db = Database(url)
+        try:
+            with pytest.raises(ConfigError, match="needs a UTF8 database"), db.unit_of_work():
+                db.connection()
+        finally:
+            db.dispose()
 
 
 def test_no_free_pooled_connection(db_url: str) -> None:

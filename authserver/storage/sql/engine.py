@@ -126,6 +126,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         kwargs.setdefault("pool_timeout", POSTGRES_POOL_TIMEOUT_S)
     if parsed.get_backend_name() == "postgresql":
         engine = _create_engine(parsed, kwargs)
+        # First, before SQLAlchemy's own first-connection set-up (which fails on the bytes
+        # psycopg returns from a SQL_ASCII database with a TypeError).
+        event.listen(engine, "connect", _utf8_only(url), insert=True)
         if "lock_timeout" not in str(parsed.query.get("options", "")):
             # Per connection, with SET rather than libpq's ``options``: that one would
             # replace the URL's own ``options`` (a search_path), and connection poolers
@@ -133,6 +136,42 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             event.listen(engine, "connect", _bounded_lock_waits)
         return engine
     return _create_engine(parsed, kwargs)
+
+
+def server_encoding(dbapi_conn: Any) -> str | None:
+    """The encoding of the PostgreSQL database *dbapi_conn* is connected to, as the server
+    reports it at connection (no query): ``UTF8``, ``LATIN1``, ``SQL_ASCII``..."""
+    info = getattr(dbapi_conn, "info", None)
+    if info is not None and hasattr(info, "parameter_status"):  # psycopg 3
+        value = info.parameter_status("server_encoding")
+    elif hasattr(dbapi_conn, "get_parameter_status"):  # psycopg2
+        value = dbapi_conn.get_parameter_status("server_encoding")
+    else:
+        return None
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _utf8_only(url: str) -> Callable[[Any, Any], None]:
+    """A ``connect`` listener refusing a PostgreSQL database whose encoding is not UTF8.
+
+    Every text authserver stores is Unicode (client names, user ids, audiences). A
+    ``LATIN1`` database refused any other character with an error that became a 500 (and
+    a batch of ``token.issued`` records that could never be written: a lost audit trail),
+    and psycopg returns bytes from a ``SQL_ASCII`` one, on which nothing works; SQLite
+    stores UTF-8 whatever it is given. Refused at the first connection, saying what to do,
+    instead of failing one value at a time."""
+
+    def check(dbapi_conn: Any, _record: Any) -> None:
+        encoding = server_encoding(dbapi_conn)
+        if encoding is not None and encoding.upper().replace("-", "") != "UTF8":
+            raise ConfigError(
+                f"AUTHSERVER_DATABASE_URL: the PostgreSQL database at {redact_url(url)} has "
+                f"the encoding {encoding}; authserver stores Unicode text and needs a UTF8 "
+                "database (CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0; move the "
+                "data with authserver db copy)"
+            )
+
+    return check
 
 
 def _bounded_lock_waits(dbapi_conn: Any, _record: Any) -> None:
