@@ -5,6 +5,7 @@ and PostgreSQL, and the refusals. The whole command, with servers on both ends, 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -224,6 +225,56 @@ def test_a_failed_copy_leaves_no_rows(tmp_path: Path) -> None:
                 conn.execute(USED.update().values(jti="nul"))
             copied = copy_database(source, pg_url).rows
             assert (copied["audit_events"], copied["used_assertions"]) == (1, 1)
+    finally:
+        source.dispose()
+
+
+@pytest.mark.parametrize("target", ["sqlite", "postgresql"])
+def test_a_source_row_whose_json_is_damaged_is_named_and_nothing_is_copied(
+    tmp_path: Path, target: str
+) -> None:
+    """A SQLite file holds JSON as text, which can be damaged (the clients list reports
+    such a row as unreadable). SQLAlchemy's JSON type failed the whole read with a
+    JSONDecodeError: a traceback from ``db copy``, to either database, naming no row. Now
+    the copy is refused naming the row and column, and the target holds nothing."""
+    source_url = f"sqlite:///{tmp_path / 'a.db'}"
+    source = Database(source_url)
+    migrate(source)
+    rows = _rows()
+    clients = metadata.tables["clients"]
+    with source.engine.begin() as conn:
+        for row in rows["clients"]:
+            conn.execute(insert(clients).values(row))
+        conn.execute(insert(AUDIT_EVENTS).values(at=AT, actor="cli", action="x"))
+        conn.exec_driver_sql(
+            "UPDATE clients SET audiences = 'not json {' WHERE client_id = 'as_client_b'"
+        )
+    expected = (
+        "the clients row 'as_client_b' of the source holds audiences that is not JSON: "
+        "nothing was copied"
+    )
+    try:
+        with ExitStack() as stack:
+            if target == "sqlite":
+                target_url = f"sqlite:///{tmp_path / 'b.db'}"
+            else:
+                require_postgres()
+                target_url = stack.enter_context(fresh_pg_schema())
+            with pytest.raises(ConfigError) as refused:
+                copy_database(source, target_url)
+            assert str(refused.value).startswith(expected)
+            copied = Database(target_url)
+            try:
+                with copied.engine.connect() as conn:
+                    for table in (clients, AUDIT_EVENTS):
+                        assert conn.execute(select(func.count()).select_from(table)).scalar() == 0
+            finally:
+                copied.dispose()
+            result = run_cli_here(
+                {"AUTHSERVER_DATABASE_URL": source_url}, "db", "copy", "--to", target_url
+            )
+            assert result.returncode != 0
+            assert result.stderr.splitlines() == [f"authserver: error: {refused.value}"]
     finally:
         source.dispose()
 

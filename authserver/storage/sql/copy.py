@@ -11,6 +11,7 @@ JSON); a JSON ``null`` and an SQL NULL are told apart on the way.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Generator
 from collections.abc import Iterator
@@ -30,6 +31,8 @@ from sqlalchemy import insert
 from sqlalchemy import inspect
 from sqlalchemy import select
 from sqlalchemy import text
+from sqlalchemy import type_coerce
+from sqlalchemy.types import NullType
 
 from authserver.errors import ConfigError
 from authserver.settings import redact_url
@@ -248,19 +251,35 @@ def _json_columns(table: Table) -> list[str]:
 
 def _read(conn: Connection, table: Table, batch_rows: int) -> Generator[list[dict[str, Any]]]:
     """*table*'s rows in primary-key order, *batch_rows* at a time (a server-side cursor
-    on PostgreSQL), each a dict of parameters for :func:`_insert`."""
+    on PostgreSQL), each a dict of parameters for :func:`_insert`.
+
+    JSON columns are read as the driver returns them and decoded here, row by row
+    (SQLAlchemy's JSON type decodes inside the result, where a value that is not JSON
+    fails the whole read with no row to name): a SQLite file holds JSON as text, which
+    may have been damaged; PostgreSQL validates JSON as it stores it, and psycopg returns
+    it decoded."""
     json_columns = _json_columns(table)
+    columns = [
+        type_coerce(column, NullType()).label(column.name)
+        if column.name in json_columns
+        else column
+        for column in table.columns
+    ]
     flags = [table.c[name].is_(None).label(_NULL_FLAG.format(name)) for name in json_columns]
-    query = select(table, *flags).order_by(*table.primary_key.columns)
+    query = select(*columns, *flags).order_by(*table.primary_key.columns)
+    decode = conn.dialect.name != "postgresql"
     with conn.execution_options(yield_per=batch_rows).execute(query) as result:
-        yield from _batches(result.partitions(batch_rows), json_columns)
+        yield from _batches(result.partitions(batch_rows), table, json_columns, decode=decode)
 
 
 def _batches(
-    parts: Iterator[Sequence[Row[Any]]], json_columns: list[str]
+    parts: Iterator[Sequence[Row[Any]]], table: Table, json_columns: list[str], *, decode: bool
 ) -> Iterator[list[dict[str, Any]]]:
     """Each part of rows as the parameters of :func:`_insert` (a JSON ``null`` as
-    ``JSON.NULL``, an SQL NULL as None)."""
+    ``JSON.NULL``, an SQL NULL as None), JSON text decoded when *decode*.
+
+    :raises ConfigError: naming the row (by primary key) and the column whose text is
+        not JSON: nothing is copied until it is mended or deleted."""
     for part in parts:
         batch = []
         for row in part:
@@ -269,11 +288,26 @@ def _batches(
                 value = values.pop(name)
                 if values.pop(_NULL_FLAG.format(name)):
                     value = None
-                elif value is None:
-                    value = JSON.NULL
+                else:
+                    if decode and isinstance(value, str | bytes):
+                        try:
+                            value = json.loads(value)
+                        except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                            raise _not_json(table, values, name) from None
+                    if value is None:
+                        value = JSON.NULL
                 values[_JSON_PARAM.format(name)] = value
             batch.append(values)
         yield batch
+
+
+def _not_json(table: Table, values: dict[str, Any], column: str) -> ConfigError:
+    key = ", ".join(repr(values[c.name]) for c in table.primary_key.columns)
+    return ConfigError(
+        f"the {table.name} row {key} of the source holds {column} that is not JSON: nothing "
+        "was copied; mend or delete that row first (an unreadable client: authserver "
+        "clients delete ID)"
+    )
 
 
 def _insert(table: Table) -> Any:
