@@ -197,7 +197,8 @@ def test_every_table_is_copied_exactly_and_the_ids_move_on(ends: tuple[Database,
 
 def test_a_failed_copy_leaves_no_rows(tmp_path: Path) -> None:
     """PostgreSQL refuses a NUL character that SQLite stores: the copy fails at the last
-    table, after the others went in, and the target holds none of their rows."""
+    table, after the others went in, naming the row, and the target holds none of their
+    rows."""
     require_postgres()
     source = Database(f"sqlite:///{tmp_path / 'a.db'}")
     migrate(source)
@@ -209,8 +210,14 @@ def test_a_failed_copy_leaves_no_rows(tmp_path: Path) -> None:
         conn.execute(insert(USED), {"client_id": "c", "jti": "nul\x00", "expires_at": AT})
     try:
         with fresh_pg_schema() as pg_url:
-            with pytest.raises(StorageError, match=r"database error at postgresql\+psycopg://"):
+            with pytest.raises(ConfigError) as refused:
                 copy_database(source, pg_url)
+            # Named before the driver is asked (it said "database error ... (DataError)").
+            assert str(refused.value) == (
+                "the used_assertions row 'c', 'nul\\x00' of the source holds jti with a NUL "
+                "character, which PostgreSQL text cannot hold: nothing was copied; mend or "
+                "delete that row first"
+            )
             target = Database(pg_url)
             try:
                 with target.engine.connect() as conn:
@@ -275,6 +282,28 @@ def test_a_source_row_whose_json_is_damaged_is_named_and_nothing_is_copied(
             )
             assert result.returncode != 0
             assert result.stderr.splitlines() == [f"authserver: error: {refused.value}"]
+    finally:
+        source.dispose()
+
+
+def test_text_longer_than_its_postgresql_column_is_named_and_nothing_is_copied(
+    tmp_path: Path,
+) -> None:
+    """SQLite ignores a VARCHAR's length; PostgreSQL refuses a longer value, which was the
+    driver's "database error ... (DataError)" for the whole copy, naming nothing."""
+    require_postgres()
+    source = Database(f"sqlite:///{tmp_path / 'a.db'}")
+    migrate(source)
+    client = {**_rows()["clients"][0], "name": "n" * 201}
+    with source.engine.begin() as conn:
+        conn.execute(insert(metadata.tables["clients"]).values(client))
+    try:
+        with fresh_pg_schema() as pg_url, pytest.raises(ConfigError) as refused:
+            copy_database(source, pg_url)
+        assert str(refused.value).startswith(
+            "the clients row 'as_client_a' of the source holds name with more than the "
+            "column's 200 characters: nothing was copied"
+        )
     finally:
         source.dispose()
 

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import JSON
 from sqlalchemy import Connection
 from sqlalchemy import Row
+from sqlalchemy import String
 from sqlalchemy import Table
 from sqlalchemy import bindparam
 from sqlalchemy import delete
@@ -231,7 +232,8 @@ def _copy(source: Database, target: Database, batch_rows: int) -> dict[str, int]
                 statement = _insert(table)
                 counts[table.name] = 0
                 # Closed at once when a write fails: PostgreSQL's server-side cursor with it.
-                with closing(_read(conn, table, batch_rows)) as batches:
+                to_postgresql = out.dialect.name == "postgresql"
+                with closing(_read(conn, table, batch_rows, to_postgresql)) as batches:
                     for batch in batches:
                         with storage_errors(target.url):
                             out.execute(statement, batch)
@@ -249,7 +251,9 @@ def _json_columns(table: Table) -> list[str]:
     return [c.name for c in table.columns if isinstance(c.type, JSON)]
 
 
-def _read(conn: Connection, table: Table, batch_rows: int) -> Generator[list[dict[str, Any]]]:
+def _read(
+    conn: Connection, table: Table, batch_rows: int, to_postgresql: bool
+) -> Generator[list[dict[str, Any]]]:
     """*table*'s rows in primary-key order, *batch_rows* at a time (a server-side cursor
     on PostgreSQL), each a dict of parameters for :func:`_insert`.
 
@@ -257,7 +261,8 @@ def _read(conn: Connection, table: Table, batch_rows: int) -> Generator[list[dic
     (SQLAlchemy's JSON type decodes inside the result, where a value that is not JSON
     fails the whole read with no row to name): a SQLite file holds JSON as text, which
     may have been damaged; PostgreSQL validates JSON as it stores it, and psycopg returns
-    it decoded."""
+    it decoded. For a PostgreSQL target, text it would refuse (:func:`_unstorable`) is
+    named here too, rather than as the driver's error for the whole batch."""
     json_columns = _json_columns(table)
     columns = [
         type_coerce(column, NullType()).label(column.name)
@@ -269,7 +274,10 @@ def _read(conn: Connection, table: Table, batch_rows: int) -> Generator[list[dic
     query = select(*columns, *flags).order_by(*table.primary_key.columns)
     decode = conn.dialect.name != "postgresql"
     with conn.execution_options(yield_per=batch_rows).execute(query) as result:
-        yield from _batches(result.partitions(batch_rows), table, json_columns, decode=decode)
+        for batch in _batches(result.partitions(batch_rows), table, json_columns, decode=decode):
+            if to_postgresql:
+                _check_text_for_postgresql(table, batch)
+            yield batch
 
 
 def _batches(
@@ -302,12 +310,41 @@ def _batches(
 
 
 def _not_json(table: Table, values: dict[str, Any], column: str) -> ConfigError:
-    key = ", ".join(repr(values[c.name]) for c in table.primary_key.columns)
     return ConfigError(
-        f"the {table.name} row {key} of the source holds {column} that is not JSON: nothing "
-        "was copied; mend or delete that row first (an unreadable client: authserver "
-        "clients delete ID)"
+        f"the {table.name} row {_key(table, values)} of the source holds {column} that is "
+        "not JSON: nothing was copied; mend or delete that row first (an unreadable client: "
+        "authserver clients delete ID)"
     )
+
+
+def _key(table: Table, values: dict[str, Any]) -> str:
+    return ", ".join(repr(values[c.name]) for c in table.primary_key.columns)
+
+
+def _unstorable(value: str, length: int | None) -> str | None:
+    """Why PostgreSQL would refuse *value* in a text column of *length* characters (SQLite
+    enforces neither rule), or None."""
+    if "\x00" in value:
+        return "a NUL character, which PostgreSQL text cannot hold"
+    if length is not None and len(value) > length:
+        return f"more than the column's {length} characters"
+    return None
+
+
+def _check_text_for_postgresql(table: Table, batch: list[dict[str, Any]]) -> None:
+    """Refuse, naming the row and column, a text value of *batch* a PostgreSQL target
+    would refuse (a SQLite file may hold one written by hand or by an older version)."""
+    lengths = {c.name: c.type.length for c in table.columns if isinstance(c.type, String)}
+    for values in batch:
+        for column, length in lengths.items():
+            value = values.get(column)
+            why = _unstorable(value, length) if isinstance(value, str) else None
+            if why is not None:
+                raise ConfigError(
+                    f"the {table.name} row {_key(table, values)} of the source holds "
+                    f"{column} with {why}: nothing was copied; mend or delete that row "
+                    "first"
+                )
 
 
 def _insert(table: Table) -> Any:
