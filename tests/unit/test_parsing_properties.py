@@ -16,6 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 
+from authserver.oauth.errors import InvalidTargetError
 from authserver.oauth.grants import parse_token_request
 from authserver.oauth.requests import parse_body
 from authserver.tokens.model import TokenRequest
@@ -60,7 +61,7 @@ def _parse(body: bytes, content_type: str) -> TokenRequest | None:
     ).get_environ()
     try:
         return parse_token_request(parse_body(environ, MAX_BODY))
-    except (InvalidRequestError, InvalidScopeError):
+    except (InvalidRequestError, InvalidScopeError, InvalidTargetError):
         return None
 
 
@@ -84,6 +85,7 @@ def test_arbitrary_bytes_never_crash(body: bytes, content_type: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.dictionaries(st.sampled_from(PARAMS) | st.text(max_size=10), json_values, max_size=8))
 @example({"scope": '"'})  # a malformed scope token: invalid_scope (RFC 6749 §3.3, §5.2)
+@example({"resource": "0"})  # no absolute URI: invalid_target (RFC 8707 §2)
 def test_arbitrary_json_objects_never_crash(data: dict[str, Any]) -> None:
     _parse(json.dumps(data).encode(), "application/json")
 
