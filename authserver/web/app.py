@@ -9,6 +9,8 @@ from flask import Flask
 from flask import Response
 from flask import g
 from flask import request
+from flask.globals import request_ctx
+from werkzeug.exceptions import MethodNotAllowed
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from authserver import container
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # First, so the latency covers the other hooks.
     metrics.instrument(app, events)
     _unit_of_work_per_request(app, services)
+    _method_as_sent(app)
     errors.register(app)
     app.register_blueprint(health.bp)
     if settings.metrics_token:
@@ -212,6 +215,24 @@ def routes(app: Flask) -> dict[str, set[str]]:
     for path, methods in lean.routes().items():
         served.setdefault(path, set()).update(methods)
     return served
+
+
+def _method_as_sent(app: Flask) -> None:
+    """A method is matched as sent: RFC 9110 §9.1 makes it case-sensitive, and Werkzeug
+    upper-cases it, so ``post /admin/clients`` created a client and ``delete
+    /admin/clients/ID`` disabled one (a proxy rule written for ``DELETE`` does not see
+    ``delete``), while the lean layer answers ``post /token`` 405. Any route answers a
+    method it does not serve as sent 405 with ``Allow``; an unknown path stays 404."""
+
+    @app.before_request
+    def _exact_method() -> None:
+        if request.environ.get("REQUEST_METHOD") == request.method:
+            return
+        if request.url_rule is None:
+            return  # no such path: its 404 (the routing error) is answered
+        adapter = request_ctx.url_adapter
+        allowed = adapter.allowed_methods() if adapter is not None else []
+        raise MethodNotAllowed(valid_methods=sorted(allowed))
 
 
 def _unit_of_work_per_request(app: Flask, services: Services) -> None:
