@@ -37,6 +37,7 @@ from authserver.web import statuslists
 from authserver.web import wellknown
 from authserver.web.accesslog import AccessLog
 from authserver.web.bodies import BodyDeadline
+from authserver.web.host import RequireHost
 from authserver.web.issuer_path import IssuerPath
 from authserver.web.issuer_path import issuer_path
 
@@ -149,6 +150,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.wsgi_app = BodyDeadline(  # type: ignore[method-assign]
         app.wsgi_app, timeout=settings.body_timeout, limit=settings.max_body_bytes
     )
+    # Before anything reads Host (the transport rule, Werkzeug, ProxyFix) or the body: one
+    # Host naming one host (RFC 9112 §3.2), which granian does not check.
+    app.wsgi_app = RequireHost(app.wsgi_app)  # type: ignore[method-assign]
     # Outermost, around every layer: one access line and the request id for each request.
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -290,7 +290,7 @@ class BodyDeadline:
             return self._refuse(start_response)
         if not length and len(body) > self.limit:
             # The rest of it is still on the connection: no keep-alive.
-            return _json_answer(
+            return json_answer(
                 start_response, "413 Content Too Large", _TOO_LARGE, [("Connection", "close")]
             )
         if not length and _is_form(environ):
@@ -304,11 +304,11 @@ class BodyDeadline:
         return self.app(environ, start_response)
 
     def _length_required(self, start_response: Callable[..., Any]) -> list[bytes]:
-        return _json_answer(start_response, "411 Length Required", _LENGTH_REQUIRED, [])
+        return json_answer(start_response, "411 Length Required", _LENGTH_REQUIRED, [])
 
     def _refuse(self, start_response: Callable[..., Any]) -> list[bytes]:
         # Whatever else the client sends is not a request: no keep-alive.
-        return _json_answer(
+        return json_answer(
             start_response, "408 Request Timeout", self._answer, [("Connection", "close")]
         )
 
@@ -324,7 +324,7 @@ def _closing(start_response: Callable[..., Any]) -> Callable[..., Any]:
     return start
 
 
-def _json_answer(
+def json_answer(
     start_response: Callable[..., Any], status: str, body: bytes, extra: list[tuple[str, str]]
 ) -> list[bytes]:
     """A refusal answered here, before the app: JSON, not cached, not sniffed."""

@@ -163,3 +163,49 @@ def test_a_method_in_lower_case_changes_nothing(raw: Raw) -> None:
     assert_json_error(created, 405, "method_not_allowed")
     assert_json_error(deleted, 405, "method_not_allowed")
     assert raw.admin("GET", "/admin/clients").json()["clients"] == before
+
+
+# -- Host -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "host_lines",
+    [
+        [],  # HTTP/1.1 without Host
+        ["Host:"],
+        ["Host: 127.0.0.1", "Host: auth.example.com"],  # granian joined them: "a,b"
+        ["Host: user@127.0.0.1"],
+        ["Host: b\u00fccher.example"],  # granian hands a non-ASCII value over as ""
+    ],
+    ids=["missing", "empty", "two", "userinfo", "not-ascii"],
+)
+@pytest.mark.parametrize("path", ["/token", "/healthz"])
+def test_a_request_without_one_valid_host_is_400(
+    raw: Raw, host_lines: list[str], path: str
+) -> None:
+    """RFC 9112 §3.2: 400 for an HTTP/1.1 request without Host, with several, or with an
+    invalid one. granian served them: the transport rule took a missing Host for the
+    server's own loopback address and issued a token; Werkzeug took ``a,b`` for a name.
+    The body is not read: the connection is closed, and a request pipelined behind (here
+    a token request) is not answered."""
+    body = b"grant_type=client_credentials"
+    headers = [
+        *host_lines,
+        f"Authorization: {raw.basic}",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+    ]
+    method = "POST" if path == "/token" else "GET"
+    line = f"{method} {path} HTTP/1.1\r\n".encode()
+    head = line + "".join(f"{h}\r\n" for h in headers).encode("utf-8") + b"\r\n"
+    pipelined = request("POST", "/token", headers[len(host_lines) :], body)
+    replies = answers(raw.exchange(head + body + pipelined))
+    assert len(replies) == 1, replies
+    assert_json_error(replies[0], 400, "invalid_request")
+    assert replies[0][1]["connection"] == "close"
+    assert "Host" in json.loads(replies[0][2])["error_description"]
+
+
+def test_http_1_0_needs_no_host(raw: Raw) -> None:
+    [(status, _, body)] = answers(raw.exchange(b"GET /healthz HTTP/1.0\r\n\r\n"))
+    assert status == 200, body
