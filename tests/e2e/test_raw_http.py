@@ -11,13 +11,16 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 import requests
 
+from authserver.audit.service import settle_batches
 from tests.helpers import ServerProcess
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -209,3 +212,185 @@ def test_a_request_without_one_valid_host_is_400(
 def test_http_1_0_needs_no_host(raw: Raw) -> None:
     [(status, _, body)] = answers(raw.exchange(b"GET /healthz HTTP/1.0\r\n\r\n"))
     assert status == 200, body
+
+
+# -- framing and pipelining -------------------------------------------------------------------
+
+
+def _chunked(body: bytes) -> bytes:
+    return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+
+
+def _issued_subs(raw: Raw) -> list[str]:
+    """The sub of every token the server has recorded as issued (once the workers have
+    written their batches of token.issued records)."""
+    settle_batches()
+    events = raw.admin("GET", "/admin/audit", params={"action": "token.issued"}).json()
+    return [e["sub"] for e in events["events"]]
+
+
+@pytest.mark.parametrize(
+    ("framing", "body"),
+    [
+        # Which length counts is ambiguous: granian refuses (400, no JSON: it answers
+        # before the application sees the request).
+        (["Content-Length: 20", "Content-Length: 21"], b"x" * 21),
+        (["Transfer-Encoding: gzip"], b"x" * 21),
+        (["Transfer-Encoding: chunked, identity"], _chunked(b"x" * 21)),
+        (["Transfer-Encoding: xchunked"], _chunked(b"x" * 21)),
+        (["Content-Length: -21"], b"x" * 21),
+        (["Content-Length: +21"], b"x" * 21),
+        (["X-Folded: a", " b", "Content-Length: 21"], b"x" * 21),
+    ],
+    ids=["two-lengths", "gzip", "chunked-identity", "xchunked", "negative", "plus", "obs-fold"],
+)
+def test_ambiguous_framing_is_refused_and_nothing_behind_it_is_read(
+    raw: Raw, framing: list[str], body: bytes
+) -> None:
+    """A request whose body length two parsers could read differently is refused and its
+    connection closed: whatever follows on it (here a whole token request, for a sub
+    nobody else asks for) is never read as a request. granian's own 400 has no JSON body
+    (docs/reference.md); what matters is that it closes."""
+    sub = f"smuggled-{uuid.uuid4().hex[:8]}"
+    inner = f"grant_type=client_credentials&sub={sub}".encode()
+    smuggled = request(
+        "POST",
+        "/token",
+        [
+            f"Authorization: {raw.basic}",
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(inner)}",
+        ],
+        inner,
+    )
+    head = request("POST", "/token", [f"Authorization: {raw.basic}", *framing])
+    replies = answers(raw.exchange(head + body + smuggled))
+    assert [status for status, _, _ in replies] == [400], replies
+    assert sub not in _issued_subs(raw)
+
+
+def test_content_length_and_chunked_together_read_the_chunks_and_close(raw: Raw) -> None:
+    """Both headers (RFC 9112 §6.1: Transfer-Encoding wins, and the connection must close
+    after the answer): the body is the chunked one, and the bytes the Content-Length
+    would have left over are never read as a request."""
+    sub = f"chunked-{uuid.uuid4().hex[:8]}"
+    document = json.dumps({"grant_type": "client_credentials", "sub": sub}).encode()
+    head = request(
+        "POST",
+        "/token",
+        [
+            f"Authorization: {raw.basic}",
+            "Content-Type: application/json",
+            "Content-Length: 4",
+            "Transfer-Encoding: chunked",
+        ],
+    )
+    after = request("GET", "/healthz", [])
+    replies = answers(raw.exchange(head + _chunked(document) + after))
+    assert [status for status, _, _ in replies] == [200], replies
+    assert replies[0][1]["connection"] == "close"
+    assert _issued_subs(raw).count(sub) == 1
+
+
+def test_a_body_over_the_limit_is_never_read_as_requests(raw: Raw) -> None:
+    """A Content-Length over AUTHSERVER_MAX_BODY_BYTES is answered 413 without reading the
+    body; the body (here, whole token requests) is not taken for the next requests."""
+    sub = f"inside-{uuid.uuid4().hex[:8]}"
+    inner = f"grant_type=client_credentials&sub={sub}".encode()
+    one = request(
+        "POST",
+        "/token",
+        [
+            f"Authorization: {raw.basic}",
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(inner)}",
+        ],
+        inner,
+    )
+    body = one * (70_000 // len(one) + 1)
+    head = request(
+        "POST",
+        "/token",
+        [
+            f"Authorization: {raw.basic}",
+            "Content-Type: application/x-www-form-urlencoded",
+            f"Content-Length: {len(body)}",
+        ],
+    )
+    replies = answers(raw.exchange(head + body))
+    assert [status for status, _, _ in replies] == [413], [r[:2] for r in replies]
+    assert sub not in _issued_subs(raw)
+
+
+def test_pipelined_requests_get_their_own_answers_in_order(raw: Raw) -> None:
+    """Requests sent back to back on one connection, refusals among them: each gets its
+    own answer, in order, and a refusal leaves the connection serving the next one."""
+    token_headers = [f"Authorization: {raw.basic}"]
+    form = "Content-Type: application/x-www-form-urlencoded"
+
+    def token_form(sub: str) -> bytes:
+        body = f"grant_type=client_credentials&sub={sub}".encode()
+        return request(
+            "POST", "/token", [*token_headers, form, f"Content-Length: {len(body)}"], body
+        )
+
+    def token_json_chunked(sub: str) -> bytes:
+        body = json.dumps({"grant_type": "client_credentials", "sub": sub}).encode()
+        headers = [*token_headers, "Content-Type: application/json", "Transfer-Encoding: chunked"]
+        return request("POST", "/token", headers, _chunked(body))
+
+    plain = b"grant_type=client_credentials"
+    sequence = [
+        (token_form("pipe-1"), 200, "pipe-1"),
+        (
+            request(
+                "POST",
+                "/token",
+                [*token_headers, "Content-Type: text/plain", f"Content-Length: {len(plain)}"],
+                plain,
+            ),
+            400,
+            None,
+        ),
+        (token_json_chunked("pipe-2"), 200, "pipe-2"),
+        (
+            request(
+                "POST",
+                "/token",
+                [*token_headers, form, "Transfer-Encoding: chunked"],
+                _chunked(plain),
+            ),
+            411,
+            None,
+        ),
+        (request("PUT", "/token", [f"Content-Length: {len(plain)}"], plain), 405, None),
+        (request("GET", "/nope", [f"Content-Length: {len(plain)}"], plain), 404, None),
+        (
+            request(
+                "GET", "/admin/clients/no-such-client", [f"Authorization: Bearer {ADMIN_TOKEN}"]
+            ),
+            404,
+            None,
+        ),
+        (token_form("pipe-3"), 200, "pipe-3"),
+        (request("GET", "/healthz", ["X-Request-Id: pipe-last", "Connection: close"]), 200, None),
+    ]
+    replies = answers(raw.exchange(b"".join(data for data, _, _ in sequence)))
+    assert [status for status, _, _ in replies] == [status for _, status, _ in sequence]
+    for (_, _, sub), (_, headers, body) in zip(sequence, replies, strict=True):
+        if sub is not None:
+            token = json.loads(body)["access_token"]
+            assert jwt.decode(token, options={"verify_signature": False})["sub"] == sub
+        else:
+            assert headers["x-content-type-options"] == "nosniff"
+    assert replies[-1][1]["x-request-id"] == "pipe-last"
+
+
+def test_http2_prior_knowledge_is_not_served(raw: Raw) -> None:
+    """serve speaks HTTP/1.1 only: the HTTP/2 preface (h2c with prior knowledge) and a
+    SETTINGS frame get the connection closed, not a second protocol whose limits nobody
+    tested."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    answer = raw.exchange(preface)
+    assert not answer.startswith(b"\x00"), answer[:100]  # no HTTP/2 frame came back
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:100]
