@@ -394,3 +394,17 @@ def test_http2_prior_knowledge_is_not_served(raw: Raw) -> None:
     answer = raw.exchange(preface)
     assert not answer.startswith(b"\x00"), answer[:100]  # no HTTP/2 frame came back
     assert answer == b"" or answer.startswith(b"HTTP/1.1 400 "), answer[:100]
+
+
+def test_a_head_of_more_than_100_header_lines_is_431(raw: Raw) -> None:
+    """granian's limit, as docs/reference.md states it: 100 lines are read, 101 refused."""
+    lines = [f"X-Header-{i}: v" for i in range(98)]
+    [(status, _, _)] = answers(
+        raw.exchange(request("GET", "/healthz", ["Connection: close", *lines]))
+    )
+    assert status == 200
+    lines.append("X-One-More: v")
+    [(status, _, body)] = answers(
+        raw.exchange(request("GET", "/healthz", ["Connection: close", *lines]))
+    )
+    assert status == 431, body
