@@ -205,19 +205,21 @@ export function createTokenDeadlines(verifier, options = {}) {
 
 /**
  * Refuse a WebSocket upgrade over the raw socket Node hands to an `upgrade` listener: the
- * same 400/401/503 answer as the HTTP middleware, then the socket is closed.
+ * same 400/401/503 answer as the HTTP middleware's `sendRefusal` (its challenge with the
+ * optional realm, `Cache-Control: no-store`), then the socket is closed.
  *
  * @param {import('node:stream').Duplex} socket
  * @param {InvalidTokenError} err
+ * @param {{ realm?: string }} [options]
  */
-export function refuseUpgrade(socket, err) {
-  const { headers, body } = refusal(err);
+export function refuseUpgrade(socket, err, { realm } = {}) {
+  const { headers, body } = refusal(err, realm);
   const text = JSON.stringify(body);
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   if (socket.writable) {
     socket.end(
       `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${lines}Content-Type: application/json\r\n` +
-        `Content-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
+        `Cache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
     );
   }
   socket.destroySoon?.();

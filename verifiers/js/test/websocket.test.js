@@ -29,7 +29,7 @@ after(async () => {
 });
 
 /** A sync server: tokens checked at the upgrade, then tracked by the deadline helper. */
-async function syncServer(verifier, options) {
+async function syncServer(verifier, options, refuseOptions) {
   const deadlines = createTokenDeadlines(verifier, options);
   const wss = new WebSocketServer({ noServer: true });
   const app = http.createServer((req, res) => res.writeHead(426).end());
@@ -38,7 +38,7 @@ async function syncServer(verifier, options) {
     try {
       claims = await authenticate(verifier, req);
     } catch (err) {
-      refuseUpgrade(socket, err);
+      refuseUpgrade(socket, err, refuseOptions);
       return;
     }
     wss.handleUpgrade(req, socket, head, (ws) => {
@@ -105,9 +105,26 @@ test('an upgrade without a valid token is refused with 401 (400 when malformed) 
     const [, response] = await once(ws, 'unexpected-response');
     assert.equal(response.statusCode, status);
     assert.equal(response.headers['www-authenticate'], challenge);
+    assert.equal(response.headers['cache-control'], 'no-store');
     let text = '';
     for await (const chunk of response) text += chunk;
     assert.equal(JSON.parse(text).reason, reason);
+    ws.terminate();
+  }
+});
+
+test('an upgrade refusal names the realm it is given, as the HTTP middleware does', { timeout: 20_000 }, async () => {
+  const { url } = await syncServer(createVerifier({ issuer: server.issuer, audience: AUDIENCE }), {}, { realm: 'sync' });
+  for (const [token, challenge] of [
+    [undefined, 'Bearer realm="sync"'],
+    ['garbage', 'Bearer realm="sync", error="invalid_token", error_description="malformed"'],
+  ]) {
+    const ws = new WebSocket(url, token ? { headers: { authorization: `Bearer ${token}` } } : {});
+    ws.on('error', () => {});
+    const [, response] = await once(ws, 'unexpected-response');
+    assert.equal(response.statusCode, 401);
+    assert.equal(response.headers['www-authenticate'], challenge);
+    response.resume();
     ws.terminate();
   }
 });

@@ -207,7 +207,7 @@ export declare function createTokenDeadlines(
   options?: DeadlineOptions,
 ): TokenDeadlines;
 
-export declare function refuseUpgrade(socket: Duplex, err: InvalidTokenError): void;
+export declare function refuseUpgrade(socket: Duplex, err: InvalidTokenError, options?: { realm?: string }): void;
 
 // -- Token Status List -----------------------------------------------------------------
 
