@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import re
 import socket
 import threading
@@ -60,6 +61,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import weakref
 import zlib
 from collections import OrderedDict
 from collections.abc import Callable
@@ -314,6 +316,19 @@ def _is_issuer(issuer: str) -> bool:
     )
 
 
+#: Every verifier of this process, for :func:`_after_fork_in_child`.
+_LIVE: weakref.WeakSet[TokenVerifier] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for verifier in list(_LIVE):
+        verifier._after_fork()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class TokenVerifier:
     """Verifies authserver access tokens offline against its published keys.
 
@@ -421,6 +436,26 @@ class TokenVerifier:
         #: How many HTTP fetches of status lists were attempted (for tests and metrics).
         self.status_fetch_count = 0
         self._generation = 0  # bumped by refresh(); guarded by _lock
+        _LIVE.add(self)  # for _after_fork_in_child
+
+    def _after_fork(self) -> None:
+        """In a child process: only the thread that forked is there. A lock another
+        thread held at the fork (a fetch under way, as in a pre-forking server's master
+        warming its cache in a thread) would stay held for good, and every use needing a
+        fetch would hang; a background refresh marked as running would never end, so
+        none would start again. New locks, no refresh running, and a fetch that was under
+        way counts as never attempted (its answer reaches the parent only)."""
+        if self._fetch_lock.locked():
+            self._last_attempt = float("-inf")
+        for uri, lock in self._list_locks.items():
+            if lock.locked():
+                self._list_attempts.pop(uri, None)
+        self._lock = threading.Lock()
+        self._fetch_lock = threading.Lock()
+        self._list_locks = {}
+        self._refreshing_keys = False
+        for cached in self._lists.values():
+            cached.refreshing = False
 
     # -- public API -------------------------------------------------------------------------
 

@@ -14,12 +14,15 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
+import warnings
 import zlib
 from collections.abc import Callable
 from collections.abc import Iterator
@@ -1875,3 +1878,44 @@ def test_an_unsecured_jws_is_refused_for_its_alg(server: AuthServerDouble) -> No
     claims = base64.urlsafe_b64encode(json.dumps(claims_for(server.issuer)).encode()).rstrip(b"=")
     token = f"{header.decode()}.{claims.decode()}."
     assert reason_of(verifier_for(server), token) == "unsupported_alg"
+
+
+# -- fork ----------------------------------------------------------------------------------------
+
+
+def test_a_child_forked_during_a_fetch_fetches_for_itself(
+    server: AuthServerDouble, issuer: Issuer
+) -> None:
+    """gunicorn --preload: the master's fetch held the fetch lock when the worker was
+    forked; in the worker nothing ever released it, and verify() waited for good."""
+    server.hang = 1.0
+    verifier = verifier_for(server, timeout=3.0)
+    warming = threading.Thread(target=verifier.refresh, daemon=True)
+    warming.start()
+    deadline = time.monotonic() + 5
+    while server.jwks_fetches == 0:  # the fetch is under way
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    token = issuer.token()
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: answer through the pipe, whatever happens
+        code = 1
+        try:
+            signal.alarm(8)  # a hung child dies rather than hangs the test
+            os.write(write, json.dumps(outcome(verifier, token)).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        with os.fdopen(read) as pipe:
+            answer = pipe.read()
+        _, status = os.waitpid(pid, 0)
+    finally:
+        server.hang = 0.0
+    warming.join()
+    assert (answer, os.waitstatus_to_exitcode(status)) == ('"accepted"', 0)
+    assert server.jwks_fetches == 2  # the parent's and the child's own

@@ -1,0 +1,190 @@
+"""authserver_verifier inside the servers sync servers are deployed with, against a real
+``authserver serve``: gunicorn with ``--preload`` (the verifier built in the master, then
+forked) and threads. The keys are fetched through a loopback proxy that answers 2 s late: an issuer
+that is slow right when it matters (the fork, the first request).
+
+One authserver per module; each test starts its own app server (a second or two).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.helpers import ServerProcess
+from tests.helpers import cli_json_here
+from tests.helpers import free_port
+from tests.jwks_servers import KeyServer
+
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+
+AUDIENCE = "https://sync.example.com"
+#: How late the proxy answers: longer than forking the workers takes, shorter than the
+#: verifier's timeout (5 s).
+DELAY = 2.0
+
+
+class Deployment:
+    def __init__(self, server: ServerProcess, client: dict[str, Any]) -> None:
+        self.server = server
+        self.client = client
+
+    def token(self, sub: str) -> str:
+        response = requests.post(
+            self.server.base_url + "/token",
+            data={"grant_type": "client_credentials", "sub": sub},
+            auth=(self.client["client_id"], self.client["client_secret"]),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    def revoke(self, token: str) -> None:
+        response = requests.post(
+            self.server.base_url + "/revoke",
+            data={"token": token},
+            auth=(self.client["client_id"], self.client["client_secret"]),
+            timeout=10,
+        )
+        assert response.status_code == 200, response.text
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    tmp = tmp_path_factory.mktemp("verifier-deployments")
+    env = {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}",
+        "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
+        "AUTHSERVER_STATUS_LIST_TTL": "1",
+    }
+    with ServerProcess(env) as server:
+        env["AUTHSERVER_ISSUER"] = server.base_url
+        client = cli_json_here(env, "clients", "create", "--name", "sync", "--audience", AUDIENCE)
+        yield Deployment(server, client)
+
+
+@contextmanager
+def slow_proxy(target: str) -> Iterator[KeyServer]:
+    """Forwards GETs to *target* after :data:`DELAY` seconds (``requests`` lists them)."""
+
+    def behave(handler: BaseHTTPRequestHandler) -> None:
+        time.sleep(DELAY)
+        with urllib.request.urlopen(target + handler.path, timeout=10) as response:
+            body = response.read()
+            handler.send_response(response.status)
+            for name in ("Content-Type", "Cache-Control", "ETag"):
+                if response.headers.get(name):
+                    handler.send_header(name, response.headers[name])
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        handler.wfile.write(body)
+
+    with KeyServer(behave) as proxy:
+        yield proxy
+
+
+@contextmanager
+def app_server(
+    command: list[str], cwd: Path, port: int, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start an app server (its own process group) with *env* added to the environment,
+    wait until *port* accepts, and stop it (by its group) afterwards."""
+    log = open(cwd / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, (cwd / "server.log").read_text()
+            assert time.monotonic() < deadline, "the app server did not start"
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        log.close()
+
+
+GUNICORN_APP = textwrap.dedent(
+    """
+    import sys, threading
+    from authserver_verifier import TokenVerifier, require_token
+
+    verifier = TokenVerifier(sys.argv[-3], sys.argv[-2], jwks_uri=sys.argv[-1])
+    # Warm the key cache without delaying start-up: gunicorn forks the workers while
+    # this fetch is still under way (the issuer answers 2 s late).
+    threading.Thread(target=verifier.refresh, daemon=True).start()
+
+    def hello(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["authserver.claims"]["sub"].encode()]
+
+    app = require_token(verifier)(hello)
+    """
+)
+
+
+def test_gunicorn_preload_workers_forked_mid_fetch_fetch_their_own_keys(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """A lock held by the master's fetch at the fork stayed held in every worker: each
+    request that needed the keys waited for it forever (gthread workers keep their
+    heartbeat, so gunicorn never restarted them). Each worker now fetches the keys
+    itself, once for all its threads."""
+    base = deployment.server.base_url
+    (tmp_path / "sync_app.py").write_text(GUNICORN_APP)
+    port = free_port()
+    with slow_proxy(base) as proxy:
+        command = [
+            sys.executable, "-m", "gunicorn", "--preload", "--workers", "2", "--threads", "4",
+            "--bind", f"127.0.0.1:{port}", "sync_app:app",
+            # gunicorn reads its own options only; the app reads these from sys.argv.
+            base, AUDIENCE, proxy.url("/.well-known/jwks.json"),
+        ]  # fmt: skip
+        with app_server(command, tmp_path, port):
+            token = deployment.token("user-forked")
+            answers: list[Any] = []
+
+            def call() -> None:
+                try:
+                    response = requests.get(
+                        f"http://127.0.0.1:{port}/",
+                        headers={"Authorization": f"Bearer {token}"},
+                        timeout=DELAY * 4,
+                    )
+                    answers.append((response.status_code, response.text))
+                except requests.RequestException as exc:
+                    answers.append(type(exc).__name__)
+
+            callers = [threading.Thread(target=call) for _ in range(8)]
+            for caller in callers:
+                caller.start()
+            for caller in callers:
+                caller.join()
+        assert answers == [(200, "user-forked")] * 8
+        # The master's fetch, then at most one per worker (single flight across threads).
+        assert 2 <= len(proxy.requests) <= 3, proxy.requests
