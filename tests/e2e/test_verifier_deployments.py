@@ -1,6 +1,7 @@
 """authserver_verifier inside the servers sync servers are deployed with, against a real
 ``authserver serve``: gunicorn with ``--preload`` (the verifier built in the master, then
-forked) and threads. The keys are fetched through a loopback proxy that answers 2 s late: an issuer
+forked) and threads, and uvicorn running a Starlette app with an HTTP and a WebSocket
+endpoint. The keys are fetched through a loopback proxy that answers 2 s late: an issuer
 that is slow right when it matters (the fork, the first request).
 
 One authserver per module; each test starts its own app server (a second or two).
@@ -188,3 +189,116 @@ def test_gunicorn_preload_workers_forked_mid_fetch_fetch_their_own_keys(
         assert answers == [(200, "user-forked")] * 8
         # The master's fetch, then at most one per worker (single flight across threads).
         assert 2 <= len(proxy.requests) <= 3, proxy.requests
+
+
+ASGI_APP = textwrap.dedent(
+    """
+    import os
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse, PlainTextResponse
+    from starlette.routing import Route, WebSocketRoute
+    from authserver_verifier import InvalidToken, TokenVerifier, bearer_token
+
+    verifier = TokenVerifier(
+        os.environ["SYNC_ISSUER"], os.environ["SYNC_AUDIENCE"], jwks_uri=os.environ["SYNC_JWKS"]
+    )
+
+    async def sync(request):
+        try:
+            token = bearer_token(request.headers.get("authorization"))
+            claims = await verifier.averify(token)
+        except InvalidToken as exc:
+            return JSONResponse({"reason": exc.reason}, status_code=401)
+        return JSONResponse({"sub": claims["sub"]})
+
+    async def ping(request):
+        return PlainTextResponse("pong")
+
+    async def socket(websocket):
+        await websocket.accept()
+        try:
+            claims = await verifier.averify(websocket.query_params.get("token", ""))
+        except InvalidToken as exc:
+            await websocket.close(code=4001, reason=exc.reason)
+            return
+        await websocket.send_text(claims["sub"])
+        await websocket.close()
+
+    app = Starlette(
+        routes=[Route("/sync", sync), Route("/ping", ping), WebSocketRoute("/ws", socket)]
+    )
+    """
+)
+
+
+def test_uvicorn_averify_never_holds_the_event_loop_for_a_fetch(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """``verify()`` on the event loop held every request of the process, /ping included,
+    for as long as the issuer took to answer (the timeout, 5 s, when it does not):
+    ``averify()`` fetches on a worker thread. WebSocket handshakes verify the same way, and
+    a revoked token is refused once its status list's 1 s ttl has passed."""
+    import websockets.sync.client
+
+    base = deployment.server.base_url
+    (tmp_path / "sync_app.py").write_text(ASGI_APP)
+    port = free_port()
+    with slow_proxy(base) as proxy:
+        env = {
+            "SYNC_ISSUER": base,
+            "SYNC_AUDIENCE": AUDIENCE,
+            "SYNC_JWKS": proxy.url("/.well-known/jwks.json"),
+        }
+        command = [
+            sys.executable, "-m", "uvicorn", "sync_app:app", "--port", str(port),
+            "--log-level", "warning",
+        ]  # fmt: skip
+        with app_server(command, tmp_path, port, env):
+            app = f"http://127.0.0.1:{port}"
+            token = deployment.token("user-async")
+            answers: list[Any] = []
+
+            def first() -> None:
+                response = requests.get(
+                    app + "/sync", headers={"Authorization": f"Bearer {token}"}, timeout=10
+                )
+                answers.append((response.status_code, response.json()))
+
+            caller = threading.Thread(target=first)
+            caller.start()
+            time.sleep(0.3)  # the keys are being fetched (2 s)
+            started = time.monotonic()
+            assert requests.get(app + "/ping", timeout=10).text == "pong"
+            assert time.monotonic() - started < 1.0  # blocked: DELAY less 0.3 s
+            caller.join()
+            assert answers == [(200, {"sub": "user-async"})]
+
+            # Cached now: answered on the loop; the WebSocket handshake alike.
+            with websockets.sync.client.connect(f"ws://127.0.0.1:{port}/ws?token={token}") as ws:
+                assert ws.recv(timeout=10) == "user-async"
+            assert closing(f"ws://127.0.0.1:{port}/ws?token=x.y.z") == (4001, "malformed")
+
+            # A revocation reaches a WebSocket handshake within the list's ttl (1 s).
+            deployment.revoke(token)
+            deadline = time.monotonic() + 10
+            reason = None
+            while reason != "revoked":
+                assert time.monotonic() < deadline, f"still {reason!r}"
+                time.sleep(0.3)
+                _, reason = closing(f"ws://127.0.0.1:{port}/ws?token={token}")
+            # One fetch of the keys through the proxy: the others were answered on the loop.
+            assert proxy.requests.count("/.well-known/jwks.json") == 1, proxy.requests
+
+
+def closing(url: str) -> tuple[int | None, str | None]:
+    """The close code and reason a WebSocket connection to *url* ends with, with no message
+    before it (``(None, None)`` when the server sends one: the token was accepted)."""
+    import websockets.exceptions
+    import websockets.sync.client
+
+    with websockets.sync.client.connect(url) as ws:
+        try:
+            ws.recv(timeout=10)
+        except websockets.exceptions.ConnectionClosed as exc:
+            return (exc.rcvd.code, exc.rcvd.reason) if exc.rcvd else (None, None)
+    return None, None

@@ -67,6 +67,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 from typing import Final
@@ -206,6 +207,37 @@ def _shut(sock: socket.socket) -> None:
 
 #: The deadline of the fetch this thread is making, for the connections it opens.
 _fetching = threading.local()
+
+
+#: Set on the event loop's thread while :meth:`TokenVerifier.averify` answers there: any
+#: step that would wait (for an HTTP fetch, or for another thread's) raises
+#: :class:`_WouldWait` instead, and the verification is done again on a worker thread.
+_in_loop = threading.local()
+
+
+class _WouldWait(BaseException):
+    """Only raised while :data:`_in_loop` is set; a BaseException, so that no ``except
+    Exception`` on the way turns it into a refusal."""
+
+
+def _must_not_wait() -> None:
+    if getattr(_in_loop, "active", False):
+        raise _WouldWait
+
+
+@contextlib.contextmanager
+def _holding(lock: threading.Lock) -> Iterator[None]:
+    """``with lock``, except on an event loop's thread, where a lock held by a fetch under
+    way is not waited for (:class:`_WouldWait`)."""
+    if getattr(_in_loop, "active", False):
+        if not lock.acquire(blocking=False):
+            raise _WouldWait
+    else:
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _watch(sock: socket.socket | None) -> None:
@@ -469,10 +501,31 @@ class TokenVerifier:
             return self._verify(token)
         except InvalidToken:
             raise
+        except _WouldWait:
+            raise  # averify's, never seen by a caller of verify()
         except RuleViolation as exc:
             raise InvalidToken(exc.reason, exc.detail) from None
         except Exception as exc:  # the promise above; the cause is named
             raise InvalidToken("malformed", f"unexpected {type(exc).__name__}") from None
+
+    async def averify(self, token: str | bytes) -> dict[str, Any]:
+        """:meth:`verify` for an asyncio server (Starlette, FastAPI, aiohttp, a WebSocket
+        handshake): the same claims or the same :class:`InvalidToken`, without blocking
+        the event loop. With the keys and the token's status list cached (nearly every
+        call) it answers on the loop's thread at once; when one must be fetched first, or
+        another thread is fetching it, the verification runs in a worker thread
+        (:func:`asyncio.to_thread`), so a slow or unreachable authserver holds back the
+        requests that need it (up to ``timeout``), never the whole loop."""
+        _in_loop.active = True
+        try:
+            return self.verify(token)
+        except _WouldWait:
+            pass
+        finally:
+            _in_loop.active = False
+        import asyncio  # here: a WSGI server importing this package need not load asyncio
+
+        return await asyncio.to_thread(self.verify, token)
 
     def _verify(self, token: str | bytes) -> dict[str, Any]:
         header = rules.parse_header(token, max_bytes=self.max_token_bytes)
@@ -590,12 +643,13 @@ class TokenVerifier:
 
     def _refetch(self, *, force: bool) -> None:
         started = self._monotonic()
-        with self._fetch_lock:
+        with _holding(self._fetch_lock):
             now = self._monotonic()
             if self._last_attempt > started and not force:
                 return  # another thread fetched while we waited: use its result
             if now - self._last_attempt < self.min_refetch_interval and not force:
                 return
+            _must_not_wait()  # averify on the loop: fetch on a worker thread instead
             self._last_attempt = now
             self.fetch_count += 1
             error: str | None = None
@@ -868,7 +922,7 @@ class TokenVerifier:
         with self._lock:
             lock = self._list_locks.setdefault(uri, threading.Lock())
         started = self._monotonic()
-        with lock:
+        with _holding(lock):
             now = self._monotonic()
             with self._lock:
                 cached = self._lists.get(uri)
@@ -879,6 +933,7 @@ class TokenVerifier:
             if now - failed < self.min_refetch_interval:
                 # A failing list is not hammered: one attempt per interval after a failure.
                 raise InvalidToken("status_unavailable", f"{uri}: failed moments ago")
+            _must_not_wait()  # averify on the loop: fetch on a worker thread instead
             with self._lock:
                 self._list_attempts[uri] = now
                 self.status_fetch_count += 1

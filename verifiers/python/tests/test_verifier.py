@@ -8,11 +8,13 @@ package imports neither Flask nor SQLAlchemy nor any authserver server module.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import os
 import signal
@@ -1880,7 +1882,89 @@ def test_an_unsecured_jws_is_refused_for_its_alg(server: AuthServerDouble) -> No
     assert reason_of(verifier_for(server), token) == "unsupported_alg"
 
 
-# -- fork ----------------------------------------------------------------------------------------
+# -- asyncio and fork ---------------------------------------------------------------------------
+
+
+def test_averify_answers_as_verify_does(
+    server: AuthServerDouble, issuer: Issuer, keys: list[RSAKey], clock: Clock
+) -> None:
+    """The same claims, or the same reason, for the same tokens: the first (the keys and
+    the list to fetch) answered from a worker thread, the others on the loop."""
+    verifier, token = verified_with_a_list(server, issuer, clock)
+    fresh = status_verifier(server, clock)
+    hostile = [
+        token,
+        issuer.token(),
+        issuer.token(issuer.claims(aud="https://other.example.com")),
+        issuer.token(key=keys[1], kid=keys[0].kid),
+        issuer.token(kid="forged"),
+        "x.y.z",
+        "",
+        b"\xff",
+        None,
+        42,
+    ]
+
+    async def both(v: TokenVerifier) -> list[Any]:
+        answers = []
+        for t in hostile:
+            try:
+                answers.append(await v.averify(t))  # type: ignore[arg-type]
+            except InvalidToken as exc:
+                answers.append(exc.reason)
+        return answers
+
+    def sync_answers(v: TokenVerifier) -> list[Any]:
+        answers: list[Any] = []
+        for t in hostile:
+            try:
+                answers.append(v.verify(t))  # type: ignore[arg-type]
+            except InvalidToken as exc:
+                answers.append(exc.reason)
+        return answers
+
+    expected = sync_answers(verifier)
+    assert expected[0]["sub"] == "user-42"
+    assert expected[3:] == [
+        "bad_signature", "unknown_kid", "malformed", "missing_token", "malformed",
+        "missing_token", "malformed",
+    ]  # fmt: skip
+    assert asyncio.run(both(fresh)) == expected
+
+
+def test_averify_leaves_the_event_loop_free_while_the_issuer_hangs(
+    server: AuthServerDouble, issuer: Issuer
+) -> None:
+    """verify() on the loop held it for the whole timeout; averify() waits in a worker
+    thread, and once the keys are cached answers on the loop (no thread)."""
+    server.hang = 1.0
+    verifier = verifier_for(server, timeout=3.0)
+    token = issuer.token()
+
+    async def scenario() -> tuple[list[float], Any]:
+        ticks: list[float] = []
+
+        async def ticker() -> None:
+            while True:
+                ticks.append(time.monotonic())
+                await asyncio.sleep(0.05)
+
+        ticking = asyncio.create_task(ticker())
+        claims = await verifier.averify(token)
+        cached = await verifier.averify(token)
+        assert cached == claims
+        ticking.cancel()
+        return ticks, claims
+
+    try:
+        ticks, claims = asyncio.run(scenario())
+    finally:
+        server.hang = 0.0
+    assert claims["sub"] == "user-42"
+    gaps = [b - a for a, b in itertools.pairwise(ticks)]
+    assert len(ticks) >= 10
+    assert max(gaps) < 0.5, gaps
+    assert server.jwks_fetches == 1
 
 
 def test_a_child_forked_during_a_fetch_fetches_for_itself(
