@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import ipaddress
 import json
 import os
 import re
@@ -142,6 +143,8 @@ def _cause(exc: BaseException) -> str:
     reason: Any = getattr(exc, "reason", exc)  # URLError wraps the socket error
     if not isinstance(reason, BaseException):
         reason = exc  # a UnicodeError's reason is a string ("ordinal not in range")
+    if isinstance(reason, _ResolveTimeout):
+        return "unknown host (the name server did not answer in time)"
     if isinstance(reason, TimeoutError) or "timed out" in str(reason):
         return "timed out"
     if isinstance(reason, ConnectionRefusedError):
@@ -168,6 +171,7 @@ class _Deadline:
     fetch's sockets are shut down, so whatever read is waiting ends with an error."""
 
     def __init__(self, seconds: float) -> None:
+        self.ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._expired = False
@@ -247,10 +251,77 @@ def _watch(sock: socket.socket | None) -> None:
         deadline.watch(sock)
 
 
+class _ResolveTimeout(TimeoutError):
+    """The name server did not answer within the fetch's time."""
+
+
+def _left(timeout: float | None) -> float | None:
+    """What is left of the current fetch's time (its :class:`_Deadline`), or *timeout*."""
+    deadline: _Deadline | None = getattr(_fetching, "deadline", None)
+    if deadline is None:
+        return timeout
+    return max(0.0, deadline.ends - time.monotonic())
+
+
+def _resolve(host: str, port: int) -> list[Any]:
+    """``getaddrinfo`` within the fetch's time. The resolver takes no timeout (a silent
+    name server holds it for its own timeout times its attempts: 10 s with the defaults
+    of resolv.conf), so it runs on a daemon thread that is waited for only that long."""
+    found: list[Any] = []
+    failed: list[OSError] = []
+
+    def run() -> None:
+        try:
+            found.extend(socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM))
+        except OSError as exc:
+            failed.append(exc)
+
+    resolver = threading.Thread(target=run, name="authserver-verifier-resolve", daemon=True)
+    resolver.start()
+    resolver.join(_left(None))
+    if resolver.is_alive():
+        raise _ResolveTimeout(f"resolving {host} timed out")
+    if failed:
+        raise failed[0]
+    return found
+
+
+def _create_connection(
+    address: tuple[str, int], timeout: float | None = None, source: Any = None
+) -> socket.socket:
+    """``socket.create_connection`` whose name resolution and connection attempts all
+    end within the current fetch's time (it bounded each attempt, not their sum)."""
+    host, port = address
+    if not isinstance(timeout, int | float):
+        timeout = None  # socket's "global default" marker: no fetch passes it
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        infos = _resolve(host, port)
+    else:  # a literal address: nothing to resolve
+        return socket.create_connection(address, _left(timeout), source)
+    error: OSError = OSError(f"no address for {host}")
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_left(timeout))
+            if source:
+                sock.bind(source)
+            sock.connect(sockaddr)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        sock.settimeout(timeout)
+        return sock
+    raise error
+
+
 class _WatchedConnection(http.client.HTTPConnection):
     """A connection whose socket the current fetch's :class:`_Deadline` can shut down."""
 
     def connect(self) -> None:
+        self._create_connection = _create_connection
         super().connect()
         _watch(self.sock)
 
@@ -770,7 +841,9 @@ class TokenVerifier:
             # (which then reads as a closed connection: said as the timeout it was). A
             # socket's own timeout (the same seconds, per read) may fire first: said alike.
             cause = _cause(exc)
-            if deadline.expired or cause == "timed out":
+            if cause.startswith("unknown host"):
+                pass  # the name, not the server, is what failed
+            elif deadline.expired or cause == "timed out":
                 cause = f"timed out after {self.timeout:g} s"
             raise InvalidToken(failure, f"{url}: {cause}") from exc
         finally:

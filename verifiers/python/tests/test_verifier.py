@@ -17,6 +17,7 @@ import hmac
 import itertools
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -1816,6 +1817,54 @@ def dripping_server(head_first: bool) -> Iterator[str]:
         stop.set()
         thread.join(5)
         listener.close()
+
+
+def test_keys_are_fetched_from_a_host_name(server: AuthServerDouble, issuer: Issuer) -> None:
+    """A name is resolved (on a thread of its own, within the timeout) and each of its
+    addresses tried in turn: "localhost" may name ::1 first, where the double does not
+    listen."""
+    port = server.issuer.rsplit(":", 1)[1]
+    verifier = verifier_for(server, jwks_uri=f"http://localhost:{port}/.well-known/jwks.json")
+    assert verifier.verify(issuer.token())["sub"] == "user-42"
+
+
+#: Run in a network and mount namespace of its own, where the only name server is a
+#: socket on 127.0.0.1:53 that reads the queries and never answers.
+SILENT_NAME_SERVER = """
+import json, socket, sys, threading, time
+sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sink.bind(("127.0.0.1", 53))
+threading.Thread(target=lambda: [sink.recv(2048) for _ in iter(int, 1)], daemon=True).start()
+from authserver_verifier import InvalidToken, TokenVerifier
+verifier = TokenVerifier("https://auth.example.com", "https://sync.example.com", timeout=1)
+started = time.monotonic()
+try:
+    verifier.verify(sys.argv[1])
+except InvalidToken as exc:
+    print(json.dumps([exc.reason, exc.detail, time.monotonic() - started]))
+"""
+
+
+def test_a_silent_name_server_is_cut_at_the_timeout(tmp_path: Path, issuer: Issuer) -> None:
+    """The resolver takes no timeout: with a name server that does not answer, verify()
+    with timeout=1 waited 10 s (resolv.conf's 5 s times 2 attempts) and then said "timed
+    out after 1 s". Resolution is now within the fetch's time and said as what it is."""
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if not unshare or not ip or subprocess.run([unshare, "-n", "-m", "true"]).returncode:
+        pytest.skip("needs unshare and ip, and the right to make namespaces (root)")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:5 attempts:2\n")
+    setup = f"{ip} link set lo up && mount --bind {resolv} /etc/resolv.conf"
+    ran = subprocess.run(
+        [unshare, "-n", "-m", "sh", "-c", f'{setup} && exec "$0" -c "$1" "$2"',
+         sys.executable, SILENT_NAME_SERVER, issuer.token()],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    reason, detail, waited = json.loads(ran.stdout)
+    assert reason == "jwks_unavailable"
+    assert "unknown host (the name server did not answer in time)" in detail, detail
+    assert waited < 2.5, waited
 
 
 @pytest.mark.parametrize("head_first", [True, False], ids=["slow body", "slow head"])
