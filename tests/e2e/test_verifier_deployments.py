@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -31,6 +32,8 @@ from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import free_port
 from tests.jwks_servers import KeyServer
+from tests.jwks_servers import self_signed_cert
+from tests.jwks_servers import server_tls
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
@@ -80,11 +83,14 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
 
 
 @contextmanager
-def slow_proxy(target: str) -> Iterator[KeyServer]:
-    """Forwards GETs to *target* after :data:`DELAY` seconds (``requests`` lists them)."""
+def slow_proxy(
+    target: str, *, delay: float = DELAY, tls: ssl.SSLContext | None = None
+) -> Iterator[KeyServer]:
+    """Forwards GETs to *target* after *delay* seconds (``requests`` lists them), over
+    TLS with *tls*."""
 
     def behave(handler: BaseHTTPRequestHandler) -> None:
-        time.sleep(DELAY)
+        time.sleep(delay)
         with urllib.request.urlopen(target + handler.path, timeout=10) as response:
             body = response.read()
             handler.send_response(response.status)
@@ -95,7 +101,7 @@ def slow_proxy(target: str) -> Iterator[KeyServer]:
         handler.end_headers()
         handler.wfile.write(body)
 
-    with KeyServer(behave) as proxy:
+    with KeyServer(behave, tls=tls) as proxy:
         yield proxy
 
 
@@ -288,6 +294,31 @@ def test_uvicorn_averify_never_holds_the_event_loop_for_a_fetch(
                 _, reason = closing(f"ws://127.0.0.1:{port}/ws?token={token}")
             # One fetch of the keys through the proxy: the others were answered on the loop.
             assert proxy.requests.count("/.well-known/jwks.json") == 1, proxy.requests
+
+
+def test_a_certificate_the_sync_server_does_not_trust_is_named_and_ssl_cert_file_trusts_it(
+    deployment: Deployment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keys served over https with a self-signed certificate: jwks_unavailable (503 in
+    require_token), the detail naming the TLS failure, no other exception; with that
+    certificate in SSL_CERT_FILE (as docs/sync-servers.md says for a private CA) the same
+    verifier accepts the token."""
+    from authserver_verifier import InvalidToken
+    from authserver_verifier import TokenVerifier
+
+    cert, key = self_signed_cert(tmp_path)
+    token = deployment.token("user-tls")
+    base = deployment.server.base_url
+    with slow_proxy(base, delay=0, tls=server_tls(cert, key)) as proxy:
+        verifier = TokenVerifier(
+            base, AUDIENCE, jwks_uri=proxy.url("/.well-known/jwks.json"), min_refetch_interval=0
+        )
+        with pytest.raises(InvalidToken) as refused:
+            verifier.verify(token)
+        assert refused.value.reason == "jwks_unavailable"
+        assert "CERTIFICATE_VERIFY_FAILED" in str(refused.value.detail), refused.value.detail
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert verifier.verify(token)["sub"] == "user-tls"
 
 
 def closing(url: str) -> tuple[int | None, str | None]:
