@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import base64
 import json
+import random
+import threading
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -241,3 +245,125 @@ def test_default_verifier_across_three_rotations_a_retire_and_a_revocation(
         assert time.monotonic() - revoked_at <= STATUS_TTL + 1.0
         check(bystander, "bystander")
         assert rejected == []
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_sixteen_threads_across_a_rotation_a_retire_and_a_revocation(
+    db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """One verifier, 16 threads for 8 s: valid tokens from a key that rotates every 4 s,
+    tokens naming made-up kids (a stranger's), garbage, and one token revoked at 2 s; at 4 s
+    the current key is retired. Nothing but InvalidToken is raised, no valid token of a
+    key still published is refused, the revocation and the retire are seen within a ttl
+    and a max-age, and the server's access log shows the fetches single-flight: about
+    one JWKS per refetch interval and one list per ttl, not one per thread or per kid."""
+    env = env_for(db_url, **TIMINGS, AUTHSERVER_STATUS_LIST_TTL="1s")
+    env.pop("AUTHSERVER_ISSUER")
+    log_path = tmp_path / "serve.log"
+    with ServerProcess(env, workers=2, log_path=log_path) as server:
+        client = cli_json_here(env, "clients", "create", "--name", "sync", "--audience", AUDIENCE)
+        creds = (client["client_id"], client["client_secret"])
+
+        def token(sub: str) -> str:
+            response = requests.post(
+                server.base_url + "/token",
+                data={"grant_type": "client_credentials", "sub": sub},
+                auth=creds,
+                timeout=10,
+            )
+            assert response.status_code == 200, response.text
+            return str(response.json()["access_token"])
+
+        def forged_kid(real: str) -> str:
+            header, payload, signature = real.split(".")
+            claims = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+            claims["kid"] = uuid.uuid4().hex
+            encoded = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=")
+            return f"{encoded.decode()}.{payload}.{signature}"
+
+        verifier = TokenVerifier(server.base_url, AUDIENCE, min_refetch_interval=0.5)
+        pool = [token(f"user-{n}") for n in range(4)]
+        victim = token("user-victim")
+        verifier.verify(victim)
+        lines_before = len(log_path.read_text().splitlines())
+        fetches_before = verifier.fetch_count
+        started = time.monotonic()
+        stop = started + 8
+        events: dict[str, float] = {}
+        retired: list[str] = []
+        problems: list[str] = []
+        pool_lock = threading.Lock()
+
+        def work(seed: int) -> None:
+            rnd = random.Random(seed)
+            while time.monotonic() < stop:
+                roll = rnd.random()
+                with pool_lock:
+                    real = rnd.choice(pool)
+                t = real if roll < 0.5 else forged_kid(real) if roll < 0.7 else victim
+                if roll > 0.95:
+                    t = uuid.uuid4().hex
+                try:
+                    verifier.verify(t)
+                    outcome = "ok"
+                except InvalidToken as exc:
+                    outcome = exc.reason
+                except BaseException as exc:  # the promise: nothing else, ever
+                    problems.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                now = time.monotonic()
+                if t is victim:
+                    if outcome == "revoked":
+                        events.setdefault("revoked_seen", now)
+                    elif "revoked" in events and outcome != "ok":
+                        problems.append(f"victim: {outcome}")
+                elif t is real:
+                    was_retired = retired and kid_of(t) == retired[0]
+                    if was_retired and outcome == "ok" and now - events["retired"] > 2.0:
+                        problems.append("a retired key's token accepted 2 s after the retire")
+                    elif not was_retired and outcome != "ok":
+                        problems.append(f"a valid token refused: {outcome}")
+                elif outcome not in ("unknown_kid", "malformed"):
+                    problems.append(f"a made-up token: {outcome}")
+
+        def mint_and_act() -> None:
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                fresh = token(f"user-more-{n}")
+                with pool_lock:
+                    pool.append(fresh)
+                    del pool[:-12]
+                elapsed = time.monotonic() - started
+                if elapsed > 2 and "revoked" not in events:
+                    requests.post(
+                        server.base_url + "/revoke", data={"token": victim}, auth=creds, timeout=10
+                    ).raise_for_status()
+                    events["revoked"] = time.monotonic()
+                if elapsed > 4 and not retired:
+                    kid = kid_of(fresh)
+                    done = run_cli(env, "keys", "retire", "--", kid)
+                    assert done.returncode == 0, done.stderr
+                    events["retired"] = time.monotonic()
+                    with pool_lock:
+                        retired.append(kid)
+                time.sleep(0.2)
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(16)]
+        threads.append(threading.Thread(target=mint_and_act))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        assert not any(thread.is_alive() for thread in threads)
+        elapsed = time.monotonic() - started
+        assert problems == [], problems[:10]
+        assert retired
+        assert events["revoked_seen"] - events["revoked"] < 2.0  # the list's ttl is 1 s
+        log = log_path.read_text().splitlines()[lines_before:]
+        jwks_fetches = sum("GET /.well-known/jwks.json " in line for line in log)
+        list_fetches = sum("GET /statuslists/" in line for line in log)
+        assert 0 < jwks_fetches <= elapsed / 0.5 + 3, jwks_fetches
+        assert 0 < list_fetches <= elapsed / 0.8 + 3, list_fetches
+        # What the verifier counted (a background refresh may still be under way).
+        assert abs(verifier.fetch_count - fetches_before - jwks_fetches) <= 1
