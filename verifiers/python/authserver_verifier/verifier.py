@@ -7,6 +7,7 @@ SQLAlchemy (``pip install authserver-verifier``)::
 
     verifier = TokenVerifier("https://auth.example.com", "https://sync.example.com")
     claims = verifier.verify(token)          # a dict, or raises InvalidToken(.reason)
+    claims = await verifier.averify(token)   # the same, in an asyncio server
     app = require_token(verifier)(app)       # WSGI: 401 unless a valid Bearer token
 
 What :meth:`TokenVerifier.verify` does, in order (docs/sync-servers.md has the rationale):
@@ -51,6 +52,7 @@ single-flight (one thread fetches, the others wait for it or keep using fresh ke
 from __future__ import annotations
 
 import contextlib
+import functools
 import http.client
 import ipaddress
 import json
@@ -214,14 +216,38 @@ _fetching = threading.local()
 
 
 #: Set on the event loop's thread while :meth:`TokenVerifier.averify` answers there: any
-#: step that would wait (for an HTTP fetch, or for another thread's) raises
-#: :class:`_WouldWait` instead, and the verification is done again on a worker thread.
+#: step that would wait raises :class:`_WouldWait` instead. For an HTTP fetch the
+#: verification is done again on a worker thread; for another thread's fetch, the loop
+#: is told when it ends (:meth:`_FetchLock.when_released`) and the verification is tried
+#: again on the loop.
 _in_loop = threading.local()
+
+
+def _wake(loop: Any, future: Any) -> None:
+    """From the thread that ends a fetch: resolve *future* on its event *loop*."""
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(_settle, future)
+
+
+def _retrieved(task: Any) -> None:
+    """Its InvalidToken is its caller's, who may have gone: not "never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _settle(future: Any) -> None:
+    if not future.done():  # not cancelled meanwhile (the request went away)
+        future.set_result(None)
 
 
 class _WouldWait(BaseException):
     """Only raised while :data:`_in_loop` is set; a BaseException, so that no ``except
-    Exception`` on the way turns it into a refusal."""
+    Exception`` on the way turns it into a refusal. :attr:`busy`: the lock of the fetch
+    under way that would have been waited for (None: a fetch would have been made)."""
+
+    def __init__(self, busy: _FetchLock | None = None) -> None:
+        super().__init__()
+        self.busy = busy
 
 
 def _must_not_wait() -> None:
@@ -229,19 +255,44 @@ def _must_not_wait() -> None:
         raise _WouldWait
 
 
-@contextlib.contextmanager
-def _holding(lock: threading.Lock) -> Iterator[None]:
-    """``with lock``, except on an event loop's thread, where a lock held by a fetch under
-    way is not waited for (:class:`_WouldWait`)."""
-    if getattr(_in_loop, "active", False):
-        if not lock.acquire(blocking=False):
-            raise _WouldWait
-    else:
-        lock.acquire()
-    try:
-        yield
-    finally:
-        lock.release()
+class _FetchLock:
+    """The lock one kind of fetch is made under (single flight), which an event loop can
+    wait for without holding a thread: :meth:`when_released`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._guard = threading.Lock()  # over _waiters and the release
+        self._waiters: list[Callable[[], None]] = []
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock; on an event loop's thread, :class:`_WouldWait` rather than
+        waiting for another thread's fetch."""
+        if getattr(_in_loop, "active", False):
+            if not self._lock.acquire(blocking=False):
+                raise _WouldWait(self)
+        else:
+            self._lock.acquire()
+        try:
+            yield
+        finally:
+            with self._guard:
+                waiters, self._waiters = self._waiters, []
+                self._lock.release()
+            for wake in waiters:
+                wake()
+
+    def when_released(self, wake: Callable[[], None]) -> bool:
+        """Call *wake* (from the releasing thread) once the lock is released; False, and
+        no call, when it is free now."""
+        with self._guard:
+            if not self._lock.locked():
+                return False
+            self._waiters.append(wake)
+            return True
 
 
 def _watch(sock: socket.socket | None) -> None:
@@ -526,19 +577,21 @@ class TokenVerifier:
         self._last_fetch_error: str | None = None
         self._last_failure = float("-inf")  # monotonic: when the last failed fetch ended
         # Held by the one thread that fetches (single flight); never taken under _lock.
-        self._fetch_lock = threading.Lock()
+        self._fetch_lock = _FetchLock()
         self._last_attempt = float("-inf")  # monotonic; written under _fetch_lock
         #: How many HTTP fetches of the JWKS were attempted (for tests and metrics).
         self.fetch_count = 0
         # Status lists by URI, least recently used first; guarded by _lock.
         self._lists: OrderedDict[str, _StatusList] = OrderedDict()
         # One lock per list URI being fetched (single flight); guarded by _lock.
-        self._list_locks: dict[str, threading.Lock] = {}
+        self._list_locks: dict[str, _FetchLock] = {}
         self._list_attempts: dict[str, float] = {}  # monotonic; last fetch attempt per URI
         self._list_failures: dict[str, float] = {}  # monotonic; last failed attempt per URI
         #: How many HTTP fetches of status lists were attempted (for tests and metrics).
         self.status_fetch_count = 0
         self._generation = 0  # bumped by refresh(); guarded by _lock
+        #: averify's last hand-off of a fetch to a worker thread (an asyncio task).
+        self._handoff: Any = None
         _LIVE.add(self)  # for _after_fork_in_child
 
     def _after_fork(self) -> None:
@@ -554,7 +607,7 @@ class TokenVerifier:
             if lock.locked():
                 self._list_attempts.pop(uri, None)
         self._lock = threading.Lock()
-        self._fetch_lock = threading.Lock()
+        self._fetch_lock = _FetchLock()
         self._list_locks = {}
         self._refreshing_keys = False
         for cached in self._lists.values():
@@ -583,20 +636,41 @@ class TokenVerifier:
         """:meth:`verify` for an asyncio server (Starlette, FastAPI, aiohttp, a WebSocket
         handshake): the same claims or the same :class:`InvalidToken`, without blocking
         the event loop. With the keys and the token's status list cached (nearly every
-        call) it answers on the loop's thread at once; when one must be fetched first, or
-        another thread is fetching it, the verification runs in a worker thread
-        (:func:`asyncio.to_thread`), so a slow or unreachable authserver holds back the
-        requests that need it (up to ``timeout``), never the whole loop."""
-        _in_loop.active = True
-        try:
-            return self.verify(token)
-        except _WouldWait:
-            pass
-        finally:
-            _in_loop.active = False
+        call) it answers on the loop's thread at once; when one must be fetched first, the
+        verification runs in a worker thread (:func:`asyncio.to_thread`), and calls that
+        need a fetch already under way wait for it on the loop (no thread each). A slow or
+        unreachable authserver holds back the requests that need it (up to ``timeout``),
+        never the whole loop nor its executor."""
         import asyncio  # here: a WSGI server importing this package need not load asyncio
 
-        return await asyncio.to_thread(self.verify, token)
+        loop = asyncio.get_running_loop()
+        while True:
+            _in_loop.active = True
+            try:
+                return self.verify(token)
+            except _WouldWait as would:
+                busy = would.busy
+            finally:
+                _in_loop.active = False
+            if busy is None:
+                handoff = self._handoff
+                if handoff is not None and handoff.get_loop() is loop and not handoff.done():
+                    # A call of this loop has just handed a fetch to a worker thread, which
+                    # may not hold the fetch's lock yet: wait for it, then try again.
+                    await asyncio.wait({handoff})
+                    continue
+                # This call fetches, on a worker thread; its task outlives this call
+                # (shield) should the request go away, as the other calls wait for it.
+                handoff = loop.create_task(asyncio.to_thread(self.verify, token))
+                handoff.add_done_callback(_retrieved)
+                self._handoff = handoff
+                return await asyncio.shield(handoff)
+            # Another thread is fetching: wait for it on the loop, not on a thread of the
+            # loop's executor (a burst of requests would hold every one of them for the
+            # whole fetch), then answer from what it brought.
+            done = loop.create_future()
+            if busy.when_released(functools.partial(_wake, loop, done)):
+                await done
 
     def _verify(self, token: str | bytes) -> dict[str, Any]:
         header = rules.parse_header(token, max_bytes=self.max_token_bytes)
@@ -714,7 +788,7 @@ class TokenVerifier:
 
     def _refetch(self, *, force: bool) -> None:
         started = self._monotonic()
-        with _holding(self._fetch_lock):
+        with self._fetch_lock.held():
             now = self._monotonic()
             if self._last_attempt > started and not force:
                 return  # another thread fetched while we waited: use its result
@@ -993,9 +1067,9 @@ class TokenVerifier:
         """Fetch the list at *uri* unless another thread did while this one waited; a
         copy still fresh is fetched again only *ahead* of its end (a background refresh)."""
         with self._lock:
-            lock = self._list_locks.setdefault(uri, threading.Lock())
+            lock = self._list_locks.setdefault(uri, _FetchLock())
         started = self._monotonic()
-        with _holding(lock):
+        with lock.held():
             now = self._monotonic()
             with self._lock:
                 cached = self._lists.get(uri)

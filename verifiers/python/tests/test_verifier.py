@@ -2052,3 +2052,37 @@ def test_a_child_forked_during_a_fetch_fetches_for_itself(
     warming.join()
     assert (answer, os.waitstatus_to_exitcode(status)) == ('"accepted"', 0)
     assert server.jwks_fetches == 2  # the parent's and the child's own
+
+
+def test_averify_calls_waiting_for_one_fetch_hold_no_executor_thread(
+    server: AuthServerDouble, issuer: Issuer
+) -> None:
+    """20 handshakes at once while the keys are fetched (1 s): one worker thread fetches,
+    the others wait on the loop. They each held a thread of the loop's executor for the
+    whole fetch, so whatever else the app ran there (the loop's own getaddrinfo, an
+    aiohttp client's name lookups) waited too; calls made before the fetching thread took
+    its lock went to threads of their own too."""
+    server.hang = 1.0
+    verifier = verifier_for(server, timeout=3.0)
+    token = issuer.token()
+
+    async def scenario() -> tuple[list[Any], float]:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=4))
+        # Its threads started and idle, as in a server that has run a while: a fetch
+        # handed to one may start after the other calls have looked at its lock.
+        await asyncio.gather(*(loop.run_in_executor(None, time.sleep, 0.05) for _ in range(4)))
+        calls = [asyncio.create_task(verifier.averify(token)) for _ in range(20)]
+        await asyncio.sleep(0.2)  # the fetch is under way
+        started = time.monotonic()
+        await loop.run_in_executor(None, lambda: None)
+        other = time.monotonic() - started
+        return await asyncio.gather(*calls), other
+
+    try:
+        answers, other = asyncio.run(scenario())
+    finally:
+        server.hang = 0.0
+    assert [claims["sub"] for claims in answers] == ["user-42"] * 20
+    assert other < 0.3, other
+    assert server.jwks_fetches == 1
