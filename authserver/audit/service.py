@@ -20,6 +20,8 @@ from authserver.audit.model import AuditQuery
 from authserver.audit.store import AuditStore
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
+from authserver.errors import StorageError
+from authserver.errors import StorageUnavailable
 from authserver.vocabulary import InvalidValue
 from authserver.vocabulary import check_text
 
@@ -222,7 +224,15 @@ class AuditBatcher:
         self._pending.append(event)
 
     def flush(self) -> int:
-        """Write everything pending in one transaction; on failure keep it for the next try."""
+        """Write everything pending in one transaction; returns how many were written.
+
+        When the database cannot be used now (:class:`StorageUnavailable`: down, locked,
+        timed out) the batch is kept for the next try. Any other failure is the data's: a
+        value the database refuses (too long for its column on PostgreSQL, a NUL, text
+        that is no UTF-8) would fail the whole batch on every retry, holding every event
+        behind it until an outage's limit dropped them. The batch is then written event by
+        event, and only the events refused are dropped, each logged (without its values).
+        """
         with self._flush_lock:
             batch: list[AuditEvent] = []
             while self._pending:
@@ -230,17 +240,49 @@ class AuditBatcher:
             if not batch:
                 return 0
             try:
-                with self._unit_of_work():
-                    self._store.add_many(batch)
-            except Exception:
+                self._write(batch)
+                written = len(batch)
+            except StorageUnavailable:
                 self._pending.extendleft(reversed(batch))
                 raise
+            except Exception:
+                written = self._write_each(batch)
             if self._dropped:
                 log.error(
                     "audit: %d token.issued events were dropped during an outage", self._dropped
                 )
                 self._dropped = 0
-            return len(batch)
+            return written
+
+    def _write(self, events: list[AuditEvent]) -> None:
+        with self._unit_of_work():
+            self._store.add_many(events)
+
+    def _write_each(self, batch: list[AuditEvent]) -> int:
+        """Write *batch* one event per transaction, dropping (and logging) each one the
+        database refuses; when it becomes unavailable meanwhile, what is left waits for the
+        next flush. Returns how many were written."""
+        written = 0
+        for n, event in enumerate(batch):
+            try:
+                self._write([event])
+            except StorageUnavailable:
+                self._pending.extendleft(reversed(batch[n:]))
+                raise
+            except Exception as exc:
+                # The event's values are not logged (one of them is what was refused, and
+                # a log line must stay one line); its action and time find it, and the
+                # reason is the storage error's own safe text or the error's type.
+                reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+                log.error(  # noqa: TRY400 -- no traceback: a driver's text can hold values
+                    "audit: dropped a %s event (at %.3f) the database refused: %s",
+                    event.action,
+                    event.at,
+                    reason,
+                )
+            else:
+                written += 1
+        return written
 
     def _run(self) -> None:
         # A daemon thread: it ends with its process, after the final flush (start()).
