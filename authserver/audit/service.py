@@ -199,6 +199,9 @@ class AuditBatcher:
         self._pending: collections.deque[AuditEvent] = collections.deque()
         self._flush_lock = threading.Lock()
         self._dropped = 0
+        #: Events taken from ``_pending`` by a flush and not yet written or dropped.
+        self._in_flight = 0
+        self._closed = False
         self._thread = threading.Thread(target=self._run, name="authserver-audit", daemon=True)
 
     def start(self) -> None:
@@ -207,15 +210,46 @@ class AuditBatcher:
         # normally; a worker process started by multiprocessing (the HTTP server's workers
         # are forked that way) ends with os._exit, which skips atexit but runs
         # multiprocessing's finalizers first.
-        atexit.register(self.flush)
+        atexit.register(self._final_flush)
         multiprocessing.util.Finalize(None, self._final_flush, exitpriority=10)
 
+    #: The longest a stopping process waits for its last batch (seconds): well within the
+    #: time ``serve`` gives a stopping worker (``GRACEFUL_TIMEOUT``, 10 s) before it kills
+    #: it, so that a database that does not answer (a SQLite file locked past its 15 s busy
+    #: timeout) still leaves the line saying how many records were lost.
+    FINAL_FLUSH_TIMEOUT = 5.0
+
     def _final_flush(self) -> None:
-        try:
-            self.flush()
-        except Exception:
-            # No traceback: a driver error's text can carry the database URL.
-            log.error("audit: %d events could not be written at exit", len(self._pending))  # noqa: TRY400
+        """The last flush of a stopping process (once, whichever exit hook runs first); when
+        it cannot write everything in :data:`FINAL_FLUSH_TIMEOUT`, one line says how many
+        ``token.issued`` records are lost and why."""
+        if self._closed:
+            return
+        self._closed = True
+        failure: list[BaseException | None] = []
+
+        def last_flush() -> None:
+            try:
+                self.flush()
+            except Exception as exc:
+                failure.append(exc)
+            else:
+                failure.append(None)
+
+        # A thread, so that a database that does not answer cannot hold the exit.
+        writer = threading.Thread(target=last_flush, name="authserver-audit-exit", daemon=True)
+        writer.start()
+        writer.join(self.FINAL_FLUSH_TIMEOUT)
+        if failure == [None]:
+            return
+        if not failure:
+            reason = f"the database did not answer within {self.FINAL_FLUSH_TIMEOUT:g} s"
+        else:
+            exc = failure[0]
+            # Never a driver's own text or a traceback: they can carry the database URL.
+            reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+        lost = len(self._pending) + self._in_flight + self._dropped
+        log.error("audit: %d token.issued records lost at exit: %s", lost, reason)
 
     def put(self, event: AuditEvent) -> None:
         if len(self._pending) >= self.MAX_PENDING:
@@ -239,14 +273,18 @@ class AuditBatcher:
                 batch.append(self._pending.popleft())
             if not batch:
                 return 0
+            self._in_flight = len(batch)
             try:
-                self._write(batch)
-                written = len(batch)
-            except StorageUnavailable:
-                self._pending.extendleft(reversed(batch))
-                raise
-            except Exception:
-                written = self._write_each(batch)
+                try:
+                    self._write(batch)
+                    written = len(batch)
+                except StorageUnavailable:
+                    self._pending.extendleft(reversed(batch))
+                    raise
+                except Exception:
+                    written = self._write_each(batch)
+            finally:
+                self._in_flight = 0
             if self._dropped:
                 log.error(
                     "audit: %d token.issued events were dropped during an outage", self._dropped
@@ -282,6 +320,8 @@ class AuditBatcher:
                 )
             else:
                 written += 1
+            finally:
+                self._in_flight -= 1
         return written
 
     def _run(self) -> None:

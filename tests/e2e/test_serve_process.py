@@ -10,9 +10,11 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import jwt
 import pytest
 import requests
 
+from authserver.cli.serve import GRACEFUL_TIMEOUT
 from tests.conftest import db_independent
 from tests.factories import issue_token
 from tests.helpers import AUTHSERVER
@@ -307,6 +310,73 @@ def test_graceful_stop_writes_the_pending_audit_batch(env: dict[str, str]) -> No
         server.stop()  # SIGTERM at once: within the 0.25 s batch interval
     audit = cli_json_here(env, "audit", "--action", "token.issued", "--json")
     assert sorted(e["sub"] for e in audit["events"]) == sorted(subs)
+
+
+@contextmanager
+def audit_table_locked(db_url: str) -> Iterator[None]:
+    """Another session holds the audit table (a SQLite file: the whole database) so that no
+    record can be written: a backup or a long transaction of an operator's."""
+    if db_url.startswith("sqlite"):
+        hold = "import sqlite3, sys, time\n" + (
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\nprint('locked', flush=True)\ntime.sleep(60)"
+        )
+        path = db_url.removeprefix("sqlite:///")
+        holder = subprocess.Popen(
+            [sys.executable, "-c", hold, path], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline().strip() == "locked"
+            yield
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+            if holder.stdout is not None:
+                holder.stdout.close()
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as conn:
+        conn.execute("LOCK TABLE audit_events IN ACCESS EXCLUSIVE MODE")
+        yield
+        conn.rollback()
+
+
+def test_a_stop_while_the_database_cannot_be_written_says_how_many_records_are_lost(
+    env: dict[str, str], db_url: str, tmp_path: Path
+) -> None:
+    """A worker stopping while its last token.issued records cannot be written (the audit
+    table locked by another session) gives up on them in time and says, in one line, how
+    many are lost: before, on SQLite it waited out the 15 s busy timeout, was killed after
+    serve's 10 s grace, and said nothing."""
+    created = cli_json_here(env, "clients", "create", "--name", "stopping", "--audience", AUD)
+    credentials = (created["client_id"], created["client_secret"])
+    log_path = tmp_path / "serve.log"
+    server = ServerProcess(env, workers=1, log_path=log_path).start()
+    try:
+        issue_token(server, credentials, sub="written-1")
+        issue_token(server, credentials, sub="written-2")
+        time.sleep(1)  # four batch intervals: both on record
+        with audit_table_locked(db_url):
+            for n in range(4):
+                issue_token(server, credentials, sub=f"lost-{n}")
+            started = time.monotonic()
+            server.stop()
+            stopped_after = time.monotonic() - started
+    finally:
+        server.stop()
+    assert stopped_after < GRACEFUL_TIMEOUT - 1, stopped_after
+    log = log_path.read_text()
+    lost = [line for line in log.splitlines() if "records lost at exit" in line]
+    assert len(lost) == 1, log
+    assert "audit: 4 token.issued records lost at exit: " in lost[0]
+    assert "Traceback" not in log
+    # Nothing invented either: the records written are the tokens issued before.
+    audit = cli_json_here(env, "audit", "--action", "token.issued", "--json")
+    assert sorted(e["sub"] for e in audit["events"]) == ["written-1", "written-2"]
 
 
 #: Every setting that carries a secret, named here and not taken from settings.py: the
