@@ -326,9 +326,24 @@ class AuditBatcher:
 
     def _run(self) -> None:
         # A daemon thread: it ends with its process, after the final flush (start()).
+        failing: str | None = None
         while True:
             time.sleep(self._interval)
             try:
                 self.flush()
-            except Exception:
-                log.warning("audit: flush failed; %d events pending", len(self._pending))
+            except Exception as exc:
+                # One line when the writes start failing (or fail for another reason) and
+                # one when they succeed again, as the key schedule reports an outage: not a
+                # line every quarter second of every worker for as long as it lasts.
+                reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+                if reason != failing:
+                    failing = reason
+                    log.warning(
+                        "audit: cannot write token.issued records (%s); %d kept, retrying",
+                        reason,
+                        len(self._pending),
+                    )
+            else:
+                if failing is not None:
+                    failing = None
+                    log.info("audit: token.issued records are written again")

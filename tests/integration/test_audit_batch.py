@@ -6,6 +6,7 @@ for the next flush."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -96,3 +97,31 @@ def test_a_database_that_cannot_be_used_keeps_the_whole_batch(services: Services
             conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
     assert batch.flush() == 2
     assert recorded(services) == ["a", "b"]
+
+
+def test_an_outage_is_reported_once_and_its_end_once(
+    services: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch thread retries every interval; it says so when the writes start failing
+    and when they work again, not at every retry."""
+    batch = AuditBatcher(SqlAuditStore(services.db), services.unit_of_work, interval=0.05)
+    put(services, batch, "a")
+    with services.db.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE audit_events RENAME TO audit_events_away"))
+    with caplog.at_level(logging.INFO, logger="authserver.audit.service"):
+        batch._thread.start()
+        try:
+            time.sleep(1)  # some twenty retries
+        finally:
+            with services.db.engine.begin() as conn:
+                conn.execute(text("ALTER TABLE audit_events_away RENAME TO audit_events"))
+        deadline = time.monotonic() + 10
+        while recorded(services) != ["a"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.1)
+    assert recorded(services) == ["a"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "authserver.audit.service"]
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("audit: cannot write token.issued records (")
+    assert "1 kept, retrying" in lines[0]
+    assert lines[1] == "audit: token.issued records are written again"
