@@ -27,6 +27,8 @@ EXPECTED_FAILURES = (StorageUnavailable, KeyStoreError)
 
 #: Expired revocations and old audit events are purged this often (seconds).
 HOUSEKEEPING_INTERVAL = 3600
+#: Seconds between two batches of an audit purge (housekeeping).
+PURGE_PAUSE = 0.05
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +59,19 @@ def housekeeping(services: Services) -> int:
     """Forget expired revocations (by jti and in the status lists) and assertion ids, and
     audit events past retention."""
     with services.unit_of_work():
-        return (
-            services.revocations.purge(services.clock.now())
-            + services.status_lists.purge()
-            + services.audit.purge()
-        )
+        purged = services.revocations.purge(services.clock.now()) + services.status_lists.purge()
+    # The audit trail in bounded batches, each its own transaction: the events that crossed
+    # the retention in an hour are an hour of issued tokens, and one DELETE of them all
+    # held SQLite's write lock (every token request's and command's) for seconds.
+    cut = services.clock.now() - services.audit.retention
+    while True:
+        with services.unit_of_work():
+            batch = services.audit.purge(cut)
+        purged += batch
+        if batch < services.audit.PURGE_BATCH:
+            return purged
+        # Let the writers that waited for this batch go first.
+        time.sleep(PURGE_PAUSE)
 
 
 class KeyScheduler:

@@ -161,9 +161,18 @@ class AuditService:
                 raise InvalidInput(f"{name} is not a value any audit record has")
         return self._store.query(query)
 
-    def purge(self) -> int:
-        """Delete events older than the retention period."""
-        return self._store.purge(self._clock.now() - self.retention)
+    #: The most events one :meth:`purge` deletes: one transaction of a few tenths of a
+    #: second at most, however many events crossed the retention at once (on SQLite every
+    #: writer, token requests' included, waits for it).
+    PURGE_BATCH = 5_000
+
+    def purge(self, before: float | None = None) -> int:
+        """Delete up to :data:`PURGE_BATCH` of the oldest events older than *before* (the
+        retention period ago when ``None``); returns how many. Fewer than
+        :data:`PURGE_BATCH` means none is left: call it again, each time in a unit of work
+        of its own, until then (``scheduler.housekeeping``)."""
+        cut = self._clock.now() - self.retention if before is None else before
+        return self._store.purge(cut, limit=self.PURGE_BATCH)
 
 
 def _recordable(value: str) -> bool:

@@ -19,5 +19,6 @@ class AuditStore(Protocol):
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """Matching events, newest first, at most ``query.limit``."""
 
-    def purge(self, before: float) -> int:
-        """Delete events older than *before*; returns how many."""
+    def purge(self, before: float, limit: int | None = None) -> int:
+        """Delete events older than *before*, the oldest first and at most *limit* of them
+        (all when ``None``); returns how many."""

@@ -173,9 +173,9 @@ class InMemoryAuditStore:
         found = sorted(filter(matches, self._events), key=lambda e: (e.at, e.id), reverse=True)
         return [copy.deepcopy(e) for e in found[: query.limit]]
 
-    def purge(self, before: float) -> int:
+    def purge(self, before: float, limit: int | None = None) -> int:
         with self._lock:
-            kept = [e for e in self._events if e.at >= before]
-            purged = len(self._events) - len(kept)
-            self._events = kept
-            return purged
+            old = sorted((e for e in self._events if e.at < before), key=lambda e: (e.at, e.id))
+            gone = {id(e) for e in old[:limit]}
+            self._events = [e for e in self._events if id(e) not in gone]
+            return len(gone)

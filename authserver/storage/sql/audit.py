@@ -62,8 +62,16 @@ class SqlAuditStore:
             for r in self._db.connection().execute(stmt)
         ]
 
-    def purge(self, before: float) -> int:
-        stmt = delete(AUDIT_EVENTS).where(AUDIT_EVENTS.c.at < before)
+    def purge(self, before: float, limit: int | None = None) -> int:
+        c = AUDIT_EVENTS.c
+        stmt = delete(AUDIT_EVENTS)
+        if limit is None:
+            stmt = stmt.where(c.at < before)
+        else:
+            # The oldest first, by the index on ``at``: a batch's transaction is short, so
+            # on SQLite the write lock it holds is too.
+            oldest = select(c.id).where(c.at < before).order_by(c.at).limit(limit)
+            stmt = stmt.where(c.id.in_(oldest.scalar_subquery()))
         return int(self._db.connection().execute(stmt).rowcount or 0)
 
 

@@ -140,6 +140,14 @@ class AuditStoreContract:
         assert [e.detail["n"] for e in harness.query()] == [5, 4, 3]
         assert harness.run(lambda s: s.purge(T0 + 3)) == 0
 
+    def test_purge_with_a_limit_deletes_the_oldest_first(self, harness: Harness) -> None:
+        harness.run(lambda s: s.add_many([event(n) for n in (4, 0, 5, 2, 1, 3)]))
+        assert harness.run(lambda s: s.purge(T0 + 4, limit=3)) == 3
+        assert [e.detail["n"] for e in harness.query()] == [5, 4, 3]
+        assert harness.run(lambda s: s.purge(T0 + 4, limit=3)) == 1
+        assert harness.run(lambda s: s.purge(T0 + 4, limit=3)) == 0
+        assert [e.detail["n"] for e in harness.query()] == [5, 4]
+
     def test_stored_event_is_not_changed_by_its_caller(self, harness: Harness) -> None:
         detail: dict[str, Any] = {"changed": ["name"]}
         harness.add(AuditEvent(at=T0, actor="cli", action="client.updated", detail=detail))
