@@ -50,4 +50,8 @@ class AuditQuery:
     action: str | None = None
     since: float | None = None
     until: float | None = None
+    #: The ``id`` of the last event of the page before: only the events listed after it
+    #: (older, or as old and written earlier), so pages neither skip nor repeat an event
+    #: that shares its second, or its instant, with another.
+    before: int | None = None
     limit: int = 100

@@ -22,11 +22,11 @@ from authserver.settings import parse_since
 from authserver.web.serializers import audit_json
 
 
-def _since(value: str) -> float:
+def _since(value: str, option: str = "--since") -> float:
     try:
         return parse_since(value, time.time())
     except ValueError:
-        fail(f"--since: expected {SINCE_FORMS}")
+        fail(f"{option}: expected {SINCE_FORMS}")
 
 
 @click.command()
@@ -37,7 +37,14 @@ def _since(value: str) -> float:
     type=click.Choice(ACTIONS),
     help="only this action",
 )
-@click.option("--since", help="a date or a duration ago (1h, 7d)")
+@click.option("--since", help="only events at or after: a date or a duration ago (1h, 7d)")
+@click.option("--until", help="only events before: a date or a duration ago (1h, 7d)")
+@click.option(
+    "--before",
+    type=WholeNumberRange(1, 2**63 - 1),
+    metavar="ID",
+    help="only events listed after event ID (the next page after one ending with it)",
+)
 @click.option("--limit", type=WholeNumberRange(1, MAX_QUERY_LIMIT), default=100, show_default=True)
 @json_option
 @handle_errors
@@ -46,6 +53,8 @@ def audit(
     sub: str | None,
     action: str | None,
     since: str | None,
+    until: str | None,
+    before: int | None,
     limit: int,
     as_json: bool,
 ) -> None:
@@ -55,6 +64,8 @@ def audit(
         sub=sub,
         action=action,
         since=_since(since) if since is not None else None,
+        until=_since(until, "--until") if until is not None else None,
+        before=before,
         limit=limit,
     )
     with services() as svc, svc.unit_of_work():

@@ -171,6 +171,9 @@ class InMemoryAuditStore:
             )
 
         found = sorted(filter(matches, self._events), key=lambda e: (e.at, e.id), reverse=True)
+        if query.before is not None:
+            cursor = [(e.at, e.id) for e in self._events if e.id == query.before]
+            found = [e for e in found if cursor and (e.at, e.id) < cursor[0]]
         return [copy.deepcopy(e) for e in found[: query.limit]]
 
     def purge(self, before: float, limit: int | None = None) -> int:

@@ -410,24 +410,24 @@ SINCE_PATTERN = re.compile(
 )
 
 
-def _audit_since(raw: str) -> float:
+def _audit_since(raw: str, name: str = "since") -> float:
     """POSIX seconds, the API's own form (what a program computes), or what
-    ``authserver audit --since`` takes: a date, or a duration ago."""
+    ``authserver audit --since`` (``--until``) takes: a date, or a duration ago."""
     if SINCE_PATTERN.fullmatch(raw) is None:
-        raise InvalidInput(f"since must be POSIX seconds, {SINCE_FORMS}")
+        raise InvalidInput(f"{name} must be POSIX seconds, {SINCE_FORMS}")
     if POSIX_SECONDS.fullmatch(raw) is None:
         try:
             return parse_since(raw, services().clock.now())
         except ValueError:
-            raise InvalidInput(f"since must be POSIX seconds, {SINCE_FORMS}") from None
+            raise InvalidInput(f"{name} must be POSIX seconds, {SINCE_FORMS}") from None
     since = float(raw)
     if not math.isfinite(since):
-        raise InvalidInput("since must be a finite number of POSIX seconds")
+        raise InvalidInput(f"{name} must be a finite number of POSIX seconds")
     return since
 
 
 #: The query parameters of GET /admin/audit (the CLI's options: --client is client_id).
-AUDIT_PARAMETERS = ("client_id", "sub", "action", "since", "limit")
+AUDIT_PARAMETERS = ("client_id", "sub", "action", "since", "until", "before", "limit")
 
 
 @bp.get("/audit")
@@ -448,11 +448,21 @@ def audit() -> Response:
         # The value is not echoed: the known ones say what was meant.
         raise InvalidInput(f"action must be one of: {', '.join(ACTIONS)}")
     since = _audit_since(args["since"]) if "since" in args else None
+    until = _audit_since(args["until"], "until") if "until" in args else None
+    raw_before = args.get("before")
+    before = None
+    if raw_before is not None:
+        # An event id, as each event carries it: ASCII digits (ids are 64-bit).
+        if re.fullmatch(r"[0-9]{1,19}", raw_before) is None or not 1 <= int(raw_before) < 2**63:
+            raise InvalidInput("before must be the id of an audit event")
+        before = int(raw_before)
     query = AuditQuery(
         client_id=args.get("client_id"),
         sub=args.get("sub"),
         action=action,
         since=since,
+        until=until,
+        before=before,
         limit=limit,
     )
     return _json({"events": [audit_json(e) for e in services().audit.query(query)]})

@@ -6,7 +6,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import and_
 from sqlalchemy import delete
+from sqlalchemy import or_
 from sqlalchemy import select
 
 from authserver.audit.model import AuditEvent
@@ -46,6 +48,11 @@ class SqlAuditStore:
             stmt = stmt.where(c.at >= query.since)
         if query.until is not None:
             stmt = stmt.where(c.at < query.until)
+        if query.before is not None:
+            # After the cursor event in the listing's order (at, id descending); none when
+            # it is gone (purged: so is every event listed after it).
+            cursor = select(AUDIT_EVENTS.c.at).where(c.id == query.before).scalar_subquery()
+            stmt = stmt.where(or_(c.at < cursor, and_(c.at == cursor, c.id < query.before)))
         stmt = stmt.order_by(c.at.desc(), c.id.desc()).limit(query.limit)
         return [
             AuditEvent(

@@ -127,6 +127,27 @@ class AuditStoreContract:
         harness.run(lambda s: s.add_many(events))
         assert [e.detail["n"] for e in harness.query(**query)] == expected
 
+    def test_pages_by_the_last_id_neither_skip_nor_repeat_events_at_one_instant(
+        self, harness: Harness
+    ) -> None:
+        # Three events share an instant and two more another: a page may end among them.
+        ats = [1, 2, 2, 2, 3, 3, 4]
+        harness.run(lambda s: s.add_many([event(n, at=T0 + at) for n, at in enumerate(ats)]))
+        whole = [e.detail["n"] for e in harness.query(limit=100)]
+        assert whole == [6, 5, 4, 3, 2, 1, 0]
+        for size in (1, 2, 3):
+            pages: list[int] = []
+            page = harness.query(limit=size)
+            while page:
+                pages += [e.detail["n"] for e in page]
+                page = harness.query(limit=size, before=page[-1].id)
+            assert pages == whole, size
+        # With the filters: the user-0 events after event 4 (n=4 is user-0 itself).
+        (cursor,) = [e for e in harness.query(limit=100) if e.detail["n"] == 4]
+        assert [e.detail["n"] for e in harness.query(sub="user-0", before=cursor.id)] == [2, 0]
+        # A cursor no event has (purged, with every event listed after it): nothing.
+        assert harness.query(before=10**12) == []
+
     def test_filters_match_exactly(self, harness: Harness) -> None:
         harness.add(event(0, client_id="as_client_10", sub="user"))
         assert harness.query(client_id="as_client_1") == []
