@@ -94,7 +94,8 @@ class AuditService:
 
         Operator actions stay in the caller's transaction. What this trades: a token
         issued in the last *interval* before a hard crash (``kill -9``) may miss its
-        audit event; a graceful stop flushes everything.
+        audit event; a graceful stop flushes everything the database takes within
+        :data:`AuditBatcher.FINAL_FLUSH_TIMEOUT` and says how many it lost otherwise.
         """
         self._batch = AuditBatcher(self._store, unit_of_work, interval)
         self._batch.start()
