@@ -75,7 +75,7 @@ def plan(keys: list[SigningKey], now: float, policy: KeyPolicy) -> Plan:
     short = tuple(k for k in live(keys, now) if (k.retention or 0) < retention)
     if chain_broken(keys, now):
         return Plan(repair=True, cleanup=todo, record_retention=short)
-    current = current_key(keys, now, retention)
+    current = signing_key(keys, now, retention)
     if current is None:
         return Plan(repair=True, cleanup=todo, record_retention=short)
     rotate = not pending(keys, now) and now >= rotation_due(current, policy) - lead(policy)
@@ -134,6 +134,29 @@ def current_key(keys: list[SigningKey], now: float, retention: float) -> Signing
         # refuse to guess.
         raise KeyStoreError("more than one current signing key (inconsistent key store)")
     return current[0] if current else None
+
+
+def signing_key(keys: list[SigningKey], now: float, retention: float) -> SigningKey | None:
+    """The key that signs at *now*: the current key, unless the clock reads earlier than
+    the store says it once was (stepped back, or slower than the instance that wrote the
+    store), so that no key is current at *now* yet or the current one's private half was
+    already destroyed (its retention once ended). Then the first key after it in the chain
+    that still has its private half signs: a key published at *now* (it is ``next``), the
+    one that signed when the store was written, where a new key would be one no verifier
+    has seen and the destroyed one cannot sign at all.
+
+    ``None`` when nothing can sign: an empty store, or no current key while the clock is
+    not behind (the current key's record unreadable, a crash): the schedule repairs that.
+    """
+    current = current_key(keys, now, retention)
+    if current is not None and current.private_pem is not None:
+        return current
+    later = [k for k in pending(keys, now) if k.private_pem is not None]
+    if not later:
+        return current
+    if current is None and later[0].created_at <= now:
+        return None  # written before now, yet not current: not a clock behind the store
+    return later[0]
 
 
 def pending(keys: list[SigningKey], now: float) -> list[SigningKey]:

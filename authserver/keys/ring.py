@@ -34,7 +34,7 @@ from authserver.keys.model import KeyState
 from authserver.keys.model import Kid
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
-from authserver.keys.plan import current_key
+from authserver.keys.plan import signing_key
 from authserver.keys.store import KeyStore
 from authserver.records import ReportOnce
 from authserver.records import UnreadableRecord
@@ -226,18 +226,21 @@ class KeyRing:
         signer = self._signer
         if signer is not None and signer.holds(keys, now):
             return signer.value
-        key = current_key(keys, now, self._policy.retention)
+        key = signing_key(keys, now, self._policy.retention)
         if key is None:
             # The snapshot may predate a key made current by another process (within
             # cache_seconds, or before the change feed's notice arrived): check again.
             self.invalidate()
             keys = self._snapshot()
-            key = current_key(keys, now, self._policy.retention)
+            key = signing_key(keys, now, self._policy.retention)
         if key is None:
             raise KeyStoreError("no current signing key")
         parsed = self.private_key(key)
-        # A start, an end or a retire of any window may change which key is current.
-        windows = (t for k in keys for t in (k.activate_at, k.deactivate_at, k.retired_at))
+        # A start, an end or a retire of any window may change which key is current, and
+        # the clock passing a key's creation which key signs for a clock behind the store.
+        windows = (
+            t for k in keys for t in (k.created_at, k.activate_at, k.deactivate_at, k.retired_at)
+        )
         self._signer = _Answer(keys, now, _first_after(now, windows), (key.kid, parsed))
         return key.kid, parsed
 

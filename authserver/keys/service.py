@@ -40,11 +40,11 @@ from authserver.keys.plan import Cleanup
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.plan import chain_broken
 from authserver.keys.plan import chained_ends
-from authserver.keys.plan import current_key
 from authserver.keys.plan import lead
 from authserver.keys.plan import live
 from authserver.keys.plan import pending
 from authserver.keys.plan import plan
+from authserver.keys.plan import signing_key
 from authserver.keys.ring import KeyRing
 from authserver.keys.store import KeyStore
 
@@ -204,7 +204,7 @@ class KeyService:
     def _sound(self, keys: list[SigningKey], now: float) -> bool:
         """A key signs now and the windows chain (nothing for ensure_current to do)."""
         return not chain_broken(keys, now) and (
-            current_key(keys, now, self._policy.retention) is not None
+            signing_key(keys, now, self._policy.retention) is not None
         )
 
     def due(self) -> bool:

@@ -24,7 +24,7 @@ from authserver.errors import KeyStoreError
 from authserver.keys.model import KeyState
 from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
-from authserver.keys.plan import current_key
+from authserver.keys.plan import signing_key
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
 from authserver.records import Scan
@@ -268,7 +268,9 @@ def test_current_is_the_one_current_key_and_is_published_at_every_moment(
     keys: list[SigningKey], moments: list[float]
 ) -> None:
     """One snapshot (the ring reads the store once), asked at moments in any order: the
-    answer is what the lifecycle rules say at that moment, never a key out of the JWKS."""
+    answer is what the lifecycle rules say at that moment (the current key, or for a
+    moment before the store was written the key that signed then: plan.signing_key),
+    never a key out of the JWKS."""
     store = InMemoryKeyStore()
     for key in keys:
         store.add(key)
@@ -282,7 +284,7 @@ def test_current_is_the_one_current_key_and_is_published_at_every_moment(
             k.kid for k in keys if k.state(moment, POLICY.retention) is not KeyState.GONE
         }, moment - NOW
         try:
-            expected = current_key(keys, moment, POLICY.retention)
+            expected = signing_key(keys, moment, POLICY.retention)
         except KeyStoreError:
             expected = None  # two open windows: the ring refuses to guess too
         try:
