@@ -67,8 +67,12 @@ class SigningKey:
     def state(self, now: float, retention: float) -> KeyState:
         """The lifecycle state at *now*; *retention* is the configured time a key stays
         published after it stopped signing (the longest token lifetime plus leeway), which
-        the key's own recorded retention may lengthen (:meth:`kept_for`)."""
-        if self.retired_at is not None and self.retired_at <= now:
+        the key's own recorded retention may lengthen (:meth:`kept_for`).
+
+        A retired key is gone whatever *now* is: ``retired_at`` is the retiring process's
+        clock, which another instance's (or this one's, stepped back) may not have reached,
+        and a retire takes effect at once everywhere."""
+        if self.retired_at is not None:
             return KeyState.GONE
         if now < self.activate_at:
             return KeyState.NEXT

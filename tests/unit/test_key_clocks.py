@@ -14,6 +14,7 @@ import dataclasses
 from pathlib import Path
 
 from authserver.clock import FixedClock
+from authserver.keys.model import KeyState
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
@@ -96,6 +97,28 @@ def test_a_clock_stepped_back_past_a_destroyed_key_signs_with_a_published_one(
         assert kid in later.published()
         assert later.keys.tick() == []
         assert later.stored() == before
+
+
+def test_an_instance_whose_clock_is_behind_stops_signing_with_a_retired_key_at_once(
+    tmp_path: Path,
+) -> None:
+    """Instance A, its clock three minutes ahead of B's, retires the key both sign with (a
+    compromise). B must neither sign with it (its ring still holds the parsed private key)
+    nor publish it for the three minutes until its clock reaches the retire's time."""
+    a = Process(tmp_path, FixedClock(START + 180))
+    b = Process(tmp_path, FixedClock(START))
+    a.keys.ensure_current()
+    a.clock.advance(DAY / 2)
+    b.clock.advance(DAY / 2)
+    compromised = b.signing()
+    assert a.signing() == compromised
+    a.keys.retire(compromised)
+    for process in (a, b):
+        assert process.signing() != compromised
+        assert compromised not in process.published()
+        view = next(v for v in process.keys.views() if v.key.kid == compromised)
+        assert view.state is KeyState.GONE
+    assert a.signing() == b.signing()
 
 
 def test_two_instances_whose_clocks_are_minutes_apart_bootstrap_one_key(
