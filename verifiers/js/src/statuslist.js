@@ -160,6 +160,15 @@ export class StatusListCache {
       entry = {};
       this.entries.set(uri, entry);
     }
+    if (entry.fetchedAt !== undefined && now < entry.fetchedAt) {
+      // The clock was stepped back since this copy was fetched: its ttl, counted on the
+      // clock before the step, would keep it fresh (a revocation unseen) for as long as
+      // the step. It is fetched again now.
+      entry.freshUntil = now;
+      entry.refreshFrom = now;
+      entry.fetchedAt = now;
+    }
+    if ((entry.retryAt ?? 0) > now + this.options.retryInterval * 1000) entry.retryAt = 0; // planned before a step back
     const retryDue = now >= (entry.retryAt ?? 0);
     if (entry.list && now < entry.freshUntil) {
       // In the last fifth of its ttl a use refreshes the copy in the background: under

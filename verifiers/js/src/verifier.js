@@ -183,6 +183,7 @@ export function createVerifier(options = {}) {
   /** The key for a JWS header: jose's remote set, or the last good set when it is down. */
   async function getKey(header, token) {
     const set = await remoteSet();
+    await afterClockStepBack(set);
     const stale = cache.jwks && now() < cache.uat + config.jwksStaleIfError * 1000;
     if (stale && jwksFailingNow()) {
       // The issuer failed the last fetch: the last good set answers at once, and the fetch
@@ -219,6 +220,26 @@ export function createVerifier(options = {}) {
       jwksFailed(err);
       if (stale) return lastGoodKey(header, token);
       throw new InvalidTokenError('jwks_unavailable', `keys: ${describe(err)}`, { cause: err });
+    }
+  }
+
+  /**
+   * The wall clock was stepped back since the set was fetched (NTP, a host's clock
+   * corrected): jose counts the set's max-age and the cooldown of a refetch for an unknown
+   * kid from that fetch on this clock, so it would keep the set, and refuse to fetch the
+   * keys of a rotation, for as long as the step. Fetch it again now (at most once per
+   * cooldown): jose counts from the new fetch. A retry planned further ahead than one
+   * cooldown was planned on the clock before the step: it is due.
+   */
+  async function afterClockStepBack(set) {
+    if (jwksRetryAt > now() + config.jwksCooldown * 1000) jwksRetryAt = 0;
+    if (!cache.uat || Date.now() >= cache.uat || now() < jwksRetryAt) return;
+    jwksRetryAt = now() + config.jwksCooldown * 1000;
+    try {
+      await set.reload();
+      jwksFailing = false;
+    } catch (err) {
+      jwksFailed(err);
     }
   }
 

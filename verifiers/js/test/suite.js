@@ -14,3 +14,4 @@ import './clients.test.js';
 import './issuer-path.test.js';
 import './rotation.test.js';
 import './types.test.js';
+import './clock-steps.test.js';

@@ -1,0 +1,57 @@
+// A verifier host whose wall clock is stepped back while it runs (NTP correcting a clock
+// that was ahead): the caches it counts on that clock must not outlive their time by the
+// length of the step. The issuer is helpers/issuer.js (jose, over real HTTP).
+
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+
+import { createVerifier } from '../src/index.js';
+import { newKey, startIssuer } from './helpers/issuer.js';
+
+const AUDIENCE = 'https://sync.example.com';
+let issuer;
+
+before(async () => {
+  issuer = await startIssuer();
+});
+after(() => issuer.close());
+
+test('a key set fetched before the clock was stepped back is fetched again: a rotation\'s new kid verifies', async () => {
+  // jose reads Date.now() itself: the whole process's clock is moved, the issuer's with it.
+  const realNow = Date.now;
+  let ahead = 120_000; // the host's clock two minutes ahead ...
+  Date.now = () => realNow() + ahead;
+  try {
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off' });
+    await verifier.verify(await issuer.token({ status: null }));
+    const fetches = issuer.state.jwksFetches;
+    ahead = 0; // ... stepped back to the right time
+    const rotated = await newKey();
+    issuer.state.keys.push(rotated);
+    // jose counts its max-age and the cooldown of a refetch for an unknown kid from the
+    // fetch, on the clock as it was: without a new fetch this is unknown_kid for 2 minutes.
+    const claims = await verifier.verify(await issuer.token({ status: null, signWith: rotated }));
+    assert.equal(claims.sub, 'user-1');
+    assert.equal(issuer.state.jwksFetches - fetches, 1);
+    await verifier.verify(await issuer.token({ status: null, signWith: rotated }));
+    assert.equal(issuer.state.jwksFetches - fetches, 1, 'once per step, not per verification');
+  } finally {
+    Date.now = realNow;
+    issuer.state.keys = [issuer.key];
+  }
+});
+
+test('a status list fetched before the clock was stepped back is fetched again: a revocation is seen within its ttl', async () => {
+  const statuses = [0];
+  issuer.state.lists.set('step', { statuses, ttl: 60 });
+  const clock = () => Date.now() + clock.offset * 1000;
+  clock.offset = 50; // the verifier host 50 s ahead (within the leeway) ...
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock });
+  const token = await issuer.token({ list: 'step', idx: 0 });
+  await verifier.verify(token);
+  const fetches = issuer.state.fetches;
+  statuses[0] = 1; // revoked at the issuer
+  clock.offset = 0; // ... stepped back: the copy's ttl, counted from its fetch at +50 s, would last 110 s
+  await assert.rejects(verifier.verify(token), (err) => err.reason === 'revoked');
+  assert.equal(issuer.state.fetches - fetches, 1);
+});
