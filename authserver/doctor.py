@@ -21,10 +21,9 @@ from authserver_verifier.verifier import metadata_urls
 from authserver import container
 from authserver.errors import AuthServerError
 from authserver.errors import ConfigError
-from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.keys import crypto
-from authserver.keys.plan import signing_key
+from authserver.keys.model import KeyState
 from authserver.records import UnreadableRecord
 from authserver.settings import METRICS_IS_ADMIN
 from authserver.settings import SECRET_ENV
@@ -230,14 +229,9 @@ def _keys(
                 "('authserver keys list' shows them)",
             )
         )
-    # What serve signs with: the current key, or for a clock behind the store the key
-    # that signed when it was written (keys/plan.py, signing_key).
-    try:
-        signing = signing_key([v.key for v in views], svc.clock.now(), svc.keys.policy.retention)
-    except KeyStoreError:  # two open windows: serve refuses to guess too
-        signing = None
-    if signing is not None:
-        add(Finding("signing key", "ok", f"current key {signing.kid}"))
+    current = [v for v in views if v.state is KeyState.CURRENT]
+    if current:
+        add(Finding("signing key", "ok", f"current key {current[0].key.kid}"))
     else:
         add(
             Finding(

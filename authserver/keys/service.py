@@ -95,11 +95,26 @@ class KeyService:
 
     def views(self) -> list[KeyView]:
         """Every stored key with its state, newest first (read fresh), as the operator
-        commands show them."""
+        commands show them. The key that signs is shown ``current`` even while the clock
+        is behind the store (``plan.signing_key``), and a key current by the clock that it
+        replaces (its private half destroyed) ``previous``, so every report (``keys
+        list``, ``doctor``, ``/metrics``, ``current_kid``) names the key tokens carry."""
         now = self._clock.now()
         retention = self._policy.retention
         keys = sorted(self._list(), key=lambda k: (k.activate_at, k.created_at), reverse=True)
-        return [KeyView(k, k.state(now, retention), k.drop_at(retention)) for k in keys]
+        try:
+            signer = signing_key(keys, now, retention)
+        except KeyStoreError:  # two open windows: nothing signs until the schedule rechains
+            signer = None
+        views = []
+        for key in keys:
+            state = key.state(now, retention)
+            if signer is not None and key.kid == signer.kid:
+                state = KeyState.CURRENT
+            elif signer is not None and state is KeyState.CURRENT:
+                state = KeyState.PREVIOUS
+            views.append(KeyView(key, state, key.drop_at(retention)))
+        return views
 
     # -- operator and scheduler commands (each changes the store under its lock) ----------
 

@@ -54,6 +54,10 @@ class Process:
     def stored(self) -> set[str]:
         return {k.kid for k in self.store.list()}
 
+    def listed_current(self) -> list[str]:
+        """The keys ``keys list`` (and doctor, /metrics, ``current_kid``) call current."""
+        return [v.key.kid for v in self.keys.views() if v.state is KeyState.CURRENT]
+
 
 def test_a_clock_stepped_back_before_the_first_key_signs_with_it_and_makes_no_key(
     tmp_path: Path,
@@ -68,6 +72,7 @@ def test_a_clock_stepped_back_before_the_first_key_signs_with_it_and_makes_no_ke
         assert later.keys.ensure_current() is None
         assert later.signing() == first.kid
         assert first.kid in later.published()
+        assert later.listed_current() == [first.kid]
         assert not later.keys.due()
         assert later.keys.tick() == []
         assert later.stored() == {first.kid}
@@ -95,6 +100,7 @@ def test_a_clock_stepped_back_past_a_destroyed_key_signs_with_a_published_one(
         kid = later.signing()
         assert kid != first.kid
         assert kid in later.published()
+        assert later.listed_current() == [kid]
         assert later.keys.tick() == []
         assert later.stored() == before
 
