@@ -152,6 +152,39 @@ def test_strangers_cannot_make_the_server_fetch_repeatedly(
         assert len(keys.requests) == 1
 
 
+def test_an_assertion_with_an_algorithm_outside_the_allow_list_costs_no_fetch(
+    deployment: Deployment,
+) -> None:
+    """Well-formed in every other way (a kid, a sub, an exp within the hour): the
+    algorithm alone is refused before the client's keys are fetched, whatever it is."""
+    with KeyServer(send_json({"error": "down"}, status=500)) as keys:
+        client_id = deployment.register(keys.url())
+        now = int(time.time())
+        claims = {"iss": client_id, "sub": client_id, "aud": deployment.token_url, "exp": now + 60}
+        for alg in ("HS256", "HS512", "RS384", "PS512"):
+            claims["jti"] = str(uuid.uuid4())
+            key: Any = "k" * 64
+            if alg[:2] in ("RS", "PS"):
+                key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            signed = jwt.encode(claims, key, algorithm=alg, headers={"kid": "k1"})
+            assert_invalid_client(deployment.token(signed))
+        assert keys.requests == []
+
+
+def test_a_disabled_jwks_uri_client_costs_no_fetch(
+    deployment: Deployment, jwks: dict[str, Any], rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    """A disabled client is refused before its keys are looked up: its own valid
+    assertions make the server fetch nothing."""
+    with KeyServer(send_json(jwks)) as keys:
+        client_id = deployment.register(keys.url())
+        assert run_cli_here(deployment.env, "clients", "disable", client_id).returncode == 0
+        for _ in range(3):
+            response = deployment.token(assertion(client_id, rsa_private_key, deployment.token_url))
+            assert_invalid_client(response)
+        assert keys.requests == []
+
+
 def test_a_redirecting_key_server_is_not_followed(
     deployment: Deployment, jwks: dict[str, Any], rsa_private_key: rsa.RSAPrivateKey
 ) -> None:

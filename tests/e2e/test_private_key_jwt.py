@@ -180,6 +180,27 @@ def test_issuer_is_an_accepted_audience(
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/jwks",
+        "/.well-known/jwks.json",
+        "/.well-known/oauth-authorization-server",
+        "/statuslists",
+        "/admin",
+        "/tokens",
+    ],
+)
+def test_another_url_of_this_server_is_no_accepted_audience(
+    http: Any, jwt_client: str, settings: Settings, rsa_private_key: rsa.RSAPrivateKey, path: str
+) -> None:
+    """RFC 7523 §3 item 3: the audience names this server as the one the assertion is
+    for; only the issuer and the endpoints that take assertions do, not every URL it
+    serves (an assertion made out for a key or metadata document is not one for it)."""
+    signed = assertion(jwt_client, rsa_private_key, aud=settings.issuer + path)
+    assert_error(token_request(http, signed), 401, "invalid_client")
+
+
 def test_assertion_authenticates_at_introspection_and_revocation(
     http: Any,
     jwt_client: str,

@@ -133,6 +133,21 @@ def test_client_secret_basic(http: Any, client: tuple[str, str]) -> None:
     assert claims["aud"] == AUD
 
 
+def test_a_body_client_id_naming_another_client_than_basic_is_refused(
+    http: Any, client: tuple[str, str], register: Callable[..., tuple[str, str]]
+) -> None:
+    """RFC 6749 §2.3.1: the client the Basic header authenticates is the one the request
+    is for; a client_id in the body naming anyone else is an error, not ignored (whether
+    it names a registered client or not)."""
+    other, _ = register(audiences=[AUD])
+    for named in (other, "someone-else"):
+        response = post(http, form=grant(client_id=named), auth=basic(*client))
+        data = assert_error(response, 400, "invalid_request")
+        assert "does not match" in data["error_description"]
+    # The same id in both places is fine.
+    assert_token_response(post(http, form=grant(client_id=client[0]), auth=basic(*client)))
+
+
 def test_client_secret_post(http: Any, client: tuple[str, str]) -> None:
     client_id, secret = client
     response = post(http, form=grant(client_id=client_id, client_secret=secret))

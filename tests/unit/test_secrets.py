@@ -118,6 +118,22 @@ def test_verify_secret_does_not_accept_the_stored_form_as_a_secret() -> None:
     assert client_secrets.verify_secret(stored, stored) is False
 
 
+@pytest.mark.parametrize("changed", [7, 20, 40, 70], ids=["first", "early", "middle", "last"])
+def test_verify_secret_compares_the_whole_digest(changed: int) -> None:
+    # A stored digest that differs from the secret's in one hex digit, anywhere: a
+    # comparison of a prefix (or of a fixed-width slice) would let such a record in.
+    secret = client_secrets.new_secret()
+    stored = client_secrets.hash_secret(secret)
+    assert len(stored) == 71  # "sha256$" and 64 hex digits
+    digit = "0" if stored[changed] != "0" else "1"
+    assert (
+        client_secrets.verify_secret(secret, stored[:changed] + digit + stored[changed + 1 :])
+        is False
+    )
+    assert client_secrets.verify_secret(secret, stored[:-1]) is False
+    assert client_secrets.verify_secret(secret, stored + "0") is False
+
+
 def test_stored_client_never_contains_the_secret() -> None:
     store = InMemoryClientStore()
     service = ClientService(store, FixedClock(), max_token_ttl=86400)
