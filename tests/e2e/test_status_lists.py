@@ -372,6 +372,110 @@ def test_indices_are_reused_only_after_their_tokens_expired(settings: Settings) 
         other.close()
 
 
+def test_a_used_up_lease_hands_out_no_index_of_another_block(settings: Settings) -> None:
+    """Every index of a lease is handed out once, and the one after its last is the first
+    of a newly leased block: never ``first + BLOCK_SIZE``, which is the first index of the
+    next block, leased by another process (two live tokens on one bit: revoking one
+    revokes the other)."""
+    clock = FixedClock(time.time())
+    svc = make_services(settings, clock)
+    other = make_services(settings, clock)
+    try:
+        lists = svc.status_lists
+        first = lists.allocate(clock.now() + 60)
+        assert first.idx % BLOCK_SIZE == 0
+        neighbour = other.status_lists.allocate(clock.now() + 60)  # the next block
+        assert neighbour.idx == first.idx + BLOCK_SIZE
+        handed = [first.idx] + [lists.allocate(clock.now() + 60).idx for _ in range(BLOCK_SIZE)]
+        assert handed[:BLOCK_SIZE] == list(range(first.idx, first.idx + BLOCK_SIZE))
+        assert handed[BLOCK_SIZE] // BLOCK_SIZE not in (
+            first.idx // BLOCK_SIZE,
+            neighbour.idx // BLOCK_SIZE,
+        )
+    finally:
+        svc.close()
+        other.close()
+
+
+def test_an_abandoned_lease_is_held_while_a_list_showing_its_bits_may_be_relied_on(
+    settings: Settings,
+) -> None:
+    """A process that leased a block and never moved on (it was killed) released
+    nothing: the block stays held for the lease window, the longest token lifetime, the
+    leeway and the lists' expiry (a copy built while its revoked tokens lived may be
+    relied on until its own exp), and only then goes to another process."""
+    clock = FixedClock(time.time())
+    gone = make_services(settings, clock)
+    other = make_services(settings, clock)
+    try:
+        first = gone.status_lists.allocate(clock.now() + settings.max_token_ttl)
+        gone.close()
+        held = LEASE_WINDOW + settings.max_token_ttl + settings.key_retention_leeway
+        clock.advance(held + settings.status_list_expiry - 1)
+        assert other.status_lists.allocate(clock.now() + 60).idx // BLOCK_SIZE != (
+            first.idx // BLOCK_SIZE
+        )
+        clock.advance(LEASE_WINDOW + 2)  # other's lease window ends: it leases again
+        assert other.status_lists.allocate(clock.now() + 60).idx == first.idx
+    finally:
+        other.close()
+
+
+def test_a_revoked_bit_is_published_until_the_leeway_after_the_tokens_exp(
+    settings: Settings,
+) -> None:
+    """Verifiers accept a token up to their leeway past ``exp``: the lists built in that
+    time still show it revoked; only after it do its bits go back to 0."""
+    clock = FixedClock(time.time())
+    svc = make_services(settings, clock)
+    try:
+        lists = svc.status_lists
+        leeway = settings.key_retention_leeway
+        assert leeway >= 2
+        entry = lists.allocate(clock.now() + 60)
+        with svc.unit_of_work():
+            assert lists.revoke_token({"status": lists.claim(entry), "exp": entry.expires_at})
+
+        def published_bit() -> int:
+            with svc.unit_of_work():
+                published = lists.published(entry.list_id)
+            assert published is not None
+            return bit(jwt.decode(published.token, options={"verify_signature": False}), entry.idx)
+
+        clock.advance(60 + leeway - 1)  # expired, but within the leeway
+        assert published_bit() == 1
+        clock.advance(settings.status_list_ttl + 2)  # beyond it (and past the copy's ttl)
+        assert published_bit() == 0
+    finally:
+        svc.close()
+
+
+def test_revoking_a_users_tokens_reaches_one_expired_within_the_leeway(
+    settings: Settings,
+) -> None:
+    """A verifier accepts a token up to its leeway past ``exp``: a user's withdrawal in
+    that time still sets its bit (and forgets a token expired beyond the leeway)."""
+    clock = FixedClock(time.time())
+    svc = make_services(settings, clock)
+    try:
+        lists = svc.status_lists
+        leeway = settings.key_retention_leeway
+        assert leeway >= 2
+        now = clock.now()
+        recent = lists.allocate(now + 60)
+        old = lists.allocate(now + 60 - leeway - 1)
+        land_issued(
+            svc, "c1", "erin", (recent, now - 1, now + 60), (old, now - 1, now + 59 - leeway)
+        )
+        clock.advance(60 + leeway / 2)  # recent expired, within the leeway; old beyond it
+        with svc.unit_of_work():
+            assert lists.revoke_user("erin") == 1
+            assert lists.is_revoked({"status": lists.claim(recent), "exp": recent.expires_at})
+            assert not lists.is_revoked({"status": lists.claim(old), "exp": old.expires_at})
+    finally:
+        svc.close()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_reused_index_is_never_shown_revoked_by_a_list_a_verifier_holds(
