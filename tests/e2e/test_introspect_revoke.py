@@ -233,6 +233,20 @@ def test_revocation_works_past_a_32_bit_version_counter(
     assert response.status_code == 200, response.get_data(as_text=True)
     assert not active(http, token, creds)
     assert services.db.read_counter(STATUS_VERSION) == 2**31
+def test_a_token_without_a_status_entry_is_revoked_by_its_jti(
+    http: Any, register: Register, services: Services
+) -> None:
+    """A token issued before status lists names no entry: its revocation is the jti's
+    record alone, and introspection reads it (the status list has no bit to set)."""
+    creds = register()
+    _, claims = parts(issue_token(http, creds))
+    kid, pem = server_private_key(services)
+    del claims["status"]
+    claims["jti"] = "before-status-lists"
+    token = jwt.encode(claims, pem, algorithm="RS256", headers={"kid": kid, "typ": "at+jwt"})
+    assert active(http, token, creds)
+    assert revoke(http, token, creds).status_code == 200
+    assert not active(http, token, creds)
 
 
 def test_revocation_is_seen_by_another_instance(

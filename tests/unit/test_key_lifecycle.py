@@ -9,6 +9,7 @@ one key signs at any moment, and a retired key leaves the JWKS at once.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
@@ -225,6 +226,27 @@ def test_rotate_does_not_change_the_signing_key_now(
     svc.rotate()
     assert signing_kid(ring) == old.kid
     assert len(current_keys(store, clock.now())) == 1
+
+
+def test_a_new_key_is_published_ahead_for_the_workers_cache_as_well(
+    store: InMemoryKeyStore, clock: FixedClock
+) -> None:
+    """A worker may serve a JWKS read up to ``cache_seconds`` before a new key existed: the
+    key is written ``publish_ahead + cache_seconds`` before it signs, by ``rotate`` and by
+    the schedule alike, so every worker has published it for the full publish-ahead."""
+    cached = dataclasses.replace(POLICY, cache_seconds=7.5)
+    svc = KeyService(store, KeyRing(store, clock, cached), clock)
+    first = bootstrap(svc)
+    rotated = svc.rotate().key
+    assert rotated.activate_at - rotated.created_at == PUBLISH_AHEAD + 7.5
+    clock.set(rotated.activate_at + ROTATION_INTERVAL - PUBLISH_AHEAD - 7.5 - 1)
+    svc.tick()  # the first key's private half goes; nothing is scheduled yet
+    assert len(store.list()) == 2
+    clock.advance(1)
+    svc.tick()
+    [scheduled] = [k for k in store.list() if k.kid not in (first.kid, rotated.kid)]
+    assert scheduled.activate_at - scheduled.created_at == PUBLISH_AHEAD + 7.5
+    assert scheduled.activate_at == rotated.activate_at + ROTATION_INTERVAL
 
 
 def test_views_show_states_newest_first(svc: KeyService, clock: FixedClock) -> None:
