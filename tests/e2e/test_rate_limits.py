@@ -298,6 +298,30 @@ def test_the_id_works_again_after_the_window(make_app: MakeApp) -> None:
     assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
 
 
+def test_throttled_failures_are_not_counted_again(make_app: MakeApp) -> None:
+    """A failure answered 429 is not counted again, in either budget: a stranger who
+    keeps failing while an id is throttled spends nothing more of the address's budget
+    (another backend behind the same address still gets its 401), and the id's budget
+    comes back when the counted failures leave the window."""
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/2second",
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="5/2second",
+    )
+    http = app.test_client()
+    client_id, _secret = register(services)
+    neighbour, _ = register(services)
+
+    started = time.monotonic()
+    for _ in range(3):
+        assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    for _ in range(5):
+        assert_throttled(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+    # The address has spent 3 of its 5: a neighbour's failure is still a 401.
+    assert_invalid_client(request_token(http, (neighbour, "wrong"), remote_addr=ATTACKER))
+    time.sleep(max(0.0, started + 2.3 - time.monotonic()))
+    assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr=ATTACKER))
+
+
 @pytest.mark.parametrize("endpoint", ["/introspect", "/revoke"])
 def test_failures_at_introspect_and_revoke_count_too(make_app: MakeApp, endpoint: str) -> None:
     app, services = make_app(AUTHSERVER_AUTH_FAILURES_PER_CLIENT="3/minute")
