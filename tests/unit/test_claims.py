@@ -199,6 +199,43 @@ def test_reserved_and_identity_names_in_another_letter_case_are_refused_even_if_
         extra_claims(client, {name: "forged"})
 
 
+@pytest.mark.parametrize(
+    ("fixed", "sent"),
+    [
+        (1, True),
+        (True, 1),
+        (0, False),
+        (False, 0),
+        ("1", 1),
+        (1, 1.5),
+        ([1], [True]),
+        ({"a": [0]}, {"a": [False]}),
+        ([1, 2], [1]),
+    ],
+    ids=[
+        "1-true",
+        "true-1",
+        "0-false",
+        "false-0",
+        "string-number",
+        "other-number",
+        "nested-list",
+        "nested-object",
+        "shorter-list",
+    ],
+)
+def test_a_request_cannot_change_a_fixed_claim_even_to_an_equal_python_value(
+    fixed: Any, sent: Any
+) -> None:
+    """A fixed claim may be repeated only as the same JSON value: ``true`` is not ``1``
+    (Python's ``True == 1``), which a sync server reading ``"admin": true`` tells apart, at
+    any depth (``[true]`` was taken for ``[1]``: the request was accepted, not refused)."""
+    client = make_client(fixed_claims={"admin": fixed})
+    with pytest.raises(TokenRequestError, match="fixed claim of this client"):
+        extra_claims(client, {"admin": sent})
+    assert extra_claims(client, {"admin": fixed}) == {"admin": fixed}
+
+
 def test_the_request_claims_and_the_fixed_claims_fit_the_size_bound_together() -> None:
     """Each is bounded alone (the fixed ones at registration); what the token carries is
     both, and it travels in a header: together they must fit too."""
