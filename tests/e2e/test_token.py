@@ -395,6 +395,28 @@ def test_longer_expires_in_is_clamped(http: Any, auth: str, as_json: bool, longe
     assert claims["exp"] - claims["iat"] == TTL
 
 
+def test_a_client_lifetime_above_a_lowered_maximum_is_cut_to_it(
+    settings: Any, register: Callable[..., tuple[str, str]]
+) -> None:
+    """AUTHSERVER_MAX_TOKEN_TTL lowered after a client was registered with a longer
+    lifetime: its tokens live at most the new maximum (the keys' retention and the
+    status lists' leases are counted from it), with or without an expires_in."""
+    from authserver.web.app import create_app
+    from tests.conftest import make_services
+
+    client = register(audiences=[AUD], token_ttl=3600)
+    lowered = make_services(settings.replace(max_token_ttl=600, default_token_ttl=300))
+    try:
+        http = create_app(services=lowered).test_client()
+        for form in (grant(), grant(expires_in="3600")):
+            response = post(http, form=form, auth=basic(*client))
+            assert response.get_json()["expires_in"] == 600
+            claims = claims_of(response)
+            assert claims["exp"] - claims["iat"] == 600
+    finally:
+        lowered.close()
+
+
 #: More digits than Python's int() converts (4300): a ValueError, and a 500, before.
 HUGE_DIGITS = "1" + "0" * 5000
 
