@@ -276,7 +276,7 @@ test('a malformed status claim is invalid_status; an expired token never fetches
   await rejects(verifier.verify(await issuer.token({ status: { status_list: { idx: -1, uri: issuer.listUri('a') } } })), 'invalid_status');
   // A list outside the issuer's URL space is not fetched.
   const before0 = issuer.state.listRequests;
-  for (const uri of ['https://elsewhere.example/statuslists/1', `${issuer.issuer}.evil.example/statuslists/1`]) {
+  for (const uri of ['https://elsewhere.example/statuslists/1', `${issuer.issuer}.evil.example/statuslists/1`, `${issuer.issuer}@evil.invalid/statuslists/1`]) {
     await rejects(verifier.verify(await issuer.token({ status: { status_list: { idx: 0, uri } } })), 'invalid_status');
   }
   assert.equal(issuer.state.listRequests, before0);

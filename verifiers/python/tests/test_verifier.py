@@ -1516,6 +1516,8 @@ def test_a_compression_bomb_is_refused(
         {"status_list": {"idx": "1", "uri": "/statuslists/1"}},
         {"status_list": {"idx": 1}},
         {"status_list": {"idx": 1, "uri": "https://evil.example/statuslists/1"}},
+        # The issuer's URL as a prefix but not its origin: the host is evil.invalid.
+        {"status_list": {"idx": 1, "uri": "@evil.invalid/statuslists/1"}},
         {"status_list": "x"},
     ],
 )
@@ -1523,7 +1525,7 @@ def test_a_status_claim_that_is_not_ours_is_refused(
     server: AuthServerDouble, issuer: Issuer, clock: Clock, status: dict[str, Any]
 ) -> None:
     ref = status["status_list"]
-    if isinstance(ref, dict) and str(ref.get("uri", "")).startswith("/"):
+    if isinstance(ref, dict) and str(ref.get("uri", "")).startswith(("/", "@")):
         ref["uri"] = server.issuer + ref["uri"]
     token = issuer.token(issuer.claims(status=status))
     assert reason_of(status_verifier(server, clock), token) == "invalid_status"
