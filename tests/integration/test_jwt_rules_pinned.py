@@ -92,6 +92,10 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("typ JWT", {"typ": "JWT"}, {}),
     ("typ statuslist+jwt", {"typ": "statuslist+jwt"}, {}),
     ("no typ", {"typ": None}, {}),
+    # RFC 7519 section 4.1.4: not accepted "on or after" exp: at exp itself the issuer
+    # (strict_exp) refuses it, a second before it accepts it.
+    ("expires now", {}, {"exp": T0}),
+    ("expires in 1 s", {}, {"exp": T0 + 1}),
     ("expired 29 s ago", {}, {"exp": T0 - 29}),
     ("expired 31 s ago", {}, {"exp": T0 - 31}),
     ("nbf in 29 s", {}, {"nbf": T0 + 29}),
@@ -129,6 +133,12 @@ def test_introspection_and_the_verifier_agree(
     # The answers RFC 9068 and the 30 s leeway give. The one difference is deliberate and
     # part of the rules (strict_exp): the issuer set exp from its own clock, so for it a
     # token is expired at exp; a sync server allows its own clock the leeway.
-    accepted = {"valid", "typ application/at+jwt", "typ upper case", "nbf in 29 s"}
-    assert verifier_accepts is (name in accepted | {"expired 29 s ago"}), name
+    accepted = {
+        "valid",
+        "typ application/at+jwt",
+        "typ upper case",
+        "nbf in 29 s",
+        "expires in 1 s",
+    }
+    assert verifier_accepts is (name in accepted | {"expired 29 s ago", "expires now"}), name
     assert server_accepts is (name in accepted), name

@@ -1368,6 +1368,9 @@ def test_status_max_stale_bounds_a_long_exp(
     ("change", "why"),
     [
         ({"sub": "https://elsewhere.example/statuslists/1"}, "sub"),
+        # Signed with the issuer's key but naming another issuer (the JS verifier's
+        # wrong-iss case): not this issuer's list.
+        ({"iss": "https://evil.example"}, "another issuer"),
         ({"exp": 1}, "expired"),
         ({"status_list": {"bits": 3, "lst": "eJwDAAAAAAE"}}, "bits"),
         ({"status_list": {"bits": 1, "lst": "!!!"}}, "lst"),
