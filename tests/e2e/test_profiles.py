@@ -600,3 +600,48 @@ def test_a_plugin_claiming_the_jwks_path_is_skipped(
         assert response.get_json()["keys"]
     finally:
         svc.close()
+
+
+class OwnPath:
+    """A plug-in profile served at a path of its own, authenticated by Bearer secret."""
+
+    name = "ownpath"
+    fields = frozenset({"sub"})
+    paths = ("/ownpath/v1/tokens",)
+
+    def translate(self, request: Any, client: Any) -> dict[str, Any]:
+        return dict(request.fields)
+
+    def render(self, issued: Any, request: Any) -> dict[str, Any]:
+        return {"token": issued.access_token}
+
+
+def test_a_bearer_client_is_served_only_at_its_own_profiles_path(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two profiles with paths of their own: a client of one authenticates by Bearer
+    secret at either path, and is refused (unauthorized_client) at the other's, not
+    answered in a dialect its backend does not speak."""
+    from importlib.metadata import EntryPoint
+
+    from authserver.profiles import registry
+    from authserver.web.app import create_app
+    from tests.conftest import make_services
+
+    ep = EntryPoint("ownpath", f"{__name__}:OwnPath", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry, "entry_points", lambda group: [ep])
+    svc = make_services(settings)
+    try:
+        assert "ownpath" in svc.profiles.names()
+        with svc.unit_of_work():
+            client, secret = svc.clients.create(name="own", audiences=[AUD], profile="ownpath")
+        http = create_app(services=svc).test_client()
+        bearer = f"Bearer {secret}"
+        own = post_json(http, {"sub": "u"}, auth=bearer, path=OwnPath.paths[0])
+        assert own.status_code == 200, own.get_data(as_text=True)
+        assert claims_of(own.get_json()["token"])["client_id"] == str(client.client_id)
+        elsewhere = post_json(http, {"sub": "u"}, auth=bearer, path=STREAM_PATH)
+        assert elsewhere.status_code == 400, elsewhere.get_data(as_text=True)
+        assert elsewhere.get_json()["error"] == "unauthorized_client"
+    finally:
+        svc.close()
