@@ -1379,6 +1379,7 @@ def test_status_max_stale_bounds_a_long_exp(
         ({"status_list": None}, "status_list"),
         ({"iat": None}, "iat"),
         ({"nbf": 4102444800}, "nbf in the future"),
+        ({"iat": 4102444800}, "iat in the future"),
         ({"ttl": "60"}, "ttl a string"),
         ({"ttl": 0}, "ttl zero"),
         ({"ttl": -5}, "ttl negative"),
