@@ -233,6 +233,8 @@ def test_revocation_works_past_a_32_bit_version_counter(
     assert response.status_code == 200, response.get_data(as_text=True)
     assert not active(http, token, creds)
     assert services.db.read_counter(STATUS_VERSION) == 2**31
+
+
 def test_a_token_without_a_status_entry_is_revoked_by_its_jti(
     http: Any, register: Register, services: Services
 ) -> None:
