@@ -146,7 +146,8 @@ def signing_key(keys: list[SigningKey], now: float, retention: float) -> Signing
     has seen and the destroyed one cannot sign at all.
 
     ``None`` when nothing can sign: an empty store, or no current key while the clock is
-    not behind (the current key's record unreadable, a crash): the schedule repairs that.
+    not behind (:func:`clock_behind`; the current key's record unreadable, a crash): the
+    schedule repairs that.
     """
     current = current_key(keys, now, retention)
     if current is not None and current.private_pem is not None:
@@ -154,9 +155,20 @@ def signing_key(keys: list[SigningKey], now: float, retention: float) -> Signing
     later = [k for k in pending(keys, now) if k.private_pem is not None]
     if not later:
         return current
-    if current is None and later[0].created_at <= now:
-        return None  # written before now, yet not current: not a clock behind the store
+    if current is None and not clock_behind(keys, now):
+        return None  # no current key, and not for a clock behind the store: a repair
     return later[0]
+
+
+def clock_behind(keys: list[SigningKey], now: float) -> bool:
+    """Whether *now* is earlier than a moment the store records as past: a key's creation
+    or its retire, each written as its writer's now. A retire counts too: it promotes a
+    ``next`` key written long before (:meth:`KeyService.retire`), so after it, on a clock
+    behind the retirer's, no key is current and the one that signs was created before
+    *now*, yet nothing needs repairing."""
+    return any(
+        k.created_at > now or (k.retired_at is not None and k.retired_at > now) for k in keys
+    )
 
 
 def pending(keys: list[SigningKey], now: float) -> list[SigningKey]:

@@ -127,6 +127,34 @@ def test_an_instance_whose_clock_is_behind_stops_signing_with_a_retired_key_at_o
     assert a.signing() == b.signing()
 
 
+def test_an_instance_whose_clock_is_behind_signs_with_the_next_key_a_retire_promoted(
+    tmp_path: Path,
+) -> None:
+    """As above, but the retire comes while the next key has been published for longer than
+    the JWKS max-age, so A promotes that key (written an hour before) to sign at its own
+    now. B, three minutes behind, must sign with it at once: it saw no current key and a
+    key created before its now, took that for a broken store, and failed every token
+    request ("no current signing key") until its schedule moved the key's window."""
+    a = Process(tmp_path, FixedClock(START + 180))
+    b = Process(tmp_path, FixedClock(START))
+    a.keys.ensure_current()
+    for process in (a, b):
+        process.clock.advance(DAY - POLICY.publish_ahead / 2)
+    assert a.keys.tick()  # the next key is scheduled and published
+    for process in (a, b):
+        process.clock.advance(2 * POLICY.jwks_max_age)
+    compromised = b.signing()
+    [published] = [k for k in a.store.list() if k.kid != compromised]
+    a.keys.retire(compromised)
+    before = b.stored()
+    assert a.signing() == published.kid
+    assert b.signing() == published.kid
+    assert b.listed_current() == [published.kid]
+    assert published.kid in b.published()
+    assert b.keys.tick() == []
+    assert b.stored() == before
+
+
 def test_two_instances_whose_clocks_are_minutes_apart_bootstrap_one_key(
     tmp_path: Path,
 ) -> None:
