@@ -75,11 +75,13 @@ def audit(
     elif not events:
         echo("no matching audit events")
     else:
+        # ID: what --before takes to list the next page (the table's last one).
         # SECRET: which secret a token was issued on ("current", or "previous" during a
         # rotate-secret grace period), the column an operator watches to end the grace.
         table(
             [
                 (
+                    e["id"],
                     e["at"],
                     e["actor"],
                     e["action"],
@@ -90,5 +92,5 @@ def audit(
                 )
                 for e in events
             ],
-            ["AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI", "SECRET"],
+            ["ID", "AT", "ACTOR", "ACTION", "CLIENT_ID", "SUB", "JTI", "SECRET"],
         )

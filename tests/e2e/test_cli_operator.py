@@ -510,6 +510,29 @@ def test_rotate_secret_with_grace_keeps_the_old_secret_working(tmp_path: Path) -
     assert "--grace" in bad.stderr
 
 
+def test_the_audit_table_shows_the_id_that_before_pages_on(tmp_path: Path) -> None:
+    """``audit --before ID`` lists the page after one whose last event is ID; the table an
+    operator reads must show that id (it showed none: only ``--json`` could page)."""
+    env = _env(tmp_path)
+    for n in range(5):
+        cli_json_here(env, "clients", "create", "--name", f"c{n}")
+    listed = [e["id"] for e in cli_json_here(env, "audit")["events"]]
+    assert len(listed) == 5
+    pages: list[int] = []
+    args = ["audit", "--limit", "2"]
+    while True:
+        human = run_cli_here(env, *args)
+        assert human.returncode == 0, human.stderr
+        if human.stdout.startswith("no matching audit events"):
+            break
+        lines = human.stdout.splitlines()
+        assert lines[0].split()[0] == "ID"
+        ids = [int(line.split()[0]) for line in lines[2:]]
+        pages += ids
+        args = ["audit", "--limit", "2", "--before", str(ids[-1])]
+    assert pages == listed
+
+
 def test_delete_asks_for_confirmation_unless_yes(tmp_path: Path) -> None:
     env = _env(tmp_path)
     cid = cli_json_here(env, "clients", "create", "--name", "x")["client_id"]
