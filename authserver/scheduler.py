@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 
 from authserver.audit.service import acting_as
@@ -55,9 +54,11 @@ def run_once(services: Services) -> list[str]:
         return done
 
 
-def housekeeping(services: Services) -> int:
+def housekeeping(services: Services, stop: threading.Event | None = None) -> int:
     """Forget expired revocations (by jti and in the status lists) and assertion ids, and
-    audit events past retention."""
+    audit events past retention. A backlog of audit events (a lowered retention, a first
+    start after days down) takes one batch after another for as long as it lasts: *stop*,
+    when set, ends that between two batches (the rest waits for the next run)."""
     with services.unit_of_work():
         purged = services.revocations.purge(services.clock.now()) + services.status_lists.purge()
     # The audit trail in bounded batches, each its own transaction: the events that crossed
@@ -71,7 +72,8 @@ def housekeeping(services: Services) -> int:
         if batch < services.audit.PURGE_BATCH:
             return purged
         # Let the writers that waited for this batch go first.
-        time.sleep(PURGE_PAUSE)
+        if (stop or threading.Event()).wait(PURGE_PAUSE):
+            return purged
 
 
 class KeyScheduler:
@@ -79,14 +81,20 @@ class KeyScheduler:
         self._services = services
         self._interval = interval or tick_interval(services.settings.key_publish_ahead)
         self._stop = threading.Event()
-        self._last_housekeeping = time.monotonic()
         #: The expected failure being reported, per task, so an outage is one line (and
         #: one when it ends), not a traceback on every tick of every worker.
         self._failing: dict[str, str] = {}
         self._thread = threading.Thread(target=self._run, name="authserver-keys", daemon=True)
+        # A thread of its own: an audit purge works through a backlog batch after batch
+        # (hours of them after a lowered retention), and on the key schedule's thread no
+        # key tick (rotation, repair, status-list withdrawal) ran until it was done.
+        self._housekeeping = threading.Thread(
+            target=self._run_housekeeping, name="authserver-housekeeping", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()
+        self._housekeeping.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -95,10 +103,10 @@ class KeyScheduler:
         # Jitter spreads the workers' ticks so they rarely contend for the lock.
         while not self._stop.wait(self._interval * random.uniform(0.5, 1.0)):  # noqa: S311
             self._attempt("key schedule tick", lambda: run_once(self._services))
-            now = time.monotonic()
-            if now - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
-                self._last_housekeeping = now
-                self._attempt("housekeeping", lambda: housekeeping(self._services))
+
+    def _run_housekeeping(self) -> None:
+        while not self._stop.wait(HOUSEKEEPING_INTERVAL):
+            self._attempt("housekeeping", lambda: housekeeping(self._services, self._stop))
 
     def _attempt(self, task: str, work: Callable[[], object]) -> None:
         """Run *work*; report an expected failure in one line when it begins (and when it
