@@ -65,6 +65,48 @@ def test_every_command_is_in_the_readme_synopsis(command: str) -> None:
     assert re.search(pattern, synopsis), f"add '{command}' to README.md's Command line block"
 
 
+def _synopsis_lines() -> list[str]:
+    """The README's synopsis, one line per command (an indented line continues one)."""
+    lines: list[str] = []
+    for line in _readme_synopsis().strip("\n").splitlines():
+        if line[:1].isspace() and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return lines
+
+
+#: The synopsis lines that list their command's options (the others say ``...``).
+LISTED_OPTIONS = [("audit",), ("tokens", "revoke"), ("doctor",)]
+
+
+@pytest.mark.parametrize("path", LISTED_OPTIONS, ids=" ".join)
+def test_a_synopsis_line_that_lists_options_lists_them_all(path: tuple[str, ...]) -> None:
+    """``audit --until`` and ``--before`` were added to the reference but not to the
+    README's line, which listed every other option of ``audit``. ``--json`` is said once
+    for every command under the block."""
+    command: click.Command = cli
+    for name in path:
+        assert isinstance(command, click.Group)
+        command = command.commands[name]
+    head = " ".join(["authserver", *path]) + " "
+    [line] = [
+        line[len(head) :]
+        for line in _synopsis_lines()
+        if line.startswith(head) and line[len(head) :].startswith(("[", "-"))
+    ]
+    options = [
+        option
+        for param in command.params
+        if isinstance(param, click.Option)
+        for option in param.opts
+        if option != "--json"
+    ]
+    listed = set(re.findall(r"--[a-z][a-z-]*", line))
+    missing = [option for option in options if option not in listed]
+    assert not missing, f"add {missing} to README.md's line for authserver {' '.join(path)}"
+
+
 def _tracked() -> list[Path]:
     names = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
