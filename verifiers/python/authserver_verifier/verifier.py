@@ -243,16 +243,19 @@ def _settle(future: Any) -> None:
 class _WouldWait(BaseException):
     """Only raised while :data:`_in_loop` is set; a BaseException, so that no ``except
     Exception`` on the way turns it into a refusal. :attr:`busy`: the lock of the fetch
-    under way that would have been waited for (None: a fetch would have been made)."""
+    under way that would have been waited for (None: a fetch would have been made, under
+    the lock :attr:`fetch`)."""
 
-    def __init__(self, busy: _FetchLock | None = None) -> None:
+    def __init__(self, busy: _FetchLock | None = None, fetch: _FetchLock | None = None) -> None:
         super().__init__()
         self.busy = busy
+        self.fetch = fetch
 
 
-def _must_not_wait() -> None:
+def _must_not_wait(fetch: _FetchLock) -> None:
+    """Called holding *fetch*, the lock of the fetch about to be made."""
     if getattr(_in_loop, "active", False):
-        raise _WouldWait
+        raise _WouldWait(fetch=fetch)
 
 
 class _FetchLock:
@@ -590,8 +593,9 @@ class TokenVerifier:
         #: How many HTTP fetches of status lists were attempted (for tests and metrics).
         self.status_fetch_count = 0
         self._generation = 0  # bumped by refresh(); guarded by _lock
-        #: averify's last hand-off of a fetch to a worker thread (an asyncio task).
-        self._handoff: Any = None
+        #: averify's hand-offs of a fetch to a worker thread (asyncio tasks), by the lock
+        #: of the fetch; guarded by _lock.
+        self._handoffs: dict[_FetchLock | None, Any] = {}
         _LIVE.add(self)  # for _after_fork_in_child
 
     def _after_fork(self) -> None:
@@ -609,6 +613,7 @@ class TokenVerifier:
         self._lock = threading.Lock()
         self._fetch_lock = _FetchLock()
         self._list_locks = {}
+        self._handoffs = {}
         self._refreshing_keys = False
         for cached in self._lists.values():
             cached.refreshing = False
@@ -649,21 +654,25 @@ class TokenVerifier:
             try:
                 return self.verify(token)
             except _WouldWait as would:
-                busy = would.busy
+                busy, fetch = would.busy, would.fetch
             finally:
                 _in_loop.active = False
             if busy is None:
-                handoff = self._handoff
+                with self._lock:
+                    handoff = self._handoffs.get(fetch)
                 if handoff is not None and handoff.get_loop() is loop and not handoff.done():
-                    # A call of this loop has just handed a fetch to a worker thread, which
-                    # may not hold the fetch's lock yet: wait for it, then try again.
+                    # A call of this loop has just handed this fetch to a worker thread,
+                    # which may not hold its lock yet: wait for it, then try again. (Only
+                    # this fetch: a call needing another list fetches it meanwhile.)
                     await asyncio.wait({handoff})
                     continue
                 # This call fetches, on a worker thread; its task outlives this call
                 # (shield) should the request go away, as the other calls wait for it.
                 handoff = loop.create_task(asyncio.to_thread(self.verify, token))
                 handoff.add_done_callback(_retrieved)
-                self._handoff = handoff
+                handoff.add_done_callback(functools.partial(self._handed_back, fetch))
+                with self._lock:
+                    self._handoffs[fetch] = handoff
                 return await asyncio.shield(handoff)
             # Another thread is fetching: wait for it on the loop, not on a thread of the
             # loop's executor (a burst of requests would hold every one of them for the
@@ -671,6 +680,11 @@ class TokenVerifier:
             done = loop.create_future()
             if busy.when_released(functools.partial(_wake, loop, done)):
                 await done
+
+    def _handed_back(self, fetch: _FetchLock | None, handoff: Any) -> None:
+        with self._lock:
+            if self._handoffs.get(fetch) is handoff:
+                del self._handoffs[fetch]
 
     def _verify(self, token: str | bytes) -> dict[str, Any]:
         header = rules.parse_header(token, max_bytes=self.max_token_bytes)
@@ -788,13 +802,14 @@ class TokenVerifier:
 
     def _refetch(self, *, force: bool) -> None:
         started = self._monotonic()
-        with self._fetch_lock.held():
+        lock = self._fetch_lock
+        with lock.held():
             now = self._monotonic()
             if self._last_attempt > started and not force:
                 return  # another thread fetched while we waited: use its result
             if now - self._last_attempt < self.min_refetch_interval and not force:
                 return
-            _must_not_wait()  # averify on the loop: fetch on a worker thread instead
+            _must_not_wait(lock)  # averify on the loop: fetch on a worker thread instead
             self._last_attempt = now
             self.fetch_count += 1
             error: str | None = None
@@ -1080,7 +1095,7 @@ class TokenVerifier:
             if now - failed < self.min_refetch_interval:
                 # A failing list is not hammered: one attempt per interval after a failure.
                 raise InvalidToken("status_unavailable", f"{uri}: failed moments ago")
-            _must_not_wait()  # averify on the loop: fetch on a worker thread instead
+            _must_not_wait(lock)  # averify on the loop: fetch on a worker thread instead
             with self._lock:
                 self._list_attempts[uri] = now
                 self.status_fetch_count += 1

@@ -2092,3 +2092,33 @@ def test_averify_calls_waiting_for_one_fetch_hold_no_executor_thread(
     assert [claims["sub"] for claims in answers] == ["user-42"] * 20
     assert other < 0.3, other
     assert server.jwks_fetches == 1
+
+
+def test_averify_calls_needing_different_lists_do_not_wait_for_each_other(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock
+) -> None:
+    """Three tokens naming three lists, each list taking 1 s to come: each call hands its
+    own fetch to a worker thread, as verify() on three threads fetches them at once. Every
+    call that would fetch waited for the loop's last hand-off whatever it fetched, so the
+    third call answered after 3 s (three timeouts against a hung issuer)."""
+    paths = ["/statuslists/1", "/statuslists/2", "/statuslists/3"]
+    for path in paths:
+        uri = server.issuer + path
+        server.status_lists[path] = status_list_token(issuer.key, uri, set(), now=clock.wall)
+    verifier = status_verifier(server, clock)
+    assert verifier.verify(issuer.token())  # the keys cached: only the lists to fetch
+    tokens = [issuer.token(with_status(server, 5, path)) for path in paths]
+    server.list_hang = 1.0
+
+    async def scenario() -> tuple[list[Any], float]:
+        started = time.monotonic()
+        answers = await asyncio.gather(*(verifier.averify(token) for token in tokens))
+        return answers, time.monotonic() - started
+
+    try:
+        answers, took = asyncio.run(scenario())
+    finally:
+        server.list_hang = 0.0
+    assert [claims["sub"] for claims in answers] == ["user-42"] * 3
+    assert took < 1.8, took
+    assert server.status_list_fetches == 3
