@@ -344,7 +344,9 @@ def _create_connection(
     address: tuple[str, int], timeout: float | None = None, source: Any = None
 ) -> socket.socket:
     """``socket.create_connection`` whose name resolution and connection attempts all
-    end within the current fetch's time (it bounded each attempt, not their sum)."""
+    end within the current fetch's time (it bounded each attempt, not their sum). The
+    socket is put under the fetch's deadline at once: what connect() does on it next (a
+    proxy's CONNECT tunnel, the TLS handshake) ends with the fetch's time too."""
     host, port = address
     if not isinstance(timeout, int | float):
         timeout = None  # socket's "global default" marker: no fetch passes it
@@ -353,7 +355,9 @@ def _create_connection(
     except ValueError:
         infos = _resolve(host, port)
     else:  # a literal address: nothing to resolve
-        return socket.create_connection(address, _left(timeout), source)
+        connected = socket.create_connection(address, _left(timeout), source)
+        _watch(connected)
+        return connected
     error: OSError = OSError(f"no address for {host}")
     for family, kind, proto, _, sockaddr in infos:
         sock = socket.socket(family, kind, proto)
@@ -367,17 +371,18 @@ def _create_connection(
             error = exc
             continue
         sock.settimeout(timeout)
+        _watch(sock)
         return sock
     raise error
 
 
 class _WatchedConnection(http.client.HTTPConnection):
-    """A connection whose socket the current fetch's :class:`_Deadline` can shut down."""
+    """A connection whose socket the current fetch's :class:`_Deadline` can shut down
+    (:func:`_create_connection` puts it under the deadline)."""
 
     def connect(self) -> None:
         self._create_connection = _create_connection
         super().connect()
-        _watch(self.sock)
 
 
 class _WatchedHTTPSConnection(http.client.HTTPSConnection, _WatchedConnection):

@@ -1890,6 +1890,27 @@ def test_a_dripping_server_is_cut_at_the_timeout(head_first: bool, keys: list[RS
         assert "timed out after 1 s" in str(caught.value.detail), caught.value.detail
 
 
+def test_a_proxy_dripping_its_connect_answer_is_cut_at_the_timeout(
+    keys: list[RSAKey], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An https issuer reached through HTTPS_PROXY: the tunnel is set up inside connect(),
+    before the connection's socket was put under the fetch's deadline, so a proxy
+    answering CONNECT a byte every 0.2 s held verify() for 16 s with timeout=1."""
+    with dripping_server(head_first=False) as proxy:
+        for name in ("no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("https_proxy", proxy)
+        issuer = "https://auth.example.com"
+        verifier = TokenVerifier(issuer, AUDIENCE, jwks_uri=issuer + "/jwks.json", timeout=1)
+        token = sign(keys[0], claims_for(issuer))
+        started = time.monotonic()
+        with pytest.raises(InvalidToken) as caught:
+            verifier.verify(token)
+        assert caught.value.reason == "jwks_unavailable"
+        assert time.monotonic() - started < 3
+        assert "timed out after 1 s" in str(caught.value.detail), caught.value.detail
+
+
 def test_a_body_cut_short_is_not_taken_for_the_whole(keys: list[RSAKey]) -> None:
     """A server that closes the connection before the Content-Length it announced: the
     part that came was read as the whole document (here a metadata naming another issuer);
