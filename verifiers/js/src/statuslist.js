@@ -163,10 +163,12 @@ export class StatusListCache {
     if (entry.fetchedAt !== undefined && now < entry.fetchedAt) {
       // The clock was stepped back since this copy was fetched: its ttl, counted on the
       // clock before the step, would keep it fresh (a revocation unseen) for as long as
-      // the step. It is fetched again now.
+      // the step. It is fetched again now; and while the issuer cannot be reached it is
+      // used at most maxStale from now (counted from the fetch, as long as the step more).
       entry.freshUntil = now;
       entry.refreshFrom = now;
       entry.fetchedAt = now;
+      entry.usableUntil = Math.min(entry.usableUntil, now + this.options.maxStale * 1000);
     }
     if ((entry.retryAt ?? 0) > now + this.options.retryInterval * 1000) entry.retryAt = 0; // planned before a step back
     const retryDue = now >= (entry.retryAt ?? 0);

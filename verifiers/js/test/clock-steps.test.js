@@ -55,3 +55,24 @@ test('a status list fetched before the clock was stepped back is fetched again: 
   await assert.rejects(verifier.verify(token), (err) => err.reason === 'revoked');
   assert.equal(issuer.state.fetches - fetches, 1);
 });
+
+test('a status list fetched before the clock was stepped back is not used past statusListMaxStale while the issuer is down', async () => {
+  issuer.state.lists.set('stale', { statuses: [0], ttl: 60, expIn: 3600 });
+  const clock = () => Date.now() + clock.offset * 1000;
+  clock.offset = 600; // the verifier host ten minutes ahead ...
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, clock, statusListMaxStale: 900 });
+  const token = await issuer.token({ list: 'stale', idx: 0, exp: Math.floor(Date.now() / 1000) + 3600 });
+  try {
+    await verifier.verify(token);
+    issuer.state.down = true;
+    clock.offset = 0; // ... stepped back; the issuer cannot be reached: the copy answers
+    await verifier.verify(token);
+    // 901 s after the fetch: the copy is past statusListMaxStale (the Python verifier,
+    // on its monotonic clock, refuses here). It was counted from the fetch on the clock
+    // before the step, so it was used for another 600 s.
+    clock.offset = 901;
+    await assert.rejects(verifier.verify(token), (err) => err.reason === 'status_unavailable');
+  } finally {
+    issuer.state.down = false;
+  }
+});
