@@ -247,10 +247,14 @@ export function createVerifier(options = {}) {
    * The last fetch failed after the cached set went stale, and recently (within a
    * cooldown and a fetch; retries keep it recent while the outage lasts) or a retry still
    * runs: the issuer is failing now. An older failure is no reason to use a stale set: a
-   * set fetched since may lack a retired key. (jose's clock: it wrote cache.uat.)
+   * set fetched since may lack a retired key. (jose's clock: it wrote cache.uat.) A set
+   * fetched before the clock was stepped back counts as stale here: jose holds it fresh
+   * (and refuses a kid it lacks without asking) for as long as the step.
    */
   function jwksFailingNow() {
-    if (!jwksFailing || !(jwksFailedAt >= cache.uat + config.jwksCacheMaxAge * 1000)) return false;
+    if (!jwksFailing) return false;
+    const steppedBack = cache.uat > Date.now();
+    if (!steppedBack && !(jwksFailedAt >= cache.uat + config.jwksCacheMaxAge * 1000)) return false;
     const recent = (2 * config.jwksCooldown + config.timeout) * 1000;
     return jwksRefreshing !== null || Date.now() - jwksFailedAt < recent;
   }

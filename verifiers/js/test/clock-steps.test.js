@@ -76,3 +76,26 @@ test('a status list fetched before the clock was stepped back is not used past s
     issuer.state.down = false;
   }
 });
+
+test('after a step back with the issuer down, a kid the last set lacks is jwks_unavailable (as the Python verifier says), not unknown_kid', async () => {
+  const realNow = Date.now;
+  let ahead = 120_000;
+  Date.now = () => realNow() + ahead;
+  try {
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off', timeout: 0.2 });
+    await verifier.verify(await issuer.token({ status: null }));
+    ahead = 0;
+    issuer.state.hang = 1000; // the issuer no longer answers in time
+    const rotated = await newKey();
+    issuer.state.keys.push(rotated);
+    // jose holds the set fetched "in the future" as fresh and cooling down: it refused the
+    // kid as unknown without asking, while the refetch made for the step had just failed.
+    await assert.rejects(verifier.verify(await issuer.token({ status: null, signWith: rotated })), (err) => err.reason === 'jwks_unavailable');
+    // The keys it holds still verify their tokens meanwhile.
+    assert.equal((await verifier.verify(await issuer.token({ status: null }))).sub, 'user-1');
+  } finally {
+    Date.now = realNow;
+    issuer.state.hang = 0;
+    issuer.state.keys = [issuer.key];
+  }
+});
