@@ -229,11 +229,13 @@ export function createVerifier(options = {}) {
    * kid from that fetch on this clock, so it would keep the set, and refuse to fetch the
    * keys of a rotation, for as long as the step. Fetch it again now (at most once per
    * cooldown): jose counts from the new fetch. A retry planned further ahead than one
-   * cooldown was planned on the clock before the step: it is due.
+   * cooldown was planned on the clock before the step: it is due. Once such a refetch has
+   * failed, the issuer is failing now: getKey answers from the last set and retries in the
+   * background, as in any outage.
    */
   async function afterClockStepBack(set) {
     if (jwksRetryAt > now() + config.jwksCooldown * 1000) jwksRetryAt = 0;
-    if (!cache.uat || Date.now() >= cache.uat || now() < jwksRetryAt) return;
+    if (!cache.uat || Date.now() >= cache.uat || now() < jwksRetryAt || jwksFailingNow()) return;
     jwksRetryAt = now() + config.jwksCooldown * 1000;
     try {
       await set.reload();

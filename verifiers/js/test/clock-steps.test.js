@@ -99,3 +99,28 @@ test('after a step back with the issuer down, a kid the last set lacks is jwks_u
     issuer.state.keys = [issuer.key];
   }
 });
+
+test('after a step back with the issuer down, the retries of the key set run in the background', async () => {
+  const realNow = Date.now;
+  let ahead = 0;
+  Date.now = () => realNow() + ahead;
+  try {
+    const token = await issuer.token({ status: null }); // issued on the right time
+    ahead = 120_000;
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE, status: 'off', timeout: 0.3, jwksCooldown: 0.5 });
+    await verifier.verify(token);
+    ahead = 0;
+    issuer.state.hang = 1000; // the issuer no longer answers in time
+    await verifier.verify(token); // the one verification that finds out (the refetch for the step)
+    for (let retry = 0; retry < 3; retry += 1) {
+      await new Promise((resolve) => setTimeout(resolve, 600)); // past the cooldown: a retry is due
+      const started = realNow();
+      await verifier.verify(token);
+      // Each retry held this verification for the whole timeout.
+      assert.ok(realNow() - started < 150, `${realNow() - started} ms`);
+    }
+  } finally {
+    Date.now = realNow;
+    issuer.state.hang = 0;
+  }
+});
