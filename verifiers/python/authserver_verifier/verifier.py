@@ -52,6 +52,12 @@ single-flight (one thread fetches, the others wait for it or keep using fresh ke
 from __future__ import annotations
 
 import contextlib
+
+# Imported now, not by a fetch's first getaddrinfo (the host name's codec): a process
+# forked while another thread imports a module (gunicorn --preload forking its workers
+# while the master's fetch thread resolves) keeps that module's import lock held for
+# good, and every fetch of the child waits on it.
+import encodings.idna  # noqa: F401
 import functools
 import http.client
 import ipaddress

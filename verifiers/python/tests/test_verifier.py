@@ -2081,6 +2081,19 @@ def test_a_child_forked_during_a_fetch_fetches_for_itself(
     assert server.jwks_fetches == 2  # the parent's and the child's own
 
 
+def test_a_fetch_imports_nothing_a_fork_could_leave_locked() -> None:
+    """The codec getaddrinfo takes the host name through (encodings.idna) was imported by
+    the first fetch: a gunicorn --preload master forked its workers while its warming
+    thread held that module's import lock, and a worker's fetches then waited on the lock
+    for good (seen with py-spy in the gunicorn test, about one run in four under load).
+    The package imports it itself, in a fresh interpreter as in any other."""
+    check = "import sys, authserver_verifier; print('encodings.idna' in sys.modules)"
+    found = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, text=True, check=True
+    )
+    assert found.stdout.strip() == "True"
+
+
 def test_averify_calls_waiting_for_one_fetch_hold_no_executor_thread(
     server: AuthServerDouble, issuer: Issuer
 ) -> None:
