@@ -213,14 +213,23 @@ export function createTokenDeadlines(verifier, options = {}) {
  * @param {{ realm?: string }} [options]
  */
 export function refuseUpgrade(socket, err, { realm } = {}) {
-  const { headers, body } = refusal(err, realm);
+  let answer;
+  try {
+    answer = refusal(err, realm);
+  } catch (thrown) {
+    socket.destroy(); // a realm that cannot be sent is the caller's bug: no connection left open
+    throw thrown;
+  }
+  const { headers, body } = answer;
   const text = JSON.stringify(body);
   const lines = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   if (socket.writable) {
-    socket.end(
+    // The head in Latin-1, as Node's http module sends header values (a realm may hold
+    // Latin-1 characters); the JSON body in UTF-8.
+    const head =
       `HTTP/1.1 ${err.status} ${STATUS_TEXT[err.status]}\r\n${lines}Content-Type: application/json\r\n` +
-        `Cache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n${text}`,
-    );
+      `Cache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(text)}\r\nConnection: close\r\n\r\n`;
+    socket.end(Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(text, 'utf8')]));
   }
   socket.destroySoon?.();
 }

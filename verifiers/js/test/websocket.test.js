@@ -6,10 +6,11 @@ import http from 'node:http';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
 import { once } from 'node:events';
+import { PassThrough } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeJwt } from 'jose';
 
-import { authenticate, bearerToken, createTokenDeadlines, createVerifier, refuseUpgrade, TOKEN_CLOSE_CODE } from '../src/index.js';
+import { authenticate, bearerToken, createTokenDeadlines, createVerifier, InvalidTokenError, refuseUpgrade, TOKEN_CLOSE_CODE } from '../src/index.js';
 import { freePort, sharedAuthserver, slowVerifier } from './helpers/authserver.js';
 import { startIssuer } from './helpers/issuer.js';
 
@@ -127,6 +128,19 @@ test('an upgrade refusal names the realm it is given, as the HTTP middleware doe
     response.resume();
     ws.terminate();
   }
+});
+
+test('refuseUpgrade: a realm it cannot send throws and leaves no connection open; a Latin-1 realm goes out as Latin-1', () => {
+  const err = new InvalidTokenError('missing_token');
+  const bad = new PassThrough();
+  assert.throws(() => refuseUpgrade(bad, err, { realm: 'sync\n' }), TypeError);
+  assert.equal(bad.destroyed, true);
+  const good = new PassThrough();
+  const chunks = [];
+  good.on('data', (chunk) => chunks.push(chunk));
+  refuseUpgrade(good, err, { realm: 'caf\u00e9' });
+  const sent = Buffer.concat(chunks);
+  assert.ok(sent.includes(Buffer.from('WWW-Authenticate: Bearer realm="caf\u00e9"\r\n', 'latin1')));
 });
 
 test('a client that resets its connection while its upgrade token is verified does not crash the server', { timeout: 20_000 }, async () => {
