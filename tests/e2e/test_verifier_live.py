@@ -24,6 +24,7 @@ import requests
 from authserver_verifier import InvalidToken
 from authserver_verifier import TokenVerifier
 
+from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import run_cli
@@ -67,18 +68,8 @@ def test_verifier_across_rotation_and_retire(
         )  # fmt: skip
 
         def token(sub: str) -> str:
-            response = requests.post(
-                server.base_url + "/token",
-                data={
-                    "grant_type": "client_credentials",
-                    "sub": sub,
-                    "claims": json.dumps({"libraryId": "lib-7"}),
-                },
-                auth=(client["client_id"], client["client_secret"]),
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-            return str(response.json()["access_token"])
+            creds = (client["client_id"], client["client_secret"])
+            return issue_token(server, creds, sub=sub, claims=json.dumps({"libraryId": "lib-7"}))
 
         verifier = TokenVerifier(server.base_url, AUDIENCE, min_refetch_interval=0.5)
 
@@ -163,14 +154,7 @@ def test_default_verifier_across_three_rotations_a_retire_and_a_revocation(
         creds = (client["client_id"], client["client_secret"])
 
         def token(sub: str) -> str:
-            response = requests.post(
-                server.base_url + "/token",
-                data={"grant_type": "client_credentials", "sub": sub},
-                auth=creds,
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-            return str(response.json()["access_token"])
+            return issue_token(server, creds, sub=sub)
 
         verifier = TokenVerifier(server.base_url, AUDIENCE)  # the defaults, nothing else
         rejected: list[str] = []
@@ -265,14 +249,7 @@ def test_sixteen_threads_across_a_rotation_a_retire_and_a_revocation(
         creds = (client["client_id"], client["client_secret"])
 
         def token(sub: str) -> str:
-            response = requests.post(
-                server.base_url + "/token",
-                data={"grant_type": "client_credentials", "sub": sub},
-                auth=creds,
-                timeout=10,
-            )
-            assert response.status_code == 200, response.text
-            return str(response.json()["access_token"])
+            return issue_token(server, creds, sub=sub)
 
         def forged_kid(real: str) -> str:
             header, payload, signature = real.split(".")
@@ -314,8 +291,13 @@ def test_sixteen_threads_across_a_rotation_a_retire_and_a_revocation(
                     continue
                 now = time.monotonic()
                 if t is victim:
+                    # The retire may take the victim's own key (no rotation yet when it
+                    # runs): then it is refused as unknown_kid, a refusal as good as revoked.
+                    victim_retired = retired and kid_of(victim) == retired[0]
                     if outcome == "revoked":
                         events.setdefault("revoked_seen", now)
+                    elif victim_retired and outcome == "unknown_kid":
+                        pass
                     elif "revoked" in events and outcome != "ok":
                         problems.append(f"victim: {outcome}")
                 elif t is real:
