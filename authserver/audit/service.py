@@ -190,6 +190,13 @@ def _recordable(value: str) -> bool:
     return True
 
 
+def _safe_reason(exc: BaseException | None) -> str:
+    """Why a write failed, for a log line: a storage error's own text (written for
+    operators, without the URL's password), else only the error's type: never a driver's
+    text or a traceback, which can carry the database URL or the values refused."""
+    return str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+
+
 class AuditBatcher:
     """A per-process buffer of audit events, flushed by a daemon thread."""
 
@@ -255,9 +262,7 @@ class AuditBatcher:
         if not failure:
             reason = f"the database did not answer within {self.FINAL_FLUSH_TIMEOUT:g} s"
         else:
-            exc = failure[0]
-            # Never a driver's own text or a traceback: they can carry the database URL.
-            reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+            reason = _safe_reason(failure[0])
         lost = len(self._pending) + self._in_flight + self._dropped
         log.error("audit: %d token.issued records lost at exit: %s", lost, reason)
 
@@ -319,14 +324,12 @@ class AuditBatcher:
                 raise
             except Exception as exc:
                 # The event's values are not logged (one of them is what was refused, and
-                # a log line must stay one line); its action and time find it, and the
-                # reason is the storage error's own safe text or the error's type.
-                reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+                # a log line must stay one line); its action and time find it.
                 log.error(  # noqa: TRY400 -- no traceback: a driver's text can hold values
                     "audit: dropped a %s event (at %.3f) the database refused: %s",
                     event.action,
                     event.at,
-                    reason,
+                    _safe_reason(exc),
                 )
             else:
                 written += 1
@@ -345,7 +348,7 @@ class AuditBatcher:
                 # One line when the writes start failing (or fail for another reason) and
                 # one when they succeed again, as the key schedule reports an outage: not a
                 # line every quarter second of every worker for as long as it lasts.
-                reason = str(exc) if isinstance(exc, StorageError) else type(exc).__name__
+                reason = _safe_reason(exc)
                 if reason != failing:
                     failing = reason
                     log.warning(
