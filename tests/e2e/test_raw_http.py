@@ -221,6 +221,17 @@ def _chunked(body: bytes) -> bytes:
     return b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
 
 
+def _token_form(raw: Raw, sub: str) -> bytes:
+    """A whole, valid token request for *sub* (Basic, a form body)."""
+    body = f"grant_type=client_credentials&sub={sub}".encode()
+    headers = [
+        f"Authorization: {raw.basic}",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+    ]
+    return request("POST", "/token", headers, body)
+
+
 def _issued_subs(raw: Raw) -> list[str]:
     """The sub of every token the server has recorded as issued (once the workers have
     written their batches of token.issued records)."""
@@ -252,17 +263,7 @@ def test_ambiguous_framing_is_refused_and_nothing_behind_it_is_read(
     nobody else asks for) is never read as a request. granian's own 400 has no JSON body
     (docs/reference.md); what matters is that it closes."""
     sub = f"smuggled-{uuid.uuid4().hex[:8]}"
-    inner = f"grant_type=client_credentials&sub={sub}".encode()
-    smuggled = request(
-        "POST",
-        "/token",
-        [
-            f"Authorization: {raw.basic}",
-            "Content-Type: application/x-www-form-urlencoded",
-            f"Content-Length: {len(inner)}",
-        ],
-        inner,
-    )
+    smuggled = _token_form(raw, sub)
     head = request("POST", "/token", [f"Authorization: {raw.basic}", *framing])
     replies = answers(raw.exchange(head + body + smuggled))
     assert [status for status, _, _ in replies] == [400], replies
@@ -296,17 +297,7 @@ def test_a_body_over_the_limit_is_never_read_as_requests(raw: Raw) -> None:
     """A Content-Length over AUTHSERVER_MAX_BODY_BYTES is answered 413 without reading the
     body; the body (here, whole token requests) is not taken for the next requests."""
     sub = f"inside-{uuid.uuid4().hex[:8]}"
-    inner = f"grant_type=client_credentials&sub={sub}".encode()
-    one = request(
-        "POST",
-        "/token",
-        [
-            f"Authorization: {raw.basic}",
-            "Content-Type: application/x-www-form-urlencoded",
-            f"Content-Length: {len(inner)}",
-        ],
-        inner,
-    )
+    one = _token_form(raw, sub)
     body = one * (70_000 // len(one) + 1)
     head = request(
         "POST",
@@ -328,12 +319,6 @@ def test_pipelined_requests_get_their_own_answers_in_order(raw: Raw) -> None:
     token_headers = [f"Authorization: {raw.basic}"]
     form = "Content-Type: application/x-www-form-urlencoded"
 
-    def token_form(sub: str) -> bytes:
-        body = f"grant_type=client_credentials&sub={sub}".encode()
-        return request(
-            "POST", "/token", [*token_headers, form, f"Content-Length: {len(body)}"], body
-        )
-
     def token_json_chunked(sub: str) -> bytes:
         body = json.dumps({"grant_type": "client_credentials", "sub": sub}).encode()
         headers = [*token_headers, "Content-Type: application/json", "Transfer-Encoding: chunked"]
@@ -341,7 +326,7 @@ def test_pipelined_requests_get_their_own_answers_in_order(raw: Raw) -> None:
 
     plain = b"grant_type=client_credentials"
     sequence = [
-        (token_form("pipe-1"), 200, "pipe-1"),
+        (_token_form(raw, "pipe-1"), 200, "pipe-1"),
         (
             request(
                 "POST",
@@ -372,7 +357,7 @@ def test_pipelined_requests_get_their_own_answers_in_order(raw: Raw) -> None:
             404,
             None,
         ),
-        (token_form("pipe-3"), 200, "pipe-3"),
+        (_token_form(raw, "pipe-3"), 200, "pipe-3"),
         (request("GET", "/healthz", ["X-Request-Id: pipe-last", "Connection: close"]), 200, None),
     ]
     replies = answers(raw.exchange(b"".join(data for data, _, _ in sequence)))
