@@ -152,7 +152,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     # Before anything reads Host (the transport rule, Werkzeug, ProxyFix) or the body: one
     # Host naming one host (RFC 9112 §3.2), which granian does not check.
-    app.wsgi_app = RequireHost(app.wsgi_app)  # type: ignore[method-assign]
+    app.wsgi_app = RequireHost(  # type: ignore[method-assign]
+        app.wsgi_app, proxy_hops=settings.proxy_hops
+    )
     # Outermost, around every layer: one access line and the request id for each request.
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app

@@ -11,6 +11,15 @@ one name.
 
 granian gives an HTTP/1.0 request without ``Host`` an empty one: HTTP/1.0 needs none, so
 an empty value is refused only on HTTP/1.1.
+
+Behind a trusted proxy (``AUTHSERVER_PROXY_HOPS``) the host the application uses is not the
+``Host`` line but what ``ProxyFix`` takes from ``X-Forwarded-Host`` (and ``-Port``), and the
+scheme is ``X-Forwarded-Proto``'s: these are judged by the same rules, as ProxyFix will
+read them (the very ProxyFix, run on a copy of the request). A quoted ``"a,b"`` is one
+list item to ProxyFix, a port ``abc`` makes ``host:abc``, a scheme ``ftp`` is neither
+http nor https, and a forwarded value that is present but empty (granian's rendering of a
+value with a byte outside ASCII) would leave the ``Host`` of the proxy's own connection,
+often a loopback address, in charge of the transport rule.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from collections.abc import Callable
 from collections.abc import Iterable
 from typing import Any
 
+from werkzeug.middleware.proxy_fix import ProxyFix
+
 from authserver.web.bodies import json_answer
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -30,24 +41,51 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: one), or an IP literal in brackets.
 _HOST = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Za-z:.%_~-]+\])(?::[0-9]{0,5})?")
 
-_BAD_HOST = json.dumps(
-    {
-        "error": "invalid_request",
-        "error_description": (
-            "the request needs one Host header naming one host (RFC 9112 section 3.2)"
-        ),
-    },
-    separators=(",", ":"),
-).encode()
+#: RFC 3986 §3.3 path characters, for ``X-Forwarded-Prefix`` (the ``SCRIPT_NAME``).
+_PREFIX = re.compile(r"(?:/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*")
+
+#: The ``X-Forwarded-*`` headers ProxyFix reads, as WSGI names.
+_FORWARDED = (
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PORT",
+    "HTTP_X_FORWARDED_PREFIX",
+)
+
+
+def _refusal(description: str) -> bytes:
+    body = {"error": "invalid_request", "error_description": description}
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+_BAD_HOST = _refusal("the request needs one Host header naming one host (RFC 9112 section 3.2)")
+_BAD_FORWARDED = _refusal(
+    "the trusted proxy's X-Forwarded-Host, -Port, -Proto and -Prefix must name one host,"
+    " a port number, http or https, and a path"
+)
+
+
+def _unused(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    return []
 
 
 class RequireHost:
     """WSGI middleware: a request with a missing (HTTP/1.1), repeated or malformed
-    ``Host`` is answered 400 ``invalid_request`` and its connection closed (its body, if
-    any, is not read)."""
+    ``Host``, or behind *proxy_hops* trusted proxies with a forwarded host, port, scheme or
+    prefix the application cannot use, is answered 400 ``invalid_request`` and its
+    connection closed (its body, if any, is not read)."""
 
-    def __init__(self, app: WSGIApp) -> None:
+    def __init__(self, app: WSGIApp, proxy_hops: int = 0) -> None:
         self.app = app
+        hops = proxy_hops
+        #: The ProxyFix the application is behind, configured alike, run on a copy of the
+        #: environ to see the values it will hand the application.
+        self._proxy_fix = (
+            ProxyFix(_unused, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops)
+            if hops
+            else None
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         host = environ.get("HTTP_HOST", "")
@@ -55,6 +93,32 @@ class RequireHost:
             valid = _HOST.fullmatch(host) is not None
         else:
             valid = environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
-        if valid:
-            return self.app(environ, start_response)
-        return json_answer(start_response, "400 Bad Request", _BAD_HOST, [("Connection", "close")])
+        if not valid:
+            return self._refuse(start_response, _BAD_HOST)
+        if self._proxy_fix is not None and not self._forwarded_valid(environ, start_response):
+            return self._refuse(start_response, _BAD_FORWARDED)
+        return self.app(environ, start_response)
+
+    def _forwarded_valid(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> bool:
+        """Whether the values ProxyFix takes from the trusted proxy's headers are ones the
+        application can use (*start_response* is not called)."""
+        if not any(name in environ for name in _FORWARDED):
+            return True
+        if any(environ.get(name) == "" for name in _FORWARDED[1:]):
+            return False
+        seen = dict(environ)
+        assert self._proxy_fix is not None
+        self._proxy_fix(seen, start_response)
+        host = seen.get("HTTP_HOST") or ""
+        if host and _HOST.fullmatch(host) is None:
+            return False
+        port = str(seen.get("SERVER_PORT", ""))
+        return (
+            seen.get("wsgi.url_scheme") in ("http", "https")
+            and (not port or (port.isascii() and port.isdigit() and int(port) <= 65535))
+            and _PREFIX.fullmatch(str(seen.get("SCRIPT_NAME", ""))) is not None
+        )
+
+    @staticmethod
+    def _refuse(start_response: Callable[..., Any], body: bytes) -> Any:
+        return json_answer(start_response, "400 Bad Request", body, [("Connection", "close")])

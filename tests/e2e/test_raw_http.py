@@ -32,13 +32,14 @@ TIMEOUT = 10
 class Raw:
     """A running server, a registered client, and raw exchanges with them."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **env: str) -> None:
         self.log = tmp / "server.log"
         self.server = ServerProcess(
             {
                 "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}",
                 "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
                 "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+                **env,
             },
             log_path=self.log,
         )
@@ -98,9 +99,8 @@ def answers(data: bytes) -> list[tuple[int, dict[str, str], bytes]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Raw]:
-    target = Raw(tmp_path_factory.mktemp("raw-http"))
+def _serve(tmp: Path, **env: str) -> Iterator[Raw]:
+    target = Raw(tmp, **env)
     target.start()
     try:
         yield target
@@ -108,6 +108,17 @@ def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Raw]:
         target.server.stop()
     log = target.log.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Raw]:
+    yield from _serve(tmp_path_factory.mktemp("raw-http"))
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Raw]:
+    """The same behind one trusted proxy (``AUTHSERVER_PROXY_HOPS=1``)."""
+    yield from _serve(tmp_path_factory.mktemp("raw-http-proxied"), AUTHSERVER_PROXY_HOPS="1")
 
 
 def assert_json_error(answer: tuple[int, dict[str, str], bytes], status: int, error: str) -> None:
@@ -212,6 +223,77 @@ def test_a_request_without_one_valid_host_is_400(
 def test_http_1_0_needs_no_host(raw: Raw) -> None:
     [(status, _, body)] = answers(raw.exchange(b"GET /healthz HTTP/1.0\r\n\r\n"))
     assert status == 200, body
+
+
+@pytest.mark.parametrize(
+    "forwarded",
+    [
+        ['X-Forwarded-Host: "auth.example.com,evil.example"'],  # one quoted list item
+        ['X-Forwarded-Host: "auth.example.com evil.example"'],
+        ["X-Forwarded-Host: user@auth.example.com"],
+        ["X-Forwarded-Host: auth.example.com/path"],
+        # granian hands a non-ASCII value over as "": ProxyFix then left the Host of the
+        # proxy's own connection (loopback here) in charge, and plain http was served.
+        ["X-Forwarded-Host: b\u00fccher.example", "X-Forwarded-Proto: http"],
+        ["X-Forwarded-Host: auth.example.com", "X-Forwarded-Port: https"],
+        ["X-Forwarded-Host: auth.example.com", "X-Forwarded-Port: 99999"],
+        ["X-Forwarded-Host: auth.example.com", "X-Forwarded-Proto: ftp"],
+        ["X-Forwarded-Host: auth.example.com", 'X-Forwarded-Proto: "https x"'],
+        ["X-Forwarded-Host: auth.example.com", "X-Forwarded-Prefix: /a b"],
+    ],
+    ids=[
+        "quoted-comma",
+        "space",
+        "userinfo",
+        "path",
+        "not-ascii",
+        "port-name",
+        "port-too-big",
+        "proto-ftp",
+        "proto-two-words",
+        "prefix-space",
+    ],
+)
+def test_what_the_trusted_proxy_forwards_is_judged_like_host(
+    proxied: Raw, forwarded: list[str]
+) -> None:
+    """Behind AUTHSERVER_PROXY_HOPS the application uses the host, port, scheme and
+    prefix ProxyFix takes from X-Forwarded-*, but only the Host line was checked: each of
+    these was served (a token issued, or insecure_transport judged on a host nobody
+    named). They are refused as a bad Host is, before the body is read."""
+    body = b"grant_type=client_credentials"
+    headers = [
+        "X-Forwarded-Proto: https",
+        *forwarded,
+        "Connection: close",
+        f"Authorization: {proxied.basic}",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+    ]
+    head = b"POST /token HTTP/1.1\r\n" + "".join(
+        f"{h}\r\n" for h in ["Host: 127.0.0.1", *headers]
+    ).encode("utf-8")
+    [answer] = answers(proxied.exchange(head + b"\r\n" + body))
+    assert_json_error(answer, 400, "invalid_request")
+    assert answer[1]["connection"] == "close"
+    assert "X-Forwarded" in json.loads(answer[2])["error_description"]
+
+
+def test_what_a_proxy_usually_forwards_is_served(proxied: Raw) -> None:
+    body = b"grant_type=client_credentials"
+    headers = [
+        "X-Forwarded-For: 203.0.113.7",
+        "X-Forwarded-Proto: https",
+        "X-Forwarded-Host: auth.example.com",
+        "X-Forwarded-Port: 443",
+        "Connection: close",
+        f"Authorization: {proxied.basic}",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {len(body)}",
+    ]
+    [(status, _, answer)] = answers(proxied.exchange(request("POST", "/token", headers, body)))
+    assert status == 200, answer
+    assert json.loads(answer)["token_type"] == "Bearer"
 
 
 # -- framing and pipelining -------------------------------------------------------------------
