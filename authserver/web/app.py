@@ -57,7 +57,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is None:
         services = container.build(settings or Settings.from_env())
     settings = services.settings
-    app = Flask("authserver")
+    app = Flask("authserver", static_folder=None)
+    # No static files: Flask's /static/<path> route is not added. A path is matched as
+    # sent, as the lean layer matches it: Werkzeug's default answered /admin//clients with
+    # a 308 redirect in HTML, which no error handler sees (Flask hands routing redirects
+    # back as they are).
+    app.url_map.merge_slashes = False
     app.config.update(
         MAX_CONTENT_LENGTH=settings.max_body_bytes,
         MAX_FORM_MEMORY_SIZE=settings.max_body_bytes,

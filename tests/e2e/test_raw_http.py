@@ -179,6 +179,18 @@ def test_a_method_in_lower_case_changes_nothing(raw: Raw) -> None:
     assert raw.admin("GET", "/admin/clients").json()["clients"] == before
 
 
+@pytest.mark.parametrize("path", ["/admin//clients", "/admin/clients//x", "/admin//keys/rotate"])
+def test_a_path_with_doubled_slashes_is_404_json(raw: Raw, path: str) -> None:
+    """Werkzeug merged the slashes and answered 308 with an HTML page (Flask hands its
+    routing redirects back without any error handler), a redirect to another URL than
+    the one sent; the lean layer matches a path as sent."""
+    headers = ["Connection: close", f"Authorization: Bearer {ADMIN_TOKEN}"]
+    method = "POST" if path.endswith("rotate") else "GET"
+    [answer] = answers(raw.exchange(request(method, path, headers)))
+    assert_json_error(answer, 404, "not_found")
+    assert "location" not in answer[1]
+
+
 # -- Host -------------------------------------------------------------------------------------
 
 
