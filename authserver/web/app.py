@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     if services is None:
         services = container.build(settings or Settings.from_env())
     settings = services.settings
-    app = Flask("authserver", static_folder=None)
+    app = _Flask("authserver", static_folder=None)
     # No static files: Flask's /static/<path> route is not added. A path is matched as
     # sent, as the lean layer matches it: Werkzeug's default answered /admin//clients with
     # a 308 redirect in HTML, which no error handler sees (Flask hands routing redirects
@@ -163,6 +163,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     # Outermost, around every layer: one access line and the request id for each request.
     app.wsgi_app = AccessLog(app.wsgi_app)  # type: ignore[method-assign]
     return app
+
+
+class _Flask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS`` answered as the lean layer answers it (``oauth/wsgi.py``): 200, the
+        methods in ``Allow`` in order, and an empty body without a ``Content-Type``
+        (Flask's own said ``text/html`` of nothing)."""
+        adapter = request_ctx.url_adapter
+        allowed = adapter.allowed_methods() if adapter is not None else []
+        response = self.response_class(status=200)
+        del response.headers["Content-Type"]
+        response.headers["Allow"] = ", ".join(sorted({*allowed, "OPTIONS"}))
+        return response
 
 
 def _subscribe(

@@ -118,8 +118,10 @@ def register(app: Flask) -> None:
             413: "the request body is too large",
         }.get(status, exc.name)
         response = error_response(status, _CODES.get(status, "server_error"), description)
-        if status == 405 and exc.get_response().headers.get("Allow"):
-            response.headers["Allow"] = exc.get_response().headers["Allow"]
+        allowed = getattr(exc, "valid_methods", None)
+        if status == 405 and allowed:
+            # In order, as the lean layer lists them (Werkzeug's order is a set's).
+            response.headers["Allow"] = ", ".join(sorted({*allowed, "OPTIONS"}))
         return response
 
     @app.errorhandler(Exception)
