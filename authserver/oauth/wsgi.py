@@ -51,6 +51,8 @@ from typing import ClassVar
 from urllib.parse import parse_qsl
 
 from authlib.oauth2 import OAuth2Error
+from werkzeug.datastructures import MIMEAccept
+from werkzeug.http import parse_accept_header
 from werkzeug.http import parse_etags
 
 from authserver.oauth.events import Events
@@ -99,20 +101,35 @@ class Document:
     The source that builds it chooses ``max_age`` (for the JWKS it never exceeds the key
     publish-ahead time, ``Settings.validate``; for a status list it is what is left of the
     list's ``ttl``). *etag* is the body's own hash unless the caller already has one.
+
+    *negotiated*: the request's ``Accept`` decides whether the document is served (RFC
+    9110 §12.5.1), for a document whose media type is one of several a client may ask
+    for (a status list: ``application/statuslist+jwt``, never ``+cwt`` here). Every
+    answer then says ``Vary: Accept``.
     """
 
-    __slots__ = ("body", "etag", "headers", "headers_with_type")
+    __slots__ = ("body", "content_type", "etag", "headers", "headers_with_type", "negotiated")
 
     def __init__(
-        self, body: bytes, content_type: str, max_age: int, etag: str | None = None
+        self,
+        body: bytes,
+        content_type: str,
+        max_age: int,
+        etag: str | None = None,
+        *,
+        negotiated: bool = False,
     ) -> None:
         self.body = body
+        self.content_type = content_type
+        self.negotiated = negotiated
         self.etag = etag or hashlib.sha256(body).hexdigest()[:32]
         self.headers = [
             ("ETag", f'"{self.etag}"'),
             ("Cache-Control", f"public, max-age={max_age}"),
             ("Access-Control-Allow-Origin", "*"),
         ]
+        if negotiated:
+            self.headers.append(("Vary", "Accept"))
         self.headers_with_type = [("Content-Type", content_type), *self.headers]
 
     @classmethod
@@ -124,7 +141,17 @@ class Document:
         """200 with the body, 412 when ``If-Match`` does not name this ETag (RFC 9110
         §13.1.1: strong comparison, a ``W/`` tag never matches; ``*`` matches), or 304 when
         ``If-None-Match`` names it (§13.1.2: weak comparison, a ``W/`` prefix is ignored;
-        ``*`` matches); in that order (§13.2.2)."""
+        ``*`` matches); in that order (§13.2.2). Before them, for a *negotiated*
+        document, 406 when ``Accept`` names media ranges and none of them, q-values
+        honoured, takes this document's type (§15.5.7): a client that asked only for
+        another format gets no body it would have to tell apart."""
+        if self.negotiated and not self._acceptable(environ.get("HTTP_ACCEPT")):
+            return _error(
+                406,
+                "not_acceptable",
+                f"this document is served only as {self.content_type}",
+                [("Vary", "Accept")],
+            )
         required = environ.get("HTTP_IF_MATCH")
         if required and not parse_etags(required).contains(self.etag):
             # §13.2.2 step 1: "if false, respond 412 (Precondition Failed)".
@@ -133,6 +160,14 @@ class Document:
         if condition and parse_etags(condition).contains_weak(self.etag):
             return 304, list(self.headers), b"", None
         return 200, list(self.headers_with_type), self.body, None
+
+    def _acceptable(self, accept: str | None) -> bool:
+        """Whether *accept* takes this document's media type: yes without the header or
+        with one naming no media range (RFC 9110 §12.5.1: any type is acceptable)."""
+        if not accept:
+            return True
+        ranges = parse_accept_header(accept, MIMEAccept)
+        return not ranges or ranges.quality(self.content_type) > 0
 
 
 def _unimplemented(environ: dict[str, Any], unimplemented: dict[str, str]) -> _Answer | None:

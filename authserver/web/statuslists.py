@@ -7,6 +7,10 @@ verifies it with the JWKS and caches it for its ``ttl``: ``Cache-Control: max-ag
 is left of that ttl for the copy served, so it is computed per request; the signed list
 itself is rebuilt only when ``StatusListService.published`` says so.
 
+Only the JWT form is served. §8.1 makes the request HTTP content negotiation (RFC 9110)
+between ``application/statuslist+jwt`` and ``+cwt``: a request whose ``Accept`` takes no
+JWT list is answered 406, never with a list in a type the client did not ask for.
+
 Historical resolution (§8.4, a ``time`` query parameter asking for the list as it stood
 then) is not implemented: such a request is answered 501, as §8.4 asks of a server without
 it, never with the current list (which a verifier would have to notice and refuse).
@@ -48,7 +52,11 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
         if published is None:
             return None
         return Document(
-            published.token, MEDIA_TYPE, published.max_age(clock.now()), etag=published.etag
+            published.token,
+            MEDIA_TYPE,
+            published.max_age(clock.now()),
+            etag=published.etag,
+            negotiated=True,
         )
 
     wsgi.add_document(PATH, aggregation)

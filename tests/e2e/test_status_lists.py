@@ -259,6 +259,65 @@ def test_historical_resolution_is_answered_501(http: Any, register: Register) ->
     assert http.get("/statuslists?time=1686925000").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        None,
+        "*/*",
+        "application/statuslist+jwt",
+        "application/*",
+        "application/statuslist+cwt, application/statuslist+jwt;q=0.5",
+        "Application/StatusList+JWT",
+    ],
+)
+def test_the_jwt_list_is_served_to_whoever_accepts_it(
+    http: Any, register: Register, accept: str | None
+) -> None:
+    client_id, secret = register(audiences=[AUD])
+    uri, _ = status_ref(issue_token(http, (client_id, secret), sub="alice"))
+    path = uri[len(ISSUER) :]
+    headers = {"Accept": accept} if accept is not None else {}
+    served = http.get(path, headers=headers)
+    assert served.status_code == 200, served.get_data(as_text=True)
+    assert served.mimetype == "application/statuslist+jwt"
+    assert served.headers["Vary"] == "Accept"
+    # The conditional GET is answered as before, and says what it varies on.
+    again = http.get(path, headers={**headers, "If-None-Match": served.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.headers["Vary"] == "Accept"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "application/statuslist+cwt",
+        "application/statuslist+jwt;q=0, */*",
+        "application/statuslist+cwt, */*;q=0",
+        "application/jwt",
+        "text/html",
+    ],
+)
+def test_a_client_asking_only_for_another_format_is_answered_406(
+    http: Any, register: Register, accept: str
+) -> None:
+    """The draft's Status List Request uses HTTP content negotiation (RFC 9110): a client
+    that accepts only the CWT form (or nothing this server serves) gets 406 Not
+    Acceptable, not the JWT list in a type it did not ask for (it was served 200)."""
+    client_id, secret = register(audiences=[AUD])
+    uri, _ = status_ref(issue_token(http, (client_id, secret), sub="alice"))
+    path = uri[len(ISSUER) :]
+    etag = http.get(path).headers["ETag"]
+    for headers in ({"Accept": accept}, {"Accept": accept, "If-None-Match": etag}):
+        refused = http.get(path, headers=headers)
+        assert refused.status_code == 406, refused.get_data(as_text=True)
+        assert refused.mimetype == "application/json"
+        assert refused.get_json()["error"] == "not_acceptable"
+        assert "application/statuslist+jwt" in refused.get_json()["error_description"]
+        assert refused.headers["Vary"] == "Accept"
+        assert refused.headers["Cache-Control"] == "no-store"
+    assert http.head(path, headers={"Accept": accept}).status_code == 406
+
+
 @pytest.fixture
 def admin_services(db_url: str, tmp_path: Any) -> Any:
     settings = Settings.from_env(
