@@ -60,7 +60,11 @@ def housekeeping(services: Services, stop: threading.Event | None = None) -> int
     start after days down) takes one batch after another for as long as it lasts: *stop*,
     when set, ends that between two batches (the rest waits for the next run)."""
     with services.unit_of_work():
-        purged = services.revocations.purge(services.clock.now()) + services.status_lists.purge()
+        # Kept the clock-skew leeway past their expiry, as status-list revocations are:
+        # the horizon a purge records (tokens/revocations.py) then refuses nothing that an
+        # instance behind the purging one by less than that issues or accepts.
+        cutoff = services.clock.now() - services.settings.key_retention_leeway
+        purged = services.revocations.purge(cutoff) + services.status_lists.purge()
     # The audit trail in bounded batches, each its own transaction: the events that crossed
     # the retention in an hour are an hour of issued tokens, and one DELETE of them all
     # held SQLite's write lock (every token request's and command's) for seconds.

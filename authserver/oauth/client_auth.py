@@ -211,7 +211,14 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         # read_assertion has checked jti (one non-empty line of text, at most MAX_JTI) and
         # exp (a finite number at most MAX_ASSERTION_LIFETIME ahead, so the replay row
         # lives at most an hour, not until whatever date the assertion names).
-        return self._revocations.use_assertion(str(claims["sub"]), jti, float(claims["exp"]))
+        exp = float(claims["exp"])
+        if self._revocations.use_assertion(str(claims["sub"]), jti, exp):
+            return True
+        if exp <= self._revocations.horizon():
+            # A purge by a clock later than this one may have forgotten its use: expired
+            # (RFC 7523 §3 item 4), whatever this clock says.
+            raise InvalidClientError("the client assertion has expired", status_code=401)
+        return False
 
     def __call__(self, query_client: QueryClient, request: Any) -> OAuthClient | None:
         form = request.form

@@ -115,6 +115,7 @@ class InMemoryRevocationStore:
     def __init__(self) -> None:
         self._revoked: dict[str, float] = {}
         self._assertions: dict[tuple[str, str], float] = {}
+        self._horizon = 0.0
         self._lock = threading.Lock()
 
     def revoke(self, jti: str, client_id: str, expires_at: float, now: float) -> None:
@@ -122,24 +123,31 @@ class InMemoryRevocationStore:
             # First revocation wins, as with the SQL store's INSERT ... ON CONFLICT DO NOTHING.
             self._revoked.setdefault(jti, expires_at)
 
-    def is_revoked(self, jti: str) -> bool:
-        return jti in self._revoked
+    def is_revoked(self, jti: str, expires_at: float | None = None) -> bool:
+        with self._lock:
+            forgotten = expires_at is not None and expires_at <= self._horizon
+            return forgotten or jti in self._revoked
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
         with self._lock:
             if (client_id, jti) in self._assertions:
                 return False
             self._assertions[(client_id, jti)] = expires_at
-            return True
+            return expires_at > self._horizon
+
+    def horizon(self) -> float:
+        return self._horizon
 
     def purge(self, now: float) -> int:
         with self._lock:
             revoked = [j for j, exp in self._revoked.items() if exp < now]
             used = [k for k, exp in self._assertions.items() if exp < now]
+            forgotten = [self._revoked[j] for j in revoked] + [self._assertions[k] for k in used]
             for jti in revoked:
                 del self._revoked[jti]
             for key in used:
                 del self._assertions[key]
+            self._horizon = max([self._horizon, *forgotten])
             return len(revoked) + len(used)
 
 

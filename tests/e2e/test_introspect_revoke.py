@@ -23,6 +23,7 @@ from sqlalchemy import update
 
 from authserver.clock import FixedClock
 from authserver.container import Services
+from authserver.scheduler import housekeeping
 from authserver.settings import Settings
 from authserver.storage.sql.statuslist import VERSION as STATUS_VERSION
 from authserver.storage.sql.tables import LOCKS
@@ -628,3 +629,31 @@ def test_the_access_line_names_the_client_at_every_endpoint(
     for line, (start, client_id) in zip(lines, expected, strict=True):
         assert line.startswith(start), line
         assert f"client={client_id} " in line, line
+
+
+def test_a_revoked_token_stays_inactive_after_the_clock_is_stepped_back_past_a_purge(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """A purge at a later time (this host before NTP stepped it back, or an instance
+    ahead of this one) forgets the revocations of tokens expired by its clock. Back at
+    the earlier time such a token's ``exp`` lies ahead again: it must not introspect as
+    active because its revocation record is gone."""
+    svc = make_services(settings, clock=clock)
+    try:
+        http = create_app(services=svc).test_client()
+        with svc.unit_of_work():
+            client, secret = svc.clients.create(name="stepped", token_ttl=600)
+        assert secret is not None
+        creds = (client.client_id, secret)
+        token = issue_token(http, creds)
+        assert revoke(http, token, creds).status_code == 200
+        assert not active(http, token, creds)
+        start = clock.now()
+        clock.advance(3600)
+        assert housekeeping(svc) >= 1
+        clock.set(start + 10)
+        assert not active(http, token, creds)
+        # A token issued after the step, expiring after the one forgotten, is active.
+        assert active(http, issue_token(http, creds), creds)
+    finally:
+        svc.close()

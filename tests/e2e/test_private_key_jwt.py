@@ -22,9 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from authserver.clients.jwks import MAX_RSA_BITS
+from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.oauth.client_auth import LEEWAY
 from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
+from authserver.scheduler import housekeeping
 from authserver.settings import Settings
 from authserver.web.app import create_app
 from tests.conftest import db_independent
@@ -807,3 +809,45 @@ def test_keys_are_replaced_only_for_a_client_registered_with_keys(
     assert cli_json_here(env, "clients", "show", secret_client)["token_endpoint_auth_methods"] != [
         "private_key_jwt"
     ]
+
+
+def test_a_replay_is_refused_after_the_clock_is_stepped_back_past_a_purge(
+    settings: Settings,
+    clock: FixedClock,
+    rsa_private_key: rsa.RSAPrivateKey,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A purge at a later time (this host before NTP stepped it back, or an instance
+    ahead of this one) forgets the jti of an assertion expired by its clock. Back at the
+    earlier time the captured assertion's ``exp`` lies ahead again: it must be refused as
+    expired (RFC 7523 §3), not accepted as new."""
+    svc = make_services(settings, clock=clock)
+    try:
+        http = create_app(services=svc).test_client()
+        with svc.unit_of_work():
+            client, _ = svc.clients.create(
+                name="jwt backend",
+                audiences=["https://sync.example"],
+                jwks={"keys": [public_jwk(rsa_private_key)]},
+            )
+        captured = assertion(client.client_id, rsa_private_key, aud=settings.issuer + "/token")
+        assert token_request(http, captured).status_code == 200
+        start = clock.now()
+        clock.advance(3600)
+        assert housekeeping(svc) >= 1
+        clock.set(start)
+        with caplog.at_level(logging.INFO, logger="authserver.auth"):
+            replay = token_request(http, captured)
+        assert_error(replay, 401, "invalid_client")
+        lines = [r.getMessage() for r in caplog.records if r.name == "authserver.auth"]
+        assert any("the client assertion has expired" in line for line in lines), lines
+        # A new assertion that expires after the purge's cutoff is accepted.
+        fresh = assertion(
+            client.client_id,
+            rsa_private_key,
+            aud=settings.issuer + "/token",
+            lifetime=MAX_ASSERTION_LIFETIME,
+        )
+        assert token_request(http, fresh).status_code == 200
+    finally:
+        svc.close()

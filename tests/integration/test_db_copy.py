@@ -114,6 +114,7 @@ def _rows() -> dict[str, list[dict[str, Any]]]:
             {"jti": "r1", "client_id": "as_client_a", "revoked_at": AT, "expires_at": AT + 60}
         ],
         "used_assertions": [{"client_id": "as_client_b", "jti": "u1", "expires_at": AT + 5}],
+        "purge_horizons": [{"name": "revocations", "horizon": AT - 5}],
         "audit_events": events,
         "status_blocks": [
             {"list_id": 1, "block": b, "leased_at": AT, "held_until": AT} for b in (0, 1)

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+import threading
+
 from sqlalchemy import select
 
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.horizons import horizon_of
+from authserver.storage.sql.horizons import purge_expired
 from authserver.storage.sql.tables import REVOKED_TOKENS
 from authserver.storage.sql.tables import USED_ASSERTIONS
+
+#: The ``purge_horizons`` row of both tables (purged together).
+HORIZON = "revocations"
 
 
 @maps_storage_errors
 class SqlRevocationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # The highest horizon read, per process: it only rises, so what expires at or
+        # before it is refused without a query.
+        self._horizon = 0.0
+        self._horizon_lock = threading.Lock()
+
+    def horizon(self) -> float:
+        return self._horizon
+
+    def _seen(self, horizon: float | None) -> float:
+        with self._horizon_lock:
+            if horizon is not None and horizon > self._horizon:
+                self._horizon = float(horizon)
+            return self._horizon
 
     def revoke(self, jti: str, client_id: str, expires_at: float, now: float) -> None:
         # A second revocation of the same jti (concurrent or later) changes nothing.
@@ -25,9 +44,18 @@ class SqlRevocationStore:
             {"jti": jti, "client_id": client_id, "revoked_at": now, "expires_at": expires_at},
         )
 
-    def is_revoked(self, jti: str) -> bool:
-        stmt = select(REVOKED_TOKENS.c.jti).where(REVOKED_TOKENS.c.jti == jti)
-        return self._db.connection().scalar(stmt) is not None
+    def is_revoked(self, jti: str, expires_at: float | None = None) -> bool:
+        conn = self._db.connection()
+        if expires_at is not None and expires_at <= self._horizon:
+            return True
+        # The record and the horizon in one statement, one snapshot: a purge deletes the
+        # one and raises the other in one commit, so a revocation is never missed between.
+        revoked = select(REVOKED_TOKENS.c.jti).where(REVOKED_TOKENS.c.jti == jti)
+        found, horizon = conn.execute(
+            select(revoked.scalar_subquery().label("jti"), horizon_of(HORIZON).label("h"))
+        ).one()
+        horizon = self._seen(horizon)
+        return found is not None or (expires_at is not None and expires_at <= horizon)
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
         # Its own transaction, committed here, not the request's: an assertion is used
@@ -35,15 +63,22 @@ class SqlRevocationStore:
         # afterwards (a refused scope, a rollback). And on SQLite the request transaction
         # then holds no write lock when the token is issued, so the status list's block
         # lease (its own transaction too) does not wait on it until "database is locked".
+        if expires_at <= self._horizon:
+            return False
         with self._db.engine.begin() as conn:
-            return insert_or_ignore(
+            first = insert_or_ignore(
                 conn,
                 USED_ASSERTIONS,
                 {"client_id": client_id, "jti": jti, "expires_at": expires_at},
             )
+            if not first:
+                return False
+            # Read after the insert: if it succeeded because a purge had deleted an
+            # earlier use, that purge committed first, and its raised horizon with it.
+            horizon = self._seen(conn.scalar(select(horizon_of(HORIZON))))
+            return expires_at > horizon
 
     def purge(self, now: float) -> int:
         conn = self._db.connection()
-        a = conn.execute(delete(REVOKED_TOKENS).where(REVOKED_TOKENS.c.expires_at < now))
-        b = conn.execute(delete(USED_ASSERTIONS).where(USED_ASSERTIONS.c.expires_at < now))
-        return int(a.rowcount or 0) + int(b.rowcount or 0)
+        revoked = purge_expired(conn, REVOKED_TOKENS, HORIZON, now)
+        return revoked + purge_expired(conn, USED_ASSERTIONS, HORIZON, now)

@@ -120,6 +120,19 @@ USED_ASSERTIONS = Table(
 )
 
 
+#: Per kind of record forgotten once expired (``revocations``: revoked jtis and used
+#: assertion jtis; ``status``: status-list revocations), the latest ``exp`` among those
+#: ever forgotten. Only ever raised. A record that expires at or before it may be gone, so
+#: whatever it stood for counts as expired, whatever a clock stepped back says
+#: (``storage/sql/horizons.py``).
+PURGE_HORIZONS = Table(
+    "purge_horizons",
+    metadata,
+    Column("name", String(32), primary_key=True),
+    Column("horizon", Double, nullable=False),
+)
+
+
 #: Who did what, when: admin actions and issued tokens. Never a secret or a token.
 AUDIT_EVENTS = Table(
     "audit_events",

@@ -96,6 +96,27 @@ class RevocationStoreContract:
         assert harness.run(lambda s: s.purge(T0)) == 0
         assert harness.run(lambda s: s.purge(T0 + 2)) == 3  # boundary, live, live-a
 
+    def test_what_expires_by_the_latest_purged_exp_counts_as_expired_after_it(
+        self, harness: Harness
+    ) -> None:
+        """A clock stepped back after a purge reads the purged entries' ``exp`` as ahead
+        again: whatever expires at or before the latest ``exp`` a purge forgot counts as
+        revoked, and an assertion as spent, whether or not its record is gone."""
+        harness.run(lambda s: s.revoke("old", "as_client_1", T0 - 20, T0 - 100))
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "old-a", T0 - 10)) is True
+        assert harness.run(lambda s: s.purge(T0)) == 2
+        # A later purge by a clock behind the first one does not lower the horizon.
+        harness.run(lambda s: s.revoke("older", "as_client_1", T0 - 30, T0 - 100))
+        assert harness.run(lambda s: s.purge(T0 - 25)) == 1
+        assert harness.run(lambda s: s.is_revoked("old", T0 - 20)) is True
+        assert harness.run(lambda s: s.is_revoked("never-seen", T0 - 10)) is True
+        assert harness.run(lambda s: s.is_revoked("never-seen", T0 - 9)) is False
+        assert harness.run(lambda s: s.is_revoked("never-seen")) is False
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "old-a", T0 - 10)) is False
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "new-a", T0 - 10)) is False
+        assert harness.run(lambda s: s.horizon()) == T0 - 10
+        assert harness.run(lambda s: s.use_assertion("as_client_1", "new-b", T0 - 9)) is True
+
 
 class TestInMemoryRevocationStore(RevocationStoreContract):
     @pytest.fixture
@@ -155,6 +176,23 @@ class TestSqlRevocationStore(RevocationStoreContract):
         assert not any(t.is_alive() for t in threads)
         assert not errors, errors
         assert sorted(results) == [False] * (n - 1) + [True]
+
+    def test_the_horizon_is_shared_by_every_instance(self, database: Database) -> None:
+        """One instance's purge holds for another that has never purged nor read the
+        horizon (workers and instances on one database)."""
+        purger, other = SqlRevocationStore(database), SqlRevocationStore(database)
+        with database.unit_of_work():
+            assert other.use_assertion("as_client_1", "a-1", T0 - 10) is True
+            other.revoke("jti-a", "as_client_1", T0 - 10, T0 - 100)
+        with database.unit_of_work():
+            assert purger.purge(T0) == 2
+        assert other.horizon() == 0.0
+        with database.unit_of_work():
+            assert other.use_assertion("as_client_1", "a-1", T0 - 10) is False
+        assert other.horizon() == T0 - 10
+        fresh = SqlRevocationStore(database)
+        with database.unit_of_work():
+            assert fresh.is_revoked("jti-a", T0 - 10) is True
 
     def test_operations_outside_a_unit_of_work_are_refused(self, database: Database) -> None:
         with pytest.raises(RuntimeError, match="unit of work"):
