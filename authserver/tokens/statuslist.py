@@ -102,7 +102,8 @@ class StatusListStore(Protocol):
         and record it held until *hold_until*; first shorten *release*'s hold to its
         time. Commits in its own transaction before returning, whatever the caller's unit
         of work does: an index must never be handed out from a lease that could roll back.
-        Clears the revoked bits of a block it leases again."""
+        Clears the revoked bits of a block it leases again, raising the horizon to the
+        latest ``exp`` among them."""
 
     def revoke(self, entries: Iterable[StatusEntry], now: float) -> int:
         """Mark *entries* revoked (idempotent) in the caller's unit of work; bump the
@@ -113,7 +114,10 @@ class StatusListStore(Protocol):
         expire at or after it (an expired token's bit goes back to 0 in the lists built
         after that, well before its index may be leased again)."""
 
-    def is_revoked(self, list_id: int, idx: int) -> bool: ...
+    def is_revoked(self, list_id: int, idx: int, expires_at: float | None = None) -> bool:
+        """Whether the entry is revoked; with *expires_at* (its token's ``exp``), also
+        when that is at or before the horizon: a purge or a new lease of its block, by a
+        clock later than the reader's, may have cleared its bit."""
 
     def list_ids(self) -> list[int]:
         """Every list that has ever had a lease (ascending)."""
@@ -133,7 +137,8 @@ class StatusListStore(Protocol):
         and/or *client_id*, from the ``token.issued`` audit records."""
 
     def purge(self, now: float) -> int:
-        """Forget revocations of tokens that expired before *now*; returns how many."""
+        """Forget revocations of tokens that expired before *now* and raise the horizon to
+        the latest ``exp`` among them (in the same unit of work); returns how many."""
 
 
 def encode_list(revoked: Iterable[int], size: int = LIST_SIZE) -> str:
@@ -407,8 +412,12 @@ class StatusListService:
         return revoked
 
     def is_revoked(self, claims: dict[str, Any]) -> bool:
+        """Whether the token's bit is set, or may have been cleared by a clock later than
+        this one (the store's horizon: a clock stepped back reads its ``exp`` as ahead)."""
         entry = self.entry_of(claims)
-        return entry is not None and self._store.is_revoked(entry.list_id, entry.idx)
+        return entry is not None and self._store.is_revoked(
+            entry.list_id, entry.idx, entry.expires_at
+        )
 
     def purge(self) -> int:
         # Keep a revoked bit while a verifier's leeway might still accept the token.

@@ -841,3 +841,41 @@ def test_withdrawals_need_no_key_with_a_recorded_lifetime(
         env["AUTHSERVER_KEYS_DIR"] = str(tmp_path / "not-a-directory")
     assert cli_json_here(env, "tokens", "revoke", "--sub", "alice")["revoked"] == 0
     assert cli_json_here(env, "clients", "disable", client["client_id"])["enabled"] is False
+
+
+def test_a_revoked_token_stays_inactive_after_the_clock_is_stepped_back_past_a_new_lease(
+    settings: Settings,
+) -> None:
+    """A block leased again at a later time (this host before NTP stepped it back, or an
+    instance ahead of this one) clears the revoked bits of the tokens that held it,
+    expired by that clock. Back at the earlier time such a token's ``exp`` lies ahead
+    again: a token revoked only in its status list (a user's tokens revoked at once) must
+    not introspect as active because its bit was cleared."""
+    clock = FixedClock(time.time())
+    short = settings.replace(default_token_ttl=60, max_token_ttl=60)
+    svc = make_services(short, clock)
+    try:
+        http = create_app(services=svc).test_client()
+        with svc.unit_of_work():
+            client, secret = svc.clients.create(name="stepped", audiences=[AUD])
+        assert secret is not None
+        creds = (client.client_id, secret)
+        start = clock.now()
+        token = issue_token(http, creds, sub="alice")
+        with svc.unit_of_work():
+            assert svc.status_lists.revoke_user("alice") == 1
+        introspected = http.post("/introspect", data={"token": token}, auth=creds)
+        assert introspected.get_json() == {"active": False}
+        # The lease window ends: the next token moves on to another block, and once the
+        # first one's hold has passed, a later one leases it again, clearing its bits.
+        clock.advance(LEASE_WINDOW + 1)
+        later = issue_token(http, creds)
+        assert status_ref(later)[1] // BLOCK_SIZE != status_ref(token)[1] // BLOCK_SIZE
+        clock.advance(LEASE_WINDOW + short.status_list_expiry + short.key_retention_leeway)
+        again = issue_token(http, creds)
+        assert status_ref(again)[1] == status_ref(token)[1]
+        clock.set(start + 10)
+        introspected = http.post("/introspect", data={"token": token}, auth=creds)
+        assert introspected.get_json() == {"active": False}
+    finally:
+        svc.close()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
 
 from sqlalchemy import and_
 from sqlalchemy import delete
+from sqlalchemy import func
 from sqlalchemy import insert
 from sqlalchemy import select
 from sqlalchemy import update
@@ -14,6 +16,8 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.horizons import purge_expired
+from authserver.storage.sql.horizons import raise_horizon
 from authserver.storage.sql.tables import AUDIT_EVENTS
 from authserver.storage.sql.tables import STATUS_BLOCKS
 from authserver.storage.sql.tables import STATUS_REVOCATIONS
@@ -26,12 +30,19 @@ from authserver.tokens.statuslist import StatusEntry
 LEASE_LOCK = "status_leases"
 #: The ``locks`` counter that versions the published lists.
 VERSION = "status_version"
+#: The ``purge_horizons`` row of ``status_revocations`` (its purges and the new leases
+#: that clear a block's bits).
+HORIZON = "status"
 
 
 @maps_storage_errors
 class SqlStatusListStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        # The highest horizon read, per process: it only rises, so what expires at or
+        # before it counts as revoked without a query.
+        self._horizon = 0.0
+        self._horizon_lock = threading.Lock()
 
     def lease_block(
         self, now: float, hold_until: float, release: tuple[Block, float] | None
@@ -71,13 +82,17 @@ class SqlStatusListStore:
                     .values(leased_at=now, held_until=hold_until)
                 )
                 # Every token that held an index here has expired: its bit goes back to 0.
-                conn.execute(
-                    delete(STATUS_REVOCATIONS).where(
-                        revoked.list_id == block.list_id,
-                        revoked.idx >= block.first,
-                        revoked.idx < block.first + BLOCK_SIZE,
-                    )
+                # By this clock: one stepped back reads those tokens as live again, so
+                # the horizon says which may have lost their bit.
+                in_block = (
+                    revoked.list_id == block.list_id,
+                    revoked.idx >= block.first,
+                    revoked.idx < block.first + BLOCK_SIZE,
                 )
+                latest = conn.scalar(select(func.max(revoked.expires_at)).where(*in_block))
+                if latest is not None:
+                    conn.execute(delete(STATUS_REVOCATIONS).where(*in_block))
+                    raise_horizon(conn, HORIZON, float(latest))
                 return block
             last = conn.execute(
                 select(blocks.list_id, blocks.block)
@@ -125,11 +140,24 @@ class SqlStatusListStore:
         with self._db.unit_of_work():
             return [int(i) for i in self._db.connection().scalars(stmt)]
 
-    def is_revoked(self, list_id: int, idx: int) -> bool:
+    def is_revoked(self, list_id: int, idx: int, expires_at: float | None = None) -> bool:
+        if expires_at is not None and expires_at <= self._horizon:
+            return True
+        # The bit and the horizon in one statement, one snapshot: a purge or a new lease
+        # clears the one and raises the other in one commit.
         row = self._db.read_one(
-            "SELECT 1 FROM status_revocations WHERE list_id = ? AND idx = ?", list_id, idx
+            "SELECT (SELECT 1 FROM status_revocations WHERE list_id = ? AND idx = ?),"
+            " (SELECT horizon FROM purge_horizons WHERE name = ?)",
+            list_id,
+            idx,
+            HORIZON,
         )
-        return row is not None
+        found, horizon = row if row is not None else (None, None)
+        with self._horizon_lock:
+            if horizon is not None and horizon > self._horizon:
+                self._horizon = float(horizon)
+            horizon = self._horizon
+        return found is not None or (expires_at is not None and expires_at <= horizon)
 
     def list_ids(self) -> list[int]:
         c = STATUS_BLOCKS.c
@@ -171,5 +199,4 @@ class SqlStatusListStore:
         return entries
 
     def purge(self, now: float) -> int:
-        stmt = delete(STATUS_REVOCATIONS).where(STATUS_REVOCATIONS.c.expires_at < now)
-        return int(self._db.connection().execute(stmt).rowcount or 0)
+        return purge_expired(self._db.connection(), STATUS_REVOCATIONS, HORIZON, now)

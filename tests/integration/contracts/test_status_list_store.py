@@ -175,6 +175,35 @@ def test_purge_forgets_revocations_of_expired_tokens(
     assert store.revoked_indices(1) == [2]
 
 
+def test_what_a_purge_or_a_new_lease_may_have_cleared_counts_as_revoked(
+    store: SqlStatusListStore, db: Database
+) -> None:
+    """A clock stepped back after a purge, or after a block was leased again, reads the
+    cleared entries' ``exp`` as ahead again: an entry whose token expires at or before
+    the horizon counts as revoked, for every instance on the database."""
+    block = store.lease_block(T0, T0 + 100, None)
+    with db.unit_of_work():
+        store.revoke([StatusEntry(1, block.first + 1, T0 + 50)], T0)
+    assert store.is_revoked(1, block.first + 1, T0 + 50)
+    # Leased again: the bit is cleared, the horizon is its token's exp.
+    assert store.lease_block(T0 + 200, T0 + 300, None) == block
+    other = SqlStatusListStore(db)
+    assert other.is_revoked(1, block.first + 1, T0 + 50)
+    assert not other.is_revoked(1, block.first + 1)
+    assert not other.is_revoked(1, block.first + 2, T0 + 51)
+    # A purge raises it to the latest exp it forgot; one by a clock behind lowers nothing.
+    with db.unit_of_work():
+        store.revoke([StatusEntry(1, 3, T0 + 350), StatusEntry(1, 4, T0 + 90)], T0 + 200)
+    with db.unit_of_work():
+        assert store.purge(T0 + 400) == 2
+    with db.unit_of_work():
+        store.revoke([StatusEntry(1, 5, T0 + 60)], T0 + 200)
+    with db.unit_of_work():
+        assert store.purge(T0 + 100) == 1
+    assert SqlStatusListStore(db).is_revoked(1, block.first + 2, T0 + 350)
+    assert not SqlStatusListStore(db).is_revoked(1, block.first + 2, T0 + 351)
+
+
 def test_issued_reads_the_token_issued_audit_records(
     store: SqlStatusListStore, db: Database
 ) -> None:
