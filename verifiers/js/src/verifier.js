@@ -39,6 +39,10 @@ export const DEFAULTS = Object.freeze({
 
 const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti']; // RFC 9068 §2.2
 const TIME_CLAIMS = ['exp', 'nbf', 'iat'];
+// Claims authserver writes only as non-empty strings when it writes them: scope is
+// space-delimited (RFC 9068 §2.2.3, RFC 8693 §4.2), email and name are the user's (OpenID
+// Connect Core §5.1); as authserver_verifier.rules.STRING_CLAIMS.
+const STRING_CLAIMS = ['scope', 'email', 'name'];
 // Header parameters this verifier knows; anything that changes how the JWS is processed
 // (crit, b64, jku, x5u, jwk, ...) is refused instead of trusted or ignored.
 const KNOWN_HEADER = new Set(['alg', 'typ', 'kid']);
@@ -387,6 +391,13 @@ export function createVerifier(options = {}) {
     }
     for (const claim of ['sub', 'client_id', 'jti']) {
       if (typeof payload[claim] !== 'string') throw new InvalidTokenError('invalid_claim', `${claim} is not a string`);
+    }
+    // Handed to the application as they are: a list or an object where a string is
+    // expected passes a membership test (['admin'].includes('admin')) it was never meant to.
+    for (const claim of STRING_CLAIMS) {
+      if (claim in payload && (typeof payload[claim] !== 'string' || payload[claim] === '')) {
+        throw new InvalidTokenError('invalid_claim', `${claim} is not a non-empty string`);
+      }
     }
 
     // draft-ietf-oauth-status-list §8.3: only once the token itself is valid.

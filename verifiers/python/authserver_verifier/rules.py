@@ -32,6 +32,11 @@ ALGORITHM: Final = "RS256"
 ACCEPTED_TYP: Final = frozenset({"at+jwt", "application/at+jwt"})
 #: RFC 9068 §2.2: claims every access token carries.
 REQUIRED_CLAIMS: Final = ("iss", "exp", "aud", "sub", "client_id", "iat", "jti")
+#: Claims authserver writes only as non-empty strings when it writes them: ``scope`` is
+#: space-delimited (RFC 9068 §2.2.3, RFC 8693 §4.2), ``email`` and ``name`` are the user's
+#: (OpenID Connect Core §5.1). Any other type is refused as ``invalid_claim``, as the JS
+#: verifier refuses it.
+STRING_CLAIMS: Final = ("scope", "email", "name")
 #: Seconds of clock skew tolerated for ``exp``, ``nbf`` and ``iat``, on both sides.
 DEFAULT_LEEWAY: Final = 30
 #: authserver's tokens are about 1 KB; anything much longer is not one of them.
@@ -249,6 +254,11 @@ def check_claims(
     # 9068's own, a string too (RFC 8693 §4.3).
     if "client_id" in claims and not isinstance(claims["client_id"], str):
         raise RuleViolation("invalid_claim", "client_id is not a string")
+    for name in STRING_CLAIMS:
+        # Handed to the application as they are: a list or an object where a string is
+        # expected passes a membership test ("admin" in ["admin"]) it was never meant to.
+        if name in claims and not (isinstance(claims[name], str) and claims[name]):
+            raise RuleViolation("invalid_claim", f"{name} is not a non-empty string")
     exp = claims.get("exp")
     if strict_exp and isinstance(exp, int | float) and exp <= now:
         raise RuleViolation("expired")
