@@ -176,16 +176,23 @@ class _Deadline:
     """One time limit for a whole fetch. ``urlopen``'s timeout bounds each socket
     operation, not their sum: a server sending a byte a second could hold a ``verify()``
     (and the threads waiting for the same keys) for minutes. When the time is up, the
-    fetch's sockets are shut down, so whatever read is waiting ends with an error."""
+    fetch's sockets are shut down, so whatever read is waiting ends with an error.
+
+    When the process cannot start the timer's thread (a thread limit: RLIMIT_NPROC, a
+    container's pids limit), the fetch goes on without it, each socket operation still
+    bounded by ``timeout``: a slower fetch, rather than a valid token refused."""
 
     def __init__(self, seconds: float) -> None:
         self.ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         self._expired = False
-        self._timer = threading.Timer(seconds, self._expire)
+        self._timer: threading.Timer | None = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
-        self._timer.start()
+        try:
+            self._timer.start()
+        except RuntimeError:  # "can't start new thread"
+            self._timer = None
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
@@ -201,7 +208,8 @@ class _Deadline:
             _shut(sock)
 
     def cancel(self) -> None:
-        self._timer.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         with self._lock:
             self._sockets = []
 
@@ -326,7 +334,8 @@ def _left(timeout: float | None) -> float | None:
 def _resolve(host: str, port: int) -> list[Any]:
     """``getaddrinfo`` within the fetch's time. The resolver takes no timeout (a silent
     name server holds it for its own timeout times its attempts: 10 s with the defaults
-    of resolv.conf), so it runs on a daemon thread that is waited for only that long."""
+    of resolv.conf), so it runs on a daemon thread that is waited for only that long; in
+    this thread, with the resolver's own timeout, when no thread can be started."""
     found: list[Any] = []
     failed: list[OSError] = []
 
@@ -337,7 +346,10 @@ def _resolve(host: str, port: int) -> list[Any]:
             failed.append(exc)
 
     resolver = threading.Thread(target=run, name="authserver-verifier-resolve", daemon=True)
-    resolver.start()
+    try:
+        resolver.start()
+    except RuntimeError:  # "can't start new thread": a thread limit
+        return socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)
     resolver.join(_left(None))
     if resolver.is_alive():
         raise _ResolveTimeout(f"resolving {host} timed out")
@@ -684,7 +696,13 @@ class TokenVerifier:
                 handoff.add_done_callback(functools.partial(self._handed_back, fetch))
                 with self._lock:
                     self._handoffs[fetch] = handoff
-                return await asyncio.shield(handoff)
+                try:
+                    return await asyncio.shield(handoff)
+                except RuntimeError:
+                    # No worker thread could be started (a thread limit; verify() itself
+                    # raises nothing but InvalidToken): the fetch runs on the loop's thread,
+                    # which holds the loop for it, rather than a valid token refused.
+                    return self.verify(token)
             # Another thread is fetching: wait for it on the loop, not on a thread of the
             # loop's executor (a burst of requests would hold every one of them for the
             # whole fetch), then answer from what it brought.

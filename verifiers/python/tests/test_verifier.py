@@ -2157,3 +2157,80 @@ def test_averify_calls_needing_different_lists_do_not_wait_for_each_other(
     assert [claims["sub"] for claims in answers] == ["user-42"] * 3
     assert took < 1.8, took
     assert server.status_list_fetches == 3
+
+
+# -- a process that cannot start threads ---------------------------------------------------------
+
+
+@pytest.fixture
+def no_new_threads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Thread.start fails, as under a thread limit (RLIMIT_NPROC, a container's pids
+    limit), for the threads this test's own thread starts (the verifier's fetch deadline,
+    resolver and background refreshes; the double's server threads start as usual). The
+    names of the threads refused are listed in what it returns."""
+    refused: list[str] = []
+    start = threading.Thread.start
+    caller = threading.get_ident()
+
+    def limited(self: threading.Thread) -> None:
+        if threading.get_ident() == caller:
+            refused.append(self.name)
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", limited)
+    return refused
+
+
+def test_a_valid_token_verifies_when_no_thread_can_be_started(
+    server: AuthServerDouble, issuer: Issuer, clock: Clock, no_new_threads: list[str]
+) -> None:
+    """The keys and the status list fetched cold, refreshed ahead (a background refresh
+    that cannot start) and refetched once stale, all without a new thread: each time the
+    valid token verifies and the revoked one is revoked, never 'malformed'."""
+    issuer.serve_status_list({6}, now=clock.wall, ttl=60, expiry=3600)
+    verifier = status_verifier(server, clock)
+    valid = issuer.token({**with_status(server, 5), "exp": int(clock.wall) + 3600})
+    revoked = issuer.token({**with_status(server, 6), "exp": int(clock.wall) + 3600})
+    assert verifier.verify(valid)["sub"] == "user-42"
+    assert reason_of(verifier, revoked) == "revoked"
+    assert (server.jwks_fetches, server.status_list_fetches) == (1, 1)
+    for seconds in (50, 15, 250):  # the list's last fifth, past its ttl, the keys' max-age
+        clock.advance(seconds)
+        assert verifier.verify(valid)["sub"] == "user-42"
+        assert reason_of(verifier, revoked) == "revoked"
+    # The list was fetched again once past its ttl, the keys once past their max-age.
+    assert server.status_list_fetches >= 2
+    assert server.jwks_fetches >= 2
+    assert no_new_threads  # the verifier did try to start threads, and went on without
+
+
+def test_a_host_name_is_resolved_when_no_thread_can_be_started(
+    server: AuthServerDouble, issuer: Issuer, no_new_threads: list[str]
+) -> None:
+    """The resolver's thread cannot start: the name is resolved in the verifying thread."""
+    port = server.issuer.rsplit(":", 1)[1]
+    verifier = verifier_for(server, jwks_uri=f"http://localhost:{port}/.well-known/jwks.json")
+    assert verifier.verify(issuer.token())["sub"] == "user-42"
+    assert "authserver-verifier-resolve" in no_new_threads
+
+
+def test_averify_verifies_when_no_worker_thread_can_be_started(
+    server: AuthServerDouble, issuer: Issuer, no_new_threads: list[str]
+) -> None:
+    """averify hands a fetch to a worker thread; when none can be started it fetches on
+    the loop's thread instead of failing with the executor's RuntimeError."""
+    verifier = verifier_for(server)
+    token = issuer.token()
+
+    async def main() -> list[dict[str, Any]]:
+        return await asyncio.gather(verifier.averify(token), verifier.averify(token))
+
+    # Not asyncio.run: its shutdown starts a thread of its own.
+    loop = asyncio.new_event_loop()
+    try:
+        answers = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert [claims["sub"] for claims in answers] == ["user-42", "user-42"]
+    assert server.jwks_fetches == 1
