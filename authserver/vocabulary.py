@@ -284,6 +284,29 @@ def whole_number(value: Any) -> int | None:
     return None
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """*a* and *b*, decoded JSON, are the same JSON value, at every depth.
+
+    Python's ``==`` takes ``True`` for ``1`` and ``[True]`` for ``[1]``, which a sync server
+    reading the token tells apart: a boolean is only ever the same boolean. A number is the
+    same number whatever its spelling: JSON has one type of number (RFC 8259 §6), ``1`` and
+    ``1.0`` are one value to every JavaScript reader, and a Node backend cannot even send
+    ``1.0`` (``JSON.stringify(1.0)`` is ``"1"``), as :func:`whole_number` reads them too."""
+    if _is_json_number(a) and _is_json_number(b):
+        return bool(a == b)  # exact: an int and a float compare by their values
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+def _is_json_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def beyond_safe_integer(value: Any) -> bool:
     """Whether *value* is a whole number as a request body carries it (ASCII digits, or a
     JSON number with no fractional part) that is only refused by :func:`sent_whole_number`

@@ -23,6 +23,7 @@ from authserver.vocabulary import check_identity
 from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import reserved_claims_text
+from authserver.vocabulary import same_json
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
     fixed = client.policy.fixed_claims
     for name, value in claims.items():
         if name in fixed:
-            # Same JSON value, and the same JSON type at every depth (True is not 1).
+            # The same JSON value at every depth: true is not 1, 1.0 is 1 (same_json).
             if not same_json(value, fixed[name]):
                 raise TokenRequestError(
                     f"{name} is a fixed claim of this client; a request cannot change it"
@@ -141,18 +142,6 @@ def extra_claims(client: Client, claims: dict[str, Any]) -> dict[str, Any]:
     except InvalidValue as exc:
         raise TokenRequestError(str(exc)) from None
     return merged
-
-
-def same_json(a: Any, b: Any) -> bool:
-    """*a* and *b* are the same JSON value: Python's ``==`` takes ``True`` for ``1`` and
-    ``[True]`` for ``[1]``, which a sync server reading the token tells apart."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same_json(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def build_claims(

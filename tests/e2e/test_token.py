@@ -489,6 +489,28 @@ def test_allowed_claims_from_json_object(http: Any, auth: str) -> None:
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
+def test_a_fixed_number_is_repeated_in_any_spelling_of_it(
+    http: Any, register: Callable[..., tuple[str, str]], as_json: bool
+) -> None:
+    """RFC 8259 §6, one type of number: a backend repeating a fixed 1.0 as 1 (all a Node
+    backend can send: JSON.stringify(1.0) is "1") gets its token, which carries the fixed
+    value; true for 1 is still another value."""
+    auth = basic(*register(audiences=[AUD], fixed_claims={"tier": 1.0, "plan": {"seats": [2]}}))
+    extra: dict[str, Any] = {"tier": 1, "plan": {"seats": [2.0]}}
+    if as_json:
+        response = post(http, body={"grant_type": "client_credentials", "claims": extra}, auth=auth)
+    else:
+        response = post(http, form=grant(claims=json.dumps(extra)), auth=auth)
+    claims = claims_of(response)
+    assert (claims["tier"], claims["plan"]) == (1.0, {"seats": [2]})
+    payload = response.get_json()["access_token"].split(".")[1]
+    assert b'"tier":1.0' in base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    refused = post(http, form=grant(claims=json.dumps({"tier": True})), auth=auth)
+    error = assert_error(refused, 400, "invalid_request")
+    assert "tier is a fixed claim" in error["error_description"]
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["form", "json"])
 def test_claim_not_allowed_is_invalid_request(http: Any, auth: str, as_json: bool) -> None:
     extra = {"libraryId": "lib-1", "role": "admin"}
     if as_json:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -234,6 +235,26 @@ def test_a_request_cannot_change_a_fixed_claim_even_to_an_equal_python_value(
     with pytest.raises(TokenRequestError, match="fixed claim of this client"):
         extra_claims(client, {"admin": sent})
     assert extra_claims(client, {"admin": fixed}) == {"admin": fixed}
+
+
+@pytest.mark.parametrize(
+    ("fixed", "sent"),
+    [
+        (1.0, 1),
+        (1, 1.0),
+        (-0.0, 0),
+        ({"level": [2.0, {"n": 3}]}, {"level": [2, {"n": 3.0}]}),
+    ],
+    ids=["float-int", "int-float", "minus-zero", "nested"],
+)
+def test_a_fixed_number_may_be_repeated_in_another_spelling(fixed: Any, sent: Any) -> None:
+    """JSON has one type of number (RFC 8259 §6): ``1`` repeats a fixed ``1.0`` (a Node
+    backend cannot send ``1.0``: ``JSON.stringify(1.0)`` is ``"1"``), and the token carries
+    the fixed value as the operator wrote it."""
+    client = make_client(fixed_claims={"tier": fixed})
+    merged = extra_claims(client, {"tier": sent})
+    assert merged == {"tier": fixed}
+    assert json.dumps(merged) == json.dumps({"tier": fixed})
 
 
 def test_the_request_claims_and_the_fixed_claims_fit_the_size_bound_together() -> None:
