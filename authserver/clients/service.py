@@ -44,6 +44,7 @@ from authserver.vocabulary import is_server_claim
 from authserver.vocabulary import is_utf8
 from authserver.vocabulary import is_valid_claim_name
 from authserver.vocabulary import registered_size
+from authserver.vocabulary import same_json
 
 #: The longest grace period of a rotated secret: long enough for a weekly deploy cycle
 #: (a peer vendor keeps the old secret 7 days), short enough that a leaked old secret
@@ -469,12 +470,15 @@ _UPDATABLE = ("name", "jwks", "jwks_uri")
 
 
 def _changed_fields(before: Client, after: Client) -> builtins.list[str]:
-    """The names of the fields *after* changed from *before*, in the admin API's words."""
-    changed = [f for f in _UPDATABLE if getattr(before, f) != getattr(after, f)]
+    """The names of the fields *after* changed from *before*, in the admin API's words.
+
+    Compared as JSON values (:func:`same_json`): Python's ``==`` takes a fixed claim changed
+    from ``1`` to ``true`` for no change, which every token of the client then says."""
+    changed = [f for f in _UPDATABLE if not same_json(getattr(before, f), getattr(after, f))]
     changed += [
         f.name
         for f in dataclasses.fields(ClientPolicy)
-        if getattr(before.policy, f.name) != getattr(after.policy, f.name)
+        if not same_json(getattr(before.policy, f.name), getattr(after.policy, f.name))
     ]
     return changed
 
