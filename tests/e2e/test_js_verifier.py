@@ -13,6 +13,7 @@ tree in a clean clone), because the Verdant server the adapter is tested against
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -91,3 +92,63 @@ def test_the_npm_tarball_holds_the_package_and_its_license() -> None:
     assert all(path.split("/")[0] in {"src", "types"} or "/" not in path for path in files)
     assert not {path for path in files if "test" in path.split("/")[0]}, files
     assert "Apache License" in (PACKAGE / "LICENSE").read_text()
+
+
+def _npm_packed_files() -> set[str]:
+    """The paths ``npm pack`` would publish, relative to the package."""
+    _, npm = node_and_npm("the JavaScript package's tarball")
+    packed = subprocess.run(
+        [npm, "pack", "--dry-run", "--json", "--ignore-scripts"],
+        cwd=PACKAGE,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    (report,) = json.loads(packed.stdout)
+    return {entry["path"] for entry in report["files"]}
+
+
+#: A link's target in Markdown (inline, image, reference definition) or HTML.
+_LINK = re.compile(
+    r"\]\(\s*<?([^)\s>]+)|^\s*\[[^\]]+\]:\s*<?(\S+?)>?\s*$|(?:href|src)=\"([^\"]+)\"", re.M
+)
+
+
+def _link_targets(text: str) -> list[str]:
+    return [next(g for g in m.groups() if g) for m in _LINK.finditer(text)]
+
+
+def _anchor(heading: str) -> str:
+    """The anchor GitHub and npm give a heading: lower case, punctuation dropped, spaces
+    as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("package", ["js", "python"])
+def test_every_readme_link_works_once_published(package: str) -> None:
+    """The README is the package's page on npm (the tarball holds only verifiers/js) and
+    the Python distribution's long description on PyPI (rendered with no file beside it):
+    a link to ../../docs/... is dead there. A link is an absolute URL, an anchor of the
+    README's own headings, or (npm) a file the tarball holds."""
+    readme = PACKAGE.parent / package / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    anchors = {_anchor(h) for h in re.findall(r"^#+\s+(.+)$", text, re.M)}
+    shipped = _npm_packed_files() if package == "js" else set()
+    sample = '[a](../../docs/x.md#y) ![i]( <b.png> )\n[ref]: ../c.md\n<a href="d.md">'
+    assert _link_targets(sample) == ["../../docs/x.md#y", "b.png", "../c.md", "d.md"]
+    targets = _link_targets(text)
+    dead = []
+    for target in targets:
+        if re.match(r"(?i)(https?|mailto):", target):
+            continue
+        path, _, fragment = target.partition("#")
+        if not path:
+            if fragment not in anchors:
+                dead.append(target)
+            continue
+        resolved = (readme.parent / path).resolve()
+        inside = resolved.is_relative_to(readme.parent.resolve())
+        if not inside or str(resolved.relative_to(readme.parent.resolve())) not in shipped:
+            dead.append(target)
+    assert not dead, f"{readme}: links that do not work once published: {dead}"
