@@ -121,7 +121,8 @@ _ABSOLUTE_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:", re.ASCII)
 
 
 def _audiences(body: ParsedBody) -> tuple[str, ...]:
-    out: list[str] = []
+    # The first of each value, in order; a dict finds a repeat in constant time.
+    out: dict[str, None] = {}
     for field in ("audience", "resource"):
         for value in body.fields.get(field, []):
             if not isinstance(value, str) or not value or len(value) > MAX_URI_LENGTH:
@@ -134,8 +135,7 @@ def _audiences(body: ParsedBody) -> tuple[str, ...]:
                     "resource must be an absolute URI without a fragment (RFC 8707 section 2); "
                     "name a registered audience that is not one with the audience parameter"
                 )
-            if value not in out:
-                out.append(value)
+            out.setdefault(value)
     return tuple(out)
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from authserver.clients.service import MAX_ALLOWED_CLAIMS
 from authserver.container import Services
+from authserver.errors import InvalidInput
 from authserver.settings import Settings
 from authserver.vocabulary import MAX_REGISTERED_BYTES
 from authserver.vocabulary import registered_size
@@ -1191,3 +1192,30 @@ def test_a_fixed_claim_changed_to_an_equal_python_value_is_a_change(admin: Any) 
     assert [e["detail"]["changed"] for e in reversed(events)] == [["fixed_claims"], []]
     stored = admin.get(url, headers=AUTH).get_json()["fixed_claims"]
     assert stored == {"admin": True, "seats": [2.0]}
+class _CountedText(str):
+    """A string that counts how often it is compared for equality."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _CountedText.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+@db_independent
+def test_repeated_list_values_are_found_in_linear_time(services: Services) -> None:
+    """A client's lists keep the first of each value, in order, and finding the repeats
+    compares each value a bounded number of times, not once per value before it."""
+    values = [_CountedText(f"scope-{i}") for i in range(5000)]
+    _CountedText.compared = 0
+    with services.unit_of_work(), pytest.raises(InvalidInput, match="bytes in a token"):
+        services.clients.create(name="many", scopes=values)
+    assert _CountedText.compared <= 2 * len(values), _CountedText.compared
+    with services.unit_of_work():
+        client, _ = services.clients.create(
+            name="repeats", scopes=["b", "a", "b", "c", "a"], audiences=["x", "x"]
+        )
+    assert client.policy.scopes == ("b", "a", "c")
+    assert client.policy.audiences == ("x",)
