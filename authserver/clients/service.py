@@ -306,11 +306,17 @@ class ClientService:
                 updated_at=self._clock.now(),
                 **keys,
             )
-            self._store.update(updated)
-            self._changed()
             # The names of what changed, never a value (a key set, a fixed claim's value):
             # the trail says what an operator changed, not only the name it has now.
             changed = _changed_fields(client, updated)
+            if not changed:
+                # What it already is: the client as it stands, as an idempotent PUT
+                # answers, and no write (updated_at stays), no audit event and no cache
+                # change on any worker (a script that applies its whole configuration
+                # on every run changes nothing on the runs that change nothing).
+                return client
+            self._store.update(updated)
+            self._changed()
             if keys:
                 self._record("client.updated", updated, changed=changed, keys_replaced=True)
             else:
@@ -396,8 +402,14 @@ class ClientService:
             return updated, secret
 
     def set_enabled(self, client_id: str, enabled: bool) -> Client:
+        """Enable or disable the client. A client already so is answered as it stands,
+        with no write, no audit event and no second revocation of its tokens: read under
+        the lock, so of two disables at once (two operators, a retried request) exactly
+        one disables and revokes, and the other sees it done."""
         with self._store.lock():
             client = self.get(client_id)
+            if client.enabled == enabled:
+                return client
             updated = dataclasses.replace(client, enabled=enabled, updated_at=self._clock.now())
             self._store.update(updated)
             self._changed()

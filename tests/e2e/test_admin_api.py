@@ -5,9 +5,11 @@ JWKS, the audit trail, and JSON errors for every bad request."""
 from __future__ import annotations
 
 import gzip
+import threading
 from collections.abc import Iterator
 from typing import Any
 
+import jwt as pyjwt
 import pytest
 
 from authserver.clients.service import MAX_ALLOWED_CLAIMS
@@ -20,6 +22,8 @@ from authserver.web.app import create_app
 from tests.conftest import db_independent
 from tests.conftest import make_services
 from tests.factories import client_public_jwk
+from tests.factories import token_response
+from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
 
@@ -1219,3 +1223,99 @@ def test_repeated_list_values_are_found_in_linear_time(services: Services) -> No
         )
     assert client.policy.scopes == ("b", "a", "c")
     assert client.policy.audiences == ("x",)
+
+
+def _events(admin: Any, action: str, client_id: str) -> list[dict[str, Any]]:
+    query = f"/admin/audit?action={action}&client_id={client_id}"
+    return admin.get(query, headers=AUTH).get_json()["events"]  # type: ignore[no-any-return]
+
+
+def test_an_update_that_changes_nothing_is_answered_and_not_recorded(
+    admin: Any, settings: Settings, env_for: Any
+) -> None:
+    """A PATCH (or ``clients update``) giving every field as it is answers the client as
+    it stands, updated_at included, and records no client.updated event: the audit trail
+    says what an operator changed, and a script applying its configuration on every run
+    changes nothing on the runs that change nothing. A real change is recorded once."""
+    env = env_for(settings.database_url)
+    client = create(admin, name="same", scopes=["a", "b"], token_ttl=60)
+    cid = client["client_id"]
+    url = f"/admin/clients/{cid}"
+    shown = admin.get(url, headers=AUTH).get_json()
+    same = {"name": "same", "scopes": ["a", "b", "a"], "token_ttl": 60, "require_sub": False}
+    answer = admin.patch(url, json=same, headers=AUTH)
+    assert answer.status_code == 200, answer.get_data(as_text=True)
+    assert answer.get_json() == shown
+    by_cli = cli_json_here(
+        env, "clients", "update", cid, "--name", "same", "--scope", "a", "--scope", "b"
+    )
+    assert by_cli == shown
+    assert _events(admin, "client.updated", cid) == []
+    changed = admin.patch(url, json={"name": "other", "token_ttl": 60}, headers=AUTH)
+    assert changed.get_json()["name"] == "other"
+    (event,) = _events(admin, "client.updated", cid)
+    assert event["detail"]["changed"] == ["name"]
+
+
+def test_disable_and_enable_say_what_happened_once(
+    admin: Any, settings: Settings, env_for: Any
+) -> None:
+    """Disabling a disabled client (or enabling an enabled one), through the admin API or
+    the CLI, answers the client as it stands and records nothing: one client.disabled
+    event and one revocation of its tokens per real disable."""
+    env = env_for(settings.database_url)
+    client = create(admin, audiences=[AUD])
+    cid, secret = client["client_id"], client["client_secret"]
+    token_response(admin, (cid, secret))
+    url = f"/admin/clients/{cid}"
+    first = admin.post(f"{url}/disable", headers=AUTH)
+    assert first.status_code == 200
+    assert first.get_json()["enabled"] is False
+    again = admin.post(f"{url}/disable", headers=AUTH)
+    assert again.status_code == 200
+    assert again.get_json() == first.get_json()
+    assert cli_json_here(env, "clients", "disable", cid) == first.get_json()
+    assert len(_events(admin, "client.disabled", cid)) == 1
+    enabled = admin.post(f"{url}/enable", headers=AUTH).get_json()
+    assert enabled["enabled"] is True
+    assert admin.post(f"{url}/enable", headers=AUTH).get_json() == enabled
+    assert cli_json_here(env, "clients", "enable", cid) == enabled
+    assert len(_events(admin, "client.enabled", cid)) == 1
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_disables_at_once_disable_and_record_once(
+    admin_services: Services, settings: Settings
+) -> None:
+    """Two operators (or a retried request) disabling one client at the same moment, from
+    two processes' worth of services on PostgreSQL: each answers the client disabled, and
+    the trail holds one client.disabled event, its tokens revoked once."""
+    admin = create_app(services=admin_services).test_client()
+    client = create(admin, audiences=[AUD])
+    cid = client["client_id"]
+    tokens = [token_response(admin, (cid, client["client_secret"])) for _ in range(3)]
+    others = [make_services(settings.replace(admin_token=ADMIN_TOKEN)) for _ in range(2)]
+    start = threading.Barrier(2)
+    answers: list[Any] = []
+
+    def disable(svc: Services) -> None:
+        http = create_app(services=svc).test_client()
+        start.wait()
+        answers.append(http.post(f"/admin/clients/{cid}/disable", headers=AUTH))
+
+    try:
+        threads = [threading.Thread(target=disable, args=(svc,)) for svc in others]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        for svc in others:
+            svc.close()
+    assert [a.status_code for a in answers] == [200, 200]
+    assert all(a.get_json()["enabled"] is False for a in answers)
+    assert len(_events(admin, "client.disabled", cid)) == 1
+    with admin_services.unit_of_work():
+        for body in tokens:
+            claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
+            assert admin_services.status_lists.is_revoked(claims)
