@@ -514,7 +514,12 @@ def _name(name: str) -> str:
             "name must not hold bidirectional override, embedding or isolate characters "
             "(they reorder what an operator reads)"
         )
-    return name.strip()
+    if name != name.strip():
+        # Kept as sent or refused, never changed in silence: a name stored other than
+        # given is not found again by the tool that gave it (a lookup by name, a diff of
+        # desired against actual configuration sees a change on every run).
+        raise InvalidInput("name must not begin or end with whitespace")
+    return name
 
 
 def _strings(values: Iterable[str], what: str) -> list[str]:

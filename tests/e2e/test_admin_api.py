@@ -24,6 +24,7 @@ from tests.conftest import make_services
 from tests.factories import client_public_jwk
 from tests.factories import token_response
 from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
 
@@ -583,6 +584,9 @@ def test_unknown_fields_are_named_only_when_plain(admin: Any) -> None:
         # A right-to-left override reorders what the operator reads after it.
         ("backend\u202eenilno", "bidirectional override"),
         ("a\u2066b", "bidirectional override"),
+        # Kept as sent or refused, never stored other than given.
+        (" padded", "must not begin or end with whitespace"),
+        ("padded\u00a0", "must not begin or end with whitespace"),
     ],
 )
 def test_client_names_follow_the_single_line_text_rule(admin: Any, name: str, said: str) -> None:
@@ -1319,3 +1323,31 @@ def test_two_disables_at_once_disable_and_record_once(
         for body in tokens:
             claims = pyjwt.decode(body["access_token"], options={"verify_signature": False})
             assert admin_services.status_lists.is_revoked(claims)
+
+
+def test_a_name_with_whitespace_at_either_end_is_refused_by_api_and_cli(
+    admin: Any, settings: Settings, env_for: Any
+) -> None:
+    """Refused with the same words by the admin API (create and PATCH) and the CLI
+    (create and update), and nothing is stored or changed; a name is kept as sent."""
+    env = env_for(settings.database_url)
+    said = "name must not begin or end with whitespace"
+    for name in (" lead", "trail ", "\u3000both\u3000"):
+        refused = assert_error(admin.post("/admin/clients", json={"name": name}, headers=AUTH), 400)
+        assert said in refused["error_description"]
+        cli = run_cli_here(env, "clients", "create", "--name", name)
+        assert cli.returncode != 0
+        assert said in cli.stderr
+        assert len(cli.stderr.strip().splitlines()) == 1, cli.stderr
+    client = create(admin, name="inner  spaces kept")
+    assert client["name"] == "inner  spaces kept"
+    cid = client["client_id"]
+    refused = assert_error(
+        admin.patch(f"/admin/clients/{cid}", json={"name": "x "}, headers=AUTH), 400
+    )
+    assert said in refused["error_description"]
+    cli = run_cli_here(env, "clients", "update", cid, "--name", " x")
+    assert cli.returncode != 0
+    assert said in cli.stderr
+    listed = admin.get("/admin/clients", headers=AUTH).get_json()["clients"]
+    assert [c["name"] for c in listed] == ["inner  spaces kept"]
