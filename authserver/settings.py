@@ -71,18 +71,29 @@ SINCE_FORMS = "a date (2026-11-23, 2026-11-23T10:00:00Z) or a duration ago (1h, 
 _SINCE_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
 
 
+class SinceOutOfRange(ValueError):
+    """A duration written as :func:`parse_since` reads one, but longer than a duration may
+    be: its message says so (``must be at most … seconds``), not that the form is wrong."""
+
+
 def parse_since(raw: str, now: float) -> float:
     """The moment *raw* names, in POSIX seconds: a date or time in UTC (``2026-11-23``,
     ``2026-11-23T10:00:00Z``), or a duration (:func:`parse_duration`) before *now*.
 
     One reading for ``authserver audit --since`` and ``GET /admin/audit?since=``, kept here
-    beside durations so the web layer need not import the CLI. Raises ``ValueError``."""
+    beside durations so the web layer need not import the CLI. Raises ``ValueError``:
+    :class:`SinceOutOfRange` for a duration beyond :data:`MAX_DURATION`."""
     for fmt in _SINCE_FORMATS:
         try:
             return float(calendar.timegm(time.strptime(raw, fmt)))
         except ValueError:
             continue
-    return now - parse_duration(raw)
+    if _DURATION.match(raw) is None:
+        raise ValueError(f"expected {SINCE_FORMS}")
+    try:
+        return now - parse_duration(raw)
+    except ValueError as exc:
+        raise SinceOutOfRange(str(exc)) from None
 
 
 def _positive_duration(raw: str) -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import click
 
 from authserver.audit.model import ACTIONS
@@ -18,13 +16,18 @@ from authserver.cli.output import emit_json
 from authserver.cli.output import fail
 from authserver.cli.output import table
 from authserver.settings import SINCE_FORMS
+from authserver.settings import SinceOutOfRange
 from authserver.settings import parse_since
 from authserver.web.serializers import audit_json
 
 
-def _since(value: str, option: str = "--since") -> float:
+def _since(value: str, now: float, option: str = "--since") -> float:
+    """*now* is the services' clock, as ``GET /admin/audit`` reads it: one "1h ago" for
+    both."""
     try:
-        return parse_since(value, time.time())
+        return parse_since(value, now)
+    except SinceOutOfRange as exc:
+        fail(f"{option}: out of range: a duration {exc}")
     except ValueError:
         fail(f"{option}: expected {SINCE_FORMS}")
 
@@ -59,17 +62,23 @@ def audit(
     as_json: bool,
 ) -> None:
     """Who minted which token for whom, and every operator action (newest first)."""
-    query = AuditQuery(
-        client_id=client_id,
-        sub=sub,
-        action=action,
-        since=_since(since) if since is not None else None,
-        until=_since(until, "--until") if until is not None else None,
-        before=before,
-        limit=limit,
-    )
-    with services() as svc, svc.unit_of_work():
-        events = [audit_json(e) for e in svc.audit.query(query)]
+    # Checked before the database is opened, so a mistyped option is what is reported.
+    for value, option in ((since, "--since"), (until, "--until")):
+        if value is not None:
+            _since(value, 0.0, option)
+    with services() as svc:
+        now = svc.clock.now()
+        query = AuditQuery(
+            client_id=client_id,
+            sub=sub,
+            action=action,
+            since=_since(since, now) if since is not None else None,
+            until=_since(until, now, "--until") if until is not None else None,
+            before=before,
+            limit=limit,
+        )
+        with svc.unit_of_work():
+            events = [audit_json(e) for e in svc.audit.query(query)]
     if as_json:
         emit_json({"events": events})
     elif not events:

@@ -35,6 +35,7 @@ from authserver.oauth.requests import is_encoded
 from authserver.profiles.base import field_list
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
+from authserver.settings import SinceOutOfRange
 from authserver.settings import parse_since
 from authserver.tokens.statuslist import revocable_sub
 from authserver.vocabulary import MAX_CLAIM_DEPTH
@@ -418,6 +419,8 @@ def _audit_since(raw: str, name: str = "since") -> float:
     if POSIX_SECONDS.fullmatch(raw) is None:
         try:
             return parse_since(raw, services().clock.now())
+        except SinceOutOfRange as exc:
+            raise InvalidInput(f"{name} is out of range: a duration {exc}") from None
         except ValueError:
             raise InvalidInput(f"{name} must be POSIX seconds, {SINCE_FORMS}") from None
     since = float(raw)

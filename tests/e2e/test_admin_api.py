@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import jwt as pyjwt
 import pytest
 
+from authserver import container
 from authserver.clients.service import MAX_ALLOWED_CLAIMS
+from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.errors import InvalidInput
 from authserver.settings import Settings
@@ -1034,6 +1037,9 @@ def test_audit_refuses_a_sub_no_record_can_hold(admin: Any, sub: str) -> None:
         ("since=%EF%BC%95", "since must be POSIX seconds, a date (2026-11-23"),
         ("since=%205", "since must be POSIX seconds, a date (2026-11-23"),
         ("since=%201h", "since must be POSIX seconds, a date (2026-11-23"),
+        # The form is right; the duration is longer than any may be.
+        ("since=99999999999999999d", "since is out of range: a duration must be at most"),
+        ("until=24856d", "until is out of range: a duration must be at most 2147483647"),
         ("action=zzz", "action must be one of: token.issued, token.revoked"),
         ("action=", "action must be one of: token.issued"),
         # No event has an empty client or user: "no events" read as "nothing happened".
@@ -1351,3 +1357,42 @@ def test_a_name_with_whitespace_at_either_end_is_refused_by_api_and_cli(
     assert said in cli.stderr
     listed = admin.get("/admin/clients", headers=AUTH).get_json()["clients"]
     assert [c["name"] for c in listed] == ["inner  spaces kept"]
+
+
+def test_the_cli_and_the_api_read_a_duration_ago_by_the_services_clock(
+    admin: Any,
+    settings: Settings,
+    env_for: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """``audit --since 2d`` and ``?since=2d`` count back from the same clock, the
+    services' (the CLI read the system's own), so with that clock three days ahead the
+    event of a moment ago is before "2 days ago" for both, and an out-of-range duration
+    is said to be out of range, on one line."""
+    created = create(admin)
+    ahead = FixedClock(time.time() + 3 * 86400)
+    ahead_services = make_services(settings.replace(admin_token=ADMIN_TOKEN), clock=ahead)
+    request.addfinalizer(ahead_services.close)
+    later = create_app(services=ahead_services).test_client()
+    monkeypatch.setattr(container, "SystemClock", lambda: ahead)
+    env = env_for(settings.database_url)
+
+    def api(query: str) -> list[str]:
+        response = later.get(f"/admin/audit?action=client.created&{query}", headers=AUTH)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        return [e["client_id"] for e in response.get_json()["events"]]
+
+    def cli(*args: str) -> list[str]:
+        events = cli_json_here(env, "audit", "--action", "client.created", *args)["events"]
+        return [e["client_id"] for e in events]
+
+    assert api("since=2d") == cli("--since", "2d") == []
+    assert api("until=2d") == cli("--until", "2d") == [created["client_id"]]
+    assert api("since=4d") == cli("--since", "4d") == [created["client_id"]]
+    refused = run_cli_here(env, "audit", "--since", "99999999999999999d")
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines() == [
+        "authserver: error: --since: out of range: a duration must be at most 2147483647 "
+        "seconds (about 68 years)"
+    ]

@@ -18,6 +18,7 @@ from authserver.settings import FIELDS
 from authserver.settings import MAX_CONFIG_BYTES
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
+from authserver.settings import SinceOutOfRange
 from authserver.settings import parse_duration
 from authserver.settings import parse_since
 from authserver.settings import read_config_file
@@ -805,8 +806,12 @@ def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
     assert parse_since("1h", now) == now - 3600
     assert parse_since("7d", now) == now - 7 * 86400
     for bad in ("yesterday", "2026-13-01", "", "1w"):
-        with pytest.raises(ValueError, match="expected whole seconds"):
+        with pytest.raises(ValueError, match=r"^expected a date \(2026-11-23"):
             parse_since(bad, now)
+    # A duration in the right form but too long is told as such, not as a wrong form.
+    for long in ("99999999999999999d", "24856d", "2147483648"):
+        with pytest.raises(SinceOutOfRange, match=r"^must be at most 2147483647 seconds"):
+            parse_since(long, now)
 
 
 @pytest.mark.parametrize(
