@@ -9,6 +9,7 @@ import stat
 import threading
 from collections.abc import Callable
 from collections.abc import Iterator
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from contextlib import contextmanager
 from typing import Any
@@ -592,6 +593,30 @@ def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> 
     stmt = insert(table).values(**values).on_conflict_do_nothing()
     key = next(iter(table.primary_key.columns))
     return conn.execute(stmt.returning(key)).first() is not None
+
+
+#: Most rows one multi-row INSERT carries: few enough that its parameters stay far below
+#: either database's bound (SQLite's 32,766, PostgreSQL's 65,535) for a table of a few
+#: columns, many enough that a bulk write is a handful of round trips.
+INSERT_BATCH_ROWS = 500
+
+
+def insert_many_or_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
+    """:func:`insert_or_ignore` for many rows, :data:`INSERT_BATCH_ROWS` to a statement:
+    how many were inserted (a row whose key is taken, or repeated in *rows*, is not)."""
+    if conn.dialect.name == "postgresql":
+        # Start-up: the dialect in use only, as in insert_or_ignore.
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    key = next(iter(table.primary_key.columns))
+    inserted = 0
+    for start in range(0, len(rows), INSERT_BATCH_ROWS):
+        batch = rows[start : start + INSERT_BATCH_ROWS]
+        # RETURNING counts the rows written, as in insert_or_ignore (rowcount can be -1).
+        stmt = insert(table).values(list(batch)).on_conflict_do_nothing().returning(key)
+        inserted += len(conn.execute(stmt).all())
+    return inserted
 
 
 def bump_counter(conn: Connection, name: str) -> None:

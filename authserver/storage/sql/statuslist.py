@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import and_
 from sqlalchemy import delete
@@ -14,7 +15,7 @@ from sqlalchemy import update
 
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
-from authserver.storage.sql.engine import insert_or_ignore
+from authserver.storage.sql.engine import insert_many_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.horizons import purge_expired
 from authserver.storage.sql.horizons import raise_horizon
@@ -116,18 +117,18 @@ class SqlStatusListStore:
 
     def revoke(self, entries: Iterable[StatusEntry], now: float) -> int:
         conn = self._db.connection()
-        added = 0
+        # One row per (list, idx), as the table's key keeps them, with the latest expiry
+        # named for it (its bit stays published at least that long); written a batch of
+        # rows per statement, not one per round trip: "every live token" of a user or a
+        # client may be thousands.
+        rows: dict[tuple[int, int], dict[str, Any]] = {}
         for entry in entries:
-            added += insert_or_ignore(
-                conn,
-                STATUS_REVOCATIONS,
-                {
-                    "list_id": entry.list_id,
-                    "idx": entry.idx,
-                    "revoked_at": now,
-                    "expires_at": entry.expires_at,
-                },
+            row = rows.setdefault(
+                (entry.list_id, entry.idx),
+                {"list_id": entry.list_id, "idx": entry.idx, "revoked_at": now, "expires_at": 0},
             )
+            row["expires_at"] = max(row["expires_at"], entry.expires_at)
+        added = insert_many_or_ignore(conn, STATUS_REVOCATIONS, list(rows.values()))
         if added:
             bump_counter(conn, VERSION)
         return added

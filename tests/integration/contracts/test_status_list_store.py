@@ -110,6 +110,22 @@ def test_revocations_are_idempotent_and_bump_the_version(
         assert not store.is_revoked(2, 5)
 
 
+def test_a_revocation_of_many_entries_counts_each_new_one_once(
+    store: SqlStatusListStore, db: Database
+) -> None:
+    """More entries than one statement carries, some revoked already and one named twice
+    (the later expiry kept): each new (list, idx) is written and counted once."""
+    store.lease_block(T0, T0 + 100, None)
+    with db.unit_of_work():
+        assert store.revoke([StatusEntry(1, 3, T0 + 60)], T0) == 1
+    entries = [StatusEntry(1, i, T0 + 60) for i in range(1200)]
+    entries.append(StatusEntry(1, 7, T0 + 90))
+    with db.unit_of_work():
+        assert store.revoke(entries, T0) == 1199
+    assert sorted(store.revoked_indices(1)) == list(range(1200))
+    assert store.revoked_indices(1, live_at=T0 + 61) == [7]
+
+
 def test_revoked_indices_live_at_leaves_out_expired_tokens(
     store: SqlStatusListStore, db: Database
 ) -> None:
