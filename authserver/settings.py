@@ -38,6 +38,8 @@ from dotenv.parser import parse_stream
 from authserver.errors import ConfigError
 from authserver.files import FileRefused
 from authserver.files import read_small_text
+from authserver.vocabulary import MAX_ISSUER_LENGTH
+from authserver.vocabulary import MAX_TOKEN_LENGTH
 
 _DURATION = re.compile(r"^\s*([0-9]+)\s*([smhd]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -446,8 +448,8 @@ class Settings:
     )
     issuer: str = setting(
         _issuer,
-        "the iss of every token and the base of every URL in metadata (default: "
-        "http://localhost:PORT, following --host and --port)",
+        "the iss of every token and the base of every URL in metadata, at most 255 "
+        "characters (default: http://localhost:PORT, following --host and --port)",
         default="",
     )
     keys_dir: Path = setting(_path, "directory of the file key store", default=Path("keys"))
@@ -699,6 +701,20 @@ class Settings:
                     f"{env}: must be at least {MIN_BEARER_TOKEN_LENGTH} characters (e.g. the "
                     "output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
                 )
+        if len(self.issuer) > MAX_ISSUER_LENGTH:
+            # Here, not in the issuer's parser: the issuer that follows AUTHSERVER_HOST
+            # when none is set is bounded too. Refused at start, not answered on every
+            # token request with "the token would be too long".
+            env = (
+                "AUTHSERVER_HOST"
+                if self.issuer == default_issuer(self.host, self.port)
+                else "AUTHSERVER_ISSUER"
+            )
+            raise ConfigError(
+                f"{env}: the issuer would be {len(self.issuer)} characters, more than the "
+                f"{MAX_ISSUER_LENGTH} it may be (every token carries it twice, and a token "
+                f"is at most {MAX_TOKEN_LENGTH} characters)"
+            )
         # RFC 8414 §2 and RFC 9700 §2.6: the issuer is an https URL. Production mode makes
         # that a rule, with an explicit, named way out.
         if self.production and self.issuer_is_http and not self.allow_http_issuer:

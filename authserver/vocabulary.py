@@ -54,6 +54,14 @@ MAX_CLAIMS_BYTES = 4096
 #: large_client_header_buffers 8k): a longer token would be refused by the sync server, not
 #: here. A request whose token would be longer is refused (``invalid_request``).
 MAX_TOKEN_LENGTH = 8000
+#: The longest issuer identifier (``AUTHSERVER_ISSUER``, or the address it follows when
+#: unset), in characters. Every token carries it twice, as ``iss`` and in its status
+#: list's URI (4/3 of each byte in base64url): at this length a client at
+#: :data:`MAX_REGISTERED_BYTES` asking for the longest identity and 1,000 bytes of claims
+#: still gets a token (about 7,000 characters with a 4096-bit key) within
+#: :data:`MAX_TOKEN_LENGTH`; a longer issuer had every such request refused. A DNS name
+#: has at most 253 characters.
+MAX_ISSUER_LENGTH = 255
 #: What a client's registration puts in every token it gets, at most: all its scopes (the
 #: default ``scope``), all its audiences (a request may ask for all of them) and its fixed
 #: claims, in UTF-8 bytes as the token's JSON carries them. Together with the claims the

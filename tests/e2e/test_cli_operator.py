@@ -300,6 +300,26 @@ def test_serve_refuses_port_0(tmp_path: Path) -> None:
     assert _files(tmp_path) == []
 
 
+def test_serve_refuses_an_issuer_too_long_for_its_tokens(tmp_path: Path) -> None:
+    """A 6,000-character AUTHSERVER_ISSUER started a server whose every token request was
+    refused with "the token would be 16896 characters long ... ask for fewer scopes": the
+    real serve now refuses to start, in one line, and creates nothing."""
+    issuer = "https://auth.example.com/" + "p" * 6000
+    log = tmp_path / "serve.log"
+    server = ServerProcess(_env(tmp_path, AUTHSERVER_ISSUER=issuer), log_path=log)
+    try:
+        with pytest.raises(RuntimeError, match="exited with 2"):
+            server.start()
+    finally:
+        server.stop()
+    assert log.read_text().splitlines() == [
+        "authserver: error: AUTHSERVER_ISSUER: the issuer would be 6025 characters, more "
+        "than the 255 it may be (every token carries it twice, and a token is at most 8000 "
+        "characters)"
+    ]
+    assert _files(tmp_path) == ["serve.log"]
+
+
 # -- doctor ----------------------------------------------------------------------------------
 
 

@@ -24,6 +24,7 @@ from authserver.settings import parse_since
 from authserver.settings import read_config_file
 from authserver.settings import redact_url
 from authserver.settings import unknown_variables
+from authserver.vocabulary import MAX_ISSUER_LENGTH
 
 #: env -> (attribute, expected default, valid raw value, expected parsed value, invalid values)
 CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
@@ -584,6 +585,24 @@ def test_outside_production_an_http_issuer_is_accepted() -> None:
     settings = Settings.from_env({"AUTHSERVER_ISSUER": "http://auth.example.com"})
     assert settings.issuer_is_http
     assert Settings.from_env({}).issuer_is_loopback
+
+
+def test_the_issuer_is_bounded_whether_set_or_following_the_host() -> None:
+    """Every token carries the issuer twice (``iss``, its status list's URI): one longer
+    than MAX_ISSUER_LENGTH had every token request of a client near the registration
+    bound refused as too long. Refused at start instead, naming what to change."""
+    at_bound = "https://" + "a" * (MAX_ISSUER_LENGTH - len("https://"))
+    assert Settings.from_env({"AUTHSERVER_ISSUER": at_bound}).issuer == at_bound
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"AUTHSERVER_ISSUER": at_bound + "/x"})
+    message = str(info.value)
+    assert message.startswith("AUTHSERVER_ISSUER: the issuer would be 257 characters"), message
+    assert f"more than the {MAX_ISSUER_LENGTH} it may be" in message
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match=r"^AUTHSERVER_HOST: the issuer would be 312"):
+        Settings.from_env({"AUTHSERVER_HOST": "h" * 300})
+    with pytest.raises(ConfigError, match=r"^AUTHSERVER_ISSUER: the issuer would be"):
+        Settings.from_env({}).replace(issuer=at_bound + "/x")
 
 
 # -- one declaration per setting -----------------------------------------------------------------
