@@ -581,6 +581,15 @@ def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> 
     makes SAVEPOINTs unreliable), so "first writer wins" checks (assertion replay,
     revocation) hold under concurrency.
     """
+    # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1, which would
+    # make every duplicate look inserted. A returned row is unambiguous.
+    stmt = _insert_ignoring_conflicts(conn, table).values(**values)
+    key = next(iter(table.primary_key.columns))
+    return conn.execute(stmt.returning(key)).first() is not None
+
+
+def _insert_ignoring_conflicts(conn: Connection, table: Table) -> Any:
+    """``INSERT INTO table … ON CONFLICT DO NOTHING`` in the dialect of *conn*."""
     if conn.dialect.name == "postgresql":
         # Start-up: each process imports only the dialect it runs on (its engine has
         # loaded it already), so one on PostgreSQL never loads SQLite's for this.
@@ -588,11 +597,7 @@ def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> 
     else:
         # Start-up: the dialect in use only, as above.
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
-    # RETURNING, not rowcount: with psycopg 3 an INSERT's rowcount can be -1, which would
-    # make every duplicate look inserted. A returned row is unambiguous.
-    stmt = insert(table).values(**values).on_conflict_do_nothing()
-    key = next(iter(table.primary_key.columns))
-    return conn.execute(stmt.returning(key)).first() is not None
+    return insert(table).on_conflict_do_nothing()
 
 
 #: Most rows one multi-row INSERT carries: few enough that its parameters stay far below
@@ -604,17 +609,12 @@ INSERT_BATCH_ROWS = 500
 def insert_many_or_ignore(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
     """:func:`insert_or_ignore` for many rows, :data:`INSERT_BATCH_ROWS` to a statement:
     how many were inserted (a row whose key is taken, or repeated in *rows*, is not)."""
-    if conn.dialect.name == "postgresql":
-        # Start-up: the dialect in use only, as in insert_or_ignore.
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     key = next(iter(table.primary_key.columns))
     inserted = 0
     for start in range(0, len(rows), INSERT_BATCH_ROWS):
-        batch = rows[start : start + INSERT_BATCH_ROWS]
+        batch = list(rows[start : start + INSERT_BATCH_ROWS])
         # RETURNING counts the rows written, as in insert_or_ignore (rowcount can be -1).
-        stmt = insert(table).values(list(batch)).on_conflict_do_nothing().returning(key)
+        stmt = _insert_ignoring_conflicts(conn, table).values(batch).returning(key)
         inserted += len(conn.execute(stmt).all())
     return inserted
 
