@@ -1206,6 +1206,8 @@ def test_a_fixed_claim_changed_to_an_equal_python_value_is_a_change(admin: Any) 
     assert [e["detail"]["changed"] for e in reversed(events)] == [["fixed_claims"], []]
     stored = admin.get(url, headers=AUTH).get_json()["fixed_claims"]
     assert stored == {"admin": True, "seats": [2.0]}
+
+
 class _CountedText(str):
     """A string that counts how often it is compared for equality."""
 

@@ -881,6 +881,8 @@ def test_a_revoked_token_stays_inactive_after_the_clock_is_stepped_back_past_a_n
         assert introspected.get_json() == {"active": False}
     finally:
         svc.close()
+
+
 def test_revoking_thousands_of_tokens_sets_each_bit_once_in_few_statements(
     admin_services: Services,
 ) -> None:
