@@ -17,20 +17,28 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import requests
+from sqlalchemy import text
 
 from authserver import container
 from authserver.errors import StorageUnavailable
 from authserver.settings import Settings
 from authserver.storage.sql import engine
+from authserver.storage.sql import migrate
+from authserver.storage.sql.audit import SqlAuditStore
+from authserver.storage.sql.copy import copy_database
 from authserver.storage.sql.migrate import MIGRATION_LOCK_ID
 from authserver.storage.sql.migrate import upgrade_to_head
+from authserver.storage.sql.revocations import SqlRevocationStore
+from authserver.storage.sql.statuslist import SqlStatusListStore
 from tests.conftest import PG_URL
 from tests.conftest import fresh_pg_schema
 from tests.conftest import require_postgres
+from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import run_cli
@@ -40,6 +48,8 @@ pytestmark = [pytest.mark.integration]
 #: The longest a blocked command or request may take: the lock timeout, plus slack for a
 #: loaded test machine (the CLI's start-up included).
 BOUND_S = engine.POSTGRES_LOCK_TIMEOUT_S + 7
+#: The same for a statement that runs long: the statement timeout, plus the same slack.
+STATEMENT_BOUND_S = engine.POSTGRES_STATEMENT_TIMEOUT_S + 7
 
 
 @pytest.fixture
@@ -133,18 +143,72 @@ def test_a_table_lock_ends_in_503_and_a_cli_error_not_a_hang(
         assert shown["name"] == "locked"
 
 
+@contextmanager
+def _slow(schema: str, table: str, event: str, seconds: float) -> Iterator[None]:
+    """Every *event* (INSERT, UPDATE, DELETE) statement on *table* first sleeps *seconds*
+    (a trigger), until the block ends: a statement that runs long, not one waiting for a
+    lock."""
+    plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(
+            f'CREATE OR REPLACE FUNCTION "{schema}".slow() RETURNS trigger LANGUAGE plpgsql AS '
+            f"$$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$"
+        )
+        conn.execute(
+            f'CREATE TRIGGER slow BEFORE {event} ON "{schema}".{table} '
+            f'FOR EACH STATEMENT EXECUTE FUNCTION "{schema}".slow()'
+        )
+        try:
+            yield
+        finally:
+            conn.execute(f'DROP TRIGGER slow ON "{schema}".{table}')
+
+
+def test_a_long_statement_ends_in_503_and_the_worker_recovers(pg_url: str, env_for: object) -> None:
+    env = env_for(pg_url)  # type: ignore[operator]
+    with ServerProcess(env) as server:
+        client = cli_json_here(env, "clients", "create", "--name", "slow")
+        credentials = (client["client_id"], client["client_secret"])
+        token = issue_token(server, credentials)
+
+        def revoke() -> requests.Response:
+            return requests.post(
+                server.base_url + "/revoke",
+                data={"token": token},
+                auth=credentials,
+                timeout=STATEMENT_BOUND_S + 5,
+            )
+
+        with _slow(_schema(pg_url), "revoked_tokens", "INSERT", 3 * STATEMENT_BOUND_S):
+            start = time.monotonic()
+            response = revoke()
+            took = time.monotonic() - start
+        assert took < STATEMENT_BOUND_S, took
+        assert response.status_code == 503
+        assert response.json()["error"] == "temporarily_unavailable"
+        assert response.headers["Retry-After"]
+        # The statement was cancelled, not left running: the same worker revokes at once.
+        assert revoke().status_code == 200
+        introspected = requests.post(
+            server.base_url + "/introspect", data={"token": token}, auth=credentials, timeout=10
+        )
+        assert introspected.json() == {"active": False}
+
+
 @pytest.fixture
-def short_lock_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
-    """A 1 s lock timeout for the connections made from here on (this process only)."""
+def short_bounds(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A 1 s lock timeout and a 1.5 s statement timeout for the connections made from here
+    on (this process only); returns the longer."""
     monkeypatch.setattr(engine, "POSTGRES_LOCK_TIMEOUT_S", 1)
-    return 1.0
+    monkeypatch.setattr(engine, "POSTGRES_STATEMENT_TIMEOUT_S", 1.5)
+    return 1.5
 
 
 def test_a_migration_waits_for_another_ones_lock_past_the_lock_timeout(
-    pg_url: str, tmp_path: Path, short_lock_timeout: float
+    pg_url: str, tmp_path: Path, short_bounds: float
 ) -> None:
     # Another instance migrating holds the advisory lock longer than the lock timeout.
-    holder = _hold_for(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})", 2 * short_lock_timeout)
+    holder = _hold_for(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})", 2 * short_bounds)
     db = engine.Database(pg_url)
     try:
         before, after = upgrade_to_head(db)
@@ -156,7 +220,7 @@ def test_a_migration_waits_for_another_ones_lock_past_the_lock_timeout(
 
 
 def test_the_key_lock_waits_for_its_holder_past_the_lock_timeout(
-    pg_url: str, tmp_path: Path, short_lock_timeout: float
+    pg_url: str, tmp_path: Path, short_bounds: float
 ) -> None:
     settings = Settings.from_env(
         {
@@ -178,7 +242,7 @@ def test_the_key_lock_waits_for_its_holder_past_the_lock_timeout(
         schema = _schema(pg_url)
         holder = _hold_for(
             f"UPDATE \"{schema}\".locks SET counter = counter WHERE name = 'signing_keys'",  # noqa: S608
-            2 * short_lock_timeout,
+            2 * short_bounds,
         )
         with services.unit_of_work():
             result = services.keys.rotate()
@@ -195,12 +259,81 @@ def test_the_key_lock_waits_for_its_holder_past_the_lock_timeout(
 
 
 def test_a_lock_timeout_in_the_url_wins(pg_url: str) -> None:
-    """Every connection of both engines gets the bound, unless the URL's options set one."""
-    for url, expected in ((pg_url, "5s"), (f"{pg_url}%20-clock_timeout%3D1500ms", "1500ms")):
+    """Every connection of both engines gets the bounds, unless the URL's options set one."""
+    for url, lock, statement in (
+        (pg_url, "5s", "10s"),
+        (f"{pg_url}%20-clock_timeout%3D1500ms", "1500ms", "10s"),
+        (f"{pg_url}%20-cstatement_timeout%3D1min", "5s", "1min"),
+    ):
         db = engine.Database(url)
         try:
             with db.unit_of_work():  # the main engine
-                assert db.connection().exec_driver_sql("SHOW lock_timeout").scalar() == expected
-            assert db.read_one("SHOW lock_timeout") == (expected,)  # the autocommit engine
+                conn = db.connection()
+                assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == lock
+                assert conn.exec_driver_sql("SHOW statement_timeout").scalar() == statement
+            # The autocommit engine
+            assert db.read_one("SHOW lock_timeout") == (lock,)
+            assert db.read_one("SHOW statement_timeout") == (statement,)
         finally:
             db.dispose()
+
+
+@pytest.mark.parametrize(
+    ("table", "store"),
+    [
+        ("revoked_tokens", lambda db: SqlRevocationStore(db).purge(time.time())),
+        ("status_revocations", lambda db: SqlStatusListStore(db).purge(time.time())),
+        ("audit_events", lambda db: SqlAuditStore(db).purge(time.time(), limit=10)),
+    ],
+)
+def test_a_purge_runs_past_the_statement_timeout(
+    pg_url: str, short_bounds: float, table: str, store: Any
+) -> None:
+    """Housekeeping, never a request: a purge through a backlog is not cut; a request's
+    statement on the same table still is."""
+    db = engine.Database(pg_url)
+    try:
+        upgrade_to_head(db)
+        with _slow(_schema(pg_url), table, "DELETE", 2 * short_bounds):
+            with db.unit_of_work():
+                assert store(db) == 0
+            with (
+                pytest.raises(StorageUnavailable, match="statement timeout"),
+                engine.storage_errors(db.url),
+                db.unit_of_work(),
+            ):
+                db.connection().execute(text(f"DELETE FROM {table}"))  # noqa: S608
+    finally:
+        db.dispose()
+
+
+def test_migrations_run_past_the_statement_timeout(pg_url: str, short_bounds: float) -> None:
+    db = engine.Database(pg_url)
+    try:
+        upgrade_to_head(db)
+        head = migrate.current_revision(db)
+        # Every migration writes its revision: each one here is as slow as a long one.
+        with _slow(_schema(pg_url), "alembic_version", "UPDATE", 2 * short_bounds):
+            migrate.downgrade(db, "-1")
+            assert migrate.current_revision(db) != head
+            assert upgrade_to_head(db)[1] == head
+    finally:
+        db.dispose()
+
+
+def test_db_copy_runs_past_the_statement_timeout(
+    pg_url: str, tmp_path: Path, short_bounds: float
+) -> None:
+    source = engine.Database(f"sqlite:///{tmp_path / 'source.db'}")
+    target = engine.Database(pg_url)
+    try:
+        upgrade_to_head(source)
+        with source.unit_of_work():
+            SqlRevocationStore(source).revoke("jti-1", "client-1", time.time() + 3600, time.time())
+        upgrade_to_head(target)
+        with _slow(_schema(pg_url), "revoked_tokens", "INSERT", 2 * short_bounds):
+            result = copy_database(source, pg_url)
+        assert result.rows["revoked_tokens"] == 1
+    finally:
+        source.dispose()
+        target.dispose()

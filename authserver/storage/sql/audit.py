@@ -15,6 +15,7 @@ from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.tables import AUDIT_EVENTS
 
 
@@ -84,7 +85,9 @@ class SqlAuditStore:
             # on SQLite the write lock it holds is too.
             oldest = select(c.id).where(c.at < before).order_by(c.at).limit(limit)
             stmt = stmt.where(c.id.in_(oldest.scalar_subquery()))
-        return int(self._db.connection().execute(stmt).rowcount or 0)
+        conn = self._db.connection()
+        unbounded_statements(conn)  # housekeeping, never a request
+        return int(conn.execute(stmt).rowcount or 0)
 
 
 #: The columns of ``audit_events`` that a new event fills (``id`` is generated).

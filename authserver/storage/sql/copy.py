@@ -41,6 +41,7 @@ from authserver.storage.sql import migrate
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import sqlite_file
 from authserver.storage.sql.engine import storage_errors
+from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.tables import LOCKS
 from authserver.storage.sql.tables import metadata
 
@@ -214,6 +215,9 @@ def _copy(source: Database, target: Database, batch_rows: int) -> dict[str, int]
         if out.dialect.name == "sqlite":
             out.exec_driver_sql("BEGIN IMMEDIATE")  # no other writer until the commit
         else:
+            # Millions of audit events are written in one transaction, and read (below)
+            # through one cursor: as long as they take. The lock waits keep their bound.
+            unbounded_statements(out)
             names = ", ".join(out.dialect.identifier_preparer.quote(t.name) for t in _tables())
             out.execute(text(f"LOCK TABLE {names} IN EXCLUSIVE MODE"))
         # Again, under the lock: a process may have written since the first look.
@@ -223,6 +227,7 @@ def _copy(source: Database, target: Database, batch_rows: int) -> dict[str, int]
             # meanwhile are not half copied.
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(isolation_level="REPEATABLE READ")
+                unbounded_statements(conn)
             elif conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN")
             for table in _tables():

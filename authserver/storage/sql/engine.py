@@ -69,6 +69,19 @@ _POSTGRES_CONNECT_ARGS: dict[str, Any] = {
 #: authserver's own transactions hold their locks for milliseconds. The two deliberate
 #: waits widen it for themselves (:func:`lock_wait`): the migration lock and the key lock.
 POSTGRES_LOCK_TIMEOUT_S = 5
+#: PostgreSQL: how long one statement of authserver may run, lock waits included
+#: (``statement_timeout``, set on every connection with the lock timeout; PostgreSQL's
+#: default is without end). A statement made slow by something outside authserver (a
+#: trigger, a server starved of I/O, a plan gone wrong) would otherwise hold its request
+#: and its worker's thread for as long as it runs; after this it is cancelled and the
+#: request answers 503 like any other database failure. A request's statements take
+#: milliseconds on a healthy database. Ten seconds: above the lock timeout, so that a lock
+#: wait is still reported as one, and below the bundled nginx's 15 s ``proxy_read_timeout``
+#: (deploy/nginx.conf), so the 503 reaches it and it can try the other instance instead of
+#: answering 504 itself. The work that may rightly run long lifts it for its own transaction
+#: (:func:`unbounded_statements`): migrations, ``db copy``, purges, the deliberate lock
+#: waits (:func:`lock_wait`).
+POSTGRES_STATEMENT_TIMEOUT_S = 10
 
 #: The drivers built on libpq, which understand those parameters.
 _LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi"})
@@ -130,11 +143,20 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         # First, before SQLAlchemy's own first-connection set-up (which fails on the bytes
         # psycopg returns from a SQL_ASCII database with a TypeError).
         event.listen(engine, "connect", _utf8_only(url), insert=True)
-        if "lock_timeout" not in str(parsed.query.get("options", "")):
-            # Per connection, with SET rather than libpq's ``options``: that one would
-            # replace the URL's own ``options`` (a search_path), and connection poolers
-            # such as PgBouncer refuse it. A lock_timeout in the URL's options wins.
-            event.listen(engine, "connect", _bounded_lock_waits)
+        # Per connection, with set_config rather than libpq's ``options``: that one would
+        # replace the URL's own ``options`` (a search_path), and connection poolers such as
+        # PgBouncer refuse it. A value in the URL's options wins.
+        options = str(parsed.query.get("options", ""))
+        bounds = {
+            name: f"{round(seconds * 1000)}ms"
+            for name, seconds in (
+                ("lock_timeout", POSTGRES_LOCK_TIMEOUT_S),
+                ("statement_timeout", POSTGRES_STATEMENT_TIMEOUT_S),
+            )
+            if name not in options
+        }
+        if bounds:
+            event.listen(engine, "connect", _bounded_waits(bounds))
         return engine
     return _create_engine(parsed, kwargs)
 
@@ -175,15 +197,24 @@ def _utf8_only(url: str) -> Callable[[Any, Any], None]:
     return check
 
 
-def _bounded_lock_waits(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute(f"SET lock_timeout = '{POSTGRES_LOCK_TIMEOUT_S}s'")
-    finally:
-        cursor.close()
-    # The SET opened a transaction on a connection that is not in autocommit mode; a
-    # session-level SET outlives it.
-    dbapi_conn.commit()
+def _bounded_waits(bounds: dict[str, str]) -> Callable[[Any, Any], None]:
+    """A ``connect`` listener setting each of *bounds* (setting: value) for the session,
+    in one statement."""
+    sql = "SELECT " + ", ".join(
+        f"set_config('{name}', '{value}', false)" for name, value in bounds.items()
+    )
+
+    def bound(dbapi_conn: Any, _record: Any) -> None:
+        cursor = dbapi_conn.cursor()
+        try:
+            cursor.execute(sql)
+        finally:
+            cursor.close()
+        # The statement opened a transaction on a connection that is not in autocommit
+        # mode; a session-level setting outlives it.
+        dbapi_conn.commit()
+
+    return bound
 
 
 def _create_engine(parsed: URL, kwargs: dict[str, Any]) -> Engine:
@@ -264,6 +295,11 @@ _CAUSES = (
         "lock timeout",
         "another session held a lock on authserver's tables past the lock timeout (a long "
         "transaction, a LOCK TABLE or an ALTER TABLE?)",
+    ),
+    (
+        "statement timeout",
+        "a statement ran past the statement timeout (an overloaded database server, or a "
+        "trigger or query of someone else's slowing authserver's tables?)",
     ),
     ("timeout expired", "timed out"),
     ("timed out", "timed out"),
@@ -560,18 +596,41 @@ class Database:
 @contextmanager
 def lock_wait(conn: Connection, seconds: float | None) -> Iterator[None]:
     """Inside the block, on PostgreSQL, *conn*'s statements wait up to *seconds* for a lock
-    (None: without end) instead of :data:`POSTGRES_LOCK_TIMEOUT_S`; for the deliberate waits
-    on another authserver process (the migration lock, the key lock). The connection's
-    own value comes back after the block, for the rest of its transaction. Nothing on
-    SQLite, whose waits the busy timeout bounds."""
+    (None: without end) instead of :data:`POSTGRES_LOCK_TIMEOUT_S`, and the statement
+    timeout does not cut that wait; for the deliberate waits on another authserver process
+    (the migration lock, the key lock). The connection's own values come back after the
+    block, for the rest of its transaction. Nothing on SQLite, whose waits the busy
+    timeout bounds."""
     if conn.dialect.name != "postgresql":
         yield
         return
-    before = conn.execute(text("SELECT current_setting('lock_timeout')")).scalar_one()
+    lock, statement = conn.execute(
+        text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+    ).one()
     wait = "0" if seconds is None else f"{round(seconds * 1000)}ms"
-    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": wait})
+    _set_waits(conn, lock=wait, statement="0")
     yield
-    conn.execute(text("SELECT set_config('lock_timeout', :wait, true)"), {"wait": before})
+    _set_waits(conn, lock=lock, statement=statement)
+
+
+def _set_waits(conn: Connection, *, lock: str, statement: str) -> None:
+    conn.execute(
+        text(
+            "SELECT set_config('lock_timeout', :lock, true), "
+            "set_config('statement_timeout', :statement, true)"
+        ),
+        {"lock": lock, "statement": statement},
+    )
+
+
+def unbounded_statements(conn: Connection) -> None:
+    """On PostgreSQL, lift the statement timeout for the rest of *conn*'s transaction
+    (``SET LOCAL``: it ends with the transaction, so a pooled connection and a PgBouncer
+    server connection keep their bound for the next one): for the work that may rightly
+    run long (migrations, ``db copy``, purges), never a request's. Lock waits keep their
+    bound. Nothing on SQLite, which has no statement timeout."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT set_config('statement_timeout', '0', true)"))
 
 
 def insert_or_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:

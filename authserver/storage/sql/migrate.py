@@ -28,6 +28,7 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import lock_wait
 from authserver.storage.sql.engine import sqlite_file
 from authserver.storage.sql.engine import storage_errors
+from authserver.storage.sql.engine import unbounded_statements
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -133,6 +134,9 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
             # migration's own statements keep the connection's bounded lock waits.
             with lock_wait(conn, None):
                 conn.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            # A migration rewriting a large table (an index on millions of audit events)
+            # runs as long as it needs; its lock waits keep their bound.
+            unbounded_statements(conn)
         elif conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = _revision(conn)
@@ -179,6 +183,7 @@ def downgrade(db: Database, revision: str) -> None:
     from alembic import command  # only when migrating: see the module's docstring
 
     with storage_errors(db.url), db.engine.connect() as conn:
+        unbounded_statements(conn)  # as long as it needs, as an upgrade
         command.downgrade(alembic_config(conn), revision)
         conn.commit()
 
