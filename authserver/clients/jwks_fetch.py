@@ -27,6 +27,12 @@ server's blip at the moment a stranger chose is no 30 s lockout), and while a fe
 flight only callers with nothing cached wait for it: the others are answered at once from
 what is cached (a set, or the failure), so a flood of made-up kids for a client whose key
 server is slow holds one thread per worker (the fetching one), not all of them.
+
+With nothing cached (the first fetch of a URI in this process), the other callers wait for
+the fetch in flight, but only while it is young (``join_within``): a key server that has
+not answered by then is taken for failing, and they are refused at once until the fetch
+ends. A stranger's flood naming a client whose key server hangs then holds every thread
+of a worker for at most that second, once, instead of for the whole deadline.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -134,6 +141,12 @@ class FetchPolicy:
     ttl: float = 300.0
     #: How long a failure is remembered (no fetch for that URI meanwhile).
     failure_ttl: float = 30.0
+    #: How old a fetch in flight may be for a caller with nothing cached to wait for its
+    #: answer; past this the fetch counts as failing and such callers are refused at once
+    #: (its own caller still waits for it, up to ``timeout``). A healthy key server answers
+    #: well within a second; waiting for a hanging one held every thread of the worker for
+    #: the whole deadline, at the time a stranger chose.
+    join_within: float = 1.0
     #: A set that lacks the ``kid`` of an assertion is fetched again when it is at least
     #: this old (the client rotated its keys); never more often. Anyone can send an
     #: assertion naming a client and an unknown kid, so this is both the fastest a
@@ -163,6 +176,9 @@ class _Flight:
     def __init__(self) -> None:
         self.done = threading.Event()
         self.entry: _Entry | None = None
+        #: ``time.monotonic()`` when the fetch began: the waits are real time, whatever
+        #: clock the cache keeps.
+        self.started = time.monotonic()
 
 
 def address_allowed(ip: str, policy: FetchPolicy) -> bool:
@@ -223,9 +239,14 @@ class JwksFetcher:
                 # Someone else is fetching this URI, which anyone can cause (a made-up
                 # kid): answer from what is cached instead of holding this thread.
                 return self._result(entry)
-            # Nothing cached: wait for their answer, never longer than a fetch may take.
-            if not flight.done.wait(self.policy.timeout + 1.0) or flight.entry is None:
-                raise JwksUnavailable("the jwks_uri fetch in flight did not finish")
+            # Nothing cached: wait for their answer while the fetch is young; an older one
+            # is failing (see join_within).
+            wait = flight.started + self.policy.join_within - time.monotonic()
+            if wait <= 0 or not flight.done.wait(wait) or flight.entry is None:
+                within = self.policy.join_within
+                raise JwksUnavailable(
+                    f"the jwks_uri fetch in flight had no answer within {within:g} s"
+                )
             return self._result(flight.entry)
         previous = entry
         entry = None

@@ -10,6 +10,7 @@ private address in production mode (unless the operator allows it), and every fa
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -150,6 +151,60 @@ def test_strangers_cannot_make_the_server_fetch_repeatedly(
         for _ in range(15):
             assert_invalid_client(deployment.token(assertion(client_id, stranger, aud)))
         assert len(keys.requests) == 1
+
+
+def test_strangers_waiting_on_a_hanging_first_fetch_do_not_hold_every_thread(
+    deployment: Deployment, jwks: dict[str, Any], rsa_private_key: rsa.RSAPrivateKey
+) -> None:
+    """A client's first assertion starts the fetch of its set; the key server holds its
+    answer. Strangers' assertions naming the client, more than the worker has threads,
+    stop waiting for that fetch once it is a second old: another client's token request
+    is answered while the fetch is still in flight, and the fetch, answered afterwards,
+    still lets the client in. (When the strangers waited for the fetch's whole deadline,
+    the other request could not be answered before the deadline cut the fetch, and the
+    client was refused.)"""
+    stranger = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = cli_json_here(deployment.env, "clients", "create", "--name", "other")
+    release = threading.Event()
+
+    def held(handler: Any) -> None:
+        release.wait(30)
+        send_json(jwks)(handler)
+
+    with KeyServer(held) as hanging:
+        client_id = deployment.register(hanging.url())
+        aud = deployment.token_url
+        answers: dict[str, requests.Response] = {}
+
+        def ask(name: str, key: rsa.RSAPrivateKey) -> None:
+            answers[name] = deployment.token(assertion(client_id, key, aud))
+
+        first = threading.Thread(target=ask, args=("client", rsa_private_key))
+        first.start()
+        deadline = time.monotonic() + 10
+        while not hanging.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hanging.requests == ["/jwks.json"]
+        strangers = [
+            threading.Thread(target=ask, args=(f"stranger {i}", stranger)) for i in range(8)
+        ]
+        for t in strangers:
+            t.start()
+        time.sleep(0.2)  # they reach the server first
+        answered = requests.post(
+            deployment.token_url,
+            data={"grant_type": "client_credentials"},
+            auth=(other["client_id"], other["client_secret"]),
+            timeout=30,
+        )
+        release.set()
+        for t in [first, *strangers]:
+            t.join(30)
+    assert answered.status_code == 200, answered.text
+    assert answers["client"].status_code == 200, answers["client"].text
+    for i in range(8):
+        assert_invalid_client(answers[f"stranger {i}"])
+    assert hanging.requests == ["/jwks.json"]
 
 
 def test_an_assertion_with_an_algorithm_outside_the_allow_list_costs_no_fetch(

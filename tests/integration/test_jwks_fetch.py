@@ -459,6 +459,55 @@ def test_a_refetch_in_flight_holds_only_its_own_thread(jwks: dict[str, Any]) -> 
         assert len(keys.requests) == 2
 
 
+def test_a_first_fetch_that_hangs_holds_the_other_callers_only_while_it_is_young(
+    jwks: dict[str, Any],
+) -> None:
+    """Nothing cached yet (a client's first assertion in this process) and a key server
+    that does not answer: the callers after the first wait for its fetch only while it is
+    young; past ``join_within`` they are refused at once, while the fetch is still in
+    flight, instead of each holding its thread until the fetch's deadline. The fetch itself
+    goes on, and what it brings is cached for everyone."""
+    release = threading.Event()
+
+    def held(handler: Any) -> None:
+        release.wait(20)
+        send_json(jwks)(handler)
+
+    with KeyServer(held) as hanging:
+        f = fetcher(timeout=20.0, join_within=0.2)
+        got: list[Any] = []
+        leader = threading.Thread(target=lambda: got.append(f.get(hanging.url())))
+        leader.start()
+        deadline = time.monotonic() + 5
+        while not hanging.requests and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hanging.requests == ["/jwks.json"]  # the fetch is in flight
+        time.sleep(0.3)  # older than join_within
+        refusals: list[str] = []
+
+        def stranger() -> None:
+            try:
+                f.get(hanging.url())
+            except JwksUnavailable as exc:
+                refusals.append(str(exc))
+
+        strangers = [threading.Thread(target=stranger) for _ in range(8)]
+        for t in strangers:
+            t.start()
+        for t in strangers:
+            t.join(10)
+        # All eight answered while the key server still held its answer back.
+        assert not release.is_set()
+        assert leader.is_alive()
+        assert len(refusals) == 8
+        assert all("in flight" in r for r in refusals)
+        release.set()
+        leader.join(10)
+        assert got == [jwks]
+        assert f.get(hanging.url()) == jwks
+        assert len(hanging.requests) == 1
+
+
 def test_a_host_whose_lookup_hangs_holds_back_no_other_host(
     server: KeyServer, jwks: dict[str, Any]
 ) -> None:
