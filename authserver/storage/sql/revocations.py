@@ -9,9 +9,9 @@ from sqlalchemy import select
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.horizons import horizon_of
 from authserver.storage.sql.horizons import purge_expired
-from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.tables import REVOKED_TOKENS
 from authserver.storage.sql.tables import USED_ASSERTIONS
 
@@ -81,10 +81,7 @@ class SqlRevocationStore:
 
     def purge(self, now: float) -> int:
         conn = self._db.connection()
-        revoked = purge_expired(conn, REVOKED_TOKENS, HORIZON, now)
-        return revoked + purge_expired(conn, USED_ASSERTIONS, HORIZON, now)
         # Housekeeping, never a request: a backlog of expired rows takes what it takes.
         unbounded_statements(conn)
-        a = conn.execute(delete(REVOKED_TOKENS).where(REVOKED_TOKENS.c.expires_at < now))
-        b = conn.execute(delete(USED_ASSERTIONS).where(USED_ASSERTIONS.c.expires_at < now))
-        return int(a.rowcount or 0) + int(b.rowcount or 0)
+        revoked = purge_expired(conn, REVOKED_TOKENS, HORIZON, now)
+        return revoked + purge_expired(conn, USED_ASSERTIONS, HORIZON, now)

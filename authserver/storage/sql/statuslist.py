@@ -17,9 +17,9 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_many_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
+from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.horizons import purge_expired
 from authserver.storage.sql.horizons import raise_horizon
-from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.tables import AUDIT_EVENTS
 from authserver.storage.sql.tables import STATUS_BLOCKS
 from authserver.storage.sql.tables import STATUS_REVOCATIONS
@@ -201,8 +201,6 @@ class SqlStatusListStore:
         return entries
 
     def purge(self, now: float) -> int:
-        return purge_expired(self._db.connection(), STATUS_REVOCATIONS, HORIZON, now)
-        stmt = delete(STATUS_REVOCATIONS).where(STATUS_REVOCATIONS.c.expires_at < now)
         conn = self._db.connection()
         unbounded_statements(conn)  # housekeeping, never a request
-        return int(conn.execute(stmt).rowcount or 0)
+        return purge_expired(conn, STATUS_REVOCATIONS, HORIZON, now)
