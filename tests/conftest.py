@@ -373,12 +373,11 @@ def _names_used(function: ast.FunctionDef) -> set[str]:
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker per core, plus four. Tests of a few seconds to a minute wait
+    """``-n auto``: one worker per core, plus two. Tests of a few seconds to a minute wait
     on a real server's timers or on a process they started (rotations, outages, Node's
     test runner): the extra workers run them beside the CPU-bound tests
-    (:func:`_queued_for_workers`). With two extra workers the cores were still 17% idle
-    while those tests ran (the first two thirds of a run; vmstat, docs/development.md)."""
-    return (os.cpu_count() or 1) + 4
+    (:func:`_queued_for_workers`)."""
+    return (os.cpu_count() or 1) + 2
 
 
 def _needs_postgres(item: pytest.Function) -> bool:
