@@ -40,6 +40,7 @@ from authserver.storage.sql.migrate import MIGRATION_LOCK_ID
 from authserver.storage.sql.migrate import upgrade_to_head
 from authserver.storage.sql.revocations import SqlRevocationStore
 from authserver.storage.sql.statuslist import SqlStatusListStore
+from authserver.tokens.statuslist import StatusEntry
 from tests.conftest import PG_URL
 from tests.conftest import fresh_pg_schema
 from tests.conftest import require_postgres
@@ -320,6 +321,32 @@ def test_a_purge_runs_past_the_statement_timeout(
                 db.unit_of_work(),
             ):
                 db.connection().execute(text(f"DELETE FROM {table}"))  # noqa: S608
+    finally:
+        db.dispose()
+
+
+def test_revoking_every_live_token_runs_past_the_statement_timeout(
+    pg_url: str, short_bounds: float
+) -> None:
+    """An operator's revocation of every live token of a client (its disable) or a user
+    reads the audit trail and writes a revocation row per token: for a busy client, millions
+    of records, as long as they take. Written here as one slow INSERT after the read."""
+    db = engine.Database(pg_url)
+    try:
+        upgrade_to_head(db)
+        store = SqlStatusListStore(db)
+        with _slow(_schema(pg_url), "status_revocations", "INSERT", 2 * short_bounds):
+            with db.unit_of_work():
+                assert store.issued(since=0.0, client_id="busy-client") == []
+                entry = StatusEntry(0, 7, time.time() + 600)
+                assert store.revoke([entry], time.time()) == 1
+            # A request's write to the same table is still cut.
+            with (
+                pytest.raises(StorageUnavailable, match="statement timeout"),
+                engine.storage_errors(db.url),
+                db.unit_of_work(),
+            ):
+                store.revoke([StatusEntry(0, 8, time.time() + 600)], time.time())
     finally:
         db.dispose()
 
