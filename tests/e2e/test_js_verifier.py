@@ -76,17 +76,7 @@ def test_both_verifiers_name_the_same_reasons() -> None:
 def test_the_npm_tarball_holds_the_package_and_its_license() -> None:
     """What ``npm pack`` would publish: the sources, the types, the README, package.json
     and the license text (package.json says Apache-2.0); no tests and nothing else."""
-    _, npm = node_and_npm("the JavaScript package's tarball")
-    packed = subprocess.run(
-        [npm, "pack", "--dry-run", "--json", "--ignore-scripts"],
-        cwd=PACKAGE,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    (report,) = json.loads(packed.stdout)
-    files = {entry["path"] for entry in report["files"]}
+    files = _npm_packed_files()
     assert {"LICENSE", "README.md", "package.json", "types/index.d.ts"} <= files, files
     assert any(path.startswith("src/") for path in files), files
     assert all(path.split("/")[0] in {"src", "types"} or "/" not in path for path in files)
