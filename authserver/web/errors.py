@@ -19,17 +19,50 @@ from authserver.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
 
-#: RFC 6749 §5.2-shaped codes for plain HTTP errors, so every error body has one shape.
+#: RFC 6749 §5.2-shaped codes for plain HTTP errors, so every error body has one shape:
+#: every 4xx RFC 9110 (and RFC 6585, RFC 7725) names, by its reason phrase. 408, 411, 413
+#: and 415 are malformed requests, as the body reader (web/bodies.py) answers them; 406
+#: and 412 are what the lean layer's documents answer.
 _CODES = {
     400: "invalid_request",
     401: "unauthorized",
+    402: "payment_required",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    406: "not_acceptable",
+    407: "proxy_authentication_required",
+    408: "invalid_request",
+    409: "conflict",
+    410: "gone",
+    411: "invalid_request",
+    412: "precondition_failed",
     413: "invalid_request",
+    414: "uri_too_long",
     415: "invalid_request",
+    416: "range_not_satisfiable",
+    417: "expectation_failed",
+    421: "misdirected_request",
+    422: "unprocessable_content",
+    423: "locked",
+    424: "failed_dependency",
+    425: "too_early",
+    426: "upgrade_required",
+    428: "precondition_required",
     429: "too_many_requests",
+    431: "request_header_fields_too_large",
+    451: "unavailable_for_legal_reasons",
 }
+
+
+def error_code(status: int) -> str:
+    """The ``error`` of an HTTP error *status*: from :data:`_CODES`; any other 4xx is
+    ``invalid_request``. ``server_error`` is for 5xx only (RFC 6749 §5.2 and §4.1.2.1 give
+    it to the server's own failures): a client reading it would retry a request that can
+    never succeed."""
+    if status in _CODES:
+        return _CODES[status]
+    return "invalid_request" if 400 <= status < 500 else "server_error"
 
 
 def error_response(status: int, error: str, description: str) -> Response:
@@ -117,7 +150,7 @@ def register(app: Flask) -> None:
             405: "method not allowed on this endpoint",
             413: "the request body is too large",
         }.get(status, exc.name)
-        response = error_response(status, _CODES.get(status, "server_error"), description)
+        response = error_response(status, error_code(status), description)
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:
             # In order, as the lean layer lists them (Werkzeug's order is a set's).

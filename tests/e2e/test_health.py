@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -93,6 +94,35 @@ def test_wrong_method_on_token_is_405_json(http: Any, method: str) -> None:
     response = getattr(http, method)("/token")
     assert_json_error(response, 405)
     assert "POST" in response.headers.get("Allow", "")
+
+
+@db_independent
+def test_every_4xx_werkzeug_raises_has_a_client_error_code(app: Any) -> None:
+    """Any 4xx Werkzeug can raise on a Flask route (406, 411, 414, 416, 428, 431, ...)
+    answers its own JSON error code: a status missing from the handler's table was
+    labelled ``server_error``, which RFC 6749 gives to the server's own failures. 406 and
+    412 say what the lean layer's documents say for them."""
+    from werkzeug.exceptions import abort
+    from werkzeug.exceptions import default_exceptions
+
+    def fail(code: int) -> None:
+        abort(code)
+
+    app.add_url_rule("/test-abort/<int:code>", view_func=fail)
+    http = app.test_client()
+    client_errors = sorted(code for code in default_exceptions if 400 <= code < 500)
+    assert {406, 411, 414, 416, 428, 431} <= set(client_errors)
+    codes = {}
+    for status in client_errors:
+        response = http.get(f"/test-abort/{status}")
+        body = assert_json_error(response, status)
+        assert response.headers["Cache-Control"] == "no-store"
+        assert body["error"] != "server_error", status
+        assert re.fullmatch("[a-z]+(_[a-z]+)*", body["error"]), body
+        codes[status] = body["error"]
+    assert codes[406] == "not_acceptable"
+    assert codes[412] == "precondition_failed"
+    assert codes[431] == "request_header_fields_too_large"
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
