@@ -5,7 +5,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 from collections.abc import Container
 from collections.abc import Iterable
@@ -189,9 +188,13 @@ class ClientService:
         except UnreadableRecord as exc:
             self._report([exc])  # as in find: that client fails authentication, no 500
             return None
-        if client is None or self.check_secret(client, secret, self._clock.now()) is None:
+        if client is None or self.which_secret(client, secret) is None:
             return None
         return client
+
+    def which_secret(self, client: Client, secret: str) -> str | None:
+        """:meth:`check_secret` at the clock's now, as every other expiry is read."""
+        return self.check_secret(client, secret, self._clock.now())
 
     def list(self) -> list[Client]:
         return self._store.list()
@@ -442,17 +445,18 @@ class ClientService:
     # -- authentication -----------------------------------------------------------------
 
     @staticmethod
-    def check_secret(client: Client, secret: str, now: float | None = None) -> str | None:
+    def check_secret(client: Client, secret: str, now: float) -> str | None:
         """Which of the client's secrets *secret* is: ``"current"``, ``"previous"`` (the
-        one replaced by a rotation with a grace period, until it expires at *now*, default
-        the system time), or None. Both digests are compared, in constant time, whatever
-        the first answer, so timing does not tell which one matched."""
+        one replaced by a rotation with a grace period, until it expires at *now*, the
+        services' clock: :meth:`which_secret`), or None. Both digests are compared, in
+        constant time, whatever the first answer, so timing does not tell which one
+        matched."""
         current = client_secrets.verify_secret(secret, client.secret_hash)
         previous = client_secrets.verify_secret(secret, client.previous_secret_hash)
         if current:
             return "current"
         expires = client.previous_secret_expires_at
-        if previous and expires is not None and (time.time() if now is None else now) < expires:
+        if previous and expires is not None and now < expires:
             return "previous"
         return None
 

@@ -15,8 +15,12 @@ ENDPOINTS = ("token", "introspection", "revocation")
 
 
 class OAuthClient(ClientMixin):
-    def __init__(self, client: Client, *, bearer_secret: bool = False) -> None:
+    def __init__(
+        self, client: Client, clients: ClientService, *, bearer_secret: bool = False
+    ) -> None:
         self.domain = client
+        #: Judges a presented secret at the services' clock (a previous secret's grace).
+        self._clients = clients
         #: Found by the digest of a Bearer secret, for a profile that authenticates so
         #: (client_auth.SecretBearerAuthentication); never for a lookup by id.
         self.bearer_secret = bearer_secret
@@ -42,7 +46,7 @@ class OAuthClient(ClientMixin):
     def check_client_secret(self, client_secret: str) -> bool:
         #: Which secret authenticated the client ("current" or "previous", during a
         #: rotation's grace period), for the audit trail.
-        self.secret_used = ClientService.check_secret(self.domain, client_secret)
+        self.secret_used = self._clients.which_secret(self.domain, client_secret)
         return self.secret_used is not None
 
     def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:

@@ -132,7 +132,7 @@ class AuthServerAuthorizationServer(AuthorizationServer):
 
     def query_client(self, client_id: str) -> OAuthClient | None:
         client = self.client_service.find(client_id)
-        return OAuthClient(client) if client is not None else None
+        return OAuthClient(client, self.client_service) if client is not None else None
 
     def _find_by_secret(self, secret: str) -> OAuthClient | None:
         client = self.client_service.find_by_secret(secret)
@@ -140,7 +140,9 @@ class AuthServerAuthorizationServer(AuthorizationServer):
             return None
         profile = self.profiles.get(client.policy.profile)
         # A profile with paths of its own authenticates there by Bearer secret.
-        return OAuthClient(client, bearer_secret=profile is not None and bool(profile.paths))
+        return OAuthClient(
+            client, self.client_service, bearer_secret=profile is not None and bool(profile.paths)
+        )
 
     def save_token(self, token: IssuedTokenResponse, request: Any) -> None:
         """Access tokens are self-contained JWTs: nothing is stored; the issue is reported

@@ -17,10 +17,13 @@ from urllib.parse import quote
 import jwt
 import pytest
 
+from authserver.clock import FixedClock
+from authserver.settings import Settings
 from authserver.vocabulary import MAX_REGISTERED_BYTES
 from authserver.vocabulary import MAX_TOKEN_LENGTH
 from authserver.vocabulary import registered_size
 from tests.conftest import db_independent
+from tests.conftest import make_services
 
 pytestmark = pytest.mark.e2e
 
@@ -710,6 +713,41 @@ def test_rotated_secret_replaces_the_old_one_at_once(
         post(http, form=grant(client_id=client_id, client_secret=old)), 401, "invalid_client"
     )
     assert_token_response(post(http, form=grant(), auth=basic(client_id, new)))
+
+
+def test_previous_secret_works_for_the_grace_period_by_the_services_clock(
+    settings: Settings, clock: FixedClock
+) -> None:
+    """A rotation's previous secret is accepted until its grace period ends by the
+    services' clock, the clock every other expiry is read by: inside it (a second before
+    the end) by Basic and by form, refused from its end on. The check read the system
+    time, so with the clock stepped past the end the old secret still got tokens."""
+    from authserver.web.app import create_app
+
+    svc = make_services(settings, clock=clock)
+    try:
+        http = create_app(services=svc).test_client()
+        with svc.unit_of_work():
+            created, old = svc.clients.create(name="rotating", audiences=[AUD])
+            client_id = str(created.client_id)
+            _, new = svc.clients.rotate_secret(client_id, grace=600)
+        assert old is not None
+
+        def by_basic(secret: str) -> Any:
+            return post(http, form=grant(), auth=basic(client_id, secret))
+
+        def by_form(secret: str) -> Any:
+            return post(http, form=grant(client_id=client_id, client_secret=secret))
+
+        clock.advance(599)
+        assert_token_response(by_basic(old))
+        assert_token_response(by_form(old))
+        clock.advance(1)
+        assert_invalid_client(by_basic(old))
+        assert_error(by_form(old), 401, "invalid_client")
+        assert_token_response(by_basic(new))
+    finally:
+        svc.close()
 
 
 # -- the error matrix -----------------------------------------------------------------------

@@ -145,8 +145,8 @@ def test_stored_client_never_contains_the_secret() -> None:
     assert secret not in everything
     assert _body(secret) not in everything
     assert stored.secret_hash == client_secrets.hash_secret(secret)
-    assert ClientService.check_secret(stored, secret)
-    assert not ClientService.check_secret(stored, client_secrets.new_secret())
+    assert service.which_secret(stored, secret)
+    assert not service.which_secret(stored, client_secrets.new_secret())
 
 
 def test_rotated_secret_replaces_the_old_one() -> None:
@@ -158,8 +158,8 @@ def test_rotated_secret_replaces_the_old_one() -> None:
     assert new != old
     stored = store.get(client.client_id)
     assert stored is not None
-    assert ClientService.check_secret(stored, new)
-    assert not ClientService.check_secret(stored, old)
+    assert service.which_secret(stored, new)
+    assert not service.which_secret(stored, old)
     assert new not in repr(dataclasses.asdict(stored))
     assert updated == stored
 
