@@ -104,8 +104,9 @@ class Document:
 
     *negotiated*: the request's ``Accept`` decides whether the document is served (RFC
     9110 §12.5.1), for a document whose media type is one of several a client may ask
-    for (a status list: ``application/statuslist+jwt``, never ``+cwt`` here). Every
-    answer then says ``Vary: Accept``.
+    for (a status list: ``application/statuslist+jwt``, never ``+cwt`` here), and for
+    one served beside such documents (the status list aggregation, so that both answer
+    one ``Accept`` alike). Every answer then says ``Vary: Accept``.
     """
 
     __slots__ = ("body", "content_type", "etag", "headers", "headers_with_type", "negotiated")
@@ -133,9 +134,9 @@ class Document:
         self.headers_with_type = [("Content-Type", content_type), *self.headers]
 
     @classmethod
-    def json(cls, document: dict[str, Any], max_age: int) -> Document:
+    def json(cls, document: dict[str, Any], max_age: int, *, negotiated: bool = False) -> Document:
         body = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
-        return cls(body, "application/json", max_age)
+        return cls(body, "application/json", max_age, negotiated=negotiated)
 
     def answer(self, environ: dict[str, Any]) -> _Answer:
         """200 with the body, 412 when ``If-Match`` does not name this ETag (RFC 9110

@@ -9,7 +9,11 @@ itself is rebuilt only when ``StatusListService.published`` says so.
 
 Only the JWT form is served. §8.1 makes the request HTTP content negotiation (RFC 9110)
 between ``application/statuslist+jwt`` and ``+cwt``: a request whose ``Accept`` takes no
-JWT list is answered 406, never with a list in a type the client did not ask for.
+JWT list is answered 406, never with a list in a type the client did not ask for. The
+aggregation, ``application/json`` (§9.3), is negotiated the same way (RFC 9110 §12.5.1
+lets a server either refuse or ignore an ``Accept`` it cannot meet): a client asking it
+for a status list type, taking the aggregation URL for a list's, is told 406 rather than
+handed JSON to parse as a token, and both endpoints answer one ``Accept`` alike.
 
 Historical resolution (§8.4, a ``time`` query parameter asking for the list as it stood
 then) is not implemented: such a request is answered 501, as §8.4 asks of a server without
@@ -42,7 +46,10 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
         """§9.3: every status list URI, for verifiers that prefetch."""
         ids = tuple(lists.list_ids())
         return aggregations.get_or_build(
-            ids, lambda: Document.json({"status_lists": [lists.uri(i) for i in ids]}, lists.ttl)
+            ids,
+            lambda: Document.json(
+                {"status_lists": [lists.uri(i) for i in ids]}, lists.ttl, negotiated=True
+            ),
         )
 
     def status_list(list_id: int) -> Document | None:

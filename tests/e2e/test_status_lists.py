@@ -320,6 +320,46 @@ def test_a_client_asking_only_for_another_format_is_answered_406(
     assert http.head(path, headers={"Accept": accept}).status_code == 406
 
 
+def test_the_aggregation_answers_accept_as_the_lists_do(http: Any, register: Register) -> None:
+    """The aggregation is ``application/json`` (§9.3), negotiated as the lists are: an
+    ``Accept`` that takes no ``application/json`` (a status list type, asked of the
+    aggregation URL as if it were a list's) is 406 ``not_acceptable``, and every answer
+    says ``Vary: Accept``. It ignored ``Accept``: 200 JSON to a client that asked for a
+    ``statuslist+jwt``, with no ``Vary``."""
+    client_id, secret = register(audiences=[AUD])
+    issue_token(http, (client_id, secret), sub="alice")
+    etag = http.get("/statuslists").headers["ETag"]
+    for accept in (
+        None,
+        "*/*",
+        "application/*",
+        "application/json",
+        "application/statuslist+jwt, application/json;q=0.1",
+    ):
+        headers = {"Accept": accept} if accept is not None else {}
+        served = http.get("/statuslists", headers=headers)
+        assert served.status_code == 200, (accept, served.get_data(as_text=True))
+        assert served.get_json() == {"status_lists": [f"{ISSUER}/statuslists/1"]}
+        assert served.headers["Vary"] == "Accept"
+        again = http.get("/statuslists", headers={**headers, "If-None-Match": etag})
+        assert again.status_code == 304
+        assert again.headers["Vary"] == "Accept"
+    for accept in (
+        "application/statuslist+jwt",
+        "application/statuslist+cwt",
+        "application/json;q=0, */*",
+        "text/html",
+    ):
+        for headers in ({"Accept": accept}, {"Accept": accept, "If-None-Match": etag}):
+            refused = http.get("/statuslists", headers=headers)
+            assert refused.status_code == 406, (accept, refused.get_data(as_text=True))
+            assert refused.get_json()["error"] == "not_acceptable"
+            assert "application/json" in refused.get_json()["error_description"]
+            assert refused.headers["Vary"] == "Accept"
+            assert refused.headers["Cache-Control"] == "no-store"
+        assert http.head("/statuslists", headers={"Accept": accept}).status_code == 406
+
+
 @pytest.fixture
 def admin_services(db_url: str, tmp_path: Any) -> Any:
     settings = Settings.from_env(
