@@ -563,12 +563,18 @@ async function readLimited(response, limit, url) {
   return Buffer.concat(chunks);
 }
 
-/** One line for a failed fetch: undici's "fetch failed" says less than its cause's code. */
+/**
+ * One line for a failed fetch: undici's "fetch failed" says less than its cause. A system
+ * error's code (ECONNREFUSED) names it best; any other code (a number: 0, an errno) names
+ * nothing alone, so the cause's message says what happened, the code after it.
+ */
 function describe(err) {
   const cause = err?.cause;
   if (err?.name === 'TimeoutError' || cause?.name === 'TimeoutError') return 'timed out';
-  if (cause && (cause.code || cause.message)) return `${cause.code ?? cause.message}`;
-  return err?.message ?? String(err);
+  const code = cause?.code;
+  if (typeof code === 'string' && code) return code;
+  const message = (typeof cause?.message === 'string' && cause.message) || err?.message || String(err);
+  return typeof code === 'number' ? `${message} (code ${code})` : message;
 }
 
 function checkedUrl(value, secureOnly, what) {

@@ -198,6 +198,31 @@ test('issuer not reachable: jwks_unavailable (503), no unhandled error', async (
   assert.match(err.message, /^jwks_unavailable: /);
 });
 
+test('a fetch failure whose cause has a numeric code names the cause, never a bare code', async () => {
+  // undici rejects with "fetch failed" and the cause; a cause with code 0 (an errno-like
+  // number, not a system error's name) was described as "0": "...: 0".
+  const causes = [
+    [Object.assign(new Error('the proxy closed the connection'), { code: 0 }), /: the proxy closed the connection \(code 0\)$/],
+    [{ code: 0 }, /: fetch failed \(code 0\)$/],
+    [{ code: '', message: 'socket hang up' }, /: socket hang up$/],
+    [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }), /: ECONNREFUSED$/],
+  ];
+  const token = await issue({ sub: 'u' });
+  for (const [cause, expected] of causes) {
+    const failing = async () => {
+      throw new TypeError('fetch failed', { cause });
+    };
+    for (const where of [{ issuer: server.issuer }, { issuer: server.issuer, jwksUri: `${server.issuer}/.well-known/jwks.json` }]) {
+      const verifier = createVerifier({ ...where, audience: AUDIENCE, fetch: failing });
+      const err = await verifier.verify(token).catch((e) => e);
+      assert.ok(err instanceof InvalidTokenError, String(err));
+      assert.equal(err.reason, 'jwks_unavailable');
+      assert.match(err.message, expected);
+      assert.doesNotMatch(err.message, /: \d*$/);
+    }
+  }
+});
+
 /** A key server of the test's own on a free loopback port; `handler` answers every request. */
 async function keyServer(handler) {
   const { createServer } = await import('node:http');
