@@ -1,6 +1,7 @@
 """The repository stands alone and its reference is complete: every setting and every
-command is in docs/reference.md, every relative link of the README and docs/ resolves, and
-no file points outside the repository for its specification."""
+command is in docs/reference.md, every relative link of the README and docs/ resolves, no
+file points outside the repository for its specification, and the verifier packages'
+READMEs repeat docs/sync-servers.md's option tables word for word."""
 
 from __future__ import annotations
 
@@ -149,3 +150,39 @@ def test_relative_links_resolve() -> None:
             if not path.exists():
                 broken.append(f"{doc.relative_to(ROOT)} -> {target}")
     assert not broken, broken
+
+
+#: Each verifier package's README, and the section of docs/sync-servers.md on it.
+VERIFIER_DOCS = {
+    "python": (ROOT / "verifiers" / "python" / "README.md", "## Python: `authserver-verifier`"),
+    "js": (ROOT / "verifiers" / "js" / "README.md", "## Node: `authserver-verifier`"),
+}
+OPTION_TABLE = "| option | default | meaning |"
+
+
+def _option_tables(text: str) -> list[str]:
+    """Every Markdown table of *text* whose header is :data:`OPTION_TABLE`."""
+    tables = []
+    lines = text.splitlines()
+    for start, line in enumerate(lines):
+        if line.strip() == OPTION_TABLE:
+            end = start
+            while end < len(lines) and lines[end].startswith("|"):
+                end += 1
+            tables.append("\n".join(lines[start:end]))
+    return tables
+
+
+@pytest.mark.parametrize("package", VERIFIER_DOCS)
+def test_a_verifier_readme_repeats_the_option_table_of_the_guide(package: str) -> None:
+    """A package README is what PyPI and npm show; docs/sync-servers.md is the guide. An
+    options table in both must be the same table, or one of them tells a reader a default
+    or a meaning the other does not (the Python ones had drifted apart)."""
+    readme, heading = VERIFIER_DOCS[package]
+    guide = (ROOT / "docs" / "sync-servers.md").read_text("utf-8")
+    assert heading in guide, heading
+    section = guide.split(heading, 1)[1].split("\n## ", 1)[0]
+    in_guide = _option_tables(section)
+    assert len(in_guide) == 1, f"one options table in {heading!r} of docs/sync-servers.md"
+    for table in _option_tables(readme.read_text("utf-8")):
+        assert table == in_guide[0], f"{readme.relative_to(ROOT)} and docs/sync-servers.md"
