@@ -296,25 +296,51 @@ def test_a_lock_timeout_in_the_url_wins(pg_url: str) -> None:
             db.dispose()
 
 
+def _expired_revocation(db: engine.Database) -> None:
+    SqlRevocationStore(db).revoke("jti-1", "client-1", time.time() - 100, time.time() - 200)
+
+
+def _expired_status_revocation(db: engine.Database) -> None:
+    SqlStatusListStore(db).revoke([StatusEntry(1, 3, time.time() - 100)], time.time() - 200)
+
+
 @pytest.mark.parametrize(
-    ("table", "store"),
+    ("table", "seed", "store", "purged"),
     [
-        ("revoked_tokens", lambda db: SqlRevocationStore(db).purge(time.time())),
-        ("status_revocations", lambda db: SqlStatusListStore(db).purge(time.time())),
-        ("audit_events", lambda db: SqlAuditStore(db).purge(time.time(), limit=10)),
+        (
+            "revoked_tokens",
+            _expired_revocation,
+            lambda db: SqlRevocationStore(db).purge(time.time()),
+            1,
+        ),
+        (
+            "status_revocations",
+            _expired_status_revocation,
+            lambda db: SqlStatusListStore(db).purge(time.time()),
+            1,
+        ),
+        (
+            "audit_events",
+            lambda db: None,
+            lambda db: SqlAuditStore(db).purge(time.time(), limit=10),
+            0,
+        ),
     ],
 )
 def test_a_purge_runs_past_the_statement_timeout(
-    pg_url: str, short_bounds: float, table: str, store: Any
+    pg_url: str, short_bounds: float, table: str, seed: Any, store: Any, purged: int
 ) -> None:
     """Housekeeping, never a request: a purge through a backlog is not cut; a request's
-    statement on the same table still is."""
+    statement on the same table still is. There is an expired row to purge: a purge that
+    finds none runs no DELETE, and the slow trigger would never fire."""
     db = engine.Database(pg_url)
     try:
         upgrade_to_head(db)
+        with db.unit_of_work():
+            seed(db)
         with _slow(_schema(pg_url), table, "DELETE", 2 * short_bounds):
             with db.unit_of_work():
-                assert store(db) == 0
+                assert store(db) == purged
             with (
                 pytest.raises(StorageUnavailable, match="statement timeout"),
                 engine.storage_errors(db.url),
