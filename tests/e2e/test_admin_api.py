@@ -19,6 +19,7 @@ from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.errors import InvalidInput
 from authserver.settings import Settings
+from authserver.storage.sql.clients import VERSION_NAME as CLIENTS_VERSION
 from authserver.vocabulary import MAX_REGISTERED_BYTES
 from authserver.vocabulary import registered_size
 from authserver.web.app import create_app
@@ -1242,8 +1243,14 @@ def _events(admin: Any, action: str, client_id: str) -> list[dict[str, Any]]:
     return admin.get(query, headers=AUTH).get_json()["events"]  # type: ignore[no-any-return]
 
 
+def _clients_version(svc: Services) -> int:
+    """The counter every worker's client cache is checked against (or, on PostgreSQL,
+    whose announcement empties it)."""
+    return svc.db.read_counter(CLIENTS_VERSION)
+
+
 def test_an_update_that_changes_nothing_is_answered_and_not_recorded(
-    admin: Any, settings: Settings, env_for: Any
+    admin: Any, admin_services: Services, settings: Settings, env_for: Any
 ) -> None:
     """A PATCH (or ``clients update``) giving every field as it is answers the client as
     it stands, updated_at included, and records no client.updated event: the audit trail
@@ -1254,6 +1261,7 @@ def test_an_update_that_changes_nothing_is_answered_and_not_recorded(
     cid = client["client_id"]
     url = f"/admin/clients/{cid}"
     shown = admin.get(url, headers=AUTH).get_json()
+    version = _clients_version(admin_services)
     same = {"name": "same", "scopes": ["a", "b", "a"], "token_ttl": 60, "require_sub": False}
     answer = admin.patch(url, json=same, headers=AUTH)
     assert answer.status_code == 200, answer.get_data(as_text=True)
@@ -1263,14 +1271,17 @@ def test_an_update_that_changes_nothing_is_answered_and_not_recorded(
     )
     assert by_cli == shown
     assert _events(admin, "client.updated", cid) == []
+    # Nor is any worker's cache of clients emptied: the version they check is unmoved.
+    assert _clients_version(admin_services) == version
     changed = admin.patch(url, json={"name": "other", "token_ttl": 60}, headers=AUTH)
     assert changed.get_json()["name"] == "other"
+    assert _clients_version(admin_services) > version
     (event,) = _events(admin, "client.updated", cid)
     assert event["detail"]["changed"] == ["name"]
 
 
 def test_disable_and_enable_say_what_happened_once(
-    admin: Any, settings: Settings, env_for: Any
+    admin: Any, admin_services: Services, settings: Settings, env_for: Any
 ) -> None:
     """Disabling a disabled client (or enabling an enabled one), through the admin API or
     the CLI, answers the client as it stands and records nothing: one client.disabled
@@ -1283,10 +1294,12 @@ def test_disable_and_enable_say_what_happened_once(
     first = admin.post(f"{url}/disable", headers=AUTH)
     assert first.status_code == 200
     assert first.get_json()["enabled"] is False
+    version = _clients_version(admin_services)
     again = admin.post(f"{url}/disable", headers=AUTH)
     assert again.status_code == 200
     assert again.get_json() == first.get_json()
     assert cli_json_here(env, "clients", "disable", cid) == first.get_json()
+    assert _clients_version(admin_services) == version
     assert len(_events(admin, "client.disabled", cid)) == 1
     enabled = admin.post(f"{url}/enable", headers=AUTH).get_json()
     assert enabled["enabled"] is True

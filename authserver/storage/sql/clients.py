@@ -160,6 +160,10 @@ _RAW_COLUMNS = [type_coerce(CLIENTS.c[name], NullType()).label(name) for name in
 
 #: The ``locks`` row whose counter changes with every client change (cache validation).
 VERSION_NAME = "clients"
+#: The ``locks`` row every client change locks first (:meth:`SqlClientStore.lock`): not
+#: the version's, so a command that then changes nothing (an update to what a client
+#: already is, a second disable) moves no version and empties no worker's cache.
+LOCK_NAME = "clients_lock"
 
 
 @maps_storage_errors
@@ -171,17 +175,22 @@ class SqlClientStore:
         return self._db.read_counter(VERSION_NAME)
 
     def _changed(self) -> None:
-        bump_counter(self._db.connection(), VERSION_NAME)
+        conn = self._db.connection()
+        # The lock's row before the version's, in every transaction that changes a
+        # client (a create takes no lock of its own): two rows taken in one order by all
+        # cannot deadlock.
+        bump_counter(conn, LOCK_NAME, announce=False)
+        bump_counter(conn, VERSION_NAME)
 
     @contextmanager
     def lock(self) -> Iterator[None]:
-        # The row of the version counter, as the key store's lock: a row lock on
-        # PostgreSQL, the write lock on SQLite, held until the unit of work ends; reads
-        # after it (Database.read_one on the open connection) see every change committed
-        # before it. Its own statements map their errors here (maps_storage_errors only
-        # covers the call that builds this context manager).
+        # A row of its own (LOCK_NAME): a row lock on PostgreSQL, the write lock on
+        # SQLite, held until the unit of work ends; reads after it (Database.read_one on
+        # the open connection) see every change committed before it. A change then bumps
+        # the version (_changed). Its own statements map their errors here
+        # (maps_storage_errors only covers the call that builds this context manager).
         with storage_errors(self._db.url):
-            bump_counter(self._db.connection(), VERSION_NAME)
+            bump_counter(self._db.connection(), LOCK_NAME, announce=False)
         yield
 
     def add(self, client: Client) -> None:

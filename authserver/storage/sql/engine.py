@@ -678,17 +678,19 @@ def insert_many_or_ignore(conn: Connection, table: Table, rows: Sequence[dict[st
     return inserted
 
 
-def bump_counter(conn: Connection, name: str) -> None:
+def bump_counter(conn: Connection, name: str, *, announce: bool = True) -> None:
     """Increment the named row of ``locks``, creating it on first use.
 
     The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) until the unit of
     work ends, so it doubles as a cross-process lock; the counter is a version caches read.
+    *announce* False: a row taken only as a lock, which no cache reads, is announced to no
+    worker.
     """
     bump = update(LOCKS).where(LOCKS.c.name == name).values(counter=LOCKS.c.counter + 1)
     if not conn.execute(bump).rowcount:
         insert_or_ignore(conn, LOCKS, {"name": name, "counter": 0})
         conn.execute(bump)
-    if conn.dialect.name == "postgresql":
+    if announce and conn.dialect.name == "postgresql":
         # Announce the change to every listening worker (storage/sql/notify.py).
         # PostgreSQL delivers it when, and only if, this transaction commits.
         conn.execute(text("SELECT pg_notify(:channel, :name)"), {"channel": CHANNEL, "name": name})
