@@ -129,7 +129,12 @@ class SqlStatusListStore:
                 {"list_id": entry.list_id, "idx": entry.idx, "revoked_at": now, "expires_at": 0},
             )
             row["expires_at"] = max(row["expires_at"], entry.expires_at)
-        added = insert_many_or_ignore(conn, STATUS_REVOCATIONS, list(rows.values()))
+        # In key order: an INSERT waits for a row another transaction has just written with
+        # the same key, so two revocations writing shared rows in different orders (a
+        # user's tokens and a client's, gathered from the audit trail in whatever order
+        # the plan reads it) waited each for the other until PostgreSQL aborted one
+        # ("deadlock detected", a 503). Taken in one order, one waits for the other.
+        added = insert_many_or_ignore(conn, STATUS_REVOCATIONS, [rows[k] for k in sorted(rows)])
         if added:
             bump_counter(conn, VERSION)
         return added

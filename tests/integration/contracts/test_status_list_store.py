@@ -126,6 +126,48 @@ def test_a_revocation_of_many_entries_counts_each_new_one_once(
     assert store.revoked_indices(1, live_at=T0 + 61) == [7]
 
 
+def test_two_revocations_of_shared_entries_in_opposite_orders_both_commit(
+    db: Database, db_url: str
+) -> None:
+    """Two operator actions at once (a user's tokens, a client's) revoking the same
+    tokens, each gathered in its own order: both commit, every bit set once. Written in
+    the order given, on PostgreSQL each INSERT waited for a row the other had written and
+    one was aborted as a deadlock."""
+    databases = [db, Database(db_url)]  # two processes' worth of engines, one migrated
+    errors: list[BaseException] = []
+    added: list[int] = []
+    try:
+        for trial in range(3):
+            entries = [StatusEntry(1, trial * 5000 + i, T0 + 60) for i in range(2000)]
+            start = threading.Barrier(2)
+
+            def revoke(
+                database: Database, given: list[StatusEntry], start: threading.Barrier
+            ) -> None:
+                store = SqlStatusListStore(database)
+                start.wait()
+                try:
+                    with database.unit_of_work():
+                        added.append(store.revoke(given, T0))
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            orders = (entries, entries[::-1])
+            threads = [
+                threading.Thread(target=revoke, args=(database, given, start))
+                for database, given in zip(databases, orders, strict=True)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(60)
+        assert not errors, errors
+        assert sum(added) == 6000  # each new row counted by the one that wrote it
+        assert len(SqlStatusListStore(db).revoked_indices(1)) == 6000
+    finally:
+        databases[1].dispose()
+
+
 def test_revoked_indices_live_at_leaves_out_expired_tokens(
     store: SqlStatusListStore, db: Database
 ) -> None:
