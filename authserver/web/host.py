@@ -39,7 +39,10 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: RFC 3986 §3.2.2 ``host [":" port]``: a registered name or IPv4 address (letters,
 #: digits, ``-._~`` and percent-encoding; no comma: two ``Host`` lines arrive joined by
 #: one), or an IP literal in brackets.
-_HOST = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Za-z:.%_~-]+\])(?::[0-9]{0,5})?")
+_HOST = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Za-z:.%_~-]+\])(?::([0-9]{0,5}))?")
+
+#: The highest TCP port number.
+_MAX_PORT = 65535
 
 #: RFC 3986 §3.3 path characters, for ``X-Forwarded-Prefix`` (the ``SCRIPT_NAME``).
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*")
@@ -66,6 +69,14 @@ _BAD_FORWARDED = _refusal(
 )
 
 
+def _one_host(host: str) -> bool:
+    """*host* is ``host [":" port]`` naming one host, its port (when given) a number up to
+    :data:`_MAX_PORT`: the same rule for the ``Host`` line and for what a trusted proxy
+    forwards (a forwarded port of 99999 was refused, a ``Host`` line's served)."""
+    match = _HOST.fullmatch(host)
+    return match is not None and int(match.group(1) or 0) <= _MAX_PORT
+
+
 def _unused(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
     return []
 
@@ -89,10 +100,7 @@ class RequireHost:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         host = environ.get("HTTP_HOST", "")
-        if host:
-            valid = _HOST.fullmatch(host) is not None
-        else:
-            valid = environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
+        valid = _one_host(host) if host else environ.get("SERVER_PROTOCOL") != "HTTP/1.1"
         if not valid:
             return self._refuse(start_response, _BAD_HOST)
         if self._proxy_fix is not None and not self._forwarded_valid(environ, start_response):
@@ -110,12 +118,12 @@ class RequireHost:
         assert self._proxy_fix is not None
         self._proxy_fix(seen, start_response)
         host = seen.get("HTTP_HOST") or ""
-        if host and _HOST.fullmatch(host) is None:
+        if host and not _one_host(host):
             return False
         port = str(seen.get("SERVER_PORT", ""))
         return (
             seen.get("wsgi.url_scheme") in ("http", "https")
-            and (not port or (port.isascii() and port.isdigit() and int(port) <= 65535))
+            and (not port or (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT))
             and _PREFIX.fullmatch(str(seen.get("SCRIPT_NAME", ""))) is not None
         )
 

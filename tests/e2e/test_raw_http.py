@@ -229,8 +229,10 @@ def test_a_path_with_doubled_slashes_is_404_json(raw: Raw, path: str) -> None:
         ["Host: 127.0.0.1", "Host: auth.example.com"],  # granian joined them: "a,b"
         ["Host: user@127.0.0.1"],
         ["Host: b\u00fccher.example"],  # granian hands a non-ASCII value over as ""
+        ["Host: 127.0.0.1:99999"],  # no port: refused as a forwarded port of 99999 is
+        ["Host: [::1]:65536"],
     ],
-    ids=["missing", "empty", "two", "userinfo", "not-ascii"],
+    ids=["missing", "empty", "two", "userinfo", "not-ascii", "port-99999", "port-65536"],
 )
 @pytest.mark.parametrize("path", ["/token", "/healthz"])
 def test_a_request_without_one_valid_host_is_400(
