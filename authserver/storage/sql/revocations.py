@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from sqlalchemy import bindparam
 from sqlalchemy import select
 
 from authserver.storage.sql.engine import Database
@@ -17,6 +18,20 @@ from authserver.storage.sql.tables import USED_ASSERTIONS
 
 #: The ``purge_horizons`` row of both tables (purged together).
 HORIZON = "revocations"
+
+#: Whether ``:jti`` is revoked, and the horizon: the record and the horizon in one
+#: statement, one snapshot (a purge deletes the one and raises the other in one commit, so
+#: a revocation is never missed between). Built once: on every ``/introspect``, building
+#: and compiling this statement each time cost more than running it.
+_REVOKED_AND_HORIZON = select(
+    select(REVOKED_TOKENS.c.jti)
+    .where(REVOKED_TOKENS.c.jti == bindparam("jti"))
+    .scalar_subquery()
+    .label("jti"),
+    horizon_of(HORIZON).label("h"),
+)
+#: The horizon alone, read after a use of an assertion is recorded (private_key_jwt).
+_HORIZON = select(horizon_of(HORIZON))
 
 
 @maps_storage_errors
@@ -49,12 +64,7 @@ class SqlRevocationStore:
         conn = self._db.connection()
         if expires_at is not None and expires_at <= self._horizon:
             return True
-        # The record and the horizon in one statement, one snapshot: a purge deletes the
-        # one and raises the other in one commit, so a revocation is never missed between.
-        revoked = select(REVOKED_TOKENS.c.jti).where(REVOKED_TOKENS.c.jti == jti)
-        found, horizon = conn.execute(
-            select(revoked.scalar_subquery().label("jti"), horizon_of(HORIZON).label("h"))
-        ).one()
+        found, horizon = conn.execute(_REVOKED_AND_HORIZON, {"jti": jti}).one()
         horizon = self._seen(horizon)
         return found is not None or (expires_at is not None and expires_at <= horizon)
 
@@ -76,7 +86,7 @@ class SqlRevocationStore:
                 return False
             # Read after the insert: if it succeeded because a purge had deleted an
             # earlier use, that purge committed first, and its raised horizon with it.
-            horizon = self._seen(conn.scalar(select(horizon_of(HORIZON))))
+            horizon = self._seen(conn.scalar(_HORIZON))
             return expires_at > horizon
 
     def purge(self, now: float) -> int:
