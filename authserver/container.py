@@ -175,7 +175,9 @@ def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = Fa
             on_withdrawn=lambda client_id: status_lists.revoke_issued(client_id=client_id),
             changes=changes,
         ),
-        keys=KeyService(key_store, key_ring, clock, audit),
+        keys=KeyService(
+            key_store, key_ring, clock, audit, clock_skew=settings.key_retention_leeway
+        ),
         key_ring=key_ring,
         tokens=TokenService(
             key_ring,

@@ -51,6 +51,9 @@ def run_once(services: Services) -> list[str]:
         # arrived late (tokens/statuslist.py, reconcile).
         with services.unit_of_work():
             services.status_lists.reconcile()
+        # Its own unit of work, with no key store lock held (keys/service.py).
+        with services.unit_of_work():
+            services.keys.recover_records()
         return done
 
 

@@ -146,6 +146,19 @@ class AuditService:
             detail=clean,
         )
 
+    def recorded_kids(self) -> set[str]:
+        """The kids of the signing keys whose creation is on record (``key.created`` or
+        ``key.rotated``)."""
+        return {str(e.detail["kid"]) for e in self._store.key_events() if "kid" in e.detail}
+
+    def record_keys_once(self, action: str, keys: list[dict[str, Any]]) -> list[AuditEvent]:
+        """Record *action* for each key of *keys* (the fields of each event, ``kid``
+        among them) whose creation no record names yet, re-checked under the store's lock
+        so that two processes recording the same key at once record it once; in the
+        caller's unit of work. Returns the events recorded."""
+        events = [self._event(None, action, **fields) for fields in keys]
+        return self._store.add_key_events_once(events)
+
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """The matching events, newest first.
 

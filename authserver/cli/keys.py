@@ -11,6 +11,7 @@ from authserver.cli.context import services
 from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import table
+from authserver.container import Services
 from authserver.container import check_key_store
 from authserver.keys.service import KeyView
 from authserver.web.serializers import key_change_json
@@ -72,14 +73,16 @@ def list_(as_json: bool) -> None:
 @handle_errors
 def rotate(as_json: bool) -> None:
     """Publish a new key now; it starts signing after the publish-ahead time."""
-    # One transaction, as POST /admin/keys/rotate does it.
-    with services(creates=True) as svc, svc.unit_of_work():
-        check_key_store(svc)
-        # On an empty store, first a key that signs now: the one rotated to signs only
-        # after the publish-ahead, and until then the servers need one.
-        first = svc.keys.ensure_current()
-        result = svc.keys.rotate()
-        views = svc.keys.views()
+    with services(creates=True) as svc:
+        _recover_records(svc)
+        # One transaction, as POST /admin/keys/rotate does it.
+        with svc.unit_of_work():
+            check_key_store(svc)
+            # On an empty store, first a key that signs now: the one rotated to signs only
+            # after the publish-ahead, and until then the servers need one.
+            first = svc.keys.ensure_current()
+            result = svc.keys.rotate()
+            views = svc.keys.views()
     data = key_change_json(views, result.key.kid, created=result.created)
     if as_json:
         emit_json(data)
@@ -123,10 +126,12 @@ def retire(kid: str, as_json: bool) -> None:
             f"({' '.join(ctx.args)})",
             ctx=ctx,
         )
-    with services() as svc, svc.unit_of_work():
-        check_key_store(svc)
-        svc.keys.retire(kid)
-        views = svc.keys.views()
+    with services() as svc:
+        _recover_records(svc)
+        with svc.unit_of_work():
+            check_key_store(svc)
+            svc.keys.retire(kid)
+            views = svc.keys.views()
     data = key_change_json(views, kid)
     if as_json:
         emit_json(data)
@@ -134,3 +139,17 @@ def retire(kid: str, as_json: bool) -> None:
         echo(f"retired key {kid}; it is no longer published and signs nothing")
         if data["current_kid"]:
             echo(f"current signing key: {data['current_kid']}")
+
+
+def _recover_records(svc: Services) -> None:
+    """Before the command's own change, in units of work of their own (never under the key
+    store's lock): the audit records of keys whose writer stopped before recording them
+    (keys/service.py, recover_records), each said in one line on stderr."""
+    with svc.unit_of_work():
+        check_key_store(svc)
+    with svc.unit_of_work():
+        recovered = svc.keys.recover_records()
+    for key in recovered:
+        click.echo(
+            f"recorded key.created for signing key {key.kid}, which had no audit record", err=True
+        )

@@ -116,6 +116,8 @@ def prepare(settings: Settings) -> None:
             # Logs the key it creates, if any (keys.service): one line, not two.
             svc.keys.ensure_current()
         with svc.unit_of_work():
+            svc.keys.recover_records()
+        with svc.unit_of_work():
             # Parsed here, once: the workers forked from this process find the keys that
             # sign already parsed (keys/crypto.load_private) instead of each parsing them.
             svc.key_ring.check_readable()

@@ -50,6 +50,14 @@ from authserver.keys.store import KeyStore
 
 log = logging.getLogger(__name__)
 
+#: Seconds a key is stored before :meth:`KeyService.recover_records` takes its missing
+#: creation record for lost rather than about to be written: the process that wrote the
+#: key records it as soon as its key store lock is released, in a transaction that waits
+#: at most SQLite's busy timeout (15 s) or PostgreSQL's statement timeout (10 s) for the
+#: database; 60 s is four times the longer. The clock difference allowed between
+#: instances (``AUTHSERVER_KEY_RETENTION_LEEWAY``) is added to it.
+RECORD_WAIT = 60.0
+
 
 @dataclass(frozen=True)
 class KeyView:
@@ -77,12 +85,20 @@ class KeyService:
         ring: KeyRing,
         clock: Clock,
         audit: AuditService | None = None,
+        *,
+        clock_skew: float = 0.0,
     ) -> None:
+        """*clock_skew*: the most the clocks of the instances sharing the store may differ
+        by (``AUTHSERVER_KEY_RETENTION_LEEWAY``)."""
         self._store = store
         self._ring = ring
         self._clock = clock
         self._policy = ring.policy
         self._audit = audit
+        self._clock_skew = clock_skew
+        #: Kids whose creation record this process has read (recover_records reads the
+        #: audit trail only for the keys not among them).
+        self._on_record: set[Kid] = set()
 
     @property
     def policy(self) -> KeyPolicy:
@@ -274,6 +290,56 @@ class KeyService:
             for line in done:
                 log.info("key schedule: %s", line)
         return done
+
+    def recover_records(self) -> list[SigningKey]:
+        """Record ``key.created`` (with ``"recovered": true``) for every stored key whose
+        creation the audit trail does not record: a process stopped (``kill -9``), or its
+        database refused the record, between writing the key and recording it, which
+        happen in that order and outside the key store's lock (the database's write lock
+        taken under the file store's lock stalled the processes that wait for the other
+        lock in the other order).
+
+        Only keys created within the audit retention (older ones' records are rightly
+        purged) and at least :data:`RECORD_WAIT` ago (a writer alive records its key
+        sooner), both less the allowed clock difference between instances. Two processes
+        recovering the same key write one record: the audit store re-checks under a lock
+        of its own, never the key store's. Call it in a unit of work of its own, holding
+        no key store lock; the key schedule, ``serve`` at start and the ``keys rotate`` and
+        ``keys retire`` commands do.
+
+        :returns: the keys recorded now.
+        """
+        if self._audit is None:
+            return []
+        now = self._clock.now()
+        oldest = now - self._audit.retention + self._clock_skew
+        newest = now - RECORD_WAIT - self._clock_skew
+        unknown = [
+            k
+            for k in self._list()
+            if oldest <= k.created_at <= newest and k.kid not in self._on_record
+        ]
+        if not unknown:
+            return []
+        recorded = self._audit.recorded_kids()
+        self._on_record.update(k.kid for k in unknown if k.kid in recorded)
+        missing = [k for k in unknown if k.kid not in recorded]
+        if not missing:
+            return []
+        added = self._audit.record_keys_once(
+            "key.created",
+            [{"kid": k.kid, "signs_from": k.activate_at, "recovered": True} for k in missing],
+        )
+        kids = {e.detail["kid"] for e in added}
+        recovered = [k for k in missing if k.kid in kids]
+        for key in recovered:
+            log.warning(
+                "signing key %s (published %s) had no audit record: recorded key.created "
+                "with recovered=true (its writer stopped before recording it)",
+                key.kid,
+                _iso(key.created_at),
+            )
+        return recovered
 
     # -- internals -------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
+from authserver.audit.store import KEY_CREATION_ACTIONS
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import listing_order
@@ -162,11 +163,27 @@ class InMemoryAuditStore:
 
     def add_many(self, events: Sequence[AuditEvent]) -> None:
         with self._lock:
-            for event in events:
-                # A deep copy of detail, as a database would keep: changing the caller's
-                # dict afterwards must not change the record.
-                detail = copy.deepcopy(event.detail or {})
-                self._events.append(dataclasses.replace(event, id=next(self._ids), detail=detail))
+            self._append(events)
+
+    def _append(self, events: Sequence[AuditEvent]) -> None:
+        for event in events:
+            # A deep copy of detail, as a database would keep: changing the caller's
+            # dict afterwards must not change the record.
+            detail = copy.deepcopy(event.detail or {})
+            self._events.append(dataclasses.replace(event, id=next(self._ids), detail=detail))
+
+    def key_events(self) -> list[AuditEvent]:
+        with self._lock:
+            return [copy.deepcopy(e) for e in self._events if e.action in KEY_CREATION_ACTIONS]
+
+    def add_key_events_once(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        with self._lock:
+            recorded = {
+                e.detail.get("kid") for e in self._events if e.action in KEY_CREATION_ACTIONS
+            }
+            added = [e for e in events if e.detail.get("kid") not in recorded]
+            self._append(added)
+            return added
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         def matches(e: AuditEvent) -> bool:

@@ -13,10 +13,15 @@ from sqlalchemy import select
 
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
+from authserver.audit.store import KEY_CREATION_ACTIONS
 from authserver.storage.sql.engine import Database
+from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import unbounded_statements
 from authserver.storage.sql.tables import AUDIT_EVENTS
+
+#: The ``locks`` row that serialises :meth:`SqlAuditStore.add_key_events_once`.
+KEY_RECORDS_LOCK = "key_records"
 
 
 @maps_storage_errors
@@ -35,6 +40,21 @@ class SqlAuditStore:
         if events:
             sql = self._db.driver_sql(_INSERT)
             self._db.connection().exec_driver_sql(sql, [_row(e) for e in events])
+
+    def key_events(self) -> list[AuditEvent]:
+        stmt = select(AUDIT_EVENTS).where(AUDIT_EVENTS.c.action.in_(KEY_CREATION_ACTIONS))
+        return [_event(r) for r in self._db.connection().execute(stmt)]
+
+    def add_key_events_once(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
+        conn = self._db.connection()
+        # The row lock (PostgreSQL) or the write lock (SQLite) until the unit of work ends;
+        # the read below is a statement after it, so it sees what a process that held it
+        # before committed (READ COMMITTED; SQLite's write transaction starts here).
+        bump_counter(conn, KEY_RECORDS_LOCK)
+        recorded = {e.detail.get("kid") for e in self.key_events()}
+        added = [e for e in events if e.detail.get("kid") not in recorded]
+        self.add_many(added)
+        return added
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         c = AUDIT_EVENTS.c
@@ -60,20 +80,7 @@ class SqlAuditStore:
                 c.at <= cursor, or_(c.at < cursor, and_(c.at == cursor, c.id < query.before))
             )
         stmt = stmt.order_by(c.at.desc(), c.id.desc()).limit(query.limit)
-        return [
-            AuditEvent(
-                at=r.at,
-                actor=r.actor,
-                action=r.action,
-                client_id=r.client_id,
-                sub=r.sub,
-                aud=r.aud,
-                jti=r.jti,
-                detail=r.detail or {},
-                id=r.id,
-            )
-            for r in self._db.connection().execute(stmt)
-        ]
+        return [_event(r) for r in self._db.connection().execute(stmt)]
 
     def purge(self, before: float, limit: int | None = None) -> int:
         c = AUDIT_EVENTS.c
@@ -88,6 +95,20 @@ class SqlAuditStore:
         conn = self._db.connection()
         unbounded_statements(conn)  # housekeeping, never a request
         return int(conn.execute(stmt).rowcount or 0)
+
+
+def _event(r: Any) -> AuditEvent:
+    return AuditEvent(
+        at=r.at,
+        actor=r.actor,
+        action=r.action,
+        client_id=r.client_id,
+        sub=r.sub,
+        aud=r.aud,
+        jti=r.jti,
+        detail=r.detail or {},
+        id=r.id,
+    )
 
 
 #: The columns of ``audit_events`` that a new event fills (``id`` is generated).

@@ -8,6 +8,7 @@ in its own transaction, so what is read back went through the database.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from contextlib import nullcontext
 from typing import Any
 
@@ -177,6 +178,41 @@ class AuditStoreContract:
         (got,) = harness.query()
         assert got.detail == {"changed": ["name"]}
 
+    def test_key_events_are_the_key_creation_records_only(self, harness: Harness) -> None:
+        harness.run(lambda s: s.add_many([event(n) for n in range(5)]))
+        harness.add(
+            key_event(10, "kid-a", action="key.created"),
+            key_event(11, "kid-b", action="key.rotated"),
+            key_event(12, "kid-a", action="key.retired"),
+        )
+        got = harness.run(lambda s: s.key_events())
+        assert sorted((e.action, e.detail["kid"]) for e in got) == [
+            ("key.created", "kid-a"),
+            ("key.rotated", "kid-b"),
+        ]
+        assert all(e.id is not None for e in got)
+
+    def test_add_key_events_once_adds_only_the_kids_not_on_record(self, harness: Harness) -> None:
+        harness.add(key_event(1, "kid-a", action="key.rotated"), key_event(2, "kid-x"))
+        # A retirement names a kid, but records no creation.
+        harness.add(key_event(3, "kid-c", action="key.retired"))
+        wanted = [key_event(5, kid, recovered=True) for kid in ("kid-a", "kid-b", "kid-c")]
+        added = harness.run(lambda s: s.add_key_events_once(wanted))
+        assert [e.detail["kid"] for e in added] == ["kid-b", "kid-c"]
+        assert harness.run(lambda s: s.add_key_events_once(wanted)) == []
+        created = harness.query(action="key.created")
+        assert sorted(e.detail["kid"] for e in created) == ["kid-b", "kid-c", "kid-x"]
+        assert [without_id(e) for e in created if e.detail.get("recovered")] == [
+            wanted[2],
+            wanted[1],
+        ]
+
+
+def key_event(n: int, kid: str, action: str = "key.created", **detail: Any) -> AuditEvent:
+    return AuditEvent(
+        at=T0 + n, actor="scheduler", action=action, detail={"kid": kid, "signs_from": T0, **detail}
+    )
+
 
 class TestInMemoryAuditStore(AuditStoreContract):
     @pytest.fixture
@@ -233,3 +269,44 @@ class TestSqlAuditStore(AuditStoreContract):
             got = store.query(AuditQuery())
         assert [e.jti for e in got] == ["jti-3", "jti-2", "jti-1", None]
         assert all(e.id is not None and e.id > last_32_bit for e in got[:3])
+
+    def test_add_key_events_once_waits_for_another_adding_the_same_kid(
+        self, database: Database
+    ) -> None:
+        """Two processes recovering one key's record at once: the second waits for the
+        first's transaction and then finds the record (the re-check is under a lock, not a
+        read that both make before either writes)."""
+        first, second = SqlAuditStore(database), SqlAuditStore(database)
+        holding = threading.Event()
+        release = threading.Event()
+        results: dict[str, list[AuditEvent]] = {}
+
+        def hold_open() -> None:
+            with database.unit_of_work():
+                results["first"] = first.add_key_events_once([key_event(1, "kid-a")])
+                holding.set()
+                release.wait(30)
+
+        holder = threading.Thread(target=hold_open)
+        holder.start()
+        try:
+            assert holding.wait(30)
+
+            def add_second() -> None:
+                with database.unit_of_work():
+                    results["second"] = second.add_key_events_once([key_event(2, "kid-a")])
+
+            adder = threading.Thread(target=add_second)
+            adder.start()
+            # The second waits for the lock while the first's transaction is open.
+            adder.join(0.5)
+            assert adder.is_alive()
+        finally:
+            release.set()
+            holder.join(30)
+        adder.join(30)
+        assert not adder.is_alive()
+        assert [e.detail["kid"] for e in results["first"]] == ["kid-a"]
+        assert results["second"] == []
+        with database.unit_of_work():
+            assert len(first.key_events()) == 1
