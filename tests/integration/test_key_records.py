@@ -27,6 +27,7 @@ import pytest
 from sqlalchemy import text
 
 from authserver import container
+from authserver.cli.serve import prepare
 from authserver.clock import FixedClock
 from authserver.container import Services
 from authserver.keys.service import RECORD_WAIT
@@ -175,11 +176,13 @@ def test_a_key_without_a_record_is_recorded_once_by_the_schedule(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
-def test_keys_rotate_records_a_key_whose_writer_was_killed(
-    db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+@pytest.mark.parametrize("by", ["keys retire", "serve"])
+def test_a_command_or_a_start_records_a_key_whose_writer_was_killed(
+    db_url: str, by: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    """The operator's command, in its own process after the crash of another: it records
-    the key (once it is older than the wait) before its own change, and says so."""
+    """After the crash of another process: the operator's next key command (before its own
+    change, saying so on stderr), or serve's preparation before its workers start, records
+    the key once it is older than the wait."""
     env = env_for(db_url, AUTHSERVER_KEY_STORE="file", AUTHSERVER_KEY_RETENTION_LEEWAY="0")
     orphan = _orphan(env, db_url, "file")
     first = run_cli_here(env, "keys", "rotate")
@@ -192,12 +195,16 @@ def test_keys_rotate_records_a_key_whose_writer_was_killed(
     meta["created_at"] -= RECORD_WAIT + 1
     meta_path.write_text(json.dumps(meta))
     for _ in range(2):
+        if by == "serve":
+            prepare(Settings.from_env(env))
+            continue
         run = run_cli_here(env, "keys", "retire", orphan)
         if run.returncode == 0:
             assert f"signing key {orphan}, which had no audit record" in run.stderr
-        else:  # retired by the first run: the record is written all the same, once
+        else:  # retired by the first run: the record is not written again
             assert "already retired" in run.stderr
+            assert "had no audit record" not in run.stderr
     records = [e for e in _key_records(env) if e["detail"]["kid"] == orphan]
     assert len(records) == 1, records
-    assert records[0]["actor"] == "cli"
+    assert records[0]["actor"] == ("cli" if by == "keys retire" else "system")
     assert records[0]["detail"]["recovered"] is True
