@@ -18,6 +18,7 @@ from typing import Any
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 from authserver.audit.store import AuditStore
+from authserver.audit.store import key_record
 from authserver.clock import Clock
 from authserver.errors import InvalidInput
 from authserver.errors import StorageError
@@ -146,18 +147,20 @@ class AuditService:
             detail=clean,
         )
 
-    def recorded_kids(self) -> set[str]:
-        """The kids of the signing keys whose creation is on record (``key.created`` or
-        ``key.rotated``)."""
-        return {str(e.detail["kid"]) for e in self._store.key_events() if "kid" in e.detail}
+    def key_records(self) -> set[tuple[str, str | None]]:
+        """What the trail records of signing keys: ``("created", kid)`` for a
+        ``key.created`` or ``key.rotated`` event, ``("retired", kid)`` for a
+        ``key.retired`` one."""
+        return {key_record(e) for e in self._store.key_events()}
 
-    def record_keys_once(self, action: str, keys: list[dict[str, Any]]) -> list[AuditEvent]:
-        """Record *action* for each key of *keys* (the fields of each event, ``kid``
-        among them) whose creation no record names yet, re-checked under the store's lock
-        so that two processes recording the same key at once record it once; in the
+    def record_keys_once(self, events: list[tuple[str, dict[str, Any]]]) -> list[AuditEvent]:
+        """Record each ``(action, fields)`` of *events* (a key event, ``kid`` among its
+        fields) unless the trail records the same of the same key, re-checked under the
+        store's lock so that two processes recording it at once record it once; in the
         caller's unit of work. Returns the events recorded."""
-        events = [self._event(None, action, **fields) for fields in keys]
-        return self._store.add_key_events_once(events)
+        return self._store.add_key_events_once(
+            [self._event(None, action, **fields) for action, fields in events]
+        )
 
     def query(self, query: AuditQuery) -> list[AuditEvent]:
         """The matching events, newest first.

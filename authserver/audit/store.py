@@ -8,8 +8,18 @@ from typing import Protocol
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
 
-#: The events that record a new signing key, each naming it by ``kid`` in its detail.
-KEY_CREATION_ACTIONS: tuple[str, ...] = ("key.created", "key.rotated")
+#: The events of a signing key's life, each naming the key by ``kid`` in its detail, and
+#: what each records: its creation (``key.created``, ``key.rotated``) or its retirement.
+KEY_EVENTS: dict[str, str] = {
+    "key.created": "created",
+    "key.rotated": "created",
+    "key.retired": "retired",
+}
+
+
+def key_record(event: AuditEvent) -> tuple[str, str | None]:
+    """What a :data:`KEY_EVENTS` event records, of which key: ``("created", kid)``."""
+    return KEY_EVENTS[event.action], event.detail.get("kid")
 
 
 class AuditStore(Protocol):
@@ -27,11 +37,11 @@ class AuditStore(Protocol):
         (all when ``None``); returns how many."""
 
     def key_events(self) -> list[AuditEvent]:
-        """Every :data:`KEY_CREATION_ACTIONS` event, in no particular order: a few a
-        month, found through the index on ``action`` (never a scan of the token records)."""
+        """Every :data:`KEY_EVENTS` event, in no particular order: a few a month, found
+        through the index on ``action`` (never a scan of the token records)."""
 
     def add_key_events_once(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
-        """Add each of *events* (key creation records) whose ``detail["kid"]`` no
-        :data:`KEY_CREATION_ACTIONS` event names yet, checked after taking a lock that
+        """Add each of *events* (:data:`KEY_EVENTS` events) unless a stored event records
+        the same of the same key (:func:`key_record`), checked after taking a lock that
         every call takes (to the end of the unit of work), so that processes adding the
         same key's record at once add it once. Returns the events added."""

@@ -149,7 +149,7 @@ def _recover_records(svc: Services) -> None:
         check_key_store(svc)
     with svc.unit_of_work():
         recovered = svc.keys.recover_records()
-    for key in recovered:
+    for action, key in recovered:
         click.echo(
-            f"recorded key.created for signing key {key.kid}, which had no audit record", err=True
+            f"recorded {action} for signing key {key.kid}, which had no such record", err=True
         )

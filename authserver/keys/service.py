@@ -96,9 +96,9 @@ class KeyService:
         self._policy = ring.policy
         self._audit = audit
         self._clock_skew = clock_skew
-        #: Kids whose creation record this process has read (recover_records reads the
-        #: audit trail only for the keys not among them).
-        self._on_record: set[Kid] = set()
+        #: The key records this process has read (``("created", kid)``, ``("retired",
+        #: kid)``): recover_records reads the audit trail only for changes not among them.
+        self._on_record: set[tuple[str, str | None]] = set()
 
     @property
     def policy(self) -> KeyPolicy:
@@ -291,53 +291,59 @@ class KeyService:
                 log.info("key schedule: %s", line)
         return done
 
-    def recover_records(self) -> list[SigningKey]:
-        """Record ``key.created`` (with ``"recovered": true``) for every stored key whose
-        creation the audit trail does not record: a process stopped (``kill -9``), or its
-        database refused the record, between writing the key and recording it, which
-        happen in that order and outside the key store's lock (the database's write lock
-        taken under the file store's lock stalled the processes that wait for the other
-        lock in the other order).
+    def recover_records(self) -> list[tuple[str, SigningKey]]:
+        """Record ``key.created`` for every stored key whose creation the audit trail does
+        not record, and ``key.retired`` for every retired one whose retirement it does not,
+        each with ``"recovered": true``: a process stopped (``kill -9``), or its database
+        refused the record, between changing the key and recording it, which happen in
+        that order and outside the key store's lock (the database's write lock taken under
+        the file store's lock stalled the processes that wait for the two locks in the
+        other order).
 
-        Only keys created within the audit retention (older ones' records are rightly
-        purged) and at least :data:`RECORD_WAIT` ago (a writer alive records its key
+        Only changes made within the audit retention (older ones' records are rightly
+        purged) and at least :data:`RECORD_WAIT` ago (a writer alive records its change
         sooner), both less the allowed clock difference between instances. Two processes
-        recovering the same key write one record: the audit store re-checks under a lock
+        recovering the same record write it once: the audit store re-checks under a lock
         of its own, never the key store's. Call it in a unit of work of its own, holding
         no key store lock; the key schedule, ``serve`` at start and the ``keys rotate`` and
         ``keys retire`` commands do.
 
-        :returns: the keys recorded now.
+        :returns: the actions recorded now, each with its key.
         """
         if self._audit is None:
             return []
         now = self._clock.now()
         oldest = now - self._audit.retention + self._clock_skew
         newest = now - RECORD_WAIT - self._clock_skew
-        unknown = [
-            k
-            for k in self._list()
-            if oldest <= k.created_at <= newest and k.kid not in self._on_record
-        ]
+        changes: dict[tuple[str, str | None], tuple[str, SigningKey]] = {}
+        for key in self._list():
+            if oldest <= key.created_at <= newest:
+                changes[("created", key.kid)] = ("key.created", key)
+            if key.retired_at is not None and oldest <= key.retired_at <= newest:
+                changes[("retired", key.kid)] = ("key.retired", key)
+        unknown = {r: change for r, change in changes.items() if r not in self._on_record}
         if not unknown:
             return []
-        recorded = self._audit.recorded_kids()
-        self._on_record.update(k.kid for k in unknown if k.kid in recorded)
-        missing = [k for k in unknown if k.kid not in recorded]
+        recorded = self._audit.key_records()
+        self._on_record.update(r for r in unknown if r in recorded)
+        missing = [change for r, change in unknown.items() if r not in recorded]
         if not missing:
             return []
         added = self._audit.record_keys_once(
-            "key.created",
-            [{"kid": k.kid, "signs_from": k.activate_at, "recovered": True} for k in missing],
+            [
+                (action, {"kid": k.kid, "signs_from": k.activate_at, "recovered": True})
+                for action, k in missing
+            ]
         )
-        kids = {e.detail["kid"] for e in added}
-        recovered = [k for k in missing if k.kid in kids]
-        for key in recovered:
+        written = {(e.action, e.detail["kid"]) for e in added}
+        recovered = [(action, k) for action, k in missing if (action, k.kid) in written]
+        for action, key in recovered:
             log.warning(
-                "signing key %s (published %s) had no audit record: recorded key.created "
-                "with recovered=true (its writer stopped before recording it)",
+                "signing key %s had no %s record: recorded it with recovered=true (the "
+                "process that %s it stopped before recording it)",
                 key.kid,
-                _iso(key.created_at),
+                action,
+                "retired" if action == "key.retired" else "created",
             )
         return recovered
 

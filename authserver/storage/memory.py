@@ -14,7 +14,8 @@ from contextlib import contextmanager
 
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
-from authserver.audit.store import KEY_CREATION_ACTIONS
+from authserver.audit.store import KEY_EVENTS
+from authserver.audit.store import key_record
 from authserver.clients.model import Client
 from authserver.clients.model import ClientId
 from authserver.clients.model import listing_order
@@ -174,14 +175,12 @@ class InMemoryAuditStore:
 
     def key_events(self) -> list[AuditEvent]:
         with self._lock:
-            return [copy.deepcopy(e) for e in self._events if e.action in KEY_CREATION_ACTIONS]
+            return [copy.deepcopy(e) for e in self._events if e.action in KEY_EVENTS]
 
     def add_key_events_once(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
         with self._lock:
-            recorded = {
-                e.detail.get("kid") for e in self._events if e.action in KEY_CREATION_ACTIONS
-            }
-            added = [e for e in events if e.detail.get("kid") not in recorded]
+            recorded = {key_record(e) for e in self._events if e.action in KEY_EVENTS}
+            added = [e for e in events if key_record(e) not in recorded]
             self._append(added)
             return added
 

@@ -7,7 +7,8 @@ moment it would record the key) left a key that signs with no trace in the audit
 and nothing ever recorded it. With the SQL key store they are one transaction: the same
 kill takes the key with it. ``KeyService.recover_records`` (the key schedule, ``serve``'s
 start, ``keys rotate`` and ``keys retire``) records such a key once it has been stored
-longer than a writer alive takes to record it, exactly once however many instances do it.
+longer than a writer alive takes to record it, exactly once however many instances do it;
+a retirement (``key.retired``) the same way.
 """
 
 from __future__ import annotations
@@ -85,10 +86,10 @@ def _kill_before_the_record(env: dict[str, str], *args: str) -> None:
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 
-def _key_records(env: dict[str, str]) -> list[dict[str, Any]]:
-    """The key creation records, through the CLI."""
+def _key_records(env: dict[str, str], *actions: str) -> list[dict[str, Any]]:
+    """The key creation records (or those of *actions*), through the CLI."""
     events = []
-    for action in ("key.created", "key.rotated"):
+    for action in actions or ("key.created", "key.rotated"):
         events += cli_json_here(env, "audit", "--action", action)["events"]
     return events
 
@@ -176,6 +177,36 @@ def test_a_key_without_a_record_is_recorded_once_by_the_schedule(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+def test_a_retirement_without_a_record_is_recorded_once(
+    db_url: str, env_for: Callable[..., dict[str, str]]
+) -> None:
+    """The emergency retire, killed when it would record it: the key is retired (and its
+    successor made) in the key directory, and neither is on record until the schedule
+    records both."""
+    env = env_for(db_url, AUTHSERVER_KEY_STORE="file")
+    cli_json_here(env, "keys", "rotate")
+    current = cli_json_here(env, "keys", "list")["keys"]
+    (victim,) = [k["kid"] for k in current if k["state"] == "current"]
+    _kill_before_the_record(env, "keys", "retire", victim)
+    listed = {k["kid"]: k for k in cli_json_here(env, "keys", "list")["keys"]}
+    assert listed[victim]["retired_at"] is not None
+    assert _key_records(env, "key.retired") == []
+    wait = RECORD_WAIT + Settings.from_env(env).key_retention_leeway
+    now = time.time()
+    instances = [_instance(env, now + wait + 1), _instance(env, now + wait + 2)]
+    try:
+        for svc in [*instances, *instances]:
+            run_once(svc)
+    finally:
+        for svc in instances:
+            svc.close()
+    retired = _key_records(env, "key.retired")
+    assert [(e["detail"]["kid"], e["detail"]["recovered"]) for e in retired] == [(victim, True)]
+    named = [e["detail"]["kid"] for e in _key_records(env)]
+    assert sorted(named) == sorted(_kids(env))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 @pytest.mark.parametrize("by", ["keys retire", "serve"])
 def test_a_command_or_a_start_records_a_key_whose_writer_was_killed(
     db_url: str, by: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
@@ -187,7 +218,7 @@ def test_a_command_or_a_start_records_a_key_whose_writer_was_killed(
     orphan = _orphan(env, db_url, "file")
     first = run_cli_here(env, "keys", "rotate")
     assert first.returncode == 0, first.stderr
-    assert "had no audit record" not in first.stderr  # too recent: its writer may be alive
+    assert "had no such record" not in first.stderr  # too recent: its writer may be alive
     assert [e for e in _key_records(env) if e["detail"]["kid"] == orphan] == []
     # As if RECORD_WAIT had passed: the key written that much earlier.
     meta_path = tmp_path / "keys" / f"{orphan}.json"
@@ -200,10 +231,10 @@ def test_a_command_or_a_start_records_a_key_whose_writer_was_killed(
             continue
         run = run_cli_here(env, "keys", "retire", orphan)
         if run.returncode == 0:
-            assert f"signing key {orphan}, which had no audit record" in run.stderr
+            assert f"recorded key.created for signing key {orphan}, which had no such" in run.stderr
         else:  # retired by the first run: the record is not written again
             assert "already retired" in run.stderr
-            assert "had no audit record" not in run.stderr
+            assert "had no such record" not in run.stderr
     records = [e for e in _key_records(env) if e["detail"]["kid"] == orphan]
     assert len(records) == 1, records
     assert records[0]["actor"] == ("cli" if by == "keys retire" else "system")

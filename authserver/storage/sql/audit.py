@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from authserver.audit.model import AuditEvent
 from authserver.audit.model import AuditQuery
-from authserver.audit.store import KEY_CREATION_ACTIONS
+from authserver.audit.store import KEY_EVENTS
+from authserver.audit.store import key_record
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import maps_storage_errors
@@ -42,7 +43,7 @@ class SqlAuditStore:
             self._db.connection().exec_driver_sql(sql, [_row(e) for e in events])
 
     def key_events(self) -> list[AuditEvent]:
-        stmt = select(AUDIT_EVENTS).where(AUDIT_EVENTS.c.action.in_(KEY_CREATION_ACTIONS))
+        stmt = select(AUDIT_EVENTS).where(AUDIT_EVENTS.c.action.in_(list(KEY_EVENTS)))
         return [_event(r) for r in self._db.connection().execute(stmt)]
 
     def add_key_events_once(self, events: Sequence[AuditEvent]) -> list[AuditEvent]:
@@ -51,8 +52,8 @@ class SqlAuditStore:
         # the read below is a statement after it, so it sees what a process that held it
         # before committed (READ COMMITTED; SQLite's write transaction starts here).
         bump_counter(conn, KEY_RECORDS_LOCK)
-        recorded = {e.detail.get("kid") for e in self.key_events()}
-        added = [e for e in events if e.detail.get("kid") not in recorded]
+        recorded = {key_record(e) for e in self.key_events()}
+        added = [e for e in events if key_record(e) not in recorded]
         self.add_many(added)
         return added
 

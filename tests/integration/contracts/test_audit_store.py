@@ -178,27 +178,34 @@ class AuditStoreContract:
         (got,) = harness.query()
         assert got.detail == {"changed": ["name"]}
 
-    def test_key_events_are_the_key_creation_records_only(self, harness: Harness) -> None:
+    def test_key_events_are_the_key_events_only(self, harness: Harness) -> None:
         harness.run(lambda s: s.add_many([event(n) for n in range(5)]))
         harness.add(
             key_event(10, "kid-a", action="key.created"),
             key_event(11, "kid-b", action="key.rotated"),
             key_event(12, "kid-a", action="key.retired"),
+            event(13, action="client.created"),
         )
         got = harness.run(lambda s: s.key_events())
         assert sorted((e.action, e.detail["kid"]) for e in got) == [
             ("key.created", "kid-a"),
+            ("key.retired", "kid-a"),
             ("key.rotated", "kid-b"),
         ]
         assert all(e.id is not None for e in got)
 
-    def test_add_key_events_once_adds_only_the_kids_not_on_record(self, harness: Harness) -> None:
+    def test_add_key_events_once_adds_only_what_is_not_on_record(self, harness: Harness) -> None:
         harness.add(key_event(1, "kid-a", action="key.rotated"), key_event(2, "kid-x"))
-        # A retirement names a kid, but records no creation.
+        # A retirement names a kid, but records no creation; a creation, no retirement.
         harness.add(key_event(3, "kid-c", action="key.retired"))
         wanted = [key_event(5, kid, recovered=True) for kid in ("kid-a", "kid-b", "kid-c")]
+        wanted += [key_event(6, kid, "key.retired", recovered=True) for kid in ("kid-a", "kid-c")]
         added = harness.run(lambda s: s.add_key_events_once(wanted))
-        assert [e.detail["kid"] for e in added] == ["kid-b", "kid-c"]
+        assert [(e.action, e.detail["kid"]) for e in added] == [
+            ("key.created", "kid-b"),
+            ("key.created", "kid-c"),
+            ("key.retired", "kid-a"),
+        ]
         assert harness.run(lambda s: s.add_key_events_once(wanted)) == []
         created = harness.query(action="key.created")
         assert sorted(e.detail["kid"] for e in created) == ["kid-b", "kid-c", "kid-x"]
@@ -206,6 +213,8 @@ class AuditStoreContract:
             wanted[2],
             wanted[1],
         ]
+        retired = harness.query(action="key.retired")
+        assert [without_id(e) for e in retired] == [wanted[3], key_event(3, "kid-c", "key.retired")]
 
 
 def key_event(n: int, kid: str, action: str = "key.created", **detail: Any) -> AuditEvent:
