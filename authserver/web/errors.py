@@ -52,14 +52,22 @@ _CODES = {
     429: "too_many_requests",
     431: "request_header_fields_too_large",
     451: "unavailable_for_legal_reasons",
+    # 5xx: the server's own failures are server_error (RFC 6749 §5.2); 503 is the code
+    # RFC 6749 §4.1.2.1 gives an unavailable server, as a database or key outage answers
+    # it; 501 is what the lean layer answers an unimplemented parameter.
+    501: "not_implemented",
+    503: "temporarily_unavailable",
 }
+
+#: How long a client should wait before retrying a 503 (RFC 9110 §10.2.3), whatever raised it.
+RETRY_AFTER = (("Retry-After", "5"),)
 
 
 def error_code(status: int) -> str:
     """The ``error`` of an HTTP error *status*: from :data:`_CODES`; any other 4xx is
-    ``invalid_request``. ``server_error`` is for 5xx only (RFC 6749 §5.2 and §4.1.2.1 give
-    it to the server's own failures): a client reading it would retry a request that can
-    never succeed."""
+    ``invalid_request``, any other 5xx ``server_error``. ``server_error`` is for 5xx only
+    (RFC 6749 §5.2 and §4.1.2.1 give it to the server's own failures): a client reading it
+    would retry a request that can never succeed."""
     if status in _CODES:
         return _CODES[status]
     return "invalid_request" if 400 <= status < 500 else "server_error"
@@ -113,7 +121,7 @@ def render_exception(exc: Exception) -> Rendered:
     the database or the signing keys are unavailable, else 500 (a :class:`StorageError`
     that is not :class:`StorageUnavailable` included: a storage bug). Used by the Flask
     app and by the lean WSGI layer alike, so every error body has one shape."""
-    retry = [("Retry-After", "5")]
+    retry = list(RETRY_AFTER)
     if isinstance(exc, StorageUnavailable):
         # Its message (storage/sql/engine.explain_error) says which database, password
         # masked, and why in known words; the driver's own text, which can carry the
@@ -151,6 +159,9 @@ def register(app: Flask) -> None:
             413: "the request body is too large",
         }.get(status, exc.name)
         response = error_response(status, error_code(status), description)
+        if status == 503:
+            for name, value in RETRY_AFTER:
+                response.headers[name] = value
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:
             # In order, as the lean layer lists them (Werkzeug's order is a set's).

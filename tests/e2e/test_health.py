@@ -125,6 +125,38 @@ def test_every_4xx_werkzeug_raises_has_a_client_error_code(app: Any) -> None:
     assert codes[431] == "request_header_fields_too_large"
 
 
+@db_independent
+def test_every_5xx_werkzeug_raises_answers_as_the_rest_of_the_product(app: Any) -> None:
+    """A 5xx Werkzeug raises on a Flask route (admin API, health, metrics) says what the
+    product's other answers say for that status: 503 is ``temporarily_unavailable`` with
+    the ``Retry-After`` of a database or key outage's 503, 501 is ``not_implemented`` as
+    the lean layer answers it; any other 5xx is ``server_error``."""
+    from werkzeug.exceptions import abort
+    from werkzeug.exceptions import default_exceptions
+
+    from authserver.web.errors import RETRY_AFTER
+
+    def fail(code: int) -> None:
+        abort(code)
+
+    app.add_url_rule("/test-abort/<int:code>", view_func=fail)
+    http = app.test_client()
+    server_errors = sorted(code for code in default_exceptions if code >= 500)
+    assert {500, 501, 502, 503, 504, 505} <= set(server_errors)
+    for status in server_errors:
+        response = http.get(f"/test-abort/{status}")
+        body = assert_json_error(response, status)
+        assert response.headers["Cache-Control"] == "no-store"
+        if status == 503:
+            assert body["error"] == "temporarily_unavailable"
+            assert response.headers.get("Retry-After") == dict(RETRY_AFTER)["Retry-After"]
+        elif status == 501:
+            assert body["error"] == "not_implemented"
+        else:
+            assert body["error"] == "server_error", status
+            assert "Retry-After" not in response.headers
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
     db_url: str, tmp_path: Path
