@@ -71,6 +71,13 @@ def parse_duration(raw: str) -> int:
 #: The forms :func:`parse_since` reads, for error messages and help.
 SINCE_FORMS = "a date (2026-11-23, 2026-11-23T10:00:00Z) or a duration ago (1h, 7d)"
 _SINCE_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d")
+#: Exactly what :func:`parse_since` reads, before it reads it: ASCII digits, no spaces, a
+#: date's fields at full width. strptime and :func:`parse_duration` alone would take
+#: ``" 1h"``, ``"1 h"`` and ``"2026-1-5"``, which nobody sends on purpose; the CLI's other
+#: audit options (``--limit``, ``--before``) refuse surrounding spaces too.
+SINCE_PATTERN = re.compile(
+    r"[0-9]+[smhd]?|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z?)?"
+)
 
 
 class SinceOutOfRange(ValueError):
@@ -85,6 +92,8 @@ def parse_since(raw: str, now: float) -> float:
     One reading for ``authserver audit --since`` and ``GET /admin/audit?since=``, kept here
     beside durations so the web layer need not import the CLI. Raises ``ValueError``:
     :class:`SinceOutOfRange` for a duration beyond :data:`MAX_DURATION`."""
+    if SINCE_PATTERN.fullmatch(raw) is None:
+        raise ValueError(f"expected {SINCE_FORMS}")
     for fmt in _SINCE_FORMATS:
         try:
             return float(calendar.timegm(time.strptime(raw, fmt)))

@@ -35,6 +35,7 @@ from authserver.oauth.requests import is_encoded
 from authserver.profiles.base import field_list
 from authserver.records import UnreadableRecord
 from authserver.settings import SINCE_FORMS
+from authserver.settings import SINCE_PATTERN as PARSE_SINCE_PATTERN
 from authserver.settings import SinceOutOfRange
 from authserver.settings import parse_since
 from authserver.tokens.statuslist import revocable_sub
@@ -400,22 +401,18 @@ def revoke_tokens() -> Response:
     return _json({"sub": sub, "client_id": client_id, "revoked": revoked})
 
 
-#: What ``since`` may be, exactly the OpenAPI document's pattern: POSIX seconds, a
-#: duration ago, a UTC date or time. float() also read "1e3", "1_000", " 5" and other
-#: scripts' digits ("\uff15") as POSIX seconds, and parse_since spaces around a duration,
-#: none of which the document allows (as ``limit`` takes ASCII digits only).
+#: What ``since`` may be, exactly the OpenAPI document's pattern: POSIX seconds (the
+#: API's own form, what a program computes) or what :func:`parse_since` reads, as
+#: ``authserver audit --since`` does. float() also read "1e3", "1_000", " 5" and other
+#: scripts' digits ("\uff15") as POSIX seconds, none of which the document allows (as
+#: ``limit`` takes ASCII digits only).
 POSIX_SECONDS = re.compile(r"-?[0-9]+(\.[0-9]+)?")
-SINCE_PATTERN = re.compile(
-    POSIX_SECONDS.pattern
-    + r"|[0-9]+[smhd]|[0-9]{4}-[0-9]{2}-[0-9]{2}(T[0-9]{2}:[0-9]{2}:[0-9]{2}Z?)?"
-)
+SINCE_PATTERN = re.compile(POSIX_SECONDS.pattern + "|" + PARSE_SINCE_PATTERN.pattern)
 
 
 def _audit_since(raw: str, name: str = "since") -> float:
-    """POSIX seconds, the API's own form (what a program computes), or what
-    ``authserver audit --since`` (``--until``) takes: a date, or a duration ago."""
-    if SINCE_PATTERN.fullmatch(raw) is None:
-        raise InvalidInput(f"{name} must be POSIX seconds, {SINCE_FORMS}")
+    """POSIX seconds, or what ``authserver audit --since`` (``--until``) takes, read by the
+    same :func:`parse_since`, so the CLI and the API refuse the same values."""
     if POSIX_SECONDS.fullmatch(raw) is None:
         try:
             return parse_since(raw, services().clock.now())

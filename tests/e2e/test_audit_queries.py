@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import requests
 
+from authserver.settings import SINCE_FORMS
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
+from tests.helpers import run_cli_here
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -93,3 +95,44 @@ def test_the_cli_and_the_admin_api_answer_every_filter_and_page_alike(
         refused = requests.get(f"{server.base_url}/admin/audit?before=x", headers=AUTH, timeout=10)
         assert refused.status_code == 400
         assert refused.json()["error_description"] == "before must be the id of an audit event"
+
+
+def test_the_cli_and_the_admin_api_refuse_the_same_since_and_until(
+    env_for: Callable[..., dict[str, str]], db_url: str
+) -> None:
+    """One parser (settings.parse_since) decides for both: the CLI read " 1h", "1h ",
+    "1 h" and "2026-1-5" (a date's fields short) while the API refused them. A value with
+    spaces around it is refused as ``audit --limit " 5"`` is, not trimmed."""
+    env = env_for(db_url, AUTHSERVER_ADMIN_TOKEN=ADMIN_TOKEN)
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess's own base URL
+    cli_json_here(env, "clients", "create", "--name", "a")
+    refused = [" 1h", "1h ", "1 h", "\t1h", "1h\n", " 2026-11-23", "2026-1-5", "2026-11-23T1:2:3"]
+    with ServerProcess(env) as server:
+        for value in refused:
+            for name in ("since", "until"):
+                response = requests.get(
+                    f"{server.base_url}/admin/audit",
+                    params={name: value},
+                    headers=AUTH,
+                    timeout=10,
+                )
+                assert response.status_code == 400, (name, value, response.text)
+                assert response.json()["error_description"] == (
+                    f"{name} must be POSIX seconds, {SINCE_FORMS}"
+                )
+                result = run_cli_here(env, "audit", f"--{name}", value)
+                assert result.returncode == 1, (name, value, result.stdout)
+                assert result.stdout == ""
+                assert result.stderr.splitlines() == [
+                    f"authserver: error: --{name}: expected {SINCE_FORMS}"
+                ], (name, value)
+        # What both take, they read alike.
+        for value in ("1h", "2000-01-01", "2000-01-01T00:00:00Z"):
+            answered = requests.get(
+                f"{server.base_url}/admin/audit", params={"since": value}, headers=AUTH, timeout=10
+            )
+            assert answered.status_code == 200, (value, answered.text)
+            assert len(answered.json()["events"]) == 2, value  # the key and the client
+            assert (
+                answered.json()["events"] == cli_json_here(env, "audit", "--since", value)["events"]
+            ), value

@@ -824,7 +824,7 @@ def test_parse_since_reads_a_utc_date_or_a_duration_ago() -> None:
     assert parse_since("2026-11-23T10:00:00", now) == 1_795_392_000.0 + 36_000
     assert parse_since("1h", now) == now - 3600
     assert parse_since("7d", now) == now - 7 * 86400
-    for bad in ("yesterday", "2026-13-01", "", "1w"):
+    for bad in ("yesterday", "2026-13-01", "", "1w", " 1h", "1h ", "1 h", "2026-1-5"):
         with pytest.raises(ValueError, match=r"^expected a date \(2026-11-23"):
             parse_since(bad, now)
     # A duration in the right form but too long is told as such, not as a wrong form.
