@@ -18,6 +18,7 @@ from authserver.clock import Clock
 from authserver.clock import SystemClock
 from authserver.errors import ConfigError
 from authserver.keys.model import KeyState
+from authserver.keys.model import SigningKey
 from authserver.keys.plan import KeyPolicy
 from authserver.keys.ring import KeyRing
 from authserver.keys.service import KeyService
@@ -73,6 +74,16 @@ class Services:
     def unit_of_work(self) -> AbstractContextManager[None]:
         """One transaction: commit at the end, roll back on error."""
         return self.db.unit_of_work()
+
+    def recover_key_records(self) -> list[tuple[str, SigningKey]]:
+        """The audit records of keys whose writer stopped before recording them
+        (:meth:`KeyService.recover_records`): what ``keys rotate``/``keys retire`` and
+        ``POST /admin/keys/rotate``/``…/retire`` do before their own change, and the key
+        schedule and serve's start. In a unit of work of its own, even inside another (an
+        admin request's): committed before the caller's change takes the key store's
+        lock, never under it (keys/service.py)."""
+        with self.db.lazy_unit_of_work():
+            return self.keys.recover_records()
 
     def close(self) -> None:
         if self.changes is not None:

@@ -52,8 +52,7 @@ def run_once(services: Services) -> list[str]:
         with services.unit_of_work():
             services.status_lists.reconcile()
         # Its own unit of work, with no key store lock held (keys/service.py).
-        with services.unit_of_work():
-            services.keys.recover_records()
+        services.recover_key_records()
         return done
 
 

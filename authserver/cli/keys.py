@@ -144,11 +144,11 @@ def retire(kid: str, as_json: bool) -> None:
 def _recover_records(svc: Services) -> None:
     """Before the command's own change, in units of work of their own (never under the key
     store's lock): the audit records of keys whose writer stopped before recording them
-    (keys/service.py, recover_records), each said in one line on stderr."""
+    (Services.recover_key_records, as the admin API's rotate and retire), each said in one
+    line on stderr."""
     with svc.unit_of_work():
         check_key_store(svc)
-    with svc.unit_of_work():
-        recovered = svc.keys.recover_records()
+    recovered = svc.recover_key_records()
     for action, key in recovered:
         click.echo(
             f"recorded {action} for signing key {key.kid}, which had no such record", err=True

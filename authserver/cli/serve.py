@@ -115,8 +115,7 @@ def prepare(settings: Settings) -> None:
         with svc.unit_of_work():
             # Logs the key it creates, if any (keys.service): one line, not two.
             svc.keys.ensure_current()
-        with svc.unit_of_work():
-            svc.keys.recover_records()
+        svc.recover_key_records()
         with svc.unit_of_work():
             # Parsed here, once: the workers forked from this process find the keys that
             # sign already parsed (keys/crypto.load_private) instead of each parsing them.

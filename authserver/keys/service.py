@@ -305,8 +305,9 @@ class KeyService:
         sooner), both less the allowed clock difference between instances. Two processes
         recovering the same record write it once: the audit store re-checks under a lock
         of its own, never the key store's. Call it in a unit of work of its own, holding
-        no key store lock; the key schedule, ``serve`` at start and the ``keys rotate`` and
-        ``keys retire`` commands do.
+        no key store lock, as ``Services.recover_key_records`` does for the key schedule,
+        ``serve`` at start, the ``keys rotate`` and ``keys retire`` commands and the admin
+        API's key rotate and retire.
 
         :returns: the actions recorded now, each with its key.
         """

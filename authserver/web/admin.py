@@ -370,6 +370,8 @@ def list_keys() -> Response:
 
 @bp.post("/keys/rotate")
 def rotate_keys() -> Response:
+    # As keys rotate does, before the change (its own transaction, not this request's).
+    services().recover_key_records()
     keys = services().keys
     keys.ensure_current()
     result = keys.rotate()
@@ -381,6 +383,8 @@ def rotate_keys() -> Response:
 
 @bp.post("/keys/<kid>/retire")
 def retire_key(kid: str) -> Response:
+    # As keys retire does, before the change (its own transaction, not this request's).
+    services().recover_key_records()
     keys = services().keys
     keys.retire(kid)
     return _json(key_change_json(keys.views(), kid))

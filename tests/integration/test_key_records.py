@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import text
 
 from authserver import container
@@ -34,6 +35,7 @@ from authserver.container import Services
 from authserver.keys.service import RECORD_WAIT
 from authserver.scheduler import run_once
 from authserver.settings import Settings
+from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 from tests.helpers import run_cli_here
 
@@ -239,3 +241,48 @@ def test_a_command_or_a_start_records_a_key_whose_writer_was_killed(
     assert len(records) == 1, records
     assert records[0]["actor"] == ("cli" if by == "keys retire" else "system")
     assert records[0]["detail"]["recovered"] is True
+
+
+ADMIN_TOKEN = "key-records-admin-token-5d0c8a7e39b14f26"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+@pytest.mark.parametrize("route", ["rotate", "retire"])
+def test_the_admin_api_records_a_key_whose_writer_was_killed_as_the_cli_does(
+    db_url: str, route: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """POST /admin/keys/rotate and /admin/keys/{kid}/retire record, before their own change,
+    a key older than the wait whose writer died before recording it, as keys rotate and
+    keys retire do (the same service method): once, however often they are called. The key
+    schedule is off, and the key is aged after serve's start, so only the route can have
+    recorded it."""
+    env = env_for(
+        db_url,
+        AUTHSERVER_KEY_STORE="file",
+        AUTHSERVER_KEY_RETENTION_LEEWAY="0",
+        AUTHSERVER_ADMIN_TOKEN=ADMIN_TOKEN,
+        AUTHSERVER_SCHEDULER="false",
+    )
+    env.pop("AUTHSERVER_ISSUER")  # ServerProcess's own base URL
+    orphan = _orphan(env, db_url, "file")
+    auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    with ServerProcess(env) as server:
+        assert [e for e in _key_records(env) if e["detail"]["kid"] == orphan] == []
+        # As if RECORD_WAIT had passed: the key written that much earlier.
+        meta_path = tmp_path / "keys" / f"{orphan}.json"
+        meta = json.loads(meta_path.read_text())
+        meta["created_at"] -= RECORD_WAIT + 1
+        meta_path.write_text(json.dumps(meta))
+        path = "/admin/keys/rotate" if route == "rotate" else f"/admin/keys/{orphan}/retire"
+        answers = [
+            requests.post(server.base_url + path, headers=auth, timeout=30).status_code
+            for _ in range(2)
+        ]
+    # The second retire is refused (already retired); the second rotate finds one scheduled.
+    assert answers == ([201, 200] if route == "rotate" else [200, 409]), answers
+    records = [e for e in _key_records(env) if e["detail"]["kid"] == orphan]
+    assert len(records) == 1, records
+    assert records[0]["actor"] == "admin-api"
+    assert records[0]["detail"]["recovered"] is True
+    named = [e["detail"]["kid"] for e in _key_records(env)]
+    assert sorted(named) == sorted(_kids(env))
