@@ -128,6 +128,18 @@ def _instance(env: dict[str, str], at: float) -> Services:
     return container.build(Settings.from_env(env), clock=FixedClock(at))
 
 
+def _two_schedules_twice(env: dict[str, str], after: float) -> None:
+    """Two instances' key schedules, each run twice, with clocks just past *after*: what
+    several instances reconciling at once would do."""
+    instances = [_instance(env, after + 1), _instance(env, after + 2)]
+    try:
+        for svc in [*instances, *instances]:
+            run_once(svc)
+    finally:
+        for svc in instances:
+            svc.close()
+
+
 @stores
 def test_a_key_without_a_record_is_recorded_once_by_the_schedule(
     db_url: str, key_store: str, env_for: Callable[..., dict[str, str]]
@@ -157,13 +169,7 @@ def test_a_key_without_a_record_is_recorded_once_by_the_schedule(
     assert [e for e in _key_records(env) if e["detail"]["kid"] == orphan] == []
 
     # Two instances' schedules, then each again: one record.
-    instances = [_instance(env, now + wait + 1), _instance(env, now + wait + 2)]
-    try:
-        for svc in [*instances, *instances]:
-            run_once(svc)
-    finally:
-        for svc in instances:
-            svc.close()
+    _two_schedules_twice(env, now + wait)
     records = [e for e in _key_records(env) if e["detail"]["kid"] == orphan]
     assert len(records) == 1, records
     (record,) = records
@@ -195,13 +201,7 @@ def test_a_retirement_without_a_record_is_recorded_once(
     assert _key_records(env, "key.retired") == []
     wait = RECORD_WAIT + Settings.from_env(env).key_retention_leeway
     now = time.time()
-    instances = [_instance(env, now + wait + 1), _instance(env, now + wait + 2)]
-    try:
-        for svc in [*instances, *instances]:
-            run_once(svc)
-    finally:
-        for svc in instances:
-            svc.close()
+    _two_schedules_twice(env, now + wait)
     retired = _key_records(env, "key.retired")
     assert [(e["detail"]["kid"], e["detail"]["recovered"]) for e in retired] == [(victim, True)]
     named = [e["detail"]["kid"] for e in _key_records(env)]
