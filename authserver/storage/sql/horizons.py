@@ -14,6 +14,8 @@ a reader that finds a record missing because it was deleted finds the raised hor
 
 from __future__ import annotations
 
+import threading
+
 from sqlalchemy import Connection
 from sqlalchemy import ScalarSelect
 from sqlalchemy import Table
@@ -55,3 +57,25 @@ def purge_expired(conn: Connection, table: Table, name: str, before: float) -> i
 def horizon_of(name: str) -> ScalarSelect[float]:
     """The horizon of *name* as a scalar subquery (NULL before anything was forgotten)."""
     return select(PURGE_HORIZONS.c.horizon).where(PURGE_HORIZONS.c.name == name).scalar_subquery()
+
+
+class SeenHorizon:
+    """The highest horizon of one kind this process has read. It only rises, so an ``exp``
+    at or before :attr:`value` counts as expired without a query; a read of the stored
+    horizon is passed to :meth:`see`."""
+
+    def __init__(self) -> None:
+        self._value = 0.0
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> float:
+        return self._value
+
+    def see(self, stored: float | None) -> float:
+        """Take a read of the stored horizon (``None`` before anything was forgotten);
+        returns the highest seen."""
+        with self._lock:
+            if stored is not None and stored > self._value:
+                self._value = float(stored)
+            return self._value

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from sqlalchemy import bindparam
 from sqlalchemy import select
 
@@ -11,6 +9,7 @@ from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import insert_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import unbounded_statements
+from authserver.storage.sql.horizons import SeenHorizon
 from authserver.storage.sql.horizons import horizon_of
 from authserver.storage.sql.horizons import purge_expired
 from authserver.storage.sql.tables import REVOKED_TOKENS
@@ -38,19 +37,10 @@ _HORIZON = select(horizon_of(HORIZON))
 class SqlRevocationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        # The highest horizon read, per process: it only rises, so what expires at or
-        # before it is refused without a query.
-        self._horizon = 0.0
-        self._horizon_lock = threading.Lock()
+        self._horizon = SeenHorizon()
 
     def horizon(self) -> float:
-        return self._horizon
-
-    def _seen(self, horizon: float | None) -> float:
-        with self._horizon_lock:
-            if horizon is not None and horizon > self._horizon:
-                self._horizon = float(horizon)
-            return self._horizon
+        return self._horizon.value
 
     def revoke(self, jti: str, client_id: str, expires_at: float, now: float) -> None:
         # A second revocation of the same jti (concurrent or later) changes nothing.
@@ -61,11 +51,10 @@ class SqlRevocationStore:
         )
 
     def is_revoked(self, jti: str, expires_at: float | None = None) -> bool:
-        conn = self._db.connection()
-        if expires_at is not None and expires_at <= self._horizon:
+        if expires_at is not None and expires_at <= self._horizon.value:
             return True
-        found, horizon = conn.execute(_REVOKED_AND_HORIZON, {"jti": jti}).one()
-        horizon = self._seen(horizon)
+        found, stored = self._db.connection().execute(_REVOKED_AND_HORIZON, {"jti": jti}).one()
+        horizon = self._horizon.see(stored)
         return found is not None or (expires_at is not None and expires_at <= horizon)
 
     def use_assertion(self, client_id: str, jti: str, expires_at: float) -> bool:
@@ -74,7 +63,7 @@ class SqlRevocationStore:
         # afterwards (a refused scope, a rollback). And on SQLite the request transaction
         # then holds no write lock when the token is issued, so the status list's block
         # lease (its own transaction too) does not wait on it until "database is locked".
-        if expires_at <= self._horizon:
+        if expires_at <= self._horizon.value:
             return False
         with self._db.engine.begin() as conn:
             first = insert_or_ignore(
@@ -86,8 +75,7 @@ class SqlRevocationStore:
                 return False
             # Read after the insert: if it succeeded because a purge had deleted an
             # earlier use, that purge committed first, and its raised horizon with it.
-            horizon = self._seen(conn.scalar(_HORIZON))
-            return expires_at > horizon
+            return expires_at > self._horizon.see(conn.scalar(_HORIZON))
 
     def purge(self, now: float) -> int:
         conn = self._db.connection()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -18,6 +17,7 @@ from authserver.storage.sql.engine import bump_counter
 from authserver.storage.sql.engine import insert_many_or_ignore
 from authserver.storage.sql.engine import maps_storage_errors
 from authserver.storage.sql.engine import unbounded_statements
+from authserver.storage.sql.horizons import SeenHorizon
 from authserver.storage.sql.horizons import purge_expired
 from authserver.storage.sql.horizons import raise_horizon
 from authserver.storage.sql.tables import AUDIT_EVENTS
@@ -41,10 +41,7 @@ HORIZON = "status"
 class SqlStatusListStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        # The highest horizon read, per process: it only rises, so what expires at or
-        # before it counts as revoked without a query.
-        self._horizon = 0.0
-        self._horizon_lock = threading.Lock()
+        self._horizon = SeenHorizon()
 
     def lease_block(
         self, now: float, hold_until: float, release: tuple[Block, float] | None
@@ -148,7 +145,7 @@ class SqlStatusListStore:
             return [int(i) for i in self._db.connection().scalars(stmt)]
 
     def is_revoked(self, list_id: int, idx: int, expires_at: float | None = None) -> bool:
-        if expires_at is not None and expires_at <= self._horizon:
+        if expires_at is not None and expires_at <= self._horizon.value:
             return True
         # The bit and the horizon in one statement, one snapshot: a purge or a new lease
         # clears the one and raises the other in one commit.
@@ -159,11 +156,8 @@ class SqlStatusListStore:
             idx,
             HORIZON,
         )
-        found, horizon = row if row is not None else (None, None)
-        with self._horizon_lock:
-            if horizon is not None and horizon > self._horizon:
-                self._horizon = float(horizon)
-            horizon = self._horizon
+        found, stored = row if row is not None else (None, None)
+        horizon = self._horizon.see(stored)
         return found is not None or (expires_at is not None and expires_at <= horizon)
 
     def list_ids(self) -> list[int]:
