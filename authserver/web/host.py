@@ -74,7 +74,12 @@ def _one_host(host: str) -> bool:
     :data:`_MAX_PORT`: the same rule for the ``Host`` line and for what a trusted proxy
     forwards (a forwarded port of 99999 was refused, a ``Host`` line's served)."""
     match = _HOST.fullmatch(host)
-    return match is not None and int(match.group(1) or 0) <= _MAX_PORT
+    return match is not None and _port_number(match.group(1) or "0")
+
+
+def _port_number(text: str) -> bool:
+    """*text* is a TCP port number: ASCII digits, at most :data:`_MAX_PORT`."""
+    return text.isascii() and text.isdigit() and int(text) <= _MAX_PORT
 
 
 def _unused(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -123,7 +128,7 @@ class RequireHost:
         port = str(seen.get("SERVER_PORT", ""))
         return (
             seen.get("wsgi.url_scheme") in ("http", "https")
-            and (not port or (port.isascii() and port.isdigit() and int(port) <= _MAX_PORT))
+            and (not port or _port_number(port))
             and _PREFIX.fullmatch(str(seen.get("SCRIPT_NAME", ""))) is not None
         )
 
