@@ -171,6 +171,12 @@ class Document:
         return not ranges or ranges.quality(self.content_type) > 0
 
 
+def allow_header(methods: Iterable[str]) -> str:
+    """The ``Allow`` of an endpoint answering *methods*: those and ``OPTIONS``, in
+    alphabetical order, as every 405 and ``OPTIONS`` answer of both layers lists them."""
+    return ", ".join(sorted({*methods, "OPTIONS"}))
+
+
 def _unimplemented(environ: dict[str, Any], unimplemented: dict[str, str]) -> _Answer | None:
     """501 when the query names a parameter of *unimplemented* (RFC 9110 §15.6.2: "the
     server does not support the functionality required to fulfill the request"), else
@@ -297,10 +303,10 @@ class OAuthWSGI:
         elif method == "OPTIONS":
             # No CORS preflight answer: the credentialed endpoints are for backends
             # (RFC 9700 §2.6) and the documents need none (a simple GET).
-            allow = ", ".join(sorted({*allowed, "OPTIONS"}))
+            allow = allow_header(allowed)
             status, headers, body, refusal = 200, [("Allow", allow)], b"", None
         else:
-            allow = ", ".join(sorted({*allowed, "OPTIONS"}))
+            allow = allow_header(allowed)
             # The OAuth endpoints answer in RFC 6749 §5.2's codes (a request in the wrong
             # method is a malformed request); the documents in the generic HTTP one.
             code = "invalid_request" if endpoint is not None else "method_not_allowed"

@@ -25,6 +25,7 @@ from authserver.oauth.events import TokenIssued
 from authserver.oauth.events import TokenRevoked
 from authserver.oauth.server import AuthServerAuthorizationServer
 from authserver.oauth.wsgi import OAuthWSGI
+from authserver.oauth.wsgi import allow_header
 from authserver.settings import Settings
 from authserver.web import accesslog
 from authserver.web import admin
@@ -174,7 +175,7 @@ class _Flask(Flask):
         allowed = adapter.allowed_methods() if adapter is not None else []
         response = self.response_class(status=200)
         del response.headers["Content-Type"]
-        response.headers["Allow"] = ", ".join(sorted({*allowed, "OPTIONS"}))
+        response.headers["Allow"] = allow_header(allowed)
         return response
 
 

@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
+from authserver.oauth.wsgi import allow_header
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +166,7 @@ def register(app: Flask) -> None:
         allowed = getattr(exc, "valid_methods", None)
         if status == 405 and allowed:
             # In order, as the lean layer lists them (Werkzeug's order is a set's).
-            response.headers["Allow"] = ", ".join(sorted({*allowed, "OPTIONS"}))
+            response.headers["Allow"] = allow_header(allowed)
         return response
 
     @app.errorhandler(Exception)
