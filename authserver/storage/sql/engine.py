@@ -79,8 +79,8 @@ POSTGRES_LOCK_TIMEOUT_S = 5
 #: wait is still reported as one, and below the bundled nginx's 15 s ``proxy_read_timeout``
 #: (deploy/nginx.conf), so the 503 reaches it and it can try the other instance instead of
 #: answering 504 itself. The work that may rightly run long lifts it for its own transaction
-#: (:func:`unbounded_statements`): migrations, ``db copy``, purges, the deliberate lock
-#: waits (:func:`lock_wait`).
+#: (:func:`unbounded_statements`): migrations, ``db copy``, purges, the revocation of
+#: every live token of a user or a client, the deliberate lock waits (:func:`lock_wait`).
 POSTGRES_STATEMENT_TIMEOUT_S = 10
 
 #: The drivers built on libpq, which understand those parameters.
@@ -627,7 +627,8 @@ def unbounded_statements(conn: Connection) -> None:
     """On PostgreSQL, lift the statement timeout for the rest of *conn*'s transaction
     (``SET LOCAL``: it ends with the transaction, so a pooled connection and a PgBouncer
     server connection keep their bound for the next one): for the work that may rightly
-    run long (migrations, ``db copy``, purges), never a request's. Lock waits keep their
+    run long (migrations, ``db copy``, purges, revoking every live token of a user or a
+    client), never a request's. Lock waits keep their
     bound. Nothing on SQLite, which has no statement timeout."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT set_config('statement_timeout', '0', true)"))
