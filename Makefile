@@ -15,12 +15,12 @@ test-fast: ## the fast subset: SQLite only, no test that starts a process
 	$(BIN)/pytest -m "not slow and not postgres"
 
 lint: ## ruff check and format check
-	$(BIN)/ruff check authserver tests migrations examples
-	$(BIN)/ruff format --check authserver tests migrations examples
+	$(BIN)/ruff check authserver tests migrations examples verifiers
+	$(BIN)/ruff format --check authserver tests migrations examples verifiers
 
 fmt: ## format the code
-	$(BIN)/ruff check --fix authserver tests migrations
-	$(BIN)/ruff format authserver tests migrations
+	$(BIN)/ruff check --fix authserver tests migrations examples verifiers
+	$(BIN)/ruff format authserver tests migrations examples verifiers
 
 typecheck: ## mypy --strict on the package
 	$(BIN)/mypy
