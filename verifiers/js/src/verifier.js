@@ -315,7 +315,14 @@ export function createVerifier(options = {}) {
     async fetchToken(uri, etag) {
       checkedUrl(uri, secureOnly, 'status_list.uri');
       const headers = etag ? { 'if-none-match': etag } : {};
-      const response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE, headers });
+      let response;
+      try {
+        response = await http(uri, { accept: STATUS_LIST_MEDIA_TYPE, headers });
+      } catch (err) {
+        // undici's own message is "fetch failed": the cause (ECONNREFUSED, timed out)
+        // is what an operator reading the reason needs, as for the JWKS.
+        throw new Error(describe(err), { cause: err });
+      }
       if (response.status === 304 && etag) return { notModified: true };
       if (response.status !== 200) throw new Error(`HTTP ${response.status}`);
       // draft-ietf-oauth-status-list §8.1: the list comes as application/statuslist+jwt

@@ -352,3 +352,21 @@ test('a private key in the key set is skipped: unknown_kid for its kid, the othe
     issuer.state.keys = saved;
   }
 });
+
+test('a list whose connection drops: the reason names the cause, not "fetch failed"', async () => {
+  // undici rejects with "fetch failed" and the socket error as its cause: the message the
+  // verifier gave was that alone, where the JWKS path names the cause.
+  setList('reset', { statuses: [0] });
+  const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+  const token = await issuer.token({ list: 'reset', idx: 0 });
+  issuer.state.reset = true;
+  try {
+    const err = await verifier.verify(token).catch((e) => e);
+    assert.ok(err instanceof InvalidTokenError);
+    assert.equal(err.reason, 'status_unavailable');
+    assert.match(err.message, /UND_ERR_SOCKET|other side closed|ECONNRESET/);
+    assert.doesNotMatch(err.message, /fetch failed/);
+  } finally {
+    issuer.state.reset = false;
+  }
+});

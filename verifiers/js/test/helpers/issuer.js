@@ -84,6 +84,11 @@ export async function startIssuer() {
       // An issuer that accepts connections and does not answer in time.
       await new Promise((resolve) => setTimeout(resolve, state.hang));
     }
+    if (state.reset && req.url.startsWith('/statuslists/')) {
+      // The connection dropped without an answer (a proxy restarting, a crashed worker).
+      req.socket.destroy();
+      return;
+    }
     if (state.down && req.url.startsWith('/statuslists/')) {
       res.writeHead(503).end();
       return;
