@@ -78,13 +78,13 @@ class _Lookups:
 
     A host whose name servers never answer (a hostile client controls its own domain)
     holds its lookup's thread for as long as the system resolver keeps trying, which can
-    outlast the deadline several times over. The lookups used to share a pool of four
-    threads: a few such hosts, asked again at each refetch, held all four, and every
-    other client's lookup waited in the queue behind them until its own deadline, so
-    their key sets could not be fetched at all. Now each host has its own thread while
-    its lookup runs, and a host asked again while its lookup still hangs waits for that
-    one instead of starting another: one silent host holds one thread, whatever the rate
-    of fetches, and holds back no other host."""
+    outlast the deadline several times over. A shared pool of lookup threads would let a
+    few such hosts, asked again at each refetch, hold every thread, and every other
+    client's lookup would wait behind them until its own deadline, its key set never
+    fetched. So each host has its own thread while its lookup runs, and a host asked
+    again while its lookup still hangs waits for that one instead of starting another:
+    one silent host holds one thread, whatever the rate of fetches, and holds back no
+    other host."""
 
     def __init__(self, resolve: Callable[..., list[Any]]) -> None:
         self._resolve = resolve
