@@ -333,32 +333,37 @@ def _load_private_once(pem: bytes, passphrase: str | None, kid: str) -> RSAKey:
     return _PARSED[args]
 
 
-# -- the fast subset: ``pytest -m "not slow"`` ---------------------------------------------
+# -- the fast subset: ``pytest -m "not slow and not postgres"`` ---------------------------
 #: Names that start a process: a test that reaches one of them, directly or through a
 #: function or fixture of its own module, is marked ``slow`` at collection.
 _PROCESS_NAMES = frozenset(
     {"ServerProcess", "run_cli", "cli_json", "subprocess", "Popen", "run_demo"}
 )
-_process_tests: dict[str, frozenset[str]] = {}
+#: Names that reach PostgreSQL whatever the test's parameters: a test that reaches one of
+#: them the same way is marked ``postgres`` (the PostgreSQL-only tests, which the database
+#: parameter does not tell apart).
+_POSTGRES_NAMES = frozenset({"require_postgres", "fresh_pg_schema"})
+_reaching: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
 
 
-def _functions_starting_processes(path: Path) -> frozenset[str]:
-    """The functions of the module at *path* that start a process, transitively within
+def _functions_reaching(path: Path, names: frozenset[str]) -> frozenset[str]:
+    """The functions of the module at *path* that use one of *names*, transitively within
     the module (its helpers, its fixtures by parameter name)."""
-    if str(path) not in _process_tests:
+    key = (str(path), names)
+    if key not in _reaching:
         tree = ast.parse(path.read_text())
         functions = {
             node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
         }
         uses = {name: _names_used(node) for name, node in functions.items()}
-        starting = {name for name, used in uses.items() if used & _PROCESS_NAMES}
-        while True:  # callers of starters start processes too
-            more = {name for name, used in uses.items() if used & starting} - starting
+        reaching = {name for name, used in uses.items() if used & names}
+        while True:  # callers of those reach them too
+            more = {name for name, used in uses.items() if used & reaching} - reaching
             if not more:
                 break
-            starting |= more
-        _process_tests[str(path)] = frozenset(starting)
-    return _process_tests[str(path)]
+            reaching |= more
+        _reaching[key] = frozenset(reaching)
+    return _reaching[key]
 
 
 def _names_used(function: ast.FunctionDef) -> set[str]:
@@ -381,13 +386,17 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def _needs_postgres(item: pytest.Function) -> bool:
-    """The PostgreSQL leg of a test parametrized over databases, or a test about
-    PostgreSQL itself (by its name): marked ``postgres``, so ``-m "not postgres"`` leaves
-    them out."""
-    callspec = getattr(item, "callspec", None)
-    if callspec is not None and "postgresql" in callspec.params.values():
+    """The PostgreSQL leg of a test parametrized over databases, or a test that needs
+    PostgreSQL whatever its parameters (by its name, or by what it calls): marked
+    ``postgres``, so ``-m "not postgres"`` leaves them out."""
+    params = getattr(item, "callspec", None) and item.callspec.params.values()
+    if params and "postgresql" in params:
         return True
-    return "postgres" in item.originalname
+    if "postgres" in item.originalname:
+        return True
+    if params and "sqlite" in params:
+        return False  # a SQLite leg; a helper it shares with the PostgreSQL leg may reach it
+    return item.originalname in _functions_reaching(item.path, _POSTGRES_NAMES)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -398,7 +407,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("slow"):
             continue
-        if item.originalname in _functions_starting_processes(item.path):
+        if item.originalname in _functions_reaching(item.path, _PROCESS_NAMES):
             item.add_marker(pytest.mark.slow)
     items[:] = _queued_for_workers(items, _worker_count(config))
 
