@@ -74,10 +74,10 @@ def _one_host(host: str) -> bool:
     :data:`_MAX_PORT`: the same rule for the ``Host`` line and for what a trusted proxy
     forwards (a forwarded port of 99999 was refused, a ``Host`` line's served)."""
     match = _HOST.fullmatch(host)
-    return match is not None and _port_number(match.group(1) or "0")
+    return match is not None and is_port_number(match.group(1) or "0")
 
 
-def _port_number(text: str) -> bool:
+def is_port_number(text: str) -> bool:
     """*text* is a TCP port number: ASCII digits, at most :data:`_MAX_PORT`."""
     return text.isascii() and text.isdigit() and int(text) <= _MAX_PORT
 
@@ -128,7 +128,7 @@ class RequireHost:
         port = str(seen.get("SERVER_PORT", ""))
         return (
             seen.get("wsgi.url_scheme") in ("http", "https")
-            and (not port or _port_number(port))
+            and (not port or is_port_number(port))
             and _PREFIX.fullmatch(str(seen.get("SCRIPT_NAME", ""))) is not None
         )
 

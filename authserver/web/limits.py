@@ -59,6 +59,7 @@ from limits.strategies import RateLimiter
 from authserver.limits_storage import open_storage
 from authserver.oauth.events import ClientAuthFailed
 from authserver.settings import Settings
+from authserver.web.host import is_port_number
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,15 @@ def address_key(remote_addr: str | None) -> str | None:
     """The per-address counter for *remote_addr* (already ProxyFix-corrected when
     ``AUTHSERVER_PROXY_HOPS`` is set). An IPv6 client is counted per /64, the smallest
     network a single subscriber is usually given: per address, a host would have 2**64
-    fresh budgets."""
+    fresh budgets.
+
+    A port after the address (``203.0.113.7:51234``, ``[2001:db8::1]:51234``: what some
+    proxies put in ``X-Forwarded-For``) is dropped: it is the client's source port, new
+    with every connection, so counting it gave each connection a fresh budget."""
     if not remote_addr:
         return None
     try:
-        ip = ipaddress.ip_address(remote_addr)
+        ip = ipaddress.ip_address(_without_port(remote_addr))
     except ValueError:
         return remote_addr[:64]
     if isinstance(ip, ipaddress.IPv6Address):
@@ -93,6 +98,20 @@ def address_key(remote_addr: str | None) -> str | None:
             return str(ip.ipv4_mapped)
         return str(ipaddress.IPv6Network((ip, 64), strict=False))
     return str(ip)
+
+
+def _without_port(address: str) -> str:
+    """*address* without the ``:port`` a proxy may have added (IPv6 in brackets)."""
+    if address.startswith("["):
+        host, bracket, port = address[1:].partition("]")
+        if bracket and (not port or (port[0] == ":" and is_port_number(port[1:]))):
+            return host
+        return address
+    host, colon, port = address.rpartition(":")
+    # One colon only: an IPv6 address without brackets has several, and no port.
+    if colon and ":" not in host and is_port_number(port):
+        return host
+    return address
 
 
 class FailedAuthenticationLimits:

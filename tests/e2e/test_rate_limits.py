@@ -429,6 +429,35 @@ def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
     assert via_proxy(secret, ATTACKER).status_code == 200
 
 
+def test_a_port_the_proxy_adds_is_not_part_of_the_address(make_app: MakeApp) -> None:
+    """Some proxies forward the client's address with its source port, new with every
+    connection: counted with it, each connection had a budget of its own."""
+    app, services = make_app(
+        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute", AUTHSERVER_PROXY_HOPS="1"
+    )
+    http = app.test_client()
+    client_id, secret = register(services)
+
+    def via_proxy(secret: str, forwarded_for: str) -> Any:
+        return http.post(
+            "/token",
+            data=GRANT,
+            auth=(client_id, secret),
+            headers={"X-Forwarded-For": forwarded_for},
+            environ_base={"REMOTE_ADDR": "10.0.0.2"},  # the proxy
+        )
+
+    for address, other in (("203.0.113.7", "203.0.113.8"), ("2001:db8:7::1", "2001:db8:8::1")):
+        with_port = f"[{address}]" if ":" in address else address
+        assert_invalid_client(via_proxy("wrong", f"{with_port}:50001"))
+        assert_invalid_client(via_proxy("wrong", f"{with_port}:50002"))
+        # Another connection from the same address: the same budget, spent.
+        assert_throttled(via_proxy("wrong", f"{with_port}:50003"))
+        assert_throttled(via_proxy("wrong", address))
+        assert via_proxy(secret, f"{with_port}:50004").status_code == 200
+        assert_invalid_client(via_proxy("wrong", other))
+
+
 # -- configuration, metrics, failing open ----------------------------------------------------
 
 
