@@ -55,6 +55,7 @@ from authserver.cache import BoundedCache
 from authserver.clients.jwks import MAX_JWKS_BYTES
 from authserver.clients.jwks import check_jwks_uri
 from authserver.clients.jwks import validate_public_jwks
+from authserver.clients.service import CACHE_SIZE
 from authserver.clock import Clock
 from authserver.clock import SystemClock
 from authserver.errors import AuthServerError
@@ -154,8 +155,12 @@ class FetchPolicy:
     #: newly published key can wait after someone else's fetch: 10 s, as the verifiers'
     #: own refetch interval.
     refresh_after: float = 10.0
-    #: Most URIs remembered (least recently used forgotten first).
-    max_entries: int = 1024
+    #: Most URIs remembered (least recently used forgotten first): as many as a process
+    #: caches clients. The URIs are those of registered clients, and anyone can name any
+    #: client: with fewer entries than clients, assertions naming the clients in turn
+    #: found each set forgotten and fetched it again, a fetch per request whatever
+    #: ``refresh_after`` says.
+    max_entries: int = CACHE_SIZE
 
 
 @dataclass

@@ -363,6 +363,25 @@ def test_the_cache_is_bounded(jwks: dict[str, Any]) -> None:
         assert len(keys.requests) == 11
 
 
+def test_a_stranger_cycling_through_every_client_forces_no_fetch(jwks: dict[str, Any]) -> None:
+    """Anyone can send assertions naming any client. With more ``jwks_uri`` clients than
+    the fetcher remembered (1,024), assertions naming them in turn found each set
+    forgotten (least recently used first) and fetched it again: a fetch per request,
+    whatever the refresh period, and every client's next assertion waited on a fetch of
+    its own. The fetcher remembers as many sets as a process caches clients."""
+    clock = FixedClock()
+    with KeyServer(send_json(jwks)) as keys:
+        f = JwksFetcher(FetchPolicy(timeout=2.0), clock=clock)
+        uris = [keys.url(f"/client-{i}") for i in range(1100)]
+        for uri in uris:
+            f.get(uri, kid="k1")
+        assert len(keys.requests) == len(uris)
+        for round_ in range(2):
+            for uri in uris:
+                f.get(uri, kid=f"made-up-{round_}")
+        assert len(keys.requests) == len(uris)
+
+
 def test_an_unknown_kid_refetches_at_most_once_per_refresh_period(
     jwks: dict[str, Any],
 ) -> None:
