@@ -4,6 +4,7 @@ at start, which therefore needs no web module for it."""
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -34,10 +35,18 @@ class ForgetfulMemoryStorage(MemoryStorage):
     :data:`MEMORY_SWEEP_INTERVAL` seconds, this drops the keys whose newest entry has
     left its window: memory stays bounded by the failures the windows still count.
     Redis expires its keys itself.
+
+    The same sweep trims the expired entries of the keys it keeps, in place of
+    ``MemoryStorage``'s own pass, which never runs here. That pass went over every key
+    10 ms after each entry added: with many keys (a stranger sending made-up ids from many
+    addresses) and failures still arriving, the passes ran back to back, most of a core
+    holding the GIL the worker's requests need (60,000 keys: a failure cost 14 ms of the
+    worker's CPU instead of 2 ms).
     """
 
     def __init__(self, uri: str | None = None) -> None:
         super().__init__(uri)
+        self.timer.cancel()  # the pass MemoryStorage starts at once
         # acquire_entry adds to a key's list after setdefault(); a sweep must not drop the
         # key in between.
         self._sweep_lock = threading.Lock()
@@ -50,14 +59,27 @@ class ForgetfulMemoryStorage(MemoryStorage):
                 self._sweep()
             return super().acquire_entry(key, limit, expiry, amount)
 
+    # MemoryStorage's calls to its private self.__schedule_expiry() resolve to this name.
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        """Never schedule ``MemoryStorage``'s pass over every key (see the class): the
+        moving window reads only the entries within it, and :meth:`_sweep` trims the rest.
+        """
+
     def _sweep(self) -> None:
         now = time.time()
         for key in list(self.events):
-            # The per-key lock is the one limits' own expiry timer holds while it trims.
+            # The per-key lock is the one acquire_entry holds while it adds.
             with self.locks[key]:
                 entries = self.events.get(key)
-                # Newest first: when the newest entry has expired, they all have.
-                if entries is not None and (not entries or entries[0].expiry <= now):
+                if entries is None:
+                    continue
+                # Newest first, one window per key: the entries still counted come first.
+                alive = bisect.bisect_left(entries, -now, key=lambda entry: -entry.expiry)
+                if alive:
+                    # A new list, as MemoryStorage's pass made one: a test of the window
+                    # reads the list without the lock, and must not see it shrink.
+                    self.events[key] = entries[:alive]
+                else:
                     del self.events[key]
                     self.locks.pop(key, None)
 

@@ -541,6 +541,40 @@ def test_memory_storage_forgets_ids_whose_failures_left_the_window(
     assert held[-1] - held[0] < 100_000, held
 
 
+def test_many_counted_ids_do_not_make_every_later_failure_costly(
+    env_for: Callable[..., dict[str, str]], db_url: str
+) -> None:
+    """A stranger with many addresses (or a botnet) fills memory:// with keys: one per
+    made-up client id and per address, each for its window. limits' MemoryStorage started a
+    pass over every key 10 ms after each failure it counted, so with 60,000 keys and a
+    failure every 10 ms the passes ran back to back: most of a core, holding the GIL the
+    worker's requests need (measured against `authserver serve`: a failure cost 14 ms of
+    the worker's CPU instead of 2 ms). The expired entries are trimmed by the storage's
+    own sweep, every MEMORY_SWEEP_INTERVAL, instead."""
+    settings = Settings.from_env(
+        env_for(
+            db_url,
+            AUTHSERVER_RATE_LIMIT_STORAGE="memory://",
+            AUTHSERVER_AUTH_FAILURES_PER_CLIENT="20/minute",
+            AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="60/minute",
+        )
+    )
+    failures = limits.build(settings)
+    assert failures is not None
+    for n in range(30_000):
+        address = f"10.{n % 250}.{n // 250 % 250}.{n // 62_500}"
+        failures.count(ClientAuthFailed("/token", f"made-up-{n}", address, None, "unknown"))
+
+    started = time.process_time()
+    for _ in range(100):  # a failure every 10 ms for a second
+        failures.count(ClientAuthFailed("/token", "as_client_x", ATTACKER, None, "wrong secret"))
+        time.sleep(0.01)
+    time.sleep(0.05)  # a pass started by the last failure
+    spent = time.process_time() - started
+    # The failures themselves take a few ms in all; the passes took 0.7-1.5 s.
+    assert spent < 0.25, spent
+
+
 def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
     settings = Settings.from_env(
         {"AUTHSERVER_RATE_LIMIT_STORAGE": "redis://:hunter2@127.0.0.1:1/0"}
