@@ -25,8 +25,11 @@ and a made-up ``kid``, at most once per ``refresh_after``), so that fetch may co
 client nothing: a refetch that fails keeps the set in hand until its ``ttl`` (a key
 server's blip at the moment a stranger chose is no 30 s lockout), and while a fetch is in
 flight only callers with nothing cached wait for it: the others are answered at once from
-what is cached (a set, or the failure), so a flood of made-up kids for a client whose key
-server is slow holds one thread per worker (the fetching one), not all of them.
+what is cached (a set, or the failure). The refetch itself runs on a thread of its own,
+and the caller that started it waits for it only while it is young (``join_within``),
+then is answered from what is cached too: a flood of made-up kids naming in turn clients
+whose key servers hang holds a request thread for at most that second per client and
+refresh period, not for the whole deadline.
 
 With nothing cached (the first fetch of a URI in this process), the other callers wait for
 the fetch in flight, but only while it is young (``join_within``): a key server that has
@@ -144,9 +147,11 @@ class FetchPolicy:
     failure_ttl: float = 30.0
     #: How old a fetch in flight may be for a caller with nothing cached to wait for its
     #: answer; past this the fetch counts as failing and such callers are refused at once
-    #: (its own caller still waits for it, up to ``timeout``). A healthy key server answers
-    #: well within a second; waiting for a hanging one held every thread of the worker for
-    #: the whole deadline, at the time a stranger chose.
+    #: (its own caller still waits for it, up to ``timeout``). It is also how long the
+    #: caller that starts a refetch waits for it before being answered from what is
+    #: cached. A healthy key server answers well within a second; waiting for a hanging
+    #: one held every thread of the worker for the whole deadline, at the time a stranger
+    #: chose.
     join_within: float = 1.0
     #: A set that lacks the ``kid`` of an assertion is fetched again when it is at least
     #: this old (the client rotated its keys); never more often. Anyone can send an
@@ -253,8 +258,32 @@ class JwksFetcher:
                     f"the jwks_uri fetch in flight had no answer within {within:g} s"
                 )
             return self._result(flight.entry)
-        previous = entry
-        entry = None
+        if entry is None:
+            # The first fetch of this URI here: its caller has nothing else to go on.
+            return self._result(self._lead(uri, flight, None))
+        # A refetch, whose moment anyone can choose (a made-up kid; the first assertion
+        # after a failure's failure_ttl), on a thread of its own: this caller waits for it
+        # while it is young, then answers from what is cached. Made on the request's
+        # thread, a refetch held that thread up to the deadline, once per refresh period
+        # per URI: naming in turn a few clients whose key servers hang (an outage of a
+        # host serving several clients' sets) held every thread of the worker.
+        try:
+            threading.Thread(
+                target=self._lead,
+                args=(uri, flight, entry),
+                name="authserver-jwks-fetch",
+                daemon=True,
+            ).start()
+        except RuntimeError:  # no thread to be had (a thread limit): fetch here
+            return self._result(self._lead(uri, flight, entry))
+        if flight.done.wait(self.policy.join_within) and flight.entry is not None:
+            return self._result(flight.entry)
+        return self._result(entry)
+
+    def _lead(self, uri: str, flight: _Flight, previous: _Entry | None) -> _Entry:
+        """Make the fetch of *flight* (what was cached before it: *previous*), cache what
+        it brings, and end the flight; returns the entry cached."""
+        entry: _Entry | None = None
         try:
             entry = self._fetch_entry(uri)
             if (
@@ -266,6 +295,7 @@ class JwksFetcher:
                 # A failed refetch keeps the set in hand until its ttl: who made this
                 # fetch happen, and when, may be a stranger's choice.
                 entry = _Entry(previous.at, previous.jwks, None, asked=entry.at)
+            return entry
         finally:
             with self._lock:
                 if entry is not None:
@@ -273,7 +303,6 @@ class JwksFetcher:
                 flight.entry = entry
                 del self._flights[uri]
             flight.done.set()
-        return self._result(entry)
 
     def _fresh(self, entry: _Entry, now: float, kid: str | None) -> bool:
         age = now - entry.at

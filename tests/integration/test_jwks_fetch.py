@@ -478,6 +478,48 @@ def test_a_refetch_in_flight_holds_only_its_own_thread(jwks: dict[str, Any]) -> 
         assert len(keys.requests) == 2
 
 
+def test_a_refetch_holds_its_own_caller_only_while_it_is_young(jwks: dict[str, Any]) -> None:
+    """Made-up kids naming in turn several clients whose key servers hang (an outage of a
+    host serving their sets): the caller that makes each refetch is answered from the
+    set in hand once the fetch is ``join_within`` old, instead of holding its thread until
+    the fetch's deadline. With the refetch on the request's thread, four such clients
+    held every thread of a worker (4, the default) for 5 s in every 10, and a client with
+    the right secret waited as long (measured against `authserver serve`). What the
+    fetch brings later is still cached; a healthy key server answers within the wait."""
+    clock = FixedClock()
+    release = threading.Event()
+
+    def held(handler: Any) -> None:
+        release.wait(20)
+        send_json(jwks)(handler)
+
+    with KeyServer(send_json(jwks)) as keys:
+        f = fetcher(clock, timeout=10.0, join_within=0.2)
+        uris = [keys.url(f"/client-{i}") for i in range(4)]
+        for uri in uris:
+            f.get(uri, kid="k1")
+        clock.advance(f.policy.refresh_after)
+        keys.behaviour = held
+        started = time.monotonic()
+        for uri in uris:
+            assert f.get(uri, kid="made-up") == jwks
+        assert time.monotonic() - started < 2.0  # 4 x 0.2 s, not 4 x 10 s
+        assert len(keys.requests) == 8  # the four refetches are in flight
+        release.set()
+        deadline = time.monotonic() + 10
+        while f._flights and time.monotonic() < deadline:
+            time.sleep(0.01)
+        # Their answers were cached: no fetch within the refresh period.
+        for uri in uris:
+            assert f.get(uri, kid="made-up-again") == jwks
+        assert len(keys.requests) == 8
+        # A key server that answers at once answers the caller itself (a new key).
+        new_key = {**jwks["keys"][0], "kid": "k2"}
+        keys.behaviour = send_json({"keys": [*jwks["keys"], new_key]})
+        clock.advance(f.policy.refresh_after)
+        assert "k2" in [k["kid"] for k in f.get(uris[0], kid="k2")["keys"]]
+
+
 def test_a_first_fetch_that_hangs_holds_the_other_callers_only_while_it_is_young(
     jwks: dict[str, Any],
 ) -> None:
