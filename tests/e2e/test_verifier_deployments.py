@@ -9,6 +9,7 @@ One authserver per module; each test starts its own app server (a second or two)
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -294,6 +295,83 @@ def test_uvicorn_averify_never_holds_the_event_loop_for_a_fetch(
                 _, reason = closing(f"ws://127.0.0.1:{port}/ws?token={token}")
             # One fetch of the keys through the proxy: the others were answered on the loop.
             assert proxy.requests.count("/.well-known/jwks.json") == 1, proxy.requests
+
+
+ASGI_MIDDLEWARE_APP = textwrap.dedent(
+    """
+    import os
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+    from authserver_verifier import TokenVerifier, require_token_asgi
+
+    verifier = TokenVerifier(os.environ["SYNC_ISSUER"], os.environ["SYNC_AUDIENCE"])
+
+    async def sync(request):
+        return JSONResponse({"sub": request.scope["authserver.claims"]["sub"]})
+
+    async def health(request):
+        return JSONResponse({"claims": request.scope["authserver.claims"]})
+
+    async def socket(websocket):
+        await websocket.accept()
+        await websocket.send_text(websocket.scope["authserver.claims"]["sub"])
+        await websocket.close()
+
+    app = Starlette(
+        routes=[Route("/sync", sync), Route("/healthz", health), WebSocketRoute("/ws", socket)],
+        middleware=[Middleware(require_token_asgi(verifier, public_paths={"/healthz"}))],
+    )
+    """
+)
+
+
+def test_uvicorn_starlette_behind_the_asgi_middleware(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    """``require_token_asgi`` in a Starlette app under uvicorn, against the real server:
+    HTTP requests and WebSocket handshakes get the claims, a missing or revoked token is
+    refused before the app runs (the handshake with the same 401 JSON, through uvicorn's
+    WebSocket Denial Response), and a public path passes with no claims."""
+    import websockets.exceptions
+    import websockets.sync.client
+
+    (tmp_path / "sync_app.py").write_text(ASGI_MIDDLEWARE_APP)
+    port = free_port()
+    env = {"SYNC_ISSUER": deployment.server.base_url, "SYNC_AUDIENCE": AUDIENCE}
+    command = [
+        sys.executable, "-m", "uvicorn", "sync_app:app", "--port", str(port),
+        "--log-level", "warning",
+    ]  # fmt: skip
+    with app_server(command, tmp_path, port, env):
+        app, ws_url = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ws"
+        token = deployment.token("user-asgi")
+        bearer = {"Authorization": f"Bearer {token}"}
+        response = requests.get(app + "/sync", headers=bearer, timeout=10)
+        assert (response.status_code, response.json()) == (200, {"sub": "user-asgi"})
+        with websockets.sync.client.connect(ws_url, additional_headers=bearer) as ws:
+            assert ws.recv(timeout=10) == "user-asgi"
+
+        response = requests.get(app + "/sync", timeout=10)
+        assert response.status_code == 401
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert response.json() == {"error": "invalid_token", "reason": "missing_token"}
+        assert requests.get(app + "/healthz", timeout=10).json() == {"claims": None}
+
+        deployment.revoke(token)
+        deadline = time.monotonic() + 10
+        while requests.get(app + "/sync", headers=bearer, timeout=10).status_code == 200:
+            assert time.monotonic() < deadline, "the revocation was never seen"
+            time.sleep(0.3)
+        with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+            websockets.sync.client.connect(ws_url, additional_headers=bearer, open_timeout=10)
+        answer = refused.value.response
+        assert answer.status_code == 401
+        assert answer.headers["WWW-Authenticate"] == (
+            'Bearer error="invalid_token", error_description="revoked"'
+        )
+        assert json.loads(answer.body) == {"error": "invalid_token", "reason": "revoked"}
 
 
 def test_a_certificate_the_sync_server_does_not_trust_is_named_and_ssl_cert_file_trusts_it(

@@ -12,6 +12,7 @@ from authserver_verifier.verifier import InvalidToken
 from authserver_verifier.verifier import TokenVerifier
 from authserver_verifier.verifier import bearer_token
 from authserver_verifier.verifier import require_token
+from authserver_verifier.verifier import require_token_asgi
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,5 @@ __all__ = [
     "__version__",
     "bearer_token",
     "require_token",
+    "require_token_asgi",
 ]

@@ -73,6 +73,7 @@ import urllib.request
 import weakref
 import zlib
 from collections import OrderedDict
+from collections.abc import Awaitable
 from collections.abc import Callable
 from collections.abc import Collection
 from collections.abc import Iterable
@@ -99,6 +100,7 @@ __all__ = [
     "TokenVerifier",
     "bearer_token",
     "require_token",
+    "require_token_asgi",
 ]
 
 #: draft-ietf-oauth-status-list-17 §5.1 and §8.
@@ -107,7 +109,8 @@ STATUS_LIST_MEDIA_TYPE: Final = "application/statuslist+jwt"
 #: A decompressed status list larger than this is refused (a compression bomb would
 #: otherwise cost memory): 32 Mi one-bit entries.
 MAX_STATUS_LIST_BYTES: Final = 4 * 1024 * 1024
-#: Where :func:`require_token` puts the verified claims in the WSGI environ.
+#: Where :func:`require_token` puts the verified claims in the WSGI environ, and
+#: :func:`require_token_asgi` in the ASGI scope.
 CLAIMS_ENVIRON_KEY: Final = "authserver.claims"
 
 #: Every value :attr:`InvalidToken.reason` can take.
@@ -1369,6 +1372,14 @@ def require_token(
 
 
 def _refuse(reason: str, start_response: Callable[..., Any]) -> list[bytes]:
+    status, headers, body = _refusal(reason)
+    start_response(status, headers)
+    return [body]
+
+
+def _refusal(reason: str) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The answer to a request refused for *reason*: status line, headers, JSON body (one
+    for the WSGI and the ASGI middleware)."""
     if reason in ("jwks_unavailable", "status_unavailable"):
         status, error = "503 Service Unavailable", "temporarily_unavailable"
         extra = [("Retry-After", "5")]
@@ -1386,13 +1397,84 @@ def _refuse(reason: str, start_response: Callable[..., Any]) -> list[bytes]:
         )
         extra = [("WWW-Authenticate", challenge)]
     body = json.dumps({"error": error, "reason": reason}).encode()
-    start_response(
-        status,
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            *extra,
-        ],
-    )
-    return [body]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-store"),
+        *extra,
+    ]
+    return status, headers, body
+
+
+# -- ASGI -------------------------------------------------------------------------------------
+
+ASGIApp = Callable[
+    [dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+    Awaitable[None],
+]
+
+
+def require_token_asgi(
+    verifier: TokenVerifier, *, public_paths: Collection[str] = ()
+) -> Callable[[ASGIApp], ASGIApp]:
+    """ASGI middleware (and decorator) that lets through only valid bearer tokens, on HTTP
+    requests and WebSocket handshakes alike: what :func:`require_token` is for WSGI.
+
+    ``app = require_token_asgi(verifier)(app)`` (Starlette, FastAPI, any ASGI app); the app
+    finds the claims in ``scope["authserver.claims"]``, and ``None`` there on a path in
+    *public_paths*. Tokens are checked with :meth:`TokenVerifier.averify`, so a fetch of
+    the keys or of a status list never holds the event loop. A refused HTTP request gets
+    the same answers as from :func:`require_token` (401 with an RFC 6750 challenge, 400
+    for a malformed or repeated ``Authorization`` header, 503 while keys or lists cannot
+    be fetched). A refused WebSocket handshake gets that answer too where the server
+    supports ASGI's WebSocket Denial Response (uvicorn, hypercorn), else the server's own
+    403 for a handshake closed before it was accepted. A connection outlives its token:
+    close it at ``claims["exp"]`` (or verify a fresh token the client sends) in the app.
+    """
+
+    def wrap(app: ASGIApp) -> ASGIApp:
+        async def middleware(
+            scope: dict[str, Any],
+            receive: Callable[[], Awaitable[Any]],
+            send: Callable[[Any], Awaitable[None]],
+        ) -> None:
+            if scope["type"] not in ("http", "websocket"):  # lifespan
+                await app(scope, receive, send)
+                return
+            if scope.get("path", "") in public_paths:
+                # No token was asked for: None, never a value an outer layer left there.
+                await app({**scope, CLAIMS_ENVIRON_KEY: None}, receive, send)
+                return
+            try:
+                # Repeated headers joined as a WSGI server joins them: a malformed request.
+                authorization = ", ".join(
+                    value.decode("latin-1")
+                    for name, value in scope.get("headers", ())
+                    if name.lower() == b"authorization"
+                )
+                claims = await verifier.averify(bearer_token(authorization or None))
+            except InvalidToken as exc:
+                await _refuse_asgi(scope, send, exc.reason)
+                return
+            await app({**scope, CLAIMS_ENVIRON_KEY: claims}, receive, send)
+
+        return middleware
+
+    return wrap
+
+
+async def _refuse_asgi(
+    scope: dict[str, Any], send: Callable[[Any], Awaitable[None]], reason: str
+) -> None:
+    status, headers, body = _refusal(reason)
+    code = int(status.split(" ", 1)[0])
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+    prefix = "http"
+    if scope["type"] == "websocket":
+        if "websocket.http.response" not in scope.get("extensions", {}):
+            # A handshake closed before it is accepted: the server answers 403 itself.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        prefix = "websocket.http"
+    await send({"type": f"{prefix}.response.start", "status": code, "headers": raw})
+    await send({"type": f"{prefix}.response.body", "body": body})

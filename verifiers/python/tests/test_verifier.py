@@ -44,6 +44,7 @@ from authserver_verifier import InvalidToken
 from authserver_verifier import TokenVerifier
 from authserver_verifier import bearer_token
 from authserver_verifier import require_token
+from authserver_verifier import require_token_asgi
 from authserver_verifier import rules
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding
@@ -996,6 +997,148 @@ def test_require_token_middleware(server: AuthServerDouble, issuer: Issuer) -> N
         return app(environ, start_response)
 
     assert call(outer, path="/healthz")[2] == {"claims": None}
+
+
+def call_asgi(
+    app: Any,
+    path: str = "/sync",
+    authorization: list[str] | str | None = None,
+    *,
+    kind: str = "http",
+    extensions: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """What an ASGI app sends for one request (or WebSocket handshake) with *authorization*
+    (a list: the header repeated)."""
+    values = [authorization] if isinstance(authorization, str) else authorization or []
+    scope: dict[str, Any] = {
+        "type": kind,
+        "path": path,
+        "headers": [(b"authorization", value.encode("latin-1")) for value in values],
+        "extensions": extensions if extensions is not None else {},
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return (
+            {"type": "http.request", "body": b""}
+            if kind == "http"
+            else {"type": "websocket.connect"}
+        )
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent
+
+
+def _asgi_answer(sent: list[dict[str, Any]]) -> tuple[str, dict[str, str], Any]:
+    """The status line, headers and JSON body of an ASGI answer, in call()'s form."""
+    start, body = sent[0], sent[1]
+    assert start["type"].endswith("response.start")
+    assert body["type"].endswith("response.body")
+    reasons = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 503: "Service Unavailable"}
+    headers = {
+        name.decode("latin-1").title().replace("Www-", "WWW-"): value.decode("latin-1")
+        for name, value in start["headers"]
+    }
+    return f"{start['status']} {reasons[start['status']]}", headers, json.loads(body["body"])
+
+
+def test_require_token_asgi_answers_as_the_wsgi_middleware(
+    server: AuthServerDouble, issuer: Issuer
+) -> None:
+    """The ASGI middleware gives every answer the WSGI one gives, header for header, and
+    hands the app the claims in its scope (None on a public path, whatever was there)."""
+    verifier = verifier_for(server)
+
+    @require_token(verifier, public_paths={"/healthz"})
+    def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [json.dumps({"claims": environ.get(CLAIMS_ENVIRON_KEY)}).encode()]
+
+    @require_token_asgi(verifier, public_paths={"/healthz"})
+    async def asgi_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body = json.dumps({"claims": scope.get(CLAIMS_ENVIRON_KEY)}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    claims = issuer.claims()
+    good = issuer.token(claims)
+    cases: list[tuple[str, str | None]] = [
+        ("/sync", "Bearer " + good),
+        ("/sync", "bearer " + good),
+        ("/sync", None),
+        ("/sync", "Basic dXNlcjpwYXNz"),
+        ("/sync", "Bearer"),
+        ("/sync", "Bearer " + good + " extra"),
+        ("/sync", "Bearer " + issuer.token(issuer.claims(aud="https://other"))),
+        ("/sync", "Bearer " + issuer.token(issuer.claims(exp=int(time.time()) - 3600))),
+        ("/sync", "Bearer not-a-token"),
+        ("/healthz", None),
+        ("/healthz", "Bearer not-a-token"),
+    ]
+    for path, authorization in cases:
+        assert _asgi_answer(call_asgi(asgi_app, path, authorization)) == call(
+            wsgi_app, path, authorization
+        ), (path, authorization)
+    assert _asgi_answer(call_asgi(asgi_app, authorization="Bearer " + good))[2] == {
+        "claims": claims
+    }
+    # A repeated header (which a WSGI server joins with ", ") is a malformed request.
+    status, _, body = _asgi_answer(call_asgi(asgi_app, authorization=["Bearer " + good] * 2))
+    assert (status, body["reason"]) == ("400 Bad Request", "invalid_request")
+
+    async def outer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await asgi_app({**scope, CLAIMS_ENVIRON_KEY: {"sub": "forged"}}, receive, send)
+
+    assert _asgi_answer(call_asgi(outer, "/healthz"))[2] == {"claims": None}
+    assert _asgi_answer(call_asgi(outer, "/sync", "Bearer " + good))[2] == {"claims": claims}
+
+
+def test_require_token_asgi_refuses_websocket_handshakes(
+    server: AuthServerDouble, issuer: Issuer
+) -> None:
+    """A WebSocket handshake with a valid token reaches the app with its claims; a refused
+    one never does: the HTTP answer through ASGI's WebSocket Denial Response where the
+    server has it, else a close before accept (the server's own 403). Lifespan passes."""
+    reached: list[Any] = []
+
+    @require_token_asgi(verifier_for(server))
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        reached.append(scope.get(CLAIMS_ENVIRON_KEY, scope["type"]))
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.accept"})
+
+    claims = issuer.claims()
+    sent = call_asgi(app, authorization="Bearer " + issuer.token(claims), kind="websocket")
+    assert (reached, sent) == ([claims], [{"type": "websocket.accept"}])
+
+    reached.clear()
+    expired = "Bearer " + issuer.token(issuer.claims(exp=int(time.time()) - 3600))
+    denial = {"websocket.http.response": {}}
+    sent = call_asgi(app, authorization=expired, kind="websocket", extensions=denial)
+    assert [m["type"] for m in sent] == [
+        "websocket.http.response.start",
+        "websocket.http.response.body",
+    ]
+    status, headers, body = _asgi_answer(sent)
+    assert status == "401 Unauthorized"
+    assert (
+        headers["WWW-Authenticate"] == 'Bearer error="invalid_token", error_description="expired"'
+    )
+    assert body == {"error": "invalid_token", "reason": "expired"}
+    assert call_asgi(app, kind="websocket") == [{"type": "websocket.close", "code": 1008}]
+    assert reached == []
+
+    call_asgi(app, kind="lifespan")
+    assert reached == ["lifespan"]
 
 
 def test_require_token_answers_503_when_keys_cannot_be_fetched(keys: list[RSAKey]) -> None:
