@@ -570,6 +570,35 @@ def test_keys_rotate_with_wrong_or_missing_passphrase_creates_no_key(
     assert _key_files(keys_dir) == before
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("key_store", ["file", "sql"])
+@pytest.mark.parametrize("command", ["rotate", "retire"])
+def test_key_commands_with_a_passphrase_the_servers_lack_write_no_key(
+    db_url: str, env_for: EnvFor, key_store: str, command: str
+) -> None:
+    """The other mismatch: servers without a passphrase (their keys stored unencrypted),
+    and an operator's shell that has one. `keys retire` of the current key made a new,
+    encrypted key that signed at once, and every token request of those servers answered
+    503 ("is encrypted and no passphrase is set"); `keys rotate` set the same trap for
+    when the new key takes over."""
+    plain = env_for(db_url, AUTHSERVER_KEY_STORE=key_store)
+    current = cli_json_here(plain, "keys", "rotate")["current_kid"]  # one current, one next
+    nxt = cli_json_here(plain, "keys", "list")["keys"][0]["kid"]
+    if command == "rotate":
+        cli_json_here(plain, "keys", "retire", nxt)  # back to one current key, no next
+    before = cli_json_here(plain, "keys", "list")
+
+    args = ["keys", "rotate"] if command == "rotate" else ["keys", "retire", current]
+    result = run_cli_here({**plain, "AUTHSERVER_KEY_PASSPHRASE": "p1"}, *args, "--json")
+    line = _one_line_error(result)
+    assert "AUTHSERVER_KEY_PASSPHRASE is set" in line, line
+    assert "is stored unencrypted" in line, line
+    assert result.stdout == ""
+    assert cli_json_here(plain, "keys", "list") == before
+    # Without the passphrase, as the servers run, the same command works.
+    cli_json_here(plain, *args)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("key_store", ["file", "sql"])
