@@ -221,10 +221,21 @@ def parse_database_url(raw: str) -> str:
         # reads it; SQLAlchemy took it for a directory named "~" in the working directory
         # ("cannot open the SQLite file"), which a shell never expands inside a URL.
         value = home["scheme"] + os.path.expanduser(home["home"]) + home["rest"]
+    relative = _SQLITE_RELATIVE_PATH.match(value)
+    if relative and not relative["path"].lower().startswith("file:"):
+        # sqlite:///authserver.db is a file in the working directory of whichever process
+        # opens it. Made absolute here, as the default is, so that every command's line,
+        # error and note ("created a new database") names the file it acted on, not a
+        # path whose meaning depends on where the command ran.
+        path = os.path.join(os.getcwd(), relative["path"])
+        value = relative["scheme"] + path + (relative["rest"] or "")
     return value
 
 
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
+_SQLITE_RELATIVE_PATH = re.compile(
+    r"^(?P<scheme>sqlite(\+\w+)?:///)(?P<path>[^/?#][^?#]*)(?P<rest>[?#].*)?$", re.IGNORECASE
+)
 _SQLITE_HOME_PATH = re.compile(
     r"^(?P<scheme>sqlite(\+\w+)?:///)(?P<home>~[^/?#]*)(?P<rest>(/[^?#]*)?([?#].*)?)$",
     re.IGNORECASE,

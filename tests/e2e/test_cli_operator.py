@@ -167,6 +167,30 @@ def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: P
     )
 
 
+def test_a_relative_sqlite_path_is_named_as_the_file_it_is(tmp_path: Path) -> None:
+    """sqlite:///authserver.db in a configuration file is a file in the working directory
+    of each command. The line saying what a command used, the "created a new database"
+    note and the "no database" error showed it as written (sqlite:///authserver.db, "no
+    database at authserver.db"), so an operator in another directory could not tell that
+    the command had acted on, or made, another database than the servers'."""
+    config = tmp_path / "authserver.env"
+    config.write_text("AUTHSERVER_DATABASE_URL=sqlite:///authserver.db\n")
+    config.chmod(0o600)
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    created = _in(here, "--config", str(config), "clients", "create", "--name", "x", "--json")
+    assert created.returncode == 0, created.stderr
+    assert f"created a new database: database sqlite:///{here}/authserver.db;" in created.stderr
+    listed = _in(here, "--config", str(config), "clients", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert f"(database sqlite:///{here}/authserver.db;" in listed.stderr
+    missing = _in(elsewhere, "--config", str(config), "clients", "list")
+    assert missing.returncode == 2
+    assert f"no database at {elsewhere}/authserver.db;" in missing.stderr, missing.stderr
+    assert _files(elsewhere) == []
+
+
 def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
     url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
     result = run_cli_here({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")

@@ -302,7 +302,10 @@ def test_database_url_names_the_psycopg_driver(raw: str) -> None:
     ],
 )
 def test_sqlite_files_are_not_taken_for_memory(url: str) -> None:
-    assert Settings.from_env({"AUTHSERVER_DATABASE_URL": url}).database_url == url
+    # A relative path is the working directory's file, named by its absolute path.
+    relative = not url.split(":///", 1)[1].startswith(("/", "file:"))
+    expected = url.replace(":///", f":///{Path.cwd()}/", 1) if relative else url
+    assert Settings.from_env({"AUTHSERVER_DATABASE_URL": url}).database_url == expected
 
 
 def test_sqlite_url_is_accepted() -> None:
