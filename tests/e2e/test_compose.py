@@ -348,11 +348,20 @@ def test_the_public_side_of_the_proxy_hides_the_operator_endpoints() -> None:
         published[parts[-1]] = host_ip
     blocks = {re.search(r"listen\s+(\d+)", b).group(1): b for b in _server_blocks(conf)}  # type: ignore[union-attr]
     assert set(blocks) == set(published), (blocks.keys(), published)
+    # The operator paths, at the root and under an issuer's path (AUTHSERVER_ISSUER=
+    # https://example.com/auth: authserver serves /auth/admin/clients too, and a location
+    # anchored at the root forwarded it), and public paths that must still be forwarded.
+    operator = ["/admin/clients", "/admin", "/metrics", "/ADMIN/keys", "/auth/admin/clients"]
+    operator += ["/auth/metrics", "/a/b/admin/audit"]
+    public = ["/token", "/.well-known/jwks.json", "/auth/token", "/statuslists/1"]
+    public += ["/administrator", "/auth/metricsx", "/openapi.json"]
     for port, block in blocks.items():
-        hides = re.search(
-            r"location ~\*? \^/\(admin\|metrics\)\(/\|\$\) \{\s*[^}]*return 404", block
-        )
-        if published[port] not in ("127.0.0.1", "::1", "[::1]"):
-            assert hides, f"port {port} is published on {published[port]} and forwards /admin"
+        if published[port] in ("127.0.0.1", "::1", "[::1]"):
+            continue
+        hidden = re.findall(r"location ~\*\s+(\S+)\s*\{[^}]*return 404", block)
+        assert hidden, f"port {port} is published on {published[port]} and forwards /admin"
+        # nginx's ~* is a case-insensitive PCRE search, which Python's re reads the same.
+        refused = [p for p in operator + public if any(re.search(h, p, re.I) for h in hidden)]
+        assert refused == operator, f"port {port} refuses {refused}, not {operator}"
     # The operator side exists, and only on loopback.
     assert any(ip == "127.0.0.1" for ip in published.values())
