@@ -122,6 +122,35 @@ def check_key_store(svc: Services) -> None:
         )
 
 
+def check_key_directory(svc: Services) -> None:
+    """Refuse a key directory that holds no keys, on a database whose audit trail records
+    keys made for it: the servers' directory is elsewhere.
+
+    ``AUTHSERVER_KEYS_DIR`` is ``keys`` by default, in the working directory. A ``keys``
+    command run from another directory than the servers', with the right database, said
+    "no signing keys yet" (``keys list``), or made a new key directory there, recorded
+    its keys on that database's audit trail and said "published key" (``keys rotate``):
+    keys no server ever used. ``serve`` is not refused: on a key directory that was lost,
+    it makes a new key (docs/operations.md, "Backup and restore").
+
+    :raises ConfigError: naming ``AUTHSERVER_KEYS_DIR`` and the directory it looked in.
+    """
+    if svc.settings.key_store != "file":
+        return
+    with svc.unit_of_work():
+        if svc.keys.views() or svc.key_ring.unreadable():
+            return
+        made = {kid for action, kid in svc.audit.key_records() if action == "created"}
+    if made:
+        raise ConfigError(
+            f"AUTHSERVER_KEYS_DIR: {svc.settings.keys_dir.absolute()} holds no signing "
+            f"keys, but the database's audit trail records {len(made)} made for it: point "
+            "--keys-dir, AUTHSERVER_KEYS_DIR or --config at the servers' key directory (a "
+            "relative one is taken from the working directory); if theirs is lost, "
+            "'authserver serve' makes a new key"
+        )
+
+
 def key_policy(settings: Settings) -> KeyPolicy:
     return KeyPolicy(
         key_size=settings.key_size,

@@ -193,6 +193,7 @@ def _keys(
     try:
         if check_database:  # a database that is missing or not migrated holds no keys
             container.check_key_store(svc)
+            container.check_key_directory(svc)
         with svc.unit_of_work():
             views = svc.keys.views()
             svc.key_ring.check_readable()

@@ -12,6 +12,7 @@ from authserver.cli.output import echo
 from authserver.cli.output import emit_json
 from authserver.cli.output import table
 from authserver.container import Services
+from authserver.container import check_key_directory
 from authserver.container import check_key_store
 from authserver.keys.service import KeyView
 from authserver.web.serializers import key_change_json
@@ -50,6 +51,7 @@ def list_(as_json: bool) -> None:
     record that cannot be read (skipped by the server)."""
     with services() as svc, svc.unit_of_work():
         check_key_store(svc)
+        check_key_directory(svc)
         views = svc.keys.views()
         unreadable = svc.key_ring.unreadable()
     if as_json:
@@ -148,6 +150,7 @@ def _recover_records(svc: Services) -> None:
     line on stderr."""
     with svc.unit_of_work():
         check_key_store(svc)
+        check_key_directory(svc)
     recovered = svc.recover_key_records()
     for action, key in recovered:
         click.echo(

@@ -191,6 +191,43 @@ def test_a_relative_sqlite_path_is_named_as_the_file_it_is(tmp_path: Path) -> No
     assert _files(elsewhere) == []
 
 
+def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
+    tmp_path: Path,
+) -> None:
+    """The right database (an absolute URL) and the default key directory, ``keys`` in
+    the working directory, from another directory than the servers': `keys list` said "no
+    signing keys yet", and `keys rotate` made a key directory there, recorded its keys on
+    the servers' audit trail and said "published key", for keys no server would use."""
+    home, elsewhere = tmp_path / "deployment", tmp_path / "elsewhere"
+    home.mkdir()
+    elsewhere.mkdir()
+    env = {"AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}"}
+    rotated = _in(home, "keys", "rotate", "--json", env=env)
+    assert rotated.returncode == 0, rotated.stderr
+    trail = cli_json_here(env, "audit", "--action", "key.rotated")["events"]
+
+    for args in (["keys", "list"], ["keys", "rotate"], ["keys", "retire", "some-kid"]):
+        result = _in(elsewhere, *args, env=env)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
+        assert result.stdout == ""
+        assert result.stderr.splitlines() == [
+            f"authserver: error: AUTHSERVER_KEYS_DIR: {elsewhere / 'keys'} holds no signing "
+            "keys, but the database's audit trail records 2 made for it: point --keys-dir, "
+            "AUTHSERVER_KEYS_DIR or --config at the servers' key directory (a relative one "
+            "is taken from the working directory); if theirs is lost, 'authserver serve' "
+            "makes a new key"
+        ], args
+    assert not list((elsewhere / "keys").glob("*.pem"))
+    assert cli_json_here(env, "audit", "--action", "key.rotated")["events"] == trail
+    doctor = _in(elsewhere, "doctor", "--no-issuer-check", env=env)
+    assert doctor.returncode == 1
+    assert "PROBLEM  key store      AUTHSERVER_KEYS_DIR: " in doctor.stdout, doctor.stdout
+    # From the deployment's directory, or pointed at it, they work.
+    assert _in(home, "keys", "list", env=env).returncode == 0
+    pointed = _in(elsewhere, "--keys-dir", str(home / "keys"), "keys", "list", env=env)
+    assert pointed.returncode == 0, pointed.stderr
+
+
 def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
     url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
     result = run_cli_here({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")
