@@ -98,6 +98,14 @@ def prepare(settings: Settings) -> None:
         if changed is not None:
             log.info("database schema %s", changed)
         container.check_key_store(svc)
+        try:
+            container.check_key_directory(svc)
+        except ConfigError as exc:
+            # Not refused, as the keys commands are: on a lost key directory serve makes a
+            # new key (docs/operations.md, "Backup and restore"). But said: a serve started
+            # elsewhere than the others (a relative AUTHSERVER_KEYS_DIR) would sign with a
+            # key that no other instance publishes.
+            log.warning("%s", exc)
         with svc.unit_of_work():
             svc.key_ring.check_readable()
         # After the check: keys stored encrypted and no passphrase stop start-up there, with

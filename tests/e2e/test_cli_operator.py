@@ -226,6 +226,19 @@ def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
     assert _in(home, "keys", "list", env=env).returncode == 0
     pointed = _in(elsewhere, "--keys-dir", str(home / "keys"), "keys", "list", env=env)
     assert pointed.returncode == 0, pointed.stderr
+    # serve is not refused (a lost key directory gets a new key), but says so: one started
+    # on another directory than the other instances' signs with a key they never publish.
+    log = tmp_path / "server.log"
+    other = {**env, "AUTHSERVER_KEYS_DIR": str(elsewhere / "keys"), "AUTHSERVER_SCHEDULER": "false"}
+    with ServerProcess(other, log_path=log):
+        pass
+    warnings = [ln for ln in log.read_text().splitlines() if "WARNING" in ln and "KEYS_DIR" in ln]
+    assert len(warnings) == 1, log.read_text()
+    assert f"AUTHSERVER_KEYS_DIR: {elsewhere / 'keys'} holds no signing keys" in warnings[0]
+    same = {**other, "AUTHSERVER_KEYS_DIR": str(home / "keys")}
+    with ServerProcess(same, log_path=tmp_path / "home.log"):
+        pass  # the key directory in use: no such line
+    assert "holds no signing keys" not in (tmp_path / "home.log").read_text()
 
 
 def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
