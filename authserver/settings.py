@@ -631,6 +631,10 @@ class Settings:
             # follows serve's host and port, so metadata and tokens name the address the
             # server answers on.
             object.__setattr__(self, "issuer", default_issuer(self.host, self.port))
+        # AUTHSERVER_KEYS_DIR is relative to the working directory (``keys`` by default):
+        # absolute from here on, so that every line naming it (doctor's, serve's warning,
+        # the key store's errors) names the directory it is, as the database URL's is.
+        object.__setattr__(self, "keys_dir", self.keys_dir.absolute())
 
     def __repr__(self) -> str:
         # Secrets never reach logs, even through a repr in a traceback.

@@ -191,6 +191,21 @@ def test_a_relative_sqlite_path_is_named_as_the_file_it_is(tmp_path: Path) -> No
     assert _files(elsewhere) == []
 
 
+def test_the_default_key_directory_is_named_by_its_absolute_path(tmp_path: Path) -> None:
+    """AUTHSERVER_KEYS_DIR is ``keys`` by default, in the working directory. The line
+    saying what a command used named it absolutely, but doctor ("keys does not exist"),
+    the key store's errors and serve's warning said just "keys"."""
+    doctor = _in(tmp_path, "doctor", "--no-issuer-check")
+    assert f"WARNING  key store      {tmp_path / 'keys'} does not exist" in doctor.stdout
+    assert _in(tmp_path, "db", "upgrade").returncode == 0
+    retired = _in(tmp_path, "keys", "retire", "some-kid")
+    assert retired.returncode == 1
+    assert f"AUTHSERVER_KEYS_DIR: {tmp_path / 'keys'} does not exist" in retired.stderr
+    assert _in(tmp_path, "keys", "rotate").returncode == 0
+    doctor = _in(tmp_path, "doctor", "--no-issuer-check")
+    assert f"ok       key store      readable (2 keys in {tmp_path / 'keys'})" in doctor.stdout
+
+
 def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
     tmp_path: Path,
 ) -> None:

@@ -215,8 +215,11 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
 }
 
 VALID = [(env, case[0], case[2], case[3]) for env, case in CASES.items()]
+#: Less the two that depend on the working directory (tested on their own below).
 DEFAULTS = [
-    (env, case[0], case[1]) for env, case in CASES.items() if env != "AUTHSERVER_DATABASE_URL"
+    (env, case[0], case[1])
+    for env, case in CASES.items()
+    if env not in ("AUTHSERVER_DATABASE_URL", "AUTHSERVER_KEYS_DIR")
 ]
 INVALID = [(env, raw) for env, case in CASES.items() for raw in case[4]]
 
@@ -255,6 +258,14 @@ def test_database_url_default_is_sqlite_in_working_directory(
     monkeypatch.chdir(tmp_path)
     url = Settings.from_env({}).database_url
     assert url == f"sqlite:///{tmp_path / 'authserver.db'}"
+
+
+def test_keys_dir_default_is_keys_in_working_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert Settings.from_env({}).keys_dir == tmp_path / "keys"
+    assert Settings.from_env({"AUTHSERVER_KEYS_DIR": "k/s"}).keys_dir == tmp_path / "k" / "s"
 
 
 def test_environ_argument_is_used_instead_of_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
