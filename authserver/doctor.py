@@ -139,7 +139,7 @@ def _database(db: Database, add: _Add, mode_before: int | None) -> bool:
     if current is None:
         add(Finding("schema", "problem", "empty: run 'authserver db upgrade'"))
     elif current not in migrate.known_revisions():
-        add(Finding("schema", "problem", str(migrate.unknown_revision(current))))
+        add(Finding("schema", "problem", str(migrate.unknown_revision(current, db.url))))
     else:
         add(
             Finding(

@@ -26,7 +26,11 @@ import requests
 from sqlalchemy import MetaData
 from sqlalchemy import create_engine
 from sqlalchemy import select
+from sqlalchemy import text
 
+from authserver.settings import parse_database_url
+from authserver.settings import redact_url
+from authserver.storage.sql.migrate import head_revision
 from tests.e2e.test_admin_api import too_large
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
@@ -678,6 +682,32 @@ def test_wrong_passphrase_stops_serve_with_sql_key_store(
 
 
 # -- db upgrade ----------------------------------------------------------------------------
+
+
+def test_a_schema_error_names_the_database(db_url: str, env_for: EnvFor) -> None:
+    """A command stopped by the schema prints no line saying what it used, so the error
+    must name the database: "the database is empty" and "the schema is at revision ..."
+    did not (a PostgreSQL URL naming the wrong database or search_path, a SQLite file made
+    empty by hand), while "no database at PATH" did."""
+    env = env_for(db_url)
+    shown = redact_url(parse_database_url(db_url))
+    if db_url.startswith("sqlite:///"):
+        Path(db_url.removeprefix("sqlite:///")).touch(mode=0o600)  # a file, no schema
+    line = _one_line_error(run_cli_here(env, "clients", "list"))
+    assert f"the database at {shown} is empty (no authserver schema)" in line, line
+
+    cli_json_here(env, "db", "upgrade")
+    engine = create_engine(parse_database_url(db_url))
+    try:
+        for revision in ("0001", "9999"):  # behind this version's schema, then ahead of it
+            with engine.begin() as conn:
+                conn.execute(text("UPDATE alembic_version SET version_num = :v"), {"v": revision})
+            line = _one_line_error(run_cli_here(env, "clients", "list"))
+            assert f"the schema of the database at {shown} is at revision {revision}" in line
+            if revision == "0001":
+                assert f"this version needs {head_revision()}" in line
+    finally:
+        engine.dispose()
 
 
 def test_db_upgrade_on_empty_database_then_again(db_url: str, env_for: EnvFor) -> None:

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
+from authserver.settings import redact_url
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.migrate import alembic_config
 from authserver.storage.sql.migrate import current_revision
@@ -194,7 +195,10 @@ def test_a_schema_from_a_newer_version_is_left_alone_with_one_line(database: Dat
         with pytest.raises(ConfigError) as refused:
             attempt()
         message = str(refused.value)
-        assert message.startswith("AUTHSERVER_DATABASE_URL: the schema is at revision 9999")
+        assert message.startswith(
+            f"AUTHSERVER_DATABASE_URL: the schema of the database at {redact_url(database.url)} "
+            "is at revision 9999"
+        )
         assert "newer version" in message
         assert "db upgrade" not in message
     assert current_revision(database) == "9999"

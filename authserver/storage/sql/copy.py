@@ -115,11 +115,12 @@ def _check_source(source: Database) -> None:
             "authserver schema): nothing to copy"
         )
     if current not in migrate.known_revisions():
-        raise migrate.unknown_revision(current)
+        raise migrate.unknown_revision(current, source.url)
     if current != head:
         raise ConfigError(
-            f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, this version "
-            f"needs {head}; run 'authserver db upgrade' first, then copy"
+            f"AUTHSERVER_DATABASE_URL: the schema of the database at {redact_url(source.url)} "
+            f"is at revision {current}, this version needs {head}; run 'authserver db "
+            "upgrade' first, then copy"
         )
 
 
@@ -186,7 +187,7 @@ def _check_target_before_migrating(target: Database) -> str | None:
     (looked at before migrating, so a refused target is not touched)."""
     revision: str | None = _target_call(migrate.current_revision, target)
     if revision is not None and revision not in migrate.known_revisions():
-        raise ConfigError(_as_target(str(migrate.unknown_revision(revision))))
+        raise ConfigError(_as_target(str(migrate.unknown_revision(revision, target.url))))
     if revision is not None:
         with storage_errors(target.url), target.engine.connect() as conn:
             present = set(inspect(conn).get_table_names())

@@ -24,6 +24,7 @@ from sqlalchemy import text
 
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
+from authserver.settings import redact_url
 from authserver.storage.sql.engine import Database
 from authserver.storage.sql.engine import lock_wait
 from authserver.storage.sql.engine import sqlite_file
@@ -86,14 +87,17 @@ def known_revisions() -> frozenset[str]:
     )
 
 
-def unknown_revision(current: str) -> ConfigError:
+def unknown_revision(current: str, url: str) -> ConfigError:
     """The error for a schema at a revision no migration here knows: one written by a newer
     authserver (a deployment rolled back after its upgrade), which Alembic cannot upgrade
-    from (or downgrade) and this version must not write to."""
+    from (or downgrade) and this version must not write to. Names the database at *url*
+    (password masked), as every schema error does: a command stopped by one prints no
+    line saying what it used."""
     return ConfigError(
-        f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, which this version "
-        f"of authserver does not know (it needs {SCHEMA_HEAD}): a newer version migrated this "
-        "database; run that version, or point --database-url at another database"
+        f"AUTHSERVER_DATABASE_URL: the schema of the database at {redact_url(url)} is at "
+        f"revision {current}, which this version of authserver does not know (it needs "
+        f"{SCHEMA_HEAD}): a newer version migrated this database; run that version, or "
+        "point --database-url at another database"
     )
 
 
@@ -141,7 +145,7 @@ def upgrade_to_head(db: Database) -> tuple[str | None, str | None]:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         before = _revision(conn)
         if before is not None and before not in known_revisions():
-            raise unknown_revision(before)
+            raise unknown_revision(before, db.url)
         command.upgrade(alembic_config(conn), "head")
         after = _revision(conn)
         conn.commit()
@@ -216,7 +220,7 @@ def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
     if current == head:
         return None
     if current is not None and current not in known_revisions():
-        raise unknown_revision(current)
+        raise unknown_revision(current, db.url)
     if (current is None and create) or (current is not None and upgrade):
         # Under the migration lock: another process (an instance or worker starting beside
         # this one) may have migrated since the read above, and then this one changed
@@ -227,11 +231,11 @@ def ensure_schema(db: Database, *, create: bool, upgrade: bool) -> str | None:
         return "created" if before is None else "upgraded"
     if current is None:
         raise ConfigError(
-            "AUTHSERVER_DATABASE_URL: the database is empty (no authserver schema); start "
-            "'authserver serve' or run 'authserver db upgrade' first, or point "
-            "--database-url / AUTHSERVER_DATABASE_URL / --config at yours"
+            f"AUTHSERVER_DATABASE_URL: the database at {redact_url(db.url)} is empty (no "
+            "authserver schema); start 'authserver serve' or run 'authserver db upgrade' "
+            "first, or point --database-url / AUTHSERVER_DATABASE_URL / --config at yours"
         )
     raise ConfigError(
-        f"AUTHSERVER_DATABASE_URL: the schema is at revision {current}, this version needs "
-        f"{head}; run 'authserver db upgrade'"
+        f"AUTHSERVER_DATABASE_URL: the schema of the database at {redact_url(db.url)} is at "
+        f"revision {current}, this version needs {head}; run 'authserver db upgrade'"
     )
