@@ -24,6 +24,7 @@ from authserver.cli.output import fail
 from authserver.container import Services
 from authserver.errors import AuthServerError
 from authserver.errors import ConfigError
+from authserver.errors import NotFound
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import Settings
@@ -90,6 +91,11 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as exc:
             fail(str(exc), 2)
+        except NotFound as exc:
+            # "No client with id X" is also what the wrong database answers, and a command
+            # that fails prints no line saying what it used: the error line says it.
+            used = state().used
+            fail(f"{exc} ({used.describe()})" if used is not None else str(exc), 1)
         except AuthServerError as exc:
             # A StorageError among them: its message is already the operator's one line
             # (where, and why in words; never the driver's text or a password).

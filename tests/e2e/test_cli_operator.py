@@ -256,6 +256,36 @@ def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
     assert "holds no signing keys" not in (tmp_path / "home.log").read_text()
 
 
+def test_an_unknown_client_or_key_names_where_it_was_looked_for(tmp_path: Path) -> None:
+    """ "no client with id X" is also what another deployment's database answers (staging's
+    settings in the shell, prod's client id on the screen), and a command that fails
+    prints no line saying what it used: the error line names the database, key store and
+    issuer it looked in, as a command that succeeds says on its last line."""
+    (tmp_path / "prod").mkdir()
+    (tmp_path / "staging").mkdir()
+    prod, staging = _env(tmp_path / "prod"), _env(tmp_path / "staging")
+    client_id = cli_json_here(prod, "clients", "create", "--name", "x")["client_id"]
+    kid = cli_json_here(prod, "keys", "rotate")["kid"]
+    assert run_cli_here(staging, "db", "upgrade").returncode == 0
+    cli_json_here(staging, "keys", "rotate")
+    where = (
+        f"(database sqlite:///{tmp_path / 'staging' / 'a.db'}; key store file "
+        f"{tmp_path / 'staging' / 'keys'}; issuer http://localhost:8000)"
+    )
+    for args, unknown in (
+        (["clients", "show", client_id], f"no client with id {client_id!r}"),
+        (["clients", "disable", client_id], f"no client with id {client_id!r}"),
+        (
+            ["tokens", "revoke", "--sub", "u", "--client", client_id],
+            f"no client with id {client_id!r}",
+        ),
+        (["keys", "retire", kid], f"no signing key with kid {kid!r}"),
+    ):
+        result = run_cli_here(staging, *args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert result.stderr.splitlines() == [f"authserver: error: {unknown} {where}"], args
+
+
 def test_passwords_are_masked_in_what_a_command_says(tmp_path: Path) -> None:
     url = "postgresql+psycopg://authserver:pw-5e1d77@127.0.0.1:1/nodb"
     result = run_cli_here({"AUTHSERVER_DATABASE_URL": url}, "clients", "list")
