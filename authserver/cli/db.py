@@ -37,6 +37,9 @@ def upgrade(as_json: bool) -> None:
         before, after = migrate.upgrade_to_head(svc.db)
     finally:
         svc.close()
+    # Said as clients create says it ("created a new database: ..."): run from the wrong
+    # directory, an upgrade before a deployment's upgrade made a new database there.
+    state().created = before is None and after is not None
     if as_json:
         emit_json({"from_revision": before, "to_revision": after})
     elif before == after:

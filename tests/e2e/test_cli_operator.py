@@ -256,6 +256,22 @@ def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
     assert "holds no signing keys" not in (tmp_path / "home.log").read_text()
 
 
+def test_db_upgrade_says_when_it_made_a_new_database(tmp_path: Path) -> None:
+    """`db upgrade` before a deployment's upgrade, from another directory than the
+    servers', made a new database there and said only "upgraded database from empty to
+    N", with the usual "(database ...)" line: `clients create` and `keys rotate` say "created
+    a new database" in that case, which is what the note is for."""
+    first = _in(tmp_path, "db", "upgrade")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines() == [
+        f"authserver: note: created a new database: database sqlite:///{tmp_path}/"
+        f"authserver.db; key store file {tmp_path}/keys; issuer http://localhost:8000"
+    ]
+    again = _in(tmp_path, "db", "upgrade", "--json")
+    assert json.loads(again.stdout)["from_revision"] == head_revision()
+    assert again.stderr.startswith("(database sqlite:///"), again.stderr
+
+
 def test_an_unknown_client_or_key_names_where_it_was_looked_for(tmp_path: Path) -> None:
     """ "no client with id X" is also what another deployment's database answers (staging's
     settings in the shell, prod's client id on the screen), and a command that fails
