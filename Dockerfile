@@ -21,6 +21,8 @@ ENV AUTHSERVER_HOST=0.0.0.0 \
     AUTHSERVER_PORT=8000 \
     AUTHSERVER_KEYS_DIR=/var/lib/authserver/keys
 EXPOSE 8000
+# The port serve listens on (AUTHSERVER_PORT), not a copy of its default: a container run
+# with another port was reported unhealthy and restarted while it served.
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=2).status == 200 else 1)"
+    CMD python -c "import os,urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('AUTHSERVER_PORT', '8000'), timeout=2).status == 200 else 1)"
 CMD ["authserver", "serve"]

@@ -142,6 +142,15 @@ def image() -> tuple[dict[str, str], str, list[str]]:
     return env, workdir, cmd
 
 
+def image_healthcheck() -> str:
+    """The command of the image's ``HEALTHCHECK`` (shell form), run by ``/bin/sh -c``."""
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(ln.strip() for ln in text.splitlines() if ln.startswith("HEALTHCHECK"))
+    command = line.split(" CMD ", 1)[1].strip()
+    assert not command.startswith("["), "the image's HEALTHCHECK is in shell form"
+    return command
+
+
 # -- PostgreSQL standing in for the postgres service -------------------------------------------
 
 
@@ -201,10 +210,11 @@ def _as_on_this_host(
 @contextmanager
 def _run_compose(
     caller: dict[str, str], postgres: tuple[str, int, str], tmp_path: Path
-) -> Iterator[list[tuple[str, str, subprocess.Popen[bytes], Path]]]:
+) -> Iterator[list[tuple[str, str, subprocess.Popen[bytes], Path, dict[str, str]]]]:
+    """Each authserver service started: (name, base URL, process, log, its environment)."""
     services = compose_services(caller)
     image_env, workdir, cmd = image()
-    started: list[tuple[str, str, subprocess.Popen[bytes], Path]] = []
+    started: list[tuple[str, str, subprocess.Popen[bytes], Path, dict[str, str]]] = []
     try:
         for name, service in services.items():
             if not name.startswith("authserver"):
@@ -230,14 +240,14 @@ def _run_compose(
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            started.append((name, f"http://127.0.0.1:{port}", proc, log))
+            started.append((name, f"http://127.0.0.1:{port}", proc, log, full))
         assert len(started) == 2, [s[0] for s in started]
         yield started
     finally:
-        for _, _, proc, _ in started:
+        for _, _, proc, _, _ in started:
             if proc.poll() is None:
                 os.killpg(proc.pid, 15)
-        for _, _, proc, _ in started:
+        for _, _, proc, _, _ in started:
             try:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -292,15 +302,25 @@ def test_each_instance_becomes_ready(
     caller: dict[str, str], postgres_service: tuple[str, int, str], tmp_path: Path
 ) -> None:
     with _run_compose(caller, postgres_service, tmp_path) as started:
-        for name, base_url, proc, log in started:
+        for name, base_url, proc, log, env in started:
             _wait_ready(name, base_url, proc, log)
+            # What Docker runs in the container: the image's HEALTHCHECK (shell form) and
+            # the service's healthcheck (exec form), with the container's environment.
+            service = compose_services(caller)[name]
+            for check in (
+                ["/bin/sh", "-c", image_healthcheck()],
+                service["healthcheck"]["test"][1:],
+            ):
+                done = subprocess.run(check, env=env, capture_output=True, timeout=30, check=False)
+                assert done.returncode == 0, (name, check, done.stderr)
         # One database, one key set: both instances publish the same keys.
         jwks = [
-            requests.get(b + "/.well-known/jwks.json", timeout=5).json() for _, b, _, _ in started
+            requests.get(b + "/.well-known/jwks.json", timeout=5).json()
+            for _, b, _, _, _ in started
         ]
         assert jwks[0] == jwks[1]
         assert len(jwks[0]["keys"]) == 1
-        for _, base_url, _, _ in started:
+        for _, base_url, _, _, _ in started:
             admin = requests.get(
                 base_url + "/admin/clients",
                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
@@ -317,7 +337,7 @@ def test_each_instance_becomes_ready(
             else:
                 assert admin.status_code == 404
                 assert scrape.status_code == 404
-        for _, _, _, log in started:
+        for _, _, _, log, _ in started:
             # Encrypted at rest: no warning about plaintext keys.
             assert "UNENCRYPTED" not in log.read_text()
 
