@@ -201,6 +201,7 @@ def parse_database_url(raw: str) -> str:
         raise ValueError(
             "has more than one @ before the host: write an @ in the user name or password as %40"
         )
+    _check_port(authority)
     if _SQLITE_URL.match(value) and authority:
         # "sqlite://authserver.db": SQLAlchemy reads the file name as a host and refuses it
         # with a traceback of its own.
@@ -231,6 +232,31 @@ def parse_database_url(raw: str) -> str:
         value = relative["scheme"] + path + (relative["rest"] or "")
     return value
 
+
+def _check_port(authority: str) -> None:
+    """Refuse a URL whose port is not a number from 1 to 65535 here, where the error names
+    where the URL came from (``--database-url``, the variable, a configuration file line),
+    rather than when the engine is made, which knows none of that. SQLAlchemy itself
+    raises a bare ``ValueError`` for one that is not a number (``host:notaport``, an
+    unclosed ``[IPv6``), and libpq takes 0 as its default port."""
+    hostport = authority.rpartition("@")[2]
+    port: str | None = None
+    if hostport.startswith("["):
+        _host, bracket, rest = hostport.partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(BAD_PORT)
+        port = rest[1:] if rest else None
+    elif ":" in hostport:
+        port = hostport.rpartition(":")[2]
+    digits = (port or "").lstrip("0")  # as int() reads it: 05432 is 5432
+    if port is not None and not (
+        port.isascii() and port.isdigit() and len(digits) <= 5 and 1 <= int(digits or 0) <= 65535
+    ):
+        raise ValueError(BAD_PORT)
+
+
+#: What is wrong with a database URL whose port is not one (:func:`_check_port`).
+BAD_PORT = "not a valid SQLAlchemy URL (its port must be a number from 1 to 65535)"
 
 _SQLITE_URL = re.compile(r"^sqlite(\+\w+)?://", re.IGNORECASE)
 _SQLITE_RELATIVE_PATH = re.compile(

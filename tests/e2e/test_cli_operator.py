@@ -426,6 +426,24 @@ def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path, url: str) ->
         assert "pw-5e1d77" not in result.stdout + result.stderr
 
 
+def test_a_bad_port_names_where_the_url_came_from(tmp_path: Path) -> None:
+    """The port is checked where the setting is read, so the line names the option or the
+    configuration file's line that carried the URL: it named AUTHSERVER_DATABASE_URL
+    whatever the URL came from (the check was the engine's, which knows no source)."""
+    url = "postgresql://u:pw-5e1d77@db.example:notaport/x"
+    reason = "not a valid SQLAlchemy URL (its port must be a number from 1 to 65535)"
+    result = run_cli_here(_env(tmp_path), "--database-url", url, "clients", "list")
+    assert result.returncode == 2
+    assert result.stderr == f"authserver: error: --database-url: {reason}\n"
+    config = tmp_path / "authserver.env"
+    config.write_text(f"AUTHSERVER_DATABASE_URL={url}\n")
+    env = {k: v for k, v in _env(tmp_path).items() if k != "AUTHSERVER_DATABASE_URL"}
+    result = run_cli_here(env, "--config", str(config), "clients", "list")
+    assert result.returncode == 2
+    assert result.stderr == f"authserver: error: {config}: AUTHSERVER_DATABASE_URL: {reason}\n"
+    assert "pw-5e1d77" not in result.stdout + result.stderr
+
+
 def test_serve_refuses_port_0(tmp_path: Path) -> None:
     # The system picked a free port, while the start-up line, the issuer that follows the
     # port and so every token's iss and the metadata's URLs said http://localhost:0.

@@ -19,6 +19,7 @@ from authserver.settings import MAX_CONFIG_BYTES
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import SinceOutOfRange
+from authserver.settings import parse_database_url
 from authserver.settings import parse_duration
 from authserver.settings import parse_since
 from authserver.settings import read_config_file
@@ -943,3 +944,23 @@ def test_a_config_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Pat
     ):
         with pytest.raises(ConfigError, match=words):
             read_config_file(path)
+
+
+@pytest.mark.parametrize(
+    "authority",
+    ["db.example", "db.example:1", "db.example:65535", "u:pw@db.example:5432", "[::1]",
+     "[::1]:5432", "db.example:05432"],
+)  # fmt: skip
+def test_database_url_ports_in_the_range_are_taken(authority: str) -> None:
+    url = f"postgresql+psycopg://{authority}/x"
+    assert parse_database_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "authority",
+    ["db.example:0", "db.example:", "db.example:65536", "db.example:notaport", "db.example:\u0663",
+     "db.example:" + "9" * 5000, "[::1", "[::1]5432", "u:pw@[::1]:x"],
+)  # fmt: skip
+def test_database_url_ports_outside_the_range_are_refused(authority: str) -> None:
+    with pytest.raises(ValueError, match=r"^not a valid SQLAlchemy URL \(its port must be"):
+        parse_database_url(f"postgresql+psycopg://{authority}/x")

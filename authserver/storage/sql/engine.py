@@ -35,6 +35,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from authserver.errors import ConfigError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
+from authserver.settings import BAD_PORT
 from authserver.settings import redact_url
 from authserver.settings import sqlite_in_memory
 from authserver.storage.sql import raw
@@ -87,10 +88,10 @@ POSTGRES_STATEMENT_TIMEOUT_S = 10
 _LIBPQ_DRIVERS = frozenset({"psycopg", "psycopg2", "psycopg2cffi"})
 
 
-_BAD_PORT = (
-    "AUTHSERVER_DATABASE_URL: not a valid SQLAlchemy URL (its port must be a number from 1 "
-    "to 65535)"
-)
+#: The settings refuse such a URL first, naming where it came from
+#: (:func:`authserver.settings.parse_database_url`); this is for a URL that did not pass
+#: through them.
+_BAD_PORT = f"AUTHSERVER_DATABASE_URL: {BAD_PORT}"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
