@@ -399,7 +399,7 @@ def _bool(raw: str) -> bool:
         return True
     if value in ("0", "false", "no", "off", ""):
         return False
-    raise ValueError("must be true or false")
+    raise ValueError("must be true or false (or 1/0, yes/no, on/off)")
 
 
 #: The shortest admin or metrics bearer token accepted.

@@ -964,3 +964,13 @@ def test_database_url_ports_in_the_range_are_taken(authority: str) -> None:
 def test_database_url_ports_outside_the_range_are_refused(authority: str) -> None:
     with pytest.raises(ValueError, match=r"^not a valid SQLAlchemy URL \(its port must be"):
         parse_database_url(f"postgresql+psycopg://{authority}/x")
+
+
+def test_a_flag_that_is_not_one_names_every_form_it_takes() -> None:
+    # "no" is taken, and the error said "must be true or false" only.
+    assert Settings.from_env({"AUTHSERVER_SCHEDULER": "no"}).scheduler is False
+    with pytest.raises(ConfigError) as refused:
+        Settings.from_env({"AUTHSERVER_PRODUCTION": "maybe"})
+    assert str(refused.value) == (
+        "AUTHSERVER_PRODUCTION: must be true or false (or 1/0, yes/no, on/off)"
+    )
