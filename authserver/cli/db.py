@@ -18,6 +18,7 @@ from authserver.errors import ConfigError
 from authserver.settings import parse_database_url
 from authserver.storage.sql import migrate
 from authserver.storage.sql.copy import copy_database
+from authserver.storage.sql.engine import sqlite_file
 
 
 @click.group()
@@ -57,7 +58,8 @@ def current(as_json: bool) -> None:
     state().used = settings
     svc = container.build(settings, readonly=True)
     try:
-        revision = None if migrate.database_missing(svc.db) else migrate.current_revision(svc.db)
+        missing = migrate.database_missing(svc.db)
+        revision = None if missing else migrate.current_revision(svc.db)
         head = migrate.head_revision()
     finally:
         svc.close()
@@ -81,7 +83,13 @@ def current(as_json: bool) -> None:
         text = "up to date" if revision == head else f"this version needs {head}"
         if newer:
             text = f"unknown to this version, which needs {head}: a newer version migrated it"
-        echo(f"{revision or 'empty'} ({text})")
+        if missing:
+            # Not "empty": no file there at all, the sign of a command run in another
+            # directory than the database's (a relative SQLite path).
+            sqlite = sqlite_file(svc.db.url)
+            echo(f"no database at {sqlite} ({text}; 'authserver db upgrade' creates it)")
+        else:
+            echo(f"{revision or 'empty'} ({text})")
 
 
 @db.command()
