@@ -201,7 +201,7 @@ def parse_database_url(raw: str) -> str:
         raise ValueError(
             "has more than one @ before the host: write an @ in the user name or password as %40"
         )
-    _check_port(authority)
+    _check_port(_host_and_port(value))
     if _SQLITE_URL.match(value) and authority:
         # "sqlite://authserver.db": SQLAlchemy reads the file name as a host and refuses it
         # with a traceback of its own.
@@ -233,13 +233,26 @@ def parse_database_url(raw: str) -> str:
     return value
 
 
-def _check_port(authority: str) -> None:
+def _host_and_port(url: str) -> str:
+    """The ``host:port`` of *url* as SQLAlchemy reads it: after a user information that
+    ends at the first ``@`` following the user name, which may hold ``/``, ``?`` or ``#``
+    unencoded in its password (a generated one often does, and SQLAlchemy and libpq take
+    it). Cut at the first ``/`` or ``?`` after the scheme instead, such a password's head
+    was taken for a host and its tail for a port, and a URL that connects was refused."""
+    rest = _USER_INFO.sub("", url.split("://", 1)[1], count=1)
+    return re.split(r"[/?]", rest, maxsplit=1)[0]
+
+
+#: SQLAlchemy's user information: a name without ``:`` or ``/``, a password without ``@``.
+_USER_INFO = re.compile(r"^[^:/]*(?::[^@]*)?@")
+
+
+def _check_port(hostport: str) -> None:
     """Refuse a URL whose port is not a number from 1 to 65535 here, where the error names
     where the URL came from (``--database-url``, the variable, a configuration file line),
     rather than when the engine is made, which knows none of that. SQLAlchemy itself
     raises a bare ``ValueError`` for one that is not a number (``host:notaport``, an
     unclosed ``[IPv6``), and libpq takes 0 as its default port."""
-    hostport = authority.rpartition("@")[2]
     port: str | None = None
     if hostport.startswith("["):
         _host, bracket, rest = hostport.partition("]")

@@ -20,6 +20,8 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from authserver.storage.sql.migrate import head_revision
+from tests.conftest import fresh_pg_schema
+from tests.conftest import require_postgres
 from tests.factories import client_public_jwk
 from tests.factories import request_token
 from tests.helpers import AUTHSERVER
@@ -446,6 +448,27 @@ def test_a_bad_port_names_where_the_url_came_from(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr == f"authserver: error: {config}: AUTHSERVER_DATABASE_URL: {reason}\n"
     assert "pw-5e1d77" not in result.stdout + result.stderr
+
+
+def test_a_password_holding_a_slash_is_no_port(tmp_path: Path) -> None:
+    """A password may hold ``/``, ``?`` or ``#`` unencoded (a generated one often does):
+    SQLAlchemy and libpq take it, and such a URL connected. The port check cut the URL
+    at the password's ``/`` and read ``user:pass`` as a host and port: "its port must be
+    a number" for a URL with no port wrong in it."""
+    require_postgres()
+    with fresh_pg_schema() as url:
+        scheme, _, rest = url.partition("://")
+        user, _, host = rest.partition("@")
+        if ":" in user:
+            pytest.skip("the test PostgreSQL URL has a password of its own")
+        # The test server trusts local connections: the password is not checked.
+        env = _env(tmp_path, AUTHSERVER_DATABASE_URL=f"{scheme}://{user}:pw/5e1d?7#7@{host}")
+        upgraded = run_cli_here(env, "db", "upgrade")
+        assert upgraded.returncode == 0, upgraded.stderr
+        current = run_cli_here(env, "db", "current", "--json")
+        assert current.returncode == 0, current.stderr
+        assert json.loads(current.stdout)["status"] == "up_to_date"
+        assert "pw/5e1d" not in upgraded.stderr + current.stderr
 
 
 def test_serve_refuses_port_0(tmp_path: Path) -> None:

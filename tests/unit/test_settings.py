@@ -949,7 +949,8 @@ def test_a_config_file_that_is_not_a_small_regular_file_is_refused(tmp_path: Pat
 @pytest.mark.parametrize(
     "authority",
     ["db.example", "db.example:1", "db.example:65535", "u:pw@db.example:5432", "[::1]",
-     "[::1]:5432", "db.example:05432"],
+     "[::1]:5432", "db.example:05432", "u:p/w@db.example:5432", "u:p?w#d@db.example",
+     "u:p/w@[::1]:5432"],
 )  # fmt: skip
 def test_database_url_ports_in_the_range_are_taken(authority: str) -> None:
     url = f"postgresql+psycopg://{authority}/x"
@@ -959,7 +960,7 @@ def test_database_url_ports_in_the_range_are_taken(authority: str) -> None:
 @pytest.mark.parametrize(
     "authority",
     ["db.example:0", "db.example:", "db.example:65536", "db.example:notaport", "db.example:\u0663",
-     "db.example:" + "9" * 5000, "[::1", "[::1]5432", "u:pw@[::1]:x"],
+     "db.example:" + "9" * 5000, "[::1", "[::1]5432", "u:pw@[::1]:x", "u:p/w@db.example:x"],
 )  # fmt: skip
 def test_database_url_ports_outside_the_range_are_refused(authority: str) -> None:
     with pytest.raises(ValueError, match=r"^not a valid SQLAlchemy URL \(its port must be"):
