@@ -221,14 +221,14 @@ def parse_database_url(raw: str) -> str:
         # sqlite:///~/authserver.db: ~ is the home directory, as AUTHSERVER_KEYS_DIR=~/keys
         # reads it; SQLAlchemy took it for a directory named "~" in the working directory
         # ("cannot open the SQLite file"), which a shell never expands inside a URL.
-        value = home["scheme"] + os.path.expanduser(home["home"]) + home["rest"]
+        value = home["scheme"] + _url_path(os.path.expanduser(home["home"])) + home["rest"]
     relative = _SQLITE_RELATIVE_PATH.match(value)
     if relative and not relative["path"].lower().startswith("file:"):
         # sqlite:///authserver.db is a file in the working directory of whichever process
         # opens it. Made absolute here, as the default is, so that every command's line,
         # error and note ("created a new database") names the file it acted on, not a
         # path whose meaning depends on where the command ran.
-        path = os.path.join(os.getcwd(), relative["path"])
+        path = os.path.join(_url_path(os.getcwd()), relative["path"])
         value = relative["scheme"] + path + (relative["rest"] or "")
     return value
 
@@ -245,6 +245,13 @@ def _host_and_port(url: str) -> str:
 
 #: SQLAlchemy's user information: a name without ``:`` or ``/``, a password without ``@``.
 _USER_INFO = re.compile(r"^[^:/]*(?::[^@]*)?@")
+
+
+def _url_path(path: str) -> str:
+    """*path*, a directory's name, as it goes into a SQLite URL: SQLAlchemy percent-decodes
+    a URL's database and ends it at a ``?``, so a working directory such as ``/srv/50%41``
+    or ``/srv/a?b`` written as it is named another file (``/srv/50A``, ``/srv/a``)."""
+    return path.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
 
 
 def _check_port(hostport: str) -> None:
@@ -486,7 +493,7 @@ def setting(
 
 
 def _default_database_url() -> str:
-    return f"sqlite:///{Path.cwd() / 'authserver.db'}"
+    return f"sqlite:///{os.path.join(_url_path(os.getcwd()), 'authserver.db')}"
 
 
 def _show_url(value: Any) -> str:

@@ -197,6 +197,26 @@ def test_a_relative_sqlite_path_is_named_as_the_file_it_is(tmp_path: Path) -> No
     assert _files(elsewhere) == []
 
 
+@pytest.mark.parametrize("url", [None, "sqlite:///authserver.db"])
+def test_a_working_directory_with_url_characters_holds_the_database(
+    tmp_path: Path, url: str | None
+) -> None:
+    """The working directory goes into the SQLite URL (the default, a relative path), and
+    SQLAlchemy percent-decodes a URL's database and ends it at a ``?``: run in
+    ``50%41``, a command made and used ``50A/authserver.db``, while its lines named the
+    directory it ran in; in ``a?b`` the database was a file named ``a``."""
+    for name, other in (("50%41", "50A"), ("a?b", "a")):
+        here = tmp_path / name
+        here.mkdir()
+        env = {} if url is None else {"AUTHSERVER_DATABASE_URL": url}
+        upgraded = _in(here, "db", "upgrade", env=env)
+        assert upgraded.returncode == 0, upgraded.stderr
+        assert _files(here) == ["authserver.db"]
+        assert not (tmp_path / other).exists()
+        listed = _in(here, "clients", "list", env=env)
+        assert listed.returncode == 0, listed.stderr
+
+
 def test_the_default_key_directory_is_named_by_its_absolute_path(tmp_path: Path) -> None:
     """AUTHSERVER_KEYS_DIR is ``keys`` by default, in the working directory. The line
     saying what a command used named it absolutely, but doctor ("keys does not exist"),

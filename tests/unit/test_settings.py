@@ -261,6 +261,23 @@ def test_database_url_default_is_sqlite_in_working_directory(
     assert url == f"sqlite:///{tmp_path / 'authserver.db'}"
 
 
+@pytest.mark.parametrize("name", ["50%41", "a?b", "c#d"])
+def test_the_working_directory_in_a_sqlite_url_is_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str
+) -> None:
+    # SQLAlchemy percent-decodes the database and ends it at a "?".
+    from sqlalchemy.engine import make_url
+
+    (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / name)
+    for env in ({}, {"AUTHSERVER_DATABASE_URL": "sqlite:///authserver.db"}):
+        url = Settings.from_env(env).database_url
+        assert make_url(url).database == str(tmp_path / name / "authserver.db")
+    monkeypatch.setenv("HOME", str(tmp_path / name))
+    url = Settings.from_env({"AUTHSERVER_DATABASE_URL": "sqlite:///~/a.db"}).database_url
+    assert make_url(url).database == str(tmp_path / name / "a.db")
+
+
 def test_keys_dir_default_is_keys_in_working_directory(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
