@@ -393,7 +393,12 @@ def _wait_ready(worker: Worker, timeout: float = 60) -> None:
     """Until the worker has printed its "ready" line."""
     deadline = time.monotonic() + timeout
     while not worker.out_path.read_bytes().startswith(b"ready\n"):
-        if worker.poll(timeout=0.001) is not None:
+        # Read again once it has exited: it may have printed "ready", done its work and
+        # exited between the read above and this poll (a loaded machine descheduled this
+        # process for that long), which is a worker that started.
+        if worker.poll(timeout=0.001) is not None and not worker.out_path.read_bytes().startswith(
+            b"ready\n"
+        ):
             pytest.fail(
                 f"worker did not start ({worker.returncode}): {worker.stdout()!r}\n"
                 f"{worker.stderr()}"
