@@ -21,7 +21,6 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 from sqlalchemy import create_engine
@@ -116,12 +115,8 @@ class Target:
             "jti": str(uuid.uuid4()),
             **claims,
         }
-        pem = self.key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        return jwt.encode(payload, pem, algorithm="RS256", headers={"kid": "k1"})
+        # The key, not its PEM: PyJWT would parse (and check) a PEM again at every call.
+        return jwt.encode(payload, self.key, algorithm="RS256", headers={"kid": "k1"})
 
     def used_assertions(self) -> tuple[int, float | None]:
         """How many replay rows there are, and the latest expiry among them."""

@@ -20,7 +20,6 @@ from typing import Any
 import jwt
 import pytest
 import requests
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
@@ -61,10 +60,8 @@ def assertion(
     }
     if alg == "none":
         return jwt.encode(claims, None, algorithm="none")
-    pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return jwt.encode(claims, pem, algorithm=alg, headers={"kid": "k1"})
+    # The key, not its PEM: PyJWT would parse (and check) a PEM again at every call.
+    return jwt.encode(claims, key, algorithm=alg, headers={"kid": "k1"})
 
 
 class Deployment:

@@ -46,12 +46,6 @@ def other_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-def pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def public_jwk(key: rsa.RSAPrivateKey, kid: str = KID) -> dict[str, Any]:
     return client_public_jwk(key, kid)
 
@@ -80,7 +74,9 @@ def assertion(
     for name in drop:
         claims.pop(name, None)
     headers = {"kid": kid} if kid is not None else None
-    return jwt.encode(claims, pem(key), algorithm=alg, headers=headers)
+    # The key itself, not its PEM: PyJWT parses a PEM at every call, and parsing checks the
+    # RSA key (tens of ms each, for each of some hundred assertions).
+    return jwt.encode(claims, key, algorithm=alg, headers=headers)
 
 
 @pytest.fixture
