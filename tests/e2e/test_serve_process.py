@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from collections.abc import Iterator
+from contextlib import ExitStack
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ import requests
 
 from authserver.cli.serve import GRACEFUL_TIMEOUT
 from tests.conftest import db_independent
+from tests.conftest import fresh_pg_schema
+from tests.conftest import require_postgres
 from tests.factories import issue_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -53,12 +56,40 @@ def server(env: dict[str, str]) -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def credentials(env: dict[str, str], server: ServerProcess) -> tuple[str, str]:
+    return _create_client(env)
+
+
+def _create_client(env: dict[str, str]) -> tuple[str, str]:
     created = cli_json_here(
         env, "clients", "create", "--name", "x", "--audience", AUD, "--allowed-claim", "libraryId"
     )
     assert created["client_id"]
     assert created["client_secret"]
     return created["client_id"], created["client_secret"]
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def serving(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServerProcess, tuple[str, str]]]:
+    """One server per database, and its one client, for the tests that only send it
+    requests and leave it serving as they found it: a server costs about 1.4 s of CPU to
+    start and stop, and these tests needed twelve. A test that stops its server, or needs
+    a record of its own requests alone, takes ``server``."""
+    tmp = tmp_path_factory.mktemp("serving")
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp / 'authserver.db'}"
+        else:
+            require_postgres()
+            url = stack.enter_context(fresh_pg_schema())
+        env = {
+            "AUTHSERVER_DATABASE_URL": url,
+            "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
+            "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+        }
+        server = stack.enter_context(ServerProcess(env))
+        yield server, _create_client(env)
 
 
 def verify(server: ServerProcess, token: str) -> dict[str, Any]:
@@ -81,8 +112,9 @@ def verify(server: ServerProcess, token: str) -> dict[str, Any]:
 
 
 def test_token_over_http_verifies_with_served_jwks(
-    server: ServerProcess, credentials: tuple[str, str]
+    serving: tuple[ServerProcess, tuple[str, str]],
 ) -> None:
+    server, credentials = serving
     token = issue_token(
         server,
         credentials,
@@ -148,8 +180,9 @@ HOSTILE: list[tuple[str, dict[str, Any], int]] = [
 
 
 def test_hostile_requests_are_refused_and_the_server_keeps_serving(
-    server: ServerProcess, credentials: tuple[str, str]
+    serving: tuple[ServerProcess, tuple[str, str]],
 ) -> None:
+    server, credentials = serving
     failures = []
     for name, kwargs, status in HOSTILE:
         response = requests.post(
@@ -180,11 +213,12 @@ def test_hostile_requests_are_refused_and_the_server_keeps_serving(
 
 @pytest.mark.parametrize("path", ["/token", "/admin/clients"])
 def test_chunked_body_over_the_limit_is_413(
-    server: ServerProcess, credentials: tuple[str, str], path: str
+    serving: tuple[ServerProcess, tuple[str, str]], path: str
 ) -> None:
     """A body without Content-Length (Transfer-Encoding: chunked) is held to the same
     AUTHSERVER_MAX_BODY_BYTES as one with it: refused whole, never truncated and parsed
     (the admin API parsed the first 64 KiB + 1 as the body: 400 "not a JSON object")."""
+    server, credentials = serving
 
     def chunks() -> Iterator[bytes]:
         yield b'{"name": "' if path.startswith("/admin") else b"grant_type=client_credentials&p="
@@ -214,11 +248,12 @@ def test_chunked_body_over_the_limit_is_413(
 
 @pytest.mark.parametrize("path", ["/token", "/admin/clients"])
 def test_a_body_over_the_limit_closes_the_connection_and_says_so(
-    server: ServerProcess, credentials: tuple[str, str], path: str
+    serving: tuple[ServerProcess, tuple[str, str]], path: str
 ) -> None:
     """A Content-Length over AUTHSERVER_MAX_BODY_BYTES is answered 413 without the body
     being read, and granian then closes the connection; the answer did not say so, so a
     client kept it and its next request failed (requests: ConnectionError, every time)."""
+    server, credentials = serving
     admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with requests.Session() as session:
         if path == "/token":
