@@ -6,24 +6,28 @@ with a 404 JSON error (never a 5xx)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from collections.abc import Iterator
 
 import jwt
 import pytest
 import requests
 
-from tests.conftest import db_independent
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def server(db_url: str, env_for: Callable[..., dict[str, str]]) -> Iterator[ServerProcess]:
-    env = env_for(db_url)
-    env.pop("AUTHSERVER_ISSUER")  # ServerProcess: the issuer is its base URL
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the module, on SQLite (the documents do not depend on the database):
+    the tests only read documents and each registers a client of its own. The issuer is
+    the server's base URL (ServerProcess)."""
+    tmp = tmp_path_factory.mktemp("documents")
+    env = {
+        "AUTHSERVER_DATABASE_URL": f"sqlite:///{tmp / 'authserver.db'}",
+        "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
+    }
     with ServerProcess(env) as running:
         yield running
 
@@ -77,7 +81,6 @@ def assert_conditional(url: str, content_type: str) -> None:
     assert head.headers.get("Content-Length", str(len(first.content))) == str(len(first.content))
 
 
-@db_independent
 def test_conditional_get_of_a_status_list_and_openapi(server: ServerProcess) -> None:
     path = token_status_path(server)
     assert_conditional(server.base_url + path, "application/statuslist+jwt")
@@ -91,7 +94,6 @@ def test_conditional_get_of_a_status_list_and_openapi(server: ServerProcess) -> 
     assert served["servers"] == [{"url": server.base_url}]
 
 
-@db_independent
 def test_unknown_and_malformed_list_ids_are_404_json(server: ServerProcess) -> None:
     token_status_path(server)  # list 1 exists
     for path in (
@@ -114,7 +116,6 @@ def test_unknown_and_malformed_list_ids_are_404_json(server: ServerProcess) -> N
         assert response.headers["Cache-Control"] == "no-store", path
 
 
-@db_independent
 def test_methods_on_a_status_list(server: ServerProcess) -> None:
     url = server.base_url + token_status_path(server)
     options = requests.options(url, timeout=10)
