@@ -104,17 +104,46 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 @contextmanager
 def fresh_pg_schema() -> Iterator[str]:
     """A URL for a new, empty PostgreSQL schema, dropped afterwards."""
-    import psycopg
-
     schema = f"t_{secrets.token_hex(6)}"
-    plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    _pg_admin(f'CREATE SCHEMA "{schema}"')
     try:
         yield pg_schema_url(schema)
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        _pg_admin(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+#: The connection each process creates and drops its schemas on, by the pid that opened
+#: it: a connection per statement made PostgreSQL start a backend twice per test (some
+#: 12 ms each time on a loaded machine). A forked child opens its own and leaves its
+#: parent's alone (closing it would end the parent's session on the shared socket).
+_pg_admin_conns: dict[int, Any] = {}
+
+
+def _pg_admin(statement: str) -> None:
+    """Run *statement* on this process's admin connection, opened again when it is gone
+    (a test that ends backends, a restarted server): then tried once more."""
+    import psycopg
+
+    pid = os.getpid()
+    for attempt in (1, 2):
+        conn = _pg_admin_conns.get(pid)
+        if conn is None or conn.closed:
+            plain = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+            conn = _pg_admin_conns[pid] = psycopg.connect(plain, autocommit=True)
+            atexit.register(_close_pg_admin, pid)
+        try:
+            conn.execute(statement)
+        except psycopg.OperationalError:
+            conn.close()
+            if attempt == 2:
+                raise
+        else:
+            return
+
+
+def _close_pg_admin(pid: int) -> None:
+    if pid == os.getpid() and pid in _pg_admin_conns:
+        _pg_admin_conns.pop(pid).close()
 
 
 @pytest.fixture
