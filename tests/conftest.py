@@ -18,13 +18,14 @@ collection: ``pytest -m "not slow"`` is the fast subset (docs/development.md).
 Speed without losing the real thing: schemas are migrated by :func:`migrate` (Alembic
 once per dialect and process, then a copy of that SQLite file or a replay of its
 statements on PostgreSQL), and in-process
-2048-bit RSA keys come from a per-process pool of real keys (:class:`KeyPool`).
+2048-bit RSA keys come from a per-run pool of real keys (:class:`KeyPool`).
 """
 
 from __future__ import annotations
 
 import ast
 import atexit
+import fcntl
 import itertools
 import os
 import secrets
@@ -39,6 +40,7 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 from sqlalchemy import event
@@ -302,26 +304,65 @@ def register(services: Services) -> Callable[..., tuple[str, str]]:
 
 
 class KeyPool:
-    """Real RSA keys from the real ``crypto.generate``, made once per process and handed
-    out in order within each test (so keys are unique within a test, as they must be)."""
+    """Real RSA keys from the real ``crypto.generate``, made once per run and handed out in
+    order within each test (so keys are unique within a test, as they must be).
 
-    def __init__(self) -> None:
+    Under pytest-xdist the workers share them (:func:`_shared_key_pools`): the first worker
+    to need the n-th key generates it and writes its PEM to the run's temporary directory,
+    and the others read it back (0.2 ms without cryptography's check of the RSA key,
+    which the key it made itself passed; generating is 50-100 ms, and each worker made
+    the same forty-odd keys)."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
         self._real = crypto.generate
         self._keys: list[tuple[RSAKey, Kid]] = []
+        self.shared: Path | None = None
 
     def get(self, index: int) -> tuple[RSAKey, Kid]:
         while len(self._keys) <= index:
-            self._keys.append(self._real(2048))
+            self._keys.append(self._make(len(self._keys)))
         return self._keys[index]
 
+    def _make(self, index: int) -> tuple[RSAKey, Kid]:
+        if self.shared is None:
+            return self._real(2048)
+        path = self.shared / f"{self._name}-{index}.pem"
+        with open(self.shared / f"{self._name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one worker generates it, the others wait
+            if not path.exists():
+                key, _ = self._real(2048)
+                staging = path.with_suffix(f".{os.getpid()}")
+                staging.write_bytes(key.as_pem(private=True))
+                staging.rename(path)
+        native = serialization.load_pem_private_key(
+            path.read_bytes(), None, unsafe_skip_rsa_key_validation=True
+        )
+        # As crypto.generate builds it: the same parameters, kid and thumbprint.
+        key = RSAKey.import_key(native, parameters={"use": "sig", "alg": crypto.ALG})
+        kid = Kid(key.thumbprint())
+        key.ensure_kid()
+        return key, kid
 
-KEY_POOL = KeyPool()
+
+KEY_POOL = KeyPool("generated")
 #: The keys a test puts in a store itself (``tests.factories.signing_key_sets``): a pool of
 #: their own, so a key the code under test generates (from :data:`KEY_POOL`) is never one
 #: already in the store. Sharing one pool made the key schedule's "rotate" write a key
 #: whose kid the store held, which a property test took for a schedule that never
 #: converges.
-PRESET_KEY_POOL = KeyPool()
+PRESET_KEY_POOL = KeyPool("preset")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _shared_key_pools(request: pytest.FixtureRequest, tmp_path_factory: Any) -> None:
+    """Under pytest-xdist, the key pools of the workers share their keys through the run's
+    temporary directory (each worker's base directory is a folder of it)."""
+    if _worker_count(request.config) < 2:
+        return
+    folder = tmp_path_factory.getbasetemp().parent / "key-pool"
+    folder.mkdir(exist_ok=True)
+    KEY_POOL.shared = PRESET_KEY_POOL.shared = folder
 
 
 @pytest.fixture(autouse=True)
