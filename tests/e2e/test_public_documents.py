@@ -106,6 +106,12 @@ def test_unknown_and_malformed_list_ids_are_404_json(server: ServerProcess) -> N
         "/statuslists/abc",
         "/statuslists/1.0",
         "/statuslists/%C2%B2",  # a superscript two: a digit to str.isdigit, not an id
+        # Non-ASCII digits (wsgi.py checks isascii before isdigit). PATH_INFO is decoded
+        # as latin-1, so the raw byte B9 arrives as a superscript one, a digit to
+        # str.isdigit that int() refuses (a 500 without the check); an Arabic-Indic one
+        # (UTF-8 D9 A1), which int() would take as list 1, arrives as two non-digits.
+        "/statuslists/%B9",
+        "/statuslists/%D9%A1",
         "/statuslists/",
         "/statuslists/1/x",
     ):
