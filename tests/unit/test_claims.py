@@ -27,8 +27,22 @@ CLIENT_ID = ClientId("as_client_test")
 API = "https://api.example.com"
 SYNC = "https://sync.example.com"
 
-#: docs/reference.md: these can never be set through ``claims``.
-INTERFACE_RESERVED = ("iss", "exp", "iat", "nbf", "jti", "aud", "client_id")
+#: docs/reference.md: these can never be set through ``claims``. Written out, not read from
+#: vocabulary.RESERVED_CLAIMS, so that a name dropped there (``cnf``: a forged proof-of-
+#: possession key) fails here.
+INTERFACE_RESERVED = (
+    "iss",
+    "exp",
+    "iat",
+    "nbf",
+    "jti",
+    "aud",
+    "client_id",
+    "scope",
+    "typ",
+    "cnf",
+    "status",
+)
 
 
 def make_client(**policy: Any) -> Client:
