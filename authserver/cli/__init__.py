@@ -53,7 +53,7 @@ def _say_what_was_used(*_args: Any, **_kwargs: Any) -> None:
     if st.used is None:
         return
     if st.created:
-        click.echo(f"authserver: note: created a new database: {st.used.describe()}", err=True)
+        click.echo(f"authserver: note: created {st.created}: {st.used.describe()}", err=True)
     else:
         click.echo(f"({st.used.describe()})", err=True)
 

@@ -28,6 +28,7 @@ from authserver.errors import NotFound
 from authserver.settings import CONFIG_ENV
 from authserver.settings import FIELDS
 from authserver.settings import Settings
+from authserver.storage.sql.migrate import database_missing
 from authserver.storage.sql.migrate import ensure_schema
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -54,9 +55,11 @@ class CliState:
     config_file: str | None = None
     #: The settings the command acted on, shown (on stderr) after its output.
     used: Settings | None = None
-    #: The command created the schema (shown after its output, even with --json: a write
-    #: landing in a new, empty database is the trap of running in the wrong directory).
-    created: bool = False
+    #: What the command created, "a new database" (a SQLite file) or "the schema" (in an
+    #: existing, empty database), or None (shown after its output, even with --json: a
+    #: write landing in a new, empty database is the trap of running in the wrong
+    #: directory). Never "a new database" on PostgreSQL: the database existed already.
+    created: str | None = None
 
 
 def is_group_option(ctx: click.Context, name: str) -> bool:
@@ -123,7 +126,9 @@ def services(*, creates: bool = False) -> Iterator[Services]:
     st.used = settings
     svc = container.build(settings, readonly=not creates)
     try:
-        st.created = ensure_schema(svc.db, create=creates, upgrade=False) == "created"
+        missing = database_missing(svc.db)
+        if ensure_schema(svc.db, create=creates, upgrade=False) == "created":
+            st.created = "a new database" if missing else "the schema"
         with acting_as("cli"):
             yield svc
     finally:

@@ -35,12 +35,15 @@ def upgrade(as_json: bool) -> None:
     state().used = settings
     svc = container.build(settings, readonly=True)
     try:
+        missing = migrate.database_missing(svc.db)
         before, after = migrate.upgrade_to_head(svc.db)
     finally:
         svc.close()
     # Said as clients create says it ("created a new database: ..."): run from the wrong
-    # directory, an upgrade before a deployment's upgrade made a new database there.
-    state().created = before is None and after is not None
+    # directory, an upgrade before a deployment's upgrade made a new database there. Only
+    # a SQLite file is a new database; an empty PostgreSQL database existed already.
+    if before is None and after is not None:
+        state().created = "a new database" if missing else "the schema"
     if as_json:
         emit_json({"from_revision": before, "to_revision": after})
     elif before == after:

@@ -298,6 +298,29 @@ def test_db_upgrade_says_when_it_made_a_new_database(tmp_path: Path) -> None:
     assert again.stderr.startswith("(database sqlite:///"), again.stderr
 
 
+@pytest.mark.parametrize("command", [["db", "upgrade"], ["clients", "create", "--name", "x"]])
+def test_an_empty_existing_database_gets_the_schema_not_a_new_database(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """On an existing, empty PostgreSQL database (and an empty SQLite file) the note said
+    "created a new database": the database was there already, only its schema is new."""
+    require_postgres()
+    with fresh_pg_schema() as url:
+        env = _env(tmp_path, AUTHSERVER_DATABASE_URL=url)
+        result = run_cli_here(env, *command)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr.splitlines()[-1].startswith(
+            "authserver: note: created the schema: database postgresql"
+        ), result.stderr
+    (tmp_path / "empty.db").touch()
+    env = _env(tmp_path, AUTHSERVER_DATABASE_URL=f"sqlite:///{tmp_path / 'empty.db'}")
+    result = run_cli_here(env, *command)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1].startswith(
+        f"authserver: note: created the schema: database sqlite:///{tmp_path}/empty.db;"
+    ), result.stderr
+
+
 def test_an_unknown_client_or_key_names_where_it_was_looked_for(tmp_path: Path) -> None:
     """ "no client with id X" is also what another deployment's database answers (staging's
     settings in the shell, prod's client id on the screen), and a command that fails
