@@ -381,21 +381,25 @@ class KeyService:
         stored keys (a wrong one raises the ``AUTHSERVER_KEY_PASSPHRASE`` error).
 
         A passphrase beside a newest key stored unencrypted is refused too: ``serve``
-        encrypts the stored keys at start when it has one, so that key was written by
-        servers without it, which could not read a key written with it. A ``keys retire``
-        (or ``rotate``) from a shell that has the passphrase while the servers do not
-        would otherwise hand them a current key they cannot decrypt: every token request
-        then answers 503."""
+        encrypts the stored keys at start when it has one, so either that key was written
+        by servers without it, which could not read a key written with it, or the key
+        files were restored from a backup made before the passphrase was set and no
+        ``serve`` with it has started since. This process cannot tell which, so the
+        message names both. A ``keys retire`` (or ``rotate``) from a shell that has the
+        passphrase while the servers do not would otherwise hand them a current key they
+        cannot decrypt: every token request then answers 503."""
         for key in sorted(keys, key=lambda k: k.activate_at, reverse=True):
             if key.private_pem is not None and key.retired_at is None:
                 self._ring.private_key(key)
                 if self._policy.passphrase is not None and not crypto.is_encrypted(key.private_pem):
                     raise KeyStoreError(
                         f"AUTHSERVER_KEY_PASSPHRASE is set, but signing key {key.kid} is "
-                        "stored unencrypted, so the servers run without it and could not "
-                        "read a key written with it: give the servers the passphrase and "
-                        "restart them ('serve' encrypts the stored keys at start), or unset "
-                        "it here"
+                        "stored unencrypted: either the servers run without the passphrase "
+                        "(and could not read a key written with it), or the keys were "
+                        "restored unencrypted and 'serve' with the passphrase encrypts them "
+                        "at its next start; start or restart the servers with the "
+                        "passphrase, then run this again (or unset it here if the servers "
+                        "are to run without one)"
                     )
                 return
 

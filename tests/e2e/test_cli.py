@@ -605,6 +605,38 @@ def test_key_commands_with_a_passphrase_the_servers_lack_write_no_key(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_keys_restored_unencrypted_are_named_as_such_when_rotate_is_refused(
+    db_url: str, env_for: EnvFor, tmp_path: Path
+) -> None:
+    """Key files restored from a backup made before the passphrase was set, in a
+    deployment whose servers run with it: `keys rotate` with the passphrase was refused
+    saying "so the servers run without it", which was not true. The refusal names both
+    situations and what to do; doing it (serve with the passphrase) lets rotate work."""
+    plain = env_for(db_url)
+    env = {**plain, "AUTHSERVER_KEY_PASSPHRASE": "p1"}
+    keys_dir = Path(env["AUTHSERVER_KEYS_DIR"])
+    cli_json_here(plain, "keys", "rotate")  # one current, one next
+    nxt = cli_json_here(plain, "keys", "list")["keys"][0]["kid"]
+    cli_json_here(plain, "keys", "retire", nxt)  # one current key: rotate writes one
+    backup = {p.name: p.read_bytes() for p in keys_dir.iterdir() if p.suffix in (".json", ".pem")}
+    with ServerProcess(env, log_path=tmp_path / "first.log"):
+        pass  # encrypts the stored keys
+    for name, data in backup.items():
+        (keys_dir / name).write_bytes(data)  # the restore
+    before = cli_json_here(env, "keys", "list")
+
+    line = _one_line_error(run_cli_here(env, "keys", "rotate"))
+    assert "is stored unencrypted: either the servers run without the passphrase" in line
+    assert "or the keys were restored unencrypted and 'serve' with the passphrase" in line
+    assert "so the servers run without it" not in line
+    assert cli_json_here(env, "keys", "list") == before
+    with ServerProcess(env, log_path=tmp_path / "second.log"):
+        pass  # what the message says to do
+    assert cli_json_here(env, "keys", "rotate")["created"] is True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 @pytest.mark.parametrize("key_store", ["file", "sql"])
 def test_serve_encrypts_keys_stored_before_the_passphrase_was_set(
     db_url: str, env_for: EnvFor, tmp_path: Path, key_store: str
