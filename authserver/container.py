@@ -164,8 +164,9 @@ def key_policy(settings: Settings) -> KeyPolicy:
 
 
 def build(settings: Settings, clock: Clock | None = None, *, readonly: bool = False) -> Services:
-    """Wire the services for *settings*. Opens no connection yet; with *readonly*, creates
-    no key directory either (commands that only read)."""
+    """Wire the services for *settings*. Opens no connection yet and creates no key
+    directory (the file store makes it when it writes a key); with *readonly*, a missing
+    one is never created (commands that only read)."""
     clock = clock or SystemClock()
     db = Database(settings.database_url)
     changes = (

@@ -114,7 +114,8 @@ def services(*, creates: bool = False) -> Iterator[Services]:
     """Services for one command.
 
     Only a command that may begin an installation (*creates*: ``clients create``, ``keys
-    rotate``) creates the schema on an empty database (and says so) and the key directory;
+    rotate``) creates the schema on an empty database (and says so), and the key
+    directory when it writes a key (the store makes it then, not before);
     only ``serve`` and ``db upgrade`` upgrade an existing schema. Every other command
     creates nothing: those that read, and those that change what must already exist (a
     client, a key, a user's tokens), which in a new, empty database would only report

@@ -115,7 +115,10 @@ def test_commands_that_change_existing_records_create_nothing(tmp_path: Path) ->
     assert cli_json_here(env, "tokens", "revoke", "--sub", "user-42")["revoked"] == 0
     assert _files(tmp_path) == ["a.db"]
     # Beginning an installation still works from an empty directory.
+    (tmp_path / "new").mkdir()
     assert cli_json_here(_env(tmp_path / "new"), "clients", "create", "--name", "b")["client_id"]
+    # A client needs no signing key: no key directory (it made an empty one).
+    assert _files(tmp_path / "new") == ["a.db"]
 
 
 def test_group_options_config_file_and_the_line_saying_what_was_used(tmp_path: Path) -> None:
@@ -258,7 +261,8 @@ def test_key_commands_in_another_directory_than_the_servers_keys_are_refused(
             "is taken from the working directory); if theirs is lost, 'authserver serve' "
             "makes a new key"
         ], args
-    assert not list((elsewhere / "keys").glob("*.pem"))
+    # Refused before any key was written: not even an empty key directory is left there.
+    assert _files(elsewhere) == []
     assert cli_json_here(env, "audit", "--action", "key.rotated")["events"] == trail
     doctor = _in(elsewhere, "doctor", "--no-issuer-check", env=env)
     assert doctor.returncode == 1

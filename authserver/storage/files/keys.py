@@ -120,29 +120,49 @@ def _make_private(directory: Path) -> None:
 
 class FileKeyStore:
     def __init__(self, directory: Path, *, create: bool = True) -> None:
-        """A store over *directory*, created (mode 0700) unless *create* is false; a store
-        that may not create it reads a missing directory as holding no keys."""
+        """A store over *directory*, created (mode 0700) by its first change unless
+        *create* is false; a missing directory reads as holding no keys.
+
+        Created by the first change, not here: a command that may write a key but does
+        not (``clients create``, or a ``keys rotate`` refused by its checks) left an empty
+        key directory behind, in the working directory by default."""
         self.directory = directory
         #: ``.version`` as a string, for :meth:`stamp` on every request (no path joining).
         self._version_file = os.fspath(directory / ".version")
         #: Which lock this is, whatever path spelling reaches it (see _Holds).
         self._lock_id = os.path.realpath(directory / ".lock")
+        #: The directory is still to be made by the first change (see _make_directory).
+        self._to_create = False
         if not create:
             return
         if directory.exists() and not directory.is_dir():
             raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not a directory")
-        try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"AUTHSERVER_KEYS_DIR: cannot create {directory}: {exc.strerror}"
-            ) from None
+        if not directory.exists():
+            self._to_create = True
+            return
         if not os.access(directory, os.W_OK | os.X_OK):
             raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not writable")
         _make_private(directory)
 
+    def _make_directory(self) -> None:
+        """Create the directory (mode 0700) before the first write, when this store may."""
+        if not self._to_create:
+            return
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not a directory")
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"AUTHSERVER_KEYS_DIR: cannot create {self.directory}: {exc.strerror}"
+            ) from None
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not writable")
+        self._to_create = False
+
     @contextmanager
     def lock(self) -> Iterator[None]:
+        self._make_directory()
         try:
             fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         except FileNotFoundError:
@@ -255,6 +275,7 @@ class FileKeyStore:
     def _changing(self) -> None:
         """Before the first write of a change under the lock: mark ``.version`` so that
         readers wait for the whole change instead of reading part of it."""
+        self._make_directory()  # a write outside the lock
         if _holds.marked.get(self._lock_id) is False:
             _write_atomic(
                 self.directory / ".version", (CHANGING + secrets.token_hex(8)).encode(), 0o600

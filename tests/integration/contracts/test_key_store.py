@@ -476,7 +476,13 @@ class TestFileKeyStore(KeyStoreContract):
         names = {p.name for p in keys_dir.iterdir()}
         assert names <= {f"{a.kid}.pem", f"{a.kid}.json", f"{b.kid}.json", ".lock", ".version"}
 
-    def test_directory_is_private(self, harness: Harness, keys_dir: Path) -> None:
+    def test_directory_is_private(
+        self, harness: Harness, keys_dir: Path, make_key: Callable[..., SigningKey]
+    ) -> None:
+        # Made by the first write, not by the store: a command that writes no key (clients
+        # create, a refused keys rotate) left an empty key directory behind.
+        assert not keys_dir.exists()
+        harness.run(lambda s: s.add(make_key(0)))
         assert stat.S_IMODE(keys_dir.stat().st_mode) & 0o077 == 0
 
     def test_delete_removes_both_files(
