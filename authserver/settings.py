@@ -196,12 +196,15 @@ def parse_database_url(raw: str) -> str:
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
     authority = re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)[0]
-    if authority.count("@") > 1:
-        # Read as it stands, the host would be the password's tail: "unknown host".
+    user_info, host_and_port = _user_info_and_host(value)
+    if user_info.count("@") > 1 or "@" in host_and_port:
+        # Read as it stands, the host would be the password's tail: "unknown host". Read
+        # where SQLAlchemy reads them, not in the authority cut at the first "/", "?" or
+        # "#": with one of those in the password, an @ after it went unnoticed.
         raise ValueError(
             "has more than one @ before the host: write an @ in the user name or password as %40"
         )
-    _check_port(_host_and_port(value))
+    _check_port(host_and_port)
     if _SQLITE_URL.match(value) and authority:
         # "sqlite://authserver.db": SQLAlchemy reads the file name as a host and refuses it
         # with a traceback of its own.
@@ -233,14 +236,17 @@ def parse_database_url(raw: str) -> str:
     return value
 
 
-def _host_and_port(url: str) -> str:
-    """The ``host:port`` of *url* as SQLAlchemy reads it: after a user information that
-    ends at the first ``@`` following the user name, which may hold ``/``, ``?`` or ``#``
-    unencoded in its password (a generated one often does, and SQLAlchemy and libpq take
-    it). Cut at the first ``/`` or ``?`` after the scheme instead, such a password's head
-    was taken for a host and its tail for a port, and a URL that connects was refused."""
-    rest = _USER_INFO.sub("", url.split("://", 1)[1], count=1)
-    return re.split(r"[/?]", rest, maxsplit=1)[0]
+def _user_info_and_host(url: str) -> tuple[str, str]:
+    """The user information (with its ``@``, or empty) and the ``host:port`` of *url* as
+    SQLAlchemy reads them: a user information that ends at the first ``@`` following the
+    user name, which may hold ``/``, ``?`` or ``#`` unencoded in its password (a generated
+    one often does, and SQLAlchemy and libpq take it). Cut at the first ``/`` or ``?``
+    after the scheme instead, such a password's head was taken for a host and its tail
+    for a port, and a URL that connects was refused."""
+    after = url.split("://", 1)[1]
+    match = _USER_INFO.match(after)
+    user_info = match.group() if match else ""
+    return user_info, re.split(r"[/?]", after[len(user_info) :], maxsplit=1)[0]
 
 
 #: SQLAlchemy's user information: a name without ``:`` or ``/``, a password without ``@``.

@@ -992,3 +992,41 @@ def test_a_flag_that_is_not_one_names_every_form_it_takes() -> None:
     assert str(refused.value) == (
         "AUTHSERVER_PRODUCTION: must be true or false (or 1/0, yes/no, on/off)"
     )
+
+
+@pytest.mark.parametrize(
+    ("password", "written"),
+    [("pa/ss", "pa/ss"), ("pa?ss", "pa?ss"), ("pa#ss", "pa#ss"), ("p/a?s#s", "p/a?s#s"),
+     ("pa@ss", "pa%40ss"), ("a/b@c", "a/b%40c"), ("a?b@c", "a%3Fb%40c"), ("/?#@", "%2F%3F%23%40"),
+     ("a#b@c", "a#b%40c")],
+)  # fmt: skip
+@pytest.mark.parametrize("port", ["", ":5432"])
+def test_database_url_passwords_are_read_as_sqlalchemy_reads_them(
+    password: str, written: str, port: str
+) -> None:
+    """ "/", "?" and "#" may stand unencoded in a password (SQLAlchemy and libpq take them),
+    an "@" encoded as %40: taken, and read as meant (the user, the password, the host)."""
+    from sqlalchemy.engine import make_url
+
+    url = parse_database_url(f"postgresql://u:{written}@db.example{port}/x?sslmode=require")
+    read = make_url(url)
+    assert (read.username, read.password, read.host, read.database) == (
+        "u",
+        password,
+        "db.example",
+        "x",
+    )
+
+
+@pytest.mark.parametrize(
+    "user_info",
+    ["u:pa@ss", "u:pa/s@s", "u:pa?s@s", "u:pa#s@s", "u:p/a?s#s@s", "u@x", "u:a/b%40c@d"],
+)
+def test_database_url_with_two_unencoded_at_signs_before_the_host_is_refused(
+    user_info: str,
+) -> None:
+    """SQLAlchemy ends the password at its first "@" and takes the rest for the host. With
+    a "/", "?" or "#" in the password before that "@", the check read the authority cut at
+    that character, saw one "@" at most, and took a URL whose host is the password's tail."""
+    with pytest.raises(ValueError, match=r"^has more than one @ before the host"):
+        parse_database_url(f"postgresql://{user_info}@db.example:5432/x")
