@@ -135,29 +135,31 @@ class FileKeyStore:
         self._to_create = False
         if not create:
             return
-        if directory.exists() and not directory.is_dir():
-            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not a directory")
         if not directory.exists():
             self._to_create = True
             return
-        if not os.access(directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {directory} is not writable")
+        self._check_usable()
         _make_private(directory)
+
+    def _check_usable(self) -> None:
+        """Refuse a key directory that is there but is no directory, or is not writable."""
+        if not self.directory.is_dir():
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not a directory")
+        if not os.access(self.directory, os.W_OK | os.X_OK):
+            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not writable")
 
     def _make_directory(self) -> None:
         """Create the directory (mode 0700) before the first write, when this store may."""
         if not self._to_create:
             return
-        if self.directory.exists() and not self.directory.is_dir():
-            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not a directory")
-        try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"AUTHSERVER_KEYS_DIR: cannot create {self.directory}: {exc.strerror}"
-            ) from None
-        if not os.access(self.directory, os.W_OK | os.X_OK):
-            raise ConfigError(f"AUTHSERVER_KEYS_DIR: {self.directory} is not writable")
+        if not self.directory.exists():
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"AUTHSERVER_KEYS_DIR: cannot create {self.directory}: {exc.strerror}"
+                ) from None
+        self._check_usable()
         self._to_create = False
 
     @contextmanager
