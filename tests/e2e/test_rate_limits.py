@@ -404,34 +404,10 @@ def test_ipv6_addresses_are_counted_per_64(make_app: MakeApp) -> None:
     assert_invalid_client(request_token(http, (client_id, "wrong"), remote_addr="2001:db8:1:3::1"))
 
 
-def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
-    app, services = make_app(
-        AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute", AUTHSERVER_PROXY_HOPS="1"
-    )
-    http = app.test_client()
-    client_id, secret = register(services)
-
-    def via_proxy(secret: str, client: str) -> Any:
-        return http.post(
-            "/token",
-            data=GRANT,
-            auth=(client_id, secret),
-            headers={"X-Forwarded-For": client},
-            environ_base={"REMOTE_ADDR": "10.0.0.2"},  # the proxy
-        )
-
-    for _ in range(2):
-        assert_invalid_client(via_proxy("wrong", ATTACKER))
-    assert_throttled(via_proxy("wrong", ATTACKER))
-    # Behind the same proxy, another client address is not slowed ...
-    assert_invalid_client(via_proxy("wrong", ELSEWHERE))
-    # ... and the right secret from the throttled address is served.
-    assert via_proxy(secret, ATTACKER).status_code == 200
-
-
-def test_a_port_the_proxy_adds_is_not_part_of_the_address(make_app: MakeApp) -> None:
-    """Some proxies forward the client's address with its source port, new with every
-    connection: counted with it, each connection had a budget of its own."""
+def _behind_a_proxy(make_app: MakeApp) -> tuple[Callable[[str, str], Any], str]:
+    """A token request through one trusted proxy (10.0.0.2) with the given secret and
+    ``X-Forwarded-For``, on an app allowing 2 failures per address a minute; and the
+    client's right secret."""
     app, services = make_app(
         AUTHSERVER_AUTH_FAILURES_PER_ADDRESS="2/minute", AUTHSERVER_PROXY_HOPS="1"
     )
@@ -447,6 +423,24 @@ def test_a_port_the_proxy_adds_is_not_part_of_the_address(make_app: MakeApp) -> 
             environ_base={"REMOTE_ADDR": "10.0.0.2"},  # the proxy
         )
 
+    return via_proxy, secret
+
+
+def test_the_address_is_the_one_proxyfix_trusts(make_app: MakeApp) -> None:
+    via_proxy, secret = _behind_a_proxy(make_app)
+    for _ in range(2):
+        assert_invalid_client(via_proxy("wrong", ATTACKER))
+    assert_throttled(via_proxy("wrong", ATTACKER))
+    # Behind the same proxy, another client address is not slowed ...
+    assert_invalid_client(via_proxy("wrong", ELSEWHERE))
+    # ... and the right secret from the throttled address is served.
+    assert via_proxy(secret, ATTACKER).status_code == 200
+
+
+def test_a_port_the_proxy_adds_is_not_part_of_the_address(make_app: MakeApp) -> None:
+    """Some proxies forward the client's address with its source port, new with every
+    connection: counted with it, each connection had a budget of its own."""
+    via_proxy, secret = _behind_a_proxy(make_app)
     for address, other in (("203.0.113.7", "203.0.113.8"), ("2001:db8:7::1", "2001:db8:8::1")):
         with_port = f"[{address}]" if ":" in address else address
         assert_invalid_client(via_proxy("wrong", f"{with_port}:50001"))
