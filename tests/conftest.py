@@ -95,8 +95,17 @@ def pg_schema_url(schema: str) -> str:
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A migrated-nothing, empty database URL: a SQLite file, or a fresh PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'authserver.db'}"
+    with empty_database(request.param, tmp_path) as url:
+        yield url
+
+
+@contextmanager
+def empty_database(kind: str, directory: Path, name: str = "authserver.db") -> Iterator[str]:
+    """The URL of an empty database of *kind* (``sqlite``: the file *name* in *directory*,
+    not made yet; ``postgresql``: a fresh schema, dropped afterwards), for a fixture of any
+    scope."""
+    if kind == "sqlite":
+        yield f"sqlite:///{directory / name}"
         return
     require_postgres()
     with fresh_pg_schema() as url:

@@ -28,8 +28,7 @@ from sqlalchemy import text
 
 from authserver.oauth.client_auth import LEEWAY
 from authserver.oauth.client_auth import MAX_ASSERTION_LIFETIME
-from tests.conftest import fresh_pg_schema
-from tests.conftest import require_postgres
+from tests.conftest import empty_database
 from tests.helpers import ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -141,11 +140,7 @@ def target(
     JSON column) fails differently on SQLite and PostgreSQL, so both are tried."""
     tmp = tmp_path_factory.mktemp("hostile")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp / 'authserver.db'}"
-        else:
-            require_postgres()
-            url = stack.enter_context(fresh_pg_schema())
+        url = stack.enter_context(empty_database(request.param, tmp))
         t = Target(tmp, rsa_private_key, url)
         t.start()
         try:

@@ -25,8 +25,7 @@ import requests
 
 from authserver.cli.serve import GRACEFUL_TIMEOUT
 from tests.conftest import db_independent
-from tests.conftest import fresh_pg_schema
-from tests.conftest import require_postgres
+from tests.conftest import empty_database
 from tests.factories import issue_token
 from tests.helpers import AUTHSERVER
 from tests.helpers import ServerProcess
@@ -78,11 +77,7 @@ def serving(
     a record of its own requests alone, takes ``server``."""
     tmp = tmp_path_factory.mktemp("serving")
     with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{tmp / 'authserver.db'}"
-        else:
-            require_postgres()
-            url = stack.enter_context(fresh_pg_schema())
+        url = stack.enter_context(empty_database(request.param, tmp))
         env = {
             "AUTHSERVER_DATABASE_URL": url,
             "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),

@@ -25,6 +25,7 @@ from authserver.storage.sql.migrate import known_revisions
 from authserver.storage.sql.tables import AUDIT_EVENTS
 from authserver.storage.sql.tables import USED_ASSERTIONS as USED
 from authserver.storage.sql.tables import metadata
+from tests.conftest import empty_database
 from tests.conftest import fresh_pg_schema
 from tests.conftest import migrate
 from tests.conftest import require_postgres
@@ -263,11 +264,7 @@ def test_a_source_row_whose_json_is_damaged_is_named_and_nothing_is_copied(
     )
     try:
         with ExitStack() as stack:
-            if target == "sqlite":
-                target_url = f"sqlite:///{tmp_path / 'b.db'}"
-            else:
-                require_postgres()
-                target_url = stack.enter_context(fresh_pg_schema())
+            target_url = stack.enter_context(empty_database(target, tmp_path, "b.db"))
             with pytest.raises(ConfigError) as refused:
                 copy_database(source, target_url)
             assert str(refused.value).startswith(expected)
