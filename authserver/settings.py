@@ -274,11 +274,22 @@ def _check_port(hostport: str) -> None:
         port = rest[1:] if rest else None
     elif ":" in hostport:
         port = hostport.rpartition(":")[2]
-    digits = (port or "").lstrip("0")  # as int() reads it: 05432 is 5432
-    if port is not None and not (
-        port.isascii() and port.isdigit() and len(digits) <= 5 and 1 <= int(digits or 0) <= 65535
-    ):
+    if port is not None and not (is_port_number(port) and int(port) >= 1):
         raise ValueError(BAD_PORT)
+
+
+#: The highest TCP port number.
+MAX_PORT = 65535
+
+
+def is_port_number(text: str) -> bool:
+    """*text* is a TCP port number: ASCII digits, at most :data:`MAX_PORT` (``05432`` is
+    5432, as ``int()`` reads it). False, never an error, for a string of digits too long
+    for ``int()`` (Python refuses more than 4,300)."""
+    if not (text.isascii() and text.isdigit()):
+        return False
+    digits = text.lstrip("0") or "0"  # int() of the digits alone: never too long for it
+    return len(digits) <= 5 and int(digits) <= MAX_PORT
 
 
 #: What is wrong with a database URL whose port is not one (:func:`_check_port`).

@@ -32,6 +32,7 @@ from typing import Any
 
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from authserver.settings import is_port_number
 from authserver.web.bodies import json_answer
 
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -40,9 +41,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 #: digits, ``-._~`` and percent-encoding; no comma: two ``Host`` lines arrive joined by
 #: one), or an IP literal in brackets.
 _HOST = re.compile(r"(?:[A-Za-z0-9._~%-]+|\[[0-9A-Za-z:.%_~-]+\])(?::([0-9]{0,5}))?")
-
-#: The highest TCP port number.
-_MAX_PORT = 65535
 
 #: RFC 3986 §3.3 path characters, for ``X-Forwarded-Prefix`` (the ``SCRIPT_NAME``).
 _PREFIX = re.compile(r"(?:/[A-Za-z0-9._~%!$&'()*+,;=:@-]*)*")
@@ -70,16 +68,12 @@ _BAD_FORWARDED = _refusal(
 
 
 def _one_host(host: str) -> bool:
-    """*host* is ``host [":" port]`` naming one host, its port (when given) a number up to
-    :data:`_MAX_PORT`: the same rule for the ``Host`` line and for what a trusted proxy
-    forwards (a forwarded port of 99999 was refused, a ``Host`` line's served)."""
+    """*host* is ``host [":" port]`` naming one host, its port (when given) a port number
+    (:func:`authserver.settings.is_port_number`): the same rule for the ``Host`` line and
+    for what a trusted proxy forwards (a forwarded port of 99999 was refused, a ``Host``
+    line's served)."""
     match = _HOST.fullmatch(host)
     return match is not None and is_port_number(match.group(1) or "0")
-
-
-def is_port_number(text: str) -> bool:
-    """*text* is a TCP port number: ASCII digits, at most :data:`_MAX_PORT`."""
-    return text.isascii() and text.isdigit() and int(text) <= _MAX_PORT
 
 
 def _unused(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:

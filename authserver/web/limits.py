@@ -59,7 +59,7 @@ from limits.strategies import RateLimiter
 from authserver.limits_storage import open_storage
 from authserver.oauth.events import ClientAuthFailed
 from authserver.settings import Settings
-from authserver.web.host import is_port_number
+from authserver.settings import is_port_number
 
 log = logging.getLogger(__name__)
 

@@ -19,6 +19,7 @@ from authserver.settings import MAX_CONFIG_BYTES
 from authserver.settings import SECRET_ENV
 from authserver.settings import Settings
 from authserver.settings import SinceOutOfRange
+from authserver.settings import is_port_number
 from authserver.settings import parse_database_url
 from authserver.settings import parse_duration
 from authserver.settings import parse_since
@@ -1030,3 +1031,15 @@ def test_database_url_with_two_unencoded_at_signs_before_the_host_is_refused(
     that character, saw one "@" at most, and took a URL whose host is the password's tail."""
     with pytest.raises(ValueError, match=r"^has more than one @ before the host"):
         parse_database_url(f"postgresql://{user_info}@db.example:5432/x")
+
+
+@pytest.mark.parametrize(
+    ("text", "is_port"),
+    [("0", True), ("1", True), ("65535", True), ("05432", True), ("65536", False), ("", False),
+     ("\u0663", False), ("-1", False), ("1 ", False), ("9" * 5000, False),
+     ("0" * 5000 + "1", True)],
+)  # fmt: skip
+def test_what_a_port_number_is(text: str, is_port: bool) -> None:
+    # One rule for the database URL, the Host line, a forwarded port and a port in
+    # X-Forwarded-For; a string of digits too long for int() is no port, not an error.
+    assert is_port_number(text) is is_port
