@@ -7,7 +7,6 @@ from typing import Any
 
 from flask import Flask
 from flask import Response
-from flask import g
 from flask import request
 from flask.globals import request_ctx
 from werkzeug.exceptions import MethodNotAllowed
@@ -38,6 +37,8 @@ from authserver.web import statuslists
 from authserver.web import wellknown
 from authserver.web.accesslog import AccessLog
 from authserver.web.bodies import BodyDeadline
+from authserver.web.context import begin_unit_of_work
+from authserver.web.context import end_unit_of_work
 from authserver.web.host import RequireHost
 from authserver.web.issuer_path import IssuerPath
 from authserver.web.issuer_path import issuer_path
@@ -91,7 +92,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     # First, so the latency covers the other hooks.
     metrics.instrument(app, events)
-    _unit_of_work_per_request(app, services)
+    _unit_of_work_per_request(app)
     _method_as_sent(app)
     errors.register(app)
     app.register_blueprint(health.bp)
@@ -260,33 +261,28 @@ def _method_as_sent(app: Flask) -> None:
         raise MethodNotAllowed(valid_methods=sorted(allowed))
 
 
-def _unit_of_work_per_request(app: Flask, services: Services) -> None:
+def _unit_of_work_per_request(app: Flask) -> None:
     """One transaction per request, committed once at the end (Indico ``RH.process``)."""
-    db = services.db
 
     @app.before_request
     def _begin() -> None:
-        g.uow_token = db.begin()
+        begin_unit_of_work()
 
     @app.after_request
     def _commit(response: Response) -> Response:
-        token = g.pop("uow_token", None)
-        if token is not None:
-            commit = response.status_code < 500
-            try:
-                db.end(token, commit=commit)
-            except StorageError as exc:
-                if commit:
-                    # The commit failed (the database went away after the handler ran):
-                    # what the handler answered did not happen, so answer as for any
-                    # database error.
-                    return errors.database_unavailable(exc)
-                # A failed rollback of an error answer changes nothing it says (nothing
-                # was committed): /readyz keeps its own body during an outage.
+        commit = response.status_code < 500
+        try:
+            end_unit_of_work(commit=commit)
+        except StorageError as exc:
+            if commit:
+                # The commit failed (the database went away after the handler ran): what
+                # the handler answered did not happen, so answer as for any database
+                # error.
+                return errors.database_unavailable(exc)
+            # A failed rollback of an error answer changes nothing it says (nothing was
+            # committed).
         return response
 
     @app.teardown_request
     def _rollback(exc: BaseException | None) -> Any:
-        token = g.pop("uow_token", None)
-        if token is not None:
-            db.end(token, commit=False)
+        end_unit_of_work(commit=False)

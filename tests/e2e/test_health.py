@@ -205,6 +205,58 @@ def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
         services.close()
 
 
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_readyz_is_503_when_the_database_goes_away_after_its_checks(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every check passed, then PostgreSQL dropped the request's connection before the
+    answer was sent (an immediate stop, seen in the outage test under load): not ready,
+    503 with the database check failing. Before, the checks said ready and committing the
+    request's transaction failed, which turned the answer into the generic 503 of a
+    database error, without the checks.
+
+    The drop is PostgreSQL's own (``pg_terminate_backend`` of the request's backend, from
+    another connection), made once the key records have been listed."""
+    import psycopg
+
+    from authserver.web.app import create_app
+
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": db_url,
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    services = make_services(settings)
+    try:
+        http = create_app(services=services).test_client()
+        assert http.get("/readyz").status_code == 200
+        listed = services.key_ring.unreadable
+        dropped: list[int] = []
+
+        def list_then_drop() -> Any:
+            found = listed()
+            row = services.db.read_one("SELECT pg_backend_pid()")  # the request's own
+            assert row is not None
+            with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+            dropped.append(row[0])
+            return found
+
+        monkeypatch.setattr(services.key_ring, "unreadable", list_then_drop)
+        response = http.get("/readyz")
+        assert dropped, "the request's connection was not dropped"
+        assert response.status_code == 503, response.get_data(as_text=True)
+        body = response.get_json()
+        assert body["status"] == "unavailable", body
+        assert body["checks"]["database"] == "unavailable", body
+        assert body["checks"]["signing_key"] == "ok", body
+    finally:
+        services.close()
+
+
 @pytest.mark.waits
 def test_readyz_against_a_hung_database_makes_at_most_two_connection_attempts(
     tmp_path: Path,
