@@ -14,8 +14,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from typing import Any
+from typing import NoReturn
 
 import click
 
@@ -132,6 +134,16 @@ def prepare(settings: Settings) -> None:
         svc.close()
 
 
+def stop(settings: Settings, message: str, code: int) -> NoReturn:
+    """End serve with *message*: the CLI's one error line on stderr or, under
+    ``AUTHSERVER_LOG_FORMAT=json``, one JSON record (level ``critical``) like every other
+    line serve writes there, so a pipeline that reads JSON lines gets why it stopped."""
+    if settings.log_format != "json":
+        fail(message, code)
+    log.critical("%s", " ".join(message.split()))
+    sys.exit(code)
+
+
 def _warn_without_passphrase(settings: Settings) -> None:
     if settings.key_passphrase is None:
         # Unsafe conveniences are loud: whoever reads the key store, or a
@@ -157,23 +169,25 @@ def serve(**options: Any) -> None:
         settings = load_settings(**options)
     except ConfigError as exc:
         fail(str(exc), 2)
-    # First, before prometheus_client is imported here or in a worker: it picks single- or
+    # Logging first: every line serve writes from here on, an error that stops it included,
+    # is in the configured format.
+    configure_logging(settings)
+    # Before prometheus_client is imported here or in a worker: it picks single- or
     # multi-process storage once, at import time.
-    metrics_dir = prepare_metrics_dir()
+    metrics_dir = prepare_metrics_dir(settings)
     try:
-        configure_logging(settings)
         bind = check_listen(settings.host, settings.port)
         prepare(settings)
     except (ConfigError, KeyStoreError) as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        fail(str(exc), 2)
+        stop(settings, str(exc), 2)
     except StorageError as exc:
         # Where and why in words (never the driver's text, which can hold the URL).
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        fail(f"cannot start: {exc}", 1)
+        stop(settings, f"cannot start: {exc}", 1)
     except Exception as exc:
         shutil.rmtree(metrics_dir, ignore_errors=True)
-        fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
+        stop(settings, f"cannot start: {type(exc).__name__}: {exc}", 1)
     export_options({**state().overrides, **{k: v for k, v in options.items() if v is not None}})
     run_server(settings, metrics_dir, bind)
 
@@ -217,7 +231,7 @@ def export_options(options: dict[str, Any]) -> None:
         os.environ[CONFIG_ENV] = os.path.abspath(os.path.expanduser(config))
 
 
-def prepare_metrics_dir() -> str:
+def prepare_metrics_dir(settings: Settings) -> str:
     """A fresh private directory (mode 0700) for prometheus-client's multiprocess mode, set
     in ``PROMETHEUS_MULTIPROC_DIR`` before the server starts (so before any worker imports
     prometheus_client, which chooses how it stores values at import time). Each run gets
@@ -228,7 +242,8 @@ def prepare_metrics_dir() -> str:
         path = tempfile.mkdtemp(prefix="authserver-metrics-", dir=parent)  # mode 0700
         os.chmod(path, 0o700)
     except OSError as exc:
-        fail(
+        stop(
+            settings,
             f"PROMETHEUS_MULTIPROC_DIR: cannot create the metrics directory in "
             f"{parent or tempfile.gettempdir()}: {exc.strerror or type(exc).__name__}",
             2,
@@ -390,11 +405,11 @@ def run_server(settings: Settings, metrics_dir: str, bind: str) -> None:
 
         server.serve()
     except ImportError as exc:
-        fail(f"cannot start: {type(exc).__name__}: {exc}", 1)
+        stop(settings, f"cannot start: {type(exc).__name__}: {exc}", 1)
     except (OSError, RuntimeError) as exc:
         # granian reports a failed bind (lost a race with check_listen) as RuntimeError.
         # Its message can carry a native backtrace after the first line.
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        fail(f"cannot serve on {settings.host}:{settings.port}: {reason}", 1)
+        stop(settings, f"cannot serve on {settings.host}:{settings.port}: {reason}", 1)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -392,9 +392,25 @@ def test_a_sqlite_path_in_the_home_directory(tmp_path: Path) -> None:
     assert [c["name"] for c in json.loads(listed.stdout)["clients"]] == ["x"]
 
 
-def test_serve_on_a_port_in_use_stops_with_one_line(env_for: EnvFor, tmp_path: Path) -> None:
+def _stop_line(result: subprocess.CompletedProcess[str], log_format: str) -> str:
+    """The one line serve stopped with: the CLI's error line, or under JSON logs a JSON
+    record at level critical (a pipeline reading JSON lines gets why it stopped)."""
+    line = _one_line_error(result)
+    if log_format == "text":
+        assert line.startswith("authserver: error: "), line
+        return line
+    record = json.loads(line)
+    assert record["level"] == "critical", record
+    assert record["logger"] == "authserver", record
+    return str(record["message"])
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_on_a_port_in_use_stops_with_one_line(
+    env_for: EnvFor, tmp_path: Path, log_format: str
+) -> None:
     db_file = tmp_path / "never.db"
-    env = env_for(f"sqlite:///{db_file}")
+    env = {**env_for(f"sqlite:///{db_file}"), "AUTHSERVER_LOG_FORMAT": log_format}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -402,10 +418,28 @@ def test_serve_on_a_port_in_use_stops_with_one_line(env_for: EnvFor, tmp_path: P
         result = run_cli(
             env, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", timeout=30
         )
-    line = _one_line_error(result)
+    line = _stop_line(result, log_format)
     assert f"127.0.0.1:{port}" in line
     assert "in use" in line
     assert not db_file.exists()  # refused before touching the database
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_serve_without_its_database_stops_with_one_line(
+    env_for: EnvFor, tmp_path: Path, log_format: str
+) -> None:
+    """A database that refuses connections: one line saying so, in the log format."""
+    closed = free_port()
+    env = {
+        **env_for(f"postgresql+psycopg://postgres:hunter2@127.0.0.1:{closed}/nowhere"),
+        "AUTHSERVER_LOG_FORMAT": log_format,
+    }
+    result = run_cli(env, "serve", "--port", str(free_port()), "--workers", "1", timeout=60)
+    assert result.returncode == 1, result.stderr
+    line = _stop_line(result, log_format)
+    assert line.startswith(("cannot start:", "authserver: error: cannot start:")), line
+    assert f"127.0.0.1:{closed}" in line
+    assert "hunter2" not in result.stderr
 
 
 def test_serve_listens_on_a_host_name(env_for: EnvFor, tmp_path: Path) -> None:
