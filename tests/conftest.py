@@ -423,6 +423,7 @@ _PROCESS_NAMES = frozenset(
 #: parameter does not tell apart).
 _POSTGRES_NAMES = frozenset({"require_postgres", "fresh_pg_schema"})
 _reaching: dict[tuple[str, frozenset[str]], frozenset[str]] = {}
+_uses: dict[str, dict[str, set[str]]] = {}
 
 
 def _functions_reaching(path: Path, names: frozenset[str]) -> frozenset[str]:
@@ -430,11 +431,7 @@ def _functions_reaching(path: Path, names: frozenset[str]) -> frozenset[str]:
     the module (its helpers, its fixtures by parameter name)."""
     key = (str(path), names)
     if key not in _reaching:
-        tree = ast.parse(path.read_text())
-        functions = {
-            node.name: node for node in ast.walk(tree) if isinstance(node, ast.FunctionDef)
-        }
-        uses = {name: _names_used(node) for name, node in functions.items()}
+        uses = _module_uses(path)
         reaching = {name for name, used in uses.items() if used & names}
         while True:  # callers of those reach them too
             more = {name for name, used in uses.items() if used & reaching} - reaching
@@ -445,15 +442,38 @@ def _functions_reaching(path: Path, names: frozenset[str]) -> frozenset[str]:
     return _reaching[key]
 
 
-def _names_used(function: ast.FunctionDef) -> set[str]:
-    """The names, attribute names and parameter names in *function* (one walk)."""
-    used = {a.arg for a in function.args.args}
-    for node in ast.walk(function):
-        if isinstance(node, ast.Name):
-            used.add(node.id)
-        elif isinstance(node, ast.Attribute):
-            used.add(node.attr)
-    return used
+def _module_uses(path: Path) -> dict[str, set[str]]:
+    """For each function of the module at *path* (nested ones and methods too; functions
+    of the same name pooled), the names, attribute names and parameter names it uses,
+    those of the functions nested in it included. One walk of the module, once per
+    process: walking each function again for every function around it, and each module
+    for both name sets, cost some 4 s per xdist worker on a slow machine."""
+    key = str(path)
+    if key not in _uses:
+        uses: dict[str, set[str]] = {}
+
+        def names_in(node: ast.AST) -> set[str]:
+            found: set[str] = set()
+            stack = list(ast.iter_child_nodes(node))
+            while stack:
+                child = stack.pop()
+                if isinstance(child, ast.FunctionDef):
+                    inner = names_in(child)
+                    uses.setdefault(child.name, set()).update(
+                        inner, (a.arg for a in child.args.args)
+                    )
+                    found |= inner
+                    continue
+                if isinstance(child, ast.Name):
+                    found.add(child.id)
+                elif isinstance(child, ast.Attribute):
+                    found.add(child.attr)
+                stack.extend(ast.iter_child_nodes(child))
+            return found
+
+        names_in(ast.parse(path.read_text()))
+        _uses[key] = uses
+    return _uses[key]
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
