@@ -6,6 +6,8 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +159,26 @@ def test_every_5xx_werkzeug_raises_answers_as_the_rest_of_the_product(app: Any) 
             assert "Retry-After" not in response.headers
 
 
+@contextmanager
+def _app_with_sql_keys(db_url: str, tmp_path: Path) -> Iterator[tuple[Services, Any]]:
+    """Services with the SQL key store on *db_url*, and a test client of their app."""
+    from authserver.web.app import create_app
+
+    settings = Settings.from_env(
+        {
+            "AUTHSERVER_DATABASE_URL": db_url,
+            "AUTHSERVER_KEY_STORE": "sql",
+            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
+            "AUTHSERVER_ISSUER": "http://localhost:8000",
+        }
+    )
+    services = make_services(settings)
+    try:
+        yield services, create_app(services=services).test_client()
+    finally:
+        services.close()
+
+
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
     db_url: str, tmp_path: Path
@@ -171,19 +193,7 @@ def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
     reads it (the table replaced by a view whose filter calls ``pg_terminate_backend``)."""
     import psycopg
 
-    from authserver.web.app import create_app
-
-    settings = Settings.from_env(
-        {
-            "AUTHSERVER_DATABASE_URL": db_url,
-            "AUTHSERVER_KEY_STORE": "sql",
-            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
-            "AUTHSERVER_ISSUER": "http://localhost:8000",
-        }
-    )
-    services = make_services(settings)
-    try:
-        http = create_app(services=services).test_client()
+    with _app_with_sql_keys(db_url, tmp_path) as (_services, http):
         assert http.get("/readyz").status_code == 200  # the current key is cached now
         schema = db_url.rsplit("search_path%3D", 1)[1].split("&")[0]
         with psycopg.connect(PG_URL.replace("+psycopg", ""), autocommit=True) as conn:
@@ -201,8 +211,6 @@ def test_readyz_is_503_when_the_database_goes_away_between_its_checks(
         body = response.get_json()
         assert body["status"] == "unavailable"
         assert body["checks"]["database"] == "unavailable", body
-    finally:
-        services.close()
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -219,19 +227,7 @@ def test_readyz_is_503_when_the_database_goes_away_after_its_checks(
     another connection), made once the key records have been listed."""
     import psycopg
 
-    from authserver.web.app import create_app
-
-    settings = Settings.from_env(
-        {
-            "AUTHSERVER_DATABASE_URL": db_url,
-            "AUTHSERVER_KEY_STORE": "sql",
-            "AUTHSERVER_KEYS_DIR": str(tmp_path / "keys"),
-            "AUTHSERVER_ISSUER": "http://localhost:8000",
-        }
-    )
-    services = make_services(settings)
-    try:
-        http = create_app(services=services).test_client()
+    with _app_with_sql_keys(db_url, tmp_path) as (services, http):
         assert http.get("/readyz").status_code == 200
         listed = services.key_ring.unreadable
         dropped: list[int] = []
@@ -253,8 +249,6 @@ def test_readyz_is_503_when_the_database_goes_away_after_its_checks(
         assert body["status"] == "unavailable", body
         assert body["checks"]["database"] == "unavailable", body
         assert body["checks"]["signing_key"] == "ok", body
-    finally:
-        services.close()
 
 
 @pytest.mark.waits
