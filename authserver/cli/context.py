@@ -61,6 +61,11 @@ class CliState:
     #: directory). Never "a new database" on PostgreSQL: the database existed already.
     created: str | None = None
 
+    def schema_created(self, *, database_was_missing: bool) -> None:
+        """Note that the command created the schema: in a new database (a SQLite file
+        that was not there, which connecting made) or in an existing, empty one."""
+        self.created = "a new database" if database_was_missing else "the schema"
+
 
 def is_group_option(ctx: click.Context, name: str) -> bool:
     """Whether *name* (``--database-url``) is an option of the ``authserver`` group (a
@@ -129,7 +134,7 @@ def services(*, creates: bool = False) -> Iterator[Services]:
     try:
         missing = database_missing(svc.db)
         if ensure_schema(svc.db, create=creates, upgrade=False) == "created":
-            st.created = "a new database" if missing else "the schema"
+            st.schema_created(database_was_missing=missing)
         with acting_as("cli"):
             yield svc
     finally:

@@ -40,10 +40,9 @@ def upgrade(as_json: bool) -> None:
     finally:
         svc.close()
     # Said as clients create says it ("created a new database: ..."): run from the wrong
-    # directory, an upgrade before a deployment's upgrade made a new database there. Only
-    # a SQLite file is a new database; an empty PostgreSQL database existed already.
+    # directory, an upgrade before a deployment's upgrade made a new database there.
     if before is None and after is not None:
-        state().created = "a new database" if missing else "the schema"
+        state().schema_created(database_was_missing=missing)
     if as_json:
         emit_json({"from_revision": before, "to_revision": after})
     elif before == after:

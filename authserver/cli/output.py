@@ -39,9 +39,14 @@ def emit_json(obj: Any) -> None:
     echo(json.dumps(obj, indent=2, sort_keys=False))
 
 
+def one_line(message: str) -> str:
+    """*message* on one line: every run of whitespace, newlines included, one space."""
+    return " ".join(str(message).split())
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print one line to stderr and exit non-zero."""
-    click.echo(f"authserver: error: {' '.join(str(message).split())}", err=True)
+    click.echo(f"authserver: error: {one_line(message)}", err=True)
     sys.exit(code)
 
 

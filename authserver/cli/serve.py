@@ -27,6 +27,7 @@ from authserver.cli.context import load_settings
 from authserver.cli.context import settings_options
 from authserver.cli.context import state
 from authserver.cli.output import fail
+from authserver.cli.output import one_line
 from authserver.errors import ConfigError
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
@@ -140,7 +141,7 @@ def stop(settings: Settings, message: str, code: int) -> NoReturn:
     line serve writes there, so a pipeline that reads JSON lines gets why it stopped."""
     if settings.log_format != "json":
         fail(message, code)
-    log.critical("%s", " ".join(message.split()))
+    log.critical("%s", one_line(message))
     sys.exit(code)
 
 
