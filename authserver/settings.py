@@ -195,7 +195,6 @@ def parse_database_url(raw: str) -> str:
     if value.startswith("postgres://") or value.startswith("postgresql://"):
         # psycopg 3 is the driver we ship; name it so SQLAlchemy does not look for psycopg2.
         value = "postgresql+psycopg://" + value.split("://", 1)[1]
-    authority = re.split(r"[/?#]", value.split("://", 1)[1], maxsplit=1)[0]
     user_info, host_and_port = _user_info_and_host(value)
     if user_info.count("@") > 1 or "@" in host_and_port:
         # Read as it stands, the host would be the password's tail: "unknown host". Read
@@ -205,7 +204,7 @@ def parse_database_url(raw: str) -> str:
             "has more than one @ before the host: write an @ in the user name or password as %40"
         )
     _check_port(host_and_port)
-    if _SQLITE_URL.match(value) and authority:
+    if _SQLITE_URL.match(value) and (user_info or host_and_port):
         # "sqlite://authserver.db": SQLAlchemy reads the file name as a host and refuses it
         # with a traceback of its own.
         raise ValueError(

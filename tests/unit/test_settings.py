@@ -43,6 +43,8 @@ CASES: dict[str, tuple[str, Any, str, Any, tuple[str, ...]]] = {
             # traceback (three slashes before a relative path, four before an absolute one).
             "sqlite://authserver.db",
             "sqlite+pysqlite://localhost/tmp/x.db",
+            # A "#" is no end of the host to SQLAlchemy: "#x" is one.
+            "sqlite://#x/a.db",
             # In memory: one empty database per process (each command, each worker).
             "sqlite://",
             "sqlite:///:memory:",
