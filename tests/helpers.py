@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -173,24 +174,45 @@ def node_test(
 PORT_RANGE = (20000, 32767)
 
 
+def _port_slice() -> range:
+    """This process's share of :data:`PORT_RANGE`: each pytest-xdist worker has its own, so
+    two workers never hand out the same port (a port is free when chosen, not when its
+    server binds it a second later: with one shared range, another worker's server took it
+    in between and this one's readiness check found that server answering)."""
+    low, high = PORT_RANGE
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = (high - low + 1) // max(count, 1)
+    start = low + (index % max(count, 1)) * size
+    return range(start, start + size)
+
+
+_PORTS = _port_slice()
+_next_port = itertools.count(random.randrange(len(_PORTS)))
+
+
 def free_port() -> int:
     """A loopback port nothing listens on now, for a server about to start.
+
+    Taken in turn from this process's own slice of :data:`PORT_RANGE` (:func:`_port_slice`),
+    so neither another worker nor this process's own last few choices can be handed the
+    same port before its server binds it.
 
     Not from the ephemeral range: a port chosen there (bind to 0) is free only until the
     kernel hands it out again, as the source port of some connection or to the next bind to
     0, and a server that takes a minute to start (the README quickstart installs its
     package first) found another test's server on "its" port.
     """
-    low, high = PORT_RANGE
     for _ in range(200):
-        port = random.randint(low, high)
+        port = _PORTS[next(_next_port) % len(_PORTS)]
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free loopback port in {low}-{high}")
+    raise RuntimeError(f"no free loopback port in {_PORTS.start}-{_PORTS.stop - 1}")
 
 
 def run_cli(
