@@ -112,7 +112,7 @@ export function createVerifier(options = {}) {
       return new Response(jwksHeld.body, { status: 200, headers: response.headers });
     }
     if (response.status !== 200) return response;
-    const body = withoutPrivateKeys(new Uint8Array(await response.arrayBuffer()));
+    const body = withoutUnusableEntries(new Uint8Array(await response.arrayBuffer()));
     const etag = response.headers.get('etag');
     jwksHeld = etag ? { etag, body } : null;
     return new Response(body, { status: 200, headers: response.headers });
@@ -487,21 +487,22 @@ function usable(key) {
 }
 
 /**
- * The JWK set without its private members ("d"): a private key in a JWKS is a publishing
- * bug, never trusted, and skipped as the Python verifier skips it (unknown_kid for its kid).
- * jose refused it only when a token named it (JWKSInvalid), which read as the issuer
- * failing, and anyone can send such a token. A body that is no JSON is left to jose.
+ * The JWK set without the entries no verifier may use: private keys ("d": a publishing
+ * bug, never trusted) and entries that are no JSON object at all. Both are skipped as the
+ * Python verifier skips them (RFC 7517 §5: ignore the keys you cannot use), so a token
+ * signed by a good key of the set verifies; jose refused the whole set for one such entry
+ * (JWKSInvalid), which read as the issuer failing. A body that is no JSON is left to jose.
  */
-function withoutPrivateKeys(body) {
+function withoutUnusableEntries(body) {
   let set;
   try {
     set = JSON.parse(new TextDecoder().decode(body));
   } catch {
     return body;
   }
-  if (!Array.isArray(set?.keys) || !set.keys.some((jwk) => jwk !== null && typeof jwk === 'object' && 'd' in jwk)) return body;
-  const keys = set.keys.filter((jwk) => !(jwk !== null && typeof jwk === 'object' && 'd' in jwk));
-  return new TextEncoder().encode(JSON.stringify({ ...set, keys }));
+  const usable = (jwk) => jwk !== null && typeof jwk === 'object' && !Array.isArray(jwk) && !('d' in jwk);
+  if (!Array.isArray(set?.keys) || set.keys.every(usable)) return body;
+  return new TextEncoder().encode(JSON.stringify({ ...set, keys: set.keys.filter(usable) }));
 }
 
 /** Map whatever jose (or the network) threw to the one error type, with a reason. */

@@ -73,7 +73,11 @@ export function createTokenDeadlines(verifier, options = {}) {
     // arrives already inside that window (its lifetime is shorter) is told halfway through
     // what is left of it: told at once, a client refreshing at once got another such token
     // and was told again, in a loop of token requests.
-    const noticeMs = Math.max(expMs - config.refreshBefore * 1000, now() + (expMs - now()) / 2);
+    const leftMs = expMs - now();
+    const noticeMs =
+      leftMs > config.refreshBefore * 1000
+        ? expMs - config.refreshBefore * 1000
+        : now() + leftMs / 2;
     at(state, noticeMs, () =>
       send(ws, { type: 'token-expiring', expiresAt: state.claims.exp }),
     );

@@ -357,6 +357,19 @@ test('a private key in the key set is skipped: unknown_kid for its kid, the othe
   }
 });
 
+test('entries of the key set that are no JSON object are skipped; the good keys verify (as in Python)', async () => {
+  // jose refused the whole set for one such entry ("JSON Web Key Set malformed"): every
+  // token jwks_unavailable, where the Python verifier skips what it cannot use.
+  const saved = issuer.state.keys;
+  issuer.state.keys = [...saved, { jwk: 'junk' }, { jwk: null }, { jwk: [1, 2] }, { jwk: 7 }];
+  try {
+    const verifier = createVerifier({ issuer: issuer.issuer, audience: AUDIENCE });
+    await verifier.verify(await issuer.token({ status: null }));
+  } finally {
+    issuer.state.keys = saved;
+  }
+});
+
 test('a list whose connection drops: the reason names the cause, not "fetch failed"', async () => {
   // undici rejects with "fetch failed" and the socket error as its cause: the message the
   // verifier gave was that alone, where the JWKS path names the cause.

@@ -331,3 +331,30 @@ test('a token that lives less than refreshBefore is told to refresh halfway, not
     deadlines.stop();
   }
 });
+
+test('a token that lives longer than refreshBefore is told exactly refreshBefore seconds before exp', (t) => {
+  // With 9.5 s left and refreshBefore 6, the notice is due 3.5 s after the upgrade; the
+  // halfway rule is for tokens that arrive inside the window (it said 4.75 s here).
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  let nowMs = 1_800_000_000_000;
+  const advance = (ms) => {
+    nowMs += ms;
+    t.mock.timers.tick(ms);
+  };
+  const sent = [];
+  const socket = { readyState: 1, send: (m) => sent.push(JSON.parse(m)), on() {}, off() {}, close() {} };
+  const deadlines = createTokenDeadlines(
+    { verify: async () => ({}) },
+    { refreshBefore: 6, handleMessages: false, recheckInterval: 0, clock: () => nowMs },
+  );
+  const exp = nowMs / 1000 + 9.5;
+  deadlines.track(socket, 'token', { sub: 'long-lived', exp });
+  try {
+    advance(3400);
+    assert.deepEqual(sent, []);
+    advance(200);
+    assert.deepEqual(sent, [{ type: 'token-expiring', expiresAt: exp }]);
+  } finally {
+    deadlines.stop();
+  }
+});

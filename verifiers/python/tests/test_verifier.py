@@ -752,6 +752,20 @@ def test_keys_sharing_a_kid_are_each_tried(server: AuthServerDouble, keys: list[
     assert reason_of(verifier, token) == "bad_signature"
 
 
+def test_entries_of_the_set_that_are_no_json_object_are_skipped(
+    server: AuthServerDouble, keys: list[RSAKey]
+) -> None:
+    """RFC 7517 §5: keys a verifier cannot use are skipped, not the whole set; the Node
+    verifier refused every token for one such entry until it skipped them too."""
+    server.jwks = {"keys": [public_jwk(keys[0]), "junk", None, [1, 2], 7]}
+    token = raw_rs256(
+        keys[0],
+        {"alg": "RS256", "typ": "at+jwt", "kid": public_jwk(keys[0])["kid"]},
+        json.dumps(claims_for(server.issuer)).encode(),
+    )
+    assert verifier_for(server).verify(token)
+
+
 # -- rotation, unknown kid, rate limit, retire --------------------------------------------------
 
 
