@@ -268,8 +268,10 @@ def create_client() -> Response:
         token_ttl=_ttl(data),
         jwks=data.get("jwks"),
         jwks_uri=jwks_uri,
-        require_sub=_bool(data, "require_sub") if "require_sub" in data else False,
-        profile=_profile(data) if "profile" in data else DEFAULT_PROFILE,
+        # On create, an optional member given as null is one left out (the OpenAPI
+        # document's ClientCreate says so); on update null is refused, as it changes nothing.
+        require_sub=_bool(data, "require_sub") if data.get("require_sub") is not None else False,
+        profile=_profile(data) if data.get("profile") is not None else DEFAULT_PROFILE,
         fixed_claims=_fixed_claims(data),
     )
     body = client_json(client)
@@ -328,7 +330,9 @@ def update_client(client_id: str) -> Response:
 def delete_client(client_id: str) -> Response:
     services().audit.settle()  # a token issued a moment ago is withdrawn too
     services().clients.delete(client_id)
-    return Response(status=204)
+    response = Response(status=204)
+    del response.headers["Content-Type"]  # no content, so no type of it (RFC 9110 §8.3)
+    return response
 
 
 @bp.post("/clients/<client_id>/rotate-secret")
