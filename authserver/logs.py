@@ -9,10 +9,22 @@ import sys
 import time
 from typing import Any
 
+from authserver.clients.secrets import withhold_secrets
+
 TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"
 
 #: LogRecord attributes that are not extra fields given with ``extra=``.
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class TextFormatter(logging.Formatter):
+    """The text format (:data:`TEXT_FORMAT` unless *fmt*), secrets withheld."""
+
+    def __init__(self, fmt: str = TEXT_FORMAT) -> None:
+        super().__init__(fmt)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return withhold_secrets(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,11 +51,11 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return withhold_secrets(json.dumps(entry, default=str))
 
 
 def formatter(fmt: str) -> logging.Formatter:
-    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
+    return JsonFormatter() if fmt == "json" else TextFormatter()
 
 
 def configure(level: str, fmt: str) -> None:

@@ -303,7 +303,7 @@ def _log_config(level: str, fmt: str) -> dict[str, Any]:
         {"()": "authserver.logs.JsonFormatter", "logger": "granian"}
         if fmt == "json"
         else {
-            "()": "logging.Formatter",
+            "()": "authserver.logs.TextFormatter",
             "fmt": "%(asctime)s %(levelname)s [%(process)d] granian: %(message)s",
         }
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 
 from authserver.clients.model import ClientId
@@ -45,6 +46,22 @@ def presentable_client_id(presented: str) -> str:
     secret sends its secret as the id), which is replaced by :data:`WITHHELD_ID`. No
     client id authserver makes holds the secret prefix."""
     return WITHHELD_ID if SECRET_PREFIX in presented else presented
+
+
+#: A client secret anywhere in a text: SECRET_PREFIX, then token_urlsafe characters.
+_SECRET_IN_TEXT = re.compile(re.escape(SECRET_PREFIX) + r"[A-Za-z0-9_-]+")
+WITHHELD_SECRET = SECRET_PREFIX + "<withheld>"
+
+
+def withhold_secrets(text: str) -> str:
+    """*text* with every client secret in it replaced by :data:`WITHHELD_SECRET`.
+
+    What a request controls (a parameter or claim name, a request id, a path, a client id)
+    is logged and named in error descriptions as sent; a backend that puts its secret in
+    the wrong place would have it written to the log. The log formatters and the error
+    answers pass their text through here last. A secret stripped of its prefix cannot be
+    told from any other string."""
+    return _SECRET_IN_TEXT.sub(WITHHELD_SECRET, text) if SECRET_PREFIX in text else text
 
 
 def hash_secret(secret: str) -> str:

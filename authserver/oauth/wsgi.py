@@ -55,6 +55,7 @@ from werkzeug.datastructures import MIMEAccept
 from werkzeug.http import parse_accept_header
 from werkzeug.http import parse_etags
 
+from authserver.clients.secrets import withhold_secrets
 from authserver.oauth.events import Events
 from authserver.oauth.events import RequestServed
 from authserver.oauth.server import AuthServerAuthorizationServer
@@ -87,6 +88,7 @@ def _error(
     status: int, error: str, description: str, extra: Iterable[tuple[str, str]] = ()
 ) -> _Answer:
     headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), *extra]
+    description = withhold_secrets(description)
     body = _json({"error": error, "error_description": description})
     return status, headers, body, (error, description)
 
@@ -355,12 +357,13 @@ class OAuthWSGI:
             # One error shape whichever layer answers: JSON, never cached.
             return _error(status, str(body["error"]), str(body["error_description"]), headers)
         refusal = None
+        body = response.body
         if response.status >= 400:
-            refusal = (
-                str(response.body.get("error")),
-                str(response.body.get("error_description", "")),
-            )
-        return response.status, response.headers, _json(response.body), refusal
+            description = withhold_secrets(str(body.get("error_description", "")))
+            refusal = (str(body.get("error")), description)
+            if "error_description" in body:
+                body = {**body, "error_description": description}
+        return response.status, response.headers, _json(body), refusal
 
     def _oauth(self, environ: dict[str, Any], endpoint: str) -> OAuthResponse:
         server = self.server

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from authserver import process
+from authserver.clients.secrets import SECRET_PREFIX
 from authserver.oauth.events import ClientAuthFailed
 from authserver.oauth.events import RequestServed
 
@@ -134,7 +135,9 @@ class AccessLog:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         started = time.perf_counter()
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
-        rid = incoming if _VALID_ID.fullmatch(incoming) else _request_ids.next()
+        # A client secret sent as the id (a misplaced header) is neither echoed nor logged.
+        ok = _VALID_ID.fullmatch(incoming) and SECRET_PREFIX not in incoming
+        rid = incoming if ok else _request_ids.next()
         environ["HTTP_X_REQUEST_ID"] = rid
         access = _Access(rid)
         token = _current.set(access)

@@ -13,6 +13,7 @@ from flask import Response
 from flask import jsonify
 from werkzeug.exceptions import HTTPException
 
+from authserver.clients.secrets import withhold_secrets
 from authserver.errors import KeyStoreError
 from authserver.errors import StorageError
 from authserver.errors import StorageUnavailable
@@ -75,7 +76,7 @@ def error_code(status: int) -> str:
 
 
 def error_response(status: int, error: str, description: str) -> Response:
-    response = jsonify({"error": error, "error_description": description})
+    response = jsonify({"error": error, "error_description": withhold_secrets(description)})
     response.status_code = status
     response.headers["Cache-Control"] = "no-store"
     return response

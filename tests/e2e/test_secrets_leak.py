@@ -205,6 +205,25 @@ def test_no_secret_appears_in_anything_the_server_writes(
             )
         )
 
+        # A secret put where no secret belongs, by a backend that misplaced it: as a
+        # parameter's name, a claim's name, a request id, a path. Each such field is logged
+        # and named in errors as sent; the secret in it never is.
+        for body in (
+            {"grant_type": "client_credentials", WRONG_SECRET: "1"},
+            {"grant_type": "client_credentials", "claims": {WRONG_SECRET: 1}},
+        ):
+            keep(requests.post(base + "/token", auth=(cid, secret), json=body, timeout=10))
+        misplaced = requests.post(
+            base + "/token",
+            auth=(cid, secret),
+            data={"grant_type": "client_credentials"},
+            headers={"X-Request-Id": WRONG_SECRET},
+            timeout=10,
+        )
+        written.append(f"{keep(misplaced).headers}")
+        keep(requests.get(f"{base}/{WRONG_SECRET}", timeout=10))
+        keep(requests.get(f"{base}/admin/clients/{WRONG_SECRET}", headers=admin, timeout=10))
+
         # Introspection and revocation carry tokens in requests.
         keep(
             requests.post(
