@@ -119,9 +119,11 @@ def retire(kid: str, as_json: bool) -> None:
     # A setting given after the command (keys retire --database-url URL KID) was taken for
     # the KID, the rest for extra arguments. No thumbprint is an option's name (and none
     # holds "="): say where the option goes, as for every other command (cli.run).
-    option = kid.split("=", 1)[0]
-    if option.startswith("--") and is_group_option(ctx, option):
-        raise click.NoSuchOption(option, ctx=ctx)
+    # The same after the KID (keys retire KID --database-url URL): taken for extra arguments.
+    for given in (kid, *ctx.args):
+        option = given.split("=", 1)[0]
+        if option.startswith("--") and is_group_option(ctx, option):
+            raise click.NoSuchOption(option, ctx=ctx)
     if ctx.args:
         raise click.UsageError(
             f"Got unexpected extra argument{'s' if len(ctx.args) > 1 else ''} "

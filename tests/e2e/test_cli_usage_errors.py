@@ -89,6 +89,16 @@ def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Pa
             "--keys-dir is an option of 'authserver', not of 'keys retire': put it "
             "before the command (authserver --keys-dir VALUE keys retire ...)",
         ),
+        (
+            ["keys", "retire", "some-kid", "--database-url", "sqlite:///x.db"],
+            "--database-url is an option of 'authserver', not of 'keys retire': put it "
+            "before the command (authserver --database-url VALUE keys retire ...)",
+        ),
+        (
+            ["keys", "retire", "some-kid", "--database-url=sqlite:///x.db"],
+            "--database-url is an option of 'authserver', not of 'keys retire': put it "
+            "before the command (authserver --database-url VALUE keys retire ...)",
+        ),
     ],
     ids=[
         "setting-after-command",
@@ -96,6 +106,8 @@ def test_usage_error_is_one_line(args: list[str], names: list[str], tmp_path: Pa
         "setting-with-equals",
         "setting-after-retire",
         "setting-with-equals-after-retire",
+        "setting-after-the-kid",
+        "setting-with-equals-after-the-kid",
     ],
 )
 def test_a_group_option_after_the_command_says_where_it_goes(
