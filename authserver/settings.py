@@ -738,6 +738,7 @@ class Settings:
             raise ConfigError(f"{source}: must not be empty (leave it out or unset it instead)")
         from_file = read_config_file(config_file, source=source) if config_file else {}
         values: dict[str, Any] = {}
+        given: dict[str, str] = {}  # variable -> where its value came from, if not from it
         for f in FIELDS:
             raw: Any = overrides.get(f.name)
             source = f.option
@@ -747,6 +748,7 @@ class Settings:
                 raw, source = from_file[f.env], f"{config_file}: {f.env}"
             if raw is None:
                 continue
+            given[f.env] = source
             if not isinstance(raw, str):
                 values[f.name] = raw
                 continue
@@ -755,7 +757,10 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{source}: {exc}") from None
         settings = cls(**values)
-        settings.validate()
+        try:
+            settings.validate()
+        except ConfigError as exc:
+            raise ConfigError(_name_sources(str(exc), given)) from None
         return settings
 
     def replace(self, **changes: Any) -> Settings:
@@ -973,6 +978,26 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 MAX_CONFIG_BYTES = 1024 * 1024
 #: What a setting's name looks like; anything else in a config file is not echoed back.
 _SETTING_NAME = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]+")
+
+
+_VARIABLE = re.compile(r"\bAUTHSERVER_[A-Z0-9_]+\b")
+
+
+def _name_sources(message: str, given: dict[str, str]) -> str:
+    """*message*, a rule of :meth:`Settings.validate` written with variable names, with
+    each name of a value given elsewhere replaced by where it came from: the variable the
+    message is about by its full source (``--key-rotation-interval``, ``settings.env:
+    AUTHSERVER_KEY_ROTATION_INTERVAL``), any other by its option when an option gave it.
+    A value that came from its variable, or from no one (the default), keeps the name."""
+    subject, sep, rest = message.partition(": ")
+    if sep and subject in given:
+        subject = given[subject]
+
+    def named(match: re.Match[str]) -> str:
+        source = given.get(match.group(0), "")
+        return source if source.startswith("--") else match.group(0)
+
+    return subject + sep + _VARIABLE.sub(named, rest) if sep else message
 
 
 def read_config_file(path: str | Path, *, source: str = CONFIG_ENV) -> dict[str, str]:

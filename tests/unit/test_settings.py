@@ -1045,3 +1045,60 @@ def test_what_a_port_number_is(text: str, is_port: bool) -> None:
     # One rule for the database URL, the Host line, a forwarded port and a port in
     # X-Forwarded-For; a string of digits too long for int() is no port, not an error.
     assert is_port_number(text) is is_port
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides", "config", "expected"),
+    [
+        (
+            {},
+            {"key_rotation_interval": "10s"},
+            None,
+            "--key-rotation-interval: must be longer than AUTHSERVER_KEY_PUBLISH_AHEAD (3600s)",
+        ),
+        (
+            {"AUTHSERVER_KEY_ROTATION_INTERVAL": "10s"},
+            {},
+            None,
+            "AUTHSERVER_KEY_ROTATION_INTERVAL: must be longer than AUTHSERVER_KEY_PUBLISH_AHEAD "
+            "(3600s)",
+        ),
+        (
+            {},
+            {},
+            "AUTHSERVER_KEY_ROTATION_INTERVAL=10s\n",
+            "{file}: AUTHSERVER_KEY_ROTATION_INTERVAL: must be longer than "
+            "AUTHSERVER_KEY_PUBLISH_AHEAD (3600s)",
+        ),
+        (
+            {},
+            {"max_token_ttl": "100d"},
+            None,
+            "AUTHSERVER_AUDIT_RETENTION: must be at least --max-token-ttl (8640000s): revoking "
+            "a user's or a client's tokens finds them in the audit trail",
+        ),
+        (
+            {"AUTHSERVER_MAX_TOKEN_TTL": "1h"},
+            {"default_token_ttl": "2h"},
+            None,
+            "--default-token-ttl: must not exceed AUTHSERVER_MAX_TOKEN_TTL (3600s)",
+        ),
+    ],
+    ids=["option", "variable", "file", "the-other-by-its-option", "option-against-variable"],
+)
+def test_a_rule_between_settings_names_where_each_value_came_from(
+    tmp_path: Path,
+    environ: dict[str, str],
+    overrides: dict[str, str],
+    config: str | None,
+    expected: str,
+) -> None:
+    """The rules that tie settings together named the variables even when a value came
+    from an option or the configuration file, as every other setting error says."""
+    config_file = None
+    if config is not None:
+        config_file = tmp_path / "settings.env"
+        config_file.write_text(config)
+    with pytest.raises(ConfigError) as exc:
+        Settings.from_env(environ, config_file=config_file, **overrides)
+    assert str(exc.value) == expected.format(file=config_file)
