@@ -268,10 +268,8 @@ def create_client() -> Response:
         token_ttl=_ttl(data),
         jwks=data.get("jwks"),
         jwks_uri=jwks_uri,
-        # On create, an optional member given as null is one left out (the OpenAPI
-        # document's ClientCreate says so); on update null is refused, as it changes nothing.
-        require_sub=_bool(data, "require_sub") if data.get("require_sub") is not None else False,
-        profile=_profile(data) if data.get("profile") is not None else DEFAULT_PROFILE,
+        require_sub=_bool(data, "require_sub") if "require_sub" in data else False,
+        profile=_profile(data) if "profile" in data else DEFAULT_PROFILE,
         fixed_claims=_fixed_claims(data),
     )
     body = client_json(client)
