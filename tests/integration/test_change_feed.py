@@ -33,9 +33,20 @@ def db_url(db_url: str) -> str:
 
 
 @pytest.fixture
-def two(settings: Settings, tmp_path: Path) -> Iterator[tuple[Services, Services]]:
+def feed_name(monkeypatch: pytest.MonkeyPatch) -> str:
+    """The application name of the feeds this test starts, its own: a cut by the product's
+    name (pg_terminate_backend ... WHERE application_name) reaches every feed on the
+    PostgreSQL server, and cut the feeds of other tests' servers running beside it (the
+    multi-instance test counted an extra disconnection)."""
+    name = f"{APPLICATION_NAME}-{secrets.token_hex(4)}"
+    monkeypatch.setattr(notify, "APPLICATION_NAME", name)
+    return name
+
+
+@pytest.fixture
+def two(settings: Settings, tmp_path: Path, feed_name: str) -> Iterator[tuple[Services, Services]]:
     """Two independent service graphs on one database, as two processes would have; the
-    first listens."""
+    first listens (as *feed_name*)."""
     settings = settings.replace(key_store="sql")  # keys in the database, announced too
     listening = make_services(settings)
     other = make_services(settings)
@@ -96,7 +107,7 @@ def test_a_change_elsewhere_is_seen_within_a_second_without_reads_per_request(
 
 
 def test_while_the_listener_is_gone_every_read_checks_the_store(
-    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch
+    two: tuple[Services, Services], monkeypatch: pytest.MonkeyPatch, feed_name: str
 ) -> None:
     listening, other = two
     feed = listening.changes
@@ -115,7 +126,7 @@ def test_while_the_listener_is_gone_every_read_checks_the_store(
     with psycopg.connect(libpq_url(other.settings.database_url), autocommit=True) as admin:
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
-            (APPLICATION_NAME,),
+            (feed_name,),
         )
     _until(lambda: not feed.live(), timeout=2.0)
     with other.unit_of_work():
@@ -178,7 +189,7 @@ def test_a_change_announced_during_the_heartbeat_is_not_lost(
 
             def in_heartbeat(running: list[Any] = running) -> bool:
                 running[:] = admin.execute(
-                    heartbeat, (APPLICATION_NAME, notify.HEARTBEAT_QUERY)
+                    heartbeat, (notify.APPLICATION_NAME, notify.HEARTBEAT_QUERY)
                 ).fetchall()
                 return bool(running)
 
@@ -186,7 +197,7 @@ def test_a_change_announced_during_the_heartbeat_is_not_lost(
             with other.unit_of_work():
                 other.clients.set_enabled(cid, enabled)
             # The commit (and so the notification) came while that heartbeat still ran.
-            still = admin.execute(heartbeat, (APPLICATION_NAME, notify.HEARTBEAT_QUERY))
+            still = admin.execute(heartbeat, (notify.APPLICATION_NAME, notify.HEARTBEAT_QUERY))
             landed += bool(set(running) & set(still.fetchall()))
             _until(lambda enabled=enabled: listening.clients.find(cid).enabled is enabled, 1.0)  # type: ignore[union-attr]
     assert landed >= 3, "the changes did not land during heartbeats: the test shows nothing"
@@ -205,7 +216,10 @@ class _RecordedWaits(threading.Event):
 
 
 def test_every_disconnection_is_retried_at_once_and_logged(
-    db_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    db_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    feed_name: str,
 ) -> None:
     """The backoff is for one outage: once the feed listened again, the next cut (a
     restart of PostgreSQL days later, a pg_terminate_backend) starts again from the first
@@ -214,9 +228,7 @@ def test_every_disconnection_is_retried_at_once_and_logged(
 
     The delays the feed waited are recorded, not timed: under load a reconnection may
     itself fail and wait the second delay, which says nothing about the next cut."""
-    # A name of its own, so the test cuts this feed's connection and no other's.
-    name = f"{APPLICATION_NAME}-{secrets.token_hex(4)}"
-    monkeypatch.setattr(notify, "APPLICATION_NAME", name)
+    name = feed_name  # its own, so the test cuts this feed's connection and no other's
     monkeypatch.setattr(notify, "BACKOFF", (0.05, 0.25))
     feed = notify.PostgresChangeFeed(db_url)
     waits = feed._stop = _RecordedWaits()
