@@ -62,8 +62,10 @@ class TwilioProfile:
         if "identity" not in f:
             raise ProfileError("identity is required")
         identity = values.user(_identity_text(f["identity"]), "identity")
-        # AccessToken's ``options.ttl || 3600``: a JSON null is the default, as in Twilio.
-        ttl = values.seconds(f["ttl"], "ttl") if f.get("ttl") is not None else DEFAULT_TTL
+        # AccessToken's ``options.ttl || 3600``: a JSON null or 0 (false too: JSON's false
+        # equals 0 here, as it is falsy there) is the default, as in Twilio.
+        given = f.get("ttl")
+        ttl = DEFAULT_TTL if given is None or given == 0 else values.seconds(given, "ttl")
         if ttl > MAX_TTL:
             raise ProfileError("ttl must be at most 86400 seconds (24 hours), as in Twilio")
         grants: dict[str, Any] = {"identity": identity}

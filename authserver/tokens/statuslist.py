@@ -454,10 +454,17 @@ class StatusListService:
             known = self._known = (version, frozenset(self._store.list_ids()))
         if list_id not in known[1]:
             return None
-        issued_at = int(now)
+        # Every process (each worker, each instance) signs the same bytes for the same
+        # list in the same ttl window: iat is the window's start and the bits are read as
+        # of it (RS256 signatures are deterministic), so the strong ETag is one across
+        # workers and a verifier's If-None-Match gets its 304 whichever worker answers.
+        # With iat = now, each worker's copy differed and most conditional GETs got 200.
+        issued_at = int(now) // self.ttl * self.ttl
         # The bits of tokens expired (beyond the leeway) are 0 again: their indices may be
         # leased again once no list showing them can be relied on any more (_new_lease).
-        revoked = self._store.revoked_indices(list_id, live_at=now - self._leeway)
+        # Read as of the window's start, a bit is shown at most one ttl longer, by lists
+        # whose exp comes no later than a list built at that token's expiry would have.
+        revoked = self._store.revoked_indices(list_id, live_at=issued_at - self._leeway)
         claims = {
             "iss": self.issuer,
             # §5.1: sub MUST be the URI of the Status List Token (the token's status uri).

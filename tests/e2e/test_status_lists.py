@@ -35,6 +35,7 @@ from tests.conftest import make_services
 from tests.factories import issue_token
 from tests.helpers import ServerProcess
 from tests.helpers import cli_json_here
+from tests.helpers import on_every_worker
 from tests.helpers import run_cli_here
 
 pytestmark = pytest.mark.e2e
@@ -989,3 +990,73 @@ def test_revoking_thousands_of_tokens_sets_each_bit_once_in_few_statements(
         assert revoked_rows.scalar() == len(real) + len(landed) + len(by_client)
     events = http.get("/admin/audit?action=tokens.revoked", headers=auth).get_json()["events"]
     assert [e["detail"]["revoked"] for e in events] == [len(real) + len(landed)]
+
+
+@pytest.mark.slow
+def test_every_worker_serves_one_copy_so_a_conditional_get_is_304_on_each(
+    db_url: str, env_for: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """Each worker signed its own copy with its own iat: two ETags at once, and a
+    verifier's If-None-Match got 200 from every worker but the one it had fetched from.
+    Now every process signs the same bytes in a ttl window (iat its start, bits as of it),
+    before and after a revocation."""
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    env = env_for(
+        db_url,
+        AUTHSERVER_STATUS_LIST_TTL="3600",
+        AUTHSERVER_STATUS_LIST_EXPIRY="7200",
+        PROMETHEUS_MULTIPROC_DIR=str(metrics),
+    )
+    env.pop("AUTHSERVER_ISSUER")
+    endpoint = "/statuslists/<int:list_id>"
+    with ServerProcess(env, workers=2) as server:
+        client = cli_json_here(server.env, "clients", "create", "--name", "sync")
+        auth = (client["client_id"], client["client_secret"])
+        grant = {"grant_type": "client_credentials"}
+        tokens = [
+            requests.post(f"{server.base_url}/token", data=grant, auth=auth, timeout=10).json()[
+                "access_token"
+            ]
+            for _ in range(3)
+        ]
+        uri = jwt.decode(tokens[0], options={"verify_signature": False})["status"]["status_list"][
+            "uri"
+        ]
+
+        def fetch(headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+            with requests.Session() as session:  # a new connection: any worker may answer
+                r = session.get(uri, headers=headers or {}, timeout=10)
+            return r.status_code, r.headers["ETag"], r.content
+
+        for revoke in (None, tokens[1]):
+            if revoke is not None:
+                assert requests.post(
+                    f"{server.base_url}/revoke", data={"token": revoke}, auth=auth, timeout=10
+                ).ok
+            for _ in range(3):  # a ttl window may end between two fetches: once more
+                # One worker signs its copy now, the other a second later at the earliest
+                # (each signs at its first request after a change).
+                fetch()
+                time.sleep(1.1)
+                answers = on_every_worker(fetch, metrics, workers=2, endpoint=endpoint)
+                if (
+                    len(
+                        {
+                            json.dumps(jwt.decode(a[2], options={"verify_signature": False})["iat"])
+                            for a in answers
+                        }
+                    )
+                    == 1
+                ):
+                    break
+            assert {a[:2] for a in answers} == {(200, answers[0][1])}
+            assert len({a[2] for a in answers}) == 1
+            etag = answers[0][1]
+            again = on_every_worker(
+                lambda etag=etag: fetch({"If-None-Match": etag}),
+                metrics,
+                workers=2,
+                endpoint=endpoint,
+            )
+            assert {(status, tag) for status, tag, _ in again} == {(304, etag)}

@@ -330,8 +330,10 @@ def test_twilio_takes_a_whole_number_identity_as_twilio_writes_it() -> None:
 
 def test_twilio_default_ttl_is_twilios_3600() -> None:
     assert translate(TwilioProfile(), {"identity": "a"})["expires_in"] == 3600
-    # AccessToken's ``options.ttl || 3600``: a JSON null reaches the profile as None.
-    assert translate(TwilioProfile(), {"identity": "a", "ttl": None})["expires_in"] == 3600
+    # AccessToken's ``options.ttl || 3600``: a JSON null reaches the profile as None, and
+    # 0 is falsy there too (it was refused: "ttl must be a positive whole number").
+    for ttl in (None, 0):
+        assert translate(TwilioProfile(), {"identity": "a", "ttl": ttl})["expires_in"] == 3600
 
 
 def test_twilio_reads_a_null_nbf_or_region_as_unset() -> None:
@@ -350,6 +352,8 @@ def test_twilio_reads_a_null_nbf_or_region_as_unset() -> None:
         ({"identity": 4.5}, "identity"),
         ({"identity": "a", "ttl": 86401}, "ttl"),
         ({"identity": "a", "ttl": "1h"}, "ttl"),
+        ({"identity": "a", "ttl": -1}, "ttl"),
+        ({"identity": "a", "ttl": ""}, "ttl"),
         ({"identity": "a", "nbf": 1}, "nbf"),
         ({"identity": "a", "region": "ie1"}, "region"),
         ({"identity": "a", "grants": {"video": {"room": "r"}}}, "grants.video"),
