@@ -111,7 +111,17 @@ class Document:
     one ``Accept`` alike). Every answer then says ``Vary: Accept``.
     """
 
-    __slots__ = ("body", "content_type", "etag", "headers", "headers_with_type", "negotiated")
+    __slots__ = (
+        "body",
+        "content_type",
+        "etag",
+        "gzipped",
+        "gzipped_headers",
+        "gzipped_with_type",
+        "headers",
+        "headers_with_type",
+        "negotiated",
+    )
 
     def __init__(
         self,
@@ -121,19 +131,35 @@ class Document:
         etag: str | None = None,
         *,
         negotiated: bool = False,
+        gzipped: bytes | None = None,
     ) -> None:
         self.body = body
         self.content_type = content_type
         self.negotiated = negotiated
         self.etag = etag or hashlib.sha256(body).hexdigest()[:32]
-        self.headers = [
-            ("ETag", f'"{self.etag}"'),
+        #: *body* gzip-compressed, when the document is also served with that content
+        #: coding (a status list: draft-ietf-oauth-status-list §8.2, "SHOULD use
+        #: Content-Encoding"), to a request whose Accept-Encoding takes it (RFC 9110
+        #: §12.5.3). A representation of its own, so its own strong ETag (§8.8.3).
+        self.gzipped = gzipped
+        vary = ", ".join(
+            name
+            for name, on in (("Accept", negotiated), ("Accept-Encoding", gzipped is not None))
+            if on
+        )
+        common = [
             ("Cache-Control", f"public, max-age={max_age}"),
             ("Access-Control-Allow-Origin", "*"),
+            *([("Vary", vary)] if vary else []),
         ]
-        if negotiated:
-            self.headers.append(("Vary", "Accept"))
+        self.headers = [("ETag", f'"{self.etag}"'), *common]
         self.headers_with_type = [("Content-Type", content_type), *self.headers]
+        self.gzipped_headers = [("ETag", f'"{self.etag}-gzip"'), *common]
+        self.gzipped_with_type = [
+            ("Content-Type", content_type),
+            ("Content-Encoding", "gzip"),
+            *self.gzipped_headers,
+        ]
 
     @classmethod
     def json(cls, document: dict[str, Any], max_age: int, *, negotiated: bool = False) -> Document:
@@ -155,14 +181,28 @@ class Document:
                 f"this document is served only as {self.content_type}",
                 [("Vary", "Accept")],
             )
+        if self.gzipped is not None and _takes_gzip(environ.get("HTTP_ACCEPT_ENCODING")):
+            etag, headers, with_type, body = (
+                f"{self.etag}-gzip",
+                self.gzipped_headers,
+                self.gzipped_with_type,
+                self.gzipped,
+            )
+        else:
+            etag, headers, with_type, body = (
+                self.etag,
+                self.headers,
+                self.headers_with_type,
+                self.body,
+            )
         required = environ.get("HTTP_IF_MATCH")
-        if required and not parse_etags(required).contains(self.etag):
+        if required and not parse_etags(required).contains(etag):
             # §13.2.2 step 1: "if false, respond 412 (Precondition Failed)".
             return _error(412, "precondition_failed", _NOT_THIS_VERSION)
         condition = environ.get("HTTP_IF_NONE_MATCH")
-        if condition and parse_etags(condition).contains_weak(self.etag):
-            return 304, list(self.headers), b"", None
-        return 200, list(self.headers_with_type), self.body, None
+        if condition and parse_etags(condition).contains_weak(etag):
+            return 304, list(headers), b"", None
+        return 200, list(with_type), body, None
 
     def _acceptable(self, accept: str | None) -> bool:
         """Whether *accept* takes this document's media type: yes without the header or
@@ -171,6 +211,14 @@ class Document:
             return True
         ranges = parse_accept_header(accept, MIMEAccept)
         return not ranges or ranges.quality(self.content_type) > 0
+
+
+def _takes_gzip(accept_encoding: str | None) -> bool:
+    """Whether *accept_encoding* takes the gzip content coding (RFC 9110 §12.5.3: named,
+    or ``*``, with a q-value above 0; no header at all asks for none)."""
+    if not accept_encoding:
+        return False
+    return parse_accept_header(accept_encoding).quality("gzip") > 0
 
 
 def allow_header(methods: Iterable[str]) -> str:

@@ -28,6 +28,7 @@ they were given from the ``token.issued`` audit records.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import threading
 import weakref
@@ -158,6 +159,8 @@ class PublishedList:
     list_id: int
     token: bytes
     etag: str
+    #: The token gzip-compressed once (draft §8.2: the response SHOULD use a content coding).
+    gzipped: bytes
     issued_at: int
     ttl: int
     version: int
@@ -482,6 +485,8 @@ class StatusListService:
             list_id=list_id,
             token=token,
             etag=hashlib.sha256(token).hexdigest()[:32],
+            # mtime 0: the same bytes in every process, as the token is (one ETag).
+            gzipped=gzip.compress(token, mtime=0),
             issued_at=issued_at,
             ttl=self.ttl,
             version=version,

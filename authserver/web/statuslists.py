@@ -64,6 +64,7 @@ def register(wsgi: OAuthWSGI, services: Services) -> None:
             published.max_age(clock.now()),
             etag=published.etag,
             negotiated=True,
+            gzipped=published.gzipped,
         )
 
     wsgi.add_document(PATH, aggregation)

@@ -7,6 +7,7 @@ Each list is checked with code that is not the code under test: PyJWT verifies t
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 import time
@@ -283,11 +284,55 @@ def test_the_jwt_list_is_served_to_whoever_accepts_it(
     served = http.get(path, headers=headers)
     assert served.status_code == 200, served.get_data(as_text=True)
     assert served.mimetype == "application/statuslist+jwt"
-    assert served.headers["Vary"] == "Accept"
+    assert served.headers["Vary"] == "Accept, Accept-Encoding"
     # The conditional GET is answered as before, and says what it varies on.
     again = http.get(path, headers={**headers, "If-None-Match": served.headers["ETag"]})
     assert again.status_code == 304
-    assert again.headers["Vary"] == "Accept"
+    assert again.headers["Vary"] == "Accept, Accept-Encoding"
+
+
+@pytest.mark.parametrize(
+    ("accept_encoding", "coded"),
+    [
+        (None, False),
+        ("gzip", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.5", True),
+        ("*", True),
+        ("gzip;q=0", False),
+        ("identity", False),
+        ("br", False),
+    ],
+)
+def test_a_list_is_sent_gzip_coded_to_whoever_takes_it(
+    http: Any, register: Register, accept_encoding: str | None, coded: bool
+) -> None:
+    """draft-ietf-oauth-status-list §8.2: the response SHOULD use a content coding. The
+    coded body is a representation of its own (RFC 9110 §8.8.3: its own strong ETag), and
+    decodes to the very token the identity answer carries."""
+    client_id, secret = register(audiences=[AUD])
+    uri, _ = status_ref(issue_token(http, (client_id, secret), sub="alice"))
+    path = uri[len(ISSUER) :]
+    plain = http.get(path)
+    assert "Content-Encoding" not in plain.headers
+    headers = {"Accept-Encoding": accept_encoding} if accept_encoding is not None else {}
+    served = http.get(path, headers=headers)
+    assert served.status_code == 200
+    assert served.headers["Vary"] == "Accept, Accept-Encoding"
+    assert served.mimetype == "application/statuslist+jwt"
+    if coded:
+        assert served.headers["Content-Encoding"] == "gzip"
+        assert gzip.decompress(served.get_data()) == plain.get_data()
+        assert served.headers["ETag"] != plain.headers["ETag"]
+    else:
+        assert "Content-Encoding" not in served.headers
+        assert served.get_data() == plain.get_data()
+        assert served.headers["ETag"] == plain.headers["ETag"]
+    again = http.get(path, headers={**headers, "If-None-Match": served.headers["ETag"]})
+    assert again.status_code == 304
+    assert again.headers["ETag"] == served.headers["ETag"]
+    held = http.get(path, headers={**headers, "If-Match": served.headers["ETag"]})
+    assert held.status_code == 200
 
 
 @pytest.mark.parametrize(
