@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 ADMIN_TOKEN = "admin-token-for-the-nginx-tests-8c1f0e2d9b"
+METRICS_TOKEN = "metrics-token-for-the-nginx-tests-5e7a3c1b04"
 AUDIENCE = "https://sync.example"
 
 
@@ -138,6 +139,7 @@ def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proxy]:
         "AUTHSERVER_KEYS_DIR": str(tmp / "keys"),
         "AUTHSERVER_PROXY_HOPS": "1",
         "AUTHSERVER_ADMIN_TOKEN": ADMIN_TOKEN,
+        "AUTHSERVER_METRICS_TOKEN": METRICS_TOKEN,
     }
     # The issuer is the public side's URL, known once nginx has its port: nginx starts
     # first (its upstream answers once the server is up).
@@ -189,6 +191,26 @@ def test_the_operator_side_forwards_everything(proxy: Proxy) -> None:
     response = requests.get(proxy.operator + "/admin/clients", headers=bearer, timeout=10)
     assert response.status_code == 200, response.text
     assert proxy.client["client_id"] in response.text
+
+
+def test_metrics_are_scraped_per_instance_on_the_operator_side(proxy: Proxy) -> None:
+    """Through the balancer, /metrics read the two instances in turn: a counter read 5, 0,
+    5, 0 (Prometheus takes each drop for a reset). Each instance has its own path; the
+    balanced one says so; the public side forwards none of them."""
+    bearer = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    assert proxy.token(sub="user-1").status_code == 200
+    scraped = requests.get(proxy.operator + "/metrics/authserver-1", headers=bearer, timeout=10)
+    assert scraped.status_code == 200, scraped.text
+    assert "authserver_tokens_issued_total" in scraped.text
+    down = requests.get(proxy.operator + "/metrics/authserver-2", headers=bearer, timeout=10)
+    _is_json_error(down, 503, "temporarily_unavailable")  # that instance is down here
+    for path in ("/metrics", "/metrics/"):
+        balanced = requests.get(proxy.operator + path, headers=bearer, timeout=10)
+        _is_json_error(balanced, 404, "not_found")
+        assert "/metrics/authserver-1" in balanced.json()["error_description"]
+    for path in ("/metrics/authserver-1", "/metrics/authserver-2"):
+        public = requests.get(proxy.public + path, headers=bearer, timeout=10)
+        _is_json_error(public, 404, "not_found")
 
 
 def test_what_nginx_refuses_itself_is_json(proxy: Proxy) -> None:
