@@ -8,6 +8,8 @@ import bisect
 import logging
 import threading
 import time
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 from limits.storage import MemoryStorage
 from limits.storage import Storage
@@ -106,14 +108,17 @@ def check_storage(settings: Settings) -> None:
         return
     uri = settings.rate_limit_storage
     try:
-        reachable = open_storage(uri).check()
+        storage = open_storage(uri)
+        reachable = storage.check()
     except Exception as exc:
         # The type only: the message of a client library may repeat the URL and its password.
         raise ConfigError(
             f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot use {redact_url(uri)}: {type(exc).__name__}"
         ) from None
     if not reachable:
-        raise ConfigError(f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot reach {redact_url(uri)}")
+        raise ConfigError(
+            f"AUTHSERVER_RATE_LIMIT_STORAGE: cannot reach {redact_url(uri)}{_why(storage, uri)}"
+        )
     if uri == "memory://" and settings.workers != 1:
         # Here, in serve's main process: once per start, not once per worker (and again
         # for each worker granian respawns).
@@ -121,3 +126,24 @@ def check_storage(settings: Settings) -> None:
             "AUTHSERVER_RATE_LIMIT_STORAGE is memory://: each worker process counts "
             "failed authentications on its own; use Redis for one limit across workers"
         )
+
+
+def _why(storage: Storage, uri: str) -> str:
+    """Why *storage* failed its check, as ``": <type>: <message>"``, or nothing.
+
+    ``Storage.check`` answers only yes or no; for a Redis storage the client's own ping
+    says why ("DB index is out of range", "Connection refused", an authentication error),
+    which is what the operator needs: the storage is often reachable and something else
+    is wrong. The URL's password is masked wherever the message repeats it."""
+    ping = getattr(getattr(storage, "storage", None), "ping", None)
+    if not callable(ping):
+        return ""
+    try:
+        ping()
+    except Exception as exc:
+        message = " ".join(str(exc).split())
+        password = urlsplit(uri).password
+        for secret in {password, unquote(password)} if password else ():
+            message = message.replace(secret, "***")
+        return f": {type(exc).__name__}: {message[:200]}"
+    return ""

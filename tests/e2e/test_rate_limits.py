@@ -584,6 +584,19 @@ def test_unreachable_storage_at_start_is_one_line_naming_the_variable() -> None:
     check_storage(settings.replace(auth_failures_per_client=None, auth_failures_per_address=None))
 
 
+def test_a_storage_that_answers_but_fails_says_why() -> None:
+    """A reachable Redis refusing the URL's database index was "cannot reach", with
+    nothing to go on: the client's own answer is named, the password still masked."""
+    require_redis()
+    base = REDIS_URL.rsplit("/", 1)[0].replace("redis://", "redis://:hunter2@", 1)
+    with pytest.raises(ConfigError) as exc:
+        check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": f"{base}/99"}))
+    message = str(exc.value)
+    assert "DB index is out of range" in message, message
+    assert "hunter2" not in message
+    assert "\n" not in message
+
+
 def test_reachable_storage_passes_the_start_check(storage: str) -> None:
     check_storage(Settings.from_env({"AUTHSERVER_RATE_LIMIT_STORAGE": storage}))
 
