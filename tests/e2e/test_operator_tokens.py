@@ -128,6 +128,24 @@ def _raw_get(server: ServerProcess, path: str, headers: dict[str, str]) -> tuple
         conn.close()
 
 
+@pytest.mark.parametrize("host", ["authserver-1:8000", "10.0.0.5:8000"])
+def test_metrics_is_served_over_plain_http_inside_a_private_network(
+    server: ServerProcess, host: str
+) -> None:
+    """Deliberately unlike /admin/* (docs/security.md, operator endpoints): Prometheus
+    scrapes each instance by its name on a private network, in plain http."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.request(
+            "GET", "/metrics", headers={"Host": host, "Authorization": f"Bearer {METRICS_TOKEN}"}
+        )
+        response = conn.getresponse()
+        assert response.status == 200
+        assert b"authserver_" in response.read()
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("host", ["auth.example.com", "10.0.0.5:8000"])
 def test_admin_refuses_plain_http_to_a_non_loopback_host(server: ServerProcess, host: str) -> None:
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
