@@ -221,7 +221,13 @@ class KeyService:
                 raise not_found("signing key", "kid", kid)
             if target.retired_at is not None:
                 raise Conflict(f"signing key {kid} is already retired")
-            self._check_passphrase([k for k in keys if k.kid != kid])
+            # The keys that stay tell whether this process's passphrase is the servers';
+            # when none of them has a private half (the retired key is the only live one,
+            # as after every finished rotation), the retired key itself tells: unchecked,
+            # a wrong passphrase wrote the new current key with it, and every server
+            # answered 503 until someone stepped in.
+            if not self._check_passphrase([k for k in keys if k.kid != kid]):
+                self._check_passphrase([target])
             retired = dataclasses.replace(target, retired_at=now, private_pem=None)
             keys = [retired if k.kid == kid else k for k in keys]
             created = self._rechain(keys, now, write_first=retired)
@@ -375,7 +381,7 @@ class KeyService:
             retention=self._policy.retention,
         )
 
-    def _check_passphrase(self, keys: list[SigningKey]) -> None:
+    def _check_passphrase(self, keys: list[SigningKey]) -> bool:
         """Refuse to write a key that servers configured like this process could not read,
         or that this process could not read back: the configured passphrase must open the
         stored keys (a wrong one raises the ``AUTHSERVER_KEY_PASSPHRASE`` error).
@@ -387,7 +393,9 @@ class KeyService:
         ``serve`` with it has started since. This process cannot tell which, so the
         message names both. A ``keys retire`` (or ``rotate``) from a shell that has the
         passphrase while the servers do not would otherwise hand them a current key they
-        cannot decrypt: every token request then answers 503."""
+        cannot decrypt: every token request then answers 503.
+
+        :returns: whether one of *keys* had a private half to check against."""
         for key in sorted(keys, key=lambda k: k.activate_at, reverse=True):
             if key.private_pem is not None and key.retired_at is None:
                 self._ring.private_key(key)
@@ -401,7 +409,8 @@ class KeyService:
                         "passphrase, then run this again (or unset it here if the servers "
                         "are to run without one)"
                     )
-                return
+                return True
+        return False
 
     def _reload(self, kid: Kid) -> SigningKey:
         for key in self._list():

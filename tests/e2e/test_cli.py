@@ -637,6 +637,39 @@ def test_key_commands_with_a_passphrase_the_servers_lack_write_no_key(
     cli_json_here(plain, *args)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("key_store", ["file", "sql"])
+@pytest.mark.parametrize(
+    ("servers", "shell"),
+    [("p1", "wrong"), ("p1", None), (None, "p1")],
+    ids=["wrong", "missing", "the-servers-lack-it"],
+)
+def test_retiring_the_only_live_key_checks_the_passphrase_against_it(
+    db_url: str, env_for: EnvFor, key_store: str, servers: str | None, shell: str | None
+) -> None:
+    """After a finished rotation the current key is the only one with a private half. Its
+    retire checked the passphrase against the other keys only, found none to check, and
+    wrote the new current key with the shell's passphrase: servers running with another
+    answered every token request with 503, for good. The retired key itself is checked."""
+    plain = env_for(db_url, AUTHSERVER_KEY_STORE=key_store)
+    env = {**plain, "AUTHSERVER_KEY_PASSPHRASE": servers} if servers else plain
+    current = cli_json_here(env, "keys", "rotate")["current_kid"]  # one current, one next
+    nxt = cli_json_here(env, "keys", "list")["keys"][0]["kid"]
+    cli_json_here(env, "keys", "retire", nxt)  # the current key is the only live one
+    before = cli_json_here(env, "keys", "list")
+
+    wrong = {**plain, "AUTHSERVER_KEY_PASSPHRASE": shell} if shell else plain
+    result = run_cli_here(wrong, "keys", "retire", current, "--json")
+    line = _one_line_error(result)
+    assert "AUTHSERVER_KEY_PASSPHRASE" in line, line
+    assert result.stdout == ""
+    assert cli_json_here(env, "keys", "list") == before
+    # With the servers' passphrase the retire works, and the new key signs for them.
+    retired = cli_json_here(env, "keys", "retire", current)
+    assert retired["current_kid"] not in (None, current)
+    cli_json_here(env, "keys", "rotate")  # the servers' settings read the new key
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_keys_restored_unencrypted_are_named_as_such_when_rotate_is_refused(
