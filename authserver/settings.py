@@ -980,9 +980,6 @@ MAX_CONFIG_BYTES = 1024 * 1024
 _SETTING_NAME = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]+")
 
 
-_VARIABLE = re.compile(r"\bAUTHSERVER_[A-Z0-9_]+\b")
-
-
 def _name_sources(message: str, given: dict[str, str]) -> str:
     """*message*, a rule of :meth:`Settings.validate` written with variable names, with
     each name of a value given elsewhere replaced by where it came from: the variable the
@@ -997,7 +994,7 @@ def _name_sources(message: str, given: dict[str, str]) -> str:
         source = given.get(match.group(0), "")
         return source if source.startswith("--") else match.group(0)
 
-    return subject + sep + _VARIABLE.sub(named, rest) if sep else message
+    return subject + sep + _SETTING_NAME.sub(named, rest) if sep else message
 
 
 def read_config_file(path: str | Path, *, source: str = CONFIG_ENV) -> dict[str, str]:

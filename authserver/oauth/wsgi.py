@@ -48,6 +48,7 @@ from contextlib import AbstractContextManager
 from http import HTTPStatus
 from typing import Any
 from typing import ClassVar
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
 from authlib.oauth2 import OAuth2Error
@@ -97,6 +98,28 @@ def _error(
 _NOT_THIS_VERSION = "If-Match names no current version of this document"
 
 
+class _Representation(NamedTuple):
+    """One representation of a :class:`Document` as sent: its body, its strong ETag, the
+    headers of a 304 and those of a 200."""
+
+    body: bytes
+    etag: str
+    headers: list[tuple[str, str]]
+    headers_with_type: list[tuple[str, str]]
+
+    @classmethod
+    def of(
+        cls,
+        body: bytes,
+        etag: str,
+        content_type: str,
+        common: list[tuple[str, str]],
+        coding: list[tuple[str, str]] | None = None,
+    ) -> _Representation:
+        headers = [("ETag", f'"{etag}"'), *common]
+        return cls(body, etag, headers, [("Content-Type", content_type), *(coding or []), *headers])
+
+
 class Document:
     """A document as sent: body, strong ETag and cache headers, prepared once.
 
@@ -111,17 +134,7 @@ class Document:
     one ``Accept`` alike). Every answer then says ``Vary: Accept``.
     """
 
-    __slots__ = (
-        "body",
-        "content_type",
-        "etag",
-        "gzipped",
-        "gzipped_headers",
-        "gzipped_with_type",
-        "headers",
-        "headers_with_type",
-        "negotiated",
-    )
+    __slots__ = ("coded", "content_type", "negotiated", "plain")
 
     def __init__(
         self,
@@ -133,15 +146,9 @@ class Document:
         negotiated: bool = False,
         gzipped: bytes | None = None,
     ) -> None:
-        self.body = body
         self.content_type = content_type
         self.negotiated = negotiated
-        self.etag = etag or hashlib.sha256(body).hexdigest()[:32]
-        #: *body* gzip-compressed, when the document is also served with that content
-        #: coding (a status list: draft-ietf-oauth-status-list §8.2, "SHOULD use
-        #: Content-Encoding"), to a request whose Accept-Encoding takes it (RFC 9110
-        #: §12.5.3). A representation of its own, so its own strong ETag (§8.8.3).
-        self.gzipped = gzipped
+        etag = etag or hashlib.sha256(body).hexdigest()[:32]
         vary = ", ".join(
             name
             for name, on in (("Accept", negotiated), ("Accept-Encoding", gzipped is not None))
@@ -152,14 +159,18 @@ class Document:
             ("Access-Control-Allow-Origin", "*"),
             *([("Vary", vary)] if vary else []),
         ]
-        self.headers = [("ETag", f'"{self.etag}"'), *common]
-        self.headers_with_type = [("Content-Type", content_type), *self.headers]
-        self.gzipped_headers = [("ETag", f'"{self.etag}-gzip"'), *common]
-        self.gzipped_with_type = [
-            ("Content-Type", content_type),
-            ("Content-Encoding", "gzip"),
-            *self.gzipped_headers,
-        ]
+        self.plain = _Representation.of(body, etag, content_type, common)
+        #: *gzipped* is *body* gzip-compressed, when the document is also served with that
+        #: content coding (a status list: draft-ietf-oauth-status-list §8.2, "SHOULD use
+        #: Content-Encoding"), to a request whose Accept-Encoding takes it (RFC 9110
+        #: §12.5.3). A representation of its own, so its own strong ETag (§8.8.3).
+        self.coded = (
+            None
+            if gzipped is None
+            else _Representation.of(
+                gzipped, f"{etag}-gzip", content_type, common, [("Content-Encoding", "gzip")]
+            )
+        )
 
     @classmethod
     def json(cls, document: dict[str, Any], max_age: int, *, negotiated: bool = False) -> Document:
@@ -181,28 +192,17 @@ class Document:
                 f"this document is served only as {self.content_type}",
                 [("Vary", "Accept")],
             )
-        if self.gzipped is not None and _takes_gzip(environ.get("HTTP_ACCEPT_ENCODING")):
-            etag, headers, with_type, body = (
-                f"{self.etag}-gzip",
-                self.gzipped_headers,
-                self.gzipped_with_type,
-                self.gzipped,
-            )
-        else:
-            etag, headers, with_type, body = (
-                self.etag,
-                self.headers,
-                self.headers_with_type,
-                self.body,
-            )
+        sent = self.plain
+        if self.coded is not None and _takes_gzip(environ.get("HTTP_ACCEPT_ENCODING")):
+            sent = self.coded
         required = environ.get("HTTP_IF_MATCH")
-        if required and not parse_etags(required).contains(etag):
+        if required and not parse_etags(required).contains(sent.etag):
             # §13.2.2 step 1: "if false, respond 412 (Precondition Failed)".
             return _error(412, "precondition_failed", _NOT_THIS_VERSION)
         condition = environ.get("HTTP_IF_NONE_MATCH")
-        if condition and parse_etags(condition).contains_weak(etag):
-            return 304, list(headers), b"", None
-        return 200, list(with_type), body, None
+        if condition and parse_etags(condition).contains_weak(sent.etag):
+            return 304, list(sent.headers), b"", None
+        return 200, list(sent.headers_with_type), sent.body, None
 
     def _acceptable(self, accept: str | None) -> bool:
         """Whether *accept* takes this document's media type: yes without the header or
