@@ -982,19 +982,27 @@ _SETTING_NAME = re.compile(rf"{ENV_PREFIX}[A-Z0-9_]+")
 
 def _name_sources(message: str, given: dict[str, str]) -> str:
     """*message*, a rule of :meth:`Settings.validate` written with variable names, with
-    each name of a value given elsewhere replaced by where it came from: the variable the
-    message is about by its full source (``--key-rotation-interval``, ``settings.env:
-    AUTHSERVER_KEY_ROTATION_INTERVAL``), any other by its option when an option gave it.
-    A value that came from its variable, or from no one (the default), keeps the name."""
+    each name of a value given elsewhere said with where it came from: the variable the
+    message is about by its full source (``--key-rotation-interval
+    (AUTHSERVER_KEY_ROTATION_INTERVAL)``, ``settings.env: AUTHSERVER_KEY_ROTATION_INTERVAL``),
+    any other by its option beside it when an option gave it. A value that came from its
+    variable, or from no one (the default), keeps the bare name."""
     subject, sep, rest = message.partition(": ")
     if sep and subject in given:
-        subject = given[subject]
+        subject = _with_variable(given[subject], subject)
 
     def named(match: re.Match[str]) -> str:
         source = given.get(match.group(0), "")
-        return source if source.startswith("--") else match.group(0)
+        return _with_variable(source, match.group(0)) if source.startswith("--") else match.group(0)
 
     return subject + sep + _SETTING_NAME.sub(named, rest) if sep else message
+
+
+def _with_variable(source: str, variable: str) -> str:
+    """*source* as a rule between settings names it: an option with its variable beside it
+    (``--max-token-ttl (AUTHSERVER_MAX_TOKEN_TTL)``: the line names the variable whatever
+    gave the value), a file or the variable as they are (both name it already)."""
+    return f"{source} ({variable})" if source.startswith("--") else source
 
 
 def read_config_file(path: str | Path, *, source: str = CONFIG_ENV) -> dict[str, str]:

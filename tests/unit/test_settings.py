@@ -1054,7 +1054,8 @@ def test_what_a_port_number_is(text: str, is_port: bool) -> None:
             {},
             {"key_rotation_interval": "10s"},
             None,
-            "--key-rotation-interval: must be longer than AUTHSERVER_KEY_PUBLISH_AHEAD (3600s)",
+            "--key-rotation-interval (AUTHSERVER_KEY_ROTATION_INTERVAL): must be longer than "
+            "AUTHSERVER_KEY_PUBLISH_AHEAD (3600s)",
         ),
         (
             {"AUTHSERVER_KEY_ROTATION_INTERVAL": "10s"},
@@ -1074,14 +1075,16 @@ def test_what_a_port_number_is(text: str, is_port: bool) -> None:
             {},
             {"max_token_ttl": "100d"},
             None,
-            "AUTHSERVER_AUDIT_RETENTION: must be at least --max-token-ttl (8640000s): revoking "
-            "a user's or a client's tokens finds them in the audit trail",
+            "AUTHSERVER_AUDIT_RETENTION: must be at least --max-token-ttl "
+            "(AUTHSERVER_MAX_TOKEN_TTL) (8640000s): revoking a user's or a client's tokens "
+            "finds them in the audit trail",
         ),
         (
             {"AUTHSERVER_MAX_TOKEN_TTL": "1h"},
             {"default_token_ttl": "2h"},
             None,
-            "--default-token-ttl: must not exceed AUTHSERVER_MAX_TOKEN_TTL (3600s)",
+            "--default-token-ttl (AUTHSERVER_DEFAULT_TOKEN_TTL): must not exceed "
+            "AUTHSERVER_MAX_TOKEN_TTL (3600s)",
         ),
     ],
     ids=["option", "variable", "file", "the-other-by-its-option", "option-against-variable"],
