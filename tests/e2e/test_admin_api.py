@@ -1353,14 +1353,17 @@ def test_two_disables_at_once_disable_and_record_once(
     others = [make_services(settings.replace(admin_token=ADMIN_TOKEN)) for _ in range(2)]
     start = threading.Barrier(2)
     answers: list[Any] = []
+    # The apps are built here, one after the other: Werkzeug compiles each route with
+    # ast.parse, and CPython 3.11's AST recursion counter is not thread-safe (two apps
+    # built at once failed with "AST constructor recursion depth mismatch" in a CI run).
+    clients = [create_app(services=svc).test_client() for svc in others]
 
-    def disable(svc: Services) -> None:
-        http = create_app(services=svc).test_client()
+    def disable(http: Any) -> None:
         start.wait()
         answers.append(http.post(f"/admin/clients/{cid}/disable", headers=AUTH))
 
     try:
-        threads = [threading.Thread(target=disable, args=(svc,)) for svc in others]
+        threads = [threading.Thread(target=disable, args=(http,)) for http in clients]
         for thread in threads:
             thread.start()
         for thread in threads:
